@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One-time set-up shared by `npm run demo`, `npm test` and `npm run bench`:
+# installs the Debian packages pgring runs against (PostgreSQL 15, ZooKeeper,
+# PgBouncer), the npm dependencies, and builds the TypeScript.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15 postgresql-client-15 postgresql-contrib-15)
+command -v pgbench >/dev/null 2>&1 || need+=(postgresql-client-15 postgresql-contrib-15)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+[ -f /usr/share/java/slf4j-simple.jar ] || need+=(libslf4j-java)
+command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
+command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian's postgresql package may auto-start a cluster on 5432; we never use it.
+
+stamp=node_modules/.pgring-installed
+if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund
+  touch "$stamp"
+fi
+echo "setup: building"
+npx tsc -p tsconfig.json

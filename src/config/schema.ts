@@ -1,0 +1,145 @@
+// JSON schema of proxy.json. Strict: unknown keys are errors (additionalProperties: false),
+// so a typo stops start-up with the key's path instead of being silently ignored.
+export const configSchema = {
+  $id: 'pgring-config',
+  type: 'object',
+  additionalProperties: false,
+  required: ['users'],
+  properties: {
+    $schema: { type: 'string' },
+    listen: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        host: { type: 'string', default: '127.0.0.1' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 6432 },
+      },
+      default: {},
+    },
+    metrics: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean', default: true },
+        host: { type: 'string', default: '127.0.0.1' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 9930 },
+      },
+      default: {},
+    },
+    logLevel: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' },
+    zookeeper: {
+      type: 'object', additionalProperties: false,
+      required: ['connect'],
+      properties: {
+        connect: { type: 'string', minLength: 1 },
+        cluster: { type: 'string', pattern: '^[A-Za-z0-9_.-]+$', default: 'default' },
+        sessionTimeoutMs: { type: 'integer', minimum: 1000, maximum: 120000, default: 10000 },
+      },
+    },
+    pool: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        mode: { enum: ['transaction', 'session'], default: 'transaction' },
+        minSize: { type: 'integer', minimum: 0, default: 0 },
+        maxSize: { type: 'integer', minimum: 1, default: 20 },
+        queueTimeoutMs: { type: 'integer', minimum: 1, default: 10000 },
+        idleTimeoutMs: { type: 'integer', minimum: 0, default: 60000 },
+        connectTimeoutMs: { type: 'integer', minimum: 1, default: 5000 },
+        preparedStatementCacheSize: { type: 'integer', minimum: 0, default: 500 },
+      },
+      default: {},
+    },
+    users: {
+      type: 'array', minItems: 1,
+      items: {
+        type: 'object', additionalProperties: false,
+        required: ['name'],
+        properties: {
+          name: { type: 'string', minLength: 1 },
+          // How pgring authenticates the client.
+          auth: { enum: ['trust', 'cleartext', 'md5', 'scram-sha-256'], default: 'trust' },
+          password: { type: 'string' },
+          // Credentials pgring uses towards the servers (default: the same user and password).
+          serverUser: { type: 'string' },
+          serverPassword: { type: 'string' },
+          admin: { type: 'boolean', default: false },
+          poolMode: { enum: ['transaction', 'session'] },
+          poolSize: { type: 'integer', minimum: 1 },
+        },
+      },
+    },
+    shards: {
+      type: 'array',
+      items: {
+        type: 'object', additionalProperties: false,
+        required: ['name', 'backends'],
+        properties: {
+          name: { type: 'string', pattern: '^[A-Za-z0-9_-]+$' },
+          weight: { type: 'number', exclusiveMinimum: 0, default: 1 },
+          backends: {
+            type: 'array', minItems: 1,
+            items: {
+              type: 'object', additionalProperties: false,
+              required: ['port'],
+              properties: {
+                host: { type: 'string', default: '127.0.0.1' },
+                port: { type: 'integer', minimum: 1, maximum: 65535 },
+                role: { enum: ['primary', 'replica'], default: 'primary' },
+              },
+            },
+          },
+        },
+      },
+      default: [],
+    },
+    ring: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        vnodes: { type: 'integer', minimum: 1, maximum: 4096, default: 256 },
+        seed: { type: 'integer', default: 0 },
+      },
+      default: {},
+    },
+    sharding: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        tables: {
+          type: 'array',
+          items: {
+            type: 'object', additionalProperties: false,
+            required: ['name', 'column', 'type'],
+            properties: {
+              name: { type: 'string', minLength: 1 },
+              column: { type: 'string', minLength: 1 },
+              type: { enum: ['smallint', 'integer', 'bigint', 'text', 'varchar', 'uuid'] },
+              // All columns in table order, for COPY without a column list (optional: read
+              // from the catalog when missing).
+              columns: { type: 'array', items: { type: 'string' } },
+            },
+          },
+          default: [],
+        },
+        planCacheSize: { type: 'integer', minimum: 16, default: 4096 },
+      },
+      default: {},
+    },
+    locks: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        mode: { enum: ['all', 'multi_shard', 'off'], default: 'all' },
+        buckets: { type: 'integer', minimum: 1, maximum: 1048576, default: 1024 },
+        timeoutMs: { type: 'integer', minimum: 1, default: 5000 },
+        leaseMs: { type: 'integer', minimum: 0, default: 100 },
+      },
+      default: {},
+    },
+    health: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        runChecks: { type: 'boolean', default: true },
+        intervalMs: { type: 'integer', minimum: 100, default: 1000 },
+        timeoutMs: { type: 'integer', minimum: 100, default: 1000 },
+      },
+      default: {},
+    },
+    shutdownGraceMs: { type: 'integer', minimum: 0, default: 30000 },
+  },
+} as const;

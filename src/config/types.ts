@@ -1,0 +1,37 @@
+// Typed view of a validated proxy.json (defaults filled in by the validator).
+export type PoolMode = 'transaction' | 'session';
+export type ClientAuth = 'trust' | 'cleartext' | 'md5' | 'scram-sha-256';
+export type KeyType = 'smallint' | 'integer' | 'bigint' | 'text' | 'varchar' | 'uuid';
+export type LockMode = 'all' | 'multi_shard' | 'off';
+
+export interface UserConfig {
+  name: string;
+  auth: ClientAuth;
+  password?: string;
+  serverUser?: string;
+  serverPassword?: string;
+  admin: boolean;
+  poolMode?: PoolMode;
+  poolSize?: number;
+}
+export interface BackendConfig { host: string; port: number; role: 'primary' | 'replica' }
+export interface ShardConfig { name: string; weight: number; backends: BackendConfig[] }
+export interface ShardedTableConfig { name: string; column: string; type: KeyType; columns?: string[] }
+
+export interface Config {
+  listen: { host: string; port: number };
+  metrics: { enabled: boolean; host: string; port: number };
+  logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };
+  pool: {
+    mode: PoolMode; minSize: number; maxSize: number; queueTimeoutMs: number;
+    idleTimeoutMs: number; connectTimeoutMs: number; preparedStatementCacheSize: number;
+  };
+  users: UserConfig[];
+  shards: ShardConfig[];
+  ring: { vnodes: number; seed: number };
+  sharding: { tables: ShardedTableConfig[]; planCacheSize: number };
+  locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
+  health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
+  shutdownGraceMs: number;
+}
