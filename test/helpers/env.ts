@@ -15,7 +15,7 @@ export async function testCluster(): Promise<ClusterInfo> {
   if (!own) {
     own = new LocalCluster({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-own-')), shards: 4 });
     await own.start();
-    process.on('exit', () => { for (const pg of own!.pgs) pg.stop('immediate'); });
+    process.on('exit', () => { for (const pg of own?.pgs ?? []) pg.stop('immediate'); });
   }
   return own.info();
 }

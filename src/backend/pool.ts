@@ -1,0 +1,163 @@
+// A pool of server connections for one (backend, user, database). Connections
+// carry the client startup parameters they were opened with (paramsKey); a client
+// gets a connection opened with exactly its own startup parameters, so PostgreSQL
+// applies them natively and RESET returns to them.
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { ServerConnection, ServerCredentials, ServerTarget } from './server';
+
+export interface PoolOptions { maxSize: number; minSize: number; queueTimeoutMs: number; connectTimeoutMs: number; idleTimeoutMs: number }
+
+interface Waiter {
+  startup: [string, string][];
+  paramsKey: string;
+  resolve: (c: ServerConnection) => void;
+  reject: (e: PgError) => void;
+  timer: NodeJS.Timeout;
+  since: number;
+}
+
+export interface PoolStats {
+  active: number; idle: number; connecting: number; waiting: number; maxWaitMs: number;
+  totalXact: number; totalQuery: number; totalWaitMs: number; totalXactTimeUs: number; totalQueryTimeUs: number;
+  bytesIn: number; bytesOut: number;
+}
+
+export class Pool {
+  private readonly idle: ServerConnection[] = [];
+  private readonly waiters: Waiter[] = [];
+  readonly all = new Set<ServerConnection>();
+  private connecting = 0;
+  private closed = false;
+  /** Set when the last connect attempt failed; cleared on success (health for routing). */
+  lastError: PgError | null = null;
+  readonly stats = { totalXact: 0, totalQuery: 0, totalWaitMs: 0, totalXactTimeUs: 0, totalQueryTimeUs: 0, bytesIn: 0, bytesOut: 0 };
+  private idleTimer: NodeJS.Timeout;
+
+  constructor(readonly target: ServerTarget, readonly cred: ServerCredentials, public opts: PoolOptions) {
+    this.idleTimer = setInterval(() => this.reapIdle(), Math.max(1000, Math.min(opts.idleTimeoutMs || 10000, 10000)));
+    this.idleTimer.unref();
+  }
+
+  get size(): number { return this.all.size + this.connecting; }
+
+  acquire(startup: [string, string][], paramsKey: string): Promise<ServerConnection> {
+    if (this.closed) return Promise.reject(new PgError(SQLSTATE.AdminShutdown, 'pool is closed'));
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      const c = this.idle[i]!;
+      if (c.paramsKey === paramsKey) {
+        this.idle.splice(i, 1);
+        if (c.closed) continue;
+        return Promise.resolve(c);
+      }
+    }
+    return new Promise((resolve, reject) => {
+      const w: Waiter = {
+        startup, paramsKey, resolve, reject, since: Date.now(),
+        timer: setTimeout(() => {
+          const i = this.waiters.indexOf(w);
+          if (i >= 0) this.waiters.splice(i, 1);
+          reject(new PgError(SQLSTATE.TooManyConnections, `no server connection available for shard "${this.target.shardName}" within ${this.opts.queueTimeoutMs} ms (pool size ${this.opts.maxSize}, ${this.waiters.length + 1} waiting)`, { hint: 'raise pool.maxSize or pool.queueTimeoutMs, or reduce concurrent clients' }));
+        }, this.opts.queueTimeoutMs),
+      };
+      this.waiters.push(w);
+      this.grow();
+    });
+  }
+
+  /** Opens connections while there are waiters and room; evicts idle ones with other params when full. */
+  private grow(): void {
+    while (this.waiters.length > this.connecting) {
+      if (this.size >= this.opts.maxSize) {
+        const other = this.idle.findIndex((c) => !this.waiters.some((w) => w.paramsKey === c.paramsKey));
+        if (other < 0) return;
+        const [victim] = this.idle.splice(other, 1);
+        victim!.terminate();
+        continue;
+      }
+      const w = this.waiters[this.connecting]!;
+      this.open(w.startup, w.paramsKey);
+    }
+  }
+
+  private open(startup: [string, string][], paramsKey: string): void {
+    this.connecting++;
+    ServerConnection.connect(this.target, this.cred, startup, paramsKey, this.opts.connectTimeoutMs).then((conn) => {
+      this.connecting--;
+      this.lastError = null;
+      this.all.add(conn);
+      conn.onClosed = (c) => this.forget(c);
+      this.handOut(conn);
+    }, (err: PgError) => {
+      this.connecting--;
+      this.lastError = err;
+      // A failure fails the waiter with matching params (its startup params may be the cause).
+      const i = this.waiters.findIndex((w) => w.paramsKey === paramsKey);
+      const w = i >= 0 ? this.waiters.splice(i, 1)[0]! : this.waiters.shift();
+      if (w) { clearTimeout(w.timer); w.reject(err); }
+      this.grow();
+    });
+  }
+
+  private handOut(conn: ServerConnection): void {
+    const i = this.waiters.findIndex((w) => w.paramsKey === conn.paramsKey);
+    if (i >= 0) {
+      const [w] = this.waiters.splice(i, 1);
+      clearTimeout(w!.timer);
+      this.stats.totalWaitMs += Date.now() - w!.since;
+      w!.resolve(conn);
+      return;
+    }
+    if (this.waiters.length > 0 && this.size >= this.opts.maxSize) {
+      // Nobody wants these params: make room for a waiter with other params.
+      conn.terminate();
+      this.grow();
+      return;
+    }
+    conn.lastUsed = Date.now();
+    this.idle.push(conn);
+  }
+
+  /** Returns a clean connection (ReadyForQuery 'I', no owner). */
+  release(conn: ServerConnection): void {
+    conn.owner = null;
+    conn.busy = false;
+    if (conn.closed) { this.grow(); return; }
+    if (this.closed || conn.status !== 'I') { conn.terminate(); return; }
+    this.handOut(conn);
+  }
+
+  private forget(conn: ServerConnection): void {
+    this.all.delete(conn);
+    const i = this.idle.indexOf(conn);
+    if (i >= 0) this.idle.splice(i, 1);
+    this.grow();
+  }
+
+  private reapIdle(): void {
+    if (!this.opts.idleTimeoutMs) return;
+    const now = Date.now();
+    for (const c of [...this.idle]) {
+      if (this.all.size <= this.opts.minSize) break;
+      if (now - c.lastUsed > this.opts.idleTimeoutMs) { this.idle.splice(this.idle.indexOf(c), 1); c.terminate(); }
+    }
+  }
+
+  /** Drops idle connections (e.g. after the backend restarted). */
+  dropIdle(): void { for (const c of this.idle.splice(0)) c.terminate(); }
+
+  snapshot(): PoolStats {
+    const now = Date.now();
+    return {
+      active: this.all.size - this.idle.length, idle: this.idle.length, connecting: this.connecting,
+      waiting: this.waiters.length, maxWaitMs: this.waiters.length ? now - this.waiters[0]!.since : 0,
+      ...this.stats,
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.idleTimer);
+    for (const w of this.waiters.splice(0)) { clearTimeout(w.timer); w.reject(new PgError(SQLSTATE.AdminShutdown, 'pool is closing')); }
+    for (const c of this.idle.splice(0)) c.terminate();
+  }
+}

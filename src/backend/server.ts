@@ -1,0 +1,210 @@
+// One TCP connection from pgring to a PostgreSQL server. It performs the startup
+// and authentication (md5, SCRAM-SHA-256, cleartext, trust), records the server's
+// ParameterStatus values and BackendKeyData, then frames messages for its owner.
+import * as net from 'node:net';
+import { AUTH, B } from '../protocol/codes';
+import { MessageReader } from '../protocol/reader';
+import { parseErrorFields, PgError, SQLSTATE } from '../protocol/errors';
+import { readCString, readyStatus, TxStatus, Writer, terminateMsg } from '../protocol/messages';
+import { md5Response } from '../protocol/auth/md5';
+import { ScramClient } from '../protocol/auth/scram';
+
+export interface ServerTarget { host: string; port: number; shard: number; shardName: string }
+export interface ServerCredentials { user: string; password?: string; database: string }
+
+/** Receives the messages of a server connection while a client session owns it. */
+export interface ServerOwner {
+  onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void;
+  /** Called after all messages of one socket read were delivered (lets the owner write once). */
+  onServerBatchEnd(conn: ServerConnection): void;
+  onServerClose(conn: ServerConnection, err: PgError): void;
+}
+
+let nextId = 1;
+
+export class ServerConnection {
+  readonly id = nextId++;
+  readonly params = new Map<string, string>();
+  pid = 0;
+  secret = 0;
+  status: TxStatus = 'I';
+  closed = false;
+  /** Global prepared-statement names this connection has (LRU order: oldest first). */
+  readonly prepared = new Map<string, true>();
+  /** Version of the client session state (SETs) applied on top of the startup params; null = baseline. */
+  appliedState: object | null = null;
+  owner: ServerOwner | null = null;
+  /** Per-owner bookkeeping (the client session's link to this connection). */
+  tag: unknown = null;
+  createdAt = Date.now();
+  lastUsed = Date.now();
+  /** Number of queries currently outstanding (for SHOW SERVERS / cancel routing). */
+  busy = false;
+  private readonly reader = new MessageReader();
+  private closeError: PgError | null = null;
+
+  private constructor(readonly socket: net.Socket, readonly target: ServerTarget, readonly paramsKey: string) {}
+
+  static connect(target: ServerTarget, cred: ServerCredentials, startup: [string, string][], paramsKey: string, timeoutMs: number): Promise<ServerConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
+      const conn = new ServerConnection(socket, target, paramsKey);
+      let done = false;
+      const fail = (e: PgError) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        conn.closed = true;
+        socket.destroy();
+        reject(e);
+      };
+      const timer = setTimeout(() => fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to shard "${target.shardName}" at ${target.host}:${target.port}: timeout after ${timeoutMs} ms`)), timeoutMs);
+      socket.once('error', (err) => fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to shard "${target.shardName}" at ${target.host}:${target.port}: ${err.message}`)));
+      socket.once('close', () => fail(new PgError(SQLSTATE.ConnectionFailure, `connection to shard "${target.shardName}" at ${target.host}:${target.port} closed during startup`)));
+      socket.once('connect', () => {
+        const w = new Writer(128).int32(196608).cstr('user').cstr(cred.user).cstr('database').cstr(cred.database);
+        for (const [k, v] of startup) w.cstr(k).cstr(v);
+        socket.write(w.int8(0).packet());
+      });
+      let scram: ScramClient | null = null;
+      const onStartupData = (chunk: Buffer) => {
+        try {
+          conn.reader.feed(chunk, (type, msg) => {
+            if (done) return;
+            switch (type) {
+              case B.Authentication: {
+                const code = msg.readInt32BE(5);
+                if (code === AUTH.Ok) return;
+                if (code === AUTH.Cleartext || code === AUTH.MD5) {
+                  if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${target.shardName}" asks a password for user "${cred.user}" and none is configured`);
+                  const pw = code === AUTH.MD5 ? md5Response(cred.user, cred.password, msg.subarray(9, 13)) : cred.password;
+                  socket.write(new Writer().cstr(pw).msg(0x70));
+                } else if (code === AUTH.SASL) {
+                  const mechs: string[] = [];
+                  let off = 9;
+                  while (off < msg.length && msg[off] !== 0) { const [m, n] = readCString(msg, off); mechs.push(m); off = n; }
+                  if (!mechs.includes('SCRAM-SHA-256')) throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${target.shardName}" offers no supported SASL mechanism (${mechs.join(', ')})`);
+                  if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${target.shardName}" asks a password for user "${cred.user}" and none is configured`);
+                  scram = new ScramClient(cred.password);
+                  const first = scram.clientFirst();
+                  socket.write(new Writer().cstr('SCRAM-SHA-256').int32(first.length).bytes(first).msg(0x70));
+                } else if (code === AUTH.SASLContinue) {
+                  if (!scram) throw new PgError(SQLSTATE.ProtocolViolation, 'unexpected SASLContinue');
+                  socket.write(new Writer().bytes(scram.handleServerFirst(msg.subarray(9))).msg(0x70));
+                } else if (code === AUTH.SASLFinal) {
+                  if (!scram) throw new PgError(SQLSTATE.ProtocolViolation, 'unexpected SASLFinal');
+                  scram.verifyServerFinal(msg.subarray(9));
+                } else {
+                  throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${target.shardName}" requested unsupported authentication method ${code}`);
+                }
+                return;
+              }
+              case B.ParameterStatus: {
+                const [k, off] = readCString(msg, 5);
+                conn.params.set(k, readCString(msg, off)[0]);
+                return;
+              }
+              case B.BackendKeyData:
+                conn.pid = msg.readInt32BE(5); conn.secret = msg.readInt32BE(9);
+                return;
+              case B.ErrorResponse: {
+                const f = parseErrorFields(msg);
+                throw new PgError(f.C ?? SQLSTATE.ConnectionFailure, f.M ?? 'server error at startup', { detail: f.D, hint: f.H, severity: 'FATAL' });
+              }
+              case B.NoticeResponse: case B.NegotiateProtocolVersion:
+                return;
+              case B.ReadyForQuery:
+                conn.status = readyStatus(msg);
+                done = true;
+                clearTimeout(timer);
+                socket.removeAllListeners('data');
+                socket.removeAllListeners('error');
+                socket.removeAllListeners('close');
+                conn.attachRuntimeHandlers();
+                resolve(conn);
+                return;
+              default:
+                throw new PgError(SQLSTATE.ProtocolViolation, `unexpected message 0x${type.toString(16)} from shard "${target.shardName}" during startup`);
+            }
+          });
+        } catch (e) {
+          fail(e instanceof PgError ? e : new PgError(SQLSTATE.ConnectionFailure, `authentication to shard "${target.shardName}" failed: ${(e as Error).message}`));
+        }
+      };
+      socket.on('data', onStartupData);
+    });
+  }
+
+  private attachRuntimeHandlers(): void {
+    const onMsg = (type: number, msg: Buffer) => {
+      if (type === B.ReadyForQuery) { this.status = readyStatus(msg); this.busy = false; }
+      else if (type === B.ParameterStatus) {
+        const [k, off] = readCString(msg, 5);
+        this.params.set(k, readCString(msg, off)[0]);
+      }
+      const owner = this.owner;
+      if (owner) owner.onServerMessage(this, type, msg);
+      else if (type === B.ErrorResponse) {
+        // An idle pooled connection got an error: the server is terminating it.
+        const f = parseErrorFields(msg);
+        this.closeError = new PgError(f.C ?? SQLSTATE.AdminShutdown, f.M ?? 'server closed the connection');
+      }
+    };
+    this.socket.on('data', (chunk: Buffer) => {
+      try {
+        this.reader.feed(chunk, onMsg);
+        this.owner?.onServerBatchEnd(this);
+      } catch (e) {
+        this.destroy(new PgError(SQLSTATE.ProtocolViolation, `protocol error from shard "${this.target.shardName}": ${(e as Error).message}`));
+      }
+    });
+    this.socket.on('error', (err) => this.handleClose(new PgError(SQLSTATE.ConnectionFailure, `connection to shard "${this.target.shardName}" lost: ${err.message}`)));
+    this.socket.on('close', () => this.handleClose(this.closeError ?? new PgError(SQLSTATE.ConnectionFailure, `server closed the connection unexpectedly (shard "${this.target.shardName}" at ${this.target.host}:${this.target.port})`)));
+  }
+
+  /** Records the FATAL error a terminating server sends, so the owner sees the real reason. */
+  noteError(e: PgError): void { this.closeError = e; }
+
+  private handleClose(err: PgError): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.destroy();
+    const owner = this.owner;
+    this.owner = null;
+    this.onClosed?.(this);
+    if (owner) owner.onServerClose(this, this.closeError ?? err);
+  }
+
+  /** Called by the pool when the connection dies (idle or owned). */
+  onClosed?: (conn: ServerConnection) => void;
+
+  write(buf: Buffer): void {
+    if (this.closed) return;
+    this.lastUsed = Date.now();
+    this.socket.write(buf);
+  }
+
+  /** Closes politely (Terminate) and forgets the connection. */
+  terminate(): void {
+    if (this.closed) return;
+    try { this.socket.end(terminateMsg); } catch { /* ignore */ }
+    this.handleClose(new PgError(SQLSTATE.AdminShutdown, 'connection terminated by pgring'));
+  }
+
+  destroy(err?: PgError): void {
+    this.handleClose(err ?? new PgError(SQLSTATE.AdminShutdown, 'connection closed by pgring'));
+  }
+
+  /** Asks the server to cancel what this connection is running (a separate connection, as libpq does). */
+  cancel(): Promise<void> {
+    return new Promise((resolve) => {
+      const s = net.connect({ host: this.target.host, port: this.target.port });
+      const pkt = Buffer.alloc(16);
+      pkt.writeInt32BE(16, 0); pkt.writeInt32BE(80877102, 4); pkt.writeInt32BE(this.pid, 8); pkt.writeInt32BE(this.secret, 12);
+      s.once('connect', () => s.end(pkt));
+      s.once('close', () => resolve());
+      s.once('error', () => resolve());
+      s.setTimeout(2000, () => s.destroy());
+    });
+  }
+}

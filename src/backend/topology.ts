@@ -1,0 +1,78 @@
+// The shards pgring routes to and the pools of server connections for each.
+// Which shard owns a key is answered by the ring (src/ring); this module only
+// knows shards, their backends, their health and their pools.
+import type { Config, ShardConfig } from '../config/types';
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { Pool, PoolOptions } from './pool';
+import type { ServerCredentials } from './server';
+
+export interface BackendState { host: string; port: number; role: 'primary' | 'replica'; healthy: boolean; checkedAt: number; error?: string }
+
+export class Topology {
+  private pools = new Map<string, Pool>();
+  /** Liveness per shard index, from heartbeats (ZooKeeper) or the proxy's own checks. */
+  backends: BackendState[][] = [];
+
+  constructor(public shards: ShardConfig[], public config: Config) {
+    this.backends = shards.map((s) => s.backends.map((b) => ({ ...b, healthy: true, checkedAt: 0 })));
+  }
+
+  get shardCount(): number { return this.shards.length; }
+  shardIndex(name: string): number { return this.shards.findIndex((s) => s.name === name); }
+
+  /** The primary backend a write for `shard` goes to, or an error naming the shard when it is down. */
+  primary(shard: number): BackendState {
+    const list = this.backends[shard];
+    if (!list) throw new PgError(SQLSTATE.InternalError, `no shard with index ${shard}`);
+    const live = list.find((b) => b.role === 'primary' && b.healthy);
+    if (!live) {
+      const name = this.shards[shard]!.name;
+      const why = list.find((b) => b.role === 'primary')?.error;
+      throw new PgError(SQLSTATE.CannotConnectNow, `shard "${name}" is unavailable: no live primary backend${why ? ` (${why})` : ''}`, { hint: 'keys on other shards keep working; retry when the shard is back' });
+    }
+    return live;
+  }
+
+  isUp(shard: number): boolean {
+    return (this.backends[shard] ?? []).some((b) => b.role === 'primary' && b.healthy);
+  }
+
+  /** A live shard for statements that touch no sharded table (prefer `preferred`). */
+  anyLiveShard(preferred = 0): number {
+    if (this.isUp(preferred)) return preferred;
+    for (let i = 0; i < this.shardCount; i++) if (this.isUp(i)) return i;
+    return preferred;
+  }
+
+  pool(shard: number, cred: ServerCredentials): Pool {
+    const b = this.primary(shard);
+    const key = `${shard}\u0000${b.host}:${b.port}\u0000${cred.user}\u0000${cred.database}`;
+    let p = this.pools.get(key);
+    if (!p) {
+      const user = this.config.users.find((u) => (u.serverUser ?? u.name) === cred.user);
+      const opts: PoolOptions = {
+        maxSize: user?.poolSize ?? this.config.pool.maxSize,
+        minSize: this.config.pool.minSize,
+        queueTimeoutMs: this.config.pool.queueTimeoutMs,
+        connectTimeoutMs: this.config.pool.connectTimeoutMs,
+        idleTimeoutMs: this.config.pool.idleTimeoutMs,
+      };
+      p = new Pool({ host: b.host, port: b.port, shard, shardName: this.shards[shard]!.name }, cred, opts);
+      this.pools.set(key, p);
+    }
+    return p;
+  }
+
+  allPools(): Pool[] { return [...this.pools.values()]; }
+
+  /** Marks a backend up or down (from a heartbeat); a backend going down drops its idle connections. */
+  setHealth(shard: number, host: string, port: number, healthy: boolean, error?: string): void {
+    const b = this.backends[shard]?.find((x) => x.host === host && x.port === port);
+    if (!b) return;
+    const was = b.healthy;
+    b.healthy = healthy; b.checkedAt = Date.now(); b.error = error;
+    if (was && !healthy) for (const p of this.pools.values()) if (p.target.shard === shard && p.target.port === port && p.target.host === host) p.dropIdle();
+  }
+
+  close(): void { for (const p of this.pools.values()) p.close(); this.pools.clear(); }
+}

@@ -1,0 +1,76 @@
+// Authentication of a client, as a state machine that does no I/O: it yields the
+// bytes to send and consumes PasswordMessage / SASL messages.
+import { randomBytes } from 'node:crypto';
+import type { UserConfig } from '../config/types';
+import { AUTH } from '../protocol/codes';
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { authRequest, authSasl, readCString } from '../protocol/messages';
+import { ScramServer, SCRAM_SHA_256 } from '../protocol/auth/scram';
+import { verifyMd5 } from '../protocol/auth/md5';
+
+export type AuthStep = { send: Buffer } | { ok: true; send?: Buffer } | { error: PgError };
+
+export class ClientAuth {
+  private salt: Buffer | null = null;
+  private scram: ScramServer | null = null;
+  private stage: 'start' | 'password' | 'sasl-initial' | 'sasl-final' | 'done' = 'start';
+
+  /** `user` is undefined when the name is not configured: the exchange then always fails. */
+  constructor(readonly username: string, readonly user: UserConfig | undefined) {}
+
+  private failed(): PgError {
+    return PgError.fatal(SQLSTATE.InvalidPassword, `password authentication failed for user "${this.username}"`);
+  }
+
+  start(): AuthStep {
+    const method = this.user?.auth ?? 'scram-sha-256';
+    if (this.user && method === 'trust') { this.stage = 'done'; return { ok: true }; }
+    if (method === 'cleartext') { this.stage = 'password'; return { send: authRequest(AUTH.Cleartext) }; }
+    if (method === 'md5') {
+      this.salt = randomBytes(4);
+      this.stage = 'password';
+      return { send: authRequest(AUTH.MD5, this.salt) };
+    }
+    this.scram = new ScramServer({ user: this.username, secret: this.user?.password ?? null });
+    this.stage = 'sasl-initial';
+    return { send: authSasl([SCRAM_SHA_256]) };
+  }
+
+  /** Consumes one 'p' message (the whole message, header included). */
+  handle(msg: Buffer): AuthStep {
+    try {
+      switch (this.stage) {
+        case 'password': {
+          const [given] = readCString(msg, 5);
+          this.stage = 'done';
+          const pw = this.user?.password;
+          if (!this.user || pw === undefined) return { error: this.failed() };
+          const ok = this.salt ? verifyMd5(this.username, pw, this.salt, given) : given === pw;
+          return ok ? { ok: true } : { error: this.failed() };
+        }
+        case 'sasl-initial': {
+          const [mech, off] = readCString(msg, 5);
+          if (mech !== SCRAM_SHA_256) {
+            return { error: PgError.fatal(SQLSTATE.ProtocolViolation, `client selected an invalid SASL authentication mechanism`) };
+          }
+          const len = msg.readInt32BE(off);
+          const data = len < 0 ? Buffer.alloc(0) : msg.subarray(off + 4, off + 4 + len);
+          const reply = this.scram!.handleClientFirst(data);
+          this.stage = 'sasl-final';
+          return { send: authRequest(AUTH.SASLContinue, reply) };
+        }
+        case 'sasl-final': {
+          const r = this.scram!.handleClientFinal(msg.subarray(5));
+          this.stage = 'done';
+          if (!r.ok || !this.user) return { error: this.failed() };
+          return { ok: true, send: authRequest(AUTH.SASLFinal, r.serverFinal) };
+        }
+        default:
+          return { error: PgError.fatal(SQLSTATE.ProtocolViolation, 'unexpected authentication message') };
+      }
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      return { error: PgError.fatal(code && /^[0-9A-Z]{5}$/.test(code) ? code : SQLSTATE.ProtocolViolation, (e as Error).message) };
+    }
+  }
+}

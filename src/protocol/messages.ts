@@ -1,0 +1,206 @@
+// Builders for the messages pgring itself writes (to clients and to servers) and
+// small lazy decoders for the few it must read. Forwarded messages are never rebuilt.
+import { B, F } from './codes';
+
+/** Grows a buffer as fields are appended; one allocation per message in the common case. */
+export class Writer {
+  private buf: Buffer;
+  private off = 5;
+  constructor(size = 256) { this.buf = Buffer.allocUnsafe(size); }
+  private ensure(n: number): void {
+    if (this.off + n <= this.buf.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.off + n));
+    this.buf.copy(next, 0, 0, this.off);
+    this.buf = next;
+  }
+  int8(v: number): this { this.ensure(1); this.buf[this.off++] = v; return this; }
+  int16(v: number): this { this.ensure(2); this.buf.writeInt16BE(v, this.off); this.off += 2; return this; }
+  int32(v: number): this { this.ensure(4); this.buf.writeInt32BE(v, this.off); this.off += 4; return this; }
+  cstr(s: string): this {
+    const n = Buffer.byteLength(s);
+    this.ensure(n + 1);
+    this.buf.write(s, this.off, 'utf8'); this.off += n;
+    this.buf[this.off++] = 0;
+    return this;
+  }
+  bytes(b: Buffer): this { this.ensure(b.length); b.copy(this.buf, this.off); this.off += b.length; return this; }
+  /** Finishes a typed message (type byte + length). */
+  msg(type: number): Buffer {
+    this.buf[0] = type;
+    this.buf.writeInt32BE(this.off - 1, 1);
+    return this.buf.subarray(0, this.off);
+  }
+  /** Finishes an untyped startup-phase packet (length only). */
+  packet(): Buffer {
+    const out = this.buf.subarray(1, this.off);
+    out.writeInt32BE(this.off - 1, 0);
+    return out;
+  }
+}
+
+const RFQ = { I: fixed(B.ReadyForQuery, Buffer.from('I')), T: fixed(B.ReadyForQuery, Buffer.from('T')), E: fixed(B.ReadyForQuery, Buffer.from('E')) };
+export type TxStatus = 'I' | 'T' | 'E';
+
+function fixed(type: number, body: Buffer): Buffer {
+  const b = Buffer.allocUnsafe(5 + body.length);
+  b[0] = type; b.writeInt32BE(4 + body.length, 1); body.copy(b, 5);
+  return b;
+}
+
+export const readyForQuery = (s: TxStatus): Buffer => RFQ[s];
+export const parseComplete = fixed(B.ParseComplete, Buffer.alloc(0));
+export const bindComplete = fixed(B.BindComplete, Buffer.alloc(0));
+export const closeComplete = fixed(B.CloseComplete, Buffer.alloc(0));
+export const noData = fixed(B.NoData, Buffer.alloc(0));
+export const emptyQueryResponse = fixed(B.EmptyQueryResponse, Buffer.alloc(0));
+export const authOk = fixed(B.Authentication, Buffer.from([0, 0, 0, 0]));
+export const syncMsg = fixed(F.Sync, Buffer.alloc(0));
+export const flushMsg = fixed(F.Flush, Buffer.alloc(0));
+export const terminateMsg = fixed(F.Terminate, Buffer.alloc(0));
+export const copyDoneMsg = fixed(F.CopyDone, Buffer.alloc(0));
+
+export function authRequest(code: number, extra?: Buffer): Buffer {
+  const w = new Writer(16 + (extra?.length ?? 0)).int32(code);
+  if (extra) w.bytes(extra);
+  return w.msg(B.Authentication);
+}
+export function authSasl(mechanisms: string[]): Buffer {
+  const w = new Writer().int32(10);
+  for (const m of mechanisms) w.cstr(m);
+  return w.int8(0).msg(B.Authentication);
+}
+export function parameterStatus(name: string, value: string): Buffer {
+  return new Writer().cstr(name).cstr(value).msg(B.ParameterStatus);
+}
+export function backendKeyData(pid: number, secret: number): Buffer {
+  return new Writer(16).int32(pid).int32(secret).msg(B.BackendKeyData);
+}
+export function commandComplete(tag: string): Buffer {
+  return new Writer(32).cstr(tag).msg(B.CommandComplete);
+}
+export function query(sql: string): Buffer {
+  return new Writer(Buffer.byteLength(sql) + 8).cstr(sql).msg(F.Query);
+}
+
+export interface ErrorLike { severity?: string; code: string; message: string; detail?: string; hint?: string; position?: string }
+function errorBody(w: Writer, e: ErrorLike): Writer {
+  const sev = e.severity ?? 'ERROR';
+  w.int8(0x53).cstr(sev).int8(0x56).cstr(sev).int8(0x43).cstr(e.code).int8(0x4d).cstr(e.message);
+  if (e.detail) w.int8(0x44).cstr(e.detail);
+  if (e.hint) w.int8(0x48).cstr(e.hint);
+  if (e.position) w.int8(0x50).cstr(e.position);
+  return w.int8(0);
+}
+export function buildError(e: ErrorLike): Buffer { return errorBody(new Writer(), e).msg(B.ErrorResponse); }
+export function buildNotice(e: ErrorLike): Buffer { return errorBody(new Writer(), { severity: 'NOTICE', ...e }).msg(B.NoticeResponse); }
+
+/** Column description for result sets pgring produces itself (admin console, merges). */
+export interface Column { name: string; typeOid?: number; typeSize?: number }
+export const OID = { bool: 16, int8: 20, int2: 21, int4: 23, text: 25, oid: 26, float4: 700, float8: 701, varchar: 1043, numeric: 1700, uuid: 2950 } as const;
+
+export function rowDescription(cols: Column[]): Buffer {
+  const w = new Writer(16 + cols.length * 32).int16(cols.length);
+  for (const c of cols) {
+    w.cstr(c.name).int32(0).int16(0).int32(c.typeOid ?? OID.text).int16(c.typeSize ?? -1).int32(-1).int16(0);
+  }
+  return w.msg(B.RowDescription);
+}
+export function dataRow(values: (string | null | Buffer)[]): Buffer {
+  const w = new Writer(16 + values.length * 16).int16(values.length);
+  for (const v of values) {
+    if (v === null) { w.int32(-1); continue; }
+    const b = typeof v === 'string' ? Buffer.from(v) : v;
+    w.int32(b.length).bytes(b);
+  }
+  return w.msg(B.DataRow);
+}
+
+// ---- lazy decoders ------------------------------------------------------------
+
+/** Reads a NUL-terminated string at `off`; returns [value, offset after NUL]. */
+export function readCString(buf: Buffer, off: number): [string, number] {
+  const end = buf.indexOf(0, off);
+  if (end < 0) throw new RangeError('unterminated string');
+  return [buf.toString('utf8', off, end), end + 1];
+}
+
+export function readyStatus(msg: Buffer): TxStatus { return String.fromCharCode(msg[5]!) as TxStatus; }
+export function commandTag(msg: Buffer): string { return msg.toString('utf8', 5, msg.length - 1); }
+
+/** Parse: statement name, query text, parameter type OIDs. */
+export function decodeParse(msg: Buffer): { name: string; sql: string; types: number[] } {
+  let [name, off] = readCString(msg, 5);
+  let sql: string;
+  [sql, off] = readCString(msg, off);
+  const n = msg.readInt16BE(off); off += 2;
+  const types: number[] = [];
+  for (let i = 0; i < n; i++) { types.push(msg.readUInt32BE(off)); off += 4; }
+  return { name, sql, types };
+}
+
+export interface BindInfo { portal: string; statement: string; paramFormats: number[]; params: (Buffer | null)[]; resultOffset: number }
+/** Bind: portal, statement and parameter values (slices of the message, no copies). */
+export function decodeBind(msg: Buffer): BindInfo {
+  let [portal, off] = readCString(msg, 5);
+  let statement: string;
+  [statement, off] = readCString(msg, off);
+  const nf = msg.readInt16BE(off); off += 2;
+  const paramFormats: number[] = [];
+  for (let i = 0; i < nf; i++) { paramFormats.push(msg.readInt16BE(off)); off += 2; }
+  const np = msg.readInt16BE(off); off += 2;
+  const params: (Buffer | null)[] = [];
+  for (let i = 0; i < np; i++) {
+    const len = msg.readInt32BE(off); off += 4;
+    if (len < 0) params.push(null);
+    else { params.push(msg.subarray(off, off + len)); off += len; }
+  }
+  return { portal, statement, paramFormats, params, resultOffset: off };
+}
+
+/** Rebuilds a Bind with another statement name, keeping every other byte. */
+export function renameBind(msg: Buffer, statement: string): Buffer {
+  const [, afterPortal] = readCString(msg, 5);
+  const [, afterStmt] = readCString(msg, afterPortal);
+  const nameLen = Buffer.byteLength(statement);
+  const out = Buffer.allocUnsafe(afterPortal + nameLen + 1 + (msg.length - afterStmt));
+  msg.copy(out, 0, 0, afterPortal);
+  out.write(statement, afterPortal, 'utf8');
+  out[afterPortal + nameLen] = 0;
+  msg.copy(out, afterPortal + nameLen + 1, afterStmt);
+  out.writeInt32BE(out.length - 1, 1);
+  return out;
+}
+
+/** Rebuilds a Parse with another statement name. */
+export function renameParse(msg: Buffer, statement: string): Buffer {
+  const [, afterName] = readCString(msg, 5);
+  const nameLen = Buffer.byteLength(statement);
+  const out = Buffer.allocUnsafe(5 + nameLen + 1 + (msg.length - afterName));
+  out[0] = msg[0]!;
+  out.write(statement, 5, 'utf8');
+  out[5 + nameLen] = 0;
+  msg.copy(out, 6 + nameLen, afterName);
+  out.writeInt32BE(out.length - 1, 1);
+  return out;
+}
+
+/** Describe / Close: kind ('S' statement or 'P' portal) and name. */
+export function decodeTargeted(msg: Buffer): { kind: 'S' | 'P'; name: string } {
+  return { kind: String.fromCharCode(msg[5]!) as 'S' | 'P', name: readCString(msg, 6)[0] };
+}
+export function targeted(type: number, kind: 'S' | 'P', name: string): Buffer {
+  return new Writer(16 + name.length).int8(kind.charCodeAt(0)).cstr(name).msg(type);
+}
+export function parseMsg(name: string, sql: string, types: number[]): Buffer {
+  const w = new Writer(Buffer.byteLength(sql) + 32).cstr(name).cstr(sql).int16(types.length);
+  for (const t of types) w.int32(t | 0);
+  return w.msg(F.Parse);
+}
+export function executeMsg(portal: string, maxRows: number): Buffer {
+  return new Writer(16).cstr(portal).int32(maxRows).msg(F.Execute);
+}
+export function decodeExecute(msg: Buffer): { portal: string; maxRows: number } {
+  const [portal, off] = readCString(msg, 5);
+  return { portal, maxRows: msg.readInt32BE(off) };
+}
+export function queryText(msg: Buffer): string { return msg.toString('utf8', 5, msg.length - 1); }

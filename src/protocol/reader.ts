@@ -1,0 +1,56 @@
+// Splits a TCP byte stream into protocol messages without copying where possible.
+// Each message is handed out as a Buffer slice of the whole message (type byte +
+// int32 length + body): the proxy forwards raw bytes and decodes lazily.
+
+export class ProtocolViolation extends Error {}
+
+/** Largest message we accept from a client or server (PostgreSQL's own limit is 1 GB). */
+export const MAX_MESSAGE = 1 << 30;
+
+export class MessageReader {
+  private pending: Buffer | null = null;
+
+  /**
+   * Feeds a chunk and calls `onMessage(type, msg)` for every complete message.
+   * Throws ProtocolViolation on an impossible length.
+   */
+  feed(chunk: Buffer, onMessage: (type: number, msg: Buffer) => void): void {
+    let buf = chunk;
+    if (this.pending) {
+      buf = Buffer.concat([this.pending, chunk]);
+      this.pending = null;
+    }
+    let off = 0;
+    const end = buf.length;
+    while (end - off >= 5) {
+      const len = buf.readInt32BE(off + 1);
+      if (len < 4 || len > MAX_MESSAGE) {
+        throw new ProtocolViolation(`invalid message length ${len} for message type 0x${buf[off]!.toString(16)}`);
+      }
+      const total = len + 1;
+      if (end - off < total) break;
+      onMessage(buf[off]!, buf.subarray(off, off + total));
+      off += total;
+    }
+    if (off < end) this.pending = Buffer.from(buf.subarray(off)); // own the bytes: the socket may reuse its buffer
+  }
+
+  /** Bytes received but not yet forming a whole message. */
+  get buffered(): number { return this.pending ? this.pending.length : 0; }
+
+  reset(): void { this.pending = null; }
+}
+
+/** Reads a length-prefixed startup-phase packet (no type byte). */
+export class StartupReader {
+  private pending: Buffer | null = null;
+  feed(chunk: Buffer): { packet: Buffer; rest: Buffer } | null {
+    const buf = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
+    this.pending = null;
+    if (buf.length < 4) { this.pending = Buffer.from(buf); return null; }
+    const len = buf.readInt32BE(0);
+    if (len < 8 || len > 10000) throw new ProtocolViolation(`invalid length of startup packet (${len})`);
+    if (buf.length < len) { this.pending = Buffer.from(buf); return null; }
+    return { packet: buf.subarray(0, len), rest: buf.subarray(len) };
+  }
+}
