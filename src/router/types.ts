@@ -1,0 +1,70 @@
+// Public types of the statement router.
+export type KeyType = import('../config/types').KeyType;
+
+export interface ShardedTable { name: string; column: string; type: KeyType; columns?: string[] }
+/** Table names match unqualified or public.-qualified, case-insensitively per PostgreSQL identifier
+ *  rules: a configured name is folded to lower case unless written in double quotes. */
+export interface RouterSchema { tables: ShardedTable[] }
+
+/** A shard key: a literal slot of the statement, a bind parameter (0-based: $1 -> 0), or a value.
+ *  `array: true` marks an array (`key = ANY('{1,2}')`, `= ANY($1)`): it resolves to its elements. */
+export type KeyRef =
+  | { kind: 'literal'; slot: number; array?: boolean }
+  | { kind: 'param'; index: number; array?: boolean }
+  | { kind: 'value'; text: string | null; array?: boolean };
+
+export type Command = 'select' | 'insert' | 'update' | 'delete' | 'copy_from' | 'copy_to' | 'ddl' | 'begin' | 'commit'
+  | 'rollback' | 'savepoint' | 'release' | 'rollback_to' | 'prepare_transaction' | 'commit_prepared'
+  | 'rollback_prepared' | 'set' | 'reset' | 'show' | 'discard' | 'listen' | 'unlisten' | 'notify' | 'prepare'
+  | 'execute' | 'deallocate' | 'declare_cursor' | 'fetch' | 'close_cursor' | 'lock' | 'other' | 'empty';
+
+export interface InsertSplit { head: string; rows: { sql: string; key: KeyRef }[]; tail: string }
+
+export interface CopySpec {
+  table: string; columns: string[] | null; keyColumnIndex: number | null;
+  format: 'text' | 'csv' | 'binary'; delimiter: string; header: boolean; null: string; quote: string; escape: string;
+}
+
+/** A column index >= 0 is a position in the row as sent by the shards; < 0 counts from the end of
+ *  that row (-1 = last column; used for hidden columns after a `*`). */
+export interface MergeSpec {
+  shardSql?: string;
+  orderBy: { column: number; desc: boolean; nullsFirst: boolean }[];
+  limit: number | null | { param: number };     // param: 0-based bind parameter index
+  offset: number | null | { param: number };
+  groupBy: number[];
+  aggregates: { column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg'; sumColumn?: number; countColumn?: number }[];
+  hiddenColumns: number;
+}
+
+export interface Hint { shard?: string; shardKey?: string }
+
+export interface Plan {
+  command: Command;
+  write: boolean;
+  target: 'sharded' | 'reference' | 'none';
+  table?: string;
+  keyType?: KeyType;
+  keys: KeyRef[] | null;
+  insertSplit?: InsertSplit;
+  copy?: CopySpec;
+  merge?: MergeSpec;
+  unsupported?: string;
+  setVar?: { name: string; value: string | null; local: boolean };
+  sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
+  hint?: Hint;
+  /** set when the PostgreSQL parser rejected the statement (forward it to one server as is) */
+  parseError?: string;
+}
+
+export interface RoutedStatement {
+  /** the statement text (without the terminating ';') */
+  sql: string;
+  /** shared with the plan cache: do not mutate */
+  plan: Plan;
+  /** literal values of the statement, in order (strings unescaped, numbers normalized to decimal) */
+  literals: string[];
+  /** parallel to literals: 0 = string, 1 = integer, 2 = other numeric */
+  literalKinds: number[];
+  hint?: Hint;
+}
