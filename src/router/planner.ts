@@ -178,6 +178,9 @@ export class Planner {
     if (p < 0) return { slot: -1, foldedMinus: false };
     const s = this.slotAtChar.get(p);
     if (s !== undefined) return { slot: s, foldedMinus: false };
+    for (let k = 0; k < this.input.slotStart.length; k++) {
+      if (this.input.slotStart[k] < p && p < this.input.slotEnd[k]) return { slot: k, foldedMinus: true };
+    }
     if (this.text.charCodeAt(p) === 45) {
       let k = p + 1;
       while (k < this.text.length && /\s/.test(this.text[k])) k++;
@@ -222,6 +225,11 @@ export class Planner {
       let inner = e.A_Expr.rexpr;
       while (inner?.TypeCast) inner = inner.TypeCast.arg;
       if (inner?.A_Const && (inner.A_Const.ival !== undefined || inner.A_Const.fval !== undefined)) {
+        // "-5::int": the lexer made "-5" one literal slot, the parser negates the cast of 5
+        const ip = this.loc(inner.A_Const.location);
+        for (let k = 0; k < this.input.slotStart.length; k++) {
+          if (this.input.slotStart[k] === ip - 1 && this.text.charCodeAt(ip - 1) === 45) return { kind: 'literal', slot: k };
+        }
         const v = this.constValue(inner.A_Const);
         if (v === null) return undefined;
         return { kind: 'value', text: v.startsWith('-') ? v.slice(1) : v === '0' ? v : '-' + v };
@@ -611,6 +619,7 @@ export class Planner {
         if (name && ADVISORY.has(name)) this.sessionState = 'advisory_lock';
       }
       if (k === 'RangeVar') { this.addRangeVar(v, { parent: level, items: [] }); continue; }
+      if ((k === 'relation' || k === 'rel') && typeof v.relname === 'string') { this.addRangeVar(v, { parent: level, items: [] }); continue; }
       this.walkExprs(v, level);
     }
   }
@@ -726,6 +735,8 @@ export class Planner {
       case 'LockStmt': p.command = 'lock'; this.walkExprs(s, { parent: null, items: [] }); break;
       case 'CopyStmt': {
         p.command = s.is_from ? 'copy_from' : 'copy_to';
+        // option values are plain strings in the AST (no locations): the plan holds for these exact literals
+        for (let k = 0; k < this.input.slotStart.length; k++) this.fixed.add(k);
         p.write = !!s.is_from;
         if (s.query) { this.walkStatement(s.query, null); withKeys = true; }
         else if (s.relation) {

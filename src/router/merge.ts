@@ -1,0 +1,495 @@
+// Scatter-gather result merger over raw protocol messages (pure: Buffers in, Buffers out).
+//
+// The same SELECT (MergeSpec.shardSql if set) runs on every shard; feed each shard's RowDescription,
+// DataRows and CommandComplete here, then finish() returns the merged DataRows + CommandComplete.
+//
+// Semantics:
+// - ORDER BY: all rows collected, stable-sorted with a comparator chosen by column type OID;
+//   NULLS LAST for ASC / FIRST for DESC unless the spec says otherwise. Text types compare in byte
+//   (C collation) order; bpchar ignores trailing spaces; numeric/int/float compare numerically
+//   (NaN sorts greater than everything as in PostgreSQL); date/time types compare by their text in
+//   text format (correct for ISO DateStyle, AD dates) and numerically in binary format.
+// - LIMIT / OFFSET applied after the merge (the planner widened the per-shard LIMIT).
+// - Aggregates per group (GROUP BY columns compared by their bytes): count and integer sums add up
+//   exactly as BigInt; numeric sums exactly with decimal scale = max scale (as PostgreSQL's numeric
+//   addition); float sums as JS doubles; min/max by type comparator.
+//   avg = sum / count: for integer/numeric inputs the result is numeric computed exactly with
+//   PostgreSQL's numeric_div display-scale rule (select_div_scale: at least 16 significant digits,
+//   at least the input scales) and round-half-away-from-zero, so the text matches a single server.
+//   For float inputs avg = float8 sum / count, printed like float8out (shortest round-trip digits,
+//   exponent form below 1e-4 or from 1e15). (Float sums of per-shard partials may differ from a
+//   single server in the last digit.)
+// - Hidden trailing columns (added by the planner) are removed from rows and the RowDescription;
+//   avg columns get type numeric (or float8) in the forwarded RowDescription.
+// - Without ORDER BY / GROUP BY / aggregates, rows stream: dataRow() returns the row to forward.
+// - Binary result format: int2/int4/int8/float4/float8/bool/date/timestamp/text-like/uuid columns
+//   are decoded; numeric in binary (sums, avg) is not: `unsupported` is set after rowDescription().
+import type { MergeSpec } from './types';
+
+export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
+
+export const OID = {
+  bool: 16, bytea: 17, name: 19, int8: 20, int2: 21, int4: 23, text: 25, oid: 26, float4: 700, float8: 701, money: 790,
+  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184, interval: 1186, numeric: 1700, uuid: 2950,
+} as const;
+
+// ------------------------------------------------------------------ message codecs
+
+export function parseRowDescription(msg: Buffer): FieldDesc[] {
+  let p = 5;
+  const n = msg.readInt16BE(p); p += 2;
+  const out: FieldDesc[] = [];
+  for (let i = 0; i < n; i++) {
+    const z = msg.indexOf(0, p);
+    const name = msg.toString('utf8', p, z); p = z + 1;
+    out.push({ name, tableOid: msg.readUInt32BE(p), attnum: msg.readInt16BE(p + 4), typeOid: msg.readUInt32BE(p + 6), typlen: msg.readInt16BE(p + 10), typmod: msg.readInt32BE(p + 12), format: msg.readInt16BE(p + 16) });
+    p += 18;
+  }
+  return out;
+}
+
+export function buildRowDescription(fields: FieldDesc[]): Buffer {
+  let len = 4 + 2;
+  const names = fields.map((f) => Buffer.from(f.name, 'utf8'));
+  for (const nm of names) len += nm.length + 1 + 18;
+  const b = Buffer.allocUnsafe(1 + len);
+  b[0] = 0x54; b.writeInt32BE(len, 1); b.writeInt16BE(fields.length, 5);
+  let p = 7;
+  fields.forEach((f, i) => {
+    names[i].copy(b, p); p += names[i].length; b[p++] = 0;
+    b.writeUInt32BE(f.tableOid >>> 0, p); b.writeInt16BE(f.attnum, p + 4); b.writeUInt32BE(f.typeOid >>> 0, p + 6);
+    b.writeInt16BE(f.typlen, p + 10); b.writeInt32BE(f.typmod, p + 12); b.writeInt16BE(f.format, p + 16);
+    p += 18;
+  });
+  return b;
+}
+
+export function parseDataRow(msg: Buffer): (Buffer | null)[] {
+  const n = msg.readInt16BE(5);
+  const out: (Buffer | null)[] = new Array(n);
+  let p = 7;
+  for (let i = 0; i < n; i++) {
+    const len = msg.readInt32BE(p); p += 4;
+    if (len < 0) out[i] = null; else { out[i] = msg.subarray(p, p + len); p += len; }
+  }
+  return out;
+}
+
+export function buildDataRow(cols: (Buffer | null)[], count = cols.length): Buffer {
+  let len = 4 + 2;
+  for (let i = 0; i < count; i++) len += 4 + (cols[i] ? cols[i]!.length : 0);
+  const b = Buffer.allocUnsafe(1 + len);
+  b[0] = 0x44; b.writeInt32BE(len, 1); b.writeInt16BE(count, 5);
+  let p = 7;
+  for (let i = 0; i < count; i++) {
+    const c = cols[i];
+    if (c === null) { b.writeInt32BE(-1, p); p += 4; } else { b.writeInt32BE(c.length, p); p += 4; c.copy(b, p); p += c.length; }
+  }
+  return b;
+}
+
+export function buildCommandComplete(tag: string): Buffer {
+  const t = Buffer.from(tag, 'utf8');
+  const b = Buffer.allocUnsafe(1 + 4 + t.length + 1);
+  b[0] = 0x43; b.writeInt32BE(4 + t.length + 1, 1); t.copy(b, 5); b[5 + t.length] = 0;
+  return b;
+}
+
+// ------------------------------------------------------------------ decimal arithmetic
+
+export interface Dec { v: bigint; scale: number; special?: 'NaN' | 'Infinity' | '-Infinity' }
+
+export function parseDec(s: string): Dec {
+  if (s === 'NaN' || s === 'Infinity' || s === '-Infinity') return { v: 0n, scale: 0, special: s };
+  const dot = s.indexOf('.');
+  if (dot < 0) return { v: BigInt(s), scale: 0 };
+  return { v: BigInt(s.slice(0, dot) + s.slice(dot + 1)), scale: s.length - dot - 1 };
+}
+const P10: bigint[] = [1n];
+function pow10(n: number): bigint { while (P10.length <= n) P10.push(P10[P10.length - 1] * 10n); return P10[n]; }
+
+export function addDec(a: Dec, b: Dec): Dec {
+  if (a.special || b.special) {
+    if (a.special === 'NaN' || b.special === 'NaN') return { v: 0n, scale: 0, special: 'NaN' };
+    if (a.special && b.special && a.special !== b.special) return { v: 0n, scale: 0, special: 'NaN' };
+    return a.special ? a : b;
+  }
+  if (a.scale === b.scale) return { v: a.v + b.v, scale: a.scale };
+  if (a.scale > b.scale) return { v: a.v + b.v * pow10(a.scale - b.scale), scale: a.scale };
+  return { v: a.v * pow10(b.scale - a.scale) + b.v, scale: b.scale };
+}
+export function cmpDec(a: Dec, b: Dec): number {
+  const rank = (d: Dec): number => d.special === 'NaN' ? 2 : d.special === 'Infinity' ? 1 : d.special === '-Infinity' ? -1 : 0;
+  const ra = rank(a), rb = rank(b);
+  if (ra || rb) return ra === rb ? 0 : ra < rb ? -1 : 1;
+  let x = a.v, y = b.v;
+  if (a.scale > b.scale) y *= pow10(a.scale - b.scale); else if (b.scale > a.scale) x *= pow10(b.scale - a.scale);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+export function fmtDec(d: Dec): string {
+  if (d.special) return d.special;
+  const neg = d.v < 0n;
+  let s = (neg ? -d.v : d.v).toString();
+  if (d.scale > 0) {
+    if (s.length <= d.scale) s = '0'.repeat(d.scale - s.length + 1) + s;
+    s = s.slice(0, s.length - d.scale) + '.' + s.slice(s.length - d.scale);
+  }
+  return neg ? '-' + s : s;
+}
+/** weight and first digit of the base-10000 representation (PostgreSQL NumericVar) */
+function nbaseWeight(d: Dec): { weight: number; first: number } {
+  const abs = d.v < 0n ? -d.v : d.v;
+  if (abs === 0n) return { weight: 0, first: 0 };
+  const s = abs.toString();
+  const intLen = s.length - d.scale;
+  if (intLen > 0) {
+    const lead = ((intLen - 1) % 4) + 1;
+    return { weight: Math.floor((intLen - 1) / 4), first: Number(s.slice(0, lead)) };
+  }
+  // pure fraction: digits after the point, padded on the left with -intLen zeros
+  let frac = '0'.repeat(-intLen) + s;
+  while (frac.length % 4) frac += '0';
+  for (let g = 0; g * 4 < frac.length; g++) {
+    const v = Number(frac.slice(g * 4, g * 4 + 4));
+    if (v !== 0) return { weight: -(g + 1), first: v };
+  }
+  return { weight: 0, first: 0 };
+}
+/** numeric division as PostgreSQL's numeric_div (select_div_scale + round half away from zero) */
+export function divDec(a: Dec, b: Dec): Dec {
+  if (a.special || b.special) return { v: 0n, scale: 0, special: 'NaN' };
+  if (b.v === 0n) throw new Error('division by zero');
+  const wa = nbaseWeight(a), wb = nbaseWeight(b);
+  let qweight = wa.weight - wb.weight;
+  if (wa.first <= wb.first) qweight--;
+  let rscale = 16 - qweight * 4;
+  rscale = Math.max(rscale, a.scale, b.scale, 0);
+  rscale = Math.min(rscale, 1000);
+  // a.v/10^as / (b.v/10^bs) * 10^rscale = a.v * 10^(rscale + bs - as) / b.v
+  const e = rscale + b.scale - a.scale;
+  let num = a.v, den = b.v;
+  if (e >= 0) num *= pow10(e); else den *= pow10(-e);
+  const neg = (num < 0n) !== (den < 0n);
+  if (num < 0n) num = -num;
+  if (den < 0n) den = -den;
+  let q = num / den;
+  if ((num % den) * 2n >= den) q += 1n;
+  return { v: neg ? -q : q, scale: rscale };
+}
+
+// ------------------------------------------------------------------ float formatting (float8out / float4out)
+
+function fmtDigits(d: string, e: number, threshold: number): string {
+  if (e < -4 || e >= threshold) {
+    const ae = Math.abs(e);
+    return d[0] + (d.length > 1 ? '.' + d.slice(1) : '') + 'e' + (e < 0 ? '-' : '+') + (ae < 10 ? '0' + ae : String(ae));
+  }
+  if (e >= 0) {
+    const ip = d.length > e + 1 ? d.slice(0, e + 1) : d + '0'.repeat(e + 1 - d.length);
+    const fp = d.length > e + 1 ? d.slice(e + 1) : '';
+    return fp ? ip + '.' + fp : ip;
+  }
+  return '0.' + '0'.repeat(-e - 1) + d;
+}
+function specialFloat(x: number): string | null {
+  if (Number.isNaN(x)) return 'NaN';
+  if (x === Infinity) return 'Infinity';
+  if (x === -Infinity) return '-Infinity';
+  if (x === 0) return Object.is(x, -0) ? '-0' : '0';
+  return null;
+}
+export function fmtFloat8(x: number): string {
+  const sp = specialFloat(x); if (sp) return sp;
+  const neg = x < 0;
+  const m = /^(\d)(?:\.(\d+))?e([+-]\d+)$/.exec(Math.abs(x).toExponential())!;
+  return (neg ? '-' : '') + fmtDigits(m[1] + (m[2] ?? ''), Number(m[3]), 15);
+}
+export function fmtFloat4(x: number): string {
+  const sp = specialFloat(x); if (sp) return sp;
+  const f = Math.fround(x);
+  let str = Math.abs(f).toExponential(8);
+  for (let p = 0; p <= 8; p++) {
+    const s = Math.abs(f).toExponential(p);
+    if (Math.fround(Number(s)) === Math.abs(f)) { str = s; break; }
+  }
+  const m = /^(\d)(?:\.(\d+))?e([+-]\d+)$/.exec(str)!;
+  const digits = (m[1] + (m[2] ?? '')).replace(/0+$/, '') || '0';
+  return (f < 0 ? '-' : '') + fmtDigits(digits, Number(m[3]), 6);
+}
+
+// ------------------------------------------------------------------ comparators
+
+type Cmp = (a: Buffer, b: Buffer) => number;
+
+function cmpIntText(a: Buffer, b: Buffer): number {
+  const na = a[0] === 45, nb = b[0] === 45;
+  if (na !== nb) return na ? -1 : 1;
+  let r: number;
+  const la = a.length - (na ? 1 : 0), lb = b.length - (nb ? 1 : 0);
+  if (la !== lb) r = la < lb ? -1 : 1;
+  else r = Buffer.compare(a, b);
+  return na ? -r : r;
+}
+function cmpNum(x: number, y: number): number {
+  const xn = Number.isNaN(x), yn = Number.isNaN(y);
+  if (xn || yn) return xn === yn ? 0 : xn ? 1 : -1;
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+function trimSpaces(b: Buffer): Buffer { let e = b.length; while (e > 0 && b[e - 1] === 32) e--; return e === b.length ? b : b.subarray(0, e); }
+
+function comparatorFor(typeOid: number, format: number): Cmp | null {
+  if (format === 1) {
+    switch (typeOid) {
+      case OID.int2: return (a, b) => a.readInt16BE(0) - b.readInt16BE(0);
+      case OID.int4: case OID.date: return (a, b) => { const x = a.readInt32BE(0), y = b.readInt32BE(0); return x < y ? -1 : x > y ? 1 : 0; };
+      case OID.int8: case OID.timestamp: case OID.timestamptz: case OID.time: return (a, b) => { const x = a.readBigInt64BE(0), y = b.readBigInt64BE(0); return x < y ? -1 : x > y ? 1 : 0; };
+      case OID.oid: return (a, b) => a.readUInt32BE(0) - b.readUInt32BE(0);
+      case OID.float4: return (a, b) => cmpNum(a.readFloatBE(0), b.readFloatBE(0));
+      case OID.float8: return (a, b) => cmpNum(a.readDoubleBE(0), b.readDoubleBE(0));
+      case OID.bpchar: return (a, b) => Buffer.compare(trimSpaces(a), trimSpaces(b));
+      case OID.bool: case OID.text: case OID.varchar: case OID.name: case OID.uuid: case OID.bytea: return Buffer.compare;
+      default: return null;
+    }
+  }
+  switch (typeOid) {
+    case OID.int2: case OID.int4: case OID.int8: case OID.oid: return cmpIntText;
+    case OID.float4: case OID.float8: return (a, b) => cmpNum(Number(a.toString('latin1')), Number(b.toString('latin1')));
+    case OID.numeric: return (a, b) => cmpDec(parseDec(a.toString('latin1')), parseDec(b.toString('latin1')));
+    case OID.bpchar: return (a, b) => Buffer.compare(trimSpaces(a), trimSpaces(b));
+    default: return Buffer.compare;
+  }
+}
+
+// ------------------------------------------------------------------ accumulators
+
+type SumKind = 'int' | 'numeric' | 'float8' | 'float4';
+function sumKindOf(typeOid: number): SumKind | null {
+  switch (typeOid) {
+    case OID.int2: case OID.int4: case OID.int8: return 'int';
+    case OID.numeric: return 'numeric';
+    case OID.float8: return 'float8';
+    case OID.float4: return 'float4';
+    default: return null;
+  }
+}
+
+interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null }
+
+interface Row { cols: (Buffer | null)[]; shard: number; seq: number }
+
+export class ResultMerger {
+  /** set when the shards' result cannot be merged (e.g. binary numeric); the caller should fail the query */
+  unsupported: string | null = null;
+  private fields: FieldDesc[] | null = null;
+  private visible = 0;
+  private readonly streaming: boolean;
+  private readonly limit: number | null;
+  private readonly offset: number;
+  private rows: Row[] = [];
+  private seq = 0;
+  private emitted = 0;
+  private skipped = 0;
+  private groups = new Map<string, { row: Row; acc: AggState[] }>();
+  private spec: MergeSpec;
+  private cmps: (Cmp | null)[] = [];
+  private sumKinds: (SumKind | null)[] = [];
+
+  constructor(spec: MergeSpec, readonly shards: number, params?: (string | null)[]) {
+    this.spec = spec;
+    this.streaming = spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0;
+    const res = (v: MergeSpec['limit']): number | null => {
+      if (v === null) return null;
+      if (typeof v === 'number') return v;
+      const t = params?.[v.param];
+      return t === undefined || t === null ? null : Number(t);
+    };
+    this.limit = res(spec.limit);
+    this.offset = res(spec.offset) ?? 0;
+  }
+
+  private col(c: number): number { return c < 0 ? this.fields!.length + c : c; }
+
+  /** Returns the RowDescription to forward to the client (first shard's, hidden columns removed,
+   *  avg columns retyped), or null for the other shards. */
+  rowDescription(shard: number, msg: Buffer): Buffer | null {
+    void shard;
+    if (this.fields) return null;
+    const fields = parseRowDescription(msg);
+    this.fields = fields;
+    this.visible = Math.max(0, fields.length - this.spec.hiddenColumns);
+    // resolve negative indexes
+    const sp = this.spec;
+    this.spec = {
+      ...sp,
+      orderBy: sp.orderBy.map((o) => ({ ...o, column: this.col(o.column) })),
+      groupBy: sp.groupBy.map((g) => this.col(g)),
+      aggregates: sp.aggregates.map((a) => ({ ...a, column: this.col(a.column), sumColumn: a.sumColumn === undefined ? undefined : this.col(a.sumColumn), countColumn: a.countColumn === undefined ? undefined : this.col(a.countColumn) })),
+    };
+    const out = fields.slice(0, this.visible).map((f) => ({ ...f }));
+    this.cmps = fields.map((f) => comparatorFor(f.typeOid, f.format));
+    this.sumKinds = fields.map((f) => sumKindOf(f.typeOid));
+    for (const a of this.spec.aggregates) {
+      const f = fields[a.column];
+      if (!f) { this.unsupported = 'merge column out of range'; continue; }
+      if (a.fn === 'count' && f.format === 1 && f.typeOid !== OID.int8) this.unsupported = 'count() result type';
+      if (a.fn === 'sum' || a.fn === 'avg') {
+        const k = this.sumKinds[a.sumColumn ?? a.column];
+        if (!k) this.unsupported = `sum/avg of type ${f.typeOid} across shards`;
+        else if (f.format === 1 && (k === 'numeric' || a.fn === 'avg')) this.unsupported = 'binary numeric results across shards';
+      }
+      if ((a.fn === 'min' || a.fn === 'max') && !this.cmps[a.column]) this.unsupported = `min/max of binary type ${f.typeOid} across shards`;
+      if (a.fn === 'avg' && a.column < this.visible) {
+        const k = this.sumKinds[a.sumColumn ?? a.column];
+        const isFloat = k === 'float4' || k === 'float8';
+        out[a.column].typeOid = isFloat ? OID.float8 : OID.numeric;
+        out[a.column].typlen = isFloat ? 8 : -1;
+        out[a.column].typmod = -1;
+        this.cmps[a.column] = comparatorFor(out[a.column].typeOid, 0);
+      }
+    }
+    for (const o of this.spec.orderBy) if (!this.cmps[o.column]) this.unsupported = `ORDER BY on binary type ${fields[o.column]?.typeOid} across shards`;
+    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg')) return msg;
+    return buildRowDescription(out);
+  }
+
+  /** Feed a DataRow. In streaming mode (no ORDER BY / GROUP BY / aggregates) returns the row to
+   *  forward now (or null when it is skipped by OFFSET / past LIMIT); otherwise buffers it, returns null. */
+  dataRow(shard: number, msg: Buffer): Buffer | null {
+    if (this.streaming) {
+      if (this.skipped < this.offset) { this.skipped++; return null; }
+      if (this.limit !== null && this.emitted >= this.limit) return null;
+      this.emitted++;
+      if (this.spec.hiddenColumns === 0) return msg;
+      return buildDataRow(parseDataRow(msg), this.visible);
+    }
+    const row: Row = { cols: parseDataRow(msg), shard, seq: this.seq++ };
+    if (this.spec.aggregates.length === 0 && this.spec.groupBy.length === 0) { this.rows.push(row); return null; }
+    const key = this.groupKey(row.cols);
+    let g = this.groups.get(key);
+    if (!g) {
+      g = { row, acc: this.spec.aggregates.map(() => ({ count: 0n, sumInt: 0n, sumDec: null, sumF: 0, any: false, best: null })) };
+      this.groups.set(key, g);
+    }
+    this.accumulate(g.acc, row.cols);
+    return null;
+  }
+
+  commandComplete(shard: number, tag: string | Buffer): void { void shard; void tag; }
+
+  private groupKey(cols: (Buffer | null)[]): string {
+    let k = '';
+    for (const c of this.spec.groupBy) {
+      const v = cols[c];
+      k += v === null ? '\u0001N' : '\u0002' + v.length + ':' + v.toString('latin1');
+    }
+    return k;
+  }
+
+  private readCount(b: Buffer, format: number): bigint {
+    return format === 1 ? (b.length === 8 ? b.readBigInt64BE(0) : BigInt(b.length === 4 ? b.readInt32BE(0) : b.readInt16BE(0))) : BigInt(b.toString('latin1'));
+  }
+
+  private accumulate(acc: AggState[], cols: (Buffer | null)[]): void {
+    const fields = this.fields!;
+    this.spec.aggregates.forEach((a, i) => {
+      const st = acc[i];
+      if (a.fn === 'count') { const v = cols[a.column]; if (v !== null) st.count += this.readCount(v, fields[a.column].format); return; }
+      if (a.fn === 'min' || a.fn === 'max') {
+        const v = cols[a.column];
+        if (v === null) return;
+        const cmp = this.cmps[a.column]!;
+        if (st.best === null) st.best = Buffer.from(v);
+        else { const r = cmp(v, st.best); if ((a.fn === 'min' && r < 0) || (a.fn === 'max' && r > 0)) st.best = Buffer.from(v); }
+        return;
+      }
+      // sum / avg
+      const sc = a.sumColumn ?? a.column;
+      const v = cols[sc];
+      if (a.fn === 'avg' && a.countColumn !== undefined) {
+        const c = cols[a.countColumn];
+        if (c !== null) st.count += this.readCount(c, fields[a.countColumn].format);
+      }
+      if (v === null) return;
+      st.any = true;
+      const f = fields[sc];
+      switch (this.sumKinds[sc]) {
+        case 'int': st.sumInt += this.readCount(v, f.format); break;
+        case 'numeric': { const d = parseDec(v.toString('latin1')); st.sumDec = st.sumDec ? addDec(st.sumDec, d) : d; break; }
+        case 'float8': st.sumF += f.format === 1 ? v.readDoubleBE(0) : Number(v.toString('latin1')); break;
+        case 'float4': st.sumF = Math.fround(st.sumF + (f.format === 1 ? v.readFloatBE(0) : Number(v.toString('latin1')))); break;
+        default: break;
+      }
+    });
+  }
+
+  private aggValue(a: MergeSpec['aggregates'][number], st: AggState): Buffer | null {
+    const fields = this.fields!;
+    const f = fields[a.column];
+    const bin = f.format === 1;
+    if (a.fn === 'count') {
+      if (bin) { const b = Buffer.alloc(8); b.writeBigInt64BE(st.count); return b; }
+      return Buffer.from(st.count.toString(), 'latin1');
+    }
+    if (a.fn === 'min' || a.fn === 'max') return st.best;
+    const sc = a.sumColumn ?? a.column;
+    const kind = this.sumKinds[sc];
+    if (a.fn === 'sum') {
+      if (!st.any) return null;
+      switch (kind) {
+        case 'int': {
+          if (!bin) return Buffer.from(st.sumInt.toString(), 'latin1');
+          const b = Buffer.alloc(f.typlen > 0 ? f.typlen : 8);
+          if (b.length === 8) b.writeBigInt64BE(st.sumInt); else if (b.length === 4) b.writeInt32BE(Number(st.sumInt)); else b.writeInt16BE(Number(st.sumInt));
+          return b;
+        }
+        case 'numeric': return Buffer.from(fmtDec(st.sumDec!), 'latin1');
+        case 'float8': { if (!bin) return Buffer.from(fmtFloat8(st.sumF), 'latin1'); const b = Buffer.alloc(8); b.writeDoubleBE(st.sumF); return b; }
+        case 'float4': { if (!bin) return Buffer.from(fmtFloat4(st.sumF), 'latin1'); const b = Buffer.alloc(4); b.writeFloatBE(st.sumF); return b; }
+        default: return null;
+      }
+    }
+    // avg
+    if (st.count === 0n || !st.any) return null;
+    if (kind === 'float4' || kind === 'float8') return Buffer.from(fmtFloat8(st.sumF / Number(st.count)), 'latin1');
+    const sum: Dec = kind === 'int' ? { v: st.sumInt, scale: 0 } : st.sumDec!;
+    return Buffer.from(fmtDec(divDec(sum, { v: st.count, scale: 0 })), 'latin1');
+  }
+
+  /** The merged DataRows (hidden columns removed) followed by CommandComplete "SELECT n". */
+  finish(): Buffer[] {
+    const out: Buffer[] = [];
+    if (this.streaming) { out.push(buildCommandComplete(`SELECT ${this.emitted}`)); return out; }
+    let rows: Row[];
+    if (this.spec.aggregates.length || this.spec.groupBy.length) {
+      rows = [];
+      for (const g of this.groups.values()) {
+        const cols = g.row.cols.slice();
+        this.spec.aggregates.forEach((a, i) => { cols[a.column] = this.aggValue(a, g.acc[i]); });
+        rows.push({ cols, shard: g.row.shard, seq: g.row.seq });
+      }
+    } else rows = this.rows;
+    if (this.spec.orderBy.length) {
+      const ob = this.spec.orderBy.map((o) => ({ ...o, cmp: this.cmps[o.column]! }));
+      rows.sort((x, y) => {
+        for (const o of ob) {
+          const a = x.cols[o.column], b = y.cols[o.column];
+          let r: number;
+          if (a === null || b === null) {
+            if (a === b) continue;
+            r = (a === null) === o.nullsFirst ? -1 : 1;
+            if (r !== 0) return r;
+            continue;
+          }
+          r = o.cmp(a, b);
+          if (r !== 0) return o.desc ? -r : r;
+        }
+        return x.seq - y.seq;
+      });
+    }
+    const start = Math.min(this.offset, rows.length);
+    const end = this.limit === null ? rows.length : Math.min(rows.length, start + this.limit);
+    for (let i = start; i < end; i++) out.push(buildDataRow(rows[i].cols, this.visible));
+    out.push(buildCommandComplete(`SELECT ${end - start}`));
+    return out;
+  }
+}
