@@ -32,7 +32,7 @@ export class LeaderLatch extends EventEmitter {
   private leader = false;
   private loop: SyncLoop;
   private ws = new WatchSet();
-  private readonly onDown = () => this.setLeader(false);
+  private readonly onState = (st: string) => { if (st !== 'connected') this.setLeader(false); };
   private readonly logger: ClusterLogger;
 
   constructor(readonly session: ZkSession, layout: Layout, readonly opts: LeaderLatchOptions) {
@@ -47,8 +47,7 @@ export class LeaderLatch extends EventEmitter {
   get nodePath(): string | null { return this.node; }
 
   async start(): Promise<void> {
-    this.session.on('suspended', this.onDown);
-    this.session.on('lost', this.onDown);
+    this.session.on('state', this.onState);
     const first = this.loop.synced();
     this.loop.start();
     await first;
@@ -57,8 +56,7 @@ export class LeaderLatch extends EventEmitter {
   /** Leaves the election (deletes our node; the next candidate takes over). */
   async stop(): Promise<void> {
     this.loop.stop();
-    this.session.off('suspended', this.onDown);
-    this.session.off('lost', this.onDown);
+    this.session.off('state', this.onState);
     this.setLeader(false);
     const zk = this.session.handle();
     const node = this.node;
