@@ -152,8 +152,10 @@ export class ServerConnection {
     };
     this.socket.on('data', (chunk: Buffer) => {
       try {
+        const owner = this.owner; // the owner may release us during the batch: flush it anyway
         this.reader.feed(chunk, onMsg);
-        this.owner?.onServerBatchEnd(this);
+        owner?.onServerBatchEnd(this);
+        if (this.owner && this.owner !== owner) this.owner.onServerBatchEnd(this);
       } catch (e) {
         this.destroy(new PgError(SQLSTATE.ProtocolViolation, `protocol error from shard "${this.target.shardName}": ${(e as Error).message}`));
       }

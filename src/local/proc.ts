@@ -13,8 +13,16 @@ export function pgBin(name: string): string {
 }
 
 /** Runs a command (as `postgres` when root) and throws with its output on failure. */
+// The native ZooKeeper client does not mark its sockets close-on-exec: a server
+// started while a ZooKeeper handle is open would inherit (and keep) them. Every
+// child starts through this wrapper, which closes inherited descriptors first.
+const CLOSE_FDS = 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi; done 2>/dev/null; exec "$@"';
+export function cleanSpawnArgs(cmd: string, args: string[]): [string, string[]] {
+  return ['bash', ['-c', CLOSE_FDS, 'pgring-spawn', cmd, ...args]];
+}
+
 export function runAsPostgres(cmd: string, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): string {
-  const [file, argv] = isRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] : [cmd, args];
+  const [file, argv] = cleanSpawnArgs(...(isRoot ? ['runuser', ['-u', 'postgres', '--', cmd, ...args]] as [string, string[]] : [cmd, args] as [string, string[]]));
   const r = spawnSync(file, argv, { encoding: 'utf8', cwd: opts.cwd ?? '/tmp', env: opts.env ?? process.env });
   if (r.status !== 0) {
     throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr || r.stdout}`);
@@ -64,7 +72,8 @@ export function waitForPort(port: number, timeoutMs: number, host = '127.0.0.1')
 
 export function spawnDetached(cmd: string, args: string[], opts: SpawnOptions & { logFile: string }) {
   const out = fs.openSync(opts.logFile, 'a');
-  const child = spawn(cmd, args, { ...opts, stdio: ['ignore', out, out] });
+  const [file, argv] = cleanSpawnArgs(cmd, args);
+  const child = spawn(file, argv, { ...opts, stdio: ['ignore', out, out] });
   fs.closeSync(out);
   return child;
 }

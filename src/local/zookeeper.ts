@@ -62,6 +62,9 @@ export class LocalZooKeeper {
 
   get pid(): number | undefined { return this.child?.pid; }
 
+  /** Lets the Node process exit while ZooKeeper runs (tests that run standalone). */
+  unref(): void { this.child?.unref(); }
+
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const child = this.child;
     if (!child) return;

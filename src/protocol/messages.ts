@@ -204,3 +204,16 @@ export function decodeExecute(msg: Buffer): { portal: string; maxRows: number } 
   return { portal, maxRows: msg.readInt32BE(off) };
 }
 export function queryText(msg: Buffer): string { return msg.toString('utf8', 5, msg.length - 1); }
+
+/** Text values of a DataRow (pgring's own catalog queries only; forwarded rows are never decoded). */
+export function decodeDataRow(msg: Buffer): (string | null)[] {
+  const n = msg.readInt16BE(5);
+  const out: (string | null)[] = [];
+  let off = 7;
+  for (let i = 0; i < n; i++) {
+    const len = msg.readInt32BE(off); off += 4;
+    if (len < 0) { out.push(null); continue; }
+    out.push(msg.toString('utf8', off, off + len)); off += len;
+  }
+  return out;
+}

@@ -15,7 +15,12 @@ export async function testCluster(): Promise<ClusterInfo> {
   if (!own) {
     own = new LocalCluster({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-own-')), shards: 4 });
     await own.start();
-    process.on('exit', () => { for (const pg of own?.pgs ?? []) pg.stop('immediate'); });
+    own.zk.unref();
+    const mine = own;
+    process.on('exit', () => {
+      for (const pg of mine.pgs) pg.stop('immediate');
+      if (mine.zk.pid) try { process.kill(mine.zk.pid, 'SIGKILL'); } catch { /* gone */ }
+    });
   }
   return own.info();
 }

@@ -1,0 +1,1456 @@
+// One client connection: startup, authentication, then the query loop.
+//
+// Client messages are handled strictly in order (an inbox drained by `pump`,
+// which only awaits when a server connection must be acquired). Every request
+// sent to a server gets a Pending entry in two queues: the client's (response
+// order) and the server link's (which response belongs to what). Responses of
+// the entry at the head of the client queue stream straight to the client;
+// later entries buffer until they reach the head. Entries pgring answers itself
+// (synthetic ParseComplete, ReadyForQuery, errors) sit in the same queue, so the
+// client always sees responses in exactly the order PostgreSQL would send them.
+import * as net from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { Config, KeyType, UserConfig } from '../config/types';
+import { B, F } from '../protocol/codes';
+import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
+import {
+  authOk, backendKeyData, bindComplete, buildError, buildNotice, closeComplete, commandComplete, commandTag,
+  decodeBind, decodeDataRow, decodeExecute, decodeParse, decodeTargeted, emptyQueryResponse, noData, parameterStatus,
+  parseComplete, query, queryText, readyForQuery, renameBind, syncMsg, targeted, TxStatus, Writer,
+} from '../protocol/messages';
+import { MessageReader, ProtocolViolation, StartupReader } from '../protocol/reader';
+import { parseStartup } from '../protocol/startup';
+import type { Pool } from '../backend/pool';
+import type { ServerConnection, ServerOwner } from '../backend/server';
+import { resetAndRelease } from '../backend/cleanup';
+import type { Topology } from '../backend/topology';
+import type { Logger } from '../log';
+import type { Plan, RoutedStatement, Router } from '../router/router';
+import { ClientAuth } from './auth';
+import { ClientStatement, makeStatement } from './prepared';
+import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
+import { PinReason, SessionState } from './session-state';
+import { Group, GroupMode } from './group';
+import { CopySplitter } from './copy';
+
+/** What a client session needs from the running proxy. */
+export interface ProxyContext {
+  config: Config;
+  topology: Topology;
+  router: Router;
+  shards: ShardMap;
+  log: Logger;
+  sessions: Map<string, ClientSession>;
+  /** Server ParameterStatus values per (user, database, startup params): answers logins without a server round trip. */
+  paramCache: Map<string, [string, string][]>;
+  admin?: (session: ClientSession, sql: string) => Promise<Buffer[]>;
+  /** Transaction hooks (locks, two-phase commit) installed by the transaction layer. */
+  tx?: TransactionHooks;
+  metrics?: SessionMetrics;
+  paused?: Promise<void> | null;
+  draining?: boolean;
+}
+
+export interface TransactionHooks {
+  /** Before a write statement is forwarded: may take locks (throws PgError 40P01 on timeout). */
+  beforeWrite?(session: ClientSession, shards: number[], keys: { type: KeyType; values: (string | null)[] } | null, inBlock: boolean): Promise<void> | void;
+  /** COMMIT of a transaction that touched several shards. */
+  commitMulti?(session: ClientSession, links: Link[]): Promise<void>;
+  /** The transaction ended (commit, rollback, disconnect): release locks. */
+  afterTransaction?(session: ClientSession, committed: boolean): void;
+}
+
+export interface SessionMetrics {
+  query(shard: number, us: number): void;
+  transaction(shard: number, us: number): void;
+  error(code: string): void;
+}
+
+const enum K {
+  Query = 1, Internal, InternalRows, Parse, InternalParse, InternalClose, Bind, Describe, Execute, Close, Sync, ExecSimple, Synth, Rfq, GroupResult,
+}
+
+export interface Pending {
+  kind: K;
+  link: Link | null;
+  out: Buffer[] | null;
+  done: boolean;
+  /** Extended-protocol entry: an ErrorResponse makes the server skip to Sync. */
+  ext: boolean;
+  plans?: RoutedStatement[];
+  planIdx?: number;
+  group?: Group;
+  member?: number;
+  onError?: () => void;
+  onDone?: () => void;
+  rows?: (string | null)[][];
+}
+
+export interface Link {
+  shard: number;
+  conn: ServerConnection;
+  pool: Pool;
+  queue: Pending[];
+  /** Extended messages sent since the last Sync (the server is inside an implicit transaction). */
+  unsynced: boolean;
+  /** Prepared the client's unnamed statement (identity of the ClientStatement). */
+  unnamed: ClientStatement | null;
+  txStart: number;
+}
+
+type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean };
+
+let nextPid = 1_000_000 + randomInt(1_000_000);
+
+function isTxControl(p: Plan): boolean {
+  return p.command === 'begin' || p.command === 'commit' || p.command === 'rollback';
+}
+
+export class ClientSession implements ServerOwner {
+  readonly pid = nextPid++;
+  readonly secret = randomInt(0x7fffffff);
+  readonly connectedAt = Date.now();
+  phase: 'startup' | 'auth' | 'ready' | 'closed' = 'startup';
+  user = '';
+  database = '';
+  applicationName = '';
+  userConfig: UserConfig | undefined;
+  admin = false;
+  private startupParams: [string, string][] = [];
+  private paramsKey = '';
+  private serverUser = '';
+  private serverPassword: string | undefined;
+
+  private readonly reader = new MessageReader();
+  private startupReader: StartupReader | null = new StartupReader();
+  private auth: ClientAuth | null = null;
+  private inbox: { type: number; msg: Buffer }[] = [];
+  private pumping = false;
+  private wq: Buffer[] = [];
+
+  readonly links: (Link | undefined)[] = [];
+  private pendings: Pending[] = [];
+  private unitLinks = new Set<Link>();
+  private extError = false;
+  private skipUntilSync = false;
+  private copyLinks: Link[] | null = null;
+  private copySplit: CopySplitter | null = null;
+
+  state: SessionState = SessionState.empty;
+  private txSnapshot: SessionState = SessionState.empty;
+  /** BEGIN answered by pgring and not yet sent to any server ('E' after a failure pgring reported). */
+  virtualTx: null | 'T' | 'E' = null;
+  /** pgring itself failed a statement of a transaction running on servers (the servers do not know). */
+  private txFailed = false;
+  private beginSql = 'BEGIN';
+  readonly pins = new Set<PinReason>();
+  private stmts = new Map<string, ClientStatement>();
+  private portals = new Map<string, Portal>();
+  routeShardKey: string | null = null;
+  routeShard: string | null = null;
+  /** Set by the transaction layer: state to drop when the transaction ends. */
+  txData: unknown = null;
+  lastQuery = '';
+  queryStart = 0;
+  waitingSince = 0;
+  private closing = false;
+
+  constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('error', () => this.close());
+    socket.on('close', () => this.close());
+  }
+
+  get key(): string { return `${this.pid}:${this.secret}`; }
+  get poolMode() { return this.userConfig?.poolMode ?? this.ctx.config.pool.mode; }
+  get attachedLinks(): Link[] { return this.links.filter((l): l is Link => l !== undefined); }
+
+  /** Transaction status as the client must see it. */
+  get txStatus(): TxStatus {
+    if (this.txFailed) return 'E';
+    let t = false;
+    for (const l of this.links) {
+      if (!l) continue;
+      if (l.conn.status === 'E') return 'E';
+      if (l.conn.status === 'T') t = true;
+    }
+    if (this.virtualTx) return this.virtualTx;
+    return t ? 'T' : 'I';
+  }
+
+  // ---- I/O -------------------------------------------------------------------
+
+  private write(b: Buffer): void { this.wq.push(b); }
+
+  private flush(): void {
+    const q = this.wq;
+    if (q.length === 0 || this.phase === 'closed') { this.wq = []; return; }
+    if (q.length === 1) { this.socket.write(q[0]!); this.wq = []; return; }
+    // Messages forwarded from one server read are usually adjacent slices of one chunk.
+    let contiguous = true;
+    const first = q[0]!;
+    let end = first.byteOffset + first.length;
+    for (let i = 1; i < q.length; i++) {
+      const b = q[i]!;
+      if (b.buffer !== first.buffer || b.byteOffset !== end) { contiguous = false; break; }
+      end += b.length;
+    }
+    this.socket.write(contiguous ? Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) : Buffer.concat(q));
+    this.wq = [];
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.phase === 'closed') return;
+    try {
+      if (this.startupReader) {
+        const r = this.startupReader.feed(chunk);
+        if (!r) return;
+        this.startupReader = null;
+        this.onStartupPacket(r.packet);
+        if (r.rest.length && (this.phase as string) !== 'closed') {
+          if (this.startupReader) { this.onData(r.rest); return; }
+          this.reader.feed(r.rest, (t, m) => this.onMessage(t, m));
+        }
+        return;
+      }
+      this.reader.feed(chunk, (t, m) => this.onMessage(t, m));
+    } catch (e) {
+      if (e instanceof ProtocolViolation) this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, e.message));
+      else this.fatal(PgError.fatal(SQLSTATE.InternalError, `pgring internal error: ${(e as Error).message}`));
+    }
+  }
+
+  /** Sends a FATAL error and closes this client only. */
+  fatal(e: PgError): void {
+    if (this.phase === 'closed') return;
+    this.ctx.metrics?.error(e.code);
+    this.flush();
+    try { this.socket.end(e.toMessage()); } catch { /* gone */ }
+    this.close();
+  }
+
+  // ---- startup and authentication ---------------------------------------------
+
+  private onStartupPacket(packet: Buffer): void {
+    const p = parseStartup(packet);
+    if (p.kind === 'ssl' || p.kind === 'gssenc') {
+      this.socket.write(Buffer.from('N'));
+      this.startupReader = new StartupReader();
+      return;
+    }
+    if (p.kind === 'cancel') {
+      const target = this.ctx.sessions.get(`${p.pid}:${p.secret}`);
+      if (target) void target.cancelRunning();
+      this.phase = 'closed';
+      this.socket.end();
+      return;
+    }
+    if (this.ctx.draining) throw Object.assign(new ProtocolViolation('the proxy is shutting down'), {});
+    const params = p.params;
+    this.user = params.get('user')!;
+    this.database = params.get('database') || this.user;
+    if (params.get('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
+      this.fatal(PgError.fatal(SQLSTATE.FeatureNotSupported, 'pgring does not support replication connections'));
+      return;
+    }
+    this.applicationName = params.get('application_name') ?? '';
+    this.startupParams = [...params].filter(([k]) => k !== 'user' && k !== 'database' && k !== 'replication');
+    this.paramsKey = this.startupParams.map(([k, v]) => `${k}=${v}`).sort().join('\u0000');
+    this.userConfig = this.ctx.config.users.find((u) => u.name === this.user);
+    this.serverUser = this.userConfig?.serverUser ?? this.user;
+    this.serverPassword = this.userConfig?.serverPassword ?? this.userConfig?.password;
+    this.phase = 'auth';
+    this.auth = new ClientAuth(this.user, this.userConfig);
+    this.authStep(this.auth.start());
+  }
+
+  private authStep(step: ReturnType<ClientAuth['start']>): void {
+    if ('error' in step) {
+      this.ctx.log.info({ user: this.user, code: step.error.code }, step.error.message);
+      this.fatal(step.error);
+      return;
+    }
+    if (step.send) this.socket.write(step.send);
+    if ('ok' in step) void this.afterAuth();
+  }
+
+  private async afterAuth(): Promise<void> {
+    this.auth = null;
+    if (!this.userConfig) {
+      this.fatal(PgError.fatal(SQLSTATE.InvalidAuthorization, `role "${this.user}" is not configured in pgring`));
+      return;
+    }
+    this.write(authOk);
+    if (this.database === 'pgring') {
+      if (!this.userConfig.admin) {
+        this.fatal(PgError.fatal(SQLSTATE.InsufficientPrivilege, `permission denied for database "pgring": user "${this.user}" is not an admin in the pgring config`));
+        return;
+      }
+      this.admin = true;
+      for (const [k, v] of [['server_version', '15.0 (pgring)'], ['server_encoding', 'UTF8'], ['client_encoding', 'UTF8'], ['DateStyle', 'ISO, MDY'], ['integer_datetimes', 'on'], ['standard_conforming_strings', 'on'], ['application_name', this.applicationName]]) {
+        this.write(parameterStatus(k!, v!));
+      }
+    } else {
+      const cacheKey = `${this.serverUser}\u0000${this.database}\u0000${this.paramsKey}`;
+      let params = this.ctx.paramCache.get(cacheKey);
+      if (!params) {
+        // Learn the server's own ParameterStatus values (and let it check the database
+        // and the startup settings) with a pooled connection opened with the client's params.
+        const shard = this.ctx.topology.anyLiveShard(0);
+        let conn: ServerConnection;
+        let pool: Pool;
+        try {
+          pool = this.ctx.topology.pool(shard, this.cred());
+          conn = await pool.acquire(this.startupParams, this.paramsKey);
+        } catch (e) {
+          this.fatal(e instanceof PgError ? PgError.fatal(e.code, e.message, e.opts) : PgError.fatal(SQLSTATE.ConnectionFailure, (e as Error).message));
+          return;
+        }
+        params = [...conn.params];
+        this.ctx.paramCache.set(cacheKey, params);
+        pool.release(conn);
+      }
+      for (const [k, v] of params) this.write(parameterStatus(k, v));
+    }
+    if (this.phase === 'closed') return;
+    this.write(backendKeyData(this.pid, this.secret));
+    this.write(readyForQuery('I'));
+    this.flush();
+    this.phase = 'ready';
+    this.ctx.sessions.set(this.key, this);
+    if (this.inbox.length) void this.pump();
+  }
+
+  private cred() { return { user: this.serverUser, password: this.serverPassword, database: this.database }; }
+
+  // ---- client messages ---------------------------------------------------------
+
+  private onMessage(type: number, msg: Buffer): void {
+    if (this.phase === 'auth') {
+      if (type !== F.Password || !this.auth) throw new ProtocolViolation(`expected password response, got message type 0x${type.toString(16)}`);
+      this.authStep(this.auth.handle(msg));
+      return;
+    }
+    if (type === F.Terminate) { this.close(); return; }
+    this.inbox.push({ type, msg });
+    if (!this.pumping && this.phase === 'ready') void this.pump();
+  }
+
+  private async pump(): Promise<void> {
+    this.pumping = true;
+    try {
+      while (this.inbox.length && this.phase === 'ready') {
+        if (this.ctx.paused) await this.ctx.paused;
+        const { type, msg } = this.inbox.shift()!;
+        const r = this.handle(type, msg);
+        if (r) {
+          this.flush();
+          await r;
+        }
+      }
+    } catch (e) {
+      if (e instanceof ProtocolViolation) this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, e.message));
+      else if (e instanceof PgError && e.severity === 'FATAL') this.fatal(e);
+      else {
+        this.ctx.log.error({ err: e }, 'client session error');
+        this.fatal(PgError.fatal(SQLSTATE.InternalError, `pgring internal error: ${(e as Error).message}`));
+      }
+    } finally {
+      this.pumping = false;
+      this.flush();
+    }
+  }
+
+  private handle(type: number, msg: Buffer): Promise<void> | void {
+    if (this.skipUntilSync && type !== F.Sync) return;
+    if (this.admin) return this.handleAdmin(type, msg);
+    switch (type) {
+      case F.Query: return this.onQuery(msg);
+      case F.Parse: return this.onParse(msg);
+      case F.Bind: return this.onBind(msg);
+      case F.Describe: return this.onDescribe(msg);
+      case F.Execute: return this.onExecute(msg);
+      case F.Close: return this.onClose(msg);
+      case F.Sync: return this.onSync();
+      case F.Flush: return this.onFlush();
+      case F.CopyData: case F.CopyDone: case F.CopyFail: return this.onCopyMessage(type, msg);
+      case F.FunctionCall: return this.onFunctionCall(msg);
+      default:
+        throw new ProtocolViolation(`invalid frontend message type ${type}`);
+    }
+  }
+
+  private async handleAdmin(type: number, msg: Buffer): Promise<void> {
+    if (type === F.Sync) { this.write(readyForQuery('I')); return; }
+    if (type !== F.Query) {
+      this.write(buildError({ code: SQLSTATE.FeatureNotSupported, message: 'the pgring admin console accepts simple queries only' }));
+      return;
+    }
+    const sql = queryText(msg);
+    try {
+      const out = this.ctx.admin ? await this.ctx.admin(this, sql) : [buildError({ code: SQLSTATE.FeatureNotSupported, message: 'admin console is not available' })];
+      for (const b of out) this.write(b);
+    } catch (e) {
+      const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
+      this.write(err.toMessage());
+    }
+    this.write(readyForQuery('I'));
+  }
+
+  // ---- pending queue ---------------------------------------------------------------
+
+  private push(kind: K, link: Link | null, ext: boolean): Pending {
+    const p: Pending = { kind, link, out: null, done: false, ext };
+    this.pendings.push(p);
+    if (link) link.queue.push(p);
+    return p;
+  }
+
+  private synth(msgs: Buffer[], ext: boolean): void {
+    const p = this.push(K.Synth, null, ext);
+    p.out = msgs;
+    p.done = true;
+    if (this.pendings.length === 1) this.drain();
+  }
+
+  private rfq(): void {
+    this.push(K.Rfq, null, false).done = true;
+    if (this.pendings.length === 1) this.drain();
+  }
+
+  /** Sends `msg` to the client on behalf of `p` (streams if p is at the head). */
+  private out(p: Pending, msg: Buffer): void {
+    if (this.pendings[0] === p) this.emit(p, msg);
+    else (p.out ??= []).push(msg);
+  }
+
+  private emit(p: Pending, msg: Buffer): void {
+    if (this.extError && p.ext) return; // PostgreSQL would not have run it
+    this.write(msg);
+    if (p.ext && msg[0] === B.ErrorResponse) this.extError = true;
+  }
+
+  private complete(p: Pending): void {
+    if (p.done) return;
+    p.done = true;
+    p.onDone?.();
+    if (p.link) {
+      const q = p.link.queue;
+      if (q[0] === p) q.shift(); else { const i = q.indexOf(p); if (i >= 0) q.splice(i, 1); }
+    }
+    if (this.pendings[0] === p) this.drain();
+  }
+
+  private drain(): void {
+    const ps = this.pendings;
+    while (ps.length) {
+      const p = ps[0]!;
+      if (p.out) { const o = p.out; p.out = null; for (const m of o) this.emit(p, m); }
+      if (!p.done) return;
+      ps.shift();
+      if (p.kind === K.Rfq) {
+        this.extError = false;
+        this.write(readyForQuery(this.txStatus));
+        this.afterReady();
+      }
+    }
+  }
+
+  // ---- server messages ---------------------------------------------------------------
+
+  onServerBatchEnd(): void { this.flush(); }
+
+  onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void {
+    const link = conn.tag as Link;
+    const p = link.queue[0];
+    if (p === undefined) {
+      // Asynchronous messages between requests: notifications, notices, parameter changes.
+      if (type === B.NotificationResponse || type === B.NoticeResponse || type === B.ParameterStatus) {
+        if (this.pendings.length === 0) this.write(msg);
+      } else if (type === B.ErrorResponse) {
+        const f = parseErrorFields(msg);
+        conn.noteError(new PgError(f.C ?? SQLSTATE.AdminShutdown, f.M ?? 'server error', { severity: (f.S as 'FATAL') ?? 'FATAL' }));
+      }
+      return;
+    }
+    if (p.group) { this.groupMessage(p, type, msg); return; }
+    switch (p.kind) {
+      case K.Query:
+        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        if (type === B.CommandComplete) this.afterCommandOf(p, msg);
+        else if (type === B.ErrorResponse) this.afterErrorOf(p, msg);
+        else if (type === B.CopyInResponse) this.copyLinks = [link];
+        this.out(p, msg);
+        return;
+      case K.ExecSimple:
+        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        if (type === B.CommandComplete) this.afterCommandOf(p, msg);
+        else if (type === B.ErrorResponse) this.afterErrorOf(p, msg);
+        this.out(p, msg);
+        return;
+      case K.InternalRows:
+        if (type === B.DataRow) { p.rows!.push(decodeDataRow(msg)); return; }
+        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        if (type === B.ErrorResponse) p.onError?.();
+        return;
+      case K.Internal:
+        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        if (type === B.ErrorResponse) { p.onError?.(); this.out(p, msg); }
+        return;
+      case K.Sync:
+        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        this.out(p, msg); // e.g. an error raised at commit of the implicit transaction
+        return;
+      case K.InternalParse:
+        if (type === B.ParseComplete) { this.complete(p); return; }
+        break;
+      case K.InternalClose:
+        if (type === B.CloseComplete) { this.complete(p); return; }
+        break;
+      case K.Parse:
+        if (type === B.ParseComplete) { this.out(p, msg); this.complete(p); return; }
+        break;
+      case K.Bind:
+        if (type === B.BindComplete) { this.out(p, msg); this.complete(p); return; }
+        break;
+      case K.Close:
+        if (type === B.CloseComplete) { this.out(p, msg); this.complete(p); return; }
+        break;
+      case K.Describe:
+        this.out(p, msg);
+        if (type === B.RowDescription || type === B.NoData) { this.complete(p); return; }
+        if (type === B.ErrorResponse) { this.extendedError(p); }
+        return;
+      case K.Execute:
+        if (type === B.CommandComplete) { this.afterCommandOf(p, msg); this.out(p, msg); this.complete(p); return; }
+        if (type === B.EmptyQueryResponse || type === B.PortalSuspended) { this.out(p, msg); this.complete(p); return; }
+        if (type === B.CopyInResponse) this.copyLinks = [link];
+        this.out(p, msg);
+        if (type === B.ErrorResponse) this.extendedError(p);
+        return;
+      default:
+        break;
+    }
+    // Parse / Bind / Close / InternalParse: anything else (ErrorResponse, notices)
+    if (type === B.ErrorResponse) {
+      p.onError?.();
+      this.out(p, msg);
+      this.extendedError(p);
+      return;
+    }
+    this.out(p, msg);
+  }
+
+  /** An extended-protocol request failed: the server skips everything up to Sync on that link. */
+  private extendedError(p: Pending): void {
+    const link = p.link!;
+    this.ctx.metrics?.error('ext');
+    this.complete(p);
+    while (link.queue.length && link.queue[0]!.kind !== K.Sync) {
+      const q = link.queue[0]!;
+      if (q.group) this.groupMemberDone(q);
+      this.complete(q);
+    }
+  }
+
+  private afterCommandOf(p: Pending, msg: Buffer): void {
+    const plans = p.plans;
+    if (!plans) return;
+    const i = p.planIdx ?? 0;
+    p.planIdx = i + 1;
+    const stmt = plans[i];
+    if (stmt) this.afterCommand(stmt, commandTag(msg), p.link);
+  }
+
+  private afterErrorOf(p: Pending, msg: Buffer): void {
+    const f = parseErrorFields(msg);
+    this.ctx.metrics?.error(f.C ?? 'XX000');
+    if (f.S === 'FATAL' || f.S === 'PANIC') p.link?.conn.noteError(new PgError(f.C ?? SQLSTATE.AdminShutdown, f.M ?? '', { severity: 'FATAL' }));
+  }
+
+  /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
+  private afterCommand(stmt: RoutedStatement, tag: string, link: Link | null): void {
+    const plan = stmt.plan;
+    switch (plan.command) {
+      case 'set': case 'reset': {
+        const v = plan.setVar;
+        if (!v || v.local) break;
+        if (v.name === 'all' || (plan.command === 'reset' && v.name === 'all')) this.state = SessionState.empty;
+        else if (v.value === null) this.state = this.state.withReset(v.name);
+        else this.state = this.state.withSet(v.name, stmt.sql);
+        if (link) link.conn.appliedState = this.state.isEmpty ? null : this.state;
+        for (const l of this.links) if (l && l !== link) l.conn.appliedState = l.conn.appliedState; // other links replay on next attach
+        break;
+      }
+      case 'discard':
+        if (/^DISCARD ALL/i.test(tag)) {
+          this.pins.clear();
+          this.state = SessionState.empty;
+          if (link) { link.conn.appliedState = null; link.conn.prepared.clear(); link.unnamed = null; }
+        } else if (/TEMP/i.test(stmt.sql)) this.pins.delete('temp_table');
+        break;
+      case 'unlisten':
+        if (/\*/.test(stmt.sql)) this.pins.delete('listen');
+        break;
+      case 'deallocate':
+        if (/\ball\b/i.test(stmt.sql)) this.pins.delete('prepare');
+        break;
+      case 'commit': case 'rollback':
+        this.endTransaction(tag === 'COMMIT' || tag === 'COMMIT PREPARED');
+        break;
+      default:
+        break;
+    }
+    if (plan.sessionState) this.pins.add(plan.sessionState);
+  }
+
+  private endTransaction(committed: boolean): void {
+    if (!committed) {
+      this.state = this.txSnapshot;
+      for (const l of this.links) if (l) l.conn.appliedState = this.state.isEmpty ? null : this.state;
+    }
+    this.virtualTx = null;
+    this.txFailed = false;
+    this.ctx.tx?.afterTransaction?.(this, committed);
+  }
+
+  onServerClose(conn: ServerConnection, err: PgError): void {
+    const link = conn.tag as Link | null;
+    if (!link || this.links[link.shard] !== link) return;
+    this.links[link.shard] = undefined;
+    this.unitLinks.delete(link);
+    const busy = link.queue.length > 0 || conn.status !== 'I' || this.pins.size > 0 || this.virtualTx !== null;
+    if (!busy || this.phase !== 'ready') return;
+    // The transaction (or session state) on that server is gone: tell the client why and end it,
+    // as PostgreSQL itself would when its backend is terminated.
+    const fatal = err.severity === 'FATAL' ? err : PgError.fatal(err.code, err.message, err.opts);
+    this.fatal(fatal);
+  }
+
+  // ---- links to servers -------------------------------------------------------------
+
+  /** The link to `shard`, acquiring a pooled server connection and bringing it to this session's state. */
+  private async link(shard: number): Promise<Link> {
+    const existing = this.links[shard];
+    if (existing) return existing;
+    const pool = this.ctx.topology.pool(shard, this.cred());
+    this.waitingSince = Date.now();
+    const conn = await pool.acquire(this.startupParams, this.paramsKey);
+    this.waitingSince = 0;
+    if (this.phase === 'closed') { pool.release(conn); throw new PgError(SQLSTATE.AdminShutdown, 'client gone'); }
+    const link: Link = { shard, conn, pool, queue: [], unsynced: false, unnamed: null, txStart: Date.now() };
+    conn.owner = this;
+    conn.tag = link;
+    this.links[shard] = link;
+    if (conn.appliedState !== (this.state.isEmpty ? null : this.state)) {
+      const sql = this.state.replaySql(conn.appliedState as SessionState | null);
+      conn.appliedState = this.state.isEmpty ? null : this.state;
+      if (sql) this.sendInternal(link, sql);
+    }
+    if (this.virtualTx) this.sendInternal(link, this.beginSql);
+    return link;
+  }
+
+  private sendInternal(link: Link, sql: string): void {
+    this.push(K.Internal, link, false);
+    link.conn.write(query(sql));
+  }
+
+  /** Releases links back to their pools when the transaction is over (transaction pooling). */
+  private afterReady(): void {
+    if (this.poolMode === 'session' || this.pins.size || this.virtualTx || this.copyLinks) return;
+    for (const l of this.links) {
+      if (!l || l.queue.length || l.unsynced || l.conn.status !== 'I') continue;
+      this.releaseLink(l);
+    }
+  }
+
+  private releaseLink(l: Link): void {
+    this.links[l.shard] = undefined;
+    this.unitLinks.delete(l);
+    l.conn.owner = null;
+    l.conn.tag = null;
+    // The unnamed statement of this client stays on the server connection, harmlessly.
+    l.pool.stats.totalXact++;
+    l.pool.stats.totalXactTimeUs += (Date.now() - l.txStart) * 1000;
+    l.pool.release(l.conn);
+  }
+
+  // ---- simple query -------------------------------------------------------------------
+
+  private onQuery(msg: Buffer): Promise<void> | void {
+    const sql = queryText(msg);
+    this.lastQuery = sql;
+    this.queryStart = Date.now();
+    let stmts: RoutedStatement[];
+    try { stmts = this.ctx.router.plan(sql); } catch (e) { return this.queryError(e); }
+    if (stmts.length === 0) {
+      this.synth([emptyQueryResponse], false);
+      this.rfq();
+      return;
+    }
+    if (stmts.length === 1) return this.runSimple(stmts[0]!, msg, stmts);
+    return this.runMulti(stmts, msg);
+  }
+
+  private queryError(e: unknown, ext = false): void {
+    const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+    if (err.severity === 'FATAL') throw err;
+    this.ctx.metrics?.error(err.code);
+    if (this.txStatus !== 'I') {
+      if (this.virtualTx) this.virtualTx = 'E';
+      else this.txFailed = true;
+    }
+    this.synth([err.toMessage()], ext);
+    if (!ext) this.rfq();
+    else this.skipUntilSync = true;
+  }
+
+  /** Which shards a statement runs on. */
+  private route(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
+    const plan = stmt.plan;
+    const hint = stmt.hint ?? plan.hint;
+    if (hint?.shard !== undefined) return { kind: 'direct', shard: shardByName(this.ctx.shards, hint.shard) };
+    if (hint?.shardKey !== undefined) return { kind: 'direct', shard: this.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), hint.shardKey) };
+    if (this.routeShard !== null) return { kind: 'direct', shard: shardByName(this.ctx.shards, this.routeShard) };
+    if (this.routeShardKey !== null) return { kind: 'direct', shard: this.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), this.routeShardKey) };
+    const n = this.ctx.shards.shardCount;
+    if (n === 1) return { kind: 'direct', shard: 0 };
+    if (plan.command === 'ddl') return { kind: 'all' };
+    if (plan.target === 'sharded') {
+      if (plan.keys && plan.keyType) {
+        const values: (string | null)[] = [];
+        for (const k of plan.keys) {
+          if (k.kind === 'literal') pushKey(values, stmt.literals[k.slot] ?? null, k.array);
+          else if (k.kind === 'value') pushKey(values, k.text, k.array);
+          else {
+            const v = params?.[k.index];
+            if (v === undefined) throw new PgError(SQLSTATE.ProtocolViolation, `bind message supplies ${params?.length ?? 0} parameters, but the shard key uses $${k.index + 1}`);
+            if (v === null) { values.push(null); continue; }
+            const fmt = formats && formats.length ? (formats.length === 1 ? formats[0] : formats[k.index]) : 0;
+            if (fmt === 1) {
+              if (k.array) return { kind: 'all' }; // binary arrays: not decoded, ask every shard
+              return this.binaryRoute(plan.keyType, plan.keys, params!, formats!, stmt);
+            }
+            pushKey(values, v.toString('utf8'), k.array);
+          }
+        }
+        return shardsForKeys(this.ctx.shards, plan.keyType, values);
+      }
+      return { kind: 'all' };
+    }
+    if (plan.target === 'reference' && plan.write) return { kind: 'all' };
+    return { kind: 'direct', shard: this.preferredShard() };
+  }
+
+  private binaryRoute(type: KeyType, keys: Plan['keys'], params: (Buffer | null)[], formats: number[], stmt: RoutedStatement): Route {
+    const seen = new Set<number>();
+    for (const k of keys!) {
+      if (k.kind === 'literal') { const t = stmt.literals[k.slot]; if (t != null) seen.add(this.ctx.shards.shardForKey(type, t)); continue; }
+      if (k.kind === 'value') { if (k.text !== null) seen.add(this.ctx.shards.shardForKey(type, k.text)); continue; }
+      const v = params[k.index];
+      if (v == null) continue;
+      const fmt = formats.length === 1 ? formats[0] : formats[k.index];
+      seen.add(fmt === 1 ? this.ctx.shards.shardForBinaryKey(type, v) : this.ctx.shards.shardForKey(type, v.toString('utf8')));
+    }
+    if (seen.size <= 1) return { kind: 'direct', shard: seen.size ? seen.values().next().value as number : 0 };
+    return { kind: 'multi', shards: [...seen].sort((a, b) => a - b) };
+  }
+
+  private defaultKeyType(): KeyType { return this.ctx.config.sharding.tables[0]?.type ?? 'text'; }
+
+  /** Shard for statements that touch no sharded table: one already in use, else a live one. */
+  private preferredShard(): number {
+    for (const l of this.links) if (l) return l.shard;
+    return this.ctx.topology.anyLiveShard(0);
+  }
+
+  /** pgring's own settings (SET pgring.shard_key / pgring.shard): consumed here. */
+  private ownSetting(stmt: RoutedStatement): boolean {
+    const v = stmt.plan.setVar;
+    if (!v || !v.name.startsWith('pgring.')) return false;
+    if (v.name === 'pgring.shard_key') this.routeShardKey = v.value;
+    else if (v.name === 'pgring.shard') {
+      if (v.value !== null) shardByName(this.ctx.shards, v.value);
+      this.routeShard = v.value;
+    } else if (v.name === 'all') return false;
+    else throw new PgError(SQLSTATE.InvalidParameterValue, `unrecognized configuration parameter "${v.name}"`, { hint: 'pgring knows pgring.shard_key and pgring.shard' });
+    return true;
+  }
+
+  private async runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> {
+    const plan = stmt.plan;
+    try {
+      if (plan.command === 'set' || plan.command === 'reset') {
+        if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.routeShard = null; this.routeShardKey = null; }
+        if (this.ownSetting(stmt)) { this.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.rfq(); return; }
+      }
+      if (plan.unsupported) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${plan.unsupported} is not supported`);
+      if (isTxControl(plan) && this.txControl(stmt, null)) return;
+      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && !this.canRunInFailedTx()) {
+        throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
+      }
+      const route = this.route(stmt, null, null);
+      if (plan.command === 'copy_from' && route.kind !== 'direct' && plan.copy) return await this.startCopySplit(stmt, msg);
+      const shards = routeShards(route, this.ctx.shards.shardCount);
+      await this.beforeWrite(stmt, shards, null, null);
+      if (shards.length === 1) {
+        const link = await this.link(shards[0]!);
+        const p = this.push(K.Query, link, false);
+        p.plans = plans;
+        link.conn.busy = true;
+        link.conn.write(msg);
+        this.rfq();
+        return;
+      }
+      await this.scatterSimple(stmt, msg, shards);
+    } catch (e) {
+      this.queryError(e);
+    }
+  }
+
+  /** In an aborted transaction PostgreSQL still accepts ROLLBACK / COMMIT / ROLLBACK TO. */
+  private canRunInFailedTx(): boolean { return false; }
+
+  /** Runs the locks hook for writes. */
+  private async beforeWrite(stmt: RoutedStatement, shards: number[], params: (Buffer | null)[] | null, formats: number[] | null): Promise<void> {
+    const hook = this.ctx.tx?.beforeWrite;
+    if (!hook || !stmt.plan.write) return;
+    let keys: { type: KeyType; values: (string | null)[] } | null = null;
+    const plan = stmt.plan;
+    if (plan.keys && plan.keyType) {
+      keys = { type: plan.keyType, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : params[k.index]!.toString('utf8')))) };
+    }
+    await hook(this, shards, keys, this.txStatus !== 'I');
+  }
+
+  /**
+   * BEGIN / COMMIT / ROLLBACK. Returns true when answered here (the simple-query case);
+   * false to forward the statement to its link(s) as usual.
+   */
+  private txControl(stmt: RoutedStatement, ext: { portal?: Portal } | null): boolean {
+    const cmd = stmt.plan.command;
+    const links = this.attachedLinks;
+    const reply = (msgs: Buffer[]) => {
+      this.synth(msgs, ext !== null);
+      if (!ext) this.rfq();
+    };
+    if (cmd === 'begin') {
+      if (this.txStatus !== 'I') {
+        reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete('BEGIN')]);
+        return true;
+      }
+      if (links.length) return false; // pinned session: let the server run it
+      this.virtualTx = 'T';
+      this.beginSql = stmt.sql;
+      this.txSnapshot = this.state;
+      reply([commandComplete('BEGIN')]);
+      return true;
+    }
+    // COMMIT / ROLLBACK
+    const inTx = this.txStatus !== 'I';
+    if (links.length === 0 || !links.some((l) => l.conn.status !== 'I')) {
+      if (!inTx) {
+        reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
+        return true;
+      }
+      const failed = this.virtualTx === 'E';
+      reply([commandComplete(cmd === 'commit' && !failed ? 'COMMIT' : 'ROLLBACK')]);
+      this.endTransaction(cmd === 'commit' && !failed);
+      return true;
+    }
+    if (this.txFailed) {
+      // The servers' transactions are healthy but the client's failed: roll them back.
+      const active = links.filter((l) => l.conn.status !== 'I');
+      for (const l of active) this.sendInternal(l, 'ROLLBACK');
+      this.txFailed = false;
+      reply([commandComplete('ROLLBACK')]);
+      this.endTransaction(false);
+      return true;
+    }
+    if (cmd === 'commit' && links.filter((l) => l.conn.status !== 'I').length > 1 && this.txStatus === 'T') {
+      void this.commitMulti(stmt, ext !== null);
+      return true;
+    }
+    return false;
+  }
+
+  private async commitMulti(_stmt: RoutedStatement, ext: boolean): Promise<void> {
+    const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
+    const hook = this.ctx.tx?.commitMulti;
+    try {
+      if (hook) await hook(this, links);
+      else await this.runOnLinks(links, 'COMMIT');
+      this.synth([commandComplete('COMMIT')], ext);
+      this.endTransaction(true);
+    } catch (e) {
+      this.endTransaction(false);
+      const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
+      this.synth([err.toMessage()], ext);
+    }
+    if (!ext) this.rfq();
+    this.flush();
+  }
+
+  /** Runs one SQL string on each link (internal, swallowed); rejects with the first server error. */
+  runOnLinks(links: Link[], sql: string): Promise<void> {
+    return Promise.all(links.map((l) => new Promise<void>((resolve, reject) => {
+      let err: PgError | null = null;
+      const p = this.push(K.Internal, l, false);
+      // Internal errors are not shown to the client here: the caller decides.
+      p.onError = () => { err = err ?? new PgError(SQLSTATE.InternalError, `${sql} failed on shard "${this.ctx.topology.shards[l.shard]?.name}"`); };
+      const origOut = p;
+      origOut.onDone = () => (err ? reject(err) : resolve());
+      l.conn.write(query(sql));
+    }))).then(() => undefined);
+  }
+
+  private async runMulti(stmts: RoutedStatement[], msg: Buffer): Promise<void> {
+    // One server can run the whole string when every statement goes to the same shard.
+    let shard = -1;
+    let single = true;
+    try {
+      for (const s of stmts) {
+        if (s.plan.unsupported) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${s.plan.unsupported} is not supported`);
+        if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
+        if (s.plan.target === 'none' && !s.plan.write && s.plan.command !== 'copy_from') continue;
+        if (isTxControl(s.plan) || s.plan.command === 'set' || s.plan.command === 'reset') continue;
+        const r = this.route(s, null, null);
+        if (r.kind !== 'direct' || (shard >= 0 && r.shard !== shard)) { single = false; break; }
+        shard = r.shard;
+      }
+      if (single) {
+        if (shard < 0) shard = this.preferredShard();
+        for (const s of stmts) await this.beforeWrite(s, [shard], null, null);
+        const link = await this.link(shard);
+        const p = this.push(K.Query, link, false);
+        p.plans = stmts;
+        link.conn.busy = true;
+        link.conn.write(msg);
+        this.rfq();
+        return;
+      }
+    } catch (e) {
+      this.queryError(e);
+      return;
+    }
+    // Statements for different shards: run one by one, stop at the first error,
+    // and answer with a single ReadyForQuery as PostgreSQL does.
+    for (const s of stmts) {
+      const failed = await this.runOneOfMany(s);
+      if (failed) break;
+    }
+    this.rfq();
+  }
+
+  /** Runs one statement of a multi-statement string; resolves true when it failed. */
+  private async runOneOfMany(stmt: RoutedStatement): Promise<boolean> {
+    const before = this.pendings.length;
+    void before;
+    let failed = false;
+    try {
+      const plan = stmt.plan;
+      if ((plan.command === 'set' || plan.command === 'reset') && this.ownSetting(stmt)) {
+        this.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false);
+        return false;
+      }
+      if (isTxControl(plan) && this.txControlInMulti(stmt)) return false;
+      const route = this.route(stmt, null, null);
+      const shards = routeShards(route, this.ctx.shards.shardCount);
+      await this.beforeWrite(stmt, shards, null, null);
+      const sub = query(stmt.sql);
+      if (shards.length === 1) {
+        const link = await this.link(shards[0]!);
+        const p = this.push(K.ExecSimple, link, false);
+        p.plans = [stmt];
+        await new Promise<void>((resolve) => {
+          p.onError = () => { failed = true; };
+          p.onDone = resolve;
+          link.conn.write(sub);
+          this.flush();
+        });
+      } else {
+        await this.scatterSimple(stmt, sub, shards, true);
+        await this.waitIdle();
+      }
+    } catch (e) {
+      const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
+      if (this.txStatus !== 'I') { if (this.virtualTx) this.virtualTx = 'E'; else this.txFailed = true; }
+      this.synth([err.toMessage()], false);
+      return true;
+    }
+    return failed;
+  }
+
+  private txControlInMulti(stmt: RoutedStatement): boolean {
+    // Inside a split multi-statement string, BEGIN/COMMIT behave like separate statements.
+    const cmd = stmt.plan.command;
+    if (cmd === 'begin' && this.txStatus === 'I' && this.attachedLinks.length === 0) {
+      this.virtualTx = 'T'; this.beginSql = stmt.sql; this.txSnapshot = this.state;
+      this.synth([commandComplete('BEGIN')], false);
+      return true;
+    }
+    return false;
+  }
+
+  private waitIdle(): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.pendings.every((p) => p.done || p.kind === K.Rfq)) resolve();
+        else setImmediate(check);
+      };
+      check();
+    });
+  }
+
+  // ---- scatter / gather ------------------------------------------------------------------
+
+  private async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false): Promise<void> {
+    const links: Link[] = [];
+    for (const s of shards) links.push(await this.link(s));
+    const mode: GroupMode = stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
+    const sql = stmt.plan.merge?.shardSql;
+    const body = sql ? query(sql) : msg;
+    const group = new Group(mode, links.length, stmt, this.ctx.topology.shards.map((s) => s.name));
+    const result = this.push(K.GroupResult, null, false);
+    const members = links.map((l, i) => {
+      const p = this.push(partOfMany ? K.ExecSimple : K.Query, l, false);
+      p.group = group; p.member = i; p.plans = [stmt];
+      return p;
+    });
+    // The result entry must come after the members in response order.
+    this.pendings.splice(this.pendings.indexOf(result), 1);
+    this.pendings.push(result);
+    group.onFinish = (msgs) => {
+      result.out = msgs;
+      const first = msgs.find((m) => m[0] === B.CommandComplete);
+      if (first) this.afterCommand(stmt, commandTag(first), null);
+      this.complete(result);
+    };
+    for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(body); void members[i]; }
+    if (!partOfMany) this.rfq();
+  }
+
+  private groupMessage(p: Pending, type: number, msg: Buffer): void {
+    const g = p.group!;
+    if (type === B.ErrorResponse) { this.afterErrorOf(p, msg); p.onError?.(); }
+    g.message(p.member!, type, msg);
+    let terminal: boolean;
+    switch (p.kind) {
+      case K.Query: case K.ExecSimple: terminal = type === B.ReadyForQuery; break;
+      case K.Bind: terminal = type === B.BindComplete; break;
+      case K.Close: case K.InternalClose: terminal = type === B.CloseComplete; break;
+      case K.Describe: terminal = type === B.RowDescription || type === B.NoData; break;
+      case K.Execute: terminal = type === B.CommandComplete || type === B.EmptyQueryResponse || type === B.PortalSuspended; break;
+      default: terminal = type === B.ReadyForQuery;
+    }
+    if (type === B.ErrorResponse && p.ext) {
+      this.groupMemberDone(p);
+      this.extendedError(p);
+      return;
+    }
+    if (terminal) { this.complete(p); this.groupMemberDone(p); }
+  }
+
+  private groupMemberDone(p: Pending): void {
+    if (p.member === -1) return;
+    const m = p.member!;
+    p.member = -1;
+    p.group!.memberDone(m);
+  }
+
+  // ---- extended protocol ------------------------------------------------------------------
+
+  private extError_(e: unknown): void { this.queryError(e, true); }
+
+  private async onParse(msg: Buffer): Promise<void> {
+    let info: ReturnType<typeof decodeParse>;
+    try { info = decodeParse(msg); } catch { throw new ProtocolViolation('invalid Parse message'); }
+    this.lastQuery = info.sql;
+    try {
+      if (info.name !== '' && this.stmts.has(info.name)) {
+        throw new PgError(SQLSTATE.DuplicatePreparedStatement, `prepared statement "${info.name}" already exists`);
+      }
+      const stmt = this.ctx.router.planPrepared(info.sql);
+      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg);
+      this.stmts.set(info.name, cs);
+      if (isTxControl(stmt.plan) || stmt.plan.unsupported || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
+        this.synth([parseComplete], true);
+        return;
+      }
+      const link = await this.link(this.preferredShardFor(stmt));
+      this.unitLinks.add(link);
+      link.unsynced = true;
+      if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
+        this.touchPrepared(link, cs.serverName);
+        this.synth([parseComplete], true);
+        return;
+      }
+      const p = this.push(K.Parse, link, true);
+      this.markPrepared(link, cs);
+      p.onError = () => {
+        if (this.stmts.get(info.name) === cs) this.stmts.delete(info.name);
+        this.unmarkPrepared(link, cs);
+      };
+      link.conn.write(cs.parse);
+    } catch (e) { this.extError_(e); }
+  }
+
+  /** For Parse/Describe of a statement before any Bind: a shard already in use, else where its key would go. */
+  private preferredShardFor(_stmt: RoutedStatement): number {
+    for (const l of this.unitLinks) return l.shard;
+    return this.preferredShard();
+  }
+
+  private markPrepared(link: Link, cs: ClientStatement): void {
+    if (cs.serverName === '') { link.unnamed = cs; return; }
+    const prepared = link.conn.prepared;
+    prepared.set(cs.serverName, true);
+    const max = this.ctx.config.pool.preparedStatementCacheSize;
+    if (max > 0 && prepared.size > max) {
+      // Evict the least recently used statement from this server connection.
+      const oldest = prepared.keys().next().value as string;
+      prepared.delete(oldest);
+      this.push(K.InternalClose, link, true);
+      link.conn.write(targeted(F.Close, 'S', oldest));
+    }
+  }
+
+  private unmarkPrepared(link: Link, cs: ClientStatement): void {
+    if (cs.serverName === '') { if (link.unnamed === cs) link.unnamed = null; return; }
+    link.conn.prepared.delete(cs.serverName);
+  }
+
+  private touchPrepared(link: Link, name: string): void {
+    const prepared = link.conn.prepared;
+    prepared.delete(name);
+    prepared.set(name, true);
+  }
+
+  /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not). */
+  private ensurePrepared(link: Link, cs: ClientStatement): void {
+    if (cs.serverName === '' ? link.unnamed === cs : link.conn.prepared.has(cs.serverName)) {
+      if (cs.serverName !== '') this.touchPrepared(link, cs.serverName);
+      return;
+    }
+    const p = this.push(K.InternalParse, link, true);
+    this.markPrepared(link, cs);
+    p.onError = () => this.unmarkPrepared(link, cs);
+    link.conn.write(cs.parse);
+  }
+
+  private async onBind(msg: Buffer): Promise<void> {
+    let info: ReturnType<typeof decodeBind>;
+    try { info = decodeBind(msg); } catch { throw new ProtocolViolation('invalid Bind message'); }
+    try {
+      const cs = this.stmts.get(info.statement);
+      if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
+      const plan = cs.stmt.plan;
+      if (plan.unsupported) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${plan.unsupported} is not supported`);
+      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
+        this.portals.set(info.portal, { shards: [], cs, virtual: true });
+        this.synth([bindComplete], true);
+        return;
+      }
+      if (this.txStatus === 'E') throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
+      const route = this.route(cs.stmt, info.params, info.paramFormats);
+      const shards = routeShards(route, this.ctx.shards.shardCount);
+      await this.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
+      const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
+      const links: Link[] = [];
+      for (const s of shards) links.push(await this.link(s));
+      const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
+      let result: Pending | null = null;
+      for (const [i, link] of links.entries()) {
+        this.unitLinks.add(link);
+        link.unsynced = true;
+        this.ensurePrepared(link, cs);
+        const p = this.push(K.Bind, link, true);
+        if (group) { p.group = group; p.member = i; }
+        link.conn.write(renamed);
+      }
+      if (group) {
+        result = this.push(K.GroupResult, null, true);
+        const r = result;
+        group.onFinish = (msgs) => { r.out = msgs; this.complete(r); };
+      }
+      this.portals.set(info.portal, { shards, cs, virtual: false });
+    } catch (e) { this.extError_(e); }
+  }
+
+  private async onDescribe(msg: Buffer): Promise<void> {
+    const { kind, name } = decodeTargeted(msg);
+    try {
+      if (kind === 'S') {
+        const cs = this.stmts.get(name);
+        if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
+        if (isTxControl(cs.stmt.plan) || cs.stmt.plan.unsupported || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
+          this.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
+          return;
+        }
+        const link = await this.link(this.preferredShardFor(cs.stmt));
+        this.unitLinks.add(link);
+        link.unsynced = true;
+        this.ensurePrepared(link, cs);
+        this.push(K.Describe, link, true);
+        link.conn.write(cs.serverName === name ? msg : targeted(F.Describe, 'S', cs.serverName));
+        return;
+      }
+      const portal = this.portals.get(name);
+      if (!portal) throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      if (portal.virtual) { this.synth([noData], true); return; }
+      const link = await this.link(portal.shards[0]!);
+      this.push(K.Describe, link, true);
+      link.conn.write(msg);
+    } catch (e) { this.extError_(e); }
+  }
+
+  private async onExecute(msg: Buffer): Promise<void> {
+    const { portal: name } = decodeExecute(msg);
+    try {
+      const portal = this.portals.get(name);
+      if (!portal) throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      const stmt = portal.cs.stmt;
+      this.lastQuery = portal.cs.sql;
+      if (portal.virtual) {
+        if (stmt.plan.setVar?.name.startsWith('pgring.')) {
+          this.ownSetting(stmt);
+          this.synth([commandComplete(stmt.plan.command === 'set' ? 'SET' : 'RESET')], true);
+          return;
+        }
+        if (this.txControl(stmt, { portal })) return;
+        // COMMIT/ROLLBACK of a transaction running on one server: run it there.
+        const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
+        const group = links.length > 1 ? new Group('first', links.length, stmt, []) : null;
+        for (const [i, l] of links.entries()) {
+          this.unitLinks.add(l);
+          l.unsynced = true;
+          const p = this.push(K.ExecSimple, l, true);
+          p.plans = [stmt];
+          if (group) { p.group = group; p.member = i; }
+          l.conn.busy = true;
+          l.conn.write(query(stmt.sql));
+        }
+        if (group) {
+          const r = this.push(K.GroupResult, null, true);
+          group.onFinish = (msgs) => { r.out = msgs.filter((m) => m[0] !== B.ReadyForQuery); this.complete(r); };
+        }
+        return;
+      }
+      const links: Link[] = [];
+      for (const s of portal.shards) links.push(await this.link(s));
+      if (links.length === 1) {
+        const l = links[0]!;
+        const p = this.push(K.Execute, l, true);
+        p.plans = [stmt];
+        l.conn.busy = true;
+        l.conn.write(msg);
+        return;
+      }
+      const mode: GroupMode = stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
+      const group = new Group(mode, links.length, stmt, []);
+      for (const [i, l] of links.entries()) {
+        const p = this.push(K.Execute, l, true);
+        p.plans = [stmt]; p.group = group; p.member = i;
+        l.conn.busy = true;
+        l.conn.write(msg);
+      }
+      const r = this.push(K.GroupResult, null, true);
+      group.onFinish = (msgs) => {
+        r.out = msgs;
+        const cc = msgs.find((m) => m[0] === B.CommandComplete);
+        if (cc) this.afterCommand(stmt, commandTag(cc), null);
+        this.complete(r);
+      };
+    } catch (e) { this.extError_(e); }
+  }
+
+  private async onClose(msg: Buffer): Promise<void> {
+    const { kind, name } = decodeTargeted(msg);
+    if (kind === 'S') {
+      this.stmts.delete(name); // the server keeps its copy, shared by name across clients
+      this.synth([closeComplete], true);
+      return;
+    }
+    const portal = this.portals.get(name);
+    this.portals.delete(name);
+    if (!portal || portal.virtual) { this.synth([closeComplete], true); return; }
+    const link = this.links[portal.shards[0]!];
+    if (!link) { this.synth([closeComplete], true); return; }
+    const others = portal.shards.slice(1).map((s) => this.links[s]).filter((l): l is Link => !!l);
+    for (const l of others) { const p = this.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
+    this.push(K.Close, link, true);
+    link.conn.write(msg);
+  }
+
+  private onSync(): void {
+    this.skipUntilSync = false;
+    for (const l of this.unitLinks) {
+      l.unsynced = false;
+      this.push(K.Sync, l, true);
+      l.conn.busy = true;
+      l.conn.write(syncMsg);
+    }
+    this.unitLinks.clear();
+    this.portals.delete('');
+    this.rfq();
+  }
+
+  private onFlush(): void {
+    for (const l of this.unitLinks) l.conn.write(msg_flush);
+  }
+
+  private onCopyMessage(type: number, msg: Buffer): void {
+    if (this.copySplit) {
+      this.copySplit.clientMessage(type, msg);
+      if (type !== F.CopyData) this.copySplit = null;
+      return;
+    }
+    const links = this.copyLinks ?? this.attachedLinks.slice(-1);
+    for (const l of links) l.conn.write(msg);
+    if (type !== F.CopyData) this.copyLinks = null;
+  }
+
+  private async onFunctionCall(msg: Buffer): Promise<void> {
+    try {
+      const link = await this.link(this.preferredShard());
+      const p = this.push(K.Query, link, false);
+      p.plans = [];
+      link.conn.write(msg);
+      // FunctionCallResponse is followed by ReadyForQuery, like a simple query.
+      this.rfq();
+    } catch (e) { this.queryError(e); }
+  }
+
+  // ---- COPY FROM STDIN split across shards ---------------------------------------------------
+
+  private async startCopySplit(stmt: RoutedStatement, msg: Buffer): Promise<void> {
+    const spec = stmt.plan.copy!;
+    const keyType = stmt.plan.keyType!;
+    const shards = routeShards({ kind: 'all' }, this.ctx.shards.shardCount);
+    const links: Link[] = [];
+    for (const s of shards) links.push(await this.link(s));
+    const keyIndex = await this.copyKeyIndex(stmt, links[0]!);
+    const splitter = new CopySplitter(spec, keyIndex, keyType, this.ctx.shards, links.map((l) => l.conn));
+    await this.beforeWrite(stmt, shards, null, null);
+    const group = new Group('copy', links.length, stmt, []);
+    const members = links.map((l, i) => {
+      const p = this.push(K.Query, l, false);
+      p.group = group; p.member = i; p.plans = [stmt];
+      return p;
+    });
+    const result = this.push(K.GroupResult, null, false);
+    void members;
+    this.copySplit = splitter;
+    group.onCopyIn = (first) => { if (first) { this.write(first); this.flush(); } };
+    group.onFinish = (msgs) => {
+      result.out = splitter.error ? [splitter.error.toMessage()] : msgs;
+      this.copySplit = null;
+      this.complete(result);
+    };
+    for (const l of links) { l.conn.busy = true; l.conn.write(msg); }
+    this.rfq();
+  }
+
+  /** Position of the shard key in the COPY rows: from the column list, the config, or the catalog. */
+  private async copyKeyIndex(stmt: RoutedStatement, link: Link): Promise<number> {
+    const spec = stmt.plan.copy!;
+    if (spec.keyColumnIndex !== null) return spec.keyColumnIndex;
+    const table = this.ctx.config.sharding.tables.find((t) => t.name === stmt.plan.table);
+    if (spec.columns) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: COPY into sharded table "${spec.table}" must include its shard key column "${table?.column}"`);
+    if (table?.columns) {
+      const i = table.columns.indexOf(table.column);
+      if (i >= 0) return i;
+    }
+    const rows = await this.queryRows(link, `SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = ${quoteLiteral(spec.table)}::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
+    const i = rows.findIndex((r) => r[0] === table?.column);
+    if (i < 0) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: cannot find shard key column "${table?.column}" of table "${spec.table}"`);
+    return i;
+  }
+
+  /** Runs a catalog query on a link for pgring itself; resolves with text rows. */
+  private queryRows(link: Link, sql: string): Promise<(string | null)[][]> {
+    return new Promise((resolve, reject) => {
+      const rows: (string | null)[][] = [];
+      let err: PgError | null = null;
+      const p = this.push(K.InternalRows, link, false);
+      p.rows = rows;
+      p.onError = () => { err = new PgError(SQLSTATE.InternalError, `pgring catalog query failed on shard "${this.ctx.topology.shards[link.shard]?.name}"`); };
+      p.onDone = () => (err ? reject(err) : resolve(rows));
+      link.conn.write(query(sql));
+      this.flush();
+    });
+  }
+
+  // ---- cancel and close ---------------------------------------------------------------------
+
+  async cancelRunning(): Promise<void> {
+    const busy = this.attachedLinks.filter((l) => l.queue.length > 0 || l.conn.busy);
+    await Promise.all(busy.map((l) => l.conn.cancel()));
+  }
+
+  close(): void {
+    if (this.phase === 'closed' || this.closing) return;
+    this.closing = true;
+    this.phase = 'closed';
+    this.ctx.sessions.delete(this.key);
+    this.socket.destroy();
+    const inTx = this.txStatus !== 'I';
+    for (const l of this.links) {
+      if (!l) continue;
+      this.links[l.shard] = undefined;
+      const conn = l.conn;
+      conn.owner = null;
+      if (conn.closed) continue;
+      if (l.queue.length > 0 || this.copyLinks || this.copySplit) {
+        // Mid-request: the server is still working for a client that is gone.
+        void conn.cancel().finally(() => conn.destroy());
+        continue;
+      }
+      const stmts: string[] = [];
+      if (conn.status !== 'I' || l.unsynced) stmts.push('ROLLBACK');
+      if (this.pins.size) { stmts.push('DISCARD ALL'); conn.prepared.clear(); conn.appliedState = null; }
+      if (l.unsynced) { conn.destroy(); continue; }
+      resetAndRelease(l.pool, conn, stmts);
+    }
+    if (inTx) this.ctx.tx?.afterTransaction?.(this, false);
+  }
+}
+
+const msg_flush = Buffer.from([F.Flush, 0, 0, 0, 4]);
+
+function quoteLiteral(s: string): string { return `'${s.replace(/'/g, "''")}'`; }
+
+/** Adds a key value, or the elements of an array literal such as {1,2,"x y",NULL}. */
+function pushKey(out: (string | null)[], text: string | null, array?: boolean): void {
+  if (!array || text === null) { out.push(text); return; }
+  for (const e of parseArrayLiteral(text)) out.push(e);
+}
+
+export function parseArrayLiteral(text: string): (string | null)[] {
+  const s = text.trim();
+  if (!s.startsWith('{') || !s.endsWith('}')) throw new PgError(SQLSTATE.InvalidTextRepresentation, `malformed array literal: "${text}"`);
+  const out: (string | null)[] = [];
+  let i = 1;
+  const end = s.length - 1;
+  while (i < end) {
+    while (i < end && /\s/.test(s[i]!)) i++;
+    if (i >= end) break;
+    let v = '';
+    let quoted = false;
+    if (s[i] === '"') {
+      quoted = true; i++;
+      while (i < end && s[i] !== '"') { if (s[i] === '\\') i++; v += s[i++]; }
+      i++;
+    } else {
+      while (i < end && s[i] !== ',') { if (s[i] === '\\') i++; v += s[i++]; }
+      v = v.trim();
+    }
+    if (s[i] === '{' ) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: multi-dimensional key arrays are not supported');
+    out.push(!quoted && v.toUpperCase() === 'NULL' ? null : v);
+    while (i < end && s[i] !== ',') i++;
+    i++;
+  }
+  return out;
+}

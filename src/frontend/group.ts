@@ -1,0 +1,91 @@
+// Combines the responses of one request sent to several shards into the single
+// response PostgreSQL would give: one RowDescription, rows (merged when the
+// statement has ORDER BY / LIMIT / aggregates), one CommandComplete with the
+// total count, the first error instead of everything when any shard failed.
+import { B } from '../protocol/codes';
+import { commandComplete, commandTag } from '../protocol/messages';
+import type { RoutedStatement } from '../router/router';
+import type { ResultMerger } from '../router/merge';
+import { PgError, SQLSTATE } from '../protocol/errors';
+
+export type GroupMode = 'first' | 'sum' | 'merge' | 'merge-ext' | 'copy';
+
+export class Group {
+  private remaining: number;
+  private out: Buffer[] = [];
+  private error: Buffer | null = null;
+  private rowDesc = false;
+  private tags: string[] = [];
+  private merger: ResultMerger | null = null;
+  private copyInSeen = 0;
+  onFinish: (msgs: Buffer[]) => void = () => {};
+  onCopyIn: ((first: Buffer | null) => void) | null = null;
+
+  constructor(readonly mode: GroupMode, readonly size: number, readonly stmt: RoutedStatement, readonly shardNames: string[], params?: (string | null)[]) {
+    this.remaining = size;
+    const spec = stmt.plan.merge;
+    if ((mode === 'merge' || mode === 'merge-ext') && spec) {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const { ResultMerger: M } = require('../router/merge') as typeof import('../router/merge');
+      this.merger = new M(spec, size, params);
+    }
+  }
+
+  message(member: number, type: number, msg: Buffer): void {
+    switch (type) {
+      case B.ErrorResponse:
+        if (!this.error) this.error = msg;
+        return;
+      case B.ReadyForQuery:
+        return;
+      case B.RowDescription:
+        if (this.merger) {
+          const fwd = this.merger.rowDescription(member, msg);
+          if (this.merger.unsupported && !this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${this.merger.unsupported} is not supported`).toMessage();
+          if (fwd && this.mode === 'merge') { this.rowDesc = true; this.out.push(fwd); }
+          return;
+        }
+        if (!this.rowDesc) { this.rowDesc = true; this.out.push(msg); }
+        return;
+      case B.DataRow:
+        if (this.merger) { const fwd = this.merger.dataRow(member, msg); if (fwd) this.out.push(fwd); }
+        else if (this.mode !== 'first' || member === 0) this.out.push(msg);
+        return;
+      case B.CommandComplete:
+        if (this.merger) this.merger.commandComplete(member, commandTag(msg));
+        else if (this.mode === 'first') { if (member === 0) this.out.push(msg); }
+        else this.tags.push(commandTag(msg));
+        return;
+      case B.CopyInResponse:
+        if (this.copyInSeen++ === 0) this.onCopyIn?.(msg);
+        return;
+      default:
+        // Notices, ParseComplete, BindComplete, NoData, ...: once, from the first shard.
+        if (member === 0) this.out.push(msg);
+    }
+  }
+
+  memberDone(_member: number): void {
+    if (--this.remaining > 0) return;
+    if (this.error) { this.onFinish([this.error]); return; }
+    if (this.merger) {
+      this.onFinish([...this.out, ...this.merger.finish()]);
+      return;
+    }
+    if (this.tags.length) this.out.push(commandComplete(sumTags(this.tags)));
+    this.onFinish(this.out);
+  }
+}
+
+/** Adds up command tags of the same command from several shards ("UPDATE 3" + "UPDATE 4" = "UPDATE 7"). */
+export function sumTags(tags: string[]): string {
+  const first = tags[0]!;
+  const m = /^(INSERT 0|SELECT|UPDATE|DELETE|COPY|MERGE|MOVE|FETCH) (\d+)$/.exec(first);
+  if (!m) return first;
+  let total = 0;
+  for (const t of tags) {
+    const n = /(\d+)$/.exec(t);
+    if (n) total += Number(n[1]);
+  }
+  return `${m[1]} ${total}`;
+}

@@ -1,0 +1,37 @@
+// Named prepared statements in transaction pooling. A client's statement name maps
+// to a process-wide server-side name derived from the statement's text and
+// parameter types, so any server connection that already prepared the same text
+// is reused, and one that has not gets the Parse injected before the Bind.
+import { parseMsg } from '../protocol/messages';
+import type { RoutedStatement } from '../router/router';
+
+export interface ClientStatement {
+  clientName: string;
+  serverName: string;          // '' for the unnamed statement
+  sql: string;
+  types: number[];
+  parse: Buffer;               // Parse message carrying serverName
+  stmt: RoutedStatement;       // routing plan, made once at Parse
+}
+
+const registry = new Map<string, string>();
+let counter = 0;
+
+/** The server-side name for a statement text + parameter types (stable for the process). */
+export function serverStatementName(sql: string, types: number[]): string {
+  const key = types.length ? `${types.join(',')}\u0000${sql}` : sql;
+  let name = registry.get(key);
+  if (!name) {
+    name = `pgring_${(++counter).toString(36)}`;
+    registry.set(key, name);
+  }
+  return name;
+}
+
+export function makeStatement(clientName: string, sql: string, types: number[], stmt: RoutedStatement, rawParse: Buffer): ClientStatement {
+  if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt };
+  const serverName = serverStatementName(sql, types);
+  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types), stmt };
+}
+
+export function registrySize(): number { return registry.size; }

@@ -1,0 +1,92 @@
+// The running proxy: owns the config, topology (pools), router, ring and listener,
+// and wires the optional ZooKeeper cluster state, health checks, admin console and
+// metrics around them.
+import * as net from 'node:net';
+import type { Config } from './config/types';
+import { loadConfig } from './config/load';
+import { Topology } from './backend/topology';
+import { ClientSession, ProxyContext } from './frontend/client';
+import { Router } from './router/router';
+import { Ring, RingDefinition, RING_HASH_V1 } from './ring/ring';
+import { RingShardMap } from './ring/shard-map';
+import { createLogger, Logger } from './log';
+
+export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
+  return {
+    version,
+    shards: cfg.shards.map((s) => ({ name: s.name, weight: s.weight })),
+    vnodes: cfg.ring.vnodes,
+    seed: cfg.ring.seed,
+    hash: RING_HASH_V1,
+  };
+}
+
+export interface ProxyOptions { configFile?: string; config?: Config; log?: Logger }
+
+export class Proxy {
+  config: Config;
+  readonly log: Logger;
+  readonly ctx: ProxyContext;
+  private server: net.Server | null = null;
+  readonly startedAt = Date.now();
+  ring: Ring;
+
+  constructor(readonly opts: ProxyOptions) {
+    this.config = opts.config ?? loadConfig(opts.configFile!);
+    this.log = opts.log ?? createLogger(this.config.logLevel);
+    const topology = new Topology(this.config.shards, this.config);
+    this.ring = new Ring(ringFromConfig(this.config));
+    this.ctx = {
+      config: this.config,
+      topology,
+      router: new Router({ tables: this.config.sharding.tables }, { cacheSize: this.config.sharding.planCacheSize }),
+      shards: new RingShardMap(this.ring, this.config.shards.map((s) => s.name)),
+      log: this.log,
+      sessions: new Map(),
+      paramCache: new Map(),
+    };
+  }
+
+  get port(): number { return (this.server?.address() as net.AddressInfo | null)?.port ?? this.config.listen.port; }
+
+  async start(): Promise<void> {
+    await Router.init();
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server.maxConnections = 100000;
+    await new Promise<void>((resolve, reject) => {
+      this.server!.once('error', reject);
+      this.server!.listen(this.config.listen.port, this.config.listen.host, () => { this.server!.off('error', reject); resolve(); });
+    });
+    this.log.info({ host: this.config.listen.host, port: this.port, shards: this.config.shards.map((s) => s.name) }, 'pgring listening');
+  }
+
+  private accept(socket: net.Socket): void {
+    socket.on('error', () => { /* handled by the session */ });
+    new ClientSession(socket, this.ctx);
+  }
+
+  /** Swaps in a new ring (from ZooKeeper): later statements route with it. */
+  setRing(def: RingDefinition): void {
+    this.ring = new Ring(def);
+    this.ctx.shards = new RingShardMap(this.ring, this.ctx.topology.shards.map((s) => s.name));
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    for (const s of [...this.ctx.sessions.values()]) s.close();
+    this.ctx.topology.close();
+  }
+
+  /** Closes the listener immediately (new clients refused) and waits for clients to finish. */
+  async drain(graceMs: number): Promise<void> {
+    this.ctx.draining = true;
+    this.server?.close();
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline) {
+      const busy = [...this.ctx.sessions.values()].filter((s) => s.txStatus !== 'I' || s.attachedLinks.length);
+      if (busy.length === 0) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await this.stop();
+  }
+}
