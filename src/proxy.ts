@@ -10,6 +10,8 @@ import { Router } from './router/router';
 import { Ring, RingDefinition, RING_HASH_V1 } from './ring/ring';
 import { RingShardMap } from './ring/shard-map';
 import { createLogger, Logger } from './log';
+import { Coordinator } from './cluster/coordinator';
+import type { ShardConfig } from './config/types';
 
 export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
   return {
@@ -28,6 +30,7 @@ export class Proxy {
   readonly log: Logger;
   readonly ctx: ProxyContext;
   private server: net.Server | null = null;
+  coordinator: Coordinator | null = null;
   readonly startedAt = Date.now();
   ring: Ring;
 
@@ -35,12 +38,13 @@ export class Proxy {
     this.config = opts.config ?? loadConfig(opts.configFile!);
     this.log = opts.log ?? createLogger(this.config.logLevel);
     const topology = new Topology(this.config.shards, this.config);
-    this.ring = new Ring(ringFromConfig(this.config));
+    // Without shards in the config the ring comes from ZooKeeper at start.
+    this.ring = new Ring(this.config.shards.length ? ringFromConfig(this.config) : { version: 0, shards: [{ name: '(none)', weight: 1 }], vnodes: 1, seed: 0, hash: RING_HASH_V1 });
     this.ctx = {
       config: this.config,
       topology,
       router: new Router({ tables: this.config.sharding.tables }, { cacheSize: this.config.sharding.planCacheSize }),
-      shards: new RingShardMap(this.ring, this.config.shards.map((s) => s.name)),
+      shards: new RingShardMap(this.ring, this.config.shards.length ? this.config.shards.map((s) => s.name) : ['(none)']),
       log: this.log,
       sessions: new Map(),
       paramCache: new Map(),
@@ -51,13 +55,22 @@ export class Proxy {
 
   async start(): Promise<void> {
     await Router.init();
+    if (this.config.zookeeper) {
+      this.coordinator = new Coordinator(this.config, this.log, {
+        onRing: (ring, shards) => this.applyRing(ring, shards),
+        onMembership: (all) => this.ctx.topology.applyMembership(all),
+      }, () => this.port);
+    }
     this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.server.maxConnections = 100000;
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
       this.server!.listen(this.config.listen.port, this.config.listen.host, () => { this.server!.off('error', reject); resolve(); });
     });
-    this.log.info({ host: this.config.listen.host, port: this.port, shards: this.config.shards.map((s) => s.name) }, 'pgring listening');
+    if (this.coordinator) {
+      try { await this.coordinator.start(); } catch (e) { await this.stop(); throw e; }
+    }
+    this.log.info({ host: this.config.listen.host, port: this.port, shards: this.ctx.topology.shards.map((s) => s.name), ring: this.ring.version }, 'pgring listening');
   }
 
   private accept(socket: net.Socket): void {
@@ -66,13 +79,16 @@ export class Proxy {
   }
 
   /** Swaps in a new ring (from ZooKeeper): later statements route with it. */
-  setRing(def: RingDefinition): void {
-    this.ring = new Ring(def);
-    this.ctx.shards = new RingShardMap(this.ring, this.ctx.topology.shards.map((s) => s.name));
+  applyRing(def: RingDefinition, shards: ShardConfig[]): void {
+    for (const s of shards) this.ctx.topology.addShard(s);
+    const ring = new Ring(def);
+    this.ctx.shards = new RingShardMap(ring, this.ctx.topology.shards.map((s) => s.name));
+    this.ring = ring;
   }
 
   async stop(): Promise<void> {
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
+    await this.coordinator?.stop().catch(() => undefined);
     for (const s of [...this.ctx.sessions.values()]) s.close();
     this.ctx.topology.close();
   }

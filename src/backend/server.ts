@@ -40,6 +40,8 @@ export class ServerConnection {
   lastUsed = Date.now();
   /** Number of queries currently outstanding (for SHOW SERVERS / cancel routing). */
   busy = false;
+  bytesIn = 0;
+  bytesOut = 0;
   private readonly reader = new MessageReader();
   private closeError: PgError | null = null;
 
@@ -151,6 +153,7 @@ export class ServerConnection {
       }
     };
     this.socket.on('data', (chunk: Buffer) => {
+      this.bytesIn += chunk.length;
       try {
         const owner = this.owner; // the owner may release us during the batch: flush it anyway
         this.reader.feed(chunk, onMsg);
@@ -183,6 +186,7 @@ export class ServerConnection {
   write(buf: Buffer): void {
     if (this.closed) return;
     this.lastUsed = Date.now();
+    this.bytesOut += buf.length;
     this.socket.write(buf);
   }
 

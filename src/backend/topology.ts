@@ -13,8 +13,41 @@ export class Topology {
   /** Liveness per shard index, from heartbeats (ZooKeeper) or the proxy's own checks. */
   backends: BackendState[][] = [];
 
-  constructor(public shards: ShardConfig[], public config: Config) {
-    this.backends = shards.map((s) => s.backends.map((b) => ({ ...b, healthy: true, checkedAt: 0 })));
+  readonly shards: ShardConfig[] = [];
+
+  constructor(shards: ShardConfig[], public config: Config) {
+    for (const s of shards) this.addShard(s);
+  }
+
+  /** Adds a shard (append-only: indexes stay stable for the life of the proxy). */
+  addShard(s: ShardConfig, healthy = true): number {
+    const i = this.shardIndex(s.name);
+    if (i >= 0) return i;
+    this.shards.push({ ...s, backends: [...s.backends] });
+    this.backends.push(s.backends.map((b) => ({ ...b, healthy, checkedAt: 0 })));
+    return this.shards.length - 1;
+  }
+
+  /**
+   * Applies liveness from ZooKeeper: shard name -> backends with a liveness znode.
+   * Configured backends without a znode are down; unknown backends with one are added.
+   */
+  applyMembership(all: Map<string, { host: string; port: number; role: 'primary' | 'replica'; healthy: boolean; checkedAt: number; error?: string }[]>): void {
+    for (let i = 0; i < this.shards.length; i++) {
+      const name = this.shards[i]!.name;
+      const live = all.get(name) ?? [];
+      const list = this.backends[i]!;
+      for (const rec of live) {
+        if (!list.some((b) => b.host === rec.host && b.port === rec.port)) {
+          list.push({ host: rec.host, port: rec.port, role: rec.role, healthy: rec.healthy, checkedAt: rec.checkedAt, error: rec.error });
+        }
+      }
+      for (const b of list) {
+        const rec = live.find((r) => r.host === b.host && r.port === b.port);
+        if (rec) b.role = rec.role;
+        this.setHealth(i, b.host, b.port, rec ? rec.healthy : false, rec ? rec.error : 'no heartbeat in ZooKeeper');
+      }
+    }
   }
 
   get shardCount(): number { return this.shards.length; }
@@ -46,7 +79,7 @@ export class Topology {
 
   pool(shard: number, cred: ServerCredentials): Pool {
     const b = this.primary(shard);
-    const key = `${shard}\u0000${b.host}:${b.port}\u0000${cred.user}\u0000${cred.database}`;
+    const key = `${this.shards[shard]!.name}\u0000${b.host}:${b.port}\u0000${cred.user}\u0000${cred.database}`;
     let p = this.pools.get(key);
     if (!p) {
       const user = this.config.users.find((u) => (u.serverUser ?? u.name) === cred.user);

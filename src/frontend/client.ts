@@ -58,6 +58,8 @@ export interface TransactionHooks {
   commitMulti?(session: ClientSession, links: Link[]): Promise<void>;
   /** The transaction ended (commit, rollback, disconnect): release locks. */
   afterTransaction?(session: ClientSession, committed: boolean): void;
+  /** A ReadyForQuery with status idle went to the client (autocommit statements end here). */
+  afterIdle?(session: ClientSession): void;
 }
 
 export interface SessionMetrics {
@@ -84,6 +86,8 @@ export interface Pending {
   onError?: () => void;
   onDone?: () => void;
   rows?: (string | null)[][];
+  /** Start time (ms) of a query / execute, for statistics. */
+  t0?: number;
 }
 
 export interface Link {
@@ -96,6 +100,8 @@ export interface Link {
   /** Prepared the client's unnamed statement (identity of the ClientStatement). */
   unnamed: ClientStatement | null;
   txStart: number;
+  bytesIn0: number;
+  bytesOut0: number;
 }
 
 type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean };
@@ -435,6 +441,13 @@ export class ClientSession implements ServerOwner {
     if (p.done) return;
     p.done = true;
     p.onDone?.();
+    if (p.t0 !== undefined && p.link) {
+      const us = (Date.now() - p.t0) * 1000;
+      const st = p.link.pool.stats;
+      st.totalQuery++;
+      st.totalQueryTimeUs += us;
+      this.ctx.metrics?.query(p.link.shard, us);
+    }
     if (p.link) {
       const q = p.link.queue;
       if (q[0] === p) q.shift(); else { const i = q.indexOf(p); if (i >= 0) q.splice(i, 1); }
@@ -451,7 +464,9 @@ export class ClientSession implements ServerOwner {
       ps.shift();
       if (p.kind === K.Rfq) {
         this.extError = false;
-        this.write(readyForQuery(this.txStatus));
+        const status = this.txStatus;
+        this.write(readyForQuery(status));
+        if (status === 'I') this.ctx.tx?.afterIdle?.(this);
         this.afterReady();
       }
     }
@@ -639,7 +654,7 @@ export class ClientSession implements ServerOwner {
     const conn = await pool.acquire(this.startupParams, this.paramsKey);
     this.waitingSince = 0;
     if (this.phase === 'closed') { pool.release(conn); throw new PgError(SQLSTATE.AdminShutdown, 'client gone'); }
-    const link: Link = { shard, conn, pool, queue: [], unsynced: false, unnamed: null, txStart: Date.now() };
+    const link: Link = { shard, conn, pool, queue: [], unsynced: false, unnamed: null, txStart: Date.now(), bytesIn0: conn.bytesIn, bytesOut0: conn.bytesOut };
     conn.owner = this;
     conn.tag = link;
     this.links[shard] = link;
@@ -672,8 +687,13 @@ export class ClientSession implements ServerOwner {
     l.conn.owner = null;
     l.conn.tag = null;
     // The unnamed statement of this client stays on the server connection, harmlessly.
-    l.pool.stats.totalXact++;
-    l.pool.stats.totalXactTimeUs += (Date.now() - l.txStart) * 1000;
+    const st = l.pool.stats;
+    st.totalXact++;
+    const us = (Date.now() - l.txStart) * 1000;
+    st.totalXactTimeUs += us;
+    st.bytesIn += l.conn.bytesIn - l.bytesIn0;
+    st.bytesOut += l.conn.bytesOut - l.bytesOut0;
+    this.ctx.metrics?.transaction(l.shard, us);
     l.pool.release(l.conn);
   }
 
@@ -799,6 +819,7 @@ export class ClientSession implements ServerOwner {
         const link = await this.link(shards[0]!);
         const p = this.push(K.Query, link, false);
         p.plans = plans;
+        p.t0 = Date.now();
         link.conn.busy = true;
         link.conn.write(msg);
         this.rfq();
@@ -1244,6 +1265,7 @@ export class ClientSession implements ServerOwner {
         const l = links[0]!;
         const p = this.push(K.Execute, l, true);
         p.plans = [stmt];
+        p.t0 = Date.now();
         l.conn.busy = true;
         l.conn.write(msg);
         return;
