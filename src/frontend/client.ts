@@ -813,6 +813,14 @@ export class ClientSession implements ServerOwner {
       }
       const route = this.route(stmt, null, null);
       if (plan.command === 'copy_from' && route.kind !== 'direct' && plan.copy) return await this.startCopySplit(stmt, msg);
+      if (plan.insertSplit && route.kind === 'multi') {
+        // A multi-row INSERT whose rows belong to different shards: each shard gets its own rows.
+        const bodies = this.splitInsert(stmt);
+        const shards = [...bodies.keys()].sort((a, b) => a - b);
+        await this.beforeWrite(stmt, shards, null, null);
+        await this.scatterSimple(stmt, msg, shards, false, shards.map((sh) => query(bodies.get(sh)!)));
+        return;
+      }
       const shards = routeShards(route, this.ctx.shards.shardCount);
       await this.beforeWrite(stmt, shards, null, null);
       if (shards.length === 1) {
@@ -991,6 +999,11 @@ export class ClientSession implements ServerOwner {
           link.conn.write(sub);
           this.flush();
         });
+      } else if (stmt.plan.insertSplit && route.kind === 'multi') {
+        const bodies = this.splitInsert(stmt);
+        const ss = [...bodies.keys()].sort((a, b) => a - b);
+        await this.scatterSimple(stmt, sub, ss, true, ss.map((sh) => query(bodies.get(sh)!)));
+        await this.waitIdle();
       } else {
         await this.scatterSimple(stmt, sub, shards, true);
         await this.waitIdle();
@@ -1027,10 +1040,32 @@ export class ClientSession implements ServerOwner {
 
   // ---- scatter / gather ------------------------------------------------------------------
 
-  private async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false): Promise<void> {
+  /** Per-shard SQL of a multi-row INSERT (rows grouped by the shard of their key). */
+  private splitInsert(stmt: RoutedStatement): Map<number, string> {
+    const split = stmt.plan.insertSplit!;
+    const type = stmt.plan.keyType!;
+    const rows = new Map<number, string[]>();
+    for (const row of split.rows) {
+      const k = row.key;
+      const text = k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : null;
+      if (k.kind === 'param') throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT with parameters whose rows belong to different shards is not supported');
+      if (text === null) throw new PgError('23502', `null value in shard key column of relation "${stmt.plan.table}" cannot be routed`);
+      const shard = this.ctx.shards.shardForKey(type, text);
+      let list = rows.get(shard);
+      if (!list) rows.set(shard, list = []);
+      list.push(row.sql);
+    }
+    const out = new Map<number, string>();
+    for (const [shard, list] of rows) out.set(shard, split.head + list.join(', ') + split.tail);
+    return out;
+  }
+
+  private async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[]): Promise<void> {
     const links: Link[] = [];
     for (const s of shards) links.push(await this.link(s));
-    const mode: GroupMode = stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
+    // Reference tables and DDL run the same change on every shard: answer as one server would.
+    const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
+      : stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
     const sql = stmt.plan.merge?.shardSql;
     const body = sql ? query(sql) : msg;
     const group = new Group(mode, links.length, stmt, this.ctx.topology.shards.map((s) => s.name));
@@ -1049,7 +1084,7 @@ export class ClientSession implements ServerOwner {
       if (first) this.afterCommand(stmt, commandTag(first), null);
       this.complete(result);
     };
-    for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(body); void members[i]; }
+    for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); void members[i]; }
     if (!partOfMany) this.rfq();
   }
 
@@ -1177,6 +1212,7 @@ export class ClientSession implements ServerOwner {
       if (this.txStatus === 'E') throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       const route = this.route(cs.stmt, info.params, info.paramFormats);
       const shards = routeShards(route, this.ctx.shards.shardCount);
+      if (plan.insertSplit && shards.length > 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT whose rows belong to different shards is not supported in the extended protocol; send one row per statement or use the simple protocol');
       await this.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
       const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
       const links: Link[] = [];
@@ -1270,7 +1306,8 @@ export class ClientSession implements ServerOwner {
         l.conn.write(msg);
         return;
       }
-      const mode: GroupMode = stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
+      const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
+        : stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
       const group = new Group(mode, links.length, stmt, []);
       for (const [i, l] of links.entries()) {
         const p = this.push(K.Execute, l, true);
