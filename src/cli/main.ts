@@ -24,6 +24,32 @@ async function main(): Promise<void> {
       const { runDemo } = await import('./demo');
       await runDemo(argv.dir, { proxyPort: argv.port });
     })
+    .command('ring <action>', 'show or bootstrap the consistent-hash ring kept in ZooKeeper', (y) => y
+      .positional('action', { choices: ['init', 'status'] as const, describe: 'init: create ring version 1 from the config; status: version, shards, shares, live backends' })
+      .option('config', { alias: 'c', type: 'string', describe: 'proxy.json (zookeeper section and shards)' })
+      .option('zk', { type: 'string', describe: 'ZooKeeper connect string (overrides the config)' })
+      .option('cluster', { type: 'string', describe: 'cluster name (overrides the config)' })
+      .option('json', { type: 'boolean', default: false, describe: 'status as JSON' }),
+    async (argv) => {
+      const c = await import('./cluster-commands');
+      if (argv.action === 'init') await c.ringInit(argv);
+      else await c.ringStatus(argv);
+    })
+    .command('agent', 'health-check one PostgreSQL server and keep its liveness znode in ZooKeeper', (y) => y
+      .option('config', { alias: 'c', type: 'string' })
+      .option('zk', { type: 'string' })
+      .option('cluster', { type: 'string' })
+      .option('shard', { type: 'string', demandOption: true })
+      .option('host', { type: 'string', default: '127.0.0.1' })
+      .option('port', { type: 'number', demandOption: true })
+      .option('role', { choices: ['primary', 'replica'] as const, default: 'primary' as const })
+      .option('interval', { type: 'number', default: 1000, describe: 'heartbeat interval (ms)' })
+      .option('user', { type: 'string', default: 'postgres' })
+      .option('password', { type: 'string' }),
+    async (argv) => {
+      const { runAgent } = await import('./cluster-commands');
+      await runAgent(argv);
+    })
     .demandCommand(1)
     .strict()
     .help()
