@@ -18,17 +18,47 @@ export class Group {
   private tags: string[] = [];
   private merger: ResultMerger | null = null;
   private copyInSeen = 0;
+  private needsFields = false;
+  private described: Buffer | null = null;
   onFinish: (msgs: Buffer[]) => void = () => {};
   onCopyIn: ((first: Buffer | null) => void) | null = null;
 
-  constructor(readonly mode: GroupMode, readonly size: number, readonly stmt: RoutedStatement, readonly shardNames: string[], params?: (string | null)[]) {
+  /** Options: `shardSql`: the shards ran plan.merge.shardSql (not the client's text). Needed in
+   *  'merge-ext' mode when the merge spec has a rewrite; the simple path always sends it.
+   *  `rowDescription`: in 'merge-ext' mode, the shard RowDescription of the portal (from a Describe);
+   *  it can also be given later with describe(), before the first DataRow arrives. */
+  constructor(readonly mode: GroupMode, readonly size: number, readonly stmt: RoutedStatement, readonly shardNames: string[],
+    params?: (Buffer | string | null)[] | null, opts: { shardSql?: boolean; rowDescription?: Buffer } = {}) {
     this.remaining = size;
-    const spec = stmt.plan.merge;
+    const plan = stmt.plan;
+    const spec = plan.merge;
+    const fail = (what: string): void => { if (!this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${what} is not supported`).toMessage(); };
+    if (mode !== 'first' && mode !== 'copy' && size > 1 && plan.scatterUnsupported) fail(plan.scatterUnsupported);
     if ((mode === 'merge' || mode === 'merge-ext') && spec) {
+      const texts = params ? params.map((v) => (v === null || typeof v === 'string' ? v : v.toString('utf8'))) : undefined;
+      if (mode === 'merge-ext') {
+        const usesParam = (v: typeof spec.limit): boolean => v !== null && typeof v === 'object';
+        if (spec.shardSql !== undefined && !opts.shardSql) fail('a query rewritten for shards (avg, OFFSET, hidden sort/group columns) in the extended protocol across shards');
+        if ((usesParam(spec.limit) || usesParam(spec.offset)) && !texts) fail('LIMIT/OFFSET parameters without their values across shards');
+      }
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const { ResultMerger: M } = require('../router/merge') as typeof import('../router/merge');
-      this.merger = new M(spec, size, params);
+      this.merger = new M(spec, size, texts);
+      this.needsFields = !(spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0 && spec.hiddenColumns === 0);
+      if (opts.rowDescription) this.describe(opts.rowDescription);
     }
+  }
+
+  /** Feeds a shard's RowDescription of the statement (extended protocol: it comes from Describe,
+   *  not from Execute). Returns the RowDescription the client must see (hidden columns removed,
+   *  avg retyped), or null when there is no merger. */
+  describe(msg: Buffer): Buffer | null {
+    if (!this.merger) return null;
+    if (this.described) return this.described;
+    const fwd = this.merger.rowDescription(0, msg);
+    this.described = fwd ?? msg;
+    if (this.merger.unsupported && !this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${this.merger.unsupported} is not supported`).toMessage();
+    return this.described;
   }
 
   message(member: number, type: number, msg: Buffer): void {
@@ -40,16 +70,23 @@ export class Group {
         return;
       case B.RowDescription:
         if (this.merger) {
-          const fwd = this.merger.rowDescription(member, msg);
-          if (this.merger.unsupported && !this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${this.merger.unsupported} is not supported`).toMessage();
-          if (fwd && this.mode === 'merge') { this.rowDesc = true; this.out.push(fwd); }
+          const first = this.described === null;
+          const fwd = this.describe(msg);
+          if (first && fwd && this.mode === 'merge') { this.rowDesc = true; this.out.push(fwd); }
           return;
         }
         if (!this.rowDesc) { this.rowDesc = true; this.out.push(msg); }
         return;
       case B.DataRow:
-        if (this.merger) { const fwd = this.merger.dataRow(member, msg); if (fwd) this.out.push(fwd); }
-        else if (this.mode !== 'first' || member === 0) this.out.push(msg);
+        if (this.merger) {
+          if (this.error) return;
+          if (this.needsFields && this.described === null) {
+            this.error = new PgError(SQLSTATE.FeatureNotSupported, 'pgring: merging rows from several shards without their RowDescription (extended protocol without Describe) is not supported').toMessage();
+            return;
+          }
+          const fwd = this.merger.dataRow(member, msg);
+          if (fwd) this.out.push(fwd);
+        } else if (this.mode !== 'first' || member === 0) this.out.push(msg);
         return;
       case B.CommandComplete:
         if (this.merger) this.merger.commandComplete(member, commandTag(msg));

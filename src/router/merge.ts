@@ -10,7 +10,8 @@
 //   (NaN sorts greater than everything as in PostgreSQL); date/time types compare by their text in
 //   text format (correct for ISO DateStyle, AD dates) and numerically in binary format.
 // - LIMIT / OFFSET applied after the merge (the planner widened the per-shard LIMIT).
-// - Aggregates per group (GROUP BY columns compared by their bytes): count and integer sums add up
+// - Aggregates per group (GROUP BY columns compared by PostgreSQL equality for the known types:
+//   numeric scale and float -0 normalized, bpchar trailing spaces ignored; other types unsupported): count and integer sums add up
 //   exactly as BigInt; numeric sums exactly with decimal scale = max scale (as PostgreSQL's numeric
 //   addition); float sums as JS doubles; min/max by type comparator.
 //   avg = sum / count: for integer/numeric inputs the result is numeric computed exactly with
@@ -256,7 +257,45 @@ function comparatorFor(typeOid: number, format: number): Cmp | null {
     case OID.float4: case OID.float8: return (a, b) => cmpNum(Number(a.toString('latin1')), Number(b.toString('latin1')));
     case OID.numeric: return (a, b) => cmpDec(parseDec(a.toString('latin1')), parseDec(b.toString('latin1')));
     case OID.bpchar: return (a, b) => Buffer.compare(trimSpaces(a), trimSpaces(b));
-    default: return Buffer.compare;
+    // byte order of the text form is the type's order (C collation for text; ISO dates/times; hex bytea)
+    case OID.text: case OID.varchar: case OID.name: case CHAR_OID: case OID.uuid: case OID.bool: case OID.bytea:
+    case OID.date: case OID.time: case OID.timestamp: case OID.timestamptz:
+      return Buffer.compare;
+    default: return null;
+  }
+}
+
+const CHAR_OID = 18;
+
+/** GROUP BY key of a value: equal keys for values PostgreSQL's equality treats as equal
+ *  (numeric 1.0 = 1.00, float -0 = 0, bpchar trailing spaces); null for types not handled. */
+type KeyNorm = (b: Buffer) => string;
+function keyNormFor(typeOid: number, format: number): KeyNorm | null {
+  const raw: KeyNorm = (b) => b.toString('latin1');
+  if (format === 1) {
+    switch (typeOid) {
+      case OID.int2: case OID.int4: case OID.int8: case OID.oid: case OID.date: case OID.timestamp: case OID.timestamptz: case OID.time:
+      case OID.text: case OID.varchar: case OID.name: case CHAR_OID: case OID.uuid: case OID.bool: case OID.bytea:
+        return raw;
+      case OID.bpchar: return (b) => trimSpaces(b).toString('latin1');
+      default: return null;
+    }
+  }
+  switch (typeOid) {
+    case OID.int2: case OID.int4: case OID.int8: case OID.oid:
+    case OID.text: case OID.varchar: case OID.name: case CHAR_OID: case OID.uuid: case OID.bool: case OID.bytea:
+    case OID.date: case OID.time: case OID.timestamp: case OID.timestamptz:
+      return raw;
+    case OID.bpchar: return (b) => trimSpaces(b).toString('latin1');
+    case OID.numeric: return (b) => {
+      const d = parseDec(b.toString('latin1'));
+      if (d.special) return d.special;
+      let { v, scale } = d;
+      while (scale > 0 && v % 10n === 0n) { v /= 10n; scale--; }
+      return v.toString() + 'e-' + scale;
+    };
+    case OID.float4: case OID.float8: return (b) => { const x = Number(b.toString('latin1')); return Number.isNaN(x) ? 'NaN' : String(x === 0 ? 0 : x); };
+    default: return null;
   }
 }
 
@@ -293,6 +332,7 @@ export class ResultMerger {
   private spec: MergeSpec;
   private cmps: (Cmp | null)[] = [];
   private sumKinds: (SumKind | null)[] = [];
+  private keyNorms: (KeyNorm | null)[] = [];
 
   constructor(spec: MergeSpec, readonly shards: number, params?: (string | null)[]) {
     this.spec = spec;
@@ -337,7 +377,7 @@ export class ResultMerger {
         if (!k) this.unsupported = `sum/avg of type ${f.typeOid} across shards`;
         else if (f.format === 1 && (k === 'numeric' || a.fn === 'avg')) this.unsupported = 'binary numeric results across shards';
       }
-      if ((a.fn === 'min' || a.fn === 'max') && !this.cmps[a.column]) this.unsupported = `min/max of binary type ${f.typeOid} across shards`;
+      if ((a.fn === 'min' || a.fn === 'max') && !this.cmps[a.column]) this.unsupported = `min/max of type ${f.typeOid}${f.format === 1 ? ' (binary)' : ''} across shards`;
       if (a.fn === 'avg' && a.column < this.visible) {
         const k = this.sumKinds[a.sumColumn ?? a.column];
         const isFloat = k === 'float4' || k === 'float8';
@@ -347,7 +387,9 @@ export class ResultMerger {
         this.cmps[a.column] = comparatorFor(out[a.column].typeOid, 0);
       }
     }
-    for (const o of this.spec.orderBy) if (!this.cmps[o.column]) this.unsupported = `ORDER BY on binary type ${fields[o.column]?.typeOid} across shards`;
+    for (const o of this.spec.orderBy) if (!this.cmps[o.column]) this.unsupported = `ORDER BY on type ${fields[o.column]?.typeOid}${fields[o.column]?.format === 1 ? ' (binary)' : ''} across shards`;
+    this.keyNorms = fields.map((f) => keyNormFor(f.typeOid, f.format));
+    for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `GROUP BY on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
     if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg')) return msg;
     return buildRowDescription(out);
   }
@@ -380,7 +422,9 @@ export class ResultMerger {
     let k = '';
     for (const c of this.spec.groupBy) {
       const v = cols[c];
-      k += v === null ? '\u0001N' : '\u0002' + v.length + ':' + v.toString('latin1');
+      if (v === null) { k += '\u0001N'; continue; }
+      const t = this.keyNorms[c] ? this.keyNorms[c]!(v) : v.toString('latin1');
+      k += '\u0002' + t.length + ':' + t;
     }
     return k;
   }

@@ -106,6 +106,14 @@ function unionRefs(a: KeyRef[], b: KeyRef[]): KeyRef[] {
   return out;
 }
 
+function keyFamily(t: KeyType): string {
+  return t === 'smallint' || t === 'integer' || t === 'bigint' ? 'int' : t === 'varchar' ? 'text' : t;
+}
+/** two sharded occurrences whose keys hash alike (equal key values live on the same shard) */
+function colocated(a: Occ, b: Occ): boolean {
+  return !!a.table && !!b.table && keyFamily(a.table.type) === keyFamily(b.table.type);
+}
+
 function numConstText(v: N): string | null {
   // A_Const body -> text
   if (v.isnull) return null;
@@ -143,6 +151,15 @@ export class Planner {
   private unsupported: string | undefined;
   private sawReference = false;
   private insertT: PlanTemplate['insertT'];
+  /** level of each simple SELECT body walked */
+  private levelOf = new Map<object, Level>();
+  /** the written table of INSERT/UPDATE/DELETE/MERGE: a sharded occurrence, or 'reference' */
+  private writeTarget: Occ | 'reference' | null = null;
+  /** why the statement cannot run on several shards (set by the INSERT walk) */
+  private insertReason: string | undefined;
+  private cteDepth = 0;
+  /** some INSERT/UPDATE/DELETE/MERGE writes a reference (not sharded) table */
+  private writesReference = false;
 
   constructor(private readonly schema: NSchema, private readonly input: PlanInput) {
     this.text = input.text;
@@ -390,7 +407,7 @@ export class Planner {
           const sel = c.SubLink.subselect.SelectStmt;
           const t = sel?.targetList?.length === 1 ? sel.targetList[0].ResTarget?.val : null;
           const src = t ? this.keyCol(t, inner) : null;
-          if (src && src.level === inner) this.edges.push({ from: src, to: occ });
+          if (src && src.level === inner && colocated(src, occ)) this.edges.push({ from: src, to: occ });
         }
         continue;
       }
@@ -405,6 +422,7 @@ export class Planner {
   private addEdge(a: Occ, b: Occ, level: Level, allowed: Set<Occ> | null, preserved: Set<Occ> | null): void {
     const depth = (L: Level): number => { let d = 0; for (let x: Level | null = L; x; x = x.parent) d++; return d; };
     const da = depth(a.level), db = depth(b.level);
+    if (!colocated(a, b)) return;
     const dir = (from: Occ, to: Occ): void => {
       if (allowed && !allowed.has(to)) return;
       if (preserved && !preserved.has(from)) return;
@@ -412,6 +430,12 @@ export class Planner {
     };
     if (da === db) { dir(a, b); dir(b, a); } else if (da < db) dir(a, b); else dir(b, a);
     void level;
+  }
+
+  private setWriteTarget(occ: Occ | null, L: Level): void {
+    const it = L.items[L.items.length - 1];
+    if (!occ) { if (it?.occ) this.writesReference = true; return; }
+    if (L.parent === null && this.cteDepth === 0 && this.writeTarget === null) this.writeTarget = occ;
   }
 
   // ---------------------------------------------------------------- statement walk
@@ -432,7 +456,8 @@ export class Planner {
         const q = c.CommonTableExpr.ctequery;
         const qt = nodeTag(q);
         if (qt === 'InsertStmt' || qt === 'UpdateStmt' || qt === 'DeleteStmt' || qt === 'MergeStmt') this.dmlWrite = true;
-        this.walkStatement(q, parent);
+        this.cteDepth++;
+        try { this.walkStatement(q, parent); } finally { this.cteDepth--; }
       }
     }
     let level: Level | null = null;
@@ -444,7 +469,7 @@ export class Planner {
         case 'DeleteStmt': level = this.walkDelete(s, parent); break;
         case 'MergeStmt': {
           level = { parent, items: [] };
-          this.addRangeVar(s.relation, level);
+          this.setWriteTarget(this.addRangeVar(s.relation, level), level);
           this.addFrom(s.sourceRelation, level);
           this.walkExprs(s, level);
           break;
@@ -466,6 +491,7 @@ export class Planner {
       return null;
     }
     const L: Level = { parent, items: [] };
+    this.levelOf.set(s, L);
     for (const f of s.fromClause ?? []) this.addFrom(f, L);
     this.applyQual(s.whereClause, L, null, null);
     if (s.intoClause) this.dmlWrite = true;
@@ -517,6 +543,7 @@ export class Planner {
   private walkUpdate(s: N, parent: Level | null): Level {
     const L: Level = { parent, items: [] };
     const target = this.addRangeVar(s.relation, L);
+    this.setWriteTarget(target, L);
     for (const f of s.fromClause ?? []) this.addFrom(f, L);
     this.applyQual(s.whereClause, L, null, null);
     if (target) {
@@ -534,7 +561,7 @@ export class Planner {
   }
   private walkDelete(s: N, parent: Level | null): Level {
     const L: Level = { parent, items: [] };
-    this.addRangeVar(s.relation, L);
+    this.setWriteTarget(this.addRangeVar(s.relation, L), L);
     for (const f of s.usingClause ?? []) this.addFrom(f, L);
     this.applyQual(s.whereClause, L, null, null);
     this.walkExprs({ b: s.whereClause, c: s.returningClause, d: s.returningList }, L);
@@ -544,15 +571,23 @@ export class Planner {
   private walkInsert(s: N, parent: Level | null): Level {
     const L: Level = { parent, items: [] };
     const occ = this.addRangeVar(s.relation, L);
+    this.setWriteTarget(occ, L);
+    const top = occ !== null && this.writeTarget === occ;
     const sel = s.selectStmt?.SelectStmt;
     const values = sel && (!sel.op || sel.op === 'SETOP_NONE') && sel.valuesLists ? sel.valuesLists : null;
-    if (sel && !values) this.walkStatement(s.selectStmt, parent);
+    let selLevel: Level | null = null;
+    if (sel && !values) selLevel = this.walkStatement(s.selectStmt, parent);
     if (values) { this.walked.add(s.selectStmt); this.walkExprs(values, { parent: L, items: [] }); }
     if (occ) {
       const t = occ.table!;
       const cols: string[] | undefined = s.cols ? s.cols.map((c: N) => c.ResTarget.name) : t.lcolumns;
       const idx = cols ? cols.indexOf(t.lcolumn) : -1;
-      if (values && idx >= 0) {
+      const why = (r: string): void => { if (top && !this.insertReason) this.insertReason = r; };
+      if (!sel) why(`INSERT ... DEFAULT VALUES into sharded table "${t.name}"`);
+      else if (values && idx < 0) {
+        why(cols ? `INSERT into sharded table "${t.name}" without a value for its shard key column "${t.column}"`
+          : `INSERT into sharded table "${t.name}" without a column list (name the columns, or configure sharding.tables[].columns)`);
+      } else if (values) {
         const refs: KeyRef[] = [];
         let ok = true;
         for (const row of values) {
@@ -566,8 +601,8 @@ export class Planner {
           for (const r of refs) if (!uniq.some((x) => sameRef(x, r))) uniq.push(r);
           occ.own = uniq;
           if (values.length > 1) this.buildInsertSplit(refs);
-        }
-      }
+        } else why(`INSERT into sharded table "${t.name}" with a computed shard key value`);
+      } else this.insertSelect(s, occ, sel, selLevel, cols, idx, why);
       const oc = s.onConflictClause;
       if (oc?.action === 'ONCONFLICT_UPDATE') {
         for (const rt of oc.targetList ?? []) if (rt.ResTarget?.name === t.lcolumn) this.unsupported = 'updating the shard key column';
@@ -575,6 +610,42 @@ export class Planner {
     }
     this.walkExprs({ a: s.onConflictClause, b: s.returningClause, c: s.returningList }, L);
     return L;
+  }
+
+  /** INSERT INTO sharded SELECT ...: correct on several shards only when every row's key comes from
+   *  the key column of a co-located table read in the same row (rows stay on their shard), or is a
+   *  constant (then the SELECT must read data of that one shard: checked by the scatter rules). */
+  private insertSelect(s: N, occ: Occ, sel: N, lvl: Level | null, cols: string[] | undefined, idx: number, why: (r: string) => void): void {
+    const t = occ.table!;
+    if (!lvl) { why(`INSERT ... SELECT with a set operation into sharded table "${t.name}"`); return; }
+    const tl: N[] = sel.targetList ?? [];
+    const isStar = (x: N): boolean => strs(x.ResTarget?.val?.ColumnRef?.fields).slice(-1)[0] === '*';
+    let src: Occ | null = null;
+    if (!s.cols && tl.length === 1 && isStar(tl[0])) {
+      const f = strs(tl[0].ResTarget.val.ColumnRef.fields);
+      const items = lvl.items.filter((it) => f.length === 1 || it.alias === f[f.length - 2]);
+      if (items.length === 1 && items[0].occ?.table === t) src = items[0].occ!;
+      else { why(`INSERT ... SELECT * into sharded table "${t.name}" from another relation`); return; }
+    } else if (idx >= 0 && idx < tl.length && !tl.some(isStar)) {
+      const e = tl[idx].ResTarget.val;
+      const k = this.keyCol(e, lvl);
+      if (k && k.level === lvl && colocated(k, occ)) src = k;
+      else {
+        const r = this.valueRef(e);
+        if (r) { occ.own = [r]; return; }
+        why(`INSERT ... SELECT into sharded table "${t.name}" with a shard key that is not a constant or a co-located shard key column`);
+        return;
+      }
+    } else {
+      why(cols ? `INSERT ... SELECT into sharded table "${t.name}" without its shard key column "${t.column}"`
+        : `INSERT ... SELECT into sharded table "${t.name}" without a column list`);
+      return;
+    }
+    this.edges.push({ from: src, to: occ });
+    if (sel.limitCount || sel.limitOffset || sel.distinctClause || sel.groupClause || sel.havingClause
+      || this.findAgg(sel.targetList) || this.hasWindow(sel.targetList)) {
+      why('INSERT ... SELECT with LIMIT/DISTINCT/GROUP BY/aggregates/window functions across shards');
+    }
   }
 
   private buildInsertSplit(keys: KeyRef[]): void {
@@ -691,7 +762,7 @@ export class Planner {
       case 'InsertStmt': p.command = 'insert'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
       case 'UpdateStmt': p.command = 'update'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
       case 'DeleteStmt': p.command = 'delete'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
-      case 'MergeStmt': p.command = 'other'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
+      case 'MergeStmt': p.command = 'merge'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
       case 'TransactionStmt':
         p.command = txn[s.kind] ?? 'other';
         this.fixAll(s.options);
@@ -786,11 +857,26 @@ export class Planner {
       const idx = cols ? cols.indexOf(t.lcolumn) : -1;
       p.copy.keyColumnIndex = idx >= 0 ? idx : null;
     }
-    // scatter-gather merge for keyless SELECTs over sharded tables
-    if (p.command === 'select' && p.target === 'sharded' && p.keys === null && tag === 'SelectStmt') {
-      const m = this.mergeSpec(s);
-      if ('unsupported' in m) { if (!p.unsupported) p.unsupported = m.unsupported; }
-      else { p.merge = m.spec; shardSqlT = m.shardSqlT; }
+    // Statements that may run on several shards: a SELECT over sharded tables gets a merge spec (the
+    // caller uses it when the route has more than one shard); what cannot be answered correctly from
+    // several shards gets `scatterUnsupported`, and `unsupported` too when it always scatters (no keys).
+    const dml = tag === 'SelectStmt' || tag === 'InsertStmt' || tag === 'UpdateStmt' || tag === 'DeleteStmt' || tag === 'MergeStmt';
+    if (dml && p.target === 'sharded' && p.command !== 'ddl') {
+      let reason: string | undefined;
+      if (this.writesReference && p.write) {
+        if (!p.unsupported) p.unsupported = 'writing a reference table in a statement that reads sharded tables';
+      }
+      if (tag === 'MergeStmt' && this.writeTarget) reason = 'MERGE into a sharded table';
+      reason ??= this.insertReason ?? this.scatterReason(tag, s);
+      if (tag === 'SelectStmt' && p.command === 'select') {
+        const m = this.mergeSpec(s);
+        if ('unsupported' in m) reason ??= m.unsupported;
+        else { p.merge = m.spec; shardSqlT = m.shardSqlT; }
+      }
+      if (reason) {
+        p.scatterUnsupported = reason;
+        if (p.keys === null && !p.unsupported) p.unsupported = reason;
+      }
     }
     const out: PlanTemplate = { plan: p, fixed: [...this.fixed].sort((a, b) => a - b) };
     if (shardSqlT) out.shardSqlT = shardSqlT;
@@ -832,6 +918,45 @@ export class Planner {
     if (quote !== undefined) spec.quote = quote;
     spec.escape = escape ?? spec.quote;
     return spec;
+  }
+
+  // ---------------------------------------------------------------- scatter rules
+
+  /** Why running this statement on each of several shards and combining the results would not
+   *  equal running it once over all the data. Per-shard evaluation is correct when every sharded
+   *  table occurrence is joined, through shard-key equalities between co-located tables, to the
+   *  sharded occurrence(s) of the statement's top level (each set-operation arm for UNION ALL). */
+  private scatterReason(tag: string, s: N): string | undefined {
+    if (!this.occs.length) return undefined;
+    const up = new Map<Occ, Occ>();
+    for (const o of this.occs) up.set(o, o);
+    const find = (o: Occ): Occ => { let r = o; while (up.get(r) !== r) r = up.get(r)!; return r; };
+    for (const e of this.edges) { const a = find(e.from), b = find(e.to); if (a !== b) up.set(a, b); }
+    const groups: Occ[][] = [];
+    if (tag === 'SelectStmt') {
+      const leaves: N[] = [];
+      const collect = (x: N): void => { if (x.op && x.op !== 'SETOP_NONE') { collect(x.larg); collect(x.rarg); } else leaves.push(x); };
+      collect(s);
+      for (const leaf of leaves) {
+        const L = this.levelOf.get(leaf);
+        groups.push(L ? this.occs.filter((o) => o.level === L) : []);
+      }
+      if (leaves.length > 1 && groups.some((g) => g.length === 0)) return 'set operations mixing sharded and non-sharded queries across shards';
+    } else if (this.writeTarget && this.writeTarget !== 'reference') groups.push([this.writeTarget]);
+    else groups.push([]);
+    const anchored = new Set<Occ>();
+    for (const g of groups) {
+      const roots = new Set(g.map(find));
+      if (roots.size > 1) {
+        const names = [...new Set(g.map((o) => o.table!.name))].map((n) => `"${n}"`).join(', ');
+        return `join of sharded tables (${names}) not on their shard keys (cross-shard join)`;
+      }
+      for (const r of roots) anchored.add(r);
+    }
+    for (const o of this.occs) {
+      if (!anchored.has(find(o))) return `subquery over sharded table "${o.table!.name}" not joined to the outer query on the shard key`;
+    }
+    return undefined;
   }
 
   // ---------------------------------------------------------------- merge spec

@@ -158,7 +158,11 @@ function fixedKey(shape: string, fixed: number[], literals: string[]): string {
 function instantiate(t: PlanTemplate, literals: string[], kinds: LitKind[], hint: RoutedStatement['hint']): Plan {
   if (t.shardSqlT === undefined && t.insertT === undefined && hint === undefined) return t.plan;
   const p: Plan = { ...t.plan };
-  if (hint) p.hint = hint;
+  if (hint) {
+    p.hint = hint;
+    // an explicit shard (or shard key) routes to one shard: scatter restrictions do not apply
+    if ((hint.shard !== undefined || hint.shardKey !== undefined) && p.unsupported !== undefined && p.unsupported === p.scatterUnsupported) delete p.unsupported;
+  }
   if (t.shardSqlT && p.merge) p.merge = { ...p.merge, shardSql: renderParts(t.shardSqlT, literals, kinds) };
   if (t.insertT) {
     const r = (x: Part[]): string => renderParts(x, literals, kinds);

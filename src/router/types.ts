@@ -16,7 +16,7 @@ export type KeyRef =
 export type Command = 'select' | 'insert' | 'update' | 'delete' | 'copy_from' | 'copy_to' | 'ddl' | 'begin' | 'commit'
   | 'rollback' | 'savepoint' | 'release' | 'rollback_to' | 'prepare_transaction' | 'commit_prepared'
   | 'rollback_prepared' | 'set' | 'reset' | 'show' | 'discard' | 'listen' | 'unlisten' | 'notify' | 'prepare'
-  | 'execute' | 'deallocate' | 'declare_cursor' | 'fetch' | 'close_cursor' | 'lock' | 'other' | 'empty';
+  | 'execute' | 'deallocate' | 'declare_cursor' | 'fetch' | 'close_cursor' | 'lock' | 'merge' | 'other' | 'empty';
 
 export interface InsertSplit { head: string; rows: { sql: string; key: KeyRef }[]; tail: string }
 
@@ -50,6 +50,11 @@ export interface Plan {
   copy?: CopySpec;
   merge?: MergeSpec;
   unsupported?: string;
+  /** Set when the statement gives wrong results if it runs on more than one shard (names the form).
+   *  The caller must answer 0A000 "pgring: <this> is not supported" when the route has more than one
+   *  shard (before sending a write anywhere); a one-shard route is fine. When the statement has no
+   *  keys (always scatters), `unsupported` holds the same text. */
+  scatterUnsupported?: string;
   setVar?: { name: string; value: string | null; local: boolean };
   sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
   hint?: Hint;

@@ -186,7 +186,8 @@ test('scatter SELECT merge specs', () => {
   assert.equal(u('select note, count(*) from orders group by note having count(*) > 1'), 'HAVING across shards');
   assert.equal(u('select count(*) + 1 from orders'), 'expressions over aggregates across shards');
   assert.equal(u('select id from orders union select id from orders'), 'UNION across shards');
-  assert.equal(one('select * from orders where customer_id = 1 order by 1').plan.merge, undefined);
+  // keyed SELECTs get a merge spec too (used when their keys span several shards)
+  assert.deepEqual(one('select * from orders where customer_id in (1, 2) order by 1').plan.merge!.orderBy, [{ column: 0, desc: false, nullsFirst: false }]);
 });
 
 test('parse errors do not throw', () => {
