@@ -11,7 +11,12 @@ import { Ring, RingDefinition, RING_HASH_V1 } from './ring/ring';
 import { RingShardMap } from './ring/shard-map';
 import { createLogger, Logger } from './log';
 import { Coordinator } from './cluster/coordinator';
+import { TxnManager } from './txn/manager';
+import { Recovery } from './txn/recovery';
 import type { ShardConfig } from './config/types';
+import { Operations } from './admin/ops';
+import type { ReloadResult } from './admin/reload';
+import { PgError, SQLSTATE } from './protocol/errors';
 
 export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
   return {
@@ -23,7 +28,11 @@ export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
   };
 }
 
-export interface ProxyOptions { configFile?: string; config?: Config; log?: Logger }
+export interface ProxyOptions {
+  configFile?: string; config?: Config; log?: Logger;
+  /** --log-level: wins over the config's logLevel, also at reload. */
+  logLevel?: string;
+}
 
 export class Proxy {
   config: Config;
@@ -31,8 +40,13 @@ export class Proxy {
   readonly ctx: ProxyContext;
   private server: net.Server | null = null;
   coordinator: Coordinator | null = null;
+  /** Locks and two-phase commit (with ZooKeeper), and recovery of in-doubt transactions. */
+  txn: TxnManager | null = null;
+  recovery: Recovery | null = null;
   readonly startedAt = Date.now();
   ring: Ring;
+  /** Admin console, metrics, PAUSE/RESUME, reload (src/admin). */
+  readonly ops: Operations;
 
   constructor(readonly opts: ProxyOptions) {
     this.config = opts.config ?? loadConfig(opts.configFile!);
@@ -49,7 +63,11 @@ export class Proxy {
       sessions: new Map(),
       paramCache: new Map(),
     };
+    this.ops = new Operations(this);
   }
+
+  /** Port of the metrics HTTP endpoint (null when metrics are disabled). */
+  get metricsPort(): number | null { return this.ops.metricsPort; }
 
   get port(): number { return (this.server?.address() as net.AddressInfo | null)?.port ?? this.config.listen.port; }
 
@@ -60,6 +78,8 @@ export class Proxy {
         onRing: (ring, shards) => this.applyRing(ring, shards),
         onMembership: (all) => this.ctx.topology.applyMembership(all),
       }, () => this.port);
+      this.txn = new TxnManager(this.ctx, this.log);
+      this.ctx.tx = this.txn;
     }
     this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
     this.server.maxConnections = 100000;
@@ -68,14 +88,22 @@ export class Proxy {
       this.server!.listen(this.config.listen.port, this.config.listen.host, () => { this.server!.off('error', reject); resolve(); });
     });
     if (this.coordinator) {
-      try { await this.coordinator.start(); } catch (e) { await this.stop(); throw e; }
+      try {
+        await this.coordinator.start();
+        const c = this.coordinator;
+        this.txn!.start(c.session, c.layout, c.id);
+        this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
+        await this.recovery.start();
+      } catch (e) { await this.stop(); throw e; }
     }
+    try { await this.ops.start(); } catch (e) { await this.stop(); throw e; }
     this.log.info({ host: this.config.listen.host, port: this.port, shards: this.ctx.topology.shards.map((s) => s.name), ring: this.ring.version }, 'pgring listening');
   }
 
   private accept(socket: net.Socket): void {
     socket.on('error', () => { /* handled by the session */ });
-    new ClientSession(socket, this.ctx);
+    const attach = this.ops.track(socket);
+    attach(new ClientSession(socket, this.ctx));
   }
 
   /** Swaps in a new ring (from ZooKeeper): later statements route with it. */
@@ -88,6 +116,9 @@ export class Proxy {
 
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
+    await this.ops.stop();
+    await this.recovery?.stop().catch(() => undefined);
+    await this.txn?.stop().catch(() => undefined);
     await this.coordinator?.stop().catch(() => undefined);
     for (const s of [...this.ctx.sessions.values()]) s.close();
     this.ctx.topology.close();
@@ -96,13 +127,23 @@ export class Proxy {
   /** Closes the listener immediately (new clients refused) and waits for clients to finish. */
   async drain(graceMs: number): Promise<void> {
     this.ctx.draining = true;
+    this.ops.pause.resume();
     this.server?.close();
     const deadline = Date.now() + graceMs;
-    while (Date.now() < deadline) {
-      const busy = [...this.ctx.sessions.values()].filter((s) => s.txStatus !== 'I' || s.attachedLinks.length);
-      if (busy.length === 0) break;
+    // Busy: inside a transaction, a statement on a server, or waiting for a server connection.
+    const busy = (s: ClientSession) => !s.admin && (s.txStatus !== 'I' || s.waitingSince > 0 || s.attachedLinks.some((l) => l.queue.length > 0 || l.conn.status !== 'I'));
+    for (;;) {
+      // Clients between transactions are told why they are disconnected, as PostgreSQL does.
+      for (const s of [...this.ctx.sessions.values()]) if (!busy(s)) s.fatal(PgError.fatal(SQLSTATE.AdminShutdown, 'terminating connection: pgring is shutting down'));
+      if (this.ctx.sessions.size === 0 || Date.now() >= deadline) break;
       await new Promise((r) => setTimeout(r, 50));
+    }
+    for (const s of [...this.ctx.sessions.values()]) {
+      s.fatal(PgError.fatal(SQLSTATE.AdminShutdown, `terminating connection: pgring shut down after shutdownGraceMs (${graceMs} ms) with the transaction still open`));
     }
     await this.stop();
   }
+
+  /** Re-reads the config file (SIGHUP, RELOAD): throws a PgError and keeps the running config when it is invalid. */
+  reload(): ReloadResult { return this.ops.reload(); }
 }
