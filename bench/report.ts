@@ -1,0 +1,154 @@
+// RESULTS.md: machine facts, commands, one table per workload and client count,
+// proxy CPU and memory, connection scale.
+import type { PgbenchRun, Workload } from './pgbench';
+
+export type TargetId = 'A' | 'Bs' | 'Bt' | 'C' | 'D';
+
+export interface TargetInfo { id: TargetId; label: string; proxy: boolean }
+
+export interface RunRecord extends PgbenchRun { cpuPer1000: number | null }
+
+export interface Cell { runs: RunRecord[]; na?: string }
+
+export interface ScaleResult {
+  target: string;
+  clients: number;
+  ok: boolean;
+  error?: string;
+  openMs?: number;
+  rssBeforeKb?: number;
+  rssWithKb?: number;
+  rssAfterCloseKb?: number;
+  perClientKb?: number;
+}
+
+export interface MemoryRow { target: string; peakKb: number | null; rssKb: number | null }
+
+export interface ReportInput {
+  title: string;
+  complete: boolean;
+  startedAt: Date;
+  finishedAt?: Date;
+  facts: [string, string][];
+  mode: string;
+  commands: string[];
+  notes: string[];
+  setup: string[];
+  workloads: Workload[];
+  clients: number[];
+  reps: number;
+  targets: TargetInfo[];
+  cells: Map<string, Cell>;
+  /** 1-minute load averages sampled before each run, per `workload|clients`. */
+  load: Map<string, number[]>;
+  memory: MemoryRow[];
+  scale: ScaleResult[];
+  scaleNote?: string;
+  configs: [string, string][];
+}
+
+export const cellKey = (w: string, c: number, t: TargetId) => `${w}|${c}|${t}`;
+
+export function median(xs: number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const m = v.length >> 1;
+  return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+}
+
+export interface CellSummary { tps: number; latAvgMs: number; p99Ms: number; cpuPer1000: number; okRuns: number; errors: string[] }
+
+export function summarize(cell: Cell | undefined): CellSummary | null {
+  if (!cell || cell.na || cell.runs.length === 0) return null;
+  const ok = cell.runs.filter((r) => r.ok);
+  return {
+    tps: median(ok.map((r) => r.tps)),
+    latAvgMs: median(ok.map((r) => r.latAvgMs)),
+    p99Ms: median(ok.map((r) => r.p99Ms)),
+    cpuPer1000: median(ok.map((r) => r.cpuPer1000 ?? NaN)),
+    okRuns: ok.length,
+    errors: [...new Set(cell.runs.filter((r) => !r.ok).map((r) => r.error ?? 'failed'))],
+  };
+}
+
+const f = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : '—');
+const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '—');
+const mb = (kb: number | null | undefined) => (kb === null || kb === undefined ? '—' : (kb / 1024).toFixed(1));
+const esc = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+export function workloadTable(input: ReportInput, w: Workload, clients: number): string[] {
+  const sums = new Map<TargetId, CellSummary | null>();
+  for (const t of input.targets) sums.set(t.id, summarize(input.cells.get(cellKey(w.id, clients, t.id))));
+  const tps = (id: TargetId) => sums.get(id)?.tps;
+  const lines = [
+    '| Target | TPS (median) | TPS per run | avg latency ms | p99 latency ms | vs direct | vs PgBouncer session | vs PgBouncer transaction | proxy CPU s / 1000 tx |',
+    '|---|---:|---|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const t of input.targets) {
+    const cell = input.cells.get(cellKey(w.id, clients, t.id));
+    const s = sums.get(t.id);
+    if (!cell) continue;
+    if (cell.na) { lines.push(`| ${t.label} | n/a | ${esc(cell.na)} | | | | | | |`); continue; }
+    const per = cell.runs.map((r) => (r.ok ? f(r.tps, 0) : `error: ${esc(r.error ?? 'failed')}`)).join(', ');
+    const isPgring = t.id === 'C' || t.id === 'D';
+    lines.push(`| ${t.label} | ${s && s.okRuns ? f(s.tps, 0) : 'error'} | ${per} | ${f(s?.latAvgMs ?? NaN, 3)} | ${f(s?.p99Ms ?? NaN, 3)} | `
+      + `${t.id === 'A' ? '1.00×' : ratio(s?.tps, tps('A'))} | ${isPgring ? ratio(s?.tps, tps('Bs')) : ''} | ${isPgring ? ratio(s?.tps, tps('Bt')) : ''} | `
+      + `${t.proxy ? f(s?.cpuPer1000 ?? NaN, 3) : ''} |`);
+  }
+  return lines;
+}
+
+export function keyRatios(input: ReportInput): string[] {
+  const lines = [
+    '| Workload | Clients | C / direct | C / PgBouncer session | C / PgBouncer transaction | D / direct | D / C | CPU s/1000 tx: C | PgBouncer tx | PgBouncer session |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const w of input.workloads) {
+    for (const c of input.clients) {
+      const s = (id: TargetId) => summarize(input.cells.get(cellKey(w.id, c, id)));
+      const [A, Bs, Bt, C, D] = (['A', 'Bs', 'Bt', 'C', 'D'] as TargetId[]).map(s);
+      lines.push(`| ${w.id} | ${c} | ${ratio(C?.tps, A?.tps)} | ${ratio(C?.tps, Bs?.tps)} | ${Bt ? ratio(C?.tps, Bt.tps) : 'n/a'} | ${ratio(D?.tps, A?.tps)} | ${ratio(D?.tps, C?.tps)} | `
+        + `${f(C?.cpuPer1000 ?? NaN, 3)} | ${Bt ? f(Bt.cpuPer1000, 3) : 'n/a'} | ${f(Bs?.cpuPer1000 ?? NaN, 3)} |`);
+    }
+  }
+  return lines;
+}
+
+export function renderReport(input: ReportInput): string {
+  const out: string[] = [];
+  out.push(`# ${input.title}`, '');
+  if (!input.complete) out.push('> **Incomplete:** the run was still in progress or was aborted when this file was written.', '');
+  out.push(`Started ${input.startedAt.toISOString()}${input.finishedAt ? `, finished ${input.finishedAt.toISOString()} (${Math.round((input.finishedAt.getTime() - input.startedAt.getTime()) / 1000)} s)` : ''}. Mode: ${input.mode}.`, '');
+  out.push('## Machine', '', '| | |', '|---|---|', ...input.facts.map(([k, v]) => `| ${k} | ${esc(v)} |`), '');
+  out.push('## Targets', '',
+    ...input.targets.map((t) => `- **${t.label}**`), '');
+  if (input.notes.length) out.push('## Notes', '', ...input.notes.map((n) => `- ${n}`), '');
+  out.push('## Set-up', '', ...input.setup.map((s) => `- ${s}`), '');
+  out.push('## Commands', '', 'Each run (the same for every target; `<port>` and `<db>` per target, `-j 2` when clients ≥ 2, `-j 1` for 1 client):', '', '```', ...input.commands, '```', '');
+  out.push('## Key ratios (TPS medians)', '', ...keyRatios(input), '');
+  for (const w of input.workloads) {
+    out.push(`## ${w.title}`, '');
+    for (const c of input.clients) {
+      const la = input.load.get(`${w.id}|${c}`) ?? [];
+      const laText = la.length ? `Load average (1 min) before the runs: ${Math.min(...la).toFixed(1)}–${Math.max(...la).toFixed(1)}.` : '';
+      out.push(`### ${c} client${c === 1 ? '' : 's'}`, '', ...workloadTable(input, w, c), '', ...(laText ? [laText, ''] : []));
+    }
+  }
+  out.push('## Proxy memory during the pgbench runs', '', '| Process | peak RSS (VmHWM) MB | RSS at the end MB |', '|---|---:|---:|',
+    ...input.memory.map((m) => `| ${m.target} | ${mb(m.peakKb)} | ${mb(m.rssKb)} |`), '');
+  out.push('## Connection scale (idle clients)', '');
+  if (input.scaleNote) out.push(input.scaleNote, '');
+  if (input.scale.length) {
+    out.push('| Target | idle clients | time to open s | RSS before MB | RSS with clients MB | RSS per client kB | RSS after closing MB |', '|---|---:|---:|---:|---:|---:|---:|');
+    for (const s of input.scale) {
+      if (!s.ok) { out.push(`| ${s.target} | ${s.clients} | error: ${esc(s.error ?? '')} | | | | |`); continue; }
+      out.push(`| ${s.target} | ${s.clients} | ${f((s.openMs ?? NaN) / 1000, 1)} | ${mb(s.rssBeforeKb)} | ${mb(s.rssWithKb)} | ${f(s.perClientKb ?? NaN, 1)} | ${mb(s.rssAfterCloseKb)} |`);
+    }
+    out.push('');
+  }
+  if (input.configs.length) {
+    out.push('## Configurations', '');
+    for (const [name, text] of input.configs) out.push(`<details><summary>${name}</summary>`, '', '```', text.trim(), '```', '', '</details>', '');
+  }
+  return out.join('\n');
+}
