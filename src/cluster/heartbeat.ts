@@ -17,6 +17,8 @@ export interface BackendHeartbeatOptions {
   role?: BackendRole;
   intervalMs?: number;       // default 1000
   timeoutMs?: number;        // connect + statement timeout, default 2000
+  /** consecutive failed checks (timeouts) before a healthy backend is marked down; default 3 */
+  failureThreshold?: number;
   user?: string;             // default 'postgres'
   database?: string;         // default 'postgres'
   password?: string;
@@ -51,6 +53,8 @@ export class BackendHeartbeat extends EventEmitter {
   get record(): BackendRecord { return this.node.data; }
 
   /** Runs the first check, writes the node (waiting for ZooKeeper), then beats every intervalMs. */
+  private failures = 0;
+
   async start(): Promise<void> {
     if (!this.stopped) return;
     this.stopped = false;
@@ -74,9 +78,16 @@ export class BackendHeartbeat extends EventEmitter {
         const inRecovery = await this.check();
         this.role = inRecovery ? 'replica' : 'primary';
         rec = { host: this.opts.host, port: this.opts.port, shard: this.opts.shard, role: this.role, healthy: true, checkedAt: Date.now() };
+        this.failures = 0;
       } catch (e) {
         this.dropClient();
-        rec = { host: this.opts.host, port: this.opts.port, shard: this.opts.shard, role: this.role, healthy: false, checkedAt: Date.now(), error: (e as Error).message || String(e) };
+        this.failures++;
+        const err = e as Error & { code?: string };
+        // A refused connection or a server that says it is shutting down is down now; a slow
+        // answer (timeout under load) only after `failureThreshold` misses in a row.
+        const definite = /ECONNREFUSED|EHOSTUNREACH|ENOENT/.test(`${err.code ?? ''} ${err.message}`) || /^57P0/.test(err.code ?? '');
+        if (!definite && this.lastHealthy === true && this.failures < (this.opts.failureThreshold ?? 3)) return this.node.data;
+        rec = { host: this.opts.host, port: this.opts.port, shard: this.opts.shard, role: this.role, healthy: false, checkedAt: Date.now(), error: err.message || String(e) };
       }
       if (this.stopped) return rec;
       this.node.update(rec);

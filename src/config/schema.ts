@@ -136,7 +136,7 @@ export const configSchema = {
       properties: {
         runChecks: { type: 'boolean', default: true },
         intervalMs: { type: 'integer', minimum: 100, default: 1000 },
-        timeoutMs: { type: 'integer', minimum: 100, default: 1000 },
+        timeoutMs: { type: 'integer', minimum: 100, default: 2000 },
       },
       default: {},
     },
