@@ -183,12 +183,29 @@ export class ServerConnection {
   /** Called by the pool when the connection dies (idle or owned). */
   onClosed?: (conn: ServerConnection) => void;
 
+  /**
+   * Queues bytes for the server. Everything written while handling one client read
+   * (e.g. Bind + Execute + Sync, or an injected Parse) leaves in one system call.
+   */
   write(buf: Buffer): void {
     if (this.closed) return;
-    this.lastUsed = Date.now();
     this.bytesOut += buf.length;
-    this.socket.write(buf);
+    if (this.outQueue) { this.outQueue.push(buf); return; }
+    this.outQueue = [buf];
+    setImmediate(this.flushOut);
   }
+
+  private outQueue: Buffer[] | null = null;
+  private readonly flushOut = (): void => {
+    const q = this.outQueue;
+    this.outQueue = null;
+    if (!q || this.closed) return;
+    this.lastUsed = Date.now();
+    if (q.length === 1) { this.socket.write(q[0]!); return; }
+    this.socket.cork();
+    for (const b of q) this.socket.write(b);
+    this.socket.uncork();
+  };
 
   /** Closes politely (Terminate) and forgets the connection. */
   terminate(): void {
