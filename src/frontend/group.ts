@@ -20,6 +20,7 @@ export class Group {
   private copyInSeen = 0;
   private needsFields = false;
   private described: Buffer | null = null;
+  private early: [number, Buffer][] = [];
   onFinish: (msgs: Buffer[]) => void = () => {};
   onCopyIn: ((first: Buffer | null) => void) | null = null;
 
@@ -28,18 +29,18 @@ export class Group {
    *  `rowDescription`: in 'merge-ext' mode, the shard RowDescription of the portal (from a Describe);
    *  it can also be given later with describe(), before the first DataRow arrives. */
   constructor(readonly mode: GroupMode, readonly size: number, readonly stmt: RoutedStatement, readonly shardNames: string[],
-    params?: (Buffer | string | null)[] | null, opts: { shardSql?: boolean; rowDescription?: Buffer } = {}) {
+    params?: (Buffer | string | null)[] | null, opts: { shardSql?: boolean; rowDescription?: Buffer; paramFormats?: number[] } = {}) {
     this.remaining = size;
     const plan = stmt.plan;
     const spec = plan.merge;
     const fail = (what: string): void => { if (!this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${what} is not supported`).toMessage(); };
     if (mode !== 'first' && mode !== 'copy' && size > 1 && plan.scatterUnsupported) fail(plan.scatterUnsupported);
     if ((mode === 'merge' || mode === 'merge-ext') && spec) {
-      const texts = params ? params.map((v) => (v === null || typeof v === 'string' ? v : v.toString('utf8'))) : undefined;
+      const texts = params ? params.map((v, i) => paramText(v, opts.paramFormats, i)) : undefined;
       if (mode === 'merge-ext') {
         const usesParam = (v: typeof spec.limit): boolean => v !== null && typeof v === 'object';
         if (spec.shardSql !== undefined && !opts.shardSql) fail('a query rewritten for shards (avg, OFFSET, hidden sort/group columns) in the extended protocol across shards');
-        if ((usesParam(spec.limit) || usesParam(spec.offset)) && !texts) fail('LIMIT/OFFSET parameters without their values across shards');
+        if ((usesParam(spec.limit) || usesParam(spec.offset)) && !texts) fail('LIMIT/OFFSET parameters without their values (extended protocol) across shards');
       }
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const { ResultMerger: M } = require('../router/merge') as typeof import('../router/merge');
@@ -58,6 +59,10 @@ export class Group {
     const fwd = this.merger.rowDescription(0, msg);
     this.described = fwd ?? msg;
     if (this.merger.unsupported && !this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${this.merger.unsupported} is not supported`).toMessage();
+    // rows that arrived before the RowDescription (other shards answer in any order)
+    const early = this.early;
+    this.early = [];
+    for (const [m, row] of early) this.message(m, B.DataRow, row);
     return this.described;
   }
 
@@ -80,10 +85,7 @@ export class Group {
       case B.DataRow:
         if (this.merger) {
           if (this.error) return;
-          if (this.needsFields && this.described === null) {
-            this.error = new PgError(SQLSTATE.FeatureNotSupported, 'pgring: merging rows from several shards without their RowDescription (extended protocol without Describe) is not supported').toMessage();
-            return;
-          }
+          if (this.needsFields && this.described === null) { this.early.push([member, msg]); return; }
           const fwd = this.merger.dataRow(member, msg);
           if (fwd) this.out.push(fwd);
         } else if (this.mode !== 'first' || member === 0) this.out.push(msg);
@@ -104,6 +106,9 @@ export class Group {
 
   memberDone(_member: number): void {
     if (--this.remaining > 0) return;
+    if (!this.error && this.early.length) {
+      this.error = new PgError(SQLSTATE.FeatureNotSupported, 'pgring: merging rows from several shards without their RowDescription (extended protocol: the portal was not described) is not supported').toMessage();
+    }
     if (this.error) { this.onFinish([this.error]); return; }
     if (this.merger) {
       this.onFinish([...this.out, ...this.merger.finish()]);
@@ -125,4 +130,27 @@ export function sumTags(tags: string[]): string {
     if (n) total += Number(n[1]);
   }
   return `${m[1]} ${total}`;
+}
+
+/** A Bind parameter as text: binary int2/int4/int8 decoded (LIMIT/OFFSET values). */
+function paramText(v: Buffer | string | null, formats: number[] | undefined, i: number): string | null {
+  if (v === null || typeof v === 'string') return v;
+  const fmt = formats && formats.length ? (formats.length === 1 ? formats[0] : formats[i]) : 0;
+  if (fmt === 1) {
+    if (v.length === 8) return v.readBigInt64BE(0).toString();
+    if (v.length === 4) return String(v.readInt32BE(0));
+    if (v.length === 2) return String(v.readInt16BE(0));
+  }
+  return v.toString('utf8');
+}
+
+/** The RowDescription a client must see for a statement whose shards ran plan.merge.shardSql
+ *  (hidden columns removed, avg columns retyped), given a shard's RowDescription of that portal.
+ *  Returns the message unchanged when the statement has no merge spec. */
+export function clientRowDescription(stmt: RoutedStatement, shardRowDescription: Buffer): Buffer {
+  const spec = stmt.plan.merge;
+  if (!spec) return shardRowDescription;
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { ResultMerger: M } = require('../router/merge') as typeof import('../router/merge');
+  return new M(spec, 1).rowDescription(0, shardRowDescription) ?? shardRowDescription;
 }
