@@ -83,11 +83,10 @@ class IndexedHistogram {
   }
 }
 
-/** A counter read at scrape time from a function (e.g. a histogram's count per shard). */
+/** A counter (or gauge) read at scrape time from a function (e.g. a histogram's count per shard). */
 class DerivedCounter {
-  readonly type = 'counter';
   readonly aggregator = 'sum';
-  constructor(readonly name: string, readonly help: string, private readonly read: () => MetricValue[]) {}
+  constructor(readonly name: string, readonly help: string, private readonly read: () => MetricValue[], readonly type: 'counter' | 'gauge' = 'counter') {}
   get() { return { name: this.name, help: this.help, type: this.type, values: this.read(), aggregator: this.aggregator }; }
 }
 
@@ -243,14 +242,8 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
         for (const s of proxyRef.ring.shares()) this.set({ shard: s.name }, s.percent);
       },
     });
-    new Gauge({
-      name: 'pgring_zookeeper_connected', help: 'ZooKeeper session connected (1) or not (0); absent when ZooKeeper is not configured', registers: [reg],
-      collect() {
-        this.reset();
-        if (!proxyRef.config.zookeeper) return;
-        this.set(self.zkState() === 'connected' ? 1 : 0);
-      },
-    });
+    reg.registerMetric(new DerivedCounter('pgring_zookeeper_connected', 'ZooKeeper session connected (1) or not (0); absent when ZooKeeper is not configured',
+      () => (proxyRef.config.zookeeper ? [{ labels: {}, value: self.zkState() === 'connected' ? 1 : 0 }] : []), 'gauge') as never);
     new Gauge({
       name: 'pgring_zookeeper_session_state', help: 'ZooKeeper session state (1 for the current state)',
       labelNames: ['state'], registers: [reg],

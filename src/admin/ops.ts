@@ -72,6 +72,7 @@ export class Operations {
       const r = reloadConfig(this.proxy);
       this.proxy.log.info({ file: r.file, applied: r.applied, notApplied: r.notApplied }, 'config reloaded');
       if (r.notApplied.length) this.proxy.log.warn({ keys: r.notApplied }, 'config changes not applied: restart pgring to change these keys');
+      if (this.proxy.log.level !== this.proxy.config.logLevel) this.proxy.log.level = this.proxy.config.logLevel;
       this.metrics?.reload('ok');
       return r;
     } catch (e) {

@@ -94,7 +94,7 @@ export function reloadConfig(proxy: Proxy): ReloadResult {
     p.opts.idleTimeoutMs = eff.pool.idleTimeoutMs;
     if (shrink && p.size > maxSize) p.dropIdle();
   }
-  if (proxy.log.level !== eff.logLevel) proxy.log.level = eff.logLevel;
+  // (The log level itself is applied by the caller after it logged the reload.)
   // The transaction layer may cache lock settings: let it know.
   const tx = ctx.tx as unknown as { reload?: (c: Config) => void } | undefined;
   tx?.reload?.(eff);
