@@ -942,7 +942,10 @@ export class Planner {
         groups.push(L ? this.occs.filter((o) => o.level === L) : []);
       }
       if (leaves.length > 1 && groups.some((g) => g.length === 0)) return 'set operations mixing sharded and non-sharded queries across shards';
-    } else if (this.writeTarget && this.writeTarget !== 'reference') groups.push([this.writeTarget]);
+    } else if (this.writeTarget && this.writeTarget !== 'reference') {
+      const L = this.writeTarget.level; // the written table with UPDATE ... FROM / DELETE ... USING tables
+      groups.push(this.occs.filter((o) => o.level === L));
+    }
     else groups.push([]);
     const anchored = new Set<Occ>();
     for (const g of groups) {
