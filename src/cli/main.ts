@@ -19,10 +19,14 @@ async function main(): Promise<void> {
     })
     .command('demo', 'start a local cluster: ZooKeeper + 3 PostgreSQL shards + pgring on 127.0.0.1', (y) => y
       .option('dir', { type: 'string', default: path.join(os.tmpdir(), 'pgring-demo'), describe: 'directory that holds all demo data' })
-      .option('port', { type: 'number', default: 6432, describe: 'pgring port' }),
+      .option('port', { type: 'number', default: 6432, describe: 'pgring port' })
+      .option('zk-port', { type: 'number', default: 2181, describe: 'ZooKeeper port' })
+      .option('pg-ports', { type: 'string', default: '5433,5434,5435', describe: 'PostgreSQL shard ports, comma-separated' })
+      .option('metrics-port', { type: 'number', default: 9930, describe: 'Prometheus metrics port' }),
     async (argv) => {
       const { runDemo } = await import('./demo');
-      await runDemo(argv.dir, { proxyPort: argv.port });
+      const pgPorts = argv['pg-ports'].split(',').map((p) => Number(p.trim()));
+      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'] });
     })
     .command('ring <action>', 'show or bootstrap the consistent-hash ring kept in ZooKeeper', (y) => y
       .positional('action', { choices: ['init', 'status'] as const, describe: 'init: create ring version 1 from the config; status: version, shards, shares, live backends' })

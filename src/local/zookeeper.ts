@@ -13,7 +13,7 @@ export class LocalZooKeeper {
   get port(): number { return this.opts.port; }
   get connectString(): string { return `127.0.0.1:${this.opts.port}`; }
 
-  async start(timeoutMs = 60000): Promise<void> {
+  async start(timeoutMs = 120000): Promise<void> {
     const dataDir = path.join(this.opts.dir, 'data');
     fs.mkdirSync(dataDir, { recursive: true });
     const cfg = path.join(this.opts.dir, 'zoo.cfg');
@@ -32,7 +32,7 @@ export class LocalZooKeeper {
     ].join('\n'));
     const cp = ['/etc/zookeeper/conf', '/usr/share/java/zookeeper.jar', '/usr/share/java/slf4j-api.jar', '/usr/share/java/slf4j-simple.jar'].join(':');
     this.child = spawnDetached('java', [
-      '-Xmx256m', '-Dzookeeper.admin.enableServer=false', '-Dzookeeper.4lw.commands.whitelist=*',
+      '-Xmx256m', '-XX:+UseSerialGC', '-XX:TieredStopAtLevel=1', '-Dzookeeper.admin.enableServer=false', '-Dzookeeper.4lw.commands.whitelist=*',
       '-cp', cp, 'org.apache.zookeeper.server.quorum.QuorumPeerMain', cfg,
     ], { logFile: path.join(this.opts.dir, 'zookeeper.log'), detached: false });
     const child = this.child;

@@ -1,0 +1,56 @@
+// `pgring demo` (what `npm run demo` runs after set-up): starts ZooKeeper, three
+// shards and pgring, prints the psql command, serves psql, stops everything on
+// SIGTERM, and works a second time on the same directory.
+import { after, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { freePorts } from '../../src/local/proc';
+import { psql, runTool } from '../helpers/tools';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-demo-test-'));
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+async function runDemoOnce(ports: number[]): Promise<void> {
+  const [proxyPort, zkPort, metricsPort, ...pgPorts] = ports;
+  const main = path.resolve(__dirname, '../../src/cli/main.js');
+  const child = spawn(process.execPath, [main, 'demo', '--dir', dir, '--port', String(proxyPort), '--zk-port', String(zkPort), '--metrics-port', String(metricsPort), '--pg-ports', pgPorts.join(',')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { out += d; });
+  const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  const deadline = Date.now() + 90000;
+  while (!out.includes('Ctrl-C stops everything')) {
+    if (child.exitCode !== null) assert.fail(`demo exited early: ${out}`);
+    if (Date.now() > deadline) { child.kill('SIGKILL'); assert.fail(`demo did not start: ${out}`); }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  try {
+    assert.match(out, new RegExp(`psql -h 127\\.0\\.0\\.1 -p ${proxyPort} -U postgres postgres`));
+    const r = await psql(proxyPort!, 'postgres', 'SELECT 6 * 7', ['-At']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), '42');
+    const init = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(proxyPort), '-U', 'postgres', '-i', '-s', '1', '-q', 'postgres']);
+    assert.equal(init.code, 0, init.stderr);
+    const counts = await psql(proxyPort!, 'postgres', 'SELECT count(*) FROM pgbench_accounts', ['-At']);
+    assert.equal(counts.stdout.trim(), '100000');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  assert.equal(await exited, 0);
+  // everything it started is gone: the ports are free again
+  for (const p of [proxyPort!, zkPort!, ...pgPorts]) {
+    const r = await runTool('psql', ['-h', '127.0.0.1', '-p', String(p), '-U', 'postgres', '-c', 'select 1'], { timeoutMs: 5000 });
+    assert.notEqual(r.code, 0, `port ${p} still answers`);
+  }
+}
+
+describe('pgring demo', () => {
+  it('starts the local cluster, serves psql and pgbench, stops on SIGTERM, and starts again', async () => {
+    const ports = await freePorts(6);
+    await runDemoOnce(ports);
+    await runDemoOnce(ports);
+  });
+});
