@@ -56,13 +56,14 @@ export function median(xs: number[]): number {
   return v.length % 2 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
 }
 
-export interface CellSummary { tps: number; latAvgMs: number; p99Ms: number; cpuPer1000: number; okRuns: number; errors: string[] }
+export interface CellSummary { tps: number; best: number; latAvgMs: number; p99Ms: number; cpuPer1000: number; okRuns: number; errors: string[] }
 
 export function summarize(cell: Cell | undefined): CellSummary | null {
   if (!cell || cell.na || cell.runs.length === 0) return null;
   const ok = cell.runs.filter((r) => r.ok);
   return {
     tps: median(ok.map((r) => r.tps)),
+    best: ok.length ? Math.max(...ok.map((r) => r.tps)) : NaN,
     latAvgMs: median(ok.map((r) => r.latAvgMs)),
     p99Ms: median(ok.map((r) => r.p99Ms)),
     cpuPer1000: median(ok.map((r) => r.cpuPer1000 ?? NaN)),
@@ -73,6 +74,12 @@ export function summarize(cell: Cell | undefined): CellSummary | null {
 
 const f = (x: number, digits: number) => (Number.isFinite(x) ? x.toFixed(digits) : '—');
 const ratio = (a: number | undefined, b: number | undefined) => (a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : '—');
+/** "median ratio (best-run ratio)". */
+const ratio2 = (a: CellSummary | null | undefined, b: CellSummary | null | undefined) => {
+  const m = ratio(a?.tps, b?.tps);
+  const x = ratio(a?.best, b?.best);
+  return m === '—' ? m : `${m} (${x})`;
+};
 const mb = (kb: number | null | undefined) => (kb === null || kb === undefined ? '—' : (kb / 1024).toFixed(1));
 const esc = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
@@ -81,17 +88,17 @@ export function workloadTable(input: ReportInput, w: Workload, clients: number):
   for (const t of input.targets) sums.set(t.id, summarize(input.cells.get(cellKey(w.id, clients, t.id))));
   const tps = (id: TargetId) => sums.get(id)?.tps;
   const lines = [
-    '| Target | TPS (median) | TPS per run | avg latency ms | p99 latency ms | vs direct | vs PgBouncer session | vs PgBouncer transaction | proxy CPU s / 1000 tx |',
-    '|---|---:|---|---:|---:|---:|---:|---:|---:|',
+    '| Target | TPS (median) | TPS (best run) | TPS per run | avg latency ms | p99 latency ms | vs direct | vs PgBouncer session | vs PgBouncer transaction | proxy CPU s / 1000 tx |',
+    '|---|---:|---:|---|---:|---:|---:|---:|---:|---:|',
   ];
   for (const t of input.targets) {
     const cell = input.cells.get(cellKey(w.id, clients, t.id));
     const s = sums.get(t.id);
     if (!cell) continue;
-    if (cell.na) { lines.push(`| ${t.label} | n/a | ${esc(cell.na)} | | | | | | |`); continue; }
+    if (cell.na) { lines.push(`| ${t.label} | n/a | | ${esc(cell.na)} | | | | | | |`); continue; }
     const per = cell.runs.map((r) => (r.ok ? f(r.tps, 0) : `error: ${esc(r.error ?? 'failed')}`)).join(', ');
     const isPgring = t.id === 'C' || t.id === 'D';
-    lines.push(`| ${t.label} | ${s && s.okRuns ? f(s.tps, 0) : 'error'} | ${per} | ${f(s?.latAvgMs ?? NaN, 3)} | ${f(s?.p99Ms ?? NaN, 3)} | `
+    lines.push(`| ${t.label} | ${s && s.okRuns ? f(s.tps, 0) : 'error'} | ${f(s?.best ?? NaN, 0)} | ${per} | ${f(s?.latAvgMs ?? NaN, 3)} | ${f(s?.p99Ms ?? NaN, 3)} | `
       + `${t.id === 'A' ? '1.00×' : ratio(s?.tps, tps('A'))} | ${isPgring ? ratio(s?.tps, tps('Bs')) : ''} | ${isPgring ? ratio(s?.tps, tps('Bt')) : ''} | `
       + `${t.proxy ? f(s?.cpuPer1000 ?? NaN, 3) : ''} |`);
   }
@@ -107,7 +114,7 @@ export function keyRatios(input: ReportInput): string[] {
     for (const c of input.clients) {
       const s = (id: TargetId) => summarize(input.cells.get(cellKey(w.id, c, id)));
       const [A, Bs, Bt, C, D] = (['A', 'Bs', 'Bt', 'C', 'D'] as TargetId[]).map(s);
-      lines.push(`| ${w.id} | ${c} | ${ratio(C?.tps, A?.tps)} | ${ratio(C?.tps, Bs?.tps)} | ${Bt ? ratio(C?.tps, Bt.tps) : 'n/a'} | ${ratio(D?.tps, A?.tps)} | ${ratio(D?.tps, C?.tps)} | `
+      lines.push(`| ${w.id} | ${c} | ${ratio2(C, A)} | ${ratio2(C, Bs)} | ${Bt ? ratio2(C, Bt) : 'n/a'} | ${ratio2(D, A)} | ${ratio2(D, C)} | `
         + `${f(C?.cpuPer1000 ?? NaN, 3)} | ${Bt ? f(Bt.cpuPer1000, 3) : 'n/a'} | ${f(Bs?.cpuPer1000 ?? NaN, 3)} |`);
     }
   }
@@ -125,7 +132,7 @@ export function renderReport(input: ReportInput): string {
   if (input.notes.length) out.push('## Notes', '', ...input.notes.map((n) => `- ${n}`), '');
   out.push('## Set-up', '', ...input.setup.map((s) => `- ${s}`), '');
   out.push('## Commands', '', 'Each run (the same for every target; `<port>` and `<db>` per target, `-j 2` when clients ≥ 2, `-j 1` for 1 client):', '', '```', ...input.commands, '```', '');
-  out.push('## Key ratios (TPS medians)', '', ...keyRatios(input), '');
+  out.push('## Key ratios', '', 'TPS ratios of the medians, in parentheses of the best runs (other load on the machine only ever lowers a run\'s TPS, so the best run is the less noisy estimate when the machine is busy). CPU seconds per 1000 transactions are medians.', '', ...keyRatios(input), '');
   for (const w of input.workloads) {
     out.push(`## ${w.title}`, '');
     for (const c of input.clients) {
@@ -134,6 +141,15 @@ export function renderReport(input: ReportInput): string {
       out.push(`### ${c} client${c === 1 ? '' : 's'}`, '', ...workloadTable(input, w, c), '', ...(laText ? [laText, ''] : []));
     }
   }
+  const failed: string[] = [];
+  for (const w of input.workloads) for (const c of input.clients) for (const t of input.targets) {
+    const cell = input.cells.get(cellKey(w.id, c, t.id));
+    const bad = cell?.runs.filter((r) => !r.ok) ?? [];
+    for (const e of new Set(bad.map((r) => r.error ?? 'failed'))) {
+      failed.push(`| ${t.label} | ${w.id} | ${c} | ${bad.filter((r) => (r.error ?? 'failed') === e).length} of ${cell!.runs.length} | ${esc(e)} |`);
+    }
+  }
+  if (failed.length) out.push('## Failed runs', '', '| Target | Workload | Clients | Runs | pgbench error |', '|---|---|---:|---:|---|', ...failed, '');
   out.push('## Proxy memory during the pgbench runs', '', '| Process | peak RSS (VmHWM) MB | RSS at the end MB |', '|---|---:|---:|',
     ...input.memory.map((m) => `| ${m.target} | ${mb(m.peakKb)} | ${mb(m.rssKb)} |`), '');
   out.push('## Connection scale (idle clients)', '');

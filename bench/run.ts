@@ -171,16 +171,18 @@ async function main(): Promise<void> {
   const cluster = new LocalCluster({ dir: path.join(tmp, 'cluster'), shards: 3 });
   const bouncers: BenchPgBouncer[] = [];
   const pgrings: BenchPgring[] = [];
+  let cleaning: Promise<void> | null = null;
+  let interrupted = false;
+  const checkInterrupted = () => { if (interrupted) throw new Error('interrupted'); };
   let cleaned = false;
-  const cleanup = async () => {
-    if (cleaned) return;
-    cleaned = true;
+  const cleanup = () => cleaning ??= (async () => {
     for (const p of pgrings) await p.stop().catch(() => undefined);
     for (const b of bouncers) await b.stop().catch(() => undefined);
     await cluster.stop().catch(() => undefined);
     if (!opts.keep) fs.rmSync(tmp, { recursive: true, force: true });
     else console.log(`bench: kept ${tmp}`);
-  };
+    cleaned = true;
+  })();
   process.on('exit', () => {
     if (cleaned) return;
     for (const p of pgrings) p.killNow();
@@ -189,7 +191,7 @@ async function main(): Promise<void> {
     if (cluster.zk?.pid) try { process.kill(cluster.zk.pid, 'SIGKILL'); } catch { /* gone */ }
   });
   for (const [sig, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
-    process.on(sig, () => { console.error(`bench: ${sig}, stopping`); void cleanup().finally(() => process.exit(code)); });
+    process.on(sig, () => { interrupted = true; console.error(`bench: ${sig}, stopping`); void cleanup().finally(() => process.exit(code)); });
   }
 
   const notes: string[] = [
@@ -198,7 +200,7 @@ async function main(): Promise<void> {
     'PgBouncer (transaction mode) cannot run `-M prepared` (PgBouncer before 1.21 does not track protocol-level prepared statements in transaction pooling; see its docs, "Feature matrix for pooling modes"): recorded as n/a.',
     `Pool sizes: pgring \`pool.maxSize\` ${POOL_SIZE} per shard (transaction pooling); PgBouncer transaction mode \`default_pool_size\` ${POOL_SIZE}; PgBouncer session mode needs one server connection per client, so its pool is larger than the largest client count; direct PostgreSQL has one backend per client.`,
     'TPS is the median over the repetitions of pgbench\'s "tps (without initial connection time)"; average latency is pgbench\'s; p99 is computed exactly from pgbench\'s per-transaction log (`-l`) of each run, median over the repetitions.',
-    'Proxy CPU s / 1000 tx: utime+stime of the proxy process (from /proc/<pid>/stat) over the run, divided by the transactions pgbench processed; PgBouncer is single-threaded, pgring is one Node.js process (its libuv/GC threads included).',
+    'Proxy CPU s / 1000 tx: utime+stime of the proxy process (from /proc/<pid>/stat) over the run, divided by the transactions pgbench processed; PgBouncer is single-threaded, pgring is one Node.js process (its libuv/GC threads included). CPU time is only charged while the process runs, so this is the figure least disturbed by other load on the machine.',
     opts.withZk
       ? `D runs with ZooKeeper (cluster "bench") and \`locks.mode: ${opts.lockMode}\`.`
       : 'D with ZooKeeper locks is **pending**: D runs without ZooKeeper (ring built from the config, no locks). Re-run with `--with-zk [--lock-mode all|multi_shard|off]` once the lock layer lands.',
@@ -230,9 +232,16 @@ async function main(): Promise<void> {
     mode: `${opts.mode}: ${opts.duration} s per run, ${opts.reps} repetition(s), clients ${opts.clients.join('/')}, pgbench scale ${opts.scale}, warm-up ${opts.warmup} s per target and workload`,
     commands, notes, setup, workloads: opts.workloads, clients: opts.clients, reps: opts.reps, targets, cells, load, memory, scale, scaleNote, configs,
   });
+  // Progress goes to a side file, so an aborted run never replaces the last complete results.
+  const partialFile = opts.out.replace(/(\.md)?$/, '.partial.md');
   const writeReport = (complete: boolean) => {
     fs.mkdirSync(path.dirname(opts.out), { recursive: true });
-    fs.writeFileSync(opts.out, renderReport(report(complete)));
+    if (complete) {
+      fs.writeFileSync(opts.out, renderReport(report(true)));
+      fs.rmSync(partialFile, { force: true });
+    } else {
+      fs.writeFileSync(partialFile, renderReport(report(false)));
+    }
   };
 
   try {
@@ -320,6 +329,7 @@ async function main(): Promise<void> {
       log(`warm-up: ${opts.warmup} s of each workload with ${wc} clients on each target (not recorded)`);
       for (const w of opts.workloads) for (const t of targets) {
         if (naOf(t.id, w)) continue;
+        checkInterrupted();
         const res = await runPgbench(pgbenchArgs('127.0.0.1', port[t.id], dbOf(t.id), w, wc, opts.warmup), logDir, opts.warmup);
         if (!res.ok) log(`  warm-up ${w.id} ${t.id}: ERROR ${res.error}`);
       }
@@ -327,6 +337,7 @@ async function main(): Promise<void> {
     log(`${plan.length} pgbench runs of ${opts.duration} s (about ${Math.ceil(plan.length * (opts.duration + 1.5) / 60)} min)`);
     let lastBlock = '';
     for (const [i, r] of plan.entries()) {
+      checkInterrupted();
       const block = `${r.w.id}|${r.c}`;
       if (lastBlock && block !== lastBlock) writeReport(false);
       lastBlock = block;
@@ -359,6 +370,7 @@ async function main(): Promise<void> {
     } else {
       scaleNote = `${opts.scaleClients} idle clients opened from the harness process as raw sockets (StartupMessage, trust auth, wait for ReadyForQuery), 100 handshakes at a time, then held open for 2 s before measuring. RSS per client = (VmRSS with the clients − VmRSS before) / clients. pgring C has pool.maxSize ${POOL_SIZE}; PgBouncer transaction mode has max_client_conn ${maxClientConn}.`;
       for (const [label, pid, p] of [['pgring C', () => C.pid, C.port], ['PgBouncer transaction', () => bt.pid, bt.port]] as const) {
+        checkInterrupted();
         log(`connection scale: ${opts.scaleClients} idle clients to ${label}`);
         const before = memKb(pid(), 'VmRSS');
         const row: ScaleResult = { target: label, clients: opts.scaleClients, ok: false, rssBeforeKb: before ?? undefined };
@@ -388,16 +400,17 @@ async function main(): Promise<void> {
     }
 
     writeReport(true);
-    console.log(`\nKey ratios (TPS medians):\n${keyRatios(report(true)).join('\n')}`);
+    console.log(`\nKey ratios (TPS medians, in parentheses best runs):\n${keyRatios(report(true)).join('\n')}`);
     if (scale.length) console.log(`\nConnection scale:\n${scale.map((s) => `  ${s.target}: ${s.ok ? `${s.perClientKb?.toFixed(1)} kB RSS per idle client (${s.clients} clients)` : `error: ${s.error}`}`).join('\n')}`);
     const failures = [...cells.values()].flatMap((c) => c.runs.filter((r) => !r.ok)).length;
     console.log(`\nWrote ${opts.out}${failures ? ` (${failures} failed runs: see the tables)` : ''}`);
   } catch (e) {
+    if (interrupted) { await cleanup(); return; }
     console.error(`bench: ${(e as Error).stack ?? e}`);
     for (const p of pgrings) if (p.tail()) console.error(`--- pgring ${p.name} log ---\n${p.tail()}`);
     for (const b of bouncers) if (b.tail()) console.error(`--- PgBouncer ${b.opts.mode} log ---\n${b.tail()}`);
     notes.push(`**The run failed:** ${(e as Error).message}`);
-    try { writeReport(false); } catch { /* ignore */ }
+    try { writeReport(false); console.error(`bench: partial results in ${partialFile}`); } catch { /* ignore */ }
     await cleanup();
     process.exit(1);
   }
