@@ -26,6 +26,9 @@ export async function runProxy(configFile: string, logLevel?: string): Promise<v
     proxy.log.flush?.();
     process.exit(0);
   };
+  // One client's failure must never take every other client down with the process.
+  process.on('unhandledRejection', (err) => proxy.log.error({ err }, 'unhandled rejection (kept running)'));
+  process.on('uncaughtException', (err) => proxy.log.error({ err }, 'uncaught exception (kept running)'));
   process.on('SIGTERM', () => void shutdown(true));
   process.on('SIGINT', () => void shutdown(false));
   process.on('SIGHUP', () => {
