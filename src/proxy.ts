@@ -62,12 +62,26 @@ export class Proxy {
       log: this.log,
       sessions: new Map(),
       paramCache: new Map(),
+      routerFor: (db) => this.dbRouters.get(db),
+      learnedColumns: (db, table, columns) => this.learnedColumns(db, table, columns),
     };
     this.ops = new Operations(this);
   }
 
   /** Port of the metrics HTTP endpoint (null when metrics are disabled). */
   get metricsPort(): number | null { return this.ops.metricsPort; }
+
+  /** Routers for databases whose sharded tables' column lists were read from the catalog. */
+  private dbRouters = new Map<string, Router>();
+  private dbColumns = new Map<string, Map<string, string[]>>();
+
+  private learnedColumns(db: string, table: string, columns: string[]): void {
+    let m = this.dbColumns.get(db);
+    if (!m) this.dbColumns.set(db, m = new Map());
+    m.set(table, columns);
+    const tables = this.config.sharding.tables.map((t) => (t.columns || !m!.has(t.name) ? t : { ...t, columns: m!.get(t.name)! }));
+    this.dbRouters.set(db, new Router({ tables }, { cacheSize: this.config.sharding.planCacheSize }));
+  }
 
   get port(): number { return (this.server?.address() as net.AddressInfo | null)?.port ?? this.config.listen.port; }
 

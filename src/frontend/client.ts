@@ -25,7 +25,8 @@ import type { ServerConnection, ServerOwner } from '../backend/server';
 import { resetAndRelease } from '../backend/cleanup';
 import type { Topology } from '../backend/topology';
 import type { Logger } from '../log';
-import type { Plan, RoutedStatement, Router } from '../router/router';
+import type { Plan, RoutedStatement } from '../router/router';
+import { Router } from '../router/router';
 import { ClientAuth } from './auth';
 import { ClientStatement, makeStatement } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
@@ -49,11 +50,16 @@ export interface ProxyContext {
   metrics?: SessionMetrics;
   paused?: Promise<void> | null;
   draining?: boolean;
+  /** Router of a database whose sharded tables' columns were read from its catalog. */
+  routerFor?(database: string): Router | undefined;
+  learnedColumns?(database: string, table: string, columns: string[]): void;
 }
 
 export interface TransactionHooks {
   /** Before a write statement is forwarded: may take locks (throws PgError 40P01 on timeout). */
-  beforeWrite?(session: ClientSession, shards: number[], keys: { type: KeyType; values: (string | null)[] } | null, inBlock: boolean): Promise<void> | void;
+  beforeWrite?(session: ClientSession, shards: number[], keys: { type: KeyType; values: (string | null)[] } | null, inBlock: boolean, table?: string): Promise<void> | void;
+  /** Right before a COMMIT is forwarded (single shard) or prepared (several): an error means roll back instead. */
+  beforeCommit?(session: ClientSession): PgError | null;
   /** COMMIT of a transaction that touched several shards. */
   commitMulti?(session: ClientSession, links: Link[]): Promise<void>;
   /** The transaction ended (commit, rollback, disconnect): release locks. */
@@ -83,7 +89,7 @@ export interface Pending {
   planIdx?: number;
   group?: Group;
   member?: number;
-  onError?: () => void;
+  onError?: (msg?: Buffer) => void;
   onDone?: () => void;
   rows?: (string | null)[][];
   /** Start time (ms) of a query / execute, for statistics. */
@@ -158,6 +164,8 @@ export class ClientSession implements ServerOwner {
   txData: unknown = null;
   lastQuery = '';
   queryStart = 0;
+  /** The router for this database (tables' column lists learned from its catalog). */
+  private get router(): Router { return this.ctx.routerFor?.(this.database) ?? this.ctx.router; }
   waitingSince = 0;
   private closing = false;
 
@@ -482,7 +490,7 @@ export class ClientSession implements ServerOwner {
     if (p === undefined) {
       // Asynchronous messages between requests: notifications, notices, parameter changes.
       if (type === B.NotificationResponse || type === B.NoticeResponse || type === B.ParameterStatus) {
-        if (this.pendings.length === 0) this.write(msg);
+        this.write(msg); // asynchronous messages may arrive at any time (libpq and drivers accept them)
       } else if (type === B.ErrorResponse) {
         const f = parseErrorFields(msg);
         conn.noteError(new PgError(f.C ?? SQLSTATE.AdminShutdown, f.M ?? 'server error', { severity: (f.S as 'FATAL') ?? 'FATAL' }));
@@ -507,7 +515,7 @@ export class ClientSession implements ServerOwner {
       case K.InternalRows:
         if (type === B.DataRow) { p.rows!.push(decodeDataRow(msg)); return; }
         if (type === B.ReadyForQuery) { this.complete(p); return; }
-        if (type === B.ErrorResponse) p.onError?.();
+        if (type === B.ErrorResponse) p.onError?.(msg);
         return;
       case K.Internal:
         if (type === B.ReadyForQuery) { this.complete(p); return; }
@@ -609,7 +617,11 @@ export class ClientSession implements ServerOwner {
         if (/\*/.test(stmt.sql)) this.pins.delete('listen');
         break;
       case 'deallocate':
-        if (/\ball\b/i.test(stmt.sql)) this.pins.delete('prepare');
+        if (/\ball\b/i.test(stmt.sql)) {
+          this.pins.delete('prepare');
+          // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there.
+          if (link) { link.conn.prepared.clear(); link.unnamed = null; }
+        }
         break;
       case 'commit': case 'rollback':
         this.endTransaction(tag === 'COMMIT' || tag === 'COMMIT PREPARED');
@@ -704,7 +716,8 @@ export class ClientSession implements ServerOwner {
     this.lastQuery = sql;
     this.queryStart = Date.now();
     let stmts: RoutedStatement[];
-    try { stmts = this.ctx.router.plan(sql); } catch (e) { return this.queryError(e); }
+    try { stmts = this.router.plan(sql); } catch (e) { return this.queryError(e); }
+    if (stmts.some((st) => needsColumns(st))) return this.learnColumnsThen(stmts, () => this.onQuery(msg));
     if (stmts.length === 0) {
       this.synth([emptyQueryResponse], false);
       this.rfq();
@@ -806,18 +819,20 @@ export class ClientSession implements ServerOwner {
         if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.routeShard = null; this.routeShardKey = null; }
         if (this.ownSetting(stmt)) { this.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.rfq(); return; }
       }
-      if (plan.unsupported) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${plan.unsupported} is not supported`);
+      this.checkSupported(stmt, null);
       if (isTxControl(plan) && this.txControl(stmt, null)) return;
       if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && !this.canRunInFailedTx()) {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       }
       const route = this.route(stmt, null, null);
+      this.checkSupported(stmt, route);
       if (plan.command === 'copy_from' && route.kind !== 'direct' && plan.copy) return await this.startCopySplit(stmt, msg);
       if (plan.insertSplit && route.kind === 'multi') {
         // A multi-row INSERT whose rows belong to different shards: each shard gets its own rows.
         const bodies = this.splitInsert(stmt);
         const shards = [...bodies.keys()].sort((a, b) => a - b);
         await this.beforeWrite(stmt, shards, null, null);
+        if (this.distributedAutocommit(stmt)) return await this.autocommitMulti(stmt, msg, shards, shards.map((sh) => query(bodies.get(sh)!)));
         await this.scatterSimple(stmt, msg, shards, false, shards.map((sh) => query(bodies.get(sh)!)));
         return;
       }
@@ -833,10 +848,55 @@ export class ClientSession implements ServerOwner {
         this.rfq();
         return;
       }
+      if (this.distributedAutocommit(stmt)) return await this.autocommitMulti(stmt, msg, shards);
       await this.scatterSimple(stmt, msg, shards);
     } catch (e) {
       this.queryError(e);
     }
+  }
+
+  /** A write to several shards outside a transaction block runs as one distributed transaction (transaction layer installed). */
+  private distributedAutocommit(stmt: RoutedStatement): boolean {
+    const cmd = stmt.plan.command as string;
+    return !!this.ctx.tx?.commitMulti && stmt.plan.write && this.txStatus === 'I' && !this.virtualTx
+      && (cmd === 'insert' || cmd === 'update' || cmd === 'delete' || cmd === 'merge');
+  }
+
+  /** BEGIN on each shard (sent by link()), the statement, then the two-phase commit hook; the client sees one autocommit statement. */
+  private async autocommitMulti(stmt: RoutedStatement, msg: Buffer, shards: number[], bodies?: Buffer[]): Promise<void> {
+    this.virtualTx = 'T'; this.beginSql = 'BEGIN'; this.txSnapshot = this.state;
+    let err: PgError | null = null;
+    try {
+      await this.scatterSimple(stmt, msg, shards, true, bodies);
+      await this.waitIdle();
+    } catch (e) { err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`); }
+    this.virtualTx = null;
+    const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
+    if (!err && links.length && links.every((l) => l.conn.status === 'T')) {
+      try { await this.ctx.tx!.commitMulti!(this, links); this.endTransaction(true); } catch (e) {
+        err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+        this.endTransaction(false);
+      }
+    } else {
+      if (links.length) await this.runOnLinks(links, 'ROLLBACK').catch(() => undefined);
+      this.endTransaction(false);
+    }
+    if (err) { this.ctx.metrics?.error(err.code); this.synth([err.toMessage()], false); }
+    this.rfq();
+  }
+
+  /** Why pgring refuses a statement (0A000), or null. SET pgring.shard(_key) lifts scatter-only reasons. */
+  private unsupportedReason(stmt: RoutedStatement): string | null {
+    const p = stmt.plan;
+    if (!p.unsupported) return null;
+    if (p.unsupported === p.scatterUnsupported && (this.routeShard !== null || this.routeShardKey !== null)) return null;
+    return p.unsupported;
+  }
+
+  /** Throws 0A000 for forms pgring cannot run correctly (on more than one shard, for scatter-only ones). */
+  private checkSupported(stmt: RoutedStatement, route: Route | null): void {
+    const why = this.unsupportedReason(stmt) ?? (route && route.kind !== 'direct' && this.ctx.shards.shardCount > 1 ? stmt.plan.scatterUnsupported ?? null : null);
+    if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
   }
 
   /** In an aborted transaction PostgreSQL still accepts ROLLBACK / COMMIT / ROLLBACK TO. */
@@ -851,7 +911,7 @@ export class ClientSession implements ServerOwner {
     if (plan.keys && plan.keyType) {
       keys = { type: plan.keyType, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : params[k.index]!.toString('utf8')))) };
     }
-    await hook(this, shards, keys, this.txStatus !== 'I');
+    await hook.call(this.ctx.tx, this, shards, keys, this.txStatus !== 'I', plan.table);
   }
 
   /**
@@ -898,6 +958,16 @@ export class ClientSession implements ServerOwner {
       this.endTransaction(false);
       return true;
     }
+    if (cmd === 'commit' && this.txStatus === 'T') {
+      const veto = this.ctx.tx?.beforeCommit?.(this);
+      if (veto) {
+        // The transaction layer refuses the commit (e.g. its ZooKeeper locks were lost): roll back.
+        for (const l of links.filter((x) => x.conn.status !== 'I')) this.sendInternal(l, 'ROLLBACK');
+        reply([veto.toMessage()]);
+        this.endTransaction(false);
+        return true;
+      }
+    }
     if (cmd === 'commit' && links.filter((l) => l.conn.status !== 'I').length > 1 && this.txStatus === 'T') {
       void this.commitMulti(stmt, ext !== null);
       return true;
@@ -909,7 +979,7 @@ export class ClientSession implements ServerOwner {
     const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
     const hook = this.ctx.tx?.commitMulti;
     try {
-      if (hook) await hook(this, links);
+      if (hook) await hook.call(this.ctx.tx, this, links);
       else await this.runOnLinks(links, 'COMMIT');
       this.synth([commandComplete('COMMIT')], ext);
       this.endTransaction(true);
@@ -926,9 +996,13 @@ export class ClientSession implements ServerOwner {
   runOnLinks(links: Link[], sql: string): Promise<void> {
     return Promise.all(links.map((l) => new Promise<void>((resolve, reject) => {
       let err: PgError | null = null;
-      const p = this.push(K.Internal, l, false);
+      const p = this.push(K.InternalRows, l, false);
+      p.rows = [];
       // Internal errors are not shown to the client here: the caller decides.
-      p.onError = () => { err = err ?? new PgError(SQLSTATE.InternalError, `${sql} failed on shard "${this.ctx.topology.shards[l.shard]?.name}"`); };
+      p.onError = (m) => {
+        const f = m ? parseErrorFields(m) : {};
+        err = err ?? new PgError(f.C ?? SQLSTATE.InternalError, `${f.M ?? `${sql} failed`} (shard "${this.ctx.topology.shards[l.shard]?.name}")`, { detail: f.D, hint: f.H });
+      };
       const origOut = p;
       origOut.onDone = () => (err ? reject(err) : resolve());
       l.conn.write(query(sql));
@@ -941,11 +1015,12 @@ export class ClientSession implements ServerOwner {
     let single = true;
     try {
       for (const s of stmts) {
-        if (s.plan.unsupported) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${s.plan.unsupported} is not supported`);
+        this.checkSupported(s, null);
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
         if (s.plan.target === 'none' && !s.plan.write && s.plan.command !== 'copy_from') continue;
         if (isTxControl(s.plan) || s.plan.command === 'set' || s.plan.command === 'reset') continue;
         const r = this.route(s, null, null);
+        this.checkSupported(s, r);
         if (r.kind !== 'direct' || (shard >= 0 && r.shard !== shard)) { single = false; break; }
         shard = r.shard;
       }
@@ -986,6 +1061,7 @@ export class ClientSession implements ServerOwner {
       }
       if (isTxControl(plan) && this.txControlInMulti(stmt)) return false;
       const route = this.route(stmt, null, null);
+      this.checkSupported(stmt, route);
       const shards = routeShards(route, this.ctx.shards.shardCount);
       await this.beforeWrite(stmt, shards, null, null);
       const sub = query(stmt.sql);
@@ -1128,10 +1204,14 @@ export class ClientSession implements ServerOwner {
       if (info.name !== '' && this.stmts.has(info.name)) {
         throw new PgError(SQLSTATE.DuplicatePreparedStatement, `prepared statement "${info.name}" already exists`);
       }
-      const stmt = this.ctx.router.planPrepared(info.sql);
+      let stmt = this.router.planPrepared(info.sql);
+      if (needsColumns(stmt)) {
+        await this.learnColumns(stmt.plan.table!);
+        stmt = this.router.planPrepared(info.sql);
+      }
       const cs = makeStatement(info.name, info.sql, info.types, stmt, msg);
       this.stmts.set(info.name, cs);
-      if (isTxControl(stmt.plan) || stmt.plan.unsupported || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
+      if (isTxControl(stmt.plan) || this.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
         this.synth([parseComplete], true);
         return;
       }
@@ -1203,7 +1283,7 @@ export class ClientSession implements ServerOwner {
       const cs = this.stmts.get(info.statement);
       if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
       const plan = cs.stmt.plan;
-      if (plan.unsupported) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${plan.unsupported} is not supported`);
+      this.checkSupported(cs.stmt, null);
       if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
         this.portals.set(info.portal, { shards: [], cs, virtual: true });
         this.synth([bindComplete], true);
@@ -1211,6 +1291,7 @@ export class ClientSession implements ServerOwner {
       }
       if (this.txStatus === 'E') throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       const route = this.route(cs.stmt, info.params, info.paramFormats);
+      this.checkSupported(cs.stmt, route);
       const shards = routeShards(route, this.ctx.shards.shardCount);
       if (plan.insertSplit && shards.length > 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT whose rows belong to different shards is not supported in the extended protocol; send one row per statement or use the simple protocol');
       await this.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
@@ -1242,7 +1323,7 @@ export class ClientSession implements ServerOwner {
       if (kind === 'S') {
         const cs = this.stmts.get(name);
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
-        if (isTxControl(cs.stmt.plan) || cs.stmt.plan.unsupported || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
+        if (isTxControl(cs.stmt.plan) || this.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
         }
@@ -1382,6 +1463,35 @@ export class ClientSession implements ServerOwner {
     } catch (e) { this.queryError(e); }
   }
 
+  // ---- column lists of sharded tables (INSERT without a column list) -------------------------
+
+  private async learnColumnsThen(stmts: RoutedStatement[], again: () => Promise<void> | void): Promise<void> {
+    try {
+      for (const st of stmts) if (needsColumns(st)) await this.learnColumns(st.plan.table!);
+    } catch (e) { this.queryError(e); return; }
+    if (stmts.some((st) => needsColumns(st) && !this.knowsColumns(st.plan.table!))) {
+      this.queryError(new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${stmts.find(needsColumns)!.plan.unsupported}`));
+      return;
+    }
+    await again();
+  }
+
+  private knowsColumns(table: string): boolean {
+    return !needsColumns(this.router.plan(`INSERT INTO ${table} VALUES (NULL)`)[0]!);
+  }
+
+  /** Reads a sharded table's columns from the catalog of this database (one shard). */
+  private async learnColumns(table: string): Promise<void> {
+    if (!this.ctx.learnedColumns) return;
+    const shard = this.preferredShard();
+    const link = await this.link(shard);
+    const rows = await this.queryRows(link, `SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = ${quoteLiteral(table)}::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`)
+      .catch(() => [] as (string | null)[][]);
+    await new Promise<void>((r) => { const tick = () => (link.queue.length ? setImmediate(tick) : r()); tick(); });
+    this.afterReady();
+    if (rows.length) this.ctx.learnedColumns(this.database, table, rows.map((r) => r[0]!));
+  }
+
   // ---- COPY FROM STDIN split across shards ---------------------------------------------------
 
   private async startCopySplit(stmt: RoutedStatement, msg: Buffer): Promise<void> {
@@ -1473,7 +1583,7 @@ export class ClientSession implements ServerOwner {
       if (l.unsynced) { conn.destroy(); continue; }
       resetAndRelease(l.pool, conn, stmts);
     }
-    if (inTx) this.ctx.tx?.afterTransaction?.(this, false);
+    if (inTx || this.txData !== null) this.ctx.tx?.afterTransaction?.(this, false);
   }
 }
 
@@ -1512,4 +1622,8 @@ export function parseArrayLiteral(text: string): (string | null)[] {
     i++;
   }
   return out;
+}
+
+function needsColumns(st: RoutedStatement): boolean {
+  return st.plan.unsupported !== undefined && st.plan.table !== undefined && /without a column list/.test(st.plan.unsupported);
 }
