@@ -255,17 +255,20 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
       },
     });
     new Gauge({
-      name: 'pgring_locks', help: 'ZooKeeper locks held / waited for by this proxy (from the lock manager, when it exposes a snapshot)',
+      name: 'pgring_locks', help: 'ZooKeeper lock buckets of this proxy by state (held, acquiring, releasing; waiters: local transactions queued)',
       labelNames: ['state'], registers: [reg],
       collect() {
         this.reset();
-        // TODO(lock manager): a cheaper counter hook would avoid building a snapshot per scrape.
+        // TODO(lock manager): a counter hook would avoid building a snapshot per scrape.
         const rows = lockSnapshot(proxyRef);
         if (!rows) return;
-        let held = 0, waiting = 0;
-        for (const r of rows) { if (String(r.state ?? 'held').startsWith('wait')) waiting++; else held++; }
-        this.set({ state: 'held' }, held);
-        this.set({ state: 'waiting' }, waiting);
+        const n: Record<string, number> = { held: 0, acquiring: 0, releasing: 0, waiters: 0 };
+        for (const r of rows) {
+          const st = String(r.state ?? 'held');
+          n[st] = (n[st] ?? 0) + 1;
+          n.waiters! += typeof r.waiting === 'number' ? r.waiting : 0;
+        }
+        for (const [state, v] of Object.entries(n)) this.set({ state }, v);
       },
     });
     new Gauge({
@@ -397,7 +400,9 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
 
 /** The lock manager's snapshot rows, when the transaction layer exposes one. */
 export function lockSnapshot(proxy: Proxy): Record<string, unknown>[] | null {
-  const tx = proxy.ctx.tx as unknown as { locks?: { snapshot?: () => unknown } } | undefined;
-  const snap = tx?.locks?.snapshot?.();
+  type Snap = { snapshot?: () => unknown } | null | undefined;
+  const tx = proxy.ctx.tx as unknown as { lockService?: Snap; locks?: Snap } | undefined;
+  const svc = tx?.lockService ?? tx?.locks;
+  const snap = svc?.snapshot?.();
   return Array.isArray(snap) ? (snap as Record<string, unknown>[]) : null;
 }

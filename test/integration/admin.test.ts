@@ -65,7 +65,7 @@ const EXPECTED: Record<string, string[]> = {
     'close_needed', 'pid', 'link', 'tls', 'application_name', 'tx_status', 'shards', 'pins', 'last_query'],
   'SHOW SERVERS': ['type', 'user', 'database', 'state', 'addr', 'port', 'local_addr', 'local_port', 'connect_time', 'request_time', 'remote_pid', 'link',
     'shard', 'tx_status', 'bytes_in', 'bytes_out', 'prepared_statements'],
-  'SHOW LOCKS': ['lock', 'bucket', 'state', 'pid', 'user', 'database', 'shards', 'node', 'since', 'wait_ms', 'held_ms'],
+  'SHOW LOCKS': ['bucket', 'proxy', 'state', 'holder', 'waiting', 'remote_waiting', 'held_ms', 'owner_ms'],
   'SHOW TRANSACTIONS': ['pid', 'user', 'database', 'tx_status', 'shards', 'shard_count', 'server_pids', 'xact_start', 'duration_ms', 'last_query'],
   'SHOW CONFIG': ['key', 'value', 'changeable'],
   'SHOW VERSION': ['version'],
