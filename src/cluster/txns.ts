@@ -1,0 +1,104 @@
+// Two-phase-commit decisions in ZooKeeper: txns/<proxy>_<txid> (persistent), written after
+// every shard answered PREPARE TRANSACTION and before the first COMMIT PREPARED. Its existence
+// is the commit decision: recovery commits the prepared transactions of a dead proxy that
+// have one and rolls back those that have none.
+//
+// Global transaction ids: pgring_<proxy>_<txid>_<shard> where <proxy> and <shard> are escaped
+// (%, _ and characters outside [A-Za-z0-9.:-] as %hh) so that the id parses back exactly.
+import type { Layout } from './layout';
+import { decodeJson, encodeJson, isZkError, Zk } from './zk';
+
+export const GID_PREFIX = 'pgring_';
+
+export interface DecisionRecord {
+  proxy: string;
+  txid: string;
+  gids: { shard: string; gid: string }[];
+  at: number;
+}
+
+export function escapePart(s: string): string {
+  return s.replace(/[^A-Za-z0-9.:-]/g, (c) => {
+    const b = Buffer.from(c, 'utf8');
+    return [...b].map((x) => '%' + x.toString(16).padStart(2, '0')).join('');
+  });
+}
+
+export function unescapePart(s: string): string {
+  return decodeURIComponent(s);
+}
+
+export function makeGid(proxy: string, txid: string, shard: string): string {
+  if (!/^[0-9a-z]+$/.test(txid)) throw new Error(`bad txid ${txid}`);
+  const gid = `${GID_PREFIX}${escapePart(proxy)}_${txid}_${escapePart(shard)}`;
+  if (gid.length >= 200) throw new Error(`global transaction id too long (${gid.length} >= 200): ${gid}`);
+  return gid;
+}
+
+export function parseGid(gid: string): { proxy: string; txid: string; shard: string } | null {
+  if (!gid.startsWith(GID_PREFIX)) return null;
+  const parts = gid.slice(GID_PREFIX.length).split('_');
+  if (parts.length !== 3 || !/^[0-9a-z]+$/.test(parts[1]!)) return null;
+  try {
+    return { proxy: unescapePart(parts[0]!), txid: parts[1]!, shard: unescapePart(parts[2]!) };
+  } catch { return null; }
+}
+
+/** The znode name of a decision (a single path segment). */
+export function decisionName(proxy: string, txid: string): string {
+  return `${escapePart(proxy)}_${txid}`;
+}
+
+export function parseDecisionName(name: string): { proxy: string; txid: string } | null {
+  const i = name.lastIndexOf('_');
+  if (i <= 0) return null;
+  try { return { proxy: unescapePart(name.slice(0, i)), txid: name.slice(i + 1) }; } catch { return null; }
+}
+
+export function decisionPath(layout: Layout, proxy: string, txid: string): string {
+  return `${layout.txns}/${decisionName(proxy, txid)}`;
+}
+
+/** Writes the commit decision (persistent). NODEEXISTS counts as written. */
+export async function writeDecision(zk: Zk, layout: Layout, rec: DecisionRecord): Promise<void> {
+  const path = decisionPath(layout, rec.proxy, rec.txid);
+  try {
+    await zk.create(path, encodeJson(rec), 'persistent');
+  } catch (e) {
+    if (isZkError(e, 'NODEEXISTS')) return;
+    if (isZkError(e, 'NONODE')) { await zk.mkdirp(layout.txns); await zk.create(path, encodeJson(rec), 'persistent'); return; }
+    throw e;
+  }
+}
+
+export async function readDecision(zk: Zk, layout: Layout, proxy: string, txid: string): Promise<DecisionRecord | null> {
+  const path = decisionPath(layout, proxy, txid);
+  try {
+    return decodeJson<DecisionRecord>((await zk.get(path)).data, path);
+  } catch (e) {
+    if (isZkError(e, 'NONODE')) return null;
+    throw e;
+  }
+}
+
+export async function deleteDecision(zk: Zk, layout: Layout, proxy: string, txid: string): Promise<void> {
+  try { await zk.delete(decisionPath(layout, proxy, txid), -1); } catch (e) {
+    if (!isZkError(e, 'NONODE')) throw e;
+  }
+}
+
+/** Every decision record (name and content). */
+export async function listDecisions(zk: Zk, layout: Layout): Promise<{ name: string; rec: DecisionRecord }[]> {
+  let names: string[];
+  try { names = await zk.children(layout.txns); } catch (e) { if (isZkError(e, 'NONODE')) return []; throw e; }
+  const out: { name: string; rec: DecisionRecord }[] = [];
+  for (const name of names) {
+    const path = `${layout.txns}/${name}`;
+    try { out.push({ name, rec: decodeJson<DecisionRecord>((await zk.get(path)).data, path) }); } catch (e) {
+      if (isZkError(e, 'NONODE')) continue;
+      if (e instanceof Error && /bad JSON/.test(e.message)) continue;
+      throw e;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,425 @@
+// The transaction layer: ZooKeeper write locks around write transactions and two-phase commit
+// for transactions that wrote to several shards (TransactionHooks of the client sessions).
+//
+// Locks (config.locks.mode):
+// - 'all' (default): every write statement first takes the lock buckets of its keys
+//   (PostgreSQL's hash of the key text, seed 0, mod config.locks.buckets); held until the
+//   transaction ended on every shard (afterTransaction) or, outside a transaction block, until
+//   the statement finished (afterIdle).
+// - 'multi_shard': a transaction's buckets are only noted until it writes to a second shard;
+//   from then on (that statement included) they are taken like in 'all'. Writes that went to
+//   the first shard before were not serialised: documented trade-off.
+// - 'off': no locks (two-phase commit still runs).
+// A write without a usable key (UPDATE/DELETE without a key predicate, DDL, COPY, reference
+// tables, NULL keys) takes the table's own bucket: hash of "table:<name>" mod buckets. It
+// serialises key-less writes to one table against each other (and against writers of keys that
+// share that bucket), not against every key writer: PostgreSQL's row locks order those per
+// shard, and two-phase commit keeps each transaction atomic across shards.
+//
+// Lock loss: when the ZooKeeper session is suspended or lost while a transaction holds a lock,
+// the transaction is doomed: its next write and its COMMIT fail (SQLSTATE 40001) and it is
+// rolled back. COMMIT checks right before committing (single shard: the session must be
+// connected and the same one that took the locks; several shards: the decision record is
+// written in that same session, which ZooKeeper refuses once the session expired).
+//
+// Two-phase commit (COMMIT of a transaction with several shards in it):
+//   PREPARE TRANSACTION 'pgring_<proxy>_<txid>_<shard>' on each shard (in parallel);
+//   any failure: ROLLBACK PREPARED the prepared ones, ROLLBACK the others, error to the client
+//     (the shard's own SQLSTATE, e.g. 55000 "prepared transactions are disabled", shard named);
+//   write the decision txns/<proxy>_<txid> (persistent: proxy, txid, gids) — the commit point;
+//   COMMIT PREPARED on each shard (retried); the client gets COMMIT;
+//   the decision is deleted in the background.
+// After the decision the transaction is committed whatever happens: a shard that cannot be
+// reached for COMMIT PREPARED is finished in the background by this proxy (retrying every
+// second over a plain connection) or, if this proxy dies, by recovery; the client still gets
+// COMMIT (the outcome is decided and durable), and a warning is logged.
+import { randomInt } from 'node:crypto';
+import type { Config, KeyType } from '../config/types';
+import type { Logger } from '../log';
+import type { ClientSession, Link, ProxyContext, TransactionHooks } from '../frontend/client';
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { keyCoordinate, keyCoordinateBinary, hashTextExtended, toUnsigned } from '../ring/hash';
+import type { Layout } from '../cluster/layout';
+import type { ZkSession } from '../cluster/session';
+import { isZkError, Zk } from '../cluster/zk';
+import { LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
+import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
+import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
+
+/** Per-transaction state (session.txData). */
+export class Txn implements LockOwner {
+  doomed: string | null = null;
+  readonly writeShards = new Set<number>();
+  readonly pending = new Set<number>();
+  locking = false;
+  committing = false;
+  ended = false;
+  readonly startedAt = Date.now();
+  constructor(readonly session: ClientSession, readonly label: string) {}
+  lost(bucket: number, reason: string): void {
+    this.doomed ??= `${reason} while holding lock bucket ${bucket}`;
+  }
+}
+
+/** A row of SHOW LOCKS. */
+export interface LockInfo { bucket: number; proxy: string; state: string; holder: string | null; waiting: number; remote_waiting: number; held_ms: number; owner_ms: number }
+/** A row of SHOW TRANSACTIONS (distributed commits in progress or being finished). */
+export interface TxnInfo { txid: string; proxy: string; state: string; shards: string; age_ms: number }
+
+const PHASE_TIMEOUT_MS = 30000;
+const COMMIT_TIMEOUT_MS = 10000;
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout;
+  return Promise.race([p, new Promise<T>((_, reject) => { t = setTimeout(() => reject(new PgError(SQLSTATE.ConnectionFailure, `pgring: ${what} did not finish within ${ms} ms`)), ms); })])
+    .finally(() => clearTimeout(t));
+}
+
+function asPgError(e: unknown): PgError {
+  return e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+}
+
+export class TxnManager implements TransactionHooks, RecoveryHost {
+  private locks: ZkLockService | null = null;
+  private session: ZkSession | null = null;
+  private layout: Layout | null = null;
+  proxyId = '';
+  private started = false;
+  private readyWaiters: (() => void)[] = [];
+  private seq = randomInt(1, 1000);
+  readonly inflight = new Set<string>();
+  private readonly active = new Map<string, { state: string; shards: string[]; since: number }>();
+  needsSweep = false;
+  private stopped = false;
+  readonly stats = { commits2pc: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0 };
+
+  constructor(readonly ctx: ProxyContext, readonly log: Logger) {}
+
+  get cfg(): Config['locks'] { return this.ctx.config.locks; }
+  get lockService(): ZkLockService | null { return this.locks; }
+
+  /** Called once the coordinator is up (session connected, proxy node registered). */
+  start(session: ZkSession, layout: Layout, proxyId: string): void {
+    this.session = session;
+    this.layout = layout;
+    this.proxyId = proxyId;
+    if (this.cfg.mode !== 'off') {
+      this.locks = new ZkLockService(session, layout, {
+        proxyId, buckets: this.cfg.buckets, leaseMs: this.cfg.leaseMs,
+        logger: { warn: (o, m) => this.log.warn(o, m), info: (o, m) => this.log.info(o, m), debug: (o, m) => this.log.debug(o, m) },
+      });
+    }
+    this.started = true;
+    const w = this.readyWaiters; this.readyWaiters = [];
+    for (const f of w) f();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await this.locks?.close();
+  }
+
+  sweepDone(): void { this.needsSweep = false; }
+
+  private whenReady(): Promise<void> {
+    if (this.started) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new PgError(SQLSTATE.CannotConnectNow, 'pgring is starting: ZooKeeper coordination is not ready yet')), 30000);
+      this.readyWaiters.push(() => { clearTimeout(t); resolve(); });
+    });
+  }
+
+  // ---------------------------------------------------------------- buckets
+
+  tableBucket(table: string | undefined): number {
+    return Number(toUnsigned(hashTextExtended(`table:${(table ?? '').toLowerCase()}`, 0n)) % BigInt(this.cfg.buckets));
+  }
+
+  keyBucket(type: KeyType, value: string): number {
+    let c: bigint;
+    if (/^\\x[0-9a-fA-F]*$/.test(value) && value.length > 2 && (type !== 'text' && type !== 'varchar')) {
+      c = keyCoordinateBinary(type, Buffer.from(value.slice(2), 'hex'));
+    } else if (/^\\x([0-9a-fA-F]{2})+$/.test(value) && (type === 'text' || type === 'varchar')) {
+      c = keyCoordinate(type, Buffer.from(value.slice(2), 'hex').toString('utf8'));
+    } else {
+      c = keyCoordinate(type, value);
+    }
+    return Number(toUnsigned(c) % BigInt(this.cfg.buckets));
+  }
+
+  bucketsFor(keys: { type: KeyType; values: (string | null)[] } | null, table: string | undefined): number[] {
+    const out = new Set<number>();
+    if (!keys || keys.values.length === 0) out.add(this.tableBucket(table));
+    else {
+      for (const v of keys.values) {
+        if (v === null) { out.add(this.tableBucket(table)); continue; }
+        try { out.add(this.keyBucket(keys.type, v)); } catch { out.add(this.tableBucket(table)); }
+      }
+    }
+    return [...out].sort((a, b) => a - b);
+  }
+
+  // ---------------------------------------------------------------- hooks
+
+  private txnOf(session: ClientSession): Txn {
+    let t = session.txData as Txn | null;
+    if (!(t instanceof Txn)) {
+      t = new Txn(session, `pid ${session.pid} ${session.user}@${session.database}`);
+      session.txData = t;
+    }
+    return t;
+  }
+
+  beforeWrite(session: ClientSession, shards: number[], keys: { type: KeyType; values: (string | null)[] } | null, _inBlock: boolean, table?: string): Promise<void> | void {
+    if (!this.started) return this.whenReady().then(() => this.beforeWrite(session, shards, keys, _inBlock, table));
+    const t = this.txnOf(session);
+    if (t.doomed) throw this.doomedError(t.doomed);
+    for (const s of shards) t.writeShards.add(s);
+    if (!this.locks) return;
+    let buckets = this.bucketsFor(keys, table);
+    if (this.cfg.mode === 'multi_shard' && !t.locking) {
+      for (const b of buckets) t.pending.add(b);
+      if (t.writeShards.size <= 1) return;
+      t.locking = true;
+      buckets = [...t.pending].sort((a, b) => a - b);
+    }
+    return this.acquireAll(t, buckets, 0);
+  }
+
+  private acquireAll(t: Txn, buckets: number[], from: number): Promise<void> | void {
+    const locks = this.locks!;
+    for (let i = from; i < buckets.length; i++) {
+      let p: Promise<void> | null;
+      try { p = locks.acquire(t, buckets[i]!, this.cfg.timeoutMs); } catch (e) { throw this.lockError(e); }
+      if (p) {
+        return p.then(() => {
+          if (t.doomed) throw this.doomedError(t.doomed);
+          return this.acquireAll(t, buckets, i + 1);
+        }, (e) => { throw this.lockError(e); });
+      }
+    }
+  }
+
+  private lockError(e: unknown): PgError {
+    if (e instanceof LockTimeoutError) {
+      this.stats.lockTimeouts++;
+      return new PgError(SQLSTATE.DeadlockDetected, e.message, { hint: 'Another transaction holds the lock bucket (possibly through another pgring proxy); retry the transaction.' });
+    }
+    if (e instanceof LockDeadlockError) return new PgError(SQLSTATE.DeadlockDetected, e.message, { detail: 'Transactions of this proxy wait for lock buckets held by each other.' });
+    if (e instanceof LockCancelledError) return new PgError(SQLSTATE.QueryCanceled, e.message);
+    return asPgError(e);
+  }
+
+  private doomedError(reason: string): PgError {
+    return new PgError(SQLSTATE.SerializationFailure, `pgring: transaction rolled back: ${reason}`, { hint: 'The lock could have been taken by another proxy; retry the transaction.' });
+  }
+
+  /** Right before a single-shard COMMIT is forwarded: an error means "roll back instead". */
+  beforeCommit(session: ClientSession): PgError | null {
+    const t = session.txData;
+    if (!(t instanceof Txn)) return null;
+    const reason = t.doomed ?? this.locks?.check(t) ?? null;
+    if (reason) { this.stats.lockLost++; t.doomed ??= reason; return this.doomedError(reason); }
+    return null;
+  }
+
+  afterTransaction(session: ClientSession, _committed: boolean): void {
+    const t = session.txData;
+    if (!(t instanceof Txn)) return;
+    if (t.committing) { t.ended = true; return; }
+    this.release(session, t);
+  }
+
+  afterIdle(session: ClientSession): void {
+    const t = session.txData;
+    if (!(t instanceof Txn) || t.committing) return;
+    this.release(session, t);
+  }
+
+  private release(session: ClientSession, t: Txn): void {
+    if (session.txData === t) session.txData = null;
+    this.locks?.releaseAll(t);
+  }
+
+  // ---------------------------------------------------------------- two-phase commit
+
+  private shardName(shard: number): string { return this.ctx.topology.shards[shard]?.name ?? `#${shard}`; }
+
+  async commitMulti(session: ClientSession, links: Link[]): Promise<void> {
+    if (!this.started) await this.whenReady();
+    const t = this.txnOf(session);
+    t.committing = true;
+    try {
+      await this.twoPhase(session, t, links);
+    } finally {
+      t.committing = false;
+      if (t.ended) this.release(session, t);
+    }
+  }
+
+  private async rollbackAll(session: ClientSession, links: Link[], prepared: boolean[], gids: string[]): Promise<void> {
+    const res = await Promise.allSettled(links.map((l, i) => withTimeout(session.runOnLinks([l], prepared[i] ? `ROLLBACK PREPARED '${gids[i]}'` : 'ROLLBACK'), PHASE_TIMEOUT_MS, 'ROLLBACK')));
+    if (res.some((r, i) => r.status === 'rejected' && prepared[i])) this.needsSweep = true;   // recovery rolls it back
+  }
+
+  private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
+    const none = links.map(() => false);
+    const veto = t.doomed ?? this.locks?.check(t) ?? null;
+    if (veto) {
+      t.doomed ??= veto;
+      this.stats.lockLost++;
+      await this.rollbackAll(session, links, none, []);
+      throw this.doomedError(veto);
+    }
+    const zs = this.session!;
+    const zk0 = zs.handle();
+    if (zs.state !== 'connected' || !zk0) {
+      await this.rollbackAll(session, links, none, []);
+      throw new PgError(SQLSTATE.ConnectionFailure, `pgring: ZooKeeper is ${zs.state}: cannot record a distributed commit; transaction rolled back`);
+    }
+    const txid = (this.seq++).toString(36);
+    const shards = links.map((l) => this.shardName(l.shard));
+    const gids = shards.map((s) => makeGid(this.proxyId, txid, s));
+    const info = { state: 'preparing', shards, since: Date.now() };
+    this.inflight.add(txid);
+    this.active.set(txid, info);
+    let keepInflight = false;
+    try {
+      // Phase one.
+      const res = await Promise.allSettled(links.map((l, i) => withTimeout(session.runOnLinks([l], `PREPARE TRANSACTION '${gids[i]}'`), PHASE_TIMEOUT_MS, `PREPARE TRANSACTION on shard "${shards[i]}"`)));
+      const prepared = res.map((r) => r.status === 'fulfilled');
+      const failed = res.findIndex((r) => r.status === 'rejected');
+      if (failed >= 0) {
+        this.stats.aborts2pc++;
+        info.state = 'rolling back';
+        await this.rollbackAll(session, links, prepared, gids);
+        const e = asPgError((res[failed] as PromiseRejectedResult).reason);
+        this.log.debug({ txid, shard: shards[failed], err: e.message }, 'two-phase commit: PREPARE failed; rolled back');
+        throw new PgError(e.code, `pgring: could not prepare the transaction for two-phase commit: ${e.message}`, { hint: e.opts.hint, detail: e.opts.detail });
+      }
+      // Right before committing: locks still ours, the same session still connected.
+      const veto2 = t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
+      if (veto2) {
+        t.doomed ??= veto2;
+        this.stats.lockLost++;
+        info.state = 'rolling back';
+        await this.rollbackAll(session, links, prepared, gids);
+        throw this.doomedError(veto2);
+      }
+      // The decision (commit point).
+      info.state = 'deciding';
+      const rec: DecisionRecord = { proxy: this.proxyId, txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })), at: Date.now() };
+      const decided = await this.recordDecision(zk0, rec);
+      if (decided === 'unknown') {
+        // Neither we nor the client can know now: recovery finishes it by the record.
+        this.needsSweep = true;
+        throw new PgError('08007', 'pgring: the outcome of the distributed commit is unknown: ZooKeeper was unreachable while recording the decision; recovery will commit or roll it back', { hint: `global transaction ids: ${gids.join(', ')}` });
+      }
+      if (decided === 'no') {
+        this.stats.aborts2pc++;
+        info.state = 'rolling back';
+        await this.rollbackAll(session, links, prepared, gids);
+        throw new PgError(SQLSTATE.SerializationFailure, 'pgring: could not record the commit decision in ZooKeeper (session lost); transaction rolled back');
+      }
+      // Phase two.
+      info.state = 'committing';
+      let left = links.map((_, i) => i);
+      for (let attempt = 0; attempt < 3 && left.length; attempt++) {
+        const r2 = await Promise.allSettled(left.map((i) => withTimeout(session.runOnLinks([links[i]!], `COMMIT PREPARED '${gids[i]}'`), COMMIT_TIMEOUT_MS, `COMMIT PREPARED on shard "${shards[i]}"`)));
+        left = left.filter((_, j) => r2[j]!.status === 'rejected');
+        if (left.length) await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+      }
+      this.stats.commits2pc++;
+      if (left.length) {
+        keepInflight = true;
+        info.state = 'finishing';
+        this.log.warn({ txid, shards: left.map((i) => shards[i]) }, 'two-phase commit: COMMIT PREPARED failed on some shards after the decision; finishing in the background');
+        this.finishLater(rec, session.database, left.map((i) => i));
+        return;
+      }
+      void this.dropDecision(rec);
+    } finally {
+      if (!keepInflight) { this.inflight.delete(txid); this.active.delete(txid); }
+    }
+  }
+
+  /** Writes the decision; resolves an ambiguous create by reading it back. */
+  private async recordDecision(zk0: Zk, rec: DecisionRecord): Promise<'yes' | 'no' | 'unknown'> {
+    try {
+      await writeDecision(zk0, this.layout!, rec);
+      return 'yes';
+    } catch (e) {
+      if (!isZkError(e, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT', 'SESSIONEXPIRED')) {
+        this.log.warn({ err: (e as Error).message, txid: rec.txid }, 'two-phase commit: decision write failed');
+        return 'no';
+      }
+      // The create may or may not have been applied. In the same session, or in a new one (a
+      // create of an expired session is never applied later), reading it back settles it.
+      const deadline = Date.now() + 2 * (zk0.sessionTimeoutMs || 10000) + 5000;
+      while (Date.now() < deadline && !this.stopped) {
+        try {
+          const zk = await this.session!.waitConnected(Math.max(100, deadline - Date.now()));
+          return (await readDecision(zk, this.layout!, rec.proxy, rec.txid)) ? 'yes' : 'no';
+        } catch (e2) {
+          if (!isZkError(e2, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT', 'SESSIONEXPIRED')) return 'unknown';
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      return 'unknown';
+    }
+  }
+
+  /** Deletes a decision after phase two (background, retried). */
+  private async dropDecision(rec: DecisionRecord): Promise<void> {
+    for (let i = 0; i < 100 && !this.stopped; i++) {
+      try {
+        const zk = await this.session!.waitConnected(10000);
+        await deleteDecision(zk, this.layout!, rec.proxy, rec.txid);
+        return;
+      } catch { await new Promise((r) => setTimeout(r, 200)); }
+    }
+    // Left for recovery (removes decisions none of whose transactions is prepared).
+  }
+
+  /** COMMIT PREPARED over plain connections until every shard did it, then drops the decision. */
+  private finishLater(rec: DecisionRecord, database: string, idx: number[]): void {
+    const cred = serviceCredentials(this.ctx.config);
+    let left = idx.map((i) => rec.gids[i]!);
+    const tick = async (): Promise<void> => {
+      const targets = shardTargets(this.ctx.topology);
+      const still: typeof left = [];
+      for (const g of left) {
+        const t = targets.find((x) => x.name === g.shard);
+        try {
+          if (!t || !(await finishPrepared(t, cred, database, g.gid, true))) still.push(g);
+        } catch { still.push(g); }
+      }
+      left = still;
+      if (left.length && !this.stopped) { setTimeout(() => void tick(), 1000).unref(); return; }
+      if (!left.length) {
+        this.log.info({ txid: rec.txid }, 'two-phase commit finished in the background');
+        this.inflight.delete(rec.txid);
+        this.active.delete(rec.txid);
+        await this.dropDecision(rec);
+      }
+    };
+    setTimeout(() => void tick(), 200).unref();
+  }
+
+  // ---------------------------------------------------------------- admin
+
+  /** Rows for SHOW LOCKS: buckets this proxy holds or waits for. */
+  snapshot(): LockInfo[] {
+    if (!this.locks) return [];
+    return this.locks.snapshot().map((r: LockRow) => ({
+      bucket: r.bucket, proxy: r.proxy, state: r.state, holder: r.holder, waiting: r.waiting,
+      remote_waiting: r.remoteWaiting, held_ms: r.heldMs, owner_ms: r.ownerMs,
+    }));
+  }
+
+  /** Rows for SHOW TRANSACTIONS: distributed commits of this proxy in progress. */
+  transactions(): TxnInfo[] {
+    const now = Date.now();
+    return [...this.active].map(([txid, a]) => ({ txid, proxy: this.proxyId, state: a.state, shards: a.shards.join(','), age_ms: now - a.since }));
+  }
+}

@@ -1,0 +1,298 @@
+// Write locks and two-phase commit through two in-process pgring proxies over 3 shards, with a
+// real ZooKeeper and real PostgreSQL: 2PC commit/rollback, multi-shard autocommit writes,
+// serialisation across proxies, lock timeout (40P01), ZooKeeper session expiry while a lock is
+// held, recovery of in-doubt transactions of a gone proxy, and prepared transactions disabled.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pg from 'pg';
+import { psqlAt, stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { ClusterInfo } from '../../src/local/cluster';
+import { LocalPostgres } from '../../src/local/postgres';
+import { freePort, sleep } from '../../src/local/proc';
+import { Zk } from '../../src/cluster/zk';
+import { Layout } from '../../src/cluster/layout';
+import { makeGid, writeDecision, listDecisions } from '../../src/cluster/txns';
+import { keyCoordinate, toUnsigned } from '../../src/ring/hash';
+
+const BUCKETS = 64;
+const TIMEOUT = 3000;
+let cluster: ClusterInfo;
+let db: string;
+let zkName: string;
+let A: RunningProxy;
+let B: RunningProxy;
+let ports: number[];
+let pgx: LocalPostgres;
+const clients: pg.Client[] = [];
+
+function bucketOf(k: number): number { return Number(toUnsigned(keyCoordinate('integer', String(k))) % BigInt(BUCKETS)); }
+
+async function open(p: RunningProxy): Promise<pg.Client> {
+  const c = client(p.port, db);
+  c.on('error', () => undefined);
+  await c.connect();
+  clients.push(c);
+  return c;
+}
+
+/** Keys owned by each shard (index 0..2). */
+function keysByShard(p: RunningProxy, n = 6): number[][] {
+  const out: number[][] = [[], [], []];
+  for (let k = 1; out.some((l) => l.length < n); k++) {
+    const s = p.proxy.ctx.shards.shardForKey('integer', String(k));
+    if (out[s]!.length < n) out[s]!.push(k);
+  }
+  return out;
+}
+
+// Direct queries to the shards (async: the proxies run in this process, and a blocked event
+// loop would cost them their ZooKeeper sessions).
+async function onShard(port: number, sql: string): Promise<pg.QueryResult> {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db });
+  await c.connect();
+  try { return await c.query(sql); } finally { await c.end(); }
+}
+async function onShards(sql: string): Promise<string[]> {
+  return Promise.all(ports.map(async (p) => { const r = await onShard(p, sql); return String(Object.values(r.rows[0] ?? {})[0]); }));
+}
+async function prepared(): Promise<string[]> {
+  return (await Promise.all(ports.map(async (p) => (await onShard(p, `SELECT gid FROM pg_prepared_xacts WHERE database = '${db}'`)).rows.map((r) => r.gid as string)))).flat();
+}
+
+/** Until the proxy sees a live primary on each of the 3 shards. */
+async function waitUp(p: RunningProxy): Promise<void> {
+  const topo = p.proxy.ctx.topology;
+  for (let i = 0; i < 200; i++) {
+    if ([0, 1, 2].every((s) => topo.isUp(s))) return;
+    await sleep(50);
+  }
+  throw new Error('shards not up');
+}
+
+async function config(extra: Record<string, unknown> = {}) {
+  return baseConfig(cluster, 3, {
+    zookeeper: { connect: cluster.zk, cluster: zkName, sessionTimeoutMs: 4000 },
+    sharding: { tables: [{ name: 'kv', column: 'k', type: 'integer' }, { name: 'dkv', column: 'k', type: 'integer' }] },
+    locks: { mode: 'all', buckets: BUCKETS, timeoutMs: TIMEOUT, leaseMs: 200 },
+    pool: { maxSize: 8 },
+    ...extra,
+  });
+}
+
+before(async () => {
+  cluster = await testCluster();
+  ports = cluster.pg.slice(0, 3).map((p) => p.port);
+  db = uniqueName('txn');
+  zkName = uniqueName('txn');
+  createDatabase(ports, db);
+  for (const p of ports) {
+    psqlAt(p, 'CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)', db);
+    psqlAt(p, 'CREATE TABLE parent (id int PRIMARY KEY); INSERT INTO parent VALUES (1)', db);
+    psqlAt(p, 'CREATE TABLE dkv (k int PRIMARY KEY, ref int REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)', db);
+  }
+  // A server with max_prepared_transactions = 0 (initdb blocks the event loop: before the proxies start).
+  pgx = new LocalPostgres({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-noprep-')), port: await freePort(), maxPreparedTransactions: 0 });
+  pgx.init();
+  pgx.start();
+  pgx.psql(`CREATE DATABASE ${db}`);
+  pgx.psql('CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)', db);
+  // A runs no health checks (B's heartbeats keep the backends' liveness nodes): when A's session
+  // is expired below, the backends stay visible as up to both proxies.
+  A = await startProxy(await config({ health: { runChecks: false } }));
+  B = await startProxy(await config());
+  await waitUp(A);
+});
+
+after(async () => {
+  for (const c of clients) await c.end().catch(() => undefined);
+  await A?.stop().catch(() => undefined);
+  await B?.stop().catch(() => undefined);
+  dropDatabase(ports, db);
+  pgx?.stop('immediate');
+  await stopOwnCluster();
+  if (process.env.PGRING_DEBUG_HANDLES) setTimeout(() => console.error((process as unknown as { _getActiveHandles(): unknown[] })._getActiveHandles().map((h) => (h as object).constructor.name)), 2000).unref();
+});
+
+describe('two-phase commit', () => {
+  it('commits a transaction over 3 shards and leaves nothing prepared or decided', async () => {
+    const ks = keysByShard(A);
+    const c = await open(A);
+    await c.query('BEGIN');
+    for (const s of [0, 1, 2]) await c.query('INSERT INTO kv VALUES ($1, 10)', [ks[s]![0]]);
+    await c.query('COMMIT');
+    assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE k IN (${ks.map((l) => l[0]).join(',')})`), ['1', '1', '1']);
+    assert.deepEqual(await prepared(), []);
+    assert.ok(A.proxy.txn!.stats.commits2pc >= 1);
+    const zk = await Zk.connect({ connect: cluster.zk });
+    try {
+      for (let i = 0; i < 50 && (await listDecisions(zk, new Layout(zkName))).length; i++) await sleep(100);
+      assert.deepEqual(await listDecisions(zk, new Layout(zkName)), []);
+    } finally { await zk.close(); }
+  });
+
+  it('a failure at PREPARE on one shard rolls back every shard and names the shard', async () => {
+    const ks = keysByShard(A);
+    const c = await open(A);
+    await c.query('BEGIN');
+    await c.query('INSERT INTO kv VALUES ($1, 1)', [ks[0]![1]]);
+    await c.query('INSERT INTO dkv VALUES ($1, 999)', [ks[1]![1]]);   // deferred FK: fails at PREPARE on s2
+    await assert.rejects(c.query('COMMIT'), (e: Error & { code?: string }) => {
+      assert.equal(e.code, '23503');
+      assert.match(e.message, /shard "s2"/);
+      return true;
+    });
+    const r = await c.query('SELECT count(*)::int AS n FROM kv WHERE k = $1', [ks[0]![1]]);
+    assert.equal(r.rows[0].n, 0);
+    assert.deepEqual(await prepared(), []);
+  });
+
+  it('a write to several shards outside a transaction block commits atomically', async () => {
+    const ks = keysByShard(A);
+    const c = await open(A);
+    const keys = [ks[0]![2], ks[1]![2], ks[2]![2]];
+    const r = await c.query(`INSERT INTO kv VALUES (${keys[0]}, 5), (${keys[1]}, 5), (${keys[2]}, 5)`);
+    assert.equal(r.rowCount, 3);
+    const u = await c.query(`UPDATE kv SET v = v + 1 WHERE k IN (${keys.join(',')})`);
+    assert.equal(u.rowCount, 3);
+    assert.deepEqual(await onShards(`SELECT coalesce(sum(v), 0) FROM kv WHERE k IN (${keys.join(',')})`), ['6', '6', '6']);
+    // A failing multi-shard statement changes nothing anywhere.
+    await assert.rejects(c.query(`UPDATE kv SET v = v / (v - 6) WHERE k IN (${keys.join(',')})`), /division by zero/);
+    assert.deepEqual(await onShards(`SELECT coalesce(sum(v), 0) FROM kv WHERE k IN (${keys.join(',')})`), ['6', '6', '6']);
+    const s = await c.query('SELECT 1 AS one');
+    assert.equal(s.rows[0].one, 1);
+    assert.deepEqual(await prepared(), []);
+  });
+});
+
+describe('locks across proxies', () => {
+  it('two writers of one lock bucket through two proxies are serialised', async () => {
+    // Two different rows in the same bucket: PostgreSQL would not make the second wait.
+    const k1 = 1001;
+    let k2 = 1002;
+    while (bucketOf(k2) !== bucketOf(k1)) k2++;
+    const c1 = await open(A);
+    const c2 = await open(B);
+    await c1.query('BEGIN');
+    await c1.query('INSERT INTO kv VALUES ($1, 1)', [k1]);
+    let done = false;
+    const second = c2.query('INSERT INTO kv VALUES ($1, 2)', [k2]).then(() => { done = true; });
+    await sleep(600);
+    assert.equal(done, false, 'the second writer waits for the lock');
+    const rows = B.proxy.txn!.snapshot();
+    assert.ok(rows.some((r) => r.bucket === bucketOf(k1) && r.waiting === 1), JSON.stringify(rows));
+    const held = A.proxy.txn!.snapshot().find((r) => r.bucket === bucketOf(k1));
+    assert.ok(held && held.state === 'held' && held.holder !== null && held.remote_waiting >= 1, JSON.stringify(held));
+    await c1.query('COMMIT');
+    await second;
+    assert.equal(done, true);
+  });
+
+  it('a lock not acquired in time fails with 40P01 naming the bucket', async () => {
+    const k = 2001;
+    const c1 = await open(A);
+    const c2 = await open(B);
+    await c1.query('BEGIN');
+    await c1.query('INSERT INTO kv VALUES ($1, 1)', [k]);
+    await c2.query('BEGIN');
+    const t0 = Date.now();
+    await assert.rejects(c2.query('UPDATE kv SET v = 2 WHERE k = $1', [k]), (e: Error & { code?: string }) => {
+      assert.equal(e.code, '40P01');
+      assert.equal(e.message, `pgring: lock timeout on lock bucket ${bucketOf(k)} after ${TIMEOUT} ms`);
+      return true;
+    });
+    assert.ok(Date.now() - t0 >= TIMEOUT - 50);
+    await c2.query('ROLLBACK');
+    await c1.query('COMMIT');
+    // and afterwards the lock is free for B's clients again
+    await c2.query('UPDATE kv SET v = 3 WHERE k = $1', [k]);
+    assert.equal((await onShards(`SELECT coalesce(sum(v), 0) FROM kv WHERE k = ${k}`)).map(Number).reduce((a, b) => a + b), 3);
+  });
+
+  it('a proxy whose ZooKeeper session expires while holding a lock rolls back; the other proceeds', async () => {
+    const k = 3001;
+    const c0 = await open(A);
+    await c0.query('INSERT INTO kv VALUES ($1, 0)', [k]);
+    const c1 = await open(A);
+    const c2 = await open(B);
+    await c1.query('BEGIN');
+    await c1.query('UPDATE kv SET v = 42 WHERE k = $1', [k]);
+    // Expire A's session server-side with a twin handle on the same session id.
+    const zk = A.proxy.coordinator!.session.current();
+    for (let i = 0; i < 10 && !zk.dead; i++) {
+      const twin = new Zk({ connect: cluster.zk, sessionId: zk.sessionId, sessionPassword: zk.sessionPassword, sessionTimeoutMs: 4000 });
+      try { await twin.waitConnected(5000); } catch { /* retried */ }
+      await twin.close();
+      const deadline = Date.now() + 2000;
+      while (!zk.dead && Date.now() < deadline) await sleep(20);
+    }
+    assert.ok(zk.dead, 'session expired');
+    const second = c2.query('UPDATE kv SET v = 7 WHERE k = $1', [k]);
+    await assert.rejects(c1.query('COMMIT'), (e: Error & { code?: string }) => {
+      assert.equal(e.code, '40001');
+      assert.match(e.message, /rolled back: ZooKeeper session (lost|suspended|closed)/);
+      return true;
+    });
+    await second;
+    const r = await c1.query('SELECT v FROM kv WHERE k = $1', [k]);
+    assert.equal(r.rows[0].v, 7);
+    // A recovers: new session, its clients can write again.
+    await A.proxy.coordinator!.session.waitConnected(10000);
+    await waitUp(A);
+    await c1.query('UPDATE kv SET v = 8 WHERE k = $1', [k]);
+  });
+});
+
+describe('recovery', () => {
+  it('finishes in-doubt transactions of a gone proxy by its decision record', async () => {
+    const ks = keysByShard(A);
+    const gone = 'gone-proxy-1';
+    const layout = new Layout(zkName);
+    const gidC = (s: string) => makeGid(gone, 'a1', s);
+    const gidR = (s: string) => makeGid(gone, 'a2', s);
+    // Two transactions of a dead proxy prepared on s1 and s2: a1 decided (the decision first, as a
+    // proxy would have written it before any COMMIT PREPARED), a2 not.
+    const zk = await Zk.connect({ connect: cluster.zk });
+    try {
+      await writeDecision(zk, layout, { proxy: gone, txid: 'a1', gids: [{ shard: 's1', gid: gidC('s1') }, { shard: 's2', gid: gidC('s2') }], at: Date.now() });
+      for (const [i, s] of [[0, 's1'], [1, 's2']] as const) {
+        await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![3]}, 100); PREPARE TRANSACTION '${gidC(s)}'`);
+        await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![4]}, 200); PREPARE TRANSACTION '${gidR(s)}'`);
+      }
+      await A.proxy.recovery!.runPass('all');
+      assert.deepEqual(await prepared(), []);
+      assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 100`), ['1', '1', '0']);
+      assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 200`), ['0', '0', '0']);
+      assert.deepEqual((await listDecisions(zk, layout)).filter((d) => d.rec.proxy === gone), []);
+    } finally { await zk.close(); }
+  });
+});
+
+describe('prepared transactions disabled', () => {
+  it('the first multi-shard commit fails with 55000 naming the shard', async () => {
+    let p: RunningProxy | null = null;
+    try {
+      const raw = await config();
+      (raw.shards as { name: string; backends: { host: string; port: number }[] }[])[2] = { name: 's3', backends: [{ host: '127.0.0.1', port: pgx.port }] };
+      raw.zookeeper = { connect: cluster.zk, cluster: uniqueName('noprep'), sessionTimeoutMs: 4000 };
+      p = await startProxy(raw);
+      const ks = keysByShard(p);
+      const c = await open(p);
+      await c.query('BEGIN');
+      await c.query('INSERT INTO kv VALUES ($1, 1)', [ks[0]![5]]);
+      await c.query('INSERT INTO kv VALUES ($1, 1)', [ks[2]![5]]);
+      await assert.rejects(c.query('COMMIT'), (e: Error & { code?: string }) => {
+        assert.equal(e.code, '55000');
+        assert.match(e.message, /prepared transactions are disabled.*shard "s3"/);
+        return true;
+      });
+      assert.equal((await onShard(ports[0]!, `SELECT count(*)::int AS n FROM kv WHERE k = ${ks[0]![5]}`)).rows[0].n, 0);
+      assert.deepEqual(await prepared(), []);
+    } finally {
+      await p?.stop().catch(() => undefined);
+    }
+  });
+});
