@@ -31,7 +31,7 @@ import { ClientAuth } from './auth';
 import { ClientStatement, makeStatement } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
 import { PinReason, SessionState } from './session-state';
-import { Group, GroupMode } from './group';
+import { clientRowDescription, Group, GroupMode } from './group';
 import { CopySplitter } from './copy';
 
 /** What a client session needs from the running proxy. */
@@ -75,7 +75,7 @@ export interface SessionMetrics {
 }
 
 const enum K {
-  Query = 1, Internal, InternalRows, Parse, InternalParse, InternalClose, Bind, Describe, Execute, Close, Sync, ExecSimple, Synth, Rfq, GroupResult,
+  Query = 1, Internal, InternalRows, InternalDescribe, Parse, InternalParse, InternalClose, Bind, Describe, Execute, Close, Sync, ExecSimple, Synth, Rfq, GroupResult,
 }
 
 export interface Pending {
@@ -92,6 +92,8 @@ export interface Pending {
   onError?: (msg?: Buffer) => void;
   onDone?: () => void;
   rows?: (string | null)[][];
+  /** Receives a RowDescription (internal / rewritten Describe). */
+  onRow?: (msg: Buffer) => void;
   /** Start time (ms) of a query / execute, for statistics. */
   t0?: number;
 }
@@ -110,7 +112,7 @@ export interface Link {
   bytesOut0: number;
 }
 
-type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean };
+type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[] };
 
 let nextPid = 1_000_000 + randomInt(1_000_000);
 
@@ -355,7 +357,7 @@ export class ClientSession implements ServerOwner {
     this.pumping = true;
     try {
       while (this.inbox.length && this.phase === 'ready') {
-        if (this.ctx.paused) await this.ctx.paused;
+        if (this.ctx.paused && !this.admin) await this.ctx.paused;
         const { type, msg } = this.inbox.shift()!;
         const r = this.handle(type, msg);
         if (r) {
@@ -540,17 +542,23 @@ export class ClientSession implements ServerOwner {
       case K.Close:
         if (type === B.CloseComplete) { this.out(p, msg); this.complete(p); return; }
         break;
+      case K.InternalDescribe:
+        if (type === B.RowDescription) { p.onRow?.(msg); this.complete(p); return; }
+        if (type === B.NoData) { this.complete(p); return; }
+        if (type === B.ErrorResponse) { this.out(p, msg); this.extendedError(p, msg); }
+        return;
       case K.Describe:
+        if (type === B.RowDescription && p.onRow) { this.out(p, clientRowDescription(p.plans![0]!, msg)); this.complete(p); return; }
         this.out(p, msg);
         if (type === B.RowDescription || type === B.NoData) { this.complete(p); return; }
-        if (type === B.ErrorResponse) { this.extendedError(p); }
+        if (type === B.ErrorResponse) { this.extendedError(p, msg); }
         return;
       case K.Execute:
         if (type === B.CommandComplete) { this.afterCommandOf(p, msg); this.out(p, msg); this.complete(p); return; }
         if (type === B.EmptyQueryResponse || type === B.PortalSuspended) { this.out(p, msg); this.complete(p); return; }
         if (type === B.CopyInResponse) this.copyLinks = [link];
         this.out(p, msg);
-        if (type === B.ErrorResponse) this.extendedError(p);
+        if (type === B.ErrorResponse) this.extendedError(p, msg);
         return;
       default:
         break;
@@ -559,16 +567,16 @@ export class ClientSession implements ServerOwner {
     if (type === B.ErrorResponse) {
       p.onError?.();
       this.out(p, msg);
-      this.extendedError(p);
+      this.extendedError(p, msg);
       return;
     }
     this.out(p, msg);
   }
 
   /** An extended-protocol request failed: the server skips everything up to Sync on that link. */
-  private extendedError(p: Pending): void {
+  private extendedError(p: Pending, msg?: Buffer): void {
     const link = p.link!;
-    this.ctx.metrics?.error('ext');
+    if (msg) this.ctx.metrics?.error(parseErrorFields(msg).C ?? 'XX000');
     this.complete(p);
     while (link.queue.length && link.queue[0]!.kind !== K.Sync) {
       const q = link.queue[0]!;
@@ -1313,7 +1321,7 @@ export class ClientSession implements ServerOwner {
         const r = result;
         group.onFinish = (msgs) => { r.out = msgs; this.complete(r); };
       }
-      this.portals.set(info.portal, { shards, cs, virtual: false });
+      this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats } : { shards, cs, virtual: false });
     } catch (e) { this.extError_(e); }
   }
 
@@ -1339,7 +1347,12 @@ export class ClientSession implements ServerOwner {
       if (!portal) throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       if (portal.virtual) { this.synth([noData], true); return; }
       const link = await this.link(portal.shards[0]!);
-      this.push(K.Describe, link, true);
+      const p = this.push(K.Describe, link, true);
+      if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
+        // Several shards answer through the merger: describe the columns the client will get.
+        p.plans = [portal.cs.stmt];
+        p.onRow = () => undefined;
+      }
       link.conn.write(msg);
     } catch (e) { this.extError_(e); }
   }
@@ -1389,7 +1402,13 @@ export class ClientSession implements ServerOwner {
       }
       const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
         : stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
-      const group = new Group(mode, links.length, stmt, []);
+      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats });
+      if (mode === 'merge-ext') {
+        // The merger needs the column types: in the extended protocol they come from a Describe.
+        const d = this.push(K.InternalDescribe, links[0]!, true);
+        d.onRow = (m) => { group.describe(m); };
+        links[0]!.conn.write(targeted(F.Describe, 'P', name));
+      }
       for (const [i, l] of links.entries()) {
         const p = this.push(K.Execute, l, true);
         p.plans = [stmt]; p.group = group; p.member = i;
