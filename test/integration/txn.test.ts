@@ -108,9 +108,13 @@ before(async () => {
 });
 
 after(async () => {
+  const dbg = (m: string) => { if (process.env.PGRING_DEBUG_HANDLES) console.error(new Date().toISOString(), m); };
   for (const c of clients) await c.end().catch(() => undefined);
+  dbg('clients ended');
   await A?.stop().catch(() => undefined);
+  dbg('A stopped');
   await B?.stop().catch(() => undefined);
+  dbg('B stopped');
   dropDatabase(ports, db);
   pgx?.stop('immediate');
   await stopOwnCluster();
@@ -256,31 +260,39 @@ describe('recovery', () => {
     // Two transactions of a dead proxy prepared on s1 and s2: a1 decided (the decision first, as a
     // proxy would have written it before any COMMIT PREPARED), a2 not.
     const zk = await Zk.connect({ connect: cluster.zk });
+    const ghost = await Zk.connect({ connect: cluster.zk });
     try {
-      await writeDecision(zk, layout, { proxy: gone, txid: 'a1', gids: [{ shard: 's1', gid: gidC('s1') }, { shard: 's2', gid: gidC('s2') }], at: Date.now() });
+      // While the "gone" proxy lives (its ephemeral proxy node exists) recovery leaves it alone.
+      await ghost.create(layout.proxy(gone), '{}', 'ephemeral');
       for (const [i, s] of [[0, 's1'], [1, 's2']] as const) {
         await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![3]}, 100); PREPARE TRANSACTION '${gidC(s)}'`);
         await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![4]}, 200); PREPARE TRANSACTION '${gidR(s)}'`);
       }
+      await writeDecision(zk, layout, { proxy: gone, txid: 'a1', gids: [{ shard: 's1', gid: gidC('s1') }, { shard: 's2', gid: gidC('s2') }], at: Date.now() });
+      await A.proxy.recovery!.runPass('all');
+      assert.equal((await prepared()).length, 4);
+      await ghost.close();   // the proxy dies
       await A.proxy.recovery!.runPass('all');
       assert.deepEqual(await prepared(), []);
       assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 100`), ['1', '1', '0']);
       assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 200`), ['0', '0', '0']);
       assert.deepEqual((await listDecisions(zk, layout)).filter((d) => d.rec.proxy === gone), []);
-    } finally { await zk.close(); }
+    } finally { await zk.close(); await ghost.close(); }
   });
 });
 
 describe('prepared transactions disabled', () => {
   it('the first multi-shard commit fails with 55000 naming the shard', async () => {
     let p: RunningProxy | null = null;
+    let c: pg.Client | null = null;
     try {
       const raw = await config();
       (raw.shards as { name: string; backends: { host: string; port: number }[] }[])[2] = { name: 's3', backends: [{ host: '127.0.0.1', port: pgx.port }] };
       raw.zookeeper = { connect: cluster.zk, cluster: uniqueName('noprep'), sessionTimeoutMs: 4000 };
       p = await startProxy(raw);
       const ks = keysByShard(p);
-      const c = await open(p);
+      c = client(p.port, db);
+      await c.connect();
       await c.query('BEGIN');
       await c.query('INSERT INTO kv VALUES ($1, 1)', [ks[0]![5]]);
       await c.query('INSERT INTO kv VALUES ($1, 1)', [ks[2]![5]]);
@@ -292,6 +304,7 @@ describe('prepared transactions disabled', () => {
       assert.equal((await onShard(ports[0]!, `SELECT count(*)::int AS n FROM kv WHERE k = ${ks[0]![5]}`)).rows[0].n, 0);
       assert.deepEqual(await prepared(), []);
     } finally {
+      await c?.end().catch(() => undefined);   // (the proxy's stop waits for its clients to go)
       await p?.stop().catch(() => undefined);
     }
   });
