@@ -96,7 +96,7 @@ export function workloadTable(input: ReportInput, w: Workload, clients: number):
     const s = sums.get(t.id);
     if (!cell) continue;
     if (cell.na) { lines.push(`| ${t.label} | n/a | | ${esc(cell.na)} | | | | | | |`); continue; }
-    const per = cell.runs.map((r) => (r.ok ? f(r.tps, 0) : `error: ${esc(r.error ?? 'failed')}`)).join(', ');
+    const per = cell.runs.map((r) => (r.ok ? f(r.tps, 0) : 'error')).join(', ') + (cell.runs.some((r) => !r.ok) ? ' (see Failed runs)' : '');
     const isPgring = t.id === 'C' || t.id === 'D';
     lines.push(`| ${t.label} | ${s && s.okRuns ? f(s.tps, 0) : 'error'} | ${f(s?.best ?? NaN, 0)} | ${per} | ${f(s?.latAvgMs ?? NaN, 3)} | ${f(s?.p99Ms ?? NaN, 3)} | `
       + `${t.id === 'A' ? '1.00×' : ratio(s?.tps, tps('A'))} | ${isPgring ? ratio(s?.tps, tps('Bs')) : ''} | ${isPgring ? ratio(s?.tps, tps('Bt')) : ''} | `
@@ -145,8 +145,10 @@ export function renderReport(input: ReportInput): string {
   for (const w of input.workloads) for (const c of input.clients) for (const t of input.targets) {
     const cell = input.cells.get(cellKey(w.id, c, t.id));
     const bad = cell?.runs.filter((r) => !r.ok) ?? [];
-    for (const e of new Set(bad.map((r) => r.error ?? 'failed'))) {
-      failed.push(`| ${t.label} | ${w.id} | ${c} | ${bad.filter((r) => (r.error ?? 'failed') === e).length} of ${cell!.runs.length} | ${esc(e)} |`);
+    // Group by the message with client numbers taken out ("client 3 command 10" = "client 5 command 10").
+    const norm = (r: RunRecord) => (r.error ?? 'failed').replace(/\bclient \d+/g, 'client N').replace(/\(pool size (\d+), \d+ waiting\)/, '(pool size $1, N waiting)');
+    for (const e of new Set(bad.map(norm))) {
+      failed.push(`| ${t.label} | ${w.id} | ${c} | ${bad.filter((r) => norm(r) === e).length} of ${cell!.runs.length} | ${esc(e)} |`);
     }
   }
   if (failed.length) out.push('## Failed runs', '', '| Target | Workload | Clients | Runs | pgbench error |', '|---|---|---:|---:|---|', ...failed, '');
