@@ -40,6 +40,12 @@ export class Pool {
 
   get size(): number { return this.all.size + this.connecting; }
 
+  /** True when a connection with these parameters can be had without queueing behind others. */
+  hasCapacity(paramsKey: string): boolean {
+    if (this.waiters.length) return false;
+    return this.size < this.opts.maxSize || this.idle.some((c) => c.paramsKey === paramsKey);
+  }
+
   acquire(startup: [string, string][], paramsKey: string): Promise<ServerConnection> {
     if (this.closed) return Promise.reject(new PgError(SQLSTATE.AdminShutdown, 'pool is closed'));
     for (let i = this.idle.length - 1; i >= 0; i--) {

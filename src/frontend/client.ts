@@ -1223,7 +1223,15 @@ export class ClientSession implements ServerOwner {
         this.synth([parseComplete], true);
         return;
       }
-      const link = await this.link(this.preferredShardFor(stmt));
+      const shard = this.preferredShardFor(stmt);
+      if (!this.links[shard] && !stmt.plan.parseError && !this.ctx.topology.pool(shard, this.cred()).hasCapacity(this.paramsKey)) {
+        // Every server connection is busy: do not make the client wait (it may hold other
+        // connections through other sessions, e.g. pgbench preparing while its peers sit in
+        // transactions). The Parse goes to a server together with the first Bind.
+        this.synth([parseComplete], true);
+        return;
+      }
+      const link = await this.link(shard);
       this.unitLinks.add(link);
       link.unsynced = true;
       if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
