@@ -170,6 +170,8 @@ export class ClientSession implements ServerOwner {
   private get router(): Router { return this.ctx.routerFor?.(this.database) ?? this.ctx.router; }
   waitingSince = 0;
   private closing = false;
+  /** Work the inbox must wait for before the next client message (a multi-shard COMMIT). */
+  private blockingWork: Promise<void> | null = null;
 
   constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
     socket.setNoDelay(true);
@@ -363,6 +365,12 @@ export class ClientSession implements ServerOwner {
         if (r) {
           this.flush();
           await r;
+        }
+        if (this.blockingWork) {
+          const w = this.blockingWork;
+          this.blockingWork = null;
+          this.flush();
+          await w;
         }
       }
     } catch (e) {
@@ -977,7 +985,8 @@ export class ClientSession implements ServerOwner {
       }
     }
     if (cmd === 'commit' && links.filter((l) => l.conn.status !== 'I').length > 1 && this.txStatus === 'T') {
-      void this.commitMulti(stmt, ext !== null);
+      // The pump waits for it: nothing else may run (or answer) before the commit is decided.
+      this.blockingWork = this.commitMulti(stmt, ext !== null);
       return true;
     }
     return false;
