@@ -91,6 +91,7 @@ export class Proxy {
       this.coordinator = new Coordinator(this.config, this.log, {
         onRing: (ring, shards) => this.applyRing(ring, shards),
         onMembership: (all) => this.ctx.topology.applyMembership(all),
+        onLocalHealth: (shard, host, port, healthy, error) => this.ctx.topology.setLocalHealth(shard, host, port, healthy, error),
       }, () => this.port);
       this.txn = new TxnManager(this.ctx, this.log);
       this.ctx.tx = this.txn;

@@ -14,6 +14,15 @@ export class Topology {
   backends: BackendState[][] = [];
 
   readonly shards: ShardConfig[] = [];
+  /** Backends this proxy health-checks itself: their state comes from those checks only. */
+  private readonly locallyChecked = new Set<string>();
+
+  /** A result of this proxy's own health check. */
+  setLocalHealth(shardName: string, host: string, port: number, healthy: boolean, error?: string): void {
+    this.locallyChecked.add(`${shardName}\u0000${host}:${port}`);
+    const i = this.shardIndex(shardName);
+    if (i >= 0) this.setHealth(i, host, port, healthy, error);
+  }
 
   constructor(shards: ShardConfig[], public config: Config) {
     for (const s of shards) this.addShard(s);
@@ -43,6 +52,7 @@ export class Topology {
         }
       }
       for (const b of list) {
+        if (this.locallyChecked.has(`${name}\u0000${b.host}:${b.port}`)) continue;
         const rec = live.find((r) => r.host === b.host && r.port === b.port);
         if (rec) b.role = rec.role;
         this.setHealth(i, b.host, b.port, rec ? rec.healthy : false, rec ? rec.error : 'no heartbeat in ZooKeeper');

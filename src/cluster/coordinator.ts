@@ -14,6 +14,9 @@ import { ZkSession } from './session';
 export interface CoordinatorHooks {
   onRing(ring: RingDocument, shards: ShardConfig[]): void;
   onMembership(all: ReturnType<MembershipWatcher['all']>): void;
+  /** Result of this proxy's own check of a backend: trusted over ZooKeeper's view, which
+   *  goes blank while our own session is being re-established. */
+  onLocalHealth?(shard: string, host: string, port: number, healthy: boolean, error?: string): void;
 }
 
 export function ringDocFromConfig(cfg: Config): Omit<RingDocument, 'version'> {
@@ -55,8 +58,14 @@ export class Coordinator {
             session: this.session, layout: this.layout, shard: s.name, host: b.host, port: b.port, role: b.role,
             intervalMs: this.config.health.intervalMs, timeoutMs: this.config.health.timeoutMs, logger,
           });
-          hb.on('down', (r: { error?: string }) => this.log.warn({ shard: s.name, backend: `${b.host}:${b.port}`, error: r?.error }, 'backend down'));
-          hb.on('up', () => this.log.info({ shard: s.name, backend: `${b.host}:${b.port}` }, 'backend up'));
+          hb.on('down', (r: { error?: string }) => {
+            this.log.warn({ shard: s.name, backend: `${b.host}:${b.port}`, error: r?.error }, 'backend down');
+            this.hooks.onLocalHealth?.(s.name, b.host, b.port, false, r?.error);
+          });
+          hb.on('up', () => {
+            this.log.info({ shard: s.name, backend: `${b.host}:${b.port}` }, 'backend up');
+            this.hooks.onLocalHealth?.(s.name, b.host, b.port, true);
+          });
           this.heartbeats.push(hb);
         }
       }
