@@ -328,23 +328,32 @@ export class ZkLockService extends EventEmitter {
           node = null;
         }
         if (!this.session.handle() || this.session.handle() !== zk) { zk = null; continue; }
+        let listed: string[] | null = null;
         if (!node) {
-          node = await this.createNode(zk, b);
+          // The children read goes out right behind the create: ZooKeeper serves one session's
+          // requests in order, so it sees our node, and an uncontended lock costs one round trip.
+          const cp = this.createNode(zk, b);
+          const kp = zk.children(b.dir);
+          kp.catch(() => undefined);
+          node = await cp;
           if (!node) { zk = null; continue; }               // session changed during the create
           b.node = node; b.nodeSession = zk.sessionId; b.seq = seqOf(node);
-          continue;
+          try { listed = await kp; } catch { listed = null; }
         }
         const name = node.slice(b.dir.length + 1);
-        const children = (await zk.children(b.dir)).filter((c) => c.includes('-lock-')).sort((x, y) => seqOf(x) - seqOf(y));
+        if (!listed || !listed.includes(name)) listed = await zk.children(b.dir);
+        const children = listed.filter((c) => c.includes('-lock-')).sort((x, y) => seqOf(x) - seqOf(y));
         const idx = children.indexOf(name);
         if (idx < 0) { node = null; b.node = null; continue; } // vanished (should not happen in a live session)
         if (idx === 0) {
           b.zk = 'held';
           b.heldSince = Date.now();
+          b.remoteWaiting = children.length - 1;
           this.stats.zkAcquires++;
-          await this.watchBucket(zk, b);
           this.debug({ bucket: b.n, node, waiting: b.queue.length, remoteWaiting: b.remoteWaiting }, 'lock acquired in ZooKeeper');
           this.pump(b);
+          // The holder's child watch (read and armed atomically: a node queued since is counted).
+          void this.watchBucket(zk, b).then(() => this.pump(b), () => undefined);
           return;
         }
         const pred = `${b.dir}/${children[idx - 1]!}`;

@@ -3,7 +3,8 @@
 //
 // Locks (config.locks.mode):
 // - 'all' (default): every write statement first takes the lock buckets of its keys
-//   (PostgreSQL's hash of the key text, seed 0, mod config.locks.buckets); held until the
+//   (PostgreSQL's hash of the key, seed 0, plus a per-table salt so that equal keys of
+//   different tables do not collide, mod config.locks.buckets); held until the
 //   transaction ended on every shard (afterTransaction) or, outside a transaction block, until
 //   the statement finished (afterIdle).
 // - 'multi_shard': a transaction's buckets are only noted until it writes to a second shard;
@@ -45,6 +46,28 @@ import { isZkError, Zk } from '../cluster/zk';
 import { LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
 import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
 import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
+
+/** Salt of a table's buckets (so that equal keys of different tables do not share a bucket). */
+function tableSalt(table: string | undefined): bigint {
+  return table ? toUnsigned(hashTextExtended(table.toLowerCase(), 0n)) : 0n;
+}
+
+/**
+ * The lock bucket of a key of `table`: PostgreSQL's hash of the key (seed 0, as the ring
+ * hashes it; binary Bind parameters arrive as \x<hex> and hash like their text form), plus a
+ * per-table salt, mod buckets.
+ */
+export function lockBucket(type: KeyType, value: string, table: string | undefined, buckets: number): number {
+  let c: bigint;
+  if (/^\\x[0-9a-fA-F]*$/.test(value) && value.length > 2 && (type !== 'text' && type !== 'varchar')) {
+    c = keyCoordinateBinary(type, Buffer.from(value.slice(2), 'hex'));
+  } else if (/^\\x([0-9a-fA-F]{2})+$/.test(value) && (type === 'text' || type === 'varchar')) {
+    c = keyCoordinate(type, Buffer.from(value.slice(2), 'hex').toString('utf8'));
+  } else {
+    c = keyCoordinate(type, value);
+  }
+  return Number((toUnsigned(c) + tableSalt(table)) % BigInt(buckets));
+}
 
 /** Per-transaction state (session.txData). */
 export class Txn implements LockOwner {
@@ -135,16 +158,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     return Number(toUnsigned(hashTextExtended(`table:${(table ?? '').toLowerCase()}`, 0n)) % BigInt(this.cfg.buckets));
   }
 
-  keyBucket(type: KeyType, value: string): number {
-    let c: bigint;
-    if (/^\\x[0-9a-fA-F]*$/.test(value) && value.length > 2 && (type !== 'text' && type !== 'varchar')) {
-      c = keyCoordinateBinary(type, Buffer.from(value.slice(2), 'hex'));
-    } else if (/^\\x([0-9a-fA-F]{2})+$/.test(value) && (type === 'text' || type === 'varchar')) {
-      c = keyCoordinate(type, Buffer.from(value.slice(2), 'hex').toString('utf8'));
-    } else {
-      c = keyCoordinate(type, value);
-    }
-    return Number(toUnsigned(c) % BigInt(this.cfg.buckets));
+  keyBucket(type: KeyType, value: string, table?: string): number {
+    return lockBucket(type, value, table, this.cfg.buckets);
   }
 
   bucketsFor(keys: { type: KeyType; values: (string | null)[] } | null, table: string | undefined): number[] {
@@ -153,7 +168,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     else {
       for (const v of keys.values) {
         if (v === null) { out.add(this.tableBucket(table)); continue; }
-        try { out.add(this.keyBucket(keys.type, v)); } catch { out.add(this.tableBucket(table)); }
+        try { out.add(this.keyBucket(keys.type, v, table)); } catch { out.add(this.tableBucket(table)); }
       }
     }
     return [...out].sort((a, b) => a - b);

@@ -16,7 +16,7 @@ import { freePort, sleep } from '../../src/local/proc';
 import { Zk } from '../../src/cluster/zk';
 import { Layout } from '../../src/cluster/layout';
 import { makeGid, writeDecision, listDecisions } from '../../src/cluster/txns';
-import { keyCoordinate, toUnsigned } from '../../src/ring/hash';
+import { lockBucket } from '../../src/txn/manager';
 
 const BUCKETS = 64;
 const TIMEOUT = 3000;
@@ -29,7 +29,7 @@ let ports: number[];
 let pgx: LocalPostgres;
 const clients: pg.Client[] = [];
 
-function bucketOf(k: number): number { return Number(toUnsigned(keyCoordinate('integer', String(k))) % BigInt(BUCKETS)); }
+function bucketOf(k: number): number { return lockBucket('integer', String(k), 'kv', BUCKETS); }
 
 async function open(p: RunningProxy): Promise<pg.Client> {
   const c = client(p.port, db);
