@@ -974,6 +974,15 @@ export class ClientSession implements ServerOwner {
       this.endTransaction(false);
       return true;
     }
+    const activeLinks = links.filter((l) => l.conn.status !== 'I');
+    if (activeLinks.length > 1 && (cmd === 'rollback' || this.txStatus === 'E')) {
+      // ROLLBACK (or COMMIT of a failed transaction) over several shards: every shard rolls back
+      // (forwarded, the statement would reach one of them; a COMMIT would commit the healthy ones).
+      for (const l of activeLinks) this.sendInternal(l, 'ROLLBACK');
+      reply([commandComplete('ROLLBACK')]);
+      this.endTransaction(false);
+      return true;
+    }
     if (cmd === 'commit' && this.txStatus === 'T') {
       const veto = this.ctx.tx?.beforeCommit?.(this);
       if (veto) {
