@@ -310,7 +310,7 @@ export class ClientSession implements ServerOwner {
         this.write(parameterStatus(k!, v!));
       }
     } else {
-      const cacheKey = `${this.serverUser}\u0000${this.database}\u0000${this.paramsKey}`;
+      const cacheKey = `${this.serverUser}\u0000${this.database}\u0000${this.paramsKey}\u0000${this.serverPassword ?? ""}`;
       let params = this.ctx.paramCache.get(cacheKey);
       if (!params) {
         // Learn the server's own ParameterStatus values (and let it check the database
