@@ -16,6 +16,8 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-srvauth-'));
 before(async () => {
   pg = new LocalPostgres({ dir, port: await freePort() });
   pg.start();
+  const server = pg;
+  process.on('exit', () => server.stop('immediate'));
   pg.psql(`SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_srv LOGIN PASSWORD 's3rv-scram'`);
   pg.psql(`SET password_encryption = 'md5'; CREATE ROLE md5_srv LOGIN PASSWORD 's3rv-md5'`);
   pg.setHba([

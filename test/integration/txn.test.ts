@@ -98,6 +98,8 @@ before(async () => {
   pgx = new LocalPostgres({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-noprep-')), port: await freePort(), maxPreparedTransactions: 0 });
   pgx.init();
   pgx.start();
+  const server = pgx;
+  process.on('exit', () => server.stop('immediate')); // also when the runner ends the file early
   pgx.psql(`CREATE DATABASE ${db}`);
   pgx.psql('CREATE TABLE kv (k int PRIMARY KEY, v int NOT NULL)', db);
   // A runs no health checks (B's heartbeats keep the backends' liveness nodes): when A's session
