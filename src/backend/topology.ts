@@ -89,7 +89,7 @@ export class Topology {
 
   pool(shard: number, cred: ServerCredentials): Pool {
     const b = this.primary(shard);
-    const key = `${this.shards[shard]!.name}\u0000${b.host}:${b.port}\u0000${cred.user}\u0000${cred.database}\u0000${cred.password ?? ""}`;
+    const key = `${this.shards[shard]!.name}\u0000${b.host}:${b.port}\u0000${cred.user}\u0000${cred.database}`;
     let p = this.pools.get(key);
     if (!p) {
       const user = this.config.users.find((u) => (u.serverUser ?? u.name) === cred.user);

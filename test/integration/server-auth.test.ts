@@ -20,10 +20,12 @@ before(async () => {
   process.on('exit', () => server.stop('immediate'));
   pg.psql(`SET password_encryption = 'scram-sha-256'; CREATE ROLE scram_srv LOGIN PASSWORD 's3rv-scram'`);
   pg.psql(`SET password_encryption = 'md5'; CREATE ROLE md5_srv LOGIN PASSWORD 's3rv-md5'`);
+  pg.psql(`CREATE ROLE other_srv LOGIN PASSWORD 'other-pw'`);
   pg.setHba([
     'local all all trust',
     'host all scram_srv 127.0.0.1/32 scram-sha-256',
     'host all md5_srv 127.0.0.1/32 md5',
+    'host all other_srv 127.0.0.1/32 scram-sha-256',
     'host all postgres 127.0.0.1/32 trust',
   ]);
   pg.reload();
@@ -35,7 +37,7 @@ before(async () => {
       { name: 'postgres', auth: 'trust', admin: true },
       { name: 'scram_srv', auth: 'scram-sha-256', password: 's3rv-scram' },
       { name: 'md5_srv', auth: 'md5', password: 's3rv-md5' },
-      { name: 'wrong_srv', auth: 'trust', serverUser: 'scram_srv', serverPassword: 'not-it' },
+      { name: 'wrong_srv', auth: 'trust', serverUser: 'other_srv', serverPassword: 'not-it' },
     ],
     shards: [{ name: 's1', backends: [{ host: '127.0.0.1', port: pg.port }] }],
   });
