@@ -10,7 +10,7 @@ import { Router } from './router/router';
 import { Ring, RingDefinition, RING_HASH_V1 } from './ring/ring';
 import { RingShardMap } from './ring/shard-map';
 import { createLogger, Logger } from './log';
-import { Coordinator } from './cluster/coordinator';
+import { Coordinator, ringDocFromConfig } from './cluster/coordinator';
 import { TxnManager } from './txn/manager';
 import { Recovery } from './txn/recovery';
 import type { ShardConfig } from './config/types';
@@ -18,14 +18,9 @@ import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
 import { PgError, SQLSTATE } from './protocol/errors';
 
+/** Ring version `version` from the shards of a config (same document `pgring ring init` publishes). */
 export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
-  return {
-    version,
-    shards: cfg.shards.map((s) => ({ name: s.name, weight: s.weight })),
-    vnodes: cfg.ring.vnodes,
-    seed: cfg.ring.seed,
-    hash: RING_HASH_V1,
-  };
+  return { version, ...ringDocFromConfig(cfg) };
 }
 
 export interface ProxyOptions {

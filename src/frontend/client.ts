@@ -837,7 +837,7 @@ export class ClientSession implements ServerOwner {
       }
       this.checkSupported(stmt, null);
       if (isTxControl(plan) && this.txControl(stmt, null)) return;
-      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && !this.canRunInFailedTx()) {
+      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       }
       const route = this.route(stmt, null, null);
@@ -915,8 +915,6 @@ export class ClientSession implements ServerOwner {
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
   }
 
-  /** In an aborted transaction PostgreSQL still accepts ROLLBACK / COMMIT / ROLLBACK TO. */
-  private canRunInFailedTx(): boolean { return false; }
 
   /** Runs the locks hook for writes. */
   private async beforeWrite(stmt: RoutedStatement, shards: number[], params: (Buffer | null)[] | null, formats: number[] | null): Promise<void> {
@@ -1076,8 +1074,6 @@ export class ClientSession implements ServerOwner {
 
   /** Runs one statement of a multi-statement string; resolves true when it failed. */
   private async runOneOfMany(stmt: RoutedStatement): Promise<boolean> {
-    const before = this.pendings.length;
-    void before;
     let failed = false;
     try {
       const plan = stmt.plan;
@@ -1172,10 +1168,9 @@ export class ClientSession implements ServerOwner {
     const body = sql ? query(sql) : msg;
     const group = new Group(mode, links.length, stmt, this.ctx.topology.shards.map((s) => s.name));
     const result = this.push(K.GroupResult, null, false);
-    const members = links.map((l, i) => {
+    links.forEach((l, i) => {
       const p = this.push(partOfMany ? K.ExecSimple : K.Query, l, false);
       p.group = group; p.member = i; p.plans = [stmt];
-      return p;
     });
     // The result entry must come after the members in response order.
     this.pendings.splice(this.pendings.indexOf(result), 1);
@@ -1186,7 +1181,7 @@ export class ClientSession implements ServerOwner {
       if (first) this.afterCommand(stmt, commandTag(first), null);
       this.complete(result);
     };
-    for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); void members[i]; }
+    for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); }
     if (!partOfMany) this.rfq();
   }
 
@@ -1220,7 +1215,6 @@ export class ClientSession implements ServerOwner {
 
   // ---- extended protocol ------------------------------------------------------------------
 
-  private extError_(e: unknown): void { this.queryError(e, true); }
 
   private async onParse(msg: Buffer): Promise<void> {
     let info: ReturnType<typeof decodeParse>;
@@ -1264,7 +1258,7 @@ export class ClientSession implements ServerOwner {
         this.unmarkPrepared(link, cs);
       };
       link.conn.write(cs.parse);
-    } catch (e) { this.extError_(e); }
+    } catch (e) { this.queryError(e, true); }
   }
 
   /** For Parse/Describe of a statement before any Bind: a shard already in use, else where its key would go. */
@@ -1348,7 +1342,7 @@ export class ClientSession implements ServerOwner {
         group.onFinish = (msgs) => { r.out = msgs; this.complete(r); };
       }
       this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats } : { shards, cs, virtual: false });
-    } catch (e) { this.extError_(e); }
+    } catch (e) { this.queryError(e, true); }
   }
 
   private async onDescribe(msg: Buffer): Promise<void> {
@@ -1380,7 +1374,7 @@ export class ClientSession implements ServerOwner {
         p.onRow = () => undefined;
       }
       link.conn.write(msg);
-    } catch (e) { this.extError_(e); }
+    } catch (e) { this.queryError(e, true); }
   }
 
   private async onExecute(msg: Buffer): Promise<void> {
@@ -1448,7 +1442,7 @@ export class ClientSession implements ServerOwner {
         if (cc) this.afterCommand(stmt, commandTag(cc), null);
         this.complete(r);
       };
-    } catch (e) { this.extError_(e); }
+    } catch (e) { this.queryError(e, true); }
   }
 
   private async onClose(msg: Buffer): Promise<void> {
@@ -1549,13 +1543,11 @@ export class ClientSession implements ServerOwner {
     const splitter = new CopySplitter(spec, keyIndex, keyType, this.ctx.shards, links.map((l) => l.conn));
     await this.beforeWrite(stmt, shards, null, null);
     const group = new Group('copy', links.length, stmt, []);
-    const members = links.map((l, i) => {
+    links.forEach((l, i) => {
       const p = this.push(K.Query, l, false);
       p.group = group; p.member = i; p.plans = [stmt];
-      return p;
     });
     const result = this.push(K.GroupResult, null, false);
-    void members;
     this.copySplit = splitter;
     group.onCopyIn = (first) => { if (first) { this.write(first); this.flush(); } };
     group.onFinish = (msgs) => {
