@@ -46,16 +46,24 @@ export class Pool {
     return this.size < this.opts.maxSize || this.idle.some((c) => c.paramsKey === paramsKey);
   }
 
+  /** An idle connection opened with these parameters, now, or null (no waiting, no connecting). */
+  tryAcquire(paramsKey: string): ServerConnection | null {
+    if (this.closed) return null;
+    const idle = this.idle;
+    for (let i = idle.length - 1; i >= 0; i--) {
+      const c = idle[i]!;
+      if (c.paramsKey !== paramsKey) continue;
+      if (i === idle.length - 1) idle.pop(); else idle.splice(i, 1);
+      if (c.closed) continue;
+      return c;
+    }
+    return null;
+  }
+
   acquire(startup: [string, string][], paramsKey: string): Promise<ServerConnection> {
     if (this.closed) return Promise.reject(new PgError(SQLSTATE.AdminShutdown, 'pool is closed'));
-    for (let i = this.idle.length - 1; i >= 0; i--) {
-      const c = this.idle[i]!;
-      if (c.paramsKey === paramsKey) {
-        this.idle.splice(i, 1);
-        if (c.closed) continue;
-        return Promise.resolve(c);
-      }
-    }
+    const now = this.tryAcquire(paramsKey);
+    if (now) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
       const w: Waiter = {
         startup, paramsKey, resolve, reject, since: Date.now(),

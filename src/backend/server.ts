@@ -22,6 +22,24 @@ export interface ServerOwner {
 
 let nextId = 1;
 
+// Writes to servers are batched: while a client's read is being handled (a batch),
+// each server connection collects its messages and they leave in one system call when
+// the batch ends. Writes outside a batch (after an await) are flushed by setImmediate.
+let batchDepth = 0;
+const dirty: ServerConnection[] = [];
+
+export function beginWriteBatch(): void { batchDepth++; }
+
+export function endWriteBatch(): void {
+  if (--batchDepth > 0) return;
+  batchDepth = 0;
+  for (let i = 0; i < dirty.length; i++) dirty[i]!.flushQueued();
+  dirty.length = 0;
+}
+
+/** Below this many queued bytes, messages are copied into one buffer rather than written as a vector. */
+const CONCAT_LIMIT = 16384;
+
 export class ServerConnection {
   readonly id = nextId++;
   readonly params = new Map<string, string>();
@@ -190,20 +208,39 @@ export class ServerConnection {
   write(buf: Buffer): void {
     if (this.closed) return;
     this.bytesOut += buf.length;
-    if (this.outQueue) { this.outQueue.push(buf); return; }
-    this.outQueue = [buf];
-    setImmediate(this.flushOut);
+    if (this.outFirst === null) {
+      this.outFirst = buf;
+      this.outBytes = buf.length;
+      if (batchDepth > 0) dirty.push(this);
+      else setImmediate(this.flushQueued);
+      return;
+    }
+    (this.outMore ??= []).push(buf);
+    this.outBytes += buf.length;
   }
 
-  private outQueue: Buffer[] | null = null;
-  private readonly flushOut = (): void => {
-    const q = this.outQueue;
-    this.outQueue = null;
-    if (!q || this.closed) return;
+  private outFirst: Buffer | null = null;
+  private outMore: Buffer[] | null = null;
+  private outBytes = 0;
+
+  /** Writes what write() queued (a no-op when a batch end and a setImmediate both call it). */
+  readonly flushQueued = (): void => {
+    const first = this.outFirst;
+    if (first === null) return;
+    const more = this.outMore;
+    this.outFirst = null;
+    this.outMore = null;
+    if (this.closed) return;
     this.lastUsed = Date.now();
-    if (q.length === 1) { this.socket.write(q[0]!); return; }
+    if (more === null) { this.socket.write(first); return; }
+    if (this.outBytes <= CONCAT_LIMIT) {
+      more.unshift(first);
+      this.socket.write(Buffer.concat(more, this.outBytes));
+      return;
+    }
     this.socket.cork();
-    for (const b of q) this.socket.write(b);
+    this.socket.write(first);
+    for (const b of more) this.socket.write(b);
     this.socket.uncork();
   };
 

@@ -21,6 +21,7 @@ import {
 import { MessageReader, ProtocolViolation, StartupReader } from '../protocol/reader';
 import { parseStartup } from '../protocol/startup';
 import type { Pool } from '../backend/pool';
+import { beginWriteBatch, endWriteBatch } from '../backend/server';
 import type { ServerConnection, ServerOwner } from '../backend/server';
 import { resetAndRelease } from '../backend/cleanup';
 import type { Topology } from '../backend/topology';
@@ -218,8 +219,21 @@ export class ClientSession implements ServerOwner {
     this.wq = [];
   }
 
+  private readonly onMessageBound = (t: number, m: Buffer): void => this.onMessage(t, m);
+
   private onData(chunk: Buffer): void {
     if (this.phase === 'closed') return;
+    // Everything the messages of this read send to servers leaves in one write per server.
+    beginWriteBatch();
+    try {
+      this.onChunk(chunk);
+    } finally {
+      endWriteBatch();
+    }
+    if (!this.pumping) this.flush();
+  }
+
+  private onChunk(chunk: Buffer): void {
     try {
       if (this.startupReader) {
         const r = this.startupReader.feed(chunk);
@@ -227,12 +241,12 @@ export class ClientSession implements ServerOwner {
         this.startupReader = null;
         this.onStartupPacket(r.packet);
         if (r.rest.length && (this.phase as string) !== 'closed') {
-          if (this.startupReader) { this.onData(r.rest); return; }
-          this.reader.feed(r.rest, (t, m) => this.onMessage(t, m));
+          if (this.startupReader) { this.onChunk(r.rest); return; }
+          this.reader.feed(r.rest, this.onMessageBound);
         }
         return;
       }
-      this.reader.feed(chunk, (t, m) => this.onMessage(t, m));
+      this.reader.feed(chunk, this.onMessageBound);
     } catch (e) {
       if (e instanceof ProtocolViolation) this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, e.message));
       else this.fatal(PgError.fatal(SQLSTATE.InternalError, `pgring internal error: ${(e as Error).message}`));
@@ -351,13 +365,31 @@ export class ClientSession implements ServerOwner {
       return;
     }
     if (type === F.Terminate) { this.close(); return; }
+    if (!this.pumping && this.phase === 'ready' && this.inbox.length === 0 && !this.ctx.paused) {
+      // Fast path: handle the message now; only work that waits (a pool, a lock, a commit) goes through the pump.
+      let r: Promise<void> | void;
+      try { r = this.handle(type, msg); } catch (e) { this.failSession(e); return; }
+      if (r || this.blockingWork) void this.pump(r || undefined);
+      return;
+    }
     this.inbox.push({ type, msg });
     if (!this.pumping && this.phase === 'ready') void this.pump();
   }
 
-  private async pump(): Promise<void> {
+  /** Handles queued client messages in order, waiting for each one that has to wait. */
+  private async pump(first?: Promise<void>): Promise<void> {
     this.pumping = true;
     try {
+      if (first) {
+        this.flush();
+        await first;
+      }
+      if (this.blockingWork) {
+        const w = this.blockingWork;
+        this.blockingWork = null;
+        this.flush();
+        await w;
+      }
       while (this.inbox.length && this.phase === 'ready') {
         if (this.ctx.paused && !this.admin) await this.ctx.paused;
         const { type, msg } = this.inbox.shift()!;
@@ -374,15 +406,20 @@ export class ClientSession implements ServerOwner {
         }
       }
     } catch (e) {
-      if (e instanceof ProtocolViolation) this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, e.message));
-      else if (e instanceof PgError && e.severity === 'FATAL') this.fatal(e);
-      else {
-        this.ctx.log.error({ err: e }, 'client session error');
-        this.fatal(PgError.fatal(SQLSTATE.InternalError, `pgring internal error: ${(e as Error).message}`));
-      }
+      this.failSession(e);
     } finally {
       this.pumping = false;
       this.flush();
+    }
+  }
+
+  /** An error no statement can answer: end the session with the right SQLSTATE. */
+  private failSession(e: unknown): void {
+    if (e instanceof ProtocolViolation) this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, e.message));
+    else if (e instanceof PgError && e.severity === 'FATAL') this.fatal(e);
+    else {
+      this.ctx.log.error({ err: e }, 'client session error');
+      this.fatal(PgError.fatal(SQLSTATE.InternalError, `pgring internal error: ${(e as Error).message}`));
     }
   }
 
@@ -425,7 +462,11 @@ export class ClientSession implements ServerOwner {
   // ---- pending queue ---------------------------------------------------------------
 
   private push(kind: K, link: Link | null, ext: boolean): Pending {
-    const p: Pending = { kind, link, out: null, done: false, ext };
+    // Every field exists from the start: one object shape for all kinds keeps property access monomorphic.
+    const p: Pending = {
+      kind, link, out: null, done: false, ext, plans: undefined, planIdx: undefined, group: undefined, member: undefined,
+      onError: undefined, onDone: undefined, rows: undefined, onRow: undefined, t0: undefined,
+    };
     this.pendings.push(p);
     if (link) link.queue.push(p);
     return p;
@@ -675,13 +716,39 @@ export class ClientSession implements ServerOwner {
 
   /** The link to `shard`, acquiring a pooled server connection and bringing it to this session's state. */
   private async link(shard: number): Promise<Link> {
-    const existing = this.links[shard];
-    if (existing) return existing;
+    const now = this.linkNow(shard);
+    if (now) return now;
     const pool = this.ctx.topology.pool(shard, this.cred());
     this.waitingSince = Date.now();
     const conn = await pool.acquire(this.startupParams, this.paramsKey);
     this.waitingSince = 0;
     if (this.phase === 'closed') { pool.release(conn); throw new PgError(SQLSTATE.AdminShutdown, 'client gone'); }
+    const raced = this.links[shard];
+    if (raced) { pool.release(conn); return raced; }
+    return this.attach(shard, pool, conn);
+  }
+
+  /** The link to `shard` if it exists or an idle pooled connection can be had without waiting; else null. */
+  private linkNow(shard: number): Link | null {
+    const existing = this.links[shard];
+    if (existing) return existing;
+    const pool = this.ctx.topology.pool(shard, this.cred());
+    const conn = pool.tryAcquire(this.paramsKey);
+    return conn ? this.attach(shard, pool, conn) : null;
+  }
+
+  /** Links for all of `shards` without waiting, or null when one would have to wait (then use link()). */
+  private linksNow(shards: number[]): Link[] | null {
+    const out: Link[] = [];
+    for (const s of shards) {
+      const l = this.linkNow(s);
+      if (!l) return null;
+      out.push(l);
+    }
+    return out;
+  }
+
+  private attach(shard: number, pool: Pool, conn: ServerConnection): Link {
     const link: Link = { shard, conn, pool, queue: [], unsynced: false, unnamed: null, txStart: Date.now(), bytesIn0: conn.bytesIn, bytesOut0: conn.bytesOut };
     conn.owner = this;
     conn.tag = link;
@@ -828,7 +895,8 @@ export class ClientSession implements ServerOwner {
     return true;
   }
 
-  private async runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> {
+  /** One statement: forwarded at once when it goes to one shard with a free connection; else runSimpleWaiting. */
+  private runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> | void {
     const plan = stmt.plan;
     try {
       if (plan.command === 'set' || plan.command === 'reset') {
@@ -842,6 +910,33 @@ export class ClientSession implements ServerOwner {
       }
       const route = this.route(stmt, null, null);
       this.checkSupported(stmt, route);
+      if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
+        const link = this.linkNow(route.shard);
+        if (link) { this.sendQuery(link, msg, plans); return; }
+      }
+      return this.runSimpleWaiting(stmt, msg, plans, route);
+    } catch (e) {
+      this.queryError(e);
+    }
+  }
+
+  private sendQuery(link: Link, msg: Buffer, plans: RoutedStatement[]): void {
+    const p = this.push(K.Query, link, false);
+    p.plans = plans;
+    p.t0 = Date.now();
+    link.conn.busy = true;
+    link.conn.write(msg);
+    this.rfq();
+  }
+
+  /** True when the transaction layer wants to see this statement before it runs (locks). */
+  private writeHookFor(stmt: RoutedStatement): boolean {
+    return stmt.plan.write && this.ctx.tx?.beforeWrite !== undefined;
+  }
+
+  private async runSimpleWaiting(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[], route: Route): Promise<void> {
+    const plan = stmt.plan;
+    try {
       if (plan.command === 'copy_from' && route.kind !== 'direct' && plan.copy) return await this.startCopySplit(stmt, msg);
       if (plan.insertSplit && route.kind === 'multi') {
         // A multi-row INSERT whose rows belong to different shards: each shard gets its own rows.
@@ -855,13 +950,7 @@ export class ClientSession implements ServerOwner {
       const shards = routeShards(route, this.ctx.shards.shardCount);
       await this.beforeWrite(stmt, shards, null, null);
       if (shards.length === 1) {
-        const link = await this.link(shards[0]!);
-        const p = this.push(K.Query, link, false);
-        p.plans = plans;
-        p.t0 = Date.now();
-        link.conn.busy = true;
-        link.conn.write(msg);
-        this.rfq();
+        this.sendQuery(await this.link(shards[0]!), msg, plans);
         return;
       }
       if (this.distributedAutocommit(stmt)) return await this.autocommitMulti(stmt, msg, shards);
@@ -1216,7 +1305,7 @@ export class ClientSession implements ServerOwner {
   // ---- extended protocol ------------------------------------------------------------------
 
 
-  private async onParse(msg: Buffer): Promise<void> {
+  private onParse(msg: Buffer): Promise<void> | void {
     let info: ReturnType<typeof decodeParse>;
     try { info = decodeParse(msg); } catch { throw new ProtocolViolation('invalid Parse message'); }
     this.lastQuery = info.sql;
@@ -1224,11 +1313,21 @@ export class ClientSession implements ServerOwner {
       if (info.name !== '' && this.stmts.has(info.name)) {
         throw new PgError(SQLSTATE.DuplicatePreparedStatement, `prepared statement "${info.name}" already exists`);
       }
-      let stmt = this.router.planPrepared(info.sql);
-      if (needsColumns(stmt)) {
-        await this.learnColumns(stmt.plan.table!);
-        stmt = this.router.planPrepared(info.sql);
-      }
+      const stmt = this.router.planPrepared(info.sql);
+      if (needsColumns(stmt)) return this.parseAfterLearning(msg, info, stmt.plan.table!);
+      return this.parseWith(msg, info, stmt);
+    } catch (e) { this.queryError(e, true); }
+  }
+
+  /** Parse of an INSERT without a column list into a sharded table: learn its columns first. */
+  private async parseAfterLearning(msg: Buffer, info: ReturnType<typeof decodeParse>, table: string): Promise<void> {
+    try {
+      await this.learnColumns(table);
+      await this.parseWith(msg, info, this.router.planPrepared(info.sql));
+    } catch (e) { this.queryError(e, true); }
+  }
+
+  private parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
       const cs = makeStatement(info.name, info.sql, info.types, stmt, msg);
       this.stmts.set(info.name, cs);
       if (isTxControl(stmt.plan) || this.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
@@ -1243,22 +1342,22 @@ export class ClientSession implements ServerOwner {
         this.synth([parseComplete], true);
         return;
       }
-      const link = await this.link(shard);
-      this.unitLinks.add(link);
-      link.unsynced = true;
-      if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
-        this.touchPrepared(link, cs.serverName);
-        this.synth([parseComplete], true);
-        return;
-      }
-      const p = this.push(K.Parse, link, true);
-      this.markPrepared(link, cs);
-      p.onError = () => {
-        if (this.stmts.get(info.name) === cs) this.stmts.delete(info.name);
-        this.unmarkPrepared(link, cs);
-      };
-      link.conn.write(cs.parse);
-    } catch (e) { this.queryError(e, true); }
+      return this.withLink(shard, (link) => {
+        this.unitLinks.add(link);
+        link.unsynced = true;
+        if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
+          this.touchPrepared(link, cs.serverName);
+          this.synth([parseComplete], true);
+          return;
+        }
+        const p = this.push(K.Parse, link, true);
+        this.markPrepared(link, cs);
+        p.onError = () => {
+          if (this.stmts.get(info.name) === cs) this.stmts.delete(info.name);
+          this.unmarkPrepared(link, cs);
+        };
+        link.conn.write(cs.parse);
+      }, true);
   }
 
   /** For Parse/Describe of a statement before any Bind: a shard already in use, else where its key would go. */
@@ -1304,7 +1403,7 @@ export class ClientSession implements ServerOwner {
     link.conn.write(cs.parse);
   }
 
-  private async onBind(msg: Buffer): Promise<void> {
+  private onBind(msg: Buffer): Promise<void> | void {
     let info: ReturnType<typeof decodeBind>;
     try { info = decodeBind(msg); } catch { throw new ProtocolViolation('invalid Bind message'); }
     try {
@@ -1322,10 +1421,23 @@ export class ClientSession implements ServerOwner {
       this.checkSupported(cs.stmt, route);
       const shards = routeShards(route, this.ctx.shards.shardCount);
       if (plan.insertSplit && shards.length > 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT whose rows belong to different shards is not supported in the extended protocol; send one row per statement or use the simple protocol');
+      const now = this.writeHookFor(cs.stmt) ? null : this.linksNow(shards);
+      if (now) { this.bindOn(msg, info, cs, shards, now); return; }
+      return this.onBindWaiting(msg, info, cs, shards);
+    } catch (e) { this.queryError(e, true); }
+  }
+
+  private async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[]): Promise<void> {
+    try {
       await this.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
-      const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
       const links: Link[] = [];
       for (const s of shards) links.push(await this.link(s));
+      this.bindOn(msg, info, cs, shards, links);
+    } catch (e) { this.queryError(e, true); }
+  }
+
+  private bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[]): void {
+      const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
       const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
       let result: Pending | null = null;
       for (const [i, link] of links.entries()) {
@@ -1342,10 +1454,9 @@ export class ClientSession implements ServerOwner {
         group.onFinish = (msgs) => { r.out = msgs; this.complete(r); };
       }
       this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats } : { shards, cs, virtual: false });
-    } catch (e) { this.queryError(e, true); }
   }
 
-  private async onDescribe(msg: Buffer): Promise<void> {
+  private onDescribe(msg: Buffer): Promise<void> | void {
     const { kind, name } = decodeTargeted(msg);
     try {
       if (kind === 'S') {
@@ -1355,29 +1466,41 @@ export class ClientSession implements ServerOwner {
           this.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
         }
-        const link = await this.link(this.preferredShardFor(cs.stmt));
-        this.unitLinks.add(link);
-        link.unsynced = true;
-        this.ensurePrepared(link, cs);
-        this.push(K.Describe, link, true);
-        link.conn.write(cs.serverName === name ? msg : targeted(F.Describe, 'S', cs.serverName));
-        return;
+        const shard = this.preferredShardFor(cs.stmt);
+        const send = (link: Link) => {
+          this.unitLinks.add(link);
+          link.unsynced = true;
+          this.ensurePrepared(link, cs);
+          this.push(K.Describe, link, true);
+          link.conn.write(cs.serverName === name ? msg : targeted(F.Describe, 'S', cs.serverName));
+        };
+        return this.withLink(shard, send, true);
       }
       const portal = this.portals.get(name);
       if (!portal) throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       if (portal.virtual) { this.synth([noData], true); return; }
-      const link = await this.link(portal.shards[0]!);
-      const p = this.push(K.Describe, link, true);
-      if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
-        // Several shards answer through the merger: describe the columns the client will get.
-        p.plans = [portal.cs.stmt];
-        p.onRow = () => undefined;
-      }
-      link.conn.write(msg);
+      return this.withLink(portal.shards[0]!, (link) => {
+        const p = this.push(K.Describe, link, true);
+        if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
+          // Several shards answer through the merger: describe the columns the client will get.
+          p.plans = [portal.cs.stmt];
+          p.onRow = () => undefined;
+        }
+        link.conn.write(msg);
+      }, true);
     } catch (e) { this.queryError(e, true); }
   }
 
-  private async onExecute(msg: Buffer): Promise<void> {
+  /** Runs `fn` with the link to `shard`: now when one is free, else after waiting for the pool. */
+  private withLink(shard: number, fn: (link: Link) => void, ext: boolean): Promise<void> | void {
+    const now = this.linkNow(shard);
+    if (now) { fn(now); return; }
+    return this.link(shard).then((link) => {
+      try { fn(link); } catch (e) { this.queryError(e, ext); }
+    }, (e) => this.queryError(e, ext));
+  }
+
+  private onExecute(msg: Buffer): Promise<void> | void {
     const { portal: name } = decodeExecute(msg);
     try {
       const portal = this.portals.get(name);
@@ -1409,8 +1532,22 @@ export class ClientSession implements ServerOwner {
         }
         return;
       }
+      const now = this.linksNow(portal.shards);
+      if (now) { this.executeOn(msg, name, portal, now); return; }
+      return this.executeWaiting(msg, name, portal);
+    } catch (e) { this.queryError(e, true); }
+  }
+
+  private async executeWaiting(msg: Buffer, name: string, portal: Portal): Promise<void> {
+    try {
       const links: Link[] = [];
       for (const s of portal.shards) links.push(await this.link(s));
+      this.executeOn(msg, name, portal, links);
+    } catch (e) { this.queryError(e, true); }
+  }
+
+  private executeOn(msg: Buffer, name: string, portal: Portal, links: Link[]): void {
+      const stmt = portal.cs.stmt;
       if (links.length === 1) {
         const l = links[0]!;
         const p = this.push(K.Execute, l, true);
@@ -1442,10 +1579,9 @@ export class ClientSession implements ServerOwner {
         if (cc) this.afterCommand(stmt, commandTag(cc), null);
         this.complete(r);
       };
-    } catch (e) { this.queryError(e, true); }
   }
 
-  private async onClose(msg: Buffer): Promise<void> {
+  private onClose(msg: Buffer): void {
     const { kind, name } = decodeTargeted(msg);
     if (kind === 'S') {
       this.stmts.delete(name); // the server keeps its copy, shared by name across clients
