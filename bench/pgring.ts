@@ -10,7 +10,8 @@ export class BenchPgring {
   private exited: Promise<void> | null = null;
   readonly configFile: string;
   readonly logFile: string;
-  constructor(readonly name: string, readonly dir: string, readonly config: Record<string, unknown>) {
+  /** `argv`: run this Node.js script and arguments instead of the proxy (the relay reference target). */
+  constructor(readonly name: string, readonly dir: string, readonly config: Record<string, unknown>, readonly argv?: string[]) {
     this.configFile = path.join(dir, `pgring-${name}.json`);
     this.logFile = path.join(dir, `pgring-${name}.log`);
   }
@@ -22,7 +23,8 @@ export class BenchPgring {
     fs.writeFileSync(this.configFile, JSON.stringify(this.config, null, 2));
     const main = path.resolve(__dirname, '../src/cli/main.js');
     const out = fs.openSync(this.logFile, 'a');
-    const child = spawn(process.execPath, [main, 'proxy', '--config', this.configFile], { stdio: ['ignore', out, out] });
+    const args = this.argv ?? [main, 'proxy', '--config', this.configFile];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', out, out] });
     fs.closeSync(out);
     this.child = child;
     let exitCode: number | null | undefined;
@@ -30,7 +32,7 @@ export class BenchPgring {
     const deadline = Date.now() + 30000;
     for (;;) {
       try { await waitForPort(this.port, 500); break; } catch { /* retry */ }
-      if (exitCode !== undefined) throw new Error(`pgring ${this.name} exited at start (${exitCode}): ${this.tail()}`);
+      if (exitCode !== undefined) throw new Error(`${this.argv ? 'relay' : 'pgring'} ${this.name} exited at start (${exitCode}): ${this.tail()}`);
       if (Date.now() > deadline) throw new Error(`pgring ${this.name} did not listen on ${this.port}: ${this.tail()}`);
     }
   }

@@ -2,7 +2,7 @@
 // proxy CPU and memory, connection scale.
 import type { PgbenchRun, Workload } from './pgbench';
 
-export type TargetId = 'A' | 'Bs' | 'Bt' | 'C' | 'D';
+export type TargetId = 'A' | 'Bs' | 'Bt' | 'N' | 'C' | 'D';
 
 export interface TargetInfo { id: TargetId; label: string; proxy: boolean }
 
@@ -97,7 +97,7 @@ export function workloadTable(input: ReportInput, w: Workload, clients: number):
     if (!cell) continue;
     if (cell.na) { lines.push(`| ${t.label} | n/a | | ${esc(cell.na)} | | | | | | |`); continue; }
     const per = cell.runs.map((r) => (r.ok ? f(r.tps, 0) : 'error')).join(', ') + (cell.runs.some((r) => !r.ok) ? ' (see Failed runs)' : '');
-    const isPgring = t.id === 'C' || t.id === 'D';
+    const isPgring = t.id === 'C' || t.id === 'D' || t.id === 'N';
     lines.push(`| ${t.label} | ${s && s.okRuns ? f(s.tps, 0) : 'error'} | ${f(s?.best ?? NaN, 0)} | ${per} | ${f(s?.latAvgMs ?? NaN, 3)} | ${f(s?.p99Ms ?? NaN, 3)} | `
       + `${t.id === 'A' ? '1.00×' : ratio(s?.tps, tps('A'))} | ${isPgring ? ratio(s?.tps, tps('Bs')) : ''} | ${isPgring ? ratio(s?.tps, tps('Bt')) : ''} | `
       + `${t.proxy ? f(s?.cpuPer1000 ?? NaN, 3) : ''} |`);
@@ -107,15 +107,15 @@ export function workloadTable(input: ReportInput, w: Workload, clients: number):
 
 export function keyRatios(input: ReportInput): string[] {
   const lines = [
-    '| Workload | Clients | C / direct | C / PgBouncer session | C / PgBouncer transaction | D / direct | D / C | CPU s/1000 tx: C | PgBouncer tx | PgBouncer session |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| Workload | Clients | C / direct | C / PgBouncer session | C / PgBouncer transaction | D / direct | D / C | N (Node relay) / PgBouncer session | C / N | CPU s/1000 tx: C | N | PgBouncer tx | PgBouncer session |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const w of input.workloads) {
     for (const c of input.clients) {
       const s = (id: TargetId) => summarize(input.cells.get(cellKey(w.id, c, id)));
-      const [A, Bs, Bt, C, D] = (['A', 'Bs', 'Bt', 'C', 'D'] as TargetId[]).map(s);
-      lines.push(`| ${w.id} | ${c} | ${ratio2(C, A)} | ${ratio2(C, Bs)} | ${Bt ? ratio2(C, Bt) : 'n/a'} | ${ratio2(D, A)} | ${ratio2(D, C)} | `
-        + `${f(C?.cpuPer1000 ?? NaN, 3)} | ${Bt ? f(Bt.cpuPer1000, 3) : 'n/a'} | ${f(Bs?.cpuPer1000 ?? NaN, 3)} |`);
+      const [A, Bs, Bt, N, C, D] = (['A', 'Bs', 'Bt', 'N', 'C', 'D'] as TargetId[]).map(s);
+      lines.push(`| ${w.id} | ${c} | ${ratio2(C, A)} | ${ratio2(C, Bs)} | ${Bt ? ratio2(C, Bt) : 'n/a'} | ${ratio2(D, A)} | ${ratio2(D, C)} | ${N ? ratio2(N, Bs) : '—'} | ${N ? ratio2(C, N) : '—'} | `
+        + `${f(C?.cpuPer1000 ?? NaN, 3)} | ${N ? f(N.cpuPer1000, 3) : '—'} | ${Bt ? f(Bt.cpuPer1000, 3) : 'n/a'} | ${f(Bs?.cpuPer1000 ?? NaN, 3)} |`);
     }
   }
   return lines;

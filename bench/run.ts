@@ -1,7 +1,7 @@
 // The benchmark harness (`npm run bench`): a local cluster (ZooKeeper + 3 PostgreSQL),
 // PgBouncer in session and in transaction mode in front of the first server, and
 // pgring in two set-ups (C: one shard, D: three shards with the pgbench tables
-// sharded), then pgbench against each target in turn (A B B C D, A B B C D, ...),
+// sharded), then pgbench against each target in turn (A B B N C D, A B B N C D, ...),
 // the proxies' CPU time per transaction and memory, and an idle-connection scale
 // test. Writes bench/RESULTS.md (full) or bench/RESULTS-quick.md (--quick).
 //
@@ -195,7 +195,8 @@ async function main(): Promise<void> {
   }
 
   const notes: string[] = [
-    `Everything (3 PostgreSQL servers, ZooKeeper, 2 PgBouncers, 2 pgring processes, pgbench) runs on this one machine (${facts[0]![1]} cores) and competes for CPU; other work may have been running on it too (load average at start: ${os.loadavg()[0]!.toFixed(2)}). Compare targets within one table (runs are interleaved A B B C D, A B B C D, … so drifting load hits all of them alike), not with numbers from other machines.`,
+    `Everything (3 PostgreSQL servers, ZooKeeper, 2 PgBouncers, 2 pgring processes, the Node.js relay, pgbench) runs on this one machine (${facts[0]![1]} cores) and competes for CPU; other work may have been running on it too (load average at start: ${os.loadavg()[0]!.toFixed(2)}). Compare targets within one table (runs are interleaved A B B N C D, A B B N C D, … so drifting load hits all of them alike), not with numbers from other machines.`,
+    'N is a reference, not a product: a dozen lines of Node.js that give each client its own server connection and copy bytes both ways with `net.Socket` (bench/relay.ts). No Node.js proxy can do less per transaction, so N / PgBouncer is the ceiling for any Node.js proxy on this machine and C / N is what pgring\'s parsing, routing and pooling cost on top of Node.js itself.',
     'D spreads the rows over 3 PostgreSQL servers that share the same CPUs, so D measures routing overhead plus multi-shard transaction handling, not scale-out.',
     'PgBouncer (transaction mode) cannot run `-M prepared` (PgBouncer before 1.21 does not track protocol-level prepared statements in transaction pooling; see its docs, "Feature matrix for pooling modes"): recorded as n/a.',
     `Pool sizes: pgring \`pool.maxSize\` ${POOL_SIZE} per shard (transaction pooling); PgBouncer transaction mode \`default_pool_size\` ${POOL_SIZE}; PgBouncer session mode needs one server connection per client, so its pool is larger than the largest client count; direct PostgreSQL has one backend per client.`,
@@ -216,6 +217,7 @@ async function main(): Promise<void> {
     { id: 'A', label: 'A: direct PostgreSQL', proxy: false },
     { id: 'Bs', label: 'B: PgBouncer, session mode', proxy: true },
     { id: 'Bt', label: 'B: PgBouncer, transaction mode', proxy: true },
+    { id: 'N', label: 'N: bare Node.js TCP relay (reference)', proxy: true },
     { id: 'C', label: 'C: pgring, 1 shard', proxy: true },
     { id: 'D', label: `D: pgring, 3 shards${opts.withZk ? `, ZooKeeper, locks ${opts.lockMode}` : ''}`, proxy: true },
   ];
@@ -267,15 +269,18 @@ async function main(): Promise<void> {
     bouncers.push(bs, bt);
     const C = new BenchPgring('C', tmp, await pgringConfig(info, 1, false, null));
     const D = new BenchPgring('D', tmp, await pgringConfig(info, 3, true, opts.withZk ? { connect: info.zk, lockMode: opts.lockMode } : null));
-    pgrings.push(C, D);
+    const relayPort = await freePort();
+    const N = new BenchPgring('N', tmp, { listen: { port: relayPort } }, [path.resolve(__dirname, 'relay.js'), String(relayPort), String(p1!.port)]);
+    pgrings.push(C, D, N);
     log('starting PgBouncer (session, transaction) and pgring (C, D)');
     await bs.start();
     await bt.start();
     await C.start();
     await D.start();
+    await N.start();
     configs.push(['pgring C (pgring-C.json)', JSON.stringify(C.config, null, 2)], ['pgring D (pgring-D.json)', JSON.stringify(D.config, null, 2)],
       ['PgBouncer, session mode (pgbouncer.ini)', fs.readFileSync(bs.iniFile, 'utf8')], ['PgBouncer, transaction mode (pgbouncer.ini)', fs.readFileSync(bt.iniFile, 'utf8')]);
-    setup.push(`PgBouncer session mode on 127.0.0.1:${bs.port}, transaction mode on 127.0.0.1:${bt.port} (run as the postgres OS user); pgring C on 127.0.0.1:${C.port}, D on 127.0.0.1:${D.port} (child processes \`node dist/src/cli/main.js proxy --config FILE\`).`
+    setup.push(`PgBouncer session mode on 127.0.0.1:${bs.port}, transaction mode on 127.0.0.1:${bt.port} (run as the postgres OS user); pgring C on 127.0.0.1:${C.port}, D on 127.0.0.1:${D.port} (child processes \`node dist/src/cli/main.js proxy --config FILE\`); Node.js relay N on 127.0.0.1:${N.port} (\`node dist/bench/relay.js ${N.port} <shard 1>\`).`
       + ` Open-files limits: harness ${openFilesLimit()}, pgring ${openFilesLimit(C.pid ?? 0)}, PgBouncer ${openFilesLimit(bt.pid ?? 0)}.`);
 
     log(`pgbench -i -s ${opts.scale} through pgring D (${DB_SHARDED})`);
@@ -306,8 +311,8 @@ async function main(): Promise<void> {
     }
 
     // ---- pgbench runs, interleaved ----------------------------------------------------
-    const port: Record<TargetId, number> = { A: p1!.port, Bs: bs.port, Bt: bt.port, C: C.port, D: D.port };
-    const pidOf: Record<TargetId, () => number | null> = { A: () => null, Bs: () => bs.pid, Bt: () => bt.pid, C: () => C.pid, D: () => D.pid };
+    const port: Record<TargetId, number> = { A: p1!.port, Bs: bs.port, Bt: bt.port, N: N.port, C: C.port, D: D.port };
+    const pidOf: Record<TargetId, () => number | null> = { A: () => null, Bs: () => bs.pid, Bt: () => bt.pid, N: () => N.pid, C: () => C.pid, D: () => D.pid };
     const dbOf = (t: TargetId) => (t === 'D' ? DB_SHARDED : DB);
     const naOf = (t: TargetId, w: Workload): string | undefined => {
       if (t === 'Bt' && w.prepared) return 'PgBouncer transaction mode does not support -M prepared';
@@ -359,7 +364,7 @@ async function main(): Promise<void> {
       }
       await sleep(300);
     }
-    for (const [label, pid] of [['pgring C', C.pid], ['pgring D', D.pid], ['PgBouncer session', bs.pid], ['PgBouncer transaction', bt.pid]] as const) {
+    for (const [label, pid] of [['pgring C', C.pid], ['pgring D', D.pid], ['Node relay N', N.pid], ['PgBouncer session', bs.pid], ['PgBouncer transaction', bt.pid]] as const) {
       memory.push({ target: label, peakKb: memKb(pid, 'VmHWM'), rssKb: memKb(pid, 'VmRSS') });
     }
     writeReport(false);

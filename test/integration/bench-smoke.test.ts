@@ -42,7 +42,7 @@ describe('benchmark harness', () => {
       assert.deepEqual(header.slice(0, 6), ['Target', 'TPS (median)', 'TPS (best run)', 'TPS per run', 'avg latency ms', 'p99 latency ms']);
       assert.match(table[1]!, /^\|(-{3}|-{3}:|---:)(\|(-{3}:?|---))+\|$/);
       const rows = table.slice(2).map((l) => l.split('|').slice(1, -1).map((c) => c.trim()));
-      const labels = ['A: direct PostgreSQL', 'B: PgBouncer, session mode', 'B: PgBouncer, transaction mode', 'C: pgring, 1 shard', 'D: pgring, 3 shards'];
+      const labels = ['A: direct PostgreSQL', 'B: PgBouncer, session mode', 'B: PgBouncer, transaction mode', 'N: bare Node.js TCP relay (reference)', 'C: pgring, 1 shard', 'D: pgring, 3 shards'];
       assert.deepEqual(rows.map((r) => r[0]), labels);
       for (const row of rows) {
         assert.equal(row.length, header.length, `row ${row[0]} has ${row.length} cells`);
