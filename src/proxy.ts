@@ -91,7 +91,8 @@ export class Proxy {
       this.txn = new TxnManager(this.ctx, this.log);
       this.ctx.tx = this.txn;
     }
-    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    // Accepted paused: the session switches the socket to reading into pgring's own buffer (socket-reader).
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.server.maxConnections = 100000;
     await new Promise<void>((resolve, reject) => {
       this.server!.once('error', reject);
@@ -112,8 +113,7 @@ export class Proxy {
 
   private accept(socket: net.Socket): void {
     socket.on('error', () => { /* handled by the session */ });
-    const attach = this.ops.track(socket);
-    attach(new ClientSession(socket, this.ctx));
+    new ClientSession(socket, this.ctx); // lives through its socket's listeners
   }
 
   /** Swaps in a new ring (from ZooKeeper): later statements route with it. */

@@ -2,8 +2,6 @@
 // the metrics registry and HTTP endpoint, SHOW STATS sampling and config reload.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type * as net from 'node:net';
-import type { ClientSession } from '../frontend/client';
 import { ConfigError } from '../config/load';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { ProxyMetrics } from '../metrics';
@@ -63,8 +61,6 @@ export class Operations {
     await this.metrics?.close();
   }
 
-  /** Call before constructing the ClientSession of an accepted socket (see PauseGate.track). */
-  track(socket: net.Socket): (session: ClientSession) => void { return this.pause.track(socket); }
 
   /** RELOAD / SIGHUP. Throws a PgError (F0000 for an invalid config) and keeps the running config. */
   reload(): ReloadResult {

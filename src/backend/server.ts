@@ -8,6 +8,7 @@ import { parseErrorFields, PgError, SQLSTATE } from '../protocol/errors';
 import { readCString, readyStatus, TxStatus, Writer, terminateMsg } from '../protocol/messages';
 import { md5Response } from '../protocol/auth/md5';
 import { ScramClient } from '../protocol/auth/scram';
+import { ChunkHandler, onreadOption } from '../protocol/socket-reader';
 
 export interface ServerTarget { host: string; port: number; shard: number; shardName: string }
 export interface ServerCredentials { user: string; password?: string; database: string }
@@ -61,14 +62,18 @@ export class ServerConnection {
   bytesIn = 0;
   bytesOut = 0;
   private readonly reader = new MessageReader();
+  /** Receives each read of the socket (a copy: see socket-reader). */
+  onChunk: ChunkHandler = () => undefined;
   private closeError: PgError | null = null;
 
   private constructor(readonly socket: net.Socket, readonly target: ServerTarget, readonly paramsKey: string) {}
 
   static connect(target: ServerTarget, cred: ServerCredentials, startup: [string, string][], paramsKey: string, timeoutMs: number): Promise<ServerConnection> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: target.host, port: target.port, noDelay: true });
-      const conn = new ServerConnection(socket, target, paramsKey);
+      let conn: ServerConnection | null = null;
+      // Reads go straight to the connection's current handler (startup, then runtime), without a stream.
+      const socket = net.connect({ host: target.host, port: target.port, noDelay: true, onread: onreadOption(() => conn!.onChunk) });
+      conn = new ServerConnection(socket, target, paramsKey);
       let done = false;
       const fail = (e: PgError) => {
         if (done) return;
@@ -137,7 +142,6 @@ export class ServerConnection {
                 conn.status = readyStatus(msg);
                 done = true;
                 clearTimeout(timer);
-                socket.removeAllListeners('data');
                 socket.removeAllListeners('error');
                 socket.removeAllListeners('close');
                 conn.attachRuntimeHandlers();
@@ -151,7 +155,7 @@ export class ServerConnection {
           fail(e instanceof PgError ? e : new PgError(SQLSTATE.ConnectionFailure, `authentication to shard "${target.shardName}" failed: ${(e as Error).message}`));
         }
       };
-      socket.on('data', onStartupData);
+      conn.onChunk = onStartupData;
     });
   }
 
@@ -170,7 +174,7 @@ export class ServerConnection {
         this.closeError = new PgError(f.C ?? SQLSTATE.AdminShutdown, f.M ?? 'server closed the connection');
       }
     };
-    this.socket.on('data', (chunk: Buffer) => {
+    this.onChunk = (chunk: Buffer) => {
       this.bytesIn += chunk.length;
       try {
         const owner = this.owner; // the owner may release us during the batch: flush it anyway
@@ -180,7 +184,7 @@ export class ServerConnection {
       } catch (e) {
         this.destroy(new PgError(SQLSTATE.ProtocolViolation, `protocol error from shard "${this.target.shardName}": ${(e as Error).message}`));
       }
-    });
+    };
     this.socket.on('error', (err) => this.handleClose(new PgError(SQLSTATE.ConnectionFailure, `connection to shard "${this.target.shardName}" lost: ${err.message}`)));
     this.socket.on('close', () => this.handleClose(this.closeError ?? new PgError(SQLSTATE.ConnectionFailure, `server closed the connection unexpectedly (shard "${this.target.shardName}" at ${this.target.host}:${this.target.port})`)));
   }

@@ -32,6 +32,7 @@ export class Topology {
   addShard(s: ShardConfig, healthy = true): number {
     const i = this.shardIndex(s.name);
     if (i >= 0) return i;
+    this.invalidate();
     this.shards.push({ ...s, backends: [...s.backends] });
     this.backends.push(s.backends.map((b) => ({ ...b, healthy, checkedAt: 0 })));
     return this.shards.length - 1;
@@ -49,12 +50,13 @@ export class Topology {
       for (const rec of live) {
         if (!list.some((b) => b.host === rec.host && b.port === rec.port)) {
           list.push({ host: rec.host, port: rec.port, role: rec.role, healthy: rec.healthy, checkedAt: rec.checkedAt, error: rec.error });
+          this.invalidate();
         }
       }
       for (const b of list) {
         if (this.locallyChecked.has(`${name}\u0000${b.host}:${b.port}`)) continue;
         const rec = live.find((r) => r.host === b.host && r.port === b.port);
-        if (rec) b.role = rec.role;
+        if (rec && b.role !== rec.role) { b.role = rec.role; this.invalidate(); }
         this.setHealth(i, b.host, b.port, rec ? rec.healthy : false, rec ? rec.error : 'no heartbeat in ZooKeeper');
       }
     }
@@ -87,6 +89,19 @@ export class Topology {
     return preferred;
   }
 
+  /**
+   * The pool for `shard` by a caller-held key (user and database): one map lookup on the
+   * hot path. Cleared whenever a backend's health or role may have changed.
+   */
+  poolFast(shard: number, credKey: string, cred: () => ServerCredentials): Pool {
+    let byShard = this.poolCache.get(credKey);
+    if (!byShard) { byShard = []; this.poolCache.set(credKey, byShard); }
+    return byShard[shard] ??= this.pool(shard, cred());
+  }
+
+  private readonly poolCache = new Map<string, Pool[]>();
+  private invalidate(): void { this.poolCache.clear(); }
+
   pool(shard: number, cred: ServerCredentials): Pool {
     const b = this.primary(shard);
     const key = `${this.shards[shard]!.name}\u0000${b.host}:${b.port}\u0000${cred.user}\u0000${cred.database}`;
@@ -113,9 +128,10 @@ export class Topology {
     const b = this.backends[shard]?.find((x) => x.host === host && x.port === port);
     if (!b) return;
     const was = b.healthy;
+    if (was !== healthy) this.invalidate();
     b.healthy = healthy; b.checkedAt = Date.now(); b.error = error;
     if (was && !healthy) for (const p of this.pools.values()) if (p.target.shard === shard && p.target.port === port && p.target.host === host) p.dropIdle();
   }
 
-  close(): void { for (const p of this.pools.values()) p.close(); this.pools.clear(); }
+  close(): void { for (const p of this.pools.values()) p.close(); this.pools.clear(); this.invalidate(); }
 }

@@ -19,6 +19,7 @@ import {
   parseComplete, query, queryText, readyForQuery, renameBind, syncMsg, targeted, TxStatus, Writer,
 } from '../protocol/messages';
 import { MessageReader, ProtocolViolation, StartupReader } from '../protocol/reader';
+import { readAccepted } from '../protocol/socket-reader';
 import { parseStartup } from '../protocol/startup';
 import type { Pool } from '../backend/pool';
 import { beginWriteBatch, endWriteBatch } from '../backend/server';
@@ -176,7 +177,7 @@ export class ClientSession implements ServerOwner {
 
   constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    readAccepted(socket, (chunk) => this.onData(chunk));
     socket.on('error', () => this.close());
     socket.on('close', () => this.close());
   }
@@ -292,6 +293,7 @@ export class ClientSession implements ServerOwner {
     this.userConfig = this.ctx.config.users.find((u) => u.name === this.user);
     this.serverUser = this.userConfig?.serverUser ?? this.user;
     this.serverPassword = this.userConfig?.serverPassword ?? this.userConfig?.password;
+    this.credKey = `${this.serverUser}\u0000${this.database}`;
     this.phase = 'auth';
     this.auth = new ClientAuth(this.user, this.userConfig);
     this.authStep(this.auth.start());
@@ -355,6 +357,9 @@ export class ClientSession implements ServerOwner {
   }
 
   private cred() { return { user: this.serverUser, password: this.serverPassword, database: this.database }; }
+  /** Identifies cred() for Topology.poolFast (set once the startup packet is read). */
+  private credKey = '';
+  private readonly credFn = () => this.cred();
 
   // ---- client messages ---------------------------------------------------------
 
@@ -732,7 +737,7 @@ export class ClientSession implements ServerOwner {
   private linkNow(shard: number): Link | null {
     const existing = this.links[shard];
     if (existing) return existing;
-    const pool = this.ctx.topology.pool(shard, this.cred());
+    const pool = this.ctx.topology.poolFast(shard, this.credKey, this.credFn);
     const conn = pool.tryAcquire(this.paramsKey);
     return conn ? this.attach(shard, pool, conn) : null;
   }

@@ -1,0 +1,64 @@
+// Reading sockets without the stream machinery. By default every read allocates a
+// 64 kB buffer, wraps it, pushes it through a Readable stream and schedules a
+// process.nextTick; at two reads per transaction that is a good part of a proxy's
+// CPU. Node's `onread` option instead reads into one buffer we own and calls us
+// directly. All sockets share that buffer (reads are handled one at a time), so the
+// callback gets a *copy* of the bytes: nothing pgring keeps can ever be overwritten.
+//
+// Client sockets come from net.Server, which has no `onread` option; they are
+// accepted paused and switched to the same mode through the two symbols the
+// Socket constructor uses for `onread` (found at start-up). If that ever fails
+// (another Node.js version), sockets fall back to 'data' events.
+import * as net from 'node:net';
+
+export type ChunkHandler = (chunk: Buffer) => void;
+
+const shared = Buffer.allocUnsafe(65536);
+
+/** `onread` option for net.connect(): copies of what arrives go to `onChunk`. */
+export function onreadOption(onChunk: () => ChunkHandler): net.OnReadOpts {
+  return { buffer: shared, callback: (n: number, buf: Uint8Array) => { onChunk()(copy(buf, n)); return true; } };
+}
+
+function copy(buf: Uint8Array, n: number): Buffer {
+  const out = Buffer.allocUnsafe(n); // small reads come from Node's shared pool: no allocation of their own
+  out.set(buf.subarray(0, n));
+  return out;
+}
+
+interface Keys { buffer: symbol; callback: symbol }
+let keys: Keys | null | undefined;
+
+function discover(): Keys | null {
+  const marker = () => undefined;
+  const probe = new net.Socket({ onread: { buffer: shared, callback: marker } } as net.SocketConstructorOpts);
+  const rec = probe as unknown as Record<symbol, unknown>;
+  let buffer: symbol | undefined;
+  let callback: symbol | undefined;
+  for (const s of Object.getOwnPropertySymbols(probe)) {
+    if (rec[s] === shared) buffer = s;
+    else if (rec[s] === marker) callback = s;
+  }
+  probe.destroy();
+  return buffer && callback ? { buffer, callback } : null;
+}
+
+/**
+ * Starts reading an accepted socket (accepted with pauseOnConnect) into `onChunk`.
+ * Returns false when it fell back to 'data' events.
+ */
+export function readAccepted(socket: net.Socket, onChunk: ChunkHandler): boolean {
+  if (keys === undefined) keys = discover();
+  const handle = (socket as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } })._handle;
+  if (keys && handle && typeof handle.useUserBuffer === 'function') {
+    const rec = socket as unknown as Record<symbol, unknown>;
+    rec[keys.buffer] = shared;
+    rec[keys.callback] = (n: number, buf: Uint8Array) => { onChunk(copy(buf, n)); };
+    handle.useUserBuffer(shared);
+    socket.resume();
+    return true;
+  }
+  socket.on('data', onChunk);
+  socket.resume();
+  return false;
+}
