@@ -2,7 +2,8 @@
 // proxy CPU and memory, connection scale.
 import type { PgbenchRun, Workload } from './pgbench';
 
-export type TargetId = 'A' | 'Bs' | 'Bt' | 'N' | 'C' | 'D';
+/** A B C D N, and D-<lock mode> for the extra lock-mode proxies. */
+export type TargetId = string;
 
 export interface TargetInfo { id: TargetId; label: string; proxy: boolean }
 
@@ -97,7 +98,7 @@ export function workloadTable(input: ReportInput, w: Workload, clients: number):
     if (!cell) continue;
     if (cell.na) { lines.push(`| ${t.label} | n/a | | ${esc(cell.na)} | | | | | | |`); continue; }
     const per = cell.runs.map((r) => (r.ok ? f(r.tps, 0) : 'error')).join(', ') + (cell.runs.some((r) => !r.ok) ? ' (see Failed runs)' : '');
-    const isPgring = t.id === 'C' || t.id === 'D' || t.id === 'N';
+    const isPgring = t.id === 'C' || t.id === 'D' || t.id === 'N' || t.id.startsWith('D-');
     lines.push(`| ${t.label} | ${s && s.okRuns ? f(s.tps, 0) : 'error'} | ${f(s?.best ?? NaN, 0)} | ${per} | ${f(s?.latAvgMs ?? NaN, 3)} | ${f(s?.p99Ms ?? NaN, 3)} | `
       + `${t.id === 'A' ? '1.00×' : ratio(s?.tps, tps('A'))} | ${isPgring ? ratio(s?.tps, tps('Bs')) : ''} | ${isPgring ? ratio(s?.tps, tps('Bt')) : ''} | `
       + `${t.proxy ? f(s?.cpuPer1000 ?? NaN, 3) : ''} |`);
@@ -121,6 +122,29 @@ export function keyRatios(input: ReportInput): string[] {
   return lines;
 }
 
+/** TPC-B through D under each lock mode (when the run has the extra D-<mode> proxies). */
+export function lockModeTable(input: ReportInput): string[] {
+  const ds = input.targets.filter((t) => t.id === 'D' || t.id.startsWith('D-'));
+  if (ds.length < 2) return [];
+  const mode = (t: TargetInfo) => t.label.replace(/^.*locks /, '');
+  const off = ds.find((t) => mode(t) === 'off');
+  const lines = [
+    `| Workload | Clients | ${ds.map((t) => `TPS, locks ${mode(t)}`).join(' | ')} | ${off ? ds.filter((t) => t !== off).map((t) => `${mode(t)} / off`).join(' | ') + ' | ' : ''}${ds.map((t) => `p99 ms, ${mode(t)}`).join(' | ')} | ${ds.map((t) => `CPU s/1000 tx, ${mode(t)}`).join(' | ')} |`,
+    `|---|---:|${ds.map(() => '---:').join('|')}|${off ? ds.filter((t) => t !== off).map(() => '---:').join('|') + '|' : ''}${ds.map(() => '---:').join('|')}|${ds.map(() => '---:').join('|')}|`,
+  ];
+  for (const w of input.workloads) {
+    if (!w.id.startsWith('tpcb')) continue;
+    for (const c of input.clients) {
+      const sum = (t: TargetInfo) => summarize(input.cells.get(cellKey(w.id, c, t.id)));
+      const offS = off ? sum(off) : null;
+      lines.push(`| ${w.id} | ${c} | ${ds.map((t) => f(sum(t)?.tps ?? NaN, 0)).join(' | ')} | `
+        + `${off ? ds.filter((t) => t !== off).map((t) => ratio2(sum(t), offS)).join(' | ') + ' | ' : ''}`
+        + `${ds.map((t) => f(sum(t)?.p99Ms ?? NaN, 3)).join(' | ')} | ${ds.map((t) => f(sum(t)?.cpuPer1000 ?? NaN, 3)).join(' | ')} |`);
+    }
+  }
+  return lines;
+}
+
 export function renderReport(input: ReportInput): string {
   const out: string[] = [];
   out.push(`# ${input.title}`, '');
@@ -133,6 +157,8 @@ export function renderReport(input: ReportInput): string {
   out.push('## Set-up', '', ...input.setup.map((s) => `- ${s}`), '');
   out.push('## Commands', '', 'Each run (the same for every target; `<port>` and `<db>` per target, `-j 2` when clients ≥ 2, `-j 1` for 1 client):', '', '```', ...input.commands, '```', '');
   out.push('## Key ratios', '', 'TPS ratios of the medians, in parentheses of the best runs (other load on the machine only ever lowers a run\'s TPS, so the best run is the less noisy estimate when the machine is busy). CPU seconds per 1000 transactions are medians.', '', ...keyRatios(input), '');
+  const locks = lockModeTable(input);
+  if (locks.length) out.push('## Lock modes (TPC-B through D)', '', 'The same sharded data and ZooKeeper cluster through one pgring per `locks.mode`, interleaved with the other targets. Ratios: TPS medians (best runs) against `off` (no ZooKeeper locks; multi-shard transactions still use two-phase commit).', '', ...locks, '');
   for (const w of input.workloads) {
     out.push(`## ${w.title}`, '');
     for (const c of input.clients) {

@@ -30,6 +30,9 @@ const DB = 'bench';
 const DB_SHARDED = 'bench_sharded';
 const POOL_SIZE = 20;
 
+type LockMode = 'all' | 'multi_shard' | 'off';
+const LOCK_MODES: LockMode[] = ['all', 'multi_shard', 'off'];
+
 interface Options {
   mode: 'full' | 'quick' | 'smoke';
   out: string;
@@ -42,7 +45,8 @@ interface Options {
   skipScale: boolean;
   warmup: number;
   withZk: boolean;
-  lockMode: 'all' | 'multi_shard' | 'off';
+  /** D runs with the first; the TPC-B workloads also run on one more D per further mode. */
+  lockModes: LockMode[];
   keep: boolean;
 }
 
@@ -60,8 +64,9 @@ async function parseOptions(): Promise<Options> {
     .option('scale-clients', { type: 'number', describe: 'idle clients for the connection-scale test (default 5000)' })
     .option('skip-scale', { type: 'boolean', describe: 'skip the connection-scale test' })
     .option('warmup', { type: 'number', describe: 'seconds of unrecorded pgbench per target and workload before the measured runs (0: none)' })
-    .option('with-zk', { type: 'boolean', default: false, describe: 'pgring D with ZooKeeper and locks (needs the lock layer)' })
-    .option('lock-mode', { choices: ['all', 'multi_shard', 'off'] as const, default: 'all' as const, describe: 'locks.mode for D with --with-zk' })
+    .option('with-zk', { type: 'boolean', describe: 'pgring D with ZooKeeper and locks (default on, off in --smoke; --no-with-zk: ring from the config, no locks)' })
+    .option('lock-modes', { type: 'string', describe: 'with ZooKeeper: comma-separated locks.mode values; D runs with the first, TPC-B also on one more D per further mode (default all,multi_shard,off)' })
+    .option('lock-mode', { choices: LOCK_MODES, describe: 'only this locks.mode (same as --lock-modes MODE)' })
     .option('keep', { type: 'boolean', default: false, describe: 'keep the temporary directory (data, logs)' })
     .strict()
     .help()
@@ -91,10 +96,18 @@ async function parseOptions(): Promise<Options> {
     scaleClients: argv['scale-clients'] ?? 5000,
     skipScale: argv['skip-scale'] ?? d.skipScale,
     warmup: argv.warmup ?? d.warmup,
-    withZk: argv['with-zk'],
-    lockMode: argv['lock-mode'],
+    withZk: argv['with-zk'] ?? mode !== 'smoke',
+    lockModes: parseLockModes(argv['lock-mode'] ?? argv['lock-modes']),
     keep: argv.keep,
   };
+}
+
+function parseLockModes(s: string | undefined): LockMode[] {
+  if (!s) return [...LOCK_MODES];
+  const modes = s.split(',').map((x) => x.trim()).filter(Boolean);
+  for (const m of modes) if (!LOCK_MODES.includes(m as LockMode)) throw new Error(`unknown lock mode ${m}; known: ${LOCK_MODES.join(', ')}`);
+  if (!modes.length) throw new Error('--lock-modes is empty');
+  return [...new Set(modes)] as LockMode[];
 }
 
 /** The idle-connection test needs more open files than the usual 1024: re-run under a raised `ulimit -n`. */
@@ -203,8 +216,8 @@ async function main(): Promise<void> {
     'TPS is the median over the repetitions of pgbench\'s "tps (without initial connection time)"; average latency is pgbench\'s; p99 is computed exactly from pgbench\'s per-transaction log (`-l`) of each run, median over the repetitions.',
     'Proxy CPU s / 1000 tx: utime+stime of the proxy process (from /proc/<pid>/stat) over the run, divided by the transactions pgbench processed; PgBouncer is single-threaded, pgring is one Node.js process (its libuv/GC threads included). CPU time is only charged while the process runs, so this is the figure least disturbed by other load on the machine.',
     opts.withZk
-      ? `D runs with ZooKeeper (cluster "bench") and \`locks.mode: ${opts.lockMode}\`.`
-      : 'D with ZooKeeper locks is **pending**: D runs without ZooKeeper (ring built from the config, no locks). Re-run with `--with-zk [--lock-mode all|multi_shard|off]` once the lock layer lands.',
+      ? `D runs with ZooKeeper (cluster "bench") and \`locks.mode: ${opts.lockModes[0]}\`${opts.lockModes.length > 1 ? `; the TPC-B workloads also run on ${opts.lockModes.slice(1).map((m) => `a D with \`locks.mode: ${m}\``).join(' and ')} (same data, same ZooKeeper cluster, one proxy used at a time), so the lock modes compare within one interleaved run` : ''}.`
+      : 'D runs without ZooKeeper (`--no-with-zk`: ring built from the config, no locks).',
   ];
   const setup: string[] = [];
   const cells = new Map<string, Cell>();
@@ -219,8 +232,10 @@ async function main(): Promise<void> {
     { id: 'Bt', label: 'B: PgBouncer, transaction mode', proxy: true },
     { id: 'N', label: 'N: bare Node.js TCP relay (reference)', proxy: true },
     { id: 'C', label: 'C: pgring, 1 shard', proxy: true },
-    { id: 'D', label: `D: pgring, 3 shards${opts.withZk ? `, ZooKeeper, locks ${opts.lockMode}` : ''}`, proxy: true },
+    { id: 'D', label: `D: pgring, 3 shards${opts.withZk ? `, ZooKeeper, locks ${opts.lockModes[0]}` : ''}`, proxy: true },
+    ...(opts.withZk ? opts.lockModes.slice(1).map((m) => ({ id: `D-${m}`, label: `D: pgring, 3 shards, ZooKeeper, locks ${m}`, proxy: true })) : []),
   ];
+  const isD = (t: TargetId) => t === 'D' || t.startsWith('D-');
   const commands = [
     `pgbench -i -s ${opts.scale} -q -h 127.0.0.1 -p <shard 1> -U postgres ${DB}              # A, B, C`,
     `pgbench -i -s ${opts.scale} -q -h 127.0.0.1 -p <pgring D> -U postgres ${DB_SHARDED}     # D (through pgring, after CREATE DATABASE ${DB_SHARDED} on each shard)`,
@@ -268,19 +283,26 @@ async function main(): Promise<void> {
     const bt = new BenchPgBouncer({ dir: path.join(tmp, 'pgbouncer-transaction'), mode: 'transaction', serverPort: p1!.port, databases: [DB], poolSize: POOL_SIZE, maxClientConn });
     bouncers.push(bs, bt);
     const C = new BenchPgring('C', tmp, await pgringConfig(info, 1, false, null));
-    const D = new BenchPgring('D', tmp, await pgringConfig(info, 3, true, opts.withZk ? { connect: info.zk, lockMode: opts.lockMode } : null));
+    const D = new BenchPgring('D', tmp, await pgringConfig(info, 3, true, opts.withZk ? { connect: info.zk, lockMode: opts.lockModes[0]! } : null));
+    const dOthers = new Map<TargetId, BenchPgring>();
+    for (const t of targets) {
+      if (!t.id.startsWith('D-')) continue;
+      dOthers.set(t.id, new BenchPgring(t.id, tmp, await pgringConfig(info, 3, true, { connect: info.zk, lockMode: t.id.slice(2) })));
+    }
     const relayPort = await freePort();
     const N = new BenchPgring('N', tmp, { listen: { port: relayPort } }, [path.resolve(__dirname, 'relay.js'), String(relayPort), String(p1!.port)]);
-    pgrings.push(C, D, N);
-    log('starting PgBouncer (session, transaction) and pgring (C, D)');
+    pgrings.push(C, D, ...dOthers.values(), N);
+    log(`starting PgBouncer (session, transaction), pgring (C, ${['D', ...dOthers.keys()].join(', ')}) and the Node.js relay N`);
     await bs.start();
     await bt.start();
     await C.start();
     await D.start();
+    for (const d of dOthers.values()) await d.start();
     await N.start();
     configs.push(['pgring C (pgring-C.json)', JSON.stringify(C.config, null, 2)], ['pgring D (pgring-D.json)', JSON.stringify(D.config, null, 2)],
+      ...[...dOthers].map(([id, d]): [string, string] => [`pgring ${id} (pgring-${id}.json)`, JSON.stringify(d.config, null, 2)]),
       ['PgBouncer, session mode (pgbouncer.ini)', fs.readFileSync(bs.iniFile, 'utf8')], ['PgBouncer, transaction mode (pgbouncer.ini)', fs.readFileSync(bt.iniFile, 'utf8')]);
-    setup.push(`PgBouncer session mode on 127.0.0.1:${bs.port}, transaction mode on 127.0.0.1:${bt.port} (run as the postgres OS user); pgring C on 127.0.0.1:${C.port}, D on 127.0.0.1:${D.port} (child processes \`node dist/src/cli/main.js proxy --config FILE\`); Node.js relay N on 127.0.0.1:${N.port} (\`node dist/bench/relay.js ${N.port} <shard 1>\`).`
+    setup.push(`PgBouncer session mode on 127.0.0.1:${bs.port}, transaction mode on 127.0.0.1:${bt.port} (run as the postgres OS user); pgring C on 127.0.0.1:${C.port}, D on 127.0.0.1:${D.port}${[...dOthers].map(([id, d]) => `, ${id} on 127.0.0.1:${d.port}`).join('')} (child processes \`node dist/src/cli/main.js proxy --config FILE\`); Node.js relay N on 127.0.0.1:${N.port} (\`node dist/bench/relay.js ${N.port} <shard 1>\`).`
       + ` Open-files limits: harness ${openFilesLimit()}, pgring ${openFilesLimit(C.pid ?? 0)}, PgBouncer ${openFilesLimit(bt.pid ?? 0)}.`);
 
     log(`pgbench -i -s ${opts.scale} through pgring D (${DB_SHARDED})`);
@@ -311,17 +333,21 @@ async function main(): Promise<void> {
     }
 
     // ---- pgbench runs, interleaved ----------------------------------------------------
-    const port: Record<TargetId, number> = { A: p1!.port, Bs: bs.port, Bt: bt.port, N: N.port, C: C.port, D: D.port };
-    const pidOf: Record<TargetId, () => number | null> = { A: () => null, Bs: () => bs.pid, Bt: () => bt.pid, N: () => N.pid, C: () => C.pid, D: () => D.pid };
-    const dbOf = (t: TargetId) => (t === 'D' ? DB_SHARDED : DB);
+    const byId: Record<string, { port: number; pid: number | null } | undefined> = { A: { port: p1!.port, pid: null }, Bs: bs, Bt: bt, N, C, D, ...Object.fromEntries(dOthers) };
+    const port = (t: TargetId) => byId[t]!.port;
+    const pidOf = (t: TargetId) => byId[t]!.pid;
+    const dbOf = (t: TargetId) => (isD(t) ? DB_SHARDED : DB);
     const naOf = (t: TargetId, w: Workload): string | undefined => {
       if (t === 'Bt' && w.prepared) return 'PgBouncer transaction mode does not support -M prepared';
-      if (t === 'D' && dInitError) return 'D initialisation failed (see Set-up)';
+      if (isD(t) && dInitError) return 'D initialisation failed (see Set-up)';
       return undefined;
     };
+    // The extra lock-mode proxies run the TPC-B workloads only (SELECTs take no locks).
+    const runsOn = (t: TargetId, w: Workload) => !t.startsWith('D-') || w.id.startsWith('tpcb');
     const plan: { w: Workload; c: number; rep: number; t: TargetId }[] = [];
     for (const w of opts.workloads) for (const c of opts.clients) for (let rep = 0; rep < opts.reps; rep++) {
       for (const t of targets) {
+        if (!runsOn(t.id, w)) continue;
         const na = naOf(t.id, w);
         const key = cellKey(w.id, c, t.id);
         if (!cells.has(key)) cells.set(key, na ? { runs: [], na } : { runs: [] });
@@ -333,9 +359,9 @@ async function main(): Promise<void> {
       const wc = Math.min(8, Math.max(...opts.clients));
       log(`warm-up: ${opts.warmup} s of each workload with ${wc} clients on each target (not recorded)`);
       for (const w of opts.workloads) for (const t of targets) {
-        if (naOf(t.id, w)) continue;
+        if (naOf(t.id, w) || !runsOn(t.id, w)) continue;
         checkInterrupted();
-        const res = await runPgbench(pgbenchArgs('127.0.0.1', port[t.id], dbOf(t.id), w, wc, opts.warmup), logDir, opts.warmup);
+        const res = await runPgbench(pgbenchArgs('127.0.0.1', port(t.id), dbOf(t.id), w, wc, opts.warmup), logDir, opts.warmup);
         if (!res.ok) log(`  warm-up ${w.id} ${t.id}: ERROR ${res.error}`);
       }
     }
@@ -348,9 +374,9 @@ async function main(): Promise<void> {
       lastBlock = block;
       if (!load.has(block)) load.set(block, []);
       load.get(block)!.push(os.loadavg()[0]!);
-      const pid = pidOf[r.t]();
+      const pid = pidOf(r.t);
       const cpu0 = cpuSeconds(pid);
-      const res = await runPgbench(pgbenchArgs('127.0.0.1', port[r.t], dbOf(r.t), r.w, r.c, opts.duration), logDir, opts.duration);
+      const res = await runPgbench(pgbenchArgs('127.0.0.1', port(r.t), dbOf(r.t), r.w, r.c, opts.duration), logDir, opts.duration);
       const cpu1 = cpuSeconds(pid);
       const cpuPer1000 = cpu0 !== null && cpu1 !== null && res.processed > 0 ? (cpu1 - cpu0) / (res.processed / 1000) : null;
       const rec: RunRecord = { ...res, cpuPer1000 };
@@ -358,13 +384,13 @@ async function main(): Promise<void> {
       const cpuTxt = cpuPer1000 === null ? '' : `, cpu ${cpuPer1000.toFixed(3)} s/1000tx`;
       log(`[${i + 1}/${plan.length}] ${r.w.id} c=${r.c} rep ${r.rep + 1} ${r.t.padEnd(2)}: `
         + (res.ok ? `${res.tps.toFixed(0)} tps, avg ${res.latAvgMs.toFixed(3)} ms, p99 ${res.p99Ms.toFixed(3)} ms${cpuTxt}` : `ERROR ${res.error}`));
-      if (!res.ok && (r.t === 'C' || r.t === 'D')) {
-        const p = r.t === 'C' ? C : D;
+      if (!res.ok && (r.t === 'C' || isD(r.t))) {
+        const p = r.t === 'C' ? C : (dOthers.get(r.t) ?? D);
         if (!p.running()) { log(`pgring ${r.t} is not running: ${p.tail(5)}`); }
       }
       await sleep(300);
     }
-    for (const [label, pid] of [['pgring C', C.pid], ['pgring D', D.pid], ['Node relay N', N.pid], ['PgBouncer session', bs.pid], ['PgBouncer transaction', bt.pid]] as const) {
+    for (const [label, pid] of [['pgring C', C.pid], ['pgring D', D.pid], ...[...dOthers].map(([id, d]) => [`pgring ${id}`, d.pid] as const), ['Node relay N', N.pid], ['PgBouncer session', bs.pid], ['PgBouncer transaction', bt.pid]] as const) {
       memory.push({ target: label, peakKb: memKb(pid, 'VmHWM'), rssKb: memKb(pid, 'VmRSS') });
     }
     writeReport(false);
