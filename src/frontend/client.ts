@@ -805,7 +805,7 @@ export class ClientSession implements ServerOwner {
     this.queryStart = Date.now();
     let stmts: RoutedStatement[];
     try { stmts = this.router.plan(sql); } catch (e) { return this.queryError(e); }
-    if (stmts.some((st) => needsColumns(st))) return this.learnColumnsThen(stmts, () => this.onQuery(msg));
+    if (stmts.some(needsColumns)) return this.learnColumnsThen(stmts, () => this.onQuery(msg));
     if (stmts.length === 0) {
       this.synth([emptyQueryResponse], false);
       this.rfq();

@@ -20,6 +20,8 @@ export interface PlanTemplate {
   fixed: number[];
   shardSqlT?: Part[];
   insertT?: { head: Part[]; rows: { parts: Part[]; key: KeyRef }[]; tail: Part[] };
+  /** Router cache bookkeeping: when the entry was last inserted or moved (LRU). */
+  touched?: number;
 }
 
 export interface PlanInput {

@@ -83,9 +83,13 @@ export class Router {
     }
     if (t !== undefined) {
       this.hits++;
-      // LRU: move to the back
-      cache.delete(key);
-      cache.set(key, t);
+      // LRU: move to the back, but only once it has drifted into the older half
+      // (a hot shape would otherwise be deleted and re-inserted on every hit).
+      if (this.tick - (t.touched ?? 0) > this.cacheSize / 2) {
+        t.touched = ++this.tick;
+        cache.delete(key);
+        cache.set(key, t);
+      }
       return t;
     }
     this.misses++;
@@ -98,7 +102,11 @@ export class Router {
     return t;
   }
 
+  /** Insertions and LRU moves so far: how far an entry has drifted toward eviction. */
+  private tick = 0;
+
   private put(key: string, t: PlanTemplate): void {
+    t.touched = ++this.tick;
     this.cache.set(key, t);
     while (this.cache.size > this.cacheSize) {
       const oldest = this.cache.keys().next().value as string;
