@@ -46,6 +46,8 @@ export interface ReportInput {
   scale: ScaleResult[];
   scaleNote?: string;
   configs: [string, string][];
+  /** Hand-written analysis (bench/ANALYSIS.md) placed after the measurements in full runs. */
+  appendix?: string;
 }
 
 export const cellKey = (w: string, c: number, t: TargetId) => `${w}|${c}|${t}`;
@@ -190,6 +192,7 @@ export function renderReport(input: ReportInput): string {
     }
     out.push('');
   }
+  if (input.appendix) out.push(input.appendix.trim(), '');
   if (input.configs.length) {
     out.push('## Configurations', '');
     for (const [name, text] of input.configs) out.push(`<details><summary>${name}</summary>`, '', '```', text.trim(), '```', '', '</details>', '');

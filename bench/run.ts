@@ -167,6 +167,11 @@ async function pgringConfig(info: ClusterInfo, shards: number, sharded: boolean,
   };
 }
 
+/** bench/ANALYSIS.md (hand-written: optimization log, where the time goes), carried into every full RESULTS.md. */
+function readAnalysis(): string | undefined {
+  try { return fs.readFileSync(path.join(ROOT, 'bench/ANALYSIS.md'), 'utf8'); } catch { return undefined; }
+}
+
 function log(msg: string): void { console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`); }
 
 async function main(): Promise<void> {
@@ -208,7 +213,7 @@ async function main(): Promise<void> {
   }
 
   const notes: string[] = [
-    `Everything (3 PostgreSQL servers, ZooKeeper, 2 PgBouncers, 2 pgring processes, the Node.js relay, pgbench) runs on this one machine (${facts[0]![1]} cores) and competes for CPU; other work may have been running on it too (load average at start: ${os.loadavg()[0]!.toFixed(2)}). Compare targets within one table (runs are interleaved A B B N C D, A B B N C D, … so drifting load hits all of them alike), not with numbers from other machines.`,
+    `Everything (3 PostgreSQL servers, ZooKeeper, 2 PgBouncers, the pgring processes, the Node.js relay, pgbench) runs on this one machine (${facts[0]![1]} cores) and competes for CPU; other work may have been running on it too (load average at start: ${os.loadavg()[0]!.toFixed(2)}). Compare targets within one table (runs are interleaved A B B N C D, A B B N C D, … so drifting load hits all of them alike), not with numbers from other machines.`,
     'N is a reference, not a product: a dozen lines of Node.js that give each client its own server connection and copy bytes both ways with `net.Socket` (bench/relay.ts). No Node.js proxy can do less per transaction, so N / PgBouncer is the ceiling for any Node.js proxy on this machine and C / N is what pgring\'s parsing, routing and pooling cost on top of Node.js itself.',
     'D spreads the rows over 3 PostgreSQL servers that share the same CPUs, so D measures routing overhead plus multi-shard transaction handling, not scale-out.',
     'PgBouncer (transaction mode) cannot run `-M prepared` (PgBouncer before 1.21 does not track protocol-level prepared statements in transaction pooling; see its docs, "Feature matrix for pooling modes"): recorded as n/a.',
@@ -248,6 +253,7 @@ async function main(): Promise<void> {
     facts: complete ? [...facts, ['load average at end', os.loadavg().map((x) => x.toFixed(2)).join(' ')]] : facts,
     mode: `${opts.mode}: ${opts.duration} s per run, ${opts.reps} repetition(s), clients ${opts.clients.join('/')}, pgbench scale ${opts.scale}, warm-up ${opts.warmup} s per target and workload`,
     commands, notes, setup, workloads: opts.workloads, clients: opts.clients, reps: opts.reps, targets, cells, load, memory, scale, scaleNote, configs,
+    appendix: opts.mode === 'full' ? readAnalysis() : undefined,
   });
   // Progress goes to a side file, so an aborted run never replaces the last complete results.
   const partialFile = opts.out.replace(/(\.md)?$/, '.partial.md');

@@ -7,7 +7,11 @@
 //   call throws ZkError('SESSIONEXPIRED') without touching the native handle;
 // - versions are always passed explicitly (-1 means "any version");
 // - `response_counter_limit` is set high: the package otherwise closes the handle as
-//   "expired" after 10 empty reads while the server is unreachable.
+//   "expired" after 10 empty reads while the server is unreachable;
+// - every call has a deadline: the native client was seen to leave a call unanswered
+//   forever after a connection loss. A call without an answer after `opTimeoutMs` fails
+//   with OPERATIONTIMEOUT and the handle is closed as dead, so the session supervisor
+//   opens a new session instead of everything waiting on a wedged one.
 import { EventEmitter } from 'node:events';
 
 // The package's own typings declare odd module names; we type the small part we use.
@@ -113,6 +117,8 @@ export interface ZkOptions {
   /** resume an existing session (both or neither); used by tests to force expiry */
   sessionId?: string;
   sessionPassword?: string;
+  /** deadline of one call; default twice the session timeout, at least 20 s */
+  opTimeoutMs?: number;
 }
 
 export type ZkDeathReason = 'closed' | 'expired' | 'authfailed';
@@ -230,18 +236,34 @@ export class Zk extends EventEmitter {
     this.emit('dead', reason, rc);
   }
 
+  private get opTimeoutMs(): number {
+    return this.opts.opTimeoutMs ?? Math.max(20000, 2 * (this.lastTimeout || this.opts.sessionTimeoutMs || 10000));
+  }
+
   private async call<T>(op: string, path: string | undefined, fn: (n: NativeZooKeeper) => Promise<T>): Promise<T> {
     const native = this.native;
     if (this._dead || !native) throw this.deadError(op, path);
+    let timer: NodeJS.Timeout | undefined;
+    const ms = this.opTimeoutMs;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        const err = new ZkError('OPERATIONTIMEOUT', `ZooKeeper ${op}${path ? ` ${path}` : ''}: OPERATIONTIMEOUT (no answer within ${ms} ms; handle ${this.handleId} closed, the session will be replaced)`, -7, path);
+        this.markDead('expired', -7, true);
+        reject(err);
+      }, ms);
+    });
     try {
-      return await fn(native);
+      return await Promise.race([fn(native), deadline]);
     } catch (e) {
+      if (isZkError(e, 'OPERATIONTIMEOUT') && this._dead) throw e;
       const err = parseZkError(e, op, path);
       if (err.code === 'SESSIONEXPIRED' || err.code === 'INVALIDSTATE' || err.code === 'AUTHFAILED') {
         this.markDead(err.code === 'AUTHFAILED' ? 'authfailed' : 'expired', err.rc ?? -112, true);
         if (err.code === 'INVALIDSTATE') throw this.deadError(op, path);
       }
       throw err;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

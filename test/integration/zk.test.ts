@@ -1,6 +1,7 @@
 // The typed ZooKeeper facade against a real ZooKeeper.
 import { after, before, test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as net from 'node:net';
 import { testCluster, stopOwnCluster, uniqueName } from '../helpers/env';
 import { Zk, ZkError, isZkError, WatchEvent } from '../../src/cluster/zk';
 
@@ -109,4 +110,24 @@ test('a second handle on the same session id forces expiry: the first handle bec
   await rejectsWith(a.exists(`${base}/exp/e`), 'SESSIONEXPIRED');
   const c = await open();
   assert.equal(await c.exists(`${base}/exp/e`), null);
+});
+
+test('a call the server never answers fails with OPERATIONTIMEOUT and the handle is closed', async () => {
+  // A TCP server that accepts and never answers: the native client waits forever without the facade's deadline.
+  const sockets: net.Socket[] = [];
+  const silent = net.createServer((sock) => { sockets.push(sock); sock.on('error', () => undefined); });
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  try {
+    const zk = new Zk({ connect: `127.0.0.1:${(silent.address() as net.AddressInfo).port}`, sessionTimeoutMs: 30000, opTimeoutMs: 1500 });
+    handles.push(zk);
+    const t0 = Date.now();
+    await rejectsWith(zk.exists('/anything'), 'OPERATIONTIMEOUT');
+    const waited = Date.now() - t0;
+    assert.ok(waited >= 1400 && waited < 10000, `answered after ${waited} ms`);
+    assert.equal(zk.dead, true);
+    await rejectsWith(zk.get('/anything'), 'SESSIONEXPIRED');
+  } finally {
+    for (const sock of sockets) sock.destroy();
+    silent.close();
+  }
 });
