@@ -965,10 +965,14 @@ export class ClientSession implements ServerOwner {
     }
   }
 
-  /** A write to several shards outside a transaction block runs as one distributed transaction (transaction layer installed). */
+  /**
+   * A write to several shards outside a transaction block runs as one transaction on
+   * every shard, so a failure on one shard changes nothing on the others: committed with
+   * two-phase commit by the transaction layer (ZooKeeper), else by COMMIT on each shard.
+   */
   private distributedAutocommit(stmt: RoutedStatement): boolean {
     const cmd = stmt.plan.command as string;
-    return !!this.ctx.tx?.commitMulti && stmt.plan.write && this.txStatus === 'I' && !this.virtualTx
+    return stmt.plan.write && this.txStatus === 'I' && !this.virtualTx
       && (cmd === 'insert' || cmd === 'update' || cmd === 'delete' || cmd === 'merge');
   }
 
@@ -983,7 +987,12 @@ export class ClientSession implements ServerOwner {
     this.virtualTx = null;
     const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
     if (!err && links.length && links.every((l) => l.conn.status === 'T')) {
-      try { await this.ctx.tx!.commitMulti!(this, links); this.endTransaction(true); } catch (e) {
+      const hook = this.ctx.tx?.commitMulti;
+      try {
+        if (hook) await hook.call(this.ctx.tx, this, links);
+        else await this.runOnLinks(links, 'COMMIT');
+        this.endTransaction(true);
+      } catch (e) {
         err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
         this.endTransaction(false);
       }
