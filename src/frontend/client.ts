@@ -78,6 +78,8 @@ export interface SessionMetrics {
 
 const enum K {
   Query = 1, Internal, InternalRows, InternalDescribe, Parse, InternalParse, InternalClose, Bind, Describe, Execute, Close, Sync, ExecSimple, Synth, Rfq, GroupResult,
+  /** BEGIN injected into an extended-protocol unit (Bind + Execute of pgring's own statement). */
+  InternalBegin,
 }
 
 export interface Pending {
@@ -148,6 +150,8 @@ export class ClientSession implements ServerOwner {
   private pendings: Pending[] = [];
   private unitLinks = new Set<Link>();
   private extError = false;
+  /** Links of the current extended-protocol unit that run an autocommit multi-shard write in a transaction of its own. */
+  private unitTx: Set<Link> | null = null;
   private skipUntilSync = false;
   private copyLinks: Link[] | null = null;
   private copySplit: CopySplitter | null = null;
@@ -586,6 +590,10 @@ export class ClientSession implements ServerOwner {
         break;
       case K.InternalClose:
         if (type === B.CloseComplete) { this.complete(p); return; }
+        break;
+      case K.InternalBegin:
+        if (type === B.BindComplete) return;
+        if (type === B.CommandComplete) { this.complete(p); return; }
         break;
       case K.Parse:
         if (type === B.ParseComplete) { this.out(p, msg); this.complete(p); return; }
@@ -1451,6 +1459,11 @@ export class ClientSession implements ServerOwner {
   }
 
   private bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[]): void {
+      if (this.unitTx || (links.length > 1 && this.distributedAutocommit(cs.stmt))) {
+        // An autocommit write to several shards: one transaction per shard, committed together at Sync.
+        if (!this.unitTx) { this.unitTx = new Set(); this.txSnapshot = this.state; }
+        for (const l of links) if (!this.unitTx.has(l)) { this.unitTx.add(l); this.beginInUnit(l); }
+      }
       const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
       const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
       let result: Pending | null = null;
@@ -1623,7 +1636,60 @@ export class ClientSession implements ServerOwner {
     }
     this.unitLinks.clear();
     this.portals.delete('');
+    if (this.unitTx) {
+      // The pump waits: nothing else may run (or answer) before the unit's shards commit or roll back.
+      const links = [...this.unitTx];
+      this.unitTx = null;
+      this.blockingWork = this.finishUnitTx(links);
+      return;
+    }
     this.rfq();
+  }
+
+  /**
+   * Opens an explicit transaction on `link` inside the current extended-protocol unit,
+   * before the client's Bind: Bind + Execute of pgring's own "BEGIN" statement (named,
+   * so the client's unnamed statement stays), prepared on first use.
+   */
+  private beginInUnit(link: Link): void {
+    if (!link.conn.prepared.has(BEGIN_STMT)) {
+      this.push(K.InternalParse, link, true);
+      link.conn.prepared.set(BEGIN_STMT, true);
+      link.conn.write(BEGIN_PARSE);
+    }
+    this.push(K.InternalBegin, link, true);
+    link.conn.write(BEGIN_BIND_EXECUTE);
+    this.unitLinks.add(link);
+    link.unsynced = true;
+  }
+
+  /** After the Sync of a unit with a multi-shard autocommit write: commit every shard (two-phase with the transaction layer) or roll all back. */
+  private async finishUnitTx(links: Link[]): Promise<void> {
+    let err: PgError | null = null;
+    try {
+      await this.waitIdle();
+      const open = links.filter((l) => this.links[l.shard] === l && l.conn.status !== 'I');
+      // extError: the client was told of an error in this unit (by a server or by pgring).
+      if (!this.extError && open.length && open.every((l) => l.conn.status === 'T')) {
+        const hook = this.ctx.tx?.commitMulti;
+        try {
+          if (hook) await hook.call(this.ctx.tx, this, open);
+          else await this.runOnLinks(open, 'COMMIT');
+          this.endTransaction(true);
+        } catch (e) {
+          err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+          this.endTransaction(false);
+        }
+      } else {
+        if (open.length) await this.runOnLinks(open, 'ROLLBACK').catch(() => undefined);
+        this.endTransaction(false);
+      }
+    } catch (e) {
+      err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+    }
+    if (err) { this.ctx.metrics?.error(err.code); this.synth([err.toMessage()], false); }
+    this.rfq();
+    this.flush();
   }
 
   private onFlush(): void {
@@ -1775,6 +1841,12 @@ export class ClientSession implements ServerOwner {
 }
 
 const msg_flush = Buffer.from([F.Flush, 0, 0, 0, 4]);
+const BEGIN_STMT = 'pgring_begin';
+const BEGIN_PARSE = new Writer().cstr(BEGIN_STMT).cstr('BEGIN').int16(0).msg(F.Parse);
+const BEGIN_BIND_EXECUTE = Buffer.concat([
+  new Writer().cstr('').cstr(BEGIN_STMT).int16(0).int16(0).int16(0).msg(F.Bind),
+  new Writer().cstr('').int32(0).msg(F.Execute),
+]);
 
 function quoteLiteral(s: string): string { return `'${s.replace(/'/g, "''")}'`; }
 

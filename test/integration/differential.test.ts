@@ -285,9 +285,13 @@ describe('differential: pgring over 3 shards vs plain PostgreSQL', () => {
     const steps: Step[] = [
       { sql: `INSERT INTO users VALUES (${spread[0]}, 'a', 1, NULL)` },
       { sql: `INSERT INTO users VALUES (${spread[1]}, 'b', 1, NULL), (${spread[0]}, 'dup', 1, NULL)` }, // 23505 on one shard only
-      { sql: `UPDATE users SET age = 100 / (id - ${spread[2]}) WHERE id >= 5000` },                    // 22012 on one shard only
+      { sql: `UPDATE users SET age = 100 / (id - ${spread[2]}) WHERE id >= 5000`, mode: 'both' },      // succeeds: no row ${spread[2]} yet
       { sql: `INSERT INTO users VALUES (${spread[2]}, 'c', 1, NULL)` },
-      { sql: `UPDATE users SET age = 100 / (id - ${spread[2]}) WHERE id >= 5000` },
+      { sql: `INSERT INTO users VALUES (${spread[1]}, 'd', 1, NULL)` },
+      // 22012 on one shard only, in the simple and in the extended protocol (Parse/Bind/Execute/Sync, one unit)
+      { sql: `UPDATE users SET age = 100 / (id - ${spread[2]}) WHERE id >= 5000`, mode: 'both' },
+      { sql: `DELETE FROM users WHERE id >= 5000 AND 100 / (id - ${spread[2]}) > 0`, mode: 'both' },
+      { sql: `UPDATE users SET age = age + 1 WHERE id >= 5000`, mode: 'both' },                          // succeeds on every shard
       { sql: 'SELECT * FROM users WHERE id >= 5000', mode: 'both' },
     ];
     const failures: string[] = [];

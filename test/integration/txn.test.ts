@@ -172,6 +172,25 @@ describe('two-phase commit', () => {
     assert.equal(s.rows[0].one, 1);
     assert.deepEqual(await prepared(), []);
   });
+
+  it('the same through the extended protocol: a multi-shard write with bind parameters commits with two-phase commit at Sync', async () => {
+    const ks = keysByShard(A, 8); // keys 0–5 of each shard belong to the other tests
+    const c = await open(A);
+    const keys = [ks[0]![6], ks[1]![6], ks[2]![6]];
+    for (const k of keys) await c.query('INSERT INTO kv VALUES ($1, 5)', [k]);
+    const before = A.proxy.txn!.stats.commits2pc;
+    const u = await c.query('UPDATE kv SET v = v + $4 WHERE k IN ($1, $2, $3)', [...keys, 1]);
+    assert.equal(u.rowCount, 3);
+    assert.ok(A.proxy.txn!.stats.commits2pc > before, 'the multi-shard UPDATE was not committed with two-phase commit');
+    assert.deepEqual(await onShards(`SELECT coalesce(sum(v), 0) FROM kv WHERE k IN (${keys.join(',')})`), ['6', '6', '6']);
+    // Division by zero on one shard only: the other two shards keep their rows unchanged.
+    await assert.rejects(c.query('UPDATE kv SET v = v + 100 / (k - $4) WHERE k IN ($1, $2, $3)', [...keys, keys[2]]), /division by zero/);
+    await assert.rejects(c.query('DELETE FROM kv WHERE k IN ($1, $2, $3) AND 1 / (k - $4) > 0', [...keys, keys[1]]), /division by zero/);
+    assert.deepEqual(await onShards(`SELECT coalesce(sum(v), 0) FROM kv WHERE k IN (${keys.join(',')})`), ['6', '6', '6']);
+    const s = await c.query('SELECT $1::int AS one', [1]);
+    assert.equal(s.rows[0].one, 1);
+    assert.deepEqual(await prepared(), []);
+  });
 });
 
 describe('locks across proxies', () => {
