@@ -3,7 +3,7 @@
 // is the commit decision: recovery commits the prepared transactions of a dead proxy that
 // have one and rolls back those that have none.
 //
-// Global transaction ids: pgring_<proxy>_<txid>_<shard> where <proxy> and <shard> are escaped
+// Global transaction ids: pgring_<cluster>_<proxy>_<txid>_<shard> where <cluster>, <proxy> and <shard> are escaped
 // (%, _ and characters outside [A-Za-z0-9.:-] as %hh) so that the id parses back exactly.
 import type { Layout } from './layout';
 import { decodeJson, encodeJson, isZkError, Zk } from './zk';
@@ -28,19 +28,24 @@ export function unescapePart(s: string): string {
   return decodeURIComponent(s);
 }
 
-export function makeGid(proxy: string, txid: string, shard: string): string {
+/**
+ * The PostgreSQL global transaction id of one shard's part of a distributed commit:
+ * pgring_<cluster>_<proxy>_<txid>_<shard>. The cluster name keeps pgring clusters that
+ * share PostgreSQL servers from finishing each other's in-doubt transactions.
+ */
+export function makeGid(cluster: string, proxy: string, txid: string, shard: string): string {
   if (!/^[0-9a-z]+$/.test(txid)) throw new Error(`bad txid ${txid}`);
-  const gid = `${GID_PREFIX}${escapePart(proxy)}_${txid}_${escapePart(shard)}`;
+  const gid = `${GID_PREFIX}${escapePart(cluster)}_${escapePart(proxy)}_${txid}_${escapePart(shard)}`;
   if (gid.length >= 200) throw new Error(`global transaction id too long (${gid.length} >= 200): ${gid}`);
   return gid;
 }
 
-export function parseGid(gid: string): { proxy: string; txid: string; shard: string } | null {
+export function parseGid(gid: string): { cluster: string; proxy: string; txid: string; shard: string } | null {
   if (!gid.startsWith(GID_PREFIX)) return null;
   const parts = gid.slice(GID_PREFIX.length).split('_');
-  if (parts.length !== 3 || !/^[0-9a-z]+$/.test(parts[1]!)) return null;
+  if (parts.length !== 4 || !/^[0-9a-z]+$/.test(parts[2]!)) return null;
   try {
-    return { proxy: unescapePart(parts[0]!), txid: parts[1]!, shard: unescapePart(parts[2]!) };
+    return { cluster: unescapePart(parts[0]!), proxy: unescapePart(parts[1]!), txid: parts[2]!, shard: unescapePart(parts[3]!) };
   } catch { return null; }
 }
 

@@ -30,7 +30,7 @@
 // written in that same session, which ZooKeeper refuses once the session expired).
 //
 // Two-phase commit (COMMIT of a transaction with several shards in it):
-//   PREPARE TRANSACTION 'pgring_<proxy>_<txid>_<shard>' on each shard (in parallel);
+//   PREPARE TRANSACTION 'pgring_<cluster>_<proxy>_<txid>_<shard>' on each shard (in parallel);
 //   any failure: ROLLBACK PREPARED the prepared ones, ROLLBACK the others, error to the client
 //     (the shard's own SQLSTATE, e.g. 55000 "prepared transactions are disabled", shard named);
 //   write the decision txns/<proxy>_<txid> (persistent: proxy, txid, gids) — the commit point;
@@ -323,7 +323,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     }
     const txid = (this.seq++).toString(36);
     const shards = links.map((l) => this.shardName(l.shard));
-    const gids = shards.map((s) => makeGid(this.proxyId, txid, s));
+    const gids = shards.map((s) => makeGid(this.layout!.cluster, this.proxyId, txid, s));
     const info = { state: 'preparing', shards, since: Date.now() };
     this.inflight.add(txid);
     this.active.set(txid, info);

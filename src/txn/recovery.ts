@@ -161,6 +161,7 @@ export class Recovery {
       for (const row of listed.get(t.name) ?? []) {
         const g = parseGid(row.gid);
         if (!g) { remaining.add(row.gid); continue; }
+        if (g.cluster !== this.layout.cluster) continue; // another pgring cluster's transaction: its recovery decides
         if (g.proxy === this.proxyId) {
           if (this.host.inflight.has(g.txid)) { remaining.add(row.gid); continue; }
         } else if (scope === 'own' || await isLive(g.proxy)) { remaining.add(row.gid); continue; }

@@ -276,8 +276,8 @@ describe('recovery', () => {
     const ks = keysByShard(A);
     const gone = 'gone-proxy-1';
     const layout = new Layout(zkName);
-    const gidC = (s: string) => makeGid(gone, 'a1', s);
-    const gidR = (s: string) => makeGid(gone, 'a2', s);
+    const gidC = (s: string) => makeGid(zkName, gone, 'a1', s);
+    const gidR = (s: string) => makeGid(zkName, gone, 'a2', s);
     // Two transactions of a dead proxy prepared on s1 and s2: a1 decided (the decision first, as a
     // proxy would have written it before any COMMIT PREPARED), a2 not.
     const zk = await Zk.connect({ connect: cluster.zk });
@@ -289,12 +289,16 @@ describe('recovery', () => {
         await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![3]}, 100); PREPARE TRANSACTION '${gidC(s)}'`);
         await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![4]}, 200); PREPARE TRANSACTION '${gidR(s)}'`);
       }
+      // A transaction of another pgring cluster on the same server: never this cluster's to finish.
+      const foreign = makeGid(`${zkName}-other`, gone, 'a3', 's1');
+      await onShard(ports[0]!, `BEGIN; INSERT INTO kv VALUES (${ks[0]![5]}, 300); PREPARE TRANSACTION '${foreign}'`);
       await writeDecision(zk, layout, { proxy: gone, txid: 'a1', gids: [{ shard: 's1', gid: gidC('s1') }, { shard: 's2', gid: gidC('s2') }], at: Date.now() });
       await A.proxy.recovery!.runPass('all');
-      assert.equal((await prepared()).length, 4);
+      assert.equal((await prepared()).length, 5);
       await ghost.close();   // the proxy dies
       await A.proxy.recovery!.runPass('all');
-      assert.deepEqual(await prepared(), []);
+      assert.deepEqual(await prepared(), [foreign]);
+      await onShard(ports[0]!, `ROLLBACK PREPARED '${foreign}'`);
       assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 100`), ['1', '1', '0']);
       assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 200`), ['0', '0', '0']);
       assert.deepEqual((await listDecisions(zk, layout)).filter((d) => d.rec.proxy === gone), []);

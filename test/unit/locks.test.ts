@@ -15,9 +15,9 @@ function manager(buckets = 1024): TxnManager {
 describe('global transaction ids', () => {
   it('round-trip proxy ids and shard names with underscores, percent signs and unicode', () => {
     for (const [proxy, shard] of [['host-1-abc', 's1'], ['my_host_2-77-x', 'shard_a_b'], ['h%41-1', 'ß_ü'], ['a.b.c-9-k', 's-1']]) {
-      const gid = makeGid(proxy!, 'z9', shard!);
-      assert.ok(gid.startsWith('pgring_'));
-      assert.deepEqual(parseGid(gid), { proxy, txid: 'z9', shard });
+      const gid = makeGid('prod_eu-1', proxy!, 'z9', shard!);
+      assert.ok(gid.startsWith('pgring_prod%5feu-1_'));
+      assert.deepEqual(parseGid(gid), { cluster: 'prod_eu-1', proxy, txid: 'z9', shard });
     }
   });
   it('rejects foreign gids', () => {
