@@ -152,6 +152,8 @@ export class ClientSession implements ServerOwner {
   private extError = false;
   /** Links of the current extended-protocol unit that run an autocommit multi-shard write in a transaction of its own. */
   private unitTx: Set<Link> | null = null;
+  /** Savepoints of the open transaction, oldest first (replayed on shards that join it). */
+  private savepoints: string[] = [];
   private skipUntilSync = false;
   private copyLinks: Link[] | null = null;
   private copySplit: CopySplitter | null = null;
@@ -696,6 +698,18 @@ export class ClientSession implements ServerOwner {
       case 'commit': case 'rollback':
         this.endTransaction(tag === 'COMMIT' || tag === 'COMMIT PREPARED');
         break;
+      case 'savepoint':
+        if (plan.savepoint !== undefined) this.savepoints.push(plan.savepoint);
+        break;
+      case 'release': case 'rollback_to': {
+        const i = plan.savepoint === undefined ? -1 : this.savepoints.lastIndexOf(plan.savepoint);
+        if (plan.command === 'release') { if (i >= 0) this.savepoints.length = i; break; }
+        if (i >= 0) this.savepoints.length = i + 1;
+        // Back to a savepoint: the transaction is healthy again, also where pgring had failed it.
+        this.txFailed = false;
+        if (this.virtualTx === 'E') this.virtualTx = 'T';
+        break;
+      }
       default:
         break;
     }
@@ -709,6 +723,7 @@ export class ClientSession implements ServerOwner {
     }
     this.virtualTx = null;
     this.txFailed = false;
+    this.savepoints = [];
     this.ctx.tx?.afterTransaction?.(this, committed);
   }
 
@@ -771,7 +786,10 @@ export class ClientSession implements ServerOwner {
       conn.appliedState = this.state.isEmpty ? null : this.state;
       if (sql) this.sendInternal(link, sql);
     }
-    if (this.virtualTx) this.sendInternal(link, this.beginSql);
+    if (this.virtualTx) {
+      this.sendInternal(link, this.beginSql);
+      for (const name of this.savepoints) this.sendInternal(link, `SAVEPOINT ${quoteIdent(name)}`);
+    }
     return link;
   }
 
@@ -846,6 +864,13 @@ export class ClientSession implements ServerOwner {
     if (this.routeShardKey !== null) return { kind: 'direct', shard: this.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), this.routeShardKey) };
     const n = this.ctx.shards.shardCount;
     if (n === 1) return { kind: 'direct', shard: 0 };
+    if (plan.savepoint !== undefined) {
+      // SAVEPOINT / RELEASE / ROLLBACK TO act on every shard in the transaction (shards that join
+      // later get the savepoints replayed after their BEGIN); with none yet, one shard starts it.
+      const shards = this.attachedLinks.map((l) => l.shard).sort((a, b) => a - b);
+      if (shards.length > 1) return { kind: 'multi', shards };
+      if (shards.length === 1) return { kind: 'direct', shard: shards[0]! };
+    }
     if (plan.command === 'ddl') return { kind: 'all' };
     if (plan.target === 'sharded') {
       if (plan.keys && plan.keyType) {
@@ -1849,6 +1874,7 @@ const BEGIN_BIND_EXECUTE = Buffer.concat([
 ]);
 
 function quoteLiteral(s: string): string { return `'${s.replace(/'/g, "''")}'`; }
+function quoteIdent(s: string): string { return `"${s.replace(/"/g, '""')}"`; }
 
 /** Adds a key value, or the elements of an array literal such as {1,2,"x y",NULL}. */
 function pushKey(out: (string | null)[], text: string | null, array?: boolean): void {

@@ -767,6 +767,7 @@ export class Planner {
       case 'MergeStmt': p.command = 'merge'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
       case 'TransactionStmt':
         p.command = txn[s.kind] ?? 'other';
+        if (typeof s.savepoint_name === 'string') p.savepoint = s.savepoint_name;
         this.fixAll(s.options);
         break;
       case 'VariableSetStmt': {

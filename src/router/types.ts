@@ -41,6 +41,8 @@ export interface Hint { shard?: string; shardKey?: string }
 
 export interface Plan {
   command: Command;
+  /** SAVEPOINT / RELEASE / ROLLBACK TO: the savepoint's name (as the server folds it) */
+  savepoint?: string;
   write: boolean;
   target: 'sharded' | 'reference' | 'none';
   table?: string;

@@ -280,6 +280,39 @@ describe('differential: pgring over 3 shards vs plain PostgreSQL', () => {
     assert.deepEqual(failures, []);
   });
 
+  it('savepoints in a transaction over several shards behave as on one server', async () => {
+    const sp = [...keysOn('bigint', Array.from({ length: 30 }, (_, i) => String(7000 + i))).values()].map((ks) => ks[0]!);
+    assert.equal(sp.length, 3);
+    const steps: Step[] = [
+      { sql: 'BEGIN' },
+      { sql: 'SAVEPOINT first' },                                            // before any shard is in the transaction
+      { sql: `INSERT INTO users VALUES (${sp[0]}, 'a', 1, NULL)` },
+      { sql: 'SAVEPOINT one' },
+      { sql: `INSERT INTO users VALUES (${sp[1]}, 'b', 1, NULL)` },           // a second shard joins after the savepoint
+      { sql: 'ROLLBACK TO SAVEPOINT one' },                                   // undoes it on that shard too
+      { sql: `INSERT INTO users VALUES (${sp[2]}, 'c', 1, NULL)` },
+      { sql: 'SAVEPOINT "Two"' },
+      { sql: `INSERT INTO users VALUES (${sp[0]}, 'dup', 1, NULL)` },         // 23505 on one shard: transaction aborted
+      { sql: 'SELECT 1' },                                                    // 25P02
+      { sql: 'ROLLBACK TO "Two"' },                                           // healthy again (psql ON_ERROR_ROLLBACK does this)
+      { sql: `INSERT INTO users VALUES (${sp[1]}, 'd', 1, NULL)` },
+      { sql: 'RELEASE SAVEPOINT "Two"' },
+      { sql: 'ROLLBACK TO SAVEPOINT "Two"' },                                 // 3B001: released
+      { sql: 'ROLLBACK TO SAVEPOINT first' },                                 // undoes everything, on every shard
+      { sql: `INSERT INTO users VALUES (${sp[2]}, 'e', 1, NULL)` },
+      { sql: 'COMMIT' },
+      { sql: 'SELECT id, name FROM users WHERE id >= 7000 ORDER BY id' },
+    ];
+    const failures: string[] = [];
+    for (const st of steps) {
+      const d = compare(await run(plain, st.sql, false), await run(viaProxy, st.sql, false), st);
+      if (d) failures.push(`${st.sql}\n    ${d}`);
+    }
+    await run(plain, 'DELETE FROM users WHERE id >= 7000', false);
+    await run(viaProxy, 'DELETE FROM users WHERE id >= 7000', false);
+    assert.deepEqual(failures, []);
+  });
+
   it('a statement failing on one shard changes nothing on the others', async () => {
     const spread = [...keysOn('bigint', Array.from({ length: 30 }, (_, i) => String(5000 + i))).values()].map((ks) => ks[0]!);
     const steps: Step[] = [
