@@ -17,9 +17,9 @@ import { BenchPgBouncer } from './pgbouncer';
 import { BenchPgring } from './pgring';
 import { pgbenchArgs, runPgbench, runTool, WORKLOADS } from './pgbench';
 import { cpuSeconds } from './procstat';
+import { median } from './report';
 
 const ROOT = path.resolve(__dirname, '../..');
-const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN; };
 const git = (...args: string[]) => execFileSync('git', ['-C', ROOT, ...args], { encoding: 'utf8' }).trim();
 
 async function main(): Promise<void> {

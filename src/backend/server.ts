@@ -33,7 +33,6 @@ export function beginWriteBatch(): void { batchDepth++; }
 
 export function endWriteBatch(): void {
   if (--batchDepth > 0) return;
-  batchDepth = 0;
   for (let i = 0; i < dirty.length; i++) dirty[i]!.flushQueued();
   dirty.length = 0;
 }

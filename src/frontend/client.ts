@@ -210,9 +210,10 @@ export class ClientSession implements ServerOwner {
   private write(b: Buffer): void { this.wq.push(b); }
 
   private flush(): void {
-    const q = this.wq;
-    if (q.length === 0 || this.phase === 'closed') { this.wq = []; return; }
-    if (q.length === 1) { this.socket.write(q[0]!); this.wq = []; return; }
+    const q = this.wq; // reused: called after every socket read, usually with nothing queued
+    if (q.length === 0) return;
+    if (this.phase === 'closed') { q.length = 0; return; }
+    if (q.length === 1) { this.socket.write(q[0]!); q.length = 0; return; }
     // Messages forwarded from one server read are usually adjacent slices of one chunk.
     let contiguous = true;
     const first = q[0]!;
@@ -223,7 +224,7 @@ export class ClientSession implements ServerOwner {
       end += b.length;
     }
     this.socket.write(contiguous ? Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) : Buffer.concat(q));
-    this.wq = [];
+    q.length = 0;
   }
 
   private readonly onMessageBound = (t: number, m: Buffer): void => this.onMessage(t, m);
@@ -842,7 +843,7 @@ export class ClientSession implements ServerOwner {
   }
 
   private queryError(e: unknown, ext = false): void {
-    const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+    const err = internalError(e);
     if (err.severity === 'FATAL') throw err;
     this.ctx.metrics?.error(err.code);
     if (this.txStatus !== 'I') {
@@ -1016,25 +1017,35 @@ export class ClientSession implements ServerOwner {
     try {
       await this.scatterSimple(stmt, msg, shards, true, bodies);
       await this.waitIdle();
-    } catch (e) { err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`); }
+    } catch (e) { err = internalError(e); }
     this.virtualTx = null;
     const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
-    if (!err && links.length && links.every((l) => l.conn.status === 'T')) {
-      const hook = this.ctx.tx?.commitMulti;
-      try {
-        if (hook) await hook.call(this.ctx.tx, this, links);
-        else await this.runOnLinks(links, 'COMMIT');
-        this.endTransaction(true);
-      } catch (e) {
-        err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
-        this.endTransaction(false);
-      }
-    } else {
-      if (links.length) await this.runOnLinks(links, 'ROLLBACK').catch(() => undefined);
-      this.endTransaction(false);
-    }
+    err = (await this.endOnLinks(links, !err && links.length > 0 && links.every((l) => l.conn.status === 'T'))) ?? err;
     if (err) { this.ctx.metrics?.error(err.code); this.synth([err.toMessage()], false); }
     this.rfq();
+  }
+
+  /** Commits `links` together: two-phase with the transaction layer (ZooKeeper), else COMMIT on each. */
+  private commitLinks(links: Link[]): Promise<void> {
+    const hook = this.ctx.tx?.commitMulti;
+    return hook ? hook.call(this.ctx.tx, this, links) : this.runOnLinks(links, 'COMMIT');
+  }
+
+  /** Ends the transaction on `links`: commits when `commit` (returns the commit's error, if any), else rolls back. */
+  private async endOnLinks(links: Link[], commit: boolean): Promise<PgError | null> {
+    if (!commit) {
+      if (links.length) await this.runOnLinks(links, 'ROLLBACK').catch(() => undefined);
+      this.endTransaction(false);
+      return null;
+    }
+    try {
+      await this.commitLinks(links);
+      this.endTransaction(true);
+      return null;
+    } catch (e) {
+      this.endTransaction(false);
+      return internalError(e);
+    }
   }
 
   /** Why pgring refuses a statement (0A000), or null. SET pgring.shard(_key) lifts scatter-only reasons. */
@@ -1137,10 +1148,8 @@ export class ClientSession implements ServerOwner {
 
   private async commitMulti(_stmt: RoutedStatement, ext: boolean): Promise<void> {
     const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
-    const hook = this.ctx.tx?.commitMulti;
     try {
-      if (hook) await hook.call(this.ctx.tx, this, links);
-      else await this.runOnLinks(links, 'COMMIT');
+      await this.commitLinks(links);
       this.synth([commandComplete('COMMIT')], ext);
       this.endTransaction(true);
     } catch (e) {
@@ -1389,22 +1398,24 @@ export class ClientSession implements ServerOwner {
         this.synth([parseComplete], true);
         return;
       }
-      return this.withLink(shard, (link) => {
-        this.unitLinks.add(link);
-        link.unsynced = true;
-        if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
-          this.touchPrepared(link, cs.serverName);
-          this.synth([parseComplete], true);
-          return;
-        }
-        const p = this.push(K.Parse, link, true);
-        this.markPrepared(link, cs);
-        p.onError = () => {
-          if (this.stmts.get(info.name) === cs) this.stmts.delete(info.name);
-          this.unmarkPrepared(link, cs);
-        };
-        link.conn.write(cs.parse);
-      }, true);
+      return this.withLink(shard, this.parseOn, info, cs);
+  }
+
+  private parseOn(link: Link, info: ReturnType<typeof decodeParse>, cs: ClientStatement): void {
+    this.unitLinks.add(link);
+    link.unsynced = true;
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
+      this.touchPrepared(link, cs.serverName);
+      this.synth([parseComplete], true);
+      return;
+    }
+    const p = this.push(K.Parse, link, true);
+    this.markPrepared(link, cs);
+    p.onError = () => {
+      if (this.stmts.get(info.name) === cs) this.stmts.delete(info.name);
+      this.unmarkPrepared(link, cs);
+    };
+    link.conn.write(cs.parse);
   }
 
   /** For Parse/Describe of a statement before any Bind: a shard already in use, else where its key would go. */
@@ -1518,38 +1529,45 @@ export class ClientSession implements ServerOwner {
           this.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
         }
-        const shard = this.preferredShardFor(cs.stmt);
-        const send = (link: Link) => {
-          this.unitLinks.add(link);
-          link.unsynced = true;
-          this.ensurePrepared(link, cs);
-          this.push(K.Describe, link, true);
-          link.conn.write(cs.serverName === name ? msg : targeted(F.Describe, 'S', cs.serverName));
-        };
-        return this.withLink(shard, send, true);
+        const out = cs.serverName === name ? msg : targeted(F.Describe, 'S', cs.serverName);
+        return this.withLink(this.preferredShardFor(cs.stmt), this.describeStatementOn, cs, out);
       }
       const portal = this.portals.get(name);
       if (!portal) throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       if (portal.virtual) { this.synth([noData], true); return; }
-      return this.withLink(portal.shards[0]!, (link) => {
-        const p = this.push(K.Describe, link, true);
-        if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
-          // Several shards answer through the merger: describe the columns the client will get.
-          p.plans = [portal.cs.stmt];
-          p.onRow = () => undefined;
-        }
-        link.conn.write(msg);
-      }, true);
+      return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
     } catch (e) { this.queryError(e, true); }
   }
 
-  /** Runs `fn` with the link to `shard`: now when one is free, else after waiting for the pool. */
-  private withLink(shard: number, fn: (link: Link) => void, ext: boolean): Promise<void> | void {
+  private describeStatementOn(link: Link, cs: ClientStatement, out: Buffer): void {
+    this.unitLinks.add(link);
+    link.unsynced = true;
+    this.ensurePrepared(link, cs);
+    this.push(K.Describe, link, true);
+    link.conn.write(out);
+  }
+
+  private describePortalOn(link: Link, portal: Portal, msg: Buffer): void {
+    const p = this.push(K.Describe, link, true);
+    if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
+      // Several shards answer through the merger: describe the columns the client will get.
+      p.plans = [portal.cs.stmt];
+      p.onRow = () => undefined;
+    }
+    link.conn.write(msg);
+  }
+
+  /**
+   * Runs the extended-protocol step `fn` with the link to `shard`: now when one is free,
+   * else after waiting for the pool. `fn` is a method taking its data as arguments, so the
+   * common case allocates no closure.
+   */
+  private withLink<A, B>(shard: number, fn: (this: ClientSession, link: Link, a: A, b: B) => void, a: A, b: B): Promise<void> | void {
     const now = this.linkNow(shard);
-    if (now) { fn(now); return; }
+    if (now) { fn.call(this, now, a, b); return; }
     return this.link(shard).then((link) => {
-      try { fn(link); } catch (e) { this.queryError(e, ext); }
-    }, (e) => this.queryError(e, ext));
+      try { fn.call(this, link, a, b); } catch (e) { this.queryError(e, true); }
+    }, (e) => this.queryError(e, true));
   }
 
   private onExecute(msg: Buffer): Promise<void> | void {
@@ -1695,22 +1713,9 @@ export class ClientSession implements ServerOwner {
       await this.waitIdle();
       const open = links.filter((l) => this.links[l.shard] === l && l.conn.status !== 'I');
       // extError: the client was told of an error in this unit (by a server or by pgring).
-      if (!this.extError && open.length && open.every((l) => l.conn.status === 'T')) {
-        const hook = this.ctx.tx?.commitMulti;
-        try {
-          if (hook) await hook.call(this.ctx.tx, this, open);
-          else await this.runOnLinks(open, 'COMMIT');
-          this.endTransaction(true);
-        } catch (e) {
-          err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
-          this.endTransaction(false);
-        }
-      } else {
-        if (open.length) await this.runOnLinks(open, 'ROLLBACK').catch(() => undefined);
-        this.endTransaction(false);
-      }
+      err = await this.endOnLinks(open, !this.extError && open.length > 0 && open.every((l) => l.conn.status === 'T'));
     } catch (e) {
-      err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+      err = internalError(e);
     }
     if (err) { this.ctx.metrics?.error(err.code); this.synth([err.toMessage()], false); }
     this.rfq();
@@ -1872,6 +1877,11 @@ const BEGIN_BIND_EXECUTE = Buffer.concat([
   new Writer().cstr('').cstr(BEGIN_STMT).int16(0).int16(0).int16(0).msg(F.Bind),
   new Writer().cstr('').int32(0).msg(F.Execute),
 ]);
+
+/** A PgError as it is, anything else as pgring's own internal error (XX000). */
+function internalError(e: unknown): PgError {
+  return e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
+}
 
 function quoteLiteral(s: string): string { return `'${s.replace(/'/g, "''")}'`; }
 function quoteIdent(s: string): string { return `"${s.replace(/"/g, '""')}"`; }

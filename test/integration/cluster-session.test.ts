@@ -10,6 +10,7 @@ import { uniqueName } from '../helpers/env';
 import { SessionState, ZkSession } from '../../src/cluster/session';
 import { Layout } from '../../src/cluster/layout';
 import { Zk } from '../../src/cluster/zk';
+import { expireSession } from '../helpers/zk';
 import { initRing, publishRing, RingDocument, RingWatcher } from '../../src/cluster/ring-store';
 import { EphemeralNode, listProxies, registerProxy, ProxyRecord } from '../../src/cluster/registry';
 import { LeaderLatch } from '../../src/cluster/election';
@@ -42,15 +43,7 @@ async function waitFor(cond: () => boolean | Promise<boolean>, what: string, tim
 /** Expires `s`'s current session server-side by closing a twin handle on the same session id. */
 async function expire(s: ZkSession): Promise<void> {
   const zk = s.current();
-  // The server drops the older connection of a session when the twin connects; if the original
-  // handle reconnects before the twin's close is sent, the close is not sent: try again.
-  for (let i = 0; i < 10 && !zk.dead; i++) {
-    const twin = new Zk({ connect: lz.connectString, sessionId: zk.sessionId, sessionPassword: zk.sessionPassword, sessionTimeoutMs: 4000 });
-    try { await twin.waitConnected(5000); } catch { /* retried */ }
-    await twin.close();
-    const deadline = Date.now() + 2000;
-    while (!zk.dead && Date.now() < deadline) await sleep(20);
-  }
+  await expireSession(zk, lz.connectString);
   assert.ok(zk.dead, 'session expired');
 }
 

@@ -14,6 +14,7 @@ import { ClusterInfo } from '../../src/local/cluster';
 import { LocalPostgres } from '../../src/local/postgres';
 import { freePort, sleep } from '../../src/local/proc';
 import { Zk } from '../../src/cluster/zk';
+import { expireSession } from '../helpers/zk';
 import { Layout } from '../../src/cluster/layout';
 import { makeGid, writeDecision, listDecisions } from '../../src/cluster/txns';
 import { lockBucket } from '../../src/txn/manager';
@@ -247,13 +248,7 @@ describe('locks across proxies', () => {
     await c1.query('UPDATE kv SET v = 42 WHERE k = $1', [k]);
     // Expire A's session server-side with a twin handle on the same session id.
     const zk = A.proxy.coordinator!.session.current();
-    for (let i = 0; i < 10 && !zk.dead; i++) {
-      const twin = new Zk({ connect: cluster.zk, sessionId: zk.sessionId, sessionPassword: zk.sessionPassword, sessionTimeoutMs: 4000 });
-      try { await twin.waitConnected(5000); } catch { /* retried */ }
-      await twin.close();
-      const deadline = Date.now() + 2000;
-      while (!zk.dead && Date.now() < deadline) await sleep(20);
-    }
+    await expireSession(zk, cluster.zk);
     assert.ok(zk.dead, 'session expired');
     const second = c2.query('UPDATE kv SET v = 7 WHERE k = $1', [k]);
     await assert.rejects(c1.query('COMMIT'), (e: Error & { code?: string }) => {
