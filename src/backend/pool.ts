@@ -129,6 +129,9 @@ export class Pool {
     }
     conn.lastUsed = Date.now();
     this.idle.push(conn);
+    // Waiters for other parameters may have no connection on its way (the one opened for them
+    // went to an earlier waiter, or theirs was served by a release): open or make room now.
+    if (this.waiters.length > 0) this.grow();
   }
 
   /** Returns a clean connection (ReadyForQuery 'I', no owner). */

@@ -663,6 +663,9 @@ export class ClientSession implements ServerOwner {
     const f = parseErrorFields(msg);
     this.ctx.metrics?.error(f.C ?? 'XX000');
     if (f.S === 'FATAL' || f.S === 'PANIC') p.link?.conn.noteError(new PgError(f.C ?? SQLSTATE.AdminShutdown, f.M ?? '', { severity: 'FATAL' }));
+    // A PREPARE TRANSACTION that fails (gid in use, temporary objects, ...) still ends the block:
+    // the server has rolled the transaction back.
+    if (p.plans?.[p.planIdx ?? 0]?.plan.command === 'prepare_transaction') this.endTransaction(false);
   }
 
   /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
@@ -672,7 +675,7 @@ export class ClientSession implements ServerOwner {
       case 'set': case 'reset': {
         const v = plan.setVar;
         if (!v || v.local) break;
-        if (v.name === 'all' || (plan.command === 'reset' && v.name === 'all')) this.state = SessionState.empty;
+        if (v.name === 'all') this.state = this.state.afterResetAll();
         else if (v.value === null) this.state = this.state.withReset(v.name);
         else this.state = this.state.withSet(v.name, stmt.sql);
         if (link) link.conn.appliedState = this.state.isEmpty ? null : this.state;
@@ -697,7 +700,14 @@ export class ClientSession implements ServerOwner {
         }
         break;
       case 'commit': case 'rollback':
-        this.endTransaction(tag === 'COMMIT' || tag === 'COMMIT PREPARED');
+        this.endTransaction(tag === 'COMMIT');
+        // AND CHAIN on the server: its next transaction is already open there.
+        if (plan.chain) this.txSnapshot = this.state;
+        break;
+      case 'prepare_transaction':
+        // The server has handed the transaction over to the prepared-transaction store (or rolled
+        // it back, tag ROLLBACK): the session is outside a transaction either way.
+        this.endTransaction(tag === 'PREPARE TRANSACTION');
         break;
       case 'savepoint':
         if (plan.savepoint !== undefined) this.savepoints.push(plan.savepoint);
@@ -944,7 +954,13 @@ export class ClientSession implements ServerOwner {
       }
       this.checkSupported(stmt, null);
       if (isTxControl(plan) && this.txControl(stmt, null)) return;
-      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to') {
+      if (plan.command === 'prepare_transaction' && this.prepareTransaction()) return;
+      if (plan.freeDatabase !== undefined) {
+        // PostgreSQL refuses (after waiting 5 s) while other sessions use the database; pgring's
+        // own idle connections to it must not be those sessions.
+        for (const pool of this.ctx.topology.allPools()) if (pool.cred.database === plan.freeDatabase) pool.dropIdle();
+      }
+      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       }
       const route = this.route(stmt, null, null);
@@ -1087,6 +1103,11 @@ export class ClientSession implements ServerOwner {
       if (!ext) this.rfq();
     };
     if (cmd === 'begin') {
+      if (this.txStatus === 'E') {
+        // PostgreSQL refuses every command but the ones ending the block in a failed transaction.
+        this.queryError(new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block'), ext !== null);
+        return true;
+      }
       if (this.txStatus !== 'I') {
         reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete('BEGIN')]);
         return true;
@@ -1098,16 +1119,22 @@ export class ClientSession implements ServerOwner {
       reply([commandComplete('BEGIN')]);
       return true;
     }
-    // COMMIT / ROLLBACK
+    // COMMIT / ROLLBACK [AND CHAIN]
+    const chain = stmt.plan.chain === true;
     const inTx = this.txStatus !== 'I';
     if (links.length === 0 || !links.some((l) => l.conn.status !== 'I')) {
       if (!inTx) {
+        if (chain) {
+          this.queryError(new PgError(SQLSTATE.NoActiveSqlTransaction, `${cmd === 'commit' ? 'COMMIT' : 'ROLLBACK'} AND CHAIN can only be used in transaction blocks`), ext !== null);
+          return true;
+        }
         reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
         return true;
       }
       const failed = this.virtualTx === 'E';
       reply([commandComplete(cmd === 'commit' && !failed ? 'COMMIT' : 'ROLLBACK')]);
       this.endTransaction(cmd === 'commit' && !failed);
+      if (chain) this.chainTransaction();
       return true;
     }
     if (this.txFailed) {
@@ -1117,6 +1144,7 @@ export class ClientSession implements ServerOwner {
       this.txFailed = false;
       reply([commandComplete('ROLLBACK')]);
       this.endTransaction(false);
+      if (chain) this.chainTransaction();
       return true;
     }
     const activeLinks = links.filter((l) => l.conn.status !== 'I');
@@ -1126,6 +1154,7 @@ export class ClientSession implements ServerOwner {
       for (const l of activeLinks) this.sendInternal(l, 'ROLLBACK');
       reply([commandComplete('ROLLBACK')]);
       this.endTransaction(false);
+      if (chain) this.chainTransaction();
       return true;
     }
     if (cmd === 'commit' && this.txStatus === 'T') {
@@ -1146,12 +1175,41 @@ export class ClientSession implements ServerOwner {
     return false;
   }
 
-  private async commitMulti(_stmt: RoutedStatement, ext: boolean): Promise<void> {
+  /** PREPARE TRANSACTION by the client: true when answered here. A failed transaction is rolled
+   *  back (tag ROLLBACK, as PostgreSQL does); one on a single server is prepared there (an empty
+   *  one on the shard pgring would use); one over several shards cannot be handed to one
+   *  prepared-transaction id. */
+  private prepareTransaction(): boolean {
+    const active = this.attachedLinks.filter((l) => l.conn.status !== 'I');
+    if (this.txFailed || (this.virtualTx === 'E' && active.length === 0)) {
+      for (const l of active) this.sendInternal(l, 'ROLLBACK');
+      this.synth([commandComplete('ROLLBACK')], false);
+      this.endTransaction(false);
+      this.rfq();
+      return true;
+    }
+    if (active.length > 1) {
+      throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
+    }
+    return false;
+  }
+
+  /** AND CHAIN answered by pgring: the next transaction starts at once, with the same BEGIN
+   *  (so the same isolation level, read-only and deferrable modes), on the shards it reaches. */
+  private chainTransaction(): void {
+    this.virtualTx = 'T';
+    this.txSnapshot = this.state;
+    // Links that stay attached (pinned sessions, or queued behind pgring's own ROLLBACK) start it now.
+    for (const l of this.links) if (l) this.sendInternal(l, this.beginSql);
+  }
+
+  private async commitMulti(stmt: RoutedStatement, ext: boolean): Promise<void> {
     const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
     try {
       await this.commitLinks(links);
       this.synth([commandComplete('COMMIT')], ext);
       this.endTransaction(true);
+      if (stmt.plan.chain) this.chainTransaction();
     } catch (e) {
       this.endTransaction(false);
       const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);

@@ -20,16 +20,27 @@ export class SessionState {
     m.delete(name);
     return m.size ? new SessionState(m) : SessionState.empty;
   }
+  /** `RESET ALL` succeeded. PostgreSQL's RESET ALL leaves the role and the session
+   *  authorization alone (GUC_NO_RESET_ALL), so they stay in the state. */
+  afterResetAll(): SessionState {
+    const m = new Map<string, string>();
+    for (const [k, v] of this.sets) if (NOT_RESET_BY_ALL.has(k)) m.set(k, v);
+    return m.size ? new SessionState(m) : SessionState.empty;
+  }
   get isEmpty(): boolean { return this.sets.size === 0; }
 
   /** SQL that brings a connection carrying `from` (null = startup baseline) to this state. */
   replaySql(from: SessionState | null): string {
     const parts: string[] = [];
+    // RESET ALL would keep another client's role: reset the identity first.
+    if (from && (from.sets.has('role') || from.sets.has('session_authorization'))) parts.push('RESET SESSION AUTHORIZATION');
     if (from && !from.isEmpty) parts.push('RESET ALL');
     for (const sql of this.sets.values()) parts.push(sql);
     return parts.join('; ');
   }
 }
+
+const NOT_RESET_BY_ALL = new Set(['role', 'session_authorization']);
 
 /** Why a client is pinned to its server connection(s) in transaction pooling. */
 export type PinReason = 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | 'copy';

@@ -24,6 +24,7 @@ export const SQLSTATE = {
   SerializationFailure: '40001',
   InvalidTransactionState: '25000',
   InFailedTransaction: '25P02',
+  NoActiveSqlTransaction: '25P01',
   InternalError: 'XX000',
   ConfigFileError: 'F0000',
   InvalidParameterValue: '22023',

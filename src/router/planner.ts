@@ -768,6 +768,7 @@ export class Planner {
       case 'TransactionStmt':
         p.command = txn[s.kind] ?? 'other';
         if (typeof s.savepoint_name === 'string') p.savepoint = s.savepoint_name;
+        if (s.chain) p.chain = true;
         this.fixAll(s.options);
         break;
       case 'VariableSetStmt': {
@@ -827,8 +828,13 @@ export class Planner {
       default:
         if (/^(Create|Alter|Drop|Rename|Grant|Comment|Truncate|Index|View|Reindex|Cluster|Define|Composite|AlterTable|Sec|RuleStmt|CreateTableAs|AlterOwner|Refresh|Import)/.test(tag) || tag === 'RuleStmt') {
           p.command = 'ddl'; p.write = true;
-          if (tag === 'CreateStmt' && s.relation?.relpersistence === 't') p.sessionState = 'temp_table';
-          if (tag === 'CreateTableAsStmt' && s.into?.rel?.relpersistence === 't') p.sessionState = 'temp_table';
+          if (tag === 'DropdbStmt') p.freeDatabase = s.dbname;
+          else if (tag === 'RenameStmt' && s.renameType === 'OBJECT_DATABASE') p.freeDatabase = s.subname;
+          else if (tag === 'CreatedbStmt') {
+            const t = (s.options ?? []).find((o: N) => o.DefElem?.defname === 'template')?.DefElem?.arg;
+            const name = t?.String?.sval ?? t?.TypeName?.names?.[0]?.String?.sval;
+            if (typeof name === 'string') p.freeDatabase = name;
+          }
           this.walkExprs(s, { parent: null, items: [] });
           if (tag === 'DropStmt' && (s.removeType === 'OBJECT_TABLE' || s.removeType === 'OBJECT_INDEX' || s.removeType === 'OBJECT_VIEW')) {
             for (const o of s.objects ?? []) {
@@ -846,6 +852,10 @@ export class Planner {
     }
     if (this.dmlWrite) p.write = true;
     if (this.sessionState && !p.sessionState) p.sessionState = this.sessionState;
+    // Any temporary object (TEMP table, view or sequence, SELECT INTO TEMP, an object in pg_temp)
+    // lives in the server session: the client must keep that connection.
+    if (!p.sessionState && tag !== 'SelectStmt' && tag !== 'InsertStmt' && tag !== 'UpdateStmt' && tag !== 'DeleteStmt' && createsTemp(s)) p.sessionState = 'temp_table';
+    else if (!p.sessionState && tag === 'SelectStmt' && s.intoClause && createsTemp(s.intoClause)) p.sessionState = 'temp_table';
     const fk = this.finishKeys();
     if (this.occs.length) {
       p.target = 'sharded';
@@ -1293,4 +1303,21 @@ export function renderParts(parts: Part[], literals: string[], kinds: LitKind[])
   let s = '';
   for (const p of parts) s += typeof p === 'string' ? p : renderLiteral(literals[p], kinds[p]);
   return s;
+}
+
+/** True when the statement names a temporary relation (relpersistence 't') or anything in a
+ *  pg_temp schema (tables, views, sequences, functions, types created there). */
+export function createsTemp(node: unknown): boolean {
+  if (node === null || typeof node !== 'object') return false;
+  if (Array.isArray(node)) { for (const x of node) if (createsTemp(x)) return true; return false; }
+  const o = node as Record<string, unknown>;
+  if (o.relpersistence === 't') return true;
+  if (typeof o.schemaname === 'string' && /^pg_temp/i.test(o.schemaname)) return true;
+  const sv = (o.String as { sval?: string } | undefined)?.sval;
+  if (typeof sv === 'string' && /^pg_temp(_\d+)?$/i.test(sv)) return true;
+  for (const k in o) {
+    const v = o[k];
+    if (v !== null && typeof v === 'object' && createsTemp(v)) return true;
+  }
+  return false;
 }

@@ -33,19 +33,32 @@ export class Router {
 
   get cacheEntries(): number { return this.cache.size; }
 
-  /** Plan every statement of a simple-query string. Never throws. */
+  /** Plan every statement of a simple-query string. Never throws.
+   *  PostgreSQL parses a whole query string before it runs any of it, so a string with a
+   *  statement it cannot parse runs nothing: such a string comes back as one statement
+   *  with `parseError`, to be forwarded as is to one server for PostgreSQL's own error. */
   plan(sql: string): RoutedStatement[] {
-    const lexed = lex(sql);
+    let lexed: LexedStatement[];
+    try { lexed = lex(sql); } catch (e) { return [unparsable(sql, e)]; }
     const out: RoutedStatement[] = new Array(lexed.length);
-    for (let i = 0; i < lexed.length; i++) out[i] = this.planLexed(sql, lexed[i]);
+    for (let i = 0; i < lexed.length; i++) {
+      let r: RoutedStatement;
+      try { r = this.planLexed(sql, lexed[i]); } catch (e) { return [unparsable(sql, e)]; }
+      if (r.plan.parseError !== undefined && lexed.length > 1) return [{ ...r, sql }];
+      out[i] = r;
+    }
     return out;
   }
 
-  /** Plan the statement of an extended-protocol Parse message (text with $n). */
+  /** Plan the statement of an extended-protocol Parse message (text with $n). Never throws. */
   planPrepared(sql: string): RoutedStatement {
-    const lexed = lex(sql);
-    const first = lexed.find((s) => !s.empty) ?? lexed[0];
-    return this.planLexed(sql, first);
+    try {
+      const lexed = lex(sql);
+      const first = lexed.find((s) => !s.empty) ?? lexed[0];
+      return this.planLexed(sql, first);
+    } catch (e) {
+      return unparsable(sql, e);
+    }
   }
 
   /** Plan by parsing the exact statement text with the full parser (no shapes, no cache).
@@ -155,6 +168,12 @@ export class Router {
       return { plan: { command: 'other', write: true, target: 'none', keys: null, unsupported: 'internal planner error: ' + msg }, fixed: [] };
     }
   }
+}
+
+/** A string pgring's own lexer cannot take (e.g. a literal PostgreSQL rejects): forwarded as is. */
+function unparsable(sql: string, e: unknown): RoutedStatement {
+  const parseError = e instanceof Error ? e.message : String(e);
+  return { sql, plan: { command: 'other', write: false, target: 'none', keys: null, parseError }, literals: [], literalKinds: [] };
 }
 
 function fixedKey(shape: string, fixed: number[], literals: string[]): string {

@@ -1,0 +1,240 @@
+// What a PostgreSQL client sees through transaction pooling, checked against plain PostgreSQL.
+// psql runs the same script directly and through pgring (one shard, same server, another
+// database) and the outputs must be identical; session-state cases use two `pg` clients so
+// that a server connection really changes hands between them. Found by running PostgreSQL's
+// own regression suite (pg_regress) through pgring.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { testCluster, uniqueName, psqlAt } from '../helpers/env';
+import { baseConfig, client, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { Pool } from '../../src/backend/pool';
+
+let cluster: Awaited<ReturnType<typeof testCluster>>;
+let proxy: RunningProxy;
+let serverPort: number;
+let directDb: string;
+let proxiedDb: string;
+const tag = uniqueName('fid');
+
+before(async () => {
+  cluster = await testCluster();
+  serverPort = cluster.pg[0]!.port;
+  directDb = uniqueName('fid_direct');
+  proxiedDb = uniqueName('fid_proxied');
+  createDatabase([serverPort], directDb);
+  createDatabase([serverPort], proxiedDb);
+  psqlAt(serverPort, `DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'fid_role') THEN CREATE ROLE fid_role; END IF; END $$`);
+  proxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 4 } }));
+});
+
+after(async () => {
+  await proxy?.stop();
+  for (const d of [directDb, proxiedDb]) psqlAt(serverPort, `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+});
+
+async function connected(port: number, db: string): Promise<pg.Client> {
+  const c = client(port, db);
+  await c.connect();
+  return c;
+}
+
+/** psql -a output (statements echoed, errors and notices interleaved), file name prefix removed.
+ *  Asynchronous: pgring runs in this process. */
+function psqlRun(port: number, db: string, script: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sh', ['-c', `psql -X -a -q -h 127.0.0.1 -p ${port} -U postgres -d ${db} -f - 2>&1`], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    const timer = setTimeout(() => { child.kill(); reject(new Error(`psql timed out; output so far:\n${out}`)); }, 60000);
+    child.stdout.on('data', (d) => { out += d; });
+    child.on('exit', () => { clearTimeout(timer); resolve(out.replace(/psql:<stdin>:\d+: /g, '')); });
+    child.stdin.end(script);
+  });
+}
+
+async function sameAsPostgres(script: string): Promise<void> {
+  const want = await psqlRun(serverPort, directDb, script);
+  const got = await psqlRun(proxy.port, proxiedDb, script);
+  assert.equal(got, want);
+}
+
+describe('PostgreSQL behaviour through transaction pooling (against plain PostgreSQL)', () => {
+  it('answers BEGIN / COMMIT / ROLLBACK [AND CHAIN] and failed blocks as PostgreSQL does', async () => {
+    await sameAsPostgres(`
+CREATE TABLE trans_abc (a int);
+START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE, DEFERRABLE;
+SHOW transaction_isolation;
+INSERT INTO trans_abc VALUES (1);
+COMMIT AND CHAIN;
+SHOW transaction_isolation;
+INSERT INTO trans_abc VALUES ('error');
+INSERT INTO trans_abc VALUES (3);
+COMMIT AND CHAIN;
+SHOW transaction_isolation;
+SHOW transaction_deferrable;
+INSERT INTO trans_abc VALUES (4);
+COMMIT;
+START TRANSACTION ISOLATION LEVEL SERIALIZABLE;
+COMMIT AND CHAIN;
+SHOW transaction_isolation;
+ROLLBACK AND CHAIN;
+SHOW transaction_isolation;
+ROLLBACK;
+COMMIT AND CHAIN;
+ROLLBACK AND CHAIN;
+COMMIT;
+ROLLBACK;
+BEGIN;
+BEGIN;
+SELECT 1/0;
+BEGIN;
+SELECT 1;
+ROLLBACK;
+SELECT * FROM trans_abc ORDER BY 1;
+`);
+  });
+
+  it('PREPARE TRANSACTION ends the block; COMMIT / ROLLBACK PREPARED outside it', async () => {
+    await sameAsPostgres(`
+CREATE TABLE px (a int);
+BEGIN;
+INSERT INTO px VALUES (10);
+PREPARE TRANSACTION '${tag}_1';
+SELECT * FROM px;
+SHOW transaction_isolation;
+COMMIT PREPARED '${tag}_1';
+SELECT * FROM px;
+BEGIN;
+PREPARE TRANSACTION '${tag}_2';
+ROLLBACK PREPARED '${tag}_2';
+PREPARE TRANSACTION '${tag}_3';
+BEGIN;
+SELECT 1/0;
+PREPARE TRANSACTION '${tag}_4';
+BEGIN;
+INSERT INTO px VALUES (11);
+PREPARE TRANSACTION '${tag}_5';
+BEGIN;
+COMMIT PREPARED '${tag}_5';
+ROLLBACK;
+COMMIT PREPARED '${tag}_5';
+BEGIN;
+INSERT INTO px VALUES (12);
+PREPARE TRANSACTION '${tag}_6';
+BEGIN;
+INSERT INTO px VALUES (13);
+PREPARE TRANSACTION '${tag}_6';
+BEGIN ISOLATION LEVEL SERIALIZABLE;
+SHOW transaction_isolation;
+COMMIT;
+BEGIN;
+CREATE TEMP TABLE ptemp (a int);
+PREPARE TRANSACTION '${tag}_7';
+SHOW transaction_isolation;
+ROLLBACK PREPARED '${tag}_6';
+SELECT * FROM px ORDER BY 1;
+SELECT count(*) FROM pg_prepared_xacts WHERE gid LIKE '${tag}%';
+`);
+  });
+
+  it('statements pgring cannot tokenize get PostgreSQL\'s own error, as PostgreSQL reports it', async () => {
+    await sameAsPostgres(`
+SELECT 0x0o;
+SELECT U&'wrong: \\+2FFFFF';
+SELECT E'wrong: \\U002FFFFF';
+CREATE TABLE lexed (a int); SELECT 0x0o;
+SELECT count(*) FROM pg_class WHERE relname = 'lexed';
+SELECT 1 +;
+`);
+  });
+});
+
+describe('session state stays with its client when connections change hands', () => {
+  /** Client B takes the server connection A just released (the pool hands out the last one back). */
+  async function handOver(a: pg.Client, b: pg.Client): Promise<void> {
+    await a.query('SELECT 1');
+    await b.query('BEGIN');
+    await b.query('SELECT 1');
+  }
+
+  it('temporary views, sequences and tables made by SELECT INTO keep the client on its connection', async () => {
+    const a = await connected(proxy.port, proxiedDb);
+    const b = await connected(proxy.port, proxiedDb);
+    try {
+      await a.query('CREATE TEMP VIEW tv AS SELECT 42 AS x');
+      await a.query('CREATE TEMP SEQUENCE tseq');
+      await a.query('SELECT 7 AS y INTO TEMP tinto');
+      await a.query('CREATE TABLE pg_temp.tplain (z int)');
+      await handOver(a, b);
+      assert.equal((await a.query('SELECT x FROM tv')).rows[0].x, 42);
+      assert.equal((await a.query(`SELECT nextval('tseq') AS n`)).rows[0].n, '1');
+      assert.equal((await a.query('SELECT y FROM tinto')).rows[0].y, 7);
+      await a.query('INSERT INTO tplain VALUES (1)');
+      await b.query('ROLLBACK');
+    } finally {
+      await a.end();
+      await b.end();
+    }
+  });
+
+  it('SET ROLE and SET SESSION AUTHORIZATION never reach the next client; RESET ALL keeps them as PostgreSQL does', async () => {
+    const a = await connected(proxy.port, proxiedDb);
+    const b = await connected(proxy.port, proxiedDb);
+    try {
+      await a.query('SET ROLE fid_role');
+      await handOver(a, b);
+      assert.equal((await b.query('SELECT current_user AS u')).rows[0].u, 'postgres');
+      await b.query('COMMIT');
+      assert.equal((await a.query('SELECT current_user AS u')).rows[0].u, 'fid_role');
+      await a.query('RESET ALL');
+      assert.equal((await a.query('SELECT current_user AS u')).rows[0].u, 'fid_role');
+      await a.query('RESET ROLE');
+      await a.query('SET SESSION AUTHORIZATION fid_role');
+      await handOver(a, b);
+      assert.deepEqual((await b.query('SELECT current_user AS u, session_user AS s')).rows[0], { u: 'postgres', s: 'postgres' });
+      await b.query('COMMIT');
+      assert.deepEqual((await a.query('SELECT current_user AS u, session_user AS s')).rows[0], { u: 'fid_role', s: 'fid_role' });
+    } finally {
+      await a.end();
+      await b.end();
+    }
+  });
+
+  it('DROP DATABASE through pgring is not blocked by pgring\'s own idle connections to that database', async () => {
+    const victim = uniqueName('fid_drop');
+    createDatabase([serverPort], victim);
+    const v = await connected(proxy.port, victim);
+    await v.query('SELECT 1');
+    await v.end(); // its server connection stays in pgring's pool, idle
+    const c = await connected(proxy.port, 'postgres');
+    try {
+      await c.query(`DROP DATABASE ${victim}`);
+    } finally {
+      await c.end();
+    }
+    assert.equal(psqlAt(serverPort, `SELECT count(*) FROM pg_database WHERE datname = '${victim}'`), '0\n');
+  });
+});
+
+describe('pool', () => {
+  it('serves a waiter for other startup parameters when the connection opened for an earlier waiter went elsewhere', async () => {
+    const pool = new Pool({ host: '127.0.0.1', port: serverPort, shard: 0, shardName: 's1' }, { user: 'postgres', database: proxiedDb },
+      { maxSize: 3, minSize: 0, queueTimeoutMs: 3000, connectTimeoutMs: 5000, idleTimeoutMs: 0 });
+    const A: [string, string][] = [['application_name', 'fid_a']];
+    const B: [string, string][] = [['application_name', 'fid_b']];
+    try {
+      const first = await pool.acquire(A, 'a');
+      const second = pool.acquire(A, 'a'); // waits; a connection is opened for it
+      pool.release(first); // ... but it gets this one at once
+      const third = pool.acquire(B, 'b'); // nothing is on its way for these parameters
+      assert.equal(await second, first);
+      const got = await third; // before the fix: 53300 after queueTimeoutMs
+      assert.equal(got.paramsKey, 'b');
+      pool.release(got);
+      pool.release(first);
+    } finally {
+      pool.close();
+    }
+  });
+});
