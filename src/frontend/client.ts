@@ -663,9 +663,10 @@ export class ClientSession implements ServerOwner {
     const f = parseErrorFields(msg);
     this.ctx.metrics?.error(f.C ?? 'XX000');
     if (f.S === 'FATAL' || f.S === 'PANIC') p.link?.conn.noteError(new PgError(f.C ?? SQLSTATE.AdminShutdown, f.M ?? '', { severity: 'FATAL' }));
-    // A PREPARE TRANSACTION that fails (gid in use, temporary objects, ...) still ends the block:
-    // the server has rolled the transaction back.
-    if (p.plans?.[p.planIdx ?? 0]?.plan.command === 'prepare_transaction') this.endTransaction(false);
+    // A COMMIT that fails (a deferred constraint) or a PREPARE TRANSACTION that fails (gid in use,
+    // temporary objects, ...) still ends the block: the server has rolled the transaction back.
+    const cmd = p.plans?.[p.planIdx ?? 0]?.plan.command;
+    if (cmd === 'prepare_transaction' || cmd === 'commit') this.endTransaction(false);
   }
 
   /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
@@ -856,13 +857,18 @@ export class ClientSession implements ServerOwner {
     const err = internalError(e);
     if (err.severity === 'FATAL') throw err;
     this.ctx.metrics?.error(err.code);
-    if (this.txStatus !== 'I') {
-      if (this.virtualTx) this.virtualTx = 'E';
-      else this.txFailed = true;
-    }
+    this.markFailed();
     this.synth([err.toMessage()], ext);
     if (!ext) this.rfq();
     else this.skipUntilSync = true;
+  }
+
+  /** pgring failed a statement of the open transaction: the client's transaction is now failed. */
+  private markFailed(): void {
+    if (this.txStatus === 'I') return;
+    if (this.virtualTx) this.virtualTx = 'E';
+    // a server whose transaction already failed knows (pgring answered 25P02 for it)
+    else if (!this.links.some((l) => l?.conn.status === 'E')) this.txFailed = true;
   }
 
   /** Which shards a statement runs on. */
@@ -960,7 +966,7 @@ export class ClientSession implements ServerOwner {
         // own idle connections to it must not be those sessions.
         for (const pool of this.ctx.topology.allPools()) if (pool.cred.database === plan.freeDatabase) pool.dropIdle();
       }
-      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction') {
+      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       }
       const route = this.route(stmt, null, null);
@@ -1112,7 +1118,7 @@ export class ClientSession implements ServerOwner {
         reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete('BEGIN')]);
         return true;
       }
-      if (links.length) return false; // pinned session: let the server run it
+      if (links.length) { this.beginSql = stmt.sql; return false; } // pinned session: let the server run it
       this.virtualTx = 'T';
       this.beginSql = stmt.sql;
       this.txSnapshot = this.state;
@@ -1311,7 +1317,7 @@ export class ClientSession implements ServerOwner {
       }
     } catch (e) {
       const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
-      if (this.txStatus !== 'I') { if (this.virtualTx) this.virtualTx = 'E'; else this.txFailed = true; }
+      this.markFailed();
       this.synth([err.toMessage()], false);
       return true;
     }

@@ -92,6 +92,48 @@ BEGIN;
 SELECT 1;
 ROLLBACK;
 SELECT * FROM trans_abc ORDER BY 1;
+CREATE TABLE dpk (id int PRIMARY KEY);
+CREATE TABLE dfk (id int, r int REFERENCES dpk DEFERRABLE INITIALLY DEFERRED);
+BEGIN;
+INSERT INTO dfk VALUES (1, 20);
+COMMIT;
+BEGIN;
+INSERT INTO dfk VALUES (2, 20);
+SHOW transaction_isolation;
+ROLLBACK;
+begin;
+bogus;
+;
+rollback;
+`);
+  });
+
+  it('keeps the same transaction semantics in a session pinned by a temporary table', async () => {
+    await sameAsPostgres(`
+CREATE TEMP TABLE pk (id int PRIMARY KEY);
+CREATE TEMP TABLE fk (id int PRIMARY KEY, r int REFERENCES pk DEFERRABLE INITIALLY DEFERRED);
+BEGIN;
+INSERT INTO fk VALUES (0, 20);
+COMMIT;
+BEGIN;
+INSERT INTO fk VALUES (1, 20);
+UPDATE fk SET id = id + 1;
+SELECT count(*) FROM fk;
+ROLLBACK;
+SET default_transaction_read_only = on;
+START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE, DEFERRABLE;
+INSERT INTO pk VALUES (1);
+COMMIT AND CHAIN;
+SHOW transaction_isolation;
+INSERT INTO pk VALUES ('error');
+INSERT INTO pk VALUES (3);
+COMMIT AND CHAIN;
+SHOW transaction_isolation;
+SHOW transaction_read_only;
+INSERT INTO pk VALUES (4);
+COMMIT;
+RESET default_transaction_read_only;
+SELECT * FROM pk;
 `);
   });
 

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# PostgreSQL's own regression suite (pg_regress, parallel schedule) run directly against a
+# PostgreSQL 15 server and again through pgring (one shard, transaction pooling) in front of
+# the same server; every test whose output differs between the two runs is listed, with the
+# diff in $WORK/through-pgring.diff. Not part of `npm test` (it downloads the PostgreSQL
+# source package, ~25 MB, and takes ~5 minutes): a tool for protocol and semantics fidelity.
+#
+#   npm run regress            # or: bash scripts/regress.sh
+#   PGRING_REGRESS_DIR=/path   # where the source and the runs are kept (default /tmp/pgring-regress)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+bash scripts/setup.sh
+WORK=${PGRING_REGRESS_DIR:-/tmp/pgring-regress}
+mkdir -p "$WORK"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+
+# 1. The regression suite of the installed server's version: Debian's source package.
+if [ ! -d "$WORK/regress/sql" ]; then
+  [ -d /usr/include/postgresql/15/server ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-server-dev-15 >/dev/null
+  src_list=/etc/apt/sources.list.d/pgring-regress-src.sources
+  if ! apt-cache showsrc postgresql-15 >/dev/null 2>&1 || [ -z "$(apt-cache showsrc postgresql-15 2>/dev/null)" ]; then
+    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src_list" >/dev/null
+    $SUDO apt-get update -qq
+  fi
+  (cd "$WORK" && for v in $(apt-cache showsrc postgresql-15 | awk '/^Version:/{print $2}'); do
+     apt-get source --download-only "postgresql-15=$v" >/dev/null 2>&1 && break; done)
+  [ -f "$src_list" ] && { $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; }
+  tarball=$(ls "$WORK"/postgresql-15_*.orig.tar.bz2 | head -1)
+  top=$(basename "$tarball" .orig.tar.bz2 | sed 's/_/-/')
+  tar -C "$WORK" -xjf "$tarball" "$top/src/test/regress"
+  mv "$WORK/$top/src/test/regress" "$WORK/regress"
+  gcc -O1 -fPIC -shared -I/usr/include/postgresql/15/server -I/usr/include/postgresql \
+    "$WORK/regress/regress.c" -o "$WORK/regress/regress.so"
+fi
+chown -R postgres "$WORK"
+
+# 2. One PostgreSQL server and pgring in front of it, on free loopback ports.
+free_port() { node -e "require('$ROOT/dist/src/local/proc').freePort().then((p) => console.log(p))"; }
+PG_PORT=$(free_port); PROXY_PORT=$(free_port)
+PGDATA="$WORK/pgdata"; rm -rf "$PGDATA" "$WORK/out-direct" "$WORK/out-pgring"
+runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$PGDATA" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
+cat >> "$PGDATA/postgresql.conf" <<EOF
+port = $PG_PORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$WORK'
+max_prepared_transactions = 50
+max_connections = 200
+fsync = off
+EOF
+runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+cat > "$WORK/pgring.json" <<EOF
+{"listen": {"host": "127.0.0.1", "port": $PROXY_PORT}, "metrics": {"enabled": false}, "logLevel": "warn",
+ "pool": {"mode": "transaction", "maxSize": 40},
+ "users": [{"name": "postgres", "auth": "trust", "admin": true}],
+ "shards": [{"name": "s1", "backends": [{"host": "127.0.0.1", "port": $PG_PORT}]}]}
+EOF
+node dist/src/cli/main.js proxy --config "$WORK/pgring.json" > "$WORK/pgring.log" 2>&1 &
+PROXY_PID=$!
+cleanup() {
+  kill "$PROXY_PID" 2>/dev/null || true
+  runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+node -e "require('$ROOT/dist/src/local/proc').waitForPort($PROXY_PORT, 20000).then(() => process.exit(0), () => process.exit(1))"
+
+# 3. The same schedule twice: directly, then through pgring.
+run() { # outdir port
+  mkdir -p "$WORK/$1"; chown postgres "$WORK/$1"
+  (cd "$WORK/regress" && runuser -u postgres -- /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+    --inputdir=. --outputdir="$WORK/$1" --bindir=/usr/lib/postgresql/15/bin --dlpath=. \
+    --host=127.0.0.1 --port="$2" --user=postgres --dbname=regression \
+    --schedule=parallel_schedule --max-connections=8 > "$WORK/$1/run.log" 2>&1) || true
+  tail -n 4 "$WORK/$1/run.log" | grep -E 'tests (passed|failed)' || true
+}
+echo "regress: directly against PostgreSQL (port $PG_PORT)"; run out-direct "$PG_PORT"
+echo "regress: through pgring (port $PROXY_PORT)"; run out-pgring "$PROXY_PORT"
+
+# 4. What differs between the two runs (tests that fail the same way directly do not count).
+: > "$WORK/through-pgring.diff"
+differ=()
+for f in "$WORK"/out-direct/results/*.out; do
+  b=$(basename "$f")
+  if ! cmp -s "$f" "$WORK/out-pgring/results/$b"; then
+    differ+=("${b%.out}")
+    diff -u "$f" "$WORK/out-pgring/results/$b" >> "$WORK/through-pgring.diff" || true
+  fi
+done
+echo "regress: ${#differ[@]} test(s) differ through pgring: ${differ[*]:-none}"
+echo "regress: diff in $WORK/through-pgring.diff"
