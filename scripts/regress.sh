@@ -27,11 +27,19 @@ if [ ! -d "$WORK/regress/sql" ]; then
      apt-get source --download-only "postgresql-15=$v" >/dev/null 2>&1 && break; done)
   [ -f "$src_list" ] && { $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; }
   tarball=$(ls "$WORK"/postgresql-15_*.orig.tar.bz2 | head -1)
-  top=$(basename "$tarball" .orig.tar.bz2 | sed 's/_/-/')
-  tar -C "$WORK" -xjf "$tarball" "$top/src/test/regress"
+  version=$(basename "$tarball" .orig.tar.bz2); version=${version#postgresql-15_}
+  top="postgresql-$version"
+  tar -C "$WORK" -xjf "$tarball" "$top/src/test/regress" "$top/src/test/modules/libpq_pipeline"
   mv "$WORK/$top/src/test/regress" "$WORK/regress"
+  mv "$WORK/$top/src/test/modules/libpq_pipeline" "$WORK/libpq_pipeline"
   gcc -O1 -fPIC -shared -I/usr/include/postgresql/15/server -I/usr/include/postgresql \
     "$WORK/regress/regress.c" -o "$WORK/regress/regress.so"
+fi
+# libpq's pipeline-mode test program (extended protocol without waiting, aborted pipelines).
+if [ ! -x "$WORK/libpq_pipeline/libpq_pipeline" ] && [ -d "$WORK/libpq_pipeline" ]; then
+  gcc -O1 -I/usr/include/postgresql -I/usr/include/postgresql/15/server -I/usr/include/postgresql/internal \
+    "$WORK/libpq_pipeline/libpq_pipeline.c" -o "$WORK/libpq_pipeline/libpq_pipeline" \
+    -lpq -L/usr/lib/postgresql/15/lib -lpgcommon -lpgport -lm
 fi
 chown -R postgres "$WORK"
 
@@ -88,3 +96,13 @@ for f in "$WORK"/out-direct/results/*.out; do
 done
 echo "regress: ${#differ[@]} test(s) differ through pgring: ${differ[*]:-none}"
 echo "regress: diff in $WORK/through-pgring.diff"
+
+# 5. libpq_pipeline: every test, through pgring (each passes directly).
+if [ -x "$WORK/libpq_pipeline/libpq_pipeline" ]; then
+  failed=()
+  for t in $("$WORK/libpq_pipeline/libpq_pipeline" tests); do
+    timeout 120 "$WORK/libpq_pipeline/libpq_pipeline" "$t" "host=127.0.0.1 port=$PROXY_PORT user=postgres dbname=postgres" \
+      > "$WORK/libpq_pipeline-$t.log" 2>&1 || failed+=("$t")
+  done
+  echo "libpq_pipeline through pgring: ${#failed[@]} failed: ${failed[*]:-none} (logs in $WORK/libpq_pipeline-*.log)"
+fi

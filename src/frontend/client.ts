@@ -12,6 +12,7 @@ import * as net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { Config, KeyType, UserConfig } from '../config/types';
 import { B, F } from '../protocol/codes';
+import { Fifo } from './fifo';
 import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
 import {
   authOk, backendKeyData, bindComplete, buildError, buildNotice, closeComplete, commandComplete, commandTag,
@@ -106,9 +107,11 @@ export interface Link {
   shard: number;
   conn: ServerConnection;
   pool: Pool;
-  queue: Pending[];
+  queue: Fifo<Pending>;
   /** Extended messages sent since the last Sync (the server is inside an implicit transaction). */
   unsynced: boolean;
+  /** The server failed an extended-protocol request and skips everything up to the next Sync. */
+  skipping: boolean;
   /** Prepared the client's unnamed statement (identity of the ClientStatement). */
   unnamed: ClientStatement | null;
   txStart: number;
@@ -147,7 +150,7 @@ export class ClientSession implements ServerOwner {
   private wq: Buffer[] = [];
 
   readonly links: (Link | undefined)[] = [];
-  private pendings: Pending[] = [];
+  private readonly pendings = new Fifo<Pending>();
   private unitLinks = new Set<Link>();
   private extError = false;
   /** Links of the current extended-protocol unit that run an autocommit multi-shard write in a transaction of its own. */
@@ -498,7 +501,7 @@ export class ClientSession implements ServerOwner {
 
   /** Sends `msg` to the client on behalf of `p` (streams if p is at the head). */
   private out(p: Pending, msg: Buffer): void {
-    if (this.pendings[0] === p) this.emit(p, msg);
+    if (this.pendings.first() === p) this.emit(p, msg);
     else (p.out ??= []).push(msg);
   }
 
@@ -521,15 +524,15 @@ export class ClientSession implements ServerOwner {
     }
     if (p.link) {
       const q = p.link.queue;
-      if (q[0] === p) q.shift(); else { const i = q.indexOf(p); if (i >= 0) q.splice(i, 1); }
+      if (q.first() === p) q.shift(); else { const i = q.indexOf(p); if (i >= 0) q.removeAt(i); }
     }
-    if (this.pendings[0] === p) this.drain();
+    if (this.pendings.first() === p) this.drain();
   }
 
   private drain(): void {
     const ps = this.pendings;
     while (ps.length) {
-      const p = ps[0]!;
+      const p = ps.first()!;
       if (p.out) { const o = p.out; p.out = null; for (const m of o) this.emit(p, m); }
       if (!p.done) return;
       ps.shift();
@@ -549,7 +552,8 @@ export class ClientSession implements ServerOwner {
 
   onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void {
     const link = conn.tag as Link;
-    const p = link.queue[0];
+    if (type === B.ReadyForQuery && link.skipping) this.skippedUntilSync(link);
+    const p = link.queue.first();
     if (p === undefined) {
       // Asynchronous messages between requests: notifications, notices, parameter changes.
       if (type === B.NotificationResponse || type === B.NoticeResponse || type === B.ParameterStatus) {
@@ -638,13 +642,24 @@ export class ClientSession implements ServerOwner {
     this.out(p, msg);
   }
 
+  /** The Sync after a failed request answered: requests sent after the failure was handled got
+   *  no answer from the server (it skipped them) and none is coming. */
+  private skippedUntilSync(link: Link): void {
+    link.skipping = false;
+    for (let q = link.queue.first(); q !== undefined && q.kind !== K.Sync; q = link.queue.first()) {
+      if (q.group) this.groupMemberDone(q);
+      this.complete(q);
+    }
+  }
+
   /** An extended-protocol request failed: the server skips everything up to Sync on that link. */
   private extendedError(p: Pending, msg?: Buffer): void {
     const link = p.link!;
+    link.skipping = true;
     if (msg) this.ctx.metrics?.error(parseErrorFields(msg).C ?? 'XX000');
     this.complete(p);
-    while (link.queue.length && link.queue[0]!.kind !== K.Sync) {
-      const q = link.queue[0]!;
+    while (link.queue.length && link.queue.first()!.kind !== K.Sync) {
+      const q = link.queue.first()!;
       if (q.group) this.groupMemberDone(q);
       this.complete(q);
     }
@@ -789,7 +804,7 @@ export class ClientSession implements ServerOwner {
   }
 
   private attach(shard: number, pool: Pool, conn: ServerConnection): Link {
-    const link: Link = { shard, conn, pool, queue: [], unsynced: false, unnamed: null, txStart: Date.now(), bytesIn0: conn.bytesIn, bytesOut0: conn.bytesOut };
+    const link: Link = { shard, conn, pool, queue: new Fifo<Pending>(), unsynced: false, skipping: false, unnamed: null, txStart: Date.now(), bytesIn0: conn.bytesIn, bytesOut0: conn.bytesOut };
     conn.owner = this;
     conn.tag = link;
     this.links[shard] = link;
@@ -866,9 +881,21 @@ export class ClientSession implements ServerOwner {
   /** pgring failed a statement of the open transaction: the client's transaction is now failed. */
   private markFailed(): void {
     if (this.txStatus === 'I') return;
+    // A server whose transaction failed knows, and answers for it (pgring may have answered
+    // 25P02 for it): its state, not pgring's, decides.
+    if (this.links.some((l) => l?.conn.status === 'E')) return;
     if (this.virtualTx) this.virtualTx = 'E';
-    // a server whose transaction already failed knows (pgring answered 25P02 for it)
-    else if (!this.links.some((l) => l?.conn.status === 'E')) this.txFailed = true;
+    else this.txFailed = true;
+  }
+
+  /** Whether pgring must answer 25P02 for a statement bound for `shards`: the transaction failed
+   *  where the servers do not know it (pgring's own error, or another shard's). A statement for
+   *  a server whose transaction failed goes there: pipelined after a ROLLBACK it may be fine. */
+  private abortedFor(shards: number[]): boolean {
+    if (this.txFailed || this.virtualTx === 'E') return true;
+    let failed = false;
+    for (const l of this.links) if (l?.conn.status === 'E') failed = true;
+    return failed && shards.some((sh) => this.links[sh]?.conn.status !== 'E');
   }
 
   /** Which shards a statement runs on. */
@@ -953,6 +980,12 @@ export class ClientSession implements ServerOwner {
   /** One statement: forwarded at once when it goes to one shard with a free connection; else runSimpleWaiting. */
   private runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> | void {
     const plan = stmt.plan;
+    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || this.txStatus === 'E') && this.inFlight()) {
+      // Pipelined behind requests a server has not answered yet: the transaction state pgring
+      // decides on (and may answer for) is only known once they are answered.
+      this.blockingWork = this.afterInFlight().then(() => this.runSimple(stmt, msg, plans)).then(() => this.flush());
+      return;
+    }
     try {
       if (plan.command === 'set' || plan.command === 'reset') {
         if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.routeShard = null; this.routeShardKey = null; }
@@ -1338,7 +1371,7 @@ export class ClientSession implements ServerOwner {
   private waitIdle(): Promise<void> {
     return new Promise((resolve) => {
       const check = () => {
-        if (this.pendings.every((p) => p.done || p.kind === K.Rfq)) resolve();
+        if (this.pendings.every((p: Pending) => p.done || p.kind === K.Rfq)) resolve();
         else setImmediate(check);
       };
       check();
@@ -1382,7 +1415,7 @@ export class ClientSession implements ServerOwner {
       p.group = group; p.member = i; p.plans = [stmt];
     });
     // The result entry must come after the members in response order.
-    this.pendings.splice(this.pendings.indexOf(result), 1);
+    this.pendings.removeAt(this.pendings.indexOf(result));
     this.pendings.push(result);
     group.onFinish = (msgs) => {
       result.out = msgs;
@@ -1538,10 +1571,10 @@ export class ClientSession implements ServerOwner {
         this.synth([bindComplete], true);
         return;
       }
-      if (this.txStatus === 'E') throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       const route = this.route(cs.stmt, info.params, info.paramFormats);
       this.checkSupported(cs.stmt, route);
       const shards = routeShards(route, this.ctx.shards.shardCount);
+      if (this.abortedFor(shards)) throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       if (plan.insertSplit && shards.length > 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT whose rows belong to different shards is not supported in the extended protocol; send one row per statement or use the simple protocol');
       const now = this.writeHookFor(cs.stmt) ? null : this.linksNow(shards);
       if (now) { this.bindOn(msg, info, cs, shards, now); return; }
@@ -1597,7 +1630,13 @@ export class ClientSession implements ServerOwner {
         return this.withLink(this.preferredShardFor(cs.stmt), this.describeStatementOn, cs, out);
       }
       const portal = this.portals.get(name);
-      if (!portal) throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      if (!portal) {
+        // Not a protocol portal of this client: an SQL cursor (DECLARE) lives on the server of
+        // the open transaction, which answers for it.
+        const link = name === '' ? undefined : this.attachedLinks[0];
+        if (link) return this.withLink(link.shard, this.describeCursorOn, msg, null);
+        throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      }
       if (portal.virtual) { this.synth([noData], true); return; }
       return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
     } catch (e) { this.queryError(e, true); }
@@ -1609,6 +1648,13 @@ export class ClientSession implements ServerOwner {
     this.ensurePrepared(link, cs);
     this.push(K.Describe, link, true);
     link.conn.write(out);
+  }
+
+  private describeCursorOn(link: Link, msg: Buffer, _b: null): void {
+    this.unitLinks.add(link);
+    link.unsynced = true;
+    this.push(K.Describe, link, true);
+    link.conn.write(msg);
   }
 
   private describePortalOn(link: Link, portal: Portal, msg: Buffer): void {
@@ -1638,9 +1684,21 @@ export class ClientSession implements ServerOwner {
     const { portal: name } = decodeExecute(msg);
     try {
       const portal = this.portals.get(name);
-      if (!portal) throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      if (!portal) {
+        // Not a protocol portal of this client: an SQL cursor (DECLARE) lives on the server of
+        // the open transaction, which runs it.
+        const link = name === '' ? undefined : this.attachedLinks[0];
+        if (link) return this.withLink(link.shard, this.executeCursorOn, msg, null);
+        throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      }
       const stmt = portal.cs.stmt;
       this.lastQuery = portal.cs.sql;
+      if (portal.virtual && this.inFlight()) {
+        // An earlier message of this pipeline is still running on a server. If it fails,
+        // PostgreSQL skips everything up to the Sync, this statement too: decide once it answered.
+        this.blockingWork = this.executeVirtualLater(msg);
+        return;
+      }
       if (portal.virtual) {
         if (stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.ownSetting(stmt);
@@ -1670,6 +1728,36 @@ export class ClientSession implements ServerOwner {
       if (now) { this.executeOn(msg, name, portal, now); return; }
       return this.executeWaiting(msg, name, portal);
     } catch (e) { this.queryError(e, true); }
+  }
+
+  /** Requests sent to a server and not answered yet. */
+  private inFlight(): boolean {
+    for (const l of this.links) if (l && l.queue.length > 0) return true;
+    return false;
+  }
+
+  /** Resolves once every server has answered what was sent to it. */
+  private afterInFlight(): Promise<void> {
+    // PostgreSQL holds extended-protocol output until Sync or Flush (errors go out at once).
+    for (const l of this.attachedLinks) if (l.queue.length > 0) l.conn.write(msg_flush);
+    return new Promise<void>((resolve) => {
+      const tick = (): void => { if (this.inFlight() && this.phase !== 'closed') setImmediate(tick); else resolve(); };
+      tick();
+    });
+  }
+
+  private async executeVirtualLater(msg: Buffer): Promise<void> {
+    await this.afterInFlight();
+    if (this.extError || this.skipUntilSync) return; // skipped, as PostgreSQL skips it
+    await this.onExecute(msg);
+    this.flush();
+  }
+
+  private executeCursorOn(link: Link, msg: Buffer, _b: null): void {
+    this.unitLinks.add(link);
+    link.unsynced = true;
+    this.push(K.Execute, link, true);
+    link.conn.write(msg);
   }
 
   private async executeWaiting(msg: Buffer, name: string, portal: Portal): Promise<void> {

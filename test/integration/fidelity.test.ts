@@ -10,6 +10,8 @@ import pg from 'pg';
 import { testCluster, uniqueName, psqlAt } from '../helpers/env';
 import { baseConfig, client, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
 import { Pool } from '../../src/backend/pool';
+import { serialize } from 'pg-protocol';
+import { WireClient, WireMsg } from '../helpers/wire';
 
 let cluster: Awaited<ReturnType<typeof testCluster>>;
 let proxy: RunningProxy;
@@ -278,5 +280,70 @@ describe('pool', () => {
     } finally {
       pool.close();
     }
+  });
+});
+
+describe('extended-protocol pipelines (libpq pipeline mode), against plain PostgreSQL', () => {
+  const { parse: P, bind: B, describe: D, execute: E, sync: S } = serialize;
+  /** The same messages to plain PostgreSQL and through pgring; the answers must be the same. */
+  async function sameAnswers(setup: string, msgs: () => Buffer[], syncs: number): Promise<WireMsg[]> {
+    const answers: WireMsg[][] = [];
+    for (const [port, db] of [[serverPort, directDb], [proxy.port, proxiedDb]] as const) {
+      const c = await WireClient.connect(port, db);
+      try {
+        c.send([serialize.query(setup)]);
+        await c.until(1, 10000);
+        c.send(msgs());
+        answers.push(await c.until(syncs, 30000));
+      } finally { c.close(); }
+    }
+    assert.deepEqual(answers[1], answers[0]);
+    return answers[0]!;
+  }
+
+  it('a ROLLBACK prepared before an error is skipped up to Sync, and the one after a Sync runs', async () => {
+    // libpq's own pipeline test "transaction": pgring answers BEGIN/ROLLBACK itself, and must not
+    // act on one PostgreSQL would have skipped, nor refuse what follows a pipelined ROLLBACK.
+    const got = await sameAnswers('DROP TABLE IF EXISTS pipe_tx; CREATE TABLE pipe_tx (id int)', () => [
+      P({ name: 'rb', text: 'ROLLBACK' }),
+      P({ text: 'BEGIN' }), B({}), D({ type: 'P' }), E({}),
+      P({ text: 'SELECT 0/0' }), B({}), D({ type: 'P' }), E({}),
+      B({ statement: 'rb' }), D({ type: 'P' }), E({}),
+      P({ text: 'INSERT INTO pipe_tx VALUES (1)' }), B({}), D({ type: 'P' }), E({}),
+      S(),
+      P({ text: 'INSERT INTO pipe_tx VALUES (2)' }), B({}), D({ type: 'P' }), E({}),
+      S(),
+      B({ statement: 'rb' }), D({ type: 'P' }), E({}),
+      P({ text: 'INSERT INTO pipe_tx VALUES (3)' }), B({}), D({ type: 'P' }), E({}),
+      S(), S(),
+      serialize.query('SELECT id FROM pipe_tx'),
+    ], 5);
+    assert.deepEqual(got.filter((m) => m.name === 'dataRow').map((m) => m.values), [['3']]);
+  });
+
+  it('Describe of an SQL cursor (DECLARE) reaches the server that holds it', async () => {
+    const got = await sameAnswers('SELECT 1', () => [
+      serialize.query('BEGIN'),
+      serialize.query('DECLARE cur CURSOR FOR SELECT 1::int4 AS one, \'x\'::text AS two'),
+      D({ type: 'P', name: 'cur' }), S(),
+      serialize.query('ROLLBACK'),
+    ], 4);
+    assert.deepEqual(got.find((m) => m.name === 'rowDescription')?.types, [23, 25]);
+  });
+
+  it('answers a pipeline of 200,000 Bind/Execute without a Sync in between (no per-request scan of the queue)', async () => {
+    const n = 200000;
+    const c = await WireClient.connect(proxy.port, proxiedDb);
+    try {
+      c.send([serialize.query('DROP TABLE IF EXISTS pipe_long; CREATE TABLE pipe_long (id int)')]);
+      await c.until(1, 10000);
+      const msgs: Buffer[] = [P({ name: 'ins', text: 'INSERT INTO pipe_long VALUES ($1)', types: [23] })];
+      for (let i = 0; i < n; i++) msgs.push(B({ statement: 'ins', values: [String(i)] }), E({}));
+      msgs.push(S());
+      c.send(msgs);
+      const got = await c.until(1, 120000);
+      assert.equal(got.filter((m) => m.name === 'commandComplete').length, n);
+      assert.equal(got.filter((m) => m.name === 'error').length, 0);
+    } finally { c.close(); }
   });
 });

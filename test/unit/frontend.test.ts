@@ -6,6 +6,7 @@ import { csvField, textField } from '../../src/frontend/copy';
 import { parseArrayLiteral } from '../../src/frontend/client';
 import { sumTags } from '../../src/frontend/group';
 import { SessionState } from '../../src/frontend/session-state';
+import { Fifo } from '../../src/frontend/fifo';
 import { parseOptions, parseStartup } from '../../src/protocol/startup';
 import { MessageReader, ProtocolViolation } from '../../src/protocol/reader';
 import { Writer, renameBind, decodeBind, renameParse, decodeParse, parseMsg } from '../../src/protocol/messages';
@@ -95,5 +96,35 @@ describe('message framing', () => {
     assert.equal(d.params[1], null);
     const parse = parseMsg('S_1', 'SELECT $1', [23]);
     assert.deepEqual(decodeParse(renameParse(parse, 'x')), { name: 'x', sql: 'SELECT $1', types: [23] });
+  });
+});
+
+describe('Fifo (the per-client and per-link request queues)', () => {
+  it('keeps order through pushes, shifts and compaction, and removes from the middle', () => {
+    const q = new Fifo<number>();
+    const model: number[] = [];
+    for (let i = 0; i < 5000; i++) {
+      q.push(i); model.push(i);
+      if (i % 3 === 0) assert.equal(q.shift(), model.shift());
+      if (i % 97 === 0) { const k = q.indexOf(model[1]!); if (k >= 0) { q.removeAt(k); model.splice(1, 1); } }
+    }
+    assert.equal(q.length, model.length);
+    assert.equal(q.first(), model[0]);
+    assert.equal(q.indexOf(model[10]!), 10);
+    assert.ok(q.every((x) => x >= 0));
+    while (model.length) assert.equal(q.shift(), model.shift());
+    assert.equal(q.length, 0);
+    assert.equal(q.shift(), undefined);
+    assert.equal(q.first(), undefined);
+  });
+});
+
+describe('session state and identity', () => {
+  it('RESET ALL keeps role and session authorization; replay resets them before RESET ALL', () => {
+    const s = SessionState.empty.withSet('role', 'SET ROLE r').withSet('work_mem', "SET work_mem = '8MB'");
+    const after = s.afterResetAll();
+    assert.deepEqual([...after.sets.keys()], ['role']);
+    assert.equal(SessionState.empty.replaySql(s), 'RESET SESSION AUTHORIZATION; RESET ALL');
+    assert.equal(SessionState.empty.replaySql(SessionState.empty.withSet('work_mem', 'x')), 'RESET ALL');
   });
 });
