@@ -12,6 +12,7 @@ command -v pgbench >/dev/null 2>&1 || need+=(postgresql-client-15 postgresql-con
 [ -f /usr/share/java/slf4j-simple.jar ] || need+=(libslf4j-java)
 command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)   # test certificates for TLS
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   SUDO=""

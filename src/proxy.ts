@@ -1,7 +1,9 @@
 // The running proxy: owns the config, topology (pools), router, ring and listener,
 // and wires the optional ZooKeeper cluster state, health checks, admin console and
 // metrics around them.
+import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import type { Config } from './config/types';
 import { loadConfig } from './config/load';
 import { Topology } from './backend/topology';
@@ -59,8 +61,23 @@ export class Proxy {
       paramCache: new Map(),
       routerFor: (db) => this.dbRouters.get(db),
       learnedColumns: (db, table, columns) => this.learnedColumns(db, table, columns),
+      tlsContext: () => this.tlsContext(),
     };
     this.ops = new Operations(this);
+  }
+
+  private tlsFor: Config['tls'] | null = null;
+  private tlsCached: tls.SecureContext | null = null;
+
+  /** The TLS context of the current config (files read once per config, also after a reload). */
+  private tlsContext(): tls.SecureContext | null {
+    const t = this.ctx.config.tls;
+    if (!t) return null;
+    if (this.tlsFor !== t) {
+      this.tlsCached = loadTls(t);
+      this.tlsFor = t;
+    }
+    return this.tlsCached;
   }
 
   /** Port of the metrics HTTP endpoint (null when metrics are disabled). */
@@ -82,6 +99,7 @@ export class Proxy {
 
   async start(): Promise<void> {
     await Router.init();
+    this.tlsContext(); // unreadable certificate or key: fail at start, as PostgreSQL does
     if (this.config.zookeeper) {
       this.coordinator = new Coordinator(this.config, this.log, {
         onRing: (ring, shards) => this.applyRing(ring, shards),
@@ -156,4 +174,14 @@ export class Proxy {
 
   /** Re-reads the config file (SIGHUP, RELOAD): throws a PgError and keeps the running config when it is invalid. */
   reload(): ReloadResult { return this.ops.reload(); }
+}
+
+/** Reads config.tls into a secure context; names the file and the reason when that fails. */
+export function loadTls(t: NonNullable<Config['tls']>): tls.SecureContext {
+  const read = (file: string, what: string): Buffer => {
+    try { return fs.readFileSync(file); } catch (e) { throw new Error(`tls.${what}: cannot read ${file}: ${(e as Error).message}`); }
+  };
+  const cert = read(t.certFile, 'certFile');
+  const key = read(t.keyFile, 'keyFile');
+  try { return tls.createSecureContext({ cert, key }); } catch (e) { throw new Error(`tls: invalid certificate or key (${t.certFile}, ${t.keyFile}): ${(e as Error).message}`); }
 }

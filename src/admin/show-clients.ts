@@ -17,7 +17,7 @@ export const showClients: AdminCommand = {
         'C', s.user, s.database, state, s.socket.remoteAddress ?? null, s.socket.remotePort ?? null,
         s.socket.localAddress ?? null, s.socket.localPort ?? null, fmtTime(s.connectedAt), fmtTime(s.queryStart),
         Math.floor(waitUs / 1e6), waitUs % 1e6, 0, s.pid, links.map((l) => l.conn.pid).join(',') || null,
-        false, s.applicationName, s.txStatus, links.map((l) => shardName(l.shard)).join(',') || null,
+        s.tls, s.applicationName, s.txStatus, links.map((l) => shardName(l.shard)).join(',') || null,
         [...s.pins].join(',') || null, s === me ? '(this session)' : (s.lastQuery ? s.lastQuery.slice(0, 200) : null),
       ];
     });

@@ -25,6 +25,17 @@ export const configSchema = {
       default: {},
     },
     logLevel: { enum: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], default: 'info' },
+    // TLS for client connections (SSLRequest answered 'S'); absent: 'N', as a server with ssl=off.
+    tls: {
+      type: 'object', additionalProperties: false,
+      required: ['certFile', 'keyFile'],
+      properties: {
+        certFile: { type: 'string', minLength: 1 },
+        keyFile: { type: 'string', minLength: 1 },
+        // refuse clients that do not negotiate TLS (like hostssl-only pg_hba.conf)
+        require: { type: 'boolean', default: false },
+      },
+    },
     zookeeper: {
       type: 'object', additionalProperties: false,
       required: ['connect'],

@@ -23,6 +23,7 @@ export interface Config {
   metrics: { enabled: boolean; host: string; port: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };
+  tls?: { certFile: string; keyFile: string; require: boolean };
   pool: {
     mode: PoolMode; minSize: number; maxSize: number; queueTimeoutMs: number;
     idleTimeoutMs: number; connectTimeoutMs: number; preparedStatementCacheSize: number;

@@ -9,6 +9,7 @@
 // (synthetic ParseComplete, ReadyForQuery, errors) sit in the same queue, so the
 // client always sees responses in exactly the order PostgreSQL would send them.
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { randomInt } from 'node:crypto';
 import type { Config, KeyType, UserConfig } from '../config/types';
 import { B, F } from '../protocol/codes';
@@ -40,6 +41,8 @@ import { CopySplitter } from './copy';
 /** What a client session needs from the running proxy. */
 export interface ProxyContext {
   config: Config;
+  /** TLS for clients (from config.tls), or null: SSLRequest answered 'N'. */
+  tlsContext?: () => tls.SecureContext | null;
   topology: Topology;
   router: Router;
   shards: ShardMap;
@@ -184,9 +187,15 @@ export class ClientSession implements ServerOwner {
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT). */
   private blockingWork: Promise<void> | null = null;
 
-  constructor(readonly socket: net.Socket, readonly ctx: ProxyContext) {
+  /** The client's socket: the accepted one, or the TLS socket over it after SSLRequest. */
+  socket: net.Socket;
+  tls = false;
+
+  constructor(socket: net.Socket, readonly ctx: ProxyContext) {
+    this.socket = socket;
     socket.setNoDelay(true);
-    readAccepted(socket, (chunk) => this.onData(chunk));
+    // A socket that may be handed to TLS is read through 'data' events (TLS takes the handle over).
+    readAccepted(socket, (chunk) => this.onData(chunk), ctx.config.tls !== undefined);
     socket.on('error', () => this.close());
     socket.on('close', () => this.close());
   }
@@ -250,6 +259,11 @@ export class ClientSession implements ServerOwner {
         const r = this.startupReader.feed(chunk);
         if (!r) return;
         this.startupReader = null;
+        if (r.rest.length && !this.tls && this.ctx.config.tls && parseStartup(r.packet).kind === 'ssl') {
+          // bytes sent in the clear after SSLRequest, before the handshake (CVE-2021-23214)
+          this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, 'received unencrypted data after SSL request'));
+          return;
+        }
         this.onStartupPacket(r.packet);
         if (r.rest.length && (this.phase as string) !== 'closed') {
           if (this.startupReader) { this.onChunk(r.rest); return; }
@@ -275,8 +289,26 @@ export class ClientSession implements ServerOwner {
 
   // ---- startup and authentication ---------------------------------------------
 
+  /** SSLRequest with TLS configured: answer 'S' and go on with the TLS socket over this one. */
+  private startTls(secureContext: tls.SecureContext): void {
+    const raw = this.socket;
+    raw.write(Buffer.from('S'));
+    raw.removeAllListeners('data');
+    const t = new tls.TLSSocket(raw, { isServer: true, secureContext });
+    t.on('data', (chunk: Buffer) => this.onData(chunk));
+    t.on('error', () => this.close());
+    t.on('close', () => this.close());
+    this.socket = t;
+    this.tls = true;
+    this.startupReader = new StartupReader();
+  }
+
   private onStartupPacket(packet: Buffer): void {
     const p = parseStartup(packet);
+    if (p.kind === 'ssl' && !this.tls) {
+      const context = this.ctx.tlsContext?.() ?? null;
+      if (context) { this.startTls(context); return; }
+    }
     if (p.kind === 'ssl' || p.kind === 'gssenc') {
       this.socket.write(Buffer.from('N'));
       this.startupReader = new StartupReader();
@@ -287,6 +319,10 @@ export class ClientSession implements ServerOwner {
       if (target) void target.cancelRunning();
       this.phase = 'closed';
       this.socket.end();
+      return;
+    }
+    if (this.ctx.config.tls?.require && !this.tls && p.kind === 'startup') {
+      this.fatal(PgError.fatal(SQLSTATE.InvalidAuthorization, `connection without TLS refused for user "${p.params.get('user') ?? ''}": pgring requires TLS (tls.require)`, { hint: 'connect with sslmode=require' }));
       return;
     }
     if (this.ctx.draining) throw Object.assign(new ProtocolViolation('the proxy is shutting down'), {});
@@ -714,6 +750,11 @@ export class ClientSession implements ServerOwner {
           // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there.
           if (link) { link.conn.prepared.clear(); link.unnamed = null; }
         }
+        break;
+      case 'begin':
+        // A BEGIN the server ran (pinned sessions, session pooling, multi-statement strings):
+        // a ROLLBACK returns the session state to what it is now.
+        if (link && link.conn.status === 'I') this.txSnapshot = this.state;
         break;
       case 'commit': case 'rollback':
         this.endTransaction(tag === 'COMMIT');

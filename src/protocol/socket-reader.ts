@@ -45,12 +45,13 @@ function discover(): Keys | null {
 
 /**
  * Starts reading an accepted socket (accepted with pauseOnConnect) into `onChunk`.
- * Returns false when it fell back to 'data' events.
+ * Returns false when it fell back to 'data' events (or `dataEvents` asked for them: a socket
+ * that may be handed to TLS must be read the ordinary way).
  */
-export function readAccepted(socket: net.Socket, onChunk: ChunkHandler): boolean {
+export function readAccepted(socket: net.Socket, onChunk: ChunkHandler, dataEvents = false): boolean {
   if (keys === undefined) keys = discover();
   const handle = (socket as unknown as { _handle?: { useUserBuffer?: (b: Uint8Array) => void } })._handle;
-  if (keys && handle && typeof handle.useUserBuffer === 'function') {
+  if (!dataEvents && keys && handle && typeof handle.useUserBuffer === 'function') {
     const rec = socket as unknown as Record<symbol, unknown>;
     rec[keys.buffer] = shared;
     rec[keys.callback] = (n: number, buf: Uint8Array) => { onChunk(copy(buf, n)); };

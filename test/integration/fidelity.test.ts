@@ -245,6 +245,22 @@ describe('session state stays with its client when connections change hands', ()
     }
   });
 
+  it('session pooling: a role set before a failed transaction block does not reach the next client of the connection', async () => {
+    const session = await startProxy(await baseConfig(cluster, 1, { pool: { mode: 'session', maxSize: 1 } }));
+    try {
+      const a = await connected(session.port, proxiedDb);
+      await a.query('SET SESSION AUTHORIZATION fid_role');
+      await a.query('BEGIN');
+      await assert.rejects(a.query('SELECT 1/0'));
+      await a.query('END');
+      await a.end();
+      const b = await connected(session.port, proxiedDb); // the same server connection (pool of 1)
+      try {
+        assert.deepEqual((await b.query('SELECT current_user AS u, session_user AS s')).rows[0], { u: 'postgres', s: 'postgres' });
+      } finally { await b.end(); }
+    } finally { await session.stop(); }
+  });
+
   it('DROP DATABASE through pgring is not blocked by pgring\'s own idle connections to that database', async () => {
     const victim = uniqueName('fid_drop');
     createDatabase([serverPort], victim);
