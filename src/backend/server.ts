@@ -47,6 +47,8 @@ export class ServerConnection {
   secret = 0;
   status: TxStatus = 'I';
   closed = false;
+  /** A FATAL error from this server was passed on to the client (it must not get a second one). */
+  fatalRelayed = false;
   /** Global prepared-statement names this connection has (LRU order: oldest first). */
   readonly prepared = new Map<string, true>();
   /** Version of the client session state (SETs) applied on top of the startup params; null = baseline. */

@@ -152,5 +152,8 @@ export const configSchema = {
       default: {},
     },
     shutdownGraceMs: { type: 'integer', minimum: 0, default: 30000 },
+    // a client that has not completed authentication by then is disconnected (PostgreSQL's
+    // authentication_timeout)
+    authTimeoutMs: { type: 'integer', minimum: 100, maximum: 600000, default: 60000 },
   },
 } as const;

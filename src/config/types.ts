@@ -35,4 +35,5 @@ export interface Config {
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   shutdownGraceMs: number;
+  authTimeoutMs: number;
 }

@@ -187,6 +187,7 @@ export class ClientSession implements ServerOwner {
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT). */
   private blockingWork: Promise<void> | null = null;
 
+  private authTimer: NodeJS.Timeout;
   /** The client's socket: the accepted one, or the TLS socket over it after SSLRequest. */
   socket: net.Socket;
   tls = false;
@@ -196,6 +197,11 @@ export class ClientSession implements ServerOwner {
     socket.setNoDelay(true);
     // A socket that may be handed to TLS is read through 'data' events (TLS takes the handle over).
     readAccepted(socket, (chunk) => this.onData(chunk), ctx.config.tls !== undefined);
+    // Authentication must complete in time, or the connection is closed (authentication_timeout).
+    this.authTimer = setTimeout(() => {
+      if (this.phase === 'startup' || this.phase === 'auth') this.fatal(PgError.fatal(SQLSTATE.QueryCanceled, 'canceling authentication due to timeout'));
+    }, ctx.config.authTimeoutMs ?? 60000);
+    this.authTimer.unref();
     socket.on('error', () => this.close());
     socket.on('close', () => this.close());
   }
@@ -273,7 +279,8 @@ export class ClientSession implements ServerOwner {
       }
       this.reader.feed(chunk, this.onMessageBound);
     } catch (e) {
-      if (e instanceof ProtocolViolation) this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, e.message));
+      if (e instanceof ProtocolViolation && e.silent) { this.ctx.log?.debug?.({ err: e.message }, 'client closed'); this.close(); }
+      else if (e instanceof ProtocolViolation) this.fatal(PgError.fatal(SQLSTATE.ProtocolViolation, e.message));
       else this.fatal(PgError.fatal(SQLSTATE.InternalError, `pgring internal error: ${(e as Error).message}`));
     }
   }
@@ -398,6 +405,7 @@ export class ClientSession implements ServerOwner {
     this.write(readyForQuery('I'));
     this.flush();
     this.phase = 'ready';
+    clearTimeout(this.authTimer);
     this.ctx.sessions.set(this.key, this);
     if (this.inbox.length) void this.pump();
   }
@@ -537,6 +545,7 @@ export class ClientSession implements ServerOwner {
 
   /** Sends `msg` to the client on behalf of `p` (streams if p is at the head). */
   private out(p: Pending, msg: Buffer): void {
+    if (msg[0] === B.ErrorResponse && p.link && isFatal(msg)) p.link.conn.fatalRelayed = true;
     if (this.pendings.first() === p) this.emit(p, msg);
     else (p.out ??= []).push(msg);
   }
@@ -804,6 +813,14 @@ export class ClientSession implements ServerOwner {
     if (!busy || this.phase !== 'ready') return;
     // The transaction (or session state) on that server is gone: tell the client why and end it,
     // as PostgreSQL itself would when its backend is terminated.
+    if (conn.fatalRelayed) {
+      // The client already has the server's FATAL (e.g. pg_terminate_backend): just end, as
+      // PostgreSQL closes after it.
+      this.flush();
+      try { this.socket.end(); } catch { /* gone */ }
+      this.close();
+      return;
+    }
     const fatal = err.severity === 'FATAL' ? err : PgError.fatal(err.code, err.message, err.opts);
     this.fatal(fatal);
   }
@@ -1188,15 +1205,16 @@ export class ClientSession implements ServerOwner {
         this.queryError(new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block'), ext !== null);
         return true;
       }
+      const tag = /^\s*start/i.test(stmt.sql) ? 'START TRANSACTION' : 'BEGIN';
       if (this.txStatus !== 'I') {
-        reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete('BEGIN')]);
+        reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete(tag)]);
         return true;
       }
       if (links.length) { this.beginSql = stmt.sql; return false; } // pinned session: let the server run it
       this.virtualTx = 'T';
       this.beginSql = stmt.sql;
       this.txSnapshot = this.state;
-      reply([commandComplete('BEGIN')]);
+      reply([commandComplete(tag)]);
       return true;
     }
     // COMMIT / ROLLBACK [AND CHAIN]
@@ -1211,10 +1229,11 @@ export class ClientSession implements ServerOwner {
         reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
         return true;
       }
+      // The transaction ends before the answer: its ReadyForQuery shows the new status.
       const failed = this.virtualTx === 'E';
-      reply([commandComplete(cmd === 'commit' && !failed ? 'COMMIT' : 'ROLLBACK')]);
       this.endTransaction(cmd === 'commit' && !failed);
       if (chain) this.chainTransaction();
+      reply([commandComplete(cmd === 'commit' && !failed ? 'COMMIT' : 'ROLLBACK')]);
       return true;
     }
     if (this.txFailed) {
@@ -1222,9 +1241,9 @@ export class ClientSession implements ServerOwner {
       const active = links.filter((l) => l.conn.status !== 'I');
       for (const l of active) this.sendInternal(l, 'ROLLBACK');
       this.txFailed = false;
-      reply([commandComplete('ROLLBACK')]);
       this.endTransaction(false);
       if (chain) this.chainTransaction();
+      reply([commandComplete('ROLLBACK')]);
       return true;
     }
     const activeLinks = links.filter((l) => l.conn.status !== 'I');
@@ -1232,9 +1251,9 @@ export class ClientSession implements ServerOwner {
       // ROLLBACK (or COMMIT of a failed transaction) over several shards: every shard rolls back
       // (forwarded, the statement would reach one of them; a COMMIT would commit the healthy ones).
       for (const l of activeLinks) this.sendInternal(l, 'ROLLBACK');
-      reply([commandComplete('ROLLBACK')]);
       this.endTransaction(false);
       if (chain) this.chainTransaction();
+      reply([commandComplete('ROLLBACK')]);
       return true;
     }
     if (cmd === 'commit' && this.txStatus === 'T') {
@@ -1242,8 +1261,8 @@ export class ClientSession implements ServerOwner {
       if (veto) {
         // The transaction layer refuses the commit (e.g. its ZooKeeper locks were lost): roll back.
         for (const l of links.filter((x) => x.conn.status !== 'I')) this.sendInternal(l, 'ROLLBACK');
-        reply([veto.toMessage()]);
         this.endTransaction(false);
+        reply([veto.toMessage()]);
         return true;
       }
     }
@@ -2039,6 +2058,7 @@ export class ClientSession implements ServerOwner {
     if (this.phase === 'closed' || this.closing) return;
     this.closing = true;
     this.phase = 'closed';
+    clearTimeout(this.authTimer);
     this.ctx.sessions.delete(this.key);
     this.socket.destroy();
     const inTx = this.txStatus !== 'I';
@@ -2114,4 +2134,10 @@ export function parseArrayLiteral(text: string): (string | null)[] {
 
 function needsColumns(st: RoutedStatement): boolean {
   return st.plan.unsupported !== undefined && st.plan.table !== undefined && /without a column list/.test(st.plan.unsupported);
+}
+
+/** Whether an ErrorResponse has severity FATAL or PANIC (the 'S' field comes first). */
+function isFatal(msg: Buffer): boolean {
+  const f = parseErrorFields(msg);
+  return f.S === 'FATAL' || f.S === 'PANIC';
 }

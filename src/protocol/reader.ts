@@ -2,7 +2,10 @@
 // Each message is handed out as a Buffer slice of the whole message (type byte +
 // int32 length + body): the proxy forwards raw bytes and decodes lazily.
 
-export class ProtocolViolation extends Error {}
+export class ProtocolViolation extends Error {
+  /** PostgreSQL only logs it (COMMERROR) and closes, sending the client nothing. */
+  silent = false;
+}
 
 /** Largest message we accept from a client or server (PostgreSQL's own limit is 1 GB). */
 export const MAX_MESSAGE = 1 << 30;
@@ -49,7 +52,11 @@ export class StartupReader {
     this.pending = null;
     if (buf.length < 4) { this.pending = Buffer.from(buf); return null; }
     const len = buf.readInt32BE(0);
-    if (len < 8 || len > 10000) throw new ProtocolViolation(`invalid length of startup packet (${len})`);
+    if (len < 8 || len > 10000) {
+      const e = new ProtocolViolation(`invalid length of startup packet (${len})`);
+      e.silent = true;
+      throw e;
+    }
     if (buf.length < len) { this.pending = Buffer.from(buf); return null; }
     return { packet: buf.subarray(0, len), rest: buf.subarray(len) };
   }

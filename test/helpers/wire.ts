@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { parse, serialize } from 'pg-protocol';
 
 /** One server message, reduced to what tests compare. */
-export interface WireMsg { name: string; code?: string; tag?: string; status?: string; types?: number[]; values?: (string | null)[] }
+export interface WireMsg { name: string; code?: string; severity?: string; tag?: string; status?: string; types?: number[]; values?: (string | null)[] }
 
 type Raw = { name: string; code?: string; text?: string; status?: string; fields?: ({ dataTypeID: number } | string | null)[] };
 
@@ -17,6 +17,7 @@ export class WireClient {
 
   static async connect(port: number, database: string, user = 'postgres'): Promise<WireClient> {
     const socket = net.connect({ host: '127.0.0.1', port });
+    socket.on('error', () => { /* ended by the server: untilClosed() sees it */ });
     const c = new WireClient(socket);
     void parse(socket, (m) => c.onMessage(m as unknown as Raw));
     await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
@@ -28,7 +29,7 @@ export class WireClient {
   private onMessage(m: Raw): void {
     if (m.name === 'parameterStatus' || m.name === 'backendKeyData' || m.name === 'authenticationOk') return;
     const w: WireMsg = { name: m.name };
-    if (m.name === 'error' || m.name === 'notice') w.code = m.code;
+    if (m.name === 'error' || m.name === 'notice') { w.code = m.code; w.severity = (m as { severity?: string }).severity; }
     if (m.name === 'commandComplete') w.tag = m.text;
     if (m.name === 'readyForQuery') w.status = m.status;
     if (m.name === 'rowDescription') w.types = (m.fields as { dataTypeID: number }[]).map((f) => f.dataTypeID);
@@ -55,6 +56,15 @@ export class WireClient {
       };
       this.waiter = check;
       check();
+    });
+  }
+
+  /** Resolves with every message received until the server closes the connection. */
+  untilClosed(timeoutMs: number): Promise<WireMsg[]> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`not closed after ${timeoutMs} ms: ${JSON.stringify(this.got)}`)), timeoutMs);
+      const done = (): void => { clearTimeout(timer); resolve(this.got); };
+      if (this.socket.destroyed) done(); else this.socket.once('close', done);
     });
   }
 

@@ -6,6 +6,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import * as net from 'node:net';
 import pg from 'pg';
 import { testCluster, uniqueName, psqlAt } from '../helpers/env';
 import { baseConfig, client, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
@@ -335,6 +336,54 @@ describe('extended-protocol pipelines (libpq pipeline mode), against plain Postg
       serialize.query('SELECT id FROM pipe_tx'),
     ], 5);
     assert.deepEqual(got.filter((m) => m.name === 'dataRow').map((m) => m.values), [['3']]);
+  });
+
+  it('an empty transaction: tags and ReadyForQuery status as PostgreSQL sends them', async () => {
+    const got = await sameAnswers('SELECT 1', () => ['START TRANSACTION', 'COMMIT', 'BEGIN', 'ROLLBACK', 'BEGIN', 'END', 'BEGIN', 'ABORT']
+      .map((q) => serialize.query(q)), 8);
+    assert.deepEqual(got.filter((m) => m.name === 'readyForQuery').map((m) => m.status).join(''), 'TITITITI');
+  });
+
+  it('a backend terminated while it runs a query: the client gets its FATAL once, then the connection closes', async () => {
+    const outcomes: WireMsg[][] = [];
+    for (const [port, db] of [[serverPort, directDb], [proxy.port, proxiedDb]] as const) {
+      const c = await WireClient.connect(port, db);
+      c.send([serialize.query('CREATE TEMP TABLE keep_me (a int)')]); // pins the server connection
+      await c.until(1, 10000);
+      c.send([serialize.query('SELECT pg_backend_pid()')]);
+      const pid = (await c.until(1, 10000)).find((m) => m.name === 'dataRow')!.values![0]!;
+      c.send([serialize.query('SELECT pg_sleep(30)')]);
+      await new Promise((r) => setTimeout(r, 300));
+      psqlAt(serverPort, `SELECT pg_terminate_backend(${pid})`);
+      outcomes.push((await c.untilClosed(10000)).filter((m) => m.name === 'error'));
+    }
+    assert.deepEqual(outcomes[1], outcomes[0]);
+    assert.deepEqual(outcomes[0], [{ name: 'error', code: '57P01', severity: 'FATAL' }]);
+  });
+
+  it('garbage instead of a startup packet is closed without an answer, as PostgreSQL does', async () => {
+    for (const port of [serverPort, proxy.port]) {
+      const s = net.connect({ host: '127.0.0.1', port });
+      const got: Buffer[] = [];
+      s.on('data', (d) => got.push(d));
+      s.on('error', () => undefined);
+      await new Promise<void>((r) => s.once('connect', r));
+      s.write(serialize.end()); // Terminate before any StartupMessage (pg's connect(); end())
+      await new Promise<void>((r) => s.once('close', r));
+      assert.equal(Buffer.concat(got).length, 0, `port ${port}`);
+    }
+  });
+
+  it('a client that does not authenticate within authTimeoutMs is disconnected with 57014', async () => {
+    const quick = await startProxy(await baseConfig(cluster, 1, { authTimeoutMs: 300 }));
+    try {
+      const s = net.connect({ host: '127.0.0.1', port: quick.port });
+      const got: Buffer[] = [];
+      s.on('data', (d) => got.push(d));
+      s.on('error', () => undefined);
+      await new Promise<void>((r) => s.once('close', r));
+      assert.match(Buffer.concat(got).toString('latin1'), /57014.*canceling authentication due to timeout/s);
+    } finally { await quick.stop(); }
   });
 
   it('Describe of an SQL cursor (DECLARE) reaches the server that holds it', async () => {
