@@ -15,14 +15,19 @@ export class ClientAuth {
   private scram: ScramServer | null = null;
   private stage: 'start' | 'password' | 'sasl-initial' | 'sasl-final' | 'done' = 'start';
 
-  /** `user` is undefined when the name is not configured: the exchange then always fails. */
-  constructor(readonly username: string, readonly user: UserConfig | undefined) {}
+  /** `user` is undefined when the name is not configured: the exchange then always fails.
+   *  `trustOnly`: every configured user logs in with trust, so an unknown name is answered as
+   *  PostgreSQL answers it under trust (role does not exist); otherwise it gets a mock SCRAM
+   *  exchange that fails, as PostgreSQL's for an unknown role under scram-sha-256, so that
+   *  user names cannot be probed. */
+  constructor(readonly username: string, readonly user: UserConfig | undefined, private readonly trustOnly = false) {}
 
   private failed(): PgError {
     return PgError.fatal(SQLSTATE.InvalidPassword, `password authentication failed for user "${this.username}"`);
   }
 
   start(): AuthStep {
+    if (!this.user && this.trustOnly) return { error: PgError.fatal(SQLSTATE.InvalidAuthorization, `role "${this.username}" does not exist`) };
     const method = this.user?.auth ?? 'scram-sha-256';
     if (this.user && method === 'trust') { this.stage = 'done'; return { ok: true }; }
     if (method === 'cleartext') { this.stage = 'password'; return { send: authRequest(AUTH.Cleartext) }; }

@@ -348,7 +348,7 @@ export class ClientSession implements ServerOwner {
     this.serverPassword = this.userConfig?.serverPassword ?? this.userConfig?.password;
     this.credKey = `${this.serverUser}\u0000${this.database}`;
     this.phase = 'auth';
-    this.auth = new ClientAuth(this.user, this.userConfig);
+    this.auth = new ClientAuth(this.user, this.userConfig, this.ctx.config.users.every((u) => u.auth === 'trust'));
     this.authStep(this.auth.start());
   }
 

@@ -374,6 +374,15 @@ describe('extended-protocol pipelines (libpq pipeline mode), against plain Postg
     }
   });
 
+  it('an unknown user is refused as PostgreSQL refuses it under trust (every configured user is trust)', async () => {
+    const errs: string[] = [];
+    for (const port of [serverPort, proxy.port]) {
+      const c = client(port, directDb, { user: 'fid_nobody' });
+      await assert.rejects(c.connect(), (e: { code?: string; message: string }) => { errs.push(`${e.code} ${e.message}`); return true; });
+    }
+    assert.deepEqual(errs, ['28000 role "fid_nobody" does not exist', '28000 role "fid_nobody" does not exist']);
+  });
+
   it('a client that does not authenticate within authTimeoutMs is disconnected with 57014', async () => {
     const quick = await startProxy(await baseConfig(cluster, 1, { authTimeoutMs: 300 }));
     try {

@@ -277,3 +277,15 @@ describe('md5', () => {
     assert.equal(verifyMd5('bob', scramVerifier('pw'), salt, resp), false);
   });
 });
+
+describe('unknown users', () => {
+  it('get 28000 "role does not exist" when every configured user is trust, else a mock SCRAM exchange', async () => {
+    const { ClientAuth } = await import('../../src/frontend/auth');
+    const trustOnly = new ClientAuth('nobody', undefined, true).start();
+    assert.ok('error' in trustOnly);
+    assert.equal(trustOnly.error.code, '28000');
+    assert.equal(trustOnly.error.message, 'role "nobody" does not exist');
+    const mock = new ClientAuth('nobody', undefined, false).start();
+    assert.ok('send' in mock, 'a SASL challenge, like a configured scram-sha-256 user gets');
+  });
+});
