@@ -15,26 +15,36 @@ WORK=${PGRING_REGRESS_DIR:-/tmp/pgring-regress}
 mkdir -p "$WORK"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-# 1. The regression suite of the installed server's version: Debian's source package.
-if [ ! -d "$WORK/regress/sql" ]; then
+# 1. The regression suite and libpq's pipeline test of the installed server's version, from
+#    Debian's source package (downloaded once into $WORK).
+if [ ! -d "$WORK/regress/sql" ] || [ ! -d "$WORK/libpq_pipeline" ]; then
   [ -d /usr/include/postgresql/15/server ] || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-server-dev-15 >/dev/null
-  src_list=/etc/apt/sources.list.d/pgring-regress-src.sources
-  if ! apt-cache showsrc postgresql-15 >/dev/null 2>&1 || [ -z "$(apt-cache showsrc postgresql-15 2>/dev/null)" ]; then
-    printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src_list" >/dev/null
-    $SUDO apt-get update -qq
+  tarball=$(ls "$WORK"/postgresql-15_*.orig.tar.bz2 2>/dev/null | head -1 || true)
+  if [ -z "$tarball" ]; then
+    src_list=/etc/apt/sources.list.d/pgring-regress-src.sources
+    if [ -z "$(apt-cache showsrc postgresql-15 2>/dev/null)" ]; then
+      printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src_list" >/dev/null
+      $SUDO apt-get update -qq
+    fi
+    (cd "$WORK" && for v in $(apt-cache showsrc postgresql-15 | awk '/^Version:/{print $2}'); do
+       apt-get source --download-only "postgresql-15=$v" >/dev/null 2>&1 && break; done)
+    if [ -f "$src_list" ]; then $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; fi
+    tarball=$(ls "$WORK"/postgresql-15_*.orig.tar.bz2 | head -1)
   fi
-  (cd "$WORK" && for v in $(apt-cache showsrc postgresql-15 | awk '/^Version:/{print $2}'); do
-     apt-get source --download-only "postgresql-15=$v" >/dev/null 2>&1 && break; done)
-  [ -f "$src_list" ] && { $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; }
-  tarball=$(ls "$WORK"/postgresql-15_*.orig.tar.bz2 | head -1)
   version=$(basename "$tarball" .orig.tar.bz2); version=${version#postgresql-15_}
   top="postgresql-$version"
-  tar -C "$WORK" -xjf "$tarball" "$top/src/test/regress" "$top/src/test/modules/libpq_pipeline"
-  mv "$WORK/$top/src/test/regress" "$WORK/regress"
-  mv "$WORK/$top/src/test/modules/libpq_pipeline" "$WORK/libpq_pipeline"
-  gcc -O1 -fPIC -shared -I/usr/include/postgresql/15/server -I/usr/include/postgresql \
-    "$WORK/regress/regress.c" -o "$WORK/regress/regress.so"
+  if [ ! -d "$WORK/regress/sql" ]; then
+    tar -C "$WORK" -xjf "$tarball" "$top/src/test/regress"
+    rm -rf "$WORK/regress"; mv "$WORK/$top/src/test/regress" "$WORK/regress"
+    gcc -O1 -fPIC -shared -I/usr/include/postgresql/15/server -I/usr/include/postgresql \
+      "$WORK/regress/regress.c" -o "$WORK/regress/regress.so"
+  fi
+  if [ ! -d "$WORK/libpq_pipeline" ]; then
+    tar -C "$WORK" -xjf "$tarball" "$top/src/test/modules/libpq_pipeline"
+    mv "$WORK/$top/src/test/modules/libpq_pipeline" "$WORK/libpq_pipeline"
+  fi
 fi
+
 # libpq's pipeline-mode test program (extended protocol without waiting, aborted pipelines).
 if [ ! -x "$WORK/libpq_pipeline/libpq_pipeline" ] && [ -d "$WORK/libpq_pipeline" ]; then
   gcc -O1 -I/usr/include/postgresql -I/usr/include/postgresql/15/server -I/usr/include/postgresql/internal \
