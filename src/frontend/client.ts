@@ -1694,7 +1694,7 @@ export class ClientSession implements ServerOwner {
         // Not a protocol portal of this client: an SQL cursor (DECLARE) lives on the server of
         // the open transaction, which answers for it.
         const link = name === '' ? undefined : this.attachedLinks[0];
-        if (link) return this.withLink(link.shard, this.describeCursorOn, msg, null);
+        if (link) return this.withLink(link.shard, this.cursorRequestOn, msg, K.Describe);
         throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       }
       if (portal.virtual) { this.synth([noData], true); return; }
@@ -1710,10 +1710,11 @@ export class ClientSession implements ServerOwner {
     link.conn.write(out);
   }
 
-  private describeCursorOn(link: Link, msg: Buffer, _b: null): void {
+  /** Describe or Execute of an SQL cursor (not a portal of this client): forwarded as is. */
+  private cursorRequestOn(link: Link, msg: Buffer, kind: K): void {
     this.unitLinks.add(link);
     link.unsynced = true;
-    this.push(K.Describe, link, true);
+    this.push(kind, link, true);
     link.conn.write(msg);
   }
 
@@ -1748,7 +1749,7 @@ export class ClientSession implements ServerOwner {
         // Not a protocol portal of this client: an SQL cursor (DECLARE) lives on the server of
         // the open transaction, which runs it.
         const link = name === '' ? undefined : this.attachedLinks[0];
-        if (link) return this.withLink(link.shard, this.executeCursorOn, msg, null);
+        if (link) return this.withLink(link.shard, this.cursorRequestOn, msg, K.Execute);
         throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       }
       const stmt = portal.cs.stmt;
@@ -1813,12 +1814,6 @@ export class ClientSession implements ServerOwner {
     this.flush();
   }
 
-  private executeCursorOn(link: Link, msg: Buffer, _b: null): void {
-    this.unitLinks.add(link);
-    link.unsynced = true;
-    this.push(K.Execute, link, true);
-    link.conn.write(msg);
-  }
 
   private async executeWaiting(msg: Buffer, name: string, portal: Portal): Promise<void> {
     try {

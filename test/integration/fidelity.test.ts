@@ -395,14 +395,16 @@ describe('extended-protocol pipelines (libpq pipeline mode), against plain Postg
     } finally { await quick.stop(); }
   });
 
-  it('Describe of an SQL cursor (DECLARE) reaches the server that holds it', async () => {
+  it('Describe and Execute of an SQL cursor (DECLARE) reach the server that holds it', async () => {
     const got = await sameAnswers('SELECT 1', () => [
       serialize.query('BEGIN'),
       serialize.query('DECLARE cur CURSOR FOR SELECT 1::int4 AS one, \'x\'::text AS two'),
       D({ type: 'P', name: 'cur' }), S(),
+      E({ portal: 'cur', rows: 0 }), S(),
       serialize.query('ROLLBACK'),
-    ], 4);
+    ], 5);
     assert.deepEqual(got.find((m) => m.name === 'rowDescription')?.types, [23, 25]);
+    assert.deepEqual(got.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1', 'x']]);
   });
 
   it('answers a pipeline of 200,000 Bind/Execute without a Sync in between (no per-request scan of the queue)', async () => {
