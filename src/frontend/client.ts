@@ -188,6 +188,8 @@ export class ClientSession implements ServerOwner {
   private blockingWork: Promise<void> | null = null;
 
   private authTimer: NodeJS.Timeout;
+  /** Waiting in afterInFlight() for the servers to answer what was sent. */
+  private inFlightWaiters: (() => void)[] | null = null;
   /** The client's socket: the accepted one, or the TLS socket over it after SSLRequest. */
   socket: net.Socket;
   tls = false;
@@ -570,6 +572,7 @@ export class ClientSession implements ServerOwner {
     if (p.link) {
       const q = p.link.queue;
       if (q.first() === p) q.shift(); else { const i = q.indexOf(p); if (i >= 0) q.removeAt(i); }
+      if (this.inFlightWaiters !== null) this.wakeInFlight();
     }
     if (this.pendings.first() === p) this.drain();
   }
@@ -809,6 +812,7 @@ export class ClientSession implements ServerOwner {
     if (!link || this.links[link.shard] !== link) return;
     this.links[link.shard] = undefined;
     this.unitLinks.delete(link);
+    if (this.inFlightWaiters !== null) this.wakeInFlight();
     const busy = link.queue.length > 0 || conn.status !== 'I' || this.pins.size > 0 || this.virtualTx !== null;
     if (!busy || this.phase !== 'ready') return;
     // The transaction (or session state) on that server is gone: tell the client why and end it,
@@ -1801,10 +1805,16 @@ export class ClientSession implements ServerOwner {
   private afterInFlight(): Promise<void> {
     // PostgreSQL holds extended-protocol output until Sync or Flush (errors go out at once).
     for (const l of this.attachedLinks) if (l.queue.length > 0) l.conn.write(msg_flush);
-    return new Promise<void>((resolve) => {
-      const tick = (): void => { if (this.inFlight() && this.phase !== 'closed') setImmediate(tick); else resolve(); };
-      tick();
-    });
+    if (!this.inFlight() || this.phase === 'closed') return Promise.resolve();
+    return new Promise<void>((resolve) => { (this.inFlightWaiters ??= []).push(resolve); });
+  }
+
+  /** Called when requests complete or links go away: wakes afterInFlight() once nothing is left. */
+  private wakeInFlight(): void {
+    const w = this.inFlightWaiters;
+    if (w === null || (this.inFlight() && this.phase !== 'closed')) return;
+    this.inFlightWaiters = null;
+    for (const resolve of w) resolve();
   }
 
   private async executeVirtualLater(msg: Buffer): Promise<void> {
@@ -2054,6 +2064,7 @@ export class ClientSession implements ServerOwner {
     this.closing = true;
     this.phase = 'closed';
     clearTimeout(this.authTimer);
+    this.wakeInFlight();
     this.ctx.sessions.delete(this.key);
     this.socket.destroy();
     const inTx = this.txStatus !== 'I';
