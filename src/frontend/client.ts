@@ -190,6 +190,8 @@ export class ClientSession implements ServerOwner {
   private authTimer: NodeJS.Timeout;
   /** Waiting in afterInFlight() for the servers to answer what was sent. */
   private inFlightWaiters: (() => void)[] | null = null;
+  /** Waiting in waitIdle() for every request of this client to be answered. */
+  private idleWaiters: (() => void)[] | null = null;
   /** The client's socket: the accepted one, or the TLS socket over it after SSLRequest. */
   socket: net.Socket;
   tls = false;
@@ -575,6 +577,7 @@ export class ClientSession implements ServerOwner {
       if (this.inFlightWaiters !== null) this.wakeInFlight();
     }
     if (this.pendings.first() === p) this.drain();
+    if (this.idleWaiters !== null) this.wakeIdle();
   }
 
   private drain(): void {
@@ -1432,14 +1435,21 @@ export class ClientSession implements ServerOwner {
     return false;
   }
 
+  /** Resolves once every request of this client has been answered (woken by complete()). */
   private waitIdle(): Promise<void> {
-    return new Promise((resolve) => {
-      const check = () => {
-        if (this.pendings.every((p: Pending) => p.done || p.kind === K.Rfq)) resolve();
-        else setImmediate(check);
-      };
-      check();
-    });
+    if (this.idleNow()) return Promise.resolve();
+    return new Promise((resolve) => { (this.idleWaiters ??= []).push(resolve); });
+  }
+
+  private idleNow(): boolean {
+    return this.phase === 'closed' || this.pendings.every((p: Pending) => p.done || p.kind === K.Rfq);
+  }
+
+  private wakeIdle(): void {
+    const w = this.idleWaiters;
+    if (w === null || !this.idleNow()) return;
+    this.idleWaiters = null;
+    for (const resolve of w) resolve();
   }
 
   // ---- scatter / gather ------------------------------------------------------------------
@@ -1989,7 +1999,7 @@ export class ClientSession implements ServerOwner {
     const link = await this.link(shard);
     const rows = await this.queryRows(link, `SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = ${quoteLiteral(table)}::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`)
       .catch(() => [] as (string | null)[][]);
-    await new Promise<void>((r) => { const tick = () => (link.queue.length ? setImmediate(tick) : r()); tick(); });
+    await this.afterInFlight();
     this.afterReady();
     if (rows.length) this.ctx.learnedColumns(this.database, table, rows.map((r) => r[0]!));
   }
@@ -2065,6 +2075,7 @@ export class ClientSession implements ServerOwner {
     this.phase = 'closed';
     clearTimeout(this.authTimer);
     this.wakeInFlight();
+    this.wakeIdle();
     this.ctx.sessions.delete(this.key);
     this.socket.destroy();
     const inTx = this.txStatus !== 'I';
