@@ -188,10 +188,9 @@ export class ClientSession implements ServerOwner {
   private blockingWork: Promise<void> | null = null;
 
   private authTimer: NodeJS.Timeout;
-  /** Waiting in afterInFlight() for the servers to answer what was sent. */
-  private inFlightWaiters: (() => void)[] | null = null;
-  /** Waiting in waitIdle() for every request of this client to be answered. */
-  private idleWaiters: (() => void)[] | null = null;
+  /** Waiting (afterInFlight, waitIdle) until a condition on the request queues holds; checked
+   *  when a request completes, a link goes away or the client closes. */
+  private waiters: { until: () => boolean; resolve: () => void }[] | null = null;
   /** The client's socket: the accepted one, or the TLS socket over it after SSLRequest. */
   socket: net.Socket;
   tls = false;
@@ -574,10 +573,9 @@ export class ClientSession implements ServerOwner {
     if (p.link) {
       const q = p.link.queue;
       if (q.first() === p) q.shift(); else { const i = q.indexOf(p); if (i >= 0) q.removeAt(i); }
-      if (this.inFlightWaiters !== null) this.wakeInFlight();
     }
     if (this.pendings.first() === p) this.drain();
-    if (this.idleWaiters !== null) this.wakeIdle();
+    if (this.waiters !== null) this.wake();
   }
 
   private drain(): void {
@@ -815,7 +813,7 @@ export class ClientSession implements ServerOwner {
     if (!link || this.links[link.shard] !== link) return;
     this.links[link.shard] = undefined;
     this.unitLinks.delete(link);
-    if (this.inFlightWaiters !== null) this.wakeInFlight();
+    if (this.waiters !== null) this.wake();
     const busy = link.queue.length > 0 || conn.status !== 'I' || this.pins.size > 0 || this.virtualTx !== null;
     if (!busy || this.phase !== 'ready') return;
     // The transaction (or session state) on that server is gone: tell the client why and end it,
@@ -948,7 +946,7 @@ export class ClientSession implements ServerOwner {
     if (this.txStatus === 'I') return;
     // A server whose transaction failed knows, and answers for it (pgring may have answered
     // 25P02 for it): its state, not pgring's, decides.
-    if (this.links.some((l) => l?.conn.status === 'E')) return;
+    if (this.serverFailed()) return;
     if (this.virtualTx) this.virtualTx = 'E';
     else this.txFailed = true;
   }
@@ -958,9 +956,13 @@ export class ClientSession implements ServerOwner {
    *  a server whose transaction failed goes there: pipelined after a ROLLBACK it may be fine. */
   private abortedFor(shards: number[]): boolean {
     if (this.txFailed || this.virtualTx === 'E') return true;
-    let failed = false;
-    for (const l of this.links) if (l?.conn.status === 'E') failed = true;
-    return failed && shards.some((sh) => this.links[sh]?.conn.status !== 'E');
+    return this.serverFailed() && shards.some((sh) => this.links[sh]?.conn.status !== 'E');
+  }
+
+  /** A server's transaction of this client failed (it answers 25P02 itself). */
+  private serverFailed(): boolean {
+    for (const l of this.links) if (l?.conn.status === 'E') return true;
+    return false;
   }
 
   /** Which shards a statement runs on. */
@@ -1435,21 +1437,27 @@ export class ClientSession implements ServerOwner {
     return false;
   }
 
-  /** Resolves once every request of this client has been answered (woken by complete()). */
+  /** Resolves once every request of this client has been answered. */
   private waitIdle(): Promise<void> {
-    if (this.idleNow()) return Promise.resolve();
-    return new Promise((resolve) => { (this.idleWaiters ??= []).push(resolve); });
+    return this.waitUntil(() => this.pendings.every((p: Pending) => p.done || p.kind === K.Rfq));
   }
 
-  private idleNow(): boolean {
-    return this.phase === 'closed' || this.pendings.every((p: Pending) => p.done || p.kind === K.Rfq);
+  /** Resolves when `until()` holds (or the client is gone); re-checked by wake(). */
+  private waitUntil(until: () => boolean): Promise<void> {
+    if (this.phase === 'closed' || until()) return Promise.resolve();
+    return new Promise((resolve) => { (this.waiters ??= []).push({ until, resolve }); });
   }
 
-  private wakeIdle(): void {
-    const w = this.idleWaiters;
-    if (w === null || !this.idleNow()) return;
-    this.idleWaiters = null;
-    for (const resolve of w) resolve();
+  private wake(): void {
+    const ws = this.waiters;
+    if (ws === null) return;
+    const closed = this.phase === 'closed';
+    const still: typeof ws = [];
+    for (const w of ws) {
+      if (closed || w.until()) w.resolve();
+      else still.push(w);
+    }
+    this.waiters = still.length ? still : null;
   }
 
   // ---- scatter / gather ------------------------------------------------------------------
@@ -1815,16 +1823,7 @@ export class ClientSession implements ServerOwner {
   private afterInFlight(): Promise<void> {
     // PostgreSQL holds extended-protocol output until Sync or Flush (errors go out at once).
     for (const l of this.attachedLinks) if (l.queue.length > 0) l.conn.write(msg_flush);
-    if (!this.inFlight() || this.phase === 'closed') return Promise.resolve();
-    return new Promise<void>((resolve) => { (this.inFlightWaiters ??= []).push(resolve); });
-  }
-
-  /** Called when requests complete or links go away: wakes afterInFlight() once nothing is left. */
-  private wakeInFlight(): void {
-    const w = this.inFlightWaiters;
-    if (w === null || (this.inFlight() && this.phase !== 'closed')) return;
-    this.inFlightWaiters = null;
-    for (const resolve of w) resolve();
+    return this.waitUntil(() => !this.inFlight());
   }
 
   private async executeVirtualLater(msg: Buffer): Promise<void> {
@@ -2074,8 +2073,7 @@ export class ClientSession implements ServerOwner {
     this.closing = true;
     this.phase = 'closed';
     clearTimeout(this.authTimer);
-    this.wakeInFlight();
-    this.wakeIdle();
+    this.wake();
     this.ctx.sessions.delete(this.key);
     this.socket.destroy();
     const inTx = this.txStatus !== 'I';
