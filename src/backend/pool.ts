@@ -32,9 +32,11 @@ export class Pool {
   lastError: PgError | null = null;
   readonly stats = { totalXact: 0, totalQuery: 0, totalWaitMs: 0, totalXactTimeUs: 0, totalQueryTimeUs: 0, bytesIn: 0, bytesOut: 0 };
   private idleTimer: NodeJS.Timeout;
+  /** Startup parameters of the pool's first client: what minSize connections are opened with. */
+  private fillWith: { startup: [string, string][]; paramsKey: string } | null = null;
 
   constructor(readonly target: ServerTarget, readonly cred: ServerCredentials, public opts: PoolOptions) {
-    this.idleTimer = setInterval(() => this.reapIdle(), Math.max(1000, Math.min(opts.idleTimeoutMs || 10000, 10000)));
+    this.idleTimer = setInterval(() => { this.reapIdle(); this.fill(); }, Math.max(1000, Math.min(opts.idleTimeoutMs || 10000, 10000)));
     this.idleTimer.unref();
   }
 
@@ -62,6 +64,10 @@ export class Pool {
 
   acquire(startup: [string, string][], paramsKey: string): Promise<ServerConnection> {
     if (this.closed) return Promise.reject(new PgError(SQLSTATE.AdminShutdown, 'pool is closed'));
+    if (this.fillWith === null) {
+      this.fillWith = { startup, paramsKey };
+      if (this.opts.minSize > 0) setImmediate(() => this.fill());
+    }
     const now = this.tryAcquire(paramsKey);
     if (now) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
@@ -110,6 +116,33 @@ export class Pool {
       if (w) { clearTimeout(w.timer); w.reject(err); }
       this.grow();
     });
+  }
+
+  /**
+   * pool.minSize, as PgBouncer's min_pool_size: once a pool has had a client it keeps at least
+   * that many server connections open (idle ones wait for the next client), re-opening them
+   * after they are closed. Runs on the pool's timer, so a backend that is down is retried once
+   * per tick, not in a loop. Connections use the first client's startup parameters.
+   */
+  private fill(): void {
+    const f = this.fillWith;
+    if (this.closed || f === null || this.waiters.length > 0) return;
+    const want = Math.min(this.opts.minSize, this.opts.maxSize);
+    for (let n = this.size; n < want; n++) {
+      this.connecting++;
+      ServerConnection.connect(this.target, this.cred, f.startup, f.paramsKey, this.opts.connectTimeoutMs).then((conn) => {
+        this.connecting--;
+        this.lastError = null;
+        if (this.closed) { conn.terminate(); return; }
+        this.all.add(conn);
+        conn.onClosed = (c) => this.forget(c);
+        this.handOut(conn);
+      }, (err: PgError) => {
+        this.connecting--;
+        this.lastError = err;
+        this.grow();
+      });
+    }
   }
 
   private handOut(conn: ServerConnection): void {
