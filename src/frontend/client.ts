@@ -814,7 +814,10 @@ export class ClientSession implements ServerOwner {
     this.links[link.shard] = undefined;
     this.unitLinks.delete(link);
     if (this.waiters !== null) this.wake();
-    const busy = link.queue.length > 0 || conn.status !== 'I' || this.pins.size > 0 || this.virtualTx !== null;
+    // In session pooling the server connection is the client's session, as in PostgreSQL: its
+    // end ends the client too (even idle), instead of a silent new session on the next query.
+    const busy = link.queue.length > 0 || conn.status !== 'I' || this.pins.size > 0 || this.virtualTx !== null
+      || this.poolMode === 'session';
     if (!busy || this.phase !== 'ready') return;
     // The transaction (or session state) on that server is gone: tell the client why and end it,
     // as PostgreSQL itself would when its backend is terminated.
