@@ -11,6 +11,8 @@
 # The suites come from Debian's source packages (psycopg2, libdbd-pg-perl). Where the source
 # tarball cannot be downloaded, a tests/ folder (psycopg2) or t/ folder (DBD::Pg) already
 # placed in $WORK/psycopg2 or $WORK/dbdpg is used instead. Nothing of them is committed.
+# (On the development machine on 2026-12-02 the mirror answered 404 for both tarballs, so
+# psycopg2's server-facing test modules were copied into $WORK/psycopg2/tests by hand.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
