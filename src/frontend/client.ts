@@ -131,7 +131,7 @@ function isTxControl(p: Plan): boolean {
 }
 
 export class ClientSession implements ServerOwner {
-  readonly pid = nextPid++;
+  pid = nextPid++;
   readonly secret = randomInt(0x7fffffff);
   readonly connectedAt = Date.now();
   phase: 'startup' | 'auth' | 'ready' | 'closed' = 'startup';
@@ -404,6 +404,14 @@ export class ClientSession implements ServerOwner {
       for (const [k, v] of params) this.write(parameterStatus(k, v));
     }
     if (this.phase === 'closed') return;
+    if (!this.admin && this.poolMode === 'session' && this.ctx.topology.shardCount === 1) {
+      // Session pooling, one shard: the server session is the client's for its whole life, so it
+      // is opened now and BackendKeyData carries its pid, as pg_backend_pid() and PostgreSQL say.
+      // (The secret stays pgring's: CancelRequest comes to pgring.) If it cannot be had now, the
+      // first statement reports why, as without this.
+      try { this.pid = (await this.link(0)).conn.pid; } catch { /* pgring's own pid */ }
+      if ((this.phase as string) === 'closed') return;
+    }
     this.write(backendKeyData(this.pid, this.secret));
     this.write(readyForQuery('I'));
     this.flush();
@@ -814,7 +822,10 @@ export class ClientSession implements ServerOwner {
     this.links[link.shard] = undefined;
     this.unitLinks.delete(link);
     if (this.waiters !== null) this.wake();
-    const busy = link.queue.length > 0 || conn.status !== 'I' || this.pins.size > 0 || this.virtualTx !== null;
+    // In session pooling the server connection is the client's session, as in PostgreSQL: its
+    // end ends the client too (even idle), instead of a silent new session on the next query.
+    const busy = link.queue.length > 0 || conn.status !== 'I' || this.pins.size > 0 || this.virtualTx !== null
+      || this.poolMode === 'session';
     if (!busy || this.phase !== 'ready') return;
     // The transaction (or session state) on that server is gone: tell the client why and end it,
     // as PostgreSQL itself would when its backend is terminated.
