@@ -91,19 +91,38 @@ export class Topology {
 
   /**
    * The pool for `shard` by a caller-held key (user and database): one map lookup on the
-   * hot path. Cleared whenever a backend's health or role may have changed.
+   * hot path. Cleared whenever a backend's health or role may have changed. `read`: the
+   * statement only reads, so when the shard has no live primary a live replica may serve it.
    */
-  poolFast(shard: number, credKey: string, cred: () => ServerCredentials): Pool {
+  poolFast(shard: number, credKey: string, cred: () => ServerCredentials, read = false): Pool {
     let byShard = this.poolCache.get(credKey);
     if (!byShard) { byShard = []; this.poolCache.set(credKey, byShard); }
-    return byShard[shard] ??= this.pool(shard, cred());
+    const cached = byShard[shard];
+    if (cached) return cached;
+    if (read && !this.isUp(shard)) return this.pool(shard, cred(), true); // rare: not cached
+    return byShard[shard] = this.pool(shard, cred());
   }
 
   private readonly poolCache = new Map<string, Pool[]>();
   private invalidate(): void { this.poolCache.clear(); }
 
-  pool(shard: number, cred: ServerCredentials): Pool {
-    const b = this.primary(shard);
+  /** A live replica of `shard`, or undefined. */
+  liveReplica(shard: number): BackendState | undefined {
+    return this.backends[shard]?.find((b) => b.role === 'replica' && b.healthy);
+  }
+
+  /**
+   * The pool of the live primary of `shard`. With `read`, a shard whose primary is down is
+   * served by a live replica (a hot standby refuses writes itself, so a write that still
+   * reaches it fails with PostgreSQL's 25006, never lands on the wrong server).
+   */
+  pool(shard: number, cred: ServerCredentials, read = false): Pool {
+    let b: BackendState;
+    try { b = this.primary(shard); } catch (e) {
+      const r = read ? this.liveReplica(shard) : undefined;
+      if (!r) throw e;
+      b = r;
+    }
     const key = `${this.shards[shard]!.name}\u0000${b.host}:${b.port}\u0000${cred.user}\u0000${cred.database}`;
     let p = this.pools.get(key);
     if (!p) {

@@ -130,9 +130,15 @@ function isTxControl(p: Plan): boolean {
   return p.command === 'begin' || p.command === 'commit' || p.command === 'rollback';
 }
 
+/** A plain SELECT (no locking clause, no write): what a replica may answer. */
+function isPlainRead(p: Plan): boolean { return p.command === 'select' && !p.write; }
+
 export class ClientSession implements ServerOwner {
   pid = nextPid++;
   readonly secret = randomInt(0x7fffffff);
+  /** The statement being linked only reads (a plain SELECT): a shard without a live primary
+   *  may serve it from a live replica. Set where a statement's plan is known, before linking. */
+  private readOnlyUse = false;
   readonly connectedAt = Date.now();
   phase: 'startup' | 'auth' | 'ready' | 'closed' = 'startup';
   user = '';
@@ -847,7 +853,7 @@ export class ClientSession implements ServerOwner {
   private async link(shard: number): Promise<Link> {
     const now = this.linkNow(shard);
     if (now) return now;
-    const pool = this.ctx.topology.pool(shard, this.cred());
+    const pool = this.ctx.topology.pool(shard, this.cred(), this.readOnlyUse);
     this.waitingSince = Date.now();
     const conn = await pool.acquire(this.startupParams, this.paramsKey);
     this.waitingSince = 0;
@@ -861,7 +867,7 @@ export class ClientSession implements ServerOwner {
   private linkNow(shard: number): Link | null {
     const existing = this.links[shard];
     if (existing) return existing;
-    const pool = this.ctx.topology.poolFast(shard, this.credKey, this.credFn);
+    const pool = this.ctx.topology.poolFast(shard, this.credKey, this.credFn, this.readOnlyUse);
     const conn = pool.tryAcquire(this.paramsKey);
     return conn ? this.attach(shard, pool, conn) : null;
   }
@@ -927,6 +933,7 @@ export class ClientSession implements ServerOwner {
   // ---- simple query -------------------------------------------------------------------
 
   private onQuery(msg: Buffer): Promise<void> | void {
+    this.readOnlyUse = false; // set per statement where its plan is known
     const sql = queryText(msg);
     this.lastQuery = sql;
     this.queryStart = Date.now();
@@ -1080,6 +1087,7 @@ export class ClientSession implements ServerOwner {
       if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       }
+      this.readOnlyUse = isPlainRead(plan);
       const route = this.route(stmt, null, null);
       this.checkSupported(stmt, route);
       if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
@@ -1581,7 +1589,8 @@ export class ClientSession implements ServerOwner {
         return;
       }
       const shard = this.preferredShardFor(stmt);
-      if (!this.links[shard] && !stmt.plan.parseError && !this.ctx.topology.pool(shard, this.cred()).hasCapacity(this.paramsKey)) {
+      this.readOnlyUse = isPlainRead(stmt.plan);
+      if (!this.links[shard] && !stmt.plan.parseError && !this.ctx.topology.pool(shard, this.cred(), this.readOnlyUse).hasCapacity(this.paramsKey)) {
         // Every server connection is busy: do not make the client wait (it may hold other
         // connections through other sessions, e.g. pgbench preparing while its peers sit in
         // transactions). The Parse goes to a server together with the first Bind.
@@ -1664,6 +1673,7 @@ export class ClientSession implements ServerOwner {
         this.synth([bindComplete], true);
         return;
       }
+      this.readOnlyUse = isPlainRead(plan);
       const route = this.route(cs.stmt, info.params, info.paramFormats);
       this.checkSupported(cs.stmt, route);
       const shards = routeShards(route, this.ctx.shards.shardCount);
