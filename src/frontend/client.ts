@@ -760,8 +760,10 @@ export class ClientSession implements ServerOwner {
       case 'deallocate':
         if (/\ball\b/i.test(stmt.sql)) {
           this.pins.delete('prepare');
-          // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there.
+          // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there, and
+          // the client's named ones (PostgreSQL keeps only the unnamed statement).
           if (link) { link.conn.prepared.clear(); link.unnamed = null; }
+          for (const name of [...this.stmts.keys()]) if (name !== '') this.stmts.delete(name);
         }
         break;
       case 'begin':
@@ -919,6 +921,7 @@ export class ClientSession implements ServerOwner {
     const sql = queryText(msg);
     this.lastQuery = sql;
     this.queryStart = Date.now();
+    this.stmts.delete(''); // a simple Query drops the unnamed statement, as in PostgreSQL
     let stmts: RoutedStatement[];
     try { stmts = this.router.plan(sql); } catch (e) { return this.queryError(e); }
     if (stmts.some(needsColumns)) return this.learnColumnsThen(stmts, () => this.onQuery(msg));
@@ -1047,7 +1050,7 @@ export class ClientSession implements ServerOwner {
   /** One statement: forwarded at once when it goes to one shard with a free connection; else runSimpleWaiting. */
   private runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> | void {
     const plan = stmt.plan;
-    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || this.txStatus === 'E') && this.inFlight()) {
+    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || plan.deallocate !== undefined || this.txStatus === 'E') && this.inFlight()) {
       // Pipelined behind requests a server has not answered yet: the transaction state pgring
       // decides on (and may answer for) is only known once they are answered.
       this.blockingWork = this.afterInFlight().then(() => this.runSimple(stmt, msg, plans)).then(() => this.flush());
@@ -1068,6 +1071,14 @@ export class ClientSession implements ServerOwner {
       }
       if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
+      }
+      if (plan.deallocate !== undefined && this.stmts.has(plan.deallocate)) {
+        // A protocol-level statement (drivers' Close by SQL, e.g. pgx): the server knows it by
+        // pgring's shared name, so the client's name is dropped here, as Close does.
+        this.stmts.delete(plan.deallocate);
+        this.synth([commandComplete('DEALLOCATE')], false);
+        this.rfq();
+        return;
       }
       const route = this.route(stmt, null, null);
       this.checkSupported(stmt, route);
