@@ -32,7 +32,7 @@ import type { Logger } from '../log';
 import type { Plan, RoutedStatement } from '../router/router';
 import { Router } from '../router/router';
 import { ClientAuth } from './auth';
-import { ClientStatement, makeStatement } from './prepared';
+import { ClientStatement, makeStatement, nextPrepareTick } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
 import { PinReason, SessionState } from './session-state';
 import { clientRowDescription, Group, GroupMode } from './group';
@@ -1594,11 +1594,9 @@ export class ClientSession implements ServerOwner {
   private parseOn(link: Link, info: ReturnType<typeof decodeParse>, cs: ClientStatement): void {
     this.unitLinks.add(link);
     link.unsynced = true;
-    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
-      this.touchPrepared(link, cs.serverName);
-      this.synth([parseComplete], true);
-      return;
-    }
+    // The server's copy may be older than a schema change that altered its result type (another
+    // client prepared it): PostgreSQL plans a Parse afresh, so the copy is replaced.
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerCopy(link, cs.serverName);
     const p = this.push(K.Parse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => {
@@ -1617,7 +1615,7 @@ export class ClientSession implements ServerOwner {
   private markPrepared(link: Link, cs: ClientStatement): void {
     if (cs.serverName === '') { link.unnamed = cs; return; }
     const prepared = link.conn.prepared;
-    prepared.set(cs.serverName, true);
+    prepared.set(cs.serverName, nextPrepareTick());
     const max = this.ctx.config.pool.preparedStatementCacheSize;
     if (max > 0 && prepared.size > max) {
       // Evict the least recently used statement from this server connection.
@@ -1635,16 +1633,25 @@ export class ClientSession implements ServerOwner {
 
   private touchPrepared(link: Link, name: string): void {
     const prepared = link.conn.prepared;
+    const tick = prepared.get(name)!;
     prepared.delete(name);
-    prepared.set(name, true);
+    prepared.set(name, tick);
+  }
+
+  private closeServerCopy(link: Link, name: string): void {
+    link.conn.prepared.delete(name);
+    this.push(K.InternalClose, link, true);
+    link.conn.write(targeted(F.Close, 'S', name));
   }
 
   /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not). */
   private ensurePrepared(link: Link, cs: ClientStatement): void {
-    if (cs.serverName === '' ? link.unnamed === cs : link.conn.prepared.has(cs.serverName)) {
+    if (cs.serverName === '' ? link.unnamed === cs : (link.conn.prepared.get(cs.serverName) ?? -1) > cs.parsedAt) {
       if (cs.serverName !== '') this.touchPrepared(link, cs.serverName);
       return;
     }
+    // A copy prepared before the client's Parse may plan an older schema: replaced, as above.
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerCopy(link, cs.serverName);
     const p = this.push(K.InternalParse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => this.unmarkPrepared(link, cs);
@@ -1934,7 +1941,7 @@ export class ClientSession implements ServerOwner {
   private beginInUnit(link: Link): void {
     if (!link.conn.prepared.has(BEGIN_STMT)) {
       this.push(K.InternalParse, link, true);
-      link.conn.prepared.set(BEGIN_STMT, true);
+      link.conn.prepared.set(BEGIN_STMT, 0);
       link.conn.write(BEGIN_PARSE);
     }
     this.push(K.InternalBegin, link, true);

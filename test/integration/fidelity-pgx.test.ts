@@ -72,4 +72,18 @@ describe('pgx through transaction pooling (against plain PostgreSQL)', () => {
     assert.deepEqual(got[6]!.filter((m) => m.name === 'error').map((m) => m.code), ['26000', '26000']);
     assert.equal(got[7]![0]!.code, '26000');
   });
+
+  it('a Parse after ALTER TABLE plans the new table, though another client prepared the same text before', async () => {
+    // pgring shares one server-side statement per text; PostgreSQL would plan the second
+    // client's Parse afresh, never answer "cached plan must not change result type" (0A000).
+    const got = await sameAnswers(2, [
+      [0, [Q('DROP TABLE IF EXISTS drop_cols; CREATE TABLE drop_cols (id int, f1 int, f2 int); INSERT INTO drop_cols VALUES (1, 2, 3)')], 1],
+      [0, [P({ name: 'a', text: 'SELECT * FROM drop_cols WHERE id = $1' }), D({ type: 'S', name: 'a' }), S()], 1],
+      [0, [B({ statement: 'a', values: ['1'] }), E({}), S()], 1],
+      [1, [Q('ALTER TABLE drop_cols DROP COLUMN f1')], 1],
+      [1, [P({ name: 'b', text: 'SELECT * FROM drop_cols WHERE id = $1' }), D({ type: 'S', name: 'b' }), S()], 1],
+      [1, [B({ statement: 'b', values: ['1'] }), E({}), S()], 1],
+    ]);
+    assert.deepEqual(got[5]!.find((m) => m.name === 'dataRow')?.values, ['1', '3']);
+  });
 });
