@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The Go driver pgx's own test suite (jackc/pgconn, pgx/v4, pgx/v4/pgxpool, pgx/v4/stdlib, from
-# Debian's golang-*-dev packages) run directly against a PostgreSQL 15 server and again through
+# The Go driver pgx's own test suite (jackc/pgconn, pgx/v4, pgx/v4/pgxpool, pgx/v4/stdlib from
+# Debian's golang-*-dev packages; jackc/pgtype, whose test helpers the -dev package lacks, from
+# Debian's source package) run directly against a PostgreSQL 15 server and again through
 # pgring (one shard) in front of the same server; every test whose result differs is listed.
 # Not part of `npm test` (installs Go packages, ~5 minutes): a tool for protocol fidelity.
 #
 #   bash scripts/drivers-pgx.sh
 #   PGRING_PGX_DIR=/path         where builds and runs are kept (default /tmp/pgring-pgx)
 #   PGRING_POOL_MODE=session     pool mode of pgring (default transaction)
-#   PGRING_PGX_PKGS="pgconn pgx" which test binaries to run (default: all four)
+#   PGRING_PGX_PKGS="pgconn pgx" which test binaries to run (default: all five)
 #   PGRING_PGX_RUN=regexp        passed to -test.run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ ROOT=$(pwd)
 [ -n "${PGRING_PGX_NOSETUP:-}" ] || bash scripts/setup.sh
 WORK=${PGRING_PGX_DIR:-/tmp/pgring-pgx}
 MODE=${PGRING_POOL_MODE:-transaction}
-PKGS=${PGRING_PGX_PKGS:-pgconn pgx pgxpool stdlib}
+PKGS=${PGRING_PGX_PKGS:-pgconn pgx pgxpool stdlib pgtype}
 mkdir -p "$WORK/bin"
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
@@ -33,8 +34,26 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 mkdir -p "$WORK/gopath/src/github.com/Masterminds/semver"
 ln -sfn $GOSRC/Masterminds/semver "$WORK/gopath/src/github.com/Masterminds/semver/v3"
-pkgpath() { case $1 in pgconn) echo github.com/jackc/pgconn;; pgx) echo github.com/jackc/pgx/v4;;
-  *) echo "github.com/jackc/pgx/v4/$1";; esac; }
+if [[ " $PKGS " == *" pgtype "* ]] && [ ! -d "$WORK/gopath/src/github.com/jackc/pgtype/testutil" ]; then
+  # pgtype's tests need its testutil package: the whole source from Debian's source package.
+  mkdir -p "$WORK/src" && cd "$WORK/src"
+  if ! ls golang-github-jackc-pgtype_*.orig.tar.gz >/dev/null 2>&1; then
+    src_list=/etc/apt/sources.list.d/pgring-pgx-src.sources
+    if [ -z "$(apt-cache showsrc golang-github-jackc-pgtype 2>/dev/null)" ]; then
+      printf 'Types: deb-src\nURIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' | $SUDO tee "$src_list" >/dev/null
+      $SUDO apt-get update -qq
+    fi
+    apt-get source --download-only golang-github-jackc-pgtype >/dev/null 2>&1 || true
+    if [ -f "$src_list" ]; then $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; fi
+  fi
+  tar xzf golang-github-jackc-pgtype_*.orig.tar.gz
+  mkdir -p "$WORK/gopath/src/github.com/jackc"
+  ln -sfn "$WORK/src/$(ls -d pgtype-*/ | head -1)" "$WORK/gopath/src/github.com/jackc/pgtype"
+  cd "$ROOT"
+fi
+pkgpath() { case $1 in pgconn) echo github.com/jackc/pgconn;; pgtype) echo github.com/jackc/pgtype;;
+  pgx) echo github.com/jackc/pgx/v4;; *) echo "github.com/jackc/pgx/v4/$1";; esac; }
+pkgdir() { if [ "$1" = pgtype ]; then echo "$WORK/gopath/src/github.com/jackc/pgtype/"; else echo "/usr/share/gocode/src/$(pkgpath "$1")"; fi; }
 for p in $PKGS; do
   [ -x "$WORK/bin/$p.test" ] || (cd "$WORK" && GO111MODULE=off GOPATH="$WORK/gopath:/usr/share/gocode" GOPROXY=off \
     GOFLAGS= go test -c -o "$WORK/bin/$p.test" "$(pkgpath "$p")")
@@ -96,12 +115,12 @@ node -e "require('$ROOT/dist/src/local/proc').waitForPort($PROXY_PORT, 20000).th
 # 3. Every test binary twice: directly, then through pgring. Unix-socket and TLS variants are
 #    left out (pgring listens on TCP only here), so both runs see the same set of tests.
 run() { # name port
-  local cs="host=127.0.0.1 port=$2 dbname=pgx_test"
+  local cs="host=127.0.0.1 port=$2 dbname=pgx_test sslmode=disable" # lib/pq (pgtype) needs sslmode
   mkdir -p "$WORK/out-$1"
   for p in $PKGS; do
-    (cd "/usr/share/gocode/src/$(pkgpath "$p")"
+    (cd "$(pkgdir "$p")"
      PGX_TEST_DATABASE="$cs user=postgres" PGX_TEST_CONN_STRING="$cs user=postgres" \
-     PGX_TEST_TCP_CONN_STRING="$cs user=postgres" \
+     PGX_TEST_TCP_CONN_STRING="$cs user=postgres" PGX_TEST_PGBOUNCER_CONN_STRING="$cs user=postgres" \
      PGX_TEST_MD5_PASSWORD_CONN_STRING="$cs user=pgx_md5 password=secret" \
      PGX_TEST_PLAIN_PASSWORD_CONN_STRING="$cs user=pgx_pw password=secret" \
      PGX_TEST_SCRAM_PASSWORD_CONN_STRING="$cs user=pgx_scram password=secret" \
