@@ -50,7 +50,7 @@ export class ServerConnection {
   /** A FATAL error from this server was passed on to the client (it must not get a second one). */
   fatalRelayed = false;
   /** Global prepared-statement names this connection has (LRU order: oldest first). */
-  readonly prepared = new Map<string, true>();
+  readonly prepared = new Map<string, number>(); // name -> nextPrepareTick() when prepared
   /** Version of the client session state (SETs) applied on top of the startup params; null = baseline. */
   appliedState: object | null = null;
   owner: ServerOwner | null = null;

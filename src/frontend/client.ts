@@ -32,7 +32,7 @@ import type { Logger } from '../log';
 import type { Plan, RoutedStatement } from '../router/router';
 import { Router } from '../router/router';
 import { ClientAuth } from './auth';
-import { ClientStatement, makeStatement } from './prepared';
+import { ClientStatement, makeStatement, nextPrepareTick } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
 import { PinReason, SessionState } from './session-state';
 import { clientRowDescription, Group, GroupMode } from './group';
@@ -774,8 +774,10 @@ export class ClientSession implements ServerOwner {
       case 'deallocate':
         if (/\ball\b/i.test(stmt.sql)) {
           this.pins.delete('prepare');
-          // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there.
+          // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there, and
+          // the client's named ones (PostgreSQL keeps only the unnamed statement).
           if (link) { link.conn.prepared.clear(); link.unnamed = null; }
+          for (const name of [...this.stmts.keys()]) if (name !== '') this.stmts.delete(name);
         }
         break;
       case 'begin':
@@ -937,6 +939,7 @@ export class ClientSession implements ServerOwner {
     const sql = queryText(msg);
     this.lastQuery = sql;
     this.queryStart = Date.now();
+    this.stmts.delete(''); // a simple Query drops the unnamed statement, as in PostgreSQL
     let stmts: RoutedStatement[];
     try { stmts = this.router.plan(sql); } catch (e) { return this.queryError(e); }
     if (stmts.some(needsColumns)) return this.learnColumnsThen(stmts, () => this.onQuery(msg));
@@ -1065,7 +1068,7 @@ export class ClientSession implements ServerOwner {
   /** One statement: forwarded at once when it goes to one shard with a free connection; else runSimpleWaiting. */
   private runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> | void {
     const plan = stmt.plan;
-    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || this.txStatus === 'E') && this.inFlight()) {
+    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || plan.deallocate !== undefined || this.txStatus === 'E') && this.inFlight()) {
       // Pipelined behind requests a server has not answered yet: the transaction state pgring
       // decides on (and may answer for) is only known once they are answered.
       this.blockingWork = this.afterInFlight().then(() => this.runSimple(stmt, msg, plans)).then(() => this.flush());
@@ -1086,6 +1089,14 @@ export class ClientSession implements ServerOwner {
       }
       if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
+      }
+      if (plan.deallocate !== undefined && this.stmts.has(plan.deallocate)) {
+        // A protocol-level statement (drivers' Close by SQL, e.g. pgx): the server knows it by
+        // pgring's shared name, so the client's name is dropped here, as Close does.
+        this.stmts.delete(plan.deallocate);
+        this.synth([commandComplete('DEALLOCATE')], false);
+        this.rfq();
+        return;
       }
       this.readOnlyUse = isPlainRead(plan);
       const route = this.route(stmt, null, null);
@@ -1603,11 +1614,9 @@ export class ClientSession implements ServerOwner {
   private parseOn(link: Link, info: ReturnType<typeof decodeParse>, cs: ClientStatement): void {
     this.unitLinks.add(link);
     link.unsynced = true;
-    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
-      this.touchPrepared(link, cs.serverName);
-      this.synth([parseComplete], true);
-      return;
-    }
+    // The server's copy may be older than a schema change that altered its result type (another
+    // client prepared it): PostgreSQL plans a Parse afresh, so the copy is replaced.
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerCopy(link, cs.serverName);
     const p = this.push(K.Parse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => {
@@ -1626,7 +1635,7 @@ export class ClientSession implements ServerOwner {
   private markPrepared(link: Link, cs: ClientStatement): void {
     if (cs.serverName === '') { link.unnamed = cs; return; }
     const prepared = link.conn.prepared;
-    prepared.set(cs.serverName, true);
+    prepared.set(cs.serverName, nextPrepareTick());
     const max = this.ctx.config.pool.preparedStatementCacheSize;
     if (max > 0 && prepared.size > max) {
       // Evict the least recently used statement from this server connection.
@@ -1644,16 +1653,25 @@ export class ClientSession implements ServerOwner {
 
   private touchPrepared(link: Link, name: string): void {
     const prepared = link.conn.prepared;
+    const tick = prepared.get(name)!;
     prepared.delete(name);
-    prepared.set(name, true);
+    prepared.set(name, tick);
+  }
+
+  private closeServerCopy(link: Link, name: string): void {
+    link.conn.prepared.delete(name);
+    this.push(K.InternalClose, link, true);
+    link.conn.write(targeted(F.Close, 'S', name));
   }
 
   /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not). */
   private ensurePrepared(link: Link, cs: ClientStatement): void {
-    if (cs.serverName === '' ? link.unnamed === cs : link.conn.prepared.has(cs.serverName)) {
+    if (cs.serverName === '' ? link.unnamed === cs : (link.conn.prepared.get(cs.serverName) ?? -1) > cs.parsedAt) {
       if (cs.serverName !== '') this.touchPrepared(link, cs.serverName);
       return;
     }
+    // A copy prepared before the client's Parse may plan an older schema: replaced, as above.
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerCopy(link, cs.serverName);
     const p = this.push(K.InternalParse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => this.unmarkPrepared(link, cs);
@@ -1944,7 +1962,7 @@ export class ClientSession implements ServerOwner {
   private beginInUnit(link: Link): void {
     if (!link.conn.prepared.has(BEGIN_STMT)) {
       this.push(K.InternalParse, link, true);
-      link.conn.prepared.set(BEGIN_STMT, true);
+      link.conn.prepared.set(BEGIN_STMT, 0);
       link.conn.write(BEGIN_PARSE);
     }
     this.push(K.InternalBegin, link, true);

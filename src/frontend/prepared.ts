@@ -12,6 +12,7 @@ export interface ClientStatement {
   types: number[];
   parse: Buffer;               // Parse message carrying serverName
   stmt: RoutedStatement;       // routing plan, made once at Parse
+  parsedAt: number;            // nextPrepareTick() at the client's Parse
 }
 
 const registry = new Map<string, string>();
@@ -28,10 +29,15 @@ export function serverStatementName(sql: string, types: number[]): string {
   return name;
 }
 
+// Orders client Parses and server-side copies: a copy older than the client's Parse is replaced.
+let tick = 0;
+export function nextPrepareTick(): number { return ++tick; }
+
 export function makeStatement(clientName: string, sql: string, types: number[], stmt: RoutedStatement, rawParse: Buffer): ClientStatement {
-  if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt };
+  const parsedAt = nextPrepareTick();
+  if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt, parsedAt };
   const serverName = serverStatementName(sql, types);
-  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types), stmt };
+  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types), stmt, parsedAt };
 }
 
 export function registrySize(): number { return registry.size; }
