@@ -1741,6 +1741,8 @@ export class ClientSession implements ServerOwner {
   }
 
   private describePortalOn(link: Link, portal: Portal, msg: Buffer): void {
+    this.unitLinks.add(link);
+    link.unsynced = true;
     const p = this.push(K.Describe, link, true);
     if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
       // Several shards answer through the merger: describe the columns the client will get.
@@ -1844,6 +1846,9 @@ export class ClientSession implements ServerOwner {
 
   private executeOn(msg: Buffer, name: string, portal: Portal, links: Link[]): void {
       const stmt = portal.cs.stmt;
+      // A portal bound before an earlier Sync (inside a transaction) is run in this unit:
+      // its server must get this unit's Sync too.
+      for (const l of links) { this.unitLinks.add(l); l.unsynced = true; }
       if (links.length === 1) {
         const l = links[0]!;
         const p = this.push(K.Execute, l, true);
@@ -1890,6 +1895,7 @@ export class ClientSession implements ServerOwner {
     const link = this.links[portal.shards[0]!];
     if (!link) { this.synth([closeComplete], true); return; }
     const others = portal.shards.slice(1).map((s) => this.links[s]).filter((l): l is Link => !!l);
+    for (const l of [link, ...others]) { this.unitLinks.add(l); l.unsynced = true; }
     for (const l of others) { const p = this.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
     this.push(K.Close, link, true);
     link.conn.write(msg);

@@ -1,0 +1,68 @@
+// Behaviours found by running asyncpg's test suite (scripts/drivers-asyncpg.sh) through
+// pgring: the same wire messages go to plain PostgreSQL and through pgring (one shard,
+// transaction pooling, same server, another database) and the answers must be the same.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { serialize } from 'pg-protocol';
+import { testCluster, uniqueName, psqlAt } from '../helpers/env';
+import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { WireClient, WireMsg } from '../helpers/wire';
+
+let cluster: Awaited<ReturnType<typeof testCluster>>;
+let proxy: RunningProxy;
+let serverPort: number;
+let directDb: string;
+let proxiedDb: string;
+
+before(async () => {
+  cluster = await testCluster();
+  serverPort = cluster.pg[0]!.port;
+  directDb = uniqueName('fida_direct');
+  proxiedDb = uniqueName('fida_proxied');
+  createDatabase([serverPort], directDb);
+  createDatabase([serverPort], proxiedDb);
+  proxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 4 } }));
+});
+
+after(async () => {
+  await proxy?.stop();
+  for (const d of [directDb, proxiedDb]) psqlAt(serverPort, `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+});
+
+const { parse: P, bind: B, describe: D, execute: E, close: C, sync: S } = serialize;
+
+/** Each step (messages, number of ReadyForQuery to wait for) to plain PostgreSQL and through
+ *  pgring on one connection each; the answers of every step must be the same. */
+async function sameSteps(steps: [() => Buffer[], number][]): Promise<WireMsg[][]> {
+  const runs: WireMsg[][][] = [];
+  for (const [port, db] of [[serverPort, directDb], [proxy.port, proxiedDb]] as const) {
+    const c = await WireClient.connect(port, db);
+    const answers: WireMsg[][] = [];
+    try {
+      for (const [msgs, rfqs] of steps) {
+        c.send(msgs());
+        answers.push(await c.until(rfqs, 10000));
+      }
+    } finally { c.close(); }
+    runs.push(answers);
+  }
+  assert.deepEqual(runs[1], runs[0]);
+  return runs[0]!;
+}
+
+describe('asyncpg through pgring, against plain PostgreSQL', () => {
+  it('a named portal bound before a Sync runs (Execute, Describe, Close) in a later unit of the transaction', async () => {
+    // asyncpg's cursors: Bind + Sync, then Execute(portal, n) + Sync; pgring forwarded the
+    // Execute but not the Sync after it, so the answer never came.
+    const got = await sameSteps([
+      [() => [P({ name: 'one', text: 'SELECT 1000' }), D({ type: 'S', name: 'one' }), S()], 1],
+      [() => [serialize.query('BEGIN')], 1],
+      [() => [B({ portal: 'cur', statement: 'one' }), S()], 1],
+      [() => [D({ type: 'P', name: 'cur' }), S()], 1],
+      [() => [E({ portal: 'cur', rows: 1 }), S()], 1],
+      [() => [C({ type: 'P', name: 'cur' }), S()], 1],
+      [() => [serialize.query('COMMIT')], 1],
+    ]);
+    assert.deepEqual(got[4]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1000']]);
+  });
+});
