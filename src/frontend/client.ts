@@ -32,7 +32,7 @@ import type { Logger } from '../log';
 import type { Plan, RoutedStatement } from '../router/router';
 import { Router } from '../router/router';
 import { ClientAuth } from './auth';
-import { ClientStatement, makeStatement } from './prepared';
+import { ClientStatement, makeStatement, prepareSeq } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
 import { PinReason, SessionState } from './session-state';
 import { clientRowDescription, Group, GroupMode } from './group';
@@ -1583,11 +1583,8 @@ export class ClientSession implements ServerOwner {
   private parseOn(link: Link, info: ReturnType<typeof decodeParse>, cs: ClientStatement): void {
     this.unitLinks.add(link);
     link.unsynced = true;
-    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) {
-      this.touchPrepared(link, cs.serverName);
-      this.synth([parseComplete], true);
-      return;
-    }
+    // A copy here is older than this Parse: prepared again, as PostgreSQL analyses every Parse.
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerStatement(link, cs.serverName);
     const p = this.push(K.Parse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => {
@@ -1606,15 +1603,20 @@ export class ClientSession implements ServerOwner {
   private markPrepared(link: Link, cs: ClientStatement): void {
     if (cs.serverName === '') { link.unnamed = cs; return; }
     const prepared = link.conn.prepared;
-    prepared.set(cs.serverName, true);
+    prepared.delete(cs.serverName);
+    prepared.set(cs.serverName, prepareSeq());
     const max = this.ctx.config.pool.preparedStatementCacheSize;
     if (max > 0 && prepared.size > max) {
       // Evict the least recently used statement from this server connection.
-      const oldest = prepared.keys().next().value as string;
-      prepared.delete(oldest);
-      this.push(K.InternalClose, link, true);
-      link.conn.write(targeted(F.Close, 'S', oldest));
+      this.closeServerStatement(link, prepared.keys().next().value as string);
     }
+  }
+
+  /** Closes a statement pgring prepared on the server of `link`. */
+  private closeServerStatement(link: Link, name: string): void {
+    link.conn.prepared.delete(name);
+    this.push(K.InternalClose, link, true);
+    link.conn.write(targeted(F.Close, 'S', name));
   }
 
   private unmarkPrepared(link: Link, cs: ClientStatement): void {
@@ -1622,17 +1624,19 @@ export class ClientSession implements ServerOwner {
     link.conn.prepared.delete(cs.serverName);
   }
 
-  private touchPrepared(link: Link, name: string): void {
+  private touchPrepared(link: Link, name: string, at: number): void {
     const prepared = link.conn.prepared;
     prepared.delete(name);
-    prepared.set(name, true);
+    prepared.set(name, at);
   }
 
-  /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not). */
+  /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not,
+   *  or if its copy there is older than the client's Parse). */
   private ensurePrepared(link: Link, cs: ClientStatement): void {
-    if (cs.serverName === '' ? link.unnamed === cs : link.conn.prepared.has(cs.serverName)) {
-      if (cs.serverName !== '') this.touchPrepared(link, cs.serverName);
-      return;
+    if (cs.serverName === '') { if (link.unnamed === cs) return; } else {
+      const at = link.conn.prepared.get(cs.serverName);
+      if (at !== undefined && at > cs.parsedAt) { this.touchPrepared(link, cs.serverName, at); return; }
+      if (at !== undefined) this.closeServerStatement(link, cs.serverName);
     }
     const p = this.push(K.InternalParse, link, true);
     this.markPrepared(link, cs);
@@ -1929,7 +1933,7 @@ export class ClientSession implements ServerOwner {
   private beginInUnit(link: Link): void {
     if (!link.conn.prepared.has(BEGIN_STMT)) {
       this.push(K.InternalParse, link, true);
-      link.conn.prepared.set(BEGIN_STMT, true);
+      link.conn.prepared.set(BEGIN_STMT, 0);
       link.conn.write(BEGIN_PARSE);
     }
     this.push(K.InternalBegin, link, true);

@@ -65,4 +65,20 @@ describe('asyncpg through pgring, against plain PostgreSQL', () => {
     ]);
     assert.deepEqual(got[4]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1000']]);
   });
+
+  it('a statement parsed after a change of its result type is analysed then, not served from an older copy', async () => {
+    // asyncpg re-prepares a statement after "cached plan must not change result type"; pgring
+    // answered the new Parse from the server's copy of the same text, which failed again.
+    const got = await sameSteps([
+      [() => [serialize.query('DROP TABLE IF EXISTS tab1; CREATE TABLE tab1 (a int, b int); INSERT INTO tab1 VALUES (1, 2)')], 1],
+      [() => [P({ name: 's1', text: 'SELECT * FROM tab1' }), D({ type: 'S', name: 's1' }), B({ statement: 's1' }), E({}), S()], 1],
+      [() => [serialize.query('ALTER TABLE tab1 ALTER COLUMN b SET DATA TYPE text')], 1],
+      [() => [B({ statement: 's1' }), E({}), S()], 1],
+      [() => [C({ type: 'S', name: 's1' }), P({ name: 's2', text: 'SELECT * FROM tab1' }), D({ type: 'S', name: 's2' }), S()], 1],
+      [() => [B({ statement: 's2' }), E({}), S()], 1],
+    ]);
+    assert.equal(got[3]!.find((m) => m.name === 'error')?.code, '0A000');
+    assert.deepEqual(got[4]!.find((m) => m.name === 'rowDescription')?.types, [23, 25]);
+    assert.deepEqual(got[5]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1', '2']]);
+  });
 });
