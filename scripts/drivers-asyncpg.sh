@@ -115,7 +115,7 @@ EOF
 run() { # name port
   rm -rf "$WORK/$1"; mkdir -p "$WORK/$1"
   local f n
-  for f in ${PGRING_ASYNCPG_ARGS:-tests/test_*.py}; do
+  for f in ${PGRING_ASYNCPG_ARGS:-$(cd "$WORK" && ls tests/test_*.py)}; do
     n=$(basename "$f" .py)
     (cd "$WORK" && PGHOST=127.0.0.1 PGPORT="$2" PGUSER=postgres PGDATABASE=postgres \
       timeout "${PGRING_ASYNCPG_FILE_TIMEOUT:-600}" $PY -m pytest -q --timeout="${PGRING_ASYNCPG_TIMEOUT:-60}" \

@@ -1235,6 +1235,15 @@ export class ClientSession implements ServerOwner {
           this.queryError(new PgError(SQLSTATE.NoActiveSqlTransaction, `${cmd === 'commit' ? 'COMMIT' : 'ROLLBACK'} AND CHAIN can only be used in transaction blocks`), ext !== null);
           return true;
         }
+        const implicit = ext ? [...this.unitLinks].filter((l) => l.unsynced && this.links[l.shard] === l) : [];
+        if (implicit.length) {
+          // Extended messages since the last Sync run in an implicit transaction, which PostgreSQL
+          // ends here (asyncpg's executemany rolls back that way): the servers end theirs and
+          // send the warning.
+          for (const l of implicit) this.internalInUnit(l, cmd === 'commit' ? COMMIT_STMT : ROLLBACK_STMT);
+          reply([commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
+          return true;
+        }
         reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
         return true;
       }
@@ -1931,13 +1940,19 @@ export class ClientSession implements ServerOwner {
    * so the client's unnamed statement stays), prepared on first use.
    */
   private beginInUnit(link: Link): void {
-    if (!link.conn.prepared.has(BEGIN_STMT)) {
+    this.internalInUnit(link, BEGIN_STMT);
+  }
+
+  /** Bind + Execute of one of pgring's own named statements (BEGIN, COMMIT, ROLLBACK) in the
+   *  current unit; its BindComplete and CommandComplete are not the client's. */
+  private internalInUnit(link: Link, st: InternalStatement): void {
+    if (!link.conn.prepared.has(st.name)) {
       this.push(K.InternalParse, link, true);
-      link.conn.prepared.set(BEGIN_STMT, 0);
-      link.conn.write(BEGIN_PARSE);
+      link.conn.prepared.set(st.name, 0);
+      link.conn.write(st.parse);
     }
     this.push(K.InternalBegin, link, true);
-    link.conn.write(BEGIN_BIND_EXECUTE);
+    link.conn.write(st.bindExecute);
     this.unitLinks.add(link);
     link.unsynced = true;
   }
@@ -2109,12 +2124,20 @@ export class ClientSession implements ServerOwner {
 }
 
 const msg_flush = Buffer.from([F.Flush, 0, 0, 0, 4]);
-const BEGIN_STMT = 'pgring_begin';
-const BEGIN_PARSE = new Writer().cstr(BEGIN_STMT).cstr('BEGIN').int16(0).msg(F.Parse);
-const BEGIN_BIND_EXECUTE = Buffer.concat([
-  new Writer().cstr('').cstr(BEGIN_STMT).int16(0).int16(0).int16(0).msg(F.Bind),
-  new Writer().cstr('').int32(0).msg(F.Execute),
-]);
+interface InternalStatement { name: string; parse: Buffer; bindExecute: Buffer }
+function internalStatement(name: string, sql: string): InternalStatement {
+  return {
+    name,
+    parse: new Writer().cstr(name).cstr(sql).int16(0).msg(F.Parse),
+    bindExecute: Buffer.concat([
+      new Writer().cstr('').cstr(name).int16(0).int16(0).int16(0).msg(F.Bind),
+      new Writer().cstr('').int32(0).msg(F.Execute),
+    ]),
+  };
+}
+const BEGIN_STMT = internalStatement('pgring_begin', 'BEGIN');
+const COMMIT_STMT = internalStatement('pgring_commit', 'COMMIT');
+const ROLLBACK_STMT = internalStatement('pgring_rollback', 'ROLLBACK');
 
 /** A PgError as it is, anything else as pgring's own internal error (XX000). */
 function internalError(e: unknown): PgError {

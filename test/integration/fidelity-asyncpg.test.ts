@@ -81,4 +81,20 @@ describe('asyncpg through pgring, against plain PostgreSQL', () => {
     assert.deepEqual(got[4]!.find((m) => m.name === 'rowDescription')?.types, [23, 25]);
     assert.deepEqual(got[5]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1', '2']]);
   });
+
+  it('ROLLBACK / COMMIT before Sync end the implicit transaction of the messages since the last Sync', async () => {
+    // asyncpg's executemany() rolls back a failed batch this way; pgring answered the ROLLBACK
+    // itself and the Sync committed the rows.
+    const got = await sameSteps([
+      [() => [serialize.query('DROP TABLE IF EXISTS exmany; CREATE TABLE exmany (a int)')], 1],
+      [() => [P({ name: 'ins', text: 'INSERT INTO exmany VALUES ($1)', types: [23] }),
+        B({ statement: 'ins', values: ['1'] }), E({}), B({ statement: 'ins', values: ['2'] }), E({}),
+        P({ text: 'ROLLBACK' }), B({}), E({}), S()], 1],
+      [() => [B({ statement: 'ins', values: ['3'] }), E({}), P({ text: 'COMMIT' }), B({}), E({}),
+        P({ text: 'SELECT 1/0' }), B({}), E({}), S()], 1],
+      [() => [serialize.query('SELECT a FROM exmany ORDER BY a')], 1],
+    ]);
+    assert.deepEqual(got[1]!.filter((m) => m.name === 'notice').map((m) => m.code), ['25P01']);
+    assert.deepEqual(got[3]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['3']]);
+  });
 });
