@@ -326,9 +326,11 @@ export class ClientSession implements ServerOwner {
     }
     if (p.kind === 'cancel') {
       const target = this.ctx.sessions.get(`${p.pid}:${p.secret}`);
-      if (target) void target.cancelRunning();
       this.phase = 'closed';
-      this.socket.end();
+      // Closed once the servers got the cancel, as PostgreSQL closes it after signalling the
+      // backend: a client that waits for the close (asyncpg) knows its next statement is safe.
+      if (target) void target.cancelRunning().finally(() => this.socket.end());
+      else this.socket.end();
       return;
     }
     if (this.ctx.config.tls?.require && !this.tls && p.kind === 'startup') {

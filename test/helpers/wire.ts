@@ -13,6 +13,8 @@ export class WireClient {
   private got: WireMsg[] = [];
   private rfqs = 0;
   private waiter: (() => void) | null = null;
+  /** The server's BackendKeyData (for CancelRequest). */
+  backendKey: { pid: number; secret: number } | null = null;
   private constructor(private readonly socket: net.Socket) {}
 
   static async connect(port: number, database: string, user = 'postgres'): Promise<WireClient> {
@@ -27,6 +29,7 @@ export class WireClient {
   }
 
   private onMessage(m: Raw): void {
+    if (m.name === 'backendKeyData') { const k = m as unknown as { processID: number; secretKey: number }; this.backendKey = { pid: k.processID, secret: k.secretKey }; }
     if (m.name === 'parameterStatus' || m.name === 'backendKeyData' || m.name === 'authenticationOk') return;
     const w: WireMsg = { name: m.name };
     if (m.name === 'error' || m.name === 'notice') { w.code = m.code; w.severity = (m as { severity?: string }).severity; }

@@ -3,6 +3,7 @@
 // transaction pooling, same server, another database) and the answers must be the same.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import { serialize } from 'pg-protocol';
 import { testCluster, uniqueName, psqlAt } from '../helpers/env';
 import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
@@ -96,5 +97,43 @@ describe('asyncpg through pgring, against plain PostgreSQL', () => {
     ]);
     assert.deepEqual(got[1]!.filter((m) => m.name === 'notice').map((m) => m.code), ['25P01']);
     assert.deepEqual(got[3]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['3']]);
+  });
+
+  it('a CancelRequest connection is closed only after the server got the cancel, as PostgreSQL closes it', async () => {
+    // asyncpg waits for that close before its next statement; pgring closed it at once, so a
+    // late cancel could hit the next statement. Server connections go through a relay that
+    // holds new connections (the cancel's) for 500 ms.
+    let hold = false;
+    const relay = net.createServer((c) => {
+      const go = (): void => { const s = net.connect({ host: '127.0.0.1', port: serverPort }); c.pipe(s).pipe(c); s.on('error', () => c.destroy()); c.on('error', () => s.destroy()); };
+      if (hold) setTimeout(go, 500); else go();
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const raw = await baseConfig(cluster, 1);
+    raw.shards = [{ name: 's1', backends: [{ host: '127.0.0.1', port: (relay.address() as net.AddressInfo).port }] }];
+    const slow = await startProxy(raw);
+    let c: WireClient | null = null;
+    try {
+      c = await WireClient.connect(slow.port, proxiedDb);
+      const key = c.backendKey!;
+      c.send([serialize.query('SELECT pg_sleep(30)')]);
+      await new Promise((r) => setTimeout(r, 300));
+      hold = true;
+      const t0 = Date.now();
+      const s = net.connect({ host: '127.0.0.1', port: slow.port });
+      s.on('error', () => undefined);
+      await new Promise<void>((r) => s.once('connect', r));
+      const pkt = Buffer.alloc(16);
+      pkt.writeInt32BE(16, 0); pkt.writeInt32BE(80877102, 4); pkt.writeInt32BE(key.pid, 8); pkt.writeInt32BE(key.secret, 12);
+      s.write(pkt);
+      await new Promise<void>((r) => s.once('close', r));
+      assert.ok(Date.now() - t0 >= 450, `closed after ${Date.now() - t0} ms, before the server got the cancel`);
+      const got = await c.until(1, 10000);
+      assert.equal(got.find((m) => m.name === 'error')?.code, '57014');
+    } finally {
+      c?.close();
+      psqlAt(serverPort, `SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE datname = '${proxiedDb}' AND query = 'SELECT pg_sleep(30)'`);
+      await slow.stop(); relay.close();
+    }
   });
 });
