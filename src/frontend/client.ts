@@ -603,6 +603,7 @@ export class ClientSession implements ServerOwner {
 
   onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void {
     const link = conn.tag as Link;
+    if (type === B.NotificationResponse) msg = notifierAsClient(link.shard, msg);
     if (type === B.ReadyForQuery && link.skipping) this.skippedUntilSync(link);
     const p = link.queue.first();
     if (p === undefined) {
@@ -873,6 +874,7 @@ export class ClientSession implements ServerOwner {
     conn.owner = this;
     conn.tag = link;
     this.links[shard] = link;
+    noteBackendOwner(shard, conn.pid, this.pid);
     if (conn.appliedState !== (this.state.isEmpty ? null : this.state)) {
       const sql = this.state.replaySql(conn.appliedState as SessionState | null);
       conn.appliedState = this.state.isEmpty ? null : this.state;
@@ -2126,6 +2128,24 @@ export class ClientSession implements ServerOwner {
 }
 
 const msg_flush = Buffer.from([F.Flush, 0, 0, 0, 4]);
+// The client session that last used each server backend (shard:pid): a NotificationResponse
+// names the notifying backend's pid, which clients compare with the BackendKeyData pid pgring
+// gave the notifier (asyncpg's listeners do).
+const backendOwners = new Map<string, number>();
+function noteBackendOwner(shard: number, backendPid: number, clientPid: number): void {
+  const key = `${shard}:${backendPid}`;
+  backendOwners.delete(key);
+  backendOwners.set(key, clientPid);
+  if (backendOwners.size > 100000) backendOwners.delete(backendOwners.keys().next().value as string);
+}
+function notifierAsClient(shard: number, msg: Buffer): Buffer {
+  const owner = backendOwners.get(`${shard}:${msg.readInt32BE(5)}`);
+  if (owner === undefined) return msg;
+  const out = Buffer.from(msg);
+  out.writeInt32BE(owner, 5);
+  return out;
+}
+
 interface InternalStatement { name: string; parse: Buffer; bindExecute: Buffer }
 function internalStatement(name: string, sql: string): InternalStatement {
   return {

@@ -136,4 +136,23 @@ describe('asyncpg through pgring, against plain PostgreSQL', () => {
       await slow.stop(); relay.close();
     }
   });
+
+  it('a notification names the notifying client by the pid of its BackendKeyData', async () => {
+    // asyncpg's listeners compare it with get_server_pid() of the notifying connection.
+    for (const [port, db] of [[serverPort, directDb], [proxy.port, proxiedDb]] as const) {
+      const listener = await WireClient.connect(port, db);
+      const notifier = await WireClient.connect(port, db);
+      try {
+        listener.send([serialize.query('LISTEN ipc')]);
+        await listener.until(1, 10000);
+        notifier.send([serialize.query("NOTIFY ipc, 'hello'")]);
+        await notifier.until(1, 10000);
+        listener.send([serialize.query('SELECT 1')]); // the notification arrives before its answer
+        const got = await listener.until(1, 10000);
+        assert.deepEqual(got.filter((m) => m.name === 'notification').map((m) => m.pid), [notifier.backendKey!.pid], `port ${port}`);
+        listener.send([serialize.query('UNLISTEN *')]);
+        await listener.until(1, 10000);
+      } finally { listener.close(); notifier.close(); }
+    }
+  });
 });
