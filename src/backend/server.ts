@@ -49,8 +49,9 @@ export class ServerConnection {
   closed = false;
   /** A FATAL error from this server was passed on to the client (it must not get a second one). */
   fatalRelayed = false;
-  /** Global prepared-statement names this connection has (LRU order: oldest first). */
-  readonly prepared = new Map<string, number>(); // name -> nextPrepareTick() when prepared
+  /** Global prepared-statement names this connection has (LRU order: oldest first), each
+   *  with the prepareSeq() of its Parse here. */
+  readonly prepared = new Map<string, number>();
   /** Version of the client session state (SETs) applied on top of the startup params; null = baseline. */
   appliedState: object | null = null;
   owner: ServerOwner | null = null;

@@ -32,7 +32,7 @@ import type { Logger } from '../log';
 import type { Plan, RoutedStatement } from '../router/router';
 import { Router } from '../router/router';
 import { ClientAuth } from './auth';
-import { ClientStatement, makeStatement, nextPrepareTick } from './prepared';
+import { ClientStatement, makeStatement, prepareSeq } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
 import { PinReason, SessionState } from './session-state';
 import { clientRowDescription, Group, GroupMode } from './group';
@@ -332,9 +332,11 @@ export class ClientSession implements ServerOwner {
     }
     if (p.kind === 'cancel') {
       const target = this.ctx.sessions.get(`${p.pid}:${p.secret}`);
-      if (target) void target.cancelRunning();
       this.phase = 'closed';
-      this.socket.end();
+      // Closed once the servers got the cancel, as PostgreSQL closes it after signalling the
+      // backend: a client that waits for the close (asyncpg) knows its next statement is safe.
+      if (target) void target.cancelRunning().finally(() => this.socket.end());
+      else this.socket.end();
       return;
     }
     if (this.ctx.config.tls?.require && !this.tls && p.kind === 'startup') {
@@ -615,6 +617,7 @@ export class ClientSession implements ServerOwner {
 
   onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void {
     const link = conn.tag as Link;
+    if (type === B.NotificationResponse) msg = notifierAsClient(link.shard, msg);
     if (type === B.ReadyForQuery && link.skipping) this.skippedUntilSync(link);
     const p = link.queue.first();
     if (p === undefined) {
@@ -890,6 +893,7 @@ export class ClientSession implements ServerOwner {
     conn.owner = this;
     conn.tag = link;
     this.links[shard] = link;
+    noteBackendOwner(shard, conn.pid, this.pid);
     if (conn.appliedState !== (this.state.isEmpty ? null : this.state)) {
       const sql = this.state.replaySql(conn.appliedState as SessionState | null);
       conn.appliedState = this.state.isEmpty ? null : this.state;
@@ -1265,6 +1269,15 @@ export class ClientSession implements ServerOwner {
           this.queryError(new PgError(SQLSTATE.NoActiveSqlTransaction, `${cmd === 'commit' ? 'COMMIT' : 'ROLLBACK'} AND CHAIN can only be used in transaction blocks`), ext !== null);
           return true;
         }
+        const implicit = ext ? [...this.unitLinks].filter((l) => l.unsynced && this.links[l.shard] === l) : [];
+        if (implicit.length) {
+          // Extended messages since the last Sync run in an implicit transaction, which PostgreSQL
+          // ends here (asyncpg's executemany rolls back that way): the servers end theirs and
+          // send the warning.
+          for (const l of implicit) this.internalInUnit(l, cmd === 'commit' ? COMMIT_STMT : ROLLBACK_STMT);
+          reply([commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
+          return true;
+        }
         reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
         return true;
       }
@@ -1614,9 +1627,8 @@ export class ClientSession implements ServerOwner {
   private parseOn(link: Link, info: ReturnType<typeof decodeParse>, cs: ClientStatement): void {
     this.unitLinks.add(link);
     link.unsynced = true;
-    // The server's copy may be older than a schema change that altered its result type (another
-    // client prepared it): PostgreSQL plans a Parse afresh, so the copy is replaced.
-    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerCopy(link, cs.serverName);
+    // A copy here is older than this Parse: prepared again, as PostgreSQL analyses every Parse.
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerStatement(link, cs.serverName);
     const p = this.push(K.Parse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => {
@@ -1635,15 +1647,20 @@ export class ClientSession implements ServerOwner {
   private markPrepared(link: Link, cs: ClientStatement): void {
     if (cs.serverName === '') { link.unnamed = cs; return; }
     const prepared = link.conn.prepared;
-    prepared.set(cs.serverName, nextPrepareTick());
+    prepared.delete(cs.serverName);
+    prepared.set(cs.serverName, prepareSeq());
     const max = this.ctx.config.pool.preparedStatementCacheSize;
     if (max > 0 && prepared.size > max) {
       // Evict the least recently used statement from this server connection.
-      const oldest = prepared.keys().next().value as string;
-      prepared.delete(oldest);
-      this.push(K.InternalClose, link, true);
-      link.conn.write(targeted(F.Close, 'S', oldest));
+      this.closeServerStatement(link, prepared.keys().next().value as string);
     }
+  }
+
+  /** Closes a statement pgring prepared on the server of `link`. */
+  private closeServerStatement(link: Link, name: string): void {
+    link.conn.prepared.delete(name);
+    this.push(K.InternalClose, link, true);
+    link.conn.write(targeted(F.Close, 'S', name));
   }
 
   private unmarkPrepared(link: Link, cs: ClientStatement): void {
@@ -1651,27 +1668,20 @@ export class ClientSession implements ServerOwner {
     link.conn.prepared.delete(cs.serverName);
   }
 
-  private touchPrepared(link: Link, name: string): void {
+  private touchPrepared(link: Link, name: string, at: number): void {
     const prepared = link.conn.prepared;
-    const tick = prepared.get(name)!;
     prepared.delete(name);
-    prepared.set(name, tick);
+    prepared.set(name, at);
   }
 
-  private closeServerCopy(link: Link, name: string): void {
-    link.conn.prepared.delete(name);
-    this.push(K.InternalClose, link, true);
-    link.conn.write(targeted(F.Close, 'S', name));
-  }
-
-  /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not). */
+  /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not,
+   *  or if its copy there is older than the client's Parse). */
   private ensurePrepared(link: Link, cs: ClientStatement): void {
-    if (cs.serverName === '' ? link.unnamed === cs : (link.conn.prepared.get(cs.serverName) ?? -1) > cs.parsedAt) {
-      if (cs.serverName !== '') this.touchPrepared(link, cs.serverName);
-      return;
+    if (cs.serverName === '') { if (link.unnamed === cs) return; } else {
+      const at = link.conn.prepared.get(cs.serverName);
+      if (at !== undefined && at > cs.parsedAt) { this.touchPrepared(link, cs.serverName, at); return; }
+      if (at !== undefined) this.closeServerStatement(link, cs.serverName);
     }
-    // A copy prepared before the client's Parse may plan an older schema: replaced, as above.
-    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerCopy(link, cs.serverName);
     const p = this.push(K.InternalParse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => this.unmarkPrepared(link, cs);
@@ -1780,6 +1790,8 @@ export class ClientSession implements ServerOwner {
   }
 
   private describePortalOn(link: Link, portal: Portal, msg: Buffer): void {
+    this.unitLinks.add(link);
+    link.unsynced = true;
     const p = this.push(K.Describe, link, true);
     if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
       // Several shards answer through the merger: describe the columns the client will get.
@@ -1883,6 +1895,9 @@ export class ClientSession implements ServerOwner {
 
   private executeOn(msg: Buffer, name: string, portal: Portal, links: Link[]): void {
       const stmt = portal.cs.stmt;
+      // A portal bound before an earlier Sync (inside a transaction) is run in this unit:
+      // its server must get this unit's Sync too.
+      for (const l of links) { this.unitLinks.add(l); l.unsynced = true; }
       if (links.length === 1) {
         const l = links[0]!;
         const p = this.push(K.Execute, l, true);
@@ -1929,6 +1944,7 @@ export class ClientSession implements ServerOwner {
     const link = this.links[portal.shards[0]!];
     if (!link) { this.synth([closeComplete], true); return; }
     const others = portal.shards.slice(1).map((s) => this.links[s]).filter((l): l is Link => !!l);
+    for (const l of [link, ...others]) { this.unitLinks.add(l); l.unsynced = true; }
     for (const l of others) { const p = this.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
     this.push(K.Close, link, true);
     link.conn.write(msg);
@@ -1960,13 +1976,19 @@ export class ClientSession implements ServerOwner {
    * so the client's unnamed statement stays), prepared on first use.
    */
   private beginInUnit(link: Link): void {
-    if (!link.conn.prepared.has(BEGIN_STMT)) {
+    this.internalInUnit(link, BEGIN_STMT);
+  }
+
+  /** Bind + Execute of one of pgring's own named statements (BEGIN, COMMIT, ROLLBACK) in the
+   *  current unit; its BindComplete and CommandComplete are not the client's. */
+  private internalInUnit(link: Link, st: InternalStatement): void {
+    if (!link.conn.prepared.has(st.name)) {
       this.push(K.InternalParse, link, true);
-      link.conn.prepared.set(BEGIN_STMT, 0);
-      link.conn.write(BEGIN_PARSE);
+      link.conn.prepared.set(st.name, 0);
+      link.conn.write(st.parse);
     }
     this.push(K.InternalBegin, link, true);
-    link.conn.write(BEGIN_BIND_EXECUTE);
+    link.conn.write(st.bindExecute);
     this.unitLinks.add(link);
     link.unsynced = true;
   }
@@ -2138,12 +2160,38 @@ export class ClientSession implements ServerOwner {
 }
 
 const msg_flush = Buffer.from([F.Flush, 0, 0, 0, 4]);
-const BEGIN_STMT = 'pgring_begin';
-const BEGIN_PARSE = new Writer().cstr(BEGIN_STMT).cstr('BEGIN').int16(0).msg(F.Parse);
-const BEGIN_BIND_EXECUTE = Buffer.concat([
-  new Writer().cstr('').cstr(BEGIN_STMT).int16(0).int16(0).int16(0).msg(F.Bind),
-  new Writer().cstr('').int32(0).msg(F.Execute),
-]);
+// The client session that last used each server backend (shard:pid): a NotificationResponse
+// names the notifying backend's pid, which clients compare with the BackendKeyData pid pgring
+// gave the notifier (asyncpg's listeners do).
+const backendOwners = new Map<string, number>();
+function noteBackendOwner(shard: number, backendPid: number, clientPid: number): void {
+  const key = `${shard}:${backendPid}`;
+  backendOwners.delete(key);
+  backendOwners.set(key, clientPid);
+  if (backendOwners.size > 100000) backendOwners.delete(backendOwners.keys().next().value as string);
+}
+function notifierAsClient(shard: number, msg: Buffer): Buffer {
+  const owner = backendOwners.get(`${shard}:${msg.readInt32BE(5)}`);
+  if (owner === undefined) return msg;
+  const out = Buffer.from(msg);
+  out.writeInt32BE(owner, 5);
+  return out;
+}
+
+interface InternalStatement { name: string; parse: Buffer; bindExecute: Buffer }
+function internalStatement(name: string, sql: string): InternalStatement {
+  return {
+    name,
+    parse: new Writer().cstr(name).cstr(sql).int16(0).msg(F.Parse),
+    bindExecute: Buffer.concat([
+      new Writer().cstr('').cstr(name).int16(0).int16(0).int16(0).msg(F.Bind),
+      new Writer().cstr('').int32(0).msg(F.Execute),
+    ]),
+  };
+}
+const BEGIN_STMT = internalStatement('pgring_begin', 'BEGIN');
+const COMMIT_STMT = internalStatement('pgring_commit', 'COMMIT');
+const ROLLBACK_STMT = internalStatement('pgring_rollback', 'ROLLBACK');
 
 /** A PgError as it is, anything else as pgring's own internal error (XX000). */
 function internalError(e: unknown): PgError {

@@ -1,7 +1,10 @@
 // Named prepared statements in transaction pooling. A client's statement name maps
 // to a process-wide server-side name derived from the statement's text and
 // parameter types, so any server connection that already prepared the same text
-// is reused, and one that has not gets the Parse injected before the Bind.
+// is reused, and one that has not gets the Parse injected before the Bind. A copy
+// prepared before the client's own Parse is prepared again (PostgreSQL analyses a
+// statement at Parse: a copy from before a schema change or another search_path would
+// fail with "cached plan must not change result type" where PostgreSQL would not).
 import { parseMsg } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 
@@ -12,11 +15,15 @@ export interface ClientStatement {
   types: number[];
   parse: Buffer;               // Parse message carrying serverName
   stmt: RoutedStatement;       // routing plan, made once at Parse
-  parsedAt: number;            // nextPrepareTick() at the client's Parse
+  parsedAt: number;            // prepareSeq() at the client's Parse
 }
 
 const registry = new Map<string, string>();
 let counter = 0;
+let seq = 0;
+
+/** A process-wide sequence number: when a client parsed, when a server connection prepared. */
+export function prepareSeq(): number { return ++seq; }
 
 /** The server-side name for a statement text + parameter types (stable for the process). */
 export function serverStatementName(sql: string, types: number[]): string {
@@ -29,12 +36,8 @@ export function serverStatementName(sql: string, types: number[]): string {
   return name;
 }
 
-// Orders client Parses and server-side copies: a copy older than the client's Parse is replaced.
-let tick = 0;
-export function nextPrepareTick(): number { return ++tick; }
-
 export function makeStatement(clientName: string, sql: string, types: number[], stmt: RoutedStatement, rawParse: Buffer): ClientStatement {
-  const parsedAt = nextPrepareTick();
+  const parsedAt = prepareSeq();
   if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt, parsedAt };
   const serverName = serverStatementName(sql, types);
   return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types), stmt, parsedAt };

@@ -5,7 +5,7 @@ import * as net from 'node:net';
 import { parse, serialize } from 'pg-protocol';
 
 /** One server message, reduced to what tests compare. */
-export interface WireMsg { name: string; code?: string; severity?: string; tag?: string; status?: string; types?: number[]; values?: (string | null)[] }
+export interface WireMsg { name: string; pid?: number; code?: string; severity?: string; tag?: string; status?: string; types?: number[]; values?: (string | null)[] }
 
 type Raw = { name: string; code?: string; text?: string; status?: string; fields?: ({ dataTypeID: number } | string | null)[] };
 
@@ -13,6 +13,8 @@ export class WireClient {
   private got: WireMsg[] = [];
   private rfqs = 0;
   private waiter: (() => void) | null = null;
+  /** The server's BackendKeyData (for CancelRequest). */
+  backendKey: { pid: number; secret: number } | null = null;
   private constructor(private readonly socket: net.Socket) {}
 
   static async connect(port: number, database: string, user = 'postgres'): Promise<WireClient> {
@@ -27,10 +29,12 @@ export class WireClient {
   }
 
   private onMessage(m: Raw): void {
+    if (m.name === 'backendKeyData') { const k = m as unknown as { processID: number; secretKey: number }; this.backendKey = { pid: k.processID, secret: k.secretKey }; }
     if (m.name === 'parameterStatus' || m.name === 'backendKeyData' || m.name === 'authenticationOk') return;
     const w: WireMsg = { name: m.name };
     if (m.name === 'error' || m.name === 'notice') { w.code = m.code; w.severity = (m as { severity?: string }).severity; }
     if (m.name === 'commandComplete') w.tag = m.text;
+    if (m.name === 'notification') w.pid = (m as unknown as { processId: number }).processId;
     if (m.name === 'readyForQuery') w.status = m.status;
     if (m.name === 'rowDescription') w.types = (m.fields as { dataTypeID: number }[]).map((f) => f.dataTypeID);
     if (m.name === 'dataRow') w.values = m.fields as (string | null)[];
