@@ -770,6 +770,8 @@ export class ClientSession implements ServerOwner {
           this.pins.delete('prepare');
           // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there.
           if (link) { link.conn.prepared.clear(); link.unnamed = null; }
+          // ... and, as in PostgreSQL, the client's own named Parse statements (not the unnamed one).
+          for (const name of [...this.stmts.keys()]) if (name !== '') this.stmts.delete(name);
         }
         break;
       case 'begin':
@@ -1079,6 +1081,15 @@ export class ClientSession implements ServerOwner {
       }
       if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
+      }
+      if (plan.deallocate !== undefined && this.stmts.has(plan.deallocate)) {
+        // SQL DEALLOCATE also drops statements prepared with Parse (one namespace in PostgreSQL;
+        // DBD::Pg frees its statements this way). pgring renamed them on the servers, where the
+        // client's name does not exist: the name is dropped here, as a Close of it would be.
+        this.stmts.delete(plan.deallocate);
+        this.synth([commandComplete('DEALLOCATE')], false);
+        this.rfq();
+        return;
       }
       const route = this.route(stmt, null, null);
       this.checkSupported(stmt, route);

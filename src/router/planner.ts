@@ -799,7 +799,7 @@ export class Planner {
         break;
       }
       case 'ExecuteStmt': p.command = 'execute'; break;
-      case 'DeallocateStmt': p.command = 'deallocate'; break;
+      case 'DeallocateStmt': p.command = 'deallocate'; if (typeof s.name === 'string') p.deallocate = s.name; break;
       case 'DeclareCursorStmt':
         p.command = 'declare_cursor';
         if ((s.options ?? 0) & 0x20) p.sessionState = 'cursor_hold';

@@ -1,0 +1,72 @@
+// What Perl DBD::Pg's own test suite (run by scripts/drivers-libpq.sh) found different through
+// pgring, checked against plain PostgreSQL with the same server.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { serialize } from 'pg-protocol';
+import { testCluster, uniqueName, psqlAt } from '../helpers/env';
+import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { WireClient, WireMsg } from '../helpers/wire';
+
+let cluster: Awaited<ReturnType<typeof testCluster>>;
+let txPool: RunningProxy;
+let sessionPool: RunningProxy;
+let serverPort: number;
+let db: string;
+
+before(async () => {
+  cluster = await testCluster();
+  serverPort = cluster.pg[0]!.port;
+  db = uniqueName('fidd');
+  createDatabase([serverPort], db);
+  txPool = await startProxy(await baseConfig(cluster, 1, { pool: { mode: 'transaction', maxSize: 4 } }));
+  sessionPool = await startProxy(await baseConfig(cluster, 1, { pool: { mode: 'session', maxSize: 4 } }));
+});
+
+after(async () => {
+  await txPool?.stop();
+  await sessionPool?.stop();
+  psqlAt(serverPort, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+});
+
+const targets = (): [string, number][] => [['direct', serverPort], ['transaction', txPool.port], ['session', sessionPool.port]];
+
+describe('DBD::Pg through pgring, against plain PostgreSQL', () => {
+  // DBD::Pg prepares with Parse ("dbdpg_p<pid>_<n>") and frees the statement with an SQL
+  // DEALLOCATE (t/03smethod.t: every statement handle replaced in a transaction). PostgreSQL has
+  // one namespace for both; pgring renamed the statement on the server, so the DEALLOCATE failed
+  // with 26000 and aborted the client's transaction.
+  it('SQL DEALLOCATE drops a statement prepared with Parse, also inside a transaction', async () => {
+    const seen: WireMsg[][] = [];
+    for (const [, port] of targets()) {
+      const c = await WireClient.connect(port, db);
+      try {
+        c.send([serialize.query('BEGIN'), serialize.parse({ name: 'dbdpg_p1_1', text: 'SELECT $1::int + 1', types: [23] }), serialize.sync()]);
+        const out = await c.until(2, 10000);
+        c.send([serialize.query('DEALLOCATE dbdpg_p1_1')]);
+        out.push(...await c.until(1, 10000));
+        // the name is gone (Bind fails), and the transaction is still healthy
+        c.send([serialize.bind({ statement: 'dbdpg_p1_1', values: ['1'] }), serialize.execute({}), serialize.sync()]);
+        out.push(...await c.until(1, 10000));
+        c.send([serialize.query('ROLLBACK')]);
+        out.push(...await c.until(1, 10000));
+        // DEALLOCATE ALL drops named Parse statements too
+        c.send([serialize.parse({ name: 'dbdpg_p1_2', text: 'SELECT 2', types: [] }), serialize.sync(), serialize.query('DEALLOCATE ALL'),
+          serialize.bind({ statement: 'dbdpg_p1_2', values: [] }), serialize.execute({}), serialize.sync()]);
+        out.push(...await c.until(3, 10000));
+        seen.push(out);
+      } finally { c.close(); }
+    }
+    assert.deepEqual(seen[0], [
+      { name: 'commandComplete', tag: 'BEGIN' }, { name: 'readyForQuery', status: 'T' },
+      { name: 'parseComplete' }, { name: 'readyForQuery', status: 'T' },
+      { name: 'commandComplete', tag: 'DEALLOCATE' }, { name: 'readyForQuery', status: 'T' },
+      { name: 'error', code: '26000', severity: 'ERROR' }, { name: 'readyForQuery', status: 'E' },
+      { name: 'commandComplete', tag: 'ROLLBACK' }, { name: 'readyForQuery', status: 'I' },
+      { name: 'parseComplete' }, { name: 'readyForQuery', status: 'I' },
+      { name: 'commandComplete', tag: 'DEALLOCATE ALL' }, { name: 'readyForQuery', status: 'I' },
+      { name: 'error', code: '26000', severity: 'ERROR' }, { name: 'readyForQuery', status: 'I' },
+    ]);
+    assert.deepEqual(seen[1], seen[0], 'transaction pooling');
+    assert.deepEqual(seen[2], seen[0], 'session pooling');
+  });
+});
