@@ -326,9 +326,12 @@ export class ClientSession implements ServerOwner {
     }
     if (p.kind === 'cancel') {
       const target = this.ctx.sessions.get(`${p.pid}:${p.secret}`);
-      if (target) void target.cancelRunning();
       this.phase = 'closed';
-      this.socket.end();
+      // As PostgreSQL's postmaster, close the cancel connection only once the server has the
+      // cancel: libpq's PQcancel returns at that close and the client sends its next query,
+      // which a cancel still on its way would hit instead.
+      if (target) void target.cancelRunning().finally(() => this.socket.end());
+      else this.socket.end();
       return;
     }
     if (this.ctx.config.tls?.require && !this.tls && p.kind === 'startup') {

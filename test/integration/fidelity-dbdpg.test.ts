@@ -2,9 +2,10 @@
 // pgring, checked against plain PostgreSQL with the same server.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import { serialize } from 'pg-protocol';
 import { testCluster, uniqueName, psqlAt } from '../helpers/env';
-import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { baseConfig, client, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
 import { WireClient, WireMsg } from '../helpers/wire';
 
 let cluster: Awaited<ReturnType<typeof testCluster>>;
@@ -69,4 +70,45 @@ describe('DBD::Pg through pgring, against plain PostgreSQL', () => {
     assert.deepEqual(seen[1], seen[0], 'transaction pooling');
     assert.deepEqual(seen[2], seen[0], 'session pooling');
   });
+
+  // t/08async.t: pg_cancel() of an async query that is just finishing, then the next query.
+  // PostgreSQL closes the cancel connection once the backend has been signalled, so a late
+  // cancel can never hit the next query; pgring closed it before passing the cancel on, and it
+  // cancelled the client's next statement.
+  it('a CancelRequest is passed on before its connection closes: it never hits the next query', async () => {
+    for (const [name, port] of targets()) {
+      const c = client(port, db);
+      await c.connect();
+      try {
+        const k = c as unknown as { processID: number; secretKey: number };
+        const next: (string | null)[] = [];
+        const firsts: (string | null)[] = [];
+        for (let i = 0; i < 20; i++) {
+          await c.query('BEGIN');
+          // a query that ends about when the cancel reaches the server
+          const first = c.query('SELECT pg_sleep(0.003)').then(() => null, (e: { code?: string }) => e.code ?? 'error');
+          await cancelRequest(port, k.processID, k.secretKey);
+          const f = await first;
+          firsts.push(f);
+          if (f) { await c.query('ROLLBACK'); await c.query('BEGIN'); }
+          next.push(await c.query('SELECT pg_sleep(0.05)').then(() => null, (e: { code?: string }) => e.code ?? 'error'));
+          await c.query('ROLLBACK');
+        }
+        assert.deepEqual(next, next.map(() => null), `${name}: first queries ${JSON.stringify(firsts)}`);
+      } finally { await c.end(); }
+    }
+  });
 });
+
+/** A CancelRequest as libpq's PQcancel sends it: the packet, then waiting for the server to close. */
+function cancelRequest(port: number, pid: number, secret: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port }, () => {
+      const pkt = Buffer.alloc(16);
+      pkt.writeInt32BE(16, 0); pkt.writeInt32BE(80877102, 4); pkt.writeInt32BE(pid, 8); pkt.writeInt32BE(secret, 12);
+      s.write(pkt);
+    });
+    s.on('error', reject);
+    s.on('close', () => resolve());
+  });
+}
