@@ -71,6 +71,35 @@ describe('DBD::Pg through pgring, against plain PostgreSQL', () => {
     assert.deepEqual(seen[2], seen[0], 'session pooling');
   });
 
+  // t/12placeholders.t: in a transaction that a failed statement aborted, a string PostgreSQL
+  // cannot parse still gets its syntax error (it parses before it checks the transaction
+  // state); pgring answered 25P02 itself.
+  it('in a failed transaction, a string that does not parse gets its syntax error, not 25P02', async () => {
+    const seen: WireMsg[][] = [];
+    for (const [, port] of targets()) {
+      const c = await WireClient.connect(port, db);
+      try {
+        const out: WireMsg[] = [];
+        // one at a time, as DBD::Pg sends them (pgring knows the transaction failed once it is answered)
+        for (const sql of ['BEGIN', 'SELECT 1/0', 'SELECT $abc/$ 123 $abc/$', "SELECT 'unterminated", 'SELECT 1', 'ROLLBACK']) {
+          c.send([serialize.query(sql)]);
+          out.push(...await c.until(1, 10000));
+        }
+        seen.push(out);
+      } finally { c.close(); }
+    }
+    assert.deepEqual(seen[0], [
+      { name: 'commandComplete', tag: 'BEGIN' }, { name: 'readyForQuery', status: 'T' },
+      { name: 'error', code: '22012', severity: 'ERROR' }, { name: 'readyForQuery', status: 'E' },
+      { name: 'error', code: '42601', severity: 'ERROR' }, { name: 'readyForQuery', status: 'E' },
+      { name: 'error', code: '42601', severity: 'ERROR' }, { name: 'readyForQuery', status: 'E' },
+      { name: 'error', code: '25P02', severity: 'ERROR' }, { name: 'readyForQuery', status: 'E' },
+      { name: 'commandComplete', tag: 'ROLLBACK' }, { name: 'readyForQuery', status: 'I' },
+    ]);
+    assert.deepEqual(seen[1], seen[0], 'transaction pooling');
+    assert.deepEqual(seen[2], seen[0], 'session pooling');
+  });
+
   // t/08async.t: pg_cancel() of an async query that is just finishing, then the next query.
   // PostgreSQL closes the cancel connection once the backend has been signalled, so a late
   // cancel can never hit the next query; pgring closed it before passing the cancel on, and it
