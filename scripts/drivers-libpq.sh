@@ -7,6 +7,7 @@
 #
 #   bash scripts/drivers-libpq.sh
 #   PGRING_LIBPQ_DIR=/path   where the suites and the runs are kept (default /tmp/pgring-libpq)
+#   PGRING_LIBPQ_SUITES="psycopg2 dbdpg"   which suites to run (default both)
 #
 # The suites come from Debian's source packages (psycopg2, libdbd-pg-perl). Where the source
 # tarball cannot be downloaded, a tests/ folder (psycopg2) or t/ folder (DBD::Pg) already
@@ -18,7 +19,11 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 [ -f dist/src/cli/main.js ] || bash scripts/setup.sh
 WORK=${PGRING_LIBPQ_DIR:-/tmp/pgring-libpq}
+SUITES=${PGRING_LIBPQ_SUITES:-psycopg2 dbdpg}
 mkdir -p "$WORK"
+want() { [[ " $SUITES " == *" $1 "* ]]; }
+# DBD::Pg's t/ may also be placed directly in $WORK/t (with no Makefile.PL around it).
+if [ ! -d "$WORK/dbdpg/t" ] && [ -d "$WORK/t" ]; then mkdir -p "$WORK/dbdpg" && ln -sfn "$WORK/t" "$WORK/dbdpg/t"; fi
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # 1. The drivers from Debian, and their test suites from the source packages.
@@ -36,7 +41,7 @@ fetch_source() { # source-package
   (cd "$WORK" && apt-get source --download-only "$1" >/dev/null 2>&1) || echo "drivers: could not download the source of $1"
   if [ -f "$src_list" ]; then $SUDO rm -f "$src_list"; $SUDO apt-get update -qq || true; fi
 }
-if [ ! -f "$WORK/psycopg2/tests/testconfig.py" ]; then
+if want psycopg2 && [ ! -f "$WORK/psycopg2/tests/testconfig.py" ]; then
   fetch_source psycopg2
   t=$(ls "$WORK"/psycopg2_*.orig.tar.* 2>/dev/null | head -1 || true)
   if [ -n "$t" ]; then
@@ -44,7 +49,7 @@ if [ ! -f "$WORK/psycopg2/tests/testconfig.py" ]; then
     tar -C "$WORK" -xf "$t" "$top/tests" && rm -rf "$WORK/psycopg2" && mkdir -p "$WORK/psycopg2" && mv "$WORK/$top/tests" "$WORK/psycopg2/tests"
   fi
 fi
-if [ ! -d "$WORK/dbdpg/t" ]; then
+if want dbdpg && [ ! -d "$WORK/dbdpg/t" ]; then
   fetch_source libdbd-pg-perl
   t=$(ls "$WORK"/libdbd-pg-perl_*.orig.tar.* 2>/dev/null | head -1 || true)
   if [ -n "$t" ]; then
@@ -130,11 +135,11 @@ run_dbdpg() { # target port
 summary() { # target suite
   echo "$2 $1: $(cut -f2 "$WORK/$2-$1.res" | sort | uniq -c | awk '{printf "%s%s %s", sep, $1, substr($0, index($0,$2)); sep=", "}')"
 }
-for t in "${targets[@]}"; do run_psycopg2 "${t%%:*}" "${t##*:}"; done
-for t in "${targets[@]}"; do run_dbdpg "${t%%:*}" "${t##*:}"; done
+if want psycopg2; then for t in "${targets[@]}"; do run_psycopg2 "${t%%:*}" "${t##*:}"; done; fi
+if want dbdpg; then for t in "${targets[@]}"; do run_dbdpg "${t%%:*}" "${t##*:}"; done; fi
 
 # 4. What differs from the direct run.
-for suite in psycopg2 dbdpg; do
+for suite in $SUITES; do
   [ -f "$WORK/$suite-direct.res" ] || continue
   for mode in transaction session; do
     d=$(join -t $'\t' -a1 -a2 -e missing -o 0,1.2,2.2 "$WORK/$suite-direct.res" "$WORK/$suite-$mode.res" | awk -F'\t' '$2 != $3')

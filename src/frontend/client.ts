@@ -1091,7 +1091,9 @@ export class ClientSession implements ServerOwner {
         // own idle connections to it must not be those sessions.
         for (const pool of this.ctx.topology.allPools()) if (pool.cred.database === plan.freeDatabase) pool.dropIdle();
       }
-      if (this.txStatus === 'E' && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
+      // PostgreSQL parses a query string before it looks at the transaction state: in a failed
+      // transaction a string it cannot parse still gets its syntax error (from the server), not 25P02.
+      if (this.txStatus === 'E' && plan.parseError === undefined && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       }
       if (plan.deallocate !== undefined && this.stmts.has(plan.deallocate)) {

@@ -30,6 +30,8 @@ export interface LexedStatement {
   hint?: Hint;
   /** true when the statement has no tokens (only comments / whitespace) */
   empty: boolean;
+  /** a quoted string runs to the end of the input (PostgreSQL: "unterminated quoted string") */
+  unterminated?: boolean;
 }
 
 // character classes
@@ -173,6 +175,7 @@ export function lex(sql: string): LexedStatement[] {
   let prevWordStart = 0, prevWordEnd = 0;
   let atomicDepth = 0;   // inside BEGIN ATOMIC ... END
   let lastWordLower = '';
+  let unterminated = false; // a quoted string ran to the end of the input (only the last statement)
 
   const finish = (end: number): void => {
     if (seg >= 0) { shape += sql.slice(seg, end); seg = -1; }
@@ -180,7 +183,7 @@ export function lex(sql: string): LexedStatement[] {
     while (e > 0 && isSpace(sql.charCodeAt(e - 1))) e--;
     if (shape.length > 0 && shape.charCodeAt(shape.length - 1) === 32) shape = shape.slice(0, -1);
     if (stStart >= 0 || hint) {
-      out.push({ start: stStart >= 0 ? stStart : e, end: Math.max(e, stStart), shape, literals, kinds, maxParam, hint, empty: stStart < 0 });
+      out.push({ start: stStart >= 0 ? stStart : e, end: Math.max(e, stStart), shape, literals, kinds, maxParam, hint, empty: stStart < 0, ...(unterminated ? { unterminated } : {}) });
     }
     stStart = -1; shape = ''; pendingSpace = false; literals = []; kinds = []; maxParam = 0; hint = undefined;
     prev = P_NONE; atomicDepth = 0; lastWordLower = '';
@@ -213,7 +216,7 @@ export function lex(sql: string): LexedStatement[] {
   const scanQuoted = (q: number, backslash: boolean): number => {
     let j = q + 1;
     for (;;) {
-      if (j >= n) return n;
+      if (j >= n) { unterminated = true; return n; }
       const c = sql.charCodeAt(j);
       if (c === 39) {
         if (j + 1 < n && sql.charCodeAt(j + 1) === 39) { j += 2; continue; }

@@ -81,6 +81,8 @@ export class Router {
     if (st.empty) {
       return { sql: text, plan: st.hint ? { ...EMPTY_PLAN, hint: st.hint } : EMPTY_PLAN, literals: st.literals, literalKinds: st.kinds, hint: st.hint };
     }
+    // The shape has a placeholder for the open literal and would parse: PostgreSQL will not.
+    if (st.unterminated) return unparsable(sql, new Error('unterminated quoted string'));
     const t = this.lookup(st);
     const plan = instantiate(t, st.literals, st.kinds, st.hint);
     return { sql: text, plan, literals: st.literals, literalKinds: st.kinds, hint: st.hint };

@@ -43,11 +43,11 @@ export interface Plan {
   command: Command;
   /** SAVEPOINT / RELEASE / ROLLBACK TO: the savepoint's name (as the server folds it) */
   savepoint?: string;
+  /** DEALLOCATE name: the statement's name (as the server folds it); absent for DEALLOCATE ALL */
+  deallocate?: string;
   /** DROP DATABASE, ALTER DATABASE … RENAME, CREATE DATABASE … TEMPLATE: a database that must have
    *  no other sessions, so pgring closes its own idle server connections to it first */
   freeDatabase?: string;
-  /** DEALLOCATE name: the statement's name (as the server folds it); absent for DEALLOCATE ALL */
-  deallocate?: string;
   /** COMMIT / ROLLBACK AND CHAIN: a new transaction with the same characteristics follows */
   chain?: boolean;
   write: boolean;
