@@ -1,34 +1,21 @@
 // Behaviours found by running asyncpg's test suite (scripts/drivers-asyncpg.sh) through
 // pgring: the same wire messages go to plain PostgreSQL and through pgring (one shard,
 // transaction pooling, same server, another database) and the answers must be the same.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { serialize } from 'pg-protocol';
-import { testCluster, uniqueName, psqlAt } from '../helpers/env';
-import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { psqlAt } from '../helpers/env';
+import { baseConfig, RunningProxy, startProxy } from '../helpers/proxy';
+import { comparedDatabases } from '../helpers/compare';
 import { WireClient, WireMsg } from '../helpers/wire';
 
-let cluster: Awaited<ReturnType<typeof testCluster>>;
 let proxy: RunningProxy;
 let serverPort: number;
 let directDb: string;
 let proxiedDb: string;
 
-before(async () => {
-  cluster = await testCluster();
-  serverPort = cluster.pg[0]!.port;
-  directDb = uniqueName('fida_direct');
-  proxiedDb = uniqueName('fida_proxied');
-  createDatabase([serverPort], directDb);
-  createDatabase([serverPort], proxiedDb);
-  proxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 4 } }));
-});
-
-after(async () => {
-  await proxy?.stop();
-  for (const d of [directDb, proxiedDb]) psqlAt(serverPort, `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
-});
+const env = comparedDatabases('fida', [{ pool: { maxSize: 4 } }], (e) => { ({ serverPort, directDb, proxiedDb } = e); proxy = e.proxies[0]!; });
 
 const { parse: P, bind: B, describe: D, execute: E, close: C, sync: S } = serialize;
 
@@ -109,7 +96,7 @@ describe('asyncpg through pgring, against plain PostgreSQL', () => {
       if (hold) setTimeout(go, 500); else go();
     });
     await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
-    const raw = await baseConfig(cluster, 1);
+    const raw = await baseConfig(env.cluster, 1);
     raw.shards = [{ name: 's1', backends: [{ host: '127.0.0.1', port: (relay.address() as net.AddressInfo).port }] }];
     const slow = await startProxy(raw);
     let c: WireClient | null = null;

@@ -1,33 +1,20 @@
 // What libpq-based drivers' own test suites (psycopg2, run by scripts/drivers-libpq.sh) found
 // different through pgring, checked against plain PostgreSQL with the same server.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { serialize } from 'pg-protocol';
-import { testCluster, uniqueName, psqlAt } from '../helpers/env';
-import { baseConfig, client, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { client, RunningProxy } from '../helpers/proxy';
+import { psqlAt } from '../helpers/env';
+import { comparedDatabases } from '../helpers/compare';
 import { WireClient, WireMsg } from '../helpers/wire';
 
-let cluster: Awaited<ReturnType<typeof testCluster>>;
 let session: RunningProxy;
 let serverPort: number;
 let directDb: string;
 let proxiedDb: string;
 
-before(async () => {
-  cluster = await testCluster();
-  serverPort = cluster.pg[0]!.port;
-  directDb = uniqueName('fidl_direct');
-  proxiedDb = uniqueName('fidl_proxied');
-  createDatabase([serverPort], directDb);
-  createDatabase([serverPort], proxiedDb);
-  session = await startProxy(await baseConfig(cluster, 1, { pool: { mode: 'session', maxSize: 4 } }));
-});
-
-after(async () => {
-  await session?.stop();
-  for (const d of [directDb, proxiedDb]) psqlAt(serverPort, `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
-});
+const env = comparedDatabases('fidl', [{ pool: { mode: 'session', maxSize: 4 } }], (e) => { ({ serverPort, directDb, proxiedDb } = e); session = e.proxies[0]!; });
 
 describe('libpq drivers through pgring, against plain PostgreSQL', () => {
   // psycopg2 test_cursor test_external_close_async: an autocommit connection whose backend is

@@ -2,33 +2,19 @@
 // raw message sequences go to PostgreSQL and through pgring (one shard, transaction pooling, one
 // server connection so that it really changes hands) and the answers must be the same. Found by
 // running pgx's own test suite through pgring (scripts/drivers-pgx.sh).
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { serialize } from 'pg-protocol';
-import { testCluster, uniqueName, psqlAt } from '../helpers/env';
-import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { RunningProxy } from '../helpers/proxy';
+import { comparedDatabases } from '../helpers/compare';
 import { WireClient, WireMsg } from '../helpers/wire';
 
-let cluster: Awaited<ReturnType<typeof testCluster>>;
 let proxy: RunningProxy;
 let serverPort: number;
 let directDb: string;
 let proxiedDb: string;
 
-before(async () => {
-  cluster = await testCluster();
-  serverPort = cluster.pg[0]!.port;
-  directDb = uniqueName('fidpgx_direct');
-  proxiedDb = uniqueName('fidpgx_proxied');
-  createDatabase([serverPort], directDb);
-  createDatabase([serverPort], proxiedDb);
-  proxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 1 } }));
-});
-
-after(async () => {
-  await proxy?.stop();
-  for (const d of [directDb, proxiedDb]) psqlAt(serverPort, `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
-});
+const env = comparedDatabases('fidpgx', [{ pool: { maxSize: 1 } }], (e) => { ({ serverPort, directDb, proxiedDb } = e); proxy = e.proxies[0]!; });
 
 const { parse: P, bind: B, describe: D, execute: E, sync: S, query: Q } = serialize;
 
