@@ -1752,6 +1752,10 @@ export class ClientSession implements ServerOwner {
   }
 
   private describePortalOn(link: Link, portal: Portal, msg: Buffer): void {
+    // The portal may come from an earlier unit (a suspended portal in a transaction): this
+    // unit's Sync must reach its server too, or the server never sends the answer.
+    this.unitLinks.add(link);
+    link.unsynced = true;
     const p = this.push(K.Describe, link, true);
     if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
       // Several shards answer through the merger: describe the columns the client will get.
@@ -1800,8 +1804,11 @@ export class ClientSession implements ServerOwner {
           return;
         }
         if (this.txControl(stmt, { portal })) return;
-        // COMMIT/ROLLBACK of a transaction running on one server: run it there.
-        const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
+        // COMMIT/ROLLBACK of a transaction running on one server: run it there. A BEGIN that
+        // txControl left to the server (a session holding its connections, e.g. session
+        // pooling) runs on every attached one: they are all idle, and filtering them out
+        // answered nothing at all (pgjdbc's extended-protocol BEGIN hung).
+        const links = stmt.plan.command === 'begin' ? this.attachedLinks : this.attachedLinks.filter((l) => l.conn.status !== 'I');
         const group = links.length > 1 ? new Group('first', links.length, stmt, []) : null;
         for (const [i, l] of links.entries()) {
           this.unitLinks.add(l);
@@ -1855,6 +1862,9 @@ export class ClientSession implements ServerOwner {
 
   private executeOn(msg: Buffer, name: string, portal: Portal, links: Link[]): void {
       const stmt = portal.cs.stmt;
+      // Execute of a portal bound in an earlier unit (pgjdbc's setFetchSize: Execute + Sync per
+      // batch of rows): the unit has no Bind, so Execute itself makes its Sync go to the server.
+      for (const l of links) { this.unitLinks.add(l); l.unsynced = true; }
       if (links.length === 1) {
         const l = links[0]!;
         const p = this.push(K.Execute, l, true);
@@ -1901,6 +1911,8 @@ export class ClientSession implements ServerOwner {
     const link = this.links[portal.shards[0]!];
     if (!link) { this.synth([closeComplete], true); return; }
     const others = portal.shards.slice(1).map((s) => this.links[s]).filter((l): l is Link => !!l);
+    // A portal bound in an earlier unit: this unit's Sync must reach its servers (see executeOn).
+    for (const l of [link, ...others]) { this.unitLinks.add(l); l.unsynced = true; }
     for (const l of others) { const p = this.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
     this.push(K.Close, link, true);
     link.conn.write(msg);

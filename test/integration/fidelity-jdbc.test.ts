@@ -1,0 +1,74 @@
+// The PostgreSQL JDBC driver (pgjdbc) through pgring, checked against plain PostgreSQL: the
+// message sequences pgjdbc sends, replayed with the raw wire client, directly and through
+// pgring (one shard, transaction pooling and session pooling, same server, another database);
+// the answers must be identical. Found by running pgjdbc programs through pgring
+// (scripts/drivers-jdbc.sh); the tests do not need Java.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { serialize } from 'pg-protocol';
+import { testCluster, uniqueName, psqlAt } from '../helpers/env';
+import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { WireClient, WireMsg } from '../helpers/wire';
+
+let cluster: Awaited<ReturnType<typeof testCluster>>;
+let txProxy: RunningProxy;
+let sessionProxy: RunningProxy;
+let serverPort: number;
+let directDb: string;
+let proxiedDb: string;
+
+before(async () => {
+  cluster = await testCluster();
+  serverPort = cluster.pg[0]!.port;
+  directDb = uniqueName('fidj_direct');
+  proxiedDb = uniqueName('fidj_proxied');
+  createDatabase([serverPort], directDb);
+  createDatabase([serverPort], proxiedDb);
+  txProxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 4 } }));
+  sessionProxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 4, mode: 'session' } }));
+});
+
+after(async () => {
+  await txProxy?.stop();
+  await sessionProxy?.stop();
+  for (const d of [directDb, proxiedDb]) psqlAt(serverPort, `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+});
+
+const { parse: P, bind: B, describe: D, execute: E, sync: S, close: C } = serialize;
+
+/** Each step's messages sent once the previous step's answers (up to its Syncs) arrived, as
+ *  pgjdbc does; directly and through both proxies. The answers must be the same. */
+async function sameSteps(steps: [Buffer[], number][]): Promise<WireMsg[][]> {
+  const all: WireMsg[][][] = [];
+  for (const [port, db] of [[serverPort, directDb], [txProxy.port, proxiedDb], [sessionProxy.port, proxiedDb]] as const) {
+    const c = await WireClient.connect(port, db);
+    const answers: WireMsg[][] = [];
+    try {
+      for (const [i, [msgs, syncs]] of steps.entries()) {
+        c.send(msgs);
+        answers.push(await c.until(syncs, 10000).catch((e: Error) => { throw new Error(`port ${port === serverPort ? 'direct' : port === txProxy.port ? 'transaction' : 'session'}, step ${i}: ${e.message}`); }));
+      }
+    } finally { c.close(); }
+    all.push(answers);
+  }
+  if (process.env.DUMP) console.log(JSON.stringify(all.map((a) => a.map((s) => s.map((m) => m.name + (m.tag ? ':' + m.tag : '') + (m.status ?? '')).join(' ')))));
+  assert.deepEqual(all[1], all[0], 'transaction pooling');
+  assert.deepEqual(all[2], all[0], 'session pooling');
+  return all[0]!;
+}
+
+describe('pgjdbc message sequences through pgring (against plain PostgreSQL)', () => {
+  it('setFetchSize in a transaction: Execute of a suspended named portal after a Sync fetches the next rows', async () => {
+    // pgjdbc: BEGIN and the query with a named portal and a row limit in one pipeline, then
+    // Execute(portal, limit) + Sync for each further batch, Close(portal) at the end.
+    const got = await sameSteps([
+      [[P({ text: 'BEGIN' }), B({}), E({}),
+        P({ text: 'SELECT g FROM generate_series(1, 7) g' }), B({ portal: 'C_1' }), D({ type: 'P', name: 'C_1' }), E({ portal: 'C_1', rows: 3 }), S()], 1],
+      [[E({ portal: 'C_1', rows: 3 }), S()], 1],
+      [[E({ portal: 'C_1', rows: 3 }), S()], 1],
+      [[C({ type: 'P', name: 'C_1' }), S()], 1],
+      [[P({ text: 'COMMIT' }), B({}), E({}), S()], 1],
+    ]);
+    assert.deepEqual(got.flat().filter((m) => m.name === 'dataRow').map((m) => m.values![0]), ['1', '2', '3', '4', '5', '6', '7']);
+  });
+});
