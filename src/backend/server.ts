@@ -51,6 +51,9 @@ export class ServerConnection {
   fatalRelayed = false;
   /** Global prepared-statement names this connection has (LRU order: oldest first). */
   readonly prepared = new Map<string, true>();
+  /** Names this connection still has prepared with a plan whose result type no longer fits
+   *  (0A000 at Bind after DDL): closed before they are parsed again. */
+  readonly stalePrepared = new Set<string>();
   /** Version of the client session state (SETs) applied on top of the startup params; null = baseline. */
   appliedState: object | null = null;
   owner: ServerOwner | null = null;

@@ -691,7 +691,7 @@ export class ClientSession implements ServerOwner {
     }
     // Parse / Bind / Close / InternalParse: anything else (ErrorResponse, notices)
     if (type === B.ErrorResponse) {
-      p.onError?.();
+      p.onError?.(msg);
       this.out(p, msg);
       this.extendedError(p, msg);
       return;
@@ -1599,6 +1599,7 @@ export class ClientSession implements ServerOwner {
       this.synth([parseComplete], true);
       return;
     }
+    this.closeStale(link, cs);
     const p = this.push(K.Parse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => {
@@ -1633,6 +1634,23 @@ export class ClientSession implements ServerOwner {
     link.conn.prepared.delete(cs.serverName);
   }
 
+  /**
+   * "cached plan must not change result type" (0A000) at Bind: a table changed under a server
+   * statement that pgring shares by text. PostgreSQL clients (pgjdbc) heal by parsing the
+   * statement again, which pgring answered from the stale copy, so the retry failed the same
+   * way: forget the copy, and close it on the server before the next Parse of that text.
+   */
+  private stalePrepared(link: Link, cs: ClientStatement): void {
+    link.conn.prepared.delete(cs.serverName);
+    link.conn.stalePrepared.add(cs.serverName);
+  }
+
+  private closeStale(link: Link, cs: ClientStatement): void {
+    if (!link.conn.stalePrepared.delete(cs.serverName)) return;
+    this.push(K.InternalClose, link, true);
+    link.conn.write(targeted(F.Close, 'S', cs.serverName));
+  }
+
   private touchPrepared(link: Link, name: string): void {
     const prepared = link.conn.prepared;
     prepared.delete(name);
@@ -1645,6 +1663,7 @@ export class ClientSession implements ServerOwner {
       if (cs.serverName !== '') this.touchPrepared(link, cs.serverName);
       return;
     }
+    this.closeStale(link, cs);
     const p = this.push(K.InternalParse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => this.unmarkPrepared(link, cs);
@@ -1699,6 +1718,7 @@ export class ClientSession implements ServerOwner {
         this.ensurePrepared(link, cs);
         const p = this.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
+        if (cs.serverName !== '') p.onError = (m) => { if (m && parseErrorFields(m).C === SQLSTATE.FeatureNotSupported) this.stalePrepared(link, cs); };
         link.conn.write(renamed);
       }
       if (group) {

@@ -71,4 +71,21 @@ describe('pgjdbc message sequences through pgring (against plain PostgreSQL)', (
     ]);
     assert.deepEqual(got.flat().filter((m) => m.name === 'dataRow').map((m) => m.values![0]), ['1', '2', '3', '4', '5', '6', '7']);
   });
+
+  it('a statement prepared again after DDL changed its result type gets a new plan (pgjdbc heals 0A000 by re-preparing)', async () => {
+    // PostgreSQL fails the Bind of the old statement with "cached plan must not change result
+    // type"; pgjdbc closes it and parses the same text under a new name. pgring shares server
+    // statements by text and answered that Parse from the stale copy, so the retry failed too.
+    const q = 'SELECT * FROM jdbc_ddl';
+    const got = await sameSteps([
+      [[serialize.query('SET client_min_messages = warning; DROP TABLE IF EXISTS jdbc_ddl; CREATE TABLE jdbc_ddl (a int); INSERT INTO jdbc_ddl VALUES (1)')], 1],
+      [[P({ name: 'S_1', text: q }), B({ statement: 'S_1' }), D({ type: 'P' }), E({}), S()], 1],
+      [[serialize.query('ALTER TABLE jdbc_ddl ADD COLUMN b int DEFAULT 5')], 1],
+      [[B({ statement: 'S_1' }), D({ type: 'P' }), E({}), S()], 1],
+      [[C({ type: 'S', name: 'S_1' }), P({ name: 'S_2', text: q }), B({ statement: 'S_2' }), D({ type: 'P' }), E({}), S()], 1],
+      [[B({ statement: 'S_2' }), D({ type: 'P' }), E({}), S()], 1],
+    ]);
+    assert.equal(got[3]!.find((m) => m.name === 'error')?.code, '0A000');
+    assert.deepEqual(got[4]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1', '5']]);
+  });
 });
