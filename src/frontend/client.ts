@@ -32,7 +32,7 @@ import type { Logger } from '../log';
 import type { Plan, RoutedStatement } from '../router/router';
 import { Router } from '../router/router';
 import { ClientAuth } from './auth';
-import { ClientStatement, makeStatement } from './prepared';
+import { ClientStatement, bumpGeneration, isStale, makeStatement } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
 import { PinReason, SessionState } from './session-state';
 import { clientRowDescription, Group, GroupMode } from './group';
@@ -1574,7 +1574,7 @@ export class ClientSession implements ServerOwner {
   }
 
   private parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
-      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg);
+      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.credKey);
       this.stmts.set(info.name, cs);
       if (isTxControl(stmt.plan) || this.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
         this.synth([parseComplete], true);
@@ -1643,6 +1643,9 @@ export class ClientSession implements ServerOwner {
   private stalePrepared(link: Link, cs: ClientStatement): void {
     link.conn.prepared.delete(cs.serverName);
     link.conn.stalePrepared.add(cs.serverName);
+    // First report of this change: every connection of the pool (same database) has the stale
+    // plan; re-prepare it everywhere, and fail the older client statements ourselves (isStale).
+    if (bumpGeneration(cs)) for (const c of link.pool.all) if (c.prepared.delete(cs.serverName)) c.stalePrepared.add(cs.serverName);
   }
 
   private closeStale(link: Link, cs: ClientStatement): void {
@@ -1676,6 +1679,9 @@ export class ClientSession implements ServerOwner {
     try {
       const cs = this.stmts.get(info.statement);
       if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
+      // Prepared by this client before its result type changed: PostgreSQL fails the Bind.
+      // The routine field is what pgjdbc reads to decide that re-preparing heals it.
+      if (isStale(cs)) throw new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
       const plan = cs.stmt.plan;
       this.checkSupported(cs.stmt, null);
       if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
@@ -1718,7 +1724,7 @@ export class ClientSession implements ServerOwner {
         this.ensurePrepared(link, cs);
         const p = this.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
-        if (cs.serverName !== '') p.onError = (m) => { if (m && parseErrorFields(m).C === SQLSTATE.FeatureNotSupported) this.stalePrepared(link, cs); };
+        if (cs.serverName !== '') p.onError = (m) => { if (m && isResultTypeChange(m)) this.stalePrepared(link, cs); };
         link.conn.write(renamed);
       }
       if (group) {
@@ -2198,4 +2204,10 @@ function needsColumns(st: RoutedStatement): boolean {
 function isFatal(msg: Buffer): boolean {
   const f = parseErrorFields(msg);
   return f.S === 'FATAL' || f.S === 'PANIC';
+}
+
+/** "cached plan must not change result type" (the routine is the same in every server locale). */
+function isResultTypeChange(msg: Buffer): boolean {
+  const f = parseErrorFields(msg);
+  return f.C === SQLSTATE.FeatureNotSupported && (f.R === 'RevalidateCachedQuery' || f.M === 'cached plan must not change result type');
 }

@@ -88,4 +88,33 @@ describe('pgjdbc message sequences through pgring (against plain PostgreSQL)', (
     assert.equal(got[3]!.find((m) => m.name === 'error')?.code, '0A000');
     assert.deepEqual(got[4]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1', '5']]);
   });
+
+  it('after one client saw 0A000 and re-prepared, another client\'s older statement of the same text fails its Bind too, as on PostgreSQL', async () => {
+    // Through pgring both clients' statements are one server statement; once re-prepared for
+    // the first client, the second client's Bind ran the new plan and its rows no longer
+    // matched the row description it had cached (pgjdbc printed one column of two).
+    const q = 'SELECT * FROM jdbc_ddl2';
+    const all: WireMsg[][][] = [];
+    for (const [port, db] of [[serverPort, directDb], [txProxy.port, proxiedDb], [sessionProxy.port, proxiedDb]] as const) {
+      const a = await WireClient.connect(port, db);
+      const b = await WireClient.connect(port, db);
+      const out: WireMsg[][] = [];
+      const step = async (c: WireClient, msgs: Buffer[]): Promise<void> => { c.send(msgs); out.push(await c.until(1, 10000)); };
+      try {
+        await step(a, [serialize.query('SET client_min_messages = warning; DROP TABLE IF EXISTS jdbc_ddl2; CREATE TABLE jdbc_ddl2 (a int); INSERT INTO jdbc_ddl2 VALUES (1)')]);
+        await step(a, [P({ name: 'S_1', text: q }), B({ statement: 'S_1' }), D({ type: 'P' }), E({}), S()]);
+        await step(b, [P({ name: 'S_1', text: q }), B({ statement: 'S_1' }), D({ type: 'P' }), E({}), S()]);
+        await step(a, [serialize.query('ALTER TABLE jdbc_ddl2 ADD COLUMN b int DEFAULT 5')]);
+        await step(a, [B({ statement: 'S_1' }), E({}), S()]);
+        await step(a, [C({ type: 'S', name: 'S_1' }), P({ name: 'S_2', text: q }), B({ statement: 'S_2' }), D({ type: 'P' }), E({}), S()]);
+        await step(b, [B({ statement: 'S_1' }), E({}), S()]);
+        await step(b, [C({ type: 'S', name: 'S_1' }), P({ name: 'S_2', text: q }), B({ statement: 'S_2' }), D({ type: 'P' }), E({}), S()]);
+      } finally { a.close(); b.close(); }
+      all.push(out);
+    }
+    assert.deepEqual(all[1], all[0], 'transaction pooling');
+    assert.deepEqual(all[2], all[0], 'session pooling');
+    assert.equal(all[0]![6]!.find((m) => m.name === 'error')?.code, '0A000');
+    assert.deepEqual(all[0]![7]!.filter((m) => m.name === 'dataRow').map((m) => m.values), [['1', '5']]);
+  });
 });
