@@ -52,6 +52,9 @@ export class ServerConnection {
   /** Global prepared-statement names this connection has (LRU order: oldest first), each
    *  with the prepareSeq() of its Parse here. */
   readonly prepared = new Map<string, number>();
+  /** Names this connection still has prepared with a plan whose result type no longer fits
+   *  (0A000 at Bind after DDL): closed before they are parsed again. */
+  readonly stalePrepared = new Set<string>();
   /** Version of the client session state (SETs) applied on top of the startup params; null = baseline. */
   appliedState: object | null = null;
   owner: ServerOwner | null = null;

@@ -32,7 +32,7 @@ import type { Logger } from '../log';
 import type { Plan, RoutedStatement } from '../router/router';
 import { Router } from '../router/router';
 import { ClientAuth } from './auth';
-import { ClientStatement, makeStatement, prepareSeq } from './prepared';
+import { ClientStatement, bumpGeneration, isStale, makeStatement, prepareSeq } from './prepared';
 import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './routing';
 import { PinReason, SessionState } from './session-state';
 import { clientRowDescription, Group, GroupMode } from './group';
@@ -700,7 +700,7 @@ export class ClientSession implements ServerOwner {
     }
     // Parse / Bind / Close / InternalParse: anything else (ErrorResponse, notices)
     if (type === B.ErrorResponse) {
-      p.onError?.();
+      p.onError?.(msg);
       this.out(p, msg);
       this.extendedError(p, msg);
       return;
@@ -1608,7 +1608,7 @@ export class ClientSession implements ServerOwner {
   }
 
   private parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
-      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg);
+      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.credKey);
       this.stmts.set(info.name, cs);
       if (isTxControl(stmt.plan) || this.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
         this.synth([parseComplete], true);
@@ -1631,6 +1631,7 @@ export class ClientSession implements ServerOwner {
     link.unsynced = true;
     // A copy here is older than this Parse: prepared again, as PostgreSQL analyses every Parse.
     if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.closeServerStatement(link, cs.serverName);
+    this.closeStale(link, cs);
     const p = this.push(K.Parse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => {
@@ -1670,6 +1671,26 @@ export class ClientSession implements ServerOwner {
     link.conn.prepared.delete(cs.serverName);
   }
 
+  /**
+   * "cached plan must not change result type" (0A000) at Bind: a table changed under a server
+   * statement that pgring shares by text. PostgreSQL clients (pgjdbc) heal by parsing the
+   * statement again, which pgring answered from the stale copy, so the retry failed the same
+   * way: forget the copy, and close it on the server before the next Parse of that text.
+   */
+  private stalePrepared(link: Link, cs: ClientStatement): void {
+    link.conn.prepared.delete(cs.serverName);
+    link.conn.stalePrepared.add(cs.serverName);
+    // First report of this change: every connection of the pool (same database) has the stale
+    // plan; re-prepare it everywhere, and fail the older client statements ourselves (isStale).
+    if (bumpGeneration(cs)) for (const c of link.pool.all) if (c.prepared.delete(cs.serverName)) c.stalePrepared.add(cs.serverName);
+  }
+
+  private closeStale(link: Link, cs: ClientStatement): void {
+    if (!link.conn.stalePrepared.delete(cs.serverName)) return;
+    this.push(K.InternalClose, link, true);
+    link.conn.write(targeted(F.Close, 'S', cs.serverName));
+  }
+
   private touchPrepared(link: Link, name: string, at: number): void {
     const prepared = link.conn.prepared;
     prepared.delete(name);
@@ -1684,6 +1705,7 @@ export class ClientSession implements ServerOwner {
       if (at !== undefined && at > cs.parsedAt) { this.touchPrepared(link, cs.serverName, at); return; }
       if (at !== undefined) this.closeServerStatement(link, cs.serverName);
     }
+    this.closeStale(link, cs);
     const p = this.push(K.InternalParse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => this.unmarkPrepared(link, cs);
@@ -1696,6 +1718,9 @@ export class ClientSession implements ServerOwner {
     try {
       const cs = this.stmts.get(info.statement);
       if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
+      // Prepared by this client before its result type changed: PostgreSQL fails the Bind.
+      // The routine field is what pgjdbc reads to decide that re-preparing heals it.
+      if (isStale(cs)) throw new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
       const plan = cs.stmt.plan;
       this.checkSupported(cs.stmt, null);
       if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
@@ -1739,6 +1764,7 @@ export class ClientSession implements ServerOwner {
         this.ensurePrepared(link, cs);
         const p = this.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
+        if (cs.serverName !== '') p.onError = (m) => { if (m && isResultTypeChange(m)) this.stalePrepared(link, cs); };
         link.conn.write(renamed);
       }
       if (group) {
@@ -1842,8 +1868,11 @@ export class ClientSession implements ServerOwner {
           return;
         }
         if (this.txControl(stmt, { portal })) return;
-        // COMMIT/ROLLBACK of a transaction running on one server: run it there.
-        const links = this.attachedLinks.filter((l) => l.conn.status !== 'I');
+        // COMMIT/ROLLBACK of a transaction running on one server: run it there. A BEGIN that
+        // txControl left to the server (a session holding its connections, e.g. session
+        // pooling) runs on every attached one: they are all idle, and filtering them out
+        // answered nothing at all (pgjdbc's extended-protocol BEGIN hung).
+        const links = stmt.plan.command === 'begin' ? this.attachedLinks : this.attachedLinks.filter((l) => l.conn.status !== 'I');
         const group = links.length > 1 ? new Group('first', links.length, stmt, []) : null;
         for (const [i, l] of links.entries()) {
           this.unitLinks.add(l);
@@ -2244,4 +2273,10 @@ function needsColumns(st: RoutedStatement): boolean {
 function isFatal(msg: Buffer): boolean {
   const f = parseErrorFields(msg);
   return f.S === 'FATAL' || f.S === 'PANIC';
+}
+
+/** "cached plan must not change result type" (the routine is the same in every server locale). */
+function isResultTypeChange(msg: Buffer): boolean {
+  const f = parseErrorFields(msg);
+  return f.C === SQLSTATE.FeatureNotSupported && (f.R === 'RevalidateCachedQuery' || f.M === 'cached plan must not change result type');
 }

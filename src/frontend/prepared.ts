@@ -16,6 +16,8 @@ export interface ClientStatement {
   parse: Buffer;               // Parse message carrying serverName
   stmt: RoutedStatement;       // routing plan, made once at Parse
   parsedAt: number;            // prepareSeq() at the client's Parse
+  gen: number;                 // generation of serverName when the client parsed it
+  scope: string;               // database (and user) of the client: where DDL changes it
 }
 
 const registry = new Map<string, string>();
@@ -36,11 +38,31 @@ export function serverStatementName(sql: string, types: number[]): string {
   return name;
 }
 
-export function makeStatement(clientName: string, sql: string, types: number[], stmt: RoutedStatement, rawParse: Buffer): ClientStatement {
+export function makeStatement(clientName: string, sql: string, types: number[], stmt: RoutedStatement, rawParse: Buffer, scope = ''): ClientStatement {
   const parsedAt = prepareSeq();
-  if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt, parsedAt };
+  if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt, parsedAt, gen: 0, scope };
   const serverName = serverStatementName(sql, types);
-  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types), stmt, parsedAt };
+  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types), stmt, parsedAt, gen: generation.get(`${scope}\u0000${serverName}`) ?? 0, scope };
 }
+
+/**
+ * A server statement's result type changed (DDL; a Bind failed with 0A000). On PostgreSQL every
+ * client that prepared the text before then has its own stale statement and gets 0A000 at its
+ * next Bind; through pgring they share one, re-prepared: the generation tells them apart.
+ * Returns false when the failing statement was already older than the current generation.
+ */
+export function bumpGeneration(cs: ClientStatement): boolean {
+  const key = `${cs.scope}\u0000${cs.serverName}`;
+  const now = generation.get(key) ?? 0;
+  if (cs.gen !== now) return false;
+  generation.set(key, now + 1);
+  return true;
+}
+
+export function isStale(cs: ClientStatement): boolean {
+  return cs.serverName !== '' && cs.gen !== (generation.get(`${cs.scope}\u0000${cs.serverName}`) ?? 0);
+}
+
+const generation = new Map<string, number>();
 
 export function registrySize(): number { return registry.size; }

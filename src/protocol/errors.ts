@@ -42,12 +42,12 @@ export interface ErrorFields {
 
 /** An error pgring reports to a client as an ErrorResponse. */
 export class PgError extends Error {
-  constructor(readonly code: string, message: string, readonly opts: { detail?: string; hint?: string; severity?: ErrorFields['severity'] } = {}) {
+  constructor(readonly code: string, message: string, readonly opts: { detail?: string; hint?: string; severity?: ErrorFields['severity']; file?: string; routine?: string } = {}) {
     super(message);
   }
   get severity(): NonNullable<ErrorFields['severity']> { return this.opts.severity ?? 'ERROR'; }
   toMessage(): Buffer {
-    return buildError({ severity: this.severity, code: this.code, message: this.message, detail: this.opts.detail, hint: this.opts.hint });
+    return buildError({ severity: this.severity, code: this.code, message: this.message, detail: this.opts.detail, hint: this.opts.hint, file: this.opts.file, routine: this.opts.routine });
   }
   static fatal(code: string, message: string, opts: { detail?: string; hint?: string } = {}): PgError {
     return new PgError(code, message, { ...opts, severity: 'FATAL' });

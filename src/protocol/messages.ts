@@ -82,13 +82,15 @@ export function query(sql: string): Buffer {
   return new Writer(Buffer.byteLength(sql) + 8).cstr(sql).msg(F.Query);
 }
 
-export interface ErrorLike { severity?: string; code: string; message: string; detail?: string; hint?: string; position?: string }
+export interface ErrorLike { severity?: string; code: string; message: string; detail?: string; hint?: string; position?: string; file?: string; routine?: string }
 function errorBody(w: Writer, e: ErrorLike): Writer {
   const sev = e.severity ?? 'ERROR';
   w.int8(0x53).cstr(sev).int8(0x56).cstr(sev).int8(0x43).cstr(e.code).int8(0x4d).cstr(e.message);
   if (e.detail) w.int8(0x44).cstr(e.detail);
   if (e.hint) w.int8(0x48).cstr(e.hint);
   if (e.position) w.int8(0x50).cstr(e.position);
+  if (e.file) w.int8(0x46).cstr(e.file);
+  if (e.routine) w.int8(0x52).cstr(e.routine);
   return w.int8(0);
 }
 export function buildError(e: ErrorLike): Buffer { return errorBody(new Writer(), e).msg(B.ErrorResponse); }
