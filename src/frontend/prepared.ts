@@ -60,7 +60,9 @@ export function bumpGeneration(cs: ClientStatement): boolean {
 }
 
 export function isStale(cs: ClientStatement): boolean {
-  return cs.serverName !== '' && cs.gen !== (generation.get(`${cs.scope}\u0000${cs.serverName}`) ?? 0);
+  // Checked at every Bind: no key string is built until some DDL has changed a statement.
+  if (generation.size === 0 || cs.serverName === '') return false;
+  return cs.gen !== (generation.get(`${cs.scope}\u0000${cs.serverName}`) ?? 0);
 }
 
 const generation = new Map<string, number>();
