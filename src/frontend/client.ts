@@ -98,6 +98,8 @@ export interface Pending {
   group?: Group;
   member?: number;
   onError?: (msg?: Buffer) => void;
+  /** Bind of a shared server statement: a "result type changed" error marks it stale. */
+  cs?: ClientStatement;
   onDone?: () => void;
   rows?: (string | null)[][];
   /** Receives a RowDescription (internal / rewritten Describe). */
@@ -543,7 +545,7 @@ export class ClientSession implements ServerOwner {
     // Every field exists from the start: one object shape for all kinds keeps property access monomorphic.
     const p: Pending = {
       kind, link, out: null, done: false, ext, plans: undefined, planIdx: undefined, group: undefined, member: undefined,
-      onError: undefined, onDone: undefined, rows: undefined, onRow: undefined, t0: undefined,
+      onError: undefined, cs: undefined, onDone: undefined, rows: undefined, onRow: undefined, t0: undefined,
     };
     this.pendings.push(p);
     if (link) link.queue.push(p);
@@ -701,6 +703,7 @@ export class ClientSession implements ServerOwner {
     // Parse / Bind / Close / InternalParse: anything else (ErrorResponse, notices)
     if (type === B.ErrorResponse) {
       p.onError?.(msg);
+      if (p.cs !== undefined && isResultTypeChange(msg)) this.stalePrepared(p.link!, p.cs);
       this.out(p, msg);
       this.extendedError(p, msg);
       return;
@@ -1764,7 +1767,7 @@ export class ClientSession implements ServerOwner {
         this.ensurePrepared(link, cs);
         const p = this.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
-        if (cs.serverName !== '') p.onError = (m) => { if (m && isResultTypeChange(m)) this.stalePrepared(link, cs); };
+        if (cs.serverName !== '') p.cs = cs; // no closure per Bind: checked where errors arrive
         link.conn.write(renamed);
       }
       if (group) {
