@@ -320,15 +320,21 @@ export class ZkLockService extends EventEmitter {
     let node: string | null = null;
     let zk: Zk | null = null;
     try {
+      // Set when the node we waited behind was first in line and is gone: ours is first now
+      // (sequence numbers only grow), so the hand-off from another proxy costs no children read.
+      let firstNow = false;
       for (;;) {
         if (this.closed) break;
         if (b.queue.length === 0) break;                    // cancelled
         if (!zk || zk.dead || (node && zk.sessionId !== b.nodeSession)) {
           zk = await this.connected();
           node = null;
+          firstNow = false;
         }
         if (!this.session.handle() || this.session.handle() !== zk) { zk = null; continue; }
         let listed: string[] | null = null;
+        if (firstNow && node) listed = [node.slice(b.dir.length + 1)];
+        firstNow = false;
         if (!node) {
           // The children read goes out right behind the create: ZooKeeper serves one session's
           // requests in order, so it sees our node, and an uncontended lock costs one round trip.
@@ -358,11 +364,17 @@ export class ZkLockService extends EventEmitter {
         }
         const pred = `${b.dir}/${children[idx - 1]!}`;
         this.debug({ bucket: b.n, pred }, 'lock queued behind another node');
+        const zkNow = zk;
         await new Promise<void>((resolve) => {
           let done = false;
-          const finish = () => { if (!done) { done = true; b.wake = null; resolve(); } };
-          b.wake = finish;
-          zk!.exists(pred, () => finish()).then((st) => { if (!st) finish(); }, () => finish());
+          const finish = (gone: boolean) => {
+            if (done) return;
+            done = true; b.wake = null;
+            firstNow = gone && idx === 1 && zkNow.sessionId === b.nodeSession && !zkNow.dead;
+            resolve();
+          };
+          b.wake = () => finish(false);
+          zkNow.exists(pred, (ev: WatchEvent) => finish(ev.type === 'deleted')).then((st) => { if (!st) finish(true); }, () => finish(false));
         });
       }
     } catch (e) {
@@ -415,7 +427,9 @@ export class ZkLockService extends EventEmitter {
         void this.watchBucket(zk, b).then(() => this.pump(b), () => undefined);
       }
     }, (w) => zk.children(b.dir, w));
-    const mine = node ? node.slice(b.dir.length + 1) : '';
+    // A read that returns after this tenure ended (or a new one began) says nothing about it.
+    if (!node || b.node !== node || b.zk !== 'held') return;
+    const mine = node.slice(b.dir.length + 1);
     const before = b.remoteWaiting;
     b.remoteWaiting = children.filter((c) => c !== mine && c.includes('-lock-')).length;
     if (b.remoteWaiting > 0 && before === 0) this.debug({ bucket: b.n, remoteWaiting: b.remoteWaiting }, 'another proxy waits for a held lock');

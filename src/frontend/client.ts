@@ -61,9 +61,12 @@ export interface ProxyContext {
   learnedColumns?(database: string, table: string, columns: string[]): void;
 }
 
+/** The shard-key values a write touches; `group` (the key column) keeps unrelated keys' lock buckets apart. */
+export interface WriteKeys { type: KeyType; group?: string; values: (string | null)[] }
+
 export interface TransactionHooks {
   /** Before a write statement is forwarded: may take locks (throws PgError 40P01 on timeout). */
-  beforeWrite?(session: ClientSession, shards: number[], keys: { type: KeyType; values: (string | null)[] } | null, inBlock: boolean, table?: string): Promise<void> | void;
+  beforeWrite?(session: ClientSession, shards: number[], keys: WriteKeys | null, inBlock: boolean, table?: string): Promise<void> | void;
   /** Right before a COMMIT is forwarded (single shard) or prepared (several): an error means roll back instead. */
   beforeCommit?(session: ClientSession): PgError | null;
   /** COMMIT of a transaction that touched several shards. */
@@ -179,6 +182,10 @@ export class ClientSession implements ServerOwner {
   /** pgring itself failed a statement of a transaction running on servers (the servers do not know). */
   private txFailed = false;
   private beginSql = 'BEGIN';
+  /** While a BEGIN that a server ran (session pooling, pinned sessions) is open: the links in the
+   *  transaction. Every other link a statement of it reaches gets the BEGIN first, or the
+   *  statement would run in autocommit there, outside the client's transaction. */
+  private serverTx: Set<Link> | null = null;
   readonly pins = new Set<PinReason>();
   private stmts = new Map<string, ClientStatement>();
   private portals = new Map<string, Portal>();
@@ -825,6 +832,7 @@ export class ClientSession implements ServerOwner {
       for (const l of this.links) if (l) l.conn.appliedState = this.state.isEmpty ? null : this.state;
     }
     this.virtualTx = null;
+    this.serverTx = null;
     this.txFailed = false;
     this.savepoints = [];
     this.ctx.tx?.afterTransaction?.(this, committed);
@@ -867,14 +875,17 @@ export class ClientSession implements ServerOwner {
     this.waitingSince = 0;
     if (this.phase === 'closed') { pool.release(conn); throw new PgError(SQLSTATE.AdminShutdown, 'client gone'); }
     const raced = this.links[shard];
-    if (raced) { pool.release(conn); return raced; }
+    if (raced) { pool.release(conn); if (this.serverTx !== null) this.joinServerTx(raced); return raced; }
     return this.attach(shard, pool, conn);
   }
 
   /** The link to `shard` if it exists or an idle pooled connection can be had without waiting; else null. */
   private linkNow(shard: number): Link | null {
     const existing = this.links[shard];
-    if (existing) return existing;
+    if (existing) {
+      if (this.serverTx !== null) this.joinServerTx(existing);
+      return existing;
+    }
     const pool = this.ctx.topology.poolFast(shard, this.credKey, this.credFn, this.readOnlyUse);
     const conn = pool.tryAcquire(this.paramsKey);
     return conn ? this.attach(shard, pool, conn) : null;
@@ -905,8 +916,19 @@ export class ClientSession implements ServerOwner {
     if (this.virtualTx) {
       this.sendInternal(link, this.beginSql);
       for (const name of this.savepoints) this.sendInternal(link, `SAVEPOINT ${quoteIdent(name)}`);
-    }
+    } else if (this.serverTx !== null) this.joinServerTx(link);
     return link;
+  }
+
+  /** Brings `link` into the open server-run transaction (the first link carries the BEGIN itself). */
+  private joinServerTx(link: Link): void {
+    const tx = this.serverTx!;
+    if (tx.has(link)) return;
+    const first = tx.size === 0;
+    tx.add(link);
+    if (first || link.conn.status !== 'I') return;
+    this.sendInternal(link, this.beginSql);
+    for (const name of this.savepoints) this.sendInternal(link, `SAVEPOINT ${quoteIdent(name)}`);
   }
 
   private sendInternal(link: Link, sql: string): void {
@@ -1228,10 +1250,10 @@ export class ClientSession implements ServerOwner {
   private async beforeWrite(stmt: RoutedStatement, shards: number[], params: (Buffer | null)[] | null, formats: number[] | null): Promise<void> {
     const hook = this.ctx.tx?.beforeWrite;
     if (!hook || !stmt.plan.write) return;
-    let keys: { type: KeyType; values: (string | null)[] } | null = null;
+    let keys: WriteKeys | null = null;
     const plan = stmt.plan;
     if (plan.keys && plan.keyType) {
-      keys = { type: plan.keyType, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : params[k.index]!.toString('utf8')))) };
+      keys = { type: plan.keyType, group: plan.keyColumn, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : params[k.index]!.toString('utf8')))) };
     }
     await hook.call(this.ctx.tx, this, shards, keys, this.txStatus !== 'I', plan.table);
   }
@@ -1258,7 +1280,7 @@ export class ClientSession implements ServerOwner {
         reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete(tag)]);
         return true;
       }
-      if (links.length) { this.beginSql = stmt.sql; return false; } // pinned session: let the server run it
+      if (links.length) { this.beginSql = stmt.sql; this.serverTx = new Set(); return false; } // pinned session: let the server run it
       this.virtualTx = 'T';
       this.beginSql = stmt.sql;
       this.txSnapshot = this.state;

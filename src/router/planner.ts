@@ -861,6 +861,7 @@ export class Planner {
       p.target = 'sharded';
       p.table = fk.table!.name;
       p.keyType = fk.table!.type as KeyType;
+      p.keyColumn = fk.table!.lcolumn;
     } else if (this.sawReference) p.target = 'reference';
     p.keys = withKeys && p.target === 'sharded' ? fk.keys : null;
     if (this.unsupported) p.unsupported = this.unsupported;

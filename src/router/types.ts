@@ -54,6 +54,8 @@ export interface Plan {
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;
+  /** the key column of the sharded table (lower case): the lock group of its keys */
+  keyColumn?: string;
   keys: KeyRef[] | null;
   insertSplit?: InsertSplit;
   copy?: CopySpec;

@@ -43,7 +43,7 @@
 import { randomInt } from 'node:crypto';
 import type { Config, KeyType } from '../config/types';
 import type { Logger } from '../log';
-import type { ClientSession, Link, ProxyContext, TransactionHooks } from '../frontend/client';
+import type { ClientSession, Link, ProxyContext, TransactionHooks, WriteKeys } from '../frontend/client';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { keyCoordinate, keyCoordinateBinary, hashTextExtended, toUnsigned } from '../ring/hash';
 import type { Layout } from '../cluster/layout';
@@ -56,13 +56,17 @@ import type { TxMetrics } from '../metrics';
 
 /**
  * The lock bucket of a key: PostgreSQL's hash of the key (seed 0, as the ring hashes it;
- * binary Bind parameters arrive as \x<hex> and hash like their text form) mod buckets. The
- * table does not enter: rows of different tables with the same key (an order and its items;
- * pgbench_accounts and pgbench_history by aid) share one lock, which one transaction usually
- * takes once. (A per-table salt was measured: TPC-B then takes a fourth, cold lock for the
- * history row while holding the hot branch lock, and lost 30% throughput.)
+ * binary Bind parameters arrive as \x<hex> and hash like their text form), mixed with the
+ * hash of its lock group, mod buckets. The group is the table's key column: tables keyed by
+ * the same column (pgbench_accounts and pgbench_history by aid; orders and order_items by
+ * order_id) share one lock per key, which one transaction usually takes once (a per-table salt
+ * was measured: TPC-B then takes a fourth, cold lock for the history row while holding the hot
+ * branch lock, and lost 30% throughput). Keys of different groups get unrelated buckets: without
+ * the salt, teller 1 and branch 1 shared a bucket, so two TPC-B transactions (teller 1, branch 2)
+ * and (teller 2, branch 1) waited for each other — a lock cycle PostgreSQL's row locks do not
+ * have, which through two proxies lasted until the lock timeout.
  */
-export function lockBucket(type: KeyType, value: string, _table: string | undefined, buckets: number): number {
+export function lockBucket(type: KeyType, value: string, group: string | undefined, buckets: number): number {
   let c: bigint;
   if (/^\\x[0-9a-fA-F]*$/.test(value) && value.length > 2 && (type !== 'text' && type !== 'varchar')) {
     c = keyCoordinateBinary(type, Buffer.from(value.slice(2), 'hex'));
@@ -71,7 +75,19 @@ export function lockBucket(type: KeyType, value: string, _table: string | undefi
   } else {
     c = keyCoordinate(type, value);
   }
-  return Number(toUnsigned(c) % BigInt(buckets));
+  return Number((toUnsigned(c) ^ groupSalt(group)) % BigInt(buckets));
+}
+
+const salts = new Map<string, bigint>();
+/** 64-bit salt of a lock group (0 for none), memoised: a handful of key columns per cluster. */
+function groupSalt(group: string | undefined): bigint {
+  if (!group) return 0n;
+  let s = salts.get(group);
+  if (s === undefined) {
+    s = toUnsigned(hashTextExtended(`lockgroup:${group}`, 0n));
+    if (salts.size < 10000) salts.set(group, s);
+  }
+  return s;
 }
 
 /** Per-transaction state (session.txData). */
@@ -164,17 +180,17 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     return Number(toUnsigned(hashTextExtended(`table:${(table ?? '').toLowerCase()}`, 0n)) % BigInt(this.cfg.buckets));
   }
 
-  keyBucket(type: KeyType, value: string, table?: string): number {
-    return lockBucket(type, value, table, this.cfg.buckets);
+  keyBucket(type: KeyType, value: string, group?: string): number {
+    return lockBucket(type, value, group, this.cfg.buckets);
   }
 
-  bucketsFor(keys: { type: KeyType; values: (string | null)[] } | null, table: string | undefined): number[] {
+  bucketsFor(keys: WriteKeys | null, table: string | undefined): number[] {
     const out = new Set<number>();
     if (!keys || keys.values.length === 0) out.add(this.tableBucket(table));
     else {
       for (const v of keys.values) {
         if (v === null) { out.add(this.tableBucket(table)); continue; }
-        try { out.add(this.keyBucket(keys.type, v, table)); } catch { out.add(this.tableBucket(table)); }
+        try { out.add(this.keyBucket(keys.type, v, keys.group)); } catch { out.add(this.tableBucket(table)); }
       }
     }
     return [...out].sort((a, b) => a - b);
@@ -191,7 +207,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     return t;
   }
 
-  beforeWrite(session: ClientSession, shards: number[], keys: { type: KeyType; values: (string | null)[] } | null, _inBlock: boolean, table?: string): Promise<void> | void {
+  beforeWrite(session: ClientSession, shards: number[], keys: WriteKeys | null, _inBlock: boolean, table?: string): Promise<void> | void {
     if (!this.started) return this.whenReady().then(() => this.beforeWrite(session, shards, keys, _inBlock, table));
     const t = this.txnOf(session);
     if (t.doomed) throw this.doomedError(t.doomed);

@@ -30,7 +30,7 @@ let ports: number[];
 let pgx: LocalPostgres;
 const clients: pg.Client[] = [];
 
-function bucketOf(k: number): number { return lockBucket('integer', String(k), 'kv', BUCKETS); }
+function bucketOf(k: number): number { return lockBucket('integer', String(k), 'k', BUCKETS); }
 
 async function open(p: RunningProxy): Promise<pg.Client> {
   const c = client(p.port, db);
