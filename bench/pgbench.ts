@@ -27,6 +27,8 @@ export interface PgbenchRun {
   processed: number;
   failed: number;
   seconds: number;
+  /** the slowest transaction (ms): bounds the longest lock wait */
+  maxMs: number;
 }
 
 export interface ToolOutput { code: number | null; stdout: string; stderr: string }
@@ -54,7 +56,7 @@ function firstError(text: string): string {
 }
 
 /** p99 of latencies (µs) read from pgbench per-transaction logs `<prefix>.<pid>[.<thread>]`. */
-export function p99FromLogs(dir: string, prefix: string): { p99Us: number; count: number } {
+export function p99FromLogs(dir: string, prefix: string): { p99Us: number; maxUs: number; count: number } {
   const lat: number[] = [];
   for (const f of fs.readdirSync(dir)) {
     if (!f.startsWith(prefix + '.')) continue;
@@ -77,9 +79,9 @@ export function p99FromLogs(dir: string, prefix: string): { p99Us: number; count
     }
     fs.rmSync(path.join(dir, f));
   }
-  if (lat.length === 0) return { p99Us: NaN, count: 0 };
+  if (lat.length === 0) return { p99Us: NaN, maxUs: NaN, count: 0 };
   const sorted = Float64Array.from(lat).sort();
-  return { p99Us: sorted[Math.max(0, Math.ceil(sorted.length * 0.99) - 1)]!, count: sorted.length };
+  return { p99Us: sorted[Math.max(0, Math.ceil(sorted.length * 0.99) - 1)]!, maxUs: sorted[sorted.length - 1]!, count: sorted.length };
 }
 
 let runCounter = 0;
@@ -95,8 +97,8 @@ export async function runPgbench(args: string[], logDir: string, seconds: number
   const failed = num(/number of failed transactions: (\d+)/) || 0;
   const tps = num(/tps = ([\d.]+) \(without initial connection time\)/);
   const latAvgMs = num(/latency average = ([\d.]+) ms/);
-  const { p99Us } = p99FromLogs(logDir, prefix);
-  const res: PgbenchRun = { ok: true, tps, latAvgMs, p99Ms: p99Us / 1000, processed, failed, seconds: elapsed };
+  const { p99Us, maxUs } = p99FromLogs(logDir, prefix);
+  const res: PgbenchRun = { ok: true, tps, latAvgMs, p99Ms: p99Us / 1000, maxMs: maxUs / 1000, processed, failed, seconds: elapsed };
   if (r.code !== 0 || !Number.isFinite(tps) || !(processed > 0) || failed > 0) {
     res.ok = false;
     res.error = r.code === null ? 'pgbench timed out (killed)'

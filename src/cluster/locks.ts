@@ -26,7 +26,7 @@
 //
 // Deadlocks: a local waiter whose wait would close a cycle of local waits (its bucket's owner,
 // or a waiter ahead of it, waits on a bucket it owns) fails at once with LockDeadlockError.
-// Cycles through other proxies end by timeout.
+// Cycles through other proxies are found by src/txn/deadlock-detector.ts.
 import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import type { Layout } from './layout';
@@ -181,7 +181,7 @@ export class ZkLockService extends EventEmitter {
     }
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = { owner, since: Date.now(), resolve, reject, timer: null };
-      w.timer = setTimeout(() => {
+      if (timeoutMs > 0) w.timer = setTimeout(() => {
         const i = b.queue.indexOf(w);
         if (i < 0) return;
         b.queue.splice(i, 1);
@@ -232,6 +232,21 @@ export class ZkLockService extends EventEmitter {
     if (!s) { s = new Set(); this.heldBy.set(owner, s); }
     s.add(b.n);
     if (this.waitingOn.get(owner) === b) this.waitingOn.delete(owner);
+  }
+
+  /** Ends `owner`'s current wait with `err` (a limit or a cancel); false when it was not waiting. */
+  abortWait(owner: LockOwner, err: Error): boolean {
+    const wb = this.waitingOn.get(owner);
+    if (!wb) return false;
+    const i = wb.queue.findIndex((w) => w.owner === owner);
+    if (i < 0) return false;
+    this.waitingOn.delete(owner);
+    const [w] = wb.queue.splice(i, 1);
+    if (w!.timer) clearTimeout(w!.timer);
+    this.debug({ bucket: wb.n, owner: owner.label, err: err.message }, 'lock wait ended');
+    w!.reject(err);
+    this.pump(wb);
+    return true;
   }
 
   /** Releases every bucket of `owner` and cancels its waits. */

@@ -137,7 +137,7 @@ export const configSchema = {
       properties: {
         mode: { enum: ['all', 'multi_shard', 'off'], default: 'all' },
         buckets: { type: 'integer', minimum: 1, maximum: 1048576, default: 1024 },
-        timeoutMs: { type: 'integer', minimum: 1, default: 5000 },
+        timeoutMs: { type: 'integer', minimum: 0, default: 600000 },
         leaseMs: { type: 'integer', minimum: 0, default: 100 },
       },
       default: {},

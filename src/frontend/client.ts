@@ -8,6 +8,7 @@
 // later entries buffer until they reach the head. Entries pgring answers itself
 // (synthetic ParseComplete, ReadyForQuery, errors) sit in the same queue, so the
 // client always sees responses in exactly the order PostgreSQL would send them.
+import { valueInOptions, valueOfSetSql } from '../txn/wait-limit';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { randomInt } from 'node:crypto';
@@ -66,11 +67,13 @@ export interface WriteKeys { type: KeyType; group?: string; values: (string | nu
 
 export interface TransactionHooks {
   /** Before a write statement is forwarded: may take locks (throws PgError 40P01 on timeout). */
-  beforeWrite?(session: ClientSession, shards: number[], keys: WriteKeys | null, inBlock: boolean, table?: string): Promise<void> | void;
+  beforeWrite?(session: ClientSession, shards: number[], keys: WriteKeys | null, inBlock: boolean, table?: string, objects?: string[]): Promise<void> | void;
   /** Right before a COMMIT is forwarded (single shard) or prepared (several): an error means roll back instead. */
   beforeCommit?(session: ClientSession): PgError | null;
   /** COMMIT of a transaction that touched several shards. */
   commitMulti?(session: ClientSession, links: Link[]): Promise<void>;
+  /** A CancelRequest for this session: end its lock wait, if any (57014). */
+  cancelWait?(session: ClientSession): void;
   /** The transaction ended (commit, rollback, disconnect): release locks. */
   afterTransaction?(session: ClientSession, committed: boolean): void;
   /** A ReadyForQuery with status idle went to the client (autocommit statements end here). */
@@ -225,6 +228,15 @@ export class ClientSession implements ServerOwner {
   }
 
   get key(): string { return `${this.pid}:${this.secret}`; }
+  /** A setting's session-level value as pgring knows it (SET in this session, else the startup packet), or null. */
+  setting(name: string): string | null {
+    const sql = this.state.sets.get(name);
+    if (sql !== undefined) return valueOfSetSql(sql);
+    const direct = this.startupParams.find(([k]) => k === name)?.[1];
+    if (direct !== undefined) return direct;
+    const opts = this.startupParams.find(([k]) => k === 'options')?.[1];
+    return opts ? valueInOptions(opts, name) : null;
+  }
   get poolMode() { return this.userConfig?.poolMode ?? this.ctx.config.pool.mode; }
   get attachedLinks(): Link[] { return this.links.filter((l): l is Link => l !== undefined); }
 
@@ -1255,7 +1267,7 @@ export class ClientSession implements ServerOwner {
     if (plan.keys && plan.keyType) {
       keys = { type: plan.keyType, group: plan.keyColumn, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : params[k.index]!.toString('utf8')))) };
     }
-    await hook.call(this.ctx.tx, this, shards, keys, this.txStatus !== 'I', plan.table);
+    await hook.call(this.ctx.tx, this, shards, keys, this.txStatus !== 'I', plan.table, plan.lockObjects);
   }
 
   /**
@@ -2181,6 +2193,7 @@ export class ClientSession implements ServerOwner {
   // ---- cancel and close ---------------------------------------------------------------------
 
   async cancelRunning(): Promise<void> {
+    this.ctx.tx?.cancelWait?.(this);   // a ZooKeeper lock wait ends like a PostgreSQL one
     const busy = this.attachedLinks.filter((l) => l.queue.length > 0 || l.conn.busy);
     await Promise.all(busy.map((l) => l.conn.cancel()));
   }

@@ -17,6 +17,7 @@ export const SQLSTATE = {
   UndefinedPreparedStatement: '26000',
   InvalidCursorName: '34000',
   QueryCanceled: '57014',
+  LockNotAvailable: '55P03',
   AdminShutdown: '57P01',
   CannotConnectNow: '57P03',
   TooManyConnections: '53300',

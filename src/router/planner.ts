@@ -5,6 +5,7 @@
 // location. Key references then point at slots, so the plan holds for every statement of the same
 // shape. Plan parts that depend on a literal's *value* (ORDER BY 2, LIMIT 10, SET x = 5, COPY
 // options...) mark that slot "fixed": the cache then keys the plan by shape + those values.
+import { lockObjects } from './lock-scope';
 import { LitKind, renderLiteral, tokenize, Token } from './lexer';
 import type { Command, CopySpec, KeyRef, MergeSpec, Plan, RouterSchema, ShardedTable, KeyType } from './types';
 
@@ -851,6 +852,7 @@ export class Planner {
         }
     }
     if (this.dmlWrite) p.write = true;
+    if (p.write) p.lockObjects = lockObjects(tag, stmt);
     if (this.sessionState && !p.sessionState) p.sessionState = this.sessionState;
     // Any temporary object (TEMP table, view or sequence, SELECT INTO TEMP, an object in pg_temp)
     // lives in the server session: the client must keep that connection.

@@ -56,6 +56,8 @@ export interface Plan {
   keyType?: KeyType;
   /** the key column of the sharded table (lower case): the lock group of its keys */
   keyColumn?: string;
+  /** what a write without usable keys locks (router/lock-scope.ts); [] for temporary objects only */
+  lockObjects?: string[];
   keys: KeyRef[] | null;
   insertSplit?: InsertSplit;
   copy?: CopySpec;

@@ -17,11 +17,11 @@
 //   waits for those rows — a deadlock across the two lock systems that only the lock timeout
 //   ends. At commit all rows are already locked, and bucket-ordered acquisition cannot cycle.)
 // - 'off': no locks (two-phase commit still runs).
-// A write without a usable key (UPDATE/DELETE without a key predicate, DDL, COPY, reference
-// tables, NULL keys) takes the table's own bucket: hash of "table:<name>" mod buckets. It
-// serialises key-less writes to one table against each other (and against writers of keys that
-// share that bucket), not against every key writer: PostgreSQL's row locks order those per
-// shard, and two-phase commit keeps each transaction atomic across shards.
+// A write without a usable key locks what it names (src/router/lock-scope.ts): a key-less DML
+// statement the table it writes, DDL the objects it names, temporary objects nothing; with one
+// shard nothing is locked. A wait lasts until granted, the client's lock_timeout /
+// statement_timeout, a cancel, or a deadlock found by src/txn/deadlock-detector.ts;
+// locks.timeoutMs is only a safety net. docs/ARCHITECTURE.md has the table of what is locked.
 //
 // Lock loss: when the ZooKeeper session is suspended or lost while a transaction holds a lock,
 // the transaction is doomed: its next write and its COMMIT fail (SQLSTATE 40001) and it is
@@ -52,6 +52,8 @@ import { isZkError, Zk } from '../cluster/zk';
 import { LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
 import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
 import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
+import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-limit';
+import { DeadlockDetector, DetectableTxn, DetectorHost } from './deadlock-detector';
 import type { TxMetrics } from '../metrics';
 
 /**
@@ -93,13 +95,16 @@ function groupSalt(group: string | undefined): bigint {
 /** Per-transaction state (session.txData). */
 export class Txn implements LockOwner {
   doomed: string | null = null;
+  /** when its current lock wait began (0: not waiting) and for which bucket (-1: none) */
+  waitingSince = 0;
+  waitingFor = -1;
   readonly writeShards = new Set<number>();
   readonly pending = new Set<number>();
   locking = false;
   committing = false;
   ended = false;
   readonly startedAt = Date.now();
-  constructor(readonly session: ClientSession, readonly label: string) {}
+  constructor(readonly session: ClientSession, readonly label: string, readonly id: string) {}
   lost(bucket: number, reason: string): void {
     this.doomed ??= `${reason} while holding lock bucket ${bucket}`;
   }
@@ -123,8 +128,14 @@ function asPgError(e: unknown): PgError {
   return e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, `pgring: ${(e as Error).message}`);
 }
 
-export class TxnManager implements TransactionHooks, RecoveryHost {
+export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost {
   private locks: ZkLockService | null = null;
+  /** transactions that took locks or wrote, until they end (for deadlock detection) */
+  private readonly live = new Set<Txn>();
+  private txnSeq = 0;
+  /** temporary relations each session created (they take no lock) */
+  private readonly tempRels = new WeakMap<ClientSession, Set<string>>();
+  private detector: DeadlockDetector | null = null;
   private session: ZkSession | null = null;
   private layout: Layout | null = null;
   proxyId = '';
@@ -152,6 +163,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
         proxyId, buckets: this.cfg.buckets, leaseMs: this.cfg.leaseMs,
         logger: { warn: (o, m) => this.log.warn(o, m), info: (o, m) => this.log.info(o, m), debug: (o, m) => this.log.debug(o, m) },
       });
+      this.detector = new DeadlockDetector(session, layout, proxyId, this, this.ctx.config, this.ctx.topology, this.log);
+      this.detector.start();
     }
     this.started = true;
     const w = this.readyWaiters; this.readyWaiters = [];
@@ -161,8 +174,15 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   async stop(): Promise<void> {
     this.stopped = true;
     if (process.env.PGRING_TXN_STATS) console.error('pgring txn stats', JSON.stringify({ ...this.stats, locks: this.locks?.stats }));
+    await this.detector?.stop();
     await this.locks?.close();
   }
+
+  // DetectorHost
+  liveTxns(): Iterable<DetectableTxn> { return this.live; }
+  held(t: DetectableTxn): number[] { return this.locks?.held(t as Txn) ?? []; }
+  abortWait(t: DetectableTxn, err: PgError): boolean { return this.locks?.abortWait(t as Txn, err) ?? false; }
+  get deadlockStats() { return this.detector?.stats ?? null; }
 
   sweepDone(): void { this.needsSweep = false; }
 
@@ -184,12 +204,27 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     return lockBucket(type, value, group, this.cfg.buckets);
   }
 
-  bucketsFor(keys: WriteKeys | null, table: string | undefined): number[] {
+  /** The bucket of a lock object of router/lock-scope.ts (`rel:<schema.>name` is its table's bucket). */
+  objectBucket(object: string): number {
+    if (object.startsWith('rel:')) return this.tableBucket(object.slice(object.lastIndexOf('.') + 1).replace(/^rel:/, ''));
+    return Number(toUnsigned(hashTextExtended(`object:${object}`, 0n)) % BigInt(this.cfg.buckets));
+  }
+
+  /**
+   * Buckets of a write: its keys' buckets; without keys (or for a NULL key) the buckets of the
+   * objects it names (`objects`, from the planner; [] = temporary objects only: nothing), else
+   * the table's.
+   */
+  bucketsFor(keys: WriteKeys | null, table: string | undefined, objects?: string[]): number[] {
     const out = new Set<number>();
-    if (!keys || keys.values.length === 0) out.add(this.tableBucket(table));
+    const keyless = () => {
+      if (objects) for (const o of objects) out.add(this.objectBucket(o));
+      else out.add(this.tableBucket(table));
+    };
+    if (!keys || keys.values.length === 0) keyless();
     else {
       for (const v of keys.values) {
-        if (v === null) { out.add(this.tableBucket(table)); continue; }
+        if (v === null) { if (table) out.add(this.tableBucket(table)); else keyless(); continue; }
         try { out.add(this.keyBucket(keys.type, v, keys.group)); } catch { out.add(this.tableBucket(table)); }
       }
     }
@@ -201,19 +236,22 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   private txnOf(session: ClientSession): Txn {
     let t = session.txData as Txn | null;
     if (!(t instanceof Txn)) {
-      t = new Txn(session, `pid ${session.pid} ${session.user}@${session.database}`);
+      t = new Txn(session, `pid ${session.pid} ${session.user}@${session.database}`, `${this.proxyId}/${session.pid}/${(this.txnSeq++).toString(36)}`);
       session.txData = t;
+      this.live.add(t);
     }
     return t;
   }
 
-  beforeWrite(session: ClientSession, shards: number[], keys: WriteKeys | null, _inBlock: boolean, table?: string): Promise<void> | void {
-    if (!this.started) return this.whenReady().then(() => this.beforeWrite(session, shards, keys, _inBlock, table));
+  beforeWrite(session: ClientSession, shards: number[], keys: WriteKeys | null, _inBlock: boolean, table?: string, objects?: string[]): Promise<void> | void {
+    if (!this.started) return this.whenReady().then(() => this.beforeWrite(session, shards, keys, _inBlock, table, objects));
     const t = this.txnOf(session);
     if (t.doomed) throw this.doomedError(t.doomed);
     for (const s of shards) t.writeShards.add(s);
-    if (!this.locks) return;
-    const buckets = this.bucketsFor(keys, table);
+    // With one shard PostgreSQL alone orders every write: a ZooKeeper lock would add nothing.
+    if (!this.locks || this.ctx.topology.shards.length === 1) return;
+    const buckets = this.bucketsFor(keys, table, objects && this.lockable(session, objects));
+    if (buckets.length === 0) return;
     if (this.cfg.mode === 'multi_shard') {
       // Noted only: taken at the multi-shard COMMIT, all at once in bucket order, before PREPARE.
       for (const b of buckets) t.pending.add(b);
@@ -222,14 +260,35 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     return this.acquireAll(t, buckets, 0);
   }
 
+  /** Lock objects without the session's temporary relations (remembered from `temp:` entries). */
+  private lockable(session: ClientSession, objects: string[]): string[] {
+    let temps = this.tempRels.get(session);
+    for (const o of objects) if (o.startsWith('temp:')) (temps ??= this.tempRels.set(session, new Set()).get(session)!).add(o.slice(5));
+    return objects.filter((o) => !o.startsWith('temp:') && !(temps && o.startsWith('rel:') && temps.has(o.slice(o.lastIndexOf('.') + 1).replace(/^rel:/, ''))));
+  }
+
+  /** The limit of a lock wait of this session (read only when a wait begins: off the hot path). */
+  private limitFor(session: ClientSession): WaitLimit | null {
+    const ms = (name: string) => { const v = session.setting(name); return v === null ? null : parseDurationMs(v); };
+    return waitLimit(ms('lock_timeout'), ms('statement_timeout'), this.cfg.timeoutMs);
+  }
+
   private acquireAll(t: Txn, buckets: number[], from: number): Promise<void> | void {
     const locks = this.locks!;
     for (let i = from; i < buckets.length; i++) {
+      const bucket = buckets[i]!;
       let p: Promise<void> | null;
-      try { p = locks.acquire(t, buckets[i]!, this.cfg.timeoutMs); } catch (e) { throw this.lockError(e); }
+      try { p = locks.acquire(t, bucket, 0); } catch (e) { throw this.lockError(e); }
       if (p) {
         const t0 = process.hrtime.bigint();
+        const limit = this.limitFor(t.session);
+        const timer = limit ? setTimeout(() => { if (locks.abortWait(t, waitLimitError(limit, bucket))) this.stats.lockTimeouts++; }, limit.ms) : null;
+        t.waitingSince = Date.now();
+        t.waitingFor = bucket;
         const waited = () => {
+          if (timer) clearTimeout(timer);
+          t.waitingSince = 0;
+          t.waitingFor = -1;
           const us = Number(process.hrtime.bigint() - t0) / 1000;
           this.stats.lockWaits++; this.stats.lockWaitUs += us;
           (this.ctx.metrics as Partial<TxMetrics> | undefined)?.lockWait?.(us);
@@ -243,7 +302,17 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     }
   }
 
+  /** A CancelRequest for the session ends its lock wait as PostgreSQL ends a lock wait. */
+  cancelWait(session: ClientSession): void {
+    const t = session.txData;
+    if (t instanceof Txn && this.locks) this.locks.abortWait(t, new PgError(SQLSTATE.QueryCanceled, 'canceling statement due to user request'));
+  }
+
   private lockError(e: unknown): PgError {
+    if (e instanceof PgError) {
+      if (e.code === SQLSTATE.LockNotAvailable) (this.ctx.metrics as Partial<TxMetrics> | undefined)?.lockTimeout?.();
+      return e;
+    }
     if (e instanceof LockTimeoutError) {
       this.stats.lockTimeouts++;
       (this.ctx.metrics as Partial<TxMetrics> | undefined)?.lockTimeout?.();
@@ -282,6 +351,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
 
   private release(session: ClientSession, t: Txn): void {
     if (session.txData === t) session.txData = null;
+    this.live.delete(t);
     this.locks?.releaseAll(t);
   }
 

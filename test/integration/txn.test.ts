@@ -1,6 +1,6 @@
 // Write locks and two-phase commit through two in-process pgring proxies over 3 shards, with a
 // real ZooKeeper and real PostgreSQL: 2PC commit/rollback, multi-shard autocommit writes,
-// serialisation across proxies, lock timeout (40P01), ZooKeeper session expiry while a lock is
+// serialisation across proxies, the lock safety net (55P03), ZooKeeper session expiry while a lock is
 // held, recovery of in-doubt transactions of a gone proxy, and prepared transactions disabled.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -217,7 +217,7 @@ describe('locks across proxies', () => {
     assert.equal(done, true);
   });
 
-  it('a lock not acquired in time fails with 40P01 naming the bucket', async () => {
+  it('a lock not acquired within the locks.timeoutMs safety net fails with 55P03 naming the bucket', async () => {
     const k = 2001;
     const c1 = await open(A);
     const c2 = await open(B);
@@ -226,7 +226,7 @@ describe('locks across proxies', () => {
     await c2.query('BEGIN');
     const t0 = Date.now();
     await assert.rejects(c2.query('UPDATE kv SET v = 2 WHERE k = $1', [k]), (e: Error & { code?: string }) => {
-      assert.equal(e.code, '40P01');
+      assert.equal(e.code, '55P03');
       assert.equal(e.message, `pgring: lock timeout on lock bucket ${bucketOf(k)} after ${TIMEOUT} ms`);
       return true;
     });

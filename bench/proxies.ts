@@ -1,0 +1,198 @@
+// Several pgring proxies over one ZooKeeper: fairness and a kill soak.
+//
+//   node dist/bench/proxies.js [--scale 2] [--clients 6,12] [--reps 3] [--duration 10] [--out bench/RESULTS-proxies.md]
+//   node dist/bench/proxies.js --soak [--minutes 10] [--kill-every 30] [--out bench/RESULTS-soak.md]
+//
+// Fairness: TPC-B (-M prepared --max-tries=10, locks.mode all, 3 shards) with the same total
+// clients through one, two and three proxies, interleaved per repetition; the ratio of the
+// several-proxy throughput to the one-proxy throughput, the slowest transaction (which bounds the
+// longest lock wait) and the whole ledger after every run.
+//
+// Soak: three proxies, TPC-B with --max-tries through all of them, one proxy SIGKILLed and
+// restarted every --kill-every seconds (chosen at random); at the end, after recovery, the ledger
+// must hold (history rows >= what pgbench saw commit; the excess is bounded by the transactions
+// in flight at the kills).
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { LocalCluster, ClusterInfo } from '../src/local/cluster';
+import { chownPostgres, freePort, sleep } from '../src/local/proc';
+import { demoConfig } from '../src/cli/demo';
+import { BenchPgring } from './pgring';
+import { runPgbench, runTool, PgbenchRun } from './pgbench';
+import { Ledger, ledger, lockNodes, preparedLeft } from '../test/helpers/tpcb';
+
+const DB = 'postgres';
+const TPCB = ['-n', '-M', 'prepared', '--max-tries=10'];
+
+interface Opts { scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number }
+
+function parseOpts(): Opts {
+  const a = yargs(hideBin(process.argv))
+    .option('scale', { type: 'number', default: 2 })
+    .option('clients', { type: 'string', default: '6,12' })
+    .option('reps', { type: 'number', default: 3 })
+    .option('duration', { type: 'number', default: 10 })
+    .option('soak', { type: 'boolean', default: false })
+    .option('minutes', { type: 'number', default: 10 })
+    .option('kill-every', { type: 'number', default: 30 })
+    .option('out', { type: 'string' })
+    .strict().parseSync();
+  return {
+    scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
+    minutes: a.minutes, killEvery: a['kill-every'],
+    out: a.out ?? path.resolve(__dirname, '../../bench', a.soak ? 'RESULTS-soak.md' : 'RESULTS-proxies.md'),
+  };
+}
+
+async function proxyConfig(cluster: ClusterInfo): Promise<Record<string, unknown>> {
+  const c = demoConfig(cluster.zk, cluster.pg.map((p) => p.port), await freePort(), 0);
+  return { ...c, metrics: { enabled: false }, logLevel: 'warn', zookeeper: { connect: cluster.zk, cluster: 'bench', sessionTimeoutMs: 8000 }, locks: { mode: 'all' } };
+}
+
+function pgbench(port: number, clients: number, seconds: number, dir: string): Promise<PgbenchRun> {
+  return runPgbench(['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', ...TPCB, '-c', String(clients), '-j', String(Math.min(2, clients)), '-T', String(seconds), DB], dir, seconds);
+}
+
+function ledgerOk(before: Ledger, after: Ledger, committed: number, atLeast: boolean): string | null {
+  const d = after.map((v, i) => v - before[i]!);
+  if (new Set(d.slice(0, 4)).size !== 1) return `sums moved apart: ${d.slice(0, 4).join(', ')}`;
+  if (atLeast ? d[4]! < committed : d[4] !== committed) return `history rows +${d[4]} vs committed ${committed}`;
+  return null;
+}
+
+async function fairness(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], dir: string, ports: number[]): Promise<string> {
+  const rows: string[] = [];
+  const summary: string[] = [];
+  for (const total of o.clients) {
+    const shapes = [1, 2, 3].filter((n) => total % n === 0 && n <= proxies.length);
+    const tps = new Map<number, number[]>();
+    const maxMs = new Map<number, number[]>();
+    for (let rep = 1; rep <= o.reps; rep++) {
+      for (const n of shapes) {
+        const before = await ledger(ports, DB);
+        const runs = await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, o.duration, dir)));
+        const after = await ledger(ports, DB);
+        const committed = runs.reduce((s, r) => s + (r.processed || 0), 0);
+        const bad = ledgerOk(before, after, committed, false) ?? (runs.find((r) => !r.ok)?.error ?? null);
+        const sum = runs.reduce((s, r) => s + (r.tps || 0), 0);
+        const worst = Math.max(...runs.map((r) => r.maxMs || 0));
+        (tps.get(n) ?? tps.set(n, []).get(n)!).push(sum);
+        (maxMs.get(n) ?? maxMs.set(n, []).get(n)!).push(worst);
+        rows.push(`| ${total} | ${n} × ${total / n} | ${rep} | ${sum.toFixed(0)} (${runs.map((r) => r.tps.toFixed(0)).join(' + ')}) | ${runs.map((r) => r.p99Ms.toFixed(0)).join(' / ')} | ${worst.toFixed(0)} | ${committed} | ${bad ?? 'holds'} |`);
+        console.log(rows[rows.length - 1]);
+      }
+    }
+    const med = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+    const one = med(tps.get(1)!);
+    for (const n of shapes.slice(1)) summary.push(`| ${total} | ${n} | ${med(tps.get(n)!).toFixed(0)} | ${one.toFixed(0)} | **${(med(tps.get(n)!) / one).toFixed(2)}×** | ${med(maxMs.get(n)!).toFixed(0)} ms (one proxy: ${med(maxMs.get(1)!).toFixed(0)} ms) |`);
+  }
+  return [
+    `## Several proxies: TPC-B through 1, 2 and 3 proxies with the same total clients`,
+    '',
+    `${new Date().toISOString()}, ${os.cpus().length} cores, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end. 3 shards, ZooKeeper, \`locks.mode: all\`, pgbench -i -s ${o.scale} (${o.scale} branches: every transaction updates one of ${o.scale} hot rows),`,
+    `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions.`,
+    `Command: \`node dist/bench/proxies.js --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration}\``,
+    '',
+    '| total clients | proxies | TPS (median) | one proxy TPS | ratio | slowest transaction (median of runs) |',
+    '|---|---|---|---|---|---|',
+    ...summary,
+    '',
+    'Every run (TPS sum and per proxy; p99 latency per proxy in ms; the slowest transaction in ms; the ledger after the run: Σabalance = Σtbalance = Σbbalance = Σdelta and history rows = committed):',
+    '',
+    '| clients | proxies × clients | rep | TPS | p99 ms | max ms | committed | ledger |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
+async function soak(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], dir: string, ports: number[]): Promise<string> {
+  const end = Date.now() + o.minutes * 60000;
+  const before = await ledger(ports, DB);
+  let committed = 0, runsDone = 0, kills = 0;
+  const log: string[] = [];
+  const drive = async (p: BenchPgring) => {
+    while (Date.now() < end - 2000) {
+      if (!p.running()) { await sleep(200); continue; }
+      const secs = Math.max(2, Math.min(60, Math.floor((end - Date.now()) / 1000)));
+      const r = await pgbench(p.port, 2, secs, dir);
+      if (Number.isFinite(r.processed)) committed += r.processed;
+      runsDone++;
+    }
+  };
+  const killer = async () => {
+    while (Date.now() + o.killEvery * 1000 < end) {
+      await sleep(o.killEvery * 1000);
+      const p = proxies[Math.floor(Math.random() * proxies.length)]!;
+      p.killNow();
+      kills++;
+      const t = new Date().toISOString();
+      await sleep(1000 + Math.random() * 2000);
+      await p.start();
+      log.push(`- ${t}: SIGKILL of proxy ${p.name}, restarted`);
+      console.log(log[log.length - 1]);
+    }
+  };
+  await Promise.all([...proxies.map(drive), killer()]);
+  // Recovery: the elected controller finishes in-doubt transactions of killed proxies.
+  const deadline = Date.now() + 90000;
+  while ((await preparedLeft(ports, DB)).length && Date.now() < deadline) await sleep(1000);
+  const left = await preparedLeft(ports, DB);
+  await sleep(1000);
+  const locks = await lockNodes(cluster.zk, 'bench');
+  const after = await ledger(ports, DB);
+  const d = after.map((v, i) => v - before[i]!);
+  const bad = ledgerOk(before, after, committed, true);
+  const verdict = bad ?? (left.length ? `${left.length} prepared transactions left` : locks.length ? `${locks.length} lock znodes left` : null);
+  return [
+    `## Soak: ${o.minutes} minutes, 3 proxies, one SIGKILLed and restarted every ${o.killEvery} s`,
+    '',
+    `${new Date().toISOString()}. TPC-B \`pgbench ${TPCB.join(' ')} -c 2\` through each proxy (restarted after each kill), 3 shards, \`locks.mode: all\`, scale ${o.scale}.`,
+    `Command: \`node dist/bench/proxies.js --soak --minutes ${o.minutes} --kill-every ${o.killEvery}\``,
+    '',
+    `- kills: ${kills}; pgbench runs: ${runsDone}; transactions pgbench saw commit: ${committed}`,
+    `- changes over the soak: Σabalance ${d[0]}, Σtbalance ${d[1]}, Σbbalance ${d[2]}, Σdelta ${d[3]}, history rows +${d[4]} (at least the committed count; the excess, ${d[4]! - committed}, is transactions in flight at a kill that recovery committed: at most 2 clients × ${kills} kills)`,
+    `- prepared transactions left: ${left.length}; lock znodes left: ${locks.length}`,
+    `- **ledger: ${verdict ?? 'intact'}**`,
+    '',
+    ...log,
+    '',
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const o = parseOpts();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-proxies-'));
+  chownPostgres(dir);
+  const cluster = new LocalCluster({ dir, shards: 3 });
+  const proxies: BenchPgring[] = [];
+  let code = 0;
+  try {
+    const info = await cluster.start();
+    const ports = info.pg.map((p) => p.port);
+    for (let i = 1; i <= 3; i++) {
+      const p = new BenchPgring(`p${i}`, dir, await proxyConfig(info));
+      await p.start();
+      proxies.push(p);
+    }
+    const init = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(proxies[0]!.port), '-U', 'postgres', '-i', '-s', String(o.scale), '-q', DB], 300000);
+    if (init.code !== 0) throw new Error(`pgbench -i: ${init.stderr}`);
+    const md = o.soak ? await soak(o, info, proxies, dir, ports) : await fairness(o, info, proxies, dir, ports);
+    fs.writeFileSync(o.out, `# pgring: several proxies\n\n${md}`);
+    console.log(`wrote ${o.out}`);
+    if (o.soak && !/ledger: intact/.test(md)) code = 1;
+  } catch (e) {
+    console.error(e);
+    code = 1;
+  } finally {
+    for (const p of proxies) await p.stop().catch(() => undefined);
+    await cluster.stop().catch(() => undefined);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  process.exit(code);
+}
+
+void main();
