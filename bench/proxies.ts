@@ -2,11 +2,15 @@
 //
 //   node dist/bench/proxies.js [--scale 2] [--clients 6,12] [--reps 3] [--duration 10] [--out bench/RESULTS-proxies.md]
 //   node dist/bench/proxies.js --soak [--minutes 10] [--kill-every 30] [--out bench/RESULTS-soak.md]
+//   node dist/bench/proxies.js --lock-modes --before DIST [--clients 8] [--out bench/RESULTS-lockmodes.md]
 //
 // Fairness: TPC-B (-M prepared --max-tries=10, locks.mode all, 3 shards) with the same total
 // clients through one, two and three proxies, interleaved per repetition; the ratio of the
 // several-proxy throughput to the one-proxy throughput, the slowest transaction (which bounds the
 // longest lock wait) and the whole ledger after every run.
+//
+// Lock modes: TPC-B through one proxy in each locks.mode (all, multi_shard, off), for this build and
+// for another build (`--before`: the dist/ directory of an earlier commit), interleaved.
 //
 // Soak: three proxies, TPC-B with --max-tries through all of them, one proxy SIGKILLed and
 // restarted every --kill-every seconds (chosen at random); at the end, after recovery, the ledger
@@ -27,7 +31,7 @@ import { Ledger, ledger, lockNodes, preparedLeft } from '../test/helpers/tpcb';
 const DB = 'postgres';
 const TPCB = ['-n', '-M', 'prepared', '--max-tries=10'];
 
-interface Opts { scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number }
+interface Opts { scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
 
 function parseOpts(): Opts {
   const a = yargs(hideBin(process.argv))
@@ -38,12 +42,14 @@ function parseOpts(): Opts {
     .option('soak', { type: 'boolean', default: false })
     .option('minutes', { type: 'number', default: 10 })
     .option('kill-every', { type: 'number', default: 30 })
+    .option('lock-modes', { type: 'boolean', default: false })
+    .option('before', { type: 'string', describe: 'dist/ directory of an earlier build (for --lock-modes)' })
     .option('out', { type: 'string' })
     .strict().parseSync();
   return {
     scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
-    minutes: a.minutes, killEvery: a['kill-every'],
-    out: a.out ?? path.resolve(__dirname, '../../bench', a.soak ? 'RESULTS-soak.md' : 'RESULTS-proxies.md'),
+    minutes: a.minutes, killEvery: a['kill-every'], lockModes: a['lock-modes'], before: a.before ?? null,
+    out: a.out ?? path.resolve(__dirname, '../../bench', a.soak ? 'RESULTS-soak.md' : a['lock-modes'] ? 'RESULTS-lockmodes.md' : 'RESULTS-proxies.md'),
   };
 }
 
@@ -105,6 +111,57 @@ async function fairness(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], d
     '| clients | proxies × clients | rep | TPS | p99 ms | max ms | committed | ledger |',
     '|---|---|---|---|---|---|---|---|',
     ...rows,
+    '',
+  ].join('\n');
+}
+
+const MODES = ['all', 'multi_shard', 'off'] as const;
+
+async function lockModes(o: Opts, cluster: ClusterInfo, dir: string, ports: number[]): Promise<string> {
+  const builds = [{ name: 'this build', main: path.resolve(__dirname, '../src/cli/main.js') }];
+  if (o.before) builds.unshift({ name: `before (${o.before})`, main: path.resolve(o.before, 'src/cli/main.js') });
+  const clients = o.clients[0] ?? 8;
+  const targets: { build: string; mode: string; proxy: BenchPgring; tps: number[]; p99: number[] }[] = [];
+  for (const b of builds) {
+    for (const mode of MODES) {
+      const cfg = await proxyConfig(cluster);
+      Object.assign(cfg, { zookeeper: { connect: cluster.zk, cluster: `lm_${targets.length}`, sessionTimeoutMs: 8000 }, locks: { mode } });
+      const p = new BenchPgring(`lm${targets.length}`, dir, cfg, [b.main, 'proxy', '--config', path.join(dir, `pgring-lm${targets.length}.json`)]);
+      await p.start();
+      targets.push({ build: b.name, mode, proxy: p, tps: [], p99: [] });
+    }
+  }
+  const broken: string[] = [];
+  try {
+    for (let rep = 1; rep <= o.reps; rep++) {
+      for (const t of targets) {
+        const before = await ledger(ports, DB);
+        const r = await pgbench(t.proxy.port, clients, o.duration, dir);
+        const bad = ledgerOk(before, await ledger(ports, DB), r.processed, false) ?? (r.ok ? null : r.error ?? 'failed');
+        if (bad) broken.push(`${t.build}, ${t.mode}, rep ${rep}: ${bad}`);
+        t.tps.push(r.tps); t.p99.push(r.p99Ms);
+        console.log(`${t.build} ${t.mode} rep ${rep}: ${r.tps.toFixed(0)} tps ${bad ?? ''}`);
+      }
+    }
+  } finally {
+    for (const t of targets) await t.proxy.stop();
+  }
+  const med = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+  const rows = targets.map((t) => {
+    const base = targets.find((x) => x.mode === t.mode && x.build === builds[0]!.name)!;
+    return `| ${t.build} | ${t.mode} | ${med(t.tps).toFixed(0)} | ${t.tps.map((x) => x.toFixed(0)).join(', ')} | ${med(t.p99).toFixed(1)} | ${(med(t.tps) / med(base.tps)).toFixed(2)}× |`;
+  });
+  return [
+    '## TPC-B by lock mode, before and after',
+    '',
+    `${new Date().toISOString()}, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end. One proxy at a time, 3 shards, ZooKeeper, scale ${o.scale}, \`pgbench ${TPCB.join(' ')} -c ${clients} -j 2 -T ${o.duration}\`, ${o.reps} repetitions interleaved over all targets.`,
+    `Command: \`node dist/bench/proxies.js --lock-modes${o.before ? ` --before ${o.before}` : ''} --clients ${clients} --reps ${o.reps} --duration ${o.duration} --scale ${o.scale}\``,
+    '',
+    '| build | locks.mode | TPS (median) | every run | p99 ms | vs first build |',
+    '|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    broken.length ? `Ledger or run failures: ${broken.join('; ')}` : 'The whole ledger held after every run.',
     '',
   ].join('\n');
 }
@@ -178,9 +235,13 @@ async function main(): Promise<void> {
       await p.start();
       proxies.push(p);
     }
-    const init = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(proxies[0]!.port), '-U', 'postgres', '-i', '-s', String(o.scale), '-q', DB], 300000);
+    if (o.lockModes) for (const p of proxies.splice(0)) await p.stop();
+    const initProxy = proxies[0] ?? new BenchPgring('init', dir, await proxyConfig(info));
+    if (!proxies[0]) await initProxy.start();
+    const init = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(initProxy.port), '-U', 'postgres', '-i', '-s', String(o.scale), '-q', DB], 300000);
+    if (!proxies[0]) await initProxy.stop();
     if (init.code !== 0) throw new Error(`pgbench -i: ${init.stderr}`);
-    const md = o.soak ? await soak(o, info, proxies, dir, ports) : await fairness(o, info, proxies, dir, ports);
+    const md = o.soak ? await soak(o, info, proxies, dir, ports) : o.lockModes ? await lockModes(o, info, dir, ports) : await fairness(o, info, proxies, dir, ports);
     fs.writeFileSync(o.out, `# pgring: several proxies\n\n${md}`);
     console.log(`wrote ${o.out}`);
     if (o.soak && !/ledger: intact/.test(md)) code = 1;

@@ -12,7 +12,8 @@
 // transaction at a time (FIFO queue) without a ZooKeeper round trip, as long as no other proxy
 // waits. When another proxy's node appears, the proxy releases the ZooKeeper node as soon as
 // the current local owner finishes (local waiters queue again behind the other proxy). A held
-// bucket nobody uses is released after `leaseMs`.
+// bucket nobody uses is kept until another proxy queues for it (leaseMs 0, the default) or
+// released after `leaseMs`.
 //
 // Sequence wrap: a parent's sequence counter is its cversion (+2 per create/delete pair) and
 // wraps at 2^31. After releasing a node whose sequence number is above 2^30 the proxy deletes
@@ -294,8 +295,10 @@ export class ZkLockService extends EventEmitter {
     if (b.owner) return;
     if (b.queue.length === 0) {
       if (b.zk === 'held') {
-        if (b.remoteWaiting > 0 || this.opts.leaseMs <= 0) this.releaseNode(b);
-        else if (!b.leaseTimer) {
+        // Kept until another proxy queues (leaseMs 0): one proxy's steady state then takes its
+        // locks without a ZooKeeper round trip. A lease releases idle buckets after leaseMs.
+        if (b.remoteWaiting > 0) this.releaseNode(b);
+        else if (this.opts.leaseMs > 0 && !b.leaseTimer) {
           b.leaseTimer = setTimeout(() => {
             b.leaseTimer = null;
             if (b.owner === null && b.queue.length === 0 && b.zk === 'held') this.releaseNode(b);

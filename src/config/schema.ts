@@ -138,7 +138,7 @@ export const configSchema = {
         mode: { enum: ['all', 'multi_shard', 'off'], default: 'all' },
         buckets: { type: 'integer', minimum: 1, maximum: 1048576, default: 1024 },
         timeoutMs: { type: 'integer', minimum: 0, default: 600000 },
-        leaseMs: { type: 'integer', minimum: 0, default: 100 },
+        leaseMs: { type: 'integer', minimum: 0, default: 0 },
       },
       default: {},
     },

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import pg from 'pg';
 import { Zk } from '../../src/cluster/zk';
 import { Layout } from '../../src/cluster/layout';
+import { bucketDirName, encodeProxyForNode } from '../../src/cluster/locks';
 import { sleep } from '../../src/local/proc';
 
 /** Σabalance, Σtbalance, Σbbalance, Σdelta, history rows over all shards. */
@@ -51,6 +52,26 @@ export async function lockNodes(zkConnect: string, cluster: string): Promise<str
     }
     return out;
   } finally { await zk.close(); }
+}
+
+/**
+ * Lock znodes that no running proxy accounts for: proxies keep idle buckets until another proxy
+ * queues, so nodes may outlive a run, but each must be one its proxy lists in SHOW LOCKS (held or
+ * acquiring). `proxyPorts`: every proxy of the cluster that is running.
+ */
+export async function unaccountedLocks(zkConnect: string, cluster: string, proxyPorts: number[]): Promise<string[]> {
+  const known = new Set<string>();
+  for (const port of proxyPorts) {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'pgring' });
+    await c.connect();
+    try {
+      for (const r of (await c.query<{ bucket: string; proxy: string; state: string }>('SHOW LOCKS')).rows) {
+        if (r.state === 'held' || r.state === 'acquiring' || r.state === 'releasing') known.add(`${bucketDirName(Number(r.bucket))}/${encodeProxyForNode(r.proxy)}`);
+      }
+    } finally { await c.end(); }
+  }
+  const nodes = await lockNodes(zkConnect, cluster);
+  return nodes.filter((n) => { const [dir, name] = n.split('/'); return ![...known].some((k) => k.startsWith(`${dir}/`) && name!.startsWith(`${k.slice(dir!.length + 1)}-`)); });
 }
 
 export async function waitFor(what: string, cond: () => Promise<boolean>, ms: number): Promise<void> {

@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
 import { baseConfig, ChildProxy, createDatabase, dropDatabase, spawnProxy } from '../helpers/proxy';
 import { pgbenchSummary, runTool } from '../helpers/tools';
-import { assertLedger, ledger, lockNodes, preparedLeft, waitFor } from '../helpers/tpcb';
+import { assertLedger, ledger, lockNodes, preparedLeft, unaccountedLocks, waitFor } from '../helpers/tpcb';
 import { demoConfig } from '../../src/cli/demo';
 import { ClusterInfo } from '../../src/local/cluster';
 
@@ -83,7 +83,7 @@ describe('the TPC-B ledger through several proxies', () => {
       const label = clients.map((c) => `${c.pool}/${c.protocol}/${c.retries ? 'retries' : 'no retries'}`).join(' + ');
       it(`locks ${locks}, ${n} proxies (${label})`, async () => {
         const zkName = uniqueName(`ledger_${locks}`);
-        const proxies = [];
+        const proxies: ChildProxy[] = [];
         for (const c of clients) proxies.push(await startProxy(zkName, locks, c.pool));
         const before = await ledger(ports, db);
         const results = await Promise.all(proxies.map((p, i) => pgbench(p.port, clients[i]!)));
@@ -98,10 +98,11 @@ describe('the TPC-B ledger through several proxies', () => {
         });
         assertLedger(before, await ledger(ports, db), committed, `locks ${locks}, ${n} proxies`);
         assert.deepEqual(await preparedLeft(ports, db), []);
-        // While the proxies still run (their sessions would take ephemeral nodes along): an idle
-        // bucket is given up after the lease (100 ms), so a node still there is a leaked lock.
-        await waitFor('lock znodes to go', async () => (await lockNodes(cluster.zk, zkName)).length === 0, 10000);
+        // While the proxies still run (their sessions would take ephemeral nodes along): a proxy
+        // keeps idle buckets, but every lock znode must be one a proxy lists in SHOW LOCKS.
+        await waitFor('every lock znode to belong to a proxy', async () => (await unaccountedLocks(cluster.zk, zkName, proxies.map((p) => p.port))).length === 0, 10000);
         for (const p of proxies) await p.stop();
+        await waitFor('lock znodes to go with the proxies', async () => (await lockNodes(cluster.zk, zkName)).length === 0, 10000);
         const tps = results.map((r) => pgbenchSummary(r.stdout).tps.toFixed(0)).join(' + ');
         console.log(`# locks ${locks}, ${n} proxies: committed ${committed}, tps ${tps}`);
       });

@@ -13,8 +13,8 @@ import { sleep } from '../../src/local/proc';
 
 const totals = () => ledger(ports, db);
 const preparedLeft = () => prepared(ports, db);
-const lockNodes = () => zkLockNodes(cluster.zk, zkName);
-import { assertLedger, ledger, lockNodes as zkLockNodes, preparedLeft as prepared, waitFor } from '../helpers/tpcb';
+const leakedLocks = () => unaccountedLocks(cluster.zk, zkName, [survivor.port]);
+import { assertLedger, ledger, preparedLeft as prepared, unaccountedLocks, waitFor } from '../helpers/tpcb';
 
 const SECONDS = Number(process.env.PGRING_TXN_BENCH_SECONDS ?? 15);
 let cluster: ClusterInfo;
@@ -70,7 +70,7 @@ describe('pgbench TPC-B through two proxies', () => {
     assert.deepEqual(await preparedLeft(), []);
     await victim.stop();
     victim = null;
-    await waitFor('lock nodes to go', async () => (await lockNodes()).length === 0, 10000);
+    await waitFor('every lock znode to belong to the survivor', async () => (await leakedLocks()).length === 0, 10000);
     console.log(`# two proxies: tps ${s1.tps} + ${s2.tps}, processed ${s1.processed} + ${s2.processed}, failed ${s1.failed} + ${s2.failed}`);
   });
 
@@ -93,7 +93,7 @@ describe('pgbench TPC-B through two proxies', () => {
     // The victim's clients saw some of their commits and not others: the survivor's are all there.
     assertLedger(before, after, s1.processed, 'kill run', true);
     const d = after.map((x, i) => x - before[i]!);
-    await waitFor('lock nodes to go', async () => (await lockNodes()).length === 0, 15000);
+    await waitFor('every lock znode to belong to the survivor', async () => (await leakedLocks()).length === 0, 15000);
     console.log(`# kill run: survivor tps ${s1.tps} processed ${s1.processed} failed ${s1.failed}; history rows +${d[4]}`);
   });
 });
