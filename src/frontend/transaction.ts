@@ -1,0 +1,290 @@
+// Transaction control: BEGIN/COMMIT/ROLLBACK [AND CHAIN], PREPARE TRANSACTION, distributed
+// commit (handed to src/txn through TransactionHooks), and session-state book-keeping after
+// each command. The decisions themselves are pure: tx-decision.ts.
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { buildNotice, commandComplete, query } from '../protocol/messages';
+import type { RoutedStatement } from '../router/router';
+import { SessionState } from './session-state';
+import type { ClientSession } from './client';
+import type { Link, Portal } from './session-types';
+import { COMMIT_STMT, ROLLBACK_STMT, internalError } from './session-util';
+
+export class TransactionControl {
+  constructor(private readonly s: ClientSession) {}
+
+  /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
+  afterCommand(stmt: RoutedStatement, tag: string, link: Link | null): void {
+    const plan = stmt.plan;
+    switch (plan.command) {
+      case 'set': case 'reset': {
+        const v = plan.setVar;
+        if (!v || v.local) break;
+        if (v.name === 'all') this.s.state = this.s.state.afterResetAll();
+        else if (v.value === null) this.s.state = this.s.state.withReset(v.name);
+        else this.s.state = this.s.state.withSet(v.name, stmt.sql);
+        if (link) link.conn.appliedState = this.s.state.isEmpty ? null : this.s.state;
+        for (const l of this.s.links) if (l && l !== link) l.conn.appliedState = l.conn.appliedState; // other links replay on next attach
+        break;
+      }
+      case 'discard':
+        if (/^DISCARD ALL/i.test(tag)) {
+          this.s.pins.clear();
+          this.s.state = SessionState.empty;
+          if (link) { link.conn.appliedState = null; link.conn.prepared.clear(); link.unnamed = null; }
+        } else if (/TEMP/i.test(stmt.sql)) this.s.pins.delete('temp_table');
+        break;
+      case 'unlisten':
+        if (/\*/.test(stmt.sql)) this.s.pins.delete('listen');
+        break;
+      case 'deallocate':
+        if (/\ball\b/i.test(stmt.sql)) {
+          this.s.pins.delete('prepare');
+          // DEALLOCATE ALL also drops the protocol-level statements pgring prepared there, and
+          // the client's named ones (PostgreSQL keeps only the unnamed statement).
+          if (link) { link.conn.prepared.clear(); link.unnamed = null; }
+          for (const name of [...this.s.stmts.keys()]) if (name !== '') this.s.stmts.delete(name);
+        }
+        break;
+      case 'begin':
+        // A BEGIN the server ran (pinned sessions, session pooling, multi-statement strings):
+        // a ROLLBACK returns the session state to what it is now.
+        if (link && link.conn.status === 'I') this.s.txSnapshot = this.s.state;
+        break;
+      case 'commit': case 'rollback':
+        this.endTransaction(tag === 'COMMIT');
+        // AND CHAIN on the server: its next transaction is already open there.
+        if (plan.chain) this.s.txSnapshot = this.s.state;
+        break;
+      case 'prepare_transaction':
+        // The server has handed the transaction over to the prepared-transaction store (or rolled
+        // it back, tag ROLLBACK): the session is outside a transaction either way.
+        this.endTransaction(tag === 'PREPARE TRANSACTION');
+        break;
+      case 'savepoint':
+        if (plan.savepoint !== undefined) this.s.savepoints.push(plan.savepoint);
+        break;
+      case 'release': case 'rollback_to': {
+        const i = plan.savepoint === undefined ? -1 : this.s.savepoints.lastIndexOf(plan.savepoint);
+        if (plan.command === 'release') { if (i >= 0) this.s.savepoints.length = i; break; }
+        if (i >= 0) this.s.savepoints.length = i + 1;
+        // Back to a savepoint: the transaction is healthy again, also where pgring had failed it.
+        this.s.txFailed = false;
+        if (this.s.virtualTx === 'E') this.s.virtualTx = 'T';
+        break;
+      }
+      default:
+        break;
+    }
+    if (plan.sessionState) this.s.pins.add(plan.sessionState);
+  }
+
+  endTransaction(committed: boolean): void {
+    if (!committed) {
+      this.s.state = this.s.txSnapshot;
+      for (const l of this.s.links) if (l) l.conn.appliedState = this.s.state.isEmpty ? null : this.s.state;
+    }
+    this.s.virtualTx = null;
+    this.s.txFailed = false;
+    this.s.savepoints = [];
+    this.s.ctx.tx?.afterTransaction?.(this.s, committed);
+  }
+
+  /**
+   * A write to several shards outside a transaction block runs as one transaction on
+   * every shard, so a failure on one shard changes nothing on the others: committed with
+   * two-phase commit by the transaction layer (ZooKeeper), else by COMMIT on each shard.
+   */
+  distributedAutocommit(stmt: RoutedStatement): boolean {
+    const cmd = stmt.plan.command as string;
+    return stmt.plan.write && this.s.txStatus === 'I' && !this.s.virtualTx
+      && (cmd === 'insert' || cmd === 'update' || cmd === 'delete' || cmd === 'merge');
+  }
+
+  /** BEGIN on each shard (sent by link()), the statement, then the two-phase commit hook; the client sees one autocommit statement. */
+  async autocommitMulti(stmt: RoutedStatement, msg: Buffer, shards: number[], bodies?: Buffer[]): Promise<void> {
+    this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state;
+    let err: PgError | null = null;
+    try {
+      await this.s.scatter.scatterSimple(stmt, msg, shards, true, bodies);
+      await this.s.q.waitIdle();
+    } catch (e) { err = internalError(e); }
+    this.s.virtualTx = null;
+    const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+    err = (await this.endOnLinks(links, !err && links.length > 0 && links.every((l) => l.conn.status === 'T'))) ?? err;
+    if (err) { this.s.ctx.metrics?.error(err.code); this.s.q.synth([err.toMessage()], false); }
+    this.s.q.rfq();
+  }
+
+  /** Commits `links` together: two-phase with the transaction layer (ZooKeeper), else COMMIT on each. */
+  commitLinks(links: Link[]): Promise<void> {
+    const hook = this.s.ctx.tx?.commitMulti;
+    return hook ? hook.call(this.s.ctx.tx, this.s, links) : this.s.servers.runOnLinks(links, 'COMMIT');
+  }
+
+  /** Ends the transaction on `links`: commits when `commit` (returns the commit's error, if any), else rolls back. */
+  async endOnLinks(links: Link[], commit: boolean): Promise<PgError | null> {
+    if (!commit) {
+      if (links.length) await this.s.servers.runOnLinks(links, 'ROLLBACK').catch(() => undefined);
+      this.endTransaction(false);
+      return null;
+    }
+    try {
+      await this.commitLinks(links);
+      this.endTransaction(true);
+      return null;
+    } catch (e) {
+      this.endTransaction(false);
+      return internalError(e);
+    }
+  }
+
+  /**
+   * BEGIN / COMMIT / ROLLBACK. Returns true when answered here (the simple-query case);
+   * false to forward the statement to its link(s) as usual.
+   */
+  txControl(stmt: RoutedStatement, ext: { portal?: Portal } | null): boolean {
+    const cmd = stmt.plan.command;
+    const links = this.s.attachedLinks;
+    const reply = (msgs: Buffer[]) => {
+      this.s.q.synth(msgs, ext !== null);
+      if (!ext) this.s.q.rfq();
+    };
+    if (cmd === 'begin') {
+      if (this.s.txStatus === 'E') {
+        // PostgreSQL refuses every command but the ones ending the block in a failed transaction.
+        this.s.simple.queryError(new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block'), ext !== null);
+        return true;
+      }
+      const tag = /^\s*start/i.test(stmt.sql) ? 'START TRANSACTION' : 'BEGIN';
+      if (this.s.txStatus !== 'I') {
+        reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete(tag)]);
+        return true;
+      }
+      if (links.length) { this.s.beginSql = stmt.sql; return false; } // pinned session: let the server run it
+      this.s.virtualTx = 'T';
+      this.s.beginSql = stmt.sql;
+      this.s.txSnapshot = this.s.state;
+      reply([commandComplete(tag)]);
+      return true;
+    }
+    // COMMIT / ROLLBACK [AND CHAIN]
+    const chain = stmt.plan.chain === true;
+    const inTx = this.s.txStatus !== 'I';
+    if (links.length === 0 || !links.some((l) => l.conn.status !== 'I')) {
+      if (!inTx) {
+        if (chain) {
+          this.s.simple.queryError(new PgError(SQLSTATE.NoActiveSqlTransaction, `${cmd === 'commit' ? 'COMMIT' : 'ROLLBACK'} AND CHAIN can only be used in transaction blocks`), ext !== null);
+          return true;
+        }
+        const implicit = ext ? [...this.s.unitLinks].filter((l) => l.unsynced && this.s.links[l.shard] === l) : [];
+        if (implicit.length) {
+          // Extended messages since the last Sync run in an implicit transaction, which PostgreSQL
+          // ends here (asyncpg's executemany rolls back that way): the servers end theirs and
+          // send the warning.
+          for (const l of implicit) this.s.ext.internalInUnit(l, cmd === 'commit' ? COMMIT_STMT : ROLLBACK_STMT);
+          reply([commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
+          return true;
+        }
+        reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
+        return true;
+      }
+      // The transaction ends before the answer: its ReadyForQuery shows the new status.
+      const failed = this.s.virtualTx === 'E';
+      this.endTransaction(cmd === 'commit' && !failed);
+      if (chain) this.chainTransaction();
+      reply([commandComplete(cmd === 'commit' && !failed ? 'COMMIT' : 'ROLLBACK')]);
+      return true;
+    }
+    if (this.s.txFailed) {
+      // The servers' transactions are healthy but the client's failed: roll them back.
+      const active = links.filter((l) => l.conn.status !== 'I');
+      for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
+      this.s.txFailed = false;
+      this.endTransaction(false);
+      if (chain) this.chainTransaction();
+      reply([commandComplete('ROLLBACK')]);
+      return true;
+    }
+    const activeLinks = links.filter((l) => l.conn.status !== 'I');
+    if (activeLinks.length > 1 && (cmd === 'rollback' || this.s.txStatus === 'E')) {
+      // ROLLBACK (or COMMIT of a failed transaction) over several shards: every shard rolls back
+      // (forwarded, the statement would reach one of them; a COMMIT would commit the healthy ones).
+      for (const l of activeLinks) this.s.servers.sendInternal(l, 'ROLLBACK');
+      this.endTransaction(false);
+      if (chain) this.chainTransaction();
+      reply([commandComplete('ROLLBACK')]);
+      return true;
+    }
+    if (cmd === 'commit' && this.s.txStatus === 'T') {
+      const veto = this.s.ctx.tx?.beforeCommit?.(this.s);
+      if (veto) {
+        // The transaction layer refuses the commit (e.g. its ZooKeeper locks were lost): roll back.
+        for (const l of links.filter((x) => x.conn.status !== 'I')) this.s.servers.sendInternal(l, 'ROLLBACK');
+        this.endTransaction(false);
+        reply([veto.toMessage()]);
+        return true;
+      }
+    }
+    if (cmd === 'commit' && links.filter((l) => l.conn.status !== 'I').length > 1 && this.s.txStatus === 'T') {
+      // The pump waits for it: nothing else may run (or answer) before the commit is decided.
+      this.s.blockingWork = this.commitMulti(stmt, ext !== null);
+      return true;
+    }
+    return false;
+  }
+
+  /** PREPARE TRANSACTION by the client: true when answered here. A failed transaction is rolled
+   *  back (tag ROLLBACK, as PostgreSQL does); one on a single server is prepared there (an empty
+   *  one on the shard pgring would use); one over several shards cannot be handed to one
+   *  prepared-transaction id. */
+  prepareTransaction(): boolean {
+    const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+    if (this.s.txFailed || (this.s.virtualTx === 'E' && active.length === 0)) {
+      for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
+      this.s.q.synth([commandComplete('ROLLBACK')], false);
+      this.endTransaction(false);
+      this.s.q.rfq();
+      return true;
+    }
+    if (active.length > 1) {
+      throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
+    }
+    return false;
+  }
+
+  /** AND CHAIN answered by pgring: the next transaction starts at once, with the same BEGIN
+   *  (so the same isolation level, read-only and deferrable modes), on the shards it reaches. */
+  chainTransaction(): void {
+    this.s.virtualTx = 'T';
+    this.s.txSnapshot = this.s.state;
+    // Links that stay attached (pinned sessions, or queued behind pgring's own ROLLBACK) start it now.
+    for (const l of this.s.links) if (l) this.s.servers.sendInternal(l, this.s.beginSql);
+  }
+
+  async commitMulti(stmt: RoutedStatement, ext: boolean): Promise<void> {
+    const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+    try {
+      await this.commitLinks(links);
+      this.s.q.synth([commandComplete('COMMIT')], ext);
+      this.endTransaction(true);
+      if (stmt.plan.chain) this.chainTransaction();
+    } catch (e) {
+      this.endTransaction(false);
+      const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
+      this.s.q.synth([err.toMessage()], ext);
+    }
+    if (!ext) this.s.q.rfq();
+    this.s.flush();
+  }
+
+  txControlInMulti(stmt: RoutedStatement): boolean {
+    // Inside a split multi-statement string, BEGIN/COMMIT behave like separate statements.
+    const cmd = stmt.plan.command;
+    if (cmd === 'begin' && this.s.txStatus === 'I' && this.s.attachedLinks.length === 0) {
+      this.s.virtualTx = 'T'; this.s.beginSql = stmt.sql; this.s.txSnapshot = this.s.state;
+      this.s.q.synth([commandComplete('BEGIN')], false);
+      return true;
+    }
+    return false;
+  }
+}
