@@ -261,7 +261,7 @@ export class ExtendedProtocol {
 
   async executeVirtualLater(msg: Buffer): Promise<void> {
     await this.s.q.afterInFlight();
-    if (this.s.extError || this.s.skipUntilSync) return; // skipped, as PostgreSQL skips it
+    if (this.s.q.extError || this.s.skipUntilSync) return; // skipped, as PostgreSQL skips it
     await this.onExecute(msg);
     this.s.flush();
   }
@@ -381,7 +381,7 @@ export class ExtendedProtocol {
       await this.s.q.waitIdle();
       const open = links.filter((l) => this.s.links[l.shard] === l && l.conn.status !== 'I');
       // extError: the client was told of an error in this unit (by a server or by pgring).
-      err = await this.s.tx.endOnLinks(open, !this.s.extError && open.length > 0 && open.every((l) => l.conn.status === 'T'));
+      err = await this.s.tx.endOnLinks(open, !this.s.q.extError && open.length > 0 && open.every((l) => l.conn.status === 'T'));
     } catch (e) {
       err = internalError(e);
     }

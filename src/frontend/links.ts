@@ -19,7 +19,7 @@ export class ServerLinks {
     if (!link || this.s.links[link.shard] !== link) return;
     this.s.links[link.shard] = undefined;
     this.s.unitLinks.delete(link);
-    if (this.s.waiters !== null) this.s.q.wake();
+    if (this.s.q.waiters !== null) this.s.q.wake();
     // In session pooling the server connection is the client's session, as in PostgreSQL: its
     // end ends the client too (even idle), instead of a silent new session on the next query.
     const busy = link.queue.length > 0 || conn.status !== 'I' || this.s.pins.size > 0 || this.s.virtualTx !== null

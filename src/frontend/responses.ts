@@ -6,85 +6,33 @@ import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
 import { commandTag, decodeDataRow, readyForQuery } from '../protocol/messages';
 import type { ServerConnection } from '../backend/server';
 import { clientRowDescription } from './group';
+import { ResponseQueue } from './response-queue';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
-import { msg_flush, notifierAsClient, isFatal, isResultTypeChange } from './session-util';
+import { msg_flush, notifierAsClient, isResultTypeChange } from './session-util';
 
-export class Responses {
-  constructor(private readonly s: ClientSession) {}
+export class Responses extends ResponseQueue {
+  constructor(private readonly s: ClientSession) { super(s.wq); }
 
-  push(kind: K, link: Link | null, ext: boolean): Pending {
-    // Every field exists from the start: one object shape for all kinds keeps property access monomorphic.
-    const p: Pending = {
-      kind, link, out: null, done: false, ext, plans: undefined, planIdx: undefined, group: undefined, member: undefined,
-      onError: undefined, cs: undefined, onDone: undefined, rows: undefined, onRow: undefined, t0: undefined,
-    };
-    this.s.pendings.push(p);
-    if (link) link.queue.push(p);
-    return p;
+  protected override ready(): void {
+    const s = this.s;
+    const status = s.txStatus;
+    s.write(readyForQuery(status));
+    if (status === 'I') s.ctx.tx?.afterIdle?.(s);
+    s.servers.afterReady();
   }
 
-  synth(msgs: Buffer[], ext: boolean): void {
-    const p = this.push(K.Synth, null, ext);
-    p.out = msgs;
-    p.done = true;
-    if (this.s.pendings.length === 1) this.drain();
+  protected override timed(p: Pending): void {
+    const link = p.link!;
+    const us = (Date.now() - p.t0!) * 1000;
+    const st = link.pool.stats;
+    st.totalQuery++;
+    st.totalQueryTimeUs += us;
+    this.s.ctx.metrics?.query(link.shard, us);
   }
 
-  rfq(): void {
-    this.push(K.Rfq, null, false).done = true;
-    if (this.s.pendings.length === 1) this.drain();
-  }
-
-  /** Sends `msg` to the client on behalf of `p` (streams if p is at the head). */
-  out(p: Pending, msg: Buffer): void {
-    if (msg[0] === B.ErrorResponse && p.link && isFatal(msg)) p.link.conn.fatalRelayed = true;
-    if (this.s.pendings.first() === p) this.emit(p, msg);
-    else (p.out ??= []).push(msg);
-  }
-
-  emit(p: Pending, msg: Buffer): void {
-    if (this.s.extError && p.ext) return; // PostgreSQL would not have run it
-    this.s.write(msg);
-    if (p.ext && msg[0] === B.ErrorResponse) this.s.extError = true;
-  }
-
-  complete(p: Pending): void {
-    if (p.done) return;
-    p.done = true;
-    p.onDone?.();
-    if (p.t0 !== undefined && p.link) {
-      const us = (Date.now() - p.t0) * 1000;
-      const st = p.link.pool.stats;
-      st.totalQuery++;
-      st.totalQueryTimeUs += us;
-      this.s.ctx.metrics?.query(p.link.shard, us);
-    }
-    if (p.link) {
-      const q = p.link.queue;
-      if (q.first() === p) q.shift(); else { const i = q.indexOf(p); if (i >= 0) q.removeAt(i); }
-    }
-    if (this.s.pendings.first() === p) this.drain();
-    if (this.s.waiters !== null) this.wake();
-  }
-
-  drain(): void {
-    const ps = this.s.pendings;
-    while (ps.length) {
-      const p = ps.first()!;
-      if (p.out) { const o = p.out; p.out = null; for (const m of o) this.emit(p, m); }
-      if (!p.done) return;
-      ps.shift();
-      if (p.kind === K.Rfq) {
-        this.s.extError = false;
-        const status = this.s.txStatus;
-        this.s.write(readyForQuery(status));
-        if (status === 'I') this.s.ctx.tx?.afterIdle?.(this.s);
-        this.s.servers.afterReady();
-      }
-    }
-  }
+  protected override closed(): boolean { return this.s.phase === 'closed'; }
 
   onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void {
     const link = conn.tag as Link;
@@ -129,6 +77,14 @@ export class Responses {
         if (type === B.ReadyForQuery) { this.complete(p); return; }
         this.out(p, msg); // e.g. an error raised at commit of the implicit transaction
         return;
+      default:
+        this.onExtendedMessage(p, link, type, msg);
+    }
+  }
+
+  /** A server message answering an extended-protocol request (or pgring's own Parse/Close/BEGIN). */
+  private onExtendedMessage(p: Pending, link: Link, type: number, msg: Buffer): void {
+    switch (p.kind) {
       case K.InternalParse:
         if (type === B.ParseComplete) { this.complete(p); return; }
         break;
@@ -220,29 +176,6 @@ export class Responses {
     // temporary objects, ...) still ends the block: the server has rolled the transaction back.
     const cmd = p.plans?.[p.planIdx ?? 0]?.plan.command;
     if (cmd === 'prepare_transaction' || cmd === 'commit') this.s.tx.endTransaction(false);
-  }
-
-  /** Resolves once every request of this client has been answered. */
-  waitIdle(): Promise<void> {
-    return this.waitUntil(() => this.s.pendings.every((p: Pending) => p.done || p.kind === K.Rfq));
-  }
-
-  /** Resolves when `until()` holds (or the client is gone); re-checked by wake(). */
-  waitUntil(until: () => boolean): Promise<void> {
-    if (this.s.phase === 'closed' || until()) return Promise.resolve();
-    return new Promise((resolve) => { (this.s.waiters ??= []).push({ until, resolve }); });
-  }
-
-  wake(): void {
-    const ws = this.s.waiters;
-    if (ws === null) return;
-    const closed = this.s.phase === 'closed';
-    const still: typeof ws = [];
-    for (const w of ws) {
-      if (closed || w.until()) w.resolve();
-      else still.push(w);
-    }
-    this.s.waiters = still.length ? still : null;
   }
 
   /** Requests sent to a server and not answered yet. */

@@ -131,8 +131,7 @@ export class Scatter {
       p.group = group; p.member = i; p.plans = [stmt];
     });
     // The result entry must come after the members in response order.
-    this.s.pendings.removeAt(this.s.pendings.indexOf(result));
-    this.s.pendings.push(result);
+    this.s.q.moveToEnd(result);
     group.onFinish = (msgs) => {
       result.out = msgs;
       const first = msgs.find((m) => m[0] === B.CommandComplete);

@@ -5,7 +5,6 @@
 import type * as net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { UserConfig } from '../config/types';
-import { Fifo } from './fifo';
 import type { TxStatus } from '../protocol/messages';
 import { StartupReader } from '../protocol/reader';
 import type { Router } from '../router/router';
@@ -13,7 +12,7 @@ import type { ClientAuth } from './auth';
 import type { ClientStatement } from './prepared';
 import { PinReason, SessionState } from './session-state';
 import type { CopySplitter } from './copy';
-import type { ProxyContext, Pending, Link } from './session-types';
+import type { ProxyContext, Link } from './session-types';
 
 let nextPid = 1_000_000 + randomInt(1_000_000);
 
@@ -58,15 +57,6 @@ export abstract class SessionShared {
   // ---- shared.ts: bytes out to the client ----
   /** Messages for the client, written in one socket write by flush(). */
   readonly wq: Buffer[] = [];
-
-  // ---- response-queue.ts / responses.ts: response order ----
-  /** Every request in response order (client side of the two queues). */
-  readonly pendings = new Fifo<Pending>();
-  /** An extended-protocol request failed since the last ReadyForQuery: later extended output is dropped, as PostgreSQL skips it. */
-  extError = false;
-  /** Waiting (afterInFlight, waitIdle) until a condition on the request queues holds; checked
-   *  when a request completes, a link goes away or the client closes. */
-  waiters: { until: () => boolean; resolve: () => void }[] | null = null;
 
   // ---- links.ts: server connections ----
   /** The link to each shard's server connection, by shard index. */

@@ -8,6 +8,10 @@ import { SessionState } from './session-state';
 import type { ClientSession } from './client';
 import type { Link, Portal } from './session-types';
 import { COMMIT_STMT, ROLLBACK_STMT, internalError } from './session-util';
+import { decideTxControl, endTag, TxAction } from './tx-decision';
+import type { TxFacts } from './tx-decision';
+
+function beginTag(stmt: RoutedStatement): string { return /^\s*start/i.test(stmt.sql) ? 'START TRANSACTION' : 'BEGIN'; }
 
 export class TransactionControl {
   constructor(private readonly s: ClientSession) {}
@@ -138,99 +142,110 @@ export class TransactionControl {
     }
   }
 
+  /** Reused by txControl: the decision allocates nothing per statement. */
+  private readonly facts: TxFacts = { cmd: 'begin', chain: false, status: 'I', attached: 0, active: 0, txFailed: false, virtualFailed: false, implicit: 0 };
+
+  /** The transaction state decideTxControl needs, read from the session. */
+  private readFacts(stmt: RoutedStatement, ext: boolean): TxFacts {
+    const s = this.s;
+    const f = this.facts;
+    f.cmd = stmt.plan.command as TxFacts['cmd'];
+    f.chain = stmt.plan.chain === true;
+    f.status = s.txStatus;
+    f.attached = 0; f.active = 0; f.implicit = 0;
+    for (const l of s.links) if (l) { f.attached++; if (l.conn.status !== 'I') f.active++; }
+    f.txFailed = s.txFailed;
+    f.virtualFailed = s.virtualTx === 'E';
+    if (ext) for (const l of s.unitLinks) if (l.unsynced && s.links[l.shard] === l) f.implicit++;
+    return f;
+  }
+
   /**
    * BEGIN / COMMIT / ROLLBACK. Returns true when answered here (the simple-query case);
-   * false to forward the statement to its link(s) as usual.
+   * false to forward the statement to its link(s) as usual. What to do is decided by
+   * decideTxControl (tx-decision.ts); this carries it out.
    */
   txControl(stmt: RoutedStatement, ext: { portal?: Portal } | null): boolean {
-    const cmd = stmt.plan.command;
-    const links = this.s.attachedLinks;
-    const reply = (msgs: Buffer[]) => {
-      this.s.q.synth(msgs, ext !== null);
-      if (!ext) this.s.q.rfq();
-    };
-    if (cmd === 'begin') {
-      if (this.s.txStatus === 'E') {
-        // PostgreSQL refuses every command but the ones ending the block in a failed transaction.
-        this.s.simple.queryError(new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block'), ext !== null);
+    const s = this.s;
+    const isExt = ext !== null;
+    const f = this.readFacts(stmt, isExt);
+    const cmd = f.cmd;
+    const action = decideTxControl(f);
+    switch (action) {
+      case TxAction.RefuseInFailed:
+        s.simple.queryError(new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block'), isExt);
+        return true;
+      case TxAction.AlreadyInProgress:
+        this.reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete(beginTag(stmt))], isExt);
+        return true;
+      case TxAction.BeginOnServer:
+        s.beginSql = stmt.sql; // pinned session: let the server run it
+        return false;
+      case TxAction.BeginVirtual:
+        s.virtualTx = 'T';
+        s.beginSql = stmt.sql;
+        s.txSnapshot = s.state;
+        this.reply([commandComplete(beginTag(stmt))], isExt);
+        return true;
+      case TxAction.ChainOutsideBlock:
+        s.simple.queryError(new PgError(SQLSTATE.NoActiveSqlTransaction, `${cmd === 'commit' ? 'COMMIT' : 'ROLLBACK'} AND CHAIN can only be used in transaction blocks`), isExt);
+        return true;
+      case TxAction.EndImplicit:
+        // The servers end their implicit transactions and send the warning.
+        for (const l of [...s.unitLinks]) if (l.unsynced && s.links[l.shard] === l) s.ext.internalInUnit(l, cmd === 'commit' ? COMMIT_STMT : ROLLBACK_STMT);
+        this.reply([commandComplete(endTag(cmd, true))], isExt);
+        return true;
+      case TxAction.NoTransaction:
+        this.reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(endTag(cmd, true))], isExt);
+        return true;
+      case TxAction.EndCommitted: case TxAction.EndRolledBack: {
+        // The transaction ends before the answer: its ReadyForQuery shows the new status.
+        const committed = action === TxAction.EndCommitted;
+        this.endTransaction(committed);
+        if (f.chain) this.chainTransaction();
+        this.reply([commandComplete(endTag(cmd, committed))], isExt);
         return true;
       }
-      const tag = /^\s*start/i.test(stmt.sql) ? 'START TRANSACTION' : 'BEGIN';
-      if (this.s.txStatus !== 'I') {
-        reply([buildNotice({ severity: 'WARNING', code: '25001', message: 'there is already a transaction in progress' }), commandComplete(tag)]);
-        return true;
-      }
-      if (links.length) { this.s.beginSql = stmt.sql; return false; } // pinned session: let the server run it
-      this.s.virtualTx = 'T';
-      this.s.beginSql = stmt.sql;
-      this.s.txSnapshot = this.s.state;
-      reply([commandComplete(tag)]);
-      return true;
-    }
-    // COMMIT / ROLLBACK [AND CHAIN]
-    const chain = stmt.plan.chain === true;
-    const inTx = this.s.txStatus !== 'I';
-    if (links.length === 0 || !links.some((l) => l.conn.status !== 'I')) {
-      if (!inTx) {
-        if (chain) {
-          this.s.simple.queryError(new PgError(SQLSTATE.NoActiveSqlTransaction, `${cmd === 'commit' ? 'COMMIT' : 'ROLLBACK'} AND CHAIN can only be used in transaction blocks`), ext !== null);
-          return true;
-        }
-        const implicit = ext ? [...this.s.unitLinks].filter((l) => l.unsynced && this.s.links[l.shard] === l) : [];
-        if (implicit.length) {
-          // Extended messages since the last Sync run in an implicit transaction, which PostgreSQL
-          // ends here (asyncpg's executemany rolls back that way): the servers end theirs and
-          // send the warning.
-          for (const l of implicit) this.s.ext.internalInUnit(l, cmd === 'commit' ? COMMIT_STMT : ROLLBACK_STMT);
-          reply([commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
-          return true;
-        }
-        reply([buildNotice({ severity: 'WARNING', code: '25P01', message: 'there is no transaction in progress' }), commandComplete(cmd === 'commit' ? 'COMMIT' : 'ROLLBACK')]);
-        return true;
-      }
-      // The transaction ends before the answer: its ReadyForQuery shows the new status.
-      const failed = this.s.virtualTx === 'E';
-      this.endTransaction(cmd === 'commit' && !failed);
-      if (chain) this.chainTransaction();
-      reply([commandComplete(cmd === 'commit' && !failed ? 'COMMIT' : 'ROLLBACK')]);
-      return true;
-    }
-    if (this.s.txFailed) {
-      // The servers' transactions are healthy but the client's failed: roll them back.
-      const active = links.filter((l) => l.conn.status !== 'I');
-      for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
-      this.s.txFailed = false;
-      this.endTransaction(false);
-      if (chain) this.chainTransaction();
-      reply([commandComplete('ROLLBACK')]);
-      return true;
-    }
-    const activeLinks = links.filter((l) => l.conn.status !== 'I');
-    if (activeLinks.length > 1 && (cmd === 'rollback' || this.s.txStatus === 'E')) {
-      // ROLLBACK (or COMMIT of a failed transaction) over several shards: every shard rolls back
-      // (forwarded, the statement would reach one of them; a COMMIT would commit the healthy ones).
-      for (const l of activeLinks) this.s.servers.sendInternal(l, 'ROLLBACK');
-      this.endTransaction(false);
-      if (chain) this.chainTransaction();
-      reply([commandComplete('ROLLBACK')]);
-      return true;
-    }
-    if (cmd === 'commit' && this.s.txStatus === 'T') {
-      const veto = this.s.ctx.tx?.beforeCommit?.(this.s);
-      if (veto) {
-        // The transaction layer refuses the commit (e.g. its ZooKeeper locks were lost): roll back.
-        for (const l of links.filter((x) => x.conn.status !== 'I')) this.s.servers.sendInternal(l, 'ROLLBACK');
+      case TxAction.RollbackAll:
+        this.rollbackActive();
+        s.txFailed = false;
         this.endTransaction(false);
-        reply([veto.toMessage()]);
+        if (f.chain) this.chainTransaction();
+        this.reply([commandComplete('ROLLBACK')], isExt);
         return true;
-      }
+      case TxAction.Commit: case TxAction.CommitMulti:
+        return this.commit(stmt, f.active > 1, isExt);
+      default:
+        return false;
     }
-    if (cmd === 'commit' && links.filter((l) => l.conn.status !== 'I').length > 1 && this.s.txStatus === 'T') {
-      // The pump waits for it: nothing else may run (or answer) before the commit is decided.
-      this.s.blockingWork = this.commitMulti(stmt, ext !== null);
+  }
+
+  /** Answers a transaction-control statement (with ReadyForQuery in the simple protocol). */
+  private reply(msgs: Buffer[], ext: boolean): void {
+    this.s.q.synth(msgs, ext);
+    if (!ext) this.s.q.rfq();
+  }
+
+  /** pgring's own ROLLBACK on every server inside the transaction. */
+  private rollbackActive(): void {
+    for (const l of this.s.attachedLinks) if (l.conn.status !== 'I') this.s.servers.sendInternal(l, 'ROLLBACK');
+  }
+
+  /** COMMIT of a healthy transaction: the transaction layer may veto it (then roll back);
+   *  over several servers it is the distributed commit, else it is forwarded (false). */
+  private commit(stmt: RoutedStatement, multi: boolean, ext: boolean): boolean {
+    const veto = this.s.ctx.tx?.beforeCommit?.(this.s);
+    if (veto) {
+      // The transaction layer refuses the commit (e.g. its ZooKeeper locks were lost): roll back.
+      this.rollbackActive();
+      this.endTransaction(false);
+      this.reply([veto.toMessage()], ext);
       return true;
     }
-    return false;
+    if (!multi) return false;
+    // The pump waits for it: nothing else may run (or answer) before the commit is decided.
+    this.s.blockingWork = this.commitMulti(stmt, ext);
+    return true;
   }
 
   /** PREPARE TRANSACTION by the client: true when answered here. A failed transaction is rolled
