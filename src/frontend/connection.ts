@@ -14,13 +14,12 @@ import { ClientAuth } from './auth';
 import type { ClientSession } from './client';
 
 export class ConnectionLifecycle {
-  constructor(private readonly s: ClientSession) {}
-
+  /** Credentials for the servers (the user's serverUser / serverPassword, else the client's). */
   private serverUser = '';
-
   private serverPassword: string | undefined;
-
   private closing = false;
+
+  constructor(private readonly s: ClientSession) {}
 
   /** Starts reading the accepted socket; authentication must complete in time. */
   accept(socket: net.Socket): void {

@@ -2,7 +2,7 @@
 // that handles its type, strictly in order (the inbox and the pump).
 import { F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { buildError, query, queryText, readyForQuery } from '../protocol/messages';
+import { buildError, queryText, readyForQuery } from '../protocol/messages';
 import { MessageReader, ProtocolViolation } from '../protocol/reader';
 import { parseStartup } from '../protocol/startup';
 import { beginWriteBatch, endWriteBatch } from '../backend/server';
@@ -10,11 +10,11 @@ import type { ClientSession } from './client';
 import { K } from './session-types';
 
 export class Dispatch {
-  constructor(private readonly s: ClientSession) {}
-
   private readonly reader = new MessageReader();
-
+  /** The pump is draining the inbox: new messages queue behind it. */
   private pumping = false;
+
+  constructor(private readonly s: ClientSession) {}
 
   readonly onMessageBound = (t: number, m: Buffer): void => this.onMessage(t, m);
 

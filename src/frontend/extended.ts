@@ -13,12 +13,12 @@ import type { Pending, Link, Portal } from './session-types';
 import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
 
 export class ExtendedProtocol {
-  constructor(private readonly s: ClientSession) {}
-
   /** Links of the current extended-protocol unit that run an autocommit multi-shard write in a transaction of its own. */
   private unitTx: Set<Link> | null = null;
-
+  /** The client's portals by name ('' = unnamed, dropped at Sync). */
   private portals = new Map<string, Portal>();
+
+  constructor(private readonly s: ClientSession) {}
 
   onParse(msg: Buffer): Promise<void> | void {
     let info: ReturnType<typeof decodeParse>;

@@ -2,7 +2,7 @@
 // connection has which, eviction, staleness after DDL, and injecting a Parse before a Bind.
 import { F } from '../protocol/codes';
 import { targeted } from '../protocol/messages';
-import { ClientStatement, bumpGeneration, isStale, prepareSeq } from './prepared';
+import { ClientStatement, bumpGeneration, prepareSeq } from './prepared';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Link } from './session-types';

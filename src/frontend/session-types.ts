@@ -3,7 +3,6 @@ import * as tls from 'node:tls';
 import type { Config, KeyType } from '../config/types';
 import { Fifo } from './fifo';
 import { PgError } from '../protocol/errors';
-import { query } from '../protocol/messages';
 import type { Pool } from '../backend/pool';
 import type { ServerConnection } from '../backend/server';
 import type { Topology } from '../backend/topology';

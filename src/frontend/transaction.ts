@@ -2,7 +2,7 @@
 // commit (handed to src/txn through TransactionHooks), and session-state book-keeping after
 // each command. The decisions themselves are pure: tx-decision.ts.
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { buildNotice, commandComplete, query } from '../protocol/messages';
+import { buildNotice, commandComplete } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 import { SessionState } from './session-state';
 import type { ClientSession } from './client';
