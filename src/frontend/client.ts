@@ -49,15 +49,15 @@ export { parseArrayLiteral } from './session-util';
 
 export class ClientSession extends SessionShared implements ServerOwner {
   // Collaborators, one concern each (created before the socket delivers anything).
-  readonly io = new Dispatch(this);
+  readonly dispatch = new Dispatch(this);
   readonly lifecycle = new ConnectionLifecycle(this);
-  readonly q = new Responses(this);
+  readonly responses = new Responses(this);
   readonly servers = new ServerLinks(this);
   readonly simple = new SimpleQuery(this);
-  readonly routes = new SessionRouting(this);
+  readonly routing = new SessionRouting(this);
   readonly ext = new ExtendedProtocol(this);
   readonly prepared = new ServerStatements(this);
-  readonly tx = new TransactionControl(this);
+  readonly transaction = new TransactionControl(this);
   readonly scatter = new Scatter(this);
   readonly copy = new CopyIn(this);
 
@@ -74,7 +74,7 @@ export class ClientSession extends SessionShared implements ServerOwner {
   runOnLinks(links: Link[], sql: string): Promise<void> { return this.servers.runOnLinks(links, sql); }
 
   // ServerOwner: the server connections attached to this client report here.
-  onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void { this.q.onServerMessage(conn, type, msg); }
+  onServerMessage(conn: ServerConnection, type: number, msg: Buffer): void { this.responses.onServerMessage(conn, type, msg); }
   onServerBatchEnd(): void { this.flush(); }
   onServerClose(conn: ServerConnection, err: PgError): void { this.servers.onServerClose(conn, err); }
 }

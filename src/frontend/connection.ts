@@ -26,7 +26,7 @@ export class ConnectionLifecycle {
     const s = this.s;
     socket.setNoDelay(true);
     // A socket that may be handed to TLS is read through 'data' events (TLS takes the handle over).
-    readAccepted(socket, (chunk) => s.io.onData(chunk), s.ctx.config.tls !== undefined);
+    readAccepted(socket, (chunk) => s.dispatch.onData(chunk), s.ctx.config.tls !== undefined);
     // Authentication must complete in time, or the connection is closed (authentication_timeout).
     s.authTimer = setTimeout(() => {
       if (s.phase === 'startup' || s.phase === 'auth') this.fatal(PgError.fatal(SQLSTATE.QueryCanceled, 'canceling authentication due to timeout'));
@@ -51,7 +51,7 @@ export class ConnectionLifecycle {
     raw.write(Buffer.from('S'));
     raw.removeAllListeners('data');
     const t = new tls.TLSSocket(raw, { isServer: true, secureContext });
-    t.on('data', (chunk: Buffer) => this.s.io.onData(chunk));
+    t.on('data', (chunk: Buffer) => this.s.dispatch.onData(chunk));
     t.on('error', () => this.close());
     t.on('close', () => this.close());
     this.s.socket = t;
@@ -166,7 +166,7 @@ export class ConnectionLifecycle {
     this.s.phase = 'ready';
     clearTimeout(this.s.authTimer);
     this.s.ctx.sessions.set(this.s.key, this.s);
-    if (this.s.inbox.length) void this.s.io.pump();
+    if (this.s.inbox.length) void this.s.dispatch.pump();
   }
 
   cred() { return { user: this.serverUser, password: this.serverPassword, database: this.s.database }; }
@@ -183,7 +183,7 @@ export class ConnectionLifecycle {
     this.closing = true;
     this.s.phase = 'closed';
     clearTimeout(this.s.authTimer);
-    this.s.q.wake();
+    this.s.responses.wake();
     this.s.ctx.sessions.delete(this.s.key);
     this.s.socket.destroy();
     const inTx = this.s.txStatus !== 'I';

@@ -35,19 +35,19 @@ export class CopyIn {
     await this.s.simple.beforeWrite(stmt, shards, null, null);
     const group = new Group('copy', links.length, stmt, []);
     links.forEach((l, i) => {
-      const p = this.s.q.push(K.Query, l, false);
+      const p = this.s.responses.push(K.Query, l, false);
       p.group = group; p.member = i; p.plans = [stmt];
     });
-    const result = this.s.q.push(K.GroupResult, null, false);
+    const result = this.s.responses.push(K.GroupResult, null, false);
     this.s.copySplit = splitter;
     group.onCopyIn = (first) => { if (first) { this.s.write(first); this.s.flush(); } };
     group.onFinish = (msgs) => {
       result.out = splitter.error ? [splitter.error.toMessage()] : msgs;
       this.s.copySplit = null;
-      this.s.q.complete(result);
+      this.s.responses.complete(result);
     };
     for (const l of links) { l.conn.busy = true; l.conn.write(msg); }
-    this.s.q.rfq();
+    this.s.responses.rfq();
   }
 
   /** Position of the shard key in the COPY rows: from the column list, the config, or the catalog. */

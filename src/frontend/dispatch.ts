@@ -159,12 +159,12 @@ export class Dispatch {
 
   async onFunctionCall(msg: Buffer): Promise<void> {
     try {
-      const link = await this.s.servers.link(this.s.routes.preferredShard());
-      const p = this.s.q.push(K.Query, link, false);
+      const link = await this.s.servers.link(this.s.routing.preferredShard());
+      const p = this.s.responses.push(K.Query, link, false);
       p.plans = [];
       link.conn.write(msg);
       // FunctionCallResponse is followed by ReadyForQuery, like a simple query.
-      this.s.q.rfq();
+      this.s.responses.rfq();
     } catch (e) { this.s.simple.queryError(e); }
   }
 }

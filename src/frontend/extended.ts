@@ -46,16 +46,16 @@ export class ExtendedProtocol {
       const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.s.credKey);
       this.s.stmts.set(info.name, cs);
       if (isTxControl(stmt.plan) || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
-        this.s.q.synth([parseComplete], true);
+        this.s.responses.synth([parseComplete], true);
         return;
       }
-      const shard = this.s.routes.preferredShardFor(stmt);
+      const shard = this.s.routing.preferredShardFor(stmt);
       this.s.readOnlyUse = isPlainRead(stmt.plan);
       if (!this.s.links[shard] && !stmt.plan.parseError && !this.s.ctx.topology.pool(shard, this.s.lifecycle.cred(), this.s.readOnlyUse).hasCapacity(this.s.paramsKey)) {
         // Every server connection is busy: do not make the client wait (it may hold other
         // connections through other sessions, e.g. pgbench preparing while its peers sit in
         // transactions). The Parse goes to a server together with the first Bind.
-        this.s.q.synth([parseComplete], true);
+        this.s.responses.synth([parseComplete], true);
         return;
       }
       return this.withLink(shard, this.parseOn, info, cs);
@@ -67,7 +67,7 @@ export class ExtendedProtocol {
     // A copy here is older than this Parse: prepared again, as PostgreSQL analyses every Parse.
     if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.s.prepared.closeServerStatement(link, cs.serverName);
     this.s.prepared.closeStale(link, cs);
-    const p = this.s.q.push(K.Parse, link, true);
+    const p = this.s.responses.push(K.Parse, link, true);
     this.s.prepared.markPrepared(link, cs);
     p.onError = () => {
       if (this.s.stmts.get(info.name) === cs) this.s.stmts.delete(info.name);
@@ -89,11 +89,11 @@ export class ExtendedProtocol {
       this.s.simple.checkSupported(cs.stmt, null);
       if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
         this.portals.set(info.portal, { shards: [], cs, virtual: true });
-        this.s.q.synth([bindComplete], true);
+        this.s.responses.synth([bindComplete], true);
         return;
       }
       this.s.readOnlyUse = isPlainRead(plan);
-      const route = this.s.routes.route(cs.stmt, info.params, info.paramFormats);
+      const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
       this.s.simple.checkSupported(cs.stmt, route);
       const shards = routeShards(route, this.s.ctx.shards.shardCount);
       if (this.s.simple.abortedFor(shards)) throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
@@ -114,7 +114,7 @@ export class ExtendedProtocol {
   }
 
   bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[]): void {
-      if (this.unitTx || (links.length > 1 && this.s.tx.distributedAutocommit(cs.stmt))) {
+      if (this.unitTx || (links.length > 1 && this.s.transaction.distributedAutocommit(cs.stmt))) {
         // An autocommit write to several shards: one transaction per shard, committed together at Sync.
         if (!this.unitTx) { this.unitTx = new Set(); this.s.txSnapshot = this.s.state; }
         for (const l of links) if (!this.unitTx.has(l)) { this.unitTx.add(l); this.beginInUnit(l); }
@@ -126,15 +126,15 @@ export class ExtendedProtocol {
         this.s.unitLinks.add(link);
         link.unsynced = true;
         this.s.prepared.ensurePrepared(link, cs);
-        const p = this.s.q.push(K.Bind, link, true);
+        const p = this.s.responses.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
         if (cs.serverName !== '') p.cs = cs; // no closure per Bind: checked where errors arrive
         link.conn.write(renamed);
       }
       if (group) {
-        result = this.s.q.push(K.GroupResult, null, true);
+        result = this.s.responses.push(K.GroupResult, null, true);
         const r = result;
-        group.onFinish = (msgs) => { r.out = msgs; this.s.q.complete(r); };
+        group.onFinish = (msgs) => { r.out = msgs; this.s.responses.complete(r); };
       }
       this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats } : { shards, cs, virtual: false });
   }
@@ -146,11 +146,11 @@ export class ExtendedProtocol {
         const cs = this.s.stmts.get(name);
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
         if (isTxControl(cs.stmt.plan) || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
-          this.s.q.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
+          this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
         }
         const out = cs.serverName === name ? msg : targeted(F.Describe, 'S', cs.serverName);
-        return this.withLink(this.s.routes.preferredShardFor(cs.stmt), this.describeStatementOn, cs, out);
+        return this.withLink(this.s.routing.preferredShardFor(cs.stmt), this.describeStatementOn, cs, out);
       }
       const portal = this.portals.get(name);
       if (!portal) {
@@ -160,7 +160,7 @@ export class ExtendedProtocol {
         if (link) return this.withLink(link.shard, this.cursorRequestOn, msg, K.Describe);
         throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       }
-      if (portal.virtual) { this.s.q.synth([noData], true); return; }
+      if (portal.virtual) { this.s.responses.synth([noData], true); return; }
       return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
@@ -169,7 +169,7 @@ export class ExtendedProtocol {
     this.s.unitLinks.add(link);
     link.unsynced = true;
     this.s.prepared.ensurePrepared(link, cs);
-    this.s.q.push(K.Describe, link, true);
+    this.s.responses.push(K.Describe, link, true);
     link.conn.write(out);
   }
 
@@ -177,14 +177,14 @@ export class ExtendedProtocol {
   cursorRequestOn(link: Link, msg: Buffer, kind: K): void {
     this.s.unitLinks.add(link);
     link.unsynced = true;
-    this.s.q.push(kind, link, true);
+    this.s.responses.push(kind, link, true);
     link.conn.write(msg);
   }
 
   describePortalOn(link: Link, portal: Portal, msg: Buffer): void {
     this.s.unitLinks.add(link);
     link.unsynced = true;
-    const p = this.s.q.push(K.Describe, link, true);
+    const p = this.s.responses.push(K.Describe, link, true);
     if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
       // Several shards answer through the merger: describe the columns the client will get.
       p.plans = [portal.cs.stmt];
@@ -219,7 +219,7 @@ export class ExtendedProtocol {
       }
       const stmt = portal.cs.stmt;
       this.s.lastQuery = portal.cs.sql;
-      if (portal.virtual && this.s.q.inFlight()) {
+      if (portal.virtual && this.s.responses.inFlight()) {
         // An earlier message of this pipeline is still running on a server. If it fails,
         // PostgreSQL skips everything up to the Sync, this statement too: decide once it answered.
         this.s.blockingWork = this.executeVirtualLater(msg);
@@ -227,11 +227,11 @@ export class ExtendedProtocol {
       }
       if (portal.virtual) {
         if (stmt.plan.setVar?.name.startsWith('pgring.')) {
-          this.s.routes.ownSetting(stmt);
-          this.s.q.synth([commandComplete(stmt.plan.command === 'set' ? 'SET' : 'RESET')], true);
+          this.s.routing.ownSetting(stmt);
+          this.s.responses.synth([commandComplete(stmt.plan.command === 'set' ? 'SET' : 'RESET')], true);
           return;
         }
-        if (this.s.tx.txControl(stmt, { portal })) return;
+        if (this.s.transaction.txControl(stmt, { portal })) return;
         // COMMIT/ROLLBACK of a transaction running on one server: run it there. A BEGIN that
         // txControl left to the server (a session holding its connections, e.g. session
         // pooling) runs on every attached one: they are all idle, and filtering them out
@@ -241,15 +241,15 @@ export class ExtendedProtocol {
         for (const [i, l] of links.entries()) {
           this.s.unitLinks.add(l);
           l.unsynced = true;
-          const p = this.s.q.push(K.ExecSimple, l, true);
+          const p = this.s.responses.push(K.ExecSimple, l, true);
           p.plans = [stmt];
           if (group) { p.group = group; p.member = i; }
           l.conn.busy = true;
           l.conn.write(query(stmt.sql));
         }
         if (group) {
-          const r = this.s.q.push(K.GroupResult, null, true);
-          group.onFinish = (msgs) => { r.out = msgs.filter((m) => m[0] !== B.ReadyForQuery); this.s.q.complete(r); };
+          const r = this.s.responses.push(K.GroupResult, null, true);
+          group.onFinish = (msgs) => { r.out = msgs.filter((m) => m[0] !== B.ReadyForQuery); this.s.responses.complete(r); };
         }
         return;
       }
@@ -260,8 +260,8 @@ export class ExtendedProtocol {
   }
 
   async executeVirtualLater(msg: Buffer): Promise<void> {
-    await this.s.q.afterInFlight();
-    if (this.s.q.extError || this.s.skipUntilSync) return; // skipped, as PostgreSQL skips it
+    await this.s.responses.afterInFlight();
+    if (this.s.responses.extError || this.s.skipUntilSync) return; // skipped, as PostgreSQL skips it
     await this.onExecute(msg);
     this.s.flush();
   }
@@ -281,7 +281,7 @@ export class ExtendedProtocol {
       for (const l of links) { this.s.unitLinks.add(l); l.unsynced = true; }
       if (links.length === 1) {
         const l = links[0]!;
-        const p = this.s.q.push(K.Execute, l, true);
+        const p = this.s.responses.push(K.Execute, l, true);
         p.plans = [stmt];
         p.t0 = Date.now();
         l.conn.busy = true;
@@ -293,22 +293,22 @@ export class ExtendedProtocol {
       const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats });
       if (mode === 'merge-ext') {
         // The merger needs the column types: in the extended protocol they come from a Describe.
-        const d = this.s.q.push(K.InternalDescribe, links[0]!, true);
+        const d = this.s.responses.push(K.InternalDescribe, links[0]!, true);
         d.onRow = (m) => { group.describe(m); };
         links[0]!.conn.write(targeted(F.Describe, 'P', name));
       }
       for (const [i, l] of links.entries()) {
-        const p = this.s.q.push(K.Execute, l, true);
+        const p = this.s.responses.push(K.Execute, l, true);
         p.plans = [stmt]; p.group = group; p.member = i;
         l.conn.busy = true;
         l.conn.write(msg);
       }
-      const r = this.s.q.push(K.GroupResult, null, true);
+      const r = this.s.responses.push(K.GroupResult, null, true);
       group.onFinish = (msgs) => {
         r.out = msgs;
         const cc = msgs.find((m) => m[0] === B.CommandComplete);
-        if (cc) this.s.tx.afterCommand(stmt, commandTag(cc), null);
-        this.s.q.complete(r);
+        if (cc) this.s.transaction.afterCommand(stmt, commandTag(cc), null);
+        this.s.responses.complete(r);
       };
   }
 
@@ -316,18 +316,18 @@ export class ExtendedProtocol {
     const { kind, name } = decodeTargeted(msg);
     if (kind === 'S') {
       this.s.stmts.delete(name); // the server keeps its copy, shared by name across clients
-      this.s.q.synth([closeComplete], true);
+      this.s.responses.synth([closeComplete], true);
       return;
     }
     const portal = this.portals.get(name);
     this.portals.delete(name);
-    if (!portal || portal.virtual) { this.s.q.synth([closeComplete], true); return; }
+    if (!portal || portal.virtual) { this.s.responses.synth([closeComplete], true); return; }
     const link = this.s.links[portal.shards[0]!];
-    if (!link) { this.s.q.synth([closeComplete], true); return; }
+    if (!link) { this.s.responses.synth([closeComplete], true); return; }
     const others = portal.shards.slice(1).map((s) => this.s.links[s]).filter((l): l is Link => !!l);
     for (const l of [link, ...others]) { this.s.unitLinks.add(l); l.unsynced = true; }
-    for (const l of others) { const p = this.s.q.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
-    this.s.q.push(K.Close, link, true);
+    for (const l of others) { const p = this.s.responses.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
+    this.s.responses.push(K.Close, link, true);
     link.conn.write(msg);
   }
 
@@ -335,7 +335,7 @@ export class ExtendedProtocol {
     this.s.skipUntilSync = false;
     for (const l of this.s.unitLinks) {
       l.unsynced = false;
-      this.s.q.push(K.Sync, l, true);
+      this.s.responses.push(K.Sync, l, true);
       l.conn.busy = true;
       l.conn.write(syncMsg);
     }
@@ -348,7 +348,7 @@ export class ExtendedProtocol {
       this.s.blockingWork = this.finishUnitTx(links);
       return;
     }
-    this.s.q.rfq();
+    this.s.responses.rfq();
   }
 
   /**
@@ -364,11 +364,11 @@ export class ExtendedProtocol {
    *  current unit; its BindComplete and CommandComplete are not the client's. */
   internalInUnit(link: Link, st: InternalStatement): void {
     if (!link.conn.prepared.has(st.name)) {
-      this.s.q.push(K.InternalParse, link, true);
+      this.s.responses.push(K.InternalParse, link, true);
       link.conn.prepared.set(st.name, 0);
       link.conn.write(st.parse);
     }
-    this.s.q.push(K.InternalBegin, link, true);
+    this.s.responses.push(K.InternalBegin, link, true);
     link.conn.write(st.bindExecute);
     this.s.unitLinks.add(link);
     link.unsynced = true;
@@ -378,15 +378,15 @@ export class ExtendedProtocol {
   async finishUnitTx(links: Link[]): Promise<void> {
     let err: PgError | null = null;
     try {
-      await this.s.q.waitIdle();
+      await this.s.responses.waitIdle();
       const open = links.filter((l) => this.s.links[l.shard] === l && l.conn.status !== 'I');
       // extError: the client was told of an error in this unit (by a server or by pgring).
-      err = await this.s.tx.endOnLinks(open, !this.s.q.extError && open.length > 0 && open.every((l) => l.conn.status === 'T'));
+      err = await this.s.transaction.endOnLinks(open, !this.s.responses.extError && open.length > 0 && open.every((l) => l.conn.status === 'T'));
     } catch (e) {
       err = internalError(e);
     }
-    if (err) { this.s.ctx.metrics?.error(err.code); this.s.q.synth([err.toMessage()], false); }
-    this.s.q.rfq();
+    if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
+    this.s.responses.rfq();
     this.s.flush();
   }
 

@@ -19,7 +19,7 @@ export class ServerLinks {
     if (!link || this.s.links[link.shard] !== link) return;
     this.s.links[link.shard] = undefined;
     this.s.unitLinks.delete(link);
-    if (this.s.q.waiters !== null) this.s.q.wake();
+    if (this.s.responses.waiters !== null) this.s.responses.wake();
     // In session pooling the server connection is the client's session, as in PostgreSQL: its
     // end ends the client too (even idle), instead of a silent new session on the next query.
     const busy = link.queue.length > 0 || conn.status !== 'I' || this.s.pins.size > 0 || this.s.virtualTx !== null
@@ -92,7 +92,7 @@ export class ServerLinks {
   }
 
   sendInternal(link: Link, sql: string): void {
-    this.s.q.push(K.Internal, link, false);
+    this.s.responses.push(K.Internal, link, false);
     link.conn.write(query(sql));
   }
 
@@ -125,7 +125,7 @@ export class ServerLinks {
   runOnLinks(links: Link[], sql: string): Promise<void> {
     return Promise.all(links.map((l) => new Promise<void>((resolve, reject) => {
       let err: PgError | null = null;
-      const p = this.s.q.push(K.InternalRows, l, false);
+      const p = this.s.responses.push(K.InternalRows, l, false);
       p.rows = [];
       // Internal errors are not shown to the client here: the caller decides.
       p.onError = (m) => {
@@ -143,7 +143,7 @@ export class ServerLinks {
     return new Promise((resolve, reject) => {
       const rows: (string | null)[][] = [];
       let err: PgError | null = null;
-      const p = this.s.q.push(K.InternalRows, link, false);
+      const p = this.s.responses.push(K.InternalRows, link, false);
       p.rows = rows;
       p.onError = () => { err = new PgError(SQLSTATE.InternalError, `pgring catalog query failed on shard "${this.s.ctx.topology.shards[link.shard]?.name}"`); };
       p.onDone = () => (err ? reject(err) : resolve(rows));

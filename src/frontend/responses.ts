@@ -165,7 +165,7 @@ export class Responses extends ResponseQueue {
     const i = p.planIdx ?? 0;
     p.planIdx = i + 1;
     const stmt = plans[i];
-    if (stmt) this.s.tx.afterCommand(stmt, commandTag(msg), p.link);
+    if (stmt) this.s.transaction.afterCommand(stmt, commandTag(msg), p.link);
   }
 
   afterErrorOf(p: Pending, msg: Buffer): void {
@@ -175,7 +175,7 @@ export class Responses extends ResponseQueue {
     // A COMMIT that fails (a deferred constraint) or a PREPARE TRANSACTION that fails (gid in use,
     // temporary objects, ...) still ends the block: the server has rolled the transaction back.
     const cmd = p.plans?.[p.planIdx ?? 0]?.plan.command;
-    if (cmd === 'prepare_transaction' || cmd === 'commit') this.s.tx.endTransaction(false);
+    if (cmd === 'prepare_transaction' || cmd === 'commit') this.s.transaction.endTransaction(false);
   }
 
   /** Requests sent to a server and not answered yet. */

@@ -24,20 +24,20 @@ export class Scatter {
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
         if (s.plan.target === 'none' && !s.plan.write && s.plan.command !== 'copy_from') continue;
         if (isTxControl(s.plan) || s.plan.command === 'set' || s.plan.command === 'reset') continue;
-        const r = this.s.routes.route(s, null, null);
+        const r = this.s.routing.route(s, null, null);
         this.s.simple.checkSupported(s, r);
         if (r.kind !== 'direct' || (shard >= 0 && r.shard !== shard)) { single = false; break; }
         shard = r.shard;
       }
       if (single) {
-        if (shard < 0) shard = this.s.routes.preferredShard();
+        if (shard < 0) shard = this.s.routing.preferredShard();
         for (const s of stmts) await this.s.simple.beforeWrite(s, [shard], null, null);
         const link = await this.s.servers.link(shard);
-        const p = this.s.q.push(K.Query, link, false);
+        const p = this.s.responses.push(K.Query, link, false);
         p.plans = stmts;
         link.conn.busy = true;
         link.conn.write(msg);
-        this.s.q.rfq();
+        this.s.responses.rfq();
         return;
       }
     } catch (e) {
@@ -50,7 +50,7 @@ export class Scatter {
       const failed = await this.runOneOfMany(s);
       if (failed) break;
     }
-    this.s.q.rfq();
+    this.s.responses.rfq();
   }
 
   /** Runs one statement of a multi-statement string; resolves true when it failed. */
@@ -58,19 +58,19 @@ export class Scatter {
     let failed = false;
     try {
       const plan = stmt.plan;
-      if ((plan.command === 'set' || plan.command === 'reset') && this.s.routes.ownSetting(stmt)) {
-        this.s.q.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false);
+      if ((plan.command === 'set' || plan.command === 'reset') && this.s.routing.ownSetting(stmt)) {
+        this.s.responses.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false);
         return false;
       }
-      if (isTxControl(plan) && this.s.tx.txControlInMulti(stmt)) return false;
-      const route = this.s.routes.route(stmt, null, null);
+      if (isTxControl(plan) && this.s.transaction.txControlInMulti(stmt)) return false;
+      const route = this.s.routing.route(stmt, null, null);
       this.s.simple.checkSupported(stmt, route);
       const shards = routeShards(route, this.s.ctx.shards.shardCount);
       await this.s.simple.beforeWrite(stmt, shards, null, null);
       const sub = query(stmt.sql);
       if (shards.length === 1) {
         const link = await this.s.servers.link(shards[0]!);
-        const p = this.s.q.push(K.ExecSimple, link, false);
+        const p = this.s.responses.push(K.ExecSimple, link, false);
         p.plans = [stmt];
         await new Promise<void>((resolve) => {
           p.onError = () => { failed = true; };
@@ -82,15 +82,15 @@ export class Scatter {
         const bodies = this.splitInsert(stmt);
         const ss = [...bodies.keys()].sort((a, b) => a - b);
         await this.scatterSimple(stmt, sub, ss, true, ss.map((sh) => query(bodies.get(sh)!)));
-        await this.s.q.waitIdle();
+        await this.s.responses.waitIdle();
       } else {
         await this.scatterSimple(stmt, sub, shards, true);
-        await this.s.q.waitIdle();
+        await this.s.responses.waitIdle();
       }
     } catch (e) {
       const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
       this.s.simple.markFailed();
-      this.s.q.synth([err.toMessage()], false);
+      this.s.responses.synth([err.toMessage()], false);
       return true;
     }
     return failed;
@@ -125,26 +125,26 @@ export class Scatter {
     const sql = stmt.plan.merge?.shardSql;
     const body = sql ? query(sql) : msg;
     const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name));
-    const result = this.s.q.push(K.GroupResult, null, false);
+    const result = this.s.responses.push(K.GroupResult, null, false);
     links.forEach((l, i) => {
-      const p = this.s.q.push(partOfMany ? K.ExecSimple : K.Query, l, false);
+      const p = this.s.responses.push(partOfMany ? K.ExecSimple : K.Query, l, false);
       p.group = group; p.member = i; p.plans = [stmt];
     });
     // The result entry must come after the members in response order.
-    this.s.q.moveToEnd(result);
+    this.s.responses.moveToEnd(result);
     group.onFinish = (msgs) => {
       result.out = msgs;
       const first = msgs.find((m) => m[0] === B.CommandComplete);
-      if (first) this.s.tx.afterCommand(stmt, commandTag(first), null);
-      this.s.q.complete(result);
+      if (first) this.s.transaction.afterCommand(stmt, commandTag(first), null);
+      this.s.responses.complete(result);
     };
     for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); }
-    if (!partOfMany) this.s.q.rfq();
+    if (!partOfMany) this.s.responses.rfq();
   }
 
   groupMessage(p: Pending, type: number, msg: Buffer): void {
     const g = p.group!;
-    if (type === B.ErrorResponse) { this.s.q.afterErrorOf(p, msg); p.onError?.(); }
+    if (type === B.ErrorResponse) { this.s.responses.afterErrorOf(p, msg); p.onError?.(); }
     g.message(p.member!, type, msg);
     let terminal: boolean;
     switch (p.kind) {
@@ -157,10 +157,10 @@ export class Scatter {
     }
     if (type === B.ErrorResponse && p.ext) {
       this.groupMemberDone(p);
-      this.s.q.extendedError(p);
+      this.s.responses.extendedError(p);
       return;
     }
-    if (terminal) { this.s.q.complete(p); this.groupMemberDone(p); }
+    if (terminal) { this.s.responses.complete(p); this.groupMemberDone(p); }
   }
 
   groupMemberDone(p: Pending): void {

@@ -25,7 +25,7 @@ export class ServerStatements {
   /** Closes a statement pgring prepared on the server of `link`. */
   closeServerStatement(link: Link, name: string): void {
     link.conn.prepared.delete(name);
-    this.s.q.push(K.InternalClose, link, true);
+    this.s.responses.push(K.InternalClose, link, true);
     link.conn.write(targeted(F.Close, 'S', name));
   }
 
@@ -50,7 +50,7 @@ export class ServerStatements {
 
   closeStale(link: Link, cs: ClientStatement): void {
     if (!link.conn.stalePrepared.delete(cs.serverName)) return;
-    this.s.q.push(K.InternalClose, link, true);
+    this.s.responses.push(K.InternalClose, link, true);
     link.conn.write(targeted(F.Close, 'S', cs.serverName));
   }
 
@@ -69,7 +69,7 @@ export class ServerStatements {
       if (at !== undefined) this.closeServerStatement(link, cs.serverName);
     }
     this.closeStale(link, cs);
-    const p = this.s.q.push(K.InternalParse, link, true);
+    const p = this.s.responses.push(K.InternalParse, link, true);
     this.markPrepared(link, cs);
     p.onError = () => this.unmarkPrepared(link, cs);
     link.conn.write(cs.parse);

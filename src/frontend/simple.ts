@@ -22,8 +22,8 @@ export class SimpleQuery {
     try { stmts = this.s.router.plan(sql); } catch (e) { return this.queryError(e); }
     if (stmts.some(needsColumns)) return this.learnColumnsThen(stmts, () => this.onQuery(msg));
     if (stmts.length === 0) {
-      this.s.q.synth([emptyQueryResponse], false);
-      this.s.q.rfq();
+      this.s.responses.synth([emptyQueryResponse], false);
+      this.s.responses.rfq();
       return;
     }
     if (stmts.length === 1) return this.runSimple(stmts[0]!, msg, stmts);
@@ -35,8 +35,8 @@ export class SimpleQuery {
     if (err.severity === 'FATAL') throw err;
     this.s.ctx.metrics?.error(err.code);
     this.markFailed();
-    this.s.q.synth([err.toMessage()], ext);
-    if (!ext) this.s.q.rfq();
+    this.s.responses.synth([err.toMessage()], ext);
+    if (!ext) this.s.responses.rfq();
     else this.s.skipUntilSync = true;
   }
 
@@ -67,20 +67,20 @@ export class SimpleQuery {
   /** One statement: forwarded at once when it goes to one shard with a free connection; else runSimpleWaiting. */
   runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> | void {
     const plan = stmt.plan;
-    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || plan.deallocate !== undefined || this.s.txStatus === 'E') && this.s.q.inFlight()) {
+    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || plan.deallocate !== undefined || this.s.txStatus === 'E') && this.s.responses.inFlight()) {
       // Pipelined behind requests a server has not answered yet: the transaction state pgring
       // decides on (and may answer for) is only known once they are answered.
-      this.s.blockingWork = this.s.q.afterInFlight().then(() => this.runSimple(stmt, msg, plans)).then(() => this.s.flush());
+      this.s.blockingWork = this.s.responses.afterInFlight().then(() => this.runSimple(stmt, msg, plans)).then(() => this.s.flush());
       return;
     }
     try {
       if (plan.command === 'set' || plan.command === 'reset') {
         if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.s.routeShard = null; this.s.routeShardKey = null; }
-        if (this.s.routes.ownSetting(stmt)) { this.s.q.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.s.q.rfq(); return; }
+        if (this.s.routing.ownSetting(stmt)) { this.s.responses.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.s.responses.rfq(); return; }
       }
       this.checkSupported(stmt, null);
-      if (isTxControl(plan) && this.s.tx.txControl(stmt, null)) return;
-      if (plan.command === 'prepare_transaction' && this.s.tx.prepareTransaction()) return;
+      if (isTxControl(plan) && this.s.transaction.txControl(stmt, null)) return;
+      if (plan.command === 'prepare_transaction' && this.s.transaction.prepareTransaction()) return;
       if (plan.freeDatabase !== undefined) {
         // PostgreSQL refuses (after waiting 5 s) while other sessions use the database; pgring's
         // own idle connections to it must not be those sessions.
@@ -95,12 +95,12 @@ export class SimpleQuery {
         // A protocol-level statement (drivers' Close by SQL, e.g. pgx): the server knows it by
         // pgring's shared name, so the client's name is dropped here, as Close does.
         this.s.stmts.delete(plan.deallocate);
-        this.s.q.synth([commandComplete('DEALLOCATE')], false);
-        this.s.q.rfq();
+        this.s.responses.synth([commandComplete('DEALLOCATE')], false);
+        this.s.responses.rfq();
         return;
       }
       this.s.readOnlyUse = isPlainRead(plan);
-      const route = this.s.routes.route(stmt, null, null);
+      const route = this.s.routing.route(stmt, null, null);
       this.checkSupported(stmt, route);
       if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
         const link = this.s.servers.linkNow(route.shard);
@@ -113,12 +113,12 @@ export class SimpleQuery {
   }
 
   sendQuery(link: Link, msg: Buffer, plans: RoutedStatement[]): void {
-    const p = this.s.q.push(K.Query, link, false);
+    const p = this.s.responses.push(K.Query, link, false);
     p.plans = plans;
     p.t0 = Date.now();
     link.conn.busy = true;
     link.conn.write(msg);
-    this.s.q.rfq();
+    this.s.responses.rfq();
   }
 
   /** True when the transaction layer wants to see this statement before it runs (locks). */
@@ -135,7 +135,7 @@ export class SimpleQuery {
         const bodies = this.s.scatter.splitInsert(stmt);
         const shards = [...bodies.keys()].sort((a, b) => a - b);
         await this.beforeWrite(stmt, shards, null, null);
-        if (this.s.tx.distributedAutocommit(stmt)) return await this.s.tx.autocommitMulti(stmt, msg, shards, shards.map((sh) => query(bodies.get(sh)!)));
+        if (this.s.transaction.distributedAutocommit(stmt)) return await this.s.transaction.autocommitMulti(stmt, msg, shards, shards.map((sh) => query(bodies.get(sh)!)));
         await this.s.scatter.scatterSimple(stmt, msg, shards, false, shards.map((sh) => query(bodies.get(sh)!)));
         return;
       }
@@ -145,7 +145,7 @@ export class SimpleQuery {
         this.sendQuery(await this.s.servers.link(shards[0]!), msg, plans);
         return;
       }
-      if (this.s.tx.distributedAutocommit(stmt)) return await this.s.tx.autocommitMulti(stmt, msg, shards);
+      if (this.s.transaction.distributedAutocommit(stmt)) return await this.s.transaction.autocommitMulti(stmt, msg, shards);
       await this.s.scatter.scatterSimple(stmt, msg, shards);
     } catch (e) {
       this.queryError(e);
@@ -196,11 +196,11 @@ export class SimpleQuery {
   /** Reads a sharded table's columns from the catalog of this database (one shard). */
   async learnColumns(table: string): Promise<void> {
     if (!this.s.ctx.learnedColumns) return;
-    const shard = this.s.routes.preferredShard();
+    const shard = this.s.routing.preferredShard();
     const link = await this.s.servers.link(shard);
     const rows = await this.s.servers.queryRows(link, `SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = ${quoteLiteral(table)}::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`)
       .catch(() => [] as (string | null)[][]);
-    await this.s.q.afterInFlight();
+    await this.s.responses.afterInFlight();
     this.s.servers.afterReady();
     if (rows.length) this.s.ctx.learnedColumns(this.s.database, table, rows.map((r) => r[0]!));
   }

@@ -110,13 +110,13 @@ export class TransactionControl {
     let err: PgError | null = null;
     try {
       await this.s.scatter.scatterSimple(stmt, msg, shards, true, bodies);
-      await this.s.q.waitIdle();
+      await this.s.responses.waitIdle();
     } catch (e) { err = internalError(e); }
     this.s.virtualTx = null;
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
     err = (await this.endOnLinks(links, !err && links.length > 0 && links.every((l) => l.conn.status === 'T'))) ?? err;
-    if (err) { this.s.ctx.metrics?.error(err.code); this.s.q.synth([err.toMessage()], false); }
-    this.s.q.rfq();
+    if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
+    this.s.responses.rfq();
   }
 
   /** Commits `links` together: two-phase with the transaction layer (ZooKeeper), else COMMIT on each. */
@@ -222,8 +222,8 @@ export class TransactionControl {
 
   /** Answers a transaction-control statement (with ReadyForQuery in the simple protocol). */
   private reply(msgs: Buffer[], ext: boolean): void {
-    this.s.q.synth(msgs, ext);
-    if (!ext) this.s.q.rfq();
+    this.s.responses.synth(msgs, ext);
+    if (!ext) this.s.responses.rfq();
   }
 
   /** pgring's own ROLLBACK on every server inside the transaction. */
@@ -256,9 +256,9 @@ export class TransactionControl {
     const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
     if (this.s.txFailed || (this.s.virtualTx === 'E' && active.length === 0)) {
       for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
-      this.s.q.synth([commandComplete('ROLLBACK')], false);
+      this.s.responses.synth([commandComplete('ROLLBACK')], false);
       this.endTransaction(false);
-      this.s.q.rfq();
+      this.s.responses.rfq();
       return true;
     }
     if (active.length > 1) {
@@ -280,15 +280,15 @@ export class TransactionControl {
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
     try {
       await this.commitLinks(links);
-      this.s.q.synth([commandComplete('COMMIT')], ext);
+      this.s.responses.synth([commandComplete('COMMIT')], ext);
       this.endTransaction(true);
       if (stmt.plan.chain) this.chainTransaction();
     } catch (e) {
       this.endTransaction(false);
       const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
-      this.s.q.synth([err.toMessage()], ext);
+      this.s.responses.synth([err.toMessage()], ext);
     }
-    if (!ext) this.s.q.rfq();
+    if (!ext) this.s.responses.rfq();
     this.s.flush();
   }
 
@@ -297,7 +297,7 @@ export class TransactionControl {
     const cmd = stmt.plan.command;
     if (cmd === 'begin' && this.s.txStatus === 'I' && this.s.attachedLinks.length === 0) {
       this.s.virtualTx = 'T'; this.s.beginSql = stmt.sql; this.s.txSnapshot = this.s.state;
-      this.s.q.synth([commandComplete('BEGIN')], false);
+      this.s.responses.synth([commandComplete('BEGIN')], false);
       return true;
     }
     return false;
