@@ -59,7 +59,7 @@ export abstract class SessionShared {
   readonly wq: Buffer[] = [];
 
   // ---- links.ts: server connections ----
-  /** The link to each shard's server connection, by shard index. */
+  /** The link to each shard's server connection, by shard index (connection.ts empties it at close). */
   readonly links: (Link | undefined)[] = [];
   /** Since when the client waits for a pool (0: not waiting); shown by the admin console. */
   waitingSince = 0;
@@ -70,7 +70,7 @@ export abstract class SessionShared {
   // ---- extended.ts: the current extended-protocol unit and client statements ----
   /** Links that got extended-protocol messages since the last Sync. */
   readonly unitLinks = new Set<Link>();
-  /** pgring answered an extended-protocol message with an error: skip to Sync. */
+  /** pgring answered an extended-protocol message with an error: skip to Sync (set by simple.ts queryError). */
   skipUntilSync = false;
   /** The client's prepared statements by name ('' = unnamed); a simple Query and DEALLOCATE drop them (simple.ts, transaction.ts). */
   readonly stmts = new Map<string, ClientStatement>();
@@ -78,9 +78,9 @@ export abstract class SessionShared {
   // ---- transaction.ts: transaction and session state ----
   /** SET state the client built (replayed on every server connection it gets). */
   state: SessionState = SessionState.empty;
-  /** `state` at BEGIN: what a ROLLBACK returns to. */
+  /** `state` at BEGIN: what a ROLLBACK returns to (extended.ts takes it when a unit opens its own transaction). */
   txSnapshot: SessionState = SessionState.empty;
-  /** BEGIN answered by pgring and not yet sent to any server ('E' after a failure pgring reported). */
+  /** BEGIN answered by pgring and not yet sent to any server ('E' after a failure pgring reported: simple.ts markFailed). */
   virtualTx: null | 'T' | 'E' = null;
   /** pgring itself failed a statement of a transaction running on servers (the servers do not know). Set by simple.ts (markFailed). */
   txFailed = false;
@@ -93,7 +93,7 @@ export abstract class SessionShared {
   /** Set by the transaction layer (src/txn): state to drop when the transaction ends. */
   txData: unknown = null;
 
-  // ---- session-route.ts: SET pgring.shard_key / pgring.shard ----
+  // ---- session-route.ts: SET pgring.shard_key / pgring.shard (simple.ts clears them at RESET ALL) ----
   routeShardKey: string | null = null;
   routeShard: string | null = null;
 
