@@ -74,40 +74,10 @@ EOF
 
 # 3. One PostgreSQL server (re-created for each run, so neither run sees the other's
 #    leftovers) and pgring in front of it, on free loopback ports.
-free_port() { node -e "require('$ROOT/dist/src/local/proc').freePort().then((p) => console.log(p))"; }
+source scripts/lib/local-pg.sh
 PG_PORT=$(free_port); PROXY_PORT=$(free_port)
-PGDATA="$WORK/pgdata"
-PROXY_PID=""
-stop_all() {
-  if [ -n "$PROXY_PID" ]; then kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=""; fi
-  [ -f "$PGDATA/postmaster.pid" ] && runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
-}
-trap stop_all EXIT
-start_pg() {
-  rm -rf "$PGDATA"; chown postgres "$WORK"
-  runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$PGDATA" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
-  cat >> "$PGDATA/postgresql.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-max_prepared_transactions = 50
-max_connections = 200
-fsync = off
-jit = off
-EOF
-  runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
-}
-start_proxy() {
-  cat > "$WORK/pgring.json" <<EOF
-{"listen": {"host": "127.0.0.1", "port": $PROXY_PORT}, "metrics": {"enabled": false}, "logLevel": "warn",
- "pool": {"mode": "$MODE", "maxSize": 60},
- "users": [{"name": "postgres", "auth": "trust", "admin": true}],
- "shards": [{"name": "s1", "backends": [{"host": "127.0.0.1", "port": $PG_PORT}]}]}
-EOF
-  node "${PGRING_DIST:-dist}/src/cli/main.js" proxy --config "$WORK/pgring.json" > "$WORK/pgring.log" 2>&1 &
-  PROXY_PID=$!
-  node -e "require('$ROOT/dist/src/local/proc').waitForPort($PROXY_PORT, 20000).then(() => process.exit(0), () => process.exit(1))"
-}
+trap local_stop EXIT
+start_pg() { pg_init 'jit = off'; pg_start; }
 
 # 4. The suite twice: directly, then through pgring. One pytest per test file, each under a
 #    time limit, so a test that hangs costs its own file's results only (a hung test is not
@@ -138,7 +108,7 @@ EOF
 start_pg
 echo "asyncpg: directly against PostgreSQL (port $PG_PORT)"
 if [ -n "${PGRING_ASYNCPG_SKIP_DIRECT:-}" ] && [ -d "$WORK/direct" ]; then summary "$WORK/direct"; else run direct "$PG_PORT"; fi
-stop_all; start_pg; start_proxy
+local_stop; start_pg; pgring_start pgring "$PROXY_PORT" "$MODE" 60
 echo "asyncpg: through pgring, pool mode $MODE (port $PROXY_PORT)"; run "pgring-$MODE" "$PROXY_PORT"
 
 # 5. Tests whose outcome differs (tests failing the same way directly do not count).

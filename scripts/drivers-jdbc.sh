@@ -27,38 +27,12 @@ mkdir -p "$WORK/classes"
 ls "$WORK"/*.java >/dev/null 2>&1 || { echo "drivers-jdbc: no *.java in $WORK"; exit 1; }
 javac -d "$WORK/classes" -cp "$CP" "$WORK"/*.java
 
-free_port() { node -e "require('$ROOT/dist/src/local/proc').freePort().then((p) => console.log(p))"; }
+source scripts/lib/local-pg.sh
 PG_PORT=$(free_port); TX_PORT=$(free_port); SESS_PORT=$(free_port)
-PGDATA="$WORK/pgdata"; rm -rf "$PGDATA"
-chown postgres "$WORK"
-runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$PGDATA" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >> "$PGDATA/postgresql.conf" <<CONF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-max_prepared_transactions = 50
-max_connections = 200
-fsync = off
-CONF
-runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-for mode in transaction session; do
-  port=$TX_PORT; [ $mode = session ] && port=$SESS_PORT
-  cat > "$WORK/pgring-$mode.json" <<CONF
-{"listen": {"host": "127.0.0.1", "port": $port}, "metrics": {"enabled": false}, "logLevel": "warn",
- "pool": {"mode": "$mode", "maxSize": 40},
- "users": [{"name": "postgres", "auth": "trust", "admin": true}],
- "shards": [{"name": "s1", "backends": [{"host": "127.0.0.1", "port": $PG_PORT}]}]}
-CONF
-  node dist/src/cli/main.js proxy --config "$WORK/pgring-$mode.json" > "$WORK/pgring-$mode.log" 2>&1 &
-  PIDS+=($!)
-  node -e "require('$ROOT/dist/src/local/proc').waitForPort($port, 20000).then(() => process.exit(0), () => process.exit(1))"
-done
+trap local_stop EXIT
+pg_init; pg_start
+pgring_start pgring-transaction "$TX_PORT" transaction 40
+pgring_start pgring-session "$SESS_PORT" session 40
 PSQL="psql -X -q -h 127.0.0.1 -U postgres -p $PG_PORT"
 
 if [ -n "${PGRING_JDBC_HOLD:-}" ]; then

@@ -60,19 +60,10 @@ for p in $PKGS; do
 done
 
 # 2. One PostgreSQL server and pgring in front of it, on free loopback ports.
-free_port() { node -e "require('$ROOT/dist/src/local/proc').freePort().then((p) => console.log(p))"; }
+source scripts/lib/local-pg.sh
 PG_PORT=$(free_port); PROXY_PORT=$(free_port)
-PGDATA="$WORK/pgdata"; rm -rf "$PGDATA"
-chown postgres "$WORK"
-runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$PGDATA" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >> "$PGDATA/postgresql.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-max_prepared_transactions = 50
-max_connections = 200
-fsync = off
-EOF
+trap local_stop EXIT
+pg_init
 # The password users of pgx's CI set-up, each with its authentication method.
 cat > "$PGDATA/pg_hba.conf" <<EOF
 local all all trust
@@ -81,7 +72,7 @@ host all pgx_pw 127.0.0.1/32 password
 host all pgx_scram 127.0.0.1/32 scram-sha-256
 host all all 127.0.0.1/32 trust
 EOF
-runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+pg_start
 PSQL="psql -X -q -h 127.0.0.1 -p $PG_PORT -U postgres -v ON_ERROR_STOP=1"
 $PSQL -d postgres -c 'create database pgx_test'
 $PSQL -d pgx_test >/dev/null <<'EOF'
@@ -94,23 +85,10 @@ create user pgx_pw superuser password 'secret';
 set password_encryption = 'scram-sha-256';
 create user pgx_scram superuser password 'secret';
 EOF
-cat > "$WORK/pgring.json" <<EOF
-{"listen": {"host": "127.0.0.1", "port": $PROXY_PORT}, "metrics": {"enabled": false}, "logLevel": "warn",
- "pool": {"mode": "$MODE", "maxSize": 60},
- "users": [{"name": "postgres", "auth": "trust", "admin": true},
-           {"name": "pgx_md5", "auth": "md5", "password": "secret"},
-           {"name": "pgx_pw", "auth": "cleartext", "password": "secret"},
-           {"name": "pgx_scram", "auth": "scram-sha-256", "password": "secret"}],
- "shards": [{"name": "s1", "backends": [{"host": "127.0.0.1", "port": $PG_PORT}]}]}
-EOF
-node dist/src/cli/main.js proxy --config "$WORK/pgring.json" > "$WORK/pgring.log" 2>&1 &
-PROXY_PID=$!
-cleanup() {
-  kill "$PROXY_PID" 2>/dev/null || true
-  runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-node -e "require('$ROOT/dist/src/local/proc').waitForPort($PROXY_PORT, 20000).then(() => process.exit(0), () => process.exit(1))"
+pgring_start pgring "$PROXY_PORT" "$MODE" 60 '[{"name": "postgres", "auth": "trust", "admin": true},
+  {"name": "pgx_md5", "auth": "md5", "password": "secret"},
+  {"name": "pgx_pw", "auth": "cleartext", "password": "secret"},
+  {"name": "pgx_scram", "auth": "scram-sha-256", "password": "secret"}]'
 
 # 3. Every test binary twice: directly, then through pgring. Unix-socket and TLS variants are
 #    left out (pgring listens on TCP only here), so both runs see the same set of tests.

@@ -54,33 +54,12 @@ fi
 chown -R postgres "$WORK"
 
 # 2. One PostgreSQL server and pgring in front of it, on free loopback ports.
-free_port() { node -e "require('$ROOT/dist/src/local/proc').freePort().then((p) => console.log(p))"; }
+source scripts/lib/local-pg.sh
 PG_PORT=$(free_port); PROXY_PORT=$(free_port)
-PGDATA="$WORK/pgdata"; rm -rf "$PGDATA" "$WORK/out-direct" "$WORK/out-pgring"
-runuser -u postgres -- /usr/lib/postgresql/15/bin/initdb -D "$PGDATA" -U postgres -A trust --no-sync -E UTF8 --locale=C.UTF-8 >/dev/null
-cat >> "$PGDATA/postgresql.conf" <<EOF
-port = $PG_PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-max_prepared_transactions = 50
-max_connections = 200
-fsync = off
-EOF
-runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
-cat > "$WORK/pgring.json" <<EOF
-{"listen": {"host": "127.0.0.1", "port": $PROXY_PORT}, "metrics": {"enabled": false}, "logLevel": "warn",
- "pool": {"mode": "transaction", "maxSize": 40},
- "users": [{"name": "postgres", "auth": "trust", "admin": true}],
- "shards": [{"name": "s1", "backends": [{"host": "127.0.0.1", "port": $PG_PORT}]}]}
-EOF
-node dist/src/cli/main.js proxy --config "$WORK/pgring.json" > "$WORK/pgring.log" 2>&1 &
-PROXY_PID=$!
-cleanup() {
-  kill "$PROXY_PID" 2>/dev/null || true
-  runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
-node -e "require('$ROOT/dist/src/local/proc').waitForPort($PROXY_PORT, 20000).then(() => process.exit(0), () => process.exit(1))"
+rm -rf "$WORK/out-direct" "$WORK/out-pgring"
+trap local_stop EXIT
+pg_init; pg_start
+pgring_start pgring "$PROXY_PORT" transaction 40
 
 # 3. The same schedule twice: directly, then through pgring.
 run() { # outdir port

@@ -115,6 +115,15 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
     this.lockHolds = new IndexedHistogram('pgring_lock_hold_seconds', 'Time ZooKeeper locks were held', null, () => '');
     for (const h of [this.queries, this.xacts, this.lockWaits, this.lockHolds]) reg.registerMetric(h as never);
 
+    this.registerCounters(shardName);
+    this.registerPoolGauges();
+    this.registerTopologyGauges();
+    this.registerStateGauges();
+  }
+
+  /** Counters derived from the histograms and the maps the hot path and the transaction layer update. */
+  private registerCounters(shardName: (i: number) => string): void {
+    const reg = this.registry;
     const perShard = (h: IndexedHistogram) => () => h.indexes().map((i) => ({ labels: { shard: shardName(i) }, value: h.count(i) }));
     const fromMap = (m: Map<string, number>, label: string) => () => [...m].map(([k, v]) => ({ labels: { [label]: k }, value: v }));
     reg.registerMetric(new DerivedCounter('pgring_queries_total', 'Statements forwarded to each shard', perShard(this.queries)) as never);
@@ -124,7 +133,11 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
     reg.registerMetric(new DerivedCounter('pgring_two_phase_commits_total', 'Multi-shard commits (PREPARE TRANSACTION / COMMIT PREPARED), by outcome', fromMap(this.twoPc, 'outcome')) as never);
     reg.registerMetric(new DerivedCounter('pgring_two_phase_recoveries_total', 'In-doubt transactions resolved, by outcome', fromMap(this.recoveries, 'outcome')) as never);
     reg.registerMetric(new DerivedCounter('pgring_config_reloads_total', 'Config reloads (SIGHUP / RELOAD), by result', fromMap(this.reloads, 'result')) as never);
+  }
 
+  /** Client connections and pools: read from the sessions and pools at scrape time. */
+  private registerPoolGauges(): void {
+    const reg = this.registry;
     const proxyRef = this.proxy;
     const poolLabels = ['shard', 'backend', 'database', 'user'] as const;
     new Gauge({
@@ -197,6 +210,12 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
         }
       },
     });
+  }
+
+  /** Traffic per shard, shard and backend liveness, the ring. */
+  private registerTopologyGauges(): void {
+    const reg = this.registry;
+    const proxyRef = this.proxy;
     const self = this;
     new Counter({
       name: 'pgring_bytes_total', help: 'Bytes through pgring per shard: direction "in" = from servers (sent on to clients), "out" = to servers (received from clients)',
@@ -242,6 +261,13 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
         for (const s of proxyRef.ring.shares()) this.set({ shard: s.name }, s.percent);
       },
     });
+  }
+
+  /** ZooKeeper session, locks, open transactions, PAUSE, version. */
+  private registerStateGauges(): void {
+    const reg = this.registry;
+    const proxyRef = this.proxy;
+    const self = this;
     reg.registerMetric(new DerivedCounter('pgring_zookeeper_connected', 'ZooKeeper session connected (1) or not (0); absent when ZooKeeper is not configured',
       () => (proxyRef.config.zookeeper ? [{ labels: {}, value: self.zkState() === 'connected' ? 1 : 0 }] : []), 'gauge') as never);
     new Gauge({

@@ -96,37 +96,15 @@ export class ServerConnection {
         for (const [k, v] of startup) w.cstr(k).cstr(v);
         socket.write(w.int8(0).packet());
       });
-      let scram: ScramClient | null = null;
+      const auth: { scram: ScramClient | null } = { scram: null };
       const onStartupData = (chunk: Buffer) => {
         try {
           conn.reader.feed(chunk, (type, msg) => {
             if (done) return;
             switch (type) {
               case B.Authentication: {
-                const code = msg.readInt32BE(5);
-                if (code === AUTH.Ok) return;
-                if (code === AUTH.Cleartext || code === AUTH.MD5) {
-                  if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${target.shardName}" asks a password for user "${cred.user}" and none is configured`);
-                  const pw = code === AUTH.MD5 ? md5Response(cred.user, cred.password, msg.subarray(9, 13)) : cred.password;
-                  socket.write(new Writer().cstr(pw).msg(0x70));
-                } else if (code === AUTH.SASL) {
-                  const mechs: string[] = [];
-                  let off = 9;
-                  while (off < msg.length && msg[off] !== 0) { const [m, n] = readCString(msg, off); mechs.push(m); off = n; }
-                  if (!mechs.includes('SCRAM-SHA-256')) throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${target.shardName}" offers no supported SASL mechanism (${mechs.join(', ')})`);
-                  if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${target.shardName}" asks a password for user "${cred.user}" and none is configured`);
-                  scram = new ScramClient(cred.password);
-                  const first = scram.clientFirst();
-                  socket.write(new Writer().cstr('SCRAM-SHA-256').int32(first.length).bytes(first).msg(0x70));
-                } else if (code === AUTH.SASLContinue) {
-                  if (!scram) throw new PgError(SQLSTATE.ProtocolViolation, 'unexpected SASLContinue');
-                  socket.write(new Writer().bytes(scram.handleServerFirst(msg.subarray(9))).msg(0x70));
-                } else if (code === AUTH.SASLFinal) {
-                  if (!scram) throw new PgError(SQLSTATE.ProtocolViolation, 'unexpected SASLFinal');
-                  scram.verifyServerFinal(msg.subarray(9));
-                } else {
-                  throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${target.shardName}" requested unsupported authentication method ${code}`);
-                }
+                const reply = authReply(msg, cred, target.shardName, auth);
+                if (reply) socket.write(reply);
                 return;
               }
               case B.ParameterStatus: {
@@ -275,5 +253,35 @@ export class ServerConnection {
       s.once('error', () => resolve());
       s.setTimeout(2000, () => s.destroy());
     });
+  }
+}
+
+/** The answer to a server's Authentication request during startup (null: nothing to send);
+ *  throws a PgError when it cannot be answered. `auth.scram` carries a SCRAM exchange. */
+function authReply(msg: Buffer, cred: ServerCredentials, shardName: string, auth: { scram: ScramClient | null }): Buffer | null {
+  const code = msg.readInt32BE(5);
+  if (code === AUTH.Ok) return null;
+  if (code === AUTH.Cleartext || code === AUTH.MD5) {
+    if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${shardName}" asks a password for user "${cred.user}" and none is configured`);
+    const pw = code === AUTH.MD5 ? md5Response(cred.user, cred.password, msg.subarray(9, 13)) : cred.password;
+    return new Writer().cstr(pw).msg(0x70);
+  } else if (code === AUTH.SASL) {
+    const mechs: string[] = [];
+    let off = 9;
+    while (off < msg.length && msg[off] !== 0) { const [m, n] = readCString(msg, off); mechs.push(m); off = n; }
+    if (!mechs.includes('SCRAM-SHA-256')) throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${shardName}" offers no supported SASL mechanism (${mechs.join(', ')})`);
+    if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${shardName}" asks a password for user "${cred.user}" and none is configured`);
+    auth.scram = new ScramClient(cred.password);
+    const first = auth.scram.clientFirst();
+    return new Writer().cstr('SCRAM-SHA-256').int32(first.length).bytes(first).msg(0x70);
+  } else if (code === AUTH.SASLContinue) {
+    if (!auth.scram) throw new PgError(SQLSTATE.ProtocolViolation, 'unexpected SASLContinue');
+    return new Writer().bytes(auth.scram.handleServerFirst(msg.subarray(9))).msg(0x70);
+  } else if (code === AUTH.SASLFinal) {
+    if (!auth.scram) throw new PgError(SQLSTATE.ProtocolViolation, 'unexpected SASLFinal');
+    auth.scram.verifyServerFinal(msg.subarray(9));
+    return null;
+  } else {
+    throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${shardName}" requested unsupported authentication method ${code}`);
   }
 }

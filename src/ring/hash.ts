@@ -103,6 +103,8 @@ export function hashBytesParts(k: Uint8Array, off: number, len: number, seedHi: 
  * read directly with charCodeAt. Returns false (state untouched) if the string
  * has a non-ASCII character; the caller then encodes to UTF-8 first.
  */
+// The mix rounds repeat hashBytesParts' on purpose: a shared helper would have to pass a, b and c
+// through memory (or allocate) on every routed key; they stay in registers this way.
 function hashAsciiParts(s: string, seedHi: number, seedLo: number): boolean {
   const len = s.length;
   let a = (INIT + len) | 0;

@@ -1,35 +1,26 @@
 // What Perl DBD::Pg's own test suite (run by scripts/drivers-libpq.sh) found different through
 // pgring, checked against plain PostgreSQL with the same server.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { serialize } from 'pg-protocol';
-import { testCluster, uniqueName, psqlAt } from '../helpers/env';
-import { baseConfig, client, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { client, RunningProxy } from '../helpers/proxy';
+import { comparedDatabases } from '../helpers/compare';
 import { WireClient, WireMsg } from '../helpers/wire';
 
-let cluster: Awaited<ReturnType<typeof testCluster>>;
 let txPool: RunningProxy;
 let sessionPool: RunningProxy;
 let serverPort: number;
-let db: string;
+let directDb: string;
+let proxiedDb: string;
 
-before(async () => {
-  cluster = await testCluster();
-  serverPort = cluster.pg[0]!.port;
-  db = uniqueName('fidd');
-  createDatabase([serverPort], db);
-  txPool = await startProxy(await baseConfig(cluster, 1, { pool: { mode: 'transaction', maxSize: 4 } }));
-  sessionPool = await startProxy(await baseConfig(cluster, 1, { pool: { mode: 'session', maxSize: 4 } }));
+comparedDatabases('fidd', [{ pool: { mode: 'transaction', maxSize: 4 } }, { pool: { mode: 'session', maxSize: 4 } }], (e) => {
+  ({ serverPort, directDb, proxiedDb } = e);
+  [txPool, sessionPool] = e.proxies as [RunningProxy, RunningProxy];
 });
 
-after(async () => {
-  await txPool?.stop();
-  await sessionPool?.stop();
-  psqlAt(serverPort, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-});
-
-const targets = (): [string, number][] => [['direct', serverPort], ['transaction', txPool.port], ['session', sessionPool.port]];
+/** Each target: plain PostgreSQL (its own database), pgring in transaction and in session pooling. */
+const targets = (): [string, number, string][] => [['direct', serverPort, directDb], ['transaction', txPool.port, proxiedDb], ['session', sessionPool.port, proxiedDb]];
 
 describe('DBD::Pg through pgring, against plain PostgreSQL', () => {
   // DBD::Pg prepares with Parse ("dbdpg_p<pid>_<n>") and frees the statement with an SQL
@@ -38,7 +29,7 @@ describe('DBD::Pg through pgring, against plain PostgreSQL', () => {
   // with 26000 and aborted the client's transaction.
   it('SQL DEALLOCATE drops a statement prepared with Parse, also inside a transaction', async () => {
     const seen: WireMsg[][] = [];
-    for (const [, port] of targets()) {
+    for (const [, port, db] of targets()) {
       const c = await WireClient.connect(port, db);
       try {
         c.send([serialize.query('BEGIN'), serialize.parse({ name: 'dbdpg_p1_1', text: 'SELECT $1::int + 1', types: [23] }), serialize.sync()]);
@@ -76,7 +67,7 @@ describe('DBD::Pg through pgring, against plain PostgreSQL', () => {
   // state); pgring answered 25P02 itself.
   it('in a failed transaction, a string that does not parse gets its syntax error, not 25P02', async () => {
     const seen: WireMsg[][] = [];
-    for (const [, port] of targets()) {
+    for (const [, port, db] of targets()) {
       const c = await WireClient.connect(port, db);
       try {
         const out: WireMsg[] = [];
@@ -105,7 +96,7 @@ describe('DBD::Pg through pgring, against plain PostgreSQL', () => {
   // cancel can never hit the next query; pgring closed it before passing the cancel on, and it
   // cancelled the client's next statement.
   it('a CancelRequest is passed on before its connection closes: it never hits the next query', async () => {
-    for (const [name, port] of targets()) {
+    for (const [name, port, db] of targets()) {
       const c = client(port, db);
       await c.connect();
       try {

@@ -3,35 +3,22 @@
 // pgring (one shard, transaction pooling and session pooling, same server, another database);
 // the answers must be identical. Found by running pgjdbc programs through pgring
 // (scripts/drivers-jdbc.sh); the tests do not need Java.
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { serialize } from 'pg-protocol';
-import { testCluster, uniqueName, psqlAt } from '../helpers/env';
-import { baseConfig, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { RunningProxy } from '../helpers/proxy';
+import { comparedDatabases } from '../helpers/compare';
 import { WireClient, WireMsg } from '../helpers/wire';
 
-let cluster: Awaited<ReturnType<typeof testCluster>>;
 let txProxy: RunningProxy;
 let sessionProxy: RunningProxy;
 let serverPort: number;
 let directDb: string;
 let proxiedDb: string;
 
-before(async () => {
-  cluster = await testCluster();
-  serverPort = cluster.pg[0]!.port;
-  directDb = uniqueName('fidj_direct');
-  proxiedDb = uniqueName('fidj_proxied');
-  createDatabase([serverPort], directDb);
-  createDatabase([serverPort], proxiedDb);
-  txProxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 4 } }));
-  sessionProxy = await startProxy(await baseConfig(cluster, 1, { pool: { maxSize: 4, mode: 'session' } }));
-});
-
-after(async () => {
-  await txProxy?.stop();
-  await sessionProxy?.stop();
-  for (const d of [directDb, proxiedDb]) psqlAt(serverPort, `DROP DATABASE IF EXISTS ${d} WITH (FORCE)`);
+comparedDatabases('fidj', [{ pool: { maxSize: 4 } }, { pool: { maxSize: 4, mode: 'session' } }], (e) => {
+  ({ serverPort, directDb, proxiedDb } = e);
+  [txProxy, sessionProxy] = e.proxies as [RunningProxy, RunningProxy];
 });
 
 const { parse: P, bind: B, describe: D, execute: E, sync: S, close: C } = serialize;

@@ -1,0 +1,396 @@
+// Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
+import { B, F } from '../protocol/codes';
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { ProtocolViolation } from '../protocol/reader';
+import type { RoutedStatement } from '../router/router';
+import { ClientStatement, isStale, makeStatement } from './prepared';
+import { routeShards } from './routing';
+import { Group, GroupMode } from './group';
+import type { ClientSession } from './client';
+import { K } from './session-types';
+import type { Pending, Link, Portal } from './session-types';
+import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
+
+export class ExtendedProtocol {
+  /** Links of the current extended-protocol unit that run an autocommit multi-shard write in a transaction of its own. */
+  private unitTx: Set<Link> | null = null;
+  /** The client's portals by name ('' = unnamed, dropped at Sync). */
+  private portals = new Map<string, Portal>();
+
+  constructor(private readonly s: ClientSession) {}
+
+  onParse(msg: Buffer): Promise<void> | void {
+    let info: ReturnType<typeof decodeParse>;
+    try { info = decodeParse(msg); } catch { throw new ProtocolViolation('invalid Parse message'); }
+    this.s.lastQuery = info.sql;
+    try {
+      if (info.name !== '' && this.s.stmts.has(info.name)) {
+        throw new PgError(SQLSTATE.DuplicatePreparedStatement, `prepared statement "${info.name}" already exists`);
+      }
+      const stmt = this.s.router.planPrepared(info.sql);
+      if (needsColumns(stmt)) return this.parseAfterLearning(msg, info, stmt.plan.table!);
+      return this.parseWith(msg, info, stmt);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /** Parse of an INSERT without a column list into a sharded table: learn its columns first. */
+  async parseAfterLearning(msg: Buffer, info: ReturnType<typeof decodeParse>, table: string): Promise<void> {
+    try {
+      await this.s.simple.learnColumns(table);
+      await this.parseWith(msg, info, this.s.router.planPrepared(info.sql));
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
+      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.s.credKey);
+      this.s.stmts.set(info.name, cs);
+      if (isTxControl(stmt.plan) || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
+        this.s.responses.synth([parseComplete], true);
+        return;
+      }
+      const shard = this.s.routing.preferredShardFor(stmt);
+      this.s.readOnlyUse = isPlainRead(stmt.plan);
+      if (!this.s.links[shard] && !stmt.plan.parseError && !this.s.ctx.topology.pool(shard, this.s.lifecycle.cred(), this.s.readOnlyUse).hasCapacity(this.s.paramsKey)) {
+        // Every server connection is busy: do not make the client wait (it may hold other
+        // connections through other sessions, e.g. pgbench preparing while its peers sit in
+        // transactions). The Parse goes to a server together with the first Bind.
+        this.s.responses.synth([parseComplete], true);
+        return;
+      }
+      return this.withLink(shard, this.parseOn, info, cs);
+  }
+
+  parseOn(link: Link, info: ReturnType<typeof decodeParse>, cs: ClientStatement): void {
+    this.s.unitLinks.add(link);
+    link.unsynced = true;
+    // A copy here is older than this Parse: prepared again, as PostgreSQL analyses every Parse.
+    if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.s.prepared.closeServerStatement(link, cs.serverName);
+    this.s.prepared.closeStale(link, cs);
+    const p = this.s.responses.push(K.Parse, link, true);
+    this.s.prepared.markPrepared(link, cs);
+    p.onError = () => {
+      if (this.s.stmts.get(info.name) === cs) this.s.stmts.delete(info.name);
+      this.s.prepared.unmarkPrepared(link, cs);
+    };
+    link.conn.write(cs.parse);
+  }
+
+  onBind(msg: Buffer): Promise<void> | void {
+    let info: ReturnType<typeof decodeBind>;
+    try { info = decodeBind(msg); } catch { throw new ProtocolViolation('invalid Bind message'); }
+    try {
+      const cs = this.s.stmts.get(info.statement);
+      if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
+      // Prepared by this client before its result type changed: PostgreSQL fails the Bind.
+      // The routine field is what pgjdbc reads to decide that re-preparing heals it.
+      if (isStale(cs)) throw new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
+      const plan = cs.stmt.plan;
+      this.s.simple.checkSupported(cs.stmt, null);
+      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
+        this.portals.set(info.portal, { shards: [], cs, virtual: true });
+        this.s.responses.synth([bindComplete], true);
+        return;
+      }
+      this.s.readOnlyUse = isPlainRead(plan);
+      const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
+      this.s.simple.checkSupported(cs.stmt, route);
+      const shards = routeShards(route, this.s.ctx.shards.shardCount);
+      if (this.s.simple.abortedFor(shards)) throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
+      if (plan.insertSplit && shards.length > 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT whose rows belong to different shards is not supported in the extended protocol; send one row per statement or use the simple protocol');
+      const now = this.s.simple.writeHookFor(cs.stmt) ? null : this.s.servers.linksNow(shards);
+      if (now) { this.bindOn(msg, info, cs, shards, now); return; }
+      return this.onBindWaiting(msg, info, cs, shards);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[]): Promise<void> {
+    try {
+      await this.s.simple.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
+      const links: Link[] = [];
+      for (const s of shards) links.push(await this.s.servers.link(s));
+      this.bindOn(msg, info, cs, shards, links);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[]): void {
+      if (this.unitTx || (links.length > 1 && this.s.transaction.distributedAutocommit(cs.stmt))) {
+        // An autocommit write to several shards: one transaction per shard, committed together at Sync.
+        if (!this.unitTx) { this.unitTx = new Set(); this.s.txSnapshot = this.s.state; }
+        for (const l of links) if (!this.unitTx.has(l)) { this.unitTx.add(l); this.beginInUnit(l); }
+      }
+      const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
+      const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
+      let result: Pending | null = null;
+      for (const [i, link] of links.entries()) {
+        this.s.unitLinks.add(link);
+        link.unsynced = true;
+        this.s.prepared.ensurePrepared(link, cs);
+        const p = this.s.responses.push(K.Bind, link, true);
+        if (group) { p.group = group; p.member = i; }
+        if (cs.serverName !== '') p.cs = cs; // no closure per Bind: checked where errors arrive
+        link.conn.write(renamed);
+      }
+      if (group) {
+        result = this.s.responses.push(K.GroupResult, null, true);
+        const r = result;
+        group.onFinish = (msgs) => { r.out = msgs; this.s.responses.complete(r); };
+      }
+      this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats } : { shards, cs, virtual: false });
+  }
+
+  onDescribe(msg: Buffer): Promise<void> | void {
+    const { kind, name } = decodeTargeted(msg);
+    try {
+      if (kind === 'S') {
+        const cs = this.s.stmts.get(name);
+        if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
+        if (isTxControl(cs.stmt.plan) || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
+          this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
+          return;
+        }
+        const out = cs.serverName === name ? msg : targeted(F.Describe, 'S', cs.serverName);
+        return this.withLink(this.s.routing.preferredShardFor(cs.stmt), this.describeStatementOn, cs, out);
+      }
+      const portal = this.portals.get(name);
+      if (!portal) {
+        // Not a protocol portal of this client: an SQL cursor (DECLARE) lives on the server of
+        // the open transaction, which answers for it.
+        const link = name === '' ? undefined : this.s.attachedLinks[0];
+        if (link) return this.withLink(link.shard, this.cursorRequestOn, msg, K.Describe);
+        throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      }
+      if (portal.virtual) { this.s.responses.synth([noData], true); return; }
+      return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  describeStatementOn(link: Link, cs: ClientStatement, out: Buffer): void {
+    this.s.unitLinks.add(link);
+    link.unsynced = true;
+    this.s.prepared.ensurePrepared(link, cs);
+    this.s.responses.push(K.Describe, link, true);
+    link.conn.write(out);
+  }
+
+  /** Describe or Execute of an SQL cursor (not a portal of this client): forwarded as is. */
+  cursorRequestOn(link: Link, msg: Buffer, kind: K): void {
+    this.s.unitLinks.add(link);
+    link.unsynced = true;
+    this.s.responses.push(kind, link, true);
+    link.conn.write(msg);
+  }
+
+  describePortalOn(link: Link, portal: Portal, msg: Buffer): void {
+    this.s.unitLinks.add(link);
+    link.unsynced = true;
+    const p = this.s.responses.push(K.Describe, link, true);
+    if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
+      // Several shards answer through the merger: describe the columns the client will get.
+      p.plans = [portal.cs.stmt];
+      p.onRow = () => undefined;
+    }
+    link.conn.write(msg);
+  }
+
+  /**
+   * Runs the extended-protocol step `fn` with the link to `shard`: now when one is free,
+   * else after waiting for the pool. `fn` is a method taking its data as arguments, so the
+   * common case allocates no closure.
+   */
+  withLink<A, B>(shard: number, fn: (this: ExtendedProtocol, link: Link, a: A, b: B) => void, a: A, b: B): Promise<void> | void {
+    const now = this.s.servers.linkNow(shard);
+    if (now) { fn.call(this, now, a, b); return; }
+    return this.s.servers.link(shard).then((link) => {
+      try { fn.call(this, link, a, b); } catch (e) { this.s.simple.queryError(e, true); }
+    }, (e) => this.s.simple.queryError(e, true));
+  }
+
+  onExecute(msg: Buffer): Promise<void> | void {
+    const { portal: name } = decodeExecute(msg);
+    try {
+      const portal = this.portals.get(name);
+      if (!portal) {
+        // Not a protocol portal of this client: an SQL cursor (DECLARE) lives on the server of
+        // the open transaction, which runs it.
+        const link = name === '' ? undefined : this.s.attachedLinks[0];
+        if (link) return this.withLink(link.shard, this.cursorRequestOn, msg, K.Execute);
+        throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
+      }
+      const stmt = portal.cs.stmt;
+      this.s.lastQuery = portal.cs.sql;
+      if (portal.virtual && this.s.responses.inFlight()) {
+        // An earlier message of this pipeline is still running on a server. If it fails,
+        // PostgreSQL skips everything up to the Sync, this statement too: decide once it answered.
+        this.s.blockingWork = this.executeVirtualLater(msg);
+        return;
+      }
+      if (portal.virtual) {
+        if (stmt.plan.setVar?.name.startsWith('pgring.')) {
+          this.s.routing.ownSetting(stmt);
+          this.s.responses.synth([commandComplete(stmt.plan.command === 'set' ? 'SET' : 'RESET')], true);
+          return;
+        }
+        if (this.s.transaction.txControl(stmt, { portal })) return;
+        // COMMIT/ROLLBACK of a transaction running on one server: run it there. A BEGIN that
+        // txControl left to the server (a session holding its connections, e.g. session
+        // pooling) runs on every attached one: they are all idle, and filtering them out
+        // answered nothing at all (pgjdbc's extended-protocol BEGIN hung).
+        const links = stmt.plan.command === 'begin' ? this.s.attachedLinks : this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+        const group = links.length > 1 ? new Group('first', links.length, stmt, []) : null;
+        for (const [i, l] of links.entries()) {
+          this.s.unitLinks.add(l);
+          l.unsynced = true;
+          const p = this.s.responses.push(K.ExecSimple, l, true);
+          p.plans = [stmt];
+          if (group) { p.group = group; p.member = i; }
+          l.conn.busy = true;
+          l.conn.write(query(stmt.sql));
+        }
+        if (group) {
+          const r = this.s.responses.push(K.GroupResult, null, true);
+          group.onFinish = (msgs) => { r.out = msgs.filter((m) => m[0] !== B.ReadyForQuery); this.s.responses.complete(r); };
+        }
+        return;
+      }
+      const now = this.s.servers.linksNow(portal.shards);
+      if (now) { this.executeOn(msg, name, portal, now); return; }
+      return this.executeWaiting(msg, name, portal);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  async executeVirtualLater(msg: Buffer): Promise<void> {
+    await this.s.responses.afterInFlight();
+    if (this.s.responses.extError || this.s.skipUntilSync) return; // skipped, as PostgreSQL skips it
+    await this.onExecute(msg);
+    this.s.flush();
+  }
+
+  async executeWaiting(msg: Buffer, name: string, portal: Portal): Promise<void> {
+    try {
+      const links: Link[] = [];
+      for (const s of portal.shards) links.push(await this.s.servers.link(s));
+      this.executeOn(msg, name, portal, links);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  executeOn(msg: Buffer, name: string, portal: Portal, links: Link[]): void {
+      const stmt = portal.cs.stmt;
+      // A portal bound before an earlier Sync (inside a transaction) is run in this unit:
+      // its server must get this unit's Sync too.
+      for (const l of links) { this.s.unitLinks.add(l); l.unsynced = true; }
+      if (links.length === 1) {
+        const l = links[0]!;
+        const p = this.s.responses.push(K.Execute, l, true);
+        p.plans = [stmt];
+        p.t0 = Date.now();
+        l.conn.busy = true;
+        l.conn.write(msg);
+        return;
+      }
+      const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
+        : stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
+      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats });
+      if (mode === 'merge-ext') {
+        // The merger needs the column types: in the extended protocol they come from a Describe.
+        const d = this.s.responses.push(K.InternalDescribe, links[0]!, true);
+        d.onRow = (m) => { group.describe(m); };
+        links[0]!.conn.write(targeted(F.Describe, 'P', name));
+      }
+      for (const [i, l] of links.entries()) {
+        const p = this.s.responses.push(K.Execute, l, true);
+        p.plans = [stmt]; p.group = group; p.member = i;
+        l.conn.busy = true;
+        l.conn.write(msg);
+      }
+      const r = this.s.responses.push(K.GroupResult, null, true);
+      group.onFinish = (msgs) => {
+        r.out = msgs;
+        const cc = msgs.find((m) => m[0] === B.CommandComplete);
+        if (cc) this.s.transaction.afterCommand(stmt, commandTag(cc), null);
+        this.s.responses.complete(r);
+      };
+  }
+
+  onClose(msg: Buffer): void {
+    const { kind, name } = decodeTargeted(msg);
+    if (kind === 'S') {
+      this.s.stmts.delete(name); // the server keeps its copy, shared by name across clients
+      this.s.responses.synth([closeComplete], true);
+      return;
+    }
+    const portal = this.portals.get(name);
+    this.portals.delete(name);
+    if (!portal || portal.virtual) { this.s.responses.synth([closeComplete], true); return; }
+    const link = this.s.links[portal.shards[0]!];
+    if (!link) { this.s.responses.synth([closeComplete], true); return; }
+    const others = portal.shards.slice(1).map((s) => this.s.links[s]).filter((l): l is Link => !!l);
+    for (const l of [link, ...others]) { this.s.unitLinks.add(l); l.unsynced = true; }
+    for (const l of others) { const p = this.s.responses.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
+    this.s.responses.push(K.Close, link, true);
+    link.conn.write(msg);
+  }
+
+  onSync(): void {
+    this.s.skipUntilSync = false;
+    for (const l of this.s.unitLinks) {
+      l.unsynced = false;
+      this.s.responses.push(K.Sync, l, true);
+      l.conn.busy = true;
+      l.conn.write(syncMsg);
+    }
+    this.s.unitLinks.clear();
+    this.portals.delete('');
+    if (this.unitTx) {
+      // The pump waits: nothing else may run (or answer) before the unit's shards commit or roll back.
+      const links = [...this.unitTx];
+      this.unitTx = null;
+      this.s.blockingWork = this.finishUnitTx(links);
+      return;
+    }
+    this.s.responses.rfq();
+  }
+
+  /**
+   * Opens an explicit transaction on `link` inside the current extended-protocol unit,
+   * before the client's Bind: Bind + Execute of pgring's own "BEGIN" statement (named,
+   * so the client's unnamed statement stays), prepared on first use.
+   */
+  beginInUnit(link: Link): void {
+    this.internalInUnit(link, BEGIN_STMT);
+  }
+
+  /** Bind + Execute of one of pgring's own named statements (BEGIN, COMMIT, ROLLBACK) in the
+   *  current unit; its BindComplete and CommandComplete are not the client's. */
+  internalInUnit(link: Link, st: InternalStatement): void {
+    if (!link.conn.prepared.has(st.name)) {
+      this.s.responses.push(K.InternalParse, link, true);
+      link.conn.prepared.set(st.name, 0);
+      link.conn.write(st.parse);
+    }
+    this.s.responses.push(K.InternalBegin, link, true);
+    link.conn.write(st.bindExecute);
+    this.s.unitLinks.add(link);
+    link.unsynced = true;
+  }
+
+  /** After the Sync of a unit with a multi-shard autocommit write: commit every shard (two-phase with the transaction layer) or roll all back. */
+  async finishUnitTx(links: Link[]): Promise<void> {
+    let err: PgError | null = null;
+    try {
+      await this.s.responses.waitIdle();
+      const open = links.filter((l) => this.s.links[l.shard] === l && l.conn.status !== 'I');
+      // extError: the client was told of an error in this unit (by a server or by pgring).
+      err = await this.s.transaction.endOnLinks(open, !this.s.responses.extError && open.length > 0 && open.every((l) => l.conn.status === 'T'));
+    } catch (e) {
+      err = internalError(e);
+    }
+    if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
+    this.s.responses.rfq();
+    this.s.flush();
+  }
+
+  onFlush(): void {
+    for (const l of this.s.unitLinks) l.conn.write(msg_flush);
+  }
+}

@@ -1,0 +1,172 @@
+// Statements that run on several shards (scatter-gather through Group) and multi-statement
+// query strings.
+import { B } from '../protocol/codes';
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { commandComplete, commandTag, query } from '../protocol/messages';
+import type { RoutedStatement } from '../router/router';
+import { routeShards } from './routing';
+import { Group, GroupMode } from './group';
+import type { ClientSession } from './client';
+import { K } from './session-types';
+import type { Pending, Link } from './session-types';
+import { isTxControl } from './session-util';
+
+export class Scatter {
+  constructor(private readonly s: ClientSession) {}
+
+  async runMulti(stmts: RoutedStatement[], msg: Buffer): Promise<void> {
+    // One server can run the whole string when every statement goes to the same shard.
+    let shard = -1;
+    let single = true;
+    try {
+      for (const s of stmts) {
+        this.s.simple.checkSupported(s, null);
+        if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
+        if (s.plan.target === 'none' && !s.plan.write && s.plan.command !== 'copy_from') continue;
+        if (isTxControl(s.plan) || s.plan.command === 'set' || s.plan.command === 'reset') continue;
+        const r = this.s.routing.route(s, null, null);
+        this.s.simple.checkSupported(s, r);
+        if (r.kind !== 'direct' || (shard >= 0 && r.shard !== shard)) { single = false; break; }
+        shard = r.shard;
+      }
+      if (single) {
+        if (shard < 0) shard = this.s.routing.preferredShard();
+        for (const s of stmts) await this.s.simple.beforeWrite(s, [shard], null, null);
+        const link = await this.s.servers.link(shard);
+        const p = this.s.responses.push(K.Query, link, false);
+        p.plans = stmts;
+        link.conn.busy = true;
+        link.conn.write(msg);
+        this.s.responses.rfq();
+        return;
+      }
+    } catch (e) {
+      this.s.simple.queryError(e);
+      return;
+    }
+    // Statements for different shards: run one by one, stop at the first error,
+    // and answer with a single ReadyForQuery as PostgreSQL does.
+    for (const s of stmts) {
+      const failed = await this.runOneOfMany(s);
+      if (failed) break;
+    }
+    this.s.responses.rfq();
+  }
+
+  /** Runs one statement of a multi-statement string; resolves true when it failed. */
+  async runOneOfMany(stmt: RoutedStatement): Promise<boolean> {
+    let failed = false;
+    try {
+      const plan = stmt.plan;
+      if ((plan.command === 'set' || plan.command === 'reset') && this.s.routing.ownSetting(stmt)) {
+        this.s.responses.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false);
+        return false;
+      }
+      if (isTxControl(plan) && this.s.transaction.txControlInMulti(stmt)) return false;
+      const route = this.s.routing.route(stmt, null, null);
+      this.s.simple.checkSupported(stmt, route);
+      const shards = routeShards(route, this.s.ctx.shards.shardCount);
+      await this.s.simple.beforeWrite(stmt, shards, null, null);
+      const sub = query(stmt.sql);
+      if (shards.length === 1) {
+        const link = await this.s.servers.link(shards[0]!);
+        const p = this.s.responses.push(K.ExecSimple, link, false);
+        p.plans = [stmt];
+        await new Promise<void>((resolve) => {
+          p.onError = () => { failed = true; };
+          p.onDone = resolve;
+          link.conn.write(sub);
+          this.s.flush();
+        });
+      } else if (stmt.plan.insertSplit && route.kind === 'multi') {
+        const bodies = this.splitInsert(stmt);
+        const ss = [...bodies.keys()].sort((a, b) => a - b);
+        await this.scatterSimple(stmt, sub, ss, true, ss.map((sh) => query(bodies.get(sh)!)));
+        await this.s.responses.waitIdle();
+      } else {
+        await this.scatterSimple(stmt, sub, shards, true);
+        await this.s.responses.waitIdle();
+      }
+    } catch (e) {
+      const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
+      this.s.simple.markFailed();
+      this.s.responses.synth([err.toMessage()], false);
+      return true;
+    }
+    return failed;
+  }
+
+  /** Per-shard SQL of a multi-row INSERT (rows grouped by the shard of their key). */
+  splitInsert(stmt: RoutedStatement): Map<number, string> {
+    const split = stmt.plan.insertSplit!;
+    const type = stmt.plan.keyType!;
+    const rows = new Map<number, string[]>();
+    for (const row of split.rows) {
+      const k = row.key;
+      const text = k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : null;
+      if (k.kind === 'param') throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT with parameters whose rows belong to different shards is not supported');
+      if (text === null) throw new PgError('23502', `null value in shard key column of relation "${stmt.plan.table}" cannot be routed`);
+      const shard = this.s.ctx.shards.shardForKey(type, text);
+      let list = rows.get(shard);
+      if (!list) rows.set(shard, list = []);
+      list.push(row.sql);
+    }
+    const out = new Map<number, string>();
+    for (const [shard, list] of rows) out.set(shard, split.head + list.join(', ') + split.tail);
+    return out;
+  }
+
+  async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[]): Promise<void> {
+    const links: Link[] = [];
+    for (const s of shards) links.push(await this.s.servers.link(s));
+    // Reference tables and DDL run the same change on every shard: answer as one server would.
+    const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
+      : stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
+    const sql = stmt.plan.merge?.shardSql;
+    const body = sql ? query(sql) : msg;
+    const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name));
+    const result = this.s.responses.push(K.GroupResult, null, false);
+    links.forEach((l, i) => {
+      const p = this.s.responses.push(partOfMany ? K.ExecSimple : K.Query, l, false);
+      p.group = group; p.member = i; p.plans = [stmt];
+    });
+    // The result entry must come after the members in response order.
+    this.s.responses.moveToEnd(result);
+    group.onFinish = (msgs) => {
+      result.out = msgs;
+      const first = msgs.find((m) => m[0] === B.CommandComplete);
+      if (first) this.s.transaction.afterCommand(stmt, commandTag(first), null);
+      this.s.responses.complete(result);
+    };
+    for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); }
+    if (!partOfMany) this.s.responses.rfq();
+  }
+
+  groupMessage(p: Pending, type: number, msg: Buffer): void {
+    const g = p.group!;
+    if (type === B.ErrorResponse) { this.s.responses.afterErrorOf(p, msg); p.onError?.(); }
+    g.message(p.member!, type, msg);
+    let terminal: boolean;
+    switch (p.kind) {
+      case K.Query: case K.ExecSimple: terminal = type === B.ReadyForQuery; break;
+      case K.Bind: terminal = type === B.BindComplete; break;
+      case K.Close: case K.InternalClose: terminal = type === B.CloseComplete; break;
+      case K.Describe: terminal = type === B.RowDescription || type === B.NoData; break;
+      case K.Execute: terminal = type === B.CommandComplete || type === B.EmptyQueryResponse || type === B.PortalSuspended; break;
+      default: terminal = type === B.ReadyForQuery;
+    }
+    if (type === B.ErrorResponse && p.ext) {
+      this.groupMemberDone(p);
+      this.s.responses.extendedError(p);
+      return;
+    }
+    if (terminal) { this.s.responses.complete(p); this.groupMemberDone(p); }
+  }
+
+  groupMemberDone(p: Pending): void {
+    if (p.member === -1) return;
+    const m = p.member!;
+    p.member = -1;
+    p.group!.memberDone(m);
+  }
+}

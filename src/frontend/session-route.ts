@@ -1,0 +1,97 @@
+// Which shards a statement runs on, for this session (hints, SET pgring.shard_key, bound
+// parameters, the links in use). The key-to-shard mapping itself is in routing.ts.
+import type { KeyType } from '../config/types';
+import { PgError, SQLSTATE } from '../protocol/errors';
+import type { Plan, RoutedStatement } from '../router/router';
+import { Route, shardByName, shardsForKeys } from './routing';
+import type { ClientSession } from './client';
+import { pushKey } from './session-util';
+
+export class SessionRouting {
+  constructor(private readonly s: ClientSession) {}
+
+  /** Which shards a statement runs on. */
+  route(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
+    const plan = stmt.plan;
+    const hint = stmt.hint ?? plan.hint;
+    if (hint?.shard !== undefined) return { kind: 'direct', shard: shardByName(this.s.ctx.shards, hint.shard) };
+    if (hint?.shardKey !== undefined) return { kind: 'direct', shard: this.s.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), hint.shardKey) };
+    if (this.s.routeShard !== null) return { kind: 'direct', shard: shardByName(this.s.ctx.shards, this.s.routeShard) };
+    if (this.s.routeShardKey !== null) return { kind: 'direct', shard: this.s.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), this.s.routeShardKey) };
+    const n = this.s.ctx.shards.shardCount;
+    if (n === 1) return { kind: 'direct', shard: 0 };
+    if (plan.savepoint !== undefined) {
+      // SAVEPOINT / RELEASE / ROLLBACK TO act on every shard in the transaction (shards that join
+      // later get the savepoints replayed after their BEGIN); with none yet, one shard starts it.
+      const shards = this.s.attachedLinks.map((l) => l.shard).sort((a, b) => a - b);
+      if (shards.length > 1) return { kind: 'multi', shards };
+      if (shards.length === 1) return { kind: 'direct', shard: shards[0]! };
+    }
+    if (plan.command === 'ddl') return { kind: 'all' };
+    if (plan.target === 'sharded') {
+      if (plan.keys && plan.keyType) {
+        const values: (string | null)[] = [];
+        for (const k of plan.keys) {
+          if (k.kind === 'literal') pushKey(values, stmt.literals[k.slot] ?? null, k.array);
+          else if (k.kind === 'value') pushKey(values, k.text, k.array);
+          else {
+            const v = params?.[k.index];
+            if (v === undefined) throw new PgError(SQLSTATE.ProtocolViolation, `bind message supplies ${params?.length ?? 0} parameters, but the shard key uses $${k.index + 1}`);
+            if (v === null) { values.push(null); continue; }
+            const fmt = formats && formats.length ? (formats.length === 1 ? formats[0] : formats[k.index]) : 0;
+            if (fmt === 1) {
+              if (k.array) return { kind: 'all' }; // binary arrays: not decoded, ask every shard
+              return this.binaryRoute(plan.keyType, plan.keys, params!, formats!, stmt);
+            }
+            pushKey(values, v.toString('utf8'), k.array);
+          }
+        }
+        return shardsForKeys(this.s.ctx.shards, plan.keyType, values);
+      }
+      return { kind: 'all' };
+    }
+    if (plan.target === 'reference' && plan.write) return { kind: 'all' };
+    return { kind: 'direct', shard: this.preferredShard() };
+  }
+
+  binaryRoute(type: KeyType, keys: Plan['keys'], params: (Buffer | null)[], formats: number[], stmt: RoutedStatement): Route {
+    const seen = new Set<number>();
+    for (const k of keys!) {
+      if (k.kind === 'literal') { const t = stmt.literals[k.slot]; if (t != null) seen.add(this.s.ctx.shards.shardForKey(type, t)); continue; }
+      if (k.kind === 'value') { if (k.text !== null) seen.add(this.s.ctx.shards.shardForKey(type, k.text)); continue; }
+      const v = params[k.index];
+      if (v == null) continue;
+      const fmt = formats.length === 1 ? formats[0] : formats[k.index];
+      seen.add(fmt === 1 ? this.s.ctx.shards.shardForBinaryKey(type, v) : this.s.ctx.shards.shardForKey(type, v.toString('utf8')));
+    }
+    if (seen.size <= 1) return { kind: 'direct', shard: seen.size ? seen.values().next().value as number : 0 };
+    return { kind: 'multi', shards: [...seen].sort((a, b) => a - b) };
+  }
+
+  defaultKeyType(): KeyType { return this.s.ctx.config.sharding.tables[0]?.type ?? 'text'; }
+
+  /** Shard for statements that touch no sharded table: one already in use, else a live one. */
+  preferredShard(): number {
+    for (const l of this.s.links) if (l) return l.shard;
+    return this.s.ctx.topology.anyLiveShard(0);
+  }
+
+  /** pgring's own settings (SET pgring.shard_key / pgring.shard): consumed here. */
+  ownSetting(stmt: RoutedStatement): boolean {
+    const v = stmt.plan.setVar;
+    if (!v || !v.name.startsWith('pgring.')) return false;
+    if (v.name === 'pgring.shard_key') this.s.routeShardKey = v.value;
+    else if (v.name === 'pgring.shard') {
+      if (v.value !== null) shardByName(this.s.ctx.shards, v.value);
+      this.s.routeShard = v.value;
+    } else if (v.name === 'all') return false;
+    else throw new PgError(SQLSTATE.InvalidParameterValue, `unrecognized configuration parameter "${v.name}"`, { hint: 'pgring knows pgring.shard_key and pgring.shard' });
+    return true;
+  }
+
+  /** For Parse/Describe of a statement before any Bind: a shard already in use, else where its key would go. */
+  preferredShardFor(_stmt: RoutedStatement): number {
+    for (const l of this.s.unitLinks) return l.shard;
+    return this.preferredShard();
+  }
+}

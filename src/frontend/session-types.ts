@@ -1,0 +1,108 @@
+// Types shared by the client-session modules (ClientSession re-exports the public ones).
+import * as tls from 'node:tls';
+import type { Config, KeyType } from '../config/types';
+import { Fifo } from './fifo';
+import { PgError } from '../protocol/errors';
+import type { Pool } from '../backend/pool';
+import type { ServerConnection } from '../backend/server';
+import type { Topology } from '../backend/topology';
+import type { Logger } from '../log';
+import type { RoutedStatement } from '../router/router';
+import { Router } from '../router/router';
+import { ClientStatement } from './prepared';
+import { ShardMap } from './routing';
+import { Group } from './group';
+import type { ClientSession } from './client';
+
+/** What a client session needs from the running proxy. */
+export interface ProxyContext {
+  config: Config;
+  /** TLS for clients (from config.tls), or null: SSLRequest answered 'N'. */
+  tlsContext?: () => tls.SecureContext | null;
+  topology: Topology;
+  router: Router;
+  shards: ShardMap;
+  log: Logger;
+  sessions: Map<string, ClientSession>;
+  /** Server ParameterStatus values per (user, database, startup params): answers logins without a server round trip. */
+  paramCache: Map<string, [string, string][]>;
+  admin?: (session: ClientSession, sql: string) => Promise<Buffer[]>;
+  /** Transaction hooks (locks, two-phase commit) installed by the transaction layer. */
+  tx?: TransactionHooks;
+  metrics?: SessionMetrics;
+  paused?: Promise<void> | null;
+  draining?: boolean;
+  /** Router of a database whose sharded tables' columns were read from its catalog. */
+  routerFor?(database: string): Router | undefined;
+  learnedColumns?(database: string, table: string, columns: string[]): void;
+}
+
+/** The shard-key values a write touches; `group` (the key column) keeps unrelated keys' lock buckets apart. */
+export interface WriteKeys { type: KeyType; group?: string; values: (string | null)[] }
+
+export interface TransactionHooks {
+  /** Before a write statement is forwarded: may take locks (a lock wait ends as PostgreSQL's would: 55P03, 57014, 40P01). */
+  beforeWrite?(session: ClientSession, shards: number[], keys: WriteKeys | null, inBlock: boolean, table?: string, objects?: string[]): Promise<void> | void;
+  /** Right before a COMMIT is forwarded (single shard) or prepared (several): an error means roll back instead. */
+  beforeCommit?(session: ClientSession): PgError | null;
+  /** COMMIT of a transaction that touched several shards. */
+  commitMulti?(session: ClientSession, links: Link[]): Promise<void>;
+  /** A CancelRequest for this session: end its lock wait, if any (57014). */
+  cancelWait?(session: ClientSession): void;
+  /** The transaction ended (commit, rollback, disconnect): release locks. */
+  afterTransaction?(session: ClientSession, committed: boolean): void;
+  /** A ReadyForQuery with status idle went to the client (autocommit statements end here). */
+  afterIdle?(session: ClientSession): void;
+}
+
+export interface SessionMetrics {
+  query(shard: number, us: number): void;
+  transaction(shard: number, us: number): void;
+  error(code: string): void;
+}
+
+export const enum K {
+  Query = 1, Internal, InternalRows, InternalDescribe, Parse, InternalParse, InternalClose, Bind, Describe, Execute, Close, Sync, ExecSimple, Synth, Rfq, GroupResult,
+  /** BEGIN injected into an extended-protocol unit (Bind + Execute of pgring's own statement). */
+  InternalBegin,
+}
+
+export interface Pending {
+  kind: K;
+  link: Link | null;
+  out: Buffer[] | null;
+  done: boolean;
+  /** Extended-protocol entry: an ErrorResponse makes the server skip to Sync. */
+  ext: boolean;
+  plans?: RoutedStatement[];
+  planIdx?: number;
+  group?: Group;
+  member?: number;
+  onError?: (msg?: Buffer) => void;
+  /** Bind of a shared server statement: a "result type changed" error marks it stale. */
+  cs?: ClientStatement;
+  onDone?: () => void;
+  rows?: (string | null)[][];
+  /** Receives a RowDescription (internal / rewritten Describe). */
+  onRow?: (msg: Buffer) => void;
+  /** Start time (ms) of a query / execute, for statistics. */
+  t0?: number;
+}
+
+export interface Link {
+  shard: number;
+  conn: ServerConnection;
+  pool: Pool;
+  queue: Fifo<Pending>;
+  /** Extended messages sent since the last Sync (the server is inside an implicit transaction). */
+  unsynced: boolean;
+  /** The server failed an extended-protocol request and skips everything up to the next Sync. */
+  skipping: boolean;
+  /** Prepared the client's unnamed statement (identity of the ClientStatement). */
+  unnamed: ClientStatement | null;
+  txStart: number;
+  bytesIn0: number;
+  bytesOut0: number;
+}
+
+export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[] };

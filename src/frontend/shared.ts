@@ -1,0 +1,165 @@
+// The state the modules of one client session share: one object (the ClientSession itself,
+// which extends this class), each field owned by one module. The owner is the module that
+// decides the field's value; the others read it, or change it only through the owner's
+// methods unless noted. Fields only one module uses live in that module's class instead.
+import type * as net from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { UserConfig } from '../config/types';
+import type { TxStatus } from '../protocol/messages';
+import { StartupReader } from '../protocol/reader';
+import type { Router } from '../router/router';
+import type { ClientAuth } from './auth';
+import type { ClientStatement } from './prepared';
+import { PinReason, SessionState } from './session-state';
+import type { CopySplitter } from './copy';
+import type { ProxyContext, Link } from './session-types';
+import { valueInOptions, valueOfSetSql } from '../txn/wait-limit';
+
+let nextPid = 1_000_000 + randomInt(1_000_000);
+
+export abstract class SessionShared {
+  /** The client's socket: the accepted one, or the TLS socket over it after SSLRequest. [connection.ts] */
+  socket: net.Socket;
+
+  constructor(socket: net.Socket, readonly ctx: ProxyContext) { this.socket = socket; }
+
+  // ---- connection.ts: identity, start-up and authentication ----
+  /** BackendKeyData pid (the server's own in single-shard session pooling). */
+  pid = nextPid++;
+  readonly secret = randomInt(0x7fffffff);
+  readonly connectedAt = Date.now();
+  phase: 'startup' | 'auth' | 'ready' | 'closed' = 'startup';
+  user = '';
+  database = '';
+  applicationName = '';
+  userConfig: UserConfig | undefined;
+  /** Connected to the admin console (database "pgring"). */
+  admin = false;
+  /** Startup parameters sent on to servers, and their canonical key for the pools. */
+  startupParams: [string, string][] = [];
+  paramsKey = '';
+  /** Identifies the server credentials for Topology.poolFast (set once the startup packet is read). */
+  credKey = '';
+  tls = false;
+  /** Reads the startup packet(s) (dispatch.ts clears it once a startup packet is complete). */
+  startupReader: StartupReader | null = new StartupReader();
+  /** The authentication exchange in progress (dispatch.ts feeds it PasswordMessages). */
+  auth: ClientAuth | null = null;
+  authTimer: NodeJS.Timeout | undefined;
+
+  // ---- dispatch.ts: the ordered inbox ----
+  /** Client messages waiting for the one being handled (drained by Dispatch.pump). */
+  inbox: { type: number; msg: Buffer }[] = [];
+  /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a
+   *  statement pipelined behind unanswered requests). Set by simple/extended/transaction, awaited
+   *  and cleared by the pump. */
+  blockingWork: Promise<void> | null = null;
+
+  // ---- shared.ts: bytes out to the client ----
+  /** Messages for the client, written in one socket write by flush(). */
+  readonly wq: Buffer[] = [];
+
+  // ---- links.ts: server connections ----
+  /** The link to each shard's server connection, by shard index (connection.ts empties it at close). */
+  readonly links: (Link | undefined)[] = [];
+  /** Since when the client waits for a pool (0: not waiting); shown by the admin console. */
+  waitingSince = 0;
+  /** The statement being linked only reads (a plain SELECT): a shard without a live primary
+   *  may serve it from a live replica. Set by simple/extended where a statement's plan is known, before linking. */
+  readOnlyUse = false;
+
+  // ---- extended.ts: the current extended-protocol unit and client statements ----
+  /** Links that got extended-protocol messages since the last Sync. */
+  readonly unitLinks = new Set<Link>();
+  /** pgring answered an extended-protocol message with an error: skip to Sync (set by simple.ts queryError). */
+  skipUntilSync = false;
+  /** The client's prepared statements by name ('' = unnamed); a simple Query and DEALLOCATE drop them (simple.ts, transaction.ts). */
+  readonly stmts = new Map<string, ClientStatement>();
+
+  // ---- transaction.ts: transaction and session state ----
+  /** SET state the client built (replayed on every server connection it gets). */
+  state: SessionState = SessionState.empty;
+  /** `state` at BEGIN: what a ROLLBACK returns to (extended.ts takes it when a unit opens its own transaction). */
+  txSnapshot: SessionState = SessionState.empty;
+  /** BEGIN answered by pgring and not yet sent to any server ('E' after a failure pgring reported: simple.ts markFailed). */
+  virtualTx: null | 'T' | 'E' = null;
+  /** pgring itself failed a statement of a transaction running on servers (the servers do not know). Set by simple.ts (markFailed). */
+  txFailed = false;
+  /** The client's BEGIN text (replayed on shards that join the transaction). */
+  beginSql = 'BEGIN';
+  /** While a BEGIN that a server ran (session pooling, pinned sessions) is open: the links in the
+   *  transaction (transaction.ts opens and ends it, links.ts adds to it). Every other link a
+   *  statement of it reaches gets the BEGIN first, or the statement would run in autocommit
+   *  there, outside the client's transaction. */
+  serverTx: Set<Link> | null = null;
+  /** Savepoints of the open transaction, oldest first (replayed on shards that join it). */
+  savepoints: string[] = [];
+  /** Why the session keeps its server connections (transaction pooling). */
+  readonly pins = new Set<PinReason>();
+  /** Set by the transaction layer (src/txn): state to drop when the transaction ends. */
+  txData: unknown = null;
+
+  // ---- session-route.ts: SET pgring.shard_key / pgring.shard (simple.ts clears them at RESET ALL) ----
+  routeShardKey: string | null = null;
+  routeShard: string | null = null;
+
+  // ---- simple.ts / extended.ts: what the admin console shows ----
+  lastQuery = '';
+  queryStart = 0;
+
+  // ---- copy-in.ts ----
+  /** Links a COPY FROM STDIN is running on (its CopyData goes there). Set by responses.ts at CopyInResponse. */
+  copyLinks: Link[] | null = null;
+  /** COPY FROM STDIN split across shards by key. */
+  copySplit: CopySplitter | null = null;
+
+  // ---- derived state ----
+  /** The router for this database (tables' column lists learned from its catalog). */
+  get router(): Router { return this.ctx.routerFor?.(this.database) ?? this.ctx.router; }
+  get key(): string { return `${this.pid}:${this.secret}`; }
+  /** A setting's session-level value as pgring knows it (SET in this session, else the startup packet), or null. */
+  setting(name: string): string | null {
+    const sql = this.state.sets.get(name);
+    if (sql !== undefined) return valueOfSetSql(sql);
+    const direct = this.startupParams.find(([k]) => k === name)?.[1];
+    if (direct !== undefined) return direct;
+    const opts = this.startupParams.find(([k]) => k === 'options')?.[1];
+    return opts ? valueInOptions(opts, name) : null;
+  }
+  get poolMode() { return this.userConfig?.poolMode ?? this.ctx.config.pool.mode; }
+  get attachedLinks(): Link[] { return this.links.filter((l): l is Link => l !== undefined); }
+
+  /** Transaction status as the client must see it. */
+  get txStatus(): TxStatus {
+    if (this.txFailed) return 'E';
+    let t = false;
+    for (const l of this.links) {
+      if (!l) continue;
+      if (l.conn.status === 'E') return 'E';
+      if (l.conn.status === 'T') t = true;
+    }
+    if (this.virtualTx) return this.virtualTx;
+    return t ? 'T' : 'I';
+  }
+
+  // ---- output ----
+  write(b: Buffer): void { this.wq.push(b); }
+
+  flush(): void {
+    const q = this.wq; // reused: called after every socket read, usually with nothing queued
+    if (q.length === 0) return;
+    if (this.phase === 'closed') { q.length = 0; return; }
+    if (q.length === 1) { this.socket.write(q[0]!); q.length = 0; return; }
+    // Messages forwarded from one server read are usually adjacent slices of one chunk.
+    let contiguous = true;
+    const first = q[0]!;
+    let end = first.byteOffset + first.length;
+    for (let i = 1; i < q.length; i++) {
+      const b = q[i]!;
+      if (b.buffer !== first.buffer || b.byteOffset !== end) { contiguous = false; break; }
+      end += b.length;
+    }
+    this.socket.write(contiguous ? Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) : Buffer.concat(q));
+    q.length = 0;
+  }
+}

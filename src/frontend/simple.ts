@@ -1,0 +1,207 @@
+// Simple-query protocol (Query): plan, route, and forward one statement; errors answered by pgring.
+import type { KeyType } from '../config/types';
+import { PgError, SQLSTATE } from '../protocol/errors';
+import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
+import type { RoutedStatement } from '../router/router';
+import { Route, routeShards } from './routing';
+import type { ClientSession } from './client';
+import { K } from './session-types';
+import type { Link, WriteKeys } from './session-types';
+import { isTxControl, isPlainRead, internalError, quoteLiteral, needsColumns } from './session-util';
+
+export class SimpleQuery {
+  constructor(private readonly s: ClientSession) {}
+
+  onQuery(msg: Buffer): Promise<void> | void {
+    this.s.readOnlyUse = false; // set per statement where its plan is known
+    const sql = queryText(msg);
+    this.s.lastQuery = sql;
+    this.s.queryStart = Date.now();
+    this.s.stmts.delete(''); // a simple Query drops the unnamed statement, as in PostgreSQL
+    let stmts: RoutedStatement[];
+    try { stmts = this.s.router.plan(sql); } catch (e) { return this.queryError(e); }
+    if (stmts.some(needsColumns)) return this.learnColumnsThen(stmts, () => this.onQuery(msg));
+    if (stmts.length === 0) {
+      this.s.responses.synth([emptyQueryResponse], false);
+      this.s.responses.rfq();
+      return;
+    }
+    if (stmts.length === 1) return this.runSimple(stmts[0]!, msg, stmts);
+    return this.s.scatter.runMulti(stmts, msg);
+  }
+
+  queryError(e: unknown, ext = false): void {
+    const err = internalError(e);
+    if (err.severity === 'FATAL') throw err;
+    this.s.ctx.metrics?.error(err.code);
+    this.markFailed();
+    this.s.responses.synth([err.toMessage()], ext);
+    if (!ext) this.s.responses.rfq();
+    else this.s.skipUntilSync = true;
+  }
+
+  /** pgring failed a statement of the open transaction: the client's transaction is now failed. */
+  markFailed(): void {
+    if (this.s.txStatus === 'I') return;
+    // A server whose transaction failed knows, and answers for it (pgring may have answered
+    // 25P02 for it): its state, not pgring's, decides.
+    if (this.serverFailed()) return;
+    if (this.s.virtualTx) this.s.virtualTx = 'E';
+    else this.s.txFailed = true;
+  }
+
+  /** Whether pgring must answer 25P02 for a statement bound for `shards`: the transaction failed
+   *  where the servers do not know it (pgring's own error, or another shard's). A statement for
+   *  a server whose transaction failed goes there: pipelined after a ROLLBACK it may be fine. */
+  abortedFor(shards: number[]): boolean {
+    if (this.s.txFailed || this.s.virtualTx === 'E') return true;
+    return this.serverFailed() && shards.some((sh) => this.s.links[sh]?.conn.status !== 'E');
+  }
+
+  /** A server's transaction of this client failed (it answers 25P02 itself). */
+  serverFailed(): boolean {
+    for (const l of this.s.links) if (l?.conn.status === 'E') return true;
+    return false;
+  }
+
+  /** One statement: forwarded at once when it goes to one shard with a free connection; else runSimpleWaiting. */
+  runSimple(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[]): Promise<void> | void {
+    const plan = stmt.plan;
+    if ((isTxControl(plan) || plan.command === 'prepare_transaction' || plan.deallocate !== undefined || this.s.txStatus === 'E') && this.s.responses.inFlight()) {
+      // Pipelined behind requests a server has not answered yet: the transaction state pgring
+      // decides on (and may answer for) is only known once they are answered.
+      this.s.blockingWork = this.s.responses.afterInFlight().then(() => this.runSimple(stmt, msg, plans)).then(() => this.s.flush());
+      return;
+    }
+    try {
+      if (plan.command === 'set' || plan.command === 'reset') {
+        if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.s.routeShard = null; this.s.routeShardKey = null; }
+        if (this.s.routing.ownSetting(stmt)) { this.s.responses.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.s.responses.rfq(); return; }
+      }
+      this.checkSupported(stmt, null);
+      if (isTxControl(plan) && this.s.transaction.txControl(stmt, null)) return;
+      if (plan.command === 'prepare_transaction' && this.s.transaction.prepareTransaction()) return;
+      if (plan.freeDatabase !== undefined) {
+        // PostgreSQL refuses (after waiting 5 s) while other sessions use the database; pgring's
+        // own idle connections to it must not be those sessions.
+        for (const pool of this.s.ctx.topology.allPools()) if (pool.cred.database === plan.freeDatabase) pool.dropIdle();
+      }
+      // PostgreSQL parses a query string before it looks at the transaction state: in a failed
+      // transaction a string it cannot parse still gets its syntax error (from the server), not 25P02.
+      if (this.s.txStatus === 'E' && plan.parseError === undefined && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
+        throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
+      }
+      if (plan.deallocate !== undefined && this.s.stmts.has(plan.deallocate)) {
+        // A protocol-level statement (drivers' Close by SQL, e.g. pgx): the server knows it by
+        // pgring's shared name, so the client's name is dropped here, as Close does.
+        this.s.stmts.delete(plan.deallocate);
+        this.s.responses.synth([commandComplete('DEALLOCATE')], false);
+        this.s.responses.rfq();
+        return;
+      }
+      this.s.readOnlyUse = isPlainRead(plan);
+      const route = this.s.routing.route(stmt, null, null);
+      this.checkSupported(stmt, route);
+      if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
+        const link = this.s.servers.linkNow(route.shard);
+        if (link) { this.sendQuery(link, msg, plans); return; }
+      }
+      return this.runSimpleWaiting(stmt, msg, plans, route);
+    } catch (e) {
+      this.queryError(e);
+    }
+  }
+
+  sendQuery(link: Link, msg: Buffer, plans: RoutedStatement[]): void {
+    const p = this.s.responses.push(K.Query, link, false);
+    p.plans = plans;
+    p.t0 = Date.now();
+    link.conn.busy = true;
+    link.conn.write(msg);
+    this.s.responses.rfq();
+  }
+
+  /** True when the transaction layer wants to see this statement before it runs (locks). */
+  writeHookFor(stmt: RoutedStatement): boolean {
+    return stmt.plan.write && this.s.ctx.tx?.beforeWrite !== undefined;
+  }
+
+  async runSimpleWaiting(stmt: RoutedStatement, msg: Buffer, plans: RoutedStatement[], route: Route): Promise<void> {
+    const plan = stmt.plan;
+    try {
+      if (plan.command === 'copy_from' && route.kind !== 'direct' && plan.copy) return await this.s.copy.startCopySplit(stmt, msg);
+      if (plan.insertSplit && route.kind === 'multi') {
+        // A multi-row INSERT whose rows belong to different shards: each shard gets its own rows.
+        const bodies = this.s.scatter.splitInsert(stmt);
+        const shards = [...bodies.keys()].sort((a, b) => a - b);
+        await this.beforeWrite(stmt, shards, null, null);
+        if (this.s.transaction.distributedAutocommit(stmt)) return await this.s.transaction.autocommitMulti(stmt, msg, shards, shards.map((sh) => query(bodies.get(sh)!)));
+        await this.s.scatter.scatterSimple(stmt, msg, shards, false, shards.map((sh) => query(bodies.get(sh)!)));
+        return;
+      }
+      const shards = routeShards(route, this.s.ctx.shards.shardCount);
+      await this.beforeWrite(stmt, shards, null, null);
+      if (shards.length === 1) {
+        this.sendQuery(await this.s.servers.link(shards[0]!), msg, plans);
+        return;
+      }
+      if (this.s.transaction.distributedAutocommit(stmt)) return await this.s.transaction.autocommitMulti(stmt, msg, shards);
+      await this.s.scatter.scatterSimple(stmt, msg, shards);
+    } catch (e) {
+      this.queryError(e);
+    }
+  }
+
+  /** Why pgring refuses a statement (0A000), or null. SET pgring.shard(_key) lifts scatter-only reasons. */
+  unsupportedReason(stmt: RoutedStatement): string | null {
+    const p = stmt.plan;
+    if (!p.unsupported) return null;
+    if (p.unsupported === p.scatterUnsupported && (this.s.routeShard !== null || this.s.routeShardKey !== null)) return null;
+    return p.unsupported;
+  }
+
+  /** Throws 0A000 for forms pgring cannot run correctly (on more than one shard, for scatter-only ones). */
+  checkSupported(stmt: RoutedStatement, route: Route | null): void {
+    const why = this.unsupportedReason(stmt) ?? (route && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1 ? stmt.plan.scatterUnsupported ?? null : null);
+    if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
+  }
+
+  /** Runs the locks hook for writes. */
+  async beforeWrite(stmt: RoutedStatement, shards: number[], params: (Buffer | null)[] | null, formats: number[] | null): Promise<void> {
+    const hook = this.s.ctx.tx?.beforeWrite;
+    if (!hook || !stmt.plan.write) return;
+    let keys: WriteKeys | null = null;
+    const plan = stmt.plan;
+    if (plan.keys && plan.keyType) {
+      keys = { type: plan.keyType, group: plan.keyColumn, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : params[k.index]!.toString('utf8')))) };
+    }
+    await hook.call(this.s.ctx.tx, this.s, shards, keys, this.s.txStatus !== 'I', plan.table, plan.lockObjects);
+  }
+
+  async learnColumnsThen(stmts: RoutedStatement[], again: () => Promise<void> | void): Promise<void> {
+    try {
+      for (const st of stmts) if (needsColumns(st)) await this.learnColumns(st.plan.table!);
+    } catch (e) { this.queryError(e); return; }
+    if (stmts.some((st) => needsColumns(st) && !this.knowsColumns(st.plan.table!))) {
+      this.queryError(new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${stmts.find(needsColumns)!.plan.unsupported}`));
+      return;
+    }
+    await again();
+  }
+
+  knowsColumns(table: string): boolean {
+    return !needsColumns(this.s.router.plan(`INSERT INTO ${table} VALUES (NULL)`)[0]!);
+  }
+
+  /** Reads a sharded table's columns from the catalog of this database (one shard). */
+  async learnColumns(table: string): Promise<void> {
+    if (!this.s.ctx.learnedColumns) return;
+    const shard = this.s.routing.preferredShard();
+    const link = await this.s.servers.link(shard);
+    const rows = await this.s.servers.queryRows(link, `SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = ${quoteLiteral(table)}::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`)
+      .catch(() => [] as (string | null)[][]);
+    await this.s.responses.afterInFlight();
+    this.s.servers.afterReady();
+    if (rows.length) this.s.ctx.learnedColumns(this.s.database, table, rows.map((r) => r[0]!));
+  }
+}

@@ -1,0 +1,377 @@
+// Merging a SELECT answered by several shards: the MergeSpec (ORDER BY, LIMIT/OFFSET, GROUP BY
+// and aggregate columns the merger needs) and the SQL each shard runs instead (avg() as sum and
+// count, hidden columns for ORDER BY / GROUP BY expressions outside the select list, LIMIT +
+// OFFSET pushed down). Works on the statement's AST and its tokens; no I/O.
+import type { Token } from './lexer';
+import type { MergeSpec } from './types';
+import { N, Part, MERGE_AGGS, OTHER_AGGS, canon, funcName, quoteIdent, strs } from './plan-ast';
+
+type Range = [number, number] | string;
+type Unsupported = { unsupported: string };
+type AggOf = { fn: 'count' | 'sum' | 'min' | 'max' | 'avg' } | Unsupported | null;
+type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' };
+type Items = { start: number; end: number }[];
+/** marker base for hidden column indexes, fixed up at the end */
+const HID = 1 << 20;
+
+/** What the rewrite needs from the planner: the parse text, its tokens, literal values, templates. */
+export interface MergeHost {
+  readonly text: string;
+  toks(): Token[];
+  constValue(c: N): string | null;
+  parts(ranges: Range[]): Part[];
+}
+
+/** The merge spec of a SELECT over sharded tables (and the per-shard SQL when it differs), or why it cannot be merged. */
+export function mergeSpec(host: MergeHost, s: N): { spec: MergeSpec; shardSqlT?: Part[] } | Unsupported {
+  return new MergeRewrite(host, s).run();
+}
+
+class MergeRewrite {
+  private readonly toks: Token[];
+  private readonly spec: MergeSpec = { orderBy: [], limit: null, offset: null, groupBy: [], aggregates: [], hiddenColumns: 0 };
+  private readonly setop: boolean;
+  private targets: N[] = [];
+  private star = false;
+  private aggs: AggOf[] = [];
+  private hasAgg = false;
+  /** target list items in the text */
+  private sel: { items: Items; end: number } | null = null;
+  private readonly hidden: Hidden[] = [];
+  private readonly edits: { start: number; end: number; pieces: Range[] }[] = [];
+
+  constructor(private readonly host: MergeHost, private readonly s: N) {
+    this.toks = host.toks();
+    this.setop = !!(s.op && s.op !== 'SETOP_NONE');
+  }
+
+  run(): { spec: MergeSpec; shardSqlT?: Part[] } | Unsupported {
+    const why = this.shape() ?? this.selectList() ?? this.averages() ?? this.groupBy() ?? this.orderBy() ?? this.limits();
+    return why ?? this.finish();
+  }
+
+  private needText(): boolean { return this.sel !== null && this.sel.items.length === this.targets.length; }
+  private addHidden(h: Hidden): number { this.hidden.push(h); return HID + this.hidden.length - 1; }
+
+  private outName(t: N): string | null {
+    const r = t.ResTarget;
+    if (r.name) return r.name;
+    const v = r.val;
+    if (v?.ColumnRef) { const f = strs(v.ColumnRef.fields); return f[f.length - 1] === '*' ? null : f[f.length - 1]; }
+    if (v?.FuncCall) return strs(v.FuncCall.funcname).slice(-1)[0];
+    return null;
+  }
+
+  /** output position of target idx; -1 when unknown (after a star) */
+  private positionOf(idx: number): number {
+    for (let k = 0; k < idx; k++) if (strs(this.targets[k].ResTarget?.val?.ColumnRef?.fields).includes('*')) return -1;
+    return idx;
+  }
+
+  /** Forms that cannot be merged at all; sets the target list. */
+  private shape(): Unsupported | undefined {
+    const s = this.s;
+    if (this.setop) {
+      const plainArm = (x: N): boolean => {
+        if (x.op && x.op !== 'SETOP_NONE') return x.op === 'SETOP_UNION' && x.all && plainArm(x.larg) && plainArm(x.rarg);
+        return !x.distinctClause && !x.groupClause && !x.havingClause && !x.limitCount && !x.limitOffset && !x.sortClause
+          && !findAgg(x.targetList) && !hasWindow(x.targetList);
+      };
+      if (!(s.op === 'SETOP_UNION' && s.all && plainArm(s))) {
+        const opn = s.op === 'SETOP_UNION' ? (s.all ? 'UNION ALL with aggregates' : 'UNION') : s.op === 'SETOP_INTERSECT' ? 'INTERSECT' : 'EXCEPT';
+        return { unsupported: `${opn} across shards` };
+      }
+      let x = s; while (x.op && x.op !== 'SETOP_NONE') x = x.larg;
+      this.targets = x.targetList ?? [];
+    } else {
+      this.targets = s.targetList ?? [];
+      if (s.distinctClause) return { unsupported: 'DISTINCT across shards' };
+      if (hasWindow(this.targets) || hasWindow(s.sortClause)) return { unsupported: 'window functions across shards' };
+      if (s.havingClause) return { unsupported: 'HAVING across shards' };
+      if ((s.groupClause ?? []).some((g: N) => g.GroupingSet)) return { unsupported: 'GROUPING SETS / ROLLUP / CUBE across shards' };
+      if (s.groupDistinct) return { unsupported: 'GROUP BY DISTINCT across shards' };
+    }
+    if (s.limitOption === 'LIMIT_OPTION_WITH_TIES') return { unsupported: 'FETCH ... WITH TIES across shards' };
+    return undefined;
+  }
+
+  /** Aggregates of the select list, and where its items are in the text. */
+  private selectList(): Unsupported | undefined {
+    const targets = this.targets;
+    this.star = targets.some((t: N) => strs(t.ResTarget?.val?.ColumnRef?.fields).includes('*'));
+    this.aggs = this.setop ? targets.map(() => null) : targets.map((t: N) => aggOf(t.ResTarget.val));
+    for (const a of this.aggs) if (a && 'unsupported' in a) return a;
+    this.hasAgg = !this.setop && (this.aggs.some((a) => a) || (this.s.groupClause ?? []).length > 0);
+    if (this.star && this.hasAgg) return { unsupported: 'SELECT * with aggregates across shards' };
+    this.sel = findTargetList(this.toks);
+    return undefined;
+  }
+
+  /** Aggregates in the select list: avg() becomes sum() and a hidden count(). */
+  private averages(): Unsupported | undefined {
+    if (!this.hasAgg) return undefined;
+    const { toks, targets, spec } = this;
+    for (let k = 0; k < targets.length; k++) {
+      const a = this.aggs[k];
+      if (!a || 'unsupported' in a) continue;
+      if (a.fn !== 'avg') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (!this.needText()) return { unsupported: 'cannot rewrite avg() for shards' };
+      const item = this.sel!.items[k];
+      const fc = targets[k].ResTarget.val.FuncCall;
+      // tokens of the call: name ... ( args ) [FILTER (...)]
+      const it = toks.findIndex((t) => t.start === item.start);
+      let j = it;
+      while (j < toks.length && toks[j].text !== '(') j++;
+      const open = j;
+      const d0 = toks[open].depth;
+      j++;
+      while (j < toks.length && !(toks[j].text === ')' && toks[j].depth === d0)) j++;
+      const close = j;
+      let callEnd = toks[close].end;
+      if (fc.agg_filter) {
+        let f = close + 1;
+        if (toks[f]?.lower === 'filter' && toks[f + 1]?.text === '(') {
+          f += 2;
+          while (f < toks.length && !(toks[f].text === ')' && toks[f].depth === d0)) f++;
+          callEnd = toks[f].end;
+        }
+      }
+      const argsAndFilter: [number, number] = [toks[open].start, callEnd];
+      const alias = targets[k].ResTarget.name;
+      this.edits.push({ start: item.start, end: item.end, pieces: ['sum', argsAndFilter, ' AS ', quoteIdent(alias ?? 'avg')] });
+      const cnt = this.addHidden({ pieces: ['count', argsAndFilter] });
+      spec.aggregates.push({ column: k, fn: 'avg', sumColumn: k, countColumn: cnt });
+    }
+    return undefined;
+  }
+
+  /** GROUP BY columns (expressions outside the select list become hidden columns). */
+  private groupBy(): Unsupported | undefined {
+    const { s, targets, spec } = this;
+    if (!this.hasAgg || !s.groupClause?.length) return undefined;
+    const gItems = clauseItems(this.toks, 'group', ['having', 'window', 'order', 'limit', 'offset', 'fetch', 'for']);
+    for (let g = 0; g < s.groupClause.length; g++) {
+      const ge = s.groupClause[g];
+      let col = -1;
+      if (ge.A_Const?.ival !== undefined && !ge.A_Const.fval) { col = Number(this.host.constValue(ge.A_Const)) - 1; }
+      else {
+        const c = canon(ge);
+        col = targets.findIndex((t: N) => canon(t.ResTarget.val) === c);
+        if (col < 0 && ge.ColumnRef && strs(ge.ColumnRef.fields).length === 1) {
+          const nm = strs(ge.ColumnRef.fields)[0];
+          col = targets.findIndex((t: N) => t.ResTarget.name === nm);
+        }
+        if (col >= 0) col = this.positionOf(col);
+      }
+      if (col < 0) {
+        const r = gItems ? exprRange(gItems, g) : null;
+        if (!r) return { unsupported: 'cannot rewrite GROUP BY for shards' };
+        col = this.addHidden({ pieces: [r] });
+      }
+      if (!spec.groupBy.includes(col)) spec.groupBy.push(col);
+    }
+    return undefined;
+  }
+
+  /** ORDER BY columns (expressions outside the select list become hidden columns). */
+  private orderBy(): Unsupported | undefined {
+    const s = this.s;
+    if (!s.sortClause?.length) return undefined;
+    const oItems = clauseItems(this.toks, 'order', ['limit', 'offset', 'fetch', 'for']);
+    for (let o = 0; o < s.sortClause.length; o++) {
+      const sb = s.sortClause[o].SortBy;
+      if (sb.sortby_dir === 'SORTBY_USING') return { unsupported: 'ORDER BY ... USING across shards' };
+      const col = this.orderColumn(sb.node, oItems, o);
+      if (typeof col !== 'number') return col;
+      const desc = sb.sortby_dir === 'SORTBY_DESC';
+      const nullsFirst = sb.sortby_nulls === 'SORTBY_NULLS_FIRST' ? true : sb.sortby_nulls === 'SORTBY_NULLS_LAST' ? false : desc;
+      this.spec.orderBy.push({ column: col, desc, nullsFirst });
+    }
+    return undefined;
+  }
+
+  private orderColumn(e: N, oItems: Items | null, o: number): number | Unsupported {
+    const targets = this.targets;
+    let col = -1;
+    if (e.A_Const?.ival !== undefined) return Number(this.host.constValue(e.A_Const)) - 1;
+    if (e.ColumnRef && strs(e.ColumnRef.fields).length === 1) {
+      const nm = strs(e.ColumnRef.fields)[0];
+      col = targets.findIndex((t: N) => this.outName(t) === nm && !(t.ResTarget.val?.FuncCall && !t.ResTarget.name));
+    }
+    if (col < 0) { const c = canon(e); col = targets.findIndex((t: N) => canon(t.ResTarget.val) === c); }
+    if (col >= 0) col = this.positionOf(col);
+    if (col >= 0) return col;
+    if (this.setop) return { unsupported: 'ORDER BY expression across shards (UNION ALL)' };
+    const r = oItems ? exprRange(oItems, o) : null;
+    if (!r) return { unsupported: 'cannot rewrite ORDER BY for shards' };
+    let agg: Hidden['agg'];
+    if (this.hasAgg) {
+      const a = aggOf(e);
+      if (a && 'unsupported' in a) return a;
+      if (a) { if (a.fn === 'avg') return { unsupported: 'ORDER BY avg() not in the select list across shards' }; agg = a.fn; }
+    }
+    col = this.addHidden({ pieces: [r], agg });
+    if (agg) this.spec.aggregates.push({ column: col, fn: agg });
+    return col;
+  }
+
+  /** LIMIT / OFFSET: the merger applies them; shards return LIMIT + OFFSET rows (all rows under aggregates). */
+  private limits(): Unsupported | undefined {
+    const { s, spec } = this;
+    const lim = (e: N): number | null | { param: number } | undefined => {
+      if (!e) return null;
+      while (e.TypeCast) e = e.TypeCast.arg;
+      if (e.A_Const) { const v = this.host.constValue(e.A_Const); return v === null ? null : Number(v); }
+      if (e.ParamRef) return { param: e.ParamRef.number - 1 };
+      return undefined;
+    };
+    const l = lim(s.limitCount), off = lim(s.limitOffset);
+    if (l === undefined || off === undefined) return { unsupported: 'LIMIT/OFFSET expression across shards' };
+    spec.limit = l; spec.offset = off;
+    if (typeof off === 'number' && off === 0) spec.offset = null;
+    const section = limitSection(this.toks);
+    if ((this.hasAgg && (l !== null || spec.offset !== null)) || spec.offset !== null) {
+      if (!section) return { unsupported: 'cannot rewrite LIMIT for shards' };
+      let rep = '';
+      if (!this.hasAgg && l !== null) {
+        const txt = (v: number | { param: number }): string => typeof v === 'number' ? String(v) : `$${v.param + 1}`;
+        if (typeof l === 'number' && typeof off === 'number') rep = ` LIMIT ${l + off}`;
+        else rep = ` LIMIT (${txt(l)}::bigint + ${txt(off as number | { param: number })}::bigint)`;
+      }
+      this.edits.push({ start: section[0], end: section[1], pieces: rep ? [rep] : [] });
+    }
+    return undefined;
+  }
+
+  /** Hidden columns appended to the select list; the shard SQL template when the text changed. */
+  private finish(): { spec: MergeSpec; shardSqlT?: Part[] } | Unsupported {
+    const { spec, hidden, edits } = this;
+    const H = hidden.length;
+    spec.hiddenColumns = H;
+    const fix = (c: number): number => c >= HID ? (this.star ? -(H - (c - HID)) : this.targets.length + (c - HID)) : c;
+    spec.orderBy.forEach((o) => { o.column = fix(o.column); });
+    spec.groupBy = spec.groupBy.map(fix);
+    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); });
+    if (H) {
+      if (!this.sel) return { unsupported: 'cannot rewrite the select list for shards' };
+      const pieces: Range[] = [];
+      for (const h of hidden) { pieces.push(', '); pieces.push(...h.pieces); }
+      edits.push({ start: this.sel.end, end: this.sel.end, pieces });
+    }
+    if (!edits.length) return { spec };
+    edits.sort((a, b) => a.start - b.start);
+    const ranges: Range[] = [];
+    let pos = 0;
+    for (const e of edits) { ranges.push([pos, e.start]); ranges.push(...e.pieces); pos = Math.max(pos, e.end); }
+    ranges.push([pos, this.host.text.length]);
+    return { spec, shardSqlT: this.host.parts(ranges) };
+  }
+}
+
+function exprRange(items: Items, k: number): [number, number] | null { return items[k] ? [items[k].start, items[k].end] : null; }
+
+export function hasWindow(n: N): boolean {
+  let found = false;
+  const visit = (x: N): void => {
+    if (found || !x || typeof x !== 'object') return;
+    if (Array.isArray(x)) { x.forEach(visit); return; }
+    for (const k in x) {
+      if (k === 'SubLink') continue;
+      if (k === 'FuncCall' && x[k].over) { found = true; return; }
+      visit(x[k]);
+    }
+  };
+  visit(n);
+  return found;
+}
+/** first aggregate call name found in n (not inside sublinks) */
+export function findAgg(n: N): string | null {
+  let found: string | null = null;
+  const visit = (x: N): void => {
+    if (found || !x || typeof x !== 'object') return;
+    if (Array.isArray(x)) { x.forEach(visit); return; }
+    for (const k in x) {
+      if (k === 'SubLink') continue;
+      if (k === 'FuncCall') {
+        const nm = funcName(x[k]);
+        if (nm && !x[k].over && (MERGE_AGGS.has(nm) || OTHER_AGGS.has(nm) || x[k].agg_within_group)) { found = nm; return; }
+      }
+      visit(x[k]);
+    }
+  };
+  visit(n);
+  return found;
+}
+/** merge aggregate of a plain aggregate call, or an unsupported reason */
+export function aggOf(e: N): { fn: 'count' | 'sum' | 'min' | 'max' | 'avg' } | { unsupported: string } | null {
+  const fc = e?.FuncCall;
+  if (fc && !fc.over) {
+    const nm = funcName(fc);
+    if (nm && MERGE_AGGS.has(nm)) {
+      if (fc.agg_distinct) return { unsupported: `${nm}(DISTINCT) across shards` };
+      if (fc.agg_within_group) return { unsupported: `aggregate ${nm} across shards` };
+      return { fn: nm as 'count' };
+    }
+    if (nm && (OTHER_AGGS.has(nm) || fc.agg_within_group)) return { unsupported: `aggregate ${nm} across shards` };
+  }
+  const inner = findAgg(e);
+  if (inner) return { unsupported: MERGE_AGGS.has(inner) ? 'expressions over aggregates across shards' : `aggregate ${inner} across shards` };
+  return null;
+}
+
+/** the top-level select list: item ranges and end offset */
+export function findTargetList(toks: Token[]): { items: { start: number; end: number }[]; end: number } | null {
+  let i = toks.findIndex((t) => t.depth === 0 && t.lower === 'select');
+  if (i < 0) return null;
+  i++;
+  if (toks[i]?.lower === 'all') i++;
+  const END = new Set(['from', 'into', 'where', 'group', 'having', 'window', 'order', 'limit', 'offset', 'fetch', 'for', 'union', 'intersect', 'except']);
+  const items: { start: number; end: number }[] = [];
+  let st = i, j = i;
+  for (; j < toks.length; j++) {
+    const t = toks[j];
+    if (t.depth !== 0) continue;
+    if (t.type === 'word' && END.has(t.lower) && toks[j - 1]?.lower !== 'as') break;
+    if (t.text === ';') break;
+    if (t.text === ',') { items.push({ start: toks[st].start, end: toks[j - 1].end }); st = j + 1; }
+  }
+  if (j > st) items.push({ start: toks[st].start, end: toks[j - 1].end });
+  return { items, end: j > i ? toks[j - 1].end : toks[i - 1].end };
+}
+
+/** items of a top-level `<kw> BY` clause (expression ranges without ASC/DESC/NULLS) */
+export function clauseItems(toks: Token[], kw: string, enders: string[]): { start: number; end: number }[] | null {
+  let i = -1;
+  for (let k = toks.length - 2; k >= 0; k--) if (toks[k].depth === 0 && toks[k].lower === kw && toks[k + 1].lower === 'by') { i = k + 2; break; }
+  if (i < 0) return null;
+  const END = new Set(enders);
+  const items: { start: number; end: number }[] = [];
+  let st = i;
+  const close = (j: number): void => {
+    let e = j - 1;
+    while (e > st && toks[e].depth === 0 && ['asc', 'desc', 'nulls', 'first', 'last'].includes(toks[e].lower)) e--;
+    items.push({ start: toks[st].start, end: toks[e].end });
+  };
+  let j = i;
+  for (; j < toks.length; j++) {
+    const t = toks[j];
+    if (t.depth !== 0) continue;
+    if ((t.type === 'word' && END.has(t.lower)) || t.text === ';') break;
+    if (t.text === ',') { close(j); st = j + 1; }
+  }
+  if (j > st) close(j);
+  return items;
+}
+
+/** [start, end) of the top-level LIMIT/OFFSET/FETCH section */
+export function limitSection(toks: Token[]): [number, number] | null {
+  let i = -1;
+  for (let k = 0; k < toks.length; k++) {
+    const t = toks[k];
+    if (t.depth === 0 && (t.lower === 'limit' || t.lower === 'offset' || (t.lower === 'fetch' && k > 0))) { i = k; break; }
+  }
+  if (i < 0) return null;
+  let j = i;
+  while (j < toks.length && !(toks[j].depth === 0 && (toks[j].lower === 'for' || toks[j].text === ';'))) j++;
+  return [i > 0 ? toks[i - 1].end : toks[i].start, j > i ? toks[j - 1].end : toks[i].end];
+}
