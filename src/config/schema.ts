@@ -152,6 +152,9 @@ export const configSchema = {
       default: {},
     },
     shutdownGraceMs: { type: 'integer', minimum: 0, default: 30000 },
+    // client connections past this are refused with 53300 after their startup packet, as
+    // PostgreSQL's max_connections (admin console connections, database "pgring", are not counted)
+    maxClientConnections: { type: 'integer', minimum: 1, default: 10000 },
     // a client that has not completed authentication by then is disconnected (PostgreSQL's
     // authentication_timeout)
     authTimeoutMs: { type: 'integer', minimum: 100, maximum: 600000, default: 60000 },

@@ -35,5 +35,6 @@ export interface Config {
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   shutdownGraceMs: number;
+  maxClientConnections: number;
   authTimeoutMs: number;
 }

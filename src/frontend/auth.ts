@@ -7,6 +7,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import { authRequest, authSasl, readCString } from '../protocol/messages';
 import { ScramServer, SCRAM_SHA_256 } from '../protocol/auth/scram';
 import { verifyMd5 } from '../protocol/auth/md5';
+import { MsgCursor } from '../protocol/frontend-check';
 
 export type AuthStep = { send: Buffer } | { ok: true; send?: Buffer } | { error: PgError };
 
@@ -46,6 +47,8 @@ export class ClientAuth {
     try {
       switch (this.stage) {
         case 'password': {
+          // PostgreSQL: the password is one string filling the message
+          if (msg.indexOf(0, 5) !== msg.length - 1) return { error: PgError.fatal(SQLSTATE.ProtocolViolation, 'invalid password packet size') };
           const [given] = readCString(msg, 5);
           this.stage = 'done';
           const pw = this.user?.password;
@@ -54,12 +57,16 @@ export class ClientAuth {
           return ok ? { ok: true } : { error: this.failed() };
         }
         case 'sasl-initial': {
-          const [mech, off] = readCString(msg, 5);
+          const c = new MsgCursor(msg);
+          const mech = c.cstring();
+          const len = c.int32();
+          const start = c.off;
+          if (len !== -1) c.skip(len);
+          c.end();
           if (mech !== SCRAM_SHA_256) {
             return { error: PgError.fatal(SQLSTATE.ProtocolViolation, `client selected an invalid SASL authentication mechanism`) };
           }
-          const len = msg.readInt32BE(off);
-          const data = len < 0 ? Buffer.alloc(0) : msg.subarray(off + 4, off + 4 + len);
+          const data = len < 0 ? Buffer.alloc(0) : msg.subarray(start, start + len);
           const reply = this.scram!.handleClientFirst(data);
           this.stage = 'sasl-final';
           return { send: authRequest(AUTH.SASLContinue, reply) };

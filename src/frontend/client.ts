@@ -21,6 +21,7 @@ import {
   parseComplete, query, queryText, readyForQuery, renameBind, syncMsg, targeted, TxStatus, Writer,
 } from '../protocol/messages';
 import { MessageReader, ProtocolViolation, StartupReader } from '../protocol/reader';
+import { FRONTEND } from '../protocol/frontend-check';
 import { readAccepted } from '../protocol/socket-reader';
 import { parseStartup } from '../protocol/startup';
 import type { Pool } from '../backend/pool';
@@ -59,6 +60,8 @@ export interface ProxyContext {
   /** Router of a database whose sharded tables' columns were read from its catalog. */
   routerFor?(database: string): Router | undefined;
   learnedColumns?(database: string, table: string, columns: string[]): void;
+  /** A startup packet was read: false when the session was refused (maxClientConnections). */
+  admit?(session: ClientSession): boolean;
 }
 
 export interface TransactionHooks {
@@ -153,7 +156,7 @@ export class ClientSession implements ServerOwner {
   private serverUser = '';
   private serverPassword: string | undefined;
 
-  private readonly reader = new MessageReader();
+  private readonly reader = new MessageReader(FRONTEND); // PostgreSQL's limits and layout checks (08P01)
   private startupReader: StartupReader | null = new StartupReader();
   private auth: ClientAuth | null = null;
   private inbox: { type: number; msg: Buffer }[] = [];
@@ -349,6 +352,7 @@ export class ClientSession implements ServerOwner {
     const params = p.params;
     this.user = params.get('user')!;
     this.database = params.get('database') || this.user;
+    if (this.ctx.admit?.(this) === false) return; // maxClientConnections (proxy.ts)
     if (params.get('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
       this.fatal(PgError.fatal(SQLSTATE.FeatureNotSupported, 'pgring does not support replication connections'));
       return;
