@@ -7,6 +7,7 @@ import * as tls from 'node:tls';
 import type { Config } from './config/types';
 import { loadConfig } from './config/load';
 import { Topology } from './backend/topology';
+import { serverTlsFor } from './backend/server-tls';
 import { ClientSession, ProxyContext } from './frontend/client';
 import { Router } from './router/router';
 import { Ring, RingDefinition, RING_HASH_V1 } from './ring/ring';
@@ -101,6 +102,7 @@ export class Proxy {
   async start(): Promise<void> {
     await Router.init();
     this.tlsContext(); // unreadable certificate or key: fail at start, as PostgreSQL does
+    for (const s of this.config.shards) for (const b of s.backends) serverTlsFor(this.config, b.host, b.port); // likewise for serverTls files
     if (this.config.zookeeper) {
       this.coordinator = new Coordinator(this.config, this.log, {
         onRing: (ring, shards) => this.applyRing(ring, shards),

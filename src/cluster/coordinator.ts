@@ -2,6 +2,7 @@
 // config (with their backends), bootstraps the ring once, watches the active ring
 // and the backends' liveness, runs heartbeats for its own backends, and registers
 // itself as an ephemeral proxy node.
+import { pgSslOption, serverTlsFor } from '../backend/server-tls';
 import * as os from 'node:os';
 import type { Config, ShardConfig } from '../config/types';
 import type { Logger } from '../log';
@@ -57,6 +58,7 @@ export class Coordinator {
           const hb = new BackendHeartbeat({
             session: this.session, layout: this.layout, shard: s.name, host: b.host, port: b.port, role: b.role,
             intervalMs: this.config.health.intervalMs, timeoutMs: this.config.health.timeoutMs, logger,
+            ssl: pgSslOption(serverTlsFor(this.config, b.host, b.port)),
           });
           hb.on('down', (r: { error?: string }) => {
             this.log.warn({ shard: s.name, backend: `${b.host}:${b.port}`, error: r?.error }, 'backend down');

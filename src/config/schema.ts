@@ -1,5 +1,14 @@
 // JSON schema of proxy.json. Strict: unknown keys are errors (additionalProperties: false),
 // so a typo stops start-up with the key's path instead of being silently ignored.
+// TLS to PostgreSQL servers, as libpq's connection settings (sslmode, sslrootcert, sslcert, sslkey).
+const serverTlsProps = {
+  sslmode: { enum: ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] },
+  caFile: { type: 'string', minLength: 1 },
+  certFile: { type: 'string', minLength: 1 },
+  keyFile: { type: 'string', minLength: 1 },
+} as const;
+const certWithKey = { certFile: ['keyFile'], keyFile: ['certFile'] } as const;
+
 export const configSchema = {
   $id: 'pgring-config',
   type: 'object',
@@ -35,6 +44,12 @@ export const configSchema = {
         // refuse clients that do not negotiate TLS (like hostssl-only pg_hba.conf)
         require: { type: 'boolean', default: false },
       },
+    },
+    // TLS to every backend (a backend's own `tls` overrides it field by field); default: prefer
+    serverTls: {
+      type: 'object', additionalProperties: false, dependencies: certWithKey,
+      properties: { ...serverTlsProps, sslmode: { ...serverTlsProps.sslmode, default: 'prefer' } },
+      default: {},
     },
     zookeeper: {
       type: 'object', additionalProperties: false,
@@ -94,6 +109,7 @@ export const configSchema = {
                 host: { type: 'string', default: '127.0.0.1' },
                 port: { type: 'integer', minimum: 1, maximum: 65535 },
                 role: { enum: ['primary', 'replica'], default: 'primary' },
+                tls: { type: 'object', additionalProperties: false, dependencies: certWithKey, properties: serverTlsProps },
               },
             },
           },

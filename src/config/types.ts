@@ -14,7 +14,9 @@ export interface UserConfig {
   poolMode?: PoolMode;
   poolSize?: number;
 }
-export interface BackendConfig { host: string; port: number; role: 'primary' | 'replica' }
+export type SslMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+export interface ServerTlsConfig { sslmode: SslMode; caFile?: string; certFile?: string; keyFile?: string }
+export interface BackendConfig { host: string; port: number; role: 'primary' | 'replica'; tls?: Partial<ServerTlsConfig> }
 export interface ShardConfig { name: string; weight: number; backends: BackendConfig[] }
 export interface ShardedTableConfig { name: string; column: string; type: KeyType; columns?: string[] }
 
@@ -24,6 +26,7 @@ export interface Config {
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };
   tls?: { certFile: string; keyFile: string; require: boolean };
+  serverTls: ServerTlsConfig;
   pool: {
     mode: PoolMode; minSize: number; maxSize: number; queueTimeoutMs: number;
     idleTimeoutMs: number; connectTimeoutMs: number; preparedStatementCacheSize: number;
