@@ -365,7 +365,7 @@ export class ClientSession implements ServerOwner {
     this.serverPassword = this.userConfig?.serverPassword ?? this.userConfig?.password;
     this.credKey = `${this.serverUser}\u0000${this.database}`;
     this.phase = 'auth';
-    this.auth = new ClientAuth(this.user, this.userConfig, this.ctx.config.users.every((u) => u.auth === 'trust'));
+    this.auth = new ClientAuth(this.user, this.userConfig, this.ctx.config.users.every((u) => u.auth === 'trust'), this.tls ? this.socket as tls.TLSSocket : null); // TLS: SCRAM-SHA-256-PLUS
     this.authStep(this.auth.start());
   }
 
