@@ -20,7 +20,8 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
     listen: { host: '127.0.0.1', port: proxyPort },
     metrics: { host: '127.0.0.1', port: metricsPort },
     logLevel: 'info',
-    zookeeper: { connect: zk, cluster: 'demo', sessionTimeoutMs: 10000 },
+    // every znode under /pgring/demo carries this digest ACL: ZooKeeper clients without it can read nothing
+    zookeeper: { connect: zk, cluster: 'demo', sessionTimeoutMs: 10000, auth: { scheme: 'digest', user: 'pgring', password: 'demo-zk-secret' } },
     pool: { mode: 'transaction', maxSize: 20 },
     users: [{ name: 'postgres', auth: 'trust', admin: true }],
     shards: pgPorts.map((port, i) => ({ name: `s${i + 1}`, backends: [{ host: '127.0.0.1', port, role: 'primary' }] })),

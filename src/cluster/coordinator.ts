@@ -42,7 +42,7 @@ export class Coordinator {
   async start(): Promise<void> {
     const zkc = this.config.zookeeper!;
     const logger = { warn: (o: object, m: string) => this.log.warn(o, m), info: (o: object, m: string) => this.log.info(o, m) };
-    this.session = new ZkSession({ connect: zkc.connect, sessionTimeoutMs: zkc.sessionTimeoutMs, logger });
+    this.session = new ZkSession({ connect: zkc.connect, sessionTimeoutMs: zkc.sessionTimeoutMs, logger, auth: zkc.auth, protectedRoot: this.layout.base });
     this.session.on('state', (s: string) => this.log.info({ zk: s }, `ZooKeeper session ${s}`));
     await this.session.start(30000);
     await ensureLayout(await this.session.waitConnected(), this.layout);

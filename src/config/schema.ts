@@ -58,6 +58,16 @@ export const configSchema = {
         connect: { type: 'string', minLength: 1 },
         cluster: { type: 'string', pattern: '^[A-Za-z0-9_.-]+$', default: 'default' },
         sessionTimeoutMs: { type: 'integer', minimum: 1000, maximum: 120000, default: 10000 },
+        // credentials pgring authenticates with; every znode it creates gets their digest ACL
+        auth: {
+          type: 'object', additionalProperties: false,
+          required: ['scheme', 'user', 'password'],
+          properties: {
+            scheme: { enum: ['digest'] },
+            user: { type: 'string', minLength: 1, pattern: '^[^:]+$' },
+            password: { type: 'string', minLength: 1 },
+          },
+        },
       },
     },
     pool: {
