@@ -9,7 +9,7 @@ import { parseErrorFields, PgError, SQLSTATE } from '../protocol/errors';
 import { readCString, readyStatus, TxStatus, Writer, terminateMsg } from '../protocol/messages';
 import { md5Response } from '../protocol/auth/md5';
 import { ScramClient } from '../protocol/auth/scram';
-import { ChunkHandler, onreadOption } from '../protocol/socket-reader';
+import { ChunkHandler, onreadOption, readAccepted } from '../protocol/socket-reader';
 import { ServerTls, sslAnswer, sslRequest } from './server-tls';
 
 export interface ServerTarget {
@@ -118,7 +118,14 @@ export class ServerConnection {
         socket.write(sslRequest());
         conn.onChunk = (chunk: Buffer) => {
           const answer = sslAnswer(t, chunk[0]!);
-          if (answer === 'plain') { conn.onChunk = onStartupData; sendStartup(); return; }
+          if (answer === 'plain') {
+            // prefer, server without SSL: back to the onread path (nothing is buffered after 'N')
+            socket.removeAllListeners('data');
+            readAccepted(socket, (c) => conn.onChunk(c));
+            conn.onChunk = onStartupData;
+            sendStartup();
+            return;
+          }
           if (answer !== 'tls') { fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to ${where}: ${answer}`)); return; }
           // nothing may follow 'S' before the handshake (libpq's CVE-2021-23222 check)
           if (chunk.length > 1) { fail(new PgError(SQLSTATE.ProtocolViolation, `could not connect to ${where}: received unencrypted data after SSL response`)); return; }
