@@ -26,3 +26,12 @@ export function makeLocalCerts(dir: string, name = 'pgring-local'): LocalCerts {
   chownPostgres(dir);
   return out;
 }
+
+/** A client certificate for `user` (its CN, what pg_hba `cert` checks) signed by the CA in `dir`. */
+export function makeClientCert(dir: string, user: string): { certFile: string; keyFile: string } {
+  const certFile = path.join(dir, `client-${user}.crt`), keyFile = path.join(dir, `client-${user}.key`);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-keyout', keyFile, '-out', `client-${user}.csr`, '-subj', `/CN=${user}`], dir);
+  openssl(['x509', '-req', '-in', `client-${user}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-days', '3650', '-sha256', '-out', certFile], dir);
+  fs.chmodSync(keyFile, 0o600);
+  return { certFile, keyFile };
+}

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { testCluster } from '../helpers/env';
 import { baseConfig, client, startProxy } from '../helpers/proxy';
 import { LocalPostgres } from '../../src/local/postgres';
-import { makeLocalCerts, LocalCerts } from '../../src/local/certs';
+import { makeClientCert, makeLocalCerts, LocalCerts } from '../../src/local/certs';
 import { chownPostgres, freePort } from '../../src/local/proc';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-server-tls-'));
@@ -26,6 +26,10 @@ before(async () => {
   pg = new LocalPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), ssl: certs });
   pg.start();
   await pg.waitReady();
+  // certuser logs in only over TLS with a client certificate the CA signed (CN = certuser)
+  pg.psql('CREATE ROLE certuser LOGIN');
+  pg.setHba(['local all all trust', 'hostssl all certuser 127.0.0.1/32 cert', 'host all certuser 127.0.0.1/32 reject', 'host all all 127.0.0.1/32 trust']);
+  pg.reload();
   plainPort = (await testCluster()).pg[0]!.port;
 });
 after(() => { pg?.stop('immediate'); fs.rmSync(dir, { recursive: true, force: true }); });
@@ -95,6 +99,21 @@ describe('TLS to servers', () => {
         return true;
       });
     } finally { await p.stop(); }
+  });
+
+  it('a client certificate (certFile + keyFile) logs in where pg_hba requires one; without it the server refuses', async () => {
+    const cc = makeClientCert(certs.dir, 'certuser');
+    const users = [{ name: 'postgres', auth: 'trust', admin: true, serverUser: 'certuser' }];
+    const p = await startProxy(await configFor(pg.port, { users, serverTls: { sslmode: 'verify-full', caFile: certs.caFile, ...cc } }));
+    try {
+      assert.equal(await queryThrough(p.port, 'tls_cert'), 42);
+      assert.match(sslOf('tls_cert'), /^true:/);
+      assert.equal(pg.psql("SELECT usename FROM pg_stat_activity WHERE application_name = 'tls_cert'").trim(), 'certuser');
+    } finally { await p.stop(); }
+    const q = await startProxy(await configFor(pg.port, { users, serverTls: { sslmode: 'verify-full', caFile: certs.caFile } }));
+    try {
+      await assert.rejects(queryThrough(q.port, 'tls_nocert'), /certificate|certuser/);
+    } finally { await q.stop(); }
   });
 
   it('an unreadable CA file stops start-up naming the file', async () => {
