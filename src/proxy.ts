@@ -7,6 +7,7 @@ import * as tls from 'node:tls';
 import type { Config } from './config/types';
 import { loadConfig } from './config/load';
 import { Topology } from './backend/topology';
+import { serverTlsFor } from './backend/server-tls';
 import { ClientSession, ProxyContext } from './frontend/client';
 import { Router } from './router/router';
 import { Ring, RingDefinition, RING_HASH_V1 } from './ring/ring';
@@ -62,6 +63,7 @@ export class Proxy {
       routerFor: (db) => this.dbRouters.get(db),
       learnedColumns: (db, table, columns) => this.learnedColumns(db, table, columns),
       tlsContext: () => this.tlsContext(),
+      admit: (s) => this.admit(s),
     };
     this.ops = new Operations(this);
   }
@@ -100,6 +102,7 @@ export class Proxy {
   async start(): Promise<void> {
     await Router.init();
     this.tlsContext(); // unreadable certificate or key: fail at start, as PostgreSQL does
+    for (const s of this.config.shards) for (const b of s.backends) serverTlsFor(this.config, b.host, b.port); // likewise for serverTls files
     if (this.config.zookeeper) {
       this.coordinator = new Coordinator(this.config, this.log, {
         onRing: (ring, shards) => this.applyRing(ring, shards),
@@ -131,7 +134,26 @@ export class Proxy {
 
   private accept(socket: net.Socket): void {
     socket.on('error', () => { /* handled by the session */ });
-    new ClientSession(socket, this.ctx); // lives through its socket's listeners
+    const session = new ClientSession(socket, this.ctx); // lives through its socket's listeners
+    socket.once('close', () => this.admitted.delete(session));
+  }
+
+  /** Sessions past their startup packet (what maxClientConnections counts). */
+  private readonly admitted = new Set<ClientSession>();
+
+  /** maxClientConnections, checked once a startup packet names the database (cancel requests
+   *  and SSL negotiation are not counted; neither is the admin console, so an operator can
+   *  always get in), refused as PostgreSQL refuses past max_connections. */
+  private admit(s: ClientSession): boolean {
+    if (s.database !== 'pgring') {
+      if (this.admitted.size >= this.ctx.config.maxClientConnections) {
+        this.log.warn({ max: this.ctx.config.maxClientConnections }, 'client refused: maxClientConnections reached');
+        s.fatal(PgError.fatal(SQLSTATE.TooManyConnections, 'sorry, too many clients already'));
+        return false;
+      }
+      this.admitted.add(s);
+    }
+    return true;
   }
 
   /** Swaps in a new ring (from ZooKeeper): later statements route with it. */

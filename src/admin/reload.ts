@@ -5,7 +5,7 @@
 // Applied live: users (new logins), pool.* (pool sizes and timeouts, also of the
 // existing pools; pool.mode for the next transaction), logLevel (unless --log-level
 // was given), locks.timeoutMs / locks.leaseMs, shutdownGraceMs.
-// Needs a restart (kept at the running value, reported): listen, metrics, zookeeper,
+// Needs a restart (kept at the running value, reported): listen, metrics, zookeeper, serverTls,
 // shards, ring, sharding, health, locks.mode, locks.buckets.
 import type { Config } from '../config/types';
 import { loadConfig } from '../config/load';
@@ -13,7 +13,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import type { Proxy } from '../proxy';
 
 /** Config keys (dotted prefixes) that only take effect at start. */
-export const RESTART_KEYS = ['listen', 'metrics', 'zookeeper', 'shards', 'ring', 'sharding', 'health', 'locks.mode', 'locks.buckets'] as const;
+export const RESTART_KEYS = ['listen', 'metrics', 'zookeeper', 'serverTls', 'shards', 'ring', 'sharding', 'health', 'locks.mode', 'locks.buckets'] as const;
 
 export interface ReloadResult { file: string; applied: string[]; notApplied: string[] }
 
@@ -54,6 +54,7 @@ function effectiveConfig(running: Config, next: Config): Config {
   eff.listen = running.listen;
   eff.metrics = running.metrics;
   if (running.zookeeper) eff.zookeeper = running.zookeeper; else delete eff.zookeeper;
+  eff.serverTls = running.serverTls;
   eff.shards = running.shards;
   eff.ring = running.ring;
   eff.sharding = running.sharding;

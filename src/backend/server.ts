@@ -2,15 +2,21 @@
 // and authentication (md5, SCRAM-SHA-256, cleartext, trust), records the server's
 // ParameterStatus values and BackendKeyData, then frames messages for its owner.
 import * as net from 'node:net';
+import * as tls from 'node:tls';
 import { AUTH, B } from '../protocol/codes';
 import { MessageReader } from '../protocol/reader';
 import { parseErrorFields, PgError, SQLSTATE } from '../protocol/errors';
 import { readCString, readyStatus, TxStatus, Writer, terminateMsg } from '../protocol/messages';
 import { md5Response } from '../protocol/auth/md5';
 import { ScramClient } from '../protocol/auth/scram';
-import { ChunkHandler, onreadOption } from '../protocol/socket-reader';
+import { ChunkHandler, onreadOption, readAccepted } from '../protocol/socket-reader';
+import { ServerTls, sslAnswer, sslRequest } from './server-tls';
 
-export interface ServerTarget { host: string; port: number; shard: number; shardName: string }
+export interface ServerTarget {
+  host: string; port: number; shard: number; shardName: string;
+  /** TLS as libpq's sslmode (absent: plain TCP). */
+  tls?: ServerTls;
+}
 export interface ServerCredentials { user: string; password?: string; database: string }
 
 /** Receives the messages of a server connection while a client session owns it. */
@@ -71,30 +77,66 @@ export class ServerConnection {
   onChunk: ChunkHandler = () => undefined;
   private closeError: PgError | null = null;
 
-  private constructor(readonly socket: net.Socket, readonly target: ServerTarget, readonly paramsKey: string) {}
+  /** True when the connection to the server is encrypted. */
+  encrypted = false;
+
+  /** The plain socket, or the TLS socket over it once SSLRequest was accepted. */
+  private constructor(public socket: net.Socket, readonly target: ServerTarget, readonly paramsKey: string) {}
 
   static connect(target: ServerTarget, cred: ServerCredentials, startup: [string, string][], paramsKey: string, timeoutMs: number): Promise<ServerConnection> {
     return new Promise((resolve, reject) => {
       let conn: ServerConnection | null = null;
-      // Reads go straight to the connection's current handler (startup, then runtime), without a stream.
-      const socket = net.connect({ host: target.host, port: target.port, noDelay: true, onread: onreadOption(() => conn!.onChunk) });
+      const t = target.tls && target.tls.mode !== 'disable' ? target.tls : null;
+      // Reads go straight to the connection's current handler (startup, then runtime), without a
+      // stream; a socket that may be handed to TLS is read through 'data' events (TLS takes it over).
+      const socket = t
+        ? net.connect({ host: target.host, port: target.port, noDelay: true })
+        : net.connect({ host: target.host, port: target.port, noDelay: true, onread: onreadOption(() => conn!.onChunk) });
       conn = new ServerConnection(socket, target, paramsKey);
+      if (t) socket.on('data', (chunk: Buffer) => conn!.onChunk(chunk));
       let done = false;
       const fail = (e: PgError) => {
         if (done) return;
         done = true;
         clearTimeout(timer);
         conn.closed = true;
+        conn.socket.destroy();
         socket.destroy();
         reject(e);
       };
+      const where = `shard "${target.shardName}" at ${target.host}:${target.port}`;
       const timer = setTimeout(() => fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to shard "${target.shardName}" at ${target.host}:${target.port}: timeout after ${timeoutMs} ms`)), timeoutMs);
       socket.once('error', (err) => fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to shard "${target.shardName}" at ${target.host}:${target.port}: ${err.message}`)));
       socket.once('close', () => fail(new PgError(SQLSTATE.ConnectionFailure, `connection to shard "${target.shardName}" at ${target.host}:${target.port} closed during startup`)));
-      socket.once('connect', () => {
+      const sendStartup = () => {
         const w = new Writer(128).int32(196608).cstr('user').cstr(cred.user).cstr('database').cstr(cred.database);
         for (const [k, v] of startup) w.cstr(k).cstr(v);
-        socket.write(w.int8(0).packet());
+        conn.socket.write(w.int8(0).packet());
+      };
+      socket.once('connect', () => {
+        if (!t) { sendStartup(); return; }
+        socket.write(sslRequest());
+        conn.onChunk = (chunk: Buffer) => {
+          const answer = sslAnswer(t, chunk[0]!);
+          if (answer === 'plain') {
+            // prefer, server without SSL: back to the onread path (nothing is buffered after 'N')
+            socket.removeAllListeners('data');
+            readAccepted(socket, (c) => conn.onChunk(c));
+            conn.onChunk = onStartupData;
+            sendStartup();
+            return;
+          }
+          if (answer !== 'tls') { fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to ${where}: ${answer}`)); return; }
+          // nothing may follow 'S' before the handshake (libpq's CVE-2021-23222 check)
+          if (chunk.length > 1) { fail(new PgError(SQLSTATE.ProtocolViolation, `could not connect to ${where}: received unencrypted data after SSL response`)); return; }
+          socket.removeAllListeners('data');
+          const ts = tls.connect({ ...t.connect, socket });
+          conn.socket = ts;
+          socket.on('error', () => undefined); // reported through the TLS socket
+          ts.on('data', (c: Buffer) => conn.onChunk(c));
+          ts.once('error', (err) => fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to ${where}: SSL error: ${err.message}`)));
+          ts.once('secureConnect', () => { conn.encrypted = true; conn.onChunk = onStartupData; sendStartup(); });
+        };
       });
       const auth: { scram: ScramClient | null } = { scram: null };
       const onStartupData = (chunk: Buffer) => {
@@ -104,7 +146,7 @@ export class ServerConnection {
             switch (type) {
               case B.Authentication: {
                 const reply = authReply(msg, cred, target.shardName, auth);
-                if (reply) socket.write(reply);
+                if (reply) conn.socket.write(reply);
                 return;
               }
               case B.ParameterStatus: {
@@ -127,6 +169,7 @@ export class ServerConnection {
                 clearTimeout(timer);
                 socket.removeAllListeners('error');
                 socket.removeAllListeners('close');
+                if (conn.socket !== socket) { conn.socket.removeAllListeners('error'); socket.on('error', () => undefined); }
                 conn.attachRuntimeHandlers();
                 resolve(conn);
                 return;

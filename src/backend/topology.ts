@@ -5,6 +5,7 @@ import type { Config, ShardConfig } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { Pool, PoolOptions } from './pool';
 import type { ServerCredentials } from './server';
+import { serverTlsFor } from './server-tls';
 
 export interface BackendState { host: string; port: number; role: 'primary' | 'replica'; healthy: boolean; checkedAt: number; error?: string }
 
@@ -134,7 +135,7 @@ export class Topology {
         connectTimeoutMs: this.config.pool.connectTimeoutMs,
         idleTimeoutMs: this.config.pool.idleTimeoutMs,
       };
-      p = new Pool({ host: b.host, port: b.port, shard, shardName: this.shards[shard]!.name }, cred, opts);
+      p = new Pool({ host: b.host, port: b.port, shard, shardName: this.shards[shard]!.name, tls: serverTlsFor(this.config, b.host, b.port) }, cred, opts);
       this.pools.set(key, p);
     }
     return p;

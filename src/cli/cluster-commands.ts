@@ -2,6 +2,7 @@
 import { loadConfig } from '../config/load';
 import type { Config } from '../config/types';
 import { ZkSession } from '../cluster/session';
+import type { ZkAuth } from '../cluster/zk';
 import { ensureLayout, Layout } from '../cluster/layout';
 import { initRing, readActiveRing } from '../cluster/ring-store';
 import { listShards, MembershipWatcher, putShard } from '../cluster/registry';
@@ -21,8 +22,8 @@ function zkTarget(a: ZkArgs): { connect: string; cluster: string; config: Config
 
 const quiet = { warn: () => undefined, info: () => undefined };
 
-async function withSession<T>(connect: string, fn: (s: ZkSession) => Promise<T>): Promise<T> {
-  const s = new ZkSession({ connect, sessionTimeoutMs: 10000, logger: quiet });
+async function withSession<T>(connect: string, fn: (s: ZkSession) => Promise<T>, zkOpts: { auth?: ZkAuth; protectedRoot?: string } = {}): Promise<T> {
+  const s = new ZkSession({ connect, sessionTimeoutMs: 10000, logger: quiet, ...zkOpts });
   await s.start(15000);
   try { return await fn(s); } finally { await s.close(); }
 }
@@ -36,11 +37,11 @@ export async function ringInit(a: ZkArgs): Promise<void> {
     for (const sh of config.shards) await putShard(s, layout, { name: sh.name, weight: sh.weight, backends: sh.backends });
     const r = await initRing(s, layout, ringDocFromConfig(config));
     console.log(`ring version ${r.version} is active for cluster "${cluster}" (${r.ring.shards.map((x) => x.name).join(', ')})`);
-  });
+  }, { auth: config.zookeeper?.auth, protectedRoot: layout.base });
 }
 
 export async function ringStatus(a: ZkArgs & { json?: boolean }): Promise<void> {
-  const { connect, cluster } = zkTarget(a);
+  const { connect, cluster, config } = zkTarget(a);
   const layout = new Layout(cluster);
   await withSession(connect, async (s) => {
     const active = await readActiveRing(s, layout);
@@ -68,14 +69,14 @@ export async function ringStatus(a: ZkArgs & { json?: boolean }): Promise<void> 
     for (const r of rows) {
       console.log(`${r.shard.padEnd(9)} ${String(r.weight).padEnd(8)} ${r.share.toFixed(2).padStart(6)} %  ${r.live.length ? r.live.join(', ') : 'NONE (unavailable)'}${r.down.length ? `  down: ${r.down.join(', ')}` : ''}`);
     }
-  });
+  }, { auth: config?.zookeeper?.auth, protectedRoot: layout.base });
 }
 
 export async function runAgent(a: ZkArgs & { shard: string; host: string; port: number; role: 'primary' | 'replica'; interval: number; user: string; password?: string }): Promise<void> {
-  const { connect, cluster } = zkTarget(a);
+  const { connect, cluster, config } = zkTarget(a);
   const layout = new Layout(cluster);
   const logger = { warn: (o: object, m: string) => console.error(JSON.stringify({ level: 'warn', msg: m, ...o })), info: (o: object, m: string) => console.log(JSON.stringify({ level: 'info', msg: m, ...o })) };
-  const s = new ZkSession({ connect, sessionTimeoutMs: 10000, logger });
+  const s = new ZkSession({ connect, sessionTimeoutMs: 10000, logger, auth: config?.zookeeper?.auth, protectedRoot: layout.base });
   await s.start(30000);
   const hb = new BackendHeartbeat({ session: s, layout, shard: a.shard, host: a.host, port: a.port, role: a.role, intervalMs: a.interval, user: a.user, password: a.password, logger });
   hb.on('up', () => logger.info({ shard: a.shard, backend: `${a.host}:${a.port}` }, 'backend up'));

@@ -4,16 +4,24 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LocalCluster } from '../local/cluster';
+import { LocalCerts, makeLocalCerts } from '../local/certs';
 import { chownPostgres } from '../local/proc';
 import { parseConfig } from '../config/load';
 import { Proxy } from '../proxy';
 
-export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number): Record<string, unknown> {
+/** `certs`: the demo's own CA (src/local/certs.ts): its shards run with ssl = on, pgring
+ *  connects to them with verify-full, and offers TLS (and SCRAM-SHA-256-PLUS) to clients. */
+export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number, certs?: LocalCerts): Record<string, unknown> {
   return {
+    ...(certs ? {
+      tls: { certFile: certs.certFile, keyFile: certs.keyFile },
+      serverTls: { sslmode: 'verify-full', caFile: certs.caFile },
+    } : {}),
     listen: { host: '127.0.0.1', port: proxyPort },
     metrics: { host: '127.0.0.1', port: metricsPort },
     logLevel: 'info',
-    zookeeper: { connect: zk, cluster: 'demo', sessionTimeoutMs: 10000 },
+    // every znode under /pgring/demo carries this digest ACL: ZooKeeper clients without it can read nothing
+    zookeeper: { connect: zk, cluster: 'demo', sessionTimeoutMs: 10000, auth: { scheme: 'digest', user: 'pgring', password: 'demo-zk-secret' } },
     pool: { mode: 'transaction', maxSize: 20 },
     users: [{ name: 'postgres', auth: 'trust', admin: true }],
     shards: pgPorts.map((port, i) => ({ name: `s${i + 1}`, backends: [{ host: '127.0.0.1', port, role: 'primary' }] })),
@@ -33,7 +41,8 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
   fs.mkdirSync(dir, { recursive: true });
   chownPostgres(dir);
   const pgPorts = opts.pgPorts ?? [5433, 5434, 5435];
-  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts });
+  const certs = makeLocalCerts(path.join(dir, 'tls'), 'pgring demo');
+  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, ssl: certs });
   let proxy: Proxy | null = null;
   let stopping = false;
   const stop = async (code: number) => {
@@ -49,7 +58,7 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
   console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards in ${dir}`);
   try {
     const info = await cluster.start();
-    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930);
+    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, certs);
     const file = path.join(dir, 'proxy.json');
     fs.writeFileSync(file, JSON.stringify(raw, null, 2));
     proxy = new Proxy({ config: parseConfig(raw, file) });
@@ -64,6 +73,8 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       '',
       'Connect with:',
       `  psql -h 127.0.0.1 -p ${port} -U postgres postgres`,
+      'TLS to the shards (verify-full, CA in tls/ca.crt) and to clients:',
+      `  psql "host=127.0.0.1 port=${port} user=postgres dbname=postgres sslmode=verify-full sslrootcert=${certs.caFile}"`,
       'Admin console:',
       `  psql -h 127.0.0.1 -p ${port} -U postgres pgring`,
       'Try pgbench through the ring:',

@@ -2,6 +2,7 @@
 // config (with their backends), bootstraps the ring once, watches the active ring
 // and the backends' liveness, runs heartbeats for its own backends, and registers
 // itself as an ephemeral proxy node.
+import { pgSslOption, serverTlsFor } from '../backend/server-tls';
 import * as os from 'node:os';
 import type { Config, ShardConfig } from '../config/types';
 import type { Logger } from '../log';
@@ -41,7 +42,7 @@ export class Coordinator {
   async start(): Promise<void> {
     const zkc = this.config.zookeeper!;
     const logger = { warn: (o: object, m: string) => this.log.warn(o, m), info: (o: object, m: string) => this.log.info(o, m) };
-    this.session = new ZkSession({ connect: zkc.connect, sessionTimeoutMs: zkc.sessionTimeoutMs, logger });
+    this.session = new ZkSession({ connect: zkc.connect, sessionTimeoutMs: zkc.sessionTimeoutMs, logger, auth: zkc.auth, protectedRoot: this.layout.base });
     this.session.on('state', (s: string) => this.log.info({ zk: s }, `ZooKeeper session ${s}`));
     await this.session.start(30000);
     await ensureLayout(await this.session.waitConnected(), this.layout);
@@ -57,6 +58,7 @@ export class Coordinator {
           const hb = new BackendHeartbeat({
             session: this.session, layout: this.layout, shard: s.name, host: b.host, port: b.port, role: b.role,
             intervalMs: this.config.health.intervalMs, timeoutMs: this.config.health.timeoutMs, logger,
+            ssl: pgSslOption(serverTlsFor(this.config, b.host, b.port)),
           });
           hb.on('down', (r: { error?: string }) => {
             this.log.warn({ shard: s.name, backend: `${b.host}:${b.port}`, error: r?.error }, 'backend down');

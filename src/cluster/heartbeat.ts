@@ -22,6 +22,8 @@ export interface BackendHeartbeatOptions {
   user?: string;             // default 'postgres'
   database?: string;         // default 'postgres'
   password?: string;
+  /** TLS options of the `pg` driver (serverTls of the config); undefined: plain. */
+  ssl?: import('node:tls').ConnectionOptions;
   logger?: ClusterLogger;
 }
 
@@ -112,7 +114,7 @@ export class BackendHeartbeat extends EventEmitter {
         host: this.opts.host, port: this.opts.port, user: this.opts.user ?? 'postgres',
         database: this.opts.database ?? 'postgres', password: this.opts.password,
         connectionTimeoutMillis: timeout, statement_timeout: timeout, query_timeout: timeout,
-        application_name: 'pgring-heartbeat',
+        application_name: 'pgring-heartbeat', ssl: this.opts.ssl,
       });
       c.on('error', () => { if (this.client === c) this.dropClient(); });
       this.client = c;

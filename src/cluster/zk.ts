@@ -11,7 +11,10 @@
 // - every call has a deadline: the native client was seen to leave a call unanswered
 //   forever after a connection loss. A call without an answer after `opTimeoutMs` fails
 //   with OPERATIONTIMEOUT and the handle is closed as dead, so the session supervisor
-//   opens a new session instead of everything waiting on a wedged one.
+//   opens a new session instead of everything waiting on a wedged one;
+// - with `auth`, the handle authenticates (digest) and every node it creates carries an ACL
+//   that gives that identity every permission and nobody else any (see create()).
+import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 
 // The package's own typings declare odd module names; we type the small part we use.
@@ -20,6 +23,7 @@ interface NativeStat {
   version: number; cversion: number; aversion: number; ctime: Date; mtime: Date;
   ephemeralOwner: string; createdInThisSession: boolean;
 }
+interface NativeAcl { perms?: number; perm?: number; scheme: string; auth: string }
 type NativeWatchCb = (type: number, state: number, path: string) => void;
 interface NativeZooKeeper extends EventEmitter {
   init(config: Record<string, unknown>): NativeZooKeeper;
@@ -33,6 +37,10 @@ interface NativeZooKeeper extends EventEmitter {
   w_get_children(path: string, cb: NativeWatchCb): Promise<string[]>;
   set(path: string, data: string | Buffer, version: number): Promise<NativeStat>;
   delete_(path: string, version: number): Promise<unknown>;
+  set_acl(path: string, version: number, acl: NativeAcl[]): Promise<unknown>;
+  get_acl(path: string): Promise<[NativeAcl[], NativeStat] | NativeAcl[]>;
+  add_auth(scheme: string, auth: string, cb: (rc: number, error: string) => void): unknown;
+  promisify(fn: (...args: never[]) => unknown, args: unknown[]): Promise<unknown>;
   readonly client_id: string;
   readonly client_password: string;
   readonly timeout: number;
@@ -107,6 +115,16 @@ const EVENT_TYPES: Record<number, WatchEventType> = { 1: 'created', 2: 'deleted'
 export type ZkLogLevel = 'none' | 'error' | 'warn' | 'info' | 'debug';
 const LOG_LEVELS: Record<ZkLogLevel, number> = { none: 0, error: 1, warn: 2, info: 3, debug: 4 };
 
+/** ZooKeeper credentials (config `zookeeper.auth`): the digest scheme, user and password. */
+export interface ZkAuth { scheme: 'digest'; user: string; password: string }
+
+const PERM = { READ: 1, WRITE: 2, CREATE: 4, DELETE: 8, ADMIN: 16, ALL: 31 } as const;
+
+/** The digest ACL id of user:password, as ZooKeeper's DigestAuthenticationProvider computes it. */
+export function digestId(user: string, password: string): string {
+  return `${user}:${createHash('sha1').update(`${user}:${password}`).digest('base64')}`;
+}
+
 export interface ZkOptions {
   /** "host:port[,host:port...][/chroot]" */
   connect: string;
@@ -119,6 +137,11 @@ export interface ZkOptions {
   sessionPassword?: string;
   /** deadline of one call; default twice the session timeout, at least 20 s */
   opTimeoutMs?: number;
+  /** authenticate with these credentials and give every created node their ACL */
+  auth?: ZkAuth;
+  /** with `auth`: nodes above this path (shared parents such as /pgring, where several clusters
+   *  with other credentials create their roots) also let anyone READ and CREATE children */
+  protectedRoot?: string;
 }
 
 export type ZkDeathReason = 'closed' | 'expired' | 'authfailed';
@@ -171,6 +194,18 @@ export class Zk extends EventEmitter {
       this.markDead(rc === -112 ? 'expired' : rc === -113 ? 'authfailed' : 'closed', rc, false);
     });
     native.init({});
+    // Queued before the connection is up; the native client sends it again after every reconnect.
+    if (opts.auth) native.add_auth(opts.auth.scheme, `${opts.auth.user}:${opts.auth.password}`, () => undefined);
+  }
+
+  /** The ACL a node at `path` gets, or null (no auth configured: ZooKeeper's open ACL). */
+  private aclFor(path: string): NativeAcl[] | null {
+    const a = this.opts.auth;
+    if (!a) return null;
+    const own = { perm: PERM.ALL, scheme: 'digest', auth: digestId(a.user, a.password) };
+    const root = this.opts.protectedRoot;
+    if (root && root !== path && root.startsWith(path + '/')) return [own, { perm: PERM.READ | PERM.CREATE, scheme: 'world', auth: 'anyone' }];
+    return [own];
   }
 
   /** Creates a handle and waits for its first connection (closes it and throws CONNECTIONLOSS on timeout). */
@@ -275,9 +310,42 @@ export class Zk extends EventEmitter {
     };
   }
 
-  /** Creates a node; returns its actual path (with the sequence suffix for sequential modes). */
-  create(path: string, data: Buffer | string, mode: CreateMode): Promise<string> {
-    return this.call('create', path, (n) => n.create(path, data, FLAGS[mode]));
+  /**
+   * Creates a node; returns its actual path (with the sequence suffix for sequential modes).
+   * With `auth`: the native client creates every node with the open ACL (its create takes no
+   * ACL), so the node's ACL is set right after, conditional on ACL version 0 (fails if anyone
+   * changed it first). For a known path both requests are sent at once (one round trip; the
+   * server applies a session's requests in order); a sequential node's name is known only
+   * from the create's answer (two round trips).
+   */
+  async create(path: string, data: Buffer | string, mode: CreateMode): Promise<string> {
+    const acl = this.aclFor(path);
+    const created = this.call('create', path, (n) => n.create(path, data, FLAGS[mode]));
+    if (!acl) return created;
+    if (mode === 'persistent' || mode === 'ephemeral') {
+      const secured = this.call('set_acl', path, (n) => n.set_acl(path, 0, acl));
+      let actual: string;
+      try { actual = await created; } catch (e) { secured.catch(() => undefined); throw e; }
+      await this.secure(secured, path);
+      return actual;
+    }
+    const actual = await created;
+    await this.secure(this.call('set_acl', actual, (n) => n.set_acl(actual, 0, acl)), actual);
+    return actual;
+  }
+
+  private async secure(p: Promise<unknown>, path: string): Promise<void> {
+    try { await p; } catch (e) {
+      if (isZkError(e, 'BADVERSION', 'NOAUTH')) throw new ZkError('NOAUTH', `ZooKeeper create ${path}: another client changed the ACL of the new node before pgring set it (${(e as Error).message})`, -102, path);
+      throw e;
+    }
+  }
+
+  /** The ACL of a node: [{perms, scheme, id}]. */
+  async getAcl(path: string): Promise<{ perms: number; scheme: string; id: string }[]> {
+    const r = await this.call('get_acl', path, (n) => n.get_acl(path));
+    const list = (Array.isArray(r) && Array.isArray(r[0]) ? r[0] : r) as NativeAcl[];
+    return list.map((a) => ({ perms: a.perms ?? a.perm ?? 0, scheme: a.scheme, id: a.auth }));
   }
 
   async get(path: string, watch?: Watcher): Promise<{ data: Buffer; stat: Stat }> {

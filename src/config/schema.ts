@@ -1,5 +1,14 @@
 // JSON schema of proxy.json. Strict: unknown keys are errors (additionalProperties: false),
 // so a typo stops start-up with the key's path instead of being silently ignored.
+// TLS to PostgreSQL servers, as libpq's connection settings (sslmode, sslrootcert, sslcert, sslkey).
+const serverTlsProps = {
+  sslmode: { enum: ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] },
+  caFile: { type: 'string', minLength: 1 },
+  certFile: { type: 'string', minLength: 1 },
+  keyFile: { type: 'string', minLength: 1 },
+} as const;
+const certWithKey = { certFile: ['keyFile'], keyFile: ['certFile'] } as const;
+
 export const configSchema = {
   $id: 'pgring-config',
   type: 'object',
@@ -36,6 +45,12 @@ export const configSchema = {
         require: { type: 'boolean', default: false },
       },
     },
+    // TLS to every backend (a backend's own `tls` overrides it field by field); default: prefer
+    serverTls: {
+      type: 'object', additionalProperties: false, dependencies: certWithKey,
+      properties: { ...serverTlsProps, sslmode: { ...serverTlsProps.sslmode, default: 'prefer' } },
+      default: {},
+    },
     zookeeper: {
       type: 'object', additionalProperties: false,
       required: ['connect'],
@@ -43,6 +58,16 @@ export const configSchema = {
         connect: { type: 'string', minLength: 1 },
         cluster: { type: 'string', pattern: '^[A-Za-z0-9_.-]+$', default: 'default' },
         sessionTimeoutMs: { type: 'integer', minimum: 1000, maximum: 120000, default: 10000 },
+        // credentials pgring authenticates with; every znode it creates gets their digest ACL
+        auth: {
+          type: 'object', additionalProperties: false,
+          required: ['scheme', 'user', 'password'],
+          properties: {
+            scheme: { enum: ['digest'] },
+            user: { type: 'string', minLength: 1, pattern: '^[^:]+$' },
+            password: { type: 'string', minLength: 1 },
+          },
+        },
       },
     },
     pool: {
@@ -94,6 +119,7 @@ export const configSchema = {
                 host: { type: 'string', default: '127.0.0.1' },
                 port: { type: 'integer', minimum: 1, maximum: 65535 },
                 role: { enum: ['primary', 'replica'], default: 'primary' },
+                tls: { type: 'object', additionalProperties: false, dependencies: certWithKey, properties: serverTlsProps },
               },
             },
           },
@@ -152,6 +178,9 @@ export const configSchema = {
       default: {},
     },
     shutdownGraceMs: { type: 'integer', minimum: 0, default: 30000 },
+    // client connections past this are refused with 53300 after their startup packet, as
+    // PostgreSQL's max_connections (admin console connections, database "pgring", are not counted)
+    maxClientConnections: { type: 'integer', minimum: 1, default: 10000 },
     // a client that has not completed authentication by then is disconnected (PostgreSQL's
     // authentication_timeout)
     authTimeoutMs: { type: 'integer', minimum: 100, maximum: 600000, default: 60000 },

@@ -14,7 +14,9 @@ export interface UserConfig {
   poolMode?: PoolMode;
   poolSize?: number;
 }
-export interface BackendConfig { host: string; port: number; role: 'primary' | 'replica' }
+export type SslMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-full';
+export interface ServerTlsConfig { sslmode: SslMode; caFile?: string; certFile?: string; keyFile?: string }
+export interface BackendConfig { host: string; port: number; role: 'primary' | 'replica'; tls?: Partial<ServerTlsConfig> }
 export interface ShardConfig { name: string; weight: number; backends: BackendConfig[] }
 export interface ShardedTableConfig { name: string; column: string; type: KeyType; columns?: string[] }
 
@@ -22,8 +24,9 @@ export interface Config {
   listen: { host: string; port: number };
   metrics: { enabled: boolean; host: string; port: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
-  zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };
+  zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number; auth?: { scheme: 'digest'; user: string; password: string } };
   tls?: { certFile: string; keyFile: string; require: boolean };
+  serverTls: ServerTlsConfig;
   pool: {
     mode: PoolMode; minSize: number; maxSize: number; queueTimeoutMs: number;
     idleTimeoutMs: number; connectTimeoutMs: number; preparedStatementCacheSize: number;
@@ -35,5 +38,6 @@ export interface Config {
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   shutdownGraceMs: number;
+  maxClientConnections: number;
   authTimeoutMs: number;
 }

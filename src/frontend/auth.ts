@@ -1,12 +1,15 @@
 // Authentication of a client, as a state machine that does no I/O: it yields the
 // bytes to send and consumes PasswordMessage / SASL messages.
 import { randomBytes } from 'node:crypto';
+import type * as tls from 'node:tls';
 import type { UserConfig } from '../config/types';
 import { AUTH } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { authRequest, authSasl, readCString } from '../protocol/messages';
-import { ScramServer, SCRAM_SHA_256 } from '../protocol/auth/scram';
+import { ScramServer, SCRAM_SHA_256, SCRAM_SHA_256_PLUS } from '../protocol/auth/scram';
+import { tlsServerEndPoint } from '../protocol/auth/channel-binding';
 import { verifyMd5 } from '../protocol/auth/md5';
+import { MsgCursor } from '../protocol/frontend-check';
 
 export type AuthStep = { send: Buffer } | { ok: true; send?: Buffer } | { error: PgError };
 
@@ -19,8 +22,15 @@ export class ClientAuth {
    *  `trustOnly`: every configured user logs in with trust, so an unknown name is answered as
    *  PostgreSQL answers it under trust (role does not exist); otherwise it gets a mock SCRAM
    *  exchange that fails, as PostgreSQL's for an unknown role under scram-sha-256, so that
-   *  user names cannot be probed. */
-  constructor(readonly username: string, readonly user: UserConfig | undefined, private readonly trustOnly = false) {}
+   *  user names cannot be probed.
+   *  `tlsSocket`: the client's TLS socket, whose certificate SCRAM-SHA-256-PLUS binds to. */
+  constructor(readonly username: string, readonly user: UserConfig | undefined, private readonly trustOnly = false, private readonly tlsSocket: tls.TLSSocket | null = null) {}
+
+  /** tls-server-end-point data of this connection, or null (plain, or a certificate it cannot bind). */
+  private channelBinding(): Buffer | null {
+    const raw = (this.tlsSocket?.getCertificate() as { raw?: Buffer } | null | undefined)?.raw;
+    return raw ? tlsServerEndPoint(raw) : null;
+  }
 
   private failed(): PgError {
     return PgError.fatal(SQLSTATE.InvalidPassword, `password authentication failed for user "${this.username}"`);
@@ -36,9 +46,9 @@ export class ClientAuth {
       this.stage = 'password';
       return { send: authRequest(AUTH.MD5, this.salt) };
     }
-    this.scram = new ScramServer({ user: this.username, secret: this.user?.password ?? null });
+    this.scram = new ScramServer({ user: this.username, secret: this.user?.password ?? null, channelBinding: this.channelBinding() });
     this.stage = 'sasl-initial';
-    return { send: authSasl([SCRAM_SHA_256]) };
+    return { send: authSasl(this.scram.mechanisms) };
   }
 
   /** Consumes one 'p' message (the whole message, header included). */
@@ -46,6 +56,8 @@ export class ClientAuth {
     try {
       switch (this.stage) {
         case 'password': {
+          // PostgreSQL: the password is one string filling the message
+          if (msg.indexOf(0, 5) !== msg.length - 1) return { error: PgError.fatal(SQLSTATE.ProtocolViolation, 'invalid password packet size') };
           const [given] = readCString(msg, 5);
           this.stage = 'done';
           const pw = this.user?.password;
@@ -54,13 +66,17 @@ export class ClientAuth {
           return ok ? { ok: true } : { error: this.failed() };
         }
         case 'sasl-initial': {
-          const [mech, off] = readCString(msg, 5);
-          if (mech !== SCRAM_SHA_256) {
+          const c = new MsgCursor(msg);
+          const mech = c.cstring();
+          const len = c.int32();
+          const start = c.off;
+          if (len !== -1) c.skip(len);
+          c.end();
+          if (!this.scram!.mechanisms.includes(mech)) {
             return { error: PgError.fatal(SQLSTATE.ProtocolViolation, `client selected an invalid SASL authentication mechanism`) };
           }
-          const len = msg.readInt32BE(off);
-          const data = len < 0 ? Buffer.alloc(0) : msg.subarray(off + 4, off + 4 + len);
-          const reply = this.scram!.handleClientFirst(data);
+          const data = len < 0 ? Buffer.alloc(0) : msg.subarray(start, start + len);
+          const reply = this.scram!.handleClientFirst(data, mech === SCRAM_SHA_256_PLUS);
           this.stage = 'sasl-final';
           return { send: authRequest(AUTH.SASLContinue, reply) };
         }
@@ -75,7 +91,8 @@ export class ClientAuth {
       }
     } catch (e) {
       const code = (e as { code?: string }).code;
-      return { error: PgError.fatal(code && /^[0-9A-Z]{5}$/.test(code) ? code : SQLSTATE.ProtocolViolation, (e as Error).message) };
+      const detail = (e as { detail?: string }).detail;
+      return { error: PgError.fatal(code && /^[0-9A-Z]{5}$/.test(code) ? code : SQLSTATE.ProtocolViolation, (e as Error).message, detail ? { detail } : undefined) };
     }
   }
 }

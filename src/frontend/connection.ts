@@ -87,6 +87,7 @@ export class ConnectionLifecycle {
     const params = p.params;
     this.s.user = params.get('user')!;
     this.s.database = params.get('database') || this.s.user;
+    if (this.s.ctx.admit?.(this.s) === false) return; // maxClientConnections (proxy.ts)
     if (params.get('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
       this.fatal(PgError.fatal(SQLSTATE.FeatureNotSupported, 'pgring does not support replication connections'));
       return;
@@ -99,7 +100,7 @@ export class ConnectionLifecycle {
     this.serverPassword = this.s.userConfig?.serverPassword ?? this.s.userConfig?.password;
     this.s.credKey = `${this.serverUser}\u0000${this.s.database}`;
     this.s.phase = 'auth';
-    this.s.auth = new ClientAuth(this.s.user, this.s.userConfig, this.s.ctx.config.users.every((u) => u.auth === 'trust'));
+    this.s.auth = new ClientAuth(this.s.user, this.s.userConfig, this.s.ctx.config.users.every((u) => u.auth === 'trust'), this.s.tls ? this.s.socket as tls.TLSSocket : null); // TLS: SCRAM-SHA-256-PLUS
     this.authStep(this.s.auth.start());
   }
 

@@ -1,5 +1,6 @@
 // Client bytes in: reads the socket, frames messages, and hands each one to the module
 // that handles its type, strictly in order (the inbox and the pump).
+import { FRONTEND } from '../protocol/frontend-check';
 import { F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { buildError, queryText, readyForQuery } from '../protocol/messages';
@@ -10,7 +11,7 @@ import type { ClientSession } from './client';
 import { K } from './session-types';
 
 export class Dispatch {
-  private readonly reader = new MessageReader();
+  private readonly reader = new MessageReader(FRONTEND); // PostgreSQL's limits and layout checks (08P01)
   /** The pump is draining the inbox: new messages queue behind it. */
   private pumping = false;
 

@@ -35,6 +35,8 @@ export interface ProxyContext {
   /** Router of a database whose sharded tables' columns were read from its catalog. */
   routerFor?(database: string): Router | undefined;
   learnedColumns?(database: string, table: string, columns: string[]): void;
+  /** A startup packet was read: false when the session was refused (maxClientConnections). */
+  admit?(session: ClientSession): boolean;
 }
 
 /** The shard-key values a write touches; `group` (the key column) keeps unrelated keys' lock buckets apart. */

@@ -11,6 +11,8 @@ export interface LocalClusterOptions {
   zkPort?: number;        // default: a free port
   pgPorts?: number[];     // default: `shards` free ports
   shards?: number;
+  /** Servers run with `ssl = on` and this certificate (src/local/certs.ts). */
+  ssl?: { certFile: string; keyFile: string };
 }
 
 export interface ClusterInfo {
@@ -32,7 +34,7 @@ export class LocalCluster {
     const ports = this.opts.pgPorts ?? await freePorts(n);
     const zkPort = this.opts.zkPort ?? (await freePorts(1))[0]!;
     this.zk = new LocalZooKeeper({ dir: path.join(this.opts.dir, 'zookeeper'), port: zkPort });
-    this.pgs = ports.map((port, i) => new LocalPostgres({ dir: path.join(this.opts.dir, `pg${i + 1}`), port }));
+    this.pgs = ports.map((port, i) => new LocalPostgres({ dir: path.join(this.opts.dir, `pg${i + 1}`), port, ssl: this.opts.ssl }));
     const zkStarted = this.zk.start();
     // pg_ctl -w blocks synchronously; start them one after the other while ZooKeeper boots.
     for (const pg of this.pgs) { if (pg.running()) pg.stop('immediate'); pg.start(); }

@@ -9,6 +9,9 @@ export interface LocalPostgresOptions {
   maxPreparedTransactions?: number;
   maxConnections?: number;
   extraConf?: string[];
+  /** `ssl = on` with this certificate and key (files the postgres user owns, key mode 0600);
+   *  `caFile`: the CA client certificates are checked against (pg_hba `cert`). */
+  ssl?: { certFile: string; keyFile: string; caFile?: string };
 }
 
 export class LocalPostgres {
@@ -48,6 +51,8 @@ export class LocalPostgres {
       `shared_buffers = 64MB`,
       `password_encryption = 'scram-sha-256'`,
       `log_min_messages = warning`,
+      ...(this.opts.ssl ? ['ssl = on', `ssl_cert_file = '${this.opts.ssl.certFile}'`, `ssl_key_file = '${this.opts.ssl.keyFile}'`] : []),
+      ...(this.opts.ssl?.caFile ? [`ssl_ca_file = '${this.opts.ssl.caFile}'`] : []),
       ...(this.opts.extraConf ?? []),
       '',
     ].join('\n');

@@ -134,7 +134,7 @@ export function decodeParse(msg: Buffer): { name: string; sql: string; types: nu
   let [name, off] = readCString(msg, 5);
   let sql: string;
   [sql, off] = readCString(msg, off);
-  const n = msg.readInt16BE(off); off += 2;
+  const n = msg.readUInt16BE(off); off += 2; // counts are unsigned, as PostgreSQL reads them
   const types: number[] = [];
   for (let i = 0; i < n; i++) { types.push(msg.readUInt32BE(off)); off += 4; }
   return { name, sql, types };
@@ -146,10 +146,10 @@ export function decodeBind(msg: Buffer): BindInfo {
   let [portal, off] = readCString(msg, 5);
   let statement: string;
   [statement, off] = readCString(msg, off);
-  const nf = msg.readInt16BE(off); off += 2;
+  const nf = msg.readUInt16BE(off); off += 2;
   const paramFormats: number[] = [];
   for (let i = 0; i < nf; i++) { paramFormats.push(msg.readInt16BE(off)); off += 2; }
-  const np = msg.readInt16BE(off); off += 2;
+  const np = msg.readUInt16BE(off); off += 2;
   const params: (Buffer | null)[] = [];
   for (let i = 0; i < np; i++) {
     const len = msg.readInt32BE(off); off += 4;

@@ -10,8 +10,16 @@ export class ProtocolViolation extends Error {
 /** Largest message we accept from a client or server (PostgreSQL's own limit is 1 GB). */
 export const MAX_MESSAGE = 1 << 30;
 
+/** Per-direction rules: the largest length a message type may declare (throws for an unknown
+ *  type), checked before its bytes are buffered, and a layout check of each whole message. */
+export interface FramingRules {
+  limit(type: number): number;
+  check(type: number, msg: Buffer): void;
+}
+
 export class MessageReader {
   private pending: Buffer | null = null;
+  constructor(private readonly rules: FramingRules | null = null) {}
 
   /**
    * Feeds a chunk and calls `onMessage(type, msg)` for every complete message.
@@ -25,16 +33,21 @@ export class MessageReader {
     }
     let off = 0;
     const end = buf.length;
+    const rules = this.rules;
     while (end - off >= 5) {
       const len = buf.readInt32BE(off + 1);
-      if (len < 4 || len > MAX_MESSAGE) {
-        throw new ProtocolViolation(`invalid message length ${len} for message type 0x${buf[off]!.toString(16)}`);
+      const type = buf[off]!;
+      if (len < 4 || len > (rules ? rules.limit(type) : MAX_MESSAGE)) {
+        throw new ProtocolViolation(rules ? 'invalid message length' : `invalid message length ${len} for message type 0x${type.toString(16)}`);
       }
       const total = len + 1;
       if (end - off < total) break;
-      onMessage(buf[off]!, buf.subarray(off, off + total));
+      const msg = buf.subarray(off, off + total);
+      if (rules) rules.check(type, msg);
+      onMessage(type, msg);
       off += total;
     }
+    if (rules && off < end) rules.limit(buf[off]!); // an unknown type is refused at its first byte
     if (off < end) this.pending = Buffer.from(buf.subarray(off)); // own the bytes: the socket may reuse its buffer
   }
 

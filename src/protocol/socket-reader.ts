@@ -44,7 +44,9 @@ function discover(): Keys | null {
 }
 
 /**
- * Starts reading an accepted socket (accepted with pauseOnConnect) into `onChunk`.
+ * Starts reading an accepted socket (accepted with pauseOnConnect) into `onChunk`; also a
+ * connected socket read through 'data' events so far (with nothing buffered), whose 'data'
+ * listeners were removed (a server that answered SSLRequest with 'N').
  * Returns false when it fell back to 'data' events (or `dataEvents` asked for them: a socket
  * that may be handed to TLS must be read the ordinary way).
  */

@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { freePorts } from '../../src/local/proc';
 import { psql, runTool } from '../helpers/tools';
+import { psqlAt } from '../helpers/env';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-demo-test-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -36,6 +37,14 @@ async function runDemoOnce(ports: number[]): Promise<void> {
     assert.equal(init.code, 0, init.stderr);
     const counts = await psql(proxyPort!, 'postgres', 'SELECT count(*) FROM pgbench_accounts', ['-At']);
     assert.equal(counts.stdout.trim(), '100000');
+    // TLS: clients verify pgring with the demo's CA; pgring's connections to the shards are
+    // encrypted (verify-full), as the shard itself reports in pg_stat_ssl
+    const caFile = path.join(dir, 'tls', 'ca.crt');
+    const vf = await runTool('psql', ['-X', '-At', '-c', 'SELECT 1', `host=127.0.0.1 port=${proxyPort} user=postgres dbname=postgres sslmode=verify-full sslrootcert=${caFile}`]);
+    assert.equal(vf.code, 0, vf.stderr);
+    const ssl = psqlAt(pgPorts[0]!, "SELECT count(*) FILTER (WHERE NOT s.ssl) || ' ' || count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND a.application_name <> 'pgring-recovery'").trim().split(' ').map(Number);
+    assert.equal(ssl[0], 0, 'no plain connection from pgring');
+    assert.ok(ssl[1]! > 0, 'pgring has connections to the shard');
   } finally {
     child.kill('SIGTERM');
   }

@@ -3,8 +3,10 @@
 // Pure state machines: the caller moves the bytes (SASLInitialResponse /
 // AuthenticationSASLContinue / SASLResponse / AuthenticationSASLFinal).
 //
-// No channel binding (SCRAM-SHA-256-PLUS is not offered): the server accepts the
-// GS2 headers `n,,` and `y,,` and requires the client-final `c=` attribute to be
+// Channel binding: on a TLS connection the server also offers SCRAM-SHA-256-PLUS with
+// tls-server-end-point (GS2 header `p=tls-server-end-point,,` and, in client-final, `c=` the
+// base64 of that header followed by the hash of the server certificate), as PostgreSQL does.
+// Without it, the GS2 headers `n,,` and `y,,` are accepted and the client-final `c=` must be
 // their base64 (`biws` / `eSws`) matching the header the client sent first.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
 import { AuthError } from './errors';
@@ -14,6 +16,8 @@ import { saslprep } from './saslprep';
 export { AuthError } from './errors';
 
 export const SCRAM_SHA_256 = 'SCRAM-SHA-256';
+export const SCRAM_SHA_256_PLUS = 'SCRAM-SHA-256-PLUS';
+const CBIND_HEADER = 'p=tls-server-end-point,,';
 export const SCRAM_DEFAULT_ITERATIONS = 4096;
 const SCRAM_DEFAULT_SALT_LEN = 16;
 const SCRAM_RAW_NONCE_LEN = 18;
@@ -195,6 +199,8 @@ export interface ScramServerOptions {
   /** Salt/iterations used when `secret` is a plain password (default: per-process salt, 4096). */
   salt?: Buffer;
   iterations?: number;
+  /** tls-server-end-point data of the connection (channel-binding.ts); absent: not TLS, no -PLUS. */
+  channelBinding?: Buffer | null;
 }
 
 export type ScramFinalResult = { ok: true; serverFinal: Buffer } | { ok: false };
@@ -210,12 +216,14 @@ export class ScramServer {
   private readonly serverNoncePart: string;
   private state: 'init' | 'first' | 'done' = 'init';
   private cbindFlag = '';
+  private readonly binding: Buffer | null;
   private clientFirstBare = '';
   private serverFirst = '';
   private nonce = '';
 
   constructor(opts: ScramServerOptions) {
     this.user = opts.user;
+    this.binding = opts.channelBinding ?? null;
     this.serverNoncePart = opts.serverNonce ?? randomBytes(SCRAM_RAW_NONCE_LEN).toString('base64');
     if (!validNonce(this.serverNoncePart)) throw new RangeError('invalid SCRAM server nonce');
     const secret = opts.secret;
@@ -239,16 +247,34 @@ export class ScramServer {
     }
   }
 
-  /** Consumes the SASLInitialResponse data; returns the server-first-message. */
-  handleClientFirst(data: Buffer): Buffer {
+  /** SASL mechanisms to offer, in PostgreSQL's order. */
+  get mechanisms(): string[] { return this.binding ? [SCRAM_SHA_256_PLUS, SCRAM_SHA_256] : [SCRAM_SHA_256]; }
+
+  /** Consumes the SASLInitialResponse data; returns the server-first-message.
+   *  `plus`: the client selected SCRAM-SHA-256-PLUS (only offered with a binding). */
+  handleClientFirst(data: Buffer, plus = false): Buffer {
     if (this.state !== 'init') throw new AuthError('invalid SCRAM exchange state', '08P01');
+    if (plus && !this.binding) throw new AuthError('client selected an invalid SASL authentication mechanism', '08P01');
     const r = new Reader(toMessage(data));
     const flag = r.peek();
+    const noCbindData = 'The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data.';
     switch (flag) {
-      case 'p':
-        throw malformed('The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data.');
+      case 'p': {
+        if (!plus) throw malformed('The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data.');
+        const type = r.attr('p');
+        if (type !== 'tls-server-end-point') throw new AuthError(`unsupported SCRAM channel-binding type "${sanitize(type)}"`, '08P01');
+        break;
+      }
       case 'y':
+        if (plus) throw malformed(noCbindData);
+        // the client can bind but thinks we cannot: a downgrade, refused where we can
+        if (this.binding) throw new AuthError('SCRAM channel binding negotiation error', '28000', 'The client supports SCRAM channel binding but thinks the server does not.  However, this server does support channel binding.');
+        r.pos++;
+        if (r.peek() !== ',') throw malformed(`Comma expected, but found character "${sanitize(r.peek())}".`);
+        r.pos++;
+        break;
       case 'n':
+        if (plus) throw malformed(noCbindData);
         r.pos++;
         if (r.peek() !== ',') throw malformed(`Comma expected, but found character "${sanitize(r.peek())}".`);
         r.pos++;
@@ -286,7 +312,10 @@ export class ScramServer {
     const msg = toMessage(data);
     const r = new Reader(msg);
     const cbind = r.attr('c');
-    if (!((cbind === 'biws' && this.cbindFlag === 'n') || (cbind === 'eSws' && this.cbindFlag === 'y'))) {
+    if (this.cbindFlag === 'p') {
+      const expected = Buffer.concat([Buffer.from(CBIND_HEADER, 'latin1'), this.binding!]).toString('base64');
+      if (cbind !== expected) throw new AuthError('SCRAM channel binding check failed', '28000');
+    } else if (!((cbind === 'biws' && this.cbindFlag === 'n') || (cbind === 'eSws' && this.cbindFlag === 'y'))) {
       throw new AuthError('unexpected SCRAM channel-binding attribute in client-final-message', '08P01');
     }
     const finalNonce = r.attr('r');

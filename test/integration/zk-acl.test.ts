@@ -1,0 +1,99 @@
+// ZooKeeper access control: with `zookeeper.auth`, every znode pgring creates under its cluster
+// root carries the digest ACL of those credentials only, so a second ZooKeeper client without
+// them (or with other ones) can read nothing and change nothing there, while pgring works.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { digestId, isZkError, Zk } from '../../src/cluster/zk';
+import { Layout } from '../../src/cluster/layout';
+
+const auth = { scheme: 'digest' as const, user: 'pgring', password: 'acl-test-secret' };
+let proxy: RunningProxy;
+let zkConnect: string;
+let layout: Layout;
+let db: string;
+let pgPort: number;
+
+before(async () => {
+  const cluster = await testCluster();
+  zkConnect = cluster.zk;
+  pgPort = cluster.pg[0]!.port;
+  db = uniqueName('zkacl');
+  createDatabase([pgPort, cluster.pg[1]!.port], db);
+  const name = uniqueName('acl');
+  layout = new Layout(name);
+  proxy = await startProxy(await baseConfig(cluster, 2, {
+    zookeeper: { connect: cluster.zk, cluster: name, sessionTimeoutMs: 6000, auth },
+    sharding: { tables: [{ name: 'acct', column: 'id', type: 'integer' }] },
+    locks: { mode: 'all' },
+  }));
+});
+after(async () => { await proxy?.stop(); dropDatabase([pgPort], db); });
+
+async function walk(zk: Zk, path: string, out: string[]): Promise<string[]> {
+  out.push(path);
+  for (const c of await zk.children(path)) await walk(zk, `${path}/${c}`, out);
+  return out;
+}
+
+let owner: Zk;
+/** NOAUTH; or NONODE for a node that is gone meanwhile (a released lock), as the owner confirms. */
+async function refused(what: string, path: string, p: Promise<unknown>): Promise<void> {
+  try { await p; } catch (e) {
+    if (isZkError(e, 'NOAUTH')) return;
+    if (isZkError(e, 'NONODE') && (await owner.exists(path)) === null) return;
+    throw e;
+  }
+  assert.fail(`${what}: allowed`);
+}
+
+describe('ZooKeeper ACLs', () => {
+  it('pgring works with auth, and every node under its root has only its digest ACL', async () => {
+    const c = client(proxy.port, db);
+    await c.connect();
+    try {
+      await c.query('CREATE TABLE IF NOT EXISTS acct (id int primary key, v int)');
+      await c.query('BEGIN');
+      for (let i = 0; i < 20; i++) await c.query('INSERT INTO acct VALUES ($1, $1) ON CONFLICT (id) DO UPDATE SET v = acct.v + 1', [i]);
+      await c.query('COMMIT'); // two shards: locks and a two-phase commit record
+      assert.equal(Number((await c.query('SELECT count(*) AS n FROM acct')).rows[0].n), 20);
+    } finally { await c.end(); }
+
+    const owner = await Zk.connect({ connect: zkConnect, auth });
+    try {
+      const nodes = await walk(owner, layout.base, []);
+      assert.ok(nodes.includes(layout.ringActive) && nodes.some((n) => n.startsWith(layout.proxies + '/')), nodes.join('\n'));
+      const id = digestId(auth.user, auth.password);
+      for (const n of nodes) assert.deepEqual(await owner.getAcl(n), [{ perms: 31, scheme: 'digest', id }], n);
+      // the shared parent lets other clusters create their roots, and nothing more
+      const parent = await owner.getAcl('/pgring');
+      assert.ok(parent.some((a) => a.scheme === 'world' && a.perms === (1 | 4)), JSON.stringify(parent));
+    } finally { await owner.close(); }
+  });
+
+  it('a client without the credentials, or with others, can read nothing and change nothing under the root', async () => {
+    owner = await Zk.connect({ connect: zkConnect, auth });
+    const nodes = await walk(owner, layout.base, []);
+    for (const creds of [undefined, { ...auth, password: 'wrong' }]) {
+      const other = await Zk.connect({ connect: zkConnect, auth: creds });
+      try {
+        for (const n of nodes) {
+          await refused(`get ${n}`, n, other.get(n));
+          await refused(`children ${n}`, n, other.children(n));
+          await refused(`set ${n}`, n, other.set(n, 'x', -1));
+          await refused(`create under ${n}`, n, other.create(`${n}/intruder`, 'x', 'persistent'));
+        }
+        await refused(`delete ${layout.ringActive}`, layout.ringActive, other.delete(layout.ringActive, -1));
+      } finally { await other.close(); }
+    }
+    await owner.close();
+  });
+
+  it('pgring keeps serving after the intrusion attempts', async () => {
+    const c = client(proxy.port, db);
+    await c.connect();
+    assert.equal((await c.query('SELECT v FROM acct WHERE id = 3')).rows[0].v, 3);
+    await c.end();
+  });
+});
