@@ -59,6 +59,10 @@ export interface ProxyContext {
   /** Router of a database whose sharded tables' columns were read from its catalog. */
   routerFor?(database: string): Router | undefined;
   learnedColumns?(database: string, table: string, columns: string[]): void;
+  /** [cluster-definition] The secret of a new session's BackendKeyData (names the issuing proxy). */
+  cancelSecret?(): number;
+  /** [cluster-definition] A CancelRequest for a key no session here has: forward it to the proxy that issued it. */
+  forwardCancel?(pid: number, secret: number): Promise<void>;
 }
 
 export interface TransactionHooks {
@@ -137,7 +141,7 @@ function isPlainRead(p: Plan): boolean { return p.command === 'select' && !p.wri
 
 export class ClientSession implements ServerOwner {
   pid = nextPid++;
-  readonly secret = randomInt(0x7fffffff);
+  readonly secret: number;
   /** The statement being linked only reads (a plain SELECT): a shard without a live primary
    *  may serve it from a live replica. Set where a statement's plan is known, before linking. */
   private readOnlyUse = false;
@@ -205,6 +209,7 @@ export class ClientSession implements ServerOwner {
 
   constructor(socket: net.Socket, readonly ctx: ProxyContext) {
     this.socket = socket;
+    this.secret = ctx.cancelSecret?.() ?? randomInt(0x7fffffff); // [cluster-definition]
     socket.setNoDelay(true);
     // A socket that may be handed to TLS is read through 'data' events (TLS takes the handle over).
     readAccepted(socket, (chunk) => this.onData(chunk), ctx.config.tls !== undefined);
@@ -338,7 +343,7 @@ export class ClientSession implements ServerOwner {
       // Closed once the servers got the cancel, as PostgreSQL closes it after signalling the
       // backend: a client that waits for the close (asyncpg) knows its next statement is safe.
       if (target) void target.cancelRunning().finally(() => this.socket.end());
-      else this.socket.end();
+      else void (this.ctx.forwardCancel?.(p.pid, p.secret) ?? Promise.resolve()).finally(() => this.socket.end()); // [cluster-definition]
       return;
     }
     if (this.ctx.config.tls?.require && !this.tls && p.kind === 'startup') {

@@ -35,7 +35,13 @@ export interface PlanInput {
 }
 
 interface NTable extends ShardedTable { lname: string; lcolumn: string; lcolumns?: string[] }
-export interface NSchema { byName: Map<string, NTable> }
+export interface NSchema {
+  byName: Map<string, NTable>;
+  /** reference tables of the cluster definition (folded names) */
+  reference: Set<string>;
+  /** unknownTables: 'reject': a table in neither list is refused */
+  reject: boolean;
+}
 
 function foldIdent(s: string): string {
   if (s.length >= 2 && s[0] === '"' && s[s.length - 1] === '"') return s.slice(1, -1).split('""').join('"');
@@ -63,7 +69,8 @@ export function normalizeSchema(schema: RouterSchema): NSchema {
       ...t, lname, lcolumn: foldIdent(t.column), lcolumns: t.columns?.map(foldIdent),
     });
   }
-  return { byName };
+  const reference = new Set((schema.reference ?? []).map((r) => { const parts = splitQualified(r).map(foldIdent); return parts[parts.length - 1]; }));
+  return { byName, reference, reject: schema.unknownTables === 'reject' };
 }
 
 // ------------------------------------------------------------------------------------------
@@ -152,6 +159,8 @@ export class Planner {
   private sessionState: Plan['sessionState'] = null;
   private unsupported: string | undefined;
   private sawReference = false;
+  /** a user table in neither list of the cluster definition (policy reject) */
+  private unknownTable: string | undefined;
   private insertT: PlanTemplate['insertT'];
   /** level of each simple SELECT body walked */
   private levelOf = new Map<object, Level>();
@@ -264,6 +273,12 @@ export class Planner {
     if (rv.schemaname && rv.schemaname !== 'public') return null;
     return this.schema.byName.get(rv.relname) ?? null;
   }
+  /** Neither sharded nor reference, and not a catalog: what unknownTables 'reject' refuses. */
+  private isUnknownUserTable(rv: N): boolean {
+    if (rv.catalogname || (rv.schemaname && rv.schemaname !== 'public')) return false;
+    if (!rv.schemaname && rv.relname.startsWith('pg_')) return false; // pg_catalog comes first in the search path
+    return !this.schema.reference.has(rv.relname);
+  }
   private isCte(name: string): boolean {
     for (let i = this.ctes.length - 1; i >= 0; i--) if (this.ctes[i].has(name)) return true;
     return false;
@@ -274,7 +289,10 @@ export class Planner {
       return null;
     }
     const table = this.lookupTable(rv);
-    if (!table) this.sawReference = true;
+    if (!table) {
+      this.sawReference = true;
+      if (this.schema.reject && !this.unknownTable && this.isUnknownUserTable(rv)) this.unknownTable = rv.relname;
+    }
     const occ: Occ = {
       id: this.occs.length, table, relname: rv.relname, schemaname: rv.schemaname,
       alias: rv.alias?.aliasname ?? rv.relname, level, own: null, keys: null,
@@ -759,7 +777,11 @@ export class Planner {
       case 'SelectStmt':
         p.command = 'select'; withKeys = true;
         this.walkStatement(stmt, null);
-        if (s.intoClause) p.command = 'ddl';
+        if (s.intoClause) {
+          p.command = 'ddl';
+          const rel = s.intoClause.rel;
+          if (rel && rel.relpersistence !== 't' && !rel.catalogname && (!rel.schemaname || rel.schemaname === 'public')) p.createsTable = rel.relname;
+        }
         break;
       case 'InsertStmt': p.command = 'insert'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
       case 'UpdateStmt': p.command = 'update'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
@@ -845,6 +867,8 @@ export class Planner {
             }
           }
           this.sawReference = true;
+          const rel = tag === 'CreateStmt' ? s.relation : tag === 'CreateTableAsStmt' && s.objtype === 'OBJECT_TABLE' ? s.into?.rel : undefined;
+          if (rel && rel.relpersistence !== 't' && !rel.catalogname && (!rel.schemaname || rel.schemaname === 'public')) p.createsTable = rel.relname;
         } else {
           p.command = 'other';
           this.walkExprs(s, { parent: null, items: [] });
@@ -864,6 +888,10 @@ export class Planner {
     } else if (this.sawReference) p.target = 'reference';
     p.keys = withKeys && p.target === 'sharded' ? fk.keys : null;
     if (this.unsupported) p.unsupported = this.unsupported;
+    else if (this.unknownTable && !p.createsTable) {
+      const t = this.unknownTable;
+      p.unsupported = `table "${t}", which the cluster definition does not name (unknownTables is "reject"; register it with \`pgring table reference ${t}\` or \`pgring table shard ${t} --column COLUMN --type TYPE\`),`;
+    }
     if (p.copy && this.occs.length) {
       const t = this.occs[0].table!;
       const cols = p.copy.columns ?? t.lcolumns ?? null;

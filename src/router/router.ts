@@ -19,9 +19,19 @@ export class Router {
   hits = 0;
   misses = 0;
 
-  constructor(schema: RouterSchema, opts?: { cacheSize?: number }) {
+  /** Called with the name of a table a planned CREATE TABLE makes that the schema does not know
+   *  (the cluster definition registers it as a reference table). */
+  private readonly onCreateTable?: (name: string) => void;
+
+  constructor(schema: RouterSchema, opts?: { cacheSize?: number; onCreateTable?: (name: string) => void }) {
     this.schema = normalizeSchema(schema);
     this.cacheSize = Math.max(1, opts?.cacheSize ?? 5000);
+    this.onCreateTable = opts?.onCreateTable;
+  }
+
+  private noteCreate(r: RoutedStatement): void {
+    const t = r.plan.createsTable;
+    if (t !== undefined && this.onCreateTable && !this.schema.byName.has(t) && !this.schema.reference.has(t)) this.onCreateTable(t);
   }
 
   /** load the PostgreSQL parser (once per process) */
@@ -46,6 +56,7 @@ export class Router {
       try { r = this.planLexed(sql, lexed[i]); } catch (e) { return [unparsable(sql, e)]; }
       if (r.plan.parseError !== undefined && lexed.length > 1) return [{ ...r, sql }];
       out[i] = r;
+      if (r.plan.createsTable !== undefined) this.noteCreate(r);
     }
     return out;
   }
@@ -55,7 +66,9 @@ export class Router {
     try {
       const lexed = lex(sql);
       const first = lexed.find((s) => !s.empty) ?? lexed[0];
-      return this.planLexed(sql, first);
+      const r = this.planLexed(sql, first);
+      if (r.plan.createsTable !== undefined) this.noteCreate(r);
+      return r;
     } catch (e) {
       return unparsable(sql, e);
     }
