@@ -103,19 +103,24 @@ async function deleteForeignRows(s: ZkSession, layout: Layout, config: Config | 
       try {
         const reg = (await c.query('SELECT to_regclass($1) AS r', [table])).rows[0]?.r;
         if (!reg) continue;
-        const pred = ring.sqlPredicate(i, quoteIdent(column), type);
-        const rel = table.includes('.') || table.includes('"') ? table : quoteIdent(table.toLowerCase());
+        const pred = ring.sqlPredicate(i, identSql(column), type);
+        const rel = table.includes('.') ? table : identSql(table);
         let total = 0;
         for (;;) {
           const r = await c.query(`DELETE FROM ${rel} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ${rel} WHERE NOT ${pred} LIMIT ${batch}))`);
           total += r.rowCount ?? 0;
           if ((r.rowCount ?? 0) < batch) break;
         }
-        const nulls = Number((await c.query(`SELECT count(*) AS n FROM ${rel} WHERE ${quoteIdent(column)} IS NULL`)).rows[0].n);
+        const nulls = Number((await c.query(`SELECT count(*) AS n FROM ${rel} WHERE ${identSql(column)} IS NULL`)).rows[0].n);
         console.log(`shard ${shard} database ${db}: deleted ${total} rows of ${table} owned by other shards${nulls ? ` (${nulls} rows with a NULL key kept)` : ''}`);
       } finally { await c.end(); }
     }
   }
+}
+
+/** An identifier as PostgreSQL reads it: quoted names as written, others folded to lower case. */
+function identSql(name: string): string {
+  return name.startsWith('"') ? name : quoteIdent(name.toLowerCase());
 }
 
 /** `pgring ring init`: version 1 of the cluster definition from the config file. */
