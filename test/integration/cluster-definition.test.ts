@@ -6,7 +6,7 @@
 // and a CancelRequest sent to B cancels a query running through A.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -29,9 +29,16 @@ let configA: string;
 const dbs: string[] = [];
 
 const main = path.resolve(__dirname, '../../src/cli/main.js');
-function cli(...args: string[]): { status: number | null; out: string } {
-  const r = spawnSync(process.execPath, [main, ...args], { encoding: 'utf8', timeout: 60000 });
-  return { status: r.status, out: r.stdout + r.stderr };
+/** Runs the pgring CLI without blocking this process (the proxies under test live in it). */
+function cli(...args: string[]): Promise<{ status: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { out += d; });
+    const t = setTimeout(() => child.kill('SIGKILL'), 60000);
+    child.on('exit', (status) => { clearTimeout(t); resolve({ status, out }); });
+  });
 }
 
 function db(prefix: string): string {
@@ -139,8 +146,10 @@ describe('cluster definition in ZooKeeper', () => {
       assert.equal(pgbenchSummary(r.stdout).failed, 0);
     }
     await withClient(a.port, dbB, async (c) => {
-      const r = (await c.query(`SELECT (SELECT sum(abalance) FROM pgbench_accounts) AS a, (SELECT sum(tbalance) FROM pgbench_tellers) AS t,
-        (SELECT sum(bbalance) FROM pgbench_branches) AS b, (SELECT sum(delta) FROM pgbench_history) AS h, (SELECT count(*) FROM pgbench_history) AS n`)).rows[0];
+      const one = async (sql: string) => (await c.query(sql)).rows[0].v as string;
+      const h = await one('SELECT sum(delta) AS v FROM pgbench_history');
+      const r = { h, n: await one('SELECT count(*) AS v FROM pgbench_history'), a: await one('SELECT sum(abalance) AS v FROM pgbench_accounts'),
+        t: await one('SELECT sum(tbalance) AS v FROM pgbench_tellers'), b: await one('SELECT sum(bbalance) AS v FROM pgbench_branches') };
       assert.equal(r.n, '160');
       assert.equal(r.a, r.h); assert.equal(r.t, r.h); assert.equal(r.b, r.h);
     });
@@ -159,23 +168,23 @@ describe('cluster definition in ZooKeeper', () => {
       assert.match(e.message, /table users: file shards it by users by name text; the cluster by users by id bigint/);
       return true;
     });
-    const r = cli('proxy', '--config', writeConfig({ ...(await zkOnly()), sharding: { tables: TABLES } }));
+    const r = await cli('proxy', '--config', writeConfig({ ...(await zkOnly()), sharding: { tables: TABLES } }));
     assert.notEqual(r.status, 0);
     assert.match(r.out, /the cluster shards pgbench_accounts by aid integer/);
   });
 
   it('pgring table reference / shard / forget through A\'s config are in force on B', async () => {
-    const ref = cli('table', 'reference', 'colors', '--config', configA);
+    const ref = await cli('table', 'reference', 'colors', '--config', configA);
     assert.equal(ref.status, 0, ref.out);
     const ms = await until('colors on B', () => b.proxy.definition.reference.includes('colors'));
     console.log(`# table reference colors: in force on B after ${ms} ms`);
-    const bad = cli('table', 'shard', 'users', '--column', 'name', '--type', 'text', '--config', configA);
+    const bad = await cli('table', 'shard', 'users', '--column', 'name', '--type', 'text', '--config', configA);
     assert.notEqual(bad.status, 0);
     assert.match(bad.out, /already sharded by id bigint: changing the shard key/);
-    const forget = cli('table', 'forget', 'colors', '--config', configA);
+    const forget = await cli('table', 'forget', 'colors', '--config', configA);
     assert.equal(forget.status, 0, forget.out);
     await until('colors forgotten on B', () => !b.proxy.definition.reference.includes('colors'));
-    const list = cli('table', 'list', '--json', '--config', configA);
+    const list = await cli('table', 'list', '--json', '--config', configA);
     assert.equal(list.status, 0, list.out);
     const d = JSON.parse(list.out.slice(list.out.indexOf('{')));
     assert.equal(d.version, b.proxy.definition.version);
@@ -194,7 +203,7 @@ describe('cluster definition in ZooKeeper', () => {
     });
     for (const port of ports) assert.equal(psqlAt(port, 'SELECT count(*) FROM items', d).trim(), '300', 'a reference table is on every shard');
     await until('items registered on B', () => b.proxy.definition.reference.includes('items'));
-    const r = cli('table', 'shard', 'items', '--column', 'id', '--type', 'integer', '--batch', '50', '--config', configA);
+    const r = await cli('table', 'shard', 'items', '--column', 'id', '--type', 'integer', '--batch', '50', '--config', configA);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /deleted \d+ rows of items owned by other shards/);
     const p = placement(a.proxy.ring, ports, d, 'items', 'id');
