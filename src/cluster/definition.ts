@@ -78,9 +78,10 @@ export function definitionFromConfig(cfg: Config): DefinitionBody {
 /** True when the config file states sharding rules (else it takes the cluster's). */
 export function configStatesDefinition(cfg: Config): boolean { return cfg.sharding.stated === true; }
 
-function describeSharded(t: ShardedTableConfig): string {
-  return `${t.name} by ${t.column} ${t.type}${t.columns ? ` columns (${t.columns.join(', ')})` : ''}`;
+function describeKey(t: ShardedTableConfig): string {
+  return `${t.column} ${t.type}${t.columns ? ` columns (${t.columns.join(', ')})` : ''}`;
 }
+function describeSharded(t: ShardedTableConfig): string { return `${t.name} by ${describeKey(t)}`; }
 
 /**
  * What in the file contradicts the cluster's definition (empty: they agree). The file must name
@@ -96,7 +97,7 @@ export function definitionConflicts(file: DefinitionBody, cluster: ClusterDefini
     const c = clusterSharded.get(k);
     if (!c) { out.push(`file shards ${describeSharded(t)}; the cluster ${cluster.reference.some((r) => tableKey(r) === k) ? 'has it as a reference table' : 'does not shard it'}`); continue; }
     const sameCols = JSON.stringify(t.columns ?? null) === JSON.stringify(c.columns ?? null) || t.columns === undefined;
-    if (tableKey(t.column) !== tableKey(c.column) || t.type !== c.type || !sameCols) out.push(`table ${t.name}: file shards it by ${describeSharded(t)}; the cluster by ${describeSharded(c)}`);
+    if (tableKey(t.column) !== tableKey(c.column) || t.type !== c.type || !sameCols) out.push(`table ${t.name}: the file shards it by ${describeKey(t)}; the cluster by ${describeKey(c)}`);
   }
   for (const [k, c] of clusterSharded) if (!fileSharded.has(k)) out.push(`the cluster shards ${describeSharded(c)}; the file does not`);
   const clusterRef = new Set(cluster.reference.map(tableKey));

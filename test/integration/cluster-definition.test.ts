@@ -165,7 +165,7 @@ describe('cluster definition in ZooKeeper', () => {
     const raw = { ...(await zkOnly()), sharding: { tables: [{ name: 'users', column: 'name', type: 'text' }, ...TABLES.slice(1), ...pgbenchTables] } };
     await assert.rejects(startProxy(raw), (e: Error) => {
       assert.match(e.message, /sharding differs from the cluster definition/);
-      assert.match(e.message, /table users: file shards it by users by name text; the cluster by users by id bigint/);
+      assert.match(e.message, /table users: the file shards it by name text; the cluster by id bigint/);
       return true;
     });
     const r = await cli('proxy', '--config', writeConfig({ ...(await zkOnly()), sharding: { tables: TABLES } }));
