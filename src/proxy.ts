@@ -99,7 +99,10 @@ export class Proxy {
     let m = this.dbColumns.get(db);
     if (!m) this.dbColumns.set(db, m = new Map());
     m.set(table, columns);
-    this.dbRouters.set(db, this.dbRouter(m));
+    const prev = this.dbRouters.get(db);
+    const next = this.dbRouter(m);
+    this.dbRouters.set(db, next);
+    if (prev) prev.successor = next;
   }
 
   private dbRouter(learned: Map<string, string[]>): Router {
@@ -112,6 +115,8 @@ export class Proxy {
       cacheSize: this.config.sharding.planCacheSize,
       // With ZooKeeper, a table created through the proxy becomes a reference table of the definition.
       onCreateTable: (name) => { void this.coordinator?.registerReference(name); },
+      // Named statements prepared before a definition change re-plan with the new router.
+      live: this.config.zookeeper !== undefined,
     });
   }
 
@@ -120,8 +125,15 @@ export class Proxy {
     this.definition = def;
     // The session code reads key types and column lists of sharded tables from the config.
     this.config.sharding.tables = def.sharded;
+    const old = this.ctx.router;
     this.ctx.router = this.makeRouter(def.sharded);
-    for (const [db, m] of this.dbColumns) this.dbRouters.set(db, this.dbRouter(m));
+    old.successor = this.ctx.router;
+    for (const [db, m] of this.dbColumns) {
+      const prev = this.dbRouters.get(db);
+      const next = this.dbRouter(m);
+      this.dbRouters.set(db, next);
+      if (prev) prev.successor = next;
+    }
   }
 
   get port(): number { return (this.server?.address() as net.AddressInfo | null)?.port ?? this.config.listen.port; }

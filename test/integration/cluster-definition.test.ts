@@ -201,18 +201,26 @@ describe('cluster definition in ZooKeeper', () => {
       await c.query('CREATE TABLE items (id int primary key, v text)');
       await c.query("INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 300) g");
     });
-    for (const port of ports) assert.equal(psqlAt(port, 'SELECT count(*) FROM items', d).trim(), '300', 'a reference table is on every shard');
     await until('items registered on B', () => b.proxy.definition.reference.includes('items'));
+    // A session on B prepared a named INSERT while items was a reference table.
+    const cb = client(b.port, d);
+    await cb.connect();
+    const ins = (id: number) => cb.query({ name: 'ins_item', text: 'INSERT INTO items (id, v) VALUES ($1, $2)', values: [id, `v${id}`] });
+    await ins(301);
+    for (const port of ports) assert.equal(psqlAt(port, 'SELECT count(*) FROM items', d).trim(), '301', 'a reference table is on every shard');
     const r = await cli('table', 'shard', 'items', '--column', 'id', '--type', 'integer', '--batch', '50', '--config', configA);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /deleted \d+ rows of items owned by other shards/);
+    // the statement prepared before the change now routes by the key
+    for (const id of [302, 303, 304, 305]) await ins(id);
+    await cb.end();
     const p = placement(a.proxy.ring, ports, d, 'items', 'id');
     assert.deepEqual(p.map((x) => x.misplaced), [0, 0, 0]);
-    assert.equal(p.reduce((s, x) => s + x.held, 0), 300, 'each row on exactly one shard');
+    assert.equal(p.reduce((s, x) => s + x.held, 0), 305, 'each row on exactly one shard');
     assert.ok(p.every((x) => x.held > 0));
     assert.ok(b.proxy.definition.sharded.some((t) => t.name === 'items'));
     await withClient(b.port, d, async (c) => {
-      assert.equal((await c.query('SELECT count(*) AS n FROM items')).rows[0].n, '300');
+      assert.equal((await c.query('SELECT count(*) AS n FROM items')).rows[0].n, '305');
       const one = await c.query('SELECT v, inet_server_port() AS port FROM items WHERE id = 123');
       assert.deepEqual(one.rows, [{ v: 'v123', port: ports[b.proxy.ctx.shards.shardForKey('integer', '123')] }]);
     });
@@ -233,6 +241,22 @@ describe('cluster definition in ZooKeeper', () => {
       await sendCancel(a.port, 1, 12345);
       assert.equal((await c.query('SELECT 1 AS x')).rows[0].x, 1);
     } finally { await c.end(); }
+  });
+
+  it('pgring ring init writes definition version 1 from the config file', async () => {
+    const name = uniqueName('ringinit');
+    const f = writeConfig(await baseConfig(cluster, 3, { zookeeper: { connect: cluster.zk, cluster: name }, sharding: { tables: TABLES, referenceTables: ['cities'] } }));
+    const r = await cli('ring', 'init', '--config', f);
+    assert.equal(r.status, 0, r.out);
+    assert.match(r.out, /cluster definition version 1 is active \(4 sharded, 1 reference tables; unknown tables: reference\)/);
+    const list = await cli('table', 'list', '--json', '--zk', cluster.zk, '--cluster', name);
+    const d = JSON.parse(list.out.slice(list.out.indexOf('{')));
+    assert.equal(d.version, 1);
+    assert.deepEqual(d.sharded, TABLES);
+    assert.deepEqual(d.reference, ['cities']);
+    const again = await cli('table', 'shard', 'users', '--column', 'id', '--type', 'bigint', '--zk', cluster.zk, '--cluster', name);
+    assert.equal(again.status, 0, again.out);
+    assert.match(again.out, /definition version 1 unchanged/);
   });
 
   it('unknownTables "reject" refuses tables the definition does not name, naming the command that registers them', async () => {
