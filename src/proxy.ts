@@ -68,7 +68,8 @@ export class Proxy {
       learnedColumns: (db, table, columns) => this.learnedColumns(db, table, columns),
       tlsContext: () => this.tlsContext(),
       // Cancel keys name this proxy; a key of another proxy of the cluster is forwarded to it.
-      cancelSecret: () => this.coordinator?.cancelPeers?.secret() ?? randomInt(0x7fffffff),
+      // (Before the proxy has its number, keys carry number 0: a cancel for them is never forwarded.)
+      cancelSecret: () => this.coordinator?.cancelPeers?.secret() ?? (this.coordinator ? randomInt(1 << 21) : randomInt(0x7fffffff)),
       forwardCancel: (pid, secret) => this.coordinator?.cancelPeers?.forward(pid, secret) ?? Promise.resolve(),
     };
     this.ops = new Operations(this);

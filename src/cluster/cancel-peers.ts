@@ -70,7 +70,7 @@ export class CancelPeers {
   async stop(): Promise<void> { await this.node?.stop(); this.node = null; }
 
   /** A secret for a new client session. */
-  secret(): number { return this.number ? encodeSecret(this.number) : randomInt(0x7fffffff); }
+  secret(): number { return this.number ? encodeSecret(this.number) : randomInt(1 << RANDOM_BITS); }
 
   /**
    * Forwards a CancelRequest this proxy cannot serve to the proxy that issued the key.
