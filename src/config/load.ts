@@ -36,7 +36,8 @@ export function parseConfig(raw: unknown, file = '<config>'): Config {
   }
   const cfg = obj as unknown as Config;
   const rawSharding = (raw as { sharding?: Record<string, unknown> } | null)?.sharding;
-  cfg.sharding.stated = !!rawSharding && ['tables', 'referenceTables', 'unknownTables'].some((k) => rawSharding[k] !== undefined);
+  // Not enumerable: not a key of the file (SHOW CONFIG, RELOAD's comparison do not list it).
+  Object.defineProperty(cfg.sharding, 'stated', { value: !!rawSharding && ['tables', 'referenceTables', 'unknownTables'].some((k) => rawSharding[k] !== undefined), enumerable: false, writable: true });
   const problems: string[] = [];
   const names = new Set<string>();
   cfg.shards.forEach((s, i) => {
