@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { psqlAt, testCluster, uniqueName } from '../helpers/env';
+import { psqlAt, stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
 import { baseConfig, client, createDatabase, dropDatabase, RawConfig, RunningProxy, startProxy, withClient } from '../helpers/proxy';
 import { pgbenchSummary, runTool } from '../helpers/tools';
 import { pgbenchTables, placement } from '../helpers/sharding';
@@ -87,6 +87,7 @@ after(async () => {
   await b?.stop();
   await a?.stop();
   for (const d of dbs) dropDatabase(ports, d);
+  await stopOwnCluster();
 });
 
 describe('cluster definition in ZooKeeper', () => {
