@@ -4,7 +4,7 @@
 // then has every shard delete, in batches, the rows the ring gives to another shard.
 import pg from 'pg';
 import type { Config, KeyType } from '../config/types';
-import { ClusterDefinition, DefinitionChangeError, definitionFromConfig, lookupTable, withReference, withSharded, without } from '../cluster/definition';
+import { ClusterDefinition, DefinitionChangeError, definitionConflicts, definitionFromConfig, lookupTable, withReference, withSharded, without } from '../cluster/definition';
 import { initDefinition, readActiveDefinition, updateDefinition } from '../cluster/definition-store';
 import { Layout } from '../cluster/layout';
 import { listProxies, listShards } from '../cluster/registry';
@@ -123,7 +123,15 @@ function identSql(name: string): string {
   return name.startsWith('"') ? name : quoteIdent(name.toLowerCase());
 }
 
-/** `pgring ring init`: version 1 of the cluster definition from the config file. */
+/** `pgring ring init`: version 1 of the cluster definition from the config file (kept when one
+ *  is active; what the file says differently is printed, as a proxy with that file would refuse). */
 export async function initDefinitionFromConfig(s: ZkSession, layout: Layout, config: Config): Promise<ClusterDefinition> {
-  return (await initDefinition(s, layout, definitionFromConfig(config))).def;
+  const file = definitionFromConfig(config);
+  const def = (await initDefinition(s, layout, file)).def;
+  const conflicts = config.sharding.stated ? definitionConflicts(file, def, config.sharding.unknownTables !== undefined) : [];
+  if (conflicts.length) {
+    console.error(`the cluster already has definition version ${def.version}, which the config contradicts: ${conflicts.join('; ')}`);
+    process.exitCode = 1;
+  }
+  return def;
 }
