@@ -11,10 +11,12 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { psqlAt, stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
-import { baseConfig, client, createDatabase, dropDatabase, RawConfig, RunningProxy, startProxy, withClient } from '../helpers/proxy';
-import { pgbenchSummary, runTool } from '../helpers/tools';
-import { pgbenchTables, placement } from '../helpers/sharding';
+import { stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, client, dropDatabase, RawConfig, RunningProxy, startProxy, withClient } from '../helpers/proxy';
+import { pgbenchSummary, psql, runTool } from '../helpers/tools';
+import { pgbenchTables } from '../helpers/sharding';
+import type { Ring } from '../../src/ring/ring';
+import type { KeyType } from '../../src/config/types';
 import { buildSteps, compare, run, TABLES } from '../helpers/differential-steps';
 import { ClusterInfo } from '../../src/local/cluster';
 import { freePort } from '../../src/local/proc';
@@ -41,11 +43,27 @@ function cli(...args: string[]): Promise<{ status: number | null; out: string }>
   });
 }
 
-function db(prefix: string): string {
+// The proxies under test run in this process: SQL on the shards goes through async psql, never
+// spawnSync, which would stall their ZooKeeper sessions.
+async function sqlAt(port: number, db: string, q: string): Promise<string> {
+  const r = await psql(port, db, q, ['-Atq']);
+  if (r.code !== 0) throw new Error(`psql on ${port}: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+async function db(prefix: string): Promise<string> {
   const name = uniqueName(prefix);
-  createDatabase(ports, name);
   dbs.push(name);
+  await Promise.all(ports.map((p) => sqlAt(p, 'postgres', `CREATE DATABASE ${name}`)));
   return name;
+}
+
+/** For each shard: rows of `table` it holds, and how many of those the ring gives to another shard. */
+function placement(ring: Ring, d: string, table: string, column: string, type: KeyType = 'integer'): Promise<{ held: number; misplaced: number }[]> {
+  return Promise.all(ports.map(async (port, i) => {
+    const [held, misplaced] = (await sqlAt(port, d, `SELECT count(*), count(*) FILTER (WHERE NOT (${ring.sqlPredicate(i, column, type)})) FROM ${table}`)).split('|').map(Number);
+    return { held: held!, misplaced: misplaced! };
+  }));
 }
 
 /** A config naming only ZooKeeper, listen and users: no shards, no sharding section. */
@@ -97,7 +115,7 @@ describe('cluster definition in ZooKeeper', () => {
   });
 
   it('both proxies give identical results for every statement of the differential test', async () => {
-    const [dbA, dbB] = [db('defa'), db('defb')];
+    const [dbA, dbB] = [await db('defa'), await db('defb')];
     const ca = client(a.port, dbA), cb = client(b.port, dbB);
     await ca.connect(); await cb.connect();
     try {
@@ -119,8 +137,8 @@ describe('cluster definition in ZooKeeper', () => {
       // B placed the sharded rows as the ring says: each users row on its owner only.
       const ring = a.proxy.ring;
       for (const d of [dbA, dbB]) {
-        const p = ports.map((port, i) => psqlAt(port, `SELECT count(*), count(*) FILTER (WHERE NOT (${ring.sqlPredicate(i, 'id', 'bigint')})) FROM users`, d).trim().split('|').map(Number));
-        assert.deepEqual(p.map((x) => x[1]), [0, 0, 0], `${d}: users rows on a shard that does not own them`);
+        const p = await placement(ring, d, 'users', 'id', 'bigint');
+        assert.deepEqual(p.map((x) => x.misplaced), [0, 0, 0], `${d}: users rows on a shard that does not own them`);
       }
       // CREATE TABLE cities through the proxies registered it as a reference table for both.
       await until('cities registered on B', () => b.proxy.definition.reference.includes('cities'));
@@ -128,18 +146,18 @@ describe('cluster definition in ZooKeeper', () => {
   });
 
   it('pgbench -i through each proxy places rows as the ring says; TPC-B through both keeps the balances', async () => {
-    const [dbA, dbB] = [db('benchA'), db('benchB')];
+    const [dbA, dbB] = [await db('benchA'), await db('benchB')];
     for (const [p, d] of [[a, dbA], [b, dbB]] as const) {
       const r = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(p.port), '-U', 'postgres', '-i', '-s', '1', '-q', d]);
       assert.equal(r.code, 0, r.stderr);
     }
     const ring = a.proxy.ring;
     for (const [table, column] of [['pgbench_accounts', 'aid'], ['pgbench_tellers', 'tid'], ['pgbench_branches', 'bid']] as const) {
-      const pa = placement(ring, ports, dbA, table, column), pb = placement(ring, ports, dbB, table, column);
+      const pa = await placement(ring, dbA, table, column), pb = await placement(ring, dbB, table, column);
       assert.deepEqual(pb, pa, `${table}: rows per shard through B equal those through A`);
       assert.deepEqual(pb.map((x) => x.misplaced), [0, 0, 0], `${table}: no row on a shard that does not own it`);
     }
-    assert.deepEqual(placement(ring, ports, dbB, 'pgbench_accounts', 'aid').reduce((s, x) => s + x.held, 0), 100000);
+    assert.deepEqual((await placement(ring, dbB, 'pgbench_accounts', 'aid')).reduce((s, x) => s + x.held, 0), 100000);
     const tpcb = (port: number) => runTool('pgbench', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-n', '-c', '2', '-j', '1', '-t', '40', dbB]);
     const [ra, rb] = await Promise.all([tpcb(a.port), tpcb(b.port)]);
     for (const r of [ra, rb]) {
@@ -197,7 +215,7 @@ describe('cluster definition in ZooKeeper', () => {
   });
 
   it('converting a reference table to sharded leaves each row on exactly the shard the ring names', async () => {
-    const d = db('conv');
+    const d = await db('conv');
     await withClient(a.port, d, async (c) => {
       await c.query('CREATE TABLE items (id int primary key, v text)');
       await c.query("INSERT INTO items SELECT g, 'v' || g FROM generate_series(1, 300) g");
@@ -208,14 +226,14 @@ describe('cluster definition in ZooKeeper', () => {
     await cb.connect();
     const ins = (id: number) => cb.query({ name: 'ins_item', text: 'INSERT INTO items (id, v) VALUES ($1, $2)', values: [id, `v${id}`] });
     await ins(301);
-    for (const port of ports) assert.equal(psqlAt(port, 'SELECT count(*) FROM items', d).trim(), '301', 'a reference table is on every shard');
+    for (const port of ports) assert.equal(await sqlAt(port, d, 'SELECT count(*) FROM items'), '301', 'a reference table is on every shard');
     const r = await cli('table', 'shard', 'items', '--column', 'id', '--type', 'integer', '--batch', '50', '--config', configA);
     assert.equal(r.status, 0, r.out);
     assert.match(r.out, /deleted \d+ rows of items owned by other shards/);
     // the statement prepared before the change now routes by the key
     for (const id of [302, 303, 304, 305]) await ins(id);
     await cb.end();
-    const p = placement(a.proxy.ring, ports, d, 'items', 'id');
+    const p = await placement(a.proxy.ring, d, 'items', 'id');
     assert.deepEqual(p.map((x) => x.misplaced), [0, 0, 0]);
     assert.equal(p.reduce((s, x) => s + x.held, 0), 305, 'each row on exactly one shard');
     assert.ok(p.every((x) => x.held > 0));
@@ -265,8 +283,8 @@ describe('cluster definition in ZooKeeper', () => {
     const raw = await baseConfig(cluster, 3, { zookeeper: { connect: cluster.zk, cluster: name }, sharding: { tables: TABLES, referenceTables: ['cities'], unknownTables: 'reject' } });
     const p = await startProxy(raw);
     try {
-      const d = db('rej');
-      psqlAt(ports[0]!, 'CREATE TABLE stray (x int)', d);
+      const d = await db('rej');
+      await sqlAt(ports[0]!, d, 'CREATE TABLE stray (x int)');
       await withClient(p.port, d, async (c) => {
         await assert.rejects(c.query('SELECT * FROM stray'), (e: { code?: string; message: string }) => {
           assert.equal(e.code, '0A000');
