@@ -87,3 +87,16 @@ test('cancel keys carry the issuing proxy number', () => {
   assert.equal(p.readInt32BE(4), 80877102);
   assert.equal(p.readInt32BE(8), 42);
 });
+
+test('a statement prepared with a live router re-plans once a newer definition replaced it', () => {
+  const old = new Router({ tables: [] }, { live: true });
+  const st = old.planPrepared('INSERT INTO items (id, v) VALUES ($1, $2)');
+  assert.equal(st.plan.target, 'reference');
+  const next = new Router({ tables: [{ name: 'items', column: 'id', type: 'integer' }] }, { live: true });
+  old.successor = next;
+  assert.equal(st.plan.target, 'sharded');
+  assert.deepEqual(st.plan.keys, [{ kind: 'param', index: 0 }]);
+  assert.equal(st.sql, 'INSERT INTO items (id, v) VALUES ($1, $2)');
+  const plain = new Router({ tables: [] }).planPrepared('SELECT 1');
+  assert.equal(Object.getPrototypeOf(plain), Object.prototype, 'without live: a plain routed statement');
+});
