@@ -74,6 +74,14 @@ async function main(): Promise<void> {
     })
     .demandCommand(1)
     .strict()
+    // A command that fails (an invalid config, a refused start) is reported by main's catch
+    // with its message only; yargs' own usage text is for wrong arguments.
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      y.showHelp();
+      console.error(`\n${msg}`);
+      process.exit(1);
+    })
     .help()
     .parseAsync();
 }
