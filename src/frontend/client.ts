@@ -141,7 +141,7 @@ function isPlainRead(p: Plan): boolean { return p.command === 'select' && !p.wri
 
 export class ClientSession implements ServerOwner {
   pid = nextPid++;
-  readonly secret: number;
+  readonly secret: number; // [cluster-definition] set in the constructor from ctx.cancelSecret
   /** The statement being linked only reads (a plain SELECT): a shard without a live primary
    *  may serve it from a live replica. Set where a statement's plan is known, before linking. */
   private readOnlyUse = false;
