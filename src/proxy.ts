@@ -1,6 +1,7 @@
 // The running proxy: owns the config, topology (pools), router, ring and listener,
 // and wires the optional ZooKeeper cluster state, health checks, admin console and
 // metrics around them.
+import { randomInt } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
@@ -20,6 +21,7 @@ import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
 import { PgError, SQLSTATE } from './protocol/errors';
+import { ClusterDefinition, definitionFromConfig } from './cluster/definition';
 
 /** Ring version `version` from the shards of a config (same document `pgring ring init` publishes). */
 export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
@@ -45,6 +47,8 @@ export class Proxy {
   ring: Ring;
   /** Admin console, metrics, PAUSE/RESUME, reload (src/admin). */
   readonly ops: Operations;
+  /** The tables routing is by: the config's without ZooKeeper, else the cluster's active definition. */
+  definition: ClusterDefinition;
 
   constructor(readonly opts: ProxyOptions) {
     this.config = opts.config ?? loadConfig(opts.configFile!);
@@ -52,10 +56,11 @@ export class Proxy {
     const topology = new Topology(this.config.shards, this.config);
     // Without shards in the config the ring comes from ZooKeeper at start.
     this.ring = new Ring(this.config.shards.length ? ringFromConfig(this.config) : { version: 0, shards: [{ name: '(none)', weight: 1 }], vnodes: 1, seed: 0, hash: RING_HASH_V1 });
+    this.definition = { version: 0, ...definitionFromConfig(this.config) };
     this.ctx = {
       config: this.config,
       topology,
-      router: new Router({ tables: this.config.sharding.tables }, { cacheSize: this.config.sharding.planCacheSize }),
+      router: this.makeRouter(this.definition.sharded),
       shards: new RingShardMap(this.ring, this.config.shards.length ? this.config.shards.map((s) => s.name) : ['(none)']),
       log: this.log,
       sessions: new Map(),
@@ -64,6 +69,10 @@ export class Proxy {
       learnedColumns: (db, table, columns) => this.learnedColumns(db, table, columns),
       tlsContext: () => this.tlsContext(),
       admit: (s) => this.admit(s),
+      // Cancel keys name this proxy; a key of another proxy of the cluster is forwarded to it.
+      // (Before the proxy has its number, keys carry number 0: a cancel for them is never forwarded.)
+      cancelSecret: () => this.coordinator?.cancelPeers?.secret() ?? (this.coordinator ? randomInt(1 << 21) : randomInt(0x7fffffff)),
+      forwardCancel: (pid, secret) => this.coordinator?.cancelPeers?.forward(pid, secret) ?? Promise.resolve(),
     };
     this.ops = new Operations(this);
   }
@@ -93,8 +102,41 @@ export class Proxy {
     let m = this.dbColumns.get(db);
     if (!m) this.dbColumns.set(db, m = new Map());
     m.set(table, columns);
-    const tables = this.config.sharding.tables.map((t) => (t.columns || !m!.has(t.name) ? t : { ...t, columns: m!.get(t.name)! }));
-    this.dbRouters.set(db, new Router({ tables }, { cacheSize: this.config.sharding.planCacheSize }));
+    const prev = this.dbRouters.get(db);
+    const next = this.dbRouter(m);
+    this.dbRouters.set(db, next);
+    if (prev) prev.successor = next;
+  }
+
+  private dbRouter(learned: Map<string, string[]>): Router {
+    return this.makeRouter(this.definition.sharded.map((t) => (t.columns || !learned.has(t.name) ? t : { ...t, columns: learned.get(t.name)! })));
+  }
+
+  private makeRouter(tables: ClusterDefinition['sharded']): Router {
+    const d = this.definition;
+    return new Router({ tables, reference: d.reference, unknownTables: d.unknownTables }, {
+      cacheSize: this.config.sharding.planCacheSize,
+      // With ZooKeeper, a table created through the proxy becomes a reference table of the definition.
+      onCreateTable: (name) => { void this.coordinator?.registerReference(name); },
+      // Named statements prepared before a definition change re-plan with the new router.
+      live: this.config.zookeeper !== undefined,
+    });
+  }
+
+  /** Swaps in a new cluster definition (from ZooKeeper): later statements route by it. */
+  applyDefinition(def: ClusterDefinition): void {
+    this.definition = def;
+    // The session code reads key types and column lists of sharded tables from the config.
+    this.config.sharding.tables = def.sharded;
+    const old = this.ctx.router;
+    this.ctx.router = this.makeRouter(def.sharded);
+    old.successor = this.ctx.router;
+    for (const [db, m] of this.dbColumns) {
+      const prev = this.dbRouters.get(db);
+      const next = this.dbRouter(m);
+      this.dbRouters.set(db, next);
+      if (prev) prev.successor = next;
+    }
   }
 
   get port(): number { return (this.server?.address() as net.AddressInfo | null)?.port ?? this.config.listen.port; }
@@ -106,12 +148,17 @@ export class Proxy {
     if (this.config.zookeeper) {
       this.coordinator = new Coordinator(this.config, this.log, {
         onRing: (ring, shards) => this.applyRing(ring, shards),
+        onDefinition: (def) => this.applyDefinition(def),
         onMembership: (all) => this.ctx.topology.applyMembership(all),
         onLocalHealth: (shard, host, port, healthy, error) => this.ctx.topology.setLocalHealth(shard, host, port, healthy, error),
-      }, () => this.port);
+      }, () => this.port, { configFile: this.opts.configFile });
       this.txn = new TxnManager(this.ctx, this.log);
       this.ctx.tx = this.txn;
     }
+    // Statements wait until the cluster definition is read: routing by the file's rules meanwhile
+    // could write a sharded table's row to every shard.
+    let opened = () => undefined as void;
+    if (this.coordinator) this.ctx.paused = new Promise<void>((r) => { opened = r; });
     // Accepted paused: the session switches the socket to reading into pgring's own buffer (socket-reader).
     this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.server.maxConnections = 100000;
@@ -126,7 +173,9 @@ export class Proxy {
         this.txn!.start(c.session, c.layout, c.id);
         this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
         await this.recovery.start();
-      } catch (e) { await this.stop(); throw e; }
+      } catch (e) { await this.stop(); opened(); throw e; }
+      this.ctx.paused = null;
+      opened();
     }
     try { await this.ops.start(); } catch (e) { await this.stop(); throw e; }
     this.log.info({ host: this.config.listen.host, port: this.port, shards: this.ctx.topology.shards.map((s) => s.name), ring: this.ring.version }, 'pgring listening');

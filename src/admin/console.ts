@@ -18,12 +18,13 @@ import { showRing } from './show-ring';
 import { showServers } from './show-servers';
 import { showShards } from './show-shards';
 import { showStats } from './show-stats';
+import { showTables } from './show-tables';
 import { showTransactions } from './show-transactions';
 import { showVersion } from './show-version';
 import type { AdminCommand } from './types';
 
 export const COMMANDS: readonly AdminCommand[] = [
-  showHelp, showShards, showBackends, showRing, showPools, showStats, showClients, showServers,
+  showHelp, showShards, showBackends, showRing, showTables, showPools, showStats, showClients, showServers,
   showLocks, showTransactions, showConfig, showVersion, reloadCommand, pauseCommand, resumeCommand,
 ];
 

@@ -68,7 +68,9 @@ export function reloadConfig(proxy: Proxy): ReloadResult {
   if (!file) throw new PgError(SQLSTATE.ObjectNotInPrerequisiteState, 'RELOAD: this proxy was started without a config file');
   const next = loadConfig(file); // throws ConfigError naming the key and the reason
   const running = proxy.config;
-  const changed = changedKeys(running, next);
+  // With ZooKeeper the sharding rules are the cluster definition's (src/cluster/definition.ts),
+  // not the file's: the running config mirrors the definition, so they are not compared.
+  const changed = changedKeys(running, next).filter((k) => !running.zookeeper || !/^sharding\.(tables|referenceTables|unknownTables|stated)/.test(k));
   const notApplied = changed.filter(isRestartKey);
   let applied = changed.filter((k) => !isRestartKey(k));
   if (proxy.opts.logLevel && applied.includes('logLevel')) {

@@ -12,7 +12,7 @@ import { Ring } from '../ring/ring';
 
 export interface ZkArgs { config?: string; zk?: string; cluster?: string }
 
-function zkTarget(a: ZkArgs): { connect: string; cluster: string; config: Config | null } {
+export function zkTarget(a: ZkArgs): { connect: string; cluster: string; config: Config | null } {
   const config = a.config ? loadConfig(a.config) : null;
   const connect = a.zk ?? config?.zookeeper?.connect;
   const cluster = a.cluster ?? config?.zookeeper?.cluster ?? 'default';
@@ -22,7 +22,7 @@ function zkTarget(a: ZkArgs): { connect: string; cluster: string; config: Config
 
 const quiet = { warn: () => undefined, info: () => undefined };
 
-async function withSession<T>(connect: string, fn: (s: ZkSession) => Promise<T>, zkOpts: { auth?: ZkAuth; protectedRoot?: string } = {}): Promise<T> {
+export async function withSession<T>(connect: string, fn: (s: ZkSession) => Promise<T>, zkOpts: { auth?: ZkAuth; protectedRoot?: string } = {}): Promise<T> {
   const s = new ZkSession({ connect, sessionTimeoutMs: 10000, logger: quiet, ...zkOpts });
   await s.start(15000);
   try { return await fn(s); } finally { await s.close(); }
@@ -37,6 +37,9 @@ export async function ringInit(a: ZkArgs): Promise<void> {
     for (const sh of config.shards) await putShard(s, layout, { name: sh.name, weight: sh.weight, backends: sh.backends });
     const r = await initRing(s, layout, ringDocFromConfig(config));
     console.log(`ring version ${r.version} is active for cluster "${cluster}" (${r.ring.shards.map((x) => x.name).join(', ')})`);
+    const { initDefinitionFromConfig } = await import('./table-commands');
+    const d = await initDefinitionFromConfig(s, layout, config);
+    console.log(`cluster definition version ${d.version} is active (${d.sharded.length} sharded, ${d.reference.length} reference tables; unknown tables: ${d.unknownTables})`);
   }, { auth: config.zookeeper?.auth, protectedRoot: layout.base });
 }
 

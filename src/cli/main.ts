@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The pgring command line (yargs): proxy, agent, ring, shard, demo.
+// The pgring command line (yargs): proxy, agent, ring, table, shard, demo.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import * as os from 'node:os';
@@ -39,6 +39,24 @@ async function main(): Promise<void> {
       if (argv.action === 'init') await c.ringInit(argv);
       else await c.ringStatus(argv);
     })
+    .command('table <action> [name]', 'show or change the cluster definition in ZooKeeper (sharded and reference tables)', (y) => y
+      .positional('action', { choices: ['list', 'shard', 'reference', 'forget'] as const, describe: 'list; shard NAME --column C --type T; reference NAME; forget NAME' })
+      .positional('name', { type: 'string', describe: 'table name' })
+      .option('config', { alias: 'c', type: 'string', describe: 'proxy.json (zookeeper section; users for the row clean-up of shard)' })
+      .option('zk', { type: 'string', describe: 'ZooKeeper connect string (overrides the config)' })
+      .option('cluster', { type: 'string', describe: 'cluster name (overrides the config)' })
+      .option('column', { type: 'string', describe: 'shard: the key column' })
+      .option('type', { type: 'string', choices: ['smallint', 'integer', 'bigint', 'text', 'varchar', 'uuid'], describe: 'shard: the key type' })
+      .option('columns', { type: 'string', describe: 'shard: all columns in table order, comma-separated (for COPY without a column list)' })
+      .option('batch', { type: 'number', default: 10000, describe: 'shard: rows deleted per statement' })
+      .option('user', { type: 'string', describe: 'shard: PostgreSQL user for the clean-up (default: from the config, else postgres)' })
+      .option('password', { type: 'string' })
+      .option('ack-timeout', { type: 'number', default: 30, describe: 'shard: seconds to wait for every proxy to route by the new version' })
+      .option('json', { type: 'boolean', default: false, describe: 'list as JSON' }),
+    async (argv) => {
+      const { tableCommand } = await import('./table-commands');
+      await tableCommand({ ...argv, action: argv.action!, ackTimeout: argv['ack-timeout'] });
+    })
     .command('agent', 'health-check one PostgreSQL server and keep its liveness znode in ZooKeeper', (y) => y
       .option('config', { alias: 'c', type: 'string' })
       .option('zk', { type: 'string' })
@@ -56,6 +74,14 @@ async function main(): Promise<void> {
     })
     .demandCommand(1)
     .strict()
+    // A command that fails (an invalid config, a refused start) is reported by main's catch
+    // with its message only; yargs' own usage text is for wrong arguments.
+    .fail((msg, err, y) => {
+      if (err) throw err;
+      y.showHelp();
+      console.error(`\n${msg}`);
+      process.exit(1);
+    })
     .help()
     .parseAsync();
 }

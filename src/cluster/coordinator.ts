@@ -11,10 +11,16 @@ import { BackendHeartbeat } from './heartbeat';
 import { EphemeralNode, getShard, listShards, MembershipWatcher, ProxyRecord, putShard, registerProxy } from './registry';
 import { initRing, RingDocument, RingWatcher } from './ring-store';
 import { ZkSession } from './session';
+import { ConfigError } from '../config/load';
+import { CancelPeers, advertisedHost } from './cancel-peers';
+import { ClusterDefinition, configStatesDefinition, definitionConflicts, definitionFromConfig, withReference } from './definition';
+import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 
 export interface CoordinatorHooks {
   onRing(ring: RingDocument, shards: ShardConfig[]): void;
   onMembership(all: ReturnType<MembershipWatcher['all']>): void;
+  /** The active cluster definition (sharded / reference tables) changed, or was first read. */
+  onDefinition?(def: ClusterDefinition): void;
   /** Result of this proxy's own check of a backend: trusted over ZooKeeper's view, which
    *  goes blank while our own session is being re-established. */
   onLocalHealth?(shard: string, host: string, port: number, healthy: boolean, error?: string): void;
@@ -31,9 +37,12 @@ export class Coordinator {
   membership!: MembershipWatcher;
   heartbeats: BackendHeartbeat[] = [];
   proxyNode: EphemeralNode<ProxyRecord> | null = null;
+  definitionWatcher!: DefinitionWatcher;
+  cancelPeers!: CancelPeers;
   readonly id: string;
 
-  constructor(readonly config: Config, readonly log: Logger, readonly hooks: CoordinatorHooks, readonly listenPort: () => number) {
+  constructor(readonly config: Config, readonly log: Logger, readonly hooks: CoordinatorHooks, readonly listenPort: () => number,
+    readonly opts: { configFile?: string } = {}) {
     const zk = config.zookeeper!;
     this.layout = new Layout(zk.cluster);
     this.id = `${os.hostname()}-${process.pid}-${Date.now().toString(36)}`;
@@ -83,7 +92,57 @@ export class Coordinator {
     if (!cur) throw new Error(`no ring in ZooKeeper for cluster "${this.config.zookeeper!.cluster}": run \`pgring ring init\` or start a proxy whose config lists the shards`);
     await this.applyRing(cur);
     this.hooks.onMembership(this.membership.all());
-    this.proxyNode = await registerProxy(this.session, this.layout, { id: this.id, host: this.config.listen.host, port: this.listenPort(), pid: process.pid, startedAt: Date.now() });
+    await this.startDefinition(logger);
+    const host = advertisedHost(this.config.listen.host);
+    this.cancelPeers = new CancelPeers(this.session, this.layout, logger);
+    const proxyNumber = await this.cancelPeers.start({ id: this.id, host, port: this.listenPort() });
+    this.proxyNode = await registerProxy(this.session, this.layout, {
+      id: this.id, host, port: this.listenPort(), pid: process.pid, startedAt: Date.now(), proxyNumber,
+      definitionVersion: this.definitionWatcher.current()?.version,
+    });
+  }
+
+  /**
+   * The cluster definition: seeded from the file when ZooKeeper has none; a file that states
+   * sharding rules contradicting the active definition stops the start with the difference.
+   */
+  private async startDefinition(logger: { warn(o: object, m: string): void; info(o: object, m: string): void }): Promise<void> {
+    const stated = configStatesDefinition(this.config);
+    const fileDef = definitionFromConfig(this.config);
+    const active = (stated ? null : await readActiveDefinition(this.session, this.layout)) ?? await initDefinition(this.session, this.layout, fileDef);
+    if (stated) {
+      const conflicts = definitionConflicts(fileDef, active.def, this.config.sharding.unknownTables !== undefined);
+      if (conflicts.length) {
+        throw new ConfigError(this.opts.configFile ?? '<config>', [
+          `sharding differs from the cluster definition (version ${active.def.version} in ZooKeeper, cluster "${this.layout.cluster}"): ${conflicts.join('; ')}`
+          + ' (remove tables/referenceTables/unknownTables from sharding to take the cluster\'s, or change the cluster with `pgring table ...`)',
+        ]);
+      }
+    }
+    this.definitionWatcher = new DefinitionWatcher(this.session, this.layout, { logger });
+    this.definitionWatcher.on('definition', (def: ClusterDefinition) => {
+      this.log.info({ version: def.version, sharded: def.sharded.map((t) => t.name), reference: def.reference.length }, 'cluster definition loaded');
+      this.hooks.onDefinition?.(def);
+      // Acknowledged in our proxy znode: `pgring table shard` deletes rows only after every proxy routes by it.
+      if (this.proxyNode) this.proxyNode.update({ ...this.proxyNode.data, definitionVersion: def.version });
+    });
+    await this.definitionWatcher.start();
+  }
+
+  private registering = new Map<string, Promise<void>>();
+
+  /** Registers a table created through this proxy as a reference table (a new definition version). */
+  registerReference(name: string): Promise<void> {
+    let p = this.registering.get(name);
+    if (p) return p;
+    p = updateDefinition(this.session, this.layout, (cur) => {
+      try { return withReference(cur, name); } catch { return cur; } // sharded meanwhile: stays sharded
+    }).then(({ def, changed }) => {
+      if (changed) this.log.info({ table: name, version: def.version }, 'table registered as a reference table');
+    }, (e) => { this.log.warn({ table: name, err: (e as Error).message }, 'could not register the table in the cluster definition'); })
+      .finally(() => this.registering.delete(name));
+    this.registering.set(name, p);
+    return p;
   }
 
   /** Resolves the shards of a ring (config first, else the shard records in ZooKeeper). */
@@ -104,6 +163,8 @@ export class Coordinator {
 
   async stop(): Promise<void> {
     this.ringWatcher?.stop();
+    this.definitionWatcher?.stop();
+    await this.cancelPeers?.stop();
     this.membership?.stop();
     for (const h of this.heartbeats) await h.stop();
     this.heartbeats = [];

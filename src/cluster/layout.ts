@@ -3,6 +3,10 @@
 //   config                              persistent, cluster-wide settings (JSON)
 //   ring/versions/v<NNNNNNNNNN>         persistent, immutable ring documents
 //   ring/active                         persistent, {version}; changed only by compare-and-set
+//   definition/versions/v<NNNNNNNNNN>   persistent, immutable cluster definitions (sharded and
+//                                       reference tables, policy for unknown tables)
+//   definition/active                   persistent, {version}; changed only by compare-and-set
+//   proxy-numbers/<n>                   ephemeral, the small number a proxy encodes in its cancel keys
 //   shards/<name>                       persistent, shard records
 //   backends/<shard>/<host:port>        ephemeral liveness (heartbeat) per backend
 //   proxies/<id>                        ephemeral, one per running proxy
@@ -49,6 +53,12 @@ export class Layout {
   get ringVersions(): string { return `${this.base}/ring/versions`; }
   ringVersion(v: number): string { return `${this.ringVersions}/${formatVersion(v)}`; }
   get ringActive(): string { return `${this.base}/ring/active`; }
+  get definition(): string { return `${this.base}/definition`; }
+  get definitionVersions(): string { return `${this.base}/definition/versions`; }
+  definitionVersion(v: number): string { return `${this.definitionVersions}/${formatVersion(v)}`; }
+  get definitionActive(): string { return `${this.base}/definition/active`; }
+  get proxyNumbers(): string { return `${this.base}/proxy-numbers`; }
+  proxyNumber(n: number): string { return `${this.proxyNumbers}/${n}`; }
   get shards(): string { return `${this.base}/shards`; }
   shard(name: string): string { return `${this.shards}/${checkSegment('shard', name)}`; }
   get backends(): string { return `${this.base}/backends`; }
@@ -62,7 +72,7 @@ export class Layout {
 
   /** The persistent directories every other module expects. */
   dirs(): string[] {
-    return [this.ringVersions, this.shards, this.backends, this.proxies, this.controller, this.locks, this.txns];
+    return [this.ringVersions, this.definitionVersions, this.proxyNumbers, this.shards, this.backends, this.proxies, this.controller, this.locks, this.txns];
   }
 }
 

@@ -31,6 +31,10 @@ export interface ProxyRecord {
   port: number;
   pid: number;
   startedAt: number;
+  /** the number this proxy encodes in its cancel keys (proxy-numbers/<n>) */
+  proxyNumber?: number;
+  /** the cluster definition version this proxy routes by (acknowledgement for `pgring table`) */
+  definitionVersion?: number;
 }
 
 // ---------------------------------------------------------------- shards (persistent)

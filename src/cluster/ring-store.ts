@@ -77,8 +77,8 @@ function pointerData(version: number): Buffer {
   return encodeJson({ version, switchedAt: Date.now() });
 }
 
-/** Retries an idempotent operation across connection loss / a replaced session. */
-async function retrying<T>(s: ZkLike, fn: (zk: Zk) => Promise<T>, timeoutMs = 30000): Promise<T> {
+/** Retries an idempotent operation across connection loss / a replaced session (also used by definition-store). */
+export async function retrying<T>(s: ZkLike, fn: (zk: Zk) => Promise<T>, timeoutMs = 30000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const zk = await zkOf(s, Math.max(1, deadline - Date.now()));

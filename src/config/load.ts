@@ -35,6 +35,9 @@ export function parseConfig(raw: unknown, file = '<config>'): Config {
     throw new ConfigError(file, [...new Set(problems)]);
   }
   const cfg = obj as unknown as Config;
+  const rawSharding = (raw as { sharding?: Record<string, unknown> } | null)?.sharding;
+  // Not enumerable: not a key of the file (SHOW CONFIG, RELOAD's comparison do not list it).
+  Object.defineProperty(cfg.sharding, 'stated', { value: !!rawSharding && ['tables', 'referenceTables', 'unknownTables'].some((k) => rawSharding[k] !== undefined), enumerable: false, writable: true });
   const problems: string[] = [];
   const names = new Set<string>();
   cfg.shards.forEach((s, i) => {
@@ -48,6 +51,10 @@ export function parseConfig(raw: unknown, file = '<config>'): Config {
   cfg.sharding.tables.forEach((t, i) => {
     if (tables.has(t.name)) problems.push(`sharding.tables[${i}].name: duplicate table "${t.name}"`);
     tables.add(t.name);
+  });
+  (cfg.sharding.referenceTables ?? []).forEach((t, i) => {
+    if (tables.has(t)) problems.push(`sharding.referenceTables[${i}]: table "${t}" is also a sharded table or listed twice`);
+    tables.add(t);
   });
   if (cfg.shards.length === 0 && !cfg.zookeeper) problems.push('shards: at least one shard is required when zookeeper is not configured');
   if (problems.length) throw new ConfigError(file, problems);

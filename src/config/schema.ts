@@ -135,6 +135,8 @@ export const configSchema = {
       },
       default: {},
     },
+    // With zookeeper configured, this only seeds the cluster definition (ring init, first proxy)
+    // and must agree with it; leave tables/referenceTables/unknownTables out to take the cluster's.
     sharding: {
       type: 'object', additionalProperties: false,
       properties: {
@@ -154,6 +156,10 @@ export const configSchema = {
           },
           default: [],
         },
+        // Tables present on every shard (reads from one shard, writes to all).
+        referenceTables: { type: 'array', items: { type: 'string', minLength: 1 } },
+        // What a table named in neither list is: a reference table, or an error.
+        unknownTables: { enum: ['reference', 'reject'] },
         planCacheSize: { type: 'integer', minimum: 16, default: 4096 },
       },
       default: {},

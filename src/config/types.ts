@@ -34,7 +34,11 @@ export interface Config {
   users: UserConfig[];
   shards: ShardConfig[];
   ring: { vnodes: number; seed: number };
-  sharding: { tables: ShardedTableConfig[]; planCacheSize: number };
+  sharding: {
+    tables: ShardedTableConfig[]; referenceTables?: string[]; unknownTables?: 'reference' | 'reject'; planCacheSize: number;
+    /** Set by the loader: the file states sharding rules (tables, referenceTables or unknownTables). */
+    stated?: boolean;
+  };
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   shutdownGraceMs: number;

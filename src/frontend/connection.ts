@@ -76,7 +76,7 @@ export class ConnectionLifecycle {
       // Closed once the servers got the cancel, as PostgreSQL closes it after signalling the
       // backend: a client that waits for the close (asyncpg) knows its next statement is safe.
       if (target) void target.cancelRunning().finally(() => this.s.socket.end());
-      else this.s.socket.end();
+      else void (this.s.ctx.forwardCancel?.(p.pid, p.secret) ?? Promise.resolve()).finally(() => this.s.socket.end());
       return;
     }
     if (this.s.ctx.config.tls?.require && !this.s.tls && p.kind === 'startup') {

@@ -35,6 +35,10 @@ export interface ProxyContext {
   /** Router of a database whose sharded tables' columns were read from its catalog. */
   routerFor?(database: string): Router | undefined;
   learnedColumns?(database: string, table: string, columns: string[]): void;
+  /** The secret of a new session's BackendKeyData (names the issuing proxy). */
+  cancelSecret?(): number;
+  /** A CancelRequest for a key no session here has: forward it to the proxy that issued it. */
+  forwardCancel?(pid: number, secret: number): Promise<void>;
   /** A startup packet was read: false when the session was refused (maxClientConnections). */
   admit?(session: ClientSession): boolean;
 }

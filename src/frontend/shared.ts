@@ -21,12 +21,15 @@ export abstract class SessionShared {
   /** The client's socket: the accepted one, or the TLS socket over it after SSLRequest. [connection.ts] */
   socket: net.Socket;
 
-  constructor(socket: net.Socket, readonly ctx: ProxyContext) { this.socket = socket; }
+  constructor(socket: net.Socket, readonly ctx: ProxyContext) {
+    this.socket = socket;
+    this.secret = ctx.cancelSecret?.() ?? randomInt(0x7fffffff); // names the issuing proxy (cluster/cancel-peers.ts)
+  }
 
   // ---- connection.ts: identity, start-up and authentication ----
   /** BackendKeyData pid (the server's own in single-shard session pooling). */
   pid = nextPid++;
-  readonly secret = randomInt(0x7fffffff);
+  readonly secret: number;
   readonly connectedAt = Date.now();
   phase: 'startup' | 'auth' | 'ready' | 'closed' = 'startup';
   user = '';

@@ -30,7 +30,13 @@ export interface PlanInput {
 }
 
 export interface NTable extends ShardedTable { lname: string; lcolumn: string; lcolumns?: string[] }
-export interface NSchema { byName: Map<string, NTable> }
+export interface NSchema {
+  byName: Map<string, NTable>;
+  /** reference tables of the cluster definition (folded names) */
+  reference: Set<string>;
+  /** unknownTables: 'reject': a table in neither list is refused */
+  reject: boolean;
+}
 
 export function foldIdent(s: string): string {
   if (s.length >= 2 && s[0] === '"' && s[s.length - 1] === '"') return s.slice(1, -1).split('""').join('"');
@@ -58,7 +64,8 @@ export function normalizeSchema(schema: RouterSchema): NSchema {
       ...t, lname, lcolumn: foldIdent(t.column), lcolumns: t.columns?.map(foldIdent),
     });
   }
-  return { byName };
+  const reference = new Set((schema.reference ?? []).map((r) => { const parts = splitQualified(r).map(foldIdent); return parts[parts.length - 1]; }));
+  return { byName, reference, reject: schema.unknownTables === 'reject' };
 }
 
 // ------------------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ export abstract class StatementWalker {
   protected sessionState: Plan['sessionState'] = null;
   protected unsupported: string | undefined;
   protected sawReference = false;
+  /** a user table in neither list of the cluster definition (policy reject) */
+  protected unknownTable: string | undefined;
   protected insertT: PlanTemplate['insertT'];
   /** level of each simple SELECT body walked */
   protected levelOf = new Map<object, Level>();
@@ -138,6 +140,12 @@ export abstract class StatementWalker {
     if (rv.schemaname && rv.schemaname !== 'public') return null;
     return this.schema.byName.get(rv.relname) ?? null;
   }
+  /** Neither sharded nor reference, and not a catalog: what unknownTables 'reject' refuses. */
+  protected isUnknownUserTable(rv: N): boolean {
+    if (rv.catalogname || (rv.schemaname && rv.schemaname !== 'public')) return false;
+    if (!rv.schemaname && rv.relname.startsWith('pg_')) return false; // pg_catalog comes first in the search path
+    return !this.schema.reference.has(rv.relname);
+  }
   protected isCte(name: string): boolean {
     for (let i = this.ctes.length - 1; i >= 0; i--) if (this.ctes[i].has(name)) return true;
     return false;
@@ -148,7 +156,10 @@ export abstract class StatementWalker {
       return null;
     }
     const table = this.lookupTable(rv);
-    if (!table) this.sawReference = true;
+    if (!table) {
+      this.sawReference = true;
+      if (this.schema.reject && !this.unknownTable && this.isUnknownUserTable(rv)) this.unknownTable = rv.relname;
+    }
     const occ: Occ = {
       id: this.occs.length, table, relname: rv.relname, schemaname: rv.schemaname,
       alias: rv.alias?.aliasname ?? rv.relname, level, own: null, keys: null,

@@ -40,7 +40,11 @@ export class Planner extends StatementWalker {
       case 'SelectStmt':
         p.command = 'select'; withKeys = true;
         this.walkStatement(stmt, null);
-        if (s.intoClause) p.command = 'ddl';
+        if (s.intoClause) {
+          p.command = 'ddl';
+          const rel = s.intoClause.rel;
+          if (rel && rel.relpersistence !== 't' && !rel.catalogname && (!rel.schemaname || rel.schemaname === 'public')) p.createsTable = rel.relname;
+        }
         break;
       case 'InsertStmt': p.command = 'insert'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
       case 'UpdateStmt': p.command = 'update'; p.write = true; withKeys = true; this.walkStatement(stmt, null); break;
@@ -138,6 +142,8 @@ export class Planner extends StatementWalker {
         }
       }
       this.sawReference = true;
+      const rel = tag === 'CreateStmt' ? s.relation : tag === 'CreateTableAsStmt' && s.objtype === 'OBJECT_TABLE' ? s.into?.rel : undefined;
+      if (rel && rel.relpersistence !== 't' && !rel.catalogname && (!rel.schemaname || rel.schemaname === 'public')) p.createsTable = rel.relname;
     } else {
       p.command = 'other';
       this.walkExprs(s, { parent: null, items: [] });
@@ -162,6 +168,10 @@ export class Planner extends StatementWalker {
     } else if (this.sawReference) p.target = 'reference';
     p.keys = withKeys && p.target === 'sharded' ? fk.keys : null;
     if (this.unsupported) p.unsupported = this.unsupported;
+    else if (this.unknownTable && !p.createsTable) {
+      const t = this.unknownTable;
+      p.unsupported = `table "${t}", which the cluster definition does not name (unknownTables is "reject"; register it with \`pgring table reference ${t}\` or \`pgring table shard ${t} --column COLUMN --type TYPE\`),`;
+    }
     if (p.copy && this.occs.length) {
       const t = this.occs[0].table!;
       const cols = p.copy.columns ?? t.lcolumns ?? null;

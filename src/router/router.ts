@@ -2,6 +2,7 @@
 import { lex, LexedStatement, LitKind, renderLiteral } from './lexer';
 import { normalizeSchema, NSchema, Planner, PlanTemplate, renderParts, Part } from './planner';
 import type { KeyRef, Plan, RouterSchema, RoutedStatement } from './types';
+import { LiveStatement, PlanSource } from './live-statement';
 
 export * from './types';
 
@@ -11,7 +12,11 @@ let loaded = false;
 
 const EMPTY_PLAN: Plan = Object.freeze({ command: 'empty', write: false, target: 'none', keys: null }) as Plan;
 
-export class Router {
+export class Router implements PlanSource {
+  /** The router that replaced this one (a new cluster definition): statements prepared with
+   *  `live` plans re-plan with it (src/router/live-statement.ts). */
+  successor: Router | null = null;
+  private readonly live: boolean;
   private readonly schema: NSchema;
   private readonly cache = new Map<string, PlanTemplate>();
   private readonly cacheSize: number;
@@ -19,9 +24,20 @@ export class Router {
   hits = 0;
   misses = 0;
 
-  constructor(schema: RouterSchema, opts?: { cacheSize?: number }) {
+  /** Called with the name of a table a planned CREATE TABLE makes that the schema does not know
+   *  (the cluster definition registers it as a reference table). */
+  private readonly onCreateTable?: (name: string) => void;
+
+  constructor(schema: RouterSchema, opts?: { cacheSize?: number; onCreateTable?: (name: string) => void; live?: boolean }) {
     this.schema = normalizeSchema(schema);
+    this.live = opts?.live ?? false;
     this.cacheSize = Math.max(1, opts?.cacheSize ?? 5000);
+    this.onCreateTable = opts?.onCreateTable;
+  }
+
+  private noteCreate(r: RoutedStatement): void {
+    const t = r.plan.createsTable;
+    if (t !== undefined && this.onCreateTable && !this.schema.byName.has(t) && !this.schema.reference.has(t)) this.onCreateTable(t);
   }
 
   /** load the PostgreSQL parser (once per process) */
@@ -46,16 +62,25 @@ export class Router {
       try { r = this.planLexed(sql, lexed[i]); } catch (e) { return [unparsable(sql, e)]; }
       if (r.plan.parseError !== undefined && lexed.length > 1) return [{ ...r, sql }];
       out[i] = r;
+      if (r.plan.createsTable !== undefined) this.noteCreate(r);
     }
     return out;
   }
 
-  /** Plan the statement of an extended-protocol Parse message (text with $n). Never throws. */
+  /** Plan the statement of an extended-protocol Parse message (text with $n). Never throws.
+   *  With `live`, the plan follows this router's successors. */
   planPrepared(sql: string): RoutedStatement {
+    const r = this.planPreparedNow(sql);
+    return this.live ? new LiveStatement(this, sql, r) : r;
+  }
+
+  planPreparedNow(sql: string): RoutedStatement {
     try {
       const lexed = lex(sql);
       const first = lexed.find((s) => !s.empty) ?? lexed[0];
-      return this.planLexed(sql, first);
+      const r = this.planLexed(sql, first);
+      if (r.plan.createsTable !== undefined) this.noteCreate(r);
+      return r;
     } catch (e) {
       return unparsable(sql, e);
     }

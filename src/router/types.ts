@@ -4,7 +4,13 @@ export type KeyType = import('../config/types').KeyType;
 export interface ShardedTable { name: string; column: string; type: KeyType; columns?: string[] }
 /** Table names match unqualified or public.-qualified, case-insensitively per PostgreSQL identifier
  *  rules: a configured name is folded to lower case unless written in double quotes. */
-export interface RouterSchema { tables: ShardedTable[] }
+export interface RouterSchema {
+  tables: ShardedTable[];
+  /** reference tables of the cluster definition */
+  reference?: string[];
+  /** what a table in neither list is (default 'reference': anything not sharded is a reference table) */
+  unknownTables?: 'reference' | 'reject';
+}
 
 /** A shard key: a literal slot of the statement, a bind parameter (0-based: $1 -> 0), or a value.
  *  `array: true` marks an array (`key = ANY('{1,2}')`, `= ANY($1)`): it resolves to its elements. */
@@ -71,6 +77,8 @@ export interface Plan {
   setVar?: { name: string; value: string | null; local: boolean };
   sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
   hint?: Hint;
+  /** CREATE TABLE (AS) / SELECT INTO of a permanent table: its name, to register it in the cluster definition */
+  createsTable?: string;
   /** set when the PostgreSQL parser rejected the statement (forward it to one server as is) */
   parseError?: string;
 }

@@ -12,6 +12,8 @@ export function runTool(tool: 'psql' | 'pgbench', args: string[], opts: { input?
     child.stderr.on('data', (d) => { stderr += d; });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 180000);
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    // A tool that exits before reading its input (psql -c) makes the write fail with EPIPE: not an error here.
+    child.stdin.on('error', () => undefined);
     child.stdin.end(opts.input ?? '');
   });
 }
