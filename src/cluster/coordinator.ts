@@ -10,6 +10,7 @@ import { BackendHeartbeat } from './heartbeat';
 import { EphemeralNode, getShard, listShards, MembershipWatcher, ProxyRecord, putShard, registerProxy } from './registry';
 import { initRing, RingDocument, RingWatcher } from './ring-store';
 import { ZkSession } from './session';
+import { defaultSelfFenceMs, WriteFence } from './fence';
 
 export interface CoordinatorHooks {
   onRing(ring: RingDocument, shards: ShardConfig[]): void;
@@ -30,6 +31,8 @@ export class Coordinator {
   membership!: MembershipWatcher;
   heartbeats: BackendHeartbeat[] = [];
   proxyNode: EphemeralNode<ProxyRecord> | null = null;
+  /** Closed while ZooKeeper is unreachable: the transaction layer refuses writes (fence.ts). */
+  fence!: WriteFence;
   readonly id: string;
 
   constructor(readonly config: Config, readonly log: Logger, readonly hooks: CoordinatorHooks, readonly listenPort: () => number) {
@@ -44,6 +47,8 @@ export class Coordinator {
     this.session = new ZkSession({ connect: zkc.connect, sessionTimeoutMs: zkc.sessionTimeoutMs, logger });
     this.session.on('state', (s: string) => this.log.info({ zk: s }, `ZooKeeper session ${s}`));
     await this.session.start(30000);
+    this.fence = new WriteFence(this.session, { selfFenceMs: zkc.selfFenceMs ?? defaultSelfFenceMs(zkc.sessionTimeoutMs), logger });
+    this.fence.addResync(() => this.resync());
     await ensureLayout(await this.session.waitConnected(), this.layout);
     // Shards of the config are published (persistent); an existing record keeps its weight.
     for (const s of this.config.shards) {
@@ -98,9 +103,19 @@ export class Coordinator {
     this.hooks.onRing(ring, shards);
   }
 
+  /** Before writes resume after a fence: the active ring, the shard records and liveness, read again. */
+  private async resync(): Promise<void> {
+    await this.ringWatcher?.refreshed();
+    const cur = this.ringWatcher?.current();
+    if (cur) await this.applyRing(cur);
+    await this.shardRecords();
+    await this.membership?.refreshed();
+  }
+
   async shardRecords() { return listShards(this.session, this.layout); }
 
   async stop(): Promise<void> {
+    this.fence?.stop();
     this.ringWatcher?.stop();
     this.membership?.stop();
     for (const h of this.heartbeats) await h.stop();

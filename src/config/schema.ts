@@ -43,6 +43,8 @@ export const configSchema = {
         connect: { type: 'string', minLength: 1 },
         cluster: { type: 'string', pattern: '^[A-Za-z0-9_.-]+$', default: 'default' },
         sessionTimeoutMs: { type: 'integer', minimum: 1000, maximum: 120000, default: 10000 },
+        // Writes stop after this long without a ZooKeeper connection; default: half the session timeout.
+        selfFenceMs: { type: 'integer', minimum: 100, maximum: 120000 },
       },
     },
     pool: {

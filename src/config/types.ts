@@ -22,7 +22,7 @@ export interface Config {
   listen: { host: string; port: number };
   metrics: { enabled: boolean; host: string; port: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
-  zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };
+  zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number; selfFenceMs?: number };
   tls?: { certFile: string; keyFile: string; require: boolean };
   pool: {
     mode: PoolMode; minSize: number; maxSize: number; queueTimeoutMs: number;

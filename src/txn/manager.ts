@@ -29,6 +29,12 @@
 // connected and the same one that took the locks; several shards: the decision record is
 // written in that same session, which ZooKeeper refuses once the session expired).
 //
+// Self-fence (src/cluster/fence.ts), in every lock mode including 'off': while the proxy cannot
+// see ZooKeeper, beforeWrite refuses writes (also autocommit ones) and waiting lock requests
+// end, and COMMIT of a transaction that wrote is refused and rolled back (57P03, naming
+// ZooKeeper): also when the fence closed and opened again since the transaction's first write.
+// Reads and read-only COMMITs go on.
+//
 // Two-phase commit (COMMIT of a transaction with several shards in it):
 //   PREPARE TRANSACTION 'pgring_<cluster>_<proxy>_<txid>_<shard>' on each shard (in parallel);
 //   any failure: ROLLBACK PREPARED the prepared ones, ROLLBACK the others, error to the client
@@ -49,7 +55,8 @@ import { keyCoordinate, keyCoordinateBinary, hashTextExtended, toUnsigned } from
 import type { Layout } from '../cluster/layout';
 import type { ZkSession } from '../cluster/session';
 import { isZkError, Zk } from '../cluster/zk';
-import { LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
+import { encodeProxyForNode, LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
+import type { WriteFence } from '../cluster/fence';
 import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
 import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
 import type { TxMetrics } from '../metrics';
@@ -81,6 +88,8 @@ export class Txn implements LockOwner {
   readonly pending = new Set<number>();
   locking = false;
   committing = false;
+  /** fence epoch at the first write (-1: no write yet) */
+  fenceEpoch = -1;
   ended = false;
   readonly startedAt = Date.now();
   constructor(readonly session: ClientSession, readonly label: string) {}
@@ -111,6 +120,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   private locks: ZkLockService | null = null;
   private session: ZkSession | null = null;
   private layout: Layout | null = null;
+  private fence: WriteFence | null = null;
   proxyId = '';
   private started = false;
   private readyWaiters: (() => void)[] = [];
@@ -127,10 +137,14 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   get lockService(): ZkLockService | null { return this.locks; }
 
   /** Called once the coordinator is up (session connected, proxy node registered). */
-  start(session: ZkSession, layout: Layout, proxyId: string): void {
+  start(session: ZkSession, layout: Layout, proxyId: string, fence?: WriteFence): void {
     this.session = session;
     this.layout = layout;
     this.proxyId = proxyId;
+    if (fence) {
+      this.fence = fence;
+      fence.addResync((zk) => this.verifyLocks(zk));
+    }
     if (this.cfg.mode !== 'off') {
       this.locks = new ZkLockService(session, layout, {
         proxyId, buckets: this.cfg.buckets, leaseMs: this.cfg.leaseMs,
@@ -194,7 +208,10 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   beforeWrite(session: ClientSession, shards: number[], keys: { type: KeyType; values: (string | null)[] } | null, _inBlock: boolean, table?: string): Promise<void> | void {
     if (!this.started) return this.whenReady().then(() => this.beforeWrite(session, shards, keys, _inBlock, table));
     const t = this.txnOf(session);
+    const fenced = this.fenceVeto(t);
+    if (fenced) throw fenced;
     if (t.doomed) throw this.doomedError(t.doomed);
+    if (t.fenceEpoch < 0) t.fenceEpoch = this.fence?.epoch ?? 0;
     for (const s of shards) t.writeShards.add(s);
     if (!this.locks) return;
     const buckets = this.bucketsFor(keys, table);
@@ -212,6 +229,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
       let p: Promise<void> | null;
       try { p = locks.acquire(t, buckets[i]!, this.cfg.timeoutMs); } catch (e) { throw this.lockError(e); }
       if (p) {
+        p = this.unlessFenced(p);
         const t0 = process.hrtime.bigint();
         const waited = () => {
           const us = Number(process.hrtime.bigint() - t0) / 1000;
@@ -238,6 +256,45 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     return asPgError(e);
   }
 
+  /** 57P03 when writes must not happen now: fenced, or fenced since this transaction's first write. */
+  private fenceVeto(t: Txn): PgError | null {
+    const f = this.fence;
+    if (!f) return null;
+    const why = f.why ?? (t.fenceEpoch >= 0 && t.fenceEpoch !== f.epoch ? 'the proxy was cut off from ZooKeeper (self-fenced) after this transaction started writing' : null);
+    if (!why) return null;
+    return new PgError(SQLSTATE.CannotConnectNow, `pgring: writes are refused: ${why}; the transaction is rolled back`, {
+      hint: 'Reads still work. Writes resume once the proxy is connected to ZooKeeper again and has re-read the ring, shard records and its locks; retry then.',
+    });
+  }
+
+  /** A lock wait ends with 57P03 when the fence closes (ZooKeeper gone: it would only time out). */
+  private unlessFenced(p: Promise<void>): Promise<void> {
+    const f = this.fence;
+    if (!f) return p;
+    return new Promise<void>((resolve, reject) => {
+      const onClosed = () => reject(new PgError(SQLSTATE.CannotConnectNow, `pgring: writes are refused: ${f.why ?? 'self-fenced'} (while waiting for a lock)`, {
+        hint: 'Reads still work. Writes resume once the proxy is connected to ZooKeeper again; retry then.',
+      }));
+      f.once('closed', onClosed);
+      p.then(resolve, reject).finally(() => f.off('closed', onClosed));
+    });
+  }
+
+  /** Fence resync step: every bucket this proxy holds still has its node in ZooKeeper. */
+  private async verifyLocks(zk: Zk): Promise<void> {
+    const locks = this.locks;
+    if (!locks) return;
+    const mine = encodeProxyForNode(this.proxyId);
+    for (const row of locks.snapshot()) {
+      if (row.state !== 'held') continue;
+      const nodes = await zk.children(locks.bucketDir(row.bucket)).catch((e: unknown) => { if (isZkError(e, 'NONODE')) return [] as string[]; throw e; });
+      if (!nodes.some((n) => n.startsWith(mine))) {
+        // Held here but gone in ZooKeeper: released by the lease or the session soon; stay fenced until then.
+        throw new Error(`lock bucket ${row.bucket} is held here but its node is gone from ZooKeeper`);
+      }
+    }
+  }
+
   private doomedError(reason: string): PgError {
     return new PgError(SQLSTATE.SerializationFailure, `pgring: transaction rolled back: ${reason}`, { hint: 'The lock could have been taken by another proxy; retry the transaction.' });
   }
@@ -246,6 +303,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   beforeCommit(session: ClientSession): PgError | null {
     const t = session.txData;
     if (!(t instanceof Txn)) return null;
+    const fenced = t.writeShards.size ? this.fenceVeto(t) : null;
+    if (fenced) { t.doomed ??= fenced.message; return fenced; }
     const reason = t.doomed ?? this.locks?.check(t) ?? null;
     if (reason) { this.stats.lockLost++; t.doomed ??= reason; return this.doomedError(reason); }
     return null;
@@ -308,6 +367,11 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
         throw asPgError(e);
       }
     }
+    const fenced = t.writeShards.size ? this.fenceVeto(t) : null;
+    if (fenced) {
+      await this.rollbackAll(session, links, none, []);
+      throw fenced;
+    }
     const veto = t.doomed ?? this.locks?.check(t) ?? null;
     if (veto) {
       t.doomed ??= veto;
@@ -341,7 +405,14 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
         this.log.debug({ txid, shard: shards[failed], err: e.message }, 'two-phase commit: PREPARE failed; rolled back');
         throw new PgError(e.code, `pgring: could not prepare the transaction for two-phase commit: ${e.message}`, { hint: e.opts.hint, detail: e.opts.detail });
       }
-      // Right before committing: locks still ours, the same session still connected.
+      // Right before committing: not fenced, locks still ours, the same session still connected.
+      const fenced2 = t.writeShards.size ? this.fenceVeto(t) : null;
+      if (fenced2) {
+        this.stats.aborts2pc++;
+        info.state = 'rolling back';
+        await this.rollbackAll(session, links, prepared, gids);
+        throw fenced2;
+      }
       const veto2 = t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
       if (veto2) {
         t.doomed ??= veto2;
