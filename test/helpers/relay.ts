@@ -19,6 +19,8 @@ export interface CutRule {
   after: boolean;
   /** how many connections to cut (default 1) */
   times?: number;
+  /** called at each cut (e.g. to SIGKILL the proxy at that very step) */
+  onCut?: () => void;
 }
 
 export class TcpRelay {
@@ -78,6 +80,7 @@ export class TcpRelay {
     const r = this.rules[i]!;
     if (--r.left <= 0) this.rules.splice(i, 1);
     this.ruleCuts++;
+    r.onCut?.();
     return r;
   }
 
