@@ -90,11 +90,28 @@ export class Txn implements LockOwner {
   committing = false;
   /** fence epoch at the first write (-1: no write yet) */
   fenceEpoch = -1;
+  /** the client session closed while its commit ran (its server links will not answer) */
+  gone = false;
+  private goneWaiters: (() => void)[] = [];
   ended = false;
   readonly startedAt = Date.now();
   constructor(readonly session: ClientSession, readonly label: string) {}
   lost(bucket: number, reason: string): void {
     this.doomed ??= `${reason} while holding lock bucket ${bucket}`;
+  }
+  markGone(): void {
+    if (this.gone) return;
+    this.gone = true;
+    for (const f of this.goneWaiters.splice(0)) f();
+  }
+  /** `p`, or a rejection as soon as the client session is gone (a closed session's requests never finish). */
+  unlessGone<T>(p: Promise<T>): Promise<T> {
+    if (this.gone) { p.catch(() => undefined); return Promise.reject(new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed during the commit')); }
+    return new Promise<T>((resolve, reject) => {
+      const onGone = () => reject(new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed during the commit'));
+      this.goneWaiters.push(onGone);
+      p.then(resolve, reject).finally(() => { const i = this.goneWaiters.indexOf(onGone); if (i >= 0) this.goneWaiters.splice(i, 1); });
+    });
   }
 }
 
@@ -313,7 +330,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   afterTransaction(session: ClientSession, _committed: boolean): void {
     const t = session.txData;
     if (!(t instanceof Txn)) return;
-    if (t.committing) { t.ended = true; return; }
+    // During a commit this only happens when the client session closes (client.ts close()).
+    if (t.committing) { t.ended = true; t.markGone(); return; }
     this.release(session, t);
   }
 
@@ -352,8 +370,17 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
   }
 
   private async rollbackAll(session: ClientSession, links: Link[], prepared: boolean[], gids: string[]): Promise<void> {
+    const t = session.txData;
+    if (t instanceof Txn && t.gone) {
+      // The session closed: its links went back to the pool (rolled back) or were destroyed;
+      // what was prepared is rolled back by this proxy's own sweep.
+      this.needsSweep = true;
+      return;
+    }
     const res = await Promise.allSettled(links.map((l, i) => withTimeout(session.runOnLinks([l], prepared[i] ? `ROLLBACK PREPARED '${gids[i]}'` : 'ROLLBACK'), PHASE_TIMEOUT_MS, 'ROLLBACK')));
-    if (res.some((r, i) => r.status === 'rejected' && prepared[i])) this.needsSweep = true;   // recovery rolls it back
+    // A prepared one that did not roll back, or a link that failed (its PREPARE may have run
+    // without the answer reaching us): this proxy's own sweep rolls back what is left.
+    if (res.some((r) => r.status === 'rejected')) this.needsSweep = true;
   }
 
   private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
@@ -394,7 +421,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     let keepInflight = false;
     try {
       // Phase one.
-      const res = await Promise.allSettled(links.map((l, i) => withTimeout(session.runOnLinks([l], `PREPARE TRANSACTION '${gids[i]}'`), PHASE_TIMEOUT_MS, `PREPARE TRANSACTION on shard "${shards[i]}"`)));
+      const res = await Promise.allSettled(links.map((l, i) => withTimeout(t.unlessGone(session.runOnLinks([l], `PREPARE TRANSACTION '${gids[i]}'`)), PHASE_TIMEOUT_MS, `PREPARE TRANSACTION on shard "${shards[i]}"`)));
       const prepared = res.map((r) => r.status === 'fulfilled');
       const failed = res.findIndex((r) => r.status === 'rejected');
       if (failed >= 0) {
@@ -406,7 +433,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
         throw new PgError(e.code, `pgring: could not prepare the transaction for two-phase commit: ${e.message}`, { hint: e.opts.hint, detail: e.opts.detail });
       }
       // Right before committing: not fenced, locks still ours, the same session still connected.
-      const fenced2 = t.writeShards.size ? this.fenceVeto(t) : null;
+      const fenced2 = (t.writeShards.size ? this.fenceVeto(t) : null)
+        ?? (t.gone ? new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed before the commit decision') : null);
       if (fenced2) {
         this.stats.aborts2pc++;
         info.state = 'rolling back';
@@ -442,7 +470,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
       info.state = 'committing';
       let left = links.map((_, i) => i);
       for (let attempt = 0; attempt < 3 && left.length; attempt++) {
-        const r2 = await Promise.allSettled(left.map((i) => withTimeout(session.runOnLinks([links[i]!], `COMMIT PREPARED '${gids[i]}'`), COMMIT_TIMEOUT_MS, `COMMIT PREPARED on shard "${shards[i]}"`)));
+        if (t.gone) break;   // the session's links are gone: finished over plain connections below
+        const r2 = await Promise.allSettled(left.map((i) => withTimeout(t.unlessGone(session.runOnLinks([links[i]!], `COMMIT PREPARED '${gids[i]}'`)), COMMIT_TIMEOUT_MS, `COMMIT PREPARED on shard "${shards[i]}"`)));
         left = left.filter((_, j) => r2[j]!.status === 'rejected');
         if (left.length) await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
       }

@@ -19,8 +19,9 @@ export interface TpcbRun {
 export function pgbenchAborts(stderr: string): { aborted: number; atCommitUnknown: number } {
   let aborted = 0, atCommitUnknown = 0;
   for (const line of stderr.split('\n')) {
-    // e.g. "pgbench: error: client 3 script 0 aborted in command 10 query 0: ERROR: ..."
-    const m = /client \d+ script \d+ aborted in command (\d+)/.exec(line);
+    // "client 3 script 0 aborted in command 10 query 0: ERROR: ..." (an error), or
+    // "client 3 aborted in command 10 (SQL) of script 0; perhaps the backend died ..." (connection lost)
+    const m = /client \d+ (?:script \d+ )?aborted in command (\d+)/.exec(line);
     if (!m) continue;
     aborted++;
     // Command 10 of the built-in tpcb-like script is END (its 4 \set, BEGIN, 5 statements, END).

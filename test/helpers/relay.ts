@@ -6,6 +6,7 @@
 // - cutWhen(pattern): the next connection whose client->server bytes match is destroyed,
 //   before or after forwarding the matching chunk (a fault at an exact protocol step).
 // heal() restores forwarding for new connections.
+import { spawnSync } from 'node:child_process';
 import * as net from 'node:net';
 
 export type CutMode = 'reset' | 'drop';
@@ -19,8 +20,16 @@ export interface CutRule {
   after: boolean;
   /** how many connections to cut (default 1) */
   times?: number;
-  /** called at each cut (e.g. to SIGKILL the proxy at that very step) */
-  onCut?: () => void;
+  /** only connections from this client port qualify (e.g. one proxy's: see pidOfLocalPort) */
+  accept?: (clientPort: number) => boolean;
+  /** called at each cut with the client's port (e.g. to SIGKILL the proxy at that very step) */
+  onCut?: (clientPort: number) => void;
+}
+
+/** The pid of the local process that owns a loopback TCP socket with local port `port` (ss -p). */
+export function pidOfLocalPort(port: number): number | null {
+  const r = spawnSync('ss', ['-tnpH', `sport = :${port}`], { encoding: 'utf8' });
+  return Number(/pid=(\d+)/.exec(r.stdout ?? '')?.[1] ?? NaN) || null;
 }
 
 export class TcpRelay {
@@ -61,7 +70,7 @@ export class TcpRelay {
     server.on('close', end);
     client.on('data', (d: Buffer) => {
       if (this.mode === 'drop') return;
-      const rule = this.matchRule(d);
+      const rule = this.matchRule(d, client.remotePort ?? 0);
       if (rule && !rule.after) { this.cutPair(pair); return; }
       server.write(d);
       if (rule) setImmediate(() => this.cutPair(pair));
@@ -72,15 +81,15 @@ export class TcpRelay {
     });
   }
 
-  private matchRule(d: Buffer): CutRule | null {
+  private matchRule(d: Buffer, clientPort: number): CutRule | null {
     if (!this.rules.length) return null;
     const text = d.toString('latin1');
-    const i = this.rules.findIndex((r) => r.pattern.test(text));
+    const i = this.rules.findIndex((r) => r.pattern.test(text) && (!r.accept || r.accept(clientPort)));
     if (i < 0) return null;
     const r = this.rules[i]!;
     if (--r.left <= 0) this.rules.splice(i, 1);
     this.ruleCuts++;
-    r.onCut?.();
+    r.onCut?.(clientPort);
     return r;
   }
 
@@ -118,7 +127,10 @@ export class TcpRelay {
   async stop(): Promise<void> {
     for (const p of [...this.pairs]) { p.client.destroy(); p.server.destroy(); }
     this.pairs.clear();
-    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await Promise.race([
+      new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve())),
+      new Promise<void>((resolve) => setTimeout(resolve, 2000).unref()),
+    ]);
     this.server = null;
   }
 }
