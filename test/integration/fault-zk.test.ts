@@ -118,6 +118,9 @@ describe(`fault suite: ZooKeeper (locks.mode ${LOCKS})`, () => {
     console.log(`# session expiry ledger: history +${rep.historyRows}, Σdelta ${rep.delta}`);
     await assertServing(p1.port, db);
     await assertServing(p2.port, db);
+    // p1 fenced itself, lost its session, and lifted the fence after re-reading the cluster state.
+    assert.match(p1.output(), /self-fenced/);
+    assert.match(p1.output(), /ZooKeeper session lost/);
     await p1.stop(); await p2.stop();
   });
 });
