@@ -246,7 +246,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
       let p: Promise<void> | null;
       try { p = locks.acquire(t, buckets[i]!, this.cfg.timeoutMs); } catch (e) { throw this.lockError(e); }
       if (p) {
-        p = this.unlessFenced(p);
+        p = this.unlessFenced(p, t);
         const t0 = process.hrtime.bigint();
         const waited = () => {
           const us = Number(process.hrtime.bigint() - t0) / 1000;
@@ -284,14 +284,23 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
     });
   }
 
-  /** A lock wait ends with 57P03 when the fence closes (ZooKeeper gone: it would only time out). */
-  private unlessFenced(p: Promise<void>): Promise<void> {
+  /**
+   * A lock wait ends with 57P03 when the fence closes (ZooKeeper gone: it would only time out).
+   * The transaction can never commit now (fenced, or fenced since its first write), so its
+   * wait is withdrawn and its buckets released at once instead of at its ROLLBACK.
+   */
+  private unlessFenced(p: Promise<void>, t: Txn): Promise<void> {
     const f = this.fence;
     if (!f) return p;
     return new Promise<void>((resolve, reject) => {
-      const onClosed = () => reject(new PgError(SQLSTATE.CannotConnectNow, `pgring: writes are refused: ${f.why ?? 'self-fenced'} (while waiting for a lock)`, {
-        hint: 'Reads still work. Writes resume once the proxy is connected to ZooKeeper again; retry then.',
-      }));
+      const onClosed = () => {
+        const why = f.why ?? 'self-fenced';
+        t.doomed ??= `the proxy self-fenced (${why})`;
+        reject(new PgError(SQLSTATE.CannotConnectNow, `pgring: writes are refused: ${why} (while waiting for a lock)`, {
+          hint: 'Reads still work. Writes resume once the proxy is connected to ZooKeeper again; retry then.',
+        }));
+        this.locks?.releaseAll(t);
+      };
       f.once('closed', onClosed);
       p.then(resolve, reject).finally(() => f.off('closed', onClosed));
     });
