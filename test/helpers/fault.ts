@@ -73,3 +73,12 @@ export async function assertServing(port: number, db: string, ms = 30000): Promi
   }
   throw new Error(`proxy on port ${port} does not serve reads and writes: ${(last as Error)?.message}`);
 }
+
+/** Runs `fn`; a failure carries the tail of the proxies' logs (child proxies' output). */
+export async function withProxyLogs<T>(proxies: { port: number; output: () => string }[], fn: () => Promise<T>): Promise<T> {
+  try { return await fn(); } catch (e) {
+    const logs = proxies.map((p) => `--- proxy :${p.port} log tail ---\n${p.output().slice(-1500)}`).join('\n');
+    (e as Error).message += `\n${logs}`;
+    throw e;
+  }
+}

@@ -16,7 +16,7 @@ import { stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
 import { ChildProxy, createDatabase, RawConfig, spawnProxy } from '../helpers/proxy';
 import { runTool } from '../helpers/tools';
 import { assertLedger, ledgerTotals, LedgerTotals } from '../helpers/ledger';
-import { abortReasons, assertServing, tpcb, TpcbRun } from '../helpers/fault';
+import { abortReasons, assertServing, tpcb, TpcbRun, withProxyLogs } from '../helpers/fault';
 import { pidOfLocalPort, TcpRelay } from '../helpers/relay';
 import { demoConfig } from '../../src/cli/demo';
 import { ClusterInfo } from '../../src/local/cluster';
@@ -69,10 +69,12 @@ async function underLoad(name: string, fault: () => Promise<void>): Promise<Tpcb
   const r = await run;
   console.log(`# ${name}: committed ${r.committed}, aborted clients ${r.aborted}, unknown outcome ${r.unknownOutcomes}${r.aborted ? `\n# ${abortReasons(r, 3).replace(/\n/g, '\n# ')}` : ''}`);
   assert.ok(r.committed > 0, abortReasons(r));
-  const rep = await assertLedger({ shards: ports, db, zk: cluster.zk, cluster: zkName, committed: r.committed, baseline, unknownOutcomes: r.unknownOutcomes, settleMs: 45000 });
-  console.log(`# ${name} ledger: history +${rep.historyRows}, Σdelta ${rep.delta}`);
-  await assertServing(p1.port, db);
-  await assertServing(p2.port, db);
+  await withProxyLogs([p1, p2], async () => {
+    const rep = await assertLedger({ shards: ports, db, zk: cluster.zk, cluster: zkName, committed: r.committed, baseline, unknownOutcomes: r.unknownOutcomes, settleMs: 45000 });
+    console.log(`# ${name} ledger: history +${rep.historyRows}, Σdelta ${rep.delta}`);
+    await assertServing(p1.port, db);
+    await assertServing(p2.port, db);
+  });
   return r;
 }
 

@@ -13,7 +13,7 @@ import { stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
 import { ChildProxy, createDatabase, dropDatabase, RawConfig, spawnProxy } from '../helpers/proxy';
 import { runTool } from '../helpers/tools';
 import { assertLedger, ledgerTotals } from '../helpers/ledger';
-import { abortReasons, assertServing, tpcb } from '../helpers/fault';
+import { abortReasons, assertServing, tpcb, withProxyLogs } from '../helpers/fault';
 import { TcpRelay } from '../helpers/relay';
 import { demoConfig } from '../../src/cli/demo';
 import { ClusterInfo } from '../../src/local/cluster';
@@ -90,10 +90,12 @@ describe(`fault suite: ZooKeeper (locks.mode ${LOCKS})`, () => {
     const r = await run;
     console.log(`# ensemble: killed follower ${follower + 1} and restarted it, killed leader ${leader + 1} (new leader ${newLeader + 1}); committed ${r.committed}, aborted clients ${r.aborted}`);
     assert.ok(r.committed > 0, abortReasons(r));
-    const rep = await assertLedger({ shards: ports, db, zk: ensemble.connectString, cluster: zkName, committed: r.committed, baseline, unknownOutcomes: r.unknownOutcomes });
-    console.log(`# ensemble ledger: history +${rep.historyRows}, Σdelta ${rep.delta}`);
-    await assertServing(p1.port, db);
-    await assertServing(p2.port, db);
+    await withProxyLogs([p1, p2], async () => {
+      const rep = await assertLedger({ shards: ports, db, zk: e.connectString, cluster: zkName, committed: r.committed, baseline, unknownOutcomes: r.unknownOutcomes });
+      console.log(`# ensemble ledger: history +${rep.historyRows}, Σdelta ${rep.delta}`);
+      await assertServing(p1.port, db);
+      await assertServing(p2.port, db);
+    });
     await p1.stop(); await p2.stop();
   });
 
@@ -114,10 +116,12 @@ describe(`fault suite: ZooKeeper (locks.mode ${LOCKS})`, () => {
     const r = await run;
     console.log(`# session expiry: committed ${r.committed}, aborted clients ${r.aborted} (57P03 expected on p1), unknown ${r.unknownOutcomes}\n# ${abortReasons(r, 3).replace(/\n/g, '\n# ')}`);
     assert.ok(r.committed > 0, abortReasons(r));
-    const rep = await assertLedger({ shards: ports, db, zk: cluster.zk, cluster: zkName, committed: r.committed, baseline, unknownOutcomes: r.unknownOutcomes });
-    console.log(`# session expiry ledger: history +${rep.historyRows}, Σdelta ${rep.delta}`);
-    await assertServing(p1.port, db);
-    await assertServing(p2.port, db);
+    await withProxyLogs([p1, p2], async () => {
+      const rep = await assertLedger({ shards: ports, db, zk: cluster.zk, cluster: zkName, committed: r.committed, baseline, unknownOutcomes: r.unknownOutcomes });
+      console.log(`# session expiry ledger: history +${rep.historyRows}, Σdelta ${rep.delta}`);
+      await assertServing(p1.port, db);
+      await assertServing(p2.port, db);
+    });
     // p1 fenced itself, lost its session, and lifted the fence after re-reading the cluster state.
     assert.match(p1.output(), /self-fenced/);
     assert.match(p1.output(), /ZooKeeper session lost/);
