@@ -394,6 +394,12 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
 
   private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
     const none = links.map(() => false);
+    if (t.writeShards.size === 0 && t.pending.size === 0 && (this.fence?.closed || this.session!.state !== 'connected')) {
+      // Nothing written through pgring: no decision record is needed, and reads must keep
+      // working while ZooKeeper is away (fail closed stops writes only).
+      await session.runOnLinks(links, 'COMMIT');
+      return;
+    }
     if (this.locks && this.cfg.mode === 'multi_shard' && t.pending.size && !t.locking) {
       t.locking = true;
       try {

@@ -116,6 +116,10 @@ describe('fail closed when ZooKeeper is unreachable', () => {
         await reader.query('BEGIN');
         await reader.query(`SELECT v FROM t WHERE id = ${k1}`);
         await reader.query('COMMIT');
+        await reader.query('BEGIN');   // a read-only transaction over both shards
+        assert.equal(Number((await reader.query(`SELECT count(*) AS n FROM t WHERE id > ${base} AND id <= ${base + 20}`)).rows[0].n), 20);
+        assert.equal((await reader.query(`SELECT v FROM t WHERE id = ${k2}`)).rowCount, 1);
+        await reader.query('COMMIT');
         // Transactions that wrote before the fence: COMMIT refused and rolled back.
         assertFenced(await one.query('COMMIT').then(() => null, (e) => e), 'single-shard COMMIT while fenced');
         assertFenced(await multi.query('COMMIT').then(() => null, (e) => e), 'multi-shard COMMIT while fenced');
