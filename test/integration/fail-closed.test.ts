@@ -9,7 +9,7 @@ import { psqlAt, stopOwnCluster, testCluster, uniqueName } from '../helpers/env'
 import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
 import { TcpRelay } from '../helpers/relay';
 import { ClusterInfo } from '../../src/local/cluster';
-import { sleep } from '../../src/local/proc';
+import { freePort, sleep } from '../../src/local/proc';
 import { parseConfig } from '../../src/config/load';
 
 let cluster: ClusterInfo;
@@ -83,8 +83,11 @@ describe('fail closed when ZooKeeper is unreachable', () => {
       await relay.start();
       let proxy: RunningProxy | null = null;
       const clients: pg.Client[] = [];
+      const mport = await freePort();
+      const fenceGauge = async () => Number(/^pgring_write_fence_closed (\d+)/m.exec(await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text())?.[1]);
       try {
         proxy = await startProxy(await baseConfig(cluster, 2, {
+          metrics: { enabled: true, host: '127.0.0.1', port: mport },
           zookeeper: { connect: relay.address, cluster: uniqueName('fc'), sessionTimeoutMs: 4000, selfFenceMs: 1000 },
           sharding: { tables: [{ name: 't', column: 'id', type: 'integer' }] },
           locks: { mode, timeoutMs: 20000 },
@@ -131,10 +134,12 @@ describe('fail closed when ZooKeeper is unreachable', () => {
         assertFenced(await one.query(`UPDATE t SET v = 5 WHERE id = ${k1}`).catch((e) => e), 'write in a transaction block while fenced');
         await one.query('ROLLBACK');
         assert.equal(proxy.proxy.coordinator!.fence.closed, true);
+        assert.equal(await fenceGauge(), 1, 'metrics: pgring_write_fence_closed');
 
         relay.heal();
         await untilOk(auto, `UPDATE t SET v = v + 1 WHERE id = ${w2}`, 30000);
         assert.equal(proxy.proxy.coordinator!.fence.closed, false);
+        assert.equal(await fenceGauge(), 0, 'metrics: pgring_write_fence_closed');
         assert.equal(shardValue(w2), 1, 'the write after reconnect committed once');
         assert.equal(shardValue(w1), okBefore, 'no write got through while fenced');
         // Transactions and two-phase commit work again.
