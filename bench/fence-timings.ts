@@ -106,6 +106,7 @@ async function main(): Promise<void> {
   } finally {
     await proxy?.stop().catch(() => undefined);
     await lc.stop();
+    fs.rmSync(lc.opts.dir, { recursive: true, force: true });
   }
 }
 

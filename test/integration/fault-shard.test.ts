@@ -29,6 +29,7 @@ let cluster: ClusterInfo;
 let db: string;
 let zkName: string;
 let pgs: LocalPostgres[] = [];
+let pgDir = '';
 let ports: number[];
 const relays: TcpRelay[] = [];
 let p1: ChildProxy;
@@ -80,7 +81,7 @@ async function underLoad(name: string, fault: () => Promise<void>): Promise<Tpcb
 
 before(async () => {
   cluster = await testCluster();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-faultpg-'));
+  const dir = pgDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-faultpg-'));
   chownPostgres(dir);
   ports = await freePorts(2);
   pgs = ports.map((port, i) => new LocalPostgres({ dir: path.join(dir, `pg${i + 1}`), port }));
@@ -103,6 +104,7 @@ after(async () => {
   await p2?.stop('SIGKILL').catch(() => undefined);
   for (const r of relays) await r.stop();
   for (const p of pgs) p.stop('immediate');
+  if (pgDir) fs.rmSync(pgDir, { recursive: true, force: true });
   await stopOwnCluster();
 });
 

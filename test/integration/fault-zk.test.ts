@@ -61,6 +61,7 @@ after(async () => {
   for (const p of proxies) await p.stop('SIGKILL').catch(() => undefined);
   for (const r of relays) await r.stop();
   await ensemble?.stop();
+  if (ensemble) fs.rmSync(ensemble.opts.dir, { recursive: true, force: true });
   dropDatabase(ports, db);
   await stopOwnCluster();
 });
