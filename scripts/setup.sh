@@ -13,6 +13,7 @@ command -v pgbench >/dev/null 2>&1 || need+=(postgresql-client-15 postgresql-con
 command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)   # test certificates for TLS
+command -v ss >/dev/null 2>&1 || need+=(iproute2)       # fault tests: which process owns a relayed connection
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   SUDO=""

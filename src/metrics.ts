@@ -270,6 +270,8 @@ export class ProxyMetrics implements SessionMetrics, TxMetrics {
     const self = this;
     reg.registerMetric(new DerivedCounter('pgring_zookeeper_connected', 'ZooKeeper session connected (1) or not (0); absent when ZooKeeper is not configured',
       () => (proxyRef.config.zookeeper ? [{ labels: {}, value: self.zkState() === 'connected' ? 1 : 0 }] : []), 'gauge') as never);
+    reg.registerMetric(new DerivedCounter('pgring_write_fence_closed', 'Writes refused because this proxy cannot see ZooKeeper (1: self-fenced, 57P03); absent when ZooKeeper is not configured',
+      () => (proxyRef.coordinator?.fence ? [{ labels: {}, value: proxyRef.coordinator.fence.closed ? 1 : 0 }] : []), 'gauge') as never);
     new Gauge({
       name: 'pgring_zookeeper_session_state', help: 'ZooKeeper session state (1 for the current state)',
       labelNames: ['state'], registers: [reg],

@@ -170,7 +170,7 @@ export class Proxy {
       try {
         await this.coordinator.start();
         const c = this.coordinator;
-        this.txn!.start(c.session, c.layout, c.id);
+        this.txn!.start(c.session, c.layout, c.id, c.fence);
         this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
         await this.recovery.start();
       } catch (e) { await this.stop(); opened(); throw e; }

@@ -15,6 +15,7 @@ import { ConfigError } from '../config/load';
 import { CancelPeers, advertisedHost } from './cancel-peers';
 import { ClusterDefinition, configStatesDefinition, definitionConflicts, definitionFromConfig, withReference } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
+import { defaultSelfFenceMs, WriteFence } from './fence';
 
 export interface CoordinatorHooks {
   onRing(ring: RingDocument, shards: ShardConfig[]): void;
@@ -39,6 +40,8 @@ export class Coordinator {
   proxyNode: EphemeralNode<ProxyRecord> | null = null;
   definitionWatcher!: DefinitionWatcher;
   cancelPeers!: CancelPeers;
+  /** Closed while ZooKeeper is unreachable: the transaction layer refuses writes (fence.ts). */
+  fence!: WriteFence;
   readonly id: string;
 
   constructor(readonly config: Config, readonly log: Logger, readonly hooks: CoordinatorHooks, readonly listenPort: () => number,
@@ -54,6 +57,8 @@ export class Coordinator {
     this.session = new ZkSession({ connect: zkc.connect, sessionTimeoutMs: zkc.sessionTimeoutMs, logger, auth: zkc.auth, protectedRoot: this.layout.base });
     this.session.on('state', (s: string) => this.log.info({ zk: s }, `ZooKeeper session ${s}`));
     await this.session.start(30000);
+    this.fence = new WriteFence(this.session, { selfFenceMs: zkc.selfFenceMs ?? defaultSelfFenceMs(zkc.sessionTimeoutMs), logger });
+    this.fence.addResync(() => this.resync());
     await ensureLayout(await this.session.waitConnected(), this.layout);
     // Shards of the config are published (persistent); an existing record keeps its weight.
     for (const s of this.config.shards) {
@@ -159,9 +164,19 @@ export class Coordinator {
     this.hooks.onRing(ring, shards);
   }
 
+  /** Before writes resume after a fence: the active ring, the shard records and liveness, read again. */
+  private async resync(): Promise<void> {
+    await this.ringWatcher?.refreshed();
+    const cur = this.ringWatcher?.current();
+    if (cur) await this.applyRing(cur);
+    await this.shardRecords();
+    await this.membership?.refreshed();
+  }
+
   async shardRecords() { return listShards(this.session, this.layout); }
 
   async stop(): Promise<void> {
+    this.fence?.stop();
     this.ringWatcher?.stop();
     this.definitionWatcher?.stop();
     await this.cancelPeers?.stop();

@@ -135,6 +135,8 @@ export class ZkLockService extends EventEmitter {
   private heldBy = new Map<LockOwner, Set<number>>();
   private waitingOn = new Map<LockOwner, Bucket>();
   private ws = new WatchSet();
+  /** buckets that had nodes in a session now lost (dropOrphans) */
+  private readonly orphans = new Set<number>();
   private closed = false;
   private readonly proxyPart: string;
   private readonly logger: LockServiceOptions['logger'];
@@ -418,20 +420,54 @@ export class ZkLockService extends EventEmitter {
   private async createNode(zk: Zk, b: Bucket): Promise<string | null> {
     const prefix = `${this.proxyPart}-${randomUUID()}-lock-`;
     const data = encodeJson({ proxy: this.opts.proxyId, pid: process.pid, at: Date.now() });
-    for (let i = 0; i < 100; i++) {
+    let maybeCreated = false;
+    try {
+      for (let i = 0; i < 100; i++) {
+        try {
+          return await zk.create(`${b.dir}/${prefix}`, data, 'ephemeral_sequential');
+        } catch (e) {
+          if (isZkError(e, 'NONODE')) { await zk.mkdirp(b.dir); continue; }
+          if (!isZkError(e, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT')) throw e;
+          maybeCreated = true;
+          // Did it get created? Look for our prefix once the same session is back (the look-up may
+          // itself be cut off: look again).
+          for (;;) {
+            const again = await this.connected();
+            if (again !== zk) return null;
+            try {
+              const mine = (await zk.children(b.dir)).find((c) => c.startsWith(prefix));
+              if (mine) return `${b.dir}/${mine}`;
+              maybeCreated = false;
+              break;
+            } catch (e2) {
+              if (!isZkError(e2, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT')) throw e2;
+            }
+          }
+        }
+      }
+      throw new Error(`could not create a lock node in ${b.dir}`);
+    } catch (e) {
+      // A create that may have been applied must not leave a node nobody knows (it would hold the
+      // bucket for every proxy until this session ends).
+      if (maybeCreated) void this.deleteByPrefix(zk.sessionId, b.dir, prefix);
+      throw e;
+    }
+  }
+
+  /** Deletes this session's node with `prefix` in `dir`, if it exists (retried like deleteNode). */
+  private async deleteByPrefix(sessionId: string, dir: string, prefix: string): Promise<void> {
+    for (let i = 0; i < 1000; i++) {
+      const zk = this.session.handle();
+      if (!zk || zk.dead || zk.sessionId !== sessionId || this.session.state === 'closed') return;
       try {
-        return await zk.create(`${b.dir}/${prefix}`, data, 'ephemeral_sequential');
-      } catch (e) {
-        if (isZkError(e, 'NONODE')) { await zk.mkdirp(b.dir); continue; }
-        if (!isZkError(e, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT')) throw e;
-        // Did it get created? Look for our prefix once the same session is back.
-        const again = await this.connected();
-        if (again !== zk) return null;
-        const mine = (await zk.children(b.dir)).find((c) => c.startsWith(prefix));
-        if (mine) return `${b.dir}/${mine}`;
+        const mine = (await zk.children(dir)).find((c) => c.startsWith(prefix));
+        if (mine) await this.deleteNode(`${dir}/${mine}`, sessionId);
+        return;
+      } catch {
+        try { await this.session.waitConnected(5000); } catch { /* loop checks the session */ }
+        await new Promise((r) => setTimeout(r, 100));
       }
     }
-    throw new Error(`could not create a lock node in ${b.dir}`);
   }
 
   /** Arms the holder's child watch and counts the other nodes queued behind ours. */
@@ -504,6 +540,7 @@ export class ZkLockService extends EventEmitter {
 
   private sessionState(s: string, _prev: string): void {
     if (s === 'connected') {
+      if (this.orphans.size) void this.dropOrphans();
       for (const b of this.buckets.values()) {
         const zk = this.session.handle();
         if (b.zk === 'held' && zk && zk.sessionId === b.nodeSession) {
@@ -522,9 +559,35 @@ export class ZkLockService extends EventEmitter {
       }
       if (s === 'lost' || s === 'closed') {
         if (b.leaseTimer) { clearTimeout(b.leaseTimer); b.leaseTimer = null; }
+        if (b.zk === 'held' || b.zk === 'releasing' || b.zk === 'acquiring') this.orphans.add(b.n);
         if (b.zk === 'held' || b.zk === 'releasing') { b.zk = 'none'; b.node = null; b.remoteWaiting = 0; }
       }
       b.wake?.();
+    }
+  }
+
+  /**
+   * After a lost session, this proxy's nodes of the old session stay until ZooKeeper expires it
+   * (a close that could not reach the ensemble), and every waiter, ours included, queues behind
+   * them. They belong to no transaction any more (their owners were rolled back): delete them now.
+   */
+  private async dropOrphans(): Promise<void> {
+    const zk = this.session.handle();
+    if (!zk) return;
+    const buckets = [...this.orphans];
+    this.orphans.clear();
+    for (const n of buckets) {
+      const b = this.buckets.get(n);
+      try {
+        for (const c of await zk.children(this.bucketDir(n))) {
+          const path = `${this.bucketDir(n)}/${c}`;
+          if (!c.startsWith(`${this.proxyPart}-`) || path === b?.node) continue;
+          const st = await zk.exists(path);
+          if (!st || st.ephemeralOwner === zk.sessionId) continue;   // (a node of the new session)
+          await zk.delete(path, -1).catch(() => undefined);
+          this.debug({ bucket: n, node: c }, 'deleted a lock node of our lost session');
+        }
+      } catch { /* the bucket is gone or the session dropped again: expiry cleans up */ }
     }
   }
 

@@ -257,6 +257,9 @@ export class RingWatcher extends EventEmitter {
 
   stop(): void { this.loop.stop(); }
 
+  /** Resolves after a complete re-read that started after this call. */
+  refreshed(): Promise<void> { const p = this.loop.synced(); this.loop.trigger(true); return p; }
+
   /** The active ring document as last read, or null. */
   current(): RingDocument | null { return this.cur; }
 

@@ -56,6 +56,10 @@ export function parseConfig(raw: unknown, file = '<config>'): Config {
     if (tables.has(t)) problems.push(`sharding.referenceTables[${i}]: table "${t}" is also a sharded table or listed twice`);
     tables.add(t);
   });
+  const zk = cfg.zookeeper;
+  if (zk?.selfFenceMs !== undefined && zk.selfFenceMs >= zk.sessionTimeoutMs) {
+    problems.push(`zookeeper.selfFenceMs: must be shorter than zookeeper.sessionTimeoutMs (${zk.sessionTimeoutMs}): a proxy must stop writing before its session can expire`);
+  }
   if (cfg.shards.length === 0 && !cfg.zookeeper) problems.push('shards: at least one shard is required when zookeeper is not configured');
   if (problems.length) throw new ConfigError(file, problems);
   return cfg;

@@ -68,6 +68,8 @@ export const configSchema = {
             password: { type: 'string', minLength: 1 },
           },
         },
+        // Writes stop after this long without a ZooKeeper connection; default: half the session timeout.
+        selfFenceMs: { type: 'integer', minimum: 100, maximum: 120000 },
       },
     },
     pool: {

@@ -24,7 +24,7 @@ export interface Config {
   listen: { host: string; port: number };
   metrics: { enabled: boolean; host: string; port: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
-  zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number; auth?: { scheme: 'digest'; user: string; password: string } };
+  zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number; auth?: { scheme: 'digest'; user: string; password: string }; selfFenceMs?: number };
   tls?: { certFile: string; keyFile: string; require: boolean };
   serverTls: ServerTlsConfig;
   pool: {

@@ -29,6 +29,12 @@
 // connected and the same one that took the locks; several shards: the decision record is
 // written in that same session, which ZooKeeper refuses once the session expired).
 //
+// Self-fence (src/cluster/fence.ts), in every lock mode including 'off': while the proxy cannot
+// see ZooKeeper, beforeWrite refuses writes (also autocommit ones) and waiting lock requests
+// end, and COMMIT of a transaction that wrote is refused and rolled back (57P03, naming
+// ZooKeeper): also when the fence closed and opened again since the transaction's first write.
+// Reads and read-only COMMITs go on.
+//
 // Two-phase commit (COMMIT of a transaction with several shards in it):
 //   PREPARE TRANSACTION 'pgring_<cluster>_<proxy>_<txid>_<shard>' on each shard (in parallel);
 //   any failure: ROLLBACK PREPARED the prepared ones, ROLLBACK the others, error to the client
@@ -49,7 +55,8 @@ import { keyCoordinate, keyCoordinateBinary, hashTextExtended, toUnsigned } from
 import type { Layout } from '../cluster/layout';
 import type { ZkSession } from '../cluster/session';
 import { isZkError, Zk } from '../cluster/zk';
-import { LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
+import { encodeProxyForNode, LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
+import type { WriteFence } from '../cluster/fence';
 import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
 import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
 import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-limit';
@@ -102,11 +109,30 @@ export class Txn implements LockOwner {
   readonly pending = new Set<number>();
   locking = false;
   committing = false;
+  /** fence epoch at the first write (-1: no write yet) */
+  fenceEpoch = -1;
+  /** the client session closed while its commit ran (its server links will not answer) */
+  gone = false;
+  private goneWaiters: (() => void)[] = [];
   ended = false;
   readonly startedAt = Date.now();
   constructor(readonly session: ClientSession, readonly label: string, readonly id: string) {}
   lost(bucket: number, reason: string): void {
     this.doomed ??= `${reason} while holding lock bucket ${bucket}`;
+  }
+  markGone(): void {
+    if (this.gone) return;
+    this.gone = true;
+    for (const f of this.goneWaiters.splice(0)) f();
+  }
+  /** `p`, or a rejection as soon as the client session is gone (a closed session's requests never finish). */
+  unlessGone<T>(p: Promise<T>): Promise<T> {
+    if (this.gone) { p.catch(() => undefined); return Promise.reject(new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed during the commit')); }
+    return new Promise<T>((resolve, reject) => {
+      const onGone = () => reject(new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed during the commit'));
+      this.goneWaiters.push(onGone);
+      p.then(resolve, reject).finally(() => { const i = this.goneWaiters.indexOf(onGone); if (i >= 0) this.goneWaiters.splice(i, 1); });
+    });
   }
 }
 
@@ -138,6 +164,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   private detector: DeadlockDetector | null = null;
   private session: ZkSession | null = null;
   private layout: Layout | null = null;
+  private fence: WriteFence | null = null;
   proxyId = '';
   private started = false;
   private readyWaiters: (() => void)[] = [];
@@ -154,10 +181,14 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   get lockService(): ZkLockService | null { return this.locks; }
 
   /** Called once the coordinator is up (session connected, proxy node registered). */
-  start(session: ZkSession, layout: Layout, proxyId: string): void {
+  start(session: ZkSession, layout: Layout, proxyId: string, fence?: WriteFence): void {
     this.session = session;
     this.layout = layout;
     this.proxyId = proxyId;
+    if (fence) {
+      this.fence = fence;
+      fence.addResync((zk) => this.verifyLocks(zk));
+    }
     if (this.cfg.mode !== 'off') {
       this.locks = new ZkLockService(session, layout, {
         proxyId, buckets: this.cfg.buckets, leaseMs: this.cfg.leaseMs,
@@ -246,7 +277,10 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   beforeWrite(session: ClientSession, shards: number[], keys: WriteKeys | null, _inBlock: boolean, table?: string, objects?: string[]): Promise<void> | void {
     if (!this.started) return this.whenReady().then(() => this.beforeWrite(session, shards, keys, _inBlock, table, objects));
     const t = this.txnOf(session);
+    const fenced = this.fenceVeto(t);
+    if (fenced) throw fenced;
     if (t.doomed) throw this.doomedError(t.doomed);
+    if (t.fenceEpoch < 0) t.fenceEpoch = this.fence?.epoch ?? 0;
     for (const s of shards) t.writeShards.add(s);
     // With one shard PostgreSQL alone orders every write: a ZooKeeper lock would add nothing.
     if (!this.locks || this.ctx.topology.shards.length === 1) return;
@@ -280,6 +314,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
       let p: Promise<void> | null;
       try { p = locks.acquire(t, bucket, 0); } catch (e) { throw this.lockError(e); }
       if (p) {
+        p = this.unlessFenced(p, t);
         const t0 = process.hrtime.bigint();
         const limit = this.limitFor(t.session);
         const timer = limit ? setTimeout(() => { if (locks.abortWait(t, waitLimitError(limit, bucket))) this.stats.lockTimeouts++; }, limit.ms) : null;
@@ -323,6 +358,54 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     return asPgError(e);
   }
 
+  /** 57P03 when writes must not happen now: fenced, or fenced since this transaction's first write. */
+  private fenceVeto(t: Txn): PgError | null {
+    const f = this.fence;
+    if (!f) return null;
+    const why = f.why ?? (t.fenceEpoch >= 0 && t.fenceEpoch !== f.epoch ? 'the proxy was cut off from ZooKeeper (self-fenced) after this transaction started writing' : null);
+    if (!why) return null;
+    return new PgError(SQLSTATE.CannotConnectNow, `pgring: writes are refused: ${why}; the transaction is rolled back`, {
+      hint: 'Reads still work. Writes resume once the proxy is connected to ZooKeeper again and has re-read the ring, shard records and its locks; retry then.',
+    });
+  }
+
+  /**
+   * A lock wait ends with 57P03 when the fence closes (ZooKeeper gone: it would only time out).
+   * The transaction can never commit now (fenced, or fenced since its first write), so its
+   * wait is withdrawn and its buckets released at once instead of at its ROLLBACK.
+   */
+  private unlessFenced(p: Promise<void>, t: Txn): Promise<void> {
+    const f = this.fence;
+    if (!f) return p;
+    return new Promise<void>((resolve, reject) => {
+      const onClosed = () => {
+        const why = f.why ?? 'self-fenced';
+        t.doomed ??= `the proxy self-fenced (${why})`;
+        reject(new PgError(SQLSTATE.CannotConnectNow, `pgring: writes are refused: ${why} (while waiting for a lock)`, {
+          hint: 'Reads still work. Writes resume once the proxy is connected to ZooKeeper again; retry then.',
+        }));
+        this.locks?.releaseAll(t);
+      };
+      f.once('closed', onClosed);
+      p.then(resolve, reject).finally(() => f.off('closed', onClosed));
+    });
+  }
+
+  /** Fence resync step: every bucket this proxy holds still has its node in ZooKeeper. */
+  private async verifyLocks(zk: Zk): Promise<void> {
+    const locks = this.locks;
+    if (!locks) return;
+    const mine = encodeProxyForNode(this.proxyId);
+    for (const row of locks.snapshot()) {
+      if (row.state !== 'held') continue;
+      const nodes = await zk.children(locks.bucketDir(row.bucket)).catch((e: unknown) => { if (isZkError(e, 'NONODE')) return [] as string[]; throw e; });
+      if (!nodes.some((n) => n.startsWith(mine))) {
+        // Held here but gone in ZooKeeper: released by the lease or the session soon; stay fenced until then.
+        throw new Error(`lock bucket ${row.bucket} is held here but its node is gone from ZooKeeper`);
+      }
+    }
+  }
+
   private doomedError(reason: string): PgError {
     return new PgError(SQLSTATE.SerializationFailure, `pgring: transaction rolled back: ${reason}`, { hint: 'The lock could have been taken by another proxy; retry the transaction.' });
   }
@@ -331,6 +414,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   beforeCommit(session: ClientSession): PgError | null {
     const t = session.txData;
     if (!(t instanceof Txn)) return null;
+    const fenced = t.writeShards.size ? this.fenceVeto(t) : null;
+    if (fenced) { t.doomed ??= fenced.message; return fenced; }
     const reason = t.doomed ?? this.locks?.check(t) ?? null;
     if (reason) { this.stats.lockLost++; t.doomed ??= reason; return this.doomedError(reason); }
     return null;
@@ -339,7 +424,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   afterTransaction(session: ClientSession, _committed: boolean): void {
     const t = session.txData;
     if (!(t instanceof Txn)) return;
-    if (t.committing) { t.ended = true; return; }
+    // During a commit this only happens when the client session closes (client.ts close()).
+    if (t.committing) { t.ended = true; t.markGone(); return; }
     this.release(session, t);
   }
 
@@ -379,12 +465,27 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   }
 
   private async rollbackAll(session: ClientSession, links: Link[], prepared: boolean[], gids: string[]): Promise<void> {
+    const t = session.txData;
+    if (t instanceof Txn && t.gone) {
+      // The session closed: its links went back to the pool (rolled back) or were destroyed;
+      // what was prepared is rolled back by this proxy's own sweep.
+      this.needsSweep = true;
+      return;
+    }
     const res = await Promise.allSettled(links.map((l, i) => withTimeout(session.runOnLinks([l], prepared[i] ? `ROLLBACK PREPARED '${gids[i]}'` : 'ROLLBACK'), PHASE_TIMEOUT_MS, 'ROLLBACK')));
-    if (res.some((r, i) => r.status === 'rejected' && prepared[i])) this.needsSweep = true;   // recovery rolls it back
+    // A prepared one that did not roll back, or a link that failed (its PREPARE may have run
+    // without the answer reaching us): this proxy's own sweep rolls back what is left.
+    if (res.some((r) => r.status === 'rejected')) this.needsSweep = true;
   }
 
   private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
     const none = links.map(() => false);
+    if (t.writeShards.size === 0 && t.pending.size === 0 && (this.fence?.closed || this.session!.state !== 'connected')) {
+      // Nothing written through pgring: no decision record is needed, and reads must keep
+      // working while ZooKeeper is away (fail closed stops writes only).
+      await session.runOnLinks(links, 'COMMIT');
+      return;
+    }
     if (this.locks && this.cfg.mode === 'multi_shard' && t.pending.size && !t.locking) {
       t.locking = true;
       try {
@@ -393,6 +494,11 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         await this.rollbackAll(session, links, none, []);
         throw asPgError(e);
       }
+    }
+    const fenced = t.writeShards.size ? this.fenceVeto(t) : null;
+    if (fenced) {
+      await this.rollbackAll(session, links, none, []);
+      throw fenced;
     }
     const veto = t.doomed ?? this.locks?.check(t) ?? null;
     if (veto) {
@@ -416,7 +522,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     let keepInflight = false;
     try {
       // Phase one.
-      const res = await Promise.allSettled(links.map((l, i) => withTimeout(session.runOnLinks([l], `PREPARE TRANSACTION '${gids[i]}'`), PHASE_TIMEOUT_MS, `PREPARE TRANSACTION on shard "${shards[i]}"`)));
+      const res = await Promise.allSettled(links.map((l, i) => withTimeout(t.unlessGone(session.runOnLinks([l], `PREPARE TRANSACTION '${gids[i]}'`)), PHASE_TIMEOUT_MS, `PREPARE TRANSACTION on shard "${shards[i]}"`)));
       const prepared = res.map((r) => r.status === 'fulfilled');
       const failed = res.findIndex((r) => r.status === 'rejected');
       if (failed >= 0) {
@@ -427,7 +533,15 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         this.log.debug({ txid, shard: shards[failed], err: e.message }, 'two-phase commit: PREPARE failed; rolled back');
         throw new PgError(e.code, `pgring: could not prepare the transaction for two-phase commit: ${e.message}`, { hint: e.opts.hint, detail: e.opts.detail });
       }
-      // Right before committing: locks still ours, the same session still connected.
+      // Right before committing: not fenced, locks still ours, the same session still connected.
+      const fenced2 = (t.writeShards.size ? this.fenceVeto(t) : null)
+        ?? (t.gone ? new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed before the commit decision') : null);
+      if (fenced2) {
+        this.stats.aborts2pc++;
+        info.state = 'rolling back';
+        await this.rollbackAll(session, links, prepared, gids);
+        throw fenced2;
+      }
       const veto2 = t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
       if (veto2) {
         t.doomed ??= veto2;
@@ -457,7 +571,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
       info.state = 'committing';
       let left = links.map((_, i) => i);
       for (let attempt = 0; attempt < 3 && left.length; attempt++) {
-        const r2 = await Promise.allSettled(left.map((i) => withTimeout(session.runOnLinks([links[i]!], `COMMIT PREPARED '${gids[i]}'`), COMMIT_TIMEOUT_MS, `COMMIT PREPARED on shard "${shards[i]}"`)));
+        if (t.gone) break;   // the session's links are gone: finished over plain connections below
+        const r2 = await Promise.allSettled(left.map((i) => withTimeout(t.unlessGone(session.runOnLinks([links[i]!], `COMMIT PREPARED '${gids[i]}'`)), COMMIT_TIMEOUT_MS, `COMMIT PREPARED on shard "${shards[i]}"`)));
         left = left.filter((_, j) => r2[j]!.status === 'rejected');
         if (left.length) await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
       }

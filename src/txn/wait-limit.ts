@@ -46,6 +46,8 @@ export function waitLimitError(limit: WaitLimit, bucket: number): PgError {
     case 'statement_timeout':
       return new PgError(SQLSTATE.QueryCanceled, 'canceling statement due to statement timeout', { detail: `pgring waited ${limit.ms} ms for ZooKeeper lock bucket ${bucket}.` });
     default:
-      return new PgError(SQLSTATE.LockNotAvailable, `pgring: lock timeout on lock bucket ${bucket} after ${limit.ms} ms`, { hint: 'locks.timeoutMs ended the wait; another transaction holds the lock bucket (possibly through another pgring proxy).' });
+      // The safety net ends waits nothing else ended: a stuck holder or a cycle the detector did
+      // not see. 40P01 tells clients (and pgbench --max-tries) to retry, as for a deadlock.
+      return new PgError(SQLSTATE.DeadlockDetected, `pgring: lock timeout on lock bucket ${bucket} after ${limit.ms} ms`, { hint: 'locks.timeoutMs ended the wait; another transaction holds the lock bucket (possibly through another pgring proxy); retry the transaction.' });
   }
 }

@@ -129,6 +129,7 @@ describe('metrics endpoint', () => {
       const text = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
       assert.equal(sample(text, 'pgring_zookeeper_connected'), 1);
       assert.equal(sample(text, 'pgring_zookeeper_session_state', 'state="connected"'), 1);
+      assert.equal(sample(text, 'pgring_write_fence_closed'), 0);
       assert.ok(sample(text, 'pgring_ring_version')! >= 1);
       const h = await fetch(`http://127.0.0.1:${mport}/healthz`);
       assert.equal(h.status, 200, await h.text());
