@@ -34,6 +34,7 @@ export interface Config {
   sharding: { tables: ShardedTableConfig[]; planCacheSize: number };
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
+  backup: { maxPauseMs: number };
   shutdownGraceMs: number;
   authTimeoutMs: number;
 }
