@@ -67,9 +67,17 @@ export function settle(m: Pick<Manifest, 'cluster' | 'decisions'>, gid: string, 
     : { gid, database, action: 'rollback', why: `no decision for ${p.proxy}/${p.txid} at the cut` };
 }
 
-/** The backup set to restore from: the newest one that stopped before the cut. */
-export function pickBackupSet(sets: { label: string; stop: number }[], cutAtSec: number): string | null {
-  const ok = sets.filter((s) => s.stop <= cutAtSec).sort((a, b) => a.stop - b.stop);
+/** 'X/Y' (hex) -> a comparable number. */
+export function lsnValue(lsn: string): bigint {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn);
+  if (!m) throw new Error(`bad LSN ${JSON.stringify(lsn)}`);
+  return (BigInt('0x' + m[1]) << 32n) | BigInt('0x' + m[2]);
+}
+
+/** The backup set to restore from: the newest one whose backup ended at or before the cut's LSN. */
+export function pickBackupSet(sets: { label: string; lsnStop: string }[], cutLsn: string): string | null {
+  const cut = lsnValue(cutLsn);
+  const ok = sets.filter((s) => s.lsnStop && lsnValue(s.lsnStop) <= cut).sort((a, b) => (lsnValue(a.lsnStop) < lsnValue(b.lsnStop) ? -1 : 1));
   return ok.at(-1)?.label ?? null;
 }
 
