@@ -107,6 +107,60 @@ describe('pgring backup (pgBackRest)', () => {
   let manifest: Manifest;
   let liveHistory = 0;
 
+  it('the barrier holds only new multi-shard decisions; both proxies acknowledge; single-shard commits go on', async () => {
+    // A teller on another shard than branch 1: their update together is a two-phase commit.
+    const where = async (sql: string) => { for (const [i, p] of ports.entries()) if ((await onPort(p, sql)).rows.length) return i; return -1; };
+    const bShard = await where('SELECT 1 FROM pgbench_branches WHERE bid = 1');
+    let tid = 0;
+    for (let t = 1; t <= 10 && !tid; t++) if ((await where(`SELECT 1 FROM pgbench_tellers WHERE tid = ${t}`)) !== bShard) tid = t;
+    assert.ok(tid > 0, 'no teller on another shard than branch 1');
+    const layout = new Layout(zkName);
+    const zk = await Zk.connect({ connect: cluster.zk });
+    const c = new pg.Client({ host: '127.0.0.1', port: proxies[0]!.port, user: 'postgres', database: 'postgres' });
+    await c.connect();
+    try {
+      await zk.mkdirp(layout.backups);
+      await zk.create(`${layout.backups}/barrier`, JSON.stringify({ cutId: 'probe1', name: 'probe', maxPauseMs: 20000, createdAt: Date.now() }), 'ephemeral');
+      let acks: string[] = [];
+      for (let i = 0; i < 100 && acks.length < 2; i++) { await sleep(50); acks = await zk.children(`${layout.backups}/acks/probe1`).catch(() => []); }
+      assert.equal(acks.length, 2, 'both proxies acknowledge the barrier');
+      await c.query('BEGIN');
+      await c.query('UPDATE pgbench_branches SET bbalance = bbalance + 1 WHERE bid = 1');
+      await c.query('UPDATE pgbench_tellers SET tbalance = tbalance + 1 WHERE tid = $1', [tid]);
+      let committed = false;
+      const commit = c.query('COMMIT').then(() => { committed = true; });
+      // Single-shard commits and reads through the other proxy go on meanwhile.
+      await onPort(proxies[1]!.port, 'UPDATE pgbench_accounts SET abalance = abalance + 0 WHERE aid = 77777');
+      await onPort(proxies[1]!.port, 'SELECT abalance FROM pgbench_accounts WHERE aid = 77778');
+      await sleep(300);
+      assert.equal(committed, false, 'the multi-shard COMMIT went through the barrier');
+      await zk.delete(`${layout.backups}/barrier`, -1);
+      await commit;
+      assert.equal(committed, true);
+      // Past the barrier's bound a held commit rolls back (40001), it is never split.
+      await zk.create(`${layout.backups}/barrier`, JSON.stringify({ cutId: 'probe2', name: 'probe', maxPauseMs: 200, createdAt: Date.now() }), 'ephemeral');
+      for (let i = 0; i < 100 && !(await zk.exists(`${layout.backups}/acks/probe2/${acks[0]}`)); i++) await sleep(20);
+      await c.query('BEGIN');
+      await c.query('UPDATE pgbench_branches SET bbalance = bbalance - 1 WHERE bid = 1');
+      await c.query('UPDATE pgbench_tellers SET tbalance = tbalance - 1 WHERE tid = $1', [tid]);
+      await assert.rejects(c.query('COMMIT'), (e: { code?: string; message: string }) => e.code === '40001' && /backup cut held/.test(e.message));
+      await zk.delete(`${layout.backups}/barrier`, -1);
+      const t = await totals(ports);
+      assert.equal(t[5], 0, 'prepared transactions left');
+      assert.equal(t[1]! - t[0]!, 1, 'the first transaction committed on both shards, the second on none');
+      assert.equal(t[2]! - t[0]!, 1);
+      // Put the balances back so that TPC-B's sums agree again.
+      await c.query('BEGIN');
+      await c.query('UPDATE pgbench_branches SET bbalance = bbalance - 1 WHERE bid = 1');
+      await c.query('UPDATE pgbench_tellers SET tbalance = tbalance - 1 WHERE tid = $1', [tid]);
+      await c.query('COMMIT');
+    } finally {
+      await c.end().catch(() => undefined);
+      await zk.delete(`${layout.backups}/barrier`, -1).catch(() => undefined);
+      await zk.close();
+    }
+  });
+
   it('init: one stanza per shard, archiving checked, a full backup each', async () => {
     const r = await cli(['init', '--config', configFile, '--json']);
     assert.equal(r.code, 0, r.stderr + r.stdout);
@@ -161,6 +215,7 @@ describe('pgring backup (pgBackRest)', () => {
     assert.equal(r.code, 0, r.stderr + r.stdout);
     const res = JSON.parse(r.stdout) as { cluster: string; proxyConfig: Record<string, unknown>; settled: { action: string }[] };
     assert.equal(res.cluster, newName);
+    console.log(`# restore settled ${res.settled.filter((x) => x.action === 'commit').length} prepared transaction(s) by commit, ${res.settled.filter((x) => x.action === 'rollback').length} by rollback`);
     const t = await totals(rports);
     assert.equal(new Set(t.slice(0, 4)).size, 1, `restored Σabalance, Σtbalance, Σbbalance, Σdelta differ: ${t.join(', ')}`);
     assert.ok(t[4]! > 0 && t[4]! < liveHistory, `restored history rows ${t[4]} not strictly between 0 and live ${liveHistory}`);
@@ -238,5 +293,21 @@ describe('pgring backup (pgBackRest)', () => {
       assert.match(r.stderr, /shard "s3" .* is down/);
     } finally { local.pgs[2]!.start(); }
     assert.ok(!(await manifestNames()).includes('down'));
+  });
+
+  it('a dead proxy (ephemeral node gone) is not waited for', async () => {
+    const doomed = await spawnProxy(await proxyConfig({ zookeeper: { connect: cluster.zk, cluster: zkName, sessionTimeoutMs: 4000 }, health: { runChecks: false } }));
+    const zk = await Zk.connect({ connect: cluster.zk });
+    try {
+      // It registers once its ZooKeeper coordination is up (after it listens).
+      for (let i = 0; i < 100 && (await zk.children(new Layout(zkName).proxies)).length < 3; i++) await sleep(100);
+      assert.equal((await zk.children(new Layout(zkName).proxies)).length, 3);
+      await doomed.stop('SIGKILL');
+      for (let i = 0; i < 100 && (await zk.children(new Layout(zkName).proxies)).length > 2; i++) await sleep(200);
+      assert.equal((await zk.children(new Layout(zkName).proxies)).length, 2, 'the node of the killed proxy did not expire');
+    } finally { await zk.close(); }
+    const r = await cli(['create', 'cut2', '--config', configFile, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((JSON.parse(r.stdout) as Manifest).proxies.length, 2);
   });
 });
