@@ -19,7 +19,7 @@ import { readActiveRing } from '../cluster/ring-store';
 import { encodeJson, isZkError, Zk } from '../cluster/zk';
 import { chownPostgres } from '../local/proc';
 import { checkBackupName, Manifest, pickBackupSet, restorePointName } from './manifest';
-import { backupSets, repoPath, run, StanzaRef } from './pgbackrest';
+import { backupSets, repoPath, run, StanzaRef, stanzaInfo } from './pgbackrest';
 import type { Progress } from './progress';
 import { BackupError, openPrimaries, Primary, primariesOf } from './shards';
 
@@ -29,20 +29,28 @@ function shardFail(p: Primary, e: unknown): BackupError {
   return new BackupError(`shard "${p.name}" (${p.host}:${p.port}): ${(e as Error).message}`);
 }
 
-/** One stanza per primary, archiving checked, a full base backup of each. */
+/** Runs fn for every shard, waits for all of them, then throws the failures (each naming its shard). */
+async function eachShard<T, R>(items: T[], shard: (x: T) => Primary, fn: (x: T) => Promise<R>): Promise<R[]> {
+  const res = await Promise.allSettled(items.map(fn));
+  const errs = res.flatMap((r, i) => (r.status === 'rejected' ? [r.reason instanceof BackupError ? r.reason.message : shardFail(shard(items[i]!), r.reason).message] : []));
+  if (errs.length) throw new BackupError(errs.join('\n'));
+  return res.map((r) => (r as PromiseFulfilledResult<R>).value);
+}
+
+/** One stanza per primary, archiving checked on every shard, then a full base backup of each. */
 export async function backupInit(zk: Zk, layout: Layout, progress: Progress): Promise<{ shard: string; stanza: string; config: string; backupSet: string }[]> {
   const { primaries } = await primariesOf(zk, layout);
   const open = await openPrimaries(primaries);
   await Promise.all(open.map((x) => x.c.end().catch(() => undefined)));
-  return Promise.all(open.map(async ({ p, ref }) => {
-    try {
-      await progress.step(`${p.name}: stanza-create (${ref.stanza})`, () => run(ref, 'stanza-create', [], 120000));
-      await progress.step(`${p.name}: check WAL archiving`, () => run(ref, 'check', [], 120000));
-      await progress.step(`${p.name}: full base backup`, () => run(ref, 'backup', ['--type=full']));
-    } catch (e) { throw shardFail(p, e); }
+  await eachShard(open, (x) => x.p, async ({ p, ref }) => {
+    await progress.step(`${p.name}: stanza-create (${ref.stanza})`, () => run(ref, 'stanza-create', [], 120000));
+    await progress.step(`${p.name}: check WAL archiving`, () => run(ref, 'check', [], 120000));
+  });
+  return eachShard(open, (x) => x.p, async ({ p, ref }) => {
+    await progress.step(`${p.name}: full base backup`, () => run(ref, 'backup', ['--type=full']));
     const sets = await backupSets(ref);
     return { shard: p.name, stanza: ref.stanza, config: ref.config, backupSet: sets.at(-1)?.label ?? '' };
-  }));
+  });
 }
 
 export interface CreateOptions { name: string; maxPauseMs: number; base: boolean; sharding?: unknown; progress: Progress }
@@ -54,16 +62,18 @@ export async function backupCreate(zk: Zk, layout: Layout, o: CreateOptions): Pr
   const open = await openPrimaries(primaries);
   try {
     for (const { p, ref } of open) {
-      const sets = await backupSets(ref).catch((e) => { throw shardFail(p, e); });
-      if (!sets.length && !o.base) throw new BackupError(`shard "${p.name}": stanza "${ref.stanza}" has no base backup: run \`pgring backup init\` first`);
+      const info = await stanzaInfo(ref).catch((e) => { throw shardFail(p, e); });
+      if (!info.sets.length && !o.base) {
+        throw new BackupError(`shard "${p.name}": stanza "${ref.stanza}" (${ref.config}) has no base backup (pgBackRest: ${info.status.message}): run \`pgring backup init\` first`);
+      }
     }
     if (o.base) {
-      await Promise.all(open.map(({ p, ref }) => o.progress.step(`${p.name}: full base backup`, () => run(ref, 'backup', ['--type=full'])).catch((e) => { throw shardFail(p, e); })));
+      await eachShard(open, (x) => x.p, ({ p, ref }) => o.progress.step(`${p.name}: full base backup`, () => run(ref, 'backup', ['--type=full'])));
     }
     const cut = await o.progress.step(`consistent cut "${o.name}" over ${open.length} shards`, () => takeCut(zk, layout, o, open));
     // The restore point must be in the archive before the backup counts.
-    await Promise.all(open.map(({ p, ref }) => o.progress.step(`${p.name}: WAL with the restore point archived (pgbackrest check)`, () => run(ref, 'check', [], 120000))
-      .catch((e) => { throw new BackupError(`shard "${p.name}": WAL archiving is failing, no backup recorded: ${(e as Error).message}`); })));
+    await eachShard(open, (x) => x.p, ({ p, ref }) => o.progress.step(`${p.name}: WAL with the restore point archived (pgbackrest check)`, () => run(ref, 'check', [], 120000))
+      .catch((e) => { throw new BackupError(`shard "${p.name}": WAL archiving is failing, no backup recorded: ${(e as Error).message}`); }));
     const shards = [];
     for (const [i, { p, ref }] of open.entries()) {
       const label = pickBackupSet(await backupSets(ref), cut.lsns[i]!);

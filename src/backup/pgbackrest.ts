@@ -111,12 +111,17 @@ export function run(ref: StanzaRef, command: string, args: string[] = [], timeou
 
 export interface BackupSetInfo { label: string; type: string; start: number; stop: number; lsnStart: string; lsnStop: string }
 
-/** The stanza's backup sets (oldest first) from `pgbackrest info --output=json`. */
-export async function backupSets(ref: StanzaRef): Promise<BackupSetInfo[]> {
+/** The stanza's backup sets (oldest first) and status from `pgbackrest info --output=json`. */
+export async function stanzaInfo(ref: StanzaRef): Promise<{ sets: BackupSetInfo[]; status: { code: number; message: string } }> {
   const out = await run(ref, 'info', ['--output=json'], 60000);
   let parsed: unknown;
   try { parsed = JSON.parse(out); } catch { throw new PgBackRestError('info', ref.stanza, `unparsable output: ${out.slice(0, 300)}`, 0); }
-  const st = (parsed as { name: string; backup?: unknown[] }[]).find((x) => x.name === ref.stanza);
-  return ((st?.backup ?? []) as { label: string; type: string; timestamp: { start: number; stop: number }; lsn?: { start: string; stop: string } }[])
+  const st = (parsed as { name: string; backup?: unknown[]; status?: { code: number; message: string } }[]).find((x) => x.name === ref.stanza);
+  const sets = ((st?.backup ?? []) as { label: string; type: string; timestamp: { start: number; stop: number }; lsn?: { start: string; stop: string } }[])
     .map((b) => ({ label: b.label, type: b.type, start: b.timestamp.start, stop: b.timestamp.stop, lsnStart: b.lsn?.start ?? '', lsnStop: b.lsn?.stop ?? '' }));
+  return { sets, status: st?.status ?? { code: -1, message: 'stanza not found' } };
+}
+
+export async function backupSets(ref: StanzaRef): Promise<BackupSetInfo[]> {
+  return (await stanzaInfo(ref)).sets;
 }

@@ -267,6 +267,16 @@ describe('pgring backup (pgBackRest)', () => {
       const r = await cli(['create', 'noarch', '--config', configFile]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /shard "s2".*does not push to pgBackRest/);
+      // Archiving into a stanza pgBackRest does not know: the shard and pgBackRest's words.
+      p.psql(`ALTER SYSTEM SET archive_command = 'pgbackrest --config=${cluster.pgbackrestConfig} --stanza=nosuch archive-push %p'`);
+      p.psql('SELECT pg_reload_conf()');
+      const r2 = await cli(['create', 'noarch', '--config', configFile]);
+      assert.equal(r2.code, 1);
+      assert.match(r2.stderr, /shard "s2": stanza "nosuch" .*pgBackRest: missing stanza path/);
+      const r3 = await cli(['init', '--config', configFile]);
+      assert.equal(r3.code, 1);
+      assert.match(r3.stderr, /shard "s2".*stanza "nosuch".*ERROR: \[037\]: stanza-create command requires option: pg1-path/);
+      assert.doesNotMatch(r3.stderr, /full base backup/, 'no backup starts while a shard fails its check');
     } finally {
       p.psql(`ALTER SYSTEM SET archive_command = '${saved.replace(/'/g, "''")}'`);
       p.psql('SELECT pg_reload_conf()');
