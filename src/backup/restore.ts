@@ -83,7 +83,7 @@ export async function backupRestore(zk: Zk, source: Layout, o: RestoreOptions): 
     const settled: Settlement[] = [];
     for (const s of shards) settled.push(...await settlePrepared(m, s.name, s.port, o.progress));
     await installCluster(zk, target, m, shards);
-    const proxyConfig = proxyConfigFor(m, target.cluster, o.zkConnect, shards);
+    const proxyConfig = proxyConfigFor(m, target.cluster, o.zkConnect, shards, await freeListenPort());
     const configFile = path.join(o.dir, 'proxy.json');
     fs.writeFileSync(configFile, JSON.stringify(proxyConfig, null, 2));
     return { manifest: m.name, cluster: target.cluster, shards, settled, proxyConfig, configFile };
@@ -144,9 +144,19 @@ async function installCluster(zk: Zk, target: Layout, m: Manifest, shards: { nam
   await zk.create(target.ringActive, encodeJson({ version: m.ringVersion, switchedAt: Date.now() }), 'persistent');
 }
 
-function proxyConfigFor(m: Manifest, cluster: string, zkConnect: string, shards: { name: string; port: number }[]): Record<string, unknown> {
+/** A port free now for the printed proxy config (6432 is usually the live proxy's). */
+function freeListenPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(6432));
+    srv.listen(0, '127.0.0.1', () => { const a = srv.address() as net.AddressInfo; srv.close(() => resolve(a.port)); });
+  });
+}
+
+function proxyConfigFor(m: Manifest, cluster: string, zkConnect: string, shards: { name: string; port: number }[], port: number): Record<string, unknown> {
   return {
-    listen: { host: '127.0.0.1', port: 6432 },
+    listen: { host: '127.0.0.1', port },
+    metrics: { enabled: false },
     zookeeper: { connect: zkConnect, cluster },
     users: [{ name: 'postgres', auth: 'trust', admin: true }],
     ring: { vnodes: m.ring.vnodes, seed: m.ring.seed },

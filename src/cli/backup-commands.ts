@@ -90,6 +90,7 @@ async function restore(a: BackupArgs, progress: Progress, out: (h: string, j: un
       `proxy config (also in ${r.configFile}; choose the listen port):`,
       JSON.stringify(r.proxyConfig, null, 2),
       `run: pgring proxy --config ${r.configFile}`,
+      `the restored servers keep running; stop them with: ${r.shards.map((s) => `pg_ctl -D ${s.dir} stop`).join('; ')} (as the postgres user)`,
     ].join('\n'), r);
   });
 }
