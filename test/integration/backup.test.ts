@@ -19,6 +19,7 @@ import { chownPostgres, freePort, freePorts, pgBin, runAsPostgres, sleep } from 
 import { Zk } from '../../src/cluster/zk';
 import { Layout } from '../../src/cluster/layout';
 import type { Manifest } from '../../src/backup/manifest';
+import { makeGid } from '../../src/cluster/txns';
 
 const SECONDS = Number(process.env.PGRING_BACKUP_BENCH_SECONDS ?? 12);
 const MAIN = path.resolve(__dirname, '../../src/cli/main.js');
@@ -307,6 +308,7 @@ describe('pgring backup (pgBackRest)', () => {
 
   it('a dead proxy (ephemeral node gone) is not waited for', async () => {
     const doomed = await spawnProxy(await proxyConfig({ zookeeper: { connect: cluster.zk, cluster: zkName, sessionTimeoutMs: 4000 }, health: { runChecks: false } }));
+    proxies.push(doomed);
     const zk = await Zk.connect({ connect: cluster.zk });
     try {
       // It registers once its ZooKeeper coordination is up (after it listens).
@@ -319,5 +321,89 @@ describe('pgring backup (pgBackRest)', () => {
     const r = await cli(['create', 'cut2', '--config', configFile, '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((JSON.parse(r.stdout) as Manifest).proxies.length, 2);
+  });
+
+  it('a transaction committed on one shard and prepared on another at the cut is committed by restore; one without decision rolled back', async () => {
+    // A proxy of our own making ("fake"): registered, it acknowledges the barrier, and it left
+    // one distributed transaction half through phase two (decision written, COMMIT PREPARED on
+    // one shard only) and another prepared without a decision. Recovery leaves both alone
+    // while its node exists.
+    const layout = new Layout(zkName);
+    const zk = await Zk.connect({ connect: cluster.zk });
+    const shardOf = async (sql: string) => { for (const [i, p] of ports.entries()) if ((await onPort(p, sql)).rows.length) return i; throw new Error(`no shard holds ${sql}`); };
+    // The decided one is a whole TPC-B transaction; the undecided one touches other rows (the
+    // decided one's prepared parts hold their row locks).
+    const plan = async (aid: number, tid: number, bid: number | null, d: number) => {
+      const a = await shardOf(`SELECT 1 FROM pgbench_accounts WHERE aid = ${aid}`), t = await shardOf(`SELECT 1 FROM pgbench_tellers WHERE tid = ${tid}`);
+      const b = bid === null ? -1 : await shardOf(`SELECT 1 FROM pgbench_branches WHERE bid = ${bid}`);
+      const by = new Map<number, string[]>();
+      const add = (sh: number, sql: string) => { by.set(sh, [...(by.get(sh) ?? []), sql]); };
+      add(a, `UPDATE pgbench_accounts SET abalance = abalance + ${d} WHERE aid = ${aid}`);
+      if (bid !== null) add(a, `INSERT INTO pgbench_history (tid, bid, aid, delta, mtime, filler) VALUES (${tid}, ${bid}, ${aid}, ${d}, now(), 'backup-test-${d}')`);
+      add(t, `UPDATE pgbench_tellers SET tbalance = tbalance + ${d} WHERE tid = ${tid}`);
+      if (bid !== null) add(b, `UPDATE pgbench_branches SET bbalance = bbalance + ${d} WHERE bid = ${bid}`);
+      return by;
+    };
+    const names = ['s1', 's2', 's3'];
+    const prepare = async (txid: string, by: Map<number, string[]>) => {
+      const gids = [];
+      for (const [sh, sqls] of by) {
+        const gid = makeGid(zkName, 'fake', txid, names[sh]!);
+        await onPort(ports[sh]!, `BEGIN; ${sqls.join('; ')}; PREPARE TRANSACTION '${gid}'`);
+        gids.push({ shard: names[sh]!, gid });
+      }
+      return gids;
+    };
+    const finish = async (gids: { shard: string; gid: string }[], how: 'COMMIT' | 'ROLLBACK') => {
+      for (const g of gids) {
+        const p = ports[names.indexOf(g.shard)]!;
+        if ((await onPort(p, `SELECT 1 FROM pg_prepared_xacts WHERE gid = '${g.gid}'`)).rows.length) await onPort(p, `${how} PREPARED '${g.gid}'`);
+      }
+    };
+    await zk.create(layout.proxy('fake'), '{}', 'ephemeral');
+    let stopAcking = false;
+    const acker = (async () => {
+      while (!stopAcking) {
+        try {
+          const b = JSON.parse((await zk.get(`${layout.backups}/barrier`)).data.toString()) as { cutId: string };
+          await zk.mkdirp(`${layout.backups}/acks/${b.cutId}`);
+          await zk.create(`${layout.backups}/acks/${b.cutId}/fake`, '{}', 'ephemeral').catch(() => undefined);
+        } catch { /* no barrier */ }
+        await sleep(5);
+      }
+    })();
+    const decided = await prepare('zz1', await plan(4242, 3, 1, 5));
+    const undecided = await prepare('zz2', await plan(4243, 4, null, 7));
+    const split = decided.length > 1;
+    try {
+      await zk.create(`${layout.txns}/fake_zz1`, JSON.stringify({ proxy: 'fake', txid: 'zz1', gids: decided, at: Date.now() }), 'persistent');
+      if (split) await finish(decided.slice(0, 1), 'COMMIT');   // phase two done on one shard only
+      const r = await cli(['create', 'cut3', '--config', configFile, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      const m = JSON.parse(r.stdout) as Manifest;
+      assert.ok(m.decisions.some((d) => d.proxy === 'fake' && d.txid === 'zz1'), 'the decision in force is in the manifest');
+      assert.ok(m.proxies.includes('fake'));
+    } finally {
+      stopAcking = true;
+      await acker;
+      await finish(decided, 'COMMIT');
+      await finish(undecided, 'ROLLBACK');
+      await zk.delete(`${layout.txns}/fake_zz1`, -1).catch(() => undefined);
+      await zk.delete(layout.proxy('fake'), -1).catch(() => undefined);
+      await zk.close();
+    }
+    const rports = await freePorts(3);
+    const target = path.join(dir, 'restored3');
+    const r = await cli(['restore', 'cut3', '--config', configFile, '--dir', target, '--ports', rports.join(','), '--cluster', `${zkName}_r3`, '--json']);
+    for (const s2 of names) restoredDirs.push(path.join(target, s2));
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const res = JSON.parse(r.stdout) as { settled: { gid: string; action: string }[] };
+    for (const g of decided.slice(split ? 1 : 0)) assert.ok(res.settled.some((x) => x.gid === g.gid && x.action === 'commit'), `${g.gid} committed by restore`);
+    for (const g of undecided) assert.ok(res.settled.some((x) => x.gid === g.gid && x.action === 'rollback'), `${g.gid} rolled back by restore`);
+    const t = await totals(rports);
+    assert.equal(new Set(t.slice(0, 4)).size, 1, `restored sums differ: ${t.join(', ')}`);
+    assert.equal(t[5], 0);
+    const mine = await Promise.all(rports.map((p) => onPort(p, "SELECT count(*)::int AS n FROM pgbench_history WHERE filler = 'backup-test-5'")));
+    assert.equal(mine.reduce((x, q) => x + Number(q.rows[0].n), 0), 1, 'the decided transaction is in the restored cluster');
   });
 });
