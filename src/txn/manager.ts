@@ -362,11 +362,14 @@ export class TxnManager implements TransactionHooks, RecoveryHost {
       if (entered) {
         info.state = 'held by backup cut';
         const held = await entered;
-        if (held) {
+        // Held for a while: the locks and the session must still be ours, as checked above.
+        const veto3 = held ? null : t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
+        if (held || veto3) {
+          if (veto3) { gate!.leave(); t.doomed ??= veto3; }
           this.stats.aborts2pc++;
           info.state = 'rolling back';
           await this.rollbackAll(session, links, prepared, gids);
-          throw held;
+          throw held ?? this.doomedError(veto3!);
         }
       }
       // The decision (commit point).
