@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up shared by `npm run demo`, `npm test` and `npm run bench`:
 # installs the Debian packages pgring runs against (PostgreSQL 15, ZooKeeper,
-# PgBouncer), the npm dependencies, and builds the TypeScript.
+# PgBouncer, pgBackRest), the npm dependencies, and builds the TypeScript.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,7 @@ command -v pgbench >/dev/null 2>&1 || need+=(postgresql-client-15 postgresql-con
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 [ -f /usr/share/java/slf4j-simple.jar ] || need+=(libslf4j-java)
 command -v pgbouncer >/dev/null 2>&1 || need+=(pgbouncer)
+command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)   # backups and WAL archiving (pgring backup)
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)   # test certificates for TLS
 command -v ss >/dev/null 2>&1 || need+=(iproute2)       # fault tests: which process owns a relayed connection

@@ -9,6 +9,7 @@ import type { Proxy } from '../proxy';
 import { pauseCommand, resumeCommand } from './pause-command';
 import { reloadCommand } from './reload-command';
 import { showBackends } from './show-backends';
+import { showBackups } from './show-backups';
 import { showClients } from './show-clients';
 import { showConfig } from './show-config';
 import { showHelp } from './show-help';
@@ -25,7 +26,7 @@ import type { AdminCommand } from './types';
 
 export const COMMANDS: readonly AdminCommand[] = [
   showHelp, showShards, showBackends, showRing, showTables, showPools, showStats, showClients, showServers,
-  showLocks, showTransactions, showConfig, showVersion, reloadCommand, pauseCommand, resumeCommand,
+  showLocks, showTransactions, showBackups, showConfig, showVersion, reloadCommand, pauseCommand, resumeCommand,
 ];
 
 const BY_NAME = new Map(COMMANDS.map((c) => [c.name, c]));

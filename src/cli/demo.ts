@@ -41,8 +41,9 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
   fs.mkdirSync(dir, { recursive: true });
   chownPostgres(dir);
   const pgPorts = opts.pgPorts ?? [5433, 5434, 5435];
+  // WAL archiving into a pgBackRest repository under <dir>/pgbackrest: `pgring backup init` works as is.
   const certs = makeLocalCerts(path.join(dir, 'tls'), 'pgring demo');
-  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, ssl: certs });
+  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, ssl: certs, archive: true });
   let proxy: Proxy | null = null;
   let stopping = false;
   const stop = async (code: number) => {
@@ -79,6 +80,8 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       `  psql -h 127.0.0.1 -p ${port} -U postgres pgring`,
       'Try pgbench through the ring:',
       `  pgbench -h 127.0.0.1 -p ${port} -U postgres -i -s 3 postgres && pgbench -h 127.0.0.1 -p ${port} -U postgres -c 8 -T 10 postgres`,
+      'Backups (WAL is archived with pgBackRest into ' + path.join(dir, 'pgbackrest') + '):',
+      `  pgring backup init --config ${file} && pgring backup create b1 --config ${file} && pgring backup list --config ${file}`,
       '',
       'Ctrl-C stops everything.',
     ].join('\n'));

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The pgring command line (yargs): proxy, agent, ring, table, shard, demo.
+// The pgring command line (yargs): proxy, agent, ring, table, shard, backup, demo.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import * as os from 'node:os';
@@ -56,6 +56,22 @@ async function main(): Promise<void> {
     async (argv) => {
       const { tableCommand } = await import('./table-commands');
       await tableCommand({ ...argv, action: argv.action!, ackTimeout: argv['ack-timeout'] });
+    })
+    .command('backup <action> [name]', 'consistent backups of the whole cluster with pgBackRest: init | create NAME | list | restore NAME', (y) => y
+      .positional('action', { choices: ['init', 'create', 'list', 'restore'] as const, describe: 'init: stanzas + full base backups; create: a consistent cut; list; restore: to a cut, as a new cluster' })
+      .positional('name', { type: 'string', describe: 'backup name (create, restore)' })
+      .option('config', { alias: 'c', type: 'string', describe: 'proxy.json (zookeeper section; its backup.maxPauseMs and sharding are used)' })
+      .option('zk', { type: 'string', describe: 'ZooKeeper connect string (overrides the config)' })
+      .option('cluster', { type: 'string', describe: 'cluster name; for restore: the NEW cluster name (default <cluster>-<name>)' })
+      .option('from', { type: 'string', describe: 'restore: the cluster the backup belongs to (default: the config\'s, else found by name)' })
+      .option('base', { type: 'boolean', default: false, describe: 'create: take new full base backups first' })
+      .option('max-pause-ms', { type: 'number', describe: 'create: overrides backup.maxPauseMs' })
+      .option('dir', { type: 'string', describe: 'restore: target directory (D/<shard> must not exist)' })
+      .option('ports', { type: 'string', describe: 'restore: ports of the restored shards, comma-separated, in shard order' })
+      .option('json', { type: 'boolean', default: false, describe: 'print the result as JSON' }),
+    async (argv) => {
+      const { runBackup } = await import('./backup-commands');
+      await runBackup({ ...argv, action: argv.action! });
     })
     .command('agent', 'health-check one PostgreSQL server and keep its liveness znode in ZooKeeper', (y) => y
       .option('config', { alias: 'c', type: 'string' })

@@ -13,6 +13,7 @@
 //   controller/                         leader latch (ephemeral sequential children)
 //   locks/                              write locks (built elsewhere)
 //   txns/                               two-phase-commit decisions (built elsewhere)
+//   backups/                            consistent cuts: barrier, acks, manifests (src/cluster/backups.ts)
 import type { Zk } from './zk';
 
 export const DEFAULT_ROOT = '/pgring';
@@ -69,6 +70,7 @@ export class Layout {
   get controller(): string { return `${this.base}/controller`; }
   get locks(): string { return `${this.base}/locks`; }
   get txns(): string { return `${this.base}/txns`; }
+  get backups(): string { return `${this.base}/backups`; }
 
   /** The persistent directories every other module expects. */
   dirs(): string[] {

@@ -512,17 +512,23 @@ export class ZkLockService extends EventEmitter {
   /** Deletes a node, retrying until it is gone or the session that owned it is. */
   private async deleteNode(path: string, sessionId: string): Promise<void> {
     for (;;) {
-      const zk = this.session.handle();
-      if (!zk || zk.dead || zk.sessionId !== sessionId) return;   // the session's ephemerals are gone
+      let zk = this.session.handle();
+      if (this.session.state === 'closed') return;
+      if (!zk || zk.dead) {
+        // The session is being replaced. Its ephemerals go when ZooKeeper expires it, but a close
+        // that could not reach the ensemble leaves them until then: delete from the next session.
+        try { zk = await this.session.waitConnected(30000); } catch { return; }
+      }
       try {
         await zk.delete(path, -1);
         return;
       } catch (e) {
-        if (isZkError(e, 'NONODE', 'SESSIONEXPIRED')) return;
+        if (isZkError(e, 'NONODE')) return;
+        if (isZkError(e, 'SESSIONEXPIRED') && this.session.handle() === zk) continue;
         if (!isZkError(e, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT')) {
           this.logger?.warn({ path, err: (e as Error).message }, 'lock node delete failed; retrying');
         }
-        if (this.session.state === 'closed') return;
+        if ((this.session.state as string) === 'closed') return;
         try { await this.session.waitConnected(5000); } catch { /* loop checks the session */ }
         await new Promise((r) => setTimeout(r, 50));
       }
@@ -584,10 +590,12 @@ export class ZkLockService extends EventEmitter {
           if (!c.startsWith(`${this.proxyPart}-`) || path === b?.node) continue;
           const st = await zk.exists(path);
           if (!st || st.ephemeralOwner === zk.sessionId) continue;   // (a node of the new session)
-          await zk.delete(path, -1).catch(() => undefined);
+          await zk.delete(path, -1).catch((e) => { if (!isZkError(e, 'NONODE')) throw e; });
           this.debug({ bucket: n, node: c }, 'deleted a lock node of our lost session');
         }
-      } catch { /* the bucket is gone or the session dropped again: expiry cleans up */ }
+      } catch {
+        this.orphans.add(n);   // cut off again: tried again at the next connection
+      }
     }
   }
 

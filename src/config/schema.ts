@@ -176,6 +176,15 @@ export const configSchema = {
       },
       default: {},
     },
+    backup: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        // the longest `backup create` may hold new two-phase-commit decisions; a proxy that has
+        // not acknowledged the barrier by then aborts the cut
+        maxPauseMs: { type: 'integer', minimum: 10, maximum: 600000, default: 2000 },
+      },
+      default: {},
+    },
     health: {
       type: 'object', additionalProperties: false,
       properties: {

@@ -41,6 +41,7 @@ export interface Config {
   };
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
+  backup: { maxPauseMs: number };
   shutdownGraceMs: number;
   maxClientConnections: number;
   authTimeoutMs: number;

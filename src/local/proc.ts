@@ -16,7 +16,9 @@ export function pgBin(name: string): string {
 // The native ZooKeeper client does not mark its sockets close-on-exec: a server
 // started while a ZooKeeper handle is open would inherit (and keep) them. Every
 // child starts through this wrapper, which closes inherited descriptors first.
-const CLOSE_FDS = 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi; done 2>/dev/null; exec "$@"';
+// (No `2>/dev/null` on the loop: bash keeps a copy of stderr on a high fd for that redirection,
+// the loop closed that copy too, and the child then ran with stderr closed.)
+const CLOSE_FDS = 'for f in /proc/$$/fd/*; do n=${f##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi; done; exec "$@"';
 export function cleanSpawnArgs(cmd: string, args: string[]): [string, string[]] {
   return ['bash', ['-c', CLOSE_FDS, 'pgring-spawn', cmd, ...args]];
 }

@@ -62,6 +62,7 @@ import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from '
 import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-limit';
 import { DeadlockDetector, DetectableTxn, DetectorHost } from './deadlock-detector';
 import type { TxMetrics } from '../metrics';
+import { BackupGate } from './backup-gate';
 
 /**
  * The lock bucket of a key: PostgreSQL's hash of the key (seed 0, as the ring hashes it;
@@ -173,6 +174,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   private readonly active = new Map<string, { state: string; shards: string[]; since: number }>();
   needsSweep = false;
   private stopped = false;
+  /** Holds new decisions while a backup cut is taken (src/txn/backup-gate.ts). */
+  backupGate: BackupGate | null = null;
   readonly stats = { commits2pc: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0, lockWaits: 0, lockWaitUs: 0, commitUs: 0, decisionUs: 0 };
 
   constructor(readonly ctx: ProxyContext, readonly log: Logger) {}
@@ -197,6 +200,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
       this.detector = new DeadlockDetector(session, layout, proxyId, this, this.ctx.config, this.ctx.topology, this.log);
       this.detector.start();
     }
+    this.backupGate = new BackupGate(session, layout, proxyId, this.log);
+    this.backupGate.start();
     this.started = true;
     const w = this.readyWaiters; this.readyWaiters = [];
     for (const f of w) f();
@@ -204,6 +209,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.backupGate?.stop();
     if (process.env.PGRING_TXN_STATS) console.error('pgring txn stats', JSON.stringify({ ...this.stats, locks: this.locks?.stats }));
     await this.detector?.stop();
     await this.locks?.close();
@@ -550,11 +556,28 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         await this.rollbackAll(session, links, prepared, gids);
         throw this.doomedError(veto2);
       }
+      // A backup cut in progress holds new decisions (bounded); past the bound: roll back.
+      const gate = this.backupGate;
+      const entered = gate?.enter(zk0) ?? null;
+      if (entered) {
+        info.state = 'held by backup cut';
+        const held = await entered;
+        // Held for a while: the locks and the session must still be ours, as checked above.
+        const veto3 = held ? null : t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
+        if (held || veto3) {
+          if (veto3) { gate!.leave(); t.doomed ??= veto3; }
+          this.stats.aborts2pc++;
+          info.state = 'rolling back';
+          await this.rollbackAll(session, links, prepared, gids);
+          throw held ?? this.doomedError(veto3!);
+        }
+      }
       // The decision (commit point).
       info.state = 'deciding';
       const rec: DecisionRecord = { proxy: this.proxyId, txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })), at: Date.now() };
       const td = process.hrtime.bigint();
-      const decided = await this.recordDecision(zk0, rec);
+      let decided: 'yes' | 'no' | 'unknown';
+      try { decided = await this.recordDecision(zk0, rec); } finally { gate?.leave(); }
       this.stats.decisionUs += Number(process.hrtime.bigint() - td) / 1000;
       if (decided === 'unknown') {
         // Neither we nor the client can know now: recovery finishes it by the record.

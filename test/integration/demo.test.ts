@@ -14,7 +14,20 @@ import { psqlAt } from '../helpers/env';
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-demo-test-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+let round = 0;
+
+function runCli(args: string[]): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [path.resolve(__dirname, '../../src/cli/main.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (d) => { out += d; });
+    c.stderr.on('data', (d) => { out += d; });
+    c.once('close', (code) => resolve({ code, out }));
+  });
+}
+
 async function runDemoOnce(ports: number[]): Promise<void> {
+  round++;
   const [proxyPort, zkPort, metricsPort, ...pgPorts] = ports;
   const main = path.resolve(__dirname, '../../src/cli/main.js');
   const child = spawn(process.execPath, [main, 'demo', '--dir', dir, '--port', String(proxyPort), '--zk-port', String(zkPort), '--metrics-port', String(metricsPort), '--pg-ports', pgPorts.join(',')], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -45,6 +58,13 @@ async function runDemoOnce(ports: number[]): Promise<void> {
     const ssl = psqlAt(pgPorts[0]!, "SELECT count(*) FILTER (WHERE NOT s.ssl) || ' ' || count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND a.application_name <> 'pgring-recovery'").trim().split(' ').map(Number);
     assert.equal(ssl[0], 0, 'no plain connection from pgring');
     assert.ok(ssl[1]! > 0, 'pgring has connections to the shard');
+    // WAL is archived with pgBackRest: backups work on the demo as it is.
+    const cfg = path.join(dir, 'proxy.json');
+    const binit = round === 1 ? await runCli(['backup', 'init', '--config', cfg]) : { code: 0, out: '' };
+    assert.equal(binit.code, 0, binit.out);
+    const create = await runCli(['backup', 'create', `demo${round}`, '--config', cfg]);
+    assert.equal(create.code, 0, create.out);
+    assert.match(create.out, new RegExp(`backup "demo${round}" of cluster "demo"`));
   } finally {
     child.kill('SIGTERM');
   }
