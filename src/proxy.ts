@@ -105,6 +105,8 @@ export class Proxy {
         onRing: (ring, shards) => this.applyRing(ring, shards),
         onMembership: (all) => this.ctx.topology.applyMembership(all),
         onLocalHealth: (shard, host, port, healthy, error) => this.ctx.topology.setLocalHealth(shard, host, port, healthy, error),
+        onLocalBeat: (rec) => this.ctx.topology.applyLocalBeat(rec.shard, rec),
+        onShardPrimary: (p) => this.ctx.topology.applyShardPrimary(p.shard, p),
       }, () => this.port);
       this.txn = new TxnManager(this.ctx, this.log);
       this.ctx.tx = this.txn;

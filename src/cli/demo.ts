@@ -8,7 +8,7 @@ import { chownPostgres } from '../local/proc';
 import { parseConfig } from '../config/load';
 import { Proxy } from '../proxy';
 
-export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number): Record<string, unknown> {
+export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number, replicaPorts: number[][] = []): Record<string, unknown> {
   return {
     listen: { host: '127.0.0.1', port: proxyPort },
     metrics: { host: '127.0.0.1', port: metricsPort },
@@ -16,7 +16,10 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
     zookeeper: { connect: zk, cluster: 'demo', sessionTimeoutMs: 10000 },
     pool: { mode: 'transaction', maxSize: 20 },
     users: [{ name: 'postgres', auth: 'trust', admin: true }],
-    shards: pgPorts.map((port, i) => ({ name: `s${i + 1}`, backends: [{ host: '127.0.0.1', port, role: 'primary' }] })),
+    shards: pgPorts.map((port, i) => ({
+      name: `s${i + 1}`,
+      backends: [{ host: '127.0.0.1', port, role: 'primary' }, ...(replicaPorts[i] ?? []).map((p) => ({ host: '127.0.0.1', port: p, role: 'replica' }))],
+    })),
     sharding: {
       tables: [
         { name: 'pgbench_accounts', column: 'aid', type: 'integer', columns: ['aid', 'bid', 'abalance', 'filler'] },
@@ -29,11 +32,20 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
   };
 }
 
-export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number } = {}): Promise<void> {
+export interface DemoOptions { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number }
+
+/** Replica ports per shard: base, base+1, ... shard by shard (5443, 5444, 5445 for 3 shards x 1). */
+export function demoReplicaPorts(shards: number, per: number, base: number): number[][] {
+  return Array.from({ length: shards }, (_, i) => Array.from({ length: per }, (_, r) => base + i * per + r));
+}
+
+export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   chownPostgres(dir);
   const pgPorts = opts.pgPorts ?? [5433, 5434, 5435];
-  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts });
+  const per = opts.replicas ?? 0;
+  const replicaPorts = demoReplicaPorts(pgPorts.length, per, opts.replicaBasePort ?? 5443);
+  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, replicas: per, replicaPorts: replicaPorts.flat() });
   let proxy: Proxy | null = null;
   let stopping = false;
   const stop = async (code: number) => {
@@ -46,10 +58,10 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
   };
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
-  console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards in ${dir}`);
+  console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards${per ? ` with ${per} synchronous streaming replica(s) each` : ''} in ${dir}`);
   try {
     const info = await cluster.start();
-    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930);
+    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, replicaPorts);
     const file = path.join(dir, 'proxy.json');
     fs.writeFileSync(file, JSON.stringify(raw, null, 2));
     proxy = new Proxy({ config: parseConfig(raw, file) });
@@ -59,7 +71,8 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       '',
       'pgring demo is running:',
       `  ZooKeeper   127.0.0.1:${info.zkPort}`,
-      ...info.pg.map((p) => `  shard ${p.name}    127.0.0.1:${p.port}`),
+      ...info.pg.map((p) => `  shard ${p.name}    127.0.0.1:${p.port}${per ? '   (primary)' : ''}`),
+      ...(info.replicas ?? []).map((r) => `  replica ${r.shard}  127.0.0.1:${r.port}   (streaming, synchronous)`),
       `  pgring      127.0.0.1:${port}   (config: ${file})`,
       '',
       'Connect with:',
@@ -69,6 +82,7 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       'Try pgbench through the ring:',
       `  pgbench -h 127.0.0.1 -p ${port} -U postgres -i -s 3 postgres && pgbench -h 127.0.0.1 -p ${port} -U postgres -c 8 -T 10 postgres`,
       '',
+      ...(per ? ['Reads from the replicas (per session; or "reads" in the config, or /* pgring: reads=replica */):', `  PGOPTIONS='-c pgring.reads=replica' pgbench -h 127.0.0.1 -p ${port} -U postgres -S -c 8 -T 10 postgres`, 'Replay lag and roles:', `  psql -h 127.0.0.1 -p ${port} -U postgres pgring -c 'SHOW BACKENDS'`, ''] : []),
       'Ctrl-C stops everything.',
     ].join('\n'));
   } catch (e) {

@@ -10,6 +10,8 @@ import { BackendHeartbeat } from './heartbeat';
 import { EphemeralNode, getShard, listShards, MembershipWatcher, ProxyRecord, putShard, registerProxy } from './registry';
 import { initRing, RingDocument, RingWatcher } from './ring-store';
 import { ZkSession } from './session';
+import { ShardPrimaryRecord, ShardRecordWatcher } from './shard-watch';
+import type { BackendRecord } from './registry';
 
 export interface CoordinatorHooks {
   onRing(ring: RingDocument, shards: ShardConfig[]): void;
@@ -17,6 +19,10 @@ export interface CoordinatorHooks {
   /** Result of this proxy's own check of a backend: trusted over ZooKeeper's view, which
    *  goes blank while our own session is being re-established. */
   onLocalHealth?(shard: string, host: string, port: number, healthy: boolean, error?: string): void;
+  /** Every record of this proxy's own checks (role, WAL position, replay lag). */
+  onLocalBeat?(rec: BackendRecord): void;
+  /** A shard record's epoch or primary changed (failover, switchover): fence at once. */
+  onShardPrimary?(p: ShardPrimaryRecord): void;
 }
 
 export function ringDocFromConfig(cfg: Config): Omit<RingDocument, 'version'> {
@@ -28,6 +34,7 @@ export class Coordinator {
   layout: Layout;
   ringWatcher!: RingWatcher;
   membership!: MembershipWatcher;
+  shardWatcher!: ShardRecordWatcher;
   heartbeats: BackendHeartbeat[] = [];
   proxyNode: EphemeralNode<ProxyRecord> | null = null;
   readonly id: string;
@@ -45,9 +52,12 @@ export class Coordinator {
     this.session.on('state', (s: string) => this.log.info({ zk: s }, `ZooKeeper session ${s}`));
     await this.session.start(30000);
     await ensureLayout(await this.session.waitConnected(), this.layout);
-    // Shards of the config are published (persistent); an existing record keeps its weight.
+    // Shards of the config are published (persistent); an existing record keeps its failover
+    // fields (epoch, primary): the config only seeds what the controller has not changed.
     for (const s of this.config.shards) {
-      await putShard(this.session, this.layout, { name: s.name, weight: s.weight, backends: s.backends });
+      const old = await getShard(this.session, this.layout, s.name);
+      const keep = old && typeof old.epoch === 'number' ? { epoch: old.epoch, primary: old.primary ?? null } : {};
+      await putShard(this.session, this.layout, { name: s.name, weight: s.weight, backends: s.backends, ...keep });
     }
     if (this.config.shards.length) await initRing(this.session, this.layout, ringDocFromConfig(this.config));
     // Heartbeats for our own backends (the agent's job when pgring runs one per server).
@@ -62,6 +72,7 @@ export class Coordinator {
             this.log.warn({ shard: s.name, backend: `${b.host}:${b.port}`, error: r?.error }, 'backend down');
             this.hooks.onLocalHealth?.(s.name, b.host, b.port, false, r?.error);
           });
+          hb.on('beat', (r: BackendRecord) => this.hooks.onLocalBeat?.(r));
           hb.on('up', () => {
             this.log.info({ shard: s.name, backend: `${b.host}:${b.port}` }, 'backend up');
             this.hooks.onLocalHealth?.(s.name, b.host, b.port, true);
@@ -74,6 +85,12 @@ export class Coordinator {
     this.membership = new MembershipWatcher(this.session, this.layout, { logger });
     this.membership.on('change', () => this.hooks.onMembership(this.membership.all()));
     await this.membership.start();
+    this.shardWatcher = new ShardRecordWatcher(this.session, this.layout, { logger });
+    this.shardWatcher.on('primary', (p: ShardPrimaryRecord) => {
+      this.log.warn({ shard: p.shard, epoch: p.epoch, primary: p.primary }, 'shard primary changed (fencing epoch)');
+      this.hooks.onShardPrimary?.(p);
+    });
+    await this.shardWatcher.start();
     this.ringWatcher = new RingWatcher(this.session, this.layout, { logger });
     this.ringWatcher.on('ring', (ring: RingDocument) => { void this.applyRing(ring); });
     await this.ringWatcher.start();
@@ -81,6 +98,7 @@ export class Coordinator {
     if (!cur) throw new Error(`no ring in ZooKeeper for cluster "${this.config.zookeeper!.cluster}": run \`pgring ring init\` or start a proxy whose config lists the shards`);
     await this.applyRing(cur);
     this.hooks.onMembership(this.membership.all());
+    for (const p of this.shardWatcher.current.values()) this.hooks.onShardPrimary?.(p);
     this.proxyNode = await registerProxy(this.session, this.layout, { id: this.id, host: this.config.listen.host, port: this.listenPort(), pid: process.pid, startedAt: Date.now() });
   }
 
@@ -103,6 +121,7 @@ export class Coordinator {
   async stop(): Promise<void> {
     this.ringWatcher?.stop();
     this.membership?.stop();
+    this.shardWatcher?.stop();
     for (const h of this.heartbeats) await h.stop();
     this.heartbeats = [];
     await this.proxyNode?.stop();

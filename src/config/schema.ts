@@ -151,6 +151,22 @@ export const configSchema = {
       },
       default: {},
     },
+    // Replicas (docs/ARCHITECTURE.md "Replicas and failover").
+    reads: { enum: ['primary', 'replica', 'any'], default: 'primary' },
+    replicaMaxLagBytes: { type: 'integer', minimum: 0, default: 16777216 },
+    replicaMaxLagMs: { type: 'integer', minimum: 0, default: 5000 },
+    readYourWrites: { type: 'boolean', default: true },
+    failover: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        // off by default: a shard fails over only where the operator set up replicas for it
+        enabled: { type: 'boolean', default: false },
+        graceMs: { type: 'integer', minimum: 0, default: 5000 },
+        // writes to a shard that is failing over wait this long (0: 57P03 at once)
+        holdWritesMs: { type: 'integer', minimum: 0, default: 0 },
+      },
+      default: {},
+    },
     shutdownGraceMs: { type: 'integer', minimum: 0, default: 30000 },
     // a client that has not completed authentication by then is disconnected (PostgreSQL's
     // authentication_timeout)

@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { LocalPostgres } from './postgres';
 import { LocalZooKeeper } from './zookeeper';
+import { createReplica, makeReplicasSynchronous } from './replica';
 import { chownPostgres, freePorts } from './proc';
 
 export interface LocalClusterOptions {
@@ -11,6 +12,10 @@ export interface LocalClusterOptions {
   zkPort?: number;        // default: a free port
   pgPorts?: number[];     // default: `shards` free ports
   shards?: number;
+  /** streaming replicas per shard (pg_basebackup, synchronous); default 0 */
+  replicas?: number;
+  /** ports of the replicas, shard by shard (default: free ports) */
+  replicaPorts?: number[];
 }
 
 export interface ClusterInfo {
@@ -18,11 +23,15 @@ export interface ClusterInfo {
   zk: string;                  // connect string
   zkPort: number;
   pg: { name: string; port: number; dir: string }[];
+  /** streaming replicas: shard name, port, data directory */
+  replicas?: { shard: string; port: number; dir: string }[];
 }
 
 export class LocalCluster {
   zk!: LocalZooKeeper;
   pgs: LocalPostgres[] = [];
+  /** replicas[i]: the replicas of shard i */
+  replicas: LocalPostgres[][] = [];
   constructor(readonly opts: LocalClusterOptions) {}
 
   async start(): Promise<ClusterInfo> {
@@ -32,12 +41,27 @@ export class LocalCluster {
     const ports = this.opts.pgPorts ?? await freePorts(n);
     const zkPort = this.opts.zkPort ?? (await freePorts(1))[0]!;
     this.zk = new LocalZooKeeper({ dir: path.join(this.opts.dir, 'zookeeper'), port: zkPort });
-    this.pgs = ports.map((port, i) => new LocalPostgres({ dir: path.join(this.opts.dir, `pg${i + 1}`), port }));
+    const per = this.opts.replicas ?? 0;
+    this.pgs = ports.map((port, i) => new LocalPostgres({ dir: path.join(this.opts.dir, `pg${i + 1}`), port, replication: per > 0 }));
     const zkStarted = this.zk.start();
     // pg_ctl -w blocks synchronously; start them one after the other while ZooKeeper boots.
     for (const pg of this.pgs) { if (pg.running()) pg.stop('immediate'); pg.start(); }
+    if (per > 0) await this.startReplicas(per);
     await zkStarted;
     return this.info();
+  }
+
+  private async startReplicas(per: number): Promise<void> {
+    const ports = this.opts.replicaPorts ?? await freePorts(per * this.pgs.length);
+    this.replicas = this.pgs.map((pg, i) => {
+      const shard = `s${i + 1}`;
+      const list: LocalPostgres[] = [];
+      for (let r = 0; r < per; r++) {
+        list.push(createReplica(pg, { dir: path.join(this.opts.dir, `pg${i + 1}-replica${r + 1}`), port: ports[i * per + r]!, shard }));
+      }
+      makeReplicasSynchronous(pg, shard, list);
+      return list;
+    });
   }
 
   info(): ClusterInfo {
@@ -46,10 +70,13 @@ export class LocalCluster {
       zk: this.zk.connectString,
       zkPort: this.zk.port,
       pg: this.pgs.map((pg, i) => ({ name: `s${i + 1}`, port: pg.port, dir: pg.opts.dir })),
+      replicas: this.replicas.flatMap((list, i) => list.map((r) => ({ shard: `s${i + 1}`, port: r.port, dir: r.opts.dir }))),
     };
   }
 
   async stop(): Promise<void> {
+    // Replicas first: a primary waiting for its synchronous standby would not stop 'fast'.
+    for (const list of this.replicas) for (const r of list) r.stop('fast');
     for (const pg of this.pgs) pg.stop('fast');
     await this.zk?.stop();
   }
