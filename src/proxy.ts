@@ -15,6 +15,7 @@ import { createLogger, Logger } from './log';
 import { Coordinator, ringDocFromConfig } from './cluster/coordinator';
 import { TxnManager } from './txn/manager';
 import { Recovery } from './txn/recovery';
+import { FailoverController } from './cluster/failover';
 import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
@@ -40,6 +41,8 @@ export class Proxy {
   /** Locks and two-phase commit (with ZooKeeper), and recovery of in-doubt transactions. */
   txn: TxnManager | null = null;
   recovery: Recovery | null = null;
+  /** Failover and switchover of shard primaries (advanced only while this proxy is the controller). */
+  failover: FailoverController | null = null;
   readonly startedAt = Date.now();
   ring: Ring;
   /** Admin console, metrics, PAUSE/RESUME, reload (src/admin). */
@@ -125,10 +128,25 @@ export class Proxy {
         this.txn!.start(c.session, c.layout, c.id);
         this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
         await this.recovery.start();
+        this.failover = this.startFailover();
       } catch (e) { await this.stop(); throw e; }
     }
     try { await this.ops.start(); } catch (e) { await this.stop(); throw e; }
     this.log.info({ host: this.config.listen.host, port: this.port, shards: this.ctx.topology.shards.map((s) => s.name), ring: this.ring.version }, 'pgring listening');
+  }
+
+  private startFailover(): FailoverController {
+    const c = this.coordinator!;
+    const t = this.ctx.topology;
+    const f = new FailoverController({
+      session: c.session, layout: c.layout, id: c.id, config: this.config, log: this.log,
+      isLeader: () => this.recovery?.isLeader ?? false,
+      shards: () => t.shards.map((s, i) => ({ name: s.name, backends: (t.backends[i] ?? []).map((b) => ({ addr: `${b.host}:${b.port}`, role: b.role })) })),
+      members: () => c.membership.all(),
+      recover: (target) => this.recovery!.runPass('all', target),
+    });
+    f.start();
+    return f;
   }
 
   private accept(socket: net.Socket): void {
@@ -147,6 +165,7 @@ export class Proxy {
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
     await this.ops.stop();
+    this.failover?.stop();
     await this.recovery?.stop().catch(() => undefined);
     await this.txn?.stop().catch(() => undefined);
     await this.coordinator?.stop().catch(() => undefined);

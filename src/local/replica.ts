@@ -7,17 +7,7 @@ import * as path from 'node:path';
 import { LocalPostgres } from './postgres';
 import { chownPostgres, pgBin, runAsPostgres } from './proc';
 
-/** A replication slot / application_name for a replica on `port` (a valid identifier). */
-export function replicaName(shard: string, port: number): string {
-  return `pgring_${shard.replace(/[^A-Za-z0-9_]/g, '_').toLowerCase()}_${port}`;
-}
-
-/** synchronous_standby_names for these replicas: one must confirm every commit. */
-export function syncStandbyNames(names: string[]): string {
-  if (names.length === 0) return '';
-  const q = names.map((n) => `"${n}"`).join(', ');
-  return names.length === 1 ? `FIRST 1 (${q})` : `ANY 1 (${q})`;
-}
+import { replicaSlotName as replicaName, syncStandbyNames } from '../cluster/failover-plan';
 
 /**
  * Makes (or restarts) a streaming replica of `primary` in `dir` on `port`. The primary must run
