@@ -56,6 +56,28 @@ async function main(): Promise<void> {
       const { runAgent } = await import('./cluster-commands');
       await runAgent(argv);
     })
+    .command('shard <action> <name>', 'primary of a shard: switchover (planned), rejoin (a former primary as a replica, pg_rewind), failover-status', (y) => y
+      .positional('action', { choices: ['switchover', 'rejoin', 'failover-status'] as const })
+      .positional('name', { type: 'string', demandOption: true, describe: 'shard name' })
+      .option('config', { alias: 'c', type: 'string' })
+      .option('zk', { type: 'string' })
+      .option('cluster', { type: 'string' })
+      .option('to', { type: 'string', describe: 'switchover: the replica (HOST:PORT) to promote' })
+      .option('timeout', { type: 'number', default: 120000, describe: 'switchover: ms to wait for the controller' })
+      .option('host', { type: 'string', default: '127.0.0.1', describe: 'rejoin: the former primary' })
+      .option('port', { type: 'number', describe: 'rejoin: the former primary' })
+      .option('data-dir', { type: 'string', describe: 'rejoin: its data directory (pg_rewind runs on it)' })
+      .option('log-file', { type: 'string', describe: 'rejoin: server log (default: postgres.log beside the data directory)' }),
+    async (argv) => {
+      const c = await import('./shard-commands');
+      const a = { ...argv, name: String(argv.name) };
+      if (argv.action === 'switchover') await c.switchover(a);
+      else if (argv.action === 'failover-status') await c.failoverStatus(a);
+      else {
+        if (!argv.port || !argv['data-dir']) throw new Error('rejoin needs --port and --data-dir');
+        await c.rejoin({ ...a, port: argv.port, dataDir: argv['data-dir'], logFile: argv['log-file'] });
+      }
+    })
     .demandCommand(1)
     .strict()
     .help()

@@ -37,6 +37,7 @@ import { Route, routeShards, shardByName, ShardMap, shardsForKeys } from './rout
 import { PinReason, SessionState } from './session-state';
 import { clientRowDescription, Group, GroupMode } from './group';
 import { CopySplitter } from './copy';
+import * as reads from './read-routing';
 
 /** What a client session needs from the running proxy. */
 export interface ProxyContext {
@@ -132,15 +133,15 @@ function isTxControl(p: Plan): boolean {
   return p.command === 'begin' || p.command === 'commit' || p.command === 'rollback';
 }
 
-/** A plain SELECT (no locking clause, no write): what a replica may answer. */
-function isPlainRead(p: Plan): boolean { return p.command === 'select' && !p.write; }
+/** A plain SELECT (no locking clause, no write): what a replica may answer (and the hint's reads=). */
+const isPlainRead = reads.planReadUse;
 
 export class ClientSession implements ServerOwner {
   pid = nextPid++;
   readonly secret = randomInt(0x7fffffff);
   /** The statement being linked only reads (a plain SELECT): a shard without a live primary
    *  may serve it from a live replica. Set where a statement's plan is known, before linking. */
-  private readOnlyUse = false;
+  private readOnlyUse: reads.ReadUse = false;
   readonly connectedAt = Date.now();
   phase: 'startup' | 'auth' | 'ready' | 'closed' = 'startup';
   user = '';
@@ -356,6 +357,7 @@ export class ClientSession implements ServerOwner {
     this.applicationName = params.get('application_name') ?? '';
     this.startupParams = [...params].filter(([k]) => k !== 'user' && k !== 'database' && k !== 'replication');
     this.paramsKey = this.startupParams.map(([k, v]) => `${k}=${v}`).sort().join('\u0000');
+    try { reads.onStartup(this, this.startupParams); } catch (e) { this.fatal(PgError.fatal(SQLSTATE.InvalidParameterValue, (e as Error).message)); return; } // hook: read routing
     this.userConfig = this.ctx.config.users.find((u) => u.name === this.user);
     this.serverUser = this.userConfig?.serverUser ?? this.user;
     this.serverPassword = this.userConfig?.serverPassword ?? this.userConfig?.password;
@@ -861,7 +863,7 @@ export class ClientSession implements ServerOwner {
   private async link(shard: number): Promise<Link> {
     const now = this.linkNow(shard);
     if (now) return now;
-    const pool = this.ctx.topology.pool(shard, this.cred(), this.readOnlyUse);
+    const pool = this.ctx.topology.pool(shard, this.cred(), reads.readIntent(this, shard, this.readOnlyUse)); // hook: read routing
     this.waitingSince = Date.now();
     const conn = await pool.acquire(this.startupParams, this.paramsKey);
     this.waitingSince = 0;
@@ -875,7 +877,7 @@ export class ClientSession implements ServerOwner {
   private linkNow(shard: number): Link | null {
     const existing = this.links[shard];
     if (existing) return existing;
-    const pool = this.ctx.topology.poolFast(shard, this.credKey, this.credFn, this.readOnlyUse);
+    const pool = this.ctx.topology.poolFast(shard, this.credKey, this.credFn, reads.readIntent(this, shard, this.readOnlyUse)); // hook: read routing
     const conn = pool.tryAcquire(this.paramsKey);
     return conn ? this.attach(shard, pool, conn) : null;
   }
@@ -924,6 +926,7 @@ export class ClientSession implements ServerOwner {
   }
 
   private releaseLink(l: Link): void {
+    reads.onReleased(this, l.shard); // hook: read routing (read-your-writes)
     this.links[l.shard] = undefined;
     this.unitLinks.delete(l);
     l.conn.owner = null;
@@ -1064,11 +1067,12 @@ export class ClientSession implements ServerOwner {
     const v = stmt.plan.setVar;
     if (!v || !v.name.startsWith('pgring.')) return false;
     if (v.name === 'pgring.shard_key') this.routeShardKey = v.value;
+    else if (v.name === 'pgring.reads') reads.setReads(this, v.value); // hook: read routing
     else if (v.name === 'pgring.shard') {
       if (v.value !== null) shardByName(this.ctx.shards, v.value);
       this.routeShard = v.value;
     } else if (v.name === 'all') return false;
-    else throw new PgError(SQLSTATE.InvalidParameterValue, `unrecognized configuration parameter "${v.name}"`, { hint: 'pgring knows pgring.shard_key and pgring.shard' });
+    else throw new PgError(SQLSTATE.InvalidParameterValue, `unrecognized configuration parameter "${v.name}"`, { hint: 'pgring knows pgring.shard_key, pgring.shard and pgring.reads' });
     return true;
   }
 
@@ -1619,7 +1623,7 @@ export class ClientSession implements ServerOwner {
       }
       const shard = this.preferredShardFor(stmt);
       this.readOnlyUse = isPlainRead(stmt.plan);
-      if (!this.links[shard] && !stmt.plan.parseError && !this.ctx.topology.pool(shard, this.cred(), this.readOnlyUse).hasCapacity(this.paramsKey)) {
+      if (!this.links[shard] && !stmt.plan.parseError && !this.ctx.topology.pool(shard, this.cred(), this.readOnlyUse !== false).hasCapacity(this.paramsKey)) {
         // Every server connection is busy: do not make the client wait (it may hold other
         // connections through other sessions, e.g. pgbench preparing while its peers sit in
         // transactions). The Parse goes to a server together with the first Bind.
