@@ -109,7 +109,12 @@ export class Proxy {
         onMembership: (all) => this.ctx.topology.applyMembership(all),
         onLocalHealth: (shard, host, port, healthy, error) => this.ctx.topology.setLocalHealth(shard, host, port, healthy, error),
         onLocalBeat: (rec) => this.ctx.topology.applyLocalBeat(rec.shard, rec),
-        onShardPrimary: (p) => this.ctx.topology.applyShardPrimary(p.shard, p),
+        onShardPrimary: (p) => {
+          this.ctx.topology.applyShardPrimary(p.shard, p);
+          // A PREPARE whose answer the dead primary never sent may sit on the promoted replica
+          // with nobody tracking it: this proxy's own sweep settles it by its decision record.
+          if (p.primary) void this.recovery?.runPass('own');
+        },
       }, () => this.port);
       this.txn = new TxnManager(this.ctx, this.log);
       this.ctx.tx = this.txn;

@@ -45,6 +45,8 @@ export async function promote(a: Addr, cred: Cred): Promise<'promoted' | 'alread
     // A promoted server that kept default_transaction_read_only from a switchover must take writes.
     await c.query('ALTER SYSTEM RESET default_transaction_read_only');
     await c.query('SELECT pg_reload_conf()');
+    // The new timeline reaches pg_control (what pg_rewind of the old primary compares) at a checkpoint.
+    await c.query('CHECKPOINT');
     return 'promoted';
   }, 70000);
 }

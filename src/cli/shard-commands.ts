@@ -107,6 +107,9 @@ export async function rejoin(a: ShardArgs & { host: string; port: number; dataDi
     try { runAsPostgres(pgBin('pg_ctl'), ['-D', dataDir, '-m', 'fast', '-w', 'stop']); console.log('stopped the server'); } catch { /* not running */ }
     const keep = ['postgresql.conf', 'postgresql.auto.conf', 'pg_hba.conf', 'pg_ident.conf'].filter((f) => fs.existsSync(path.join(dataDir, f)))
       .map((f) => [f, fs.readFileSync(path.join(dataDir, f), 'utf8')] as const);
+    // A freshly promoted primary writes its new timeline into pg_control only at a checkpoint;
+    // without one pg_rewind sees the same timeline and rewinds nothing.
+    await admin.withServer(p, cred, (c) => c.query('CHECKPOINT'));
     const out = runAsPostgres(pgBin('pg_rewind'), ['--target-pgdata', dataDir, '--source-server', `host=${p.host} port=${p.port} user=${cred.user} dbname=postgres`]);
     console.log(out.trim() || 'pg_rewind done');
     const slot = replicaSlotName(a.name, a.port);

@@ -9,7 +9,7 @@ import { Layout } from './layout';
 import { ZkSession } from './session';
 import { decodeJson, encodeJson, isZkError, Zk } from './zk';
 import {
-  advance, chooseCandidate, FailoverState, isFinished, newFailover, replicaSlotName, ReplicaPosition,
+  advance, chooseCandidate, fail, FailoverState, isFinished, newFailover, replicaSlotName, ReplicaPosition,
   shouldFailover, splitAddr, syncStandbyNames,
 } from './failover-plan';
 
@@ -66,7 +66,7 @@ export class FailoverController {
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
   private readonly downSince = new Map<string, number>();
-  /** test hook (PGRING_TEST_FAILOVER_STALL_AFTER=<step>): stop advancing after that step, as a controller that died */
+  /** test hook (PGRING_TEST_FAILOVER_STALL_AFTER=<shard>:<step>): stop advancing after that step, as a controller that died */
   private stalled = false;
 
   constructor(readonly d: FailoverDeps, readonly opts: { intervalMs?: number } = {}) {}
@@ -134,11 +134,19 @@ export class FailoverController {
     const path = failoverPath(this.d.layout, state.shard);
     while (!isFinished(state)) {
       if (!this.d.isLeader() || !zk.connected) return;
-      const { msg, learned } = await this.step(zk, state);
+      let r: Awaited<ReturnType<FailoverController['step']>>;
+      try { r = await this.step(zk, state); } catch (e) {
+        // A switchover that cannot reach its target before anything was promoted gives the
+        // shard back to the old primary instead of leaving it without one.
+        if (state.kind !== 'switchover' || (state.step !== 'fence' && state.step !== 'choose')) throw e;
+        await this.abortSwitchover(zk, state, version, (e as Error).message);
+        return;
+      }
+      const { msg, learned } = r;
       const next = advance(state, this.d.id, Date.now(), msg, learned);
       version = (await zk.set(path, encodeJson(next), version)).version;
       this.d.log.warn({ shard: state.shard, kind: state.kind, step: state.step, epoch: state.epoch, msg }, `${state.kind}: ${state.step} done`);
-      if (process.env.PGRING_TEST_FAILOVER_STALL_AFTER === state.step) { this.stalled = true; this.stop(); return; }
+      if (process.env.PGRING_TEST_FAILOVER_STALL_AFTER === `${state.shard}:${state.step}`) { this.stalled = true; this.stop(); return; }
       state = next;
     }
   }
@@ -185,6 +193,15 @@ export class FailoverController {
       }
       default: return { msg: 'nothing to do' };
     }
+  }
+
+  private async abortSwitchover(zk: Zk, s: FailoverState, version: number, why: string): Promise<void> {
+    const old = splitAddr(s.oldPrimary);
+    await admin.withServer(old, this.cred, async (c) => { await c.query('ALTER SYSTEM RESET default_transaction_read_only'); await c.query('SELECT pg_reload_conf()'); });
+    const { rec, version: rv } = await shardRecord(zk, this.d.layout, s.shard);
+    if (rec.epoch === s.epoch) await zk.set(this.d.layout.shard(s.shard), encodeJson({ ...rec, primary: s.oldPrimary }), rv);
+    await zk.set(failoverPath(this.d.layout, s.shard), encodeJson(fail(s, this.d.id, Date.now(), `${why}; ${s.oldPrimary} is the primary again`)), version);
+    this.d.log.warn({ shard: s.shard, err: why }, 'switchover: aborted; the old primary takes writes again');
   }
 
   private async positions(addrs: string[]): Promise<ReplicaPosition[]> {
