@@ -113,7 +113,8 @@ export class Proxy {
           this.ctx.topology.applyShardPrimary(p.shard, p);
           // A PREPARE whose answer the dead primary never sent may sit on the promoted replica
           // with nobody tracking it: this proxy's own sweep settles it by its decision record.
-          if (p.primary) void this.recovery?.runPass('own');
+          // (again a little later: one still being rolled back now is in flight and skipped)
+          if (p.primary) for (const ms of [0, 5000, 15000]) setTimeout(() => void this.recovery?.runPass('own'), ms).unref();
         },
       }, () => this.port);
       this.txn = new TxnManager(this.ctx, this.log);

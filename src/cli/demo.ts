@@ -29,6 +29,8 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
       ],
     },
     locks: { mode: 'all' },
+    // with replicas: automatic failover of a shard whose primary is gone for 5 s
+    ...(replicaPorts.some((r) => r.length) ? { failover: { enabled: true, graceMs: 5000 } } : {}),
   };
 }
 

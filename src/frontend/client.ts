@@ -1382,6 +1382,7 @@ export class ClientSession implements ServerOwner {
   /** Runs one SQL string on each link (internal, swallowed); rejects with the first server error. */
   runOnLinks(links: Link[], sql: string): Promise<void> {
     return Promise.all(links.map((l) => new Promise<void>((resolve, reject) => {
+      if (l.conn.closed) { reject(new PgError(SQLSTATE.ConnectionFailure, `${sql} not sent: the connection to shard "${this.ctx.topology.shards[l.shard]?.name}" is closed`)); return; } // a dead (or fenced) server never answers
       let err: PgError | null = null;
       const p = this.push(K.InternalRows, l, false);
       p.rows = [];

@@ -35,6 +35,7 @@ const primaryOf: LocalPostgres[] = [];
 
 async function onPort(port: number, sql: string, params: unknown[] = []): Promise<pg.QueryResult> {
   const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db, connectionTimeoutMillis: 3000 });
+  c.on('error', () => undefined);
   await c.connect();
   try { return await c.query(sql, params); } finally { await c.end(); }
 }
@@ -60,10 +61,10 @@ async function totals(): Promise<number[]> {
   return out;
 }
 
-async function preparedLeft(): Promise<number> {
-  let n = 0;
-  for (const p of primaryOf) n += Number((await onPort(p.port, 'SELECT count(*) AS n FROM pg_prepared_xacts')).rows[0].n);
-  return n;
+async function preparedLeft(): Promise<string[]> {
+  const out: string[] = [];
+  for (const p of primaryOf) out.push(...(await onPort(p.port, 'SELECT gid FROM pg_prepared_xacts')).rows.map((r) => `${p.port}:${r.gid}`));
+  return out;
 }
 
 async function failoverState(shard: string): Promise<FailoverState | null> {
@@ -89,14 +90,21 @@ async function aidOn(i: number): Promise<number> {
 }
 
 /** Repeats a write to `aid` through `port` until one succeeds; ms from `t0` to that success. */
+const probeErrors: string[] = [];
 async function firstWrite(port: number, aid: number, t0: number, ms = 60000): Promise<number> {
+  probeErrors.length = 0;
   for (;;) {
     const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db, connectionTimeoutMillis: 2000 });
+    c.on('error', () => undefined);
     try {
       await c.connect();
+      await c.query('SET statement_timeout = 2000');
       await c.query('UPDATE pgbench_accounts SET abalance = abalance WHERE aid = $1', [aid]);
       return Date.now() - t0;
-    } catch { /* 57P03 while failing over, or a connection the kill ended */ } finally { await c.end().catch(() => undefined); }
+    } catch (e) { // 57P03 while failing over, or a connection the kill ended
+      const m = `${(e as { code?: string }).code ?? ''} ${(e as Error).message}`.slice(0, 160);
+      if (probeErrors[probeErrors.length - 1]?.endsWith(m) !== true) probeErrors.push(`+${Date.now() - t0}ms ${m}`);
+    } finally { await c.end().catch(() => undefined); }
     if (Date.now() - t0 > ms) throw new Error(`no successful write within ${ms} ms`);
     await sleep(100);
   }
@@ -151,6 +159,7 @@ describe('failover of a shard primary', () => {
     const [r1, r2] = await runs;
     const s1 = pgbenchSummary(r1.stdout), s2 = pgbenchSummary(r2.stdout);
     const committed = (s1.processed || 0) + (s2.processed || 0);
+    if (process.env.PGRING_TEST_VERBOSE) console.log(r1.stdout, r1.stderr.slice(-3000), r2.stdout, r2.stderr.slice(-3000));
     assert.ok(committed > 0, r1.stdout + r1.stderr.slice(-1000) + r2.stdout);
     primaryOf[0] = lc.replicas[0]![0]!;
     assert.equal((await onPort(primaryOf[0].port, 'SELECT pg_is_in_recovery() AS r')).rows[0].r, false);
@@ -159,7 +168,10 @@ describe('failover of a shard primary', () => {
     assert.equal(st?.candidate, `127.0.0.1:${lc.replicas[0]![0]!.port}`);
     assert.deepEqual(st?.log.map((l) => l.step), ['fence', 'fence', 'choose', 'promote', 'repoint', 'recover', 'record']);
     // in-doubt transactions of the dead primary's 2PC are settled on the new primary
-    await waitFor('no prepared transaction left', async () => (await preparedLeft()) === 0, 45000);
+    try { await waitFor('no prepared transaction left', async () => (await preparedLeft()).length === 0, 45000); } catch (e) {
+      console.log(`# left: ${(await preparedLeft()).join(' ')}\n# p1: ${p1!.output().slice(-3000)}\n# p2: ${p2.output().slice(-3000)}`);
+      throw e;
+    }
     const after = await totals();
     const d = after.map((v, i) => v - before[i]!);
     assert.equal(new Set(d.slice(0, 4)).size, 1, `abalance/tbalance/bbalance/delta changes differ: ${d.join(', ')}`);
@@ -171,6 +183,7 @@ describe('failover of a shard primary', () => {
     const newP = rows.find((r) => Number(r.port) === primaryOf[0]!.port)!;
     assert.equal(newP.role, 'primary'); assert.equal(newP.state, 'up'); assert.equal(newP.epoch, '1');
     assert.equal(rows.find((r) => Number(r.port) === lc.pgs[0]!.port)!.state, 'down');
+    console.log(`# probe errors: ${probeErrors.join(' | ')}`);
     console.log(`# failover: writes to s1 resumed ${resumedMs} ms after SIGKILL; pgbench committed ${committed} (tps ${s1.tps} + ${s2.tps}, clients may abort on 57P03 during the gap), history rows +${d[4]}`);
   });
 
@@ -193,6 +206,7 @@ describe('failover of a shard primary', () => {
     const writer = (async () => {
       while (!stop) {
         const c = new pg.Client({ host: '127.0.0.1', port: p2.port, user: 'postgres', database: db, connectionTimeoutMillis: 2000 });
+        c.on('error', () => undefined);   // the fence ends sessions on the old primary
         try {
           await c.connect();
           while (!stop) {
