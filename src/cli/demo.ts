@@ -34,7 +34,7 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
   };
 }
 
-export interface DemoOptions { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number }
+export interface DemoOptions { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number; replicaPorts?: number[] }
 
 /** Replica ports per shard: base, base+1, ... shard by shard (5443, 5444, 5445 for 3 shards x 1). */
 export function demoReplicaPorts(shards: number, per: number, base: number): number[][] {
@@ -46,7 +46,9 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
   chownPostgres(dir);
   const pgPorts = opts.pgPorts ?? [5433, 5434, 5435];
   const per = opts.replicas ?? 0;
-  const replicaPorts = demoReplicaPorts(pgPorts.length, per, opts.replicaBasePort ?? 5443);
+  const replicaPorts = opts.replicaPorts?.length
+    ? pgPorts.map((_, i) => opts.replicaPorts!.slice(i * per, (i + 1) * per))
+    : demoReplicaPorts(pgPorts.length, per, opts.replicaBasePort ?? 5443);
   const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, replicas: per, replicaPorts: replicaPorts.flat() });
   let proxy: Proxy | null = null;
   let stopping = false;

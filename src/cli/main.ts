@@ -24,11 +24,13 @@ async function main(): Promise<void> {
       .option('pg-ports', { type: 'string', default: '5433,5434,5435', describe: 'PostgreSQL shard ports, comma-separated' })
       .option('metrics-port', { type: 'number', default: 9930, describe: 'Prometheus metrics port' })
       .option('replicas', { type: 'number', default: 0, describe: 'streaming replicas per shard (synchronous, made with pg_basebackup)' })
-      .option('replica-base-port', { type: 'number', default: 5443, describe: 'port of the first replica; the others follow shard by shard' }),
+      .option('replica-base-port', { type: 'number', default: 5443, describe: 'port of the first replica; the others follow shard by shard' })
+      .option('replica-ports', { type: 'string', describe: 'replica ports, comma-separated, shard by shard (instead of --replica-base-port)' }),
     async (argv) => {
       const { runDemo } = await import('./demo');
       const pgPorts = argv['pg-ports'].split(',').map((p) => Number(p.trim()));
-      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'], replicas: argv.replicas, replicaBasePort: argv['replica-base-port'] });
+      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'], replicas: argv.replicas, replicaBasePort: argv['replica-base-port'],
+        replicaPorts: argv['replica-ports']?.split(',').map((p) => Number(p.trim())) });
     })
     .command('ring <action>', 'show or bootstrap the consistent-hash ring kept in ZooKeeper', (y) => y
       .positional('action', { choices: ['init', 'status'] as const, describe: 'init: create ring version 1 from the config; status: version, shards, shares, live backends' })
