@@ -202,6 +202,7 @@ describe('failover of a shard primary', () => {
   it('switchover back to the rejoined server: no acknowledged write is lost, the pause is short', async () => {
     const target = lc.pgs[0]!;
     const aid = await aidOn(0);
+    const before = Number((await onPort(primaryOf[0]!.port, 'SELECT count(*) AS n FROM pgbench_history WHERE aid = $1', [aid])).rows[0].n);
     let acked = 0, stop = false, maxGap = 0, last = Date.now();
     const writer = (async () => {
       while (!stop) {
@@ -217,7 +218,6 @@ describe('failover of a shard primary', () => {
         } catch { await sleep(50); } finally { await c.end().catch(() => undefined); }
       }
     })();
-    const before = Number((await onPort(primaryOf[0]!.port, 'SELECT count(*) AS n FROM pgbench_history WHERE aid = $1', [aid])).rows[0].n);
     await sleep(1000);
     const r = await cli(['shard', 'switchover', 's1', '--to', `127.0.0.1:${target.port}`]);
     await sleep(1000);
