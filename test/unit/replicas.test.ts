@@ -8,6 +8,8 @@ import { advance, chooseCandidate, fail, isFinished, newFailover, nextStep, shou
 import { parsePolicy, planReadUse, startupPolicy } from '../../src/frontend/read-routing';
 import { replicationConf } from '../../src/local/postgres';
 import type { Plan } from '../../src/router/types';
+import { Topology } from '../../src/backend/topology';
+import { parseConfig } from '../../src/config/load';
 
 describe('WAL positions', () => {
   it('parses and formats PostgreSQL LSNs', () => {
@@ -112,5 +114,49 @@ describe('read routing policy', () => {
     const c = replicationConf({ replication: true, syncStandbyNames: 'FIRST 1 ("r")' }).join('\n');
     for (const k of ['wal_level = logical', 'full_page_writes = on', 'wal_log_hints = on', 'synchronous_commit = on', `synchronous_standby_names = 'FIRST 1 ("r")'`]) assert.ok(c.includes(k), k);
     assert.deepEqual(replicationConf({}), []);
+  });
+});
+
+describe('topology: fencing by epoch and reads from replicas', () => {
+  // Pools are created lazily and open no connection until a client acquires one.
+  const cfg = parseConfig({ users: [{ name: 'postgres' }], replicaMaxLagBytes: 100, replicaMaxLagMs: 1000, shards: [{ name: 's1', backends: [{ port: 1001 }, { port: 1002, role: 'replica' }] }] });
+  const cred = { user: 'postgres', database: 'postgres' };
+  const beat = (t: Topology, port: number, role: 'primary' | 'replica', lsn: string, at: number, lagMs = 0) =>
+    t.applyLocalBeat('s1', { host: '127.0.0.1', port, role, healthy: true, lsn, sampledAt: at, ...(role === 'replica' ? { lagMs } : {}) });
+
+  it('a higher epoch moves writes to the recorded primary, ends the old pools, and 57P03 while none is recorded', () => {
+    const t = new Topology(cfg.shards, cfg);
+    const old = t.pool(0, cred);
+    assert.equal(old.target.port, 1001);
+    t.applyShardPrimary('s1', { epoch: 1, primary: null });
+    assert.throws(() => t.pool(0, cred), (e: { code?: string; message: string }) => e.code === '57P03' && /"s1".*failover in progress \(epoch 1\)/.test(e.message));
+    assert.equal(old.outstanding, 0);
+    t.applyShardPrimary('s1', { epoch: 1, primary: '127.0.0.1:1002' });
+    assert.equal(t.pool(0, cred).target.port, 1002);
+    beat(t, 1001, 'primary', '0/10', 1);  // the old primary comes back, still says primary
+    assert.equal(t.pool(0, cred).target.port, 1002);
+    assert.equal(t.isFenced(0, t.backends[0]![0]!), true);
+    t.applyShardPrimary('s1', { epoch: 0, primary: '127.0.0.1:1001' });  // stale epoch: ignored
+    assert.equal(t.pool(0, cred).target.port, 1002);
+    t.close();
+  });
+
+  it('replica reads: within the lag bound, after the session\'s last commit was sampled and replayed', () => {
+    const t = new Topology(cfg.shards, cfg);
+    beat(t, 1001, 'primary', '0/100', 10);
+    beat(t, 1002, 'replica', '0/100', 11);
+    assert.equal(t.pool(0, cred, { policy: 'replica', lastWriteAt: 0 }).target.port, 1002);
+    assert.equal(t.pool(0, cred, { policy: 'replica', lastWriteAt: 20 }).target.port, 1001, 'no primary sample since the commit');
+    beat(t, 1001, 'primary', '0/150', 30);
+    assert.equal(t.pool(0, cred, { policy: 'replica', lastWriteAt: 20 }).target.port, 1001, 'replica has not replayed 0/150');
+    beat(t, 1002, 'replica', '0/150', 31);
+    assert.equal(t.pool(0, cred, { policy: 'replica', lastWriteAt: 20 }).target.port, 1002);
+    beat(t, 1001, 'primary', '0/300', 40);   // 0x150 bytes behind > 100
+    assert.equal(t.pool(0, cred, { policy: 'replica', lastWriteAt: 0 }).target.port, 1001);
+    beat(t, 1002, 'replica', '0/300', 41, 5000); // caught up in bytes, but replay delay past 1 s
+    assert.equal(t.pool(0, cred, { policy: 'replica', lastWriteAt: 0 }).target.port, 1001);
+    beat(t, 1002, 'replica', '0/300', 42, 0);
+    assert.equal(t.pool(0, cred, { policy: 'replica', lastWriteAt: 0 }).target.port, 1002);
+    t.close();
   });
 });
