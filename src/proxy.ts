@@ -120,13 +120,6 @@ export class Proxy {
       this.txn = new TxnManager(this.ctx, this.log);
       this.ctx.tx = this.txn;
     }
-    // Accepted paused: the session switches the socket to reading into pgring's own buffer (socket-reader).
-    this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.server.maxConnections = 100000;
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(this.config.listen.port, this.config.listen.host, () => { this.server!.off('error', reject); resolve(); });
-    });
     if (this.coordinator) {
       try {
         await this.coordinator.start();
@@ -137,6 +130,20 @@ export class Proxy {
         this.failover = this.startFailover();
       } catch (e) { await this.stop(); throw e; }
     }
+    // Clients are accepted only now: with ZooKeeper, the shard records (failover epochs, the
+    // recorded primaries) and liveness are known, so a restarted proxy never writes to a
+    // fenced former primary.
+    // Accepted paused: the session switches the socket to reading into pgring's own buffer (socket-reader).
+    this.server = net.createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
+    this.server.maxConnections = 100000;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        this.server!.once('error', reject);
+        this.server!.listen(this.config.listen.port, this.config.listen.host, () => { this.server!.off('error', reject); resolve(); });
+      });
+    } catch (e) { await this.stop(); throw e; }
+    const node = this.coordinator?.proxyNode;
+    if (node && node.data.port !== this.port) node.update({ ...node.data, port: this.port });
     try { await this.ops.start(); } catch (e) { await this.stop(); throw e; }
     this.log.info({ host: this.config.listen.host, port: this.port, shards: this.ctx.topology.shards.map((s) => s.name), ring: this.ring.version }, 'pgring listening');
   }

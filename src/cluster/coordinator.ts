@@ -53,11 +53,9 @@ export class Coordinator {
     await this.session.start(30000);
     await ensureLayout(await this.session.waitConnected(), this.layout);
     // Shards of the config are published (persistent); an existing record keeps its failover
-    // fields (epoch, primary): the config only seeds what the controller has not changed.
+    // fields (epoch, primary: see putShard): the config only seeds what the controller has not changed.
     for (const s of this.config.shards) {
-      const old = await getShard(this.session, this.layout, s.name);
-      const keep = old && typeof old.epoch === 'number' ? { epoch: old.epoch, primary: old.primary ?? null } : {};
-      await putShard(this.session, this.layout, { name: s.name, weight: s.weight, backends: s.backends, ...keep });
+      await putShard(this.session, this.layout, { name: s.name, weight: s.weight, backends: s.backends });
     }
     if (this.config.shards.length) await initRing(this.session, this.layout, ringDocFromConfig(this.config));
     // Heartbeats for our own backends (the agent's job when pgring runs one per server).

@@ -48,10 +48,17 @@ export async function putShard(s: ZkLike, layout: Layout, rec: ShardRecord): Pro
   const zk = await zkOf(s);
   await ensureLayout(zk, layout);
   const path = layout.shard(rec.name);
-  const data = encodeJson(rec);
-  try { await zk.create(path, data, 'persistent'); } catch (e) {
-    if (!isZkError(e, 'NODEEXISTS')) throw e;
-    await zk.set(path, data, -1);
+  for (let attempt = 0; ; attempt++) {
+    try { await zk.create(path, encodeJson(rec), 'persistent'); return; } catch (e) { if (!isZkError(e, 'NODEEXISTS')) throw e; }
+    // The failover fields (epoch: the fencing token, primary) are the controller's: a record
+    // re-published from a config keeps them, or a restart would unfence a former primary.
+    try {
+      const { data: cur, stat } = await zk.get(path);
+      let keep: Record<string, unknown> = {};
+      try { const o = decodeJson<ShardRecord>(cur, path); if (typeof o.epoch === 'number' && rec.epoch === undefined) keep = { epoch: o.epoch, primary: o.primary ?? null }; } catch { /* replaced */ }
+      await zk.set(path, encodeJson({ ...rec, ...keep }), stat.version);
+      return;
+    } catch (e) { if (!isZkError(e, 'BADVERSION', 'NONODE') || attempt >= 5) throw e; }
   }
 }
 

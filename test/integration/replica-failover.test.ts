@@ -247,6 +247,18 @@ describe('failover of a shard primary', () => {
     primaryOf[1] = lc.replicas[1]![0]!;
     const resumedMs = await firstWrite(p2.port, aid, t0);
     assert.equal((await onPort(primaryOf[1].port, 'SELECT pg_is_in_recovery() AS r')).rows[0].r, false);
+    // A proxy started now from the same config (which still names the first primaries) follows
+    // the shard records: the epochs and primaries survive its publishing of the config's shards.
+    p1 = await spawnProxy(await proxyConfig());
+    const a = new pg.Client({ host: '127.0.0.1', port: p1.port, user: 'postgres', database: 'pgring' });
+    await a.connect();
+    const expect = [`s1:${lc.pgs[0]!.port}:2`, `s2:${lc.replicas[1]![0]!.port}:1`];
+    const primaries = async () => (await a.query('SHOW BACKENDS')).rows.filter((x) => x.state === 'up' && x.role === 'primary' && x.epoch !== '0').map((x) => `${x.shard}:${x.port}:${x.epoch}`).sort();
+    await waitFor('the new proxy to follow the shard records', async () => JSON.stringify(await primaries()) === JSON.stringify(expect), 15000).catch(async (e) => {
+      assert.deepEqual(await primaries(), expect); throw e;
+    });
+    await a.end();
+    await onPort(p1.port, 'UPDATE pgbench_accounts SET abalance = abalance WHERE aid = $1', [aid]);
     console.log(`# controller killed mid-failover: writes to s2 resumed ${resumedMs} ms after SIGKILL of its primary (includes the dead controller's session timeout)`);
   });
 });
