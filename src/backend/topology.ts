@@ -131,6 +131,7 @@ export class Topology {
     this.designated[i] = { ...p };
     this.primarySamples[i] = [];
     this.invalidate();
+    if (p.primary) for (const w of this.primaryWaiters.splice(0)) w();
     if (p.primary) {
       const [host, port] = [p.primary.slice(0, p.primary.lastIndexOf(':')), Number(p.primary.slice(p.primary.lastIndexOf(':') + 1))];
       if (!this.backends[i]!.some((b) => b.host === host && b.port === port)) this.backends[i]!.push({ host, port, role: 'primary', healthy: true, checkedAt: 0 });
@@ -141,6 +142,41 @@ export class Topology {
       if (addr === p.primary) continue;
       const b = this.backends[i]!.find((x) => addrOf(x) === addr);
       if (addr === before || !b || b.role === 'primary') { pool.terminateAll(); this.pools.delete(key); }
+    }
+  }
+
+  /** The shard is failing over (no recorded primary) and statements wait for it (failover.holdWritesMs). */
+  holding(shard: number): boolean {
+    return this.config.failover.holdWritesMs > 0 && this.designated[shard]?.primary === null;
+  }
+
+  private readonly holdPools: Pool[] = [];
+  private readonly primaryWaiters: (() => void)[] = [];
+
+  /** A pool without connections (never hands one out without waiting): the fast path then
+   *  takes the slow one, which waits in holdWrites(). */
+  private holdPool(shard: number): Pool {
+    let p = this.holdPools[shard];
+    if (!p) {
+      p = new Pool({ host: '(failover)', port: 0, shard, shardName: this.shards[shard]!.name }, { user: '', database: '' }, { maxSize: 1, minSize: 0, queueTimeoutMs: 1, connectTimeoutMs: 1, idleTimeoutMs: 0 });
+      p.close();
+      this.holdPools[shard] = p;
+    }
+    return p;
+  }
+
+  /**
+   * Waits while the shard is failing over, at most failover.holdWritesMs; afterwards pool()
+   * uses the new primary, or (still none) answers 57P03 naming the shard.
+   */
+  async holdWrites(shard: number): Promise<void> {
+    const deadline = Date.now() + this.config.failover.holdWritesMs;
+    while (this.holding(shard) && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, Math.max(1, deadline - Date.now()));
+        function done(): void { clearTimeout(t); resolve(); }
+        this.primaryWaiters.push(done);
+      });
     }
   }
 
@@ -208,6 +244,7 @@ export class Topology {
    * statement only reads, so when the shard has no live primary a live replica may serve it.
    */
   poolFast(shard: number, credKey: string, cred: () => ServerCredentials, read: boolean | ReplicaRead = false): Pool {
+    if (this.holding(shard)) return this.holdPool(shard);
     if (typeof read === 'object') return this.pool(shard, cred(), read);
     let byShard = this.poolCache.get(credKey);
     if (!byShard) { byShard = []; this.poolCache.set(credKey, byShard); }

@@ -162,6 +162,9 @@ export const configSchema = {
         // off by default: a shard fails over only where the operator set up replicas for it
         enabled: { type: 'boolean', default: false },
         graceMs: { type: 'integer', minimum: 0, default: 5000 },
+        // statements for a shard that is failing over wait this long for its new primary
+        // (0: 57P03 at once)
+        holdWritesMs: { type: 'integer', minimum: 0, default: 0 },
       },
       default: {},
     },

@@ -40,7 +40,7 @@ export interface Config {
   replicaMaxLagMs: number;
   /** after a client's commit, its reads use a replica only once it has replayed that commit */
   readYourWrites: boolean;
-  failover: { enabled: boolean; graceMs: number };
+  failover: { enabled: boolean; graceMs: number; holdWritesMs: number };
   shutdownGraceMs: number;
   authTimeoutMs: number;
 }

@@ -863,6 +863,7 @@ export class ClientSession implements ServerOwner {
   private async link(shard: number): Promise<Link> {
     const now = this.linkNow(shard);
     if (now) return now;
+    if (this.ctx.topology.holding(shard)) await this.ctx.topology.holdWrites(shard); // hook: failover.holdWritesMs
     const pool = this.ctx.topology.pool(shard, this.cred(), reads.readIntent(this, shard, this.readOnlyUse)); // hook: read routing
     this.waitingSince = Date.now();
     const conn = await pool.acquire(this.startupParams, this.paramsKey);
@@ -1624,7 +1625,7 @@ export class ClientSession implements ServerOwner {
       }
       const shard = this.preferredShardFor(stmt);
       this.readOnlyUse = isPlainRead(stmt.plan);
-      if (!this.links[shard] && !stmt.plan.parseError && !this.ctx.topology.pool(shard, this.cred(), this.readOnlyUse !== false).hasCapacity(this.paramsKey)) {
+      if (!this.links[shard] && !stmt.plan.parseError && !this.ctx.topology.poolFast(shard, this.credKey, this.credFn, this.readOnlyUse !== false).hasCapacity(this.paramsKey)) {
         // Every server connection is busy: do not make the client wait (it may hold other
         // connections through other sessions, e.g. pgbench preparing while its peers sit in
         // transactions). The Parse goes to a server together with the first Bind.

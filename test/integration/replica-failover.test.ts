@@ -110,7 +110,7 @@ async function firstWrite(port: number, aid: number, t0: number, ms = 60000): Pr
   }
 }
 
-async function proxyConfig(): Promise<Record<string, unknown>> {
+async function proxyConfig(holdWritesMs = 0): Promise<Record<string, unknown>> {
   return {
     listen: { host: '127.0.0.1', port: await freePort() },
     metrics: { enabled: false },
@@ -122,7 +122,7 @@ async function proxyConfig(): Promise<Record<string, unknown>> {
     locks: { mode: 'all', timeoutMs: 3000 },
     pool: { maxSize: 12, connectTimeoutMs: 1000 },
     health: { intervalMs: 250, timeoutMs: 1000 },
-    failover: { enabled: true, graceMs: 1000 },
+    failover: { enabled: true, graceMs: 1000, holdWritesMs },
   };
 }
 
@@ -135,7 +135,7 @@ before(async () => {
   process.env.PGRING_TEST_FAILOVER_STALL_AFTER = 's2:promote';
   try { p1 = await spawnProxy(await proxyConfig()); } finally { delete process.env.PGRING_TEST_FAILOVER_STALL_AFTER; }
   await sleep(500); // p1 leads the election
-  p2 = await spawnProxy(await proxyConfig());
+  p2 = await spawnProxy(await proxyConfig(30000));   // p2 holds statements for a shard that is failing over
   const init = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(p2.port), '-U', 'postgres', '-i', '-s', '2', '-q', db]);
   assert.equal(init.code, 0, init.stderr + init.stdout);
 });
@@ -239,12 +239,17 @@ describe('failover of a shard primary', () => {
     // p1 (the controller) fences, chooses and promotes, then stops advancing (test hook) ...
     const mid = await waitFor('the failover to stop after promote', async () => { const s = await failoverState('s2'); return s?.step === 'repoint' ? s : undefined; }, 30000);
     const by = mid.by;
+    // The shard has no recorded primary now: p2 (failover.holdWritesMs 30 s) holds a write
+    // instead of answering 57P03, and finishes it once the failover is done.
+    const held = onPort(p2.port, 'UPDATE pgbench_accounts SET abalance = abalance WHERE aid = $1 RETURNING aid', [aid]);
+    await sleep(500);
     await p1!.stop('SIGKILL');  // ... and dies there
     p1 = null;
     const st = await waitFor('another controller to finish it', async () => { const s = await failoverState('s2'); return s?.step === 'done' ? s : undefined; }, 40000);
     assert.notEqual(st.by, by);
     assert.deepEqual(st.log.map((l) => l.step), ['fence', 'fence', 'choose', 'promote', 'repoint', 'recover', 'record']);
     primaryOf[1] = lc.replicas[1]![0]!;
+    assert.equal((await held).rows[0].aid, aid, 'the held write ran on the new primary');
     const resumedMs = await firstWrite(p2.port, aid, t0);
     assert.equal((await onPort(primaryOf[1].port, 'SELECT pg_is_in_recovery() AS r')).rows[0].r, false);
     // A proxy started now from the same config (which still names the first primaries) follows
