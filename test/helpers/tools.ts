@@ -12,6 +12,7 @@ export function runTool(tool: 'psql' | 'pgbench', args: string[], opts: { input?
     child.stderr.on('data', (d) => { stderr += d; });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 180000);
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    child.stdin.on('error', () => undefined);   // EPIPE when the tool exits before reading (e.g. nothing listens)
     child.stdin.end(opts.input ?? '');
   });
 }
