@@ -143,6 +143,8 @@ before(async () => {
 after(async () => {
   await p1?.stop('SIGKILL').catch(() => undefined);
   await p2?.stop().catch(() => undefined);
+  // immediate: a primary whose synchronous standby is gone must not hold the test up
+  for (const pgs of lc ? [...lc.pgs, ...lc.replicas.flat()] : []) { try { pgs.stop('immediate'); } catch { /* gone */ } }
   await lc?.stop();
   if (lc) fs.rmSync(lc.opts.dir, { recursive: true, force: true });
 });

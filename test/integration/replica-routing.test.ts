@@ -71,6 +71,8 @@ before(async () => {
 
 after(async () => {
   await proxy?.stop();
+  // immediate: a primary whose synchronous standby is gone must not hold the test up
+  for (const pgs of lc ? [...lc.pgs, ...lc.replicas.flat()] : []) { try { pgs.stop('immediate'); } catch { /* gone */ } }
   await lc?.stop();
   fs.rmSync(lc.opts.dir, { recursive: true, force: true });
 });
