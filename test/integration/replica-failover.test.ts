@@ -186,6 +186,7 @@ describe('failover of a shard primary', () => {
     assert.equal(newP.role, 'primary'); assert.equal(newP.state, 'up'); assert.equal(newP.epoch, '1');
     assert.equal(rows.find((r) => Number(r.port) === lc.pgs[0]!.port)!.state, 'down');
     console.log(`# probe errors: ${probeErrors.join(' | ')}`);
+    if (resumedMs > 15000) console.log(`# slow resume; proxy logs:\n${(p1!.output() + p2.output()).split('\n').filter((l) => /warn|error|lock|two-phase|failover/i.test(l)).slice(-40).join('\n')}`);
     console.log(`# failover: writes to s1 resumed ${resumedMs} ms after SIGKILL; pgbench committed ${committed} (tps ${s1.tps} + ${s2.tps}, clients may abort on 57P03 during the gap), history rows +${d[4]}`);
   });
 
