@@ -17,6 +17,7 @@ import { createLogger, Logger } from './log';
 import { Coordinator, ringDocFromConfig } from './cluster/coordinator';
 import { TxnManager } from './txn/manager';
 import { Recovery } from './txn/recovery';
+import { FailoverController } from './cluster/failover';
 import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
@@ -43,6 +44,8 @@ export class Proxy {
   /** Locks and two-phase commit (with ZooKeeper), and recovery of in-doubt transactions. */
   txn: TxnManager | null = null;
   recovery: Recovery | null = null;
+  /** Failover and switchover of shard primaries (advanced only while this proxy is the controller). */
+  failover: FailoverController | null = null;
   readonly startedAt = Date.now();
   ring: Ring;
   /** Admin console, metrics, PAUSE/RESUME, reload (src/admin). */
@@ -151,6 +154,14 @@ export class Proxy {
         onDefinition: (def) => this.applyDefinition(def),
         onMembership: (all) => this.ctx.topology.applyMembership(all),
         onLocalHealth: (shard, host, port, healthy, error) => this.ctx.topology.setLocalHealth(shard, host, port, healthy, error),
+        onLocalBeat: (rec) => this.ctx.topology.applyLocalBeat(rec.shard, rec),
+        onShardPrimary: (p) => {
+          this.ctx.topology.applyShardPrimary(p.shard, p);
+          // A PREPARE whose answer the dead primary never sent may sit on the promoted replica
+          // with nobody tracking it: this proxy's own sweep settles it by its decision record.
+          // (again a little later: one still being rolled back now is in flight and skipped)
+          if (p.primary) for (const ms of [0, 5000, 15000]) setTimeout(() => void this.recovery?.runPass('own'), ms).unref();
+        },
       }, () => this.port, { configFile: this.opts.configFile });
       this.txn = new TxnManager(this.ctx, this.log);
       this.ctx.tx = this.txn;
@@ -173,12 +184,29 @@ export class Proxy {
         this.txn!.start(c.session, c.layout, c.id, c.fence);
         this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
         await this.recovery.start();
+        this.failover = this.startFailover();
       } catch (e) { await this.stop(); opened(); throw e; }
       this.ctx.paused = null;
       opened();
     }
+    // Statements run only once coordinator.start() has read the shard records (failover epochs,
+    // recorded primaries) and liveness: a restarted proxy never writes to a fenced former primary.
     try { await this.ops.start(); } catch (e) { await this.stop(); throw e; }
     this.log.info({ host: this.config.listen.host, port: this.port, shards: this.ctx.topology.shards.map((s) => s.name), ring: this.ring.version }, 'pgring listening');
+  }
+
+  private startFailover(): FailoverController {
+    const c = this.coordinator!;
+    const t = this.ctx.topology;
+    const f = new FailoverController({
+      session: c.session, layout: c.layout, id: c.id, config: this.config, log: this.log,
+      isLeader: () => this.recovery?.isLeader ?? false,
+      shards: () => t.shards.map((s, i) => ({ name: s.name, backends: (t.backends[i] ?? []).map((b) => ({ addr: `${b.host}:${b.port}`, role: b.role })) })),
+      members: () => c.membership.all(),
+      recover: (target) => this.recovery!.runPass('all', target),
+    });
+    f.start();
+    return f;
   }
 
   private accept(socket: net.Socket): void {
@@ -216,6 +244,7 @@ export class Proxy {
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
     await this.ops.stop();
+    this.failover?.stop();
     await this.recovery?.stop().catch(() => undefined);
     await this.txn?.stop().catch(() => undefined);
     await this.coordinator?.stop().catch(() => undefined);

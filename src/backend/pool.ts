@@ -204,6 +204,16 @@ export class Pool {
     };
   }
 
+  /** Fencing (a failover moved the shard's primary away from this server): ends the pool and
+   *  every connection in it, idle or in use. */
+  terminateAll(): void {
+    this.close();
+    for (const c of [...this.all]) c.terminate();
+  }
+
+  /** Requests this pool serves now: connections in use plus waiters (least-outstanding balancing). */
+  get outstanding(): number { return this.all.size - this.idle.length + this.waiters.length; }
+
   close(): void {
     this.closed = true;
     clearInterval(this.idleTimer);

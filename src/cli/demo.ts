@@ -11,7 +11,7 @@ import { Proxy } from '../proxy';
 
 /** `certs`: the demo's own CA (src/local/certs.ts): its shards run with ssl = on, pgring
  *  connects to them with verify-full, and offers TLS (and SCRAM-SHA-256-PLUS) to clients. */
-export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number, certs?: LocalCerts): Record<string, unknown> {
+export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number, certs?: LocalCerts, replicaPorts: number[][] = []): Record<string, unknown> {
   return {
     ...(certs ? {
       tls: { certFile: certs.certFile, keyFile: certs.keyFile },
@@ -24,7 +24,10 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
     zookeeper: { connect: zk, cluster: 'demo', sessionTimeoutMs: 10000, auth: { scheme: 'digest', user: 'pgring', password: 'demo-zk-secret' } },
     pool: { mode: 'transaction', maxSize: 20 },
     users: [{ name: 'postgres', auth: 'trust', admin: true }],
-    shards: pgPorts.map((port, i) => ({ name: `s${i + 1}`, backends: [{ host: '127.0.0.1', port, role: 'primary' }] })),
+    shards: pgPorts.map((port, i) => ({
+      name: `s${i + 1}`,
+      backends: [{ host: '127.0.0.1', port, role: 'primary' }, ...(replicaPorts[i] ?? []).map((p) => ({ host: '127.0.0.1', port: p, role: 'replica' }))],
+    })),
     sharding: {
       tables: [
         { name: 'pgbench_accounts', column: 'aid', type: 'integer', columns: ['aid', 'bid', 'abalance', 'filler'] },
@@ -34,16 +37,29 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
       ],
     },
     locks: { mode: 'all' },
+    // with replicas: automatic failover of a shard whose primary is gone for 5 s
+    ...(replicaPorts.some((r) => r.length) ? { failover: { enabled: true, graceMs: 5000 } } : {}),
   };
 }
 
-export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number } = {}): Promise<void> {
+export interface DemoOptions { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number; replicaPorts?: number[] }
+
+/** Replica ports per shard: base, base+1, ... shard by shard (5443, 5444, 5445 for 3 shards x 1). */
+export function demoReplicaPorts(shards: number, per: number, base: number): number[][] {
+  return Array.from({ length: shards }, (_, i) => Array.from({ length: per }, (_, r) => base + i * per + r));
+}
+
+export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   chownPostgres(dir);
   const pgPorts = opts.pgPorts ?? [5433, 5434, 5435];
+  const per = opts.replicas ?? 0;
+  const replicaPorts = opts.replicaPorts?.length
+    ? pgPorts.map((_, i) => opts.replicaPorts!.slice(i * per, (i + 1) * per))
+    : demoReplicaPorts(pgPorts.length, per, opts.replicaBasePort ?? 5443);
   // WAL archiving into a pgBackRest repository under <dir>/pgbackrest: `pgring backup init` works as is.
   const certs = makeLocalCerts(path.join(dir, 'tls'), 'pgring demo');
-  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, ssl: certs, archive: true });
+  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, ssl: certs, archive: true, replicas: per, replicaPorts: replicaPorts.flat() });
   let proxy: Proxy | null = null;
   let stopping = false;
   const stop = async (code: number) => {
@@ -56,10 +72,10 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
   };
   process.on('SIGINT', () => void stop(0));
   process.on('SIGTERM', () => void stop(0));
-  console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards in ${dir}`);
+  console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards${per ? ` with ${per} synchronous streaming replica(s) each` : ''} in ${dir}`);
   try {
     const info = await cluster.start();
-    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, certs);
+    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, certs, replicaPorts);
     const file = path.join(dir, 'proxy.json');
     fs.writeFileSync(file, JSON.stringify(raw, null, 2));
     proxy = new Proxy({ config: parseConfig(raw, file) });
@@ -69,7 +85,8 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       '',
       'pgring demo is running:',
       `  ZooKeeper   127.0.0.1:${info.zkPort}`,
-      ...info.pg.map((p) => `  shard ${p.name}    127.0.0.1:${p.port}`),
+      ...info.pg.map((p) => `  shard ${p.name}    127.0.0.1:${p.port}${per ? '   (primary)' : ''}`),
+      ...(info.replicas ?? []).map((r) => `  replica ${r.shard}  127.0.0.1:${r.port}   (streaming, synchronous)`),
       `  pgring      127.0.0.1:${port}   (config: ${file})`,
       '',
       'Connect with:',
@@ -83,6 +100,7 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       'Backups (WAL is archived with pgBackRest into ' + path.join(dir, 'pgbackrest') + '):',
       `  pgring backup init --config ${file} && pgring backup create b1 --config ${file} && pgring backup list --config ${file}`,
       '',
+      ...(per ? ['Reads from the replicas (per session; or "reads" in the config, or /* pgring: reads=replica */):', `  PGOPTIONS='-c pgring.reads=replica' pgbench -h 127.0.0.1 -p ${port} -U postgres -S -c 8 -T 10 postgres`, 'Replay lag and roles:', `  psql -h 127.0.0.1 -p ${port} -U postgres pgring -c 'SHOW BACKENDS'`, ''] : []),
       'Ctrl-C stops everything.',
     ].join('\n'));
   } catch (e) {

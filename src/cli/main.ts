@@ -22,11 +22,15 @@ async function main(): Promise<void> {
       .option('port', { type: 'number', default: 6432, describe: 'pgring port' })
       .option('zk-port', { type: 'number', default: 2181, describe: 'ZooKeeper port' })
       .option('pg-ports', { type: 'string', default: '5433,5434,5435', describe: 'PostgreSQL shard ports, comma-separated' })
-      .option('metrics-port', { type: 'number', default: 9930, describe: 'Prometheus metrics port' }),
+      .option('metrics-port', { type: 'number', default: 9930, describe: 'Prometheus metrics port' })
+      .option('replicas', { type: 'number', default: 0, describe: 'streaming replicas per shard (synchronous, made with pg_basebackup)' })
+      .option('replica-base-port', { type: 'number', default: 5443, describe: 'port of the first replica; the others follow shard by shard' })
+      .option('replica-ports', { type: 'string', describe: 'replica ports, comma-separated, shard by shard (instead of --replica-base-port)' }),
     async (argv) => {
       const { runDemo } = await import('./demo');
       const pgPorts = argv['pg-ports'].split(',').map((p) => Number(p.trim()));
-      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'] });
+      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'], replicas: argv.replicas, replicaBasePort: argv['replica-base-port'],
+        replicaPorts: argv['replica-ports']?.split(',').map((p) => Number(p.trim())) });
     })
     .command('ring <action>', 'show or bootstrap the consistent-hash ring kept in ZooKeeper', (y) => y
       .positional('action', { choices: ['init', 'status'] as const, describe: 'init: create ring version 1 from the config; status: version, shards, shares, live backends' })
@@ -87,6 +91,28 @@ async function main(): Promise<void> {
     async (argv) => {
       const { runAgent } = await import('./cluster-commands');
       await runAgent(argv);
+    })
+    .command('shard <action> <name>', 'primary of a shard: switchover (planned), rejoin (a former primary as a replica, pg_rewind), failover-status', (y) => y
+      .positional('action', { choices: ['switchover', 'rejoin', 'failover-status'] as const })
+      .positional('name', { type: 'string', demandOption: true, describe: 'shard name' })
+      .option('config', { alias: 'c', type: 'string' })
+      .option('zk', { type: 'string' })
+      .option('cluster', { type: 'string' })
+      .option('to', { type: 'string', describe: 'switchover: the replica (HOST:PORT) to promote' })
+      .option('timeout', { type: 'number', default: 120000, describe: 'switchover: ms to wait for the controller' })
+      .option('host', { type: 'string', default: '127.0.0.1', describe: 'rejoin: the former primary' })
+      .option('port', { type: 'number', describe: 'rejoin: the former primary' })
+      .option('data-dir', { type: 'string', describe: 'rejoin: its data directory (pg_rewind runs on it)' })
+      .option('log-file', { type: 'string', describe: 'rejoin: server log (default: postgres.log beside the data directory)' }),
+    async (argv) => {
+      const c = await import('./shard-commands');
+      const a = { ...argv, name: String(argv.name) };
+      if (argv.action === 'switchover') await c.switchover(a);
+      else if (argv.action === 'failover-status') await c.failoverStatus(a);
+      else {
+        if (!argv.port || !argv['data-dir']) throw new Error('rejoin needs --port and --data-dir');
+        await c.rejoin({ ...a, port: argv.port, dataDir: argv['data-dir'], logFile: argv['log-file'] });
+      }
     })
     .demandCommand(1)
     .strict()

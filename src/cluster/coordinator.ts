@@ -16,6 +16,8 @@ import { CancelPeers, advertisedHost } from './cancel-peers';
 import { ClusterDefinition, configStatesDefinition, definitionConflicts, definitionFromConfig, withReference } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 import { defaultSelfFenceMs, WriteFence } from './fence';
+import { ShardPrimaryRecord, ShardRecordWatcher } from './shard-watch';
+import type { BackendRecord } from './registry';
 
 export interface CoordinatorHooks {
   onRing(ring: RingDocument, shards: ShardConfig[]): void;
@@ -25,6 +27,10 @@ export interface CoordinatorHooks {
   /** Result of this proxy's own check of a backend: trusted over ZooKeeper's view, which
    *  goes blank while our own session is being re-established. */
   onLocalHealth?(shard: string, host: string, port: number, healthy: boolean, error?: string): void;
+  /** Every record of this proxy's own checks (role, WAL position, replay lag). */
+  onLocalBeat?(rec: BackendRecord): void;
+  /** A shard record's epoch or primary changed (failover, switchover): fence at once. */
+  onShardPrimary?(p: ShardPrimaryRecord): void;
 }
 
 export function ringDocFromConfig(cfg: Config): Omit<RingDocument, 'version'> {
@@ -36,6 +42,7 @@ export class Coordinator {
   layout: Layout;
   ringWatcher!: RingWatcher;
   membership!: MembershipWatcher;
+  shardWatcher!: ShardRecordWatcher;
   heartbeats: BackendHeartbeat[] = [];
   proxyNode: EphemeralNode<ProxyRecord> | null = null;
   definitionWatcher!: DefinitionWatcher;
@@ -60,7 +67,8 @@ export class Coordinator {
     this.fence = new WriteFence(this.session, { selfFenceMs: zkc.selfFenceMs ?? defaultSelfFenceMs(zkc.sessionTimeoutMs), logger });
     this.fence.addResync(() => this.resync());
     await ensureLayout(await this.session.waitConnected(), this.layout);
-    // Shards of the config are published (persistent); an existing record keeps its weight.
+    // Shards of the config are published (persistent); an existing record keeps its failover
+    // fields (epoch, primary: see putShard): the config only seeds what the controller has not changed.
     for (const s of this.config.shards) {
       await putShard(this.session, this.layout, { name: s.name, weight: s.weight, backends: s.backends });
     }
@@ -78,6 +86,7 @@ export class Coordinator {
             this.log.warn({ shard: s.name, backend: `${b.host}:${b.port}`, error: r?.error }, 'backend down');
             this.hooks.onLocalHealth?.(s.name, b.host, b.port, false, r?.error);
           });
+          hb.on('beat', (r: BackendRecord) => this.hooks.onLocalBeat?.(r));
           hb.on('up', () => {
             this.log.info({ shard: s.name, backend: `${b.host}:${b.port}` }, 'backend up');
             this.hooks.onLocalHealth?.(s.name, b.host, b.port, true);
@@ -90,6 +99,12 @@ export class Coordinator {
     this.membership = new MembershipWatcher(this.session, this.layout, { logger });
     this.membership.on('change', () => this.hooks.onMembership(this.membership.all()));
     await this.membership.start();
+    this.shardWatcher = new ShardRecordWatcher(this.session, this.layout, { logger });
+    this.shardWatcher.on('primary', (p: ShardPrimaryRecord) => {
+      this.log.warn({ shard: p.shard, epoch: p.epoch, primary: p.primary }, 'shard primary changed (fencing epoch)');
+      this.hooks.onShardPrimary?.(p);
+    });
+    await this.shardWatcher.start();
     this.ringWatcher = new RingWatcher(this.session, this.layout, { logger });
     this.ringWatcher.on('ring', (ring: RingDocument) => { void this.applyRing(ring); });
     await this.ringWatcher.start();
@@ -97,6 +112,7 @@ export class Coordinator {
     if (!cur) throw new Error(`no ring in ZooKeeper for cluster "${this.config.zookeeper!.cluster}": run \`pgring ring init\` or start a proxy whose config lists the shards`);
     await this.applyRing(cur);
     this.hooks.onMembership(this.membership.all());
+    for (const p of this.shardWatcher.current.values()) this.hooks.onShardPrimary?.(p);
     await this.startDefinition(logger);
     const host = advertisedHost(this.config.listen.host);
     this.cancelPeers = new CancelPeers(this.session, this.layout, logger);
@@ -181,6 +197,7 @@ export class Coordinator {
     this.definitionWatcher?.stop();
     await this.cancelPeers?.stop();
     this.membership?.stop();
+    this.shardWatcher?.stop();
     for (const h of this.heartbeats) await h.stop();
     this.heartbeats = [];
     await this.proxyNode?.stop();

@@ -27,6 +27,16 @@ export interface BackendHeartbeatOptions {
   logger?: ClusterLogger;
 }
 
+interface CheckRow { r: boolean; lsn: string | null; recv: string | null; lag_ms: string | null }
+
+// Role, WAL position and, on a replica, what it received and how far its replay is behind (0
+// when it has replayed all it received: an idle primary makes no replay lag).
+const CHECK_SQL = `SELECT pg_is_in_recovery() AS r,
+  (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS lsn,
+  pg_last_wal_receive_lsn()::text AS recv,
+  CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+       ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::int8 END AS lag_ms`;
+
 /**
  * Every intervalMs runs `SELECT pg_is_in_recovery()` on its own connection (re-opened after a
  * failure) and writes {host, port, shard, role, healthy, checkedAt, error?}.
@@ -77,9 +87,13 @@ export class BackendHeartbeat extends EventEmitter {
     try {
       let rec: BackendRecord;
       try {
-        const inRecovery = await this.check();
-        this.role = inRecovery ? 'replica' : 'primary';
-        rec = { host: this.opts.host, port: this.opts.port, shard: this.opts.shard, role: this.role, healthy: true, checkedAt: Date.now() };
+        const sampledAt = Date.now();
+        const st = await this.check();
+        this.role = st.r ? 'replica' : 'primary';
+        rec = {
+          host: this.opts.host, port: this.opts.port, shard: this.opts.shard, role: this.role, healthy: true, checkedAt: Date.now(), sampledAt,
+          ...(st.lsn ? { lsn: st.lsn } : {}), ...(st.recv ? { receiveLsn: st.recv } : {}), ...(st.r ? { lagMs: st.lag_ms === null ? null : Number(st.lag_ms) } : {}),
+        };
         this.failures = 0;
       } catch (e) {
         this.dropClient();
@@ -107,7 +121,7 @@ export class BackendHeartbeat extends EventEmitter {
     }
   }
 
-  private async check(): Promise<boolean> {
+  private async check(): Promise<CheckRow> {
     const timeout = this.opts.timeoutMs ?? 2000;
     if (!this.client) {
       const c = new Client({
@@ -120,8 +134,10 @@ export class BackendHeartbeat extends EventEmitter {
       this.client = c;
       try { await c.connect(); } catch (e) { this.dropClient(); throw e; }
     }
-    const r = await this.client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
-    return r.rows[0]?.r === true;
+    const r = await this.client.query<CheckRow>(CHECK_SQL);
+    const row = r.rows[0];
+    if (!row) throw new Error('health check returned no row');
+    return row;
   }
 
   private dropClient(): void {

@@ -23,6 +23,14 @@ export interface BackendRecord {
   /** ms since epoch of the check that produced this record */
   checkedAt: number;
   error?: string;
+  /** WAL position: pg_current_wal_lsn() on a primary, pg_last_wal_replay_lsn() on a replica */
+  lsn?: string;
+  /** a replica's pg_last_wal_receive_lsn() (what it has, replayed or not: failover picks by it) */
+  receiveLsn?: string;
+  /** a replica's replay delay: 0 when it has replayed all it received, else now - last replayed commit */
+  lagMs?: number | null;
+  /** ms since epoch just before the check's query ran (a commit before it is at or before `lsn`) */
+  sampledAt?: number;
 }
 
 export interface ProxyRecord {
@@ -44,10 +52,17 @@ export async function putShard(s: ZkLike, layout: Layout, rec: ShardRecord): Pro
   const zk = await zkOf(s);
   await ensureLayout(zk, layout);
   const path = layout.shard(rec.name);
-  const data = encodeJson(rec);
-  try { await zk.create(path, data, 'persistent'); } catch (e) {
-    if (!isZkError(e, 'NODEEXISTS')) throw e;
-    await zk.set(path, data, -1);
+  for (let attempt = 0; ; attempt++) {
+    try { await zk.create(path, encodeJson(rec), 'persistent'); return; } catch (e) { if (!isZkError(e, 'NODEEXISTS')) throw e; }
+    // The failover fields (epoch: the fencing token, primary) are the controller's: a record
+    // re-published from a config keeps them, or a restart would unfence a former primary.
+    try {
+      const { data: cur, stat } = await zk.get(path);
+      let keep: Record<string, unknown> = {};
+      try { const o = decodeJson<ShardRecord>(cur, path); if (typeof o.epoch === 'number' && rec.epoch === undefined) keep = { epoch: o.epoch, primary: o.primary ?? null }; } catch { /* replaced */ }
+      await zk.set(path, encodeJson({ ...rec, ...keep }), stat.version);
+      return;
+    } catch (e) { if (!isZkError(e, 'BADVERSION', 'NONODE') || attempt >= 5) throw e; }
   }
 }
 
@@ -318,7 +333,8 @@ export class MembershipWatcher extends EventEmitter {
       }
     }
     const snap = this.all();
-    const json = JSON.stringify([...snap].map(([s, l]) => [s, l.map((b) => [b.addr, b.role, b.healthy, b.error ?? null])]));
+    // WAL positions are part of the picture: read routing and lag bounds follow them.
+    const json = JSON.stringify([...snap].map(([s, l]) => [s, l.map((b) => [b.addr, b.role, b.healthy, b.error ?? null, b.lsn ?? null, b.receiveLsn ?? null, b.lagMs ?? null])]));
     if (json !== this.lastJson) {
       this.lastJson = json;
       this.emit('change', this.snapshot());
@@ -339,6 +355,10 @@ function parseBackend(data: Buffer, shard: string, addr: string, path: string): 
       healthy: r.healthy === true,
       checkedAt: typeof r.checkedAt === 'number' ? r.checkedAt : 0,
       ...(typeof r.error === 'string' ? { error: r.error } : {}),
+      ...(typeof r.lsn === 'string' ? { lsn: r.lsn } : {}),
+      ...(typeof r.receiveLsn === 'string' ? { receiveLsn: r.receiveLsn } : {}),
+      ...(typeof r.lagMs === 'number' ? { lagMs: r.lagMs } : {}),
+      ...(typeof r.sampledAt === 'number' ? { sampledAt: r.sampledAt } : {}),
     };
   } catch (e) {
     const i = addr.lastIndexOf(':');

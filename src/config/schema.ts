@@ -194,6 +194,23 @@ export const configSchema = {
       },
       default: {},
     },
+    // Replicas (docs/ARCHITECTURE.md "Replicas and failover").
+    reads: { enum: ['primary', 'replica', 'any'], default: 'primary' },
+    replicaMaxLagBytes: { type: 'integer', minimum: 0, default: 16777216 },
+    replicaMaxLagMs: { type: 'integer', minimum: 0, default: 5000 },
+    readYourWrites: { type: 'boolean', default: true },
+    failover: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        // off by default: a shard fails over only where the operator set up replicas for it
+        enabled: { type: 'boolean', default: false },
+        graceMs: { type: 'integer', minimum: 0, default: 5000 },
+        // statements for a shard that is failing over wait this long for its new primary
+        // (0: 57P03 at once)
+        holdWritesMs: { type: 'integer', minimum: 0, default: 0 },
+      },
+      default: {},
+    },
     shutdownGraceMs: { type: 'integer', minimum: 0, default: 30000 },
     // client connections past this are refused with 53300 after their startup packet, as
     // PostgreSQL's max_connections (admin console connections, database "pgring", are not counted)

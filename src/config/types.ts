@@ -42,6 +42,13 @@ export interface Config {
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   backup: { maxPauseMs: number };
+  /** where plain reads outside write transactions go (SET pgring.reads, hint reads=...) */
+  reads: 'primary' | 'replica' | 'any';
+  replicaMaxLagBytes: number;
+  replicaMaxLagMs: number;
+  /** after a client's commit, its reads use a replica only once it has replayed that commit */
+  readYourWrites: boolean;
+  failover: { enabled: boolean; graceMs: number; holdWritesMs: number };
   shutdownGraceMs: number;
   maxClientConnections: number;
   authTimeoutMs: number;

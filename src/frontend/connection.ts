@@ -1,5 +1,6 @@
 // Connection life-cycle of one client: SSLRequest/TLS, the startup packet, CancelRequest,
 // authentication, the first ParameterStatus/BackendKeyData/ReadyForQuery, and close.
+import * as reads from './read-routing';
 import type * as net from 'node:net';
 import * as tls from 'node:tls';
 import { readAccepted } from '../protocol/socket-reader';
@@ -95,6 +96,7 @@ export class ConnectionLifecycle {
     this.s.applicationName = params.get('application_name') ?? '';
     this.s.startupParams = [...params].filter(([k]) => k !== 'user' && k !== 'database' && k !== 'replication');
     this.s.paramsKey = this.s.startupParams.map(([k, v]) => `${k}=${v}`).sort().join('\u0000');
+    try { reads.onStartup(this.s, this.s.startupParams); } catch (e) { this.s.fatal(PgError.fatal(SQLSTATE.InvalidParameterValue, (e as Error).message)); return; } // read routing: pgring.reads in the startup packet
     this.s.userConfig = this.s.ctx.config.users.find((u) => u.name === this.s.user);
     this.serverUser = this.s.userConfig?.serverUser ?? this.s.user;
     this.serverPassword = this.s.userConfig?.serverPassword ?? this.s.userConfig?.password;

@@ -51,7 +51,7 @@ export class ExtendedProtocol {
       }
       const shard = this.s.routing.preferredShardFor(stmt);
       this.s.readOnlyUse = isPlainRead(stmt.plan);
-      if (!this.s.links[shard] && !stmt.plan.parseError && !this.s.ctx.topology.pool(shard, this.s.lifecycle.cred(), this.s.readOnlyUse).hasCapacity(this.s.paramsKey)) {
+      if (!this.s.links[shard] && !stmt.plan.parseError && !this.s.ctx.topology.poolFast(shard, this.s.credKey, this.s.lifecycle.credFn, this.s.readOnlyUse !== false).hasCapacity(this.s.paramsKey)) {
         // Every server connection is busy: do not make the client wait (it may hold other
         // connections through other sessions, e.g. pgbench preparing while its peers sit in
         // transactions). The Parse goes to a server together with the first Bind.

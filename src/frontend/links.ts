@@ -1,5 +1,6 @@
 // Links to server connections: acquiring (now or after waiting for the pool), bringing a
 // connection to the session's state, releasing it when the transaction is over, its loss.
+import * as reads from './read-routing';
 import { Fifo } from './fifo';
 import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
 import { query } from '../protocol/messages';
@@ -43,7 +44,8 @@ export class ServerLinks {
   async link(shard: number): Promise<Link> {
     const now = this.linkNow(shard);
     if (now) return now;
-    const pool = this.s.ctx.topology.pool(shard, this.s.lifecycle.cred(), this.s.readOnlyUse);
+    if (this.s.ctx.topology.holding(shard)) await this.s.ctx.topology.holdWrites(shard); // failover.holdWritesMs
+    const pool = this.s.ctx.topology.pool(shard, this.s.lifecycle.cred(), reads.readIntent(this.s, shard, this.s.readOnlyUse));
     this.s.waitingSince = Date.now();
     const conn = await pool.acquire(this.s.startupParams, this.s.paramsKey);
     this.s.waitingSince = 0;
@@ -60,7 +62,7 @@ export class ServerLinks {
       if (this.s.serverTx !== null) this.joinServerTx(existing);
       return existing;
     }
-    const pool = this.s.ctx.topology.poolFast(shard, this.s.credKey, this.s.lifecycle.credFn, this.s.readOnlyUse);
+    const pool = this.s.ctx.topology.poolFast(shard, this.s.credKey, this.s.lifecycle.credFn, reads.readIntent(this.s, shard, this.s.readOnlyUse));
     const conn = pool.tryAcquire(this.s.paramsKey);
     return conn ? this.attach(shard, pool, conn) : null;
   }
@@ -120,6 +122,7 @@ export class ServerLinks {
   }
 
   releaseLink(l: Link): void {
+    reads.onReleased(this.s, l.shard); // read-your-writes
     this.s.links[l.shard] = undefined;
     this.s.unitLinks.delete(l);
     l.conn.owner = null;
@@ -138,6 +141,7 @@ export class ServerLinks {
   /** Runs one SQL string on each link (internal, swallowed); rejects with the first server error. */
   runOnLinks(links: Link[], sql: string): Promise<void> {
     return Promise.all(links.map((l) => new Promise<void>((resolve, reject) => {
+      if (l.conn.closed) { reject(new PgError(SQLSTATE.ConnectionFailure, `${sql} not sent: the connection to shard "${this.s.ctx.topology.shards[l.shard]?.name}" is closed`)); return; } // a dead (or fenced) server never answers
       let err: PgError | null = null;
       const p = this.s.responses.push(K.InternalRows, l, false);
       p.rows = [];

@@ -1,5 +1,6 @@
 // Which shards a statement runs on, for this session (hints, SET pgring.shard_key, bound
 // parameters, the links in use). The key-to-shard mapping itself is in routing.ts.
+import * as reads from './read-routing';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import type { Plan, RoutedStatement } from '../router/router';
@@ -84,8 +85,9 @@ export class SessionRouting {
     else if (v.name === 'pgring.shard') {
       if (v.value !== null) shardByName(this.s.ctx.shards, v.value);
       this.s.routeShard = v.value;
-    } else if (v.name === 'all') return false;
-    else throw new PgError(SQLSTATE.InvalidParameterValue, `unrecognized configuration parameter "${v.name}"`, { hint: 'pgring knows pgring.shard_key and pgring.shard' });
+    } else if (v.name === 'pgring.reads') reads.setReads(this.s, v.value);
+    else if (v.name === 'all') return false;
+    else throw new PgError(SQLSTATE.InvalidParameterValue, `unrecognized configuration parameter "${v.name}"`, { hint: 'pgring knows pgring.shard_key, pgring.shard and pgring.reads' });
     return true;
   }
 

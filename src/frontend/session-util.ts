@@ -1,4 +1,5 @@
 // Small pure helpers of the client-session modules.
+import { planReadUse } from './read-routing';
 import { F } from '../protocol/codes';
 import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
 import { Writer } from '../protocol/messages';
@@ -8,8 +9,8 @@ export function isTxControl(p: Plan): boolean {
   return p.command === 'begin' || p.command === 'commit' || p.command === 'rollback';
 }
 
-/** A plain SELECT (no locking clause, no write): what a replica may answer. */
-export function isPlainRead(p: Plan): boolean { return p.command === 'select' && !p.write; }
+/** A plain SELECT (no locking clause, no write): what a replica may answer (and the hint's reads=). */
+export const isPlainRead = planReadUse;
 
 export const msg_flush = Buffer.from([F.Flush, 0, 0, 0, 4]);
 

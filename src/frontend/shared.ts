@@ -2,6 +2,7 @@
 // which extends this class), each field owned by one module. The owner is the module that
 // decides the field's value; the others read it, or change it only through the owner's
 // methods unless noted. Fields only one module uses live in that module's class instead.
+import type { ReadUse } from './read-routing';
 import type * as net from 'node:net';
 import { randomInt } from 'node:crypto';
 import type { UserConfig } from '../config/types';
@@ -69,7 +70,7 @@ export abstract class SessionShared {
   waitingSince = 0;
   /** The statement being linked only reads (a plain SELECT): a shard without a live primary
    *  may serve it from a live replica. Set by simple/extended where a statement's plan is known, before linking. */
-  readOnlyUse = false;
+  readOnlyUse: ReadUse = false;
 
   // ---- extended.ts: the current extended-protocol unit and client statements ----
   /** Links that got extended-protocol messages since the last Sync. */

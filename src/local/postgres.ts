@@ -12,6 +12,31 @@ export interface LocalPostgresOptions {
   /** `ssl = on` with this certificate and key (files the postgres user owns, key mode 0600);
    *  `caFile`: the CA client certificates are checked against (pg_hba `cert`). */
   ssl?: { certFile: string; keyFile: string; caFile?: string };
+  /** Settings for streaming replication (as a primary and, after promotion, as a replica's
+   *  new primary): logical WAL (resharding needs it too), WAL senders and slots, full-page
+   *  writes and hint bits (pg_rewind needs both), and durable commits (synchronous standbys
+   *  only wait when synchronous_commit is on). */
+  replication?: boolean;
+  /** synchronous_standby_names of a primary (kept here: init() rewrites postgresql.auto.conf). */
+  syncStandbyNames?: string;
+  /** This server is a streaming replica of that primary (data made by pg_basebackup). */
+  standbyOf?: { host: string; port: number; slot: string; appName: string };
+}
+
+/** The replication settings of a LocalPostgres (pure: unit-testable). */
+export function replicationConf(o: Pick<LocalPostgresOptions, 'replication' | 'syncStandbyNames' | 'standbyOf'>): string[] {
+  const out: string[] = [];
+  if (o.replication || o.standbyOf) {
+    out.push('wal_level = logical', 'max_wal_senders = 10', 'max_replication_slots = 10', 'wal_keep_size = 256MB',
+      'full_page_writes = on', 'wal_log_hints = on', 'synchronous_commit = on', 'hot_standby = on', 'hot_standby_feedback = on',
+      'wal_receiver_status_interval = 1s');
+  }
+  if (o.syncStandbyNames) out.push(`synchronous_standby_names = '${o.syncStandbyNames.replace(/'/g, "''")}'`);
+  if (o.standbyOf) {
+    const s = o.standbyOf;
+    out.push(`primary_conninfo = 'host=${s.host} port=${s.port} user=postgres application_name=${s.appName}'`, `primary_slot_name = '${s.slot}'`);
+  }
+  return out;
 }
 
 export class LocalPostgres {
@@ -36,6 +61,7 @@ export class LocalPostgres {
         'host all postgres 127.0.0.1/32 trust',
         'host all all 127.0.0.1/32 trust',
         'host all postgres ::1/128 trust',
+        'host replication all 127.0.0.1/32 trust',
         '',
       ].join('\n'));
     }
@@ -53,6 +79,7 @@ export class LocalPostgres {
       `log_min_messages = warning`,
       ...(this.opts.ssl ? ['ssl = on', `ssl_cert_file = '${this.opts.ssl.certFile}'`, `ssl_key_file = '${this.opts.ssl.keyFile}'`] : []),
       ...(this.opts.ssl?.caFile ? [`ssl_ca_file = '${this.opts.ssl.caFile}'`] : []),
+      ...replicationConf(this.opts),
       ...(this.opts.extraConf ?? []),
       '',
     ].join('\n');
@@ -74,6 +101,13 @@ export class LocalPostgres {
   stop(mode: 'fast' | 'immediate' = 'fast'): void {
     if (!this.running()) return;
     try { runAsPostgres(pgBin('pg_ctl'), ['-D', this.dataDir, '-m', mode, '-w', '-t', '60', 'stop']); } catch { /* already gone */ }
+  }
+
+  /** Sets synchronous_standby_names (empty: none) and reloads a running server. */
+  setSyncStandbys(names: string): void {
+    this.opts.syncStandbyNames = names || undefined;
+    this.init();
+    if (this.running()) this.reload();
   }
 
   reload(): void { runAsPostgres(pgBin('pg_ctl'), ['-D', this.dataDir, 'reload']); }

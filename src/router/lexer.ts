@@ -16,7 +16,7 @@ export const LIT_NUM = 2;
 export type LitKind = 0 | 1 | 2;
 export const LIT_MARK = ['\u0001', '\u0002', '\u0003'];
 
-export interface Hint { shard?: string; shardKey?: string }
+export interface Hint { shard?: string; shardKey?: string; /** reads=primary|replica|any (read routing) */ reads?: string }
 
 export interface LexedStatement {
   /** statement text bounds in the input (leading whitespace and the ';' excluded) */
@@ -80,8 +80,9 @@ function parseHint(body: string): Hint | undefined {
     const k = mm[1].toLowerCase();
     if (k === 'shard_key' || k === 'shardkey' || k === 'key') hint.shardKey = v;
     else if (k === 'shard') hint.shard = v;
+    else if (k === 'reads') hint.reads = v.toLowerCase();
   }
-  return hint.shard !== undefined || hint.shardKey !== undefined ? hint : undefined;
+  return hint.shard !== undefined || hint.shardKey !== undefined || hint.reads !== undefined ? hint : undefined;
 }
 
 function normalizeNumber(raw: string): string {

@@ -43,7 +43,7 @@ export interface MergeSpec {
   hiddenColumns: number;
 }
 
-export interface Hint { shard?: string; shardKey?: string }
+export interface Hint { shard?: string; shardKey?: string; /** reads=primary|replica|any (read routing) */ reads?: string }
 
 export interface Plan {
   command: Command;

@@ -116,10 +116,10 @@ export class Recovery {
   }
 
   /** Runs one pass (one at a time; a second call waits for the running one, then runs). */
-  async runPass(scope: 'all' | 'own'): Promise<void> {
+  async runPass(scope: 'all' | 'own', override?: ShardTarget): Promise<void> {
     while (this.running) await this.running.catch(() => undefined);
     if (this.stopped) return;
-    const p = this.pass(scope).catch((e) => {
+    const p = this.pass(scope, override).catch((e) => {
       this.stats.lastError = (e as Error).message;
       if (!isZkError(e, 'CONNECTIONLOSS', 'SESSIONEXPIRED')) this.log.warn({ err: (e as Error).message }, 'transaction recovery pass failed');
     }).finally(() => { this.running = null; });
@@ -127,10 +127,11 @@ export class Recovery {
     await p;
   }
 
-  private async pass(scope: 'all' | 'own'): Promise<void> {
+  /** `override`: a shard's server to use instead of the topology's (failover: the promoted replica). */
+  private async pass(scope: 'all' | 'own', override?: ShardTarget): Promise<void> {
     const zk: Zk = this.session.current();
     const cred = serviceCredentials(this.config);
-    const targets = shardTargets(this.topology);
+    const targets = shardTargets(this.topology).map((t) => (override && t.name === override.name ? override : t));
     if (scope === 'own') this.host.sweepDone();
     // 1. List every shard first.
     const listed = new Map<string, { gid: string; database: string }[]>();

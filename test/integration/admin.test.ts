@@ -56,7 +56,7 @@ async function adminQuery(sql: string): Promise<pg.QueryResult> {
 const EXPECTED: Record<string, string[]> = {
   'SHOW HELP': ['command', 'description'],
   'SHOW SHARDS': ['name', 'weight', 'share_pct', 'in_ring', 'backends', 'state', 'role', 'live_backends', 'backend_count'],
-  'SHOW BACKENDS': ['shard', 'host', 'port', 'role', 'state', 'checked_at', 'error', 'sv_active', 'sv_idle', 'sv_login', 'cl_waiting'],
+  'SHOW BACKENDS': ['shard', 'host', 'port', 'role', 'state', 'checked_at', 'error', 'sv_active', 'sv_idle', 'sv_login', 'cl_waiting', 'lsn', 'replay_lag_bytes', 'replay_lag_s', 'epoch'],
   'SHOW RING': ['version', 'hash', 'vnodes', 'seed', 'shard', 'weight', 'points', 'share_pct', 'total_points'],
   'SHOW POOLS': ['database', 'user', 'shard', 'backend', 'cl_active', 'cl_waiting', 'sv_active', 'sv_idle', 'sv_used', 'sv_tested', 'sv_login', 'maxwait', 'maxwait_us', 'pool_mode', 'pool_size'],
   'SHOW STATS': ['database', 'shard', 'total_xact_count', 'total_query_count', 'total_received', 'total_sent', 'total_xact_time', 'total_query_time', 'total_wait_time',
