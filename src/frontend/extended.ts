@@ -1,7 +1,8 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { newPortalRows, shardBind, shardStatement, takeRows, fillPortalRows } from './extended-merge';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
@@ -119,16 +120,20 @@ export class ExtendedProtocol {
         if (!this.unitTx) { this.unitTx = new Set(); this.s.txSnapshot = this.s.state; }
         for (const l of links) if (!this.unitTx.has(l)) { this.unitTx.add(l); this.beginInUnit(l); }
       }
-      const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
+      // A merge that rewrites the SQL runs the rewritten statement on the shards.
+      const shardCs = links.length > 1 ? shardStatement(cs) : null;
+      const target = shardCs ?? cs;
+      const renamed = shardCs ? shardBind(msg, info.resultOffset, shardCs.serverName, cs.stmt.plan.merge!.hiddenColumns)
+        : cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
       const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
       let result: Pending | null = null;
       for (const [i, link] of links.entries()) {
         this.s.unitLinks.add(link);
         link.unsynced = true;
-        this.s.prepared.ensurePrepared(link, cs);
+        this.s.prepared.ensurePrepared(link, target);
         const p = this.s.responses.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
-        if (cs.serverName !== '') p.cs = cs; // no closure per Bind: checked where errors arrive
+        if (target.serverName !== '') p.cs = target; // no closure per Bind: checked where errors arrive
         link.conn.write(renamed);
       }
       if (group) {
@@ -207,7 +212,7 @@ export class ExtendedProtocol {
   }
 
   onExecute(msg: Buffer): Promise<void> | void {
-    const { portal: name } = decodeExecute(msg);
+    const { portal: name, maxRows } = decodeExecute(msg);
     try {
       const portal = this.portals.get(name);
       if (!portal) {
@@ -253,6 +258,7 @@ export class ExtendedProtocol {
         }
         return;
       }
+      if (portal.fetch) { this.executeFetched(portal, maxRows); return; }
       const now = this.s.servers.linksNow(portal.shards);
       if (now) { this.executeOn(msg, name, portal, now); return; }
       return this.executeWaiting(msg, name, portal);
@@ -290,7 +296,11 @@ export class ExtendedProtocol {
       }
       const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
         : stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
-      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats });
+      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats, shardSql: shardStatement(portal.cs) !== null });
+      // A row limit: the shards run the portal to completion, the merged rows wait in the portal.
+      const maxRows = mode === 'merge-ext' ? decodeExecute(msg).maxRows : 0;
+      const fetch = maxRows > 0 ? (portal.fetch = newPortalRows()) : null;
+      if (fetch) msg = executeMsg(name, 0);
       if (mode === 'merge-ext') {
         // The merger needs the column types: in the extended protocol they come from a Describe.
         const d = this.s.responses.push(K.InternalDescribe, links[0]!, true);
@@ -305,11 +315,26 @@ export class ExtendedProtocol {
       }
       const r = this.s.responses.push(K.GroupResult, null, true);
       group.onFinish = (msgs) => {
-        r.out = msgs;
         const cc = msgs.find((m) => m[0] === B.CommandComplete);
         if (cc) this.s.transaction.afterCommand(stmt, commandTag(cc), null);
+        if (fetch) {
+          const waiting = fillPortalRows(fetch, msgs);
+          r.out = takeRows(fetch, maxRows);
+          this.s.responses.complete(r);
+          for (const w of waiting) w();
+          return;
+        }
+        r.out = msgs;
         this.s.responses.complete(r);
       };
+  }
+
+  /** Execute of a multi-shard portal whose rows pgring holds (an earlier Execute had a row limit). */
+  executeFetched(portal: Portal, maxRows: number): void {
+    const pr = portal.fetch!;
+    const r = this.s.responses.push(K.GroupResult, null, true);
+    const give = (): void => { r.out = takeRows(pr, maxRows); this.s.responses.complete(r); };
+    if (pr.rows) give(); else pr.waiters.push(give);
   }
 
   onClose(msg: Buffer): void {

@@ -237,6 +237,11 @@ class MergeRewrite {
         const txt = (v: number | { param: number }): string => typeof v === 'number' ? String(v) : `$${v.param + 1}`;
         if (typeof l === 'number' && typeof off === 'number') rep = ` LIMIT ${l + off}`;
         else rep = ` LIMIT (${txt(l)}::bigint + ${txt(off as number | { param: number })}::bigint)`;
+      } else {
+        // The section goes: its parameters stay referenced (OFFSET 0 * $n), else a Bind of the
+        // client's values would not fit the shard statement.
+        const ps = [l, off].filter((v): v is { param: number } => v !== null && typeof v === 'object');
+        if (ps.length) rep = ` OFFSET (0 * ${ps.map((v) => `$${v.param + 1}::bigint`).join(' * ')})`;
       }
       this.edits.push({ start: section[0], end: section[1], pieces: rep ? [rep] : [] });
     }

@@ -23,9 +23,11 @@
 // - Hidden trailing columns (added by the planner) are removed from rows and the RowDescription;
 //   avg columns get type numeric (or float8) in the forwarded RowDescription.
 // - Without ORDER BY / GROUP BY / aggregates, rows stream: dataRow() returns the row to forward.
-// - Binary result format: int2/int4/int8/float4/float8/bool/date/timestamp/text-like/uuid columns
-//   are decoded; numeric in binary (sums, avg) is not: `unsupported` is set after rowDescription().
+// - Binary result format: int2/int4/int8/float4/float8/numeric/bool/date/timestamp/text-like/uuid
+//   columns are decoded (numeric through numeric-bin.ts); other types set `unsupported` where they
+//   are compared or summed.
 import type { MergeSpec } from './types';
+import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 
 export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
 
@@ -249,6 +251,7 @@ function comparatorFor(typeOid: number, format: number): Cmp | null {
       case OID.float8: return (a, b) => cmpNum(a.readDoubleBE(0), b.readDoubleBE(0));
       case OID.bpchar: return (a, b) => Buffer.compare(trimSpaces(a), trimSpaces(b));
       case OID.bool: case OID.text: case OID.varchar: case OID.name: case OID.uuid: case OID.bytea: return Buffer.compare;
+      case OID.numeric: return (a, b) => cmpDec(decodeNumericBin(a), decodeNumericBin(b));
       default: return null;
     }
   }
@@ -267,6 +270,14 @@ function comparatorFor(typeOid: number, format: number): Cmp | null {
 
 const CHAR_OID = 18;
 
+/** equal for numerics PostgreSQL's equality treats as equal (1.0 = 1.00) */
+function decKey(d: Dec): string {
+  if (d.special) return d.special;
+  let { v, scale } = d;
+  while (scale > 0 && v % 10n === 0n) { v /= 10n; scale--; }
+  return v.toString() + 'e-' + scale;
+}
+
 /** GROUP BY key of a value: equal keys for values PostgreSQL's equality treats as equal
  *  (numeric 1.0 = 1.00, float -0 = 0, bpchar trailing spaces); null for types not handled. */
 type KeyNorm = (b: Buffer) => string;
@@ -278,6 +289,7 @@ function keyNormFor(typeOid: number, format: number): KeyNorm | null {
       case OID.text: case OID.varchar: case OID.name: case CHAR_OID: case OID.uuid: case OID.bool: case OID.bytea:
         return raw;
       case OID.bpchar: return (b) => trimSpaces(b).toString('latin1');
+      case OID.numeric: return (b) => decKey(decodeNumericBin(b));
       default: return null;
     }
   }
@@ -287,13 +299,7 @@ function keyNormFor(typeOid: number, format: number): KeyNorm | null {
     case OID.date: case OID.time: case OID.timestamp: case OID.timestamptz:
       return raw;
     case OID.bpchar: return (b) => trimSpaces(b).toString('latin1');
-    case OID.numeric: return (b) => {
-      const d = parseDec(b.toString('latin1'));
-      if (d.special) return d.special;
-      let { v, scale } = d;
-      while (scale > 0 && v % 10n === 0n) { v /= 10n; scale--; }
-      return v.toString() + 'e-' + scale;
-    };
+    case OID.numeric: return (b) => decKey(parseDec(b.toString('latin1')));
     case OID.float4: case OID.float8: return (b) => { const x = Number(b.toString('latin1')); return Number.isNaN(x) ? 'NaN' : String(x === 0 ? 0 : x); };
     default: return null;
   }
@@ -375,7 +381,6 @@ export class ResultMerger {
       if (a.fn === 'sum' || a.fn === 'avg') {
         const k = this.sumKinds[a.sumColumn ?? a.column];
         if (!k) this.unsupported = `sum/avg of type ${f.typeOid} across shards`;
-        else if (f.format === 1 && (k === 'numeric' || a.fn === 'avg')) this.unsupported = 'binary numeric results across shards';
       }
       if ((a.fn === 'min' || a.fn === 'max') && !this.cmps[a.column]) this.unsupported = `min/max of type ${f.typeOid}${f.format === 1 ? ' (binary)' : ''} across shards`;
       if (a.fn === 'avg' && a.column < this.visible) {
@@ -384,7 +389,7 @@ export class ResultMerger {
         out[a.column].typeOid = isFloat ? OID.float8 : OID.numeric;
         out[a.column].typlen = isFloat ? 8 : -1;
         out[a.column].typmod = -1;
-        this.cmps[a.column] = comparatorFor(out[a.column].typeOid, 0);
+        this.cmps[a.column] = comparatorFor(out[a.column].typeOid, out[a.column].format);
       }
     }
     for (const o of this.spec.orderBy) if (!this.cmps[o.column]) this.unsupported = `ORDER BY on type ${fields[o.column]?.typeOid}${fields[o.column]?.format === 1 ? ' (binary)' : ''} across shards`;
@@ -458,7 +463,7 @@ export class ResultMerger {
       const f = fields[sc];
       switch (this.sumKinds[sc]) {
         case 'int': st.sumInt += this.readCount(v, f.format); break;
-        case 'numeric': { const d = parseDec(v.toString('latin1')); st.sumDec = st.sumDec ? addDec(st.sumDec, d) : d; break; }
+        case 'numeric': { const d = f.format === 1 ? decodeNumericBin(v) : parseDec(v.toString('latin1')); st.sumDec = st.sumDec ? addDec(st.sumDec, d) : d; break; }
         case 'float8': st.sumF += f.format === 1 ? v.readDoubleBE(0) : Number(v.toString('latin1')); break;
         case 'float4': st.sumF = Math.fround(st.sumF + (f.format === 1 ? v.readFloatBE(0) : Number(v.toString('latin1')))); break;
         default: break;
@@ -486,7 +491,7 @@ export class ResultMerger {
           if (b.length === 8) b.writeBigInt64BE(st.sumInt); else if (b.length === 4) b.writeInt32BE(Number(st.sumInt)); else b.writeInt16BE(Number(st.sumInt));
           return b;
         }
-        case 'numeric': return Buffer.from(fmtDec(st.sumDec!), 'latin1');
+        case 'numeric': return bin ? encodeNumericBin(st.sumDec!) : Buffer.from(fmtDec(st.sumDec!), 'latin1');
         case 'float8': { if (!bin) return Buffer.from(fmtFloat8(st.sumF), 'latin1'); const b = Buffer.alloc(8); b.writeDoubleBE(st.sumF); return b; }
         case 'float4': { if (!bin) return Buffer.from(fmtFloat4(st.sumF), 'latin1'); const b = Buffer.alloc(4); b.writeFloatBE(st.sumF); return b; }
         default: return null;
@@ -494,9 +499,14 @@ export class ResultMerger {
     }
     // avg
     if (st.count === 0n || !st.any) return null;
-    if (kind === 'float4' || kind === 'float8') return Buffer.from(fmtFloat8(st.sumF / Number(st.count)), 'latin1');
+    if (kind === 'float4' || kind === 'float8') {
+      const avg = st.sumF / Number(st.count);
+      if (!bin) return Buffer.from(fmtFloat8(avg), 'latin1');
+      const b = Buffer.alloc(8); b.writeDoubleBE(avg); return b;
+    }
     const sum: Dec = kind === 'int' ? { v: st.sumInt, scale: 0 } : st.sumDec!;
-    return Buffer.from(fmtDec(divDec(sum, { v: st.count, scale: 0 })), 'latin1');
+    const avg = divDec(sum, { v: st.count, scale: 0 });
+    return bin ? encodeNumericBin(avg) : Buffer.from(fmtDec(avg), 'latin1');
   }
 
   /** The merged DataRows (hidden columns removed) followed by CommandComplete "SELECT n". */
