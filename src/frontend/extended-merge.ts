@@ -10,6 +10,7 @@
 import { B } from '../protocol/codes';
 import { commandComplete, parseMsg } from '../protocol/messages';
 import { ClientStatement, makeStatement } from './prepared';
+import type { InsertPart } from './insert-split';
 
 const derived = new WeakMap<ClientStatement, ClientStatement>();
 
@@ -89,3 +90,20 @@ export function takeRows(pr: PortalRows, maxRows: number): Buffer[] {
 }
 
 const PORTAL_SUSPENDED = Buffer.from([B.PortalSuspended, 0, 0, 0, 4]);
+
+const insertParts = new WeakMap<ClientStatement, Map<string, ClientStatement>>();
+
+/** The statement one shard runs for its part of a split multi-row INSERT (renumbered parameters,
+ *  their types taken from the client's Parse), named by its text like every server statement. */
+export function insertStatement(cs: ClientStatement, part: InsertPart): ClientStatement {
+  let m = insertParts.get(cs);
+  if (!m) insertParts.set(cs, m = new Map());
+  let d = m.get(part.sql);
+  if (!d) {
+    const types = part.params.map((i) => cs.types[i] ?? 0);
+    while (types.length && types[types.length - 1] === 0) types.pop();
+    d = makeStatement('pgring-insert', part.sql, types, cs.stmt, parseMsg('', part.sql, types), cs.scope);
+    m.set(part.sql, d);
+  }
+  return d;
+}

@@ -2,7 +2,8 @@
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
-import { newPortalRows, shardBind, shardStatement, takeRows, fillPortalRows } from './extended-merge';
+import { fillPortalRows, insertStatement, newPortalRows, shardBind, shardStatement, takeRows } from './extended-merge';
+import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
@@ -96,25 +97,27 @@ export class ExtendedProtocol {
       this.s.readOnlyUse = isPlainRead(plan);
       const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
       this.s.simple.checkSupported(cs.stmt, route);
-      const shards = routeShards(route, this.s.ctx.shards.shardCount);
+      let shards = routeShards(route, this.s.ctx.shards.shardCount);
       if (this.s.simple.abortedFor(shards)) throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
-      if (plan.insertSplit && shards.length > 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT whose rows belong to different shards is not supported in the extended protocol; send one row per statement or use the simple protocol');
+      // A multi-row INSERT whose rows belong to different shards: each shard binds its own rows.
+      const parts = plan.insertSplit && shards.length > 1 ? this.s.scatter.splitInsert(cs.stmt, info.params, info.paramFormats) : undefined;
+      if (parts) shards = parts.map((p) => p.shard);
       const now = this.s.simple.writeHookFor(cs.stmt) ? null : this.s.servers.linksNow(shards);
-      if (now) { this.bindOn(msg, info, cs, shards, now); return; }
-      return this.onBindWaiting(msg, info, cs, shards);
+      if (now) { this.bindOn(msg, info, cs, shards, now, parts); return; }
+      return this.onBindWaiting(msg, info, cs, shards, parts);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
-  async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[]): Promise<void> {
+  async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], parts?: InsertPart[]): Promise<void> {
     try {
       await this.s.simple.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
       const links: Link[] = [];
       for (const s of shards) links.push(await this.s.servers.link(s));
-      this.bindOn(msg, info, cs, shards, links);
+      this.bindOn(msg, info, cs, shards, links, parts);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
-  bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[]): void {
+  bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[], parts?: InsertPart[]): void {
       if (this.unitTx || (links.length > 1 && this.s.transaction.distributedAutocommit(cs.stmt))) {
         // An autocommit write to several shards: one transaction per shard, committed together at Sync.
         if (!this.unitTx) { this.unitTx = new Set(); this.s.txSnapshot = this.s.state; }
@@ -130,18 +133,20 @@ export class ExtendedProtocol {
       for (const [i, link] of links.entries()) {
         this.s.unitLinks.add(link);
         link.unsynced = true;
-        this.s.prepared.ensurePrepared(link, target);
+        const part = parts?.[i];
+        const t = part ? insertStatement(cs, part) : target;
+        this.s.prepared.ensurePrepared(link, t);
         const p = this.s.responses.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
-        if (target.serverName !== '') p.cs = target; // no closure per Bind: checked where errors arrive
-        link.conn.write(renamed);
+        if (t.serverName !== '') p.cs = t; // no closure per Bind: checked where errors arrive
+        link.conn.write(part ? partBind(msg, info.portal, t.serverName, info.params, info.paramFormats, info.resultOffset, part) : renamed);
       }
       if (group) {
         result = this.s.responses.push(K.GroupResult, null, true);
         const r = result;
         group.onFinish = (msgs) => { r.out = msgs; this.s.responses.complete(r); };
       }
-      this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats } : { shards, cs, virtual: false });
+      this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats, parts } : { shards, cs, virtual: false });
   }
 
   onDescribe(msg: Buffer): Promise<void> | void {
@@ -297,6 +302,7 @@ export class ExtendedProtocol {
       const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
         : stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
       const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats, shardSql: shardStatement(portal.cs) !== null });
+      if (portal.parts) group.inStatementOrder(portal.parts);
       // A row limit: the shards run the portal to completion, the merged rows wait in the portal.
       const maxRows = mode === 'merge-ext' ? decodeExecute(msg).maxRows : 0;
       const fetch = maxRows > 0 ? (portal.fetch = newPortalRows()) : null;
