@@ -28,6 +28,7 @@
 //   are compared or summed.
 import type { MergeSpec } from './types';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
+import { evalHaving, mapColumns, type HVal } from './having';
 
 export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
 
@@ -270,6 +271,11 @@ function comparatorFor(typeOid: number, format: number): Cmp | null {
 
 const CHAR_OID = 18;
 
+/** a number's text as an exact decimal (exponent forms and NaN/Infinity as text) */
+function numText(t: string): HVal {
+  return /^-?\d+(\.\d+)?$/.test(t) ? { num: parseDec(t) } : { str: t };
+}
+
 /** equal for numerics PostgreSQL's equality treats as equal (1.0 = 1.00) */
 function decKey(d: Dec): string {
   if (d.special) return d.special;
@@ -340,9 +346,13 @@ export class ResultMerger {
   private sumKinds: (SumKind | null)[] = [];
   private keyNorms: (KeyNorm | null)[] = [];
 
+  private readonly params: (string | null)[] | undefined;
+
   constructor(spec: MergeSpec, readonly shards: number, params?: (string | null)[]) {
     this.spec = spec;
-    this.streaming = spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0;
+    this.params = params;
+    this.streaming = spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0
+      && !spec.distinct && !spec.distinctOn && !spec.having;
     const res = (v: MergeSpec['limit']): number | null => {
       if (v === null) return null;
       if (typeof v === 'number') return v;
@@ -370,7 +380,11 @@ export class ResultMerger {
       orderBy: sp.orderBy.map((o) => ({ ...o, column: this.col(o.column) })),
       groupBy: sp.groupBy.map((g) => this.col(g)),
       aggregates: sp.aggregates.map((a) => ({ ...a, column: this.col(a.column), sumColumn: a.sumColumn === undefined ? undefined : this.col(a.sumColumn), countColumn: a.countColumn === undefined ? undefined : this.col(a.countColumn) })),
+      distinctOn: sp.distinctOn?.map((c) => this.col(c)),
+      having: sp.having && mapColumns(sp.having, (c) => this.col(c)),
     };
+    // DISTINCT: one group per distinct visible row
+    if (sp.distinct) this.spec.groupBy = Array.from({ length: this.visible }, (_, i) => i);
     const out = fields.slice(0, this.visible).map((f) => ({ ...f }));
     this.cmps = fields.map((f) => comparatorFor(f.typeOid, f.format));
     this.sumKinds = fields.map((f) => sumKindOf(f.typeOid));
@@ -394,7 +408,8 @@ export class ResultMerger {
     }
     for (const o of this.spec.orderBy) if (!this.cmps[o.column]) this.unsupported = `ORDER BY on type ${fields[o.column]?.typeOid}${fields[o.column]?.format === 1 ? ' (binary)' : ''} across shards`;
     this.keyNorms = fields.map((f) => keyNormFor(f.typeOid, f.format));
-    for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `GROUP BY on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
+    for (const g of this.spec.distinctOn ?? []) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `DISTINCT ON type ${fields[g]?.typeOid} across shards`;
+    for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `${this.spec.distinct ? 'DISTINCT' : 'GROUP BY'} on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
     if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg')) return msg;
     return buildRowDescription(out);
   }
@@ -423,9 +438,34 @@ export class ResultMerger {
 
   commandComplete(shard: number, tag: string | Buffer): void { void shard; void tag; }
 
-  private groupKey(cols: (Buffer | null)[]): string {
+  private groupKey(cols: (Buffer | null)[]): string { return this.keyOf(this.spec.groupBy, cols); }
+
+  /** A merged column as a value for HAVING (aggregate columns by their result type). */
+  private valueOf(c: number, b: Buffer | null): HVal {
+    if (b === null) return null;
+    const f = this.fields![c]!;
+    const a = this.spec.aggregates.find((x) => x.column === c);
+    let type = f.typeOid;
+    if (a?.fn === 'count') type = OID.int8;
+    if (a?.fn === 'avg') { const k = this.sumKinds[a.sumColumn ?? c]; type = k === 'float4' || k === 'float8' ? OID.float8 : OID.numeric; }
+    const numeric = type === OID.int2 || type === OID.int4 || type === OID.int8 || type === OID.numeric || type === OID.float4 || type === OID.float8 || type === OID.oid;
+    if (f.format === 1) {
+      switch (type) {
+        case OID.int2: return { num: { v: BigInt(b.readInt16BE(0)), scale: 0 } };
+        case OID.int4: return { num: { v: BigInt(b.readInt32BE(0)), scale: 0 } };
+        case OID.int8: return { num: { v: b.readBigInt64BE(0), scale: 0 } };
+        case OID.numeric: return { num: decodeNumericBin(b) };
+        case OID.float4: case OID.float8: return numText(String(b.length === 4 ? b.readFloatBE(0) : b.readDoubleBE(0)));
+        case OID.bool: return { str: b[0] ? 't' : 'f' };
+        default: return { str: b.toString('utf8') };
+      }
+    }
+    return numeric ? numText(b.toString('latin1')) : { str: b.toString('utf8') };
+  }
+
+  private keyOf(columns: number[], cols: (Buffer | null)[]): string {
     let k = '';
-    for (const c of this.spec.groupBy) {
+    for (const c of columns) {
       const v = cols[c];
       if (v === null) { k += '\u0001N'; continue; }
       const t = this.keyNorms[c] ? this.keyNorms[c]!(v) : v.toString('latin1');
@@ -522,6 +562,10 @@ export class ResultMerger {
         rows.push({ cols, shard: g.row.shard, seq: g.row.seq });
       }
     } else rows = this.rows;
+    if (this.spec.having) {
+      const h = this.spec.having;
+      rows = rows.filter((r) => evalHaving(h, (c) => this.valueOf(c, r.cols[c] ?? null), this.params) === true);
+    }
     if (this.spec.orderBy.length) {
       const ob = this.spec.orderBy.map((o) => ({ ...o, cmp: this.cmps[o.column]! }));
       rows.sort((x, y) => {
@@ -539,6 +583,12 @@ export class ResultMerger {
         }
         return x.seq - y.seq;
       });
+    }
+    if (this.spec.distinctOn) {
+      // the first row of each key in ORDER BY order (rows are sorted by those keys first)
+      const seen = new Set<string>();
+      const on = this.spec.distinctOn;
+      rows = rows.filter((r) => { const k = this.keyOf(on, r.cols); if (seen.has(k)) return false; seen.add(k); return true; });
     }
     const start = Math.min(this.offset, rows.length);
     const end = this.limit === null ? rows.length : Math.min(rows.length, start + this.limit);

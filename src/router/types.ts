@@ -1,4 +1,6 @@
 // Public types of the statement router.
+import type { HExpr } from './having';
+
 export type KeyType = import('../config/types').KeyType;
 
 export interface ShardedTable { name: string; column: string; type: KeyType; columns?: string[] }
@@ -35,6 +37,12 @@ export interface MergeSpec {
   groupBy: number[];
   aggregates: { column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg'; sumColumn?: number; countColumn?: number }[];
   hiddenColumns: number;
+  /** SELECT DISTINCT: one row per distinct visible row */
+  distinct?: boolean;
+  /** DISTINCT ON: key columns; the first row of each key in ORDER BY order */
+  distinctOn?: number[];
+  /** HAVING, evaluated on the merged groups (router/having.ts) */
+  having?: HExpr;
 }
 
 export interface Hint { shard?: string; shardKey?: string }

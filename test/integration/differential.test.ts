@@ -208,6 +208,22 @@ function buildSteps(): Step[] {
   add({ sql: 'SELECT "users"."id", "users"."name" FROM "users" WHERE "users"."age" IS NOT NULL ORDER BY "users"."age" ASC, "users"."id" ASC LIMIT 5 OFFSET 5',
     p: { text: 'SELECT "users"."id", "users"."name" FROM "users" WHERE "users"."age" IS NOT NULL ORDER BY "users"."age" ASC, "users"."id" ASC LIMIT $1 OFFSET $2', values: [5, 5] }, mode: 'both', ordered: true });
   add({ sql: 'SELECT AVG("orders"."amount") AS "amount__avg" FROM "orders"', mode: 'both' });
+  // ---- DISTINCT, DISTINCT ON, HAVING, bool_and/bool_or, FILTER across shards
+  add({ sql: 'SELECT DISTINCT city FROM users', mode: 'both' });
+  add({ sql: 'SELECT DISTINCT * FROM cities', mode: 'both' });
+  add({ sql: 'SELECT DISTINCT city, age > 30 AS old FROM users ORDER BY city NULLS FIRST, old LIMIT 4 OFFSET 1', p: { text: 'SELECT DISTINCT city, age > $1 AS old FROM users ORDER BY city NULLS FIRST, old LIMIT $2 OFFSET $3', values: [30, 4, 1] }, mode: 'both', ordered: true });
+  add({ sql: 'SELECT DISTINCT amount FROM orders ORDER BY amount DESC LIMIT 5', mode: 'both', ordered: true });
+  add({ sql: 'SELECT DISTINCT ON (city) city, id, name FROM users ORDER BY city, id', mode: 'both', ordered: true });
+  add({ sql: 'SELECT DISTINCT ON (city) id, name FROM users ORDER BY city NULLS FIRST, age DESC NULLS LAST, id LIMIT 3', p: { text: 'SELECT DISTINCT ON (city) id, name FROM users ORDER BY city NULLS FIRST, age DESC NULLS LAST, id LIMIT $1', values: [3] }, mode: 'both', ordered: true });
+  add({ sql: 'SELECT city, count(*) FROM users GROUP BY city HAVING count(*) > 2', mode: 'both' });
+  add({ sql: 'SELECT city, avg(age) FROM users GROUP BY city HAVING avg(age) > 35 AND count(*) >= 2 ORDER BY city', p: { text: 'SELECT city, avg(age) FROM users GROUP BY city HAVING avg(age) > $1 AND count(*) >= $2 ORDER BY city', values: [35, 2] }, mode: 'both', ordered: true });
+  add({ sql: 'SELECT user_id FROM orders GROUP BY user_id HAVING sum(amount) > 100 OR max(amount) > 90 ORDER BY user_id LIMIT 5', mode: 'both', ordered: true });
+  add({ sql: 'SELECT city FROM users GROUP BY city HAVING NOT (min(age) IS NULL) AND max(age) - min(age) >= 10 ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
+  // Django: .values('user_id').annotate(n=Count('id')).filter(n__gt=1); TypeORM groupBy + having
+  add({ sql: 'SELECT "orders"."user_id", COUNT("orders"."id") AS "n" FROM "orders" GROUP BY "orders"."user_id" HAVING COUNT("orders"."id") > 1 ORDER BY "orders"."user_id" ASC',
+    p: { text: 'SELECT "orders"."user_id", COUNT("orders"."id") AS "n" FROM "orders" GROUP BY "orders"."user_id" HAVING COUNT("orders"."id") > $1 ORDER BY "orders"."user_id" ASC', values: [1] }, mode: 'both', ordered: true });
+  add({ sql: 'SELECT city, bool_and(age > 25), bool_or(age > 50), every(name IS NOT NULL) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
+  add({ sql: 'SELECT city, count(*) FILTER (WHERE age > 30), avg(age) FILTER (WHERE age < 50), sum(age) FILTER (WHERE id > 10) FROM users GROUP BY city ORDER BY 1', mode: 'both', ordered: true });
   // ---- writes by key and without key, RETURNING
   add({ sql: 'UPDATE users SET age = age + 1 WHERE id = 3 RETURNING id, age' });
   add({ sql: '', p: { text: 'UPDATE users SET age = age + $2 WHERE id = $1 RETURNING id, age', values: [4, 2] } });
@@ -249,10 +265,8 @@ function buildSteps(): Step[] {
   U('SELECT (SELECT sum(age) FROM users), (SELECT sum(amount) FROM orders)', /subquery over sharded table "users"/);
   U('SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)', /subquery over sharded table/);
   U('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
-  U('SELECT DISTINCT city FROM users', /DISTINCT across shards/);
   U('SELECT count(DISTINCT city) FROM users', /count\(DISTINCT\) across shards/);
   U('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
-  U('SELECT city, count(*) FROM users GROUP BY city HAVING count(*) > 2', /HAVING across shards/);
   U('SELECT id FROM users UNION SELECT user_id FROM orders', /UNION across shards/);
   U('SELECT id FROM users UNION ALL SELECT 1', /set operations mixing sharded and non-sharded/);
   U('SELECT u.id FROM users u JOIN orders o ON o.id = u.id', /cross-shard join/);
