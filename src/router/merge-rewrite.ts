@@ -9,8 +9,9 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggOf = { fn: 'count' | 'sum' | 'min' | 'max' | 'avg' } | Unsupported | null;
-type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' };
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct';
+type AggOf = { fn: AggFn } | Unsupported | null;
+type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' | 'count_distinct' };
 type Items = { start: number; end: number }[];
 /** marker base for hidden column indexes, fixed up at the end */
 const HID = 1 << 20;
@@ -124,8 +125,8 @@ class MergeRewrite {
     for (let k = 0; k < targets.length; k++) {
       const a = this.aggs[k];
       if (!a || 'unsupported' in a) continue;
-      if (a.fn !== 'avg') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
-      if (!this.needText()) return { unsupported: 'cannot rewrite avg() for shards' };
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'avg' ? 'avg()' : 'count(DISTINCT)'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
       // tokens of the call: name ... ( args ) [FILTER (...)]
@@ -148,6 +149,12 @@ class MergeRewrite {
       }
       const argsAndFilter: [number, number] = [toks[open].start, callEnd];
       const alias = targets[k].ResTarget.name;
+      if (a.fn === 'count_distinct') {
+        // each shard's distinct values; the merger counts their union
+        this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg', argsAndFilter, ' AS ', quoteIdent(alias ?? 'count')] });
+        spec.aggregates.push({ column: k, fn: 'count_distinct' });
+        continue;
+      }
       this.edits.push({ start: item.start, end: item.end, pieces: ['sum', argsAndFilter, ' AS ', quoteIdent(alias ?? 'avg')] });
       const cnt = this.addHidden({ pieces: ['count', argsAndFilter] });
       spec.aggregates.push({ column: k, fn: 'avg', sumColumn: k, countColumn: cnt });
@@ -218,7 +225,7 @@ class MergeRewrite {
     if (this.hasAgg) {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
-      if (a) { if (a.fn === 'avg') return { unsupported: 'ORDER BY avg() not in the select list across shards' }; agg = a.fn; }
+      if (a) { if (a.fn === 'avg' || a.fn === 'count_distinct') return { unsupported: `ORDER BY ${a.fn === 'avg' ? 'avg()' : 'count(DISTINCT)'} not in the select list across shards` }; agg = a.fn; }
     }
     col = this.addHidden({ pieces: [r], agg });
     if (agg) this.spec.aggregates.push({ column: col, fn: agg });
@@ -302,7 +309,7 @@ class MergeRewrite {
     const r = this.callRange(e.FuncCall);
     if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
     if (a.fn !== 'avg') {
-      const col = this.addHidden({ pieces: [r.name, r.args], agg: a.fn });
+      const col = this.addHidden({ pieces: [a.fn === 'count_distinct' ? 'array_agg' : r.name, r.args], agg: a.fn });
       this.spec.aggregates.push({ column: col, fn: a.fn });
       return { k: 'col', c: col };
     }
@@ -430,14 +437,14 @@ export function findAgg(n: N): string | null {
   return found;
 }
 /** merge aggregate of a plain aggregate call, or an unsupported reason */
-export function aggOf(e: N): { fn: 'count' | 'sum' | 'min' | 'max' | 'avg' } | { unsupported: string } | null {
+export function aggOf(e: N): { fn: AggFn } | { unsupported: string } | null {
   const fc = e?.FuncCall;
   if (fc && !fc.over) {
     const nm = funcName(fc);
     // bool_and / every and bool_or are min and max over bool (false < true, NULLs ignored)
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
     if (nm && MERGE_AGGS.has(nm)) {
-      if (fc.agg_distinct) return { unsupported: `${nm}(DISTINCT) across shards` };
+      if (fc.agg_distinct) return nm === 'count' && !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order ? { fn: 'count_distinct' } : { unsupported: `${nm}(DISTINCT) across shards` };
       if (fc.agg_within_group) return { unsupported: `aggregate ${nm} across shards` };
       return { fn: nm as 'count' };
     }

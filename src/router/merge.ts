@@ -324,7 +324,31 @@ function sumKindOf(typeOid: number): SumKind | null {
   }
 }
 
-interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null }
+interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; set?: Set<string> }
+
+/** element type of the array types array_agg(DISTINCT x) returns for count(DISTINCT x) */
+const ELEM_OF: Record<number, number> = {
+  1000: OID.bool, 1001: OID.bytea, 1003: OID.name, 1005: OID.int2, 1007: OID.int4, 1016: OID.int8, 1009: OID.text, 1014: OID.bpchar,
+  1015: OID.varchar, 1021: OID.float4, 1022: OID.float8, 1028: OID.oid, 1182: OID.date, 1183: OID.time, 1115: OID.timestamp,
+  1185: OID.timestamptz, 1231: OID.numeric, 2951: OID.uuid,
+};
+
+/** the elements of a one-dimensional array value (text or binary format), NULLs left out */
+function arrayElements(b: Buffer, format: number): Buffer[] {
+  if (format === 1) {
+    const ndim = b.readInt32BE(0);
+    if (ndim === 0) return [];
+    let n = 1;
+    for (let d = 0; d < ndim; d++) n *= b.readInt32BE(12 + 8 * d);
+    let p = 12 + 8 * ndim;
+    const out: Buffer[] = [];
+    for (let i = 0; i < n; i++) { const len = b.readInt32BE(p); p += 4; if (len >= 0) { out.push(b.subarray(p, p + len)); p += len; } }
+    return out;
+  }
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { parseArrayLiteral } = require('./router') as typeof import('./router');
+  return parseArrayLiteral(b.toString('utf8')).filter((x): x is string => x !== null).map((x) => Buffer.from(x, 'utf8'));
+}
 
 interface Row { cols: (Buffer | null)[]; shard: number; seq: number }
 
@@ -392,6 +416,12 @@ export class ResultMerger {
       const f = fields[a.column];
       if (!f) { this.unsupported = 'merge column out of range'; continue; }
       if (a.fn === 'count' && f.format === 1 && f.typeOid !== OID.int8) this.unsupported = 'count() result type';
+      if (a.fn === 'count_distinct') {
+        const el = ELEM_OF[f.typeOid];
+        if (el === undefined || !keyNormFor(el, f.format)) this.unsupported = `count(DISTINCT) of type ${f.typeOid} across shards`;
+        if (a.column < this.visible) Object.assign(out[a.column], { typeOid: OID.int8, typlen: 8, typmod: -1 });
+        this.cmps[a.column] = comparatorFor(OID.int8, f.format);
+      }
       if (a.fn === 'sum' || a.fn === 'avg') {
         const k = this.sumKinds[a.sumColumn ?? a.column];
         if (!k) this.unsupported = `sum/avg of type ${f.typeOid} across shards`;
@@ -410,7 +440,7 @@ export class ResultMerger {
     this.keyNorms = fields.map((f) => keyNormFor(f.typeOid, f.format));
     for (const g of this.spec.distinctOn ?? []) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `DISTINCT ON type ${fields[g]?.typeOid} across shards`;
     for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `${this.spec.distinct ? 'DISTINCT' : 'GROUP BY'} on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
-    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg')) return msg;
+    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg' || a.fn === 'count_distinct')) return msg;
     return buildRowDescription(out);
   }
 
@@ -446,7 +476,7 @@ export class ResultMerger {
     const f = this.fields![c]!;
     const a = this.spec.aggregates.find((x) => x.column === c);
     let type = f.typeOid;
-    if (a?.fn === 'count') type = OID.int8;
+    if (a?.fn === 'count' || a?.fn === 'count_distinct') type = OID.int8;
     if (a?.fn === 'avg') { const k = this.sumKinds[a.sumColumn ?? c]; type = k === 'float4' || k === 'float8' ? OID.float8 : OID.numeric; }
     const numeric = type === OID.int2 || type === OID.int4 || type === OID.int8 || type === OID.numeric || type === OID.float4 || type === OID.float8 || type === OID.oid;
     if (f.format === 1) {
@@ -483,6 +513,15 @@ export class ResultMerger {
     this.spec.aggregates.forEach((a, i) => {
       const st = acc[i];
       if (a.fn === 'count') { const v = cols[a.column]; if (v !== null) st.count += this.readCount(v, fields[a.column].format); return; }
+      if (a.fn === 'count_distinct') {
+        const v = cols[a.column];
+        if (v === null) return;
+        const f = fields[a.column];
+        const norm = keyNormFor(ELEM_OF[f.typeOid]!, f.format)!;
+        const set = (st.set ??= new Set());
+        for (const el of arrayElements(v, f.format)) set.add(norm(el));
+        return;
+      }
       if (a.fn === 'min' || a.fn === 'max') {
         const v = cols[a.column];
         if (v === null) return;
@@ -515,7 +554,8 @@ export class ResultMerger {
     const fields = this.fields!;
     const f = fields[a.column];
     const bin = f.format === 1;
-    if (a.fn === 'count') {
+    if (a.fn === 'count_distinct') st.count = BigInt(st.set?.size ?? 0);
+    if (a.fn === 'count' || a.fn === 'count_distinct') {
       if (bin) { const b = Buffer.alloc(8); b.writeBigInt64BE(st.count); return b; }
       return Buffer.from(st.count.toString(), 'latin1');
     }

@@ -35,7 +35,8 @@ export interface MergeSpec {
   limit: number | null | { param: number };     // param: 0-based bind parameter index
   offset: number | null | { param: number };
   groupBy: number[];
-  aggregates: { column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg'; sumColumn?: number; countColumn?: number }[];
+  /** count_distinct: the shards ran array_agg(DISTINCT x) in its place; the merger counts the union */
+  aggregates: { column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct'; sumColumn?: number; countColumn?: number }[];
   hiddenColumns: number;
   /** SELECT DISTINCT: one row per distinct visible row */
   distinct?: boolean;

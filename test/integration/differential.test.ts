@@ -224,6 +224,11 @@ function buildSteps(): Step[] {
     p: { text: 'SELECT "orders"."user_id", COUNT("orders"."id") AS "n" FROM "orders" GROUP BY "orders"."user_id" HAVING COUNT("orders"."id") > $1 ORDER BY "orders"."user_id" ASC', values: [1] }, mode: 'both', ordered: true });
   add({ sql: 'SELECT city, bool_and(age > 25), bool_or(age > 50), every(name IS NOT NULL) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
   add({ sql: 'SELECT city, count(*) FILTER (WHERE age > 30), avg(age) FILTER (WHERE age < 50), sum(age) FILTER (WHERE id > 10) FROM users GROUP BY city ORDER BY 1', mode: 'both', ordered: true });
+  add({ sql: 'SELECT count(DISTINCT city) FROM users', mode: 'both' });
+  add({ sql: 'SELECT count(DISTINCT amount), count(DISTINCT created) FILTER (WHERE amount > 20), count(*) FROM orders', mode: 'both' });
+  add({ sql: 'SELECT city, count(DISTINCT age) AS ages FROM users GROUP BY city HAVING count(DISTINCT age) > 1 ORDER BY ages DESC, city', mode: 'both', ordered: true });
+  // TypeORM getCount / getManyAndCount
+  add({ sql: 'SELECT COUNT(DISTINCT("User"."id")) AS "cnt" FROM "users" "User" WHERE "User"."age" > 30', p: { text: 'SELECT COUNT(DISTINCT("User"."id")) AS "cnt" FROM "users" "User" WHERE "User"."age" > $1', values: [30] }, mode: 'both' });
   // ---- writes by key and without key, RETURNING
   add({ sql: 'UPDATE users SET age = age + 1 WHERE id = 3 RETURNING id, age' });
   add({ sql: '', p: { text: 'UPDATE users SET age = age + $2 WHERE id = $1 RETURNING id, age', values: [4, 2] } });
@@ -265,7 +270,9 @@ function buildSteps(): Step[] {
   U('SELECT (SELECT sum(age) FROM users), (SELECT sum(amount) FROM orders)', /subquery over sharded table "users"/);
   U('SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)', /subquery over sharded table/);
   U('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
-  U('SELECT count(DISTINCT city) FROM users', /count\(DISTINCT\) across shards/);
+  U('SELECT sum(DISTINCT age) FROM users', /sum\(DISTINCT\) across shards/);
+  U('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', /join of sharded tables \("users", "orders"\) not on their shard keys/);
+  add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] }, unsupported: /join of sharded tables \("users", "orders"\) not on their shard keys/ });
   U('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
   U('SELECT id FROM users UNION SELECT user_id FROM orders', /UNION across shards/);
   U('SELECT id FROM users UNION ALL SELECT 1', /set operations mixing sharded and non-sharded/);
