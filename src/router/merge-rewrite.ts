@@ -9,7 +9,7 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct';
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg';
 type AggOf = { fn: AggFn } | Unsupported | null;
 type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' | 'count_distinct' };
 type Items = { start: number; end: number }[];
@@ -125,6 +125,12 @@ class MergeRewrite {
     for (let k = 0; k < targets.length; k++) {
       const a = this.aggs[k];
       if (!a || 'unsupported' in a) continue;
+      if (a.fn === 'string_agg') {
+        const sep = this.separator(targets[k].ResTarget.val.FuncCall.args?.[1]);
+        if (sep === null) return { unsupported: 'string_agg with a separator that is not a constant or parameter across shards' };
+        spec.aggregates.push({ column: k, fn: a.fn, sep });
+        continue;
+      }
       if (a.fn !== 'avg' && a.fn !== 'count_distinct') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
       if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'avg' ? 'avg()' : 'count(DISTINCT)'} for shards` };
       const item = this.sel!.items[k];
@@ -225,7 +231,10 @@ class MergeRewrite {
     if (this.hasAgg) {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
-      if (a) { if (a.fn === 'avg' || a.fn === 'count_distinct') return { unsupported: `ORDER BY ${a.fn === 'avg' ? 'avg()' : 'count(DISTINCT)'} not in the select list across shards` }; agg = a.fn; }
+      if (a) {
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn + '()'} not in the select list across shards` };
+        agg = a.fn;
+      }
     }
     col = this.addHidden({ pieces: [r], agg });
     if (agg) this.spec.aggregates.push({ column: col, fn: agg });
@@ -306,6 +315,7 @@ class MergeRewrite {
     const a = aggOf(e);
     if (a && 'unsupported' in a) return a;
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
+    if (a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `${a.fn} in HAVING across shards` };
     const r = this.callRange(e.FuncCall);
     if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
     if (a.fn !== 'avg') {
@@ -317,6 +327,14 @@ class MergeRewrite {
     const cnt = this.addHidden({ pieces: ['count', r.args] });
     this.spec.aggregates.push({ column: sum, fn: 'avg', sumColumn: sum, countColumn: cnt });
     return { k: 'col', c: sum };
+  }
+
+  /** string_agg's separator: a string constant (its slot becomes part of the plan) or a parameter */
+  private separator(e: N): string | { param: number } | null {
+    while (e?.TypeCast) e = e.TypeCast.arg;
+    if (e?.A_Const?.sval !== undefined) { this.host.constValue(e.A_Const); return e.A_Const.sval.sval ?? ''; }
+    if (e?.ParamRef) return { param: e.ParamRef.number - 1 };
+    return null;
   }
 
   /** text ranges of an aggregate call: its name, and its arguments with any FILTER clause */
@@ -443,6 +461,8 @@ export function aggOf(e: N): { fn: AggFn } | { unsupported: string } | null {
     const nm = funcName(fc);
     // bool_and / every and bool_or are min and max over bool (false < true, NULLs ignored)
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
+    // without ORDER BY inside, the element order is unspecified on one server too
+    if ((nm === 'string_agg' || nm === 'array_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
     if (nm && MERGE_AGGS.has(nm)) {
       if (fc.agg_distinct) return nm === 'count' && !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order ? { fn: 'count_distinct' } : { unsupported: `${nm}(DISTINCT) across shards` };
       if (fc.agg_within_group) return { unsupported: `aggregate ${nm} across shards` };

@@ -29,6 +29,7 @@
 import type { MergeSpec } from './types';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
+import { concatArrays, joinStrings } from './list-aggs';
 
 export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
 
@@ -324,7 +325,7 @@ function sumKindOf(typeOid: number): SumKind | null {
   }
 }
 
-interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; set?: Set<string> }
+interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; set?: Set<string>; parts?: Buffer[] }
 
 /** element type of the array types array_agg(DISTINCT x) returns for count(DISTINCT x) */
 const ELEM_OF: Record<number, number> = {
@@ -332,6 +333,9 @@ const ELEM_OF: Record<number, number> = {
   1015: OID.varchar, 1021: OID.float4, 1022: OID.float8, 1028: OID.oid, 1182: OID.date, 1183: OID.time, 1115: OID.timestamp,
   1185: OID.timestamptz, 1231: OID.numeric, 2951: OID.uuid,
 };
+
+/** array types (typarray of the built-in scalar types): array_agg results pgring concatenates */
+const ARRAY_TYPE = new Set([...Object.keys(ELEM_OF).map(Number), 199, 1017, 1034, 1040, 1041, 1561, 1563, 3807, 199, 1270, 1187]);
 
 /** the elements of a one-dimensional array value (text or binary format), NULLs left out */
 function arrayElements(b: Buffer, format: number): Buffer[] {
@@ -416,6 +420,8 @@ export class ResultMerger {
       const f = fields[a.column];
       if (!f) { this.unsupported = 'merge column out of range'; continue; }
       if (a.fn === 'count' && f.format === 1 && f.typeOid !== OID.int8) this.unsupported = 'count() result type';
+      if (a.fn === 'string_agg' && f.typeOid !== OID.text) this.unsupported = `string_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'count_distinct') {
         const el = ELEM_OF[f.typeOid];
         if (el === undefined || !keyNormFor(el, f.format)) this.unsupported = `count(DISTINCT) of type ${f.typeOid} across shards`;
@@ -513,6 +519,7 @@ export class ResultMerger {
     this.spec.aggregates.forEach((a, i) => {
       const st = acc[i];
       if (a.fn === 'count') { const v = cols[a.column]; if (v !== null) st.count += this.readCount(v, fields[a.column].format); return; }
+      if (a.fn === 'string_agg' || a.fn === 'array_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
       if (a.fn === 'count_distinct') {
         const v = cols[a.column];
         if (v === null) return;
@@ -560,6 +567,13 @@ export class ResultMerger {
       return Buffer.from(st.count.toString(), 'latin1');
     }
     if (a.fn === 'min' || a.fn === 'max') return st.best;
+    if (a.fn === 'string_agg' || a.fn === 'array_agg') {
+      if (!st.parts?.length) return null;
+      if (a.fn === 'array_agg') return concatArrays(st.parts, f.format);
+      const sep = typeof a.sep === 'object' ? this.params?.[a.sep.param] ?? null : a.sep ?? '';
+      // a NULL separator joins without one, as string_agg does
+      return joinStrings(st.parts, Buffer.from(sep ?? '', 'utf8'));
+    }
     const sc = a.sumColumn ?? a.column;
     const kind = this.sumKinds[sc];
     if (a.fn === 'sum') {

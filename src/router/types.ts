@@ -36,7 +36,11 @@ export interface MergeSpec {
   offset: number | null | { param: number };
   groupBy: number[];
   /** count_distinct: the shards ran array_agg(DISTINCT x) in its place; the merger counts the union */
-  aggregates: { column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct'; sumColumn?: number; countColumn?: number }[];
+  aggregates: {
+    column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg'; sumColumn?: number; countColumn?: number;
+    /** string_agg's separator: its text, or the bind parameter holding it */
+    sep?: string | { param: number };
+  }[];
   hiddenColumns: number;
   /** SELECT DISTINCT: one row per distinct visible row */
   distinct?: boolean;
