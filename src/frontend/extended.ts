@@ -357,7 +357,9 @@ export class ExtendedProtocol {
     if (!link) { this.s.responses.synth([closeComplete], true); return; }
     const others = portal.shards.slice(1).map((s) => this.s.links[s]).filter((l): l is Link => !!l);
     for (const l of [link, ...others]) { this.s.unitLinks.add(l); l.unsynced = true; }
-    for (const l of others) { const p = this.s.responses.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
+    // the other shards' CloseComplete is not the client's (InternalParse expected a ParseComplete
+    // and forwarded it, desynchronising the link's queue)
+    for (const l of others) { this.s.responses.push(K.InternalClose, l, true); l.conn.write(msg); }
     this.s.responses.push(K.Close, link, true);
     link.conn.write(msg);
   }

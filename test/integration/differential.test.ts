@@ -438,8 +438,27 @@ describe('differential: pgring over 3 shards vs plain PostgreSQL', () => {
           serialize.sync(),
         ];
         plainW.send(unit); proxyW.send(unit);
-        const want = JSON.stringify(await plainW.until(1, 10000)), got = JSON.stringify(await proxyW.until(1, 10000));
+        const want = JSON.stringify(await plainW.until(1, 5000).catch((e: Error) => `plain: ${e.message}`));
+        const got = JSON.stringify(await proxyW.until(1, 5000).catch((e: Error) => `pgring: ${e.message}`));
         if (want !== got) failures.push(`${c.text} binary=${binary}\n    want ${want}\n    got  ${got}`);
+        if (failures.length) break;
+        // a named portal in a transaction block, fetched in several units (a cursor as drivers use it)
+        const units = [
+          [serialize.query('BEGIN')],
+          [serialize.parse({ name: 'cur_s', text: c.text, types: [] }), serialize.bind({ portal: 'cur', statement: 'cur_s', values: c.values, binary }),
+            serialize.execute({ portal: 'cur', rows: 2 }), serialize.sync()],
+          [serialize.execute({ portal: 'cur', rows: 2 }), serialize.sync()],
+          [serialize.describe({ type: 'P', name: 'cur' }), serialize.execute({ portal: 'cur', rows: 100 }), serialize.close({ type: 'P', name: 'cur' }), serialize.close({ type: 'S', name: 'cur_s' }), serialize.sync()],
+          [serialize.query('COMMIT')],
+        ];
+        for (const [i, u] of units.entries()) {
+          plainW.send(u); proxyW.send(u);
+          const w = JSON.stringify(await plainW.until(1, 5000).catch((e: Error) => `plain unit ${i}: ${e.message}`));
+          const g = JSON.stringify(await proxyW.until(1, 5000).catch((e: Error) => `pgring unit ${i}: ${e.message}`));
+          if (w !== g) failures.push(`${c.text} binary=${binary} transaction unit ${i}\n    want ${w}\n    got  ${g}`);
+          if (failures.length) break;
+        }
+        if (failures.length) break;
       }
     } finally { plainW.close(); proxyW.close(); }
     assert.deepEqual(failures, []);
