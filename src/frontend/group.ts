@@ -48,7 +48,8 @@ export class Group {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const { ResultMerger: M } = require('../router/merge') as typeof import('../router/merge');
       this.merger = new M(spec, size, texts);
-      this.needsFields = !(spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0 && spec.hiddenColumns === 0);
+      // rows are decoded (or cut) unless they stream unchanged: they wait for the RowDescription
+      this.needsFields = !this.merger.streams || spec.hiddenColumns > 0;
       if (opts.rowDescription) this.describe(opts.rowDescription);
     }
   }

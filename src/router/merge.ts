@@ -297,6 +297,7 @@ function keyNormFor(typeOid: number, format: number): KeyNorm | null {
         return raw;
       case OID.bpchar: return (b) => trimSpaces(b).toString('latin1');
       case OID.numeric: return (b) => decKey(decodeNumericBin(b));
+      case OID.float4: case OID.float8: return (b) => { const x = b.length === 4 ? b.readFloatBE(0) : b.readDoubleBE(0); return Number.isNaN(x) ? 'NaN' : String(x === 0 ? 0 : x); };
       default: return null;
     }
   }
@@ -362,6 +363,8 @@ export class ResultMerger {
   private fields: FieldDesc[] | null = null;
   private visible = 0;
   private readonly streaming: boolean;
+  /** rows pass through one by one (no ORDER BY, grouping, DISTINCT or HAVING) */
+  get streams(): boolean { return this.streaming; }
   private readonly limit: number | null;
   private readonly offset: number;
   private rows: Row[] = [];

@@ -216,6 +216,7 @@ function buildSteps(): Step[] {
   add({ sql: 'SELECT DISTINCT * FROM cities', mode: 'both' });
   add({ sql: 'SELECT DISTINCT city, age > 30 AS old FROM users ORDER BY city NULLS FIRST, old LIMIT 4 OFFSET 1', p: { text: 'SELECT DISTINCT city, age > $1 AS old FROM users ORDER BY city NULLS FIRST, old LIMIT $2 OFFSET $3', values: [30, 4, 1] }, mode: 'both', ordered: true });
   add({ sql: 'SELECT DISTINCT amount FROM orders ORDER BY amount DESC LIMIT 5', mode: 'both', ordered: true });
+  add({ sql: 'SELECT DISTINCT age::float8 / 4 AS q, created FROM users u JOIN orders o ON o.user_id = u.id WHERE age > 40', mode: 'both' });
   add({ sql: 'SELECT DISTINCT ON (city) city, id, name FROM users ORDER BY city, id', mode: 'both', ordered: true });
   add({ sql: 'SELECT DISTINCT ON (city) id, name FROM users ORDER BY city NULLS FIRST, age DESC NULLS LAST, id LIMIT 3', p: { text: 'SELECT DISTINCT ON (city) id, name FROM users ORDER BY city NULLS FIRST, age DESC NULLS LAST, id LIMIT $1', values: [3] }, mode: 'both', ordered: true });
   add({ sql: 'SELECT city, count(*) FROM users GROUP BY city HAVING count(*) > 2', mode: 'both' });
