@@ -1,8 +1,12 @@
 // Differential test: one list of SQL statements runs through the `pg` driver against a plain
 // PostgreSQL server (the reference, cluster server 4) and against pgring over three shards
-// (servers 1-3), in the simple and (where sensible) the extended protocol. Results must agree:
-// rows (order-insensitive unless the statement orders without ties), column names and types,
-// command tags (command + rowCount) and SQLSTATE codes of errors. Forms pgring refuses by design
+// (servers 1-3), in the simple and (where sensible) the extended protocol; reads also as a named
+// statement with binary results (node-pg `binary: true`). Results must agree: rows
+// (order-insensitive unless the statement orders without ties), the RowDescription (names,
+// types, sizes, modifiers, formats, column numbers; table OIDs only as zero / non-zero),
+// command tags (command + rowCount) and SQLSTATE codes of errors. ORM statement shapes
+// (Prisma, TypeORM, Sequelize, SQLAlchemy, Django) are written from their documented SQL;
+// row-limited portals are compared message by message through a raw wire client. Forms pgring refuses by design
 // are listed explicitly: they must fail with 0A000 and a message naming the form.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
