@@ -1,7 +1,9 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { fillPortalRows, insertStatement, newPortalRows, shardBind, shardStatement, takeRows } from './extended-merge';
+import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
@@ -95,48 +97,56 @@ export class ExtendedProtocol {
       this.s.readOnlyUse = isPlainRead(plan);
       const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
       this.s.simple.checkSupported(cs.stmt, route);
-      const shards = routeShards(route, this.s.ctx.shards.shardCount);
+      let shards = routeShards(route, this.s.ctx.shards.shardCount);
       if (this.s.simple.abortedFor(shards)) throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
-      if (plan.insertSplit && shards.length > 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT whose rows belong to different shards is not supported in the extended protocol; send one row per statement or use the simple protocol');
+      // A multi-row INSERT whose rows belong to different shards: each shard binds its own rows.
+      const parts = plan.insertSplit && shards.length > 1 ? this.s.scatter.splitInsert(cs.stmt, info.params, info.paramFormats) : undefined;
+      if (parts) shards = parts.map((p) => p.shard);
       const now = this.s.simple.writeHookFor(cs.stmt) ? null : this.s.servers.linksNow(shards);
-      if (now) { this.bindOn(msg, info, cs, shards, now); return; }
-      return this.onBindWaiting(msg, info, cs, shards);
+      if (now) { this.bindOn(msg, info, cs, shards, now, parts); return; }
+      return this.onBindWaiting(msg, info, cs, shards, parts);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
-  async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[]): Promise<void> {
+  async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], parts?: InsertPart[]): Promise<void> {
     try {
       await this.s.simple.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
       const links: Link[] = [];
       for (const s of shards) links.push(await this.s.servers.link(s));
-      this.bindOn(msg, info, cs, shards, links);
+      this.bindOn(msg, info, cs, shards, links, parts);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
-  bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[]): void {
+  bindOn(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], links: Link[], parts?: InsertPart[]): void {
       if (this.unitTx || (links.length > 1 && this.s.transaction.distributedAutocommit(cs.stmt))) {
         // An autocommit write to several shards: one transaction per shard, committed together at Sync.
         if (!this.unitTx) { this.unitTx = new Set(); this.s.txSnapshot = this.s.state; }
         for (const l of links) if (!this.unitTx.has(l)) { this.unitTx.add(l); this.beginInUnit(l); }
       }
-      const renamed = cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
+      // A merge that rewrites the SQL runs the rewritten statement on the shards.
+      const shardCs = links.length > 1 ? shardStatement(cs) : null;
+      const target = shardCs ?? cs;
+      const renamed = shardCs ? shardBind(msg, info.resultOffset, shardCs.serverName, cs.stmt.plan.merge!.hiddenColumns)
+        : cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
       const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
       let result: Pending | null = null;
       for (const [i, link] of links.entries()) {
         this.s.unitLinks.add(link);
         link.unsynced = true;
-        this.s.prepared.ensurePrepared(link, cs);
+        const part = parts?.[i];
+        const t = part ? insertStatement(cs, part) : target;
+        this.s.prepared.ensurePrepared(link, t);
         const p = this.s.responses.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
-        if (cs.serverName !== '') p.cs = cs; // no closure per Bind: checked where errors arrive
-        link.conn.write(renamed);
+        if (t.serverName !== '') p.cs = t; // no closure per Bind: checked where errors arrive
+        link.conn.write(part ? partBind(msg, info.portal, t.serverName, info.params, info.paramFormats, info.resultOffset, part) : renamed);
       }
       if (group) {
         result = this.s.responses.push(K.GroupResult, null, true);
         const r = result;
         group.onFinish = (msgs) => { r.out = msgs; this.s.responses.complete(r); };
       }
-      this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats } : { shards, cs, virtual: false });
+      this.portals.set(info.portal, shards.length > 1 ? { shards, cs, virtual: false, params: info.params.map((b) => (b ? Buffer.from(b) : null)), formats: info.paramFormats, parts } : { shards, cs, virtual: false });
   }
 
   onDescribe(msg: Buffer): Promise<void> | void {
@@ -207,7 +217,7 @@ export class ExtendedProtocol {
   }
 
   onExecute(msg: Buffer): Promise<void> | void {
-    const { portal: name } = decodeExecute(msg);
+    const { portal: name, maxRows } = decodeExecute(msg);
     try {
       const portal = this.portals.get(name);
       if (!portal) {
@@ -253,6 +263,7 @@ export class ExtendedProtocol {
         }
         return;
       }
+      if (portal.fetch) { this.executeFetched(portal, maxRows); return; }
       const now = this.s.servers.linksNow(portal.shards);
       if (now) { this.executeOn(msg, name, portal, now); return; }
       return this.executeWaiting(msg, name, portal);
@@ -290,7 +301,12 @@ export class ExtendedProtocol {
       }
       const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
         : stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
-      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats });
+      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats, shardSql: shardStatement(portal.cs) !== null });
+      if (portal.parts) group.inStatementOrder(portal.parts);
+      // A row limit: the shards run the portal to completion, the merged rows wait in the portal.
+      const maxRows = mode === 'merge-ext' ? decodeExecute(msg).maxRows : 0;
+      const fetch = maxRows > 0 ? (portal.fetch = newPortalRows()) : null;
+      if (fetch) msg = executeMsg(name, 0);
       if (mode === 'merge-ext') {
         // The merger needs the column types: in the extended protocol they come from a Describe.
         const d = this.s.responses.push(K.InternalDescribe, links[0]!, true);
@@ -305,11 +321,26 @@ export class ExtendedProtocol {
       }
       const r = this.s.responses.push(K.GroupResult, null, true);
       group.onFinish = (msgs) => {
-        r.out = msgs;
         const cc = msgs.find((m) => m[0] === B.CommandComplete);
         if (cc) this.s.transaction.afterCommand(stmt, commandTag(cc), null);
+        if (fetch) {
+          const waiting = fillPortalRows(fetch, msgs);
+          r.out = takeRows(fetch, maxRows);
+          this.s.responses.complete(r);
+          for (const w of waiting) w();
+          return;
+        }
+        r.out = msgs;
         this.s.responses.complete(r);
       };
+  }
+
+  /** Execute of a multi-shard portal whose rows pgring holds (an earlier Execute had a row limit). */
+  executeFetched(portal: Portal, maxRows: number): void {
+    const pr = portal.fetch!;
+    const r = this.s.responses.push(K.GroupResult, null, true);
+    const give = (): void => { r.out = takeRows(pr, maxRows); this.s.responses.complete(r); };
+    if (pr.rows) give(); else pr.waiters.push(give);
   }
 
   onClose(msg: Buffer): void {
@@ -326,7 +357,9 @@ export class ExtendedProtocol {
     if (!link) { this.s.responses.synth([closeComplete], true); return; }
     const others = portal.shards.slice(1).map((s) => this.s.links[s]).filter((l): l is Link => !!l);
     for (const l of [link, ...others]) { this.s.unitLinks.add(l); l.unsynced = true; }
-    for (const l of others) { const p = this.s.responses.push(K.InternalParse, l, true); void p; l.conn.write(msg); }
+    // the other shards' CloseComplete is not the client's (InternalParse expected a ParseComplete
+    // and forwarded it, desynchronising the link's queue)
+    for (const l of others) { this.s.responses.push(K.InternalClose, l, true); l.conn.write(msg); }
     this.s.responses.push(K.Close, link, true);
     link.conn.write(msg);
   }

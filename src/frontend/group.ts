@@ -7,6 +7,7 @@ import { commandComplete, commandTag } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 import type { ResultMerger } from '../router/merge';
 import { PgError, SQLSTATE } from '../protocol/errors';
+import { statementOrder } from './insert-split';
 
 export type GroupMode = 'first' | 'sum' | 'merge' | 'merge-ext' | 'copy';
 
@@ -21,6 +22,8 @@ export class Group {
   private needsFields = false;
   private described: Buffer | null = null;
   private early: [number, Buffer][] = [];
+  /** per member, its DataRows, when they must come back in statement order (split INSERT ... RETURNING) */
+  private ordered: { rowsOf: Buffer[][]; parts: { rows: number[] }[] } | null = null;
   onFinish: (msgs: Buffer[]) => void = () => {};
   onCopyIn: ((first: Buffer | null) => void) | null = null;
 
@@ -45,9 +48,15 @@ export class Group {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const { ResultMerger: M } = require('../router/merge') as typeof import('../router/merge');
       this.merger = new M(spec, size, texts);
-      this.needsFields = !(spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0 && spec.hiddenColumns === 0);
+      // rows are decoded (or cut) unless they stream unchanged: they wait for the RowDescription
+      this.needsFields = !this.merger.streams || spec.hiddenColumns > 0;
       if (opts.rowDescription) this.describe(opts.rowDescription);
     }
+  }
+
+  /** Members are the parts of a split multi-row INSERT: RETURNING rows go back in statement order. */
+  inStatementOrder(parts: { rows: number[] }[]): void {
+    this.ordered = { rowsOf: parts.map(() => []), parts };
   }
 
   /** Feeds a shard's RowDescription of the statement (extended protocol: it comes from Describe,
@@ -88,7 +97,8 @@ export class Group {
           if (this.needsFields && this.described === null) { this.early.push([member, msg]); return; }
           const fwd = this.merger.dataRow(member, msg);
           if (fwd) this.out.push(fwd);
-        } else if (this.mode !== 'first' || member === 0) this.out.push(msg);
+        } else if (this.ordered) this.ordered.rowsOf[member]!.push(msg);
+        else if (this.mode !== 'first' || member === 0) this.out.push(msg);
         return;
       case B.CommandComplete:
         if (this.merger) this.merger.commandComplete(member, commandTag(msg));
@@ -114,6 +124,7 @@ export class Group {
       this.onFinish([...this.out, ...this.merger.finish()]);
       return;
     }
+    if (this.ordered) this.out.push(...statementOrder(this.ordered.rowsOf, this.ordered.parts));
     if (this.tags.length) this.out.push(commandComplete(sumTags(this.tags)));
     this.onFinish(this.out);
   }

@@ -10,6 +10,8 @@ import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
 import { isTxControl } from './session-util';
+import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
+import type { KeyRef } from '../router/types';
 
 export class Scatter {
   constructor(private readonly s: ClientSession) {}
@@ -79,9 +81,8 @@ export class Scatter {
           this.s.flush();
         });
       } else if (stmt.plan.insertSplit && route.kind === 'multi') {
-        const bodies = this.splitInsert(stmt);
-        const ss = [...bodies.keys()].sort((a, b) => a - b);
-        await this.scatterSimple(stmt, sub, ss, true, ss.map((sh) => query(bodies.get(sh)!)));
+        const parts = this.splitInsert(stmt);
+        await this.scatterSimple(stmt, sub, parts.map((p) => p.shard), true, parts.map((p) => query(p.sql)), parts);
         await this.s.responses.waitIdle();
       } else {
         await this.scatterSimple(stmt, sub, shards, true);
@@ -96,27 +97,30 @@ export class Scatter {
     return failed;
   }
 
-  /** Per-shard SQL of a multi-row INSERT (rows grouped by the shard of their key). */
-  splitInsert(stmt: RoutedStatement): Map<number, string> {
-    const split = stmt.plan.insertSplit!;
+  /** Per-shard SQL of a multi-row INSERT (rows grouped by the shard of their key, shards
+   *  ascending); with Bind parameters (`params`), each part's parameters are renumbered. */
+  splitInsert(stmt: RoutedStatement, params: (Buffer | null)[] | null = null, formats: number[] = []): InsertPart[] {
     const type = stmt.plan.keyType!;
-    const rows = new Map<number, string[]>();
-    for (const row of split.rows) {
-      const k = row.key;
+    const map = this.s.ctx.shards;
+    const shardOf = (k: KeyRef): number => {
+      if (k.kind === 'param') {
+        const v = params?.[k.index];
+        if (v === undefined) throw new PgError(SQLSTATE.ProtocolViolation, `bind message supplies ${params?.length ?? 0} parameters, but the shard key uses $${k.index + 1}`);
+        if (v !== null) {
+          const fmt = formats.length ? (formats.length === 1 ? formats[0] : formats[k.index]) : 0;
+          return fmt === 1 ? map.shardForBinaryKey(type, v) : map.shardForKey(type, v.toString('utf8'));
+        }
+      }
       const text = k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : null;
-      if (k.kind === 'param') throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a multi-row INSERT with parameters whose rows belong to different shards is not supported');
       if (text === null) throw new PgError('23502', `null value in shard key column of relation "${stmt.plan.table}" cannot be routed`);
-      const shard = this.s.ctx.shards.shardForKey(type, text);
-      let list = rows.get(shard);
-      if (!list) rows.set(shard, list = []);
-      list.push(row.sql);
-    }
-    const out = new Map<number, string>();
-    for (const [shard, list] of rows) out.set(shard, split.head + list.join(', ') + split.tail);
-    return out;
+      return map.shardForKey(type, text);
+    };
+    const parts = splitInsertRows(stmt.plan.insertSplit!, shardOf);
+    return params ? parts.map(renumberParams) : parts;
   }
 
-  async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[]): Promise<void> {
+  /** `rowOrder`: the statement rows each shard inserts (a split multi-row INSERT): RETURNING rows in statement order. */
+  async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[], rowOrder?: { rows: number[] }[]): Promise<void> {
     const links: Link[] = [];
     for (const s of shards) links.push(await this.s.servers.link(s));
     // Reference tables and DDL run the same change on every shard: answer as one server would.
@@ -125,6 +129,7 @@ export class Scatter {
     const sql = stmt.plan.merge?.shardSql;
     const body = sql ? query(sql) : msg;
     const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name));
+    if (rowOrder) group.inStatementOrder(rowOrder);
     const result = this.s.responses.push(K.GroupResult, null, false);
     links.forEach((l, i) => {
       const p = this.s.responses.push(partOfMany ? K.ExecSimple : K.Query, l, false);

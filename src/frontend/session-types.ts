@@ -1,5 +1,7 @@
 // Types shared by the client-session modules (ClientSession re-exports the public ones).
 import * as tls from 'node:tls';
+import type { PortalRows } from './extended-merge';
+import type { InsertPart } from './insert-split';
 import type { Config, KeyType } from '../config/types';
 import { Fifo } from './fifo';
 import { PgError } from '../protocol/errors';
@@ -111,4 +113,4 @@ export interface Link {
   bytesOut0: number;
 }
 
-export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[] };
+export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[]; fetch?: PortalRows; parts?: InsertPart[] };

@@ -132,11 +132,12 @@ export class SimpleQuery {
       if (plan.command === 'copy_from' && route.kind !== 'direct' && plan.copy) return await this.s.copy.startCopySplit(stmt, msg);
       if (plan.insertSplit && route.kind === 'multi') {
         // A multi-row INSERT whose rows belong to different shards: each shard gets its own rows.
-        const bodies = this.s.scatter.splitInsert(stmt);
-        const shards = [...bodies.keys()].sort((a, b) => a - b);
+        const parts = this.s.scatter.splitInsert(stmt);
+        const shards = parts.map((p) => p.shard);
         await this.beforeWrite(stmt, shards, null, null);
-        if (this.s.transaction.distributedAutocommit(stmt)) return await this.s.transaction.autocommitMulti(stmt, msg, shards, shards.map((sh) => query(bodies.get(sh)!)));
-        await this.s.scatter.scatterSimple(stmt, msg, shards, false, shards.map((sh) => query(bodies.get(sh)!)));
+        const bodies = parts.map((p) => query(p.sql));
+        if (this.s.transaction.distributedAutocommit(stmt)) return await this.s.transaction.autocommitMulti(stmt, msg, shards, bodies, parts);
+        await this.s.scatter.scatterSimple(stmt, msg, shards, false, bodies, parts);
         return;
       }
       const shards = routeShards(route, this.s.ctx.shards.shardCount);

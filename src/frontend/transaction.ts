@@ -106,11 +106,11 @@ export class TransactionControl {
   }
 
   /** BEGIN on each shard (sent by link()), the statement, then the two-phase commit hook; the client sees one autocommit statement. */
-  async autocommitMulti(stmt: RoutedStatement, msg: Buffer, shards: number[], bodies?: Buffer[]): Promise<void> {
+  async autocommitMulti(stmt: RoutedStatement, msg: Buffer, shards: number[], bodies?: Buffer[], rowOrder?: { rows: number[] }[]): Promise<void> {
     this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state;
     let err: PgError | null = null;
     try {
-      await this.s.scatter.scatterSimple(stmt, msg, shards, true, bodies);
+      await this.s.scatter.scatterSimple(stmt, msg, shards, true, bodies, rowOrder);
       await this.s.responses.waitIdle();
     } catch (e) { err = internalError(e); }
     this.s.virtualTx = null;

@@ -5,11 +5,13 @@
 import type { Token } from './lexer';
 import type { MergeSpec } from './types';
 import { N, Part, MERGE_AGGS, OTHER_AGGS, canon, funcName, quoteIdent, strs } from './plan-ast';
+import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggOf = { fn: 'count' | 'sum' | 'min' | 'max' | 'avg' } | Unsupported | null;
-type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' };
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg';
+type AggOf = { fn: AggFn } | Unsupported | null;
+type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' | 'count_distinct' };
 type Items = { start: number; end: number }[];
 /** marker base for hidden column indexes, fixed up at the end */
 const HID = 1 << 20;
@@ -19,6 +21,8 @@ export interface MergeHost {
   readonly text: string;
   toks(): Token[];
   constValue(c: N): string | null;
+  /** character offset of a parse-tree byte location */
+  loc(byteLoc: number | undefined): number;
   parts(ranges: Range[]): Part[];
 }
 
@@ -39,6 +43,8 @@ class MergeRewrite {
   private sel: { items: Items; end: number } | null = null;
   private readonly hidden: Hidden[] = [];
   private readonly edits: { start: number; end: number; pieces: Range[] }[] = [];
+  private having: N | null = null;
+  private distinctOn: N[] | null = null;
 
   constructor(private readonly host: MergeHost, private readonly s: N) {
     this.toks = host.toks();
@@ -46,7 +52,8 @@ class MergeRewrite {
   }
 
   run(): { spec: MergeSpec; shardSqlT?: Part[] } | Unsupported {
-    const why = this.shape() ?? this.selectList() ?? this.averages() ?? this.groupBy() ?? this.orderBy() ?? this.limits();
+    const why = this.shape() ?? this.selectList() ?? this.averages() ?? this.groupBy() ?? this.orderBy() ?? this.distinctOnKeys()
+      ?? this.havingClause() ?? this.limits();
     return why ?? this.finish();
   }
 
@@ -85,9 +92,12 @@ class MergeRewrite {
       this.targets = x.targetList ?? [];
     } else {
       this.targets = s.targetList ?? [];
-      if (s.distinctClause) return { unsupported: 'DISTINCT across shards' };
+      if (s.distinctClause) {
+        const on = (s.distinctClause as N[]).filter((d) => d && Object.keys(d).length > 0);
+        if (on.length) this.distinctOn = on; else this.spec.distinct = true;
+      }
       if (hasWindow(this.targets) || hasWindow(s.sortClause)) return { unsupported: 'window functions across shards' };
-      if (s.havingClause) return { unsupported: 'HAVING across shards' };
+      if (s.havingClause) this.having = s.havingClause;
       if ((s.groupClause ?? []).some((g: N) => g.GroupingSet)) return { unsupported: 'GROUPING SETS / ROLLUP / CUBE across shards' };
       if (s.groupDistinct) return { unsupported: 'GROUP BY DISTINCT across shards' };
     }
@@ -103,6 +113,7 @@ class MergeRewrite {
     for (const a of this.aggs) if (a && 'unsupported' in a) return a;
     this.hasAgg = !this.setop && (this.aggs.some((a) => a) || (this.s.groupClause ?? []).length > 0);
     if (this.star && this.hasAgg) return { unsupported: 'SELECT * with aggregates across shards' };
+    if (this.hasAgg && (this.spec.distinct || this.distinctOn)) return { unsupported: 'DISTINCT with aggregates or GROUP BY across shards' };
     this.sel = findTargetList(this.toks);
     return undefined;
   }
@@ -114,8 +125,14 @@ class MergeRewrite {
     for (let k = 0; k < targets.length; k++) {
       const a = this.aggs[k];
       if (!a || 'unsupported' in a) continue;
-      if (a.fn !== 'avg') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
-      if (!this.needText()) return { unsupported: 'cannot rewrite avg() for shards' };
+      if (a.fn === 'string_agg') {
+        const sep = this.separator(targets[k].ResTarget.val.FuncCall.args?.[1]);
+        if (sep === null) return { unsupported: 'string_agg with a separator that is not a constant or parameter across shards' };
+        spec.aggregates.push({ column: k, fn: a.fn, sep });
+        continue;
+      }
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'avg' ? 'avg()' : 'count(DISTINCT)'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
       // tokens of the call: name ... ( args ) [FILTER (...)]
@@ -138,6 +155,12 @@ class MergeRewrite {
       }
       const argsAndFilter: [number, number] = [toks[open].start, callEnd];
       const alias = targets[k].ResTarget.name;
+      if (a.fn === 'count_distinct') {
+        // each shard's distinct values; the merger counts their union
+        this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg', argsAndFilter, ' AS ', quoteIdent(alias ?? 'count')] });
+        spec.aggregates.push({ column: k, fn: 'count_distinct' });
+        continue;
+      }
       this.edits.push({ start: item.start, end: item.end, pieces: ['sum', argsAndFilter, ' AS ', quoteIdent(alias ?? 'avg')] });
       const cnt = this.addHidden({ pieces: ['count', argsAndFilter] });
       spec.aggregates.push({ column: k, fn: 'avg', sumColumn: k, countColumn: cnt });
@@ -208,11 +231,133 @@ class MergeRewrite {
     if (this.hasAgg) {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
-      if (a) { if (a.fn === 'avg') return { unsupported: 'ORDER BY avg() not in the select list across shards' }; agg = a.fn; }
+      if (a) {
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn + '()'} not in the select list across shards` };
+        agg = a.fn;
+      }
     }
     col = this.addHidden({ pieces: [r], agg });
     if (agg) this.spec.aggregates.push({ column: col, fn: agg });
     return col;
+  }
+
+  /** DISTINCT ON keys: the leading ORDER BY columns (PostgreSQL requires them to match), or
+   *  select-list columns without ORDER BY (any row of a key is then right). */
+  private distinctOnKeys(): Unsupported | undefined {
+    const on = this.distinctOn;
+    if (!on) return undefined;
+    if (this.spec.orderBy.length) {
+      if (on.length > this.spec.orderBy.length) return { unsupported: 'DISTINCT ON not matching ORDER BY across shards' };
+      this.spec.distinctOn = this.spec.orderBy.slice(0, on.length).map((o) => o.column);
+      return undefined;
+    }
+    const cols = on.map((e) => { const c = canon(e); const t = this.targets.findIndex((x: N) => canon(x.ResTarget.val) === c); return t < 0 ? -1 : this.positionOf(t); });
+    if (cols.some((c) => c < 0)) return { unsupported: 'DISTINCT ON an expression outside the select list without ORDER BY across shards' };
+    this.spec.distinctOn = cols;
+    return undefined;
+  }
+
+  /** HAVING: made always true in the shard SQL; its aggregates become (hidden) columns; the merger filters. */
+  private havingClause(): Unsupported | undefined {
+    if (!this.having) return undefined;
+    const toks = this.toks;
+    const h = toks.findIndex((t) => t.depth === 0 && t.lower === 'having');
+    if (h < 1) return { unsupported: 'cannot rewrite HAVING for shards' };
+    const END = new Set(['window', 'order', 'limit', 'offset', 'fetch', 'for', 'union', 'intersect', 'except']);
+    let j = h + 1;
+    while (j < toks.length && !(toks[j].depth === 0 && ((toks[j].type === 'word' && END.has(toks[j].lower)) || toks[j].text === ';'))) j++;
+    const e = this.havingExpr(this.having);
+    if ('unsupported' in e) return e;
+    this.spec.having = e;
+    // Every group must come back; the condition stays (always true) so its parameters keep
+    // their place and inferred types in the shard statement.
+    const cond: [number, number] = [toks[h + 1].start, toks[j - 1].end];
+    this.edits.push({ start: cond[0], end: cond[1], pieces: ['((', cond, ') IS NULL OR true)'] });
+    return undefined;
+  }
+
+  private havingExpr(e: N): HExpr | Unsupported {
+    const all = (xs: N[]): HExpr[] | Unsupported => {
+      const out: HExpr[] = [];
+      for (const x of xs) { const r = this.havingExpr(x); if ('unsupported' in r) return r; out.push(r); }
+      return out;
+    };
+    if (e.TypeCast) return this.havingExpr(e.TypeCast.arg);
+    if (e.A_Const) {
+      const c = e.A_Const;
+      if (c.isnull) return { k: 'const', v: null, num: false };
+      if (c.sval !== undefined) { this.host.constValue(c); return { k: 'const', v: c.sval.sval ?? '', num: false }; }
+      if (c.boolval !== undefined) return { k: 'const', v: c.boolval.boolval ? 't' : 'f', num: false };
+      return { k: 'const', v: this.host.constValue(c), num: true };
+    }
+    if (e.ParamRef) return { k: 'param', i: e.ParamRef.number - 1 };
+    if (e.BoolExpr) {
+      const args = all(e.BoolExpr.args ?? []);
+      if ('unsupported' in args) return args;
+      const op = e.BoolExpr.boolop;
+      return op === 'NOT_EXPR' ? { k: 'not', a: args[0]! } : { k: op === 'AND_EXPR' ? 'and' : 'or', args };
+    }
+    if (e.NullTest) {
+      const a = this.havingExpr(e.NullTest.arg);
+      return 'unsupported' in a ? a : { k: 'isnull', a, not: e.NullTest.nulltesttype === 'IS_NOT_NULL' };
+    }
+    if (e.A_Expr && e.A_Expr.kind === 'AEXPR_OP') {
+      const op = strs(e.A_Expr.name).join('.');
+      if (!['<', '<=', '>', '>=', '=', '<>', '!=', '+', '-', '*'].includes(op)) return { unsupported: `operator ${op} in HAVING across shards` };
+      const b = this.havingExpr(e.A_Expr.rexpr);
+      if ('unsupported' in b) return b;
+      const a: HExpr | Unsupported = e.A_Expr.lexpr ? this.havingExpr(e.A_Expr.lexpr) : { k: 'const', v: '0', num: true };
+      return 'unsupported' in a ? a : { k: 'op', op, a, b };
+    }
+    const c = canon(e);
+    const t = this.targets.findIndex((x: N) => canon(x.ResTarget.val) === c);
+    if (t >= 0 && this.positionOf(t) >= 0) return { k: 'col', c: this.positionOf(t) };
+    const a = aggOf(e);
+    if (a && 'unsupported' in a) return a;
+    if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
+    if (a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `${a.fn} in HAVING across shards` };
+    const r = this.callRange(e.FuncCall);
+    if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
+    if (a.fn !== 'avg') {
+      const col = this.addHidden({ pieces: [a.fn === 'count_distinct' ? 'array_agg' : r.name, r.args], agg: a.fn });
+      this.spec.aggregates.push({ column: col, fn: a.fn });
+      return { k: 'col', c: col };
+    }
+    const sum = this.addHidden({ pieces: ['sum', r.args] });
+    const cnt = this.addHidden({ pieces: ['count', r.args] });
+    this.spec.aggregates.push({ column: sum, fn: 'avg', sumColumn: sum, countColumn: cnt });
+    return { k: 'col', c: sum };
+  }
+
+  /** string_agg's separator: a string constant (its slot becomes part of the plan) or a parameter */
+  private separator(e: N): string | { param: number } | null {
+    while (e?.TypeCast) e = e.TypeCast.arg;
+    if (e?.A_Const?.sval !== undefined) { this.host.constValue(e.A_Const); return e.A_Const.sval.sval ?? ''; }
+    if (e?.ParamRef) return { param: e.ParamRef.number - 1 };
+    return null;
+  }
+
+  /** text ranges of an aggregate call: its name, and its arguments with any FILTER clause */
+  private callRange(fc: N): { name: [number, number]; args: [number, number] } | null {
+    const toks = this.toks;
+    const at = this.host.loc(fc.location);
+    let i = toks.findIndex((t) => t.start === at);
+    if (i < 0) return null;
+    const nameStart = toks[i].start;
+    while (i < toks.length && toks[i].text !== '(') i++;
+    if (i >= toks.length) return null;
+    const open = i, d0 = toks[open].depth;
+    let j = open + 1;
+    while (j < toks.length && !(toks[j].text === ')' && toks[j].depth === d0)) j++;
+    if (j >= toks.length) return null;
+    let end = toks[j].end;
+    if (fc.agg_filter && toks[j + 1]?.lower === 'filter' && toks[j + 2]?.text === '(') {
+      let f = j + 3;
+      while (f < toks.length && !(toks[f].text === ')' && toks[f].depth === d0)) f++;
+      if (f >= toks.length) return null;
+      end = toks[f].end;
+    }
+    return { name: [nameStart, toks[open - 1].end], args: [toks[open].start, end] };
   }
 
   /** LIMIT / OFFSET: the merger applies them; shards return LIMIT + OFFSET rows (all rows under aggregates). */
@@ -237,6 +382,11 @@ class MergeRewrite {
         const txt = (v: number | { param: number }): string => typeof v === 'number' ? String(v) : `$${v.param + 1}`;
         if (typeof l === 'number' && typeof off === 'number') rep = ` LIMIT ${l + off}`;
         else rep = ` LIMIT (${txt(l)}::bigint + ${txt(off as number | { param: number })}::bigint)`;
+      } else {
+        // The section goes: its parameters stay referenced (OFFSET 0 * $n), else a Bind of the
+        // client's values would not fit the shard statement.
+        const ps = [l, off].filter((v): v is { param: number } => v !== null && typeof v === 'object');
+        if (ps.length) rep = ` OFFSET (0 * ${ps.map((v) => `$${v.param + 1}::bigint`).join(' * ')})`;
       }
       this.edits.push({ start: section[0], end: section[1], pieces: rep ? [rep] : [] });
     }
@@ -251,6 +401,8 @@ class MergeRewrite {
     const fix = (c: number): number => c >= HID ? (this.star ? -(H - (c - HID)) : this.targets.length + (c - HID)) : c;
     spec.orderBy.forEach((o) => { o.column = fix(o.column); });
     spec.groupBy = spec.groupBy.map(fix);
+    if (spec.distinctOn) spec.distinctOn = spec.distinctOn.map(fix);
+    if (spec.having) spec.having = mapColumns(spec.having, fix);
     spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); });
     if (H) {
       if (!this.sel) return { unsupported: 'cannot rewrite the select list for shards' };
@@ -303,12 +455,16 @@ export function findAgg(n: N): string | null {
   return found;
 }
 /** merge aggregate of a plain aggregate call, or an unsupported reason */
-export function aggOf(e: N): { fn: 'count' | 'sum' | 'min' | 'max' | 'avg' } | { unsupported: string } | null {
+export function aggOf(e: N): { fn: AggFn } | { unsupported: string } | null {
   const fc = e?.FuncCall;
   if (fc && !fc.over) {
     const nm = funcName(fc);
+    // bool_and / every and bool_or are min and max over bool (false < true, NULLs ignored)
+    if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
+    // without ORDER BY inside, the element order is unspecified on one server too
+    if ((nm === 'string_agg' || nm === 'array_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
     if (nm && MERGE_AGGS.has(nm)) {
-      if (fc.agg_distinct) return { unsupported: `${nm}(DISTINCT) across shards` };
+      if (fc.agg_distinct) return nm === 'count' && !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order ? { fn: 'count_distinct' } : { unsupported: `${nm}(DISTINCT) across shards` };
       if (fc.agg_within_group) return { unsupported: `aggregate ${nm} across shards` };
       return { fn: nm as 'count' };
     }

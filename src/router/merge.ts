@@ -23,9 +23,13 @@
 // - Hidden trailing columns (added by the planner) are removed from rows and the RowDescription;
 //   avg columns get type numeric (or float8) in the forwarded RowDescription.
 // - Without ORDER BY / GROUP BY / aggregates, rows stream: dataRow() returns the row to forward.
-// - Binary result format: int2/int4/int8/float4/float8/bool/date/timestamp/text-like/uuid columns
-//   are decoded; numeric in binary (sums, avg) is not: `unsupported` is set after rowDescription().
+// - Binary result format: int2/int4/int8/float4/float8/numeric/bool/date/timestamp/text-like/uuid
+//   columns are decoded (numeric through numeric-bin.ts); other types set `unsupported` where they
+//   are compared or summed.
 import type { MergeSpec } from './types';
+import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
+import { evalHaving, mapColumns, type HVal } from './having';
+import { concatArrays, joinStrings } from './list-aggs';
 
 export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
 
@@ -249,6 +253,7 @@ function comparatorFor(typeOid: number, format: number): Cmp | null {
       case OID.float8: return (a, b) => cmpNum(a.readDoubleBE(0), b.readDoubleBE(0));
       case OID.bpchar: return (a, b) => Buffer.compare(trimSpaces(a), trimSpaces(b));
       case OID.bool: case OID.text: case OID.varchar: case OID.name: case OID.uuid: case OID.bytea: return Buffer.compare;
+      case OID.numeric: return (a, b) => cmpDec(decodeNumericBin(a), decodeNumericBin(b));
       default: return null;
     }
   }
@@ -267,6 +272,19 @@ function comparatorFor(typeOid: number, format: number): Cmp | null {
 
 const CHAR_OID = 18;
 
+/** a number's text as an exact decimal (exponent forms and NaN/Infinity as text) */
+function numText(t: string): HVal {
+  return /^-?\d+(\.\d+)?$/.test(t) ? { num: parseDec(t) } : { str: t };
+}
+
+/** equal for numerics PostgreSQL's equality treats as equal (1.0 = 1.00) */
+function decKey(d: Dec): string {
+  if (d.special) return d.special;
+  let { v, scale } = d;
+  while (scale > 0 && v % 10n === 0n) { v /= 10n; scale--; }
+  return v.toString() + 'e-' + scale;
+}
+
 /** GROUP BY key of a value: equal keys for values PostgreSQL's equality treats as equal
  *  (numeric 1.0 = 1.00, float -0 = 0, bpchar trailing spaces); null for types not handled. */
 type KeyNorm = (b: Buffer) => string;
@@ -278,6 +296,8 @@ function keyNormFor(typeOid: number, format: number): KeyNorm | null {
       case OID.text: case OID.varchar: case OID.name: case CHAR_OID: case OID.uuid: case OID.bool: case OID.bytea:
         return raw;
       case OID.bpchar: return (b) => trimSpaces(b).toString('latin1');
+      case OID.numeric: return (b) => decKey(decodeNumericBin(b));
+      case OID.float4: case OID.float8: return (b) => { const x = b.length === 4 ? b.readFloatBE(0) : b.readDoubleBE(0); return Number.isNaN(x) ? 'NaN' : String(x === 0 ? 0 : x); };
       default: return null;
     }
   }
@@ -287,13 +307,7 @@ function keyNormFor(typeOid: number, format: number): KeyNorm | null {
     case OID.date: case OID.time: case OID.timestamp: case OID.timestamptz:
       return raw;
     case OID.bpchar: return (b) => trimSpaces(b).toString('latin1');
-    case OID.numeric: return (b) => {
-      const d = parseDec(b.toString('latin1'));
-      if (d.special) return d.special;
-      let { v, scale } = d;
-      while (scale > 0 && v % 10n === 0n) { v /= 10n; scale--; }
-      return v.toString() + 'e-' + scale;
-    };
+    case OID.numeric: return (b) => decKey(parseDec(b.toString('latin1')));
     case OID.float4: case OID.float8: return (b) => { const x = Number(b.toString('latin1')); return Number.isNaN(x) ? 'NaN' : String(x === 0 ? 0 : x); };
     default: return null;
   }
@@ -312,7 +326,34 @@ function sumKindOf(typeOid: number): SumKind | null {
   }
 }
 
-interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null }
+interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; set?: Set<string>; parts?: Buffer[] }
+
+/** element type of the array types array_agg(DISTINCT x) returns for count(DISTINCT x) */
+const ELEM_OF: Record<number, number> = {
+  1000: OID.bool, 1001: OID.bytea, 1003: OID.name, 1005: OID.int2, 1007: OID.int4, 1016: OID.int8, 1009: OID.text, 1014: OID.bpchar,
+  1015: OID.varchar, 1021: OID.float4, 1022: OID.float8, 1028: OID.oid, 1182: OID.date, 1183: OID.time, 1115: OID.timestamp,
+  1185: OID.timestamptz, 1231: OID.numeric, 2951: OID.uuid,
+};
+
+/** array types (typarray of the built-in scalar types): array_agg results pgring concatenates */
+const ARRAY_TYPE = new Set([...Object.keys(ELEM_OF).map(Number), 199, 1017, 1034, 1040, 1041, 1561, 1563, 3807, 199, 1270, 1187]);
+
+/** the elements of a one-dimensional array value (text or binary format), NULLs left out */
+function arrayElements(b: Buffer, format: number): Buffer[] {
+  if (format === 1) {
+    const ndim = b.readInt32BE(0);
+    if (ndim === 0) return [];
+    let n = 1;
+    for (let d = 0; d < ndim; d++) n *= b.readInt32BE(12 + 8 * d);
+    let p = 12 + 8 * ndim;
+    const out: Buffer[] = [];
+    for (let i = 0; i < n; i++) { const len = b.readInt32BE(p); p += 4; if (len >= 0) { out.push(b.subarray(p, p + len)); p += len; } }
+    return out;
+  }
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { parseArrayLiteral } = require('./router') as typeof import('./router');
+  return parseArrayLiteral(b.toString('utf8')).filter((x): x is string => x !== null).map((x) => Buffer.from(x, 'utf8'));
+}
 
 interface Row { cols: (Buffer | null)[]; shard: number; seq: number }
 
@@ -322,6 +363,8 @@ export class ResultMerger {
   private fields: FieldDesc[] | null = null;
   private visible = 0;
   private readonly streaming: boolean;
+  /** rows pass through one by one (no ORDER BY, grouping, DISTINCT or HAVING) */
+  get streams(): boolean { return this.streaming; }
   private readonly limit: number | null;
   private readonly offset: number;
   private rows: Row[] = [];
@@ -334,9 +377,13 @@ export class ResultMerger {
   private sumKinds: (SumKind | null)[] = [];
   private keyNorms: (KeyNorm | null)[] = [];
 
+  private readonly params: (string | null)[] | undefined;
+
   constructor(spec: MergeSpec, readonly shards: number, params?: (string | null)[]) {
     this.spec = spec;
-    this.streaming = spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0;
+    this.params = params;
+    this.streaming = spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0
+      && !spec.distinct && !spec.distinctOn && !spec.having;
     const res = (v: MergeSpec['limit']): number | null => {
       if (v === null) return null;
       if (typeof v === 'number') return v;
@@ -364,7 +411,11 @@ export class ResultMerger {
       orderBy: sp.orderBy.map((o) => ({ ...o, column: this.col(o.column) })),
       groupBy: sp.groupBy.map((g) => this.col(g)),
       aggregates: sp.aggregates.map((a) => ({ ...a, column: this.col(a.column), sumColumn: a.sumColumn === undefined ? undefined : this.col(a.sumColumn), countColumn: a.countColumn === undefined ? undefined : this.col(a.countColumn) })),
+      distinctOn: sp.distinctOn?.map((c) => this.col(c)),
+      having: sp.having && mapColumns(sp.having, (c) => this.col(c)),
     };
+    // DISTINCT: one group per distinct visible row
+    if (sp.distinct) this.spec.groupBy = Array.from({ length: this.visible }, (_, i) => i);
     const out = fields.slice(0, this.visible).map((f) => ({ ...f }));
     this.cmps = fields.map((f) => comparatorFor(f.typeOid, f.format));
     this.sumKinds = fields.map((f) => sumKindOf(f.typeOid));
@@ -372,10 +423,17 @@ export class ResultMerger {
       const f = fields[a.column];
       if (!f) { this.unsupported = 'merge column out of range'; continue; }
       if (a.fn === 'count' && f.format === 1 && f.typeOid !== OID.int8) this.unsupported = 'count() result type';
+      if (a.fn === 'string_agg' && f.typeOid !== OID.text) this.unsupported = `string_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'count_distinct') {
+        const el = ELEM_OF[f.typeOid];
+        if (el === undefined || !keyNormFor(el, f.format)) this.unsupported = `count(DISTINCT) of type ${f.typeOid} across shards`;
+        if (a.column < this.visible) Object.assign(out[a.column], { typeOid: OID.int8, typlen: 8, typmod: -1 });
+        this.cmps[a.column] = comparatorFor(OID.int8, f.format);
+      }
       if (a.fn === 'sum' || a.fn === 'avg') {
         const k = this.sumKinds[a.sumColumn ?? a.column];
         if (!k) this.unsupported = `sum/avg of type ${f.typeOid} across shards`;
-        else if (f.format === 1 && (k === 'numeric' || a.fn === 'avg')) this.unsupported = 'binary numeric results across shards';
       }
       if ((a.fn === 'min' || a.fn === 'max') && !this.cmps[a.column]) this.unsupported = `min/max of type ${f.typeOid}${f.format === 1 ? ' (binary)' : ''} across shards`;
       if (a.fn === 'avg' && a.column < this.visible) {
@@ -384,13 +442,14 @@ export class ResultMerger {
         out[a.column].typeOid = isFloat ? OID.float8 : OID.numeric;
         out[a.column].typlen = isFloat ? 8 : -1;
         out[a.column].typmod = -1;
-        this.cmps[a.column] = comparatorFor(out[a.column].typeOid, 0);
+        this.cmps[a.column] = comparatorFor(out[a.column].typeOid, out[a.column].format);
       }
     }
     for (const o of this.spec.orderBy) if (!this.cmps[o.column]) this.unsupported = `ORDER BY on type ${fields[o.column]?.typeOid}${fields[o.column]?.format === 1 ? ' (binary)' : ''} across shards`;
     this.keyNorms = fields.map((f) => keyNormFor(f.typeOid, f.format));
-    for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `GROUP BY on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
-    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg')) return msg;
+    for (const g of this.spec.distinctOn ?? []) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `DISTINCT ON type ${fields[g]?.typeOid} across shards`;
+    for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `${this.spec.distinct ? 'DISTINCT' : 'GROUP BY'} on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
+    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg' || a.fn === 'count_distinct')) return msg;
     return buildRowDescription(out);
   }
 
@@ -418,9 +477,34 @@ export class ResultMerger {
 
   commandComplete(shard: number, tag: string | Buffer): void { void shard; void tag; }
 
-  private groupKey(cols: (Buffer | null)[]): string {
+  private groupKey(cols: (Buffer | null)[]): string { return this.keyOf(this.spec.groupBy, cols); }
+
+  /** A merged column as a value for HAVING (aggregate columns by their result type). */
+  private valueOf(c: number, b: Buffer | null): HVal {
+    if (b === null) return null;
+    const f = this.fields![c]!;
+    const a = this.spec.aggregates.find((x) => x.column === c);
+    let type = f.typeOid;
+    if (a?.fn === 'count' || a?.fn === 'count_distinct') type = OID.int8;
+    if (a?.fn === 'avg') { const k = this.sumKinds[a.sumColumn ?? c]; type = k === 'float4' || k === 'float8' ? OID.float8 : OID.numeric; }
+    const numeric = type === OID.int2 || type === OID.int4 || type === OID.int8 || type === OID.numeric || type === OID.float4 || type === OID.float8 || type === OID.oid;
+    if (f.format === 1) {
+      switch (type) {
+        case OID.int2: return { num: { v: BigInt(b.readInt16BE(0)), scale: 0 } };
+        case OID.int4: return { num: { v: BigInt(b.readInt32BE(0)), scale: 0 } };
+        case OID.int8: return { num: { v: b.readBigInt64BE(0), scale: 0 } };
+        case OID.numeric: return { num: decodeNumericBin(b) };
+        case OID.float4: case OID.float8: return numText(String(b.length === 4 ? b.readFloatBE(0) : b.readDoubleBE(0)));
+        case OID.bool: return { str: b[0] ? 't' : 'f' };
+        default: return { str: b.toString('utf8') };
+      }
+    }
+    return numeric ? numText(b.toString('latin1')) : { str: b.toString('utf8') };
+  }
+
+  private keyOf(columns: number[], cols: (Buffer | null)[]): string {
     let k = '';
-    for (const c of this.spec.groupBy) {
+    for (const c of columns) {
       const v = cols[c];
       if (v === null) { k += '\u0001N'; continue; }
       const t = this.keyNorms[c] ? this.keyNorms[c]!(v) : v.toString('latin1');
@@ -438,6 +522,16 @@ export class ResultMerger {
     this.spec.aggregates.forEach((a, i) => {
       const st = acc[i];
       if (a.fn === 'count') { const v = cols[a.column]; if (v !== null) st.count += this.readCount(v, fields[a.column].format); return; }
+      if (a.fn === 'string_agg' || a.fn === 'array_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
+      if (a.fn === 'count_distinct') {
+        const v = cols[a.column];
+        if (v === null) return;
+        const f = fields[a.column];
+        const norm = keyNormFor(ELEM_OF[f.typeOid]!, f.format)!;
+        const set = (st.set ??= new Set());
+        for (const el of arrayElements(v, f.format)) set.add(norm(el));
+        return;
+      }
       if (a.fn === 'min' || a.fn === 'max') {
         const v = cols[a.column];
         if (v === null) return;
@@ -458,7 +552,7 @@ export class ResultMerger {
       const f = fields[sc];
       switch (this.sumKinds[sc]) {
         case 'int': st.sumInt += this.readCount(v, f.format); break;
-        case 'numeric': { const d = parseDec(v.toString('latin1')); st.sumDec = st.sumDec ? addDec(st.sumDec, d) : d; break; }
+        case 'numeric': { const d = f.format === 1 ? decodeNumericBin(v) : parseDec(v.toString('latin1')); st.sumDec = st.sumDec ? addDec(st.sumDec, d) : d; break; }
         case 'float8': st.sumF += f.format === 1 ? v.readDoubleBE(0) : Number(v.toString('latin1')); break;
         case 'float4': st.sumF = Math.fround(st.sumF + (f.format === 1 ? v.readFloatBE(0) : Number(v.toString('latin1')))); break;
         default: break;
@@ -470,11 +564,19 @@ export class ResultMerger {
     const fields = this.fields!;
     const f = fields[a.column];
     const bin = f.format === 1;
-    if (a.fn === 'count') {
+    if (a.fn === 'count_distinct') st.count = BigInt(st.set?.size ?? 0);
+    if (a.fn === 'count' || a.fn === 'count_distinct') {
       if (bin) { const b = Buffer.alloc(8); b.writeBigInt64BE(st.count); return b; }
       return Buffer.from(st.count.toString(), 'latin1');
     }
     if (a.fn === 'min' || a.fn === 'max') return st.best;
+    if (a.fn === 'string_agg' || a.fn === 'array_agg') {
+      if (!st.parts?.length) return null;
+      if (a.fn === 'array_agg') return concatArrays(st.parts, f.format);
+      const sep = typeof a.sep === 'object' ? this.params?.[a.sep.param] ?? null : a.sep ?? '';
+      // a NULL separator joins without one, as string_agg does
+      return joinStrings(st.parts, Buffer.from(sep ?? '', 'utf8'));
+    }
     const sc = a.sumColumn ?? a.column;
     const kind = this.sumKinds[sc];
     if (a.fn === 'sum') {
@@ -486,7 +588,7 @@ export class ResultMerger {
           if (b.length === 8) b.writeBigInt64BE(st.sumInt); else if (b.length === 4) b.writeInt32BE(Number(st.sumInt)); else b.writeInt16BE(Number(st.sumInt));
           return b;
         }
-        case 'numeric': return Buffer.from(fmtDec(st.sumDec!), 'latin1');
+        case 'numeric': return bin ? encodeNumericBin(st.sumDec!) : Buffer.from(fmtDec(st.sumDec!), 'latin1');
         case 'float8': { if (!bin) return Buffer.from(fmtFloat8(st.sumF), 'latin1'); const b = Buffer.alloc(8); b.writeDoubleBE(st.sumF); return b; }
         case 'float4': { if (!bin) return Buffer.from(fmtFloat4(st.sumF), 'latin1'); const b = Buffer.alloc(4); b.writeFloatBE(st.sumF); return b; }
         default: return null;
@@ -494,9 +596,14 @@ export class ResultMerger {
     }
     // avg
     if (st.count === 0n || !st.any) return null;
-    if (kind === 'float4' || kind === 'float8') return Buffer.from(fmtFloat8(st.sumF / Number(st.count)), 'latin1');
+    if (kind === 'float4' || kind === 'float8') {
+      const avg = st.sumF / Number(st.count);
+      if (!bin) return Buffer.from(fmtFloat8(avg), 'latin1');
+      const b = Buffer.alloc(8); b.writeDoubleBE(avg); return b;
+    }
     const sum: Dec = kind === 'int' ? { v: st.sumInt, scale: 0 } : st.sumDec!;
-    return Buffer.from(fmtDec(divDec(sum, { v: st.count, scale: 0 })), 'latin1');
+    const avg = divDec(sum, { v: st.count, scale: 0 });
+    return bin ? encodeNumericBin(avg) : Buffer.from(fmtDec(avg), 'latin1');
   }
 
   /** The merged DataRows (hidden columns removed) followed by CommandComplete "SELECT n". */
@@ -512,6 +619,10 @@ export class ResultMerger {
         rows.push({ cols, shard: g.row.shard, seq: g.row.seq });
       }
     } else rows = this.rows;
+    if (this.spec.having) {
+      const h = this.spec.having;
+      rows = rows.filter((r) => evalHaving(h, (c) => this.valueOf(c, r.cols[c] ?? null), this.params) === true);
+    }
     if (this.spec.orderBy.length) {
       const ob = this.spec.orderBy.map((o) => ({ ...o, cmp: this.cmps[o.column]! }));
       rows.sort((x, y) => {
@@ -529,6 +640,12 @@ export class ResultMerger {
         }
         return x.seq - y.seq;
       });
+    }
+    if (this.spec.distinctOn) {
+      // the first row of each key in ORDER BY order (rows are sorted by those keys first)
+      const seen = new Set<string>();
+      const on = this.spec.distinctOn;
+      rows = rows.filter((r) => { const k = this.keyOf(on, r.cols); if (seen.has(k)) return false; seen.add(k); return true; });
     }
     const start = Math.min(this.offset, rows.length);
     const end = this.limit === null ? rows.length : Math.min(rows.length, start + this.limit);

@@ -60,7 +60,7 @@ export abstract class StatementWalker {
     }
   }
 
-  protected loc(byteLoc: number | undefined): number {
+  loc(byteLoc: number | undefined): number {
     if (byteLoc === undefined || byteLoc < 0) return -1;
     return this.byteToChar ? this.byteToChar[byteLoc] : byteLoc;
   }

@@ -1,4 +1,6 @@
 // Public types of the statement router.
+import type { HExpr } from './having';
+
 export type KeyType = import('../config/types').KeyType;
 
 export interface ShardedTable { name: string; column: string; type: KeyType; columns?: string[] }
@@ -39,8 +41,19 @@ export interface MergeSpec {
   limit: number | null | { param: number };     // param: 0-based bind parameter index
   offset: number | null | { param: number };
   groupBy: number[];
-  aggregates: { column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg'; sumColumn?: number; countColumn?: number }[];
+  /** count_distinct: the shards ran array_agg(DISTINCT x) in its place; the merger counts the union */
+  aggregates: {
+    column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg'; sumColumn?: number; countColumn?: number;
+    /** string_agg's separator: its text, or the bind parameter holding it */
+    sep?: string | { param: number };
+  }[];
   hiddenColumns: number;
+  /** SELECT DISTINCT: one row per distinct visible row */
+  distinct?: boolean;
+  /** DISTINCT ON: key columns; the first row of each key in ORDER BY order */
+  distinctOn?: number[];
+  /** HAVING, evaluated on the merged groups (router/having.ts) */
+  having?: HExpr;
 }
 
 export interface Hint { shard?: string; shardKey?: string; /** reads=primary|replica|any (read routing) */ reads?: string }

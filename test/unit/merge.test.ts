@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { decodeNumericBin, encodeNumericBin } from '../../src/router/numeric-bin';
 import assert from 'node:assert/strict';
 import {
   ResultMerger, buildRowDescription, buildDataRow, parseDataRow, parseRowDescription, OID, FieldDesc,
@@ -117,7 +118,7 @@ test('aggregates with GROUP BY, ORDER BY on an aggregate, LIMIT', () => {
   assert.deepEqual(g.rows.map((x) => x[0]).sort(), ['1', '2', '3']);
 });
 
-test('binary int/float columns merge; binary numeric is reported unsupported', () => {
+test('binary int/float/numeric columns merge', () => {
   const b8 = (n: bigint): Buffer => { const b = Buffer.alloc(8); b.writeBigInt64BE(n); return b; };
   const m = new ResultMerger(spec({ orderBy: [{ column: 0, desc: false, nullsFirst: false }], aggregates: [] }), 2);
   m.rowDescription(0, buildRowDescription([{ ...fd('x', OID.int8, 1), typlen: 8 }]));
@@ -129,7 +130,20 @@ test('binary int/float columns merge; binary numeric is reported unsupported', (
   assert.equal(parseDataRow(c.finish()[0])[0]!.readBigInt64BE(0), 12n);
   const u = new ResultMerger(spec({ aggregates: [{ column: 0, fn: 'sum' }] }), 2);
   u.rowDescription(0, buildRowDescription([fd('sum', OID.numeric, 1)]));
-  assert.ok(u.unsupported);
+  assert.equal(u.unsupported, null);
+  u.dataRow(0, buildDataRow([encodeNumericBin(parseDec('12345.678'))])); u.dataRow(1, buildDataRow([encodeNumericBin(parseDec('-0.0789'))]));
+  assert.equal(fmtDec(decodeNumericBin(parseDataRow(u.finish()[0])[0]!)), '12345.5991');
+});
+
+test('numeric binary codec matches numeric_send', () => {
+  // numeric_send of 12345.678: ndigits 3, weight 1, sign 0, dscale 3, digits 1 2345 6780
+  assert.deepEqual([...encodeNumericBin(parseDec('12345.678'))], [0, 3, 0, 1, 0, 0, 0, 3, 0, 1, 0x09, 0x29, 0x1a, 0x7c]);
+  // 0.00: no digits, weight 0, dscale 2; -0.0001: weight -1, one digit 1
+  assert.deepEqual([...encodeNumericBin(parseDec('0.00'))], [0, 0, 0, 0, 0, 0, 0, 2]);
+  assert.deepEqual([...encodeNumericBin(parseDec('-0.0001'))], [0, 1, 0xff, 0xff, 0x40, 0, 0, 4, 0, 1]);
+  for (const t of ['0', '1', '-1', '10000', '100000000', '0.5', '123.4500', '-98765432109876543210.0123456789', 'NaN', '20000.0000']) {
+    assert.equal(fmtDec(decodeNumericBin(encodeNumericBin(parseDec(t)))), t);
+  }
 });
 
 test('float output formatting like float8out / float4out', () => {

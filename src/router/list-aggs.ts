@@ -1,0 +1,31 @@
+// string_agg and array_agg without ORDER BY inside the aggregate, merged from per-shard
+// partials (pure). Without ORDER BY, PostgreSQL defines no element order either: the merged
+// value has every element exactly once, each shard's elements together, shards in the order
+// their rows arrived. Arrays concatenate along their first dimension, in text
+// ('{1,2}' + '{3}' = '{1,2,3}', also '{{1,2}}' + '{{3,4}}') and binary format alike.
+
+/** string_agg: the non-null partials joined by the separator */
+export function joinStrings(parts: Buffer[], sep: Buffer): Buffer {
+  const out: Buffer[] = [];
+  parts.forEach((p, i) => { if (i) out.push(sep); out.push(p); });
+  return Buffer.concat(out);
+}
+
+/** array_agg: the non-null partial arrays concatenated along their first dimension */
+export function concatArrays(parts: Buffer[], format: number): Buffer {
+  if (parts.length === 1) return parts[0]!;
+  if (format !== 1) return Buffer.from('{' + parts.map((p) => p.toString('utf8').slice(1, -1)).join(',') + '}', 'utf8');
+  const ndim = parts[0]!.readInt32BE(0);
+  const head = Buffer.from(parts[0]!.subarray(0, 12 + 8 * ndim));
+  let first = 0, hasNull = 0;
+  const data: Buffer[] = [];
+  for (const p of parts) {
+    first += p.readInt32BE(12);
+    hasNull |= p.readInt32BE(4);
+    data.push(p.subarray(12 + 8 * ndim));
+  }
+  head.writeInt32BE(hasNull, 4);
+  head.writeInt32BE(first, 12);
+  head.writeInt32BE(1, 16);
+  return Buffer.concat([head, ...data]);
+}

@@ -1,0 +1,39 @@
+// HAVING evaluation and string_agg / array_agg partial merging (pure parts of the merger).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { evalHaving, type HExpr, type HVal } from '../../src/router/having';
+import { concatArrays, joinStrings } from '../../src/router/list-aggs';
+import { parseDec } from '../../src/router/merge';
+
+const num = (s: string): HVal => ({ num: parseDec(s) });
+const col = (c: number): HExpr => ({ k: 'col', c });
+const k = (v: string | null, n = true): HExpr => ({ k: 'const', v, num: n });
+
+test('HAVING: comparisons, arithmetic and three-valued logic', () => {
+  const row: HVal[] = [num('3'), null, { str: 'Paris' }, num('2.50')];
+  const ev = (e: HExpr, params?: (string | null)[]): unknown => evalHaving(e, (c) => row[c]!, params);
+  assert.equal(ev({ k: 'op', op: '>', a: col(0), b: k('2') }), true);
+  assert.equal(ev({ k: 'op', op: '=', a: col(3), b: k('2.5') }), true);                     // numeric scale ignored
+  assert.equal(ev({ k: 'op', op: '>', a: col(1), b: k('2') }), null);                        // NULL compares unknown
+  assert.equal(ev({ k: 'and', args: [{ k: 'op', op: '>', a: col(1), b: k('2') }, { k: 'op', op: '<', a: col(0), b: k('1') }] }), false);
+  assert.equal(ev({ k: 'or', args: [{ k: 'op', op: '>', a: col(1), b: k('2') }, { k: 'op', op: '<', a: col(0), b: k('1') }] }), null);
+  assert.equal(ev({ k: 'not', a: { k: 'isnull', a: col(1), not: false } }), false);
+  assert.equal(ev({ k: 'op', op: '>=', a: { k: 'op', op: '-', a: col(0), b: col(3) }, b: { k: 'param', i: 0 } }, ['0.5']), true);
+  assert.equal(ev({ k: 'op', op: '<>', a: col(2), b: k('Rome', false) }), true);
+  assert.equal(ev({ k: 'op', op: '<', a: col(2), b: k('paris', false) }), true);               // bytes: 'P' < 'p'
+});
+
+test('string_agg and array_agg partials merge in text and binary format', () => {
+  assert.equal(joinStrings([Buffer.from('a,b'), Buffer.from('c')], Buffer.from(',')).toString(), 'a,b,c');
+  assert.equal(concatArrays([Buffer.from('{1,NULL}'), Buffer.from('{"a b",3}')], 0).toString(), '{1,NULL,"a b",3}');
+  assert.equal(concatArrays([Buffer.from('{{1,2}}'), Buffer.from('{{3,4}}')], 0).toString(), '{{1,2},{3,4}}');
+  // binary int4[]: ndim 1, flags, elemtype 23, dim (n, lbound 1), elements
+  const arr = (vals: (number | null)[]): Buffer => {
+    const parts = [Buffer.alloc(20)];
+    parts[0]!.writeInt32BE(1, 0); parts[0]!.writeInt32BE(vals.includes(null) ? 1 : 0, 4); parts[0]!.writeInt32BE(23, 8);
+    parts[0]!.writeInt32BE(vals.length, 12); parts[0]!.writeInt32BE(1, 16);
+    for (const v of vals) { const b = Buffer.alloc(v === null ? 4 : 8); b.writeInt32BE(v === null ? -1 : 4, 0); if (v !== null) b.writeInt32BE(v, 4); parts.push(b); }
+    return Buffer.concat(parts);
+  };
+  assert.deepEqual(concatArrays([arr([1, 2]), arr([null, 3])], 1), arr([1, 2, null, 3]));
+});
