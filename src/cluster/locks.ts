@@ -36,6 +36,8 @@ import { encodeJson, isZkError, WatchEvent, Zk } from './zk';
 import { WatchSet, watchedRead } from './sync';
 
 export const SEQ_RECYCLE_THRESHOLD = 2 ** 30;
+/** How long an idle bucket is kept when other proxies share the cluster (locks.leaseMs 0). */
+export const SHARED_LEASE_MS = 100;
 
 /** Whoever takes locks (a client transaction). */
 export interface LockOwner {
@@ -135,6 +137,8 @@ export class ZkLockService extends EventEmitter {
   private heldBy = new Map<LockOwner, Set<number>>();
   private waitingOn = new Map<LockOwner, Bucket>();
   private ws = new WatchSet();
+  /** live proxies of the cluster (watchProxies) */
+  private proxyCount = 0;
   /** buckets that had nodes in a session now lost (dropOrphans) */
   private readonly orphans = new Set<number>();
   private closed = false;
@@ -149,6 +153,21 @@ export class ZkLockService extends EventEmitter {
     this.proxyPart = encodeProxyForNode(opts.proxyId);
     this.logger = opts.logger ?? session.logger;
     session.on('state', this.onState);
+    const zk = session.handle();
+    if (zk && session.state === 'connected') void this.watchProxies(zk).catch(() => undefined);
+  }
+
+  /** Counts the cluster's live proxies (proxies/ children), kept current by a child watch. */
+  private async watchProxies(zk: Zk): Promise<void> {
+    const kids = await watchedRead(this.ws, zk, 'proxies', (ev: WatchEvent) => {
+      if (ev.type === 'session' || ev.type === 'notwatching' || this.closed) return;
+      const z = this.session.handle();
+      if (z && !z.dead) void this.watchProxies(z).catch(() => undefined);
+    }, (w) => zk.children(this.layout.proxies, w));
+    const before = this.proxyCount;
+    this.proxyCount = kids.length;
+    // Another proxy appeared: buckets held idle without a lease get one now.
+    if (before <= 1 && kids.length > 1) for (const b of this.buckets.values()) if (!b.owner && b.queue.length === 0 && b.zk === 'held') this.pump(b);
   }
 
   bucketDir(n: number): string { return `${this.layout.locks}/${bucketDirName(n)}`; }
@@ -297,14 +316,17 @@ export class ZkLockService extends EventEmitter {
     if (b.owner) return;
     if (b.queue.length === 0) {
       if (b.zk === 'held') {
-        // Kept until another proxy queues (leaseMs 0): one proxy's steady state then takes its
-        // locks without a ZooKeeper round trip. A lease releases idle buckets after leaseMs.
+        // leaseMs 0: kept while this is the cluster's only proxy (its steady state takes locks
+        // without a ZooKeeper round trip) and until another proxy queues; with other proxies an
+        // idle bucket goes after SHARED_LEASE_MS, since taking a free bucket costs another proxy
+        // one round trip and taking one held idle elsewhere a whole hand-off.
+        const lease = this.opts.leaseMs > 0 ? this.opts.leaseMs : this.proxyCount > 1 ? SHARED_LEASE_MS : 0;
         if (b.remoteWaiting > 0) this.releaseNode(b);
-        else if (this.opts.leaseMs > 0 && !b.leaseTimer) {
+        else if (lease > 0 && !b.leaseTimer) {
           b.leaseTimer = setTimeout(() => {
             b.leaseTimer = null;
             if (b.owner === null && b.queue.length === 0 && b.zk === 'held') this.releaseNode(b);
-          }, this.opts.leaseMs);
+          }, lease);
           b.leaseTimer.unref();
         }
       } else if (b.zk === 'acquiring') b.wake?.();   // nobody wants it any more: the loop cancels
@@ -547,6 +569,8 @@ export class ZkLockService extends EventEmitter {
   private sessionState(s: string, _prev: string): void {
     if (s === 'connected') {
       if (this.orphans.size) void this.dropOrphans();
+      const zk = this.session.handle();
+      if (zk) void this.watchProxies(zk).catch(() => undefined);
       for (const b of this.buckets.values()) {
         const zk = this.session.handle();
         if (b.zk === 'held' && zk && zk.sessionId === b.nodeSession) {
