@@ -12,6 +12,12 @@ import { K } from './session-types';
 import type { Pending, Link, Portal } from './session-types';
 import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
 
+/** PostgreSQL's error for a statement whose result columns changed since its Parse. The routine
+ *  field is what pgjdbc reads to decide that re-preparing heals it. */
+function staleError(): PgError {
+  return new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
+}
+
 export class ExtendedProtocol {
   /** Links of the current extended-protocol unit that run an autocommit multi-shard write in a transaction of its own. */
   private unitTx: Set<Link> | null = null;
@@ -82,9 +88,8 @@ export class ExtendedProtocol {
     try {
       const cs = this.s.stmts.get(info.statement);
       if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
-      // Prepared by this client before its result type changed: PostgreSQL fails the Bind.
-      // The routine field is what pgjdbc reads to decide that re-preparing heals it.
-      if (isStale(cs)) throw new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
+      // Prepared by this client before its result type changed (or may have): PostgreSQL fails the Bind.
+      if (isStale(cs, this.s.database)) throw staleError();
       const plan = cs.stmt.plan;
       this.s.simple.checkSupported(cs.stmt, null);
       if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
@@ -145,6 +150,8 @@ export class ExtendedProtocol {
       if (kind === 'S') {
         const cs = this.s.stmts.get(name);
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
+        // PostgreSQL revalidates the statement for a Describe too (CachedPlanGetTargetList).
+        if (isStale(cs, this.s.database)) throw staleError();
         if (isTxControl(cs.stmt.plan) || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;

@@ -5,6 +5,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import { buildNotice, commandComplete } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 import { SessionState } from './session-state';
+import { ddlNames, noteDdl } from './prepared';
 import type { ClientSession } from './client';
 import type { Link, Portal } from './session-types';
 import { COMMIT_STMT, ROLLBACK_STMT, internalError } from './session-util';
@@ -14,6 +15,10 @@ import type { TxFacts } from './tx-decision';
 function beginTag(stmt: RoutedStatement): string { return /^\s*start/i.test(stmt.sql) ? 'START TRANSACTION' : 'BEGIN'; }
 
 export class TransactionControl {
+  /** Objects of DDL run in the open transaction: noted again when it ends (other connections
+   *  that prepared a statement since the DDL ran did so against the old schema). */
+  private ddlInTx: (Set<string> | null)[] = [];
+
   constructor(private readonly s: ClientSession) {}
 
   /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
@@ -49,6 +54,13 @@ export class TransactionControl {
           for (const name of [...this.s.stmts.keys()]) if (name !== '') this.s.stmts.delete(name);
         }
         break;
+      case 'ddl': {
+        // A result shape may have changed: older client statements naming these objects get 0A000 (prepared.ts).
+        const names = ddlNames(plan.lockObjects);
+        noteDdl(this.s.database, names);
+        if (this.s.txStatus !== 'I' || (link !== null && link.conn.status !== 'I')) this.ddlInTx.push(names);
+        break;
+      }
       case 'begin':
         // A BEGIN the server ran (pinned sessions, session pooling, multi-statement strings):
         // a ROLLBACK returns the session state to what it is now.
@@ -83,6 +95,7 @@ export class TransactionControl {
   }
 
   endTransaction(committed: boolean): void {
+    if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
       this.s.state = this.s.txSnapshot;
       for (const l of this.s.links) if (l) l.conn.appliedState = this.s.state.isEmpty ? null : this.s.state;
