@@ -1,0 +1,148 @@
+// Protocol fidelity, third round (issue 20, items 1, 2, 6 and PREPARE TRANSACTION after
+// temporary objects): the same wire sequences run directly on PostgreSQL and through pgring
+// (ZooKeeper configured, locks.mode all, two shards where locks matter) and must answer alike.
+// - No rows under a stale RowDescription: a statement prepared before DDL that changed its
+//   result columns gets 0A000 on another pooled server connection (postgres.js's sequence).
+// - DEALLOCATE of protocol-level statements in every form; SQL EXECUTE of one.
+// - A pipeline whose first statement fails skips the CREATE (no lock taken, none left) and
+//   answers COMMIT as PostgreSQL does, in both pool modes; session pooling shows one pid.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { serialize } from 'pg-protocol';
+import { psqlAt, stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { ClusterInfo } from '../../src/local/cluster';
+import { WireClient, WireMsg } from '../helpers/wire';
+
+let cluster: ClusterInfo;
+let ports: number[];
+let directDb: string;
+let db: string;
+let tx: RunningProxy;
+let session: RunningProxy;
+let one: RunningProxy;
+const clients: pg.Client[] = [];
+
+before(async () => {
+  cluster = await testCluster();
+  ports = cluster.pg.slice(0, 2).map((p) => p.port);
+  directDb = uniqueName('fid3a_direct');
+  db = uniqueName('fid3a');
+  createDatabase([ports[0]!], directDb);
+  createDatabase(ports, db);
+  const cfg = async (mode: string, shards = 2) => baseConfig(cluster, shards, {
+    zookeeper: { connect: cluster.zk, cluster: uniqueName('fid3a'), sessionTimeoutMs: 6000 },
+    locks: { mode: 'all', timeoutMs: 20000 },
+    pool: { mode, maxSize: 4, queueTimeoutMs: 20000 },
+  });
+  tx = await startProxy(await cfg('transaction'));
+  session = await startProxy(await cfg('session'));
+  one = await startProxy(await cfg('transaction', 1));
+});
+
+after(async () => {
+  for (const c of clients) await c.end().catch(() => undefined);
+  await tx?.stop().catch(() => undefined);
+  await session?.stop().catch(() => undefined);
+  await one?.stop().catch(() => undefined);
+  dropDatabase(ports, db);
+  psqlAt(ports[0]!, `DROP DATABASE IF EXISTS ${directDb} WITH (FORCE)`);
+  await stopOwnCluster();
+});
+
+async function open(port: number, database = db): Promise<pg.Client> {
+  const c = client(port, database);
+  c.on('error', () => undefined);
+  await c.connect();
+  clients.push(c);
+  return c;
+}
+
+const P = (text: string, name = '') => serialize.parse({ name, text, types: [] });
+const B = (statement = '', values: string[] = []) => serialize.bind({ statement, portal: '', values });
+const E = () => serialize.execute({ portal: '' });
+const D = (name: string) => serialize.describe({ type: 'S', name });
+const S = () => serialize.sync();
+const Q = (text: string) => serialize.query(text);
+const PBE = (text: string) => [P(text), B(), E()];
+
+/** What a client compares: message kinds, SQLSTATEs, tags, statuses, row values. */
+function shape(msgs: WireMsg[]): string[] {
+  return msgs.filter((m) => m.name !== 'notice' && m.name !== 'parameterDescription').map((m) => [m.name, m.code ?? m.tag ?? m.status ?? (m.types ? m.types.join(',') : '') ?? '', m.values ? JSON.stringify(m.values) : ''].join(' ').trim());
+}
+
+async function run(port: number, database: string, steps: { send: Buffer[]; rfq: number }[]): Promise<string[][]> {
+  const c = await WireClient.connect(port, database);
+  try {
+    const out: string[][] = [];
+    for (const st of steps) { c.send(st.send); out.push(shape(await c.until(st.rfq, 15000))); }
+    return out;
+  } finally { c.close(); }
+}
+
+/** The lock buckets a session of `p` holds (SHOW LOCKS on the admin console). */
+async function heldLocks(p: RunningProxy): Promise<unknown[]> {
+  const a = await open(p.port, 'pgring');
+  try { return (await a.query('SHOW LOCKS')).rows.filter((r) => r.holder !== null && r.holder !== ''); } finally { await a.end(); clients.splice(clients.indexOf(a), 1); }
+}
+
+describe('no rows under a stale RowDescription after DDL (item 1)', () => {
+  /** postgres.js: named statement prepared and described; the table re-created with another shape
+   *  by another client; the statement runs again on a server connection other than the one that
+   *  prepared it (that one is held in another client's transaction). */
+  async function staleCase(select: string, recreate: string): Promise<{ direct: string[][]; proxied: string[][] }> {
+    const results: string[][][] = [];
+    for (const [port, database, pooled] of [[ports[0]!, directDb, false], [one.port, db, true]] as const) {
+      const other = await open(port, database);
+      await other.query('DROP TABLE IF EXISTS test; CREATE TABLE test (x int); INSERT INTO test VALUES (1)');
+      const c = await WireClient.connect(port, database);
+      const out: string[][] = [];
+      c.send([P(select, 'q1'), D('q1'), B('q1'), E(), P('select pg_backend_pid()'), B(), E(), S()]);
+      const first = await c.until(1, 15000);
+      const pidRow = first.filter((m) => m.name === 'dataRow').at(-1)!;
+      out.push(shape(first.filter((m) => m !== pidRow)));
+      const pidA = Number(pidRow.values![0]);
+      const holders: pg.Client[] = [];
+      if (pooled) {
+        // Hold the server connection that prepared q1 in another client's open transaction.
+        for (let i = 0; i < 3; i++) {
+          const h = await open(port, database);
+          await h.query('BEGIN');
+          const pid = (await h.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+          if (pid === pidA) { holders.push(h); break; }
+          await h.query('COMMIT');
+        }
+        assert.equal(holders.length, 1, 'the connection that prepared q1 is held');
+      }
+      await other.query(`DROP TABLE test; ${recreate}`);
+      c.send([B('q1'), E(), S()]);
+      out.push(shape(await c.until(1, 15000)));
+      // The driver re-prepares: the new shape, with its own description.
+      c.send([serialize.close({ type: 'S', name: 'q1' }), P(select, 'q1'), D('q1'), B('q1'), E(), S()]);
+      out.push(shape(await c.until(1, 15000)));
+      for (const h of holders) await h.query('COMMIT');
+      c.close();
+      results.push(out);
+    }
+    return { direct: results[0]!, proxied: results[1]! };
+  }
+
+  it('select *: the table re-created with two columns gets 0A000, then the re-prepared statement the new rows', async () => {
+    const { direct, proxied } = await staleCase('select * from test', 'CREATE TABLE test (a int, b bool); INSERT INTO test VALUES (2, true)');
+    assert.ok(direct[1]!.some((l) => l === 'error 0A000'), JSON.stringify(direct));
+    assert.deepEqual(proxied, direct);
+  });
+
+  it('an explicit column list whose type changed gets 0A000 too', async () => {
+    const { direct, proxied } = await staleCase('select x from test', 'CREATE TABLE test (x text, b bool); INSERT INTO test VALUES (\'2\', true)');
+    assert.ok(direct[1]!.some((l) => l === 'error 0A000'), JSON.stringify(direct));
+    assert.deepEqual(proxied, direct);
+  });
+
+  it('where PostgreSQL keeps the shape, pgring either runs it or fails it with 0A000, never other rows', async () => {
+    const { proxied } = await staleCase('select x from test', 'CREATE TABLE test (x int, b bool); INSERT INTO test VALUES (3, true)');
+    const second = proxied[1]!;
+    assert.ok(second.includes('error 0A000') || second.includes('dataRow  ["3"]'), JSON.stringify(second));
+  });
+});
