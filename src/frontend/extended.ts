@@ -6,6 +6,7 @@ import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
 import { routeShards } from './routing';
+import { skippingUnit } from './responses';
 import { Group, GroupMode } from './group';
 import type { ClientSession } from './client';
 import { K } from './session-types';
@@ -25,6 +26,14 @@ export class ExtendedProtocol {
   private portals = new Map<string, Portal>();
 
   constructor(private readonly s: ClientSession) {}
+
+  /** PostgreSQL skips every message up to Sync once a request of the unit failed: a server of
+   *  this unit failed it (its Sync not sent yet), or pgring did (skipUntilSync). */
+  unitFailed(): boolean {
+    if (this.s.skipUntilSync) return true;
+    for (const l of this.s.unitLinks) if (skippingUnit(l)) return true;
+    return false;
+  }
 
   onParse(msg: Buffer): Promise<void> | void {
     let info: ReturnType<typeof decodeParse>;
@@ -111,6 +120,11 @@ export class ExtendedProtocol {
 
   async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[]): Promise<void> {
     try {
+      if (this.s.simple.writeHookFor(cs.stmt) && this.s.responses.inFlight()) {
+        // A lock is for a statement that runs: one an earlier failure of the unit skips takes none.
+        await this.s.responses.afterInFlight();
+        if (this.unitFailed()) { this.portals.delete(info.portal); return; }
+      }
       await this.s.simple.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
       const links: Link[] = [];
       for (const s of shards) links.push(await this.s.servers.link(s));

@@ -22,6 +22,7 @@ let db: string;
 let tx: RunningProxy;
 let session: RunningProxy;
 let one: RunningProxy;
+let oneSession: RunningProxy;
 const clients: pg.Client[] = [];
 
 before(async () => {
@@ -39,6 +40,7 @@ before(async () => {
   tx = await startProxy(await cfg('transaction'));
   session = await startProxy(await cfg('session'));
   one = await startProxy(await cfg('transaction', 1));
+  oneSession = await startProxy(await cfg('session', 1));
 });
 
 after(async () => {
@@ -46,6 +48,7 @@ after(async () => {
   await tx?.stop().catch(() => undefined);
   await session?.stop().catch(() => undefined);
   await one?.stop().catch(() => undefined);
+  await oneSession?.stop().catch(() => undefined);
   dropDatabase(ports, db);
   psqlAt(ports[0]!, `DROP DATABASE IF EXISTS ${directDb} WITH (FORCE)`);
   await stopOwnCluster();
@@ -144,5 +147,61 @@ describe('no rows under a stale RowDescription after DDL (item 1)', () => {
     const { proxied } = await staleCase('select x from test', 'CREATE TABLE test (x int, b bool); INSERT INTO test VALUES (3, true)');
     const second = proxied[1]!;
     assert.ok(second.includes('error 0A000') || second.includes('dataRow  ["3"]'), JSON.stringify(second));
+  });
+});
+
+describe('a pipeline whose first statement fails (item 6)', () => {
+  let n = 0;
+  /** Variants of psycopg's pipeline: the failing SELECT, a CREATE TABLE, COMMIT, in one or more units. */
+  const variants: [string, (t: string) => { send: Buffer[]; rfq: number }[]][] = [
+    ['extended BEGIN, select error, create, commit, one Sync', (t) => [{ send: [...PBE('begin'), ...PBE('select error'), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 1 }]],
+    ['simple BEGIN, then select error, create, commit, one Sync', (t) => [{ send: [Q('BEGIN'), ...PBE('select error'), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 2 }]],
+    ['no BEGIN: select error, create, commit, one Sync', (t) => [{ send: [...PBE('select error'), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 1 }]],
+    ['BEGIN; select error, create (Sync); commit (Sync)', (t) => [{ send: [Q('BEGIN'), ...PBE('select error'), ...PBE(`create table ${t} (a int)`), S(), ...PBE('commit'), S()], rfq: 3 }]],
+    ['BEGIN; select error (Sync); create, commit (Sync)', (t) => [{ send: [Q('BEGIN'), ...PBE('select error'), S(), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 3 }]],
+    ['simple only: BEGIN; select error; create; commit', (t) => [{ send: [Q('BEGIN'), Q('select error'), Q(`create table ${t} (a int)`), Q('commit')], rfq: 4 }]],
+    ['a multi-statement string', (t) => [{ send: [Q(`BEGIN; select error; create table ${t} (a int); commit`), Q('commit')], rfq: 2 }]],
+  ];
+  for (const [mode, proxy] of [['transaction', () => tx], ['session', () => session]] as const) {
+    for (const [name, steps] of variants) {
+      it(`${mode} pooling: ${name}`, async () => {
+        const t = `fid6_${++n}`;
+        const direct = await run(ports[0]!, directDb, steps(t));
+        const proxied = await run(proxy().port, db, steps(t));
+        assert.deepEqual(proxied, direct);
+        assert.ok(!JSON.stringify(direct).includes('CREATE TABLE'), 'the CREATE is skipped');
+        assert.deepEqual(await heldLocks(proxy()), [], 'no lock outlives its transaction');
+        // The skipped CREATE left nothing behind on any shard; the name is free.
+        const c = await open(proxy().port);
+        try {
+          await c.query(`create table ${t} (a int)`);
+          await c.query(`drop table ${t}`);
+        } finally { await c.end(); clients.splice(clients.indexOf(c), 1); }
+      });
+    }
+  }
+});
+
+describe('session pooling shows one pid (item 6)', () => {
+  it('one shard: BackendKeyData, NotificationResponse and pg_backend_pid() agree', async () => {
+    const c = await WireClient.connect(oneSession.port, db);
+    try {
+      c.send([Q('LISTEN fid6; SELECT pg_backend_pid(); NOTIFY fid6')]);
+      const got = await c.until(1, 15000);
+      const pid = Number(got.find((m) => m.name === 'dataRow')!.values![0]);
+      const note = got.find((m) => m.name === 'notification');
+      assert.ok(note, JSON.stringify(got));
+      assert.equal(note.pid, pid);
+      assert.equal(c.backendKey?.pid, pid);
+    } finally { c.close(); }
+  });
+
+  it('two shards: NotificationResponse carries the BackendKeyData pid', async () => {
+    const c = await WireClient.connect(session.port, db);
+    try {
+      c.send([Q('LISTEN fid6b; NOTIFY fid6b')]);
+      const note = (await c.until(1, 15000)).find((m) => m.name === 'notification');
+      assert.equal(note?.pid, c.backendKey?.pid);
+    } finally { c.close(); }
   });
 });
