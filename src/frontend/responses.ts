@@ -61,7 +61,7 @@ export class Responses extends ResponseQueue {
       case K.ExecSimple:
         if (type === B.ReadyForQuery) { this.complete(p); return; }
         if (type === B.CommandComplete) this.afterCommandOf(p, msg);
-        else if (type === B.ErrorResponse) this.afterErrorOf(p, msg);
+        else if (type === B.ErrorResponse) { p.onError?.(msg); this.afterErrorOf(p, msg); } // a string's statement failed: the rest is not run
         this.out(p, msg);
         return;
       case K.InternalRows:
