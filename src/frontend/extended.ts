@@ -58,9 +58,14 @@ export class ExtendedProtocol {
   }
 
   parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
+      // EXECUTE of a protocol-level statement: the server knows it by its shared name (sql-prepared.ts).
+      const target = this.s.sqlPrepared.executeTarget(stmt);
+      const renamed = target ? this.s.sqlPrepared.rewriteParse(info.name, info.sql, info.types, target) : null;
+      if (renamed) { msg = renamed.msg; info = { ...info, sql: renamed.sql }; }
       const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.s.credKey);
+      if (renamed) cs.uses = target!;
       this.s.stmts.set(info.name, cs);
-      if (isTxControl(stmt.plan) || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
+      if (isTxControl(stmt.plan) || stmt.plan.command === 'deallocate' || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
         this.s.responses.synth([parseComplete], true);
         return;
       }
@@ -80,6 +85,7 @@ export class ExtendedProtocol {
     this.s.unitLinks.add(link);
     link.unsynced = true;
     // A copy here is older than this Parse: prepared again, as PostgreSQL analyses every Parse.
+    if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);
     if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.s.prepared.closeServerStatement(link, cs.serverName);
     this.s.prepared.closeStale(link, cs);
     const p = this.s.responses.push(K.Parse, link, true);
@@ -101,7 +107,7 @@ export class ExtendedProtocol {
       if (isStale(cs, this.s.database)) throw staleError();
       const plan = cs.stmt.plan;
       this.s.simple.checkSupported(cs.stmt, null);
-      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
+      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.') || plan.command === 'deallocate') {
         this.portals.set(info.portal, { shards: [], cs, virtual: true });
         this.s.responses.synth([bindComplete], true);
         return;
@@ -144,6 +150,7 @@ export class ExtendedProtocol {
       for (const [i, link] of links.entries()) {
         this.s.unitLinks.add(link);
         link.unsynced = true;
+        if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);
         this.s.prepared.ensurePrepared(link, cs);
         const p = this.s.responses.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
@@ -166,7 +173,7 @@ export class ExtendedProtocol {
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
         // PostgreSQL revalidates the statement for a Describe too (CachedPlanGetTargetList).
         if (isStale(cs, this.s.database)) throw staleError();
-        if (isTxControl(cs.stmt.plan) || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
+        if (isTxControl(cs.stmt.plan) || cs.stmt.plan.command === 'deallocate' || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
         }
@@ -189,6 +196,7 @@ export class ExtendedProtocol {
   describeStatementOn(link: Link, cs: ClientStatement, out: Buffer): void {
     this.s.unitLinks.add(link);
     link.unsynced = true;
+    if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);
     this.s.prepared.ensurePrepared(link, cs);
     this.s.responses.push(K.Describe, link, true);
     link.conn.write(out);
@@ -252,6 +260,7 @@ export class ExtendedProtocol {
           this.s.responses.synth([commandComplete(stmt.plan.command === 'set' ? 'SET' : 'RESET')], true);
           return;
         }
+        if (stmt.plan.command === 'deallocate') { this.s.sqlPrepared.executeDeallocate(stmt); return; }
         if (this.s.transaction.txControl(stmt, { portal })) return;
         // COMMIT/ROLLBACK of a transaction running on one server: run it there. A BEGIN that
         // txControl left to the server (a session holding its connections, e.g. session

@@ -205,3 +205,31 @@ describe('session pooling shows one pid (item 6)', () => {
     } finally { c.close(); }
   });
 });
+
+describe('DEALLOCATE and EXECUTE of protocol-level statements (item 2)', () => {
+  const parsed = (...names: string[]) => ({ send: [...names.map((n) => P(`select '${n}'::text`, n)), S()], rfq: 1 });
+  const bindS = (name: string) => ({ send: [B(name), E(), S()], rfq: 1 });
+  const cases: [string, { send: Buffer[]; rfq: number }[]][] = [
+    ['simple DEALLOCATE and DEALLOCATE PREPARE', [parsed('s1', 's2'), { send: [Q('DEALLOCATE s1')], rfq: 1 }, { send: [Q('DEALLOCATE PREPARE s2')], rfq: 1 }, bindS('s1'), bindS('s2')]],
+    ['inside a multi-statement string', [parsed('s1', 's2', 's3'), { send: [Q('select 1; DEALLOCATE s1; DEALLOCATE PREPARE s2')], rfq: 1 }, bindS('s1'), bindS('s2'), bindS('s3')]],
+    ['through Parse/Bind/Execute (psycopg 3 evicting _pg3_0)', [parsed('_pg3_0', '_pg3_1'), { send: [...PBE('DEALLOCATE _pg3_0'), S()], rfq: 1 }, bindS('_pg3_0'), bindS('_pg3_1')]],
+    ['DEALLOCATE ALL through Parse/Bind/Execute', [parsed('s1', 's2'), { send: [...PBE('DEALLOCATE ALL'), S()], rfq: 1 }, bindS('s1'), bindS('s2')]],
+    ['DEALLOCATE ALL as a simple query', [parsed('s1', 's2'), { send: [Q('DEALLOCATE ALL')], rfq: 1 }, bindS('s1')]],
+    ['an unknown name still gets 26000 in every form', [{ send: [Q('DEALLOCATE nope')], rfq: 1 }, { send: [...PBE('DEALLOCATE nope'), S()], rfq: 1 }, { send: [Q('select 1; DEALLOCATE nope')], rfq: 1 }]],
+    ['SQL EXECUTE of a protocol-level statement (asyncpg test_prepare_explicitly_named)', [
+      { send: [serialize.parse({ name: 'foobar', text: 'select $1::text', types: [] }), S()], rfq: 1 },
+      { send: [Q("EXECUTE foobar('test')")], rfq: 1 },
+      { send: [P("EXECUTE foobar('ext')"), D(''), B(), E(), S()], rfq: 1 },
+      { send: [serialize.parse({ name: 'ex', text: "EXECUTE foobar('named')", types: [] }), B('ex'), E(), S()], rfq: 1 },
+    ]],
+  ];
+  for (const [name, steps] of cases) {
+    for (const [mode, proxy] of [['transaction', () => tx], ['session', () => session]] as const) {
+      it(`${mode} pooling: ${name}`, async () => {
+        const direct = await run(ports[0]!, directDb, steps);
+        const proxied = await run(proxy().port, db, steps);
+        assert.deepEqual(proxied, direct);
+      });
+    }
+  }
+});
