@@ -18,6 +18,8 @@ export class TransactionControl {
   /** Objects of DDL run in the open transaction: noted again when it ends (other connections
    *  that prepared a statement since the DDL ran did so against the old schema). */
   private ddlInTx: (Set<string> | null)[] = [];
+  /** The open transaction ran a statement on temporary objects (PREPARE TRANSACTION is refused). */
+  private tempInTx = false;
 
   constructor(private readonly s: ClientSession) {}
 
@@ -92,9 +94,11 @@ export class TransactionControl {
         break;
     }
     if (plan.sessionState) this.s.pins.add(plan.sessionState);
+    if (this.s.txStatus !== 'I' && (plan.sessionState === 'temp_table' || (plan.write && plan.lockObjects !== undefined && plan.lockObjects.every((o) => o.startsWith('temp:'))))) this.tempInTx = true;
   }
 
   endTransaction(committed: boolean): void {
+    this.tempInTx = false;
     if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
       this.s.state = this.s.txSnapshot;
@@ -276,8 +280,19 @@ export class TransactionControl {
       this.s.responses.rfq();
       return true;
     }
-    if (active.length > 1) {
-      throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
+    if (active.length > 1 || (this.tempInTx && this.s.pins.has('temp_table'))) {
+      // A PREPARE TRANSACTION PostgreSQL would refuse (temporary objects: they may live on a
+      // server session other than the one preparing), or pgring cannot run (several shards):
+      // refused, and as in PostgreSQL the refused transaction is rolled back.
+      const err = this.tempInTx && this.s.pins.has('temp_table')
+        ? new PgError(SQLSTATE.FeatureNotSupported, 'cannot PREPARE a transaction that has operated on temporary objects')
+        : new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
+      for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
+      this.s.ctx.metrics?.error(err.code);
+      this.s.responses.synth([err.toMessage()], false);
+      this.endTransaction(false);
+      this.s.responses.rfq();
+      return true;
     }
     return false;
   }

@@ -233,3 +233,29 @@ describe('DEALLOCATE and EXECUTE of protocol-level statements (item 2)', () => {
     }
   }
 });
+
+describe('PREPARE TRANSACTION after temporary objects (item 7, part)', () => {
+  let g = 0;
+  const cases: [string, (gid: string) => string[]][] = [
+    ['a temporary table created in the transaction', (gid) => ['BEGIN', 'CREATE TEMP TABLE fid7a (a int)', `PREPARE TRANSACTION '${gid}'`, 'select 1']],
+    ['a temporary table of the session written in the transaction', (gid) => ['CREATE TEMP TABLE fid7b (a int)', 'BEGIN', 'INSERT INTO fid7b VALUES (1)', `PREPARE TRANSACTION '${gid}'`, 'select count(*) from fid7b']],
+    ['a temporary table of the session read in the transaction', (gid) => ['CREATE TEMP TABLE fid7c (a int)', 'BEGIN', 'select * from fid7c', `PREPARE TRANSACTION '${gid}'`]],
+    ['pg_temp named explicitly', (gid) => ['BEGIN', 'CREATE TABLE pg_temp.fid7d (a int)', `PREPARE TRANSACTION '${gid}'`]],
+  ];
+  for (const [mode, proxy] of [['transaction, one shard', () => one], ['transaction, two shards', () => tx], ['session', () => session]] as const) {
+    for (const [name, sqls] of cases) {
+      it(`${mode}: ${name}`, async () => {
+        const gids = [`fid7_${++g}`, `fid7_${++g}`];
+        try {
+          const direct = await run(ports[0]!, directDb, sqls(gids[0]!).map((q) => ({ send: [Q(q)], rfq: 1 })));
+          const proxied = await run(proxy().port, db, sqls(gids[1]!).map((q) => ({ send: [Q(q)], rfq: 1 })));
+          assert.ok(JSON.stringify(direct).includes('0A000'), JSON.stringify(direct));
+          assert.deepEqual(proxied, direct);
+        } finally {
+          for (const p of ports) psqlAt(p, `SELECT pg_catalog.count(*) FROM (SELECT 1 FROM pg_prepared_xacts WHERE gid IN ('${gids[0]}', '${gids[1]}')) x`);
+          for (const p of ports) for (const gid of gids) { try { psqlAt(p, `ROLLBACK PREPARED '${gid}'`); } catch { /* not prepared */ } }
+        }
+      });
+    }
+  }
+});
