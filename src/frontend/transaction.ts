@@ -20,6 +20,8 @@ export class TransactionControl {
   private ddlInTx: (Set<string> | null)[] = [];
   /** The open transaction ran a statement on temporary objects (PREPARE TRANSACTION is refused). */
   private tempInTx = false;
+  /** The session's search_path starts with pg_temp. */
+  private tempFirstPath = false;
 
   constructor(private readonly s: ClientSession) {}
 
@@ -94,7 +96,18 @@ export class TransactionControl {
         break;
     }
     if (plan.sessionState) this.s.pins.add(plan.sessionState);
-    if (this.s.txStatus !== 'I' && (plan.sessionState === 'temp_table' || (plan.write && plan.lockObjects !== undefined && plan.lockObjects.every((o) => o.startsWith('temp:'))))) this.tempInTx = true;
+    if (plan.setVar?.name === 'search_path' && !plan.setVar.local) this.tempFirstPath = plan.setVar.value !== null && /^\W*pg_temp\b/i.test(plan.setVar.value);
+    if (this.s.txStatus !== 'I' && this.touchesTemp(stmt)) this.tempInTx = true;
+  }
+
+  /** Whether a statement operates on temporary objects, as PostgreSQL's XACT_FLAGS_ACCESSEDTEMPNAMESPACE
+   *  records it. With pg_temp first in search_path, current_schema() creates the session's temporary
+   *  namespace on a fresh backend; pgring's reused backend may have it already, so pgring decides. */
+  private touchesTemp(stmt: RoutedStatement): boolean {
+    const plan = stmt.plan;
+    if (plan.sessionState === 'temp_table') return true;
+    if (plan.write && plan.lockObjects !== undefined && plan.lockObjects.every((o) => o.startsWith('temp:'))) return true;
+    return this.tempFirstPath && /\bcurrent_schema\b/i.test(stmt.sql);
   }
 
   endTransaction(committed: boolean): void {
@@ -280,11 +293,11 @@ export class TransactionControl {
       this.s.responses.rfq();
       return true;
     }
-    if (active.length > 1 || (this.tempInTx && this.s.pins.has('temp_table'))) {
+    if (active.length > 1 || this.tempInTx) {
       // A PREPARE TRANSACTION PostgreSQL would refuse (temporary objects: they may live on a
       // server session other than the one preparing), or pgring cannot run (several shards):
       // refused, and as in PostgreSQL the refused transaction is rolled back.
-      const err = this.tempInTx && this.s.pins.has('temp_table')
+      const err = this.tempInTx
         ? new PgError(SQLSTATE.FeatureNotSupported, 'cannot PREPARE a transaction that has operated on temporary objects')
         : new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
       for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');

@@ -241,10 +241,17 @@ describe('PREPARE TRANSACTION after temporary objects (item 7, part)', () => {
     ['a temporary table of the session written in the transaction', (gid) => ['CREATE TEMP TABLE fid7b (a int)', 'BEGIN', 'INSERT INTO fid7b VALUES (1)', `PREPARE TRANSACTION '${gid}'`, 'select count(*) from fid7b']],
     ['a temporary table of the session read in the transaction', (gid) => ['CREATE TEMP TABLE fid7c (a int)', 'BEGIN', 'select * from fid7c', `PREPARE TRANSACTION '${gid}'`]],
     ['pg_temp named explicitly', (gid) => ['BEGIN', 'CREATE TABLE pg_temp.fid7d (a int)', `PREPARE TRANSACTION '${gid}'`]],
+    // pg_regress temp.sql's corner case: a fresh session creates its temporary namespace here; a
+    // reused server connection already has one (a previous client made it) and would not refuse.
+    ['current_schema() with pg_temp first in search_path', (gid) => ["SET search_path TO 'pg_temp'", 'BEGIN', "SELECT current_schema() ~ 'pg_temp' AS is_temp_schema", `PREPARE TRANSACTION '${gid}'`, 'RESET search_path']],
   ];
   for (const [mode, proxy] of [['transaction, one shard', () => one], ['transaction, two shards', () => tx], ['session', () => session]] as const) {
     for (const [name, sqls] of cases) {
       it(`${mode}: ${name}`, async () => {
+        // Every server connection of the proxy has made its temporary namespace already.
+        const warm = await Promise.all([0, 1, 2].map(() => open(proxy().port)));
+        await Promise.all(warm.map(async (c) => { await c.query('CREATE TEMP TABLE fid7_warm (a int)'); await c.query('DROP TABLE fid7_warm'); }));
+        for (const c of warm) { await c.end(); clients.splice(clients.indexOf(c), 1); }
         const gids = [`fid7_${++g}`, `fid7_${++g}`];
         try {
           const direct = await run(ports[0]!, directDb, sqls(gids[0]!).map((q) => ({ send: [Q(q)], rfq: 1 })));
