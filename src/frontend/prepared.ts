@@ -137,11 +137,12 @@ function returnsRows(cs: ClientStatement): boolean {
   }
 }
 
-/** Identifiers of a statement text, folded as PostgreSQL folds them (over-inclusive: literals too). */
+/** Identifiers of a statement text in lower case (lock-scope.ts lower-cases quoted names too;
+ *  over-inclusive: words in literals count, which can only fail more statements). */
 export function identifiers(sql: string): Set<string> {
   const out = new Set<string>();
   const re = /"((?:[^"]|"")*)"|([A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*)/g;
-  for (let m = re.exec(sql); m; m = re.exec(sql)) out.add(m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2]!.toLowerCase());
+  for (let m = re.exec(sql); m; m = re.exec(sql)) out.add((m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2]!).toLowerCase());
   return out;
 }
 
