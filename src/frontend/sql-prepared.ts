@@ -64,14 +64,21 @@ export class SqlPrepared {
   async runExecute(stmt: RoutedStatement, cs: ClientStatement, plans: RoutedStatement[]): Promise<void> {
     const sql = renameExecute(stmt.sql, cs.serverName);
     if (sql === null || plans.length !== 1) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: this form of EXECUTE of a protocol-level prepared statement is not supported');
-    const target = cs.stmt.plan;
-    if (target.target === 'sharded' && this.s.ctx.shards.shardCount > 1) {
-      throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: SQL EXECUTE of a protocol-level statement on a sharded table is not supported; bind it with the extended protocol');
-    }
+    this.checkTarget(cs);
     const rewritten: RoutedStatement = { ...stmt, sql };
-    const link = await this.s.servers.link(this.s.routing.preferredShardFor(cs.stmt));
+    const shard = this.s.routing.preferredShardFor(cs.stmt);
+    // A write takes the locks of the statement it runs (its keys are in the EXECUTE's arguments: key-less).
+    await this.s.simple.beforeWrite(cs.stmt, [shard], null, null);
+    const link = await this.s.servers.link(shard);
     this.prepareWithSync(link, cs);
     this.s.simple.sendQuery(link, query(sql), [rewritten]);
+  }
+
+  /** The EXECUTE's arguments are not bind parameters pgring routes by: one shard only. */
+  checkTarget(cs: ClientStatement): void {
+    if (cs.stmt.plan.target === 'sharded' && this.s.ctx.shards.shardCount > 1) {
+      throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: SQL EXECUTE of a protocol-level statement on a sharded table is not supported; bind it with the extended protocol');
+    }
   }
 
   /** Makes sure `link` has `cs` prepared before a simple Query: Parse + Sync (a failed Parse
@@ -86,6 +93,7 @@ export class SqlPrepared {
 
   /** Parse of `EXECUTE name(...)` naming a protocol-level statement: the text under the shared name. */
   rewriteParse(name: string, sql: string, types: number[], cs: ClientStatement): { sql: string; msg: Buffer } | null {
+    this.checkTarget(cs);
     const out = renameExecute(sql, cs.serverName);
     return out === null ? null : { sql: out, msg: parseMsg(name, out, types) };
   }

@@ -222,6 +222,14 @@ describe('DEALLOCATE and EXECUTE of protocol-level statements (item 2)', () => {
       { send: [P("EXECUTE foobar('ext')"), D(''), B(), E(), S()], rfq: 1 },
       { send: [serialize.parse({ name: 'ex', text: "EXECUTE foobar('named')", types: [] }), B('ex'), E(), S()], rfq: 1 },
     ]],
+    ['SQL EXECUTE of a protocol-level INSERT (a write: locked, then released)', [
+      { send: [Q('create table fid2x (a int)')], rfq: 1 },
+      { send: [serialize.parse({ name: 'ins', text: 'insert into fid2x values ($1::int)', types: [] }), S()], rfq: 1 },
+      { send: [Q('EXECUTE ins(5)')], rfq: 1 },
+      { send: [Q('BEGIN'), Q('EXECUTE ins(6)'), Q('COMMIT')], rfq: 3 },
+      { send: [Q('select count(*) from fid2x')], rfq: 1 },
+      { send: [Q('drop table fid2x')], rfq: 1 },
+    ]],
   ];
   for (const [name, steps] of cases) {
     for (const [mode, proxy] of [['transaction', () => tx], ['session', () => session]] as const) {
@@ -229,6 +237,7 @@ describe('DEALLOCATE and EXECUTE of protocol-level statements (item 2)', () => {
         const direct = await run(ports[0]!, directDb, steps);
         const proxied = await run(proxy().port, db, steps);
         assert.deepEqual(proxied, direct);
+        assert.deepEqual(await heldLocks(proxy()), [], 'no lock outlives its transaction');
       });
     }
   }
