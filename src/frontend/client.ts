@@ -38,6 +38,7 @@ import { SimpleQuery } from './simple';
 import { SessionRouting } from './session-route';
 import { ExtendedProtocol } from './extended';
 import { ServerStatements } from './server-statements';
+import { SqlPrepared } from './sql-prepared';
 import { TransactionControl } from './transaction';
 import { Scatter } from './scatter';
 import { CopyIn } from './copy-in';
@@ -57,6 +58,7 @@ export class ClientSession extends SessionShared implements ServerOwner {
   readonly routing = new SessionRouting(this);
   readonly ext = new ExtendedProtocol(this);
   readonly prepared = new ServerStatements(this);
+  readonly sqlPrepared = new SqlPrepared(this);
   readonly transaction = new TransactionControl(this);
   readonly scatter = new Scatter(this);
   readonly copy = new CopyIn(this);

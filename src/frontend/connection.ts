@@ -6,6 +6,7 @@ import * as tls from 'node:tls';
 import { readAccepted } from '../protocol/socket-reader';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { authOk, backendKeyData, parameterStatus, readyForQuery } from '../protocol/messages';
+import { noteBackendOwner } from './session-util';
 import { ProtocolViolation, StartupReader } from '../protocol/reader';
 import { parseStartup } from '../protocol/startup';
 import type { Pool } from '../backend/pool';
@@ -160,7 +161,11 @@ export class ConnectionLifecycle {
       // is opened now and BackendKeyData carries its pid, as pg_backend_pid() and PostgreSQL say.
       // (The secret stays pgring's: CancelRequest comes to pgring.) If it cannot be had now, the
       // first statement reports why, as without this.
-      try { this.s.pid = (await this.s.servers.link(0)).conn.pid; } catch { /* pgring's own pid */ }
+      try {
+        this.s.pid = (await this.s.servers.link(0)).conn.pid;
+        // Its notifications too carry that pid (the owner was noted under pgring's pid when linked).
+        noteBackendOwner(0, this.s.pid, this.s.pid);
+      } catch { /* pgring's own pid */ }
       if ((this.s.phase as string) === 'closed') return;
     }
     this.s.write(backendKeyData(this.s.pid, this.s.secret));

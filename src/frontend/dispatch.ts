@@ -124,6 +124,8 @@ export class Dispatch {
 
   handle(type: number, msg: Buffer): Promise<void> | void {
     if (this.s.skipUntilSync && type !== F.Sync) return;
+    // After a failure in this extended-protocol unit PostgreSQL ignores everything up to Sync.
+    if ((type === F.Parse || type === F.Bind || type === F.Describe || type === F.Execute || type === F.Close || type === F.Query) && this.s.unitLinks.size !== 0 && this.s.ext.unitFailed()) return;
     if (this.s.admin) return this.handleAdmin(type, msg);
     switch (type) {
       case F.Query: return this.s.simple.onQuery(msg);

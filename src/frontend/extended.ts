@@ -8,11 +8,18 @@ import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
 import { routeShards } from './routing';
+import { skippingUnit } from './responses';
 import { Group, GroupMode } from './group';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link, Portal } from './session-types';
 import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
+
+/** PostgreSQL's error for a statement whose result columns changed since its Parse. The routine
+ *  field is what pgjdbc reads to decide that re-preparing heals it. */
+function staleError(): PgError {
+  return new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
+}
 
 export class ExtendedProtocol {
   /** Links of the current extended-protocol unit that run an autocommit multi-shard write in a transaction of its own. */
@@ -21,6 +28,14 @@ export class ExtendedProtocol {
   private portals = new Map<string, Portal>();
 
   constructor(private readonly s: ClientSession) {}
+
+  /** PostgreSQL skips every message up to Sync once a request of the unit failed: a server of
+   *  this unit failed it (its Sync not sent yet), or pgring did (skipUntilSync). */
+  unitFailed(): boolean {
+    if (this.s.skipUntilSync) return true;
+    for (const l of this.s.unitLinks) if (skippingUnit(l)) return true;
+    return false;
+  }
 
   onParse(msg: Buffer): Promise<void> | void {
     let info: ReturnType<typeof decodeParse>;
@@ -45,9 +60,14 @@ export class ExtendedProtocol {
   }
 
   parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
+      // EXECUTE of a protocol-level statement: the server knows it by its shared name (sql-prepared.ts).
+      const target = this.s.sqlPrepared.executeTarget(stmt);
+      const renamed = target ? this.s.sqlPrepared.rewriteParse(info.name, info.sql, info.types, target) : null;
+      if (renamed) { msg = renamed.msg; info = { ...info, sql: renamed.sql }; }
       const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.s.credKey);
+      if (renamed) cs.uses = target!;
       this.s.stmts.set(info.name, cs);
-      if (isTxControl(stmt.plan) || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
+      if (isTxControl(stmt.plan) || stmt.plan.command === 'deallocate' || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
         this.s.responses.synth([parseComplete], true);
         return;
       }
@@ -67,6 +87,7 @@ export class ExtendedProtocol {
     this.s.unitLinks.add(link);
     link.unsynced = true;
     // A copy here is older than this Parse: prepared again, as PostgreSQL analyses every Parse.
+    if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);
     if (cs.serverName !== '' && link.conn.prepared.has(cs.serverName)) this.s.prepared.closeServerStatement(link, cs.serverName);
     this.s.prepared.closeStale(link, cs);
     const p = this.s.responses.push(K.Parse, link, true);
@@ -84,12 +105,11 @@ export class ExtendedProtocol {
     try {
       const cs = this.s.stmts.get(info.statement);
       if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
-      // Prepared by this client before its result type changed: PostgreSQL fails the Bind.
-      // The routine field is what pgjdbc reads to decide that re-preparing heals it.
-      if (isStale(cs)) throw new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
+      // Prepared by this client before its result type changed (or may have): PostgreSQL fails the Bind.
+      if (isStale(cs, this.s.database)) throw staleError();
       const plan = cs.stmt.plan;
       this.s.simple.checkSupported(cs.stmt, null);
-      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.')) {
+      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.') || plan.command === 'deallocate') {
         this.portals.set(info.portal, { shards: [], cs, virtual: true });
         this.s.responses.synth([bindComplete], true);
         return;
@@ -110,6 +130,11 @@ export class ExtendedProtocol {
 
   async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], parts?: InsertPart[]): Promise<void> {
     try {
+      if (this.s.simple.writeHookFor(cs.stmt) && this.s.responses.inFlight()) {
+        // A lock is for a statement that runs: one an earlier failure of the unit skips takes none.
+        await this.s.responses.afterInFlight();
+        if (this.unitFailed()) { this.portals.delete(info.portal); return; }
+      }
       await this.s.simple.beforeWrite(cs.stmt, shards, info.params, info.paramFormats);
       const links: Link[] = [];
       for (const s of shards) links.push(await this.s.servers.link(s));
@@ -135,6 +160,7 @@ export class ExtendedProtocol {
         link.unsynced = true;
         const part = parts?.[i];
         const t = part ? insertStatement(cs, part) : target;
+        if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);   // SQL EXECUTE of a protocol-level statement
         this.s.prepared.ensurePrepared(link, t);
         const p = this.s.responses.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
@@ -155,7 +181,9 @@ export class ExtendedProtocol {
       if (kind === 'S') {
         const cs = this.s.stmts.get(name);
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
-        if (isTxControl(cs.stmt.plan) || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
+        // PostgreSQL revalidates the statement for a Describe too (CachedPlanGetTargetList).
+        if (isStale(cs, this.s.database)) throw staleError();
+        if (isTxControl(cs.stmt.plan) || cs.stmt.plan.command === 'deallocate' || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
         }
@@ -178,6 +206,7 @@ export class ExtendedProtocol {
   describeStatementOn(link: Link, cs: ClientStatement, out: Buffer): void {
     this.s.unitLinks.add(link);
     link.unsynced = true;
+    if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);
     this.s.prepared.ensurePrepared(link, cs);
     this.s.responses.push(K.Describe, link, true);
     link.conn.write(out);
@@ -241,6 +270,7 @@ export class ExtendedProtocol {
           this.s.responses.synth([commandComplete(stmt.plan.command === 'set' ? 'SET' : 'RESET')], true);
           return;
         }
+        if (stmt.plan.command === 'deallocate') { this.s.sqlPrepared.executeDeallocate(stmt); return; }
         if (this.s.transaction.txControl(stmt, { portal })) return;
         // COMMIT/ROLLBACK of a transaction running on one server: run it there. A BEGIN that
         // txControl left to the server (a session holding its connections, e.g. session

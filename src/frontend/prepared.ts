@@ -18,6 +18,9 @@ export interface ClientStatement {
   parsedAt: number;            // prepareSeq() at the client's Parse
   gen: number;                 // generation of serverName when the client parsed it
   scope: string;               // database (and user) of the client: where DDL changes it
+  idents?: Set<string>;        // identifiers of sql (lower case), made on the first DDL check
+  ddlChecked?: number;         // DDL events up to this sequence number were checked: none applies
+  uses?: ClientStatement;      // SQL EXECUTE of a protocol-level statement: the one it runs
 }
 
 const registry = new Map<string, string>();
@@ -59,10 +62,88 @@ export function bumpGeneration(cs: ClientStatement): boolean {
   return true;
 }
 
-export function isStale(cs: ClientStatement): boolean {
-  // Checked at every Bind: no key string is built until some DDL has changed a statement.
+export function isStale(cs: ClientStatement, database: string): boolean {
+  // Checked at every Bind: nothing is looked up until some DDL ran after this statement's Parse.
+  if (cs.parsedAt < lastDdl && ddlChanged(cs, database)) return true;
   if (generation.size === 0 || cs.serverName === '') return false;
   return cs.gen !== (generation.get(`${cs.scope}\u0000${cs.serverName}`) ?? 0);
+}
+
+/*
+ * DDL seen by pgring, per database. PostgreSQL re-analyses a prepared statement after DDL on
+ * anything it uses and fails its Bind with 0A000 when the result columns changed. Through
+ * pgring the statement's next Bind may land on a server connection that prepares the text
+ * afresh and would send rows of the new shape under the client's old RowDescription. So a
+ * statement parsed before DDL that names one of the DDL's objects (or before DDL whose objects
+ * are unknown) fails as PostgreSQL fails a changed one; the client re-prepares (drivers do).
+ * Stricter than PostgreSQL where the shape did not change: never wrong rows.
+ */
+interface DdlEvent { at: number; names: Set<string> | null }
+const ddlLog = new Map<string, DdlEvent[]>();
+let lastDdl = 0;
+const MAX_EVENTS = 64;
+const MAX_NAMES = 512;
+
+/** Unqualified object names of a DDL statement's lock objects (router/lock-scope.ts); null = unknown. */
+export function ddlNames(objects: string[] | undefined): Set<string> | null {
+  if (!objects || objects.length === 0) return null;
+  const out = new Set<string>();
+  for (const o of objects) {
+    const i = o.indexOf(':');
+    if (o.slice(0, i) === 'stmt') return null;
+    const name = o.slice(i + 1);
+    out.add(name.slice(name.lastIndexOf('.') + 1));
+  }
+  return out;
+}
+
+/** Records DDL on `database` (at its CommandComplete, and again when its transaction ends). */
+export function noteDdl(database: string, names: Set<string> | null): void {
+  const at = prepareSeq();
+  lastDdl = at;
+  let log = ddlLog.get(database);
+  if (!log) ddlLog.set(database, log = []);
+  log.push({ at, names });
+  if (log.length > MAX_EVENTS) {
+    // Bounded: the two oldest events become one (later, with both names): stricter, never looser.
+    const [a, b] = log.splice(0, 2) as [DdlEvent, DdlEvent];
+    let merged: Set<string> | null = a.names && b.names ? new Set([...a.names, ...b.names]) : null;
+    if (merged && merged.size > MAX_NAMES) merged = null;
+    log.unshift({ at: b.at, names: merged });
+  }
+}
+
+function ddlChanged(cs: ClientStatement, database: string): boolean {
+  const log = ddlLog.get(database);
+  if (!log) return false;
+  const from = Math.max(cs.parsedAt, cs.ddlChecked ?? 0);
+  if (!returnsRows(cs)) { cs.ddlChecked = lastDdl; return false; }
+  for (const ev of log) {
+    if (ev.at <= from) continue;
+    if (ev.names === null) return true;
+    const ids = cs.idents ??= identifiers(cs.sql);
+    for (const n of ev.names) if (ids.has(n)) return true;
+  }
+  cs.ddlChecked = log[log.length - 1]!.at;
+  return false;
+}
+
+/** Whether a statement has result columns a DDL could change (PostgreSQL checks only those). */
+function returnsRows(cs: ClientStatement): boolean {
+  switch (cs.stmt.plan.command) {
+    case 'select': case 'execute': case 'fetch': case 'show': case 'other': return true;
+    case 'insert': case 'update': case 'delete': case 'merge': return (cs.idents ??= identifiers(cs.sql)).has('returning');
+    default: return false;
+  }
+}
+
+/** Identifiers of a statement text in lower case (lock-scope.ts lower-cases quoted names too;
+ *  over-inclusive: words in literals count, which can only fail more statements). */
+export function identifiers(sql: string): Set<string> {
+  const out = new Set<string>();
+  const re = /"((?:[^"]|"")*)"|([A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*)/g;
+  for (let m = re.exec(sql); m; m = re.exec(sql)) out.add((m[1] !== undefined ? m[1].replace(/""/g, '"') : m[2]!).toLowerCase());
+  return out;
 }
 
 const generation = new Map<string, number>();

@@ -61,7 +61,7 @@ export class Responses extends ResponseQueue {
       case K.ExecSimple:
         if (type === B.ReadyForQuery) { this.complete(p); return; }
         if (type === B.CommandComplete) this.afterCommandOf(p, msg);
-        else if (type === B.ErrorResponse) this.afterErrorOf(p, msg);
+        else if (type === B.ErrorResponse) { p.onError?.(msg); this.afterErrorOf(p, msg); } // a string's statement failed: the rest is not run
         this.out(p, msg);
         return;
       case K.InternalRows:
@@ -178,9 +178,11 @@ export class Responses extends ResponseQueue {
     if (cmd === 'prepare_transaction' || cmd === 'commit') this.s.transaction.endTransaction(false);
   }
 
-  /** Requests sent to a server and not answered yet. */
+  /** Requests sent to a server and not answered yet. A server that failed the current unit
+   *  (skipping, its Sync not sent yet) answers nothing more before that Sync: waiting for it
+   *  would wait for the client's Sync, which waits behind the waiter (a pipeline hung so). */
   inFlight(): boolean {
-    for (const l of this.s.links) if (l && l.queue.length > 0) return true;
+    for (const l of this.s.links) if (l && l.queue.length > 0 && !skippingUnit(l)) return true;
     return false;
   }
 
@@ -190,4 +192,9 @@ export class Responses extends ResponseQueue {
     for (const l of this.s.attachedLinks) if (l.queue.length > 0) l.conn.write(msg_flush);
     return this.waitUntil(() => !this.inFlight());
   }
+}
+
+/** `link`'s server failed the unit the client is still sending: no Sync queued after the error. */
+export function skippingUnit(link: Link): boolean {
+  return link.skipping && link.queue.every((q) => q.kind !== K.Sync);
 }

@@ -24,6 +24,8 @@ export class Scatter {
       for (const s of stmts) {
         this.s.simple.checkSupported(s, null);
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
+        // DEALLOCATE of a protocol-level statement is pgring's to answer: statement by statement.
+        if (s.plan.deallocate !== undefined && this.s.stmts.has(s.plan.deallocate)) { single = false; break; }
         if (s.plan.target === 'none' && !s.plan.write && s.plan.command !== 'copy_from') continue;
         if (isTxControl(s.plan) || s.plan.command === 'set' || s.plan.command === 'reset') continue;
         const r = this.s.routing.route(s, null, null);
@@ -65,6 +67,11 @@ export class Scatter {
         return false;
       }
       if (isTxControl(plan) && this.s.transaction.txControlInMulti(stmt)) return false;
+      if (plan.deallocate !== undefined && this.s.stmts.has(plan.deallocate)) {
+        this.s.stmts.delete(plan.deallocate);
+        this.s.responses.synth([commandComplete('DEALLOCATE')], false);
+        return false;
+      }
       const route = this.s.routing.route(stmt, null, null);
       this.s.simple.checkSupported(stmt, route);
       const shards = routeShards(route, this.s.ctx.shards.shardCount);

@@ -99,6 +99,8 @@ export class SimpleQuery {
         this.s.responses.rfq();
         return;
       }
+      const target = this.s.sqlPrepared.executeTarget(stmt);
+      if (target) return this.s.sqlPrepared.runExecute(stmt, target, plans).catch((e) => this.queryError(e));
       this.s.readOnlyUse = isPlainRead(plan);
       const route = this.s.routing.route(stmt, null, null);
       this.checkSupported(stmt, route);

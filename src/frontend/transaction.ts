@@ -5,6 +5,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import { buildNotice, commandComplete } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 import { SessionState } from './session-state';
+import { ddlNames, noteDdl } from './prepared';
 import type { ClientSession } from './client';
 import type { Link, Portal } from './session-types';
 import { COMMIT_STMT, ROLLBACK_STMT, internalError } from './session-util';
@@ -14,6 +15,14 @@ import type { TxFacts } from './tx-decision';
 function beginTag(stmt: RoutedStatement): string { return /^\s*start/i.test(stmt.sql) ? 'START TRANSACTION' : 'BEGIN'; }
 
 export class TransactionControl {
+  /** Objects of DDL run in the open transaction: noted again when it ends (other connections
+   *  that prepared a statement since the DDL ran did so against the old schema). */
+  private ddlInTx: (Set<string> | null)[] = [];
+  /** The open transaction ran a statement on temporary objects (PREPARE TRANSACTION is refused). */
+  private tempInTx = false;
+  /** The session's search_path starts with pg_temp. */
+  private tempFirstPath = false;
+
   constructor(private readonly s: ClientSession) {}
 
   /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
@@ -49,6 +58,13 @@ export class TransactionControl {
           for (const name of [...this.s.stmts.keys()]) if (name !== '') this.s.stmts.delete(name);
         }
         break;
+      case 'ddl': {
+        // A result shape may have changed: older client statements naming these objects get 0A000 (prepared.ts).
+        const names = ddlNames(plan.lockObjects);
+        noteDdl(this.s.database, names);
+        if (this.s.txStatus !== 'I' || (link !== null && link.conn.status !== 'I')) this.ddlInTx.push(names);
+        break;
+      }
       case 'begin':
         // A BEGIN the server ran (pinned sessions, session pooling, multi-statement strings):
         // a ROLLBACK returns the session state to what it is now.
@@ -80,9 +96,23 @@ export class TransactionControl {
         break;
     }
     if (plan.sessionState) this.s.pins.add(plan.sessionState);
+    if (plan.setVar?.name === 'search_path' && !plan.setVar.local) this.tempFirstPath = plan.setVar.value !== null && /^\W*pg_temp\b/i.test(plan.setVar.value);
+    if (this.s.txStatus !== 'I' && this.touchesTemp(stmt)) this.tempInTx = true;
+  }
+
+  /** Whether a statement operates on temporary objects, as PostgreSQL's XACT_FLAGS_ACCESSEDTEMPNAMESPACE
+   *  records it. With pg_temp first in search_path, current_schema() creates the session's temporary
+   *  namespace on a fresh backend; pgring's reused backend may have it already, so pgring decides. */
+  private touchesTemp(stmt: RoutedStatement): boolean {
+    const plan = stmt.plan;
+    if (plan.sessionState === 'temp_table') return true;
+    if (plan.write && plan.lockObjects !== undefined && plan.lockObjects.every((o) => o.startsWith('temp:'))) return true;
+    return this.tempFirstPath && /\bcurrent_schema\b/i.test(stmt.sql);
   }
 
   endTransaction(committed: boolean): void {
+    this.tempInTx = false;
+    if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
       this.s.state = this.s.txSnapshot;
       for (const l of this.s.links) if (l) l.conn.appliedState = this.s.state.isEmpty ? null : this.s.state;
@@ -263,8 +293,19 @@ export class TransactionControl {
       this.s.responses.rfq();
       return true;
     }
-    if (active.length > 1) {
-      throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
+    if (active.length > 1 || this.tempInTx) {
+      // A PREPARE TRANSACTION PostgreSQL would refuse (temporary objects: they may live on a
+      // server session other than the one preparing), or pgring cannot run (several shards):
+      // refused, and as in PostgreSQL the refused transaction is rolled back.
+      const err = this.tempInTx
+        ? new PgError(SQLSTATE.FeatureNotSupported, 'cannot PREPARE a transaction that has operated on temporary objects')
+        : new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
+      for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
+      this.s.ctx.metrics?.error(err.code);
+      this.s.responses.synth([err.toMessage()], false);
+      this.endTransaction(false);
+      this.s.responses.rfq();
+      return true;
     }
     return false;
   }

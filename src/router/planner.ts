@@ -69,7 +69,7 @@ export class Planner extends StatementWalker {
         p.write = qt !== 'SelectStmt' || this.dmlWrite;
         break;
       }
-      case 'ExecuteStmt': p.command = 'execute'; break;
+      case 'ExecuteStmt': p.command = 'execute'; if (typeof s.name === 'string') p.execute = s.name; break;
       case 'DeallocateStmt': p.command = 'deallocate'; if (!s.isall && typeof s.name === 'string') p.deallocate = s.name; break;
       case 'DeclareCursorStmt':
         p.command = 'declare_cursor';

@@ -64,6 +64,8 @@ export interface Plan {
   savepoint?: string;
   /** DEALLOCATE name: the statement's name (as the server folds it); absent for DEALLOCATE ALL */
   deallocate?: string;
+  /** EXECUTE name: the statement's name (as the server folds it) */
+  execute?: string;
   /** DROP DATABASE, ALTER DATABASE … RENAME, CREATE DATABASE … TEMPLATE: a database that must have
    *  no other sessions, so pgring closes its own idle server connections to it first */
   freeDatabase?: string;

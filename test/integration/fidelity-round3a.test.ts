@@ -1,0 +1,277 @@
+// Protocol fidelity, third round (issue 20, items 1, 2, 6 and PREPARE TRANSACTION after
+// temporary objects): the same wire sequences run directly on PostgreSQL and through pgring
+// (ZooKeeper configured, locks.mode all, two shards where locks matter) and must answer alike.
+// - No rows under a stale RowDescription: a statement prepared before DDL that changed its
+//   result columns gets 0A000 on another pooled server connection (postgres.js's sequence).
+// - DEALLOCATE of protocol-level statements in every form; SQL EXECUTE of one.
+// - A pipeline whose first statement fails skips the CREATE (no lock taken, none left) and
+//   answers COMMIT as PostgreSQL does, in both pool modes; session pooling shows one pid.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { serialize } from 'pg-protocol';
+import { psqlAt, stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { ClusterInfo } from '../../src/local/cluster';
+import { WireClient, WireMsg } from '../helpers/wire';
+
+let cluster: ClusterInfo;
+let ports: number[];
+let directDb: string;
+let db: string;
+let tx: RunningProxy;
+let session: RunningProxy;
+let one: RunningProxy;
+let oneSession: RunningProxy;
+const clients: pg.Client[] = [];
+
+before(async () => {
+  cluster = await testCluster();
+  ports = cluster.pg.slice(0, 2).map((p) => p.port);
+  directDb = uniqueName('fid3a_direct');
+  db = uniqueName('fid3a');
+  createDatabase([ports[0]!], directDb);
+  createDatabase(ports, db);
+  const cfg = async (mode: string, shards = 2) => baseConfig(cluster, shards, {
+    zookeeper: { connect: cluster.zk, cluster: uniqueName('fid3a'), sessionTimeoutMs: 6000 },
+    locks: { mode: 'all', timeoutMs: 20000 },
+    pool: { mode, maxSize: 4, queueTimeoutMs: 20000 },
+  });
+  tx = await startProxy(await cfg('transaction'));
+  session = await startProxy(await cfg('session'));
+  one = await startProxy(await cfg('transaction', 1));
+  oneSession = await startProxy(await cfg('session', 1));
+});
+
+after(async () => {
+  for (const c of clients) await c.end().catch(() => undefined);
+  await tx?.stop().catch(() => undefined);
+  await session?.stop().catch(() => undefined);
+  await one?.stop().catch(() => undefined);
+  await oneSession?.stop().catch(() => undefined);
+  dropDatabase(ports, db);
+  psqlAt(ports[0]!, `DROP DATABASE IF EXISTS ${directDb} WITH (FORCE)`);
+  await stopOwnCluster();
+});
+
+async function open(port: number, database = db): Promise<pg.Client> {
+  const c = client(port, database);
+  c.on('error', () => undefined);
+  await c.connect();
+  clients.push(c);
+  return c;
+}
+
+const P = (text: string, name = '') => serialize.parse({ name, text, types: [] });
+const B = (statement = '', values: string[] = []) => serialize.bind({ statement, portal: '', values });
+const E = () => serialize.execute({ portal: '' });
+const D = (name: string) => serialize.describe({ type: 'S', name });
+const S = () => serialize.sync();
+const Q = (text: string) => serialize.query(text);
+const PBE = (text: string) => [P(text), B(), E()];
+
+/** What a client compares: message kinds, SQLSTATEs, tags, statuses, row values. */
+function shape(msgs: WireMsg[]): string[] {
+  return msgs.filter((m) => m.name !== 'notice' && m.name !== 'parameterDescription').map((m) => [m.name, m.code ?? m.tag ?? m.status ?? (m.types ? m.types.join(',') : '') ?? '', m.values ? JSON.stringify(m.values) : ''].join(' ').trim());
+}
+
+async function run(port: number, database: string, steps: { send: Buffer[]; rfq: number }[]): Promise<string[][]> {
+  const c = await WireClient.connect(port, database);
+  try {
+    const out: string[][] = [];
+    for (const st of steps) { c.send(st.send); out.push(shape(await c.until(st.rfq, 15000))); }
+    return out;
+  } finally { c.close(); }
+}
+
+/** The lock buckets a session of `p` holds (SHOW LOCKS on the admin console). */
+async function heldLocks(p: RunningProxy): Promise<unknown[]> {
+  const a = await open(p.port, 'pgring');
+  try { return (await a.query('SHOW LOCKS')).rows.filter((r) => r.holder !== null && r.holder !== ''); } finally { await a.end(); clients.splice(clients.indexOf(a), 1); }
+}
+
+describe('no rows under a stale RowDescription after DDL (item 1)', () => {
+  /** postgres.js: named statement prepared and described; the table re-created with another shape
+   *  by another client; the statement runs again on a server connection other than the one that
+   *  prepared it (that one is held in another client's transaction). */
+  async function staleCase(select: string, recreate: string): Promise<{ direct: string[][]; proxied: string[][] }> {
+    const results: string[][][] = [];
+    for (const [port, database, pooled] of [[ports[0]!, directDb, false], [one.port, db, true]] as const) {
+      const other = await open(port, database);
+      await other.query('DROP TABLE IF EXISTS test; CREATE TABLE test (x int); INSERT INTO test VALUES (1)');
+      const c = await WireClient.connect(port, database);
+      const out: string[][] = [];
+      c.send([P(select, 'q1'), D('q1'), B('q1'), E(), P('select pg_backend_pid()'), B(), E(), S()]);
+      const first = await c.until(1, 15000);
+      const pidRow = first.filter((m) => m.name === 'dataRow').at(-1)!;
+      out.push(shape(first.filter((m) => m !== pidRow)));
+      const pidA = Number(pidRow.values![0]);
+      const holders: pg.Client[] = [];
+      if (pooled) {
+        // Hold the server connection that prepared q1 in another client's open transaction.
+        for (let i = 0; i < 3; i++) {
+          const h = await open(port, database);
+          await h.query('BEGIN');
+          const pid = (await h.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+          if (pid === pidA) { holders.push(h); break; }
+          await h.query('COMMIT');
+        }
+        assert.equal(holders.length, 1, 'the connection that prepared q1 is held');
+      }
+      await other.query(`DROP TABLE test; ${recreate}`);
+      c.send([B('q1'), E(), S()]);
+      out.push(shape(await c.until(1, 15000)));
+      // The driver re-prepares: the new shape, with its own description.
+      c.send([serialize.close({ type: 'S', name: 'q1' }), P(select, 'q1'), D('q1'), B('q1'), E(), S()]);
+      out.push(shape(await c.until(1, 15000)));
+      for (const h of holders) await h.query('COMMIT');
+      c.close();
+      results.push(out);
+    }
+    return { direct: results[0]!, proxied: results[1]! };
+  }
+
+  it('select *: the table re-created with two columns gets 0A000, then the re-prepared statement the new rows', async () => {
+    const { direct, proxied } = await staleCase('select * from test', 'CREATE TABLE test (a int, b bool); INSERT INTO test VALUES (2, true)');
+    assert.ok(direct[1]!.some((l) => l === 'error 0A000'), JSON.stringify(direct));
+    assert.deepEqual(proxied, direct);
+  });
+
+  it('an explicit column list whose type changed gets 0A000 too', async () => {
+    const { direct, proxied } = await staleCase('select x from test', 'CREATE TABLE test (x text, b bool); INSERT INTO test VALUES (\'2\', true)');
+    assert.ok(direct[1]!.some((l) => l === 'error 0A000'), JSON.stringify(direct));
+    assert.deepEqual(proxied, direct);
+  });
+
+  it('where PostgreSQL keeps the shape, pgring either runs it or fails it with 0A000, never other rows', async () => {
+    const { proxied } = await staleCase('select x from test', 'CREATE TABLE test (x int, b bool); INSERT INTO test VALUES (3, true)');
+    const second = proxied[1]!;
+    assert.ok(second.includes('error 0A000') || second.includes('dataRow  ["3"]'), JSON.stringify(second));
+  });
+});
+
+describe('a pipeline whose first statement fails (item 6)', () => {
+  let n = 0;
+  /** Variants of psycopg's pipeline: the failing SELECT, a CREATE TABLE, COMMIT, in one or more units. */
+  const variants: [string, (t: string) => { send: Buffer[]; rfq: number }[]][] = [
+    ['extended BEGIN, select error, create, commit, one Sync', (t) => [{ send: [...PBE('begin'), ...PBE('select error'), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 1 }]],
+    ['simple BEGIN, then select error, create, commit, one Sync', (t) => [{ send: [Q('BEGIN'), ...PBE('select error'), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 2 }]],
+    ['no BEGIN: select error, create, commit, one Sync', (t) => [{ send: [...PBE('select error'), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 1 }]],
+    ['BEGIN; select error, create (Sync); commit (Sync)', (t) => [{ send: [Q('BEGIN'), ...PBE('select error'), ...PBE(`create table ${t} (a int)`), S(), ...PBE('commit'), S()], rfq: 3 }]],
+    ['BEGIN; select error (Sync); create, commit (Sync)', (t) => [{ send: [Q('BEGIN'), ...PBE('select error'), S(), ...PBE(`create table ${t} (a int)`), ...PBE('commit'), S()], rfq: 3 }]],
+    ['simple only: BEGIN; select error; create; commit', (t) => [{ send: [Q('BEGIN'), Q('select error'), Q(`create table ${t} (a int)`), Q('commit')], rfq: 4 }]],
+    ['a multi-statement string', (t) => [{ send: [Q(`BEGIN; select error; create table ${t} (a int); commit`), Q('commit')], rfq: 2 }]],
+  ];
+  for (const [mode, proxy] of [['transaction', () => tx], ['session', () => session]] as const) {
+    for (const [name, steps] of variants) {
+      it(`${mode} pooling: ${name}`, async () => {
+        const t = `fid6_${++n}`;
+        const direct = await run(ports[0]!, directDb, steps(t));
+        const proxied = await run(proxy().port, db, steps(t));
+        assert.deepEqual(proxied, direct);
+        assert.ok(!JSON.stringify(direct).includes('CREATE TABLE'), 'the CREATE is skipped');
+        assert.deepEqual(await heldLocks(proxy()), [], 'no lock outlives its transaction');
+        // The skipped CREATE left nothing behind on any shard; the name is free.
+        const c = await open(proxy().port);
+        try {
+          await c.query(`create table ${t} (a int)`);
+          await c.query(`drop table ${t}`);
+        } finally { await c.end(); clients.splice(clients.indexOf(c), 1); }
+      });
+    }
+  }
+});
+
+describe('session pooling shows one pid (item 6)', () => {
+  it('one shard: BackendKeyData, NotificationResponse and pg_backend_pid() agree', async () => {
+    const c = await WireClient.connect(oneSession.port, db);
+    try {
+      c.send([Q('LISTEN fid6; SELECT pg_backend_pid(); NOTIFY fid6')]);
+      const got = await c.until(1, 15000);
+      const pid = Number(got.find((m) => m.name === 'dataRow')!.values![0]);
+      const note = got.find((m) => m.name === 'notification');
+      assert.ok(note, JSON.stringify(got));
+      assert.equal(note.pid, pid);
+      assert.equal(c.backendKey?.pid, pid);
+    } finally { c.close(); }
+  });
+
+  it('two shards: NotificationResponse carries the BackendKeyData pid', async () => {
+    const c = await WireClient.connect(session.port, db);
+    try {
+      c.send([Q('LISTEN fid6b; NOTIFY fid6b')]);
+      const note = (await c.until(1, 15000)).find((m) => m.name === 'notification');
+      assert.equal(note?.pid, c.backendKey?.pid);
+    } finally { c.close(); }
+  });
+});
+
+describe('DEALLOCATE and EXECUTE of protocol-level statements (item 2)', () => {
+  const parsed = (...names: string[]) => ({ send: [...names.map((n) => P(`select '${n}'::text`, n)), S()], rfq: 1 });
+  const bindS = (name: string) => ({ send: [B(name), E(), S()], rfq: 1 });
+  const cases: [string, { send: Buffer[]; rfq: number }[]][] = [
+    ['simple DEALLOCATE and DEALLOCATE PREPARE', [parsed('s1', 's2'), { send: [Q('DEALLOCATE s1')], rfq: 1 }, { send: [Q('DEALLOCATE PREPARE s2')], rfq: 1 }, bindS('s1'), bindS('s2')]],
+    ['inside a multi-statement string', [parsed('s1', 's2', 's3'), { send: [Q('select 1; DEALLOCATE s1; DEALLOCATE PREPARE s2')], rfq: 1 }, bindS('s1'), bindS('s2'), bindS('s3')]],
+    ['through Parse/Bind/Execute (psycopg 3 evicting _pg3_0)', [parsed('_pg3_0', '_pg3_1'), { send: [...PBE('DEALLOCATE _pg3_0'), S()], rfq: 1 }, bindS('_pg3_0'), bindS('_pg3_1')]],
+    ['DEALLOCATE ALL through Parse/Bind/Execute', [parsed('s1', 's2'), { send: [...PBE('DEALLOCATE ALL'), S()], rfq: 1 }, bindS('s1'), bindS('s2')]],
+    ['DEALLOCATE ALL as a simple query', [parsed('s1', 's2'), { send: [Q('DEALLOCATE ALL')], rfq: 1 }, bindS('s1')]],
+    ['an unknown name still gets 26000 in every form', [{ send: [Q('DEALLOCATE nope')], rfq: 1 }, { send: [...PBE('DEALLOCATE nope'), S()], rfq: 1 }, { send: [Q('select 1; DEALLOCATE nope')], rfq: 1 }]],
+    ['SQL EXECUTE of a protocol-level statement (asyncpg test_prepare_explicitly_named)', [
+      { send: [serialize.parse({ name: 'foobar', text: 'select $1::text', types: [] }), S()], rfq: 1 },
+      { send: [Q("EXECUTE foobar('test')")], rfq: 1 },
+      { send: [P("EXECUTE foobar('ext')"), D(''), B(), E(), S()], rfq: 1 },
+      { send: [serialize.parse({ name: 'ex', text: "EXECUTE foobar('named')", types: [] }), B('ex'), E(), S()], rfq: 1 },
+    ]],
+    ['SQL EXECUTE of a protocol-level INSERT (a write: locked, then released)', [
+      { send: [Q('create table fid2x (a int)')], rfq: 1 },
+      { send: [serialize.parse({ name: 'ins', text: 'insert into fid2x values ($1::int)', types: [] }), S()], rfq: 1 },
+      { send: [Q('EXECUTE ins(5)')], rfq: 1 },
+      { send: [Q('BEGIN'), Q('EXECUTE ins(6)'), Q('COMMIT')], rfq: 3 },
+      { send: [Q('select count(*) from fid2x')], rfq: 1 },
+      { send: [Q('drop table fid2x')], rfq: 1 },
+    ]],
+  ];
+  for (const [name, steps] of cases) {
+    for (const [mode, proxy] of [['transaction', () => tx], ['session', () => session]] as const) {
+      it(`${mode} pooling: ${name}`, async () => {
+        const direct = await run(ports[0]!, directDb, steps);
+        const proxied = await run(proxy().port, db, steps);
+        assert.deepEqual(proxied, direct);
+        assert.deepEqual(await heldLocks(proxy()), [], 'no lock outlives its transaction');
+      });
+    }
+  }
+});
+
+describe('PREPARE TRANSACTION after temporary objects (item 7, part)', () => {
+  let g = 0;
+  const cases: [string, (gid: string) => string[]][] = [
+    ['a temporary table created in the transaction', (gid) => ['BEGIN', 'CREATE TEMP TABLE fid7a (a int)', `PREPARE TRANSACTION '${gid}'`, 'select 1']],
+    ['a temporary table of the session written in the transaction', (gid) => ['CREATE TEMP TABLE fid7b (a int)', 'BEGIN', 'INSERT INTO fid7b VALUES (1)', `PREPARE TRANSACTION '${gid}'`, 'select count(*) from fid7b']],
+    ['a temporary table of the session read in the transaction', (gid) => ['CREATE TEMP TABLE fid7c (a int)', 'BEGIN', 'select * from fid7c', `PREPARE TRANSACTION '${gid}'`]],
+    ['pg_temp named explicitly', (gid) => ['BEGIN', 'CREATE TABLE pg_temp.fid7d (a int)', `PREPARE TRANSACTION '${gid}'`]],
+    // pg_regress temp.sql's corner case: a fresh session creates its temporary namespace here; a
+    // reused server connection already has one (a previous client made it) and would not refuse.
+    ['current_schema() with pg_temp first in search_path', (gid) => ["SET search_path TO 'pg_temp'", 'BEGIN', "SELECT current_schema() ~ 'pg_temp' AS is_temp_schema", `PREPARE TRANSACTION '${gid}'`, 'RESET search_path']],
+  ];
+  for (const [mode, proxy] of [['transaction, one shard', () => one], ['transaction, two shards', () => tx], ['session', () => session]] as const) {
+    for (const [name, sqls] of cases) {
+      it(`${mode}: ${name}`, async () => {
+        // Every server connection of the proxy has made its temporary namespace already.
+        const warm = await Promise.all([0, 1, 2].map(() => open(proxy().port)));
+        await Promise.all(warm.map(async (c) => { await c.query('CREATE TEMP TABLE fid7_warm (a int)'); await c.query('DROP TABLE fid7_warm'); }));
+        for (const c of warm) { await c.end(); clients.splice(clients.indexOf(c), 1); }
+        const gids = [`fid7_${++g}`, `fid7_${++g}`];
+        try {
+          const direct = await run(ports[0]!, directDb, sqls(gids[0]!).map((q) => ({ send: [Q(q)], rfq: 1 })));
+          const proxied = await run(proxy().port, db, sqls(gids[1]!).map((q) => ({ send: [Q(q)], rfq: 1 })));
+          assert.ok(JSON.stringify(direct).includes('0A000'), JSON.stringify(direct));
+          assert.deepEqual(proxied, direct);
+        } finally {
+          for (const p of ports) psqlAt(p, `SELECT pg_catalog.count(*) FROM (SELECT 1 FROM pg_prepared_xacts WHERE gid IN ('${gids[0]}', '${gids[1]}')) x`);
+          for (const p of ports) for (const gid of gids) { try { psqlAt(p, `ROLLBACK PREPARED '${gid}'`); } catch { /* not prepared */ } }
+        }
+      });
+    }
+  }
+});

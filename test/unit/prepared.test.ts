@@ -1,0 +1,56 @@
+// Staleness of client statements after DDL (src/frontend/prepared.ts, issue 20): which DDL
+// makes which earlier statement fail with 0A000, from the router's real plans.
+import { before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Router } from '../../src/router/router';
+import { ddlNames, identifiers, isStale, makeStatement, noteDdl } from '../../src/frontend/prepared';
+import { renameExecute } from '../../src/frontend/sql-prepared';
+
+let r: Router;
+before(async () => { await Router.init(); r = new Router({ tables: [] }, { cacheSize: 100 }); });
+
+const stmt = (name: string, sql: string) => makeStatement(name, sql, [], r.planPrepared(sql), Buffer.alloc(0), 'u\u0000db');
+const ddl = (db: string, sql: string) => noteDdl(db, ddlNames(r.plan(sql)[0]!.plan.lockObjects));
+
+describe('statements prepared before DDL', () => {
+  it('fail when they return rows and name an object of the DDL, on that database only', () => {
+    const sel = stmt('a', 'select * from test');
+    const cols = stmt('b', 'SELECT x FROM public."Test2"');
+    const ins = stmt('c', 'insert into test values ($1)');
+    const ret = stmt('d', 'insert into test values ($1) returning *');
+    const other = stmt('e', 'select * from unrelated');
+    ddl('otherdb', 'drop table test');
+    assert.equal(isStale(sel, 'db'), false);
+    ddl('db', 'alter table public.test add column b bool');
+    assert.equal(isStale(sel, 'db'), true);
+    assert.equal(isStale(ins, 'db'), false, 'no result columns: PostgreSQL does not fail it either');
+    assert.equal(isStale(ret, 'db'), true);
+    assert.equal(isStale(other, 'db'), false);
+    assert.equal(isStale(cols, 'db'), false);
+    ddl('db', 'create table "Test2" (x int)');
+    assert.equal(isStale(cols, 'db'), true);
+    const fresh = stmt('f', 'select * from test');
+    assert.equal(isStale(fresh, 'db'), false, 'parsed after the DDL');
+  });
+
+  it('DDL whose objects are unknown fails every earlier statement with result columns', () => {
+    const sel = stmt('g', 'select 1 from nothing_named');
+    assert.equal(ddlNames(undefined), null);
+    assert.equal(ddlNames(['stmt:DoStmt']), null);
+    noteDdl('db', null);
+    assert.equal(isStale(sel, 'db'), true);
+  });
+
+  it('identifiers are compared in lower case, as lock objects are named', () => {
+    assert.deepEqual([...identifiers('SELECT "A""b", c FROM S.T')].sort(), ['a"b', 'c', 'from', 's', 'select', 't']);
+    assert.deepEqual([...(ddlNames(['rel:public.test', 'idxname:i1'])!)].sort(), ['i1', 'test']);
+  });
+});
+
+describe('SQL EXECUTE of a protocol-level statement', () => {
+  it('renames the statement, keeping the arguments', () => {
+    assert.equal(renameExecute("EXECUTE foobar('x', 1)", 'pgring_3'), "EXECUTE pgring_3('x', 1)");
+    assert.equal(renameExecute('  execute "Foo"', 'pgring_3'), '  execute pgring_3');
+    assert.equal(renameExecute('/* c */ EXECUTE foo', 'pgring_3'), null);
+  });
+});
