@@ -19,6 +19,7 @@ import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
 import { PgError, SQLSTATE } from './protocol/errors';
+import { closeUnix, listenUnix } from './frontend/unix-listener';
 
 /** Ring version `version` from the shards of a config (same document `pgring ring init` publishes). */
 export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
@@ -36,6 +37,9 @@ export class Proxy {
   readonly log: Logger;
   readonly ctx: ProxyContext;
   private server: net.Server | null = null;
+  /** listen.unixSocketDir's listener, and the port in its file name. */
+  private unixServer: net.Server | null = null;
+  private unixPort = 0;
   coordinator: Coordinator | null = null;
   /** Locks and two-phase commit (with ZooKeeper), and recovery of in-doubt transactions. */
   txn: TxnManager | null = null;
@@ -116,6 +120,13 @@ export class Proxy {
       this.server!.once('error', reject);
       this.server!.listen(this.config.listen.port, this.config.listen.host, () => { this.server!.off('error', reject); resolve(); });
     });
+    const unixDir = this.config.listen.unixSocketDir;
+    if (unixDir) {
+      this.unixPort = this.port;
+      try {
+        this.unixServer = await listenUnix(unixDir, this.unixPort, (socket) => this.accept(socket, true));
+      } catch (e) { await this.stop(); throw e; }
+    }
     if (this.coordinator) {
       try {
         await this.coordinator.start();
@@ -129,9 +140,9 @@ export class Proxy {
     this.log.info({ host: this.config.listen.host, port: this.port, shards: this.ctx.topology.shards.map((s) => s.name), ring: this.ring.version }, 'pgring listening');
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, unixSocket = false): void {
     socket.on('error', () => { /* handled by the session */ });
-    new ClientSession(socket, this.ctx); // lives through its socket's listeners
+    new ClientSession(socket, this.ctx, { unixSocket }); // lives through its socket's listeners
   }
 
   /** Swaps in a new ring (from ZooKeeper): later statements route with it. */
@@ -144,6 +155,8 @@ export class Proxy {
 
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
+    await closeUnix(this.unixServer, this.config.listen.unixSocketDir ?? '', this.unixPort);
+    this.unixServer = null;
     await this.ops.stop();
     await this.recovery?.stop().catch(() => undefined);
     await this.txn?.stop().catch(() => undefined);
@@ -157,6 +170,7 @@ export class Proxy {
     this.ctx.draining = true;
     this.ops.pause.resume();
     this.server?.close();
+    this.unixServer?.close();
     const deadline = Date.now() + graceMs;
     // Busy: inside a transaction, a statement on a server, or waiting for a server connection.
     const busy = (s: ClientSession) => !s.admin && (s.txStatus !== 'I' || s.waitingSince > 0 || s.attachedLinks.some((l) => l.queue.length > 0 || l.conn.status !== 'I'));

@@ -8,9 +8,9 @@ import { chownPostgres } from '../local/proc';
 import { parseConfig } from '../config/load';
 import { Proxy } from '../proxy';
 
-export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number): Record<string, unknown> {
+export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number, unixSocketDir?: string): Record<string, unknown> {
   return {
-    listen: { host: '127.0.0.1', port: proxyPort },
+    listen: { host: '127.0.0.1', port: proxyPort, ...(unixSocketDir ? { unixSocketDir } : {}) },
     metrics: { host: '127.0.0.1', port: metricsPort },
     logLevel: 'info',
     zookeeper: { connect: zk, cluster: 'demo', sessionTimeoutMs: 10000 },
@@ -49,7 +49,10 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
   console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards in ${dir}`);
   try {
     const info = await cluster.start();
-    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930);
+    // pgring's Unix-domain socket (psql -h <dir>/socket), as PostgreSQL's unix_socket_directories.
+    const socketDir = path.join(dir, 'socket');
+    fs.mkdirSync(socketDir, { recursive: true });
+    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, socketDir);
     const file = path.join(dir, 'proxy.json');
     fs.writeFileSync(file, JSON.stringify(raw, null, 2));
     proxy = new Proxy({ config: parseConfig(raw, file) });
@@ -64,6 +67,7 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       '',
       'Connect with:',
       `  psql -h 127.0.0.1 -p ${port} -U postgres postgres`,
+      `  psql -h ${socketDir} -p ${port} -U postgres postgres   (Unix-domain socket)`,
       'Admin console:',
       `  psql -h 127.0.0.1 -p ${port} -U postgres pgring`,
       'Try pgbench through the ring:',

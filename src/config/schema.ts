@@ -12,6 +12,8 @@ export const configSchema = {
       properties: {
         host: { type: 'string', default: '127.0.0.1' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 6432 },
+        // also listen on <dir>/.s.PGSQL.<port> (PgBouncer's unix_socket_dir)
+        unixSocketDir: { type: 'string', minLength: 1 },
       },
       default: {},
     },

@@ -19,7 +19,7 @@ export interface ShardConfig { name: string; weight: number; backends: BackendCo
 export interface ShardedTableConfig { name: string; column: string; type: KeyType; columns?: string[] }
 
 export interface Config {
-  listen: { host: string; port: number };
+  listen: { host: string; port: number; unixSocketDir?: string };
   metrics: { enabled: boolean; host: string; port: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };

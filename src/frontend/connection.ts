@@ -26,7 +26,7 @@ export class ConnectionLifecycle {
     const s = this.s;
     socket.setNoDelay(true);
     // A socket that may be handed to TLS is read through 'data' events (TLS takes the handle over).
-    readAccepted(socket, (chunk) => s.dispatch.onData(chunk), s.ctx.config.tls !== undefined);
+    readAccepted(socket, (chunk) => s.dispatch.onData(chunk), s.ctx.config.tls !== undefined && !s.unixSocket);
     // Authentication must complete in time, or the connection is closed (authentication_timeout).
     s.authTimer = setTimeout(() => {
       if (s.phase === 'startup' || s.phase === 'auth') this.fatal(PgError.fatal(SQLSTATE.QueryCanceled, 'canceling authentication due to timeout'));
@@ -61,7 +61,7 @@ export class ConnectionLifecycle {
 
   onStartupPacket(packet: Buffer): void {
     const p = parseStartup(packet);
-    if (p.kind === 'ssl' && !this.s.tls) {
+    if (p.kind === 'ssl' && !this.s.tls && !this.s.unixSocket) {
       const context = this.s.ctx.tlsContext?.() ?? null;
       if (context) { this.startTls(context); return; }
     }
@@ -79,7 +79,7 @@ export class ConnectionLifecycle {
       else this.s.socket.end();
       return;
     }
-    if (this.s.ctx.config.tls?.require && !this.s.tls && p.kind === 'startup') {
+    if (this.s.ctx.config.tls?.require && !this.s.tls && !this.s.unixSocket && p.kind === 'startup') {
       this.fatal(PgError.fatal(SQLSTATE.InvalidAuthorization, `connection without TLS refused for user "${p.params.get('user') ?? ''}": pgring requires TLS (tls.require)`, { hint: 'connect with sslmode=require' }));
       return;
     }
@@ -186,7 +186,13 @@ export class ConnectionLifecycle {
     clearTimeout(this.s.authTimer);
     this.s.responses.wake();
     this.s.ctx.sessions.delete(this.s.key);
-    this.s.socket.destroy();
+    if (this.s.tls) {
+      // A TLS socket encrypts and writes asynchronously: destroying it now would drop a FATAL
+      // that end() just queued (pg_terminate_backend's 57P01). Let the close finish, bounded.
+      const sock = this.s.socket;
+      try { sock.end(); } catch { /* gone */ }
+      setTimeout(() => sock.destroy(), 2000).unref();
+    } else this.s.socket.destroy();
     const inTx = this.s.txStatus !== 'I';
     for (const l of this.s.links) {
       if (!l) continue;

@@ -41,6 +41,8 @@ export abstract class SessionShared {
   /** Identifies the server credentials for Topology.poolFast (set once the startup packet is read). */
   credKey = '';
   tls = false;
+  /** Accepted on listen.unixSocketDir: never TLS (SSLRequest answered N, tls.require does not apply). */
+  unixSocket = false;
   /** Reads the startup packet(s) (dispatch.ts clears it once a startup packet is complete). */
   startupReader: StartupReader | null = new StartupReader();
   /** The authentication exchange in progress (dispatch.ts feeds it PasswordMessages). */
