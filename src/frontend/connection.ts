@@ -11,6 +11,7 @@ import type { Pool } from '../backend/pool';
 import type { ServerConnection } from '../backend/server';
 import { resetAndRelease } from '../backend/cleanup';
 import { ClientAuth } from './auth';
+import { replicationValue, startReplication } from './replication';
 import type { ClientSession } from './client';
 
 export class ConnectionLifecycle {
@@ -18,6 +19,8 @@ export class ConnectionLifecycle {
   private serverUser = '';
   private serverPassword: string | undefined;
   private closing = false;
+  /** The startup packet's replication value (null: a normal session; see replication.ts). */
+  private replication: string | null = null;
 
   constructor(private readonly s: ClientSession) {}
 
@@ -87,10 +90,7 @@ export class ConnectionLifecycle {
     const params = p.params;
     this.s.user = params.get('user')!;
     this.s.database = params.get('database') || this.s.user;
-    if (params.get('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
-      this.fatal(PgError.fatal(SQLSTATE.FeatureNotSupported, 'pgring does not support replication connections'));
-      return;
-    }
+    this.replication = replicationValue(params);
     this.s.applicationName = params.get('application_name') ?? '';
     this.s.startupParams = [...params].filter(([k]) => k !== 'user' && k !== 'database' && k !== 'replication');
     this.s.paramsKey = this.s.startupParams.map(([k, v]) => `${k}=${v}`).sort().join('\u0000');
@@ -119,6 +119,7 @@ export class ConnectionLifecycle {
       this.fatal(PgError.fatal(SQLSTATE.InvalidAuthorization, `role "${this.s.user}" is not configured in pgring`));
       return;
     }
+    if (this.replication !== null) { await startReplication(this.s, this.replication, this.cred()); return; }
     this.s.write(authOk);
     if (this.s.database === 'pgring') {
       if (!this.s.userConfig.admin) {
@@ -174,6 +175,7 @@ export class ConnectionLifecycle {
   readonly credFn = () => this.cred();
 
   async cancelRunning(): Promise<void> {
+    if (this.s.replicationConn) return this.s.replicationConn.cancel();
     this.s.ctx.tx?.cancelWait?.(this.s);   // a ZooKeeper lock wait ends like a PostgreSQL one
     const busy = this.s.attachedLinks.filter((l) => l.queue.length > 0 || l.conn.busy);
     await Promise.all(busy.map((l) => l.conn.cancel()));
@@ -186,6 +188,7 @@ export class ConnectionLifecycle {
     clearTimeout(this.s.authTimer);
     this.s.responses.wake();
     this.s.ctx.sessions.delete(this.s.key);
+    this.s.replicationConn?.destroy();
     if (this.s.tls) {
       // A TLS socket encrypts and writes asynchronously: destroying it now would drop a FATAL
       // that end() just queued (pg_terminate_backend's 57P01). Let the close finish, bounded.

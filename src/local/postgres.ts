@@ -33,6 +33,9 @@ export class LocalPostgres {
         'host all postgres 127.0.0.1/32 trust',
         'host all all 127.0.0.1/32 trust',
         'host all postgres ::1/128 trust',
+        // replication connections (pg_recvlogical, pg_receivewal; through pgring too): "all" does not match them
+        'local replication all trust',
+        'host replication all 127.0.0.1/32 trust',
         '',
       ].join('\n'));
     }
@@ -48,6 +51,10 @@ export class LocalPostgres {
       `shared_buffers = 64MB`,
       `password_encryption = 'scram-sha-256'`,
       `log_min_messages = warning`,
+      // logical decoding and walsenders (replication connections through pgring, resharding)
+      `wal_level = logical`,
+      `max_wal_senders = 10`,
+      `max_replication_slots = 10`,
       ...(this.opts.extraConf ?? []),
       '',
     ].join('\n');

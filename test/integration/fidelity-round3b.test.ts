@@ -1,0 +1,190 @@
+// Protocol fidelity, third round (issue 20, items 3, 4, 5, 7): replication connections through
+// pgring (pg_recvlogical, pg_receivewal), listen.unixSocketDir, the server's FATAL on TLS, and
+// auth.query (pass-through authentication with the secret stored on the server).
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import pg from 'pg';
+import { pgBin } from '../../src/local/proc';
+import { psqlAt, testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { runTool } from '../helpers/tools';
+import { waitFor } from '../helpers/tpcb';
+
+let cluster: Awaited<ReturnType<typeof testCluster>>;
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-f3b-'));
+fs.chmodSync(dir, 0o755);
+const db = uniqueName('f3b');
+const proxies: RunningProxy[] = [];
+
+async function proxyWith(shards: number, extra: Record<string, unknown> = {}): Promise<RunningProxy> {
+  const p = await startProxy(await baseConfig(cluster, shards, extra));
+  proxies.push(p);
+  return p;
+}
+
+before(async () => {
+  cluster = await testCluster();
+  createDatabase(cluster.pg.slice(0, 2).map((p) => p.port), db);
+});
+
+after(async () => {
+  for (const p of proxies) await p.stop().catch(() => undefined);
+  for (const p of cluster.pg.slice(0, 2)) {
+    try { psqlAt(p.port, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '${db}'`); } catch { /* none */ }
+  }
+  dropDatabase(cluster.pg.slice(0, 2).map((p) => p.port), db);
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run { code: number | null; out: string; err: string }
+
+/** Runs a client tool to completion (killed after timeoutMs). */
+function run(tool: string, args: string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 60000): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = spawn(pgBin(tool), args, { env: { ...process.env, PGCONNECT_TIMEOUT: '10', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, out, err }); });
+  });
+}
+
+const conn = (port: number) => ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres'];
+
+describe('replication connections pass through to one shard', () => {
+  it('pg_recvlogical: creates a slot, streams the rows inserted through pgring (test_decoding), drops the slot', async () => {
+    const p = await proxyWith(1);
+    psqlAt(cluster.pg[0]!.port, 'CREATE TABLE IF NOT EXISTS repl_t (id int primary key, v text)', db);
+    const slot = `f3b_slot_${process.pid}`;
+    const created = await run('pg_recvlogical', [...conn(p.port), '-d', db, '--slot', slot, '--create-slot', '-P', 'test_decoding']);
+    assert.equal(created.code, 0, created.err);
+    assert.equal(psqlAt(cluster.pg[0]!.port, `SELECT plugin FROM pg_replication_slots WHERE slot_name = '${slot}'`).trim(), 'test_decoding');
+    // Streaming through pgring while rows are inserted through pgring; stopped with SIGINT once seen.
+    const child = spawn(pgBin('pg_recvlogical'), [...conn(p.port), '-d', db, '--slot', slot, '--start', '-F', '1', '-f', '-'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'postgres', database: db });
+      await c.connect();
+      await c.query(`INSERT INTO repl_t VALUES (1, 'one'), (2, 'two')`);
+      await c.end();
+      await waitFor('pg_recvlogical prints the decoded rows', async () => /:2 v\[text\]:'two'/.test(out) || child.exitCode !== null, 20000);
+    } finally { child.kill('SIGINT'); }
+    assert.equal(await exited, 0, err);
+    assert.match(out, /table public\.repl_t: INSERT: id\[integer\]:1 v\[text\]:'one'/);
+    assert.match(out, /table public\.repl_t: INSERT: id\[integer\]:2 v\[text\]:'two'/);
+    const dropped = await run('pg_recvlogical', [...conn(p.port), '-d', db, '--slot', slot, '--drop-slot']);
+    assert.equal(dropped.code, 0, dropped.err);
+    assert.equal(psqlAt(cluster.pg[0]!.port, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = '${slot}'`).trim(), '0');
+  });
+
+  it('pg_receivewal (physical, replication=true) receives WAL segments through pgring', async () => {
+    const p = await proxyWith(1);
+    const walDir = path.join(dir, 'wal');
+    fs.mkdirSync(walDir);
+    const lsn = psqlAt(cluster.pg[0]!.port, 'SELECT pg_current_wal_lsn()').trim();
+    const r = await run('pg_receivewal', [...conn(p.port), '-D', walDir, '-E', lsn, '--no-loop', '-n']);
+    assert.equal(r.code, 0, r.err);
+    const files = fs.readdirSync(walDir);
+    assert.ok(files.some((f) => /^[0-9A-F]{24}(\.partial)?$/.test(f)), `WAL files: ${files.join(', ')}`);
+  });
+
+  it('several shards: refused with a FATAL naming options=-c pgring.shard; with it, the named shard serves', async () => {
+    const p = await proxyWith(2);
+    const slot = `f3b_s2_${process.pid}`;
+    const refused = await run('pg_recvlogical', [...conn(p.port), '-d', db, '--slot', slot, '--create-slot', '-P', 'test_decoding']);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.err, /pgring\.shard/);
+    const named = await run('pg_recvlogical', [...conn(p.port), '-d', db, '--slot', slot, '--create-slot', '-P', 'test_decoding'], { PGOPTIONS: '-c pgring.shard=s2' });
+    assert.equal(named.code, 0, named.err);
+    assert.equal(psqlAt(cluster.pg[1]!.port, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = '${slot}'`).trim(), '1');
+    assert.equal(psqlAt(cluster.pg[0]!.port, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = '${slot}'`).trim(), '0');
+    const unknown = await run('pg_recvlogical', [...conn(p.port), '-d', db, '--slot', slot, '--drop-slot'], { PGOPTIONS: '-c pgring.shard=nope' });
+    assert.notEqual(unknown.code, 0);
+    assert.match(unknown.err, /shard "nope"/);
+    const dropped = await run('pg_recvlogical', [...conn(p.port), '-d', db, '--slot', slot, '--drop-slot'], { PGOPTIONS: '-c pgring.shard=s2' });
+    assert.equal(dropped.code, 0, dropped.err);
+  });
+});
+
+describe('listen.unixSocketDir', () => {
+  it('psql -h <dir> and the pg driver (host = directory) connect; SSLRequest is answered N; auth applies; the file goes at stop', async () => {
+    const sockDir = path.join(dir, 'sock');
+    fs.mkdirSync(sockDir);
+    const port = await (await import('../../src/local/proc')).freePort();
+    // A stale socket file from a proxy that died is replaced.
+    fs.writeFileSync(path.join(sockDir, `.s.PGSQL.${port}`), '');
+    const certFile = path.join(dir, 'u.crt'), keyFile = path.join(dir, 'u.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+    const p = await proxyWith(1, {
+      listen: { host: '127.0.0.1', port, unixSocketDir: sockDir },
+      tls: { certFile, keyFile, require: true },
+      users: [{ name: 'postgres', auth: 'trust', admin: true }, { name: 'app', auth: 'scram-sha-256', password: 'app-pw', serverUser: 'postgres' }],
+    });
+    const file = path.join(sockDir, `.s.PGSQL.${port}`);
+    assert.ok(fs.statSync(file).isSocket());
+    assert.equal(fs.statSync(file).mode & 0o777, 0o777);
+    const ok = await runTool('psql', ['-h', sockDir, '-p', String(port), '-U', 'postgres', '-d', db, '-XAtc', 'SELECT 40 + 2']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.stdout.trim(), '42');
+    // No TLS over the socket (libpq never asks there; pgring answers an SSLRequest N, and
+    // tls.require does not apply, as pg_hba's `local` lines know no TLS).
+    const answer = await new Promise<string>((resolve, reject) => {
+      const s = net.connect({ path: file });
+      s.once('error', reject);
+      s.once('data', (d) => { resolve(d.toString('latin1')); s.destroy(); });
+      s.once('connect', () => s.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])));
+    });
+    assert.equal(answer, 'N');
+    // Passwords are checked as over TCP.
+    const bad = await runTool('psql', [`host=${sockDir} port=${port} user=app dbname=${db}`, '-XAtc', 'SELECT 1'], { env: { PGPASSWORD: 'wrong' } });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /password authentication failed for user "app"/);
+    const c = new pg.Client({ host: sockDir, port, user: 'app', password: 'app-pw', database: db });
+    await c.connect();
+    assert.equal((await c.query('SELECT $1::int * 2 AS n', [21])).rows[0].n, 42);
+    await c.end();
+    await p.stop();
+    assert.equal(fs.existsSync(file), false, 'the socket file is removed at stop');
+  });
+});
+
+describe('a server connection terminated under a TLS client', () => {
+  it('the client gets 57P01 "terminating connection due to administrator command", as in the clear', async () => {
+    const certFile = path.join(dir, 't.crt'), keyFile = path.join(dir, 't.key');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+    const p = await proxyWith(1, { tls: { certFile, keyFile } });
+    for (const ssl of [false, { rejectUnauthorized: false }] as const) {
+      for (const mode of ['busy', 'idle'] as const) {
+        const c = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'postgres', database: db, ssl });
+        const errors: { code?: string; message: string }[] = [];
+        c.on('error', (e) => errors.push(e as { code?: string; message: string }));
+        await c.connect();
+        await c.query('CREATE TEMP TABLE pin_me (a int)'); // keeps the server connection the client's
+        const pid = (await c.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+        if (mode === 'busy') {
+          const running = c.query('SELECT pg_sleep(30)').then(() => null, (e: { code?: string; message: string }) => e);
+          await new Promise((r) => setTimeout(r, 300));
+          psqlAt(cluster.pg[0]!.port, `SELECT pg_terminate_backend(${pid})`);
+          const e = await running;
+          assert.equal(e?.code, '57P01', `ssl=${!!ssl}: ${e?.message}`);
+          assert.match(e!.message, /terminating connection due to administrator command/);
+        } else {
+          psqlAt(cluster.pg[0]!.port, `SELECT pg_terminate_backend(${pid})`);
+          await waitFor('the client is told', async () => errors.length > 0, 10000);
+          assert.equal(errors[0]!.code, '57P01', `ssl=${!!ssl} idle: ${errors[0]!.message}`);
+        }
+        await c.end().catch(() => undefined);
+      }
+    }
+  });
+});
+
