@@ -38,6 +38,20 @@ export const configSchema = {
         require: { type: 'boolean', default: false },
       },
     },
+    // PgBouncer's auth_user + auth_query: a role not in `users` logs in with the secret the
+    // servers store for it, read by `user` on the first shard's primary (cached for cacheMs)
+    auth: {
+      type: 'object', additionalProperties: false,
+      required: ['user'],
+      properties: {
+        user: { type: 'string', minLength: 1 },
+        password: { type: 'string' },
+        query: { type: 'string', minLength: 1, default: 'SELECT usename, passwd FROM pg_shadow WHERE usename=$1' },
+        // database the lookup connects to (default: the client's, as PgBouncer's auth_dbname)
+        database: { type: 'string', minLength: 1 },
+        cacheMs: { type: 'integer', minimum: 0, default: 10000 },
+      },
+    },
     zookeeper: {
       type: 'object', additionalProperties: false,
       required: ['connect'],

@@ -24,6 +24,8 @@ export interface Config {
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };
   tls?: { certFile: string; keyFile: string; require: boolean };
+  /** auth.query: unlisted roles log in with the secret stored on the server (frontend/auth-query.ts). */
+  auth?: { user: string; password?: string; query: string; database?: string; cacheMs: number };
   pool: {
     mode: PoolMode; minSize: number; maxSize: number; queueTimeoutMs: number;
     idleTimeoutMs: number; connectTimeoutMs: number; preparedStatementCacheSize: number;

@@ -12,12 +12,15 @@ import type { ServerConnection } from '../backend/server';
 import { resetAndRelease } from '../backend/cleanup';
 import { ClientAuth } from './auth';
 import { replicationValue, startReplication } from './replication';
+import { PassthroughAuth, ScramPassKeys, userFromServer } from './auth-query';
 import type { ClientSession } from './client';
 
 export class ConnectionLifecycle {
   /** Credentials for the servers (the user's serverUser / serverPassword, else the client's). */
   private serverUser = '';
   private serverPassword: string | undefined;
+  /** auth.query pass-through of a SCRAM login: the client's ClientKey for the servers. */
+  private scramKeys: ScramPassKeys | null = null;
   private closing = false;
   /** The startup packet's replication value (null: a normal session; see replication.ts). */
   private replication: string | null = null;
@@ -95,12 +98,27 @@ export class ConnectionLifecycle {
     this.s.startupParams = [...params].filter(([k]) => k !== 'user' && k !== 'database' && k !== 'replication');
     this.s.paramsKey = this.s.startupParams.map(([k, v]) => `${k}=${v}`).sort().join('\u0000');
     this.s.userConfig = this.s.ctx.config.users.find((u) => u.name === this.s.user);
+    this.s.phase = 'auth';
+    if (!this.s.userConfig && this.s.ctx.config.auth) { void this.authViaQuery(); return; }
+    this.beginAuth(new ClientAuth(this.s.user, this.s.userConfig, this.s.ctx.config.users.every((u) => u.auth === 'trust')));
+  }
+
+  private beginAuth(auth: ClientAuth): void {
     this.serverUser = this.s.userConfig?.serverUser ?? this.s.user;
     this.serverPassword = this.s.userConfig?.serverPassword ?? this.s.userConfig?.password;
     this.s.credKey = `${this.serverUser}\u0000${this.s.database}`;
-    this.s.phase = 'auth';
-    this.s.auth = new ClientAuth(this.s.user, this.s.userConfig, this.s.ctx.config.users.every((u) => u.auth === 'trust'));
-    this.authStep(this.s.auth.start());
+    this.s.auth = auth;
+    this.authStep(auth.start());
+  }
+
+  /** A role not in the config, with auth.query: its secret comes from the server (auth-query.ts);
+   *  a role the lookup does not find gets the failing mock exchange (28P01, as PostgreSQL). */
+  private async authViaQuery(): Promise<void> {
+    const found = await userFromServer(this.s.ctx, this.s.user, this.s.database);
+    if (this.s.phase === 'closed') return;
+    if (found instanceof PgError) { this.s.ctx.log.warn({ user: this.s.user }, found.message); this.fatal(found); return; }
+    this.s.userConfig = found ?? undefined;
+    this.beginAuth(found ? new PassthroughAuth(this.s.user, found) : new ClientAuth(this.s.user, undefined));
   }
 
   authStep(step: ReturnType<ClientAuth['start']>): void {
@@ -110,6 +128,7 @@ export class ConnectionLifecycle {
       return;
     }
     if (step.send) this.s.socket.write(step.send);
+    if ('ok' in step && this.s.auth instanceof PassthroughAuth) this.scramKeys = this.s.auth.scramKeys;
     if ('ok' in step) void this.afterAuth();
   }
 
@@ -170,7 +189,7 @@ export class ConnectionLifecycle {
     if (this.s.inbox.length) void this.s.dispatch.pump();
   }
 
-  cred() { return { user: this.serverUser, password: this.serverPassword, database: this.s.database }; }
+  cred() { return { user: this.serverUser, password: this.serverPassword, database: this.s.database, scramKeys: this.scramKeys }; }
 
   readonly credFn = () => this.cred();
 
