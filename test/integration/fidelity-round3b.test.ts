@@ -9,7 +9,11 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
-import { pgBin } from '../../src/local/proc';
+import { freePort, pgBin } from '../../src/local/proc';
+import { LocalPostgres } from '../../src/local/postgres';
+import { parseConfig } from '../../src/config/load';
+import { Proxy } from '../../src/proxy';
+import { silentLogger } from '../../src/log';
 import { psqlAt, testCluster, uniqueName } from '../helpers/env';
 import { baseConfig, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
 import { runTool } from '../helpers/tools';
@@ -119,7 +123,7 @@ describe('listen.unixSocketDir', () => {
   it('psql -h <dir> and the pg driver (host = directory) connect; SSLRequest is answered N; auth applies; the file goes at stop', async () => {
     const sockDir = path.join(dir, 'sock');
     fs.mkdirSync(sockDir);
-    const port = await (await import('../../src/local/proc')).freePort();
+    const port = await freePort();
     // A stale socket file from a proxy that died is replaced.
     fs.writeFileSync(path.join(sockDir, `.s.PGSQL.${port}`), '');
     const certFile = path.join(dir, 'u.crt'), keyFile = path.join(dir, 'u.key');
@@ -188,3 +192,99 @@ describe('a server connection terminated under a TLS client', () => {
   });
 });
 
+
+describe('auth.query: unlisted roles log in with the secret stored on the server', () => {
+  let server: LocalPostgres;
+  let p: RunningProxy;
+  before(async () => {
+    server = new LocalPostgres({ dir: path.join(dir, 'authpg'), port: await freePort() });
+    server.start();
+    const s = server;
+    process.on('exit', () => s.stop('immediate'));
+    server.psql(`SET password_encryption = 'scram-sha-256'; CREATE ROLE pgring_lookup LOGIN SUPERUSER PASSWORD 'lookup-pw'; CREATE ROLE alice LOGIN PASSWORD 'alice-pw'`);
+    server.psql(`SET password_encryption = 'md5'; CREATE ROLE bob LOGIN PASSWORD 'bob-pw'`);
+    // The servers themselves ask for the roles' passwords: pgring must pass SCRAM / md5 through.
+    server.setHba([
+      'local all all trust',
+      'host all postgres 127.0.0.1/32 trust',
+      'host all bob 127.0.0.1/32 md5',
+      'host all all 127.0.0.1/32 scram-sha-256',
+    ]);
+    server.reload();
+    p = await startProxy({
+      listen: { host: '127.0.0.1', port: await freePort() }, metrics: { enabled: false }, logLevel: 'silent',
+      users: [{ name: 'postgres', auth: 'trust', admin: true }],
+      auth: { user: 'pgring_lookup', password: 'lookup-pw', database: 'postgres' },
+      shards: [{ name: 's1', backends: [{ host: '127.0.0.1', port: server.port }] }],
+    });
+  });
+  after(async () => {
+    await p?.stop();
+    server?.stop('immediate');
+  });
+
+  const login = (user: string, password: string) => {
+    const c = new pg.Client({ host: '127.0.0.1', port: p.port, user, password, database: 'postgres' });
+    return c.connect().then(async () => {
+      try { return (await c.query('SELECT current_user AS u, $1::int AS n', [7])).rows[0] as { u: string; n: number }; } finally { await c.end(); }
+    });
+  };
+
+  it('a SCRAM role: the right password logs in (the server gets SCRAM with the client\'s ClientKey), a wrong one gets 28P01', async () => {
+    assert.deepEqual(await login('alice', 'alice-pw'), { u: 'alice', n: 7 });
+    // again: served from the cache and from pooled server connections
+    assert.deepEqual(await login('alice', 'alice-pw'), { u: 'alice', n: 7 });
+    await assert.rejects(login('alice', 'nope'), (e: { code?: string; message: string }) => e.code === '28P01' && /password authentication failed for user "alice"/.test(e.message));
+    const r = await runTool('psql', [`host=127.0.0.1 port=${p.port} user=alice dbname=postgres`, '-XAtc', 'SELECT current_user'], { env: { PGPASSWORD: 'alice-pw' } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), 'alice');
+  });
+
+  it('an md5 role logs in with md5 (client and server), a wrong password gets 28P01', async () => {
+    assert.deepEqual(await login('bob', 'bob-pw'), { u: 'bob', n: 7 });
+    await assert.rejects(login('bob', 'bad'), (e: { code?: string }) => e.code === '28P01');
+  });
+
+  it('a role the lookup does not find gets 28P01 as PostgreSQL; listed roles work as before', async () => {
+    await assert.rejects(login('nobody', 'x'), (e: { code?: string; message: string }) => e.code === '28P01' && /"nobody"/.test(e.message));
+    const c = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'postgres', database: 'postgres' });
+    await c.connect();
+    assert.equal((await c.query('SELECT current_user AS u')).rows[0].u, 'postgres');
+    await c.end();
+  });
+
+  it('a password changed on the server is seen after auth.cacheMs', async () => {
+    await p.stop();
+    p = await startProxy({
+      listen: { host: '127.0.0.1', port: await freePort() }, metrics: { enabled: false }, logLevel: 'silent',
+      users: [{ name: 'postgres', auth: 'trust', admin: true }],
+      auth: { user: 'pgring_lookup', password: 'lookup-pw', cacheMs: 0 },
+      shards: [{ name: 's1', backends: [{ host: '127.0.0.1', port: server.port }] }],
+    });
+    server.psql(`CREATE ROLE carol LOGIN PASSWORD 'carol-1'`);
+    assert.equal((await login('carol', 'carol-1')).u, 'carol');
+    server.psql(`ALTER ROLE carol PASSWORD 'carol-2'`);
+    await assert.rejects(login('carol', 'carol-1'), (e: { code?: string }) => e.code === '28P01');
+  });
+});
+
+describe('proxy.example.json', () => {
+  it('loads as it is and starts (ports, ZooKeeper and shards replaced by the test cluster\'s)', async () => {
+    const raw = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../proxy.example.json'), 'utf8')) as Record<string, any>;
+    parseConfig(structuredClone(raw)); // valid as shipped
+    raw.listen.port = await freePort();
+    raw.metrics.port = await freePort();
+    raw.zookeeper.connect = cluster.zk;
+    raw.zookeeper.cluster = uniqueName('example');
+    raw.logLevel = 'silent';
+    raw.shards = raw.shards.map((s: { backends: { port: number }[] }, i: number) => ({ ...s, backends: [{ ...s.backends[0], port: cluster.pg[i]!.port }] }));
+    const px = new Proxy({ config: parseConfig(raw), log: silentLogger });
+    await px.start();
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: px.port, user: 'postgres', database: db });
+      await c.connect();
+      assert.equal((await c.query('SELECT 1 + 1 AS n')).rows[0].n, 2);
+      await c.end();
+    } finally { await px.stop(); }
+  });
+});
