@@ -35,6 +35,7 @@ export function parseConfig(raw: unknown, file = '<config>'): Config {
     throw new ConfigError(file, [...new Set(problems)]);
   }
   const cfg = obj as unknown as Config;
+  if (cfg.tls?.enabled === false) delete cfg.tls; // shown but switched off: no TLS, files not read
   const problems: string[] = [];
   const names = new Set<string>();
   cfg.shards.forEach((s, i) => {

@@ -32,6 +32,8 @@ export const configSchema = {
       type: 'object', additionalProperties: false,
       required: ['certFile', 'keyFile'],
       properties: {
+        // false: the section is ignored (as if absent), so an example can show it without the files
+        enabled: { type: 'boolean', default: true },
         certFile: { type: 'string', minLength: 1 },
         keyFile: { type: 'string', minLength: 1 },
         // refuse clients that do not negotiate TLS (like hostssl-only pg_hba.conf)

@@ -23,7 +23,7 @@ export interface Config {
   metrics: { enabled: boolean; host: string; port: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number };
-  tls?: { certFile: string; keyFile: string; require: boolean };
+  tls?: { enabled?: boolean; certFile: string; keyFile: string; require: boolean };
   /** auth.query: unlisted roles log in with the secret stored on the server (frontend/auth-query.ts). */
   auth?: { user: string; password?: string; query: string; database?: string; cacheMs: number };
   pool: {
