@@ -165,7 +165,8 @@ describe('a server connection terminated under a TLS client', () => {
   it('the client gets 57P01 "terminating connection due to administrator command", as in the clear', async () => {
     const certFile = path.join(dir, 't.crt'), keyFile = path.join(dir, 't.key');
     execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', keyFile, '-out', certFile, '-days', '2', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
-    const p = await proxyWith(1, { tls: { certFile, keyFile } });
+    for (const poolMode of ['transaction', 'session'] as const) {
+    const p = await proxyWith(1, { tls: { certFile, keyFile }, pool: { mode: poolMode } });
     for (const ssl of [false, { rejectUnauthorized: false }] as const) {
       for (const mode of ['busy', 'idle'] as const) {
         const c = new pg.Client({ host: '127.0.0.1', port: p.port, user: 'postgres', database: db, ssl });
@@ -179,15 +180,16 @@ describe('a server connection terminated under a TLS client', () => {
           await new Promise((r) => setTimeout(r, 300));
           psqlAt(cluster.pg[0]!.port, `SELECT pg_terminate_backend(${pid})`);
           const e = await running;
-          assert.equal(e?.code, '57P01', `ssl=${!!ssl}: ${e?.message}`);
+          assert.equal(e?.code, '57P01', `${poolMode} ssl=${!!ssl}: ${e?.message}`);
           assert.match(e!.message, /terminating connection due to administrator command/);
         } else {
           psqlAt(cluster.pg[0]!.port, `SELECT pg_terminate_backend(${pid})`);
           await waitFor('the client is told', async () => errors.length > 0, 10000);
-          assert.equal(errors[0]!.code, '57P01', `ssl=${!!ssl} idle: ${errors[0]!.message}`);
+          assert.equal(errors[0]!.code, '57P01', `${poolMode} ssl=${!!ssl} idle: ${errors[0]!.message}`);
         }
         await c.end().catch(() => undefined);
       }
+    }
     }
   });
 });
