@@ -23,6 +23,7 @@ import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
 import { PgError, SQLSTATE } from './protocol/errors';
 import { ClusterDefinition, definitionFromConfig } from './cluster/definition';
+import { closeUnix, listenUnix } from './frontend/unix-listener';
 
 /** Ring version `version` from the shards of a config (same document `pgring ring init` publishes). */
 export function ringFromConfig(cfg: Config, version = 1): RingDefinition {
@@ -40,6 +41,9 @@ export class Proxy {
   readonly log: Logger;
   readonly ctx: ProxyContext;
   private server: net.Server | null = null;
+  /** listen.unixSocketDir's listener, and the port in its file name. */
+  private unixServer: net.Server | null = null;
+  private unixPort = 0;
   coordinator: Coordinator | null = null;
   /** Locks and two-phase commit (with ZooKeeper), and recovery of in-doubt transactions. */
   txn: TxnManager | null = null;
@@ -177,6 +181,13 @@ export class Proxy {
       this.server!.once('error', reject);
       this.server!.listen(this.config.listen.port, this.config.listen.host, () => { this.server!.off('error', reject); resolve(); });
     });
+    const unixDir = this.config.listen.unixSocketDir;
+    if (unixDir) {
+      this.unixPort = this.port;
+      try {
+        this.unixServer = await listenUnix(unixDir, this.unixPort, (socket) => this.accept(socket, true));
+      } catch (e) { await this.stop(); throw e; }
+    }
     if (this.coordinator) {
       try {
         await this.coordinator.start();
@@ -209,9 +220,9 @@ export class Proxy {
     return f;
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, unixSocket = false): void {
     socket.on('error', () => { /* handled by the session */ });
-    const session = new ClientSession(socket, this.ctx); // lives through its socket's listeners
+    const session = new ClientSession(socket, this.ctx, { unixSocket }); // lives through its socket's listeners
     socket.once('close', () => this.admitted.delete(session));
   }
 
@@ -243,6 +254,8 @@ export class Proxy {
 
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
+    await closeUnix(this.unixServer, this.config.listen.unixSocketDir ?? '', this.unixPort);
+    this.unixServer = null;
     await this.ops.stop();
     this.failover?.stop();
     await this.recovery?.stop().catch(() => undefined);
@@ -257,6 +270,7 @@ export class Proxy {
     this.ctx.draining = true;
     this.ops.pause.resume();
     this.server?.close();
+    this.unixServer?.close();
     const deadline = Date.now() + graceMs;
     // Busy: inside a transaction, a statement on a server, or waiting for a server connection.
     const busy = (s: ClientSession) => !s.admin && (s.txStatus !== 'I' || s.waitingSince > 0 || s.attachedLinks.some((l) => l.queue.length > 0 || l.conn.status !== 'I'));

@@ -11,13 +11,19 @@ import { md5Response } from '../protocol/auth/md5';
 import { ScramClient } from '../protocol/auth/scram';
 import { ChunkHandler, onreadOption, readAccepted } from '../protocol/socket-reader';
 import { ServerTls, sslAnswer, sslRequest } from './server-tls';
+import { ScramPassthroughClient } from './scram-passthrough';
 
 export interface ServerTarget {
   host: string; port: number; shard: number; shardName: string;
   /** TLS as libpq's sslmode (absent: plain TCP). */
   tls?: ServerTls;
 }
-export interface ServerCredentials { user: string; password?: string; database: string }
+export interface ServerCredentials {
+  user: string; password?: string; database: string;
+  /** auth.query pass-through: SCRAM to the server with the client's ClientKey (scram-passthrough.ts). */
+  scramKeys?: { clientKey: Buffer; serverKey: Buffer } | null;
+}
+type ScramExchange = Pick<ScramClient, 'clientFirst' | 'handleServerFirst' | 'verifyServerFinal'>;
 
 /** Receives the messages of a server connection while a client session owns it. */
 export interface ServerOwner {
@@ -138,7 +144,7 @@ export class ServerConnection {
           ts.once('secureConnect', () => { conn.encrypted = true; conn.onChunk = onStartupData; sendStartup(); });
         };
       });
-      const auth: { scram: ScramClient | null } = { scram: null };
+      const auth: { scram: ScramExchange | null } = { scram: null };
       const onStartupData = (chunk: Buffer) => {
         try {
           conn.reader.feed(chunk, (type, msg) => {
@@ -301,7 +307,7 @@ export class ServerConnection {
 
 /** The answer to a server's Authentication request during startup (null: nothing to send);
  *  throws a PgError when it cannot be answered. `auth.scram` carries a SCRAM exchange. */
-function authReply(msg: Buffer, cred: ServerCredentials, shardName: string, auth: { scram: ScramClient | null }): Buffer | null {
+function authReply(msg: Buffer, cred: ServerCredentials, shardName: string, auth: { scram: ScramExchange | null }): Buffer | null {
   const code = msg.readInt32BE(5);
   if (code === AUTH.Ok) return null;
   if (code === AUTH.Cleartext || code === AUTH.MD5) {
@@ -313,8 +319,9 @@ function authReply(msg: Buffer, cred: ServerCredentials, shardName: string, auth
     let off = 9;
     while (off < msg.length && msg[off] !== 0) { const [m, n] = readCString(msg, off); mechs.push(m); off = n; }
     if (!mechs.includes('SCRAM-SHA-256')) throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${shardName}" offers no supported SASL mechanism (${mechs.join(', ')})`);
-    if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${shardName}" asks a password for user "${cred.user}" and none is configured`);
-    auth.scram = new ScramClient(cred.password);
+    if (cred.scramKeys) auth.scram = new ScramPassthroughClient(cred.scramKeys);
+    else if (cred.password === undefined) throw new PgError(SQLSTATE.InvalidPassword, `shard "${shardName}" asks a password for user "${cred.user}" and none is configured`);
+    else auth.scram = new ScramClient(cred.password);
     const first = auth.scram.clientFirst();
     return new Writer().cstr('SCRAM-SHA-256').int32(first.length).bytes(first).msg(0x70);
   } else if (code === AUTH.SASLContinue) {

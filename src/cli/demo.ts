@@ -11,13 +11,13 @@ import { Proxy } from '../proxy';
 
 /** `certs`: the demo's own CA (src/local/certs.ts): its shards run with ssl = on, pgring
  *  connects to them with verify-full, and offers TLS (and SCRAM-SHA-256-PLUS) to clients. */
-export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number, certs?: LocalCerts, replicaPorts: number[][] = []): Record<string, unknown> {
+export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, metricsPort: number, certs?: LocalCerts, replicaPorts: number[][] = [], unixSocketDir?: string): Record<string, unknown> {
   return {
     ...(certs ? {
       tls: { certFile: certs.certFile, keyFile: certs.keyFile },
       serverTls: { sslmode: 'verify-full', caFile: certs.caFile },
     } : {}),
-    listen: { host: '127.0.0.1', port: proxyPort },
+    listen: { host: '127.0.0.1', port: proxyPort, ...(unixSocketDir ? { unixSocketDir } : {}) },
     metrics: { host: '127.0.0.1', port: metricsPort },
     logLevel: 'info',
     // every znode under /pgring/demo carries this digest ACL: ZooKeeper clients without it can read nothing
@@ -75,7 +75,10 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
   console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards${per ? ` with ${per} synchronous streaming replica(s) each` : ''} in ${dir}`);
   try {
     const info = await cluster.start();
-    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, certs, replicaPorts);
+    // pgring's Unix-domain socket (psql -h <dir>/socket), as PostgreSQL's unix_socket_directories.
+    const socketDir = path.join(dir, 'socket');
+    fs.mkdirSync(socketDir, { recursive: true });
+    const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, certs, replicaPorts, socketDir);
     const file = path.join(dir, 'proxy.json');
     fs.writeFileSync(file, JSON.stringify(raw, null, 2));
     proxy = new Proxy({ config: parseConfig(raw, file) });
@@ -93,6 +96,7 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
       `  psql -h 127.0.0.1 -p ${port} -U postgres postgres`,
       'TLS to the shards (verify-full, CA in tls/ca.crt) and to clients:',
       `  psql "host=127.0.0.1 port=${port} user=postgres dbname=postgres sslmode=verify-full sslrootcert=${certs.caFile}"`,
+      `  psql -h ${socketDir} -p ${port} -U postgres postgres   (Unix-domain socket)`,
       'Admin console:',
       `  psql -h 127.0.0.1 -p ${port} -U postgres pgring`,
       'Try pgbench through the ring:',

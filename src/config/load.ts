@@ -38,6 +38,9 @@ export function parseConfig(raw: unknown, file = '<config>'): Config {
   const rawSharding = (raw as { sharding?: Record<string, unknown> } | null)?.sharding;
   // Not enumerable: not a key of the file (SHOW CONFIG, RELOAD's comparison do not list it).
   Object.defineProperty(cfg.sharding, 'stated', { value: !!rawSharding && ['tables', 'referenceTables', 'unknownTables'].some((k) => rawSharding[k] !== undefined), enumerable: false, writable: true });
+  if (cfg.tls?.enabled === false) delete cfg.tls; // shown but switched off: no TLS, files not read
+  if ((cfg.serverTls as { enabled?: boolean } | undefined)?.enabled === false) cfg.serverTls = { sslmode: 'prefer' } as Config['serverTls']; // likewise: libpq's default, no files
+  for (const sh of cfg.shards) for (const b of sh.backends) if ((b as { tls?: { enabled?: boolean } }).tls?.enabled === false) delete (b as { tls?: unknown }).tls;
   const problems: string[] = [];
   const names = new Set<string>();
   cfg.shards.forEach((s, i) => {

@@ -2,6 +2,8 @@
 // so a typo stops start-up with the key's path instead of being silently ignored.
 // TLS to PostgreSQL servers, as libpq's connection settings (sslmode, sslrootcert, sslcert, sslkey).
 const serverTlsProps = {
+  // false keeps the section in a file (proxy.example.json) without using it
+  enabled: { type: 'boolean' },
   sslmode: { enum: ['disable', 'prefer', 'require', 'verify-ca', 'verify-full'] },
   caFile: { type: 'string', minLength: 1 },
   certFile: { type: 'string', minLength: 1 },
@@ -21,6 +23,8 @@ export const configSchema = {
       properties: {
         host: { type: 'string', default: '127.0.0.1' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 6432 },
+        // also listen on <dir>/.s.PGSQL.<port> (PgBouncer's unix_socket_dir)
+        unixSocketDir: { type: 'string', minLength: 1 },
       },
       default: {},
     },
@@ -39,10 +43,26 @@ export const configSchema = {
       type: 'object', additionalProperties: false,
       required: ['certFile', 'keyFile'],
       properties: {
+        // false: the section is ignored (as if absent), so an example can show it without the files
+        enabled: { type: 'boolean', default: true },
         certFile: { type: 'string', minLength: 1 },
         keyFile: { type: 'string', minLength: 1 },
         // refuse clients that do not negotiate TLS (like hostssl-only pg_hba.conf)
         require: { type: 'boolean', default: false },
+      },
+    },
+    // PgBouncer's auth_user + auth_query: a role not in `users` logs in with the secret the
+    // servers store for it, read by `user` on the first shard's primary (cached for cacheMs)
+    auth: {
+      type: 'object', additionalProperties: false,
+      required: ['user'],
+      properties: {
+        user: { type: 'string', minLength: 1 },
+        password: { type: 'string' },
+        query: { type: 'string', minLength: 1, default: 'SELECT usename, passwd FROM pg_shadow WHERE usename=$1' },
+        // database the lookup connects to (default: the client's, as PgBouncer's auth_dbname)
+        database: { type: 'string', minLength: 1 },
+        cacheMs: { type: 'integer', minimum: 0, default: 10000 },
       },
     },
     // TLS to every backend (a backend's own `tls` overrides it field by field); default: prefer

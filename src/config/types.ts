@@ -21,11 +21,13 @@ export interface ShardConfig { name: string; weight: number; backends: BackendCo
 export interface ShardedTableConfig { name: string; column: string; type: KeyType; columns?: string[] }
 
 export interface Config {
-  listen: { host: string; port: number };
+  listen: { host: string; port: number; unixSocketDir?: string };
   metrics: { enabled: boolean; host: string; port: number };
   logLevel: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
   zookeeper?: { connect: string; cluster: string; sessionTimeoutMs: number; auth?: { scheme: 'digest'; user: string; password: string }; selfFenceMs?: number };
-  tls?: { certFile: string; keyFile: string; require: boolean };
+  tls?: { enabled?: boolean; certFile: string; keyFile: string; require: boolean };
+  /** auth.query: unlisted roles log in with the secret stored on the server (frontend/auth-query.ts). */
+  auth?: { user: string; password?: string; query: string; database?: string; cacheMs: number };
   serverTls: ServerTlsConfig;
   pool: {
     mode: PoolMode; minSize: number; maxSize: number; queueTimeoutMs: number;

@@ -63,8 +63,9 @@ export class ClientSession extends SessionShared implements ServerOwner {
   readonly scatter = new Scatter(this);
   readonly copy = new CopyIn(this);
 
-  constructor(socket: net.Socket, ctx: ProxyContext) {
+  constructor(socket: net.Socket, ctx: ProxyContext, opts: { unixSocket?: boolean } = {}) {
     super(socket, ctx);
+    this.unixSocket = opts.unixSocket === true;
     this.lifecycle.accept(socket);
   }
 

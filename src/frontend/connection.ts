@@ -13,13 +13,19 @@ import type { Pool } from '../backend/pool';
 import type { ServerConnection } from '../backend/server';
 import { resetAndRelease } from '../backend/cleanup';
 import { ClientAuth } from './auth';
+import { replicationValue, startReplication } from './replication';
+import { PassthroughAuth, ScramPassKeys, userFromServer } from './auth-query';
 import type { ClientSession } from './client';
 
 export class ConnectionLifecycle {
   /** Credentials for the servers (the user's serverUser / serverPassword, else the client's). */
   private serverUser = '';
   private serverPassword: string | undefined;
+  /** auth.query pass-through of a SCRAM login: the client's ClientKey for the servers. */
+  private scramKeys: ScramPassKeys | null = null;
   private closing = false;
+  /** The startup packet's replication value (null: a normal session; see replication.ts). */
+  private replication: string | null = null;
 
   constructor(private readonly s: ClientSession) {}
 
@@ -28,7 +34,7 @@ export class ConnectionLifecycle {
     const s = this.s;
     socket.setNoDelay(true);
     // A socket that may be handed to TLS is read through 'data' events (TLS takes the handle over).
-    readAccepted(socket, (chunk) => s.dispatch.onData(chunk), s.ctx.config.tls !== undefined);
+    readAccepted(socket, (chunk) => s.dispatch.onData(chunk), s.ctx.config.tls !== undefined && !s.unixSocket);
     // Authentication must complete in time, or the connection is closed (authentication_timeout).
     s.authTimer = setTimeout(() => {
       if (s.phase === 'startup' || s.phase === 'auth') this.fatal(PgError.fatal(SQLSTATE.QueryCanceled, 'canceling authentication due to timeout'));
@@ -63,7 +69,7 @@ export class ConnectionLifecycle {
 
   onStartupPacket(packet: Buffer): void {
     const p = parseStartup(packet);
-    if (p.kind === 'ssl' && !this.s.tls) {
+    if (p.kind === 'ssl' && !this.s.tls && !this.s.unixSocket) {
       const context = this.s.ctx.tlsContext?.() ?? null;
       if (context) { this.startTls(context); return; }
     }
@@ -81,7 +87,7 @@ export class ConnectionLifecycle {
       else void (this.s.ctx.forwardCancel?.(p.pid, p.secret) ?? Promise.resolve()).finally(() => this.s.socket.end());
       return;
     }
-    if (this.s.ctx.config.tls?.require && !this.s.tls && p.kind === 'startup') {
+    if (this.s.ctx.config.tls?.require && !this.s.tls && !this.s.unixSocket && p.kind === 'startup') {
       this.fatal(PgError.fatal(SQLSTATE.InvalidAuthorization, `connection without TLS refused for user "${p.params.get('user') ?? ''}": pgring requires TLS (tls.require)`, { hint: 'connect with sslmode=require' }));
       return;
     }
@@ -90,21 +96,33 @@ export class ConnectionLifecycle {
     this.s.user = params.get('user')!;
     this.s.database = params.get('database') || this.s.user;
     if (this.s.ctx.admit?.(this.s) === false) return; // maxClientConnections (proxy.ts)
-    if (params.get('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
-      this.fatal(PgError.fatal(SQLSTATE.FeatureNotSupported, 'pgring does not support replication connections'));
-      return;
-    }
+    this.replication = replicationValue(params);
     this.s.applicationName = params.get('application_name') ?? '';
     this.s.startupParams = [...params].filter(([k]) => k !== 'user' && k !== 'database' && k !== 'replication');
     this.s.paramsKey = this.s.startupParams.map(([k, v]) => `${k}=${v}`).sort().join('\u0000');
     try { reads.onStartup(this.s, this.s.startupParams); } catch (e) { this.s.fatal(PgError.fatal(SQLSTATE.InvalidParameterValue, (e as Error).message)); return; } // read routing: pgring.reads in the startup packet
     this.s.userConfig = this.s.ctx.config.users.find((u) => u.name === this.s.user);
+    this.s.phase = 'auth';
+    if (!this.s.userConfig && this.s.ctx.config.auth) { void this.authViaQuery(); return; }
+    this.beginAuth(new ClientAuth(this.s.user, this.s.userConfig, this.s.ctx.config.users.every((u) => u.auth === 'trust'), this.s.tls ? this.s.socket as tls.TLSSocket : null)); // TLS: SCRAM-SHA-256-PLUS
+  }
+
+  private beginAuth(auth: ClientAuth): void {
     this.serverUser = this.s.userConfig?.serverUser ?? this.s.user;
     this.serverPassword = this.s.userConfig?.serverPassword ?? this.s.userConfig?.password;
     this.s.credKey = `${this.serverUser}\u0000${this.s.database}`;
-    this.s.phase = 'auth';
-    this.s.auth = new ClientAuth(this.s.user, this.s.userConfig, this.s.ctx.config.users.every((u) => u.auth === 'trust'), this.s.tls ? this.s.socket as tls.TLSSocket : null); // TLS: SCRAM-SHA-256-PLUS
-    this.authStep(this.s.auth.start());
+    this.s.auth = auth;
+    this.authStep(auth.start());
+  }
+
+  /** A role not in the config, with auth.query: its secret comes from the server (auth-query.ts);
+   *  a role the lookup does not find gets the failing mock exchange (28P01, as PostgreSQL). */
+  private async authViaQuery(): Promise<void> {
+    const found = await userFromServer(this.s.ctx, this.s.user, this.s.database);
+    if (this.s.phase === 'closed') return;
+    if (found instanceof PgError) { this.s.ctx.log.warn({ user: this.s.user }, found.message); this.fatal(found); return; }
+    this.s.userConfig = found ?? undefined;
+    this.beginAuth(found ? new PassthroughAuth(this.s.user, found) : new ClientAuth(this.s.user, undefined));
   }
 
   authStep(step: ReturnType<ClientAuth['start']>): void {
@@ -114,6 +132,7 @@ export class ConnectionLifecycle {
       return;
     }
     if (step.send) this.s.socket.write(step.send);
+    if ('ok' in step && this.s.auth instanceof PassthroughAuth) this.scramKeys = this.s.auth.scramKeys;
     if ('ok' in step) void this.afterAuth();
   }
 
@@ -123,6 +142,7 @@ export class ConnectionLifecycle {
       this.fatal(PgError.fatal(SQLSTATE.InvalidAuthorization, `role "${this.s.user}" is not configured in pgring`));
       return;
     }
+    if (this.replication !== null) { await startReplication(this.s, this.replication, this.cred()); return; }
     this.s.write(authOk);
     if (this.s.database === 'pgring') {
       if (!this.s.userConfig.admin) {
@@ -177,11 +197,12 @@ export class ConnectionLifecycle {
     if (this.s.inbox.length) void this.s.dispatch.pump();
   }
 
-  cred() { return { user: this.serverUser, password: this.serverPassword, database: this.s.database }; }
+  cred() { return { user: this.serverUser, password: this.serverPassword, database: this.s.database, scramKeys: this.scramKeys }; }
 
   readonly credFn = () => this.cred();
 
   async cancelRunning(): Promise<void> {
+    if (this.s.replicationConn) return this.s.replicationConn.cancel();
     this.s.ctx.tx?.cancelWait?.(this.s);   // a ZooKeeper lock wait ends like a PostgreSQL one
     const busy = this.s.attachedLinks.filter((l) => l.queue.length > 0 || l.conn.busy);
     await Promise.all(busy.map((l) => l.conn.cancel()));
@@ -194,7 +215,14 @@ export class ConnectionLifecycle {
     clearTimeout(this.s.authTimer);
     this.s.responses.wake();
     this.s.ctx.sessions.delete(this.s.key);
-    this.s.socket.destroy();
+    this.s.replicationConn?.destroy();
+    if (this.s.tls) {
+      // A TLS socket encrypts and writes asynchronously: destroying it now would drop a FATAL
+      // that end() just queued (pg_terminate_backend's 57P01). Let the close finish, bounded.
+      const sock = this.s.socket;
+      try { sock.end(); } catch { /* gone */ }
+      setTimeout(() => sock.destroy(), 2000).unref();
+    } else this.s.socket.destroy();
     const inTx = this.s.txStatus !== 'I';
     for (const l of this.s.links) {
       if (!l) continue;

@@ -21,6 +21,7 @@ export class Dispatch {
 
   onData(chunk: Buffer): void {
     if (this.s.phase === 'closed') return;
+    if (this.s.relay) { this.s.relay(chunk); return; } // a replication connection (replication.ts)
     // Everything the messages of this read send to servers leaves in one write per server.
     beginWriteBatch();
     try {

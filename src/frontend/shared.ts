@@ -45,6 +45,12 @@ export abstract class SessionShared {
   /** Identifies the server credentials for Topology.poolFast (set once the startup packet is read). */
   credKey = '';
   tls = false;
+  /** Accepted on listen.unixSocketDir: never TLS (SSLRequest answered N, tls.require does not apply). */
+  unixSocket = false;
+  /** A replication connection's relay: client bytes go here as they are (replication.ts). */
+  relay: ((chunk: Buffer) => void) | null = null;
+  /** A replication connection's dedicated walsender connection (replication.ts; closed with the client). */
+  replicationConn: import('../backend/server').ServerConnection | null = null;
   /** Reads the startup packet(s) (dispatch.ts clears it once a startup packet is complete). */
   startupReader: StartupReader | null = new StartupReader();
   /** The authentication exchange in progress (dispatch.ts feeds it PasswordMessages). */

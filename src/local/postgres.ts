@@ -61,6 +61,8 @@ export class LocalPostgres {
         'host all postgres 127.0.0.1/32 trust',
         'host all all 127.0.0.1/32 trust',
         'host all postgres ::1/128 trust',
+        // replication connections (pg_recvlogical, pg_receivewal; through pgring too): "all" does not match them
+        'local replication all trust',
         'host replication all 127.0.0.1/32 trust',
         '',
       ].join('\n'));
@@ -79,6 +81,10 @@ export class LocalPostgres {
       `log_min_messages = warning`,
       ...(this.opts.ssl ? ['ssl = on', `ssl_cert_file = '${this.opts.ssl.certFile}'`, `ssl_key_file = '${this.opts.ssl.keyFile}'`] : []),
       ...(this.opts.ssl?.caFile ? [`ssl_ca_file = '${this.opts.ssl.caFile}'`] : []),
+      // logical decoding and walsenders (replication connections through pgring, resharding)
+      'wal_level = logical',
+      'max_wal_senders = 10',
+      'max_replication_slots = 10',
       ...replicationConf(this.opts),
       ...(this.opts.extraConf ?? []),
       '',

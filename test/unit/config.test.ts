@@ -50,4 +50,11 @@ describe('config', () => {
     assert.equal(cfg.locks.mode, 'all');
     assert.equal(cfg.shards[0]!.backends[0]!.host, '127.0.0.1');
   });
+
+  it('tls.enabled false switches the section off (files not needed); auth.query gets its default query', () => {
+    const cfg = parseConfig({ users: [{ name: 'a' }], shards: [{ name: 's1', backends: [{ port: 5 }] }], tls: { enabled: false, certFile: 'x', keyFile: 'y' }, auth: { user: 'lookup' } });
+    assert.equal(cfg.tls, undefined);
+    assert.equal(cfg.auth!.query, 'SELECT usename, passwd FROM pg_shadow WHERE usename=$1');
+    assert.equal(parseConfig({ users: [{ name: 'a' }], shards: [{ name: 's1', backends: [{ port: 5 }] }], tls: { certFile: 'x', keyFile: 'y' } }).tls!.certFile, 'x');
+  });
 });

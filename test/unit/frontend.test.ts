@@ -128,3 +128,21 @@ describe('session state and identity', () => {
     assert.equal(SessionState.empty.replaySql(SessionState.empty.withSet('work_mem', 'x')), 'RESET ALL');
   });
 });
+
+describe('replication connections: which shard (replication.ts)', () => {
+  it('the only shard, or the one named with -c pgring.shard; several shards without a name: FATAL naming the option', async () => {
+    const { replicationShard, replicationValue, shardOption } = await import('../../src/frontend/replication');
+    assert.equal(shardOption('-c pgring.shard=s2'), 's2');
+    assert.equal(shardOption('-c statement_timeout=5 --pgring.shard=s3'), 's3');
+    assert.equal(shardOption('-c statement_timeout=5'), null);
+    assert.equal(replicationShard(['s1'], undefined), 0);
+    assert.equal(replicationShard(['s1', 's2'], '-c pgring.shard=s2'), 1);
+    const none = replicationShard(['s1', 's2'], undefined);
+    assert.ok(typeof none !== 'number' && none.code === '0A000' && /pgring\.shard/.test(none.message));
+    const bad = replicationShard(['s1', 's2'], '-cpgring.shard=s9');
+    assert.ok(typeof bad !== 'number' && /shard "s9"/.test(bad.message));
+    assert.equal(replicationValue(new Map([['replication', 'database']])), 'database');
+    assert.equal(replicationValue(new Map([['replication', 'false']])), null);
+    assert.equal(replicationValue(new Map()), null);
+  });
+});
