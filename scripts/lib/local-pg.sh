@@ -6,15 +6,19 @@
 #   PG_PORT=$(free_port)
 #   pg_init [postgresql.conf line ...]    initdb $PGDATA (default $WORK/pgdata), trust auth, C.UTF-8
 #   pg_start                              start it (after editing pg_hba.conf, if needed)
-#   pgring_start NAME PORT MODE MAXSIZE [USERS]
+#   pgring_start NAME PORT MODE MAXSIZE [USERS] [EXTRA]
 #                                         pgring on PORT in pool MODE, one shard (this server);
 #                                         config $WORK/NAME.json, log $WORK/NAME.log; USERS is the
-#                                         JSON list of users (default: postgres, trust, admin)
-#   local_stop                            stop every pgring started here, then the server
+#                                         JSON list of users (default: postgres, trust, admin);
+#                                         EXTRA: more top-level config members ('"locks": {...}')
+#   pgring_stop                           stop every pgring started here
+#   zk_start PORT                         a standalone ZooKeeper on PORT (data and log in $WORK/zk)
+#   local_stop                            stop every pgring started here, ZooKeeper, then the server
 #   trap local_stop EXIT
 PG_BIN=/usr/lib/postgresql/15/bin
 PGDATA=${PGDATA:-$WORK/pgdata}
 PGRING_PIDS=()
+ZK_PID=""
 
 free_port() { node -e "require('$ROOT/dist/src/local/proc').freePort().then((p) => console.log(p))"; }
 wait_port() { node -e "require('$ROOT/dist/src/local/proc').waitForPort($1, 20000).then(() => process.exit(0), () => process.exit(1))"; }
@@ -31,10 +35,11 @@ pg_init() {
 
 pg_start() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null; }
 
-pgring_start() { # name port mode maxSize [users-json]
+pgring_start() { # name port mode maxSize [users-json] [extra members]
   local users=${5:-'[{"name": "postgres", "auth": "trust", "admin": true}]'}
+  local extra=${6:+$6,}
   cat > "$WORK/$1.json" <<EOF
-{"listen": {"host": "127.0.0.1", "port": $2}, "metrics": {"enabled": false}, "logLevel": "warn",
+{"listen": {"host": "127.0.0.1", "port": $2}, "metrics": {"enabled": false}, "logLevel": "warn", $extra
  "pool": {"mode": "$3", "maxSize": $4},
  "users": $users,
  "shards": [{"name": "s1", "backends": [{"host": "127.0.0.1", "port": $PG_PORT}]}]}
@@ -49,7 +54,25 @@ pgring_stop() {
   PGRING_PIDS=()
 }
 
+# The same server as src/local/zookeeper.ts starts (Debian's zookeeper package), standalone.
+zk_start() { # port
+  local dir="$WORK/zk"; rm -rf "$dir"; mkdir -p "$dir/data"
+  printf 'tickTime=500\nminSessionTimeout=1000\nmaxSessionTimeout=30000\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nmaxClientCnxns=0\nadmin.enableServer=false\nforceSync=no\n' \
+    "$dir/data" "$1" > "$dir/zoo.cfg"
+  java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Dzookeeper.admin.enableServer=false \
+    -cp /etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-simple.jar \
+    org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" > "$dir/zookeeper.log" 2>&1 &
+  ZK_PID=$!
+  wait_port "$1"
+}
+
+zk_stop() {
+  [ -n "$ZK_PID" ] || return 0
+  kill "$ZK_PID" 2>/dev/null || true; wait "$ZK_PID" 2>/dev/null || true; ZK_PID=""
+}
+
 local_stop() {
   pgring_stop
+  zk_stop
   [ -f "$PGDATA/postmaster.pid" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
 }

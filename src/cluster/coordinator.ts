@@ -13,7 +13,7 @@ import { initRing, RingDocument, RingWatcher } from './ring-store';
 import { ZkSession } from './session';
 import { ConfigError } from '../config/load';
 import { CancelPeers, advertisedHost } from './cancel-peers';
-import { ClusterDefinition, configStatesDefinition, definitionConflicts, definitionFromConfig, withReference } from './definition';
+import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, withReference } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 import { defaultSelfFenceMs, WriteFence } from './fence';
 import { ShardPrimaryRecord, ShardRecordWatcher } from './shard-watch';
@@ -150,20 +150,45 @@ export class Coordinator {
     await this.definitionWatcher.start();
   }
 
-  private registering = new Map<string, Promise<void>>();
+  private readonly pendingRefs = new Set<string>();
+  private refWaiters: (() => void)[] = [];
+  private refRunning = false;
 
   /** Registers a table created through this proxy as a reference table (a new definition version). */
   registerReference(name: string): Promise<void> {
-    let p = this.registering.get(name);
-    if (p) return p;
-    p = updateDefinition(this.session, this.layout, (cur) => {
-      try { return withReference(cur, name); } catch { return cur; } // sharded meanwhile: stays sharded
-    }).then(({ def, changed }) => {
-      if (changed) this.log.info({ table: name, version: def.version }, 'table registered as a reference table');
-    }, (e) => { this.log.warn({ table: name, err: (e as Error).message }, 'could not register the table in the cluster definition'); })
-      .finally(() => this.registering.delete(name));
-    this.registering.set(name, p);
-    return p;
+    return new Promise<void>((resolve) => {
+      this.pendingRefs.add(name);
+      this.refWaiters.push(resolve);
+      if (!this.refRunning) void this.flushRefs();
+    });
+  }
+
+  /**
+   * One definition update at a time per proxy, carrying every table registered meanwhile: a
+   * schema script creating tables from many sessions (pg_regress: 20) made each registration
+   * race the others' compare-and-set until some gave up (BADVERSION for 30 s).
+   */
+  private async flushRefs(): Promise<void> {
+    this.refRunning = true;
+    try {
+      while (this.pendingRefs.size) {
+        const names = [...this.pendingRefs];
+        this.pendingRefs.clear();
+        const waiters = this.refWaiters;
+        this.refWaiters = [];
+        try {
+          const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => names.reduce((d, n) => {
+            try { return withReference(d, n); } catch { return d; } // sharded meanwhile: stays sharded
+          }, cur as DefinitionBody));
+          if (changed) this.log.info({ tables: names, version: def.version }, 'tables registered as reference tables');
+        } catch (e) {
+          this.log.warn({ tables: names, err: (e as Error).message }, 'could not register tables in the cluster definition');
+        }
+        for (const w of waiters) w();
+      }
+    } finally {
+      this.refRunning = false;
+    }
   }
 
   /** Resolves the shards of a ring (config first, else the shard records in ZooKeeper). */

@@ -99,6 +99,8 @@ export async function updateDefinition(s: ZkLike, layout: Layout, change: (cur: 
       // BADVERSION: another change won; the version written here stays inactive. Connection loss:
       // the set may have been applied, which the re-read shows (then `change` is a no-op).
       if (!isZkError(e, 'BADVERSION', 'CONNECTIONLOSS', 'OPERATIONTIMEOUT') || Date.now() > deadline) throw e;
+      // Several proxies racing: back off a little, at random, so that one of them wins soon.
+      await new Promise((r) => setTimeout(r, 5 + Math.floor(Math.random() * 45)));
     }
   }
 }

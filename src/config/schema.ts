@@ -193,6 +193,9 @@ export const configSchema = {
         buckets: { type: 'integer', minimum: 1, maximum: 1048576, default: 1024 },
         timeoutMs: { type: 'integer', minimum: 0, default: 600000 },
         leaseMs: { type: 'integer', minimum: 0, default: 0 },
+        // take ZooKeeper locks also when the cluster has one shard (where PostgreSQL alone
+        // orders every write and a lock adds nothing): for exercising the lock path
+        singleShard: { type: 'boolean', default: false },
       },
       default: {},
     },

@@ -41,7 +41,7 @@ export interface Config {
     /** Set by the loader: the file states sharding rules (tables, referenceTables or unknownTables). */
     stated?: boolean;
   };
-  locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number };
+  locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number; singleShard: boolean };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   backup: { maxPauseMs: number };
   /** where plain reads outside write transactions go (SET pgring.reads, hint reads=...) */

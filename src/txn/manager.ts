@@ -288,8 +288,9 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     if (t.doomed) throw this.doomedError(t.doomed);
     if (t.fenceEpoch < 0) t.fenceEpoch = this.fence?.epoch ?? 0;
     for (const s of shards) t.writeShards.add(s);
-    // With one shard PostgreSQL alone orders every write: a ZooKeeper lock would add nothing.
-    if (!this.locks || this.ctx.topology.shards.length === 1) return;
+    // With one shard PostgreSQL alone orders every write: a ZooKeeper lock would add nothing
+    // (locks.singleShard takes them anyway, to exercise the lock path).
+    if (!this.locks || (this.ctx.topology.shards.length === 1 && !this.cfg.singleShard)) return;
     const buckets = this.bucketsFor(keys, table, objects && this.lockable(session, objects));
     if (buckets.length === 0) return;
     if (this.cfg.mode === 'multi_shard') {
