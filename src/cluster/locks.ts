@@ -38,6 +38,8 @@ import { WatchSet, watchedRead } from './sync';
 export const SEQ_RECYCLE_THRESHOLD = 2 ** 30;
 /** How long an idle bucket is kept when other proxies share the cluster (locks.leaseMs 0). */
 export const SHARED_LEASE_MS = 100;
+/** How often buckets released recently are checked for nodes of ours that no state knows. */
+export const AUDIT_MS = 5000;
 
 /** Whoever takes locks (a client transaction). */
 export interface LockOwner {
@@ -137,6 +139,10 @@ export class ZkLockService extends EventEmitter {
   private heldBy = new Map<LockOwner, Set<number>>();
   private waitingOn = new Map<LockOwner, Bucket>();
   private ws = new WatchSet();
+  /** buckets released or forgotten since the last audit */
+  private readonly recent = new Set<number>();
+  private auditing = false;
+  private readonly auditTimer: NodeJS.Timeout;
   /** live proxies of the cluster (watchProxies) */
   private proxyCount = 0;
   /** buckets that had nodes in a session now lost (dropOrphans) */
@@ -153,6 +159,8 @@ export class ZkLockService extends EventEmitter {
     this.proxyPart = encodeProxyForNode(opts.proxyId);
     this.logger = opts.logger ?? session.logger;
     session.on('state', this.onState);
+    this.auditTimer = setInterval(() => void this.audit(), AUDIT_MS);
+    this.auditTimer.unref();
     const zk = session.handle();
     if (zk && session.state === 'connected') void this.watchProxies(zk).catch(() => undefined);
   }
@@ -347,7 +355,42 @@ export class ZkLockService extends EventEmitter {
   }
 
   private maybeForget(b: Bucket): void {
-    if (b.zk === 'none' && !b.owner && b.queue.length === 0) this.buckets.delete(b.n);
+    if (b.zk === 'none' && !b.owner && b.queue.length === 0) {
+      this.buckets.delete(b.n);
+      this.recent.add(b.n);
+    }
+  }
+
+  /**
+   * Safety net against a node of ours that no bucket state knows (a create or delete cut off by
+   * connection losses in a way the paths above did not foresee): such a node would hold its
+   * bucket for every proxy until this session ends. Every AUDIT_MS, buckets this proxy let go of
+   * recently are listed, and a node with our prefix in a bucket we neither hold nor acquire is
+   * deleted.
+   */
+  private async audit(): Promise<void> {
+    const zk = this.session.handle();
+    if (!zk || zk.dead || this.session.state !== 'connected' || this.auditing) return;
+    this.auditing = true;
+    const buckets = [...this.recent];
+    this.recent.clear();
+    try {
+      for (const n of buckets) {
+        if (this.buckets.get(n)?.zk !== undefined && this.buckets.get(n)!.zk !== 'none') continue;
+        const dir = this.bucketDir(n);
+        let kids: string[];
+        try { kids = await zk.children(dir); } catch { continue; }
+        for (const c of kids) {
+          if (!c.startsWith(`${this.proxyPart}-`)) continue;
+          const b = this.buckets.get(n);
+          if (b && b.zk !== 'none') break;   // an acquisition began meanwhile: its node is in there
+          this.logger?.warn({ bucket: n, node: c }, 'deleting a lock node no bucket state knows');
+          await zk.delete(`${dir}/${c}`, -1).catch(() => undefined);
+        }
+      }
+    } finally {
+      this.auditing = false;
+    }
   }
 
   // ---------------------------------------------------------------- ZooKeeper side
@@ -523,6 +566,7 @@ export class ZkLockService extends EventEmitter {
     b.remoteWaiting = 0;
     this.stats.zkReleases++;
     this.debug({ bucket: b.n, node, heldMs: Date.now() - b.heldSince }, 'lock released in ZooKeeper');
+    this.recent.add(b.n);
     void this.deleteNode(node, sid).then(async () => {
       if (seq > SEQ_RECYCLE_THRESHOLD) await this.recycleParent(b);
     }).finally(() => {
@@ -643,6 +687,7 @@ export class ZkLockService extends EventEmitter {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.auditTimer);
     this.session.off('state', this.onState);
     const dels: Promise<void>[] = [];
     for (const b of this.buckets.values()) {
