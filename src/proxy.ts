@@ -17,6 +17,8 @@ import { createLogger, Logger } from './log';
 import { Coordinator, ringDocFromConfig } from './cluster/coordinator';
 import { TxnManager } from './txn/manager';
 import { Recovery } from './txn/recovery';
+import type { WriteGate } from './reshard/gate';
+import { startGate } from './reshard/proxy-gate';
 import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
@@ -43,6 +45,8 @@ export class Proxy {
   /** Locks and two-phase commit (with ZooKeeper), and recovery of in-doubt transactions. */
   txn: TxnManager | null = null;
   recovery: Recovery | null = null;
+  /** holds writes to moving keys during a resharding cut-over (src/reshard/gate.ts) */
+  gate: WriteGate | null = null;
   readonly startedAt = Date.now();
   ring: Ring;
   /** Admin console, metrics, PAUSE/RESUME, reload (src/admin). */
@@ -173,6 +177,9 @@ export class Proxy {
         this.txn!.start(c.session, c.layout, c.id, c.fence);
         this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
         await this.recovery.start();
+        this.gate = startGate(c, this.txn!, this.log, () => this.ring.version, (shards) => { for (const s of shards) this.ctx.topology.addShard(s); });
+        this.txn!.gate = this.gate;
+        await this.gate.start();
       } catch (e) { await this.stop(); opened(); throw e; }
       this.ctx.paused = null;
       opened();
@@ -211,12 +218,14 @@ export class Proxy {
     const ring = new Ring(def);
     this.ctx.shards = new RingShardMap(ring, this.ctx.topology.shards.map((s) => s.name));
     this.ring = ring;
+    this.gate?.ringChanged();
   }
 
   async stop(): Promise<void> {
     await new Promise<void>((resolve) => (this.server?.listening ? this.server.close(() => resolve()) : resolve()));
     await this.ops.stop();
     await this.recovery?.stop().catch(() => undefined);
+    this.gate?.stop();
     await this.txn?.stop().catch(() => undefined);
     await this.coordinator?.stop().catch(() => undefined);
     for (const s of [...this.ctx.sessions.values()]) s.close();
