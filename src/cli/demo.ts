@@ -37,12 +37,14 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
   };
 }
 
-export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number } = {}): Promise<void> {
+export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; spares?: number } = {}): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   chownPostgres(dir);
   const pgPorts = opts.pgPorts ?? [5433, 5434, 5435];
+  // Spare servers (not in the ring) on the next ports, for `pgring shard add`.
+  const spares = Array.from({ length: Math.max(0, opts.spares ?? 0) }, (_, i) => Math.max(...pgPorts) + 1 + i);
   const certs = makeLocalCerts(path.join(dir, 'tls'), 'pgring demo');
-  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, ssl: certs });
+  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts: [...pgPorts, ...spares], ssl: certs });
   let proxy: Proxy | null = null;
   let stopping = false;
   const stop = async (code: number) => {
@@ -68,7 +70,7 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       '',
       'pgring demo is running:',
       `  ZooKeeper   127.0.0.1:${info.zkPort}`,
-      ...info.pg.map((p) => `  shard ${p.name}    127.0.0.1:${p.port}`),
+      ...info.pg.slice(0, pgPorts.length).map((p) => `  shard ${p.name}    127.0.0.1:${p.port}`),
       `  pgring      127.0.0.1:${port}   (config: ${file})`,
       '',
       'Connect with:',
@@ -80,6 +82,13 @@ export async function runDemo(dir: string, opts: { proxyPort?: number; zkPort?: 
       'Try pgbench through the ring:',
       `  pgbench -h 127.0.0.1 -p ${port} -U postgres -i -s 3 postgres && pgbench -h 127.0.0.1 -p ${port} -U postgres -c 8 -T 10 postgres`,
       '',
+      ...(spares.length ? [
+        'Spare PostgreSQL servers (not in the ring yet):',
+        ...spares.map((p, i) => `  s${pgPorts.length + i + 1}    127.0.0.1:${p}`),
+        'Add one to the ring while pgbench runs (rows of the moving arcs are copied, then the ring flips):',
+        `  node ${process.argv[1] ?? 'dist/src/cli/main.js'} shard add s${pgPorts.length + 1} --host 127.0.0.1 --port ${spares[0]} --config ${file}`,
+        '',
+      ] : []),
       'Ctrl-C stops everything.',
     ].join('\n'));
   } catch (e) {

@@ -22,11 +22,12 @@ async function main(): Promise<void> {
       .option('port', { type: 'number', default: 6432, describe: 'pgring port' })
       .option('zk-port', { type: 'number', default: 2181, describe: 'ZooKeeper port' })
       .option('pg-ports', { type: 'string', default: '5433,5434,5435', describe: 'PostgreSQL shard ports, comma-separated' })
-      .option('metrics-port', { type: 'number', default: 9930, describe: 'Prometheus metrics port' }),
+      .option('metrics-port', { type: 'number', default: 9930, describe: 'Prometheus metrics port' })
+      .option('spares', { type: 'number', default: 0, describe: 'more PostgreSQL servers on the next ports, not in the ring (for `pgring shard add`)' }),
     async (argv) => {
       const { runDemo } = await import('./demo');
       const pgPorts = argv['pg-ports'].split(',').map((p) => Number(p.trim()));
-      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'] });
+      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'], spares: argv.spares });
     })
     .command('ring <action>', 'show or bootstrap the consistent-hash ring kept in ZooKeeper', (y) => y
       .positional('action', { choices: ['init', 'status'] as const, describe: 'init: create ring version 1 from the config; status: version, shards, shares, live backends' })
@@ -56,6 +57,30 @@ async function main(): Promise<void> {
     async (argv) => {
       const { tableCommand } = await import('./table-commands');
       await tableCommand({ ...argv, action: argv.action!, ackTimeout: argv['ack-timeout'] });
+    })
+    .command('shard <action> [name]', 'online resharding: add, remove or reweight a shard while writes go on; status, resume, abort', (y) => y
+      .positional('action', { choices: ['add', 'remove', 'rebalance', 'status', 'resume', 'abort'] as const, describe: 'add NAME --host H --port P [--weight W]; remove NAME; rebalance NAME --weight W; status; resume; abort' })
+      .positional('name', { type: 'string', describe: 'shard name' })
+      .option('config', { alias: 'c', type: 'string', describe: 'proxy.json (zookeeper section)' })
+      .option('zk', { type: 'string', describe: 'ZooKeeper connect string (overrides the config)' })
+      .option('cluster', { type: 'string', describe: 'cluster name (overrides the config)' })
+      .option('host', { type: 'string', describe: 'add: the new shard\'s PostgreSQL host' })
+      .option('port', { type: 'number', describe: 'add: the new shard\'s PostgreSQL port' })
+      .option('weight', { type: 'number', describe: 'add (default 1) / rebalance: the shard\'s weight' })
+      .option('database', { type: 'string', default: 'postgres', describe: 'the database whose tables move' })
+      .option('user', { type: 'string', default: 'postgres', describe: 'PostgreSQL superuser (replication, publications, subscriptions)' })
+      .option('password', { type: 'string', describe: 'its password (default: PGPASSWORD)' })
+      .option('json', { type: 'boolean', default: false, describe: 'progress and status as JSON' })
+      .option('wait', { type: 'boolean', default: true, describe: '--no-wait: print the migration id and advance it in the background' })
+      .option('max-pause-ms', { type: 'number', default: 5000, describe: 'longest write pause of one cut-over attempt' })
+      .option('tries', { type: 'number', default: 5, describe: 'cut-over attempts before the migration rolls back' })
+      .option('batch', { type: 'number', default: 5000, describe: 'rows per DELETE when moved rows leave their old shard' })
+      .option('clean-leftovers', { type: 'boolean', default: false, describe: 'delete rows of the moving arcs already on a target (an aborted move) instead of refusing' })
+      .option('id', { type: 'string', describe: 'status / resume / abort: the migration id' })
+      .option('stop-at', { type: 'string', hidden: true }),
+    async (argv) => {
+      const { shardCommand } = await import('./shard-commands');
+      await shardCommand({ ...argv, action: argv.action!, password: argv.password ?? process.env.PGPASSWORD, maxPauseMs: argv['max-pause-ms'], cleanLeftovers: argv['clean-leftovers'], stopAt: argv['stop-at'] });
     })
     .command('agent', 'health-check one PostgreSQL server and keep its liveness znode in ZooKeeper', (y) => y
       .option('config', { alias: 'c', type: 'string' })

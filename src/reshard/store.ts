@@ -28,7 +28,12 @@ export interface Migration {
   newShards: { name: string; host: string; port: number }[];
   /** tables whose replica identity pgring set to FULL for the move (restored at clean-up) */
   identityFull: { shard: string; table: string }[];
+  /** tables as the cluster definition named them when the migration was planned */
+  sharded: { name: string; column: string; type: import('../config/types').KeyType }[];
+  reference: string[];
   progress: TableProgress[];
+  /** the subscriptions were dropped during the cut-over (the fence must then stay until the flip) */
+  dropped: boolean;
   lagBytes: number | null;
   /** cut-over attempts so far (each bounded by maxPauseMs) */
   attempts: number;
