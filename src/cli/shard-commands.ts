@@ -111,12 +111,18 @@ async function advance(s: ZkSession, layout: Layout, a: ShardArgs, creds: Creds,
   await latch.start();
   if (!latch.isLeader()) console.error('waiting for the migration latch (another pgring shard command advances migrations)');
   await latch.waitLeader(24 * 3600 * 1000);
-  latch.on('follower', () => { console.error('pgring shard: lost the migration latch (ZooKeeper session); stopping. Run `pgring shard resume` to carry on.'); process.exit(3); });
+  const lost = () => { console.error('pgring shard: lost the migration latch (ZooKeeper session); stopping. Run `pgring shard resume` to carry on.'); process.exit(3); };
+  latch.on('follower', lost);
+  let lastJson = '', lastAt = 0;
   const tty = process.stderr.isTTY && !a.json;
   const runner = new MigrationRunner(s, layout, {
     creds, maxPauseMs: a.maxPauseMs, tries: a.tries, batch: a.batch, stopAt: a.stopAt as Migration['phase'] | undefined,
     onUpdate: (m) => {
-      if (a.json) console.log(JSON.stringify({ migration: m.id, phase: m.phase, lagBytes: m.lagBytes, progress: m.progress }));
+      // JSON lines: at each phase change, at most one a second otherwise.
+      if (a.json && (m.phase !== lastJson || Date.now() - lastAt > 1000)) {
+        lastJson = m.phase; lastAt = Date.now();
+        console.log(JSON.stringify({ migration: m.id, phase: m.phase, lagBytes: m.lagBytes, progress: m.progress }));
+      }
       else if (tty) process.stderr.write(`\r\x1b[K${progressLine(m)}`);
     },
   });
@@ -125,7 +131,7 @@ async function advance(s: ZkSession, layout: Layout, a: ShardArgs, creds: Creds,
     if (tty) process.stderr.write('\n');
     if (!a.json) console.log(formatMigration(m));
     if (m.phase === 'aborted') process.exitCode = 1;
-  } finally { await latch.stop(); }
+  } finally { latch.off('follower', lost); await latch.stop(); }
 }
 
 /** --no-wait: a detached `pgring shard resume` advances the migration; its output goes to a log file. */

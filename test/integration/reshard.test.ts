@@ -1,0 +1,124 @@
+// Online resharding with real PostgreSQL and ZooKeeper: an own cluster of four servers, three in
+// the ring; TPC-B runs through two proxies (simple and prepared protocol, --max-tries) while
+// `pgring shard add s4` moves the arcs s4 takes over. Afterwards: pgbench had 0 failed
+// transactions, the whole ledger holds over the four shards, every row is on the shard the
+// active ring names for its key (the ring's SQL predicate per shard), about a quarter of the
+// accounts moved and the old shards only lost rows, nothing is left prepared, and no slot,
+// publication, subscription or fence of the migration is left.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { LocalCluster, ClusterInfo } from '../../src/local/cluster';
+import { sleep } from '../../src/local/proc';
+import { ZkSession } from '../../src/cluster/session';
+import { Layout } from '../../src/cluster/layout';
+import { readActiveRing } from '../../src/cluster/ring-store';
+import { listMigrations, readFence } from '../../src/reshard/store';
+import { quoteIdent, Ring } from '../../src/ring/ring';
+import { demoConfig } from '../../src/cli/demo';
+import { psqlAt } from '../helpers/env';
+import { baseConfig, ChildProxy, createDatabase, spawnProxy } from '../helpers/proxy';
+import { pgbenchSummary, runTool } from '../helpers/tools';
+import { assertLedger, ledger, preparedLeft } from '../helpers/tpcb';
+
+const SECONDS = Number(process.env.PGRING_RESHARD_SECONDS ?? 20);
+const TABLES = [['pgbench_accounts', 'aid'], ['pgbench_tellers', 'tid'], ['pgbench_branches', 'bid'], ['pgbench_history', 'aid']] as const;
+let lc: LocalCluster;
+let cluster: ClusterInfo;
+let ports: number[];
+const db = 'reshard';
+const zkName = `reshard_${process.pid}`;
+const proxies: ChildProxy[] = [];
+
+function cli(args: string[]): Promise<{ code: number | null; out: string }> {
+  const main = path.resolve(__dirname, '../../src/cli/main.js');
+  return new Promise((resolve) => {
+    const ch = spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    ch.stdout.on('data', (d) => { out += d; });
+    ch.stderr.on('data', (d) => { out += d; });
+    const t = setTimeout(() => ch.kill('SIGKILL'), 150000);
+    ch.on('close', (code) => { clearTimeout(t); resolve({ code, out }); });
+  });
+}
+
+function count(port: number, sql: string): number { return Number(psqlAt(port, sql, db).trim()); }
+
+before(async () => {
+  lc = new LocalCluster({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-reshard-')), shards: 4 });
+  cluster = await lc.start();
+  ports = cluster.pg.map((p) => p.port);
+  createDatabase(ports.slice(0, 3), db);
+  for (let i = 0; i < 2; i++) {
+    proxies.push(await spawnProxy(await baseConfig(cluster, 3, {
+      zookeeper: { connect: cluster.zk, cluster: zkName, sessionTimeoutMs: 8000 },
+      sharding: (demoConfig(cluster.zk, [], 0, 0) as { sharding: unknown }).sharding,
+      locks: { mode: 'all' }, pool: { mode: 'transaction', maxSize: 8 }, logLevel: 'warn',
+    })));
+  }
+  const r = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(proxies[0]!.port), '-U', 'postgres', '-i', '-s', '2', '-q', db]);
+  assert.equal(r.code, 0, r.stderr + r.stdout);
+});
+
+after(async () => {
+  for (const p of proxies) await p.stop('SIGKILL').catch(() => undefined);
+  await lc?.stop();
+});
+
+describe('online resharding', () => {
+  it('shard add s4 while TPC-B runs through two proxies', async () => {
+    const before = await ledger(ports.slice(0, 3), db);
+    const accountsBefore = ports.slice(0, 3).map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
+    const bench = proxies.map((p, i) => runTool('pgbench', ['-h', '127.0.0.1', '-p', String(p.port), '-U', 'postgres', '-n', '-M', i ? 'prepared' : 'simple',
+      '-c', '2', '-j', '1', '-T', String(SECONDS), '--max-tries=1000', db], { timeoutMs: (SECONDS + 120) * 1000 }));
+    await sleep(2000);
+    const add = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), '--zk', cluster.zk, '--cluster', zkName, '--database', db, '--json']);
+    assert.equal(add.code, 0, add.out);
+    const results = await Promise.all(bench);
+    let committed = 0;
+    results.forEach((r, i) => {
+      assert.equal(r.code, 0, `pgbench through proxy ${i + 1}: ${r.stderr.slice(-2000)}${r.stdout}${proxies[i]!.output().slice(-3000)}`);
+      const s = pgbenchSummary(r.stdout);
+      assert.equal(s.failed, 0, r.stdout);
+      assert.ok(s.processed > 0, r.stdout);
+      committed += s.processed;
+    });
+    console.log(`# committed ${committed}; retried: ${results.map((r) => /number of transactions retried: (\d+)/.exec(r.stdout)?.[1] ?? '0').join(' + ')}`);
+    assertLedger(before, await ledger(ports, db), committed, 'shard add s4');
+    assert.deepEqual(await preparedLeft(ports, db), []);
+
+    const s = new ZkSession({ connect: cluster.zk, sessionTimeoutMs: 8000, logger: { warn: () => undefined, info: () => undefined } });
+    await s.start(15000);
+    try {
+      const layout = new Layout(zkName);
+      const active = await readActiveRing(s, layout);
+      assert.deepEqual(active!.ring.shards.map((x) => x.name), ['s1', 's2', 's3', 's4']);
+      const ring = new Ring(active!.ring);
+      // Every row is on the shard the active ring names for its key.
+      for (const [t, col] of TABLES) {
+        for (let i = 0; i < 4; i++) {
+          const wrong = count(ports[i]!, `SELECT count(*) FROM ${t} WHERE NOT ${ring.sqlPredicate(i, quoteIdent(col), 'integer')}`);
+          assert.equal(wrong, 0, `${t}: ${wrong} rows on s${i + 1} that the ring gives to another shard`);
+        }
+      }
+      const accounts = ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
+      assert.equal(accounts.reduce((a, b) => a + b, 0), 200000, `accounts per shard ${accounts.join(', ')}`);
+      const share = accounts[3]! / 200000;
+      assert.ok(share > 0.18 && share < 0.32, `s4 holds ${(share * 100).toFixed(1)}% of the accounts`);
+      accounts.slice(0, 3).forEach((n, i) => assert.ok(n <= accountsBefore[i]!, `s${i + 1} gained accounts: ${accountsBefore[i]} -> ${n}`));
+      const ms = await listMigrations(s, layout);
+      assert.equal(ms.at(-1)!.phase, 'done', JSON.stringify(ms.at(-1)));
+      assert.equal(await readFence(s, layout), null);
+      console.log(`# accounts per shard ${accounts.join(', ')}; ${ms.at(-1)!.log.join(' | ')}`);
+    } finally { await s.close(); }
+    for (const p of ports) {
+      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_replication_slots`, db).trim(), '0', `slots left on ${p}`);
+      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_subscription`, db).trim(), '0', `subscriptions left on ${p}`);
+      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_publication`, db).trim(), '0', `publications left on ${p}`);
+      assert.equal(psqlAt(p, `SELECT relreplident FROM pg_class WHERE relname = 'pgbench_history'`, db).trim(), 'd', `replica identity of pgbench_history on ${p}`);
+    }
+  });
+});
