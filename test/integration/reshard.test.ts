@@ -33,15 +33,17 @@ const db = 'reshard';
 const zkName = `reshard_${process.pid}`;
 const proxies: ChildProxy[] = [];
 
-function cli(args: string[]): Promise<{ code: number | null; out: string }> {
+/** Runs the pgring CLI; `killWhen`: SIGKILL it as soon as its output matches (a controller dying there). */
+function cli(args: string[], killWhen?: RegExp): Promise<{ code: number | null; out: string; killed: boolean }> {
   const main = path.resolve(__dirname, '../../src/cli/main.js');
   return new Promise((resolve) => {
     const ch = spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
-    ch.stdout.on('data', (d) => { out += d; });
+    let killed = false;
+    ch.stdout.on('data', (d) => { out += d; if (killWhen && !killed && killWhen.test(out)) { killed = true; ch.kill('SIGKILL'); } });
     ch.stderr.on('data', (d) => { out += d; });
     const t = setTimeout(() => ch.kill('SIGKILL'), 150000);
-    ch.on('close', (code) => { clearTimeout(t); resolve({ code, out }); });
+    ch.on('close', (code) => { clearTimeout(t); resolve({ code, out, killed }); });
   });
 }
 
@@ -68,57 +70,102 @@ after(async () => {
   await lc?.stop();
 });
 
+function zkArgs(): string[] { return ['--zk', cluster.zk, '--cluster', zkName, '--database', db]; }
+
+/** TPC-B through both proxies while `change` runs; returns the transactions pgbench committed (0 failed asserted). */
+async function underLoad(change: () => Promise<void>): Promise<number> {
+  const bench = proxies.map((p, i) => runTool('pgbench', ['-h', '127.0.0.1', '-p', String(p.port), '-U', 'postgres', '-n', '-M', i ? 'prepared' : 'simple',
+    '-c', '2', '-j', '1', '-T', String(SECONDS), '--max-tries=1000', db], { timeoutMs: (SECONDS + 120) * 1000 }));
+  await sleep(2000);
+  await change();
+  const results = await Promise.all(bench);
+  let committed = 0;
+  results.forEach((r, i) => {
+    assert.equal(r.code, 0, `pgbench through proxy ${i + 1}: ${r.stderr.slice(-2000)}${r.stdout}${proxies[i]!.output().slice(-3000)}`);
+    const s = pgbenchSummary(r.stdout);
+    assert.equal(s.failed, 0, r.stdout);
+    assert.ok(s.processed > 0, r.stdout);
+    committed += s.processed;
+  });
+  console.log(`# committed ${committed}; retried: ${results.map((r) => /number of transactions retried: (\d+)/.exec(r.stdout)?.[1] ?? '0').join(' + ')}`);
+  return committed;
+}
+
+/** After a migration: its phase is done, the fence is gone, every row sits where the active ring says; returns accounts per shard. */
+async function checkPlacement(shards: string[]): Promise<number[]> {
+  const s = new ZkSession({ connect: cluster.zk, sessionTimeoutMs: 8000, logger: { warn: () => undefined, info: () => undefined } });
+  await s.start(15000);
+  try {
+    const layout = new Layout(zkName);
+    const active = await readActiveRing(s, layout);
+    assert.deepEqual(active!.ring.shards.map((x) => x.name), shards);
+    const ring = new Ring(active!.ring);
+    for (const [t, col] of TABLES) {
+      for (let i = 0; i < 4; i++) {
+        const k = ring.shardIndex(`s${i + 1}`);
+        const pred = k < 0 ? 'false' : ring.sqlPredicate(k, quoteIdent(col), 'integer');
+        const wrong = count(ports[i]!, `SELECT count(*) FROM ${t} WHERE NOT ${pred}`);
+        assert.equal(wrong, 0, `${t}: ${wrong} rows on s${i + 1} that the ring gives to another shard`);
+      }
+    }
+    const ms = await listMigrations(s, layout);
+    assert.equal(ms.at(-1)!.phase, 'done', JSON.stringify(ms.at(-1)));
+    assert.equal(await readFence(s, layout), null);
+    console.log(`# ${ms.at(-1)!.id}: ${ms.at(-1)!.log.filter((l) => /cut-over|active/.test(l)).join(' | ')}`);
+  } finally { await s.close(); }
+  for (const p of ports) {
+    assert.equal(psqlAt(p, `SELECT count(*) FROM pg_replication_slots`, db).trim(), '0', `slots left on ${p}`);
+    assert.equal(psqlAt(p, `SELECT count(*) FROM pg_subscription`, db).trim(), '0', `subscriptions left on ${p}`);
+    assert.equal(psqlAt(p, `SELECT count(*) FROM pg_publication`, db).trim(), '0', `publications left on ${p}`);
+    assert.equal(psqlAt(p, `SELECT relreplident FROM pg_class WHERE relname = 'pgbench_history'`, db).trim(), 'd', `replica identity of pgbench_history on ${p}`);
+  }
+  assert.deepEqual(await preparedLeft(ports, db), []);
+  const accounts = ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
+  assert.equal(accounts.reduce((a, b) => a + b, 0), 200000, `accounts per shard ${accounts.join(', ')}`);
+  return accounts;
+}
+
 describe('online resharding', () => {
   it('shard add s4 while TPC-B runs through two proxies', async () => {
     const before = await ledger(ports.slice(0, 3), db);
     const accountsBefore = ports.slice(0, 3).map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
-    const bench = proxies.map((p, i) => runTool('pgbench', ['-h', '127.0.0.1', '-p', String(p.port), '-U', 'postgres', '-n', '-M', i ? 'prepared' : 'simple',
-      '-c', '2', '-j', '1', '-T', String(SECONDS), '--max-tries=1000', db], { timeoutMs: (SECONDS + 120) * 1000 }));
-    await sleep(2000);
-    const add = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), '--zk', cluster.zk, '--cluster', zkName, '--database', db, '--json']);
-    assert.equal(add.code, 0, add.out);
-    const results = await Promise.all(bench);
-    let committed = 0;
-    results.forEach((r, i) => {
-      assert.equal(r.code, 0, `pgbench through proxy ${i + 1}: ${r.stderr.slice(-2000)}${r.stdout}${proxies[i]!.output().slice(-3000)}`);
-      const s = pgbenchSummary(r.stdout);
-      assert.equal(s.failed, 0, r.stdout);
-      assert.ok(s.processed > 0, r.stdout);
-      committed += s.processed;
+    const committed = await underLoad(async () => {
+      const add = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), ...zkArgs(), '--json']);
+      assert.equal(add.code, 0, add.out);
     });
-    console.log(`# committed ${committed}; retried: ${results.map((r) => /number of transactions retried: (\d+)/.exec(r.stdout)?.[1] ?? '0').join(' + ')}`);
     assertLedger(before, await ledger(ports, db), committed, 'shard add s4');
-    assert.deepEqual(await preparedLeft(ports, db), []);
+    const accounts = await checkPlacement(['s1', 's2', 's3', 's4']);
+    const share = accounts[3]! / 200000;
+    assert.ok(share > 0.18 && share < 0.32, `s4 holds ${(share * 100).toFixed(1)}% of the accounts`);
+    accounts.slice(0, 3).forEach((n, i) => assert.ok(n <= accountsBefore[i]!, `s${i + 1} gained accounts: ${accountsBefore[i]} -> ${n}`));
+    console.log(`# accounts per shard ${accounts.join(', ')}`);
+  });
 
-    const s = new ZkSession({ connect: cluster.zk, sessionTimeoutMs: 8000, logger: { warn: () => undefined, info: () => undefined } });
-    await s.start(15000);
-    try {
-      const layout = new Layout(zkName);
-      const active = await readActiveRing(s, layout);
-      assert.deepEqual(active!.ring.shards.map((x) => x.name), ['s1', 's2', 's3', 's4']);
-      const ring = new Ring(active!.ring);
-      // Every row is on the shard the active ring names for its key.
-      for (const [t, col] of TABLES) {
-        for (let i = 0; i < 4; i++) {
-          const wrong = count(ports[i]!, `SELECT count(*) FROM ${t} WHERE NOT ${ring.sqlPredicate(i, quoteIdent(col), 'integer')}`);
-          assert.equal(wrong, 0, `${t}: ${wrong} rows on s${i + 1} that the ring gives to another shard`);
-        }
-      }
-      const accounts = ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
-      assert.equal(accounts.reduce((a, b) => a + b, 0), 200000, `accounts per shard ${accounts.join(', ')}`);
-      const share = accounts[3]! / 200000;
-      assert.ok(share > 0.18 && share < 0.32, `s4 holds ${(share * 100).toFixed(1)}% of the accounts`);
-      accounts.slice(0, 3).forEach((n, i) => assert.ok(n <= accountsBefore[i]!, `s${i + 1} gained accounts: ${accountsBefore[i]} -> ${n}`));
-      const ms = await listMigrations(s, layout);
-      assert.equal(ms.at(-1)!.phase, 'done', JSON.stringify(ms.at(-1)));
-      assert.equal(await readFence(s, layout), null);
-      console.log(`# accounts per shard ${accounts.join(', ')}; ${ms.at(-1)!.log.join(' | ')}`);
-    } finally { await s.close(); }
-    for (const p of ports) {
-      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_replication_slots`, db).trim(), '0', `slots left on ${p}`);
-      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_subscription`, db).trim(), '0', `subscriptions left on ${p}`);
-      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_publication`, db).trim(), '0', `publications left on ${p}`);
-      assert.equal(psqlAt(p, `SELECT relreplident FROM pg_class WHERE relname = 'pgbench_history'`, db).trim(), 'd', `replica identity of pgbench_history on ${p}`);
-    }
+  it('shard remove s4 while TPC-B runs; its controller is SIGKILLed during the copy and `shard resume` finishes', async () => {
+    const before = await ledger(ports, db);
+    const committed = await underLoad(async () => {
+      const first = await cli(['shard', 'remove', 's4', ...zkArgs(), '--json'], /"phase":"copying"/);
+      assert.ok(first.killed, `the controller was to be killed during the copy: ${first.out}`);
+      const resume = await cli(['shard', 'resume', ...zkArgs()]);
+      assert.equal(resume.code, 0, resume.out);
+    });
+    assertLedger(before, await ledger(ports, db), committed, 'shard remove s4');
+    const accounts = await checkPlacement(['s1', 's2', 's3']);
+    assert.equal(accounts[3], 0);
+    console.log(`# accounts per shard ${accounts.join(', ')}`);
+  });
+
+  it('shard add s4 whose controller stops right after the flip (fence still up); `shard resume` finishes', async () => {
+    const before = await ledger(ports, db);
+    const committed = await underLoad(async () => {
+      const first = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), ...zkArgs(), '--stop-at', 'switched']);
+      assert.equal(first.code, 0, first.out);
+      assert.match(first.out, /phase switched/);
+      const resume = await cli(['shard', 'resume', ...zkArgs()]);
+      assert.equal(resume.code, 0, resume.out);
+    });
+    assertLedger(before, await ledger(ports, db), committed, 'shard add s4 again');
+    const accounts = await checkPlacement(['s1', 's2', 's3', 's4']);
+    assert.ok(accounts[3]! > 0.18 * 200000 && accounts[3]! < 0.32 * 200000, `accounts per shard ${accounts.join(', ')}`);
   });
 });
