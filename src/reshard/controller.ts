@@ -199,9 +199,10 @@ export class MigrationRunner {
     if (active?.version === m.toVersion) { await this.save({ phase: 'switched' }); return; }
     if (active?.version !== m.fromVersion) throw new Error(`ring version ${active?.version} is active, expected ${m.fromVersion}: another change happened; resolve by hand`);
     if (!m.dropped) {
-      if (m.fenceToken) await clearFence(this.s, this.layout);   // a dead controller's attempt
+      if (m.fenceToken) { await this.dropGuards(); await clearFence(this.s, this.layout); }   // a dead controller's attempt
       const ok = await this.attempt();
       if (!ok) {
+        await this.dropGuards();
         await clearFence(this.s, this.layout);
         const attempts = this.cur.value.attempts;
         await this.note(`cut-over attempt ${attempts} did not finish within ${this.opts.maxPauseMs} ms; writes unfenced`);
@@ -232,6 +233,7 @@ export class MigrationRunner {
     await setFence(this.s, this.layout, { token, migration: m.id, fromVersion: m.fromVersion, toVersion: m.toVersion!, since: t0 });
     if (!(await this.proxiesAll((p) => p.reshardAck === token, deadline))) return false;
     const streams = streamsOf(m);
+    await this.guard(streams);
     for (const src of new Set(streams.map((x) => x.source))) {
       const ok = await this.shard(src, async (c) => {
         while ((await sql.preparedCount(c)) > 0) { if (Date.now() > deadline) return false; await sleep(20); }
@@ -253,6 +255,24 @@ export class MigrationRunner {
     await this.dropStreams(streams);
     await this.note(`cut-over: proxies held writes, targets caught up in ${Date.now() - t0} ms`);
     return true;
+  }
+
+  /** Guard triggers on every source: writes to the moving rows that bypass the proxies fail. */
+  private async guard(streams: Stream[]): Promise<void> {
+    const m = this.cur.value;
+    for (const src of new Set(streams.map((x) => x.source))) {
+      const parts = streams.filter((x) => x.source === src).flatMap((st) => {
+        const mv = m.moves.find((x) => x.source === st.source && x.target === st.target);
+        if (!mv) return [];
+        return m.sharded.map((t) => ({ table: t.name, trigger: sql.objName(m.id, 'guard', st.target), filterOf: (ref: 'NEW' | 'OLD') => rangeFilterSql(`${ref}.${quoteIdent(t.column)}`, t.type, m.from.seed, mv.ranges) }));
+      });
+      if (parts.length) await this.shard(src, (c) => sql.ensureGuard(c, sql.objName(m.id, 'guard'), m.id, parts));
+    }
+  }
+
+  private async dropGuards(): Promise<void> {
+    const m = this.cur.value;
+    for (const src of new Set(m.moves.map((x) => x.source))) await this.shard(src, (c) => sql.dropGuard(c, sql.objName(m.id, 'guard')));
   }
 
   private async dropStreams(streams: Stream[]): Promise<void> {
@@ -283,6 +303,7 @@ export class MigrationRunner {
         if (n) await this.note(`deleted ${n} moved rows of ${t.table} on ${st.source}`);
       }
     }
+    await this.dropGuards();
     await this.restoreIdentity();
     await this.save({ phase: 'done' });
   }
@@ -294,6 +315,7 @@ export class MigrationRunner {
   /** rolling-back (before the flip only): streams, publications and copied rows go; the old ring stays. */
   private async rollBack(): Promise<void> {
     const m = this.cur.value;
+    await this.dropGuards();
     await clearFence(this.s, this.layout);
     const streams = streamsOf(m);
     await this.dropStreams(streams);

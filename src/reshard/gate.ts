@@ -22,6 +22,9 @@ import type { RingDefinition } from '../ring/ring';
 import { MovingKeys } from './plan';
 import { fencePath, FenceDoc } from './store';
 
+/** How long a moving write of a post-fence writer waits before its 40001 (ms). */
+const REFUSE_AFTER_MS = 100;
+
 export interface GateTxn { released: boolean; writeShards: Set<number> }
 
 export interface GateHost {
@@ -60,7 +63,7 @@ export class WriteGate {
 
   /**
    * Before a write: null to go on now; else a promise that settles when it may go on (or
-   * rejects with 40001). Throws 40001 at once for a moving write of a post-fence writer.
+   * rejects with 40001; for a moving write of a post-fence writer after at most REFUSE_AFTER_MS).
    */
   check(t: GateTxn, keys: { type: KeyType; values: (string | null)[] } | null): Promise<void> | null {
     const a = this.active;
@@ -68,8 +71,23 @@ export class WriteGate {
     const moving = !keys || keys.values.length === 0 || keys.values.some((v) => v === null || safeMoves(a.moving, keys.type, v));
     if (!moving) return null;
     if (t.writeShards.size > 0) {
+      // Refused, but only after a short wait (or the fence's end): an immediate 40001 makes the
+      // client's retries spin for the whole cut-over. The wait is short because this transaction
+      // may hold lock buckets that a pre-fence writer needs.
       this.refused++;
-      throw retryError(`the transaction writes a key that moves to another shard during resharding migration ${a.doc.migration}`);
+      const routed = this.host.ringVersion();
+      return new Promise<void>((resolve, reject) => {
+        let done = false;
+        const wake = () => {
+          if (done) return;
+          done = true;
+          clearTimeout(timer);
+          if (this.active === a || this.host.ringVersion() !== routed) reject(retryError(`the transaction writes a key that moves to another shard during resharding migration ${a.doc.migration}`));
+          else resolve();
+        };
+        const timer = setTimeout(wake, REFUSE_AFTER_MS);
+        a.waiters.push(wake);
+      });
     }
     this.held++;
     const routedBy = this.host.ringVersion();

@@ -168,10 +168,38 @@ export async function countWhere(cl: pg.Client, table: string, filter: string | 
 /** Deletes the rows matching `filter` in batches of `batch`; returns how many. */
 export async function deleteBatched(cl: pg.Client, table: string, filter: string, batch: number, onBatch?: (n: number) => void): Promise<number> {
   let total = 0;
+  await cl.query('SET session_replication_role = replica');   // past the guard triggers (ours)
   for (;;) {
     const r = await cl.query(`DELETE FROM ${qname(table)} WHERE ctid = ANY (ARRAY(SELECT ctid FROM ${qname(table)} WHERE ${filter} LIMIT ${Math.max(1, Math.floor(batch))}))`);
     total += r.rowCount ?? 0;
     onBatch?.(total);
     if ((r.rowCount ?? 0) === 0) return total;
   }
+}
+
+/**
+ * The guard on a source during the cut-over: triggers that reject writes to the moving rows from
+ * anything that bypasses the proxies (the proxies hold theirs). `filterOf(ref)` is the row
+ * filter over NEW or OLD. pgring's own clean-up runs with session_replication_role = replica.
+ */
+export async function ensureGuard(cl: pg.Client, fn: string, migration: string, parts: { table: string; trigger: string; filterOf: (ref: 'NEW' | 'OLD') => string }[]): Promise<void> {
+  await cl.query(`CREATE OR REPLACE FUNCTION ${quoteIdent(fn)}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      RAISE EXCEPTION USING ERRCODE = '55006',
+        MESSAGE = format('pgring: rows of table %s in the key ranges moving to another shard are read-only during resharding migration %s', TG_TABLE_NAME, ${lit(migration)}),
+        HINT = 'Write through pgring: it routes the write to the shard that owns the key.';
+    END $$`);
+  for (const p of parts) {
+    for (const [op, when] of [['INSERT', p.filterOf('NEW')], ['UPDATE', `${p.filterOf('OLD')} OR ${p.filterOf('NEW')}`], ['DELETE', p.filterOf('OLD')]] as const) {
+      const name = `${p.trigger}_${op.toLowerCase()}`.slice(0, 63);
+      const exists = await cl.query('SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)', [name, qname(p.table)]);
+      if (exists.rowCount) continue;
+      await cl.query(`CREATE TRIGGER ${quoteIdent(name)} BEFORE ${op} ON ${qname(p.table)} FOR EACH ROW WHEN (${when}) EXECUTE FUNCTION ${quoteIdent(fn)}()`);
+    }
+  }
+}
+
+/** Drops the guard function and, with it, its triggers. */
+export async function dropGuard(cl: pg.Client, fn: string): Promise<void> {
+  await cl.query(`DROP FUNCTION IF EXISTS ${quoteIdent(fn)}() CASCADE`);
 }

@@ -20,7 +20,7 @@ import { listMigrations, readFence } from '../../src/reshard/store';
 import { quoteIdent, Ring } from '../../src/ring/ring';
 import { demoConfig } from '../../src/cli/demo';
 import { psqlAt } from '../helpers/env';
-import { baseConfig, ChildProxy, createDatabase, spawnProxy } from '../helpers/proxy';
+import { baseConfig, ChildProxy, createDatabase, spawnProxy, withClient } from '../helpers/proxy';
 import { pgbenchSummary, runTool } from '../helpers/tools';
 import { assertLedger, ledger, preparedLeft } from '../helpers/tpcb';
 
@@ -70,6 +70,12 @@ after(async () => {
   await lc?.stop();
 });
 
+async function activeRing(): Promise<Ring> {
+  const s = new ZkSession({ connect: cluster.zk, sessionTimeoutMs: 8000, logger: { warn: () => undefined, info: () => undefined } });
+  await s.start(15000);
+  try { return new Ring((await readActiveRing(s, new Layout(zkName)))!.ring); } finally { await s.close(); }
+}
+
 function zkArgs(): string[] { return ['--zk', cluster.zk, '--cluster', zkName, '--database', db]; }
 
 /** TPC-B through both proxies while `change` runs; returns the transactions pgbench committed (0 failed asserted). */
@@ -118,12 +124,17 @@ async function checkPlacement(shards: string[]): Promise<number[]> {
     assert.equal(psqlAt(p, `SELECT count(*) FROM pg_subscription`, db).trim(), '0', `subscriptions left on ${p}`);
     assert.equal(psqlAt(p, `SELECT count(*) FROM pg_publication`, db).trim(), '0', `publications left on ${p}`);
     assert.equal(psqlAt(p, `SELECT relreplident FROM pg_class WHERE relname = 'pgbench_history'`, db).trim(), 'd', `replica identity of pgbench_history on ${p}`);
+    assert.equal(psqlAt(p, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgring%'`, db).trim(), '0', `guard triggers left on ${p}`);
   }
   assert.deepEqual(await preparedLeft(ports, db), []);
   const accounts = ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
   assert.equal(accounts.reduce((a, b) => a + b, 0), 200000, `accounts per shard ${accounts.join(', ')}`);
   return accounts;
 }
+
+let nextRingDoc: Ring | null = null;
+/** s1's predicate under the ring with s4 (what s1 keeps). */
+function movedPredicate(): string { return nextRingDoc!.sqlPredicate(0, quoteIdent('aid'), 'integer'); }
 
 describe('online resharding', () => {
   it('shard add s4 while TPC-B runs through two proxies', async () => {
@@ -159,13 +170,48 @@ describe('online resharding', () => {
     const before = await ledger(ports, db);
     const committed = await underLoad(async () => {
       const first = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), ...zkArgs(), '--stop-at', 'switched']);
+      nextRingDoc = await activeRing();
       assert.equal(first.code, 0, first.out);
       assert.match(first.out, /phase switched/);
+      // The guard: a write that bypasses the proxies to a moved row still on its old shard fails.
+      const moved = count(ports[0]!, `SELECT count(*) FROM pgbench_accounts WHERE NOT ${movedPredicate()}`);
+      assert.ok(moved > 0, 'moved rows are still on s1 before the clean-up');
+      await withClient(ports[0]!, db, async (c) => {
+        await assert.rejects(c.query(`UPDATE pgbench_accounts SET filler = 'x' WHERE aid = (SELECT aid FROM pgbench_accounts WHERE NOT ${movedPredicate()} LIMIT 1)`),
+          (e: { code?: string; message: string }) => e.code === '55006' && /read-only during resharding migration/.test(e.message));
+      });
       const resume = await cli(['shard', 'resume', ...zkArgs()]);
       assert.equal(resume.code, 0, resume.out);
     });
     assertLedger(before, await ledger(ports, db), committed, 'shard add s4 again');
     const accounts = await checkPlacement(['s1', 's2', 's3', 's4']);
     assert.ok(accounts[3]! > 0.18 * 200000 && accounts[3]! < 0.32 * 200000, `accounts per shard ${accounts.join(', ')}`);
+  });
+
+  it('shard remove s2 stopped before the cut-over and rolled back by `shard abort`: the old ring stays, nothing is left', async () => {
+    const before = await ledger(ports, db);
+    const accountsBefore = ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
+    const first = await cli(['shard', 'remove', 's2', ...zkArgs(), '--stop-at', 'fencing']);
+    assert.equal(first.code, 0, first.out);
+    assert.match(first.out, /phase fencing/);
+    const abort = await cli(['shard', 'abort', ...zkArgs()]);
+    assert.notEqual(abort.code, 0, 'an aborted migration exits non-zero');
+    assert.match(abort.out, /phase aborted/);
+    assert.deepEqual(ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts')), accountsBefore);
+    assert.deepEqual(await ledger(ports, db), before);
+    const s = new ZkSession({ connect: cluster.zk, sessionTimeoutMs: 8000, logger: { warn: () => undefined, info: () => undefined } });
+    await s.start(15000);
+    try {
+      const layout = new Layout(zkName);
+      assert.deepEqual((await readActiveRing(s, layout))!.ring.shards.map((x) => x.name), ['s1', 's2', 's3', 's4']);
+      assert.equal((await listMigrations(s, layout)).at(-1)!.phase, 'aborted');
+      assert.equal(await readFence(s, layout), null);
+    } finally { await s.close(); }
+    for (const p of ports) {
+      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_replication_slots`, db).trim(), '0', `slots left on ${p}`);
+      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_subscription`, db).trim(), '0', `subscriptions left on ${p}`);
+      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_publication`, db).trim(), '0', `publications left on ${p}`);
+      assert.equal(psqlAt(p, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgring%'`, db).trim(), '0', `guard triggers left on ${p}`);
+    }
   });
 });
