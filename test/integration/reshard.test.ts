@@ -205,6 +205,10 @@ describe('online resharding', () => {
       const layout = new Layout(zkName);
       assert.deepEqual((await readActiveRing(s, layout))!.ring.shards.map((x) => x.name), ['s1', 's2', 's3', 's4']);
       assert.equal((await listMigrations(s, layout)).at(-1)!.phase, 'aborted');
+      // The admin console of a proxy shows every migration of the cluster.
+      const shown = await withClient(proxies[0]!.port, 'pgring', (c) => c.query('SHOW MIGRATIONS'));
+      assert.deepEqual(shown.rows.map((r) => `${r.change} ${r.phase}`), ['add s4 done', 'remove s4 done', 'add s4 done', 'remove s2 aborted']);
+      assert.ok(shown.rows.every((r) => r.this_proxy === null), 'no proxy holds writes any more');
       assert.equal(await readFence(s, layout), null);
     } finally { await s.close(); }
     for (const p of ports) {
