@@ -63,6 +63,11 @@ before(async () => {
   }
   const r = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(proxies[0]!.port), '-U', 'postgres', '-i', '-s', '2', '-q', db]);
   assert.equal(r.code, 0, r.stderr + r.stdout);
+  // A reference table (created through pgring: registered as one, present on every shard).
+  await withClient(proxies[0]!.port, db, async (c) => {
+    await c.query('CREATE TABLE ref_items (id int PRIMARY KEY, name text NOT NULL)');
+    await c.query(`INSERT INTO ref_items SELECT g, 'item ' || g FROM generate_series(1, 100) g`);
+  });
 });
 
 after(async () => {
@@ -150,6 +155,8 @@ describe('online resharding', () => {
     assert.ok(share > 0.18 && share < 0.32, `s4 holds ${(share * 100).toFixed(1)}% of the accounts`);
     accounts.slice(0, 3).forEach((n, i) => assert.ok(n <= accountsBefore[i]!, `s${i + 1} gained accounts: ${accountsBefore[i]} -> ${n}`));
     console.log(`# accounts per shard ${accounts.join(', ')}`);
+    // The new shard got a full copy of the reference table before any arc moved.
+    assert.deepEqual(ports.map((p) => count(p, 'SELECT count(*) FROM ref_items')), [100, 100, 100, 100]);
   });
 
   it('shard remove s4 while TPC-B runs; its controller is SIGKILLed during the copy and `shard resume` finishes', async () => {
@@ -168,8 +175,12 @@ describe('online resharding', () => {
 
   it('shard add s4 whose controller stops right after the flip (fence still up); `shard resume` finishes', async () => {
     const before = await ledger(ports, db);
+    // s4 still holds the reference table's rows from its first membership: refused, naming it.
+    const refused = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), ...zkArgs()]);
+    assert.notEqual(refused.code, 0, refused.out);
+    assert.match(refused.out, /shard s4: table ref_items already holds 100 rows .*--clean-leftovers/);
     const committed = await underLoad(async () => {
-      const first = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), ...zkArgs(), '--stop-at', 'switched']);
+      const first = await cli(['shard', 'add', 's4', '--host', '127.0.0.1', '--port', String(ports[3]), ...zkArgs(), '--stop-at', 'switched', '--clean-leftovers']);
       nextRingDoc = await activeRing();
       assert.equal(first.code, 0, first.out);
       assert.match(first.out, /phase switched/);
@@ -217,5 +228,20 @@ describe('online resharding', () => {
       assert.equal(psqlAt(p, `SELECT count(*) FROM pg_publication`, db).trim(), '0', `publications left on ${p}`);
       assert.equal(psqlAt(p, `SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgring%'`, db).trim(), '0', `guard triggers left on ${p}`);
     }
+  });
+
+  it('shard rebalance s1 --weight 2: s1 takes arcs from the others only; `shard status` shows every migration', async () => {
+    const before = await ledger(ports, db);
+    const accountsBefore = ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
+    const r = await cli(['shard', 'rebalance', 's1', '--weight', '2', ...zkArgs()]);
+    assert.equal(r.code, 0, r.out);
+    assert.deepEqual(await ledger(ports, db), before);
+    const accounts = await checkPlacement(['s1', 's2', 's3', 's4']);
+    assert.ok(accounts[0]! > accountsBefore[0]!, `s1 gained rows: ${accountsBefore.join(', ')} -> ${accounts.join(', ')}`);
+    accounts.slice(1).forEach((n, i) => assert.ok(n <= accountsBefore[i + 1]!, `s${i + 2} gained rows: ${accountsBefore.join(', ')} -> ${accounts.join(', ')}`));
+    const st = await cli(['shard', 'status', ...zkArgs()]);
+    assert.equal(st.code, 0, st.out);
+    assert.match(st.out, /remove s2 .*phase aborted/);
+    assert.match(st.out, /rebalance s1=2 .*phase done/);
   });
 });
