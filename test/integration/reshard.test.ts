@@ -24,7 +24,7 @@ import { baseConfig, ChildProxy, createDatabase, spawnProxy, withClient } from '
 import { pgbenchSummary, runTool } from '../helpers/tools';
 import { assertLedger, ledger, preparedLeft } from '../helpers/tpcb';
 
-const SECONDS = Number(process.env.PGRING_RESHARD_SECONDS ?? 20);
+const SECONDS = Number(process.env.PGRING_RESHARD_SECONDS ?? 12);
 const TABLES = [['pgbench_accounts', 'aid'], ['pgbench_tellers', 'tid'], ['pgbench_branches', 'bid'], ['pgbench_history', 'aid']] as const;
 let lc: LocalCluster;
 let cluster: ClusterInfo;
