@@ -183,6 +183,7 @@ export async function deleteBatched(cl: pg.Client, table: string, filter: string
  * filter over NEW or OLD. pgring's own clean-up runs with session_replication_role = replica.
  */
 export async function ensureGuard(cl: pg.Client, fn: string, migration: string, parts: { table: string; trigger: string; filterOf: (ref: 'NEW' | 'OLD') => string }[]): Promise<void> {
+  await cl.query(`SET lock_timeout = '2s'`);
   await cl.query(`CREATE OR REPLACE FUNCTION ${quoteIdent(fn)}() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
       RAISE EXCEPTION USING ERRCODE = '55006',
@@ -194,12 +195,31 @@ export async function ensureGuard(cl: pg.Client, fn: string, migration: string, 
       const name = `${p.trigger}_${op.toLowerCase()}`.slice(0, 63);
       const exists = await cl.query('SELECT 1 FROM pg_trigger WHERE tgname = $1 AND tgrelid = to_regclass($2)', [name, qname(p.table)]);
       if (exists.rowCount) continue;
-      await cl.query(`CREATE TRIGGER ${quoteIdent(name)} BEFORE ${op} ON ${qname(p.table)} FOR EACH ROW WHEN (${when}) EXECUTE FUNCTION ${quoteIdent(fn)}()`);
+      await retryLocks(() => cl.query(`CREATE TRIGGER ${quoteIdent(name)} BEFORE ${op} ON ${qname(p.table)} FOR EACH ROW WHEN (${when}) EXECUTE FUNCTION ${quoteIdent(fn)}()`));
     }
   }
 }
 
-/** Drops the guard function and, with it, its triggers. */
+/**
+ * Drops the guard's triggers one by one (each its own transaction: one table lock at a time, so
+ * no deadlock with running transactions; a lock wait past 2 s is retried), then the function.
+ */
 export async function dropGuard(cl: pg.Client, fn: string): Promise<void> {
-  await cl.query(`DROP FUNCTION IF EXISTS ${quoteIdent(fn)}() CASCADE`);
+  const r = await cl.query(`SELECT t.tgname, t.tgrelid::regclass::text AS rel FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = $1`, [fn]);
+  await cl.query(`SET lock_timeout = '2s'`);
+  for (const row of r.rows as { tgname: string; rel: string }[]) {
+    await retryLocks(() => cl.query(`DROP TRIGGER IF EXISTS ${quoteIdent(row.tgname)} ON ${row.rel}`));
+  }
+  await retryLocks(() => cl.query(`DROP FUNCTION IF EXISTS ${quoteIdent(fn)}()`));
+  await cl.query('RESET lock_timeout');
+}
+
+async function retryLocks<T>(fn: () => Promise<T>): Promise<T> {
+  for (let i = 0; ; i++) {
+    try { return await fn(); } catch (e) {
+      const code = (e as { code?: string }).code;
+      if ((code !== '40P01' && code !== '55P03') || i >= 30) throw e;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  }
 }
