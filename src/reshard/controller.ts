@@ -236,6 +236,11 @@ export class MigrationRunner {
     await this.guard(streams);
     for (const src of new Set(streams.map((x) => x.source))) {
       const ok = await this.shard(src, async (c) => {
+        // Every transaction that was running on the source when the proxies acknowledged has
+        // ended (a proxy counts a transaction as ended when it forwards its COMMIT, which may
+        // still be in flight), so the LSN below follows every write to the moving rows.
+        const horizon = await sql.xidHorizon(c);
+        while ((await sql.oldestRunningXid(c)) < horizon) { if (Date.now() > deadline) return false; await sleep(10); }
         while ((await sql.preparedCount(c)) > 0) { if (Date.now() > deadline) return false; await sleep(20); }
         const lsn = await sql.currentLsn(c);
         for (const st of streams.filter((x) => x.source === src)) {

@@ -157,6 +157,16 @@ export async function slotLag(cl: pg.Client, slot: string, lsn?: string): Promis
   return r.rowCount ? Number(r.rows[0].lag) : null;
 }
 
+/** The first transaction id not yet assigned: every xid below it has started. */
+export async function xidHorizon(cl: pg.Client): Promise<bigint> {
+  return BigInt((await cl.query('SELECT pg_snapshot_xmax(pg_current_snapshot())::text AS x')).rows[0].x as string);
+}
+
+/** The oldest transaction id still running (or the horizon when none is). */
+export async function oldestRunningXid(cl: pg.Client): Promise<bigint> {
+  return BigInt((await cl.query('SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x')).rows[0].x as string);
+}
+
 export async function preparedCount(cl: pg.Client): Promise<number> {
   return Number((await cl.query('SELECT count(*) AS n FROM pg_prepared_xacts WHERE database = current_database()')).rows[0].n);
 }

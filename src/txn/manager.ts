@@ -287,7 +287,14 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     if (t.doomed) throw this.doomedError(t.doomed);
     // Resharding cut-over (src/reshard/gate.ts): a first write to a moving key waits here.
     const held = this.gate?.check(t, keys);
-    if (held) return held.then(() => this.beforeWrite(session, shards, keys, _inBlock, table, objects));
+    if (held) {
+      return held.then(() => {
+        // The session ended (or its transaction did) while the write waited: it must not run on
+        // its own (it would commit alone on a pooled connection).
+        if (t.released || session.txData !== t) throw new PgError(SQLSTATE.ConnectionFailure, 'pgring: the transaction ended while its write waited for a resharding cut-over');
+        return this.beforeWrite(session, shards, keys, _inBlock, table, objects);
+      });
+    }
     if (t.fenceEpoch < 0) t.fenceEpoch = this.fence?.epoch ?? 0;
     for (const s of shards) t.writeShards.add(s);
     // With one shard PostgreSQL alone orders every write: a ZooKeeper lock would add nothing.
