@@ -18,6 +18,8 @@ import { Coordinator, ringDocFromConfig } from './cluster/coordinator';
 import { TxnManager } from './txn/manager';
 import { Recovery } from './txn/recovery';
 import { FailoverController } from './cluster/failover';
+import type { WriteGate } from './reshard/gate';
+import { startGate } from './reshard/proxy-gate';
 import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
@@ -50,6 +52,8 @@ export class Proxy {
   recovery: Recovery | null = null;
   /** Failover and switchover of shard primaries (advanced only while this proxy is the controller). */
   failover: FailoverController | null = null;
+  /** holds writes to moving keys during a resharding cut-over (src/reshard/gate.ts) */
+  gate: WriteGate | null = null;
   readonly startedAt = Date.now();
   ring: Ring;
   /** Admin console, metrics, PAUSE/RESUME, reload (src/admin). */
@@ -196,6 +200,9 @@ export class Proxy {
         this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
         await this.recovery.start();
         this.failover = this.startFailover();
+        this.gate = startGate(c, this.txn!, this.log, () => this.ring.version, (shards) => { for (const s of shards) this.ctx.topology.addShard(s); });
+        this.txn!.gate = this.gate;
+        await this.gate.start();
       } catch (e) { await this.stop(); opened(); throw e; }
       this.ctx.paused = null;
       opened();
@@ -250,6 +257,7 @@ export class Proxy {
     const ring = new Ring(def);
     this.ctx.shards = new RingShardMap(ring, this.ctx.topology.shards.map((s) => s.name));
     this.ring = ring;
+    this.gate?.ringChanged();
   }
 
   async stop(): Promise<void> {
@@ -259,6 +267,7 @@ export class Proxy {
     await this.ops.stop();
     this.failover?.stop();
     await this.recovery?.stop().catch(() => undefined);
+    this.gate?.stop();
     await this.txn?.stop().catch(() => undefined);
     await this.coordinator?.stop().catch(() => undefined);
     for (const s of [...this.ctx.sessions.values()]) s.close();

@@ -20,13 +20,14 @@ import { showServers } from './show-servers';
 import { showShards } from './show-shards';
 import { showStats } from './show-stats';
 import { showTables } from './show-tables';
+import { showMigrations } from './show-migrations';
 import { showTransactions } from './show-transactions';
 import { showVersion } from './show-version';
 import type { AdminCommand } from './types';
 
 export const COMMANDS: readonly AdminCommand[] = [
   showHelp, showShards, showBackends, showRing, showTables, showPools, showStats, showClients, showServers,
-  showLocks, showTransactions, showBackups, showConfig, showVersion, reloadCommand, pauseCommand, resumeCommand,
+  showLocks, showTransactions, showBackups, showMigrations, showConfig, showVersion, reloadCommand, pauseCommand, resumeCommand,
 ];
 
 const BY_NAME = new Map(COMMANDS.map((c) => [c.name, c]));

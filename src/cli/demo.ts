@@ -42,7 +42,7 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
   };
 }
 
-export interface DemoOptions { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number; replicaPorts?: number[] }
+export interface DemoOptions { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number; replicaPorts?: number[]; spares?: number }
 
 /** Replica ports per shard: base, base+1, ... shard by shard (5443, 5444, 5445 for 3 shards x 1). */
 export function demoReplicaPorts(shards: number, per: number, base: number): number[][] {
@@ -57,9 +57,12 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
   const replicaPorts = opts.replicaPorts?.length
     ? pgPorts.map((_, i) => opts.replicaPorts!.slice(i * per, (i + 1) * per))
     : demoReplicaPorts(pgPorts.length, per, opts.replicaBasePort ?? 5443);
+  // Spare servers (not in the ring) on the next ports, for `pgring shard add`.
+  const spares = Array.from({ length: Math.max(0, opts.spares ?? 0) }, (_, i) => Math.max(...pgPorts) + 1 + i);
   // WAL archiving into a pgBackRest repository under <dir>/pgbackrest: `pgring backup init` works as is.
   const certs = makeLocalCerts(path.join(dir, 'tls'), 'pgring demo');
-  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts, ssl: certs, archive: true, replicas: per, replicaPorts: replicaPorts.flat() });
+  if (spares.length && per) throw new Error('pgring demo: --spares and --replicas cannot be combined yet (a spare would need replicas of its own)');
+  const cluster = new LocalCluster({ dir, zkPort: opts.zkPort ?? 2181, pgPorts: [...pgPorts, ...spares], ssl: certs, archive: true, replicas: per, replicaPorts: replicaPorts.flat() });
   let proxy: Proxy | null = null;
   let stopping = false;
   const stop = async (code: number) => {
@@ -88,7 +91,7 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
       '',
       'pgring demo is running:',
       `  ZooKeeper   127.0.0.1:${info.zkPort}`,
-      ...info.pg.map((p) => `  shard ${p.name}    127.0.0.1:${p.port}${per ? '   (primary)' : ''}`),
+      ...info.pg.slice(0, pgPorts.length).map((p) => `  shard ${p.name}    127.0.0.1:${p.port}${per ? '   (primary)' : ''}`),
       ...(info.replicas ?? []).map((r) => `  replica ${r.shard}  127.0.0.1:${r.port}   (streaming, synchronous)`),
       `  pgring      127.0.0.1:${port}   (config: ${file})`,
       '',
@@ -105,6 +108,13 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
       `  pgring backup init --config ${file} && pgring backup create b1 --config ${file} && pgring backup list --config ${file}`,
       '',
       ...(per ? ['Reads from the replicas (per session; or "reads" in the config, or /* pgring: reads=replica */):', `  PGOPTIONS='-c pgring.reads=replica' pgbench -h 127.0.0.1 -p ${port} -U postgres -S -c 8 -T 10 postgres`, 'Replay lag and roles:', `  psql -h 127.0.0.1 -p ${port} -U postgres pgring -c 'SHOW BACKENDS'`, ''] : []),
+      ...(spares.length ? [
+        'Spare PostgreSQL servers (not in the ring yet):',
+        ...spares.map((p, i) => `  s${pgPorts.length + i + 1}    127.0.0.1:${p}`),
+        'Add one to the ring while pgbench runs (rows of the moving arcs are copied, then the ring flips):',
+        `  node ${process.argv[1] ?? 'dist/src/cli/main.js'} shard add s${pgPorts.length + 1} --host 127.0.0.1 --port ${spares[0]} --config ${file} --experimental`,
+        '',
+      ] : []),
       'Ctrl-C stops everything.',
     ].join('\n'));
   } catch (e) {

@@ -120,6 +120,7 @@ export class Coordinator {
     this.proxyNode = await registerProxy(this.session, this.layout, {
       id: this.id, host, port: this.listenPort(), pid: process.pid, startedAt: Date.now(), proxyNumber,
       definitionVersion: this.definitionWatcher.current()?.version,
+      ringVersion: this.ringWatcher.current()?.version,
     });
   }
 
@@ -191,8 +192,8 @@ export class Coordinator {
     }
   }
 
-  /** Resolves the shards of a ring (config first, else the shard records in ZooKeeper). */
-  private async applyRing(ring: RingDocument): Promise<void> {
+  /** The shards of a ring (config first, else the shard records in ZooKeeper). */
+  async resolveShards(ring: RingDocument): Promise<ShardConfig[]> {
     const shards: ShardConfig[] = [];
     for (const rs of ring.shards) {
       const fromConfig = this.config.shards.find((s) => s.name === rs.name);
@@ -201,8 +202,42 @@ export class Coordinator {
       const backends = Array.isArray(rec?.backends) ? (rec!.backends as ShardConfig['backends']) : [];
       shards.push({ name: rs.name, weight: rs.weight, backends });
     }
+    return shards;
+  }
+
+  private async applyRing(ring: RingDocument): Promise<void> {
+    const shards = await this.resolveShards(ring);
+    await this.checkShards(shards);
     this.log.info({ version: ring.version, shards: shards.map((s) => s.name) }, 'ring loaded');
     this.hooks.onRing(ring, shards);
+    // Acknowledged in our proxy znode: resharding deletes moved rows only after every proxy routes by it.
+    if (this.proxyNode) this.proxyNode.update({ ...this.proxyNode.data, ringVersion: ring.version });
+  }
+
+  /**
+   * Shards learnt from ZooKeeper (added by `pgring shard add`) are health-checked by this proxy
+   * like its configured ones, when it runs checks; resolves after each one's first check.
+   */
+  async checkShards(shards: ShardConfig[]): Promise<void> {
+    if (!this.config.health.runChecks || !this.session) return;
+    const logger = { warn: (o: object, m: string) => this.log.warn(o, m), info: (o: object, m: string) => this.log.info(o, m) };
+    const started: Promise<void>[] = [];
+    for (const s of shards) {
+      if (this.config.shards.some((c) => c.name === s.name)) continue;
+      for (const b of s.backends) {
+        if (this.heartbeats.some((h) => h.opts.shard === s.name && h.opts.host === b.host && h.opts.port === b.port)) continue;
+        const hb = new BackendHeartbeat({
+          session: this.session, layout: this.layout, shard: s.name, host: b.host, port: b.port, role: b.role,
+          intervalMs: this.config.health.intervalMs, timeoutMs: this.config.health.timeoutMs, logger,
+          ssl: pgSslOption(serverTlsFor(this.config, b.host, b.port)),
+        });
+        hb.on('down', (r: { error?: string }) => this.hooks.onLocalHealth?.(s.name, b.host, b.port, false, r?.error));
+        hb.on('up', () => this.hooks.onLocalHealth?.(s.name, b.host, b.port, true));
+        this.heartbeats.push(hb);
+        started.push(hb.start());
+      }
+    }
+    await Promise.all(started);
   }
 
   /** Before writes resume after a fence: the active ring, the shard records and liveness, read again. */

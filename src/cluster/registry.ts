@@ -43,6 +43,10 @@ export interface ProxyRecord {
   proxyNumber?: number;
   /** the cluster definition version this proxy routes by (acknowledgement for `pgring table`) */
   definitionVersion?: number;
+  /** the ring version this proxy routes by (acknowledgement for resharding) */
+  ringVersion?: number;
+  /** the token of the resharding fence this proxy holds writes for (src/reshard/gate.ts) */
+  reshardAck?: string | null;
 }
 
 // ---------------------------------------------------------------- shards (persistent)

@@ -79,6 +79,12 @@ export class LocalPostgres {
       `shared_buffers = 64MB`,
       `password_encryption = 'scram-sha-256'`,
       `log_min_messages = warning`,
+      // Online resharding copies arcs with logical replication (src/reshard).
+      `wal_level = logical`,
+      `max_replication_slots = 20`,
+      `max_wal_senders = 20`,
+      `max_logical_replication_workers = 8`,
+      `max_worker_processes = 16`,
       ...(this.opts.ssl ? ['ssl = on', `ssl_cert_file = '${this.opts.ssl.certFile}'`, `ssl_key_file = '${this.opts.ssl.keyFile}'`] : []),
       ...(this.opts.ssl?.caFile ? [`ssl_ca_file = '${this.opts.ssl.caFile}'`] : []),
       // logical decoding and walsenders (replication connections through pgring, resharding)

@@ -57,6 +57,7 @@ import type { ZkSession } from '../cluster/session';
 import { isZkError, Zk } from '../cluster/zk';
 import { encodeProxyForNode, LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
 import type { WriteFence } from '../cluster/fence';
+import type { WriteGate } from '../reshard/gate';
 import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
 import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
 import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-limit';
@@ -116,6 +117,8 @@ export class Txn implements LockOwner {
   gone = false;
   private goneWaiters: (() => void)[] = [];
   ended = false;
+  /** gone from the live set (locks released): the resharding gate waits for this */
+  released = false;
   readonly startedAt = Date.now();
   constructor(readonly session: ClientSession, readonly label: string, readonly id: string) {}
   lost(bucket: number, reason: string): void {
@@ -166,6 +169,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   private session: ZkSession | null = null;
   private layout: Layout | null = null;
   private fence: WriteFence | null = null;
+  /** the resharding write gate (set by the proxy when it runs with ZooKeeper) */
+  gate: WriteGate | null = null;
   proxyId = '';
   private started = false;
   private readyWaiters: (() => void)[] = [];
@@ -286,6 +291,16 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     const fenced = this.fenceVeto(t);
     if (fenced) throw fenced;
     if (t.doomed) throw this.doomedError(t.doomed);
+    // Resharding cut-over (src/reshard/gate.ts): a first write to a moving key waits here.
+    const held = this.gate?.check(t, keys);
+    if (held) {
+      return held.then(() => {
+        // The session ended (or its transaction did) while the write waited: it must not run on
+        // its own (it would commit alone on a pooled connection).
+        if (t.released || session.txData !== t) throw new PgError(SQLSTATE.ConnectionFailure, 'pgring: the transaction ended while its write waited for a resharding cut-over');
+        return this.beforeWrite(session, shards, keys, _inBlock, table, objects);
+      });
+    }
     if (t.fenceEpoch < 0) t.fenceEpoch = this.fence?.epoch ?? 0;
     for (const s of shards) t.writeShards.add(s);
     // With one shard PostgreSQL alone orders every write: a ZooKeeper lock would add nothing
@@ -442,8 +457,12 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     this.release(session, t);
   }
 
+  /** Transactions that wrote and have not ended (the resharding gate waits for those before acknowledging). */
+  writers(): Txn[] { return [...this.live].filter((t) => t.writeShards.size > 0); }
+
   private release(session: ClientSession, t: Txn): void {
     if (session.txData === t) session.txData = null;
+    t.released = true;
     this.live.delete(t);
     this.locks?.releaseAll(t);
   }
