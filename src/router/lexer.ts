@@ -159,65 +159,112 @@ export function renderLiteral(value: string, kind: LitKind): string {
 /** Split and shape a query string. Never throws on odd input: an unterminated quote or comment
  *  simply runs to the end of the string (the server will report the error). */
 export function lex(sql: string): LexedStatement[] {
-  const out: LexedStatement[] = [];
-  const n = sql.length;
-  let i = 0;
+  return new Lexer(sql).run();
+}
 
+/**
+ * One pass over a query string: statements split at top-level ';', literals replaced by slot
+ * marks in each statement's shape. The state is per statement (reset by finish()); each token
+ * class has its own method, which returns the index after the token.
+ */
+class Lexer {
+  private readonly out: LexedStatement[] = [];
+  private readonly n: number;
   // per-statement state
-  let stStart = -1;      // first token start
-  let shape = '';
-  let seg = -1;          // start of pending verbatim segment
-  let pendingSpace = false;
-  let literals: string[] = [];
-  let kinds: LitKind[] = [];
-  let maxParam = 0;
-  let hint: Hint | undefined;
-  let prev = P_NONE;
-  let prevWordStart = 0, prevWordEnd = 0;
-  let atomicDepth = 0;   // inside BEGIN ATOMIC ... END
-  let lastWordLower = '';
-  let unterminated = false; // a quoted string ran to the end of the input (only the last statement)
+  private stStart = -1;      // first token start
+  private shape = '';
+  private seg = -1;          // start of pending verbatim segment
+  private pendingSpace = false;
+  private literals: string[] = [];
+  private kinds: LitKind[] = [];
+  private maxParam = 0;
+  private hint: Hint | undefined;
+  private prev = P_NONE;
+  private prevWordStart = 0;
+  private prevWordEnd = 0;
+  private atomicDepth = 0;   // inside BEGIN ATOMIC ... END
+  private lastWordLower = '';
+  private unterminated = false; // a quoted string ran to the end of the input (only the last statement)
 
-  const finish = (end: number): void => {
-    if (seg >= 0) { shape += sql.slice(seg, end); seg = -1; }
+  constructor(private readonly sql: string) { this.n = sql.length; }
+
+  run(): LexedStatement[] {
+    const sql = this.sql, n = this.n;
+    let i = 0;
+    while (i < n) {
+      const c = sql.charCodeAt(i);
+      if (isSpace(c)) { i = this.space(i, c); continue; }
+      if (isIdStart(c)) { i = this.word(i, c); continue; }
+      if (isDigit(c) || (c === 46 && isDigit(sql.charCodeAt(i + 1)))) {
+        const j = this.scanNumber(i);
+        this.lit(i, normalizeNumber(sql.slice(i, j)), this.numKind(i, j));
+        i = j; continue;
+      }
+      const j = this.punct(i, c);
+      if (j >= 0) { i = j; continue; }
+      if (isOpChar(c)) { i = this.operator(i, c); continue; }
+      // other punctuation: . : etc
+      this.verb(i);
+      this.prev = P_OPEN;
+      if (c === 58 && sql.charCodeAt(i + 1) === 58) { i += 2; continue; }   // ::
+      this.lastWordLower = '';
+      i++;
+    }
+    this.finish(n);
+    if (this.out.length === 0) this.out.push({ start: 0, end: 0, shape: '', literals: [], kinds: [], maxParam: 0, empty: true });
+    return this.out;
+  }
+
+  private finish(end: number): void {
+    const sql = this.sql;
+    if (this.seg >= 0) { this.shape += sql.slice(this.seg, end); this.seg = -1; }
     let e = end;
     while (e > 0 && isSpace(sql.charCodeAt(e - 1))) e--;
-    if (shape.length > 0 && shape.charCodeAt(shape.length - 1) === 32) shape = shape.slice(0, -1);
-    if (stStart >= 0 || hint) {
-      out.push({ start: stStart >= 0 ? stStart : e, end: Math.max(e, stStart), shape, literals, kinds, maxParam, hint, empty: stStart < 0, ...(unterminated ? { unterminated } : {}) });
+    if (this.shape.length > 0 && this.shape.charCodeAt(this.shape.length - 1) === 32) this.shape = this.shape.slice(0, -1);
+    if (this.stStart >= 0 || this.hint) {
+      this.out.push({
+        start: this.stStart >= 0 ? this.stStart : e, end: Math.max(e, this.stStart), shape: this.shape, literals: this.literals,
+        kinds: this.kinds, maxParam: this.maxParam, hint: this.hint, empty: this.stStart < 0, ...(this.unterminated ? { unterminated: true } : {}),
+      });
     }
-    stStart = -1; shape = ''; pendingSpace = false; literals = []; kinds = []; maxParam = 0; hint = undefined;
-    prev = P_NONE; atomicDepth = 0; lastWordLower = '';
-  };
-  // start a verbatim token at position p
-  const verb = (p: number): void => {
-    if (stStart < 0) stStart = p;
-    if (seg < 0) {
-      if (pendingSpace && shape.length > 0) shape += ' ';
-      pendingSpace = false;
-      seg = p;
+    this.stStart = -1; this.shape = ''; this.pendingSpace = false; this.literals = []; this.kinds = []; this.maxParam = 0; this.hint = undefined;
+    this.prev = P_NONE; this.atomicDepth = 0; this.lastWordLower = '';
+  }
+
+  /** starts a verbatim token at position p */
+  private verb(p: number): void {
+    if (this.stStart < 0) this.stStart = p;
+    if (this.seg < 0) {
+      if (this.pendingSpace && this.shape.length > 0) this.shape += ' ';
+      this.pendingSpace = false;
+      this.seg = p;
     }
-  };
-  const gap = (p: number): void => { // whitespace / comment at p
-    if (seg >= 0) { shape += sql.slice(seg, p); seg = -1; }
-    pendingSpace = true;
-  };
-  const lit = (p: number, value: string, kind: LitKind): void => {
-    if (stStart < 0) stStart = p;
-    if (seg >= 0) { shape += sql.slice(seg, p); seg = -1; }
-    if (pendingSpace && shape.length > 0) shape += ' ';
-    pendingSpace = false;
-    shape += LIT_MARK[kind];
-    literals.push(value);
-    kinds.push(kind);
-    prev = P_CLOSE;
-  };
-  // scan a quoted string body starting after the opening quote at q; returns index after closing quote.
-  // backslash: whether backslash escapes the next char (E strings)
-  const scanQuoted = (q: number, backslash: boolean): number => {
+  }
+
+  /** whitespace / comment at p */
+  private gap(p: number): void {
+    if (this.seg >= 0) { this.shape += this.sql.slice(this.seg, p); this.seg = -1; }
+    this.pendingSpace = true;
+  }
+
+  private lit(p: number, value: string, kind: LitKind): void {
+    if (this.stStart < 0) this.stStart = p;
+    if (this.seg >= 0) { this.shape += this.sql.slice(this.seg, p); this.seg = -1; }
+    if (this.pendingSpace && this.shape.length > 0) this.shape += ' ';
+    this.pendingSpace = false;
+    this.shape += LIT_MARK[kind];
+    this.literals.push(value);
+    this.kinds.push(kind);
+    this.prev = P_CLOSE;
+  }
+
+  /** a quoted string body after the opening quote at q: the index after the closing quote
+   *  (backslash: whether backslash escapes the next char, E strings) */
+  private scanQuoted(q: number, backslash: boolean): number {
+    const sql = this.sql, n = this.n;
     let j = q + 1;
     for (;;) {
-      if (j >= n) { unterminated = true; return n; }
+      if (j >= n) { this.unterminated = true; return n; }
       const c = sql.charCodeAt(j);
       if (c === 39) {
         if (j + 1 < n && sql.charCodeAt(j + 1) === 39) { j += 2; continue; }
@@ -226,9 +273,11 @@ export function lex(sql: string): LexedStatement[] {
       if (backslash && c === 92) { j += 2; continue; }
       j++;
     }
-  };
-  // after a string ending at j: whitespace containing a newline followed by ' continues the string
-  const continuation = (j: number): number => {
+  }
+
+  /** after a string ending at j: whitespace containing a newline followed by ' continues the string */
+  private continuation(j: number): number {
+    const sql = this.sql, n = this.n;
     let k = j, nl = false;
     while (k < n) {
       const c = sql.charCodeAt(k);
@@ -238,21 +287,25 @@ export function lex(sql: string): LexedStatement[] {
       else break;
     }
     return nl && k < n && sql.charCodeAt(k) === 39 ? k : -1;
-  };
-  // scan one or more continued quoted strings starting at quote q; returns [end, rawBodyJoined]
-  const stringParts = (q: number, backslash: boolean): [number, string] => {
-    let end = scanQuoted(q, backslash);
+  }
+
+  /** one or more continued quoted strings starting at quote q: [end, raw body joined] */
+  private stringParts(q: number, backslash: boolean): [number, string] {
+    const sql = this.sql, n = this.n;
+    let end = this.scanQuoted(q, backslash);
     let body = sql.slice(q + 1, end < n || sql.charCodeAt(n - 1) === 39 ? end - 1 : end);
     for (;;) {
-      const k = continuation(end);
+      const k = this.continuation(end);
       if (k < 0) break;
-      const e2 = scanQuoted(k, backslash);
+      const e2 = this.scanQuoted(k, backslash);
       body += sql.slice(k + 1, e2 - 1);
       end = e2;
     }
     return [end, body];
-  };
-  const scanNumber = (p: number): number => {
+  }
+
+  private scanNumber(p: number): number {
+    const sql = this.sql, n = this.n;
     let j = p;
     const c0 = sql.charCodeAt(j);
     if (c0 === 48 && j + 1 < n) {
@@ -277,8 +330,10 @@ export function lex(sql: string): LexedStatement[] {
       }
     }
     return j;
-  };
-  const numKind = (a: number, b: number): LitKind => {
+  }
+
+  private numKind(a: number, b: number): LitKind {
+    const sql = this.sql;
     if (b - a > 2 && sql.charCodeAt(a) === 48) {
       const c1 = sql.charCodeAt(a + 1) | 32;
       if (c1 === 120 || c1 === 111 || c1 === 98) return LIT_INT;
@@ -288,192 +343,189 @@ export function lex(sql: string): LexedStatement[] {
       if (c === 46 || (c | 32) === 101) return LIT_NUM;
     }
     return LIT_INT;
-  };
+  }
 
-  while (i < n) {
-    const c = sql.charCodeAt(i);
-    // whitespace
-    if (isSpace(c)) {
-      if (c === 32 && seg >= 0 && i + 1 < n && !isSpace(sql.charCodeAt(i + 1)) && sql.charCodeAt(i + 1) !== 45 && sql.charCodeAt(i + 1) !== 47 && sql.charCodeAt(i + 1) !== 59) {
-        i++; continue; // single space inside a verbatim run: keep it in the segment
-      }
-      gap(i);
-      while (i < n && isSpace(sql.charCodeAt(i))) i++;
-      continue;
+  private space(i: number, c: number): number {
+    const sql = this.sql, n = this.n;
+    if (c === 32 && this.seg >= 0 && i + 1 < n && !isSpace(sql.charCodeAt(i + 1)) && sql.charCodeAt(i + 1) !== 45 && sql.charCodeAt(i + 1) !== 47 && sql.charCodeAt(i + 1) !== 59) {
+      return i + 1; // single space inside a verbatim run: keep it in the segment
     }
-    // identifiers / keywords / prefixed strings
-    if (isIdStart(c)) {
-      const c1 = i + 1 < n ? sql.charCodeAt(i + 1) : 0;
-      const lc = c | 32;
-      if (c1 === 39) {
-        if (lc === 101) { // E'..'
-          const [end, body] = stringParts(i + 1, true);
-          lit(i, decodeE(body), LIT_STRING); i = end; continue;
-        }
-        if (lc === 98 || lc === 120) { // B'..' X'..' kept verbatim
-          verb(i); i = scanQuoted(i + 1, false); prev = P_CLOSE; continue;
-        }
-        if (lc === 110) { // N'..' : keep the N, the string is a literal
-          verb(i); i++;
-          const [end, body] = stringParts(i, false);
-          lit(i, body.indexOf("''") >= 0 ? body.split("''").join("'") : body, LIT_STRING); i = end; continue;
-        }
+    this.gap(i);
+    while (i < n && isSpace(sql.charCodeAt(i))) i++;
+    return i;
+  }
+
+  /** a quoted identifier whose opening quote is at q: the index after it */
+  private quotedIdent(q: number): number {
+    const sql = this.sql, n = this.n;
+    let j = q + 1;
+    for (;;) { if (j >= n) break; if (sql.charCodeAt(j) === 34) { if (sql.charCodeAt(j + 1) === 34) { j += 2; continue; } j++; break; } j++; }
+    return j;
+  }
+
+  /** identifiers, keywords and prefixed strings (E'', B'', X'', N'', U&'', U&"") */
+  private word(i: number, c: number): number {
+    const sql = this.sql, n = this.n;
+    const c1 = i + 1 < n ? sql.charCodeAt(i + 1) : 0;
+    const lc = c | 32;
+    if (c1 === 39) {
+      if (lc === 101) { // E'..'
+        const [end, body] = this.stringParts(i + 1, true);
+        this.lit(i, decodeE(body), LIT_STRING); return end;
       }
-      if (lc === 117 && c1 === 38 && i + 2 < n) { // U&'..' / U&".."
-        const c2 = sql.charCodeAt(i + 2);
-        if (c2 === 39) {
-          const [end, body] = stringParts(i + 2, false);
-          let esc = '\\';
-          let j = end;
-          // optional UESCAPE 'c'
-          const m = /^\s+uescape\s*'(.)'/i.exec(sql.slice(end, end + 40));
-          if (m) { esc = m[1]; j = end + m[0].length; }
-          lit(i, decodeU(body, esc), LIT_STRING); i = j; continue;
-        }
-        if (c2 === 34) { // U&"ident"
-          verb(i); let j = i + 3;
-          for (;;) { if (j >= n) break; if (sql.charCodeAt(j) === 34) { if (sql.charCodeAt(j + 1) === 34) { j += 2; continue; } j++; break; } j++; }
-          i = j; prev = P_CLOSE; continue;
-        }
+      if (lc === 98 || lc === 120) { // B'..' X'..' kept verbatim
+        this.verb(i); const j = this.scanQuoted(i + 1, false); this.prev = P_CLOSE; return j;
       }
-      verb(i);
-      let j = i + 1;
-      while (j < n && isIdCont(sql.charCodeAt(j))) j++;
-      prev = P_WORD; prevWordStart = i; prevWordEnd = j;
-      // BEGIN ATOMIC ... END bodies contain ';'
-      const len = j - i;
-      if (len === 6 || len === 5 || len === 4 || len === 3) {
-        const w = sql.slice(i, j).toLowerCase();
-        if (w === 'atomic' && lastWordLower === 'begin') atomicDepth++;
-        else if (atomicDepth > 0 && w === 'case') atomicDepth++;
-        else if (atomicDepth > 0 && w === 'end') atomicDepth--;
-        lastWordLower = w;
-      } else lastWordLower = '';
-      i = j;
-      continue;
+      if (lc === 110) { // N'..' : keep the N, the string is a literal
+        this.verb(i);
+        const [end, body] = this.stringParts(i + 1, false);
+        this.lit(i + 1, body.indexOf("''") >= 0 ? body.split("''").join("'") : body, LIT_STRING); return end;
+      }
     }
-    if (isDigit(c) || (c === 46 && isDigit(sql.charCodeAt(i + 1)))) {
-      const j = scanNumber(i);
-      const raw = sql.slice(i, j);
-      lit(i, normalizeNumber(raw), numKind(i, j));
-      i = j; continue;
+    if (lc === 117 && c1 === 38 && i + 2 < n) { // U&'..' / U&".."
+      const c2 = sql.charCodeAt(i + 2);
+      if (c2 === 39) {
+        const [end, body] = this.stringParts(i + 2, false);
+        let esc = '\\';
+        let j = end;
+        // optional UESCAPE 'c'
+        const m = /^\s+uescape\s*'(.)'/i.exec(sql.slice(end, end + 40));
+        if (m) { esc = m[1]; j = end + m[0].length; }
+        this.lit(i, decodeU(body, esc), LIT_STRING); return j;
+      }
+      if (c2 === 34) { // U&"ident"
+        this.verb(i); this.prev = P_CLOSE; return this.quotedIdent(i + 2);
+      }
     }
+    this.verb(i);
+    let j = i + 1;
+    while (j < n && isIdCont(sql.charCodeAt(j))) j++;
+    this.prev = P_WORD; this.prevWordStart = i; this.prevWordEnd = j;
+    // BEGIN ATOMIC ... END bodies contain ';'
+    const len = j - i;
+    if (len === 6 || len === 5 || len === 4 || len === 3) {
+      const w = sql.slice(i, j).toLowerCase();
+      if (w === 'atomic' && this.lastWordLower === 'begin') this.atomicDepth++;
+      else if (this.atomicDepth > 0 && w === 'case') this.atomicDepth++;
+      else if (this.atomicDepth > 0 && w === 'end') this.atomicDepth--;
+      this.lastWordLower = w;
+    } else this.lastWordLower = '';
+    return j;
+  }
+
+  /** $n parameters and $tag$ strings */
+  private dollar(i: number): number {
+    const sql = this.sql, n = this.n;
+    const c1 = sql.charCodeAt(i + 1);
+    if (isDigit(c1)) {
+      this.verb(i); let j = i + 1, v = 0;
+      while (j < n && isDigit(sql.charCodeAt(j))) { v = v * 10 + sql.charCodeAt(j) - 48; j++; }
+      if (v > this.maxParam) this.maxParam = v;
+      this.prev = P_CLOSE; return j;
+    }
+    let j = i + 1;
+    if (c1 !== 36) {
+      if (!isIdStart(c1)) { this.verb(i); this.prev = P_OPEN; return i + 1; }
+      while (j < n && isIdCont(sql.charCodeAt(j)) && sql.charCodeAt(j) !== 36) j++;
+      if (sql.charCodeAt(j) !== 36) { this.verb(i); this.prev = P_WORD; return j; }
+    }
+    const tag = sql.slice(i, j + 1);
+    const close = sql.indexOf(tag, j + 1);
+    this.lit(i, sql.slice(j + 1, close < 0 ? n : close), LIT_STRING);
+    return close < 0 ? n : close + tag.length;
+  }
+
+  /** a block comment at i (nested), which may be a pgring hint */
+  private blockComment(i: number): number {
+    const sql = this.sql, n = this.n;
+    this.gap(i);
+    let depth = 1, j = i + 2;
+    while (j < n && depth > 0) {
+      const d = sql.charCodeAt(j);
+      if (d === 42 && sql.charCodeAt(j + 1) === 47) { depth--; j += 2; }
+      else if (d === 47 && sql.charCodeAt(j + 1) === 42) { depth++; j += 2; }
+      else j++;
+    }
+    let k = i + 2;
+    while (k < j && isSpace(sql.charCodeAt(k))) k++;
+    if ((sql.charCodeAt(k) | 32) === 112 && sql.slice(k, k + 6).toLowerCase() === 'pgring') {
+      const h = parseHint(sql.slice(i + 2, depth === 0 ? j - 2 : j));
+      if (h) this.hint = this.hint ? { ...this.hint, ...h } : h;
+    }
+    return j;
+  }
+
+  /** quotes, parameters, comments, ';' and brackets: the index after the token, or -1 */
+  private punct(i: number, c: number): number {
+    const sql = this.sql, n = this.n;
     switch (c) {
       case 39: { // '..'
-        const [end, body] = stringParts(i, false);
-        lit(i, body.indexOf("''") >= 0 ? body.split("''").join("'") : body, LIT_STRING);
-        i = end; continue;
+        const [end, body] = this.stringParts(i, false);
+        this.lit(i, body.indexOf("''") >= 0 ? body.split("''").join("'") : body, LIT_STRING);
+        return end;
       }
-      case 34: { // "ident"
-        verb(i); let j = i + 1;
-        for (;;) { if (j >= n) break; if (sql.charCodeAt(j) === 34) { if (sql.charCodeAt(j + 1) === 34) { j += 2; continue; } j++; break; } j++; }
-        i = j; prev = P_CLOSE; lastWordLower = ''; continue;
-      }
-      case 36: { // $n or $tag$
-        const c1 = sql.charCodeAt(i + 1);
-        if (isDigit(c1)) {
-          verb(i); let j = i + 1, v = 0;
-          while (j < n && isDigit(sql.charCodeAt(j))) { v = v * 10 + sql.charCodeAt(j) - 48; j++; }
-          if (v > maxParam) maxParam = v;
-          i = j; prev = P_CLOSE; continue;
-        }
-        let j = i + 1;
-        if (c1 !== 36) {
-          if (!isIdStart(c1)) { verb(i); i++; prev = P_OPEN; continue; }
-          while (j < n && isIdCont(sql.charCodeAt(j)) && sql.charCodeAt(j) !== 36) j++;
-          if (sql.charCodeAt(j) !== 36) { verb(i); i = j; prev = P_WORD; continue; }
-        }
-        const tag = sql.slice(i, j + 1);
-        const close = sql.indexOf(tag, j + 1);
-        const bodyEnd = close < 0 ? n : close;
-        lit(i, sql.slice(j + 1, bodyEnd), LIT_STRING);
-        i = close < 0 ? n : close + tag.length;
-        continue;
-      }
+      case 34: // "ident"
+        this.verb(i); this.prev = P_CLOSE; this.lastWordLower = '';
+        return this.quotedIdent(i);
+      case 36:
+        return this.dollar(i);
       case 45: // -- comment
-        if (sql.charCodeAt(i + 1) === 45) {
-          gap(i);
-          while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++;
-          continue;
-        }
-        break;
-      case 47: // /* comment */ (nested)
-        if (sql.charCodeAt(i + 1) === 42) {
-          gap(i);
-          let depth = 1, j = i + 2;
-          while (j < n && depth > 0) {
-            const d = sql.charCodeAt(j);
-            if (d === 42 && sql.charCodeAt(j + 1) === 47) { depth--; j += 2; }
-            else if (d === 47 && sql.charCodeAt(j + 1) === 42) { depth++; j += 2; }
-            else j++;
-          }
-          // hint?
-          let k = i + 2;
-          while (k < j && isSpace(sql.charCodeAt(k))) k++;
-          if ((sql.charCodeAt(k) | 32) === 112 && sql.slice(k, k + 6).toLowerCase() === 'pgring') {
-            const h = parseHint(sql.slice(i + 2, depth === 0 ? j - 2 : j));
-            if (h) hint = hint ? { ...hint, ...h } : h;
-          }
-          i = j; continue;
-        }
-        break;
+        if (sql.charCodeAt(i + 1) !== 45) return -1;
+        this.gap(i);
+        while (i < n && sql.charCodeAt(i) !== 10 && sql.charCodeAt(i) !== 13) i++;
+        return i;
+      case 47: // /* comment */
+        return sql.charCodeAt(i + 1) === 42 ? this.blockComment(i) : -1;
       case 59: // ;
-        if (atomicDepth > 0) { verb(i); i++; prev = P_OPEN; continue; }
-        finish(i);
-        i++;
-        continue;
+        if (this.atomicDepth > 0) { this.verb(i); this.prev = P_OPEN; return i + 1; }
+        this.finish(i);
+        return i + 1;
       case 40: case 44: case 91: // ( , [
-        verb(i); i++; prev = P_OPEN; lastWordLower = ''; continue;
+        this.verb(i); this.prev = P_OPEN; this.lastWordLower = ''; return i + 1;
       case 41: case 93: // ) ]
-        verb(i); i++; prev = P_CLOSE; lastWordLower = ''; continue;
+        this.verb(i); this.prev = P_CLOSE; this.lastWordLower = ''; return i + 1;
       default:
-        break;
+        return -1;
     }
-    if (isOpChar(c)) {
-      // operator run, PostgreSQL rules: stop at comment start; trailing + / - trimmed unless the
-      // operator contains one of ~ ! @ # % ^ & | ` ?
-      let j = i;
-      let special = false;
-      while (j < n && isOpChar(sql.charCodeAt(j))) {
-        const d = sql.charCodeAt(j);
-        if (j > i && ((d === 45 && sql.charCodeAt(j - 1) === 45) || (d === 42 && sql.charCodeAt(j - 1) === 47))) { j--; break; }
-        if (d === 126 || d === 33 || d === 64 || d === 35 || d === 37 || d === 94 || d === 38 || d === 124 || d === 96 || d === 63) special = true;
-        j++;
-      }
-      if (j > i + 1 && (sql.charCodeAt(j - 1) === 45 && sql.charCodeAt(j - 2) === 45)) j--; // "x--" never
-      if (!special) {
-        while (j > i + 1 && (sql.charCodeAt(j - 1) === 43 || sql.charCodeAt(j - 1) === 45)) j--;
-      }
-      if (j === i) j = i + 1;
-      // unary minus directly before a number?
-      if (j === i + 1 && c === 45) {
-        let unary = prev === P_NONE || prev === P_OPEN;
-        if (!unary && prev === P_WORD) unary = UNARY_AFTER.has(sql.slice(prevWordStart, prevWordEnd).toLowerCase());
-        if (unary) {
-          let k = j;
-          while (k < n && isSpace(sql.charCodeAt(k))) k++;
-          const d = sql.charCodeAt(k);
-          if (isDigit(d) || (d === 46 && isDigit(sql.charCodeAt(k + 1)))) {
-            const e = scanNumber(k);
-            const v = normalizeNumber(sql.slice(k, e));
-            lit(i, v === '0' ? v : '-' + v, numKind(k, e));
-            i = e; continue;
-          }
+  }
+
+  /**
+   * An operator run, PostgreSQL's rules: stop at a comment start; trailing + / - trimmed unless
+   * the operator contains one of ~ ! @ # % ^ & | ` ?; a unary minus before a number joins it.
+   */
+  private operator(i: number, c: number): number {
+    const sql = this.sql, n = this.n;
+    let j = i;
+    let special = false;
+    while (j < n && isOpChar(sql.charCodeAt(j))) {
+      const d = sql.charCodeAt(j);
+      if (j > i && ((d === 45 && sql.charCodeAt(j - 1) === 45) || (d === 42 && sql.charCodeAt(j - 1) === 47))) { j--; break; }
+      if (d === 126 || d === 33 || d === 64 || d === 35 || d === 37 || d === 94 || d === 38 || d === 124 || d === 96 || d === 63) special = true;
+      j++;
+    }
+    if (j > i + 1 && (sql.charCodeAt(j - 1) === 45 && sql.charCodeAt(j - 2) === 45)) j--; // "x--" never
+    if (!special) {
+      while (j > i + 1 && (sql.charCodeAt(j - 1) === 43 || sql.charCodeAt(j - 1) === 45)) j--;
+    }
+    if (j === i) j = i + 1;
+    if (j === i + 1 && c === 45) {
+      let unary = this.prev === P_NONE || this.prev === P_OPEN;
+      if (!unary && this.prev === P_WORD) unary = UNARY_AFTER.has(sql.slice(this.prevWordStart, this.prevWordEnd).toLowerCase());
+      if (unary) {
+        let k = j;
+        while (k < n && isSpace(sql.charCodeAt(k))) k++;
+        const d = sql.charCodeAt(k);
+        if (isDigit(d) || (d === 46 && isDigit(sql.charCodeAt(k + 1)))) {
+          const e = this.scanNumber(k);
+          const v = normalizeNumber(sql.slice(k, e));
+          this.lit(i, v === '0' ? v : '-' + v, this.numKind(k, e));
+          return e;
         }
       }
-      verb(i); i = j; prev = P_OPEN; lastWordLower = '';
-      continue;
     }
-    // other punctuation: . : etc
-    verb(i);
-    if (c === 58 && sql.charCodeAt(i + 1) === 58) { i += 2; prev = P_OPEN; continue; }
-    i++;
-    prev = c === 46 ? P_OPEN : P_OPEN;
-    lastWordLower = '';
+    this.verb(i); this.prev = P_OPEN; this.lastWordLower = '';
+    return j;
   }
-  finish(n);
-  if (out.length === 0) out.push({ start: 0, end: 0, shape: '', literals: [], kinds: [], maxParam: 0, empty: true });
-  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -505,13 +505,50 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   }
 
   private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
-    const none = links.map(() => false);
     if (t.writeShards.size === 0 && t.pending.size === 0 && (this.fence?.closed || this.session!.state !== 'connected')) {
       // Nothing written through pgring: no decision record is needed, and reads must keep
       // working while ZooKeeper is away (fail closed stops writes only).
       await session.runOnLinks(links, 'COMMIT');
       return;
     }
+    const zk0 = await this.beforePrepare(session, t, links);
+    const txid = (this.seq++).toString(36);
+    const shards = links.map((l) => this.shardName(l.shard));
+    const gids = shards.map((s) => makeGid(this.layout!.cluster, this.proxyId, txid, s));
+    const info = { state: 'preparing', shards, since: Date.now() };
+    this.inflight.add(txid);
+    this.active.set(txid, info);
+    let keepInflight = false;
+    try {
+      const prepared = await this.phaseOne(session, t, links, gids, shards, info, txid);
+      const gate = await this.beforeDecision(session, t, links, prepared, gids, info, zk0);
+      // The decision (commit point).
+      info.state = 'deciding';
+      const rec: DecisionRecord = { proxy: this.proxyId, txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })), at: Date.now() };
+      const td = process.hrtime.bigint();
+      let decided: 'yes' | 'no' | 'unknown';
+      try { decided = await this.recordDecision(zk0, rec); } finally { gate?.leave(); }
+      this.stats.decisionUs += Number(process.hrtime.bigint() - td) / 1000;
+      if (decided === 'unknown') {
+        // Neither we nor the client can know now: recovery finishes it by the record.
+        this.needsSweep = true;
+        throw new PgError('08007', 'pgring: the outcome of the distributed commit is unknown: ZooKeeper was unreachable while recording the decision; recovery will commit or roll it back', { hint: `global transaction ids: ${gids.join(', ')}` });
+      }
+      if (decided === 'no') {
+        this.stats.aborts2pc++;
+        info.state = 'rolling back';
+        await this.rollbackAll(session, links, prepared, gids);
+        throw new PgError(SQLSTATE.SerializationFailure, 'pgring: could not record the commit decision in ZooKeeper (session lost); transaction rolled back');
+      }
+      keepInflight = await this.phaseTwo(session, t, links, gids, shards, rec, info, txid);
+    } finally {
+      if (!keepInflight) { this.inflight.delete(txid); this.active.delete(txid); }
+    }
+  }
+
+  /** Before PREPARE: multi_shard locks, the fence, lost locks, a connected session (its handle returned). */
+  private async beforePrepare(session: ClientSession, t: Txn, links: Link[]): Promise<Zk> {
+    const none = links.map(() => false);
     if (this.locks && this.cfg.mode === 'multi_shard' && t.pending.size && !t.locking) {
       t.locking = true;
       try {
@@ -539,98 +576,88 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
       await this.rollbackAll(session, links, none, []);
       throw new PgError(SQLSTATE.ConnectionFailure, `pgring: ZooKeeper is ${zs.state}: cannot record a distributed commit; transaction rolled back`);
     }
-    const txid = (this.seq++).toString(36);
-    const shards = links.map((l) => this.shardName(l.shard));
-    const gids = shards.map((s) => makeGid(this.layout!.cluster, this.proxyId, txid, s));
-    const info = { state: 'preparing', shards, since: Date.now() };
-    this.inflight.add(txid);
-    this.active.set(txid, info);
-    let keepInflight = false;
-    try {
-      // Phase one.
-      const res = await Promise.allSettled(links.map((l, i) => withTimeout(t.unlessGone(session.runOnLinks([l], `PREPARE TRANSACTION '${gids[i]}'`)), PHASE_TIMEOUT_MS, `PREPARE TRANSACTION on shard "${shards[i]}"`)));
-      const prepared = res.map((r) => r.status === 'fulfilled');
-      const failed = res.findIndex((r) => r.status === 'rejected');
-      if (failed >= 0) {
-        this.stats.aborts2pc++;
-        info.state = 'rolling back';
-        await this.rollbackAll(session, links, prepared, gids);
-        const e = asPgError((res[failed] as PromiseRejectedResult).reason);
-        this.log.debug({ txid, shard: shards[failed], err: e.message }, 'two-phase commit: PREPARE failed; rolled back');
-        throw new PgError(e.code, `pgring: could not prepare the transaction for two-phase commit: ${e.message}`, { hint: e.opts.hint, detail: e.opts.detail });
-      }
-      // Right before committing: not fenced, locks still ours, the same session still connected.
-      const fenced2 = (t.writeShards.size ? this.fenceVeto(t) : null)
-        ?? (t.gone ? new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed before the commit decision') : null);
-      if (fenced2) {
-        this.stats.aborts2pc++;
-        info.state = 'rolling back';
-        await this.rollbackAll(session, links, prepared, gids);
-        throw fenced2;
-      }
-      const veto2 = t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
-      if (veto2) {
-        t.doomed ??= veto2;
-        this.stats.lockLost++;
-        info.state = 'rolling back';
-        await this.rollbackAll(session, links, prepared, gids);
-        throw this.doomedError(veto2);
-      }
-      // A backup cut in progress holds new decisions (bounded); past the bound: roll back.
-      const gate = this.backupGate;
-      const entered = gate?.enter(zk0) ?? null;
-      if (entered) {
-        info.state = 'held by backup cut';
-        const held = await entered;
-        // Held for a while: the locks and the session must still be ours, as checked above.
-        const veto3 = held ? null : t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
-        if (held || veto3) {
-          if (veto3) { gate!.leave(); t.doomed ??= veto3; }
-          this.stats.aborts2pc++;
-          info.state = 'rolling back';
-          await this.rollbackAll(session, links, prepared, gids);
-          throw held ?? this.doomedError(veto3!);
-        }
-      }
-      // The decision (commit point).
-      info.state = 'deciding';
-      const rec: DecisionRecord = { proxy: this.proxyId, txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })), at: Date.now() };
-      const td = process.hrtime.bigint();
-      let decided: 'yes' | 'no' | 'unknown';
-      try { decided = await this.recordDecision(zk0, rec); } finally { gate?.leave(); }
-      this.stats.decisionUs += Number(process.hrtime.bigint() - td) / 1000;
-      if (decided === 'unknown') {
-        // Neither we nor the client can know now: recovery finishes it by the record.
-        this.needsSweep = true;
-        throw new PgError('08007', 'pgring: the outcome of the distributed commit is unknown: ZooKeeper was unreachable while recording the decision; recovery will commit or roll it back', { hint: `global transaction ids: ${gids.join(', ')}` });
-      }
-      if (decided === 'no') {
-        this.stats.aborts2pc++;
-        info.state = 'rolling back';
-        await this.rollbackAll(session, links, prepared, gids);
-        throw new PgError(SQLSTATE.SerializationFailure, 'pgring: could not record the commit decision in ZooKeeper (session lost); transaction rolled back');
-      }
-      // Phase two.
-      info.state = 'committing';
-      let left = links.map((_, i) => i);
-      for (let attempt = 0; attempt < 3 && left.length; attempt++) {
-        if (t.gone) break;   // the session's links are gone: finished over plain connections below
-        const r2 = await Promise.allSettled(left.map((i) => withTimeout(t.unlessGone(session.runOnLinks([links[i]!], `COMMIT PREPARED '${gids[i]}'`)), COMMIT_TIMEOUT_MS, `COMMIT PREPARED on shard "${shards[i]}"`)));
-        left = left.filter((_, j) => r2[j]!.status === 'rejected');
-        if (left.length) await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
-      }
-      this.stats.commits2pc++;
-      if (left.length) {
-        keepInflight = true;
-        info.state = 'finishing';
-        this.log.warn({ txid, shards: left.map((i) => shards[i]) }, 'two-phase commit: COMMIT PREPARED failed on some shards after the decision; finishing in the background');
-        this.finishLater(rec, session.database, left.map((i) => i));
-        return;
-      }
-      void this.dropDecision(rec);
-    } finally {
-      if (!keepInflight) { this.inflight.delete(txid); this.active.delete(txid); }
+    return zk0;
+  }
+
+  /** PREPARE TRANSACTION on every shard at once; any failure rolls every shard back. */
+  private async phaseOne(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], info: { state: string }, txid: string): Promise<boolean[]> {
+    const res = await Promise.allSettled(links.map((l, i) => withTimeout(t.unlessGone(session.runOnLinks([l], `PREPARE TRANSACTION '${gids[i]}'`)), PHASE_TIMEOUT_MS, `PREPARE TRANSACTION on shard "${shards[i]}"`)));
+    const prepared = res.map((r) => r.status === 'fulfilled');
+    const failed = res.findIndex((r) => r.status === 'rejected');
+    if (failed >= 0) {
+      this.stats.aborts2pc++;
+      info.state = 'rolling back';
+      await this.rollbackAll(session, links, prepared, gids);
+      const e = asPgError((res[failed] as PromiseRejectedResult).reason);
+      this.log.debug({ txid, shard: shards[failed], err: e.message }, 'two-phase commit: PREPARE failed; rolled back');
+      throw new PgError(e.code, `pgring: could not prepare the transaction for two-phase commit: ${e.message}`, { hint: e.opts.hint, detail: e.opts.detail });
     }
+    return prepared;
+  }
+
+  /**
+   * Right before the decision: not fenced, locks still ours, the same session connected, and a
+   * backup cut in progress waited for (bounded). Returns the backup gate to leave after the
+   * decision is written.
+   */
+  private async beforeDecision(session: ClientSession, t: Txn, links: Link[], prepared: boolean[], gids: string[], info: { state: string }, zk0: Zk): Promise<TxnManager['backupGate']> {
+    const zs = this.session!;
+    // Right before committing: not fenced, locks still ours, the same session still connected.
+    const fenced2 = (t.writeShards.size ? this.fenceVeto(t) : null)
+      ?? (t.gone ? new PgError(SQLSTATE.ConnectionFailure, 'pgring: the client connection closed before the commit decision') : null);
+    if (fenced2) {
+      this.stats.aborts2pc++;
+      info.state = 'rolling back';
+      await this.rollbackAll(session, links, prepared, gids);
+      throw fenced2;
+    }
+    const veto2 = t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
+    if (veto2) {
+      t.doomed ??= veto2;
+      this.stats.lockLost++;
+      info.state = 'rolling back';
+      await this.rollbackAll(session, links, prepared, gids);
+      throw this.doomedError(veto2);
+    }
+    // A backup cut in progress holds new decisions (bounded); past the bound: roll back.
+    const gate = this.backupGate;
+    const entered = gate?.enter(zk0) ?? null;
+    if (entered) {
+      info.state = 'held by backup cut';
+      const held = await entered;
+      // Held for a while: the locks and the session must still be ours, as checked above.
+      const veto3 = held ? null : t.doomed ?? this.locks?.check(t) ?? (zs.handle() !== zk0 || zs.state !== 'connected' ? `ZooKeeper session ${zs.state}` : null);
+      if (held || veto3) {
+        if (veto3) { gate!.leave(); t.doomed ??= veto3; }
+        this.stats.aborts2pc++;
+        info.state = 'rolling back';
+        await this.rollbackAll(session, links, prepared, gids);
+        throw held ?? this.doomedError(veto3!);
+      }
+    }
+    return gate;
+  }
+
+  /** COMMIT PREPARED on every shard (retried); shards that still fail are finished in the
+   *  background. True when the transaction stays in flight for that. */
+  private async phaseTwo(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], rec: DecisionRecord, info: { state: string }, txid: string): Promise<boolean> {
+    info.state = 'committing';
+    let left = links.map((_, i) => i);
+    for (let attempt = 0; attempt < 3 && left.length; attempt++) {
+      if (t.gone) break;   // the session's links are gone: finished over plain connections below
+      const r2 = await Promise.allSettled(left.map((i) => withTimeout(t.unlessGone(session.runOnLinks([links[i]!], `COMMIT PREPARED '${gids[i]}'`)), COMMIT_TIMEOUT_MS, `COMMIT PREPARED on shard "${shards[i]}"`)));
+      left = left.filter((_, j) => r2[j]!.status === 'rejected');
+      if (left.length) await new Promise((r) => setTimeout(r, 50 * (attempt + 1)));
+    }
+    this.stats.commits2pc++;
+    if (left.length) {
+      info.state = 'finishing';
+      this.log.warn({ txid, shards: left.map((i) => shards[i]) }, 'two-phase commit: COMMIT PREPARED failed on some shards after the decision; finishing in the background');
+      this.finishLater(rec, session.database, left.map((i) => i));
+      return true;
+    }
+    void this.dropDecision(rec);
+    return false;
   }
 
   /** Writes the decision; resolves an ambiguous create by reading it back. */
