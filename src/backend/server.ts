@@ -122,27 +122,7 @@ export class ServerConnection {
       socket.once('connect', () => {
         if (!t) { sendStartup(); return; }
         socket.write(sslRequest());
-        conn.onChunk = (chunk: Buffer) => {
-          const answer = sslAnswer(t, chunk[0]!);
-          if (answer === 'plain') {
-            // prefer, server without SSL: back to the onread path (nothing is buffered after 'N')
-            socket.removeAllListeners('data');
-            readAccepted(socket, (c) => conn.onChunk(c));
-            conn.onChunk = onStartupData;
-            sendStartup();
-            return;
-          }
-          if (answer !== 'tls') { fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to ${where}: ${answer}`)); return; }
-          // nothing may follow 'S' before the handshake (libpq's CVE-2021-23222 check)
-          if (chunk.length > 1) { fail(new PgError(SQLSTATE.ProtocolViolation, `could not connect to ${where}: received unencrypted data after SSL response`)); return; }
-          socket.removeAllListeners('data');
-          const ts = tls.connect({ ...t.connect, socket });
-          conn.socket = ts;
-          socket.on('error', () => undefined); // reported through the TLS socket
-          ts.on('data', (c: Buffer) => conn.onChunk(c));
-          ts.once('error', (err) => fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to ${where}: SSL error: ${err.message}`)));
-          ts.once('secureConnect', () => { conn.encrypted = true; conn.onChunk = onStartupData; sendStartup(); });
-        };
+        conn.onChunk = sslNegotiation(conn, socket, t, where, fail, (c) => onStartupData(c), sendStartup);
       });
       const auth: { scram: ScramExchange | null } = { scram: null };
       const onStartupData = (chunk: Buffer) => {
@@ -334,4 +314,33 @@ function authReply(msg: Buffer, cred: ServerCredentials, shardName: string, auth
   } else {
     throw new PgError(SQLSTATE.FeatureNotSupported, `shard "${shardName}" requested unsupported authentication method ${code}`);
   }
+}
+
+/**
+ * The server's one-byte answer to SSLRequest: back to the plain onread path (prefer, 'N'), or
+ * TLS over the socket; then the startup packet. Failures name the backend.
+ */
+function sslNegotiation(conn: ServerConnection, socket: net.Socket, t: ServerTls, where: string, fail: (e: PgError) => void,
+  onStartupData: ChunkHandler, sendStartup: () => void): ChunkHandler {
+  return (chunk: Buffer) => {
+    const answer = sslAnswer(t, chunk[0]!);
+    if (answer === 'plain') {
+      // prefer, server without SSL: back to the onread path (nothing is buffered after 'N')
+      socket.removeAllListeners('data');
+      readAccepted(socket, (c) => conn.onChunk(c));
+      conn.onChunk = onStartupData;
+      sendStartup();
+      return;
+    }
+    if (answer !== 'tls') { fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to ${where}: ${answer}`)); return; }
+    // nothing may follow 'S' before the handshake (libpq's CVE-2021-23222 check)
+    if (chunk.length > 1) { fail(new PgError(SQLSTATE.ProtocolViolation, `could not connect to ${where}: received unencrypted data after SSL response`)); return; }
+    socket.removeAllListeners('data');
+    const ts = tls.connect({ ...t.connect, socket });
+    conn.socket = ts;
+    socket.on('error', () => undefined); // reported through the TLS socket
+    ts.on('data', (c: Buffer) => conn.onChunk(c));
+    ts.once('error', (err) => fail(new PgError(SQLSTATE.ConnectionFailure, `could not connect to ${where}: SSL error: ${err.message}`)));
+    ts.once('secureConnect', () => { conn.encrypted = true; conn.onChunk = onStartupData; sendStartup(); });
+  };
 }

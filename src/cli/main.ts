@@ -1,15 +1,15 @@
 #!/usr/bin/env node
 // The pgring command line (yargs): proxy, agent, ring, table, shard, backup, demo.
 import yargs from 'yargs';
+import type { Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ConfigError } from '../config/load';
 
-async function main(): Promise<void> {
-  await yargs(hideBin(process.argv))
-    .scriptName('pgring')
-    .usage('$0 <command> [options]')
+/** Running pgring: the proxy and the local demo cluster. */
+function runCommands(y: Argv): Argv {
+  return y
     .command('proxy', 'run the PostgreSQL routing proxy', (y) => y
       .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'path of proxy.json' })
       .option('log-level', { type: 'string', choices: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], describe: 'overrides logLevel of the config' }),
@@ -32,7 +32,12 @@ async function main(): Promise<void> {
       const pgPorts = argv['pg-ports'].split(',').map((p) => Number(p.trim()));
       await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'], replicas: argv.replicas, replicaBasePort: argv['replica-base-port'],
         replicaPorts: argv['replica-ports']?.split(',').map((p) => Number(p.trim())), spares: argv.spares });
-    })
+    });
+}
+
+/** The cluster state in ZooKeeper: ring and cluster definition. */
+function clusterStateCommands(y: Argv): Argv {
+  return y
     .command('ring <action>', 'show or bootstrap the consistent-hash ring kept in ZooKeeper', (y) => y
       .positional('action', { choices: ['init', 'status'] as const, describe: 'init: create ring version 1 from the config; status: version, shards, shares, live backends' })
       .option('config', { alias: 'c', type: 'string', describe: 'proxy.json (zookeeper section and shards)' })
@@ -61,7 +66,12 @@ async function main(): Promise<void> {
     async (argv) => {
       const { tableCommand } = await import('./table-commands');
       await tableCommand({ ...argv, action: argv.action!, ackTimeout: argv['ack-timeout'] });
-    })
+    });
+}
+
+/** Moving data: backups, resharding and shard primaries. */
+function dataCommands(y: Argv): Argv {
+  return y
     .command('backup <action> [name]', 'consistent backups of the whole cluster with pgBackRest: init | create NAME | list | restore NAME', (y) => y
       .positional('action', { choices: ['init', 'create', 'list', 'restore'] as const, describe: 'init: stanzas + full base backups; create: a consistent cut; list; restore: to a cut, as a new cluster' })
       .positional('name', { type: 'string', describe: 'backup name (create, restore)' })
@@ -121,7 +131,12 @@ async function main(): Promise<void> {
       }
       const { shardCommand } = await import('./reshard-commands');
       await shardCommand({ ...argv, action: argv.action!, password: argv.password ?? process.env.PGPASSWORD, maxPauseMs: argv['max-pause-ms'], cleanLeftovers: argv['clean-leftovers'], stopAt: argv['stop-at'] });
-    })
+    });
+}
+
+/** The health-check agent beside a PostgreSQL server. */
+function agentCommand(y: Argv): Argv {
+  return y
     .command('agent', 'health-check one PostgreSQL server and keep its liveness znode in ZooKeeper', (y) => y
       .option('config', { alias: 'c', type: 'string' })
       .option('zk', { type: 'string' })
@@ -136,7 +151,12 @@ async function main(): Promise<void> {
     async (argv) => {
       const { runAgent } = await import('./cluster-commands');
       await runAgent(argv);
-    })
+    });
+}
+
+async function main(): Promise<void> {
+  const cli = yargs(hideBin(process.argv)).scriptName('pgring').usage('$0 <command> [options]');
+  await agentCommand(dataCommands(clusterStateCommands(runCommands(cli))))
     .demandCommand(1)
     .strict()
     // A command that fails (an invalid config, a refused start) is reported by main's catch
