@@ -173,6 +173,7 @@ async function main(): Promise<void> {
 
 main().catch((e) => {
   if (e instanceof ConfigError) console.error(e.message);
-  else console.error(e instanceof Error ? e.stack ?? e.message : e);
+  // A command's own error is for the user: its message (the stack with PGRING_DEBUG=1).
+  else console.error(e instanceof Error ? (process.env.PGRING_DEBUG ? e.stack ?? e.message : e.message) : e);
   process.exit(1);
 });
