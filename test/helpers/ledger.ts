@@ -4,10 +4,8 @@
 //   history rows = transactions pgbench reported as committed (none lost, none extra)
 //   no prepared transaction left on any shard, no lock znode left in ZooKeeper.
 // Generic: any shards (ports or pg client configs), any database, any ZooKeeper cluster name.
-import { unaccountedLocks } from './tpcb';
+import { lockNodes, unaccountedLocks } from './tpcb';
 import pg from 'pg';
-import { Zk } from '../../src/cluster/zk';
-import { Layout } from '../../src/cluster/layout';
 import { sleep } from '../../src/local/proc';
 
 export type ShardRef = number | pg.ClientConfig;
@@ -74,17 +72,7 @@ export async function preparedTransactions(shards: ShardRef[], db: string): Prom
 }
 
 /** Lock znodes (bucket/node) under the cluster's locks directory. */
-export async function lockZnodes(zkConnect: string, cluster: string): Promise<string[]> {
-  const zk = await Zk.connect({ connect: zkConnect });
-  try {
-    const dir = new Layout(cluster).locks;
-    const out: string[] = [];
-    for (const b of await zk.children(dir).catch(() => [] as string[])) {
-      for (const n of await zk.children(`${dir}/${b}`).catch(() => [] as string[])) out.push(`${b}/${n}`);
-    }
-    return out;
-  } finally { await zk.close(); }
-}
+export const lockZnodes = lockNodes;
 
 async function settle<T>(read: () => Promise<T[]>, ms: number): Promise<T[]> {
   const deadline = Date.now() + ms;
