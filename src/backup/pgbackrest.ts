@@ -68,7 +68,8 @@ export function archiveSettings(ref: StanzaRef): string[] {
   return [
     'archive_mode = on',
     `archive_command = 'pgbackrest --config=${ref.config} --stanza=${ref.stanza} archive-push %p'`,
-    'wal_level = replica',
+    // (no wal_level here: the servers run with logical, which archiving accepts; replica would
+    // turn off resharding's logical replication)
   ];
 }
 

@@ -87,10 +87,6 @@ export class LocalPostgres {
       `max_worker_processes = 16`,
       ...(this.opts.ssl ? ['ssl = on', `ssl_cert_file = '${this.opts.ssl.certFile}'`, `ssl_key_file = '${this.opts.ssl.keyFile}'`] : []),
       ...(this.opts.ssl?.caFile ? [`ssl_ca_file = '${this.opts.ssl.caFile}'`] : []),
-      // logical decoding and walsenders (replication connections through pgring, resharding)
-      'wal_level = logical',
-      'max_wal_senders = 10',
-      'max_replication_slots = 10',
       ...replicationConf(this.opts),
       ...(this.opts.extraConf ?? []),
       '',
