@@ -27,11 +27,25 @@ import { demoConfig } from '../src/cli/demo';
 import { BenchPgring } from './pgring';
 import { runPgbench, runTool, PgbenchRun } from './pgbench';
 import { Ledger, ledger, lockNodes, preparedLeft } from '../test/helpers/tpcb';
+import { cpuSeconds } from './procstat';
+import * as net from 'node:net';
+
+/** Requests ZooKeeper has received so far (its `srvr` four-letter word), or 0. */
+function zkReceived(connect: string): Promise<number> {
+  const [host, port] = connect.split(',')[0]!.split(':');
+  return new Promise((resolve) => {
+    let out = '';
+    const s = net.connect(Number(port), host!, () => s.end('srvr'));
+    s.on('data', (d) => { out += d; });
+    s.on('close', () => resolve(Number(/Received: (\d+)/.exec(out)?.[1] ?? 0)));
+    s.on('error', () => resolve(0));
+  });
+}
 
 const DB = 'postgres';
 const TPCB = ['-n', '-M', 'prepared', '--max-tries=10'];
 
-interface Opts { scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
+interface Opts { leaseMs: number | null; scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
 
 function parseOpts(): Opts {
   const a = yargs(hideBin(process.argv))
@@ -44,18 +58,21 @@ function parseOpts(): Opts {
     .option('kill-every', { type: 'number', default: 30 })
     .option('lock-modes', { type: 'boolean', default: false })
     .option('before', { type: 'string', describe: 'dist/ directory of an earlier build (for --lock-modes)' })
+    .option('lease-ms', { type: 'number', describe: 'locks.leaseMs of the proxies (default: the config default)' })
     .option('out', { type: 'string' })
     .strict().parseSync();
   return {
-    scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
+    leaseMs: a['lease-ms'] ?? null, scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
     minutes: a.minutes, killEvery: a['kill-every'], lockModes: a['lock-modes'], before: a.before ?? null,
     out: a.out ?? path.resolve(__dirname, '../../bench', a.soak ? 'RESULTS-soak.md' : a['lock-modes'] ? 'RESULTS-lockmodes.md' : 'RESULTS-proxies.md'),
   };
 }
 
+let LEASE_MS: number | null = null;
+
 async function proxyConfig(cluster: ClusterInfo): Promise<Record<string, unknown>> {
   const c = demoConfig(cluster.zk, cluster.pg.map((p) => p.port), await freePort(), 0);
-  return { ...c, metrics: { enabled: false }, logLevel: 'warn', zookeeper: { connect: cluster.zk, cluster: 'bench', sessionTimeoutMs: 8000 }, locks: { mode: 'all' } };
+  return { ...c, metrics: { enabled: false }, logLevel: 'warn', zookeeper: { connect: cluster.zk, cluster: 'bench', sessionTimeoutMs: 8000 }, locks: { mode: 'all', ...(LEASE_MS !== null ? { leaseMs: LEASE_MS } : {}) } };
 }
 
 function pgbench(port: number, clients: number, seconds: number, dir: string): Promise<PgbenchRun> {
@@ -69,17 +86,21 @@ function ledgerOk(before: Ledger, after: Ledger, committed: number, atLeast: boo
   return null;
 }
 
-async function fairness(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], dir: string, ports: number[]): Promise<string> {
+async function fairness(o: Opts, zkPid: number | undefined, zkConnect: string, proxies: BenchPgring[], dir: string, ports: number[]): Promise<string> {
   const rows: string[] = [];
   const summary: string[] = [];
   for (const total of o.clients) {
     const shapes = [1, 2, 3].filter((n) => total % n === 0 && n <= proxies.length);
     const tps = new Map<number, number[]>();
     const maxMs = new Map<number, number[]>();
+    // Warm-up, unrecorded: every shape once (JIT, connection pools, lock buckets taken).
+    for (const n of shapes) await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, 3, dir)));
     for (let rep = 1; rep <= o.reps; rep++) {
       for (const n of shapes) {
         const before = await ledger(ports, DB);
+        const cpu0 = proxies.slice(0, n).map((p) => cpuSeconds(p.pid) ?? 0), zk0 = cpuSeconds(zkPid) ?? 0, req0 = await zkReceived(zkConnect);
         const runs = await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, o.duration, dir)));
+        const cpu = proxies.slice(0, n).reduce((s, p, i) => s + (cpuSeconds(p.pid) ?? 0) - cpu0[i]!, 0), zkCpu = (cpuSeconds(zkPid) ?? 0) - zk0, zkReq = await zkReceived(zkConnect) - req0;
         const after = await ledger(ports, DB);
         const committed = runs.reduce((s, r) => s + (r.processed || 0), 0);
         const bad = ledgerOk(before, after, committed, false) ?? (runs.find((r) => !r.ok)?.error ?? null);
@@ -87,7 +108,7 @@ async function fairness(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], d
         const worst = Math.max(...runs.map((r) => r.maxMs || 0));
         (tps.get(n) ?? tps.set(n, []).get(n)!).push(sum);
         (maxMs.get(n) ?? maxMs.set(n, []).get(n)!).push(worst);
-        rows.push(`| ${total} | ${n} × ${total / n} | ${rep} | ${sum.toFixed(0)} (${runs.map((r) => r.tps.toFixed(0)).join(' + ')}) | ${runs.map((r) => r.p99Ms.toFixed(0)).join(' / ')} | ${worst.toFixed(0)} | ${committed} | ${bad ?? 'holds'} |`);
+        rows.push(`| ${total} | ${n} × ${total / n} | ${rep} | ${sum.toFixed(0)} (${runs.map((r) => r.tps.toFixed(0)).join(' + ')}) | ${runs.map((r) => r.p99Ms.toFixed(0)).join(' / ')} | ${worst.toFixed(0)} | ${committed} | ${(cpu * 1000 / Math.max(1, committed)).toFixed(2)} | ${(zkCpu * 1000 / Math.max(1, committed)).toFixed(2)} | ${(zkReq / Math.max(1, committed)).toFixed(1)} | ${bad ?? 'holds'} |`);
         console.log(rows[rows.length - 1]);
       }
     }
@@ -99,17 +120,17 @@ async function fairness(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], d
     `## Several proxies: TPC-B through 1, 2 and 3 proxies with the same total clients`,
     '',
     `${new Date().toISOString()}, ${os.cpus().length} cores, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end. 3 shards, ZooKeeper, \`locks.mode: all\`, pgbench -i -s ${o.scale} (${o.scale} branches: every transaction updates one of ${o.scale} hot rows),`,
-    `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions.`,
-    `Command: \`node dist/bench/proxies.js --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration}\``,
+    `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions, after an unrecorded 3 s warm-up of each.`,
+    `Command: \`node dist/bench/proxies.js${o.leaseMs !== null ? ` --lease-ms ${o.leaseMs}` : ''} --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration}\``,
     '',
     '| total clients | proxies | TPS (median) | one proxy TPS | ratio | slowest transaction (median of runs) |',
     '|---|---|---|---|---|---|',
     ...summary,
     '',
-    'Every run (TPS sum and per proxy; p99 latency per proxy in ms; the slowest transaction in ms; the ledger after the run: Σabalance = Σtbalance = Σbbalance = Σdelta and history rows = committed):',
+    'Every run (TPS sum and per proxy; p99 latency per proxy in ms; the slowest transaction in ms; CPU ms per transaction of the proxies together and of ZooKeeper, ZooKeeper requests per transaction (all proxies, heartbeats included); the ledger after the run: Σabalance = Σtbalance = Σbbalance = Σdelta and history rows = committed):',
     '',
-    '| clients | proxies × clients | rep | TPS | p99 ms | max ms | committed | ledger |',
-    '|---|---|---|---|---|---|---|---|',
+    '| clients | proxies × clients | rep | TPS | p99 ms | max ms | committed | proxy CPU ms/tx | ZooKeeper CPU ms/tx | ZooKeeper requests/tx | ledger |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows,
     '',
   ].join('\n');
@@ -222,6 +243,7 @@ async function soak(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], dir: 
 
 async function main(): Promise<void> {
   const o = parseOpts();
+  LEASE_MS = o.leaseMs;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-proxies-'));
   chownPostgres(dir);
   const cluster = new LocalCluster({ dir, shards: 3 });
@@ -241,7 +263,7 @@ async function main(): Promise<void> {
     const init = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(initProxy.port), '-U', 'postgres', '-i', '-s', String(o.scale), '-q', DB], 300000);
     if (!proxies[0]) await initProxy.stop();
     if (init.code !== 0) throw new Error(`pgbench -i: ${init.stderr}`);
-    const md = o.soak ? await soak(o, info, proxies, dir, ports) : o.lockModes ? await lockModes(o, info, dir, ports) : await fairness(o, info, proxies, dir, ports);
+    const md = o.soak ? await soak(o, info, proxies, dir, ports) : o.lockModes ? await lockModes(o, info, dir, ports) : await fairness(o, cluster.zk?.pid, info.zk, proxies, dir, ports);
     fs.writeFileSync(o.out, `# pgring: several proxies\n\n${md}`);
     console.log(`wrote ${o.out}`);
     if (o.soak && !/ledger: intact/.test(md)) code = 1;
@@ -250,6 +272,7 @@ async function main(): Promise<void> {
     code = 1;
   } finally {
     for (const p of proxies) await p.stop().catch(() => undefined);
+    if (process.env.PGRING_ZK_OPSTATS) for (const p of proxies) console.log(p.name, p.tail(200).split('\n').filter((l) => l.startsWith('zk ops:')).join('\n'));
     await cluster.stop().catch(() => undefined);
     fs.rmSync(dir, { recursive: true, force: true });
   }

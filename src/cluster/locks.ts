@@ -3,15 +3,23 @@
 //
 // ZooKeeper recipe (per bucket dir locks/b<NNNN>, a persistent parent created once):
 // - the proxy creates an ephemeral-sequential node "<proxy>-<uuid>-lock-<seq>"; the lowest
-//   sequence number holds the lock; a waiter watches only its predecessor (exists watch);
+//   sequence number holds the lock. The children read goes out right behind the create (one
+//   round trip) and arms the bucket's child watch;
+// - the next in line waits for that child watch (the holder's node going is a child change) and
+//   reads again; waiters further back watch only their predecessor (exists watch: no herd);
+// - the holder takes any child change as "another proxy queued" (no read): the other changes
+//   (a waiter giving up, a stale node going) are rare and cost one needless hand-over;
 // - a create cut off by CONNECTIONLOSS is found again by its unique prefix (same session);
-// - deletes are retried until they succeed (or the session that owned the node is gone);
-// - the holder keeps a child watch on the bucket: it tells it when another proxy queues.
+// - deletes are retried until they succeed (or the session that owned the node is gone).
+// A hand-over between proxies costs 4 requests (the waiter's create, two reads, and later its
+// delete); an uncontended free bucket 3, a bucket this proxy holds none.
 //
 // In-process hand-off: a held bucket belongs to the proxy, and the proxy grants it to one local
 // transaction at a time (FIFO queue) without a ZooKeeper round trip, as long as no other proxy
 // waits. When another proxy's node appears, the proxy releases the ZooKeeper node as soon as
-// the current local owner finishes (local waiters queue again behind the other proxy). A held
+// the current local owner finishes (local waiters queue again behind the other proxy); a node
+// that has just become first serves the local transaction that waited for it even if other
+// proxies queued meanwhile (else proxies that all wait pass the bucket round unused). A held
 // bucket nobody uses is kept until another proxy queues for it (leaseMs 0, the default) or
 // released after `leaseMs`.
 //
@@ -36,8 +44,6 @@ import { encodeJson, isZkError, WatchEvent, Zk } from './zk';
 import { WatchSet, watchedRead } from './sync';
 
 export const SEQ_RECYCLE_THRESHOLD = 2 ** 30;
-/** How long an idle bucket is kept when other proxies share the cluster (locks.leaseMs 0). */
-export const SHARED_LEASE_MS = 100;
 /** How often buckets released recently are checked for nodes of ours that no state knows. */
 export const AUDIT_MS = 5000;
 
@@ -102,10 +108,16 @@ class Bucket {
   queue: Waiter[] = [];
   remoteWaiting = 0;
   leaseTimer: NodeJS.Timeout | null = null;
-  /** wakes the acquisition loop (predecessor gone, session change, cancel) */
+  /** wakes the acquisition loop (the bucket changed, session change, cancel) */
   wake: (() => void) | null = null;
-  /** acquisitions since the remote waiter appeared: we release after the current owner */
-  generation = 0;
+  /** the bucket's child watch fired since the acquisition loop last read it */
+  changed = false;
+  /** the acquisition loop waits for the child watch (next in line) */
+  waitingChild = false;
+  /** our node just became first: the local transaction that waited for it gets it even though
+   *  other proxies queued meanwhile (otherwise proxies that all wait would pass the bucket round
+   *  without anyone using it) */
+  fresh = false;
   constructor(readonly n: number, readonly dir: string) {}
 }
 
@@ -143,8 +155,6 @@ export class ZkLockService extends EventEmitter {
   private readonly recent = new Set<number>();
   private auditing = false;
   private readonly auditTimer: NodeJS.Timeout;
-  /** live proxies of the cluster (watchProxies) */
-  private proxyCount = 0;
   /** buckets that had nodes in a session now lost (dropOrphans) */
   private readonly orphans = new Set<number>();
   private closed = false;
@@ -161,21 +171,6 @@ export class ZkLockService extends EventEmitter {
     session.on('state', this.onState);
     this.auditTimer = setInterval(() => void this.audit(), AUDIT_MS);
     this.auditTimer.unref();
-    const zk = session.handle();
-    if (zk && session.state === 'connected') void this.watchProxies(zk).catch(() => undefined);
-  }
-
-  /** Counts the cluster's live proxies (proxies/ children), kept current by a child watch. */
-  private async watchProxies(zk: Zk): Promise<void> {
-    const kids = await watchedRead(this.ws, zk, 'proxies', (ev: WatchEvent) => {
-      if (ev.type === 'session' || ev.type === 'notwatching' || this.closed) return;
-      const z = this.session.handle();
-      if (z && !z.dead) void this.watchProxies(z).catch(() => undefined);
-    }, (w) => zk.children(this.layout.proxies, w));
-    const before = this.proxyCount;
-    this.proxyCount = kids.length;
-    // Another proxy appeared: buckets held idle without a lease get one now.
-    if (before <= 1 && kids.length > 1) for (const b of this.buckets.values()) if (!b.owner && b.queue.length === 0 && b.zk === 'held') this.pump(b);
   }
 
   bucketDir(n: number): string { return `${this.layout.locks}/${bucketDirName(n)}`; }
@@ -230,7 +225,7 @@ export class ZkLockService extends EventEmitter {
 
   /** Is a held bucket usable right now (connected, same session, nobody else queued)? */
   private grantable(b: Bucket): boolean {
-    if (b.zk !== 'held' || b.remoteWaiting > 0) return false;
+    if (b.zk !== 'held' || (b.remoteWaiting > 0 && !b.fresh)) return false;
     const zk = this.session.handle();
     return this.session.state === 'connected' && !!zk && zk.sessionId === b.nodeSession;
   }
@@ -256,6 +251,7 @@ export class ZkLockService extends EventEmitter {
 
   private grant(b: Bucket, owner: LockOwner): void {
     if (b.leaseTimer) { clearTimeout(b.leaseTimer); b.leaseTimer = null; }
+    b.fresh = false;
     b.owner = owner;
     b.ownerSince = Date.now();
     let s = this.heldBy.get(owner);
@@ -324,11 +320,12 @@ export class ZkLockService extends EventEmitter {
     if (b.owner) return;
     if (b.queue.length === 0) {
       if (b.zk === 'held') {
-        // leaseMs 0: kept while this is the cluster's only proxy (its steady state takes locks
-        // without a ZooKeeper round trip) and until another proxy queues; with other proxies an
-        // idle bucket goes after SHARED_LEASE_MS, since taking a free bucket costs another proxy
-        // one round trip and taking one held idle elsewhere a whole hand-off.
-        const lease = this.opts.leaseMs > 0 ? this.opts.leaseMs : this.proxyCount > 1 ? SHARED_LEASE_MS : 0;
+        // leaseMs 0: kept until another proxy queues (its child watch says so), so a proxy's
+        // steady state takes locks without a ZooKeeper round trip, and a bucket used by several
+        // proxies costs a hand-over (4 requests) only when the user changes. Measured against
+        // releasing idle buckets after 100 ms: fewer requests and less CPU per transaction with
+        // one, two and three proxies (bench/RESULTS-proxies.md).
+        const lease = this.opts.leaseMs;
         if (b.remoteWaiting > 0) this.releaseNode(b);
         else if (lease > 0 && !b.leaseTimer) {
           b.leaseTimer = setTimeout(() => {
@@ -342,7 +339,7 @@ export class ZkLockService extends EventEmitter {
       return;
     }
     if (b.zk === 'held') {
-      if (b.remoteWaiting > 0) { this.releaseNode(b); return; }   // hand over; re-queue afterwards
+      if (b.remoteWaiting > 0 && !b.fresh) { this.releaseNode(b); return; }   // hand over; re-queue afterwards
       if (!this.grantable(b)) return;                               // suspended: wait
       const w = b.queue.shift()!;
       if (w.timer) clearTimeout(w.timer);
@@ -405,26 +402,23 @@ export class ZkLockService extends EventEmitter {
     let node: string | null = null;
     let zk: Zk | null = null;
     try {
-      // Set when the node we waited behind was first in line and is gone: ours is first now
-      // (sequence numbers only grow), so the hand-off from another proxy costs no children read.
-      let firstNow = false;
       for (;;) {
         if (this.closed) break;
         if (b.queue.length === 0) break;                    // cancelled
         if (!zk || zk.dead || (node && zk.sessionId !== b.nodeSession)) {
           zk = await this.connected();
           node = null;
-          firstNow = false;
         }
         if (!this.session.handle() || this.session.handle() !== zk) { zk = null; continue; }
         let listed: string[] | null = null;
-        if (firstNow && node) listed = [node.slice(b.dir.length + 1)];
-        firstNow = false;
         if (!node) {
           // The children read goes out right behind the create: ZooKeeper serves one session's
           // requests in order, so it sees our node, and an uncontended lock costs one round trip.
+          // The read arms the bucket's child watch: it wakes us while we wait and tells us, once
+          // we hold the bucket, that another proxy queued (no further read for either).
+          b.changed = false;
           const cp = this.createNode(zk, b);
-          const kp = zk.children(b.dir);
+          const kp = this.readBucket(zk, b);
           kp.catch(() => undefined);
           node = await cp;
           if (!node) { zk = null; continue; }               // session changed during the create
@@ -432,35 +426,40 @@ export class ZkLockService extends EventEmitter {
           try { listed = await kp; } catch { listed = null; }
         }
         const name = node.slice(b.dir.length + 1);
-        if (!listed || !listed.includes(name)) listed = await zk.children(b.dir);
+        if (!listed || !listed.includes(name)) { b.changed = false; listed = await this.readBucket(zk, b); }
         const children = listed.filter((c) => c.includes('-lock-')).sort((x, y) => seqOf(x) - seqOf(y));
         const idx = children.indexOf(name);
         if (idx < 0) { node = null; b.node = null; continue; } // vanished (should not happen in a live session)
         if (idx === 0) {
           b.zk = 'held';
+          b.fresh = true;
           b.heldSince = Date.now();
           b.remoteWaiting = children.length - 1;
           this.stats.zkAcquires++;
           this.debug({ bucket: b.n, node, waiting: b.queue.length, remoteWaiting: b.remoteWaiting }, 'lock acquired in ZooKeeper');
+          // A change between our read and now (its event already delivered) means someone queued.
+          if (b.changed) b.remoteWaiting = Math.max(1, b.remoteWaiting);
           this.pump(b);
-          // The holder's child watch (read and armed atomically: a node queued since is counted).
-          void this.watchBucket(zk, b).then(() => this.pump(b), () => undefined);
           return;
         }
         const pred = `${b.dir}/${children[idx - 1]!}`;
-        this.debug({ bucket: b.n, pred }, 'lock queued behind another node');
-        const zkNow = zk;
-        await new Promise<void>((resolve) => {
-          let done = false;
-          const finish = (gone: boolean) => {
-            if (done) return;
-            done = true; b.wake = null;
-            firstNow = gone && idx === 1 && zkNow.sessionId === b.nodeSession && !zkNow.dead;
-            resolve();
-          };
-          b.wake = () => finish(false);
-          zkNow.exists(pred, (ev: WatchEvent) => finish(ev.type === 'deleted')).then((st) => { if (!st) finish(true); }, () => finish(false));
-        });
+        this.debug({ bucket: b.n, pred, idx }, 'lock queued behind another node');
+        if (idx === 1) {
+          // Next in line: the child watch wakes us when the holder's node goes (or someone queues
+          // behind us: then we read again for nothing, rare with one node per proxy).
+          if (b.changed) continue;                          // something changed since the read
+          await new Promise<void>((resolve) => { b.wake = () => { b.wake = null; b.waitingChild = false; resolve(); }; b.waitingChild = true; });
+        } else {
+          // Further back: watch only our predecessor, so that a hand-over ahead of us does not
+          // wake every waiter (herd).
+          const zkNow = zk;
+          await new Promise<void>((resolve) => {
+            let done = false;
+            const finish = () => { if (done) return; done = true; b.wake = null; resolve(); };
+            b.wake = finish;
+            zkNow.exists(pred, (ev: WatchEvent) => { if (ev.type === 'deleted') finish(); }).then((st) => { if (!st) finish(); }, () => finish());
+          });
+        }
       }
     } catch (e) {
       if (!isZkError(e, 'CONNECTIONLOSS', 'SESSIONEXPIRED', 'OPERATIONTIMEOUT')) {
@@ -535,23 +534,26 @@ export class ZkLockService extends EventEmitter {
     }
   }
 
-  /** Arms the holder's child watch and counts the other nodes queued behind ours. */
-  private async watchBucket(zk: Zk, b: Bucket): Promise<void> {
-    const node = b.node;
-    const key = `bucket:${b.n}`;
-    const children = await watchedRead(this.ws, zk, key, (ev: WatchEvent) => {
-      if (ev.type === 'session' || ev.type === 'notwatching') return;
-      // (The watch may have been armed in an earlier tenure of this bucket: check the state, not the node.)
-      if (b.zk === 'held' && b.nodeSession === zk.sessionId && this.session.handle() === zk && !zk.dead) {
-        void this.watchBucket(zk, b).then(() => this.pump(b), () => undefined);
-      }
-    }, (w) => zk.children(b.dir, w));
-    // A read that returns after this tenure ended (or a new one began) says nothing about it.
-    if (!node || b.node !== node || b.zk !== 'held') return;
-    const mine = node.slice(b.dir.length + 1);
-    const before = b.remoteWaiting;
-    b.remoteWaiting = children.filter((c) => c !== mine && c.includes('-lock-')).length;
-    if (b.remoteWaiting > 0 && before === 0) this.debug({ bucket: b.n, remoteWaiting: b.remoteWaiting }, 'another proxy waits for a held lock');
+  /** Lists the bucket's nodes, arming its child watch (unless one is armed on this handle already). */
+  private readBucket(zk: Zk, b: Bucket): Promise<string[]> {
+    return watchedRead(this.ws, zk, `bucket:${b.n}`, (ev: WatchEvent) => this.bucketEvent(zk, b, ev), (w) => zk.children(b.dir, w));
+  }
+
+  /**
+   * The bucket's children changed. A waiter reads again. A holder takes it that another proxy
+   * queued (the only other changes are a waiter giving up or a stale node going, both rare; the
+   * cost of being wrong is one needless hand-over), so a hand-over costs the holder no read.
+   */
+  private bucketEvent(zk: Zk, b: Bucket, ev: WatchEvent): void {
+    if (ev.type === 'session' || ev.type === 'notwatching') return;
+    if (this.session.handle() !== zk || zk.dead) return;
+    b.changed = true;
+    if (b.zk === 'acquiring') { if (b.waitingChild) b.wake?.(); return; }
+    if (b.zk === 'held' && b.nodeSession === zk.sessionId) {
+      if (b.remoteWaiting === 0) this.debug({ bucket: b.n }, 'another proxy waits for a held lock');
+      b.remoteWaiting = Math.max(1, b.remoteWaiting);
+      this.pump(b);
+    }
   }
 
   /** Gives our node up (the next proxy in line gets the bucket). */
@@ -613,12 +615,16 @@ export class ZkLockService extends EventEmitter {
   private sessionState(s: string, _prev: string): void {
     if (s === 'connected') {
       if (this.orphans.size) void this.dropOrphans();
-      const zk = this.session.handle();
-      if (zk) void this.watchProxies(zk).catch(() => undefined);
       for (const b of this.buckets.values()) {
         const zk = this.session.handle();
         if (b.zk === 'held' && zk && zk.sessionId === b.nodeSession) {
-          void this.watchBucket(zk, b).then(() => this.pump(b), () => undefined);
+          // Watches survive a reconnection of the same session; a read re-counts the waiters.
+          void this.readBucket(zk, b).then((kids) => {
+            if (b.zk !== 'held' || !b.node) return;
+            const mine = b.node.slice(b.dir.length + 1);
+            b.remoteWaiting = Math.max(b.remoteWaiting, kids.filter((c) => c !== mine && c.includes('-lock-')).length);
+            this.pump(b);
+          }, () => undefined);
         } else this.pump(b);
         b.wake?.();
       }
