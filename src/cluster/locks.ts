@@ -5,14 +5,14 @@
 // - the proxy creates an ephemeral-sequential node "<proxy>-<uuid>-lock-<seq>"; the lowest
 //   sequence number holds the lock. The children read goes out right behind the create (one
 //   round trip) and arms the bucket's child watch;
-// - the next in line waits for that child watch (the holder's node going is a child change) and
-//   reads again; waiters further back watch only their predecessor (exists watch: no herd);
+// - a waiter watches only its predecessor (exists watch); when it goes, the waiter reads again
+//   (which also arms the child watch it will need as holder);
 // - the holder takes any child change as "another proxy queued" (no read): the other changes
 //   (a waiter giving up, a stale node going) are rare and cost one needless hand-over;
 // - a create cut off by CONNECTIONLOSS is found again by its unique prefix (same session);
 // - deletes are retried until they succeed (or the session that owned the node is gone).
-// A hand-over between proxies costs 4 requests (the waiter's create, two reads, and later its
-// delete); an uncontended free bucket 3, a bucket this proxy holds none.
+// A hand-over between proxies costs 5 requests (the waiter's create, its read, the exists watch,
+// the read that arms its child watch, later its delete); a free bucket 3; a bucket held here 0.
 //
 // In-process hand-off: a held bucket belongs to the proxy, and the proxy grants it to one local
 // transaction at a time (FIFO queue) without a ZooKeeper round trip, as long as no other proxy
@@ -112,8 +112,6 @@ class Bucket {
   wake: (() => void) | null = null;
   /** the bucket's child watch fired since the acquisition loop last read it */
   changed = false;
-  /** the acquisition loop waits for the child watch (next in line) */
-  waitingChild = false;
   /** our node just became first: the local transaction that waited for it gets it even though
    *  other proxies queued meanwhile (otherwise proxies that all wait would pass the bucket round
    *  without anyone using it) */
@@ -414,8 +412,8 @@ export class ZkLockService extends EventEmitter {
         if (!node) {
           // The children read goes out right behind the create: ZooKeeper serves one session's
           // requests in order, so it sees our node, and an uncontended lock costs one round trip.
-          // The read arms the bucket's child watch: it wakes us while we wait and tells us, once
-          // we hold the bucket, that another proxy queued (no further read for either).
+          // The read arms the bucket's child watch: once we hold the bucket it tells us that
+          // another proxy queued (no further read needed).
           b.changed = false;
           const cp = this.createNode(zk, b);
           const kp = this.readBucket(zk, b);
@@ -426,6 +424,8 @@ export class ZkLockService extends EventEmitter {
           try { listed = await kp; } catch { listed = null; }
         }
         const name = node.slice(b.dir.length + 1);
+        // After a wait: read again (this also arms the child watch again: the node ahead going
+        // was a child change, which used it up).
         if (!listed || !listed.includes(name)) { b.changed = false; listed = await this.readBucket(zk, b); }
         const children = listed.filter((c) => c.includes('-lock-')).sort((x, y) => seqOf(x) - seqOf(y));
         const idx = children.indexOf(name);
@@ -442,24 +442,17 @@ export class ZkLockService extends EventEmitter {
           this.pump(b);
           return;
         }
+        // Wait for the node ahead of ours to go: an exists watch on it alone (DESIGN.md: watch
+        // only the predecessor; a hand-over wakes one waiter, not all).
         const pred = `${b.dir}/${children[idx - 1]!}`;
         this.debug({ bucket: b.n, pred, idx }, 'lock queued behind another node');
-        if (idx === 1) {
-          // Next in line: the child watch wakes us when the holder's node goes (or someone queues
-          // behind us: then we read again for nothing, rare with one node per proxy).
-          if (b.changed) continue;                          // something changed since the read
-          await new Promise<void>((resolve) => { b.wake = () => { b.wake = null; b.waitingChild = false; resolve(); }; b.waitingChild = true; });
-        } else {
-          // Further back: watch only our predecessor, so that a hand-over ahead of us does not
-          // wake every waiter (herd).
-          const zkNow = zk;
-          await new Promise<void>((resolve) => {
-            let done = false;
-            const finish = () => { if (done) return; done = true; b.wake = null; resolve(); };
-            b.wake = finish;
-            zkNow.exists(pred, (ev: WatchEvent) => { if (ev.type === 'deleted') finish(); }).then((st) => { if (!st) finish(); }, () => finish());
-          });
-        }
+        const zkNow = zk;
+        await new Promise<void>((resolve) => {
+          let done = false;
+          const finish = () => { if (done) return; done = true; b.wake = null; resolve(); };
+          b.wake = finish;
+          zkNow.exists(pred, () => finish()).then((st) => { if (!st) finish(); }, () => finish());
+        });
       }
     } catch (e) {
       if (!isZkError(e, 'CONNECTIONLOSS', 'SESSIONEXPIRED', 'OPERATIONTIMEOUT')) {
@@ -548,7 +541,7 @@ export class ZkLockService extends EventEmitter {
     if (ev.type === 'session' || ev.type === 'notwatching') return;
     if (this.session.handle() !== zk || zk.dead) return;
     b.changed = true;
-    if (b.zk === 'acquiring') { if (b.waitingChild) b.wake?.(); return; }
+    if (b.zk === 'acquiring') return;   // waiters watch their predecessor, not this
     if (b.zk === 'held' && b.nodeSession === zk.sessionId) {
       if (b.remoteWaiting === 0) this.debug({ bucket: b.n }, 'another proxy waits for a held lock');
       b.remoteWaiting = Math.max(1, b.remoteWaiting);

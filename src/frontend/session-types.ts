@@ -52,7 +52,7 @@ export interface TransactionHooks {
   /** Before a write statement is forwarded: may take locks (a lock wait ends as PostgreSQL's would: 55P03, 57014, 40P01). */
   beforeWrite?(session: ClientSession, shards: number[], keys: WriteKeys | null, inBlock: boolean, table?: string, objects?: string[]): Promise<void> | void;
   /** Right before a COMMIT is forwarded (single shard) or prepared (several): an error means roll back instead. */
-  beforeCommit?(session: ClientSession, multi: boolean): PgError | null;
+  beforeCommit?(session: ClientSession): PgError | null;
   /** COMMIT of a transaction that touched several shards. */
   commitMulti?(session: ClientSession, links: Link[]): Promise<void>;
   /** A CancelRequest for this session: end its lock wait, if any (57014). */

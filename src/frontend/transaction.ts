@@ -266,7 +266,7 @@ export class TransactionControl {
   /** COMMIT of a healthy transaction: the transaction layer may veto it (then roll back);
    *  over several servers it is the distributed commit, else it is forwarded (false). */
   private commit(stmt: RoutedStatement, multi: boolean, ext: boolean): boolean {
-    const veto = this.s.ctx.tx?.beforeCommit?.(this.s, multi);
+    const veto = this.s.ctx.tx?.beforeCommit?.(this.s);
     if (veto) {
       // The transaction layer refuses the commit (e.g. its ZooKeeper locks were lost): roll back.
       this.rollbackActive();

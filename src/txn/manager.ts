@@ -432,19 +432,15 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     return new PgError(SQLSTATE.SerializationFailure, `pgring: transaction rolled back: ${reason}`, { hint: 'The lock could have been taken by another proxy; retry the transaction.' });
   }
 
-  /** Right before a COMMIT is forwarded (one server) or the distributed commit starts (`multi`):
-   *  an error means "roll back instead". */
-  beforeCommit(session: ClientSession, multi = false): PgError | null {
+  /** Right before a COMMIT is forwarded (one server) or the distributed commit starts:
+   *  an error means "roll back instead". Locks stay until the COMMIT has finished (DESIGN.md). */
+  beforeCommit(session: ClientSession): PgError | null {
     const t = session.txData;
     if (!(t instanceof Txn)) return null;
     const fenced = t.writeShards.size ? this.fenceVeto(t) : null;
     if (fenced) { t.doomed ??= fenced.message; return fenced; }
     const reason = t.doomed ?? this.locks?.check(t) ?? null;
     if (reason) { this.stats.lockLost++; t.doomed ??= reason; return this.doomedError(reason); }
-    // One server: the locks go now, while the COMMIT travels. The transaction waits for nothing any
-    // more; a transaction that takes a bucket meanwhile waits in PostgreSQL for our rows until the
-    // COMMIT is done, and any cycle left is on this one server, where PostgreSQL detects it.
-    if (!multi) this.locks?.releaseAll(t);
     return null;
   }
 
@@ -539,9 +535,6 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         this.needsSweep = true;
         throw new PgError('08007', 'pgring: the outcome of the distributed commit is unknown: ZooKeeper was unreachable while recording the decision; recovery will commit or roll it back', { hint: `global transaction ids: ${gids.join(', ')}` });
       }
-      // Past the commit point: the locks go now, while COMMIT PREPARED travels (a transaction that
-      // takes a bucket meanwhile waits in PostgreSQL for the prepared rows, briefly).
-      if (decided === 'yes') this.locks?.releaseAll(t);
       if (decided === 'no') {
         this.stats.aborts2pc++;
         info.state = 'rolling back';
