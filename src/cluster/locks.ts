@@ -320,7 +320,7 @@ export class ZkLockService extends EventEmitter {
       if (b.zk === 'held') {
         // leaseMs 0: kept until another proxy queues (its child watch says so), so a proxy's
         // steady state takes locks without a ZooKeeper round trip, and a bucket used by several
-        // proxies costs a hand-over (4 requests) only when the user changes. Measured against
+        // proxies costs a hand-over (5 requests) only when the user changes. Measured against
         // releasing idle buckets after 100 ms: fewer requests and less CPU per transaction with
         // one, two and three proxies (bench/RESULTS-proxies.md).
         const lease = this.opts.leaseMs;
