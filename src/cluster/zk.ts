@@ -41,27 +41,9 @@ interface NativeZooKeeper extends EventEmitter {
   get_acl(path: string): Promise<[NativeAcl[], NativeStat] | NativeAcl[]>;
   add_auth(scheme: string, auth: string, cb: (rc: number, error: string) => void): unknown;
   promisify(fn: (...args: never[]) => unknown, args: unknown[]): Promise<unknown>;
-  readonly native?: NativeBinding;
   readonly client_id: string;
   readonly client_password: string;
   readonly timeout: number;
-}
-/**
- * The C++ binding under the package's JavaScript class (`.native`). The hot operations call it
- * directly: the package's wrappers format a debug string with util.inspect on every call (even
- * with logging off) and build a Promise subclass, which cost more CPU than the request itself.
- */
-type Cb = (rc: number, error: string, a?: unknown, b?: unknown) => void;
-interface NativeBinding {
-  a_create(path: string, data: string | Buffer, flags: number, cb: Cb): number;
-  a_exists(path: string, watch: boolean, cb: Cb): number;
-  aw_exists(path: string, w: NativeWatchCb, cb: Cb): number;
-  a_get(path: string, watch: boolean, cb: Cb): number;
-  aw_get(path: string, w: NativeWatchCb, cb: Cb): number;
-  a_get_children(path: string, watch: boolean, cb: Cb): number;
-  aw_get_children(path: string, w: NativeWatchCb, cb: Cb): number;
-  a_set(path: string, data: string | Buffer, version: number, cb: Cb): number;
-  a_delete_(path: string, version: number, cb: Cb): number;
 }
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const NativeCtor: { new (config: Record<string, unknown>): NativeZooKeeper } = require('zookeeper');
@@ -179,8 +161,6 @@ function countOp(op: string, path: string | undefined): void {
 }
 if (OP_COUNTS) process.on('exit', () => process.stderr.write(`zk ops: ${JSON.stringify([...OP_COUNTS].sort((a, b) => b[1] - a[1]))}\n`));
 
-interface Pending { since: number; op: string; path: string; reject: (e: Error) => void; done: boolean }
-
 export class Zk extends EventEmitter {
   readonly handleId = ++handleCounter;
   private native: NativeZooKeeper | null;
@@ -296,8 +276,6 @@ export class Zk extends EventEmitter {
     const native = this.native;
     this.native = null;
     if (closeNative && native) { try { native.close(); } catch { /* already closed */ } }
-    // Calls still waiting get no answer from a dead handle: they fail now (as after session expiry).
-    for (const p of [...this.pending]) p.reject(this.deadError(p.op, p.path));
     this.emit('dead', reason, rc);
   }
 
@@ -333,74 +311,6 @@ export class Zk extends EventEmitter {
     }
   }
 
-  /**
-   * A call straight to the binding (see NativeBinding), with the same error handling as call().
-   * Its deadline is checked by one sweep per handle (sweepOverdue) instead of a timer per call.
-   */
-  private fast<T>(op: string, path: string, invoke: (b: NativeBinding, cb: Cb) => number, result: (a: unknown, b: unknown) => T): Promise<T> {
-    const native = this.native;
-    const binding = native?.native;
-    if (OP_COUNTS) countOp(op, path);
-    if (this._dead || !binding) return Promise.reject(this.deadError(op, path));
-    return new Promise<T>((resolve, reject) => {
-      const entry: Pending = { since: Date.now(), op, path, reject, done: false };
-      const fail = (e: Error) => {
-        if (entry.done) return;
-        entry.done = true;
-        this.pending.delete(entry);
-        let err = parseZkError(e, op, path);
-        if (err.code === 'SESSIONEXPIRED' || err.code === 'INVALIDSTATE' || err.code === 'AUTHFAILED') {
-          this.markDead(err.code === 'AUTHFAILED' ? 'authfailed' : 'expired', err.rc ?? -112, true);
-          if (err.code === 'INVALIDSTATE') err = this.deadError(op, path);
-        }
-        reject(err);
-      };
-      entry.reject = fail;
-      let rc: number;
-      try {
-        rc = invoke(binding, (code, error, a, b) => {
-          if (entry.done) return;
-          if (code !== 0) { fail(new Error(`${code} ${error}`)); return; }
-          entry.done = true;
-          this.pending.delete(entry);
-          try { resolve(result(a, b)); } catch (e) { reject(e); }
-        });
-      } catch (e) { fail(e as Error); return; }
-      if (rc < 0) { fail(new Error(`result: "Z${CODES[rc] ?? 'UNKNOWN'} ${rc}"`)); return; }
-      this.pending.add(entry);
-      this.armSweep();
-    });
-  }
-
-  private readonly pending = new Set<Pending>();
-  private sweepTimer: NodeJS.Timeout | null = null;
-
-  private armSweep(): void {
-    if (this.sweepTimer) return;
-    const every = Math.max(50, Math.min(1000, Math.floor(this.opTimeoutMs / 4)));
-    this.sweepTimer = setInterval(() => this.sweepOverdue(), every);
-    this.sweepTimer.unref();
-  }
-
-  /** Fails calls without an answer after opTimeoutMs (see the header) and closes the handle. */
-  private sweepOverdue(): void {
-    if (this.pending.size === 0 || this._dead) {
-      if (this.sweepTimer) { clearInterval(this.sweepTimer); this.sweepTimer = null; }
-      if (this._dead) for (const p of [...this.pending]) p.reject(this.deadError(p.op, p.path));
-      return;
-    }
-    const ms = this.opTimeoutMs;
-    const now = Date.now();
-    let overdue: Pending | null = null;
-    for (const p of this.pending) if (now - p.since > ms) { overdue = p; break; }
-    if (!overdue) return;
-    // Every call still waiting fails with OPERATIONTIMEOUT (before the close answers them otherwise).
-    for (const p of [...this.pending]) {
-      p.reject(new ZkError('OPERATIONTIMEOUT', `ZooKeeper ${p.op}${p.path ? ` ${p.path}` : ''}: OPERATIONTIMEOUT (no answer within ${ms} ms; handle ${this.handleId} closed, the session will be replaced)`, -7, p.path));
-    }
-    this.markDead('expired', -7, true);
-  }
-
   private wrapWatch(w: Watcher): NativeWatchCb {
     return (type, state, path) => {
       try { w({ type: EVENT_TYPES[type] ?? 'unknown', state, path }); } catch (e) {
@@ -419,7 +329,7 @@ export class Zk extends EventEmitter {
    */
   async create(path: string, data: Buffer | string, mode: CreateMode): Promise<string> {
     const acl = this.aclFor(path);
-    const created = this.fast('create', path, (b, cb) => b.a_create(path, data, FLAGS[mode], cb), (p) => p as string);
+    const created = this.call('create', path, (n) => n.create(path, data, FLAGS[mode]));
     if (!acl) return created;
     if (mode === 'persistent' || mode === 'ephemeral') {
       const secured = this.call('set_acl', path, (n) => n.set_acl(path, 0, acl));
@@ -448,26 +358,26 @@ export class Zk extends EventEmitter {
   }
 
   async get(path: string, watch?: Watcher): Promise<{ data: Buffer; stat: Stat }> {
-    return this.fast('get', path, (b, cb) => watch ? b.aw_get(path, this.wrapWatch(watch), cb) : b.a_get(path, false, cb),
-      (stat, data) => ({ data: (data as Buffer | null) ?? Buffer.alloc(0), stat: toStat(stat as NativeStat) }));
+    const [stat, data] = await this.call('get', path, (n) => watch ? n.w_get(path, this.wrapWatch(watch)) : n.get(path, false));
+    return { data: data ?? Buffer.alloc(0), stat: toStat(stat) };
   }
 
   /** Sets data if the node's version is `version` (pass -1 for any version). */
   async set(path: string, data: Buffer | string, version: number): Promise<Stat> {
     checkVersion(version);
-    return this.fast('set', path, (b, cb) => b.a_set(path, data, version, cb), (stat) => toStat(stat as NativeStat));
+    return toStat(await this.call('set', path, (n) => n.set(path, data, version)));
   }
 
   /** Deletes the node if its version is `version` (pass -1 for any version). */
   async delete(path: string, version: number): Promise<void> {
     checkVersion(version);
-    await this.fast('delete', path, (b, cb) => b.a_delete_(path, version, cb), () => undefined);
+    await this.call('delete', path, (n) => n.delete_(path, version));
   }
 
   /** Stat of the node or null; the watch (if any) fires on create/delete/change even when absent. */
   async exists(path: string, watch?: Watcher): Promise<Stat | null> {
     try {
-      const stat = await this.fast('exists', path, (b, cb) => watch ? b.aw_exists(path, this.wrapWatch(watch), cb) : b.a_exists(path, false, cb), (st) => st as NativeStat | undefined);
+      const stat = await this.call('exists', path, (n) => watch ? n.w_exists(path, this.wrapWatch(watch)) : n.exists(path, false));
       return stat ? toStat(stat) : null;
     } catch (e) {
       if (isZkError(e, 'NONODE')) return null;
@@ -476,8 +386,8 @@ export class Zk extends EventEmitter {
   }
 
   async children(path: string, watch?: Watcher): Promise<string[]> {
-    return this.fast('children', path, (b, cb) => watch ? b.aw_get_children(path, this.wrapWatch(watch), cb) : b.a_get_children(path, false, cb),
-      (list) => Array.isArray(list) ? list as string[] : []);
+    const list = await this.call('children', path, (n) => watch ? n.w_get_children(path, this.wrapWatch(watch)) : n.get_children(path, false));
+    return Array.isArray(list) ? [...list] : [];
   }
 
   /** Creates every missing persistent node along `path` (empty data): the deepest first, its
