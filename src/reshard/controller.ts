@@ -11,7 +11,7 @@ import type { ZkSession } from '../cluster/session';
 import { quoteIdent } from '../ring/ring';
 import { rangeFilterSql } from './plan';
 import * as sql from './shard-sql';
-import { casMigration, clearFence, FINAL, Migration, readMigration, setFence, TableProgress, Versioned } from './store';
+import { casMigration, clearFence, clearFilter, FINAL, Migration, readMigration, setFence, setFilter, TableProgress, Versioned } from './store';
 
 export interface RunnerOptions {
   creds: sql.Creds;
@@ -132,6 +132,12 @@ export class MigrationRunner {
           }
         }
       });
+    }
+    // Before any row is copied: every proxy filters reads spanning shards to the rows each shard
+    // owns (a copy on a target already in the ring would otherwise be read twice).
+    await setFilter(this.s, this.layout, { migration: m.id, tables: m.sharded });
+    if (!(await this.proxiesAll((p) => p.reshardFilter === m.id, Date.now() + 60000))) {
+      throw new Error('proxies do not acknowledge the read filter of the migration within 60 s; run `pgring shard resume` again');
     }
     const progress: TableProgress[] = [];
     for (const st of streams) {
@@ -310,6 +316,7 @@ export class MigrationRunner {
     }
     await this.dropGuards();
     await this.restoreIdentity();
+    await clearFilter(this.s, this.layout);   // no shard holds rows it does not own any more
     await this.save({ phase: 'done' });
   }
 
@@ -332,6 +339,7 @@ export class MigrationRunner {
       }
     }
     await this.restoreIdentity();
+    await clearFilter(this.s, this.layout);
     await this.save({ phase: 'aborted' });
   }
 }
