@@ -93,7 +93,7 @@ async function activeRing(): Promise<Ring> {
   try { return new Ring((await readActiveRing(s, new Layout(zkName)))!.ring); } finally { await s.close(); }
 }
 
-function zkArgs(): string[] { return ['--zk', cluster.zk, '--cluster', zkName, '--database', db, '--experimental']; }
+function zkArgs(): string[] { return ['--zk', cluster.zk, '--cluster', zkName, '--database', db]; }
 
 /**
  * TPC-B through both proxies during `change` (one ROUND-second run, or with ROUNDS repeated
