@@ -89,7 +89,7 @@ async function ledger(ports: number[]): Promise<number[]> {
     const [r] = await onShard<Record<string, string>>(p, `SELECT (SELECT coalesce(sum(abalance), 0) FROM pgbench_accounts)::int8 AS a,
       (SELECT coalesce(sum(tbalance), 0) FROM pgbench_tellers)::int8 AS t, (SELECT coalesce(sum(bbalance), 0) FROM pgbench_branches)::int8 AS b,
       (SELECT coalesce(sum(delta), 0) FROM pgbench_history)::int8 AS d, (SELECT count(*) FROM pgbench_history)::int8 AS n,
-      (SELECT count(*) FROM pgbench_accounts)::int8 AS c`).catch(() => [{ a: '0', t: '0', b: '0', d: '0', n: '0', c: '0' }]);
+      (SELECT count(*) FROM pgbench_accounts)::int8 AS c`).catch((): Record<string, string>[] => [{ a: '0', t: '0', b: '0', d: '0', n: '0', c: '0' }]);
     ['a', 't', 'b', 'd', 'n', 'c'].forEach((k, i) => { out[i]! += Number(r![k]); });
   }
   return out;
