@@ -198,7 +198,7 @@ export async function deleteBatched(cl: pg.Client, table: string, filter: string
  * statement.
  */
 export async function ensureGuard(cl: pg.Client, fn: string, parts: { table: string; trigger: string; filterOf: (ref: 'NEW' | 'OLD') => string }[]): Promise<void> {
-  await cl.query(`SET lock_timeout = '2s'`);
+  await cl.query(`SET lock_timeout = '100ms'`);
   const exists = await cl.query('SELECT 1 FROM pg_proc WHERE proname = $1', [fn]);
   if (!exists.rowCount) await cl.query(`CREATE FUNCTION ${quoteIdent(fn)}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END $$`);
   for (const p of parts) {
@@ -228,7 +228,7 @@ export async function armGuard(cl: pg.Client, fn: string, migration: string): Pr
  */
 export async function dropGuard(cl: pg.Client, fn: string): Promise<void> {
   const r = await cl.query(`SELECT t.tgname, t.tgrelid::regclass::text AS rel FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = $1`, [fn]);
-  await cl.query(`SET lock_timeout = '2s'`);
+  await cl.query(`SET lock_timeout = '100ms'`);
   for (const row of r.rows as { tgname: string; rel: string }[]) {
     await retryLocks(() => cl.query(`DROP TRIGGER IF EXISTS ${quoteIdent(row.tgname)} ON ${row.rel}`));
   }
@@ -236,12 +236,18 @@ export async function dropGuard(cl: pg.Client, fn: string): Promise<void> {
   await cl.query('RESET lock_timeout');
 }
 
+/**
+ * A DDL lock request queues every new writer of its table behind it. A transaction that holds the
+ * table and waits for a pgring lock bucket held by one of those queued writers is a deadlock
+ * across pgring's locks and PostgreSQL's that only lock_timeout breaks (2 s stalls of TPC-B in
+ * bench/RESULTS-reshard.md): the timeout is short (100 ms) and the statement retried.
+ */
 async function retryLocks<T>(fn: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try { return await fn(); } catch (e) {
       const code = (e as { code?: string }).code;
-      if ((code !== '40P01' && code !== '55P03') || i >= 30) throw e;
-      await new Promise((res) => setTimeout(res, 100));
+      if ((code !== '40P01' && code !== '55P03') || i >= 300) throw e;
+      await new Promise((res) => setTimeout(res, 20 + Math.random() * 50));
     }
   }
 }
