@@ -87,6 +87,7 @@ before(async () => {
 after(async () => {
   for (const p of proxies) await p.stop('SIGKILL').catch(() => undefined);
   await lc?.stop();
+  if (lc && !DEBUG) fs.rmSync(lc.opts.dir, { recursive: true, force: true });   // ~350 MB of data per run
 });
 
 async function activeRing(): Promise<Ring> {
