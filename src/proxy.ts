@@ -19,7 +19,7 @@ import { TxnManager } from './txn/manager';
 import { Recovery } from './txn/recovery';
 import { FailoverController } from './cluster/failover';
 import type { WriteGate } from './reshard/gate';
-import { startGate } from './reshard/proxy-gate';
+import { ownedSqlOf, startGate } from './reshard/proxy-gate';
 import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
@@ -202,6 +202,7 @@ export class Proxy {
         this.failover = this.startFailover();
         this.gate = startGate(c, this.txn!, this.log, () => this.ring.version, (shards) => { for (const s of shards) this.ctx.topology.addShard(s); });
         this.txn!.gate = this.gate;
+        this.ctx.ownedSql = ownedSqlOf(this.gate, () => this.ring, this.ctx.topology);
         await this.gate.start();
       } catch (e) { await this.stop(); opened(); throw e; }
       this.ctx.paused = null;

@@ -112,7 +112,7 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
         'Spare PostgreSQL servers (not in the ring yet):',
         ...spares.map((p, i) => `  s${pgPorts.length + i + 1}    127.0.0.1:${p}`),
         'Add one to the ring while pgbench runs (rows of the moving arcs are copied, then the ring flips):',
-        `  node ${process.argv[1] ?? 'dist/src/cli/main.js'} shard add s${pgPorts.length + 1} --host 127.0.0.1 --port ${spares[0]} --config ${file} --experimental`,
+        `  node ${process.argv[1] ?? 'dist/src/cli/main.js'} shard add s${pgPorts.length + 1} --host 127.0.0.1 --port ${spares[0]} --config ${file}`,
         '',
       ] : []),
       'Ctrl-C stops everything.',

@@ -88,7 +88,7 @@ function dataCommands(y: Argv): Argv {
       const { runBackup } = await import('./backup-commands');
       await runBackup({ ...argv, action: argv.action! });
     })
-    .command('shard <action> [name]', 'online resharding (add, remove, rebalance, status, resume, abort: EXPERIMENTAL, see README) and the primary of a shard (switchover, rejoin, failover-status)', (y) => y
+    .command('shard <action> [name]', 'online resharding (add, remove, rebalance, status, resume, abort) and the primary of a shard (switchover, rejoin, failover-status)', (y) => y
       .positional('action', { choices: ['add', 'remove', 'rebalance', 'status', 'resume', 'abort', 'switchover', 'rejoin', 'failover-status'] as const, describe: 'add NAME --host H --port P [--weight W]; remove NAME; rebalance NAME --weight W; status; resume; abort' })
       .positional('name', { type: 'string', describe: 'shard name' })
       .option('config', { alias: 'c', type: 'string', describe: 'proxy.json (zookeeper section)' })
@@ -102,13 +102,12 @@ function dataCommands(y: Argv): Argv {
       .option('password', { type: 'string', describe: 'its password (default: PGPASSWORD)' })
       .option('json', { type: 'boolean', default: false, describe: 'progress and status as JSON' })
       .option('wait', { type: 'boolean', default: true, describe: '--no-wait: print the migration id and advance it in the background' })
-      .option('max-pause-ms', { type: 'number', default: 5000, describe: 'longest write pause of one cut-over attempt' })
+      .option('max-pause-ms', { type: 'number', describe: 'longest write pause of one cut-over attempt (default: resharding.maxWritePauseMs of --config, else 5000)' })
       .option('tries', { type: 'number', default: 5, describe: 'cut-over attempts before the migration rolls back' })
       .option('batch', { type: 'number', default: 5000, describe: 'rows per DELETE when moved rows leave their old shard' })
       .option('clean-leftovers', { type: 'boolean', default: false, describe: 'delete rows of the moving arcs already on a target (an aborted move) instead of refusing' })
       .option('id', { type: 'string', describe: 'status / resume / abort: the migration id' })
       .option('stop-at', { type: 'string', hidden: true })
-      .option('experimental', { type: 'boolean', default: false, describe: 'add/remove/rebalance/resume move rows: required while a known ledger bug under sustained load is open (docs/ARCHITECTURE.md)' })
       .option('to', { type: 'string', describe: 'switchover: the replica (HOST:PORT) to promote' })
       .option('timeout', { type: 'number', default: 120000, describe: 'switchover: ms to wait for the controller' })
       .option('data-dir', { type: 'string', describe: 'rejoin: its data directory (pg_rewind runs on it)' })
@@ -125,9 +124,6 @@ function dataCommands(y: Argv): Argv {
           await c.rejoin({ ...a, port: argv.port, dataDir: argv['data-dir'], logFile: argv['log-file'] });
         }
         return;
-      }
-      if (['add', 'remove', 'rebalance', 'resume'].includes(argv.action!) && !argv.experimental) {
-        throw new Error('pgring shard add/remove/rebalance/resume move rows between shards and are experimental: a migration running under sustained writes has been seen to leave the TPC-B ledger inconsistent (docs/ARCHITECTURE.md, "Online resharding"). Add --experimental to run it anyway.');
       }
       const { shardCommand } = await import('./reshard-commands');
       await shardCommand({ ...argv, action: argv.action!, password: argv.password ?? process.env.PGPASSWORD, maxPauseMs: argv['max-pause-ms'], cleanLeftovers: argv['clean-leftovers'], stopAt: argv['stop-at'] });

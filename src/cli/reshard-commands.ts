@@ -25,7 +25,7 @@ export interface ShardArgs extends ZkArgs {
   action: 'add' | 'remove' | 'rebalance' | 'resume' | 'abort' | 'status';
   name?: string; host?: string; port?: number; weight?: number;
   database: string; user: string; password?: string;
-  json?: boolean; wait?: boolean; maxPauseMs: number; tries: number; batch: number; cleanLeftovers?: boolean; id?: string;
+  json?: boolean; wait?: boolean; /** --max-pause-ms; unset: the config's resharding.maxWritePauseMs, else 5000 */ maxPauseMs?: number; tries: number; batch: number; cleanLeftovers?: boolean; id?: string;
   /** tests: stop once this phase is reached (simulates a controller that dies there) */
   stopAt?: string;
 }
@@ -41,6 +41,7 @@ function changeOf(a: ShardArgs): RingChange {
 export async function shardCommand(a: ShardArgs): Promise<void> {
   const { connect, cluster, config } = zkTarget(a);
   const layout = new Layout(cluster);
+  a = { ...a, maxPauseMs: a.maxPauseMs ?? config?.resharding?.maxWritePauseMs ?? 5000 };
   await withSession(connect, async (s) => {
     if (a.action === 'status') return status(s, layout, a);
     const creds: Creds = { user: a.user, password: a.password };
@@ -116,7 +117,7 @@ async function advance(s: ZkSession, layout: Layout, a: ShardArgs, creds: Creds,
   let lastJson = '', lastAt = 0;
   const tty = process.stderr.isTTY && !a.json;
   const runner = new MigrationRunner(s, layout, {
-    creds, maxPauseMs: a.maxPauseMs, tries: a.tries, batch: a.batch, stopAt: a.stopAt as Migration['phase'] | undefined,
+    creds, maxPauseMs: a.maxPauseMs!, tries: a.tries, batch: a.batch, stopAt: a.stopAt as Migration['phase'] | undefined,
     onUpdate: (m) => {
       // JSON lines: at each phase change, at most one a second otherwise.
       if (a.json && (m.phase !== lastJson || Date.now() - lastAt > 1000)) {

@@ -47,6 +47,8 @@ export interface ProxyRecord {
   ringVersion?: number;
   /** the token of the resharding fence this proxy holds writes for (src/reshard/gate.ts) */
   reshardAck?: string | null;
+  /** the migration for which this proxy filters reads spanning shards to owned rows (src/reshard/read-filter.ts) */
+  reshardFilter?: string | null;
 }
 
 // ---------------------------------------------------------------- shards (persistent)

@@ -199,6 +199,14 @@ export const configSchema = {
       },
       default: {},
     },
+    resharding: {
+      type: 'object', additionalProperties: false,
+      properties: {
+        // the longest write pause of one cut-over attempt (`pgring shard --max-pause-ms` overrides it)
+        maxWritePauseMs: { type: 'integer', minimum: 100, maximum: 600000, default: 5000 },
+      },
+      default: {},
+    },
     backup: {
       type: 'object', additionalProperties: false,
       properties: {

@@ -44,6 +44,8 @@ export interface Config {
   locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number; singleShard: boolean };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   backup: { maxPauseMs: number };
+  /** online resharding (src/reshard): the longest write pause of one cut-over attempt */
+  resharding: { maxWritePauseMs: number };
   /** where plain reads outside write transactions go (SET pgring.reads, hint reads=...) */
   reads: 'primary' | 'replica' | 'any';
   replicaMaxLagBytes: number;

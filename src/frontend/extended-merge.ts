@@ -107,3 +107,18 @@ export function insertStatement(cs: ClientStatement, part: InsertPart): ClientSt
   }
   return d;
 }
+
+const ownedParts = new WeakMap<ClientStatement, Map<string, ClientStatement>>();
+
+/** The statement a shard runs for `cs` during a resharding migration: `sql` reads only the rows it owns. */
+export function ownedStatement(cs: ClientStatement, sql: string): ClientStatement {
+  let m = ownedParts.get(cs);
+  if (!m) ownedParts.set(cs, m = new Map());
+  let d = m.get(sql);
+  if (!d) {
+    if (m.size > 64) m.clear();   // predicates change with the ring version
+    d = makeStatement('pgring-owned', sql, cs.types, cs.stmt, parseMsg('', sql, cs.types), cs.scope);
+    m.set(sql, d);
+  }
+  return d;
+}

@@ -2,7 +2,8 @@
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
-import { fillPortalRows, insertStatement, newPortalRows, shardBind, shardStatement, takeRows } from './extended-merge';
+import { fillPortalRows, insertStatement, newPortalRows, ownedStatement, shardBind, shardStatement, takeRows } from './extended-merge';
+import { readsSharded } from './scatter';
 import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
@@ -159,13 +160,16 @@ export class ExtendedProtocol {
         this.s.unitLinks.add(link);
         link.unsynced = true;
         const part = parts?.[i];
-        const t = part ? insertStatement(cs, part) : target;
+        // During a resharding migration each shard reads only the rows it owns.
+        const owned = !part && links.length > 1 && readsSharded(cs.stmt) ? this.s.ctx.ownedSql?.(target.sql, link.shard) ?? null : null;
+        const t = part ? insertStatement(cs, part) : owned !== null ? ownedStatement(target, owned) : target;
+        const bind = owned === null ? renamed : shardCs ? shardBind(msg, info.resultOffset, t.serverName, cs.stmt.plan.merge!.hiddenColumns) : renameBind(msg, t.serverName);
         if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);   // SQL EXECUTE of a protocol-level statement
         this.s.prepared.ensurePrepared(link, t);
         const p = this.s.responses.push(K.Bind, link, true);
         if (group) { p.group = group; p.member = i; }
         if (t.serverName !== '') p.cs = t; // no closure per Bind: checked where errors arrive
-        link.conn.write(part ? partBind(msg, info.portal, t.serverName, info.params, info.paramFormats, info.resultOffset, part) : renamed);
+        link.conn.write(part ? partBind(msg, info.portal, t.serverName, info.params, info.paramFormats, info.resultOffset, part) : bind);
       }
       if (group) {
         result = this.s.responses.push(K.GroupResult, null, true);

@@ -13,6 +13,11 @@ import { isTxControl } from './session-util';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
+/** A read of sharded tables (what a resharding migration's read filter applies to). */
+export function readsSharded(stmt: RoutedStatement): boolean {
+  return stmt.plan.target === 'sharded' && !stmt.plan.write && stmt.plan.command === 'select';
+}
+
 export class Scatter {
   constructor(private readonly s: ClientSession) {}
 
@@ -135,6 +140,11 @@ export class Scatter {
       : stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
     const sql = stmt.plan.merge?.shardSql;
     const body = sql ? query(sql) : msg;
+    if (!bodies && readsSharded(stmt)) {
+      // During a resharding migration each shard reads only the rows it owns.
+      const owned = links.map((l) => this.s.ctx.ownedSql?.(sql ?? stmt.sql, l.shard) ?? null);
+      if (owned.some((o) => o !== null)) bodies = owned.map((o) => (o === null ? body : query(o)));
+    }
     const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name));
     if (rowOrder) group.inStatementOrder(rowOrder);
     const result = this.s.responses.push(K.GroupResult, null, false);

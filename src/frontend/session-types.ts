@@ -43,6 +43,8 @@ export interface ProxyContext {
   forwardCancel?(pid: number, secret: number): Promise<void>;
   /** A startup packet was read: false when the session was refused (maxClientConnections). */
   admit?(session: ClientSession): boolean;
+  /** During a resharding migration: `sql` limited to the rows shard `shard` owns (src/reshard/read-filter.ts), else null. */
+  ownedSql?(sql: string, shard: number): string | null;
 }
 
 /** The shard-key values a write touches; `group` (the key column) keeps unrelated keys' lock buckets apart. */

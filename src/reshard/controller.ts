@@ -11,7 +11,7 @@ import type { ZkSession } from '../cluster/session';
 import { quoteIdent } from '../ring/ring';
 import { rangeFilterSql } from './plan';
 import * as sql from './shard-sql';
-import { casMigration, clearFence, FINAL, Migration, readMigration, setFence, TableProgress, Versioned } from './store';
+import { casMigration, clearFence, clearFilter, FINAL, Migration, readMigration, setFence, setFilter, TableProgress, Versioned } from './store';
 
 export interface RunnerOptions {
   creds: sql.Creds;
@@ -133,6 +133,12 @@ export class MigrationRunner {
         }
       });
     }
+    // Before any row is copied: every proxy filters reads spanning shards to the rows each shard
+    // owns (a copy on a target already in the ring would otherwise be read twice).
+    await setFilter(this.s, this.layout, { migration: m.id, tables: m.sharded });
+    if (!(await this.proxiesAll((p) => p.reshardFilter === m.id, Date.now() + 60000))) {
+      throw new Error('proxies do not acknowledge the read filter of the migration within 60 s; run `pgring shard resume` again');
+    }
     const progress: TableProgress[] = [];
     for (const st of streams) {
       await this.shard(st.source, async (c) => {
@@ -217,6 +223,7 @@ export class MigrationRunner {
       // arcs were held since), so the targets are complete; acknowledgements are checked again.
       const ok = await this.proxiesAll((p) => p.reshardAck === m.fenceToken, Date.now() + 60000);
       if (!ok) throw new Error('proxies do not acknowledge the fence; the migration stays fenced: run `pgring shard resume` again');
+      for (const st of streamsOf(m)) await this.shard(st.target, (c) => sql.dropSubscription(c, st.name));   // it may have died half-way
     }
     const a = await readActiveRing(this.s, this.layout);
     if (a && a.version === m.fromVersion) await switchActive(this.s, this.layout, m.toVersion!, a.activeStatVersion);
@@ -228,12 +235,15 @@ export class MigrationRunner {
     const m = this.cur.value;
     const token = `${m.id}.${m.attempts + 1}`;
     await this.save({ attempts: m.attempts + 1, fenceToken: token });
+    const streams = streamsOf(m);
+    await this.guard(streams, false);   // triggers in place, not yet rejecting: outside the pause
     const t0 = Date.now();
     const deadline = t0 + this.opts.maxPauseMs;
     await setFence(this.s, this.layout, { token, migration: m.id, fromVersion: m.fromVersion, toVersion: m.toVersion!, since: t0 });
     if (!(await this.proxiesAll((p) => p.reshardAck === token, deadline))) return false;
-    const streams = streamsOf(m);
-    await this.guard(streams);
+    const tAck = Date.now();
+    await this.guard(streams, true);
+    const tGuard = Date.now();
     for (const src of new Set(streams.map((x) => x.source))) {
       const ok = await this.shard(src, async (c) => {
         // Every transaction that was running on the source when the proxies acknowledged has
@@ -256,14 +266,18 @@ export class MigrationRunner {
       });
       if (!ok) return false;
     }
+    const tCaught = Date.now();
     await this.save({ dropped: true });
-    await this.dropStreams(streams);
-    await this.note(`cut-over: proxies held writes, targets caught up in ${Date.now() - t0} ms`);
+    // The subscriptions stop before the flip (a reference table's change must not be applied
+    // twice on a new shard); their slots on the sources are dropped after it (release).
+    for (const st of streams) await this.shard(st.target, (c) => sql.dropSubscription(c, st.name));
+    const t1 = Date.now();
+    await this.note(`cut-over: proxies held writes, targets caught up in ${t1 - t0} ms (acknowledged ${tAck - t0}, guard armed ${tGuard - tAck}, caught up ${tCaught - tGuard}, subscriptions dropped ${t1 - tCaught})`);
     return true;
   }
 
   /** Guard triggers on every source: writes to the moving rows that bypass the proxies fail. */
-  private async guard(streams: Stream[]): Promise<void> {
+  private async guard(streams: Stream[], arm: boolean): Promise<void> {
     const m = this.cur.value;
     for (const src of new Set(streams.map((x) => x.source))) {
       const parts = streams.filter((x) => x.source === src).flatMap((st) => {
@@ -271,7 +285,8 @@ export class MigrationRunner {
         if (!mv) return [];
         return m.sharded.map((t) => ({ table: t.name, trigger: sql.objName(m.id, 'guard', st.target), filterOf: (ref: 'NEW' | 'OLD') => rangeFilterSql(`${ref}.${quoteIdent(t.column)}`, t.type, m.from.seed, mv.ranges) }));
       });
-      if (parts.length) await this.shard(src, (c) => sql.ensureGuard(c, sql.objName(m.id, 'guard'), m.id, parts));
+      if (!parts.length) continue;
+      await this.shard(src, (c) => (arm ? sql.armGuard(c, sql.objName(m.id, 'guard'), m.id) : sql.ensureGuard(c, sql.objName(m.id, 'guard'), parts)));
     }
   }
 
@@ -294,7 +309,11 @@ export class MigrationRunner {
       throw new Error(`proxies have not switched to ring version ${m.toVersion}; run \`pgring shard resume\` again`);
     }
     await clearFence(this.s, this.layout);
-    for (const st of streamsOf(m)) await this.shard(st.source, (c) => sql.dropPublication(c, st.name));
+    for (const st of streamsOf(m)) {
+      await this.shard(st.target, (c) => sql.dropSubscription(c, st.name));   // a resumed cut-over may have left one
+      await this.shard(st.source, (c) => sql.dropSlot(c, st.name));
+      await this.shard(st.source, (c) => sql.dropPublication(c, st.name));
+    }
     await this.save({ phase: 'cleaning' });
   }
 
@@ -310,6 +329,7 @@ export class MigrationRunner {
     }
     await this.dropGuards();
     await this.restoreIdentity();
+    await clearFilter(this.s, this.layout);   // no shard holds rows it does not own any more
     await this.save({ phase: 'done' });
   }
 
@@ -332,6 +352,7 @@ export class MigrationRunner {
       }
     }
     await this.restoreIdentity();
+    await clearFilter(this.s, this.layout);
     await this.save({ phase: 'aborted' });
   }
 }

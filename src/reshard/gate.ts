@@ -20,7 +20,7 @@ import { decodeJson, isZkError, Zk } from '../cluster/zk';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import type { RingDefinition } from '../ring/ring';
 import { MovingKeys } from './plan';
-import { fencePath, FenceDoc } from './store';
+import { fencePath, FenceDoc, filterPath, FilterDoc } from './store';
 
 /** How long a moving write of a post-fence writer waits before its 40001 (ms). */
 const REFUSE_AFTER_MS = 100;
@@ -34,6 +34,8 @@ export interface GateHost {
   /** makes the shards of the next ring routable here (records read, health checked) */
   prepare(next: RingDefinition): Promise<void>;
   ack(token: string | null): void;
+  /** records in the proxy znode that reads spanning shards are filtered for this migration */
+  ackFilter(migration: string | null): void;
 }
 
 interface Active { doc: FenceDoc; moving: MovingKeys; pre: WeakSet<object>; waiters: (() => void)[] }
@@ -52,6 +54,9 @@ export class WriteGate {
 
   async start(): Promise<void> { const first = this.loop.synced(); this.loop.start(); await first; }
   stop(): void { this.loop.stop(); this.release(); }
+
+  /** While set, reads spanning shards see only the rows each shard owns (read-filter.ts). */
+  filter: FilterDoc | null = null;
 
   /** The fence this proxy honours now (for SHOW MIGRATIONS), or null. */
   get fence(): FenceDoc | null { return this.active?.doc ?? null; }
@@ -107,6 +112,25 @@ export class WriteGate {
   }
 
   private async sync(zk: Zk): Promise<void> {
+    await this.syncFilter(zk);
+    await this.syncFence(zk);
+  }
+
+  private async syncFilter(zk: Zk): Promise<void> {
+    let doc: FilterDoc | null = null;
+    try {
+      const { data } = await watchedRead(this.ws, zk, 'filter', () => this.loop.trigger(), (w) => zk.get(filterPath(this.layout), w));
+      doc = decodeJson<FilterDoc>(data, filterPath(this.layout));
+    } catch (e) {
+      if (!isZkError(e, 'NONODE')) throw e;
+      await watchedRead(this.ws, zk, 'filter-exists', () => this.loop.trigger(), (w) => zk.exists(filterPath(this.layout), w));
+    }
+    // In effect for every later statement before the acknowledgement says so.
+    this.filter = doc;
+    this.host.ackFilter(doc?.migration ?? null);
+  }
+
+  private async syncFence(zk: Zk): Promise<void> {
     let doc: FenceDoc | null = null;
     try {
       const { data } = await watchedRead(this.ws, zk, 'fence', () => this.loop.trigger(), (w) => zk.get(fencePath(this.layout), w));

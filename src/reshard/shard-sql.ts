@@ -131,11 +131,11 @@ export async function dropSubscription(cl: pg.Client, name: string): Promise<voi
 }
 
 export async function dropSlot(cl: pg.Client, name: string): Promise<void> {
-  for (let i = 0; i < 50; i++) {
+  for (let i = 0; i < 250; i++) {
     const r = await cl.query('SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1', [name]);
     if (!r.rowCount) return;
     const pid = r.rows[0].active_pid as number | null;
-    if (pid) { await cl.query('SELECT pg_terminate_backend($1)', [pid]); await new Promise((res) => setTimeout(res, 100)); continue; }
+    if (pid) { await cl.query('SELECT pg_terminate_backend($1)', [pid]); await new Promise((res) => setTimeout(res, 20)); continue; }
     try { await cl.query('SELECT pg_drop_replication_slot($1)', [name]); return; } catch (e) { if (!/is active|does not exist/.test((e as Error).message)) throw e; }
   }
 }
@@ -191,15 +191,16 @@ export async function deleteBatched(cl: pg.Client, table: string, filter: string
  * The guard on a source during the cut-over: triggers that reject writes to the moving rows from
  * anything that bypasses the proxies (the proxies hold theirs). `filterOf(ref)` is the row
  * filter over NEW or OLD. pgring's own clean-up runs with session_replication_role = replica.
+ * The triggers are created before the cut-over with a function that lets every row through
+ * (CREATE TRIGGER waits for the running transactions on its table and blocks new ones: 3 per
+ * table and source inside the write pause cost about a second under TPC-B); `armGuard` then
+ * replaces the function's body, which takes no table lock and applies to every session's next
+ * statement.
  */
-export async function ensureGuard(cl: pg.Client, fn: string, migration: string, parts: { table: string; trigger: string; filterOf: (ref: 'NEW' | 'OLD') => string }[]): Promise<void> {
-  await cl.query(`SET lock_timeout = '2s'`);
-  await cl.query(`CREATE OR REPLACE FUNCTION ${quoteIdent(fn)}() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      RAISE EXCEPTION USING ERRCODE = '55006',
-        MESSAGE = format('pgring: rows of table %s in the key ranges moving to another shard are read-only during resharding migration %s', TG_TABLE_NAME, ${lit(migration)}),
-        HINT = 'Write through pgring: it routes the write to the shard that owns the key.';
-    END $$`);
+export async function ensureGuard(cl: pg.Client, fn: string, parts: { table: string; trigger: string; filterOf: (ref: 'NEW' | 'OLD') => string }[]): Promise<void> {
+  await cl.query(`SET lock_timeout = '100ms'`);
+  const exists = await cl.query('SELECT 1 FROM pg_proc WHERE proname = $1', [fn]);
+  if (!exists.rowCount) await cl.query(`CREATE FUNCTION ${quoteIdent(fn)}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END; END $$`);
   for (const p of parts) {
     for (const [op, when] of [['INSERT', p.filterOf('NEW')], ['UPDATE', `${p.filterOf('OLD')} OR ${p.filterOf('NEW')}`], ['DELETE', p.filterOf('OLD')]] as const) {
       const name = `${p.trigger}_${op.toLowerCase()}`.slice(0, 63);
@@ -208,6 +209,17 @@ export async function ensureGuard(cl: pg.Client, fn: string, migration: string, 
       await retryLocks(() => cl.query(`CREATE TRIGGER ${quoteIdent(name)} BEFORE ${op} ON ${qname(p.table)} FOR EACH ROW WHEN (${when}) EXECUTE FUNCTION ${quoteIdent(fn)}()`));
     }
   }
+  await cl.query('RESET lock_timeout');
+}
+
+/** Makes the guard's triggers reject the moving rows' writes (55006). */
+export async function armGuard(cl: pg.Client, fn: string, migration: string): Promise<void> {
+  await cl.query(`CREATE OR REPLACE FUNCTION ${quoteIdent(fn)}() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      RAISE EXCEPTION USING ERRCODE = '55006',
+        MESSAGE = format('pgring: rows of table %s in the key ranges moving to another shard are read-only during resharding migration %s', TG_TABLE_NAME, ${lit(migration)}),
+        HINT = 'Write through pgring: it routes the write to the shard that owns the key.';
+    END $$`);
 }
 
 /**
@@ -216,7 +228,7 @@ export async function ensureGuard(cl: pg.Client, fn: string, migration: string, 
  */
 export async function dropGuard(cl: pg.Client, fn: string): Promise<void> {
   const r = await cl.query(`SELECT t.tgname, t.tgrelid::regclass::text AS rel FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid WHERE p.proname = $1`, [fn]);
-  await cl.query(`SET lock_timeout = '2s'`);
+  await cl.query(`SET lock_timeout = '100ms'`);
   for (const row of r.rows as { tgname: string; rel: string }[]) {
     await retryLocks(() => cl.query(`DROP TRIGGER IF EXISTS ${quoteIdent(row.tgname)} ON ${row.rel}`));
   }
@@ -224,12 +236,18 @@ export async function dropGuard(cl: pg.Client, fn: string): Promise<void> {
   await cl.query('RESET lock_timeout');
 }
 
+/**
+ * A DDL lock request queues every new writer of its table behind it. A transaction that holds the
+ * table and waits for a pgring lock bucket held by one of those queued writers is a deadlock
+ * across pgring's locks and PostgreSQL's that only lock_timeout breaks (2 s stalls of TPC-B in
+ * bench/RESULTS-reshard.md): the timeout is short (100 ms) and the statement retried.
+ */
 async function retryLocks<T>(fn: () => Promise<T>): Promise<T> {
   for (let i = 0; ; i++) {
     try { return await fn(); } catch (e) {
       const code = (e as { code?: string }).code;
-      if ((code !== '40P01' && code !== '55P03') || i >= 30) throw e;
-      await new Promise((res) => setTimeout(res, 100));
+      if ((code !== '40P01' && code !== '55P03') || i >= 300) throw e;
+      await new Promise((res) => setTimeout(res, 20 + Math.random() * 50));
     }
   }
 }

@@ -130,3 +130,32 @@ export async function readFence(s: ZkLike, l: Layout): Promise<FenceDoc | null> 
 export async function clearFence(s: ZkLike, l: Layout): Promise<void> {
   await retrying(s, async (zk) => { try { await zk.delete(fencePath(l), -1); } catch (e) { if (!isZkError(e, 'NONODE')) throw e; } });
 }
+
+/**
+ * While a migration has rows on shards that do not own them (copies on the targets before the
+ * flip, the old rows on the sources until the clean-up), proxies filter reads that span shards
+ * to the rows each shard owns (src/reshard/read-filter.ts). Present from before the copy starts
+ * until the clean-up or roll-back has deleted the extra rows.
+ */
+export interface FilterDoc { migration: string; tables: Migration['sharded'] }
+export const filterPath = (l: Layout) => `${migrationsDir(l)}/filter`;
+
+export async function setFilter(s: ZkLike, l: Layout, f: FilterDoc): Promise<void> {
+  await retrying(s, async (zk) => {
+    await zk.mkdirp(migrationsDir(l));
+    try { await zk.create(filterPath(l), encodeJson(f), 'persistent'); } catch (e) {
+      if (!isZkError(e, 'NODEEXISTS')) throw e;
+      await zk.set(filterPath(l), encodeJson(f), -1);
+    }
+  });
+}
+
+export async function readFilter(s: ZkLike, l: Layout): Promise<FilterDoc | null> {
+  return retrying(s, async (zk) => {
+    try { return decodeJson<FilterDoc>((await zk.get(filterPath(l))).data, filterPath(l)); } catch (e) { if (isZkError(e, 'NONODE')) return null; throw e; }
+  });
+}
+
+export async function clearFilter(s: ZkLike, l: Layout): Promise<void> {
+  await retrying(s, async (zk) => { try { await zk.delete(filterPath(l), -1); } catch (e) { if (!isZkError(e, 'NONODE')) throw e; } });
+}

@@ -49,6 +49,8 @@ describe('config', () => {
     assert.equal(cfg.pool.mode, 'transaction');
     assert.equal(cfg.locks.mode, 'all');
     assert.equal(cfg.shards[0]!.backends[0]!.host, '127.0.0.1');
+    assert.equal(cfg.resharding.maxWritePauseMs, 5000);
+    assert.throws(() => parseConfig({ users: [{ name: 'a' }], shards: [{ name: 's1', backends: [{ port: 5 }] }], resharding: { maxWritePauseMs: 10 } }), /resharding\.maxWritePauseMs: must be >= 100/);
   });
 
   it('tls.enabled false switches the section off (files not needed); auth.query gets its default query', () => {
