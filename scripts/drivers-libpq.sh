@@ -8,6 +8,8 @@
 #   bash scripts/drivers-libpq.sh
 #   PGRING_LIBPQ_DIR=/path   where the suites and the runs are kept (default /tmp/pgring-libpq)
 #   PGRING_LIBPQ_SUITES="psycopg2 dbdpg"   which suites to run (default both)
+#   PGRING_LIBPQ_TARGETS="transaction session"   which targets to run again (default: direct too)
+#   PSYCOPG2_TEST_REPL_DSN=dsn               for psycopg2's replication tests (default empty: the test DSN)
 #
 # The suites come from Debian's source packages (psycopg2, libdbd-pg-perl). Where the source
 # tarball cannot be downloaded, a tests/ folder (psycopg2) or t/ folder (DBD::Pg) already
@@ -63,19 +65,23 @@ chown -R postgres "$WORK"
 source scripts/lib/local-pg.sh
 PG_PORT=$(free_port); TX_PORT=$(free_port); SESS_PORT=$(free_port)
 trap local_stop EXIT
-pg_init; pg_start
+# wal_level logical: psycopg2's test_replication (replication connections pass through pgring).
+pg_init 'wal_level = logical' 'max_replication_slots = 20' 'max_wal_senders = 20'; pg_start
 pgring_start pgring-transaction "$TX_PORT" transaction 40
 pgring_start pgring-session "$SESS_PORT" session 40
 PSQL="psql -X -q -h 127.0.0.1 -U postgres -p $PG_PORT"
 
 # 3. Each suite against each target; results as 'name<TAB>status' in $WORK/<suite>-<target>.res.
-targets=("direct:$PG_PORT" "transaction:$TX_PORT" "session:$SESS_PORT")
+targets=()
+for t in direct:$PG_PORT transaction:$TX_PORT session:$SESS_PORT; do
+  [[ " ${PGRING_LIBPQ_TARGETS:-direct transaction session} " == *" ${t%%:*} "* ]] && targets+=("$t")
+done
 run_psycopg2() { # target port
   $PSQL -d postgres -c "DROP DATABASE IF EXISTS psycopg2_$1" -c "CREATE DATABASE psycopg2_$1"
   local mods
   mods=$(cd "$WORK/psycopg2" && ls tests/test_*.py | sed 's/\.py$//; s#/#.#')
   (cd "$WORK/psycopg2" && PSYCOPG2_TESTDB=psycopg2_$1 PSYCOPG2_TESTDB_HOST=127.0.0.1 PSYCOPG2_TESTDB_PORT=$2 \
-    PSYCOPG2_TESTDB_USER=postgres timeout 900 /usr/bin/python3 -m unittest -v $mods > "$WORK/psycopg2-$1.log" 2>&1) || true
+    PSYCOPG2_TESTDB_USER=postgres PSYCOPG2_TEST_REPL_DSN=${PSYCOPG2_TEST_REPL_DSN-} timeout 900 /usr/bin/python3 -m unittest -v $mods > "$WORK/psycopg2-$1.log" 2>&1) || true
   # "test_x (tests.mod.Class.test_x) ... ok"; a result may follow on a later line after noise
   /usr/bin/python3 - "$WORK/psycopg2-$1.log" > "$WORK/psycopg2-$1.res" <<'PY'
 import re, sys
