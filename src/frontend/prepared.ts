@@ -84,9 +84,11 @@ let lastDdl = 0;
 const MAX_EVENTS = 64;
 const MAX_NAMES = 512;
 
-/** Unqualified object names of a DDL statement's lock objects (router/lock-scope.ts); null = unknown. */
-export function ddlNames(objects: string[] | undefined): Set<string> | null {
-  if (!objects || objects.length === 0) return null;
+/** Unqualified object names of a DDL statement's lock objects (router/lock-scope.ts), or of the
+ *  objects whose shape it may change when the planner knows them (router/ddl-shape.ts); null = unknown. */
+export function ddlNames(objects: string[] | undefined, shape?: string[]): Set<string> | null {
+  if (shape) objects = shape;
+  else if (!objects || objects.length === 0) return null;
   const out = new Set<string>();
   for (const o of objects) {
     const i = o.indexOf(':');
