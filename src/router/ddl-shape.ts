@@ -15,6 +15,7 @@ const NO_SHAPE = new Set(['CommentStmt', 'GrantStmt', 'GrantRoleStmt', 'SecLabel
  */
 export function shapeObjects(tag: string, s: N | undefined): string[] | undefined {
   if (NO_SHAPE.has(tag)) return [];
+  if (tag === 'DropStmt') return droppedRoutines(s);
   const rel = (tag === 'CreateTableAsStmt' ? s?.into?.rel
     : tag === 'SelectStmt' ? s?.intoClause?.rel
     : tag === 'ViewStmt' ? s?.view
@@ -22,4 +23,15 @@ export function shapeObjects(tag: string, s: N | undefined): string[] | undefine
   if (!rel?.relname) return undefined;
   // Lower case, as lockObjects() names them and prepared.ts's identifiers() reads statements.
   return [`rel:${rel.schemaname ? `${rel.schemaname}.` : ''}${rel.relname}`.toLowerCase()];
+}
+
+/** DROP FUNCTION / OPERATOR / AGGREGATE / PROCEDURE: the routines' names (an operator's is its
+ *  symbol, which prepared.ts looks for in the statement text); lockObjects() names none. */
+function droppedRoutines(s: N | undefined): string[] | undefined {
+  const objs = s?.objects as N[] | undefined;
+  if (!objs?.length || !objs.every((o) => o?.ObjectWithArgs?.objname?.length)) return undefined;
+  return objs.map((o) => {
+    const parts = (o.ObjectWithArgs.objname as N[]).map((x) => String(x?.String?.sval ?? ''));
+    return `obj:${parts.join('.')}`.toLowerCase();
+  });
 }

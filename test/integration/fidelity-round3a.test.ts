@@ -152,9 +152,9 @@ describe('no rows under a stale RowDescription after DDL (item 1)', () => {
 
 describe('DDL that changes no statement\'s result columns (item 1, drivers re-run)', () => {
   // DBD::Pg's prepare_cached catalog lookups died with pgring's 0A000 after
-  // `CREATE TEMP TABLE .. AS SELECT .. FROM pg_class` and `COMMENT ON`: PostgreSQL keeps them.
+  // `CREATE TEMP TABLE .. AS SELECT .. FROM pg_class`, `COMMENT ON` and `DROP OPERATOR`: PostgreSQL keeps them.
   for (const mode of ['transaction', 'session'] as const) {
-    it(`${mode} pooling: statements over a table that DDL only read (CREATE TABLE AS, INHERITS, COMMENT, INDEX) run as directly`, async () => {
+    it(`${mode} pooling: statements over a table that DDL only read (CREATE TABLE AS, INHERITS, COMMENT, INDEX) run as directly (also after DROP OPERATOR)`, async () => {
       const outcomes: string[][] = [];
       for (const [port, database] of [[ports[0]!, directDb], [mode === 'transaction' ? one.port : oneSession.port, db]] as const) {
         const c = await open(port, database);
@@ -173,6 +173,8 @@ describe('DDL that changes no statement\'s result columns (item 1, drivers re-ru
         await c.query(`CREATE TABLE fid3_child_${suffix} (b int) INHERITS (fid3_parent_${suffix})`);
         await c.query(`COMMENT ON COLUMN fid3_parent_${suffix}.a IS 'x'`);
         await c.query(`CREATE INDEX ON fid3_parent_${suffix} (a)`);
+        await c.query('CREATE OPERATOR #@# (leftarg = int, rightarg = int, procedure = int4eq)');
+        await c.query('DROP OPERATOR #@# (int, int)');
         await runBoth();
         await c.end(); clients.splice(clients.indexOf(c), 1);
         outcomes.push(out);

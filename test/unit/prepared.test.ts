@@ -55,6 +55,14 @@ describe('statements prepared before DDL', () => {
     assert.equal(isStale(cat, 'db'), false);
     assert.equal(isStale(parent, 'db'), false);
     assert.equal(isStale(src, 'db'), false);
+    const usesOp = stmt('l', 'select 1 ?? 2 as x');
+    ddl('db', 'drop operator s.?? (int, int)');
+    assert.equal(isStale(cat, 'db'), false, 'DROP OPERATOR: only statements that use the symbol');
+    assert.equal(isStale(usesOp, 'db'), true);
+    const usesF = stmt('m', 'select my_f(1)');
+    ddl('db', 'drop function my_f(int)');
+    assert.equal(isStale(usesF, 'db'), true);
+    assert.equal(isStale(parent, 'db'), false);
     const onCopy = stmt('k', 'select * from copy_t');
     ddl('db', 'create or replace view copy_t as select 1 as a');
     assert.equal(isStale(onCopy, 'db'), true, 'the object it creates or replaces counts');
