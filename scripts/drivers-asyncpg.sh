@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-bash scripts/setup.sh
+[ -f dist/src/cli/main.js ] || bash scripts/setup.sh  # not npm ci over a shared node_modules
 WORK=${PGRING_ASYNCPG_DIR:-/tmp/pgring-asyncpg}
 MODE=${PGRING_POOL_MODE:-transaction}
 PY=/usr/bin/python3

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-[ -n "${PGRING_PGX_NOSETUP:-}" ] || bash scripts/setup.sh
+[ -n "${PGRING_PGX_NOSETUP:-}" ] || [ -f dist/src/cli/main.js ] || bash scripts/setup.sh
 WORK=${PGRING_PGX_DIR:-/tmp/pgring-pgx}
 MODE=${PGRING_POOL_MODE:-transaction}
 PKGS=${PGRING_PGX_PKGS:-pgconn pgx pgxpool stdlib pgtype}

@@ -84,9 +84,11 @@ let lastDdl = 0;
 const MAX_EVENTS = 64;
 const MAX_NAMES = 512;
 
-/** Unqualified object names of a DDL statement's lock objects (router/lock-scope.ts); null = unknown. */
-export function ddlNames(objects: string[] | undefined): Set<string> | null {
-  if (!objects || objects.length === 0) return null;
+/** Unqualified object names of a DDL statement's lock objects (router/lock-scope.ts), or of the
+ *  objects whose shape it may change when the planner knows them (router/ddl-shape.ts); null = unknown. */
+export function ddlNames(objects: string[] | undefined, shape?: string[]): Set<string> | null {
+  if (shape) objects = shape;
+  else if (!objects || objects.length === 0) return null;
   const out = new Set<string>();
   for (const o of objects) {
     const i = o.indexOf(':');
@@ -122,7 +124,7 @@ function ddlChanged(cs: ClientStatement, database: string): boolean {
     if (ev.at <= from) continue;
     if (ev.names === null) return true;
     const ids = cs.idents ??= identifiers(cs.sql);
-    for (const n of ev.names) if (ids.has(n)) return true;
+    for (const n of ev.names) if (ids.has(n) || (!IDENT.test(n) && cs.sql.includes(n))) return true;
   }
   cs.ddlChecked = log[log.length - 1]!.at;
   return false;
@@ -136,6 +138,9 @@ function returnsRows(cs: ClientStatement): boolean {
     default: return false;
   }
 }
+
+/** A name identifiers() can return; others (operator symbols) are looked for in the text. */
+const IDENT = /^[a-z_\u0080-\uffff][a-z0-9_$\u0080-\uffff]*$/;
 
 /** Identifiers of a statement text in lower case (lock-scope.ts lower-cases quoted names too;
  *  over-inclusive: words in literals count, which can only fail more statements). */

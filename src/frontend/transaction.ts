@@ -60,7 +60,7 @@ export class TransactionControl {
         break;
       case 'ddl': {
         // A result shape may have changed: older client statements naming these objects get 0A000 (prepared.ts).
-        const names = ddlNames(plan.lockObjects);
+        const names = ddlNames(plan.lockObjects, plan.shapeObjects);
         noteDdl(this.s.database, names);
         if (this.s.txStatus !== 'I' || (link !== null && link.conn.status !== 'I')) this.ddlInTx.push(names);
         break;

@@ -10,6 +10,7 @@ import { N, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTem
 import { StatementWalker } from './planner-walk';
 import { mergeSpec } from './merge-rewrite';
 import { lockObjects } from './lock-scope';
+import { shapeObjects } from './ddl-shape';
 
 export { normalizeSchema, renderParts, createsTemp } from './plan-ast';
 export type { NSchema, Part, PlanInput, PlanTemplate } from './plan-ast';
@@ -154,6 +155,7 @@ export class Planner extends StatementWalker {
   private finishTarget(tag: string, s: N, p: Plan, withKeys: boolean): void {
     if (this.dmlWrite) p.write = true;
     if (p.write) p.lockObjects = lockObjects(tag, { [tag]: s });
+    if (p.command === 'ddl') { const so = shapeObjects(tag, s); if (so) p.shapeObjects = so; }
     if (this.sessionState && !p.sessionState) p.sessionState = this.sessionState;
     // Any temporary object (TEMP table, view or sequence, SELECT INTO TEMP, an object in pg_temp)
     // lives in the server session: the client must keep that connection.

@@ -79,6 +79,8 @@ export interface Plan {
   keyColumn?: string;
   /** what a write without usable keys locks (router/lock-scope.ts); [] for temporary objects only */
   lockObjects?: string[];
+  /** DDL: the objects whose result columns it may change (router/ddl-shape.ts), when fewer than lockObjects */
+  shapeObjects?: string[];
   keys: KeyRef[] | null;
   insertSplit?: InsertSplit;
   copy?: CopySpec;

@@ -150,6 +150,41 @@ describe('no rows under a stale RowDescription after DDL (item 1)', () => {
   });
 });
 
+describe('DDL that changes no statement\'s result columns (item 1, drivers re-run)', () => {
+  // DBD::Pg's prepare_cached catalog lookups died with pgring's 0A000 after
+  // `CREATE TEMP TABLE .. AS SELECT .. FROM pg_class`, `COMMENT ON` and `DROP OPERATOR`: PostgreSQL keeps them.
+  for (const mode of ['transaction', 'session'] as const) {
+    it(`${mode} pooling: statements over a table that DDL only read (CREATE TABLE AS, INHERITS, COMMENT, INDEX) run as directly (also after DROP OPERATOR)`, async () => {
+      const outcomes: string[][] = [];
+      for (const [port, database] of [[ports[0]!, directDb], [mode === 'transaction' ? one.port : oneSession.port, db]] as const) {
+        const c = await open(port, database);
+        const suffix = mode.slice(0, 1);
+        await c.query(`DROP TABLE IF EXISTS fid3_child_${suffix}, fid3_parent_${suffix}; CREATE TABLE fid3_parent_${suffix} (a int); INSERT INTO fid3_parent_${suffix} VALUES (7)`);
+        const lookup = { name: 'lookup', text: 'SELECT 1 AS one FROM pg_catalog.pg_class c WHERE c.relname = $1', values: ['pg_class'] };
+        const parent = { name: 'parent', text: `SELECT * FROM fid3_parent_${suffix}`, values: [] };
+        const out: string[] = [];
+        const runBoth = async () => {
+          for (const q of [lookup, parent]) {
+            try { out.push(`${q.name} ${JSON.stringify((await c.query(q)).rows)}`); } catch (e) { out.push(`${q.name} ${(e as { code?: string }).code}`); }
+          }
+        };
+        await runBoth();
+        await c.query('CREATE TEMP TABLE fid3_tmp AS SELECT relname FROM pg_class LIMIT 1');
+        await c.query(`CREATE TABLE fid3_child_${suffix} (b int) INHERITS (fid3_parent_${suffix})`);
+        await c.query(`COMMENT ON COLUMN fid3_parent_${suffix}.a IS 'x'`);
+        await c.query(`CREATE INDEX ON fid3_parent_${suffix} (a)`);
+        await c.query('CREATE OPERATOR #@# (leftarg = int, rightarg = int, procedure = int4eq)');
+        await c.query('DROP OPERATOR #@# (int, int)');
+        await runBoth();
+        await c.end(); clients.splice(clients.indexOf(c), 1);
+        outcomes.push(out);
+      }
+      assert.deepEqual(outcomes[0], ['lookup [{"one":1}]', 'parent [{"a":7}]', 'lookup [{"one":1}]', 'parent [{"a":7}]']);
+      assert.deepEqual(outcomes[1], outcomes[0]);
+    });
+  }
+});
+
 describe('a pipeline whose first statement fails (item 6)', () => {
   let n = 0;
   /** Variants of psycopg's pipeline: the failing SELECT, a CREATE TABLE, COMMIT, in one or more units. */

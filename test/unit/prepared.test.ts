@@ -10,7 +10,7 @@ let r: Router;
 before(async () => { await Router.init(); r = new Router({ tables: [] }, { cacheSize: 100 }); });
 
 const stmt = (name: string, sql: string) => makeStatement(name, sql, [], r.planPrepared(sql), Buffer.alloc(0), 'u\u0000db');
-const ddl = (db: string, sql: string) => noteDdl(db, ddlNames(r.plan(sql)[0]!.plan.lockObjects));
+const ddl = (db: string, sql: string) => { const p = r.plan(sql)[0]!.plan; noteDdl(db, ddlNames(p.lockObjects, p.shapeObjects)); };
 
 describe('statements prepared before DDL', () => {
   it('fail when they return rows and name an object of the DDL, on that database only', () => {
@@ -39,6 +39,33 @@ describe('statements prepared before DDL', () => {
     assert.equal(ddlNames(['stmt:DoStmt']), null);
     noteDdl('db', null);
     assert.equal(isStale(sel, 'db'), true);
+  });
+
+  it('objects a DDL only reads, and DDL that changes no result columns, leave statements valid', () => {
+    const cat = stmt('h', 'SELECT 1 FROM pg_catalog.pg_class c WHERE c.relname = $1');
+    const parent = stmt('i', 'select * from parent_t');
+    const src = stmt('j', 'select * from src_t');
+    ddl('db', 'CREATE TEMP TABLE foobar AS SELECT * FROM pg_class LIMIT 3');
+    ddl('db', 'create table child_t (b int) inherits (parent_t)');
+    ddl('db', 'select * into copy_t from src_t');
+    ddl('db', 'create view v_t as select * from src_t');
+    ddl('db', "comment on column parent_t.a is 'x'");
+    ddl('db', 'create index on parent_t (a)');
+    ddl('db', 'grant select on parent_t to public');
+    assert.equal(isStale(cat, 'db'), false);
+    assert.equal(isStale(parent, 'db'), false);
+    assert.equal(isStale(src, 'db'), false);
+    const usesOp = stmt('l', 'select 1 ?? 2 as x');
+    ddl('db', 'drop operator s.?? (int, int)');
+    assert.equal(isStale(cat, 'db'), false, 'DROP OPERATOR: only statements that use the symbol');
+    assert.equal(isStale(usesOp, 'db'), true);
+    const usesF = stmt('m', 'select my_f(1)');
+    ddl('db', 'drop function my_f(int)');
+    assert.equal(isStale(usesF, 'db'), true);
+    assert.equal(isStale(parent, 'db'), false);
+    const onCopy = stmt('k', 'select * from copy_t');
+    ddl('db', 'create or replace view copy_t as select 1 as a');
+    assert.equal(isStale(onCopy, 'db'), true, 'the object it creates or replaces counts');
   });
 
   it('identifiers are compared in lower case, as lock objects are named', () => {
