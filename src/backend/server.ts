@@ -64,6 +64,10 @@ export class ServerConnection {
   /** Global prepared-statement names this connection has (LRU order: oldest first), each
    *  with the prepareSeq() of its Parse here. */
   readonly prepared = new Map<string, number>();
+  /** The name `prepared` last moved to its recent end, and its size then (server-statements.ts
+   *  touchPrepared: a repeat with the same size needs no move). */
+  recentPrepared = '';
+  recentPreparedSize = -1;
   /** Names this connection still has prepared with a plan whose result type no longer fits
    *  (0A000 at Bind after DDL): closed before they are parsed again. */
   readonly stalePrepared = new Set<string>();

@@ -152,7 +152,7 @@ export class ExtendedProtocol {
       const shardCs = links.length > 1 ? shardStatement(cs) : null;
       const target = shardCs ?? cs;
       const renamed = shardCs ? shardBind(msg, info.resultOffset, shardCs.serverName, cs.stmt.plan.merge!.hiddenColumns)
-        : cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
+        : cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName, info);
       const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
       let result: Pending | null = null;
       for (const [i, link] of links.entries()) {
