@@ -11,6 +11,7 @@ import { md5Response } from '../protocol/auth/md5';
 import { ScramClient } from '../protocol/auth/scram';
 import { ChunkHandler, onreadOption, readAccepted } from '../protocol/socket-reader';
 import { ServerTls, sslAnswer, sslRequest } from './server-tls';
+import { readTime, tickReadTime } from '../clock';
 import { ScramPassthroughClient } from './scram-passthrough';
 
 export interface ServerTarget {
@@ -191,6 +192,7 @@ export class ServerConnection {
       }
     };
     this.onChunk = (chunk: Buffer) => {
+      tickReadTime();
       this.bytesIn += chunk.length;
       try {
         const owner = this.owner; // the owner may release us during the batch: flush it anyway
@@ -251,7 +253,7 @@ export class ServerConnection {
     this.outFirst = null;
     this.outMore = null;
     if (this.closed) return;
-    this.lastUsed = Date.now();
+    this.lastUsed = readTime();
     if (more === null) { this.socket.write(first); return; }
     if (this.outBytes <= CONCAT_LIMIT) {
       more.unshift(first);

@@ -13,6 +13,7 @@ import { Group, GroupMode } from './group';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link, Portal } from './session-types';
+import { readTime } from '../clock';
 import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
 
 /** PostgreSQL's error for a statement whose result columns changed since its Parse. The routine
@@ -324,7 +325,7 @@ export class ExtendedProtocol {
         const l = links[0]!;
         const p = this.s.responses.push(K.Execute, l, true);
         p.plans = [stmt];
-        p.t0 = Date.now();
+        p.t0 = readTime();
         l.conn.busy = true;
         l.conn.write(msg);
         return;

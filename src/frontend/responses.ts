@@ -7,6 +7,7 @@ import { commandTag, decodeDataRow, readyForQuery } from '../protocol/messages';
 import type { ServerConnection } from '../backend/server';
 import { clientRowDescription } from './group';
 import { ResponseQueue } from './response-queue';
+import { readTime } from '../clock';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
@@ -32,7 +33,7 @@ export class Responses extends ResponseQueue {
 
   protected override timed(p: Pending): void {
     const link = p.link!;
-    const us = (Date.now() - p.t0!) * 1000;
+    const us = (readTime() - p.t0!) * 1000;
     const st = link.pool.stats;
     st.totalQuery++;
     st.totalQueryTimeUs += us;
