@@ -156,7 +156,8 @@ export class ExtendedProtocol {
         : cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName, info);
       const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
       let result: Pending | null = null;
-      for (const [i, link] of links.entries()) {
+      for (let i = 0; i < links.length; i++) {
+        const link = links[i]!;
         this.s.unitLinks.add(link);
         link.unsynced = true;
         const part = parts?.[i];

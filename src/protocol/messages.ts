@@ -223,7 +223,8 @@ export function renameParse(msg: Buffer, statement: string): Buffer {
 
 /** Describe / Close: kind ('S' statement or 'P' portal) and name. */
 export function decodeTargeted(msg: Buffer): { kind: 'S' | 'P'; name: string } {
-  return { kind: String.fromCharCode(msg[5]!) as 'S' | 'P', name: readCString(msg, 6)[0] };
+  const end = cstrEnd(msg, 6);
+  return { kind: msg[5] === 0x53 ? 'S' : msg[5] === 0x50 ? 'P' : String.fromCharCode(msg[5]!) as 'S' | 'P', name: end === 6 ? '' : msg.toString('utf8', 6, end) };
 }
 export function targeted(type: number, kind: 'S' | 'P', name: string): Buffer {
   return new Writer(16 + name.length).int8(kind.charCodeAt(0)).cstr(name).msg(type);
@@ -237,8 +238,8 @@ export function executeMsg(portal: string, maxRows: number): Buffer {
   return new Writer(16).cstr(portal).int32(maxRows).msg(F.Execute);
 }
 export function decodeExecute(msg: Buffer): { portal: string; maxRows: number } {
-  const [portal, off] = readCString(msg, 5);
-  return { portal, maxRows: msg.readInt32BE(off) };
+  const end = cstrEnd(msg, 5);
+  return { portal: end === 5 ? '' : msg.toString('utf8', 5, end), maxRows: msg.readInt32BE(end + 1) };
 }
 export function queryText(msg: Buffer): string { return msg.toString('utf8', 5, msg.length - 1); }
 
