@@ -23,6 +23,7 @@ export interface ShardMap {
 
 /** Maps a list of key values to the sorted set of shards owning them. */
 export function shardsForKeys(map: ShardMap, type: KeyType, keys: (string | null)[]): Route {
+  if (keys.length === 1) { const k = keys[0] as string | null; return directRoute(k === null ? 0 : map.shardForKey(type, k)); } // the common case: no Set
   const seen = new Set<number>();
   for (const k of keys) {
     if (k === null) continue;         // `key = NULL` matches nothing; any shard answers correctly
