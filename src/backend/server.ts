@@ -11,6 +11,7 @@ import { md5Response } from '../protocol/auth/md5';
 import { ScramClient } from '../protocol/auth/scram';
 import { ChunkHandler, onreadOption, readAccepted } from '../protocol/socket-reader';
 import { ServerTls, sslAnswer, sslRequest } from './server-tls';
+import { readTime, tickReadTime } from '../clock';
 import { ScramPassthroughClient } from './scram-passthrough';
 
 export interface ServerTarget {
@@ -64,6 +65,10 @@ export class ServerConnection {
   /** Global prepared-statement names this connection has (LRU order: oldest first), each
    *  with the prepareSeq() of its Parse here. */
   readonly prepared = new Map<string, number>();
+  /** The name `prepared` last moved to its recent end, and its size then (server-statements.ts
+   *  touchPrepared: a repeat with the same size needs no move). */
+  recentPrepared = '';
+  recentPreparedSize = -1;
   /** Names this connection still has prepared with a plan whose result type no longer fits
    *  (0A000 at Bind after DDL): closed before they are parsed again. */
   readonly stalePrepared = new Set<string>();
@@ -187,6 +192,7 @@ export class ServerConnection {
       }
     };
     this.onChunk = (chunk: Buffer) => {
+      tickReadTime();
       this.bytesIn += chunk.length;
       try {
         const owner = this.owner; // the owner may release us during the batch: flush it anyway
@@ -247,7 +253,7 @@ export class ServerConnection {
     this.outFirst = null;
     this.outMore = null;
     if (this.closed) return;
-    this.lastUsed = Date.now();
+    this.lastUsed = readTime();
     if (more === null) { this.socket.write(first); return; }
     if (this.outBytes <= CONCAT_LIMIT) {
       more.unshift(first);

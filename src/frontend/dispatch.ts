@@ -7,6 +7,7 @@ import { buildError, queryText, readyForQuery } from '../protocol/messages';
 import { MessageReader, ProtocolViolation } from '../protocol/reader';
 import { parseStartup } from '../protocol/startup';
 import { beginWriteBatch, endWriteBatch } from '../backend/server';
+import { tickReadTime } from '../clock';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 
@@ -22,6 +23,7 @@ export class Dispatch {
   onData(chunk: Buffer): void {
     if (this.s.phase === 'closed') return;
     if (this.s.relay) { this.s.relay(chunk); return; } // a replication connection (replication.ts)
+    tickReadTime();
     // Everything the messages of this read send to servers leaves in one write per server.
     beginWriteBatch();
     try {

@@ -14,6 +14,7 @@ import { Group, GroupMode } from './group';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link, Portal } from './session-types';
+import { readTime } from '../clock';
 import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
 
 /** PostgreSQL's error for a statement whose result columns changed since its Parse. The routine
@@ -153,10 +154,11 @@ export class ExtendedProtocol {
       const shardCs = links.length > 1 ? shardStatement(cs) : null;
       const target = shardCs ?? cs;
       const renamed = shardCs ? shardBind(msg, info.resultOffset, shardCs.serverName, cs.stmt.plan.merge!.hiddenColumns)
-        : cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName);
+        : cs.serverName === info.statement ? msg : renameBind(msg, cs.serverName, info);
       const group = links.length > 1 ? new Group('first', links.length, cs.stmt, []) : null;
       let result: Pending | null = null;
-      for (const [i, link] of links.entries()) {
+      for (let i = 0; i < links.length; i++) {
+        const link = links[i]!;
         this.s.unitLinks.add(link);
         link.unsynced = true;
         const part = parts?.[i];
@@ -328,7 +330,7 @@ export class ExtendedProtocol {
         const l = links[0]!;
         const p = this.s.responses.push(K.Execute, l, true);
         p.plans = [stmt];
-        p.t0 = Date.now();
+        p.t0 = readTime();
         l.conn.busy = true;
         l.conn.write(msg);
         return;

@@ -2,6 +2,7 @@
 // connection to the session's state, releasing it when the transaction is over, its loss.
 import * as reads from './read-routing';
 import { Fifo } from './fifo';
+import { readTime } from '../clock';
 import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
 import { query } from '../protocol/messages';
 import type { Pool } from '../backend/pool';
@@ -79,7 +80,7 @@ export class ServerLinks {
   }
 
   attach(shard: number, pool: Pool, conn: ServerConnection): Link {
-    const link: Link = { shard, conn, pool, queue: new Fifo<Pending>(), unsynced: false, skipping: false, unnamed: null, txStart: Date.now(), bytesIn0: conn.bytesIn, bytesOut0: conn.bytesOut };
+    const link: Link = { shard, conn, pool, queue: new Fifo<Pending>(), unsynced: false, skipping: false, unnamed: null, txStart: readTime(), bytesIn0: conn.bytesIn, bytesOut0: conn.bytesOut };
     conn.owner = this.s;
     conn.tag = link;
     this.s.links[shard] = link;
@@ -130,7 +131,7 @@ export class ServerLinks {
     // The unnamed statement of this client stays on the server connection, harmlessly.
     const st = l.pool.stats;
     st.totalXact++;
-    const us = (Date.now() - l.txStart) * 1000;
+    const us = (readTime() - l.txStart) * 1000;
     st.totalXactTimeUs += us;
     st.bytesIn += l.conn.bytesIn - l.bytesIn0;
     st.bytesOut += l.conn.bytesOut - l.bytesOut0;

@@ -7,25 +7,33 @@ import { commandTag, decodeDataRow, readyForQuery } from '../protocol/messages';
 import type { ServerConnection } from '../backend/server';
 import { clientRowDescription } from './group';
 import { ResponseQueue } from './response-queue';
+import { readTime } from '../clock';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
 import { msg_flush, notifierAsClient, isResultTypeChange } from './session-util';
 
 export class Responses extends ResponseQueue {
+  /** The server's last ReadyForQuery of a request: sent instead of pgring's own when the status
+   *  byte is the same, so that a response forwarded from one server read stays one slice of it
+   *  (flush writes it without copying). */
+  private serverRfq: Buffer | null = null;
+
   constructor(private readonly s: ClientSession) { super(s.wq); }
 
   protected override ready(): void {
     const s = this.s;
     const status = s.txStatus;
-    s.write(readyForQuery(status));
+    const z = this.serverRfq;
+    this.serverRfq = null;
+    s.write(z !== null && z.length === 6 && z[5] === status.charCodeAt(0) ? z : readyForQuery(status));
     if (status === 'I') s.ctx.tx?.afterIdle?.(s);
     s.servers.afterReady();
   }
 
   protected override timed(p: Pending): void {
     const link = p.link!;
-    const us = (Date.now() - p.t0!) * 1000;
+    const us = (readTime() - p.t0!) * 1000;
     const st = link.pool.stats;
     st.totalQuery++;
     st.totalQueryTimeUs += us;
@@ -52,7 +60,7 @@ export class Responses extends ResponseQueue {
     if (p.group) { this.s.scatter.groupMessage(p, type, msg); return; }
     switch (p.kind) {
       case K.Query:
-        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        if (type === B.ReadyForQuery) { this.serverRfq = msg; this.complete(p); return; }
         if (type === B.CommandComplete) this.afterCommandOf(p, msg);
         else if (type === B.ErrorResponse) this.afterErrorOf(p, msg);
         else if (type === B.CopyInResponse) this.s.copyLinks = [link];
@@ -74,7 +82,7 @@ export class Responses extends ResponseQueue {
         if (type === B.ErrorResponse) { p.onError?.(); this.out(p, msg); }
         return;
       case K.Sync:
-        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        if (type === B.ReadyForQuery) { this.serverRfq = msg; this.complete(p); return; }
         this.out(p, msg); // e.g. an error raised at commit of the implicit transaction
         return;
       default:

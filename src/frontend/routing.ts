@@ -6,6 +6,13 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 
 export type Route = { kind: 'direct'; shard: number } | { kind: 'multi'; shards: number[] } | { kind: 'all' };
 
+// One frozen route per shard for the common case (routes are never changed after they are made).
+const directs: Route[] = [];
+/** The route to one shard (shared, frozen: no object per statement). */
+export function directRoute(shard: number): Route {
+  return directs[shard] ?? (directs[shard] = Object.freeze({ kind: 'direct', shard }) as Route);
+}
+
 /** What the frontend needs to know of the ring. */
 export interface ShardMap {
   readonly shardCount: number;
@@ -16,13 +23,14 @@ export interface ShardMap {
 
 /** Maps a list of key values to the sorted set of shards owning them. */
 export function shardsForKeys(map: ShardMap, type: KeyType, keys: (string | null)[]): Route {
+  if (keys.length === 1) { const k = keys[0] as string | null; return directRoute(k === null ? 0 : map.shardForKey(type, k)); } // the common case: no Set
   const seen = new Set<number>();
   for (const k of keys) {
     if (k === null) continue;         // `key = NULL` matches nothing; any shard answers correctly
     seen.add(map.shardForKey(type, k));
   }
-  if (seen.size === 0) return { kind: 'direct', shard: 0 };
-  if (seen.size === 1) return { kind: 'direct', shard: seen.values().next().value as number };
+  if (seen.size === 0) return directRoute(0);
+  if (seen.size === 1) return directRoute(seen.values().next().value as number);
   return { kind: 'multi', shards: [...seen].sort((a, b) => a - b) };
 }
 

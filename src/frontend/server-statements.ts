@@ -15,6 +15,8 @@ export class ServerStatements {
     const prepared = link.conn.prepared;
     prepared.delete(cs.serverName);
     prepared.set(cs.serverName, prepareSeq());
+    link.conn.recentPrepared = cs.serverName;
+    link.conn.recentPreparedSize = prepared.size;
     const max = this.s.ctx.config.pool.preparedStatementCacheSize;
     if (max > 0 && prepared.size > max) {
       // Evict the least recently used statement from this server connection.
@@ -55,9 +57,15 @@ export class ServerStatements {
   }
 
   touchPrepared(link: Link, name: string, at: number): void {
-    const prepared = link.conn.prepared;
+    const conn = link.conn;
+    const prepared = conn.prepared;
+    // Already the most recent (the same statement Bound again, nothing added or removed since):
+    // no Map delete + set per Bind.
+    if (conn.recentPrepared === name && conn.recentPreparedSize === prepared.size) return;
     prepared.delete(name);
     prepared.set(name, at);
+    conn.recentPrepared = name;
+    conn.recentPreparedSize = prepared.size;
   }
 
   /** Makes sure the server connection of `link` has prepared `cs` (injecting a Parse if not,

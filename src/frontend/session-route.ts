@@ -4,7 +4,7 @@ import * as reads from './read-routing';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import type { Plan, RoutedStatement } from '../router/router';
-import { Route, shardByName, shardsForKeys } from './routing';
+import { Route, directRoute, shardByName, shardsForKeys } from './routing';
 import type { ClientSession } from './client';
 import { pushKey } from './session-util';
 
@@ -20,7 +20,7 @@ export class SessionRouting {
     if (this.s.routeShard !== null) return { kind: 'direct', shard: shardByName(this.s.ctx.shards, this.s.routeShard) };
     if (this.s.routeShardKey !== null) return { kind: 'direct', shard: this.s.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), this.s.routeShardKey) };
     const n = this.s.ctx.shards.shardCount;
-    if (n === 1) return { kind: 'direct', shard: 0 };
+    if (n === 1) return directRoute(0);
     if (plan.savepoint !== undefined) {
       // SAVEPOINT / RELEASE / ROLLBACK TO act on every shard in the transaction (shards that join
       // later get the savepoints replayed after their BEGIN); with none yet, one shard starts it.

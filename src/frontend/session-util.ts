@@ -14,20 +14,24 @@ export const isPlainRead = planReadUse;
 
 export const msg_flush = Buffer.from([F.Flush, 0, 0, 0, 4]);
 
-// The client session that last used each server backend (shard:pid): a NotificationResponse
+// The client session that last used each server backend (shard, pid): a NotificationResponse
 // names the notifying backend's pid, which clients compare with the BackendKeyData pid pgring
-// gave the notifier (asyncpg's listeners do).
-export const backendOwners = new Map<string, number>();
+// gave the notifier (asyncpg's listeners do). Keyed by a number (no string built per attach);
+// an entry moves to the recent end only when its owner changes.
+export const backendOwners = new Map<number, number>();
+
+const ownerKey = (shard: number, backendPid: number): number => shard * 4294967296 + (backendPid >>> 0);
 
 export function noteBackendOwner(shard: number, backendPid: number, clientPid: number): void {
-  const key = `${shard}:${backendPid}`;
+  const key = ownerKey(shard, backendPid);
+  if (backendOwners.get(key) === clientPid) return;
   backendOwners.delete(key);
   backendOwners.set(key, clientPid);
-  if (backendOwners.size > 100000) backendOwners.delete(backendOwners.keys().next().value as string);
+  if (backendOwners.size > 100000) backendOwners.delete(backendOwners.keys().next().value as number);
 }
 
 export function notifierAsClient(shard: number, msg: Buffer): Buffer {
-  const owner = backendOwners.get(`${shard}:${msg.readInt32BE(5)}`);
+  const owner = backendOwners.get(ownerKey(shard, msg.readInt32BE(5)));
   if (owner === undefined) return msg;
   const out = Buffer.from(msg);
   out.writeInt32BE(owner, 5);

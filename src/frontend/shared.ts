@@ -163,13 +163,14 @@ export abstract class SessionShared {
     // Messages forwarded from one server read are usually adjacent slices of one chunk.
     let contiguous = true;
     const first = q[0]!;
+    const ab = first.buffer; // a C++ call per access: once
     let end = first.byteOffset + first.length;
     for (let i = 1; i < q.length; i++) {
       const b = q[i]!;
-      if (b.buffer !== first.buffer || b.byteOffset !== end) { contiguous = false; break; }
+      if (b.byteOffset !== end || b.buffer !== ab) { contiguous = false; break; }
       end += b.length;
     }
-    this.socket.write(contiguous ? Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset) : Buffer.concat(q));
+    this.socket.write(contiguous ? Buffer.from(ab, first.byteOffset, end - first.byteOffset) : Buffer.concat(q));
     q.length = 0;
   }
 }

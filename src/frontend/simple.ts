@@ -6,6 +6,7 @@ import type { RoutedStatement } from '../router/router';
 import { Route, routeShards } from './routing';
 import type { ClientSession } from './client';
 import { K } from './session-types';
+import { readTime } from '../clock';
 import type { Link, WriteKeys } from './session-types';
 import { isTxControl, isPlainRead, internalError, quoteLiteral, needsColumns } from './session-util';
 
@@ -117,7 +118,7 @@ export class SimpleQuery {
   sendQuery(link: Link, msg: Buffer, plans: RoutedStatement[]): void {
     const p = this.s.responses.push(K.Query, link, false);
     p.plans = plans;
-    p.t0 = Date.now();
+    p.t0 = readTime();
     link.conn.busy = true;
     link.conn.write(msg);
     this.s.responses.rfq();

@@ -140,29 +140,64 @@ export function decodeParse(msg: Buffer): { name: string; sql: string; types: nu
   return { name, sql, types };
 }
 
-export interface BindInfo { portal: string; statement: string; paramFormats: number[]; params: (Buffer | null)[]; resultOffset: number }
-/** Bind: portal, statement and parameter values (slices of the message, no copies). */
-export function decodeBind(msg: Buffer): BindInfo {
-  let [portal, off] = readCString(msg, 5);
-  let statement: string;
-  [statement, off] = readCString(msg, off);
-  const nf = msg.readUInt16BE(off); off += 2;
-  const paramFormats: number[] = [];
-  for (let i = 0; i < nf; i++) { paramFormats.push(msg.readInt16BE(off)); off += 2; }
-  const np = msg.readUInt16BE(off); off += 2;
-  const params: (Buffer | null)[] = [];
-  for (let i = 0; i < np; i++) {
-    const len = msg.readInt32BE(off); off += 4;
-    if (len < 0) params.push(null);
-    else { params.push(msg.subarray(off, off + len)); off += len; }
+/** Bind: portal and statement names at once; formats and parameter values (slices of the
+ *  message, no copies) only when asked for, since a one-shard route never looks at them. */
+export class BindInfo {
+  readonly portal: string;
+  readonly statement: string;
+  /** Offsets of the statement name and of the byte after its NUL (renameBind splices there). */
+  readonly stmtStart: number;
+  readonly stmtEnd: number;
+  private decoded: { paramFormats: number[]; params: (Buffer | null)[]; resultOffset: number } | null = null;
+
+  constructor(private readonly msg: Buffer) {
+    const p = cstrEnd(msg, 5);
+    this.portal = p === 5 ? '' : msg.toString('utf8', 5, p);
+    this.stmtStart = p + 1;
+    const e = cstrEnd(msg, this.stmtStart);
+    this.statement = e === this.stmtStart ? '' : msg.toString('utf8', this.stmtStart, e);
+    this.stmtEnd = e + 1;
   }
-  return { portal, statement, paramFormats, params, resultOffset: off };
+
+  get paramFormats(): number[] { return (this.decoded ??= this.decode()).paramFormats; }
+  get params(): (Buffer | null)[] { return (this.decoded ??= this.decode()).params; }
+  get resultOffset(): number { return (this.decoded ??= this.decode()).resultOffset; }
+
+  private decode(): { paramFormats: number[]; params: (Buffer | null)[]; resultOffset: number } {
+    const msg = this.msg;
+    let off = this.stmtEnd;
+    const nf = msg.readUInt16BE(off); off += 2;
+    const paramFormats: number[] = [];
+    for (let i = 0; i < nf; i++) { paramFormats.push(msg.readInt16BE(off)); off += 2; }
+    const np = msg.readUInt16BE(off); off += 2;
+    const params: (Buffer | null)[] = [];
+    for (let i = 0; i < np; i++) {
+      const len = msg.readInt32BE(off); off += 4;
+      if (len < 0) params.push(null);
+      else { params.push(msg.subarray(off, off + len)); off += len; }
+    }
+    return { paramFormats, params, resultOffset: off };
+  }
+}
+
+function cstrEnd(buf: Buffer, off: number): number {
+  const end = buf.indexOf(0, off);
+  if (end < 0) throw new RangeError('unterminated string');
+  return end;
+}
+
+/** Bind: see BindInfo (the message's layout was checked by frontend-check.ts as it arrived;
+ *  names are checked here, so an unchecked message still fails at once). */
+export function decodeBind(msg: Buffer): BindInfo {
+  const info = new BindInfo(msg);
+  if (msg.length < info.stmtEnd + 4) throw new RangeError('short Bind message');
+  return info;
 }
 
 /** Rebuilds a Bind with another statement name, keeping every other byte. */
-export function renameBind(msg: Buffer, statement: string): Buffer {
-  const [, afterPortal] = readCString(msg, 5);
-  const [, afterStmt] = readCString(msg, afterPortal);
+export function renameBind(msg: Buffer, statement: string, info?: BindInfo): Buffer {
+  const afterPortal = info ? info.stmtStart : cstrEnd(msg, 5) + 1;
+  const afterStmt = info ? info.stmtEnd : cstrEnd(msg, afterPortal) + 1;
   const nameLen = Buffer.byteLength(statement);
   const out = Buffer.allocUnsafe(afterPortal + nameLen + 1 + (msg.length - afterStmt));
   msg.copy(out, 0, 0, afterPortal);
@@ -188,7 +223,8 @@ export function renameParse(msg: Buffer, statement: string): Buffer {
 
 /** Describe / Close: kind ('S' statement or 'P' portal) and name. */
 export function decodeTargeted(msg: Buffer): { kind: 'S' | 'P'; name: string } {
-  return { kind: String.fromCharCode(msg[5]!) as 'S' | 'P', name: readCString(msg, 6)[0] };
+  const end = cstrEnd(msg, 6);
+  return { kind: msg[5] === 0x53 ? 'S' : msg[5] === 0x50 ? 'P' : String.fromCharCode(msg[5]!) as 'S' | 'P', name: end === 6 ? '' : msg.toString('utf8', 6, end) };
 }
 export function targeted(type: number, kind: 'S' | 'P', name: string): Buffer {
   return new Writer(16 + name.length).int8(kind.charCodeAt(0)).cstr(name).msg(type);
@@ -202,8 +238,8 @@ export function executeMsg(portal: string, maxRows: number): Buffer {
   return new Writer(16).cstr(portal).int32(maxRows).msg(F.Execute);
 }
 export function decodeExecute(msg: Buffer): { portal: string; maxRows: number } {
-  const [portal, off] = readCString(msg, 5);
-  return { portal, maxRows: msg.readInt32BE(off) };
+  const end = cstrEnd(msg, 5);
+  return { portal: end === 5 ? '' : msg.toString('utf8', 5, end), maxRows: msg.readInt32BE(end + 1) };
 }
 export function queryText(msg: Buffer): string { return msg.toString('utf8', 5, msg.length - 1); }
 

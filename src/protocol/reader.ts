@@ -34,6 +34,10 @@ export class MessageReader {
     let off = 0;
     const end = buf.length;
     const rules = this.rules;
+    // Messages are views of the chunk's memory made directly (subarray looks up .buffer, a C++
+    // call, per message).
+    const ab = buf.buffer;
+    const base = buf.byteOffset;
     while (end - off >= 5) {
       const len = buf.readInt32BE(off + 1);
       const type = buf[off]!;
@@ -42,7 +46,7 @@ export class MessageReader {
       }
       const total = len + 1;
       if (end - off < total) break;
-      const msg = buf.subarray(off, off + total);
+      const msg = Buffer.from(ab, base + off, total);
       if (rules) rules.check(type, msg);
       onMessage(type, msg);
       off += total;
