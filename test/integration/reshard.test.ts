@@ -290,12 +290,17 @@ describe('online resharding', () => {
     }
   });
 
-  it('shard rebalance s1 --weight 2: s1 takes arcs from the others only; `shard status` shows every migration', async () => {
+  it('shard rebalance s1 --weight 2 while TPC-B runs; its controller is SIGKILLed during the cut-over and `shard resume` finishes: s1 takes arcs from the others only; `shard status` shows every migration', async () => {
     const before = await ledger(ports, db);
     const accountsBefore = ports.map((p) => count(p, 'SELECT count(*) FROM pgbench_accounts'));
-    const r = await cli(['shard', 'rebalance', 's1', '--weight', '2', ...zkArgs()]);
-    assert.equal(r.code, 0, r.out);
-    assert.deepEqual(await ledger(ports, db), before);
+    const committed = await underLoad(async () => {
+      // Killed as soon as it reports the cut-over phase (the fence going up, proxies acknowledging).
+      const first = await cli(['shard', 'rebalance', 's1', '--weight', '2', ...zkArgs(), '--json'], /"phase":"fencing"/);
+      assert.ok(first.killed, `the controller was to be killed during the cut-over: ${first.out}`);
+      const resume = await cli(['shard', 'resume', ...zkArgs()]);
+      assert.equal(resume.code, 0, resume.out);
+    });
+    assertLedger(before, await ledger(ports, db), committed, 'shard rebalance s1 (controller killed in the cut-over)');
     const accounts = await checkPlacement(['s1', 's2', 's3', 's4']);
     assert.ok(accounts[0]! > accountsBefore[0]!, `s1 gained rows: ${accountsBefore.join(', ')} -> ${accounts.join(', ')}`);
     accounts.slice(1).forEach((n, i) => assert.ok(n <= accountsBefore[i + 1]!, `s${i + 2} gained rows: ${accountsBefore.join(', ')} -> ${accounts.join(', ')}`));
