@@ -1,7 +1,8 @@
 // Two-phase-commit decisions in ZooKeeper: txns/<proxy>_<txid> (persistent), written after
-// every shard answered PREPARE TRANSACTION and before the first COMMIT PREPARED. Its existence
-// is the commit decision: recovery commits the prepared transactions of a dead proxy that
-// have one and rolls back those that have none.
+// every shard answered PREPARE TRANSACTION and before the first COMMIT PREPARED. A record that
+// names a transaction (its `txid`, or one of its `txids` when decisions were written together:
+// src/txn/decision-batch.ts) is the commit decision: recovery commits the prepared transactions
+// of a dead proxy that have one and rolls back those that have none.
 //
 // Global transaction ids: pgring_<cluster>_<proxy>_<txid>_<shard> where <cluster>, <proxy> and <shard> are escaped
 // (%, _ and characters outside [A-Za-z0-9.:-] as %hh) so that the id parses back exactly.
@@ -12,9 +13,23 @@ export const GID_PREFIX = 'pgring_';
 
 export interface DecisionRecord {
   proxy: string;
+  /** the transaction's id; in a batch (group commit, src/txn/decision-batch.ts) its first member's */
   txid: string;
+  /** every shard's gid of every member */
   gids: { shard: string; gid: string }[];
   at: number;
+  /** a batch's members (absent: the record of `txid` alone) */
+  txids?: string[];
+}
+
+/** The transactions a record decides (commit). */
+export function recordTxids(rec: DecisionRecord): string[] {
+  return Array.isArray(rec.txids) ? rec.txids : [rec.txid];
+}
+
+/** Whether a record decides the commit of `proxy`'s transaction `txid`. */
+export function recordDecides(rec: DecisionRecord, proxy: string, txid: string): boolean {
+  return rec.proxy === proxy && (rec.txid === txid || (Array.isArray(rec.txids) && rec.txids.includes(txid)));
 }
 
 export function escapePart(s: string): string {
@@ -92,12 +107,26 @@ export async function deleteDecision(zk: Zk, layout: Layout, proxy: string, txid
   }
 }
 
-/** Every decision record (name and content). */
-export async function listDecisions(zk: Zk, layout: Layout): Promise<{ name: string; rec: DecisionRecord }[]> {
+/**
+ * The txids of `proxy` that some decision record decides (group commit: a record may name
+ * several). Read it only once `proxy` can no longer write decisions (its node is gone), or for
+ * transactions whose decision write has finished.
+ */
+export async function decidedTxids(zk: Zk, layout: Layout, proxy: string): Promise<Set<string>> {
+  const out = new Set<string>();
+  for (const { rec } of await listDecisions(zk, layout, proxy)) {
+    if (rec && rec.proxy === proxy) for (const t of recordTxids(rec)) out.add(t);
+  }
+  return out;
+}
+
+/** Every decision record (name and content); with `proxy`, only that proxy's. */
+export async function listDecisions(zk: Zk, layout: Layout, proxy?: string): Promise<{ name: string; rec: DecisionRecord }[]> {
   let names: string[];
   try { names = await zk.children(layout.txns); } catch (e) { if (isZkError(e, 'NONODE')) return []; throw e; }
   const out: { name: string; rec: DecisionRecord }[] = [];
   for (const name of names) {
+    if (proxy !== undefined && parseDecisionName(name)?.proxy !== proxy) continue;
     const path = `${layout.txns}/${name}`;
     try { out.push({ name, rec: decodeJson<DecisionRecord>((await zk.get(path)).data, path) }); } catch (e) {
       if (isZkError(e, 'NONODE')) continue;

@@ -54,7 +54,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import { keyCoordinate, keyCoordinateBinary, hashTextExtended, toUnsigned } from '../ring/hash';
 import type { Layout } from '../cluster/layout';
 import type { ZkSession } from '../cluster/session';
-import { isZkError, Zk } from '../cluster/zk';
+import { isZkError, Zk, zkOpCounts } from '../cluster/zk';
 import { encodeProxyForNode, LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
 import type { WriteFence } from '../cluster/fence';
 import type { WriteGate } from '../reshard/gate';
@@ -64,6 +64,7 @@ import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-li
 import { DeadlockDetector, DetectableTxn, DetectorHost } from './deadlock-detector';
 import type { TxMetrics } from '../metrics';
 import { BackupGate } from './backup-gate';
+import { DecisionBatch, DecisionBatcher, DecisionMember, DecisionOutcome } from './decision-batch';
 
 /**
  * The lock bucket of a key: PostgreSQL's hash of the key (seed 0, as the ring hashes it;
@@ -181,6 +182,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   private stopped = false;
   /** Holds new decisions while a backup cut is taken (src/txn/backup-gate.ts). */
   backupGate: BackupGate | null = null;
+  /** group commit of decision records */
+  private readonly decisions = new DecisionBatcher(() => this.proxyId, (zk, rec) => this.recordDecision(zk, rec));
   readonly stats = { commits2pc: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0, lockWaits: 0, lockWaitUs: 0, commitUs: 0, decisionUs: 0 };
 
   constructor(readonly ctx: ProxyContext, readonly log: Logger) {}
@@ -215,7 +218,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   async stop(): Promise<void> {
     this.stopped = true;
     this.backupGate?.stop();
-    if (process.env.PGRING_TXN_STATS) console.error('pgring txn stats', JSON.stringify({ ...this.stats, locks: this.locks?.stats }));
+    if (process.env.PGRING_TXN_STATS) console.error('pgring txn stats', JSON.stringify({ ...this.stats, decisions: this.decisions.stats, locks: this.locks?.stats, zkOps: zkOpCounts }));
     await this.detector?.stop();
     await this.locks?.close();
   }
@@ -522,12 +525,13 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     try {
       const prepared = await this.phaseOne(session, t, links, gids, shards, info, txid);
       const gate = await this.beforeDecision(session, t, links, prepared, gids, info, zk0);
-      // The decision (commit point).
+      // The decision (commit point), written together with those of concurrent commits.
       info.state = 'deciding';
-      const rec: DecisionRecord = { proxy: this.proxyId, txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })), at: Date.now() };
+      const member: DecisionMember = { txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })) };
       const td = process.hrtime.bigint();
-      let decided: 'yes' | 'no' | 'unknown';
-      try { decided = await this.recordDecision(zk0, rec); } finally { gate?.leave(); }
+      let decided: DecisionOutcome;
+      let batch: DecisionBatch;
+      try { ({ outcome: decided, batch } = await this.decisions.decide(zk0, member)); } finally { gate?.leave(); }
       this.stats.decisionUs += Number(process.hrtime.bigint() - td) / 1000;
       if (decided === 'unknown') {
         // Neither we nor the client can know now: recovery finishes it by the record.
@@ -540,7 +544,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         await this.rollbackAll(session, links, prepared, gids);
         throw new PgError(SQLSTATE.SerializationFailure, 'pgring: could not record the commit decision in ZooKeeper (session lost); transaction rolled back');
       }
-      keepInflight = await this.phaseTwo(session, t, links, gids, shards, rec, info, txid);
+      keepInflight = await this.phaseTwo(session, t, links, gids, shards, member, batch, info, txid);
     } finally {
       if (!keepInflight) { this.inflight.delete(txid); this.active.delete(txid); }
     }
@@ -640,7 +644,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
 
   /** COMMIT PREPARED on every shard (retried); shards that still fail are finished in the
    *  background. True when the transaction stays in flight for that. */
-  private async phaseTwo(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], rec: DecisionRecord, info: { state: string }, txid: string): Promise<boolean> {
+  private async phaseTwo(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], member: DecisionMember, batch: DecisionBatch, info: { state: string }, txid: string): Promise<boolean> {
     info.state = 'committing';
     let left = links.map((_, i) => i);
     for (let attempt = 0; attempt < 3 && left.length; attempt++) {
@@ -653,11 +657,16 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     if (left.length) {
       info.state = 'finishing';
       this.log.warn({ txid, shards: left.map((i) => shards[i]) }, 'two-phase commit: COMMIT PREPARED failed on some shards after the decision; finishing in the background');
-      this.finishLater(rec, session.database, left.map((i) => i));
+      this.finishLater(member, batch, session.database, left.map((i) => i));
       return true;
     }
-    void this.dropDecision(rec);
+    this.memberDone(batch);
     return false;
+  }
+
+  /** A member of a decision batch finished phase two: the last one deletes the record. */
+  private memberDone(batch: DecisionBatch): void {
+    if (--batch.left === 0) void this.dropDecision(batch.rec);
   }
 
   /** Writes the decision; resolves an ambiguous create by reading it back. */
@@ -699,7 +708,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   }
 
   /** COMMIT PREPARED over plain connections until every shard did it, then drops the decision. */
-  private finishLater(rec: DecisionRecord, database: string, idx: number[]): void {
+  private finishLater(rec: DecisionMember, batch: DecisionBatch, database: string, idx: number[]): void {
     const cred = serviceCredentials(this.ctx.config);
     let left = idx.map((i) => rec.gids[i]!);
     const tick = async (): Promise<void> => {
@@ -717,7 +726,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         this.log.info({ txid: rec.txid }, 'two-phase commit finished in the background');
         this.inflight.delete(rec.txid);
         this.active.delete(rec.txid);
-        await this.dropDecision(rec);
+        this.memberDone(batch);
       }
     };
     setTimeout(() => void tick(), 200).unref();
