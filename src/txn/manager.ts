@@ -64,6 +64,7 @@ import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-li
 import { DeadlockDetector, DetectableTxn, DetectorHost } from './deadlock-detector';
 import type { TxMetrics } from '../metrics';
 import { BackupGate } from './backup-gate';
+import { participantsThatWrote } from './participants';
 import { DecisionBatch, DecisionBatcher, DecisionMember, DecisionOutcome } from './decision-batch';
 
 /**
@@ -184,7 +185,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   backupGate: BackupGate | null = null;
   /** group commit of decision records */
   private readonly decisions = new DecisionBatcher(() => this.proxyId, (zk, rec) => this.recordDecision(zk, rec));
-  readonly stats = { commits2pc: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0, lockWaits: 0, lockWaitUs: 0, commitUs: 0, decisionUs: 0 };
+  readonly stats = { commits2pc: 0, commits1pc: 0, readOnlyParticipants: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0, lockWaits: 0, lockWaitUs: 0, commitUs: 0, decisionUs: 0 };
 
   constructor(readonly ctx: ProxyContext, readonly log: Logger) {}
 
@@ -481,7 +482,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     const t0 = process.hrtime.bigint();
     const m = this.ctx.metrics as Partial<TxMetrics> | undefined;
     try {
-      await this.twoPhase(session, t, links);
+      await this.commitParticipants(session, t, links);
       m?.twoPhaseCommit?.('committed');
     } catch (e) {
       m?.twoPhaseCommit?.('aborted');
@@ -507,13 +508,44 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     if (res.some((r) => r.status === 'rejected')) this.needsSweep = true;
   }
 
-  private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
-    if (t.writeShards.size === 0 && t.pending.size === 0 && (this.fence?.closed || this.session!.state !== 'connected')) {
-      // Nothing written through pgring: no decision record is needed, and reads must keep
-      // working while ZooKeeper is away (fail closed stops writes only).
-      await session.runOnLinks(links, 'COMMIT');
-      return;
+  /**
+   * Participants without changes commit with a plain COMMIT (src/txn/participants.ts); one that
+   * wrote alone commits with its own plain COMMIT (one phase: no PREPARE, no decision record:
+   * also while ZooKeeper is away for read-only transactions); two or more go through two-phase
+   * commit, the others committing next to their PREPARE.
+   */
+  private async commitParticipants(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
+    let split: { writers: Link[]; readers: Link[] };
+    try {
+      split = await participantsThatWrote(session, links, t.writeShards, (p) => withTimeout(t.unlessGone(p), PHASE_TIMEOUT_MS, 'the read-only check of a distributed commit'));
+    } catch (e) {
+      await this.rollbackAll(session, links, links.map(() => false), []);
+      throw asPgError(e);
     }
+    const { writers, readers } = split;
+    if (readers.length) this.stats.readOnlyParticipants += readers.length;
+    if (writers.length <= 1) return this.commitOnePhase(session, t, writers, readers);
+    const rd = readers.length ? t.unlessGone(session.runOnLinks(readers, 'COMMIT')).catch(() => undefined) : null;
+    try { await this.twoPhase(session, t, writers); } finally { await rd; }
+  }
+
+  /** COMMIT on every link at once; `writers` (at most one) decides the outcome. */
+  private async commitOnePhase(session: ClientSession, t: Txn, writers: Link[], readers: Link[]): Promise<void> {
+    const all = [...writers, ...readers];
+    const reason = writers.length ? t.doomed ?? this.locks?.check(t) ?? null : null;
+    const veto = (t.writeShards.size ? this.fenceVeto(t) : null) ?? (reason ? this.doomedError(reason) : null);
+    if (veto) {
+      if (reason) { t.doomed ??= reason; this.stats.lockLost++; }
+      await this.rollbackAll(session, all, all.map(() => false), []);
+      throw veto;
+    }
+    const res = await Promise.allSettled(all.map((l) => t.unlessGone(session.runOnLinks([l], 'COMMIT'))));
+    this.stats.commits1pc++;
+    // A read-only participant that failed to commit had nothing to commit.
+    if (writers.length && res[0]!.status === 'rejected') throw asPgError(res[0].reason);
+  }
+
+  private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
     const zk0 = await this.beforePrepare(session, t, links);
     const txid = (this.seq++).toString(36);
     const shards = links.map((l) => this.shardName(l.shard));
