@@ -1,17 +1,22 @@
-// Group commit of two-phase-commit decisions: distributed commits of one proxy that reach
-// their decision while another decision write is in flight share the next ZooKeeper write,
-// one record txns/<proxy>_<first txid> listing every member (`txids`) and every member's gids;
-// the record is deleted once every member finished phase two (one delete per batch).
+// Group commit of two-phase-commit decisions into one rolling record per proxy process.
 //
-// A batch of one is exactly the record of one transaction (no `txids`), so a proxy of this
-// version and an older one read each other's records. Recovery and backup restore decide a
-// gid by the records of its proxy that name its txid (recordTxids), never by a path alone.
+// The record txns/<proxy>_log-<incarnation> lists (`txids`, and every gid in `gids`) each
+// transaction of this proxy that is decided and has not finished phase two. A decision is one
+// ZooKeeper write of that record: decisions that arrive while a write is in flight wait for it
+// and go together in the next write (group commit), and a write also drops the transactions
+// that finished since the last one, so finished decisions cost no ZooKeeper request of their
+// own (removed in batches, by the next write). The record is deleted once nothing is in phase
+// two for IDLE_DELETE_MS. One write at a time, so the record only grows by whole batches.
 //
-// Only one batch write is in flight at a time: the first decision is written at once, those
-// arriving during its round trip wait for it and go together in the next write (at most one
-// ZooKeeper round trip more for them, against one create and one delete per transaction).
+// Recovery and backup restore decide a gid by the records of its proxy whose `txids` name its
+// txid (recordDecides in src/cluster/txns.ts): the commit of a transaction is decided exactly
+// when the write that first listed it succeeded, and it stays listed until its COMMIT PREPARED
+// finished everywhere. Recovery deletes a gone proxy's record only at the version it read, so a
+// write of a live proxy is never lost to a concurrent clean-up.
+//
 // Members are grouped by the ZooKeeper handle they prepared in: a record is written in the
 // session that checked its members' locks.
+import { randomBytes } from 'node:crypto';
 import type { Zk } from '../cluster/zk';
 import type { DecisionRecord } from '../cluster/txns';
 
@@ -20,32 +25,52 @@ export type DecisionOutcome = 'yes' | 'no' | 'unknown';
 /** One distributed commit's part of a decision. */
 export interface DecisionMember { txid: string; gids: { shard: string; gid: string }[] }
 
-/** A written (or attempted) record and how many members have not finished phase two yet. */
-export interface DecisionBatch { rec: DecisionRecord; left: number }
-
-/** The record of a batch (pure): a single member's is the plain per-transaction record. */
-export function batchRecord(proxy: string, members: DecisionMember[], at: number): DecisionRecord {
-  const first = members[0]!;
-  if (members.length === 1) return { proxy, txid: first.txid, gids: first.gids, at };
-  return { proxy, txid: first.txid, gids: members.flatMap((m) => m.gids), at, txids: members.map((m) => m.txid) };
+/** How the log reaches ZooKeeper (src/txn/manager.ts). */
+export interface DecisionStore {
+  /** Writes the whole record (create or replace); settles an ambiguous answer ('unknown' only when it cannot). */
+  write(zk: Zk, rec: DecisionRecord, exists: boolean): Promise<DecisionOutcome>;
+  /** Deletes the record (nothing in it is in phase two any more). */
+  remove(rec: DecisionRecord): Promise<void>;
 }
 
-interface Waiter { m: DecisionMember; resolve: (r: { outcome: DecisionOutcome; batch: DecisionBatch }) => void }
+export const IDLE_DELETE_MS = 300;
+
+/** The record listing `members` (pure). */
+export function logRecord(proxy: string, name: string, members: Iterable<DecisionMember>, at: number): DecisionRecord {
+  const txids: string[] = [];
+  const gids: DecisionMember['gids'] = [];
+  for (const m of members) { txids.push(m.txid); for (const g of m.gids) gids.push(g); }
+  return { proxy, txid: name, gids, at, txids };
+}
+
+function newName(): string { return `log-${randomBytes(6).toString('hex')}`; }
+
+interface Waiter { m: DecisionMember; resolve: (o: DecisionOutcome) => void }
 
 export class DecisionBatcher {
+  /** the record's name part after the proxy: `log-` and a random incarnation (never a txid: those are [0-9a-z]) */
+  private name = newName();
   private readonly queued = new Map<Zk, Waiter[]>();
+  private live = new Map<string, DecisionMember>();
   private writing = false;
-  readonly stats = { batches: 0, members: 0, maxBatch: 0 };
+  /** whether the record exists (null: unknown after a failed write) */
+  private exists: boolean | null = false;
+  private idleDue = false;
+  private idleTimer: NodeJS.Timeout | null = null;
+  readonly stats = { writes: 0, members: 0, maxBatch: 0, deletes: 0 };
 
-  /** `write` records a decision and settles an ambiguous answer ('unknown' only when it cannot). */
   constructor(
     private readonly proxy: () => string,
-    private readonly write: (zk: Zk, rec: DecisionRecord) => Promise<DecisionOutcome>,
+    private readonly store: DecisionStore,
     private readonly maxMembers = 200,
+    private readonly idleMs = IDLE_DELETE_MS,
   ) {}
 
-  /** Resolves with the outcome of the write that carried `m`, and its batch (for the delete). */
-  decide(zk: Zk, m: DecisionMember): Promise<{ outcome: DecisionOutcome; batch: DecisionBatch }> {
+  /** Decided transactions whose phase two has not finished (what the record lists). */
+  get inPhaseTwo(): number { return this.live.size; }
+
+  /** Resolves with the outcome of the write that first listed `m`. */
+  decide(zk: Zk, m: DecisionMember): Promise<DecisionOutcome> {
     return new Promise((resolve) => {
       let q = this.queued.get(zk);
       if (!q) this.queued.set(zk, (q = []));
@@ -54,20 +79,54 @@ export class DecisionBatcher {
     });
   }
 
+  /** `txid` finished phase two on every shard: the next write (or the idle delete) drops it. */
+  done(txid: string): void {
+    if (!this.live.delete(txid) || this.live.size) return;
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => { this.idleTimer = null; this.idleDue = true; this.next(); }, this.idleMs);
+    this.idleTimer.unref();
+  }
+
   private next(): void {
     if (this.writing) return;
     const head = this.queued.entries().next();
-    if (head.done) return;
+    if (head.done) { this.removeIfIdle(); return; }
+    this.idleDue = false;
     const [zk, q] = head.value;
     const take = q.splice(0, this.maxMembers);
     if (!q.length) this.queued.delete(zk);
     this.writing = true;
-    const batch: DecisionBatch = { rec: batchRecord(this.proxy(), take.map((w) => w.m), Date.now()), left: take.length };
-    this.stats.batches++; this.stats.members += take.length;
+    const rec = logRecord(this.proxy(), this.name, [...this.live.values(), ...take.map((w) => w.m)], Date.now());
+    this.stats.writes++; this.stats.members += take.length;
     if (take.length > this.stats.maxBatch) this.stats.maxBatch = take.length;
-    this.write(zk, batch.rec).catch((): DecisionOutcome => 'unknown').then((outcome) => {
+    this.store.write(zk, rec, this.exists !== false).catch((): DecisionOutcome => 'unknown').then((outcome) => {
       this.writing = false;
-      for (const w of take) w.resolve({ outcome, batch });
+      if (outcome === 'yes') {
+        this.exists = true;
+        for (const w of take) this.live.set(w.m.txid, w.m);
+      } else if (outcome === 'no') {
+        this.exists = null;   // not applied; the record keeps what it had
+      } else {
+        // Maybe applied: the record may now decide these members, and recovery may have begun
+        // committing them by it. It is never rewritten: later decisions go to a new record, and
+        // recovery removes this one once none of its transactions is prepared or in flight.
+        this.name = newName();
+        this.live = new Map();
+        this.exists = false;
+      }
+      for (const w of take) w.resolve(outcome);
+      this.next();
+    });
+  }
+
+  private removeIfIdle(): void {
+    if (!this.idleDue || this.live.size || this.exists === false) return;
+    this.idleDue = false;
+    this.writing = true;
+    this.stats.deletes++;
+    const rec = logRecord(this.proxy(), this.name, [], Date.now());
+    this.store.remove(rec).then(() => { this.exists = false; }, () => { this.exists = null; }).finally(() => {
+      this.writing = false;
       this.next();
     });
   }

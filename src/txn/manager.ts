@@ -58,14 +58,14 @@ import { isZkError, Zk, zkOpCounts } from '../cluster/zk';
 import { encodeProxyForNode, LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
 import type { WriteFence } from '../cluster/fence';
 import type { WriteGate } from '../reshard/gate';
-import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
+import { DecisionRecord, deleteDecision, makeGid, readDecision, recordDecides, recordTxids, writeDecisionLog } from '../cluster/txns';
 import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
 import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-limit';
 import { DeadlockDetector, DetectableTxn, DetectorHost } from './deadlock-detector';
 import type { TxMetrics } from '../metrics';
 import { BackupGate } from './backup-gate';
 import { participantsThatWrote } from './participants';
-import { DecisionBatch, DecisionBatcher, DecisionMember, DecisionOutcome } from './decision-batch';
+import { DecisionBatcher, DecisionMember, DecisionOutcome } from './decision-batch';
 
 /**
  * The lock bucket of a key: PostgreSQL's hash of the key (seed 0, as the ring hashes it;
@@ -184,7 +184,15 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   /** Holds new decisions while a backup cut is taken (src/txn/backup-gate.ts). */
   backupGate: BackupGate | null = null;
   /** group commit of decision records */
-  private readonly decisions = new DecisionBatcher(() => this.proxyId, (zk, rec) => this.recordDecision(zk, rec));
+  private readonly decisions = new DecisionBatcher(() => this.proxyId, {
+    write: (zk, rec, exists) => this.recordDecision(zk, rec, exists),
+    remove: async (rec) => {
+      // One attempt (decisions wait behind it): a record left now goes with the next idle delete or recovery.
+      const zk = this.session?.handle();
+      if (!zk || this.session!.state !== 'connected') throw new Error('ZooKeeper not connected');
+      await deleteDecision(zk, this.layout!, rec.proxy, rec.txid);
+    },
+  });
   readonly stats = { commits2pc: 0, commits1pc: 0, readOnlyParticipants: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0, lockWaits: 0, lockWaitUs: 0, commitUs: 0, decisionUs: 0 };
 
   constructor(readonly ctx: ProxyContext, readonly log: Logger) {}
@@ -562,8 +570,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
       const member: DecisionMember = { txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })) };
       const td = process.hrtime.bigint();
       let decided: DecisionOutcome;
-      let batch: DecisionBatch;
-      try { ({ outcome: decided, batch } = await this.decisions.decide(zk0, member)); } finally { gate?.leave(); }
+      try { decided = await this.decisions.decide(zk0, member); } finally { gate?.leave(); }
       this.stats.decisionUs += Number(process.hrtime.bigint() - td) / 1000;
       if (decided === 'unknown') {
         // Neither we nor the client can know now: recovery finishes it by the record.
@@ -576,7 +583,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         await this.rollbackAll(session, links, prepared, gids);
         throw new PgError(SQLSTATE.SerializationFailure, 'pgring: could not record the commit decision in ZooKeeper (session lost); transaction rolled back');
       }
-      keepInflight = await this.phaseTwo(session, t, links, gids, shards, member, batch, info, txid);
+      keepInflight = await this.phaseTwo(session, t, links, gids, shards, member, info, txid);
     } finally {
       if (!keepInflight) { this.inflight.delete(txid); this.active.delete(txid); }
     }
@@ -676,7 +683,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
 
   /** COMMIT PREPARED on every shard (retried); shards that still fail are finished in the
    *  background. True when the transaction stays in flight for that. */
-  private async phaseTwo(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], member: DecisionMember, batch: DecisionBatch, info: { state: string }, txid: string): Promise<boolean> {
+  private async phaseTwo(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], member: DecisionMember, info: { state: string }, txid: string): Promise<boolean> {
     info.state = 'committing';
     let left = links.map((_, i) => i);
     for (let attempt = 0; attempt < 3 && left.length; attempt++) {
@@ -689,35 +696,32 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     if (left.length) {
       info.state = 'finishing';
       this.log.warn({ txid, shards: left.map((i) => shards[i]) }, 'two-phase commit: COMMIT PREPARED failed on some shards after the decision; finishing in the background');
-      this.finishLater(member, batch, session.database, left.map((i) => i));
+      this.finishLater(member, session.database, left.map((i) => i));
       return true;
     }
-    this.memberDone(batch);
+    this.decisions.done(txid);
     return false;
   }
 
-  /** A member of a decision batch finished phase two: the last one deletes the record. */
-  private memberDone(batch: DecisionBatch): void {
-    if (--batch.left === 0) void this.dropDecision(batch.rec);
-  }
-
   /** Writes the decision; resolves an ambiguous create by reading it back. */
-  private async recordDecision(zk0: Zk, rec: DecisionRecord): Promise<'yes' | 'no' | 'unknown'> {
+  private async recordDecision(zk0: Zk, rec: DecisionRecord, exists: boolean): Promise<DecisionOutcome> {
     try {
-      await writeDecision(zk0, this.layout!, rec);
+      await writeDecisionLog(zk0, this.layout!, rec, exists);
       return 'yes';
     } catch (e) {
       if (!isZkError(e, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT', 'SESSIONEXPIRED')) {
         this.log.warn({ err: (e as Error).message, txid: rec.txid }, 'two-phase commit: decision write failed');
         return 'no';
       }
-      // The create may or may not have been applied. In the same session, or in a new one (a
-      // create of an expired session is never applied later), reading it back settles it.
+      // The write may or may not have been applied. In the same session, or in a new one (a
+      // request of an expired session is never applied later), reading it back settles it: it
+      // was applied when the record lists every transaction this write listed.
       const deadline = Date.now() + 2 * (zk0.sessionTimeoutMs || 10000) + 5000;
       while (Date.now() < deadline && !this.stopped) {
         try {
           const zk = await this.session!.waitConnected(Math.max(100, deadline - Date.now()));
-          return (await readDecision(zk, this.layout!, rec.proxy, rec.txid)) ? 'yes' : 'no';
+          const now = await readDecision(zk, this.layout!, rec.proxy, rec.txid);
+          return now && recordTxids(rec).every((x) => recordDecides(now, rec.proxy, x)) ? 'yes' : 'no';
         } catch (e2) {
           if (!isZkError(e2, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT', 'SESSIONEXPIRED')) return 'unknown';
           await new Promise((r) => setTimeout(r, 100));
@@ -727,20 +731,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     }
   }
 
-  /** Deletes a decision after phase two (background, retried). */
-  private async dropDecision(rec: DecisionRecord): Promise<void> {
-    for (let i = 0; i < 100 && !this.stopped; i++) {
-      try {
-        const zk = await this.session!.waitConnected(10000);
-        await deleteDecision(zk, this.layout!, rec.proxy, rec.txid);
-        return;
-      } catch { await new Promise((r) => setTimeout(r, 200)); }
-    }
-    // Left for recovery (removes decisions none of whose transactions is prepared).
-  }
-
   /** COMMIT PREPARED over plain connections until every shard did it, then drops the decision. */
-  private finishLater(rec: DecisionMember, batch: DecisionBatch, database: string, idx: number[]): void {
+  private finishLater(rec: DecisionMember, database: string, idx: number[]): void {
     const cred = serviceCredentials(this.ctx.config);
     let left = idx.map((i) => rec.gids[i]!);
     const tick = async (): Promise<void> => {
@@ -758,7 +750,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         this.log.info({ txid: rec.txid }, 'two-phase commit finished in the background');
         this.inflight.delete(rec.txid);
         this.active.delete(rec.txid);
-        this.memberDone(batch);
+        this.decisions.done(rec.txid);
       }
     };
     setTimeout(() => void tick(), 200).unref();

@@ -192,12 +192,13 @@ export class Recovery {
     }
     // 3. Stale decision records (proxy gone, nothing of it prepared any more on shards we could list).
     if (scope === 'all') {
-      for (const { rec } of await listDecisions(zk, this.layout)) {
+      for (const { rec, version } of await listDecisions(zk, this.layout)) {
         if (!rec || typeof rec.proxy !== 'string' || !Array.isArray(rec.gids)) continue;
         if (rec.proxy === this.proxyId ? recordTxids(rec).some((x) => this.host.inflight.has(x)) : await isLive(rec.proxy)) continue;
         const pending = rec.gids.some((g) => remaining.has(g.gid) || !listed.has(g.shard));
         if (pending) continue;
-        await deleteDecision(zk, this.layout, rec.proxy, rec.txid);
+        // At the version read: a proxy's rolling record may have been rewritten meanwhile.
+        if (!(await deleteDecision(zk, this.layout, rec.proxy, rec.txid, version))) continue;
         this.stats.decisionsRemoved++;
         this.log.info({ proxy: rec.proxy, txid: rec.txid }, 'transaction recovery removed a finished decision record');
       }

@@ -1,104 +1,140 @@
-// Group commit of two-phase-commit decisions (src/txn/decision-batch.ts): which commits share
-// a record, what the record says, and that recovery's and restore's rules decide every member.
+// Group commit of two-phase-commit decisions (src/txn/decision-batch.ts): which commits share a
+// write, what the rolling record lists, when it is deleted, and that recovery's and restore's
+// rules decide every transaction it lists.
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { batchRecord, DecisionBatcher, DecisionMember, DecisionOutcome } from '../../src/txn/decision-batch';
-import { DecisionRecord, makeGid, recordDecides, recordTxids } from '../../src/cluster/txns';
+import { DecisionBatcher, DecisionMember, DecisionOutcome, logRecord } from '../../src/txn/decision-batch';
+import { DecisionRecord, makeGid, parseDecisionName, recordDecides, recordTxids } from '../../src/cluster/txns';
 import { settle } from '../../src/backup/manifest';
 import type { Zk } from '../../src/cluster/zk';
 
 const member = (txid: string, shards = ['s1', 's2']): DecisionMember => ({ txid, gids: shards.map((s) => ({ shard: s, gid: makeGid('c', 'p1', txid, s) })) });
 
-/** A write whose answers the test releases one by one. */
-function controlledWrites() {
-  const calls: { zk: Zk; rec: DecisionRecord; answer: (o: DecisionOutcome | Error) => void }[] = [];
-  const write = (zk: Zk, rec: DecisionRecord) => new Promise<DecisionOutcome>((resolve, reject) => {
-    calls.push({ zk, rec, answer: (o) => (o instanceof Error ? reject(o) : resolve(o)) });
-  });
-  return { calls, write };
+/** A store whose answers the test releases one by one. */
+function controlledStore() {
+  const writes: { zk: Zk; rec: DecisionRecord; exists: boolean; answer: (o: DecisionOutcome | Error) => void }[] = [];
+  const removes: DecisionRecord[] = [];
+  const store = {
+    write: (zk: Zk, rec: DecisionRecord, exists: boolean) => new Promise<DecisionOutcome>((resolve, reject) => {
+      writes.push({ zk, rec, exists, answer: (o) => (o instanceof Error ? reject(o) : resolve(o)) });
+    }),
+    remove: async (rec: DecisionRecord) => { removes.push(rec); },
+  };
+  return { writes, removes, store };
 }
 const tick = () => new Promise((r) => setImmediate(r));
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const zkA = {} as Zk;
 const zkB = {} as Zk;
 
-describe('batchRecord', () => {
-  it('a batch of one is the plain record of one transaction', () => {
-    const rec = batchRecord('p1', [member('a1')], 5);
-    assert.deepEqual(rec, { proxy: 'p1', txid: 'a1', gids: member('a1').gids, at: 5 });
-    assert.deepEqual(recordTxids(rec), ['a1']);
-  });
-  it('a batch names every member and every gid', () => {
-    const rec = batchRecord('p1', [member('a1'), member('a2', ['s3'])], 5);
-    assert.equal(rec.txid, 'a1');
+describe('decision records', () => {
+  it('a record decides exactly the transactions it lists, for recovery and for backup restore', () => {
+    const rec = logRecord('p1', 'log-ab12', [member('a1'), member('a2', ['s3'])], 5);
     assert.deepEqual(rec.txids, ['a1', 'a2']);
+    assert.equal(parseDecisionName(`p1_${rec.txid}`)?.proxy, 'p1');
     assert.deepEqual(rec.gids.map((g) => g.gid), [makeGid('c', 'p1', 'a1', 's1'), makeGid('c', 'p1', 'a1', 's2'), makeGid('c', 'p1', 'a2', 's3')]);
     assert.ok(recordDecides(rec, 'p1', 'a1') && recordDecides(rec, 'p1', 'a2'));
-    assert.ok(!recordDecides(rec, 'p1', 'a3') && !recordDecides(rec, 'p2', 'a2'));
-  });
-  it('backup restore settles every member of a batch as committed', () => {
-    const rec = batchRecord('p1', [member('a1'), member('a2')], 5);
+    assert.ok(!recordDecides(rec, 'p1', 'a3') && !recordDecides(rec, 'p2', 'a2') && !recordDecides(rec, 'p1', 'log-ab12'));
     const m = { cluster: 'c', decisions: [rec] };
-    assert.equal(settle(m, makeGid('c', 'p1', 'a2', 's2'), 'db').action, 'commit');
+    assert.equal(settle(m, makeGid('c', 'p1', 'a2', 's3'), 'db').action, 'commit');
     assert.equal(settle(m, makeGid('c', 'p1', 'a3', 's2'), 'db').action, 'rollback');
+  });
+  it('a per-transaction record (no txids) decides its own txid', () => {
+    const rec: DecisionRecord = { proxy: 'p1', txid: 'a1', gids: member('a1').gids, at: 1 };
+    assert.deepEqual(recordTxids(rec), ['a1']);
+    assert.ok(recordDecides(rec, 'p1', 'a1'));
   });
 });
 
 describe('DecisionBatcher', () => {
-  it('writes the first decision at once and those arriving meanwhile together in the next write', async () => {
-    const { calls, write } = controlledWrites();
-    const b = new DecisionBatcher(() => 'p1', write);
+  it('writes the first decision at once, those arriving meanwhile together, and drops finished ones in the next write', async () => {
+    const { writes, store } = controlledStore();
+    const b = new DecisionBatcher(() => 'p1', store);
     const r1 = b.decide(zkA, member('a1'));
-    assert.equal(calls.length, 1);
+    assert.equal(writes.length, 1);
+    assert.equal(writes[0]!.exists, false);
     const r2 = b.decide(zkA, member('a2'));
     const r3 = b.decide(zkA, member('a3'));
     await tick();
-    assert.equal(calls.length, 1, 'nothing else is written while a write is in flight');
-    calls[0]!.answer('yes');
-    const o1 = await r1;
-    assert.equal(o1.outcome, 'yes');
-    assert.equal(o1.batch.left, 1);
+    assert.equal(writes.length, 1, 'nothing else is written while a write is in flight');
+    writes[0]!.answer('yes');
+    assert.equal(await r1, 'yes');
     await tick();
-    assert.equal(calls.length, 2);
-    assert.deepEqual(calls[1]!.rec.txids, ['a2', 'a3']);
-    calls[1]!.answer('no');
-    const [o2, o3] = await Promise.all([r2, r3]);
-    assert.equal(o2.outcome, 'no');
-    assert.equal(o2.batch, o3.batch, 'members share one batch (one delete)');
-    assert.equal(o2.batch.left, 2);
-    assert.deepEqual(b.stats, { batches: 2, members: 3, maxBatch: 2 });
+    assert.equal(writes.length, 2);
+    assert.deepEqual(writes[1]!.rec.txids, ['a1', 'a2', 'a3'], 'a1 is in phase two: still listed');
+    assert.equal(writes[1]!.rec.txid, writes[0]!.rec.txid, 'one record, rewritten');
+    assert.equal(writes[1]!.exists, true);
+    b.done('a1');
+    writes[1]!.answer('yes');
+    assert.deepEqual(await Promise.all([r2, r3]), ['yes', 'yes']);
+    const r4 = b.decide(zkA, member('a4'));
+    assert.deepEqual(writes[2]!.rec.txids, ['a2', 'a3', 'a4'], 'a1 finished: dropped by this write');
+    writes[2]!.answer('yes');
+    await r4;
+    assert.equal(b.inPhaseTwo, 3);
+    assert.deepEqual(b.stats, { writes: 3, members: 4, maxBatch: 2, deletes: 0 });
   });
 
-  it('never mixes ZooKeeper handles in one record, and a failed write is an unknown outcome', async () => {
-    const { calls, write } = controlledWrites();
-    const b = new DecisionBatcher(() => 'p1', write);
+  it('deletes the record once nothing is in phase two for a while', async () => {
+    const { writes, removes, store } = controlledStore();
+    const b = new DecisionBatcher(() => 'p1', store, 200, 20);
     const r1 = b.decide(zkA, member('a1'));
-    const r2 = b.decide(zkB, member('a2'));
-    const r3 = b.decide(zkA, member('a3'));
-    calls[0]!.answer(new Error('boom'));
-    assert.equal((await r1).outcome, 'unknown');
-    await tick();
-    assert.equal(calls[1]!.zk, zkB, 'handles are served in the order their first member arrived');
-    assert.deepEqual(recordTxids(calls[1]!.rec), ['a2']);
-    calls[1]!.answer('yes');
-    assert.equal((await r2).outcome, 'yes');
-    await tick();
-    assert.equal(calls[2]!.zk, zkA);
-    assert.deepEqual(recordTxids(calls[2]!.rec), ['a3']);
-    calls[2]!.answer('yes');
-    assert.equal((await r3).outcome, 'yes');
+    writes[0]!.answer('yes');
+    await r1;
+    b.done('a1');
+    await sleep(60);
+    assert.equal(removes.length, 1);
+    assert.equal(removes[0]!.txid, writes[0]!.rec.txid);
+    const r2 = b.decide(zkA, member('a2'));
+    assert.equal(writes[1]!.exists, false, 'created again');
+    writes[1]!.answer('yes');
+    await r2;
+    b.done('a2');
+    const r3 = b.decide(zkA, member('a3'));   // a decision before the idle delete: no delete
+    writes[2]!.answer('yes');
+    await r3;
+    await sleep(60);
+    assert.equal(removes.length, 1);
   });
 
-  it('caps the members of one record', async () => {
-    const { calls, write } = controlledWrites();
-    const b = new DecisionBatcher(() => 'p1', write, 2);
-    const rs = ['a0', 'a1', 'a2', 'a3'].map((t) => b.decide(zkA, member(t)));
-    calls[0]!.answer('yes');
+  it('a write that may have been applied leaves its record alone: later decisions go to a new one', async () => {
+    const { writes, store } = controlledStore();
+    const b = new DecisionBatcher(() => 'p1', store);
+    const r1 = b.decide(zkA, member('a1'));
+    writes[0]!.answer('yes');
+    await r1;
+    const r2 = b.decide(zkA, member('a2'));
+    writes[1]!.answer(new Error('connection lost'));
+    assert.equal(await r2, 'unknown');
+    const r3 = b.decide(zkA, member('a3'));
+    assert.notEqual(writes[2]!.rec.txid, writes[1]!.rec.txid);
+    assert.deepEqual(writes[2]!.rec.txids, ['a3']);
+    assert.equal(writes[2]!.exists, false);
+    writes[2]!.answer('no');
+    assert.equal(await r3, 'no');
+    const r4 = b.decide(zkA, member('a4'));
+    assert.deepEqual(writes[3]!.rec.txids, ['a4'], 'a refused write adds nothing');
+    assert.equal(writes[3]!.exists, true, 'its record may exist: set first');
+    writes[3]!.answer('yes');
+    await r4;
+  });
+
+  it('never mixes ZooKeeper handles in one write, and caps the members of one write', async () => {
+    const { writes, store } = controlledStore();
+    const b = new DecisionBatcher(() => 'p1', store, 2);
+    const rs = [b.decide(zkA, member('a0')), b.decide(zkB, member('b1')), b.decide(zkA, member('a1')), b.decide(zkA, member('a2')), b.decide(zkA, member('a3'))];
+    writes[0]!.answer('yes');
     await tick();
-    assert.deepEqual(calls[1]!.rec.txids, ['a1', 'a2']);
-    calls[1]!.answer('yes');
+    assert.equal(writes[1]!.zk, zkB, 'handles are served in the order their first member arrived');
+    assert.deepEqual(writes[1]!.rec.txids, ['a0', 'b1']);
+    writes[1]!.answer('yes');
     await tick();
-    assert.deepEqual(recordTxids(calls[2]!.rec), ['a3']);
-    calls[2]!.answer('yes');
-    for (const r of await Promise.all(rs)) assert.equal(r.outcome, 'yes');
+    assert.equal(writes[2]!.zk, zkA);
+    assert.deepEqual(writes[2]!.rec.txids, ['a0', 'b1', 'a1', 'a2']);
+    writes[2]!.answer('yes');
+    await tick();
+    assert.deepEqual(writes[3]!.rec.txids, ['a0', 'b1', 'a1', 'a2', 'a3']);
+    writes[3]!.answer('yes');
+    for (const r of await Promise.all(rs)) assert.equal(r, 'yes');
   });
 });
