@@ -15,7 +15,9 @@
 // write of a live proxy is never lost to a concurrent clean-up.
 //
 // Members are grouped by the ZooKeeper handle they prepared in: a record is written in the
-// session that checked its members' locks.
+// session that checked its members' locks, each session has its own record and its own write in
+// flight (a write stuck in a lost session, settled only after a read-back, holds up nothing of
+// the next session).
 import { randomBytes } from 'node:crypto';
 import type { Zk } from '../cluster/zk';
 import type { DecisionRecord } from '../cluster/txns';
@@ -47,16 +49,24 @@ function newName(): string { return `log-${randomBytes(6).toString('hex')}`; }
 
 interface Waiter { m: DecisionMember; resolve: (o: DecisionOutcome) => void }
 
-export class DecisionBatcher {
-  /** the record's name part after the proxy: `log-` and a random incarnation (never a txid: those are [0-9a-z]) */
-  private name = newName();
-  private readonly queued = new Map<Zk, Waiter[]>();
-  private live = new Map<string, DecisionMember>();
-  private writing = false;
+/** The rolling record of one ZooKeeper handle (session): a new session starts a new record, so
+ *  a write stuck in a dead session never holds up, or races with, the writes of the next. */
+interface Log {
+  zk: Zk;
+  /** the record's name part after the proxy: `log-` and a random id (never a txid: those are [0-9a-z]) */
+  name: string;
+  queue: Waiter[];
+  live: Map<string, DecisionMember>;
+  writing: boolean;
   /** whether the record exists (null: unknown after a failed write) */
-  private exists: boolean | null = false;
-  private idleDue = false;
-  private idleTimer: NodeJS.Timeout | null = null;
+  exists: boolean | null;
+  idleDue: boolean;
+  idleTimer: NodeJS.Timeout | null;
+}
+
+export class DecisionBatcher {
+  private readonly logs = new Map<Zk, Log>();
+  private readonly logOf = new Map<string, Log>();
   readonly stats = { writes: 0, members: 0, maxBatch: 0, deletes: 0 };
 
   constructor(
@@ -66,68 +76,71 @@ export class DecisionBatcher {
     private readonly idleMs = IDLE_DELETE_MS,
   ) {}
 
-  /** Decided transactions whose phase two has not finished (what the record lists). */
-  get inPhaseTwo(): number { return this.live.size; }
+  /** Decided transactions whose phase two has not finished (what the records list). */
+  get inPhaseTwo(): number { return this.logOf.size; }
 
   /** Resolves with the outcome of the write that first listed `m`. */
   decide(zk: Zk, m: DecisionMember): Promise<DecisionOutcome> {
+    let log = this.logs.get(zk);
+    if (!log) this.logs.set(zk, (log = { zk, name: newName(), queue: [], live: new Map(), writing: false, exists: false, idleDue: false, idleTimer: null }));
+    const l = log;
     return new Promise((resolve) => {
-      let q = this.queued.get(zk);
-      if (!q) this.queued.set(zk, (q = []));
-      q.push({ m, resolve });
-      this.next();
+      l.queue.push({ m, resolve });
+      this.next(l);
     });
   }
 
   /** `txid` finished phase two on every shard: the next write (or the idle delete) drops it. */
   done(txid: string): void {
-    if (!this.live.delete(txid) || this.live.size) return;
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = setTimeout(() => { this.idleTimer = null; this.idleDue = true; this.next(); }, this.idleMs);
-    this.idleTimer.unref();
+    const log = this.logOf.get(txid);
+    if (!log) return;
+    this.logOf.delete(txid);
+    if (!log.live.delete(txid) || log.live.size) return;
+    if (log.idleTimer) clearTimeout(log.idleTimer);
+    log.idleTimer = setTimeout(() => { log.idleTimer = null; log.idleDue = true; this.next(log); }, this.idleMs);
+    log.idleTimer.unref();
   }
 
-  private next(): void {
-    if (this.writing) return;
-    const head = this.queued.entries().next();
-    if (head.done) { this.removeIfIdle(); return; }
-    this.idleDue = false;
-    const [zk, q] = head.value;
-    const take = q.splice(0, this.maxMembers);
-    if (!q.length) this.queued.delete(zk);
-    this.writing = true;
-    const rec = logRecord(this.proxy(), this.name, [...this.live.values(), ...take.map((w) => w.m)], Date.now());
+  private next(log: Log): void {
+    if (log.writing) return;
+    if (!log.queue.length) { this.removeIfIdle(log); return; }
+    log.idleDue = false;
+    const take = log.queue.splice(0, this.maxMembers);
+    log.writing = true;
+    const rec = logRecord(this.proxy(), log.name, [...log.live.values(), ...take.map((w) => w.m)], Date.now());
     this.stats.writes++; this.stats.members += take.length;
     if (take.length > this.stats.maxBatch) this.stats.maxBatch = take.length;
-    this.store.write(zk, rec, this.exists !== false).catch((): DecisionOutcome => 'unknown').then((outcome) => {
-      this.writing = false;
+    this.store.write(log.zk, rec, log.exists !== false).catch((): DecisionOutcome => 'unknown').then((outcome) => {
+      log.writing = false;
       if (outcome === 'yes') {
-        this.exists = true;
-        for (const w of take) this.live.set(w.m.txid, w.m);
+        log.exists = true;
+        for (const w of take) { log.live.set(w.m.txid, w.m); this.logOf.set(w.m.txid, log); }
       } else if (outcome === 'no') {
-        this.exists = null;   // not applied; the record keeps what it had
+        log.exists = null;   // not applied; the record keeps what it had
       } else {
         // Maybe applied: the record may now decide these members, and recovery may have begun
         // committing them by it. It is never rewritten: later decisions go to a new record, and
         // recovery removes this one once none of its transactions is prepared or in flight.
-        this.name = newName();
-        this.live = new Map();
-        this.exists = false;
+        log.name = newName();
+        log.live = new Map();
+        log.exists = false;
       }
       for (const w of take) w.resolve(outcome);
-      this.next();
+      this.next(log);
     });
   }
 
-  private removeIfIdle(): void {
-    if (!this.idleDue || this.live.size || this.exists === false) return;
-    this.idleDue = false;
-    this.writing = true;
+  private removeIfIdle(log: Log): void {
+    if (log.live.size) return;
+    const forget = () => { if (!log.writing && !log.queue.length && !log.live.size && this.logs.get(log.zk) === log && log.zk.dead) this.logs.delete(log.zk); };
+    if (!log.idleDue || log.exists === false) { forget(); return; }
+    log.idleDue = false;
+    log.writing = true;
     this.stats.deletes++;
-    const rec = logRecord(this.proxy(), this.name, [], Date.now());
-    this.store.remove(rec).then(() => { this.exists = false; }, () => { this.exists = null; }).finally(() => {
-      this.writing = false;
-      this.next();
+    const rec = logRecord(this.proxy(), log.name, [], Date.now());
+    this.store.remove(rec).then(() => { log.exists = false; }, () => { log.exists = null; }).finally(() => {
+      log.writing = false;
+      this.next(log);
     });
   }
 }

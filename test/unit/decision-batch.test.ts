@@ -119,22 +119,26 @@ describe('DecisionBatcher', () => {
     await r4;
   });
 
-  it('never mixes ZooKeeper handles in one write, and caps the members of one write', async () => {
+  it('each ZooKeeper handle has its own record and write in flight; a write carries at most maxMembers new ones', async () => {
     const { writes, store } = controlledStore();
     const b = new DecisionBatcher(() => 'p1', store, 2);
     const rs = [b.decide(zkA, member('a0')), b.decide(zkB, member('b1')), b.decide(zkA, member('a1')), b.decide(zkA, member('a2')), b.decide(zkA, member('a3'))];
+    assert.equal(writes.length, 2, 'the new session does not wait for the old one');
+    assert.equal(writes[1]!.zk, zkB);
+    assert.notEqual(writes[1]!.rec.txid, writes[0]!.rec.txid);
+    assert.deepEqual(writes[1]!.rec.txids, ['b1']);
     writes[0]!.answer('yes');
     await tick();
-    assert.equal(writes[1]!.zk, zkB, 'handles are served in the order their first member arrived');
-    assert.deepEqual(writes[1]!.rec.txids, ['a0', 'b1']);
-    writes[1]!.answer('yes');
-    await tick();
     assert.equal(writes[2]!.zk, zkA);
-    assert.deepEqual(writes[2]!.rec.txids, ['a0', 'b1', 'a1', 'a2']);
+    assert.deepEqual(writes[2]!.rec.txids, ['a0', 'a1', 'a2']);
     writes[2]!.answer('yes');
     await tick();
-    assert.deepEqual(writes[3]!.rec.txids, ['a0', 'b1', 'a1', 'a2', 'a3']);
+    assert.deepEqual(writes[3]!.rec.txids, ['a0', 'a1', 'a2', 'a3']);
     writes[3]!.answer('yes');
+    writes[1]!.answer('yes');
     for (const r of await Promise.all(rs)) assert.equal(r, 'yes');
+    assert.equal(b.inPhaseTwo, 5);
+    for (const t of ['a0', 'b1', 'a1', 'a2', 'a3']) b.done(t);
+    assert.equal(b.inPhaseTwo, 0);
   });
 });
