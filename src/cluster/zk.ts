@@ -12,8 +12,11 @@
 //   forever after a connection loss. A call without an answer after `opTimeoutMs` fails
 //   with OPERATIONTIMEOUT and the handle is closed as dead, so the session supervisor
 //   opens a new session instead of everything waiting on a wedged one;
-// - requests go to the binding's handle directly, not through the package's JavaScript wrapper
-//   (which formats every call's arguments for a discarded debug log); `zkOpCounts` counts them.
+// - requests without a watch go to the binding's handle directly, not through the package's
+//   JavaScript wrapper (which formats every call's arguments for a discarded debug log);
+//   requests with a watch still go through the wrapper: the fail-closed test's lock waits never
+//   ended when its lock service's watches were set on the handle directly (cause not found);
+//   `zkOpCounts` counts every request.
 //   What the wrapper cannot avoid either: the C client resolves its server list (getaddrinfo
 //   with AI_ADDRCONFIG) at every I/O event, since the binding does not expose
 //   zoo_set_servers_resolution_delay; only fewer requests make that cheaper;
@@ -56,11 +59,8 @@ type RawCb = (rc: number, error: string, a?: unknown, b?: unknown) => void;
 interface RawZooKeeper {
   a_create(path: string, data: string | Buffer, flags: number, cb: RawCb): number;
   a_exists(path: string, watch: boolean, cb: RawCb): number;
-  aw_exists(path: string, w: NativeWatchCb, cb: RawCb): number;
   a_get(path: string, watch: boolean, cb: RawCb): number;
-  aw_get(path: string, w: NativeWatchCb, cb: RawCb): number;
   a_get_children(path: string, watch: boolean, cb: RawCb): number;
-  aw_get_children(path: string, w: NativeWatchCb, cb: RawCb): number;
   a_set(path: string, data: string | Buffer, version: number, cb: RawCb): number;
   a_delete_(path: string, version: number, cb: RawCb): number;
 }
@@ -398,7 +398,7 @@ export class Zk extends EventEmitter {
   async get(path: string, watch?: Watcher): Promise<{ data: Buffer; stat: Stat }> {
     const [stat, data] = await this.call('get', path, (n, r): Promise<[NativeStat, Buffer | null]> => {
       if (!r) return watch ? n.w_get(path, this.wrapWatch(watch)) : n.get(path, false);
-      return watch ? rawCall('aw_get', (cb) => r.aw_get(path, this.wrapWatch(watch), cb), pair) : rawCall('a_get', (cb) => r.a_get(path, false, cb), pair);
+      return watch ? n.w_get(path, this.wrapWatch(watch)) : rawCall('a_get', (cb) => r.a_get(path, false, cb), pair);
     });
     return { data: data ?? Buffer.alloc(0), stat: toStat(stat) };
   }
@@ -420,7 +420,7 @@ export class Zk extends EventEmitter {
     try {
       const stat = await this.call('exists', path, (n, r): Promise<NativeStat> => {
         if (!r) return watch ? n.w_exists(path, this.wrapWatch(watch)) : n.exists(path, false);
-        return watch ? rawCall('aw_exists', (cb) => r.aw_exists(path, this.wrapWatch(watch), cb), first) : rawCall('a_exists', (cb) => r.a_exists(path, false, cb), first);
+        return watch ? n.w_exists(path, this.wrapWatch(watch)) : rawCall('a_exists', (cb) => r.a_exists(path, false, cb), first);
       });
       return stat ? toStat(stat) : null;
     } catch (e) {
@@ -432,7 +432,7 @@ export class Zk extends EventEmitter {
   async children(path: string, watch?: Watcher): Promise<string[]> {
     const list = await this.call('children', path, (n, r): Promise<string[]> => {
         if (!r) return watch ? n.w_get_children(path, this.wrapWatch(watch)) : n.get_children(path, false);
-        return watch ? rawCall('aw_get_children', (cb) => r.aw_get_children(path, this.wrapWatch(watch), cb), first) : rawCall('a_get_children', (cb) => r.a_get_children(path, false, cb), first);
+        return watch ? n.w_get_children(path, this.wrapWatch(watch)) : rawCall('a_get_children', (cb) => r.a_get_children(path, false, cb), first);
       });
     return Array.isArray(list) ? [...list] : [];
   }
