@@ -12,14 +12,13 @@
 //   forever after a connection loss. A call without an answer after `opTimeoutMs` fails
 //   with OPERATIONTIMEOUT and the handle is closed as dead, so the session supervisor
 //   opens a new session instead of everything waiting on a wedged one;
-// - requests without a watch go to the binding's handle directly, not through the package's
-//   JavaScript wrapper (which formats every call's arguments for a discarded debug log);
-//   requests with a watch still go through the wrapper: the fail-closed test's lock waits never
-//   ended when its lock service's watches were set on the handle directly (cause not found);
-//   `zkOpCounts` counts every request.
-//   What the wrapper cannot avoid either: the C client resolves its server list (getaddrinfo
-//   with AI_ADDRCONFIG) at every I/O event, since the binding does not expose
-//   zoo_set_servers_resolution_delay; only fewer requests make that cheaper;
+// - `zkOpCounts` counts the requests per operation (PGRING_TXN_STATS=1 prints them at exit).
+//   Each request costs more than its round trip: the C client resolves its server list
+//   (getaddrinfo with AI_ADDRCONFIG) at every I/O event, since the binding does not expose
+//   zoo_set_servers_resolution_delay, and the package's JavaScript wrapper formats every call's
+//   arguments with util.inspect for a debug log it discards (~7 µs). Calling the binding's
+//   handle directly was tried and reverted: with it the fail-closed test's ZooKeeper session
+//   expired under load (cause not found); only fewer requests make them cheaper;
 // - with `auth`, the handle authenticates (digest) and every node it creates carries an ACL
 //   that gives that identity every permission and nobody else any (see create()).
 import { createHash } from 'node:crypto';
@@ -52,17 +51,6 @@ interface NativeZooKeeper extends EventEmitter {
   readonly client_id: string;
   readonly client_password: string;
   readonly timeout: number;
-}
-/** The binding's own handle (the package's JavaScript wrapper keeps it as `.native`): its a_* methods
- *  answer through a callback `(rc, error, ...result)` and return a negative rc when refused. */
-type RawCb = (rc: number, error: string, a?: unknown, b?: unknown) => void;
-interface RawZooKeeper {
-  a_create(path: string, data: string | Buffer, flags: number, cb: RawCb): number;
-  a_exists(path: string, watch: boolean, cb: RawCb): number;
-  a_get(path: string, watch: boolean, cb: RawCb): number;
-  a_get_children(path: string, watch: boolean, cb: RawCb): number;
-  a_set(path: string, data: string | Buffer, version: number, cb: RawCb): number;
-  a_delete_(path: string, version: number, cb: RawCb): number;
 }
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const NativeCtor: { new (config: Record<string, unknown>): NativeZooKeeper } = require('zookeeper');
@@ -171,24 +159,6 @@ let handleCounter = 0;
 export const zkOpCounts: Record<string, number> = { create: 0, get: 0, set: 0, delete: 0, exists: 0, children: 0, set_acl: 0, get_acl: 0 };
 
 /**
- * One request through the binding's handle directly: the package's JavaScript wrapper formats
- * every call's arguments with util.inspect for a debug log it then discards (~7-15 µs per
- * request) and wraps each in two more promises. Same results and error texts as its promisify().
- */
-function rawCall<T>(name: string, run: (cb: RawCb) => number, pick: (a: unknown, b: unknown) => T): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const rc0 = run((rc, error, a, b) => {
-      if (rc !== 0) reject(new Error(`${rc} ${error}`));
-      else resolve(pick(a, b));
-    });
-    if (rc0 < 0) reject(new Error(`fn: "${name}" result: "Z${CODES[rc0] ?? 'UNKNOWN'} ${rc0}"`));
-  });
-}
-const first = (a: unknown): never => a as never;
-const pair = (a: unknown, b: unknown): never => [a, b] as never;
-const nothing = (): never => undefined as never;
-
-/**
  * One native ZooKeeper handle = at most one session. Events:
  * 'connected' (every (re)connection of this session), 'disconnected' (connection lost, session
  * may live), 'dead' (reason: ZkDeathReason, rc: number) once, after which it is unusable.
@@ -196,8 +166,6 @@ const nothing = (): never => undefined as never;
 export class Zk extends EventEmitter {
   readonly handleId = ++handleCounter;
   private native: NativeZooKeeper | null;
-  /** the binding's handle under the wrapper (null: unknown package shape, use the wrapper) */
-  private raw: RawZooKeeper | null = null;
   private _connected = false;
   private _dead: ZkDeathReason | null = null;
   private lastSessionId = '0';
@@ -219,8 +187,6 @@ export class Zk extends EventEmitter {
     }
     const native = new NativeCtor(cfg);
     this.native = native;
-    const inner = (native as unknown as { native?: RawZooKeeper }).native;
-    if (inner && typeof inner.a_create === 'function' && typeof inner.a_delete_ === 'function') this.raw = inner;
     native.on('connect', () => {
       if (this._dead) return;
       this._connected = true;
@@ -311,7 +277,6 @@ export class Zk extends EventEmitter {
     this._connected = false;
     const native = this.native;
     this.native = null;
-    this.raw = null;
     if (closeNative && native) { try { native.close(); } catch { /* already closed */ } }
     this.emit('dead', reason, rc);
   }
@@ -320,7 +285,7 @@ export class Zk extends EventEmitter {
     return this.opts.opTimeoutMs ?? Math.max(20000, 2 * (this.lastTimeout || this.opts.sessionTimeoutMs || 10000));
   }
 
-  private async call<T>(op: string, path: string | undefined, fn: (n: NativeZooKeeper, raw: RawZooKeeper | null) => Promise<T>): Promise<T> {
+  private async call<T>(op: string, path: string | undefined, fn: (n: NativeZooKeeper) => Promise<T>): Promise<T> {
     const native = this.native;
     if (this._dead || !native) throw this.deadError(op, path);
     zkOpCounts[op] = (zkOpCounts[op] ?? 0) + 1;
@@ -334,7 +299,7 @@ export class Zk extends EventEmitter {
       }, ms);
     });
     try {
-      return await Promise.race([fn(native, this.raw), deadline]);
+      return await Promise.race([fn(native), deadline]);
     } catch (e) {
       if (isZkError(e, 'OPERATIONTIMEOUT') && this._dead) throw e;
       const err = parseZkError(e, op, path);
@@ -366,8 +331,7 @@ export class Zk extends EventEmitter {
    */
   async create(path: string, data: Buffer | string, mode: CreateMode): Promise<string> {
     const acl = this.aclFor(path);
-    const flags = FLAGS[mode];
-    const created = this.call('create', path, (n, r) => r ? rawCall<string>('a_create', (cb) => r.a_create(path, data, flags, cb), first) : n.create(path, data, flags));
+    const created = this.call('create', path, (n) => n.create(path, data, FLAGS[mode]));
     if (!acl) return created;
     if (mode === 'persistent' || mode === 'ephemeral') {
       const secured = this.call('set_acl', path, (n) => n.set_acl(path, 0, acl));
@@ -396,32 +360,26 @@ export class Zk extends EventEmitter {
   }
 
   async get(path: string, watch?: Watcher): Promise<{ data: Buffer; stat: Stat }> {
-    const [stat, data] = await this.call('get', path, (n, r): Promise<[NativeStat, Buffer | null]> => {
-      if (!r) return watch ? n.w_get(path, this.wrapWatch(watch)) : n.get(path, false);
-      return watch ? n.w_get(path, this.wrapWatch(watch)) : rawCall('a_get', (cb) => r.a_get(path, false, cb), pair);
-    });
+    const [stat, data] = await this.call('get', path, (n) => watch ? n.w_get(path, this.wrapWatch(watch)) : n.get(path, false));
     return { data: data ?? Buffer.alloc(0), stat: toStat(stat) };
   }
 
   /** Sets data if the node's version is `version` (pass -1 for any version). */
   async set(path: string, data: Buffer | string, version: number): Promise<Stat> {
     checkVersion(version);
-    return toStat(await this.call('set', path, (n, r) => r ? rawCall<NativeStat>('a_set', (cb) => r.a_set(path, data, version, cb), first) : n.set(path, data, version)));
+    return toStat(await this.call('set', path, (n) => n.set(path, data, version)));
   }
 
   /** Deletes the node if its version is `version` (pass -1 for any version). */
   async delete(path: string, version: number): Promise<void> {
     checkVersion(version);
-    await this.call('delete', path, (n, r) => r ? rawCall<void>('a_delete_', (cb) => r.a_delete_(path, version, cb), nothing) : n.delete_(path, version));
+    await this.call('delete', path, (n) => n.delete_(path, version));
   }
 
   /** Stat of the node or null; the watch (if any) fires on create/delete/change even when absent. */
   async exists(path: string, watch?: Watcher): Promise<Stat | null> {
     try {
-      const stat = await this.call('exists', path, (n, r): Promise<NativeStat> => {
-        if (!r) return watch ? n.w_exists(path, this.wrapWatch(watch)) : n.exists(path, false);
-        return watch ? n.w_exists(path, this.wrapWatch(watch)) : rawCall('a_exists', (cb) => r.a_exists(path, false, cb), first);
-      });
+      const stat = await this.call('exists', path, (n) => watch ? n.w_exists(path, this.wrapWatch(watch)) : n.exists(path, false));
       return stat ? toStat(stat) : null;
     } catch (e) {
       if (isZkError(e, 'NONODE')) return null;
@@ -430,10 +388,7 @@ export class Zk extends EventEmitter {
   }
 
   async children(path: string, watch?: Watcher): Promise<string[]> {
-    const list = await this.call('children', path, (n, r): Promise<string[]> => {
-        if (!r) return watch ? n.w_get_children(path, this.wrapWatch(watch)) : n.get_children(path, false);
-        return watch ? n.w_get_children(path, this.wrapWatch(watch)) : rawCall('a_get_children', (cb) => r.a_get_children(path, false, cb), first);
-      });
+    const list = await this.call('children', path, (n) => watch ? n.w_get_children(path, this.wrapWatch(watch)) : n.get_children(path, false));
     return Array.isArray(list) ? [...list] : [];
   }
 

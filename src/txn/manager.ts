@@ -35,13 +35,17 @@
 // ZooKeeper): also when the fence closed and opened again since the transaction's first write.
 // Reads and read-only COMMITs go on.
 //
-// Two-phase commit (COMMIT of a transaction with several shards in it):
-//   PREPARE TRANSACTION 'pgring_<cluster>_<proxy>_<txid>_<shard>' on each shard (in parallel);
+// Distributed commit (COMMIT of a transaction with several shards in it):
+//   participants without changes (src/txn/participants.ts) get a plain COMMIT; with at most one
+//   participant that wrote, its plain COMMIT is the commit (one phase). Otherwise two-phase:
+//   PREPARE TRANSACTION 'pgring_<cluster>_<proxy>_<txid>_<shard>' on each writing shard (in parallel);
 //   any failure: ROLLBACK PREPARED the prepared ones, ROLLBACK the others, error to the client
 //     (the shard's own SQLSTATE, e.g. 55000 "prepared transactions are disabled", shard named);
-//   write the decision txns/<proxy>_<txid> (persistent: proxy, txid, gids) — the commit point;
+//   the decision: one write of this proxy's rolling record txns/<proxy>_log-<hex>, shared with
+//     the commits decided at the same time (group commit, src/txn/decision-batch.ts) — the
+//     commit point;
 //   COMMIT PREPARED on each shard (retried); the client gets COMMIT;
-//   the decision is deleted in the background.
+//   the transaction leaves the record with the next write (or the idle delete).
 // After the decision the transaction is committed whatever happens: a shard that cannot be
 // reached for COMMIT PREPARED is finished in the background by this proxy (retrying every
 // second over a plain connection) or, if this proxy dies, by recovery; the client still gets
