@@ -1,12 +1,15 @@
-// Group commit of two-phase-commit decisions into one rolling record per proxy process.
+// Group commit of two-phase-commit decisions into rolling records.
 //
-// The record txns/<proxy>_log-<incarnation> lists (`txids`, and every gid in `gids`) each
-// transaction of this proxy that is decided and has not finished phase two. A decision is one
-// ZooKeeper write of that record: decisions that arrive while a write is in flight wait for it
-// and go together in the next write (group commit), and a write also drops the transactions
-// that finished since the last one, so finished decisions cost no ZooKeeper request of their
-// own (removed in batches, by the next write). The record is deleted once nothing is in phase
-// two for IDLE_DELETE_MS. One write at a time, so the record only grows by whole batches.
+// A record txns/<proxy>_log-<hex> lists (`txids`, and every gid in `gids`) each transaction of
+// this proxy that it decided and that has not finished phase two. A decision is one ZooKeeper
+// write of a record; a record has at most one write in flight, and decisions that arrive while
+// it is busy go together in its next write (group commit). A write also drops the transactions
+// that finished since the last one, so finished decisions cost no ZooKeeper request of their own
+// (removed in batches, by the next write). A record is deleted once nothing of it is in phase two
+// for IDLE_DELETE_MS. Each ZooKeeper session has up to `perSession` records (default 2): a
+// decision takes a record with no write in flight, so it waits for an earlier write only when
+// all are busy (one record serialised every decision behind the previous write: +0.45 ms per
+// decision measured at 8 clients).
 //
 // Recovery and backup restore decide a gid by the records of its proxy whose `txids` name its
 // txid (recordDecides in src/cluster/txns.ts): the commit of a transaction is decided exactly
@@ -15,9 +18,8 @@
 // write of a live proxy is never lost to a concurrent clean-up.
 //
 // Members are grouped by the ZooKeeper handle they prepared in: a record is written in the
-// session that checked its members' locks, each session has its own record and its own write in
-// flight (a write stuck in a lost session, settled only after a read-back, holds up nothing of
-// the next session).
+// session that checked its members' locks, and each session has its own records (a write stuck
+// in a lost session, settled only after a read-back, holds up nothing of the next session).
 import { randomBytes } from 'node:crypto';
 import type { Zk } from '../cluster/zk';
 import type { DecisionRecord } from '../cluster/txns';
@@ -65,7 +67,7 @@ interface Log {
 }
 
 export class DecisionBatcher {
-  private readonly logs = new Map<Zk, Log>();
+  private readonly logs = new Map<Zk, Log[]>();
   private readonly logOf = new Map<string, Log>();
   readonly stats = { writes: 0, members: 0, maxBatch: 0, deletes: 0 };
 
@@ -74,6 +76,8 @@ export class DecisionBatcher {
     private readonly store: DecisionStore,
     private readonly maxMembers = 200,
     private readonly idleMs = IDLE_DELETE_MS,
+    /** records (each with one write in flight) per session: a decision waits for an earlier write only when all are busy */
+    private readonly perSession = 2,
   ) {}
 
   /** Decided transactions whose phase two has not finished (what the records list). */
@@ -81,12 +85,16 @@ export class DecisionBatcher {
 
   /** Resolves with the outcome of the write that first listed `m`. */
   decide(zk: Zk, m: DecisionMember): Promise<DecisionOutcome> {
-    let log = this.logs.get(zk);
-    if (!log) this.logs.set(zk, (log = { zk, name: newName(), queue: [], live: new Map(), writing: false, exists: false, idleDue: false, idleTimer: null }));
-    const l = log;
+    let logs = this.logs.get(zk);
+    if (!logs) this.logs.set(zk, (logs = []));
+    // A record with no write in flight; else a new one (up to perSession); else the shortest queue.
+    let l = logs.find((x) => !x.writing);
+    if (!l && logs.length < this.perSession) logs.push((l = { zk, name: newName(), queue: [], live: new Map(), writing: false, exists: false, idleDue: false, idleTimer: null }));
+    l ??= logs.reduce((a, b) => (b.queue.length < a.queue.length ? b : a));
+    const log = l;
     return new Promise((resolve) => {
-      l.queue.push({ m, resolve });
-      this.next(l);
+      log.queue.push({ m, resolve });
+      this.next(log);
     });
   }
 
@@ -132,7 +140,11 @@ export class DecisionBatcher {
 
   private removeIfIdle(log: Log): void {
     if (log.live.size) return;
-    const forget = () => { if (!log.writing && !log.queue.length && !log.live.size && this.logs.get(log.zk) === log && log.zk.dead) this.logs.delete(log.zk); };
+    const forget = () => {
+      if (log.writing || log.queue.length || log.live.size || !log.zk.dead) return;
+      const logs = this.logs.get(log.zk)?.filter((x) => x !== log);
+      if (logs?.length) this.logs.set(log.zk, logs); else this.logs.delete(log.zk);
+    };
     if (!log.idleDue || log.exists === false) { forget(); return; }
     log.idleDue = false;
     log.writing = true;

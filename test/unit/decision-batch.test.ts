@@ -49,7 +49,7 @@ describe('decision records', () => {
 describe('DecisionBatcher', () => {
   it('writes the first decision at once, those arriving meanwhile together, and drops finished ones in the next write', async () => {
     const { writes, store } = controlledStore();
-    const b = new DecisionBatcher(() => 'p1', store);
+    const b = new DecisionBatcher(() => 'p1', store, 200, 300, 1);
     const r1 = b.decide(zkA, member('a1'));
     assert.equal(writes.length, 1);
     assert.equal(writes[0]!.exists, false);
@@ -77,7 +77,7 @@ describe('DecisionBatcher', () => {
 
   it('deletes the record once nothing is in phase two for a while', async () => {
     const { writes, removes, store } = controlledStore();
-    const b = new DecisionBatcher(() => 'p1', store, 200, 20);
+    const b = new DecisionBatcher(() => 'p1', store, 200, 20, 1);
     const r1 = b.decide(zkA, member('a1'));
     writes[0]!.answer('yes');
     await r1;
@@ -99,7 +99,7 @@ describe('DecisionBatcher', () => {
 
   it('a write that may have been applied leaves its record alone: later decisions go to a new one', async () => {
     const { writes, store } = controlledStore();
-    const b = new DecisionBatcher(() => 'p1', store);
+    const b = new DecisionBatcher(() => 'p1', store, 200, 300, 1);
     const r1 = b.decide(zkA, member('a1'));
     writes[0]!.answer('yes');
     await r1;
@@ -121,7 +121,7 @@ describe('DecisionBatcher', () => {
 
   it('each ZooKeeper handle has its own record and write in flight; a write carries at most maxMembers new ones', async () => {
     const { writes, store } = controlledStore();
-    const b = new DecisionBatcher(() => 'p1', store, 2);
+    const b = new DecisionBatcher(() => 'p1', store, 2, 300, 1);
     const rs = [b.decide(zkA, member('a0')), b.decide(zkB, member('b1')), b.decide(zkA, member('a1')), b.decide(zkA, member('a2')), b.decide(zkA, member('a3'))];
     assert.equal(writes.length, 2, 'the new session does not wait for the old one');
     assert.equal(writes[1]!.zk, zkB);
@@ -140,5 +140,29 @@ describe('DecisionBatcher', () => {
     assert.equal(b.inPhaseTwo, 5);
     for (const t of ['a0', 'b1', 'a1', 'a2', 'a3']) b.done(t);
     assert.equal(b.inPhaseTwo, 0);
+  });
+
+  it('with two records per session, a decision waits only when both have a write in flight', async () => {
+    const { writes, store } = controlledStore();
+    const b = new DecisionBatcher(() => 'p1', store);
+    const r1 = b.decide(zkA, member('a1'));
+    const r2 = b.decide(zkA, member('a2'));
+    assert.equal(writes.length, 2, 'the second record takes the second decision at once');
+    assert.notEqual(writes[0]!.rec.txid, writes[1]!.rec.txid);
+    const r3 = b.decide(zkA, member('a3'));
+    const r4 = b.decide(zkA, member('a4'));
+    assert.equal(writes.length, 2);
+    writes[1]!.answer('yes');
+    assert.equal(await r2, 'yes');
+    await tick();
+    assert.equal(writes[2]!.rec.txid, writes[1]!.rec.txid);
+    assert.deepEqual(writes[2]!.rec.txids, ['a2', 'a4'], 'the waiting decisions are spread over the shorter queues');
+    writes[0]!.answer('yes');
+    await tick();
+    assert.deepEqual(writes[3]!.rec.txids, ['a1', 'a3']);
+    writes[2]!.answer('yes');
+    writes[3]!.answer('yes');
+    assert.deepEqual(await Promise.all([r1, r3, r4]), ['yes', 'yes', 'yes']);
+    assert.equal(b.inPhaseTwo, 4);
   });
 });
