@@ -23,7 +23,9 @@ export class BenchPgring {
     fs.writeFileSync(this.configFile, JSON.stringify(this.config, null, 2));
     const main = path.resolve(__dirname, '../src/cli/main.js');
     const out = fs.openSync(this.logFile, 'a');
-    const args = this.argv ?? [main, 'proxy', '--config', this.configFile];
+    // PGRING_BENCH_NODE_ARGS: extra node options for the pgring processes (e.g. --cpu-prof --cpu-prof-dir=DIR).
+    const extra = (process.env.PGRING_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+    const args = this.argv ?? [...extra, main, 'proxy', '--config', this.configFile];
     const child = spawn(process.execPath, args, { stdio: ['ignore', out, out] });
     fs.closeSync(out);
     this.child = child;

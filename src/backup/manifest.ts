@@ -2,7 +2,7 @@
 // needs, and the rule that settles the prepared transactions a restored shard holds.
 import type { RingDocument } from '../cluster/ring-store';
 import type { DecisionRecord } from '../cluster/txns';
-import { parseGid } from '../cluster/txns';
+import { parseGid, recordDecides } from '../cluster/txns';
 
 export interface ManifestShard {
   name: string;
@@ -61,7 +61,7 @@ export type Settlement = { gid: string; database: string; action: 'commit' | 'ro
 export function settle(m: Pick<Manifest, 'cluster' | 'decisions'>, gid: string, database: string): Settlement {
   const p = parseGid(gid);
   if (!p || p.cluster !== m.cluster) return { gid, database, action: 'foreign', why: 'not a pgring transaction of this cluster' };
-  const found = m.decisions.some((d) => d.proxy === p.proxy && d.txid === p.txid);
+  const found = m.decisions.some((d) => recordDecides(d, p.proxy, p.txid));
   return found
     ? { gid, database, action: 'commit', why: `decision ${p.proxy}/${p.txid} was recorded before the cut` }
     : { gid, database, action: 'rollback', why: `no decision for ${p.proxy}/${p.txid} at the cut` };

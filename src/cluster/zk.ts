@@ -12,6 +12,13 @@
 //   forever after a connection loss. A call without an answer after `opTimeoutMs` fails
 //   with OPERATIONTIMEOUT and the handle is closed as dead, so the session supervisor
 //   opens a new session instead of everything waiting on a wedged one;
+// - `zkOpCounts` counts the requests per operation (PGRING_TXN_STATS=1 prints them at exit).
+//   Each request costs more than its round trip: the C client resolves its server list
+//   (getaddrinfo with AI_ADDRCONFIG) at every I/O event, since the binding does not expose
+//   zoo_set_servers_resolution_delay, and the package's JavaScript wrapper formats every call's
+//   arguments with util.inspect for a debug log it discards (~7 µs). Calling the binding's
+//   handle directly was tried and reverted: with it the fail-closed test's ZooKeeper session
+//   expired under load (cause not found); only fewer requests make them cheaper;
 // - with `auth`, the handle authenticates (digest) and every node it creates carries an ACL
 //   that gives that identity every permission and nobody else any (see create()).
 import { createHash } from 'node:crypto';
@@ -147,6 +154,9 @@ export interface ZkOptions {
 export type ZkDeathReason = 'closed' | 'expired' | 'authfailed';
 
 let handleCounter = 0;
+
+/** ZooKeeper requests sent by this process, per operation (for the benchmarks' ops-per-transaction figures). */
+export const zkOpCounts: Record<string, number> = { create: 0, get: 0, set: 0, delete: 0, exists: 0, children: 0, set_acl: 0, get_acl: 0 };
 
 /**
  * One native ZooKeeper handle = at most one session. Events:
@@ -287,6 +297,7 @@ export class Zk extends EventEmitter {
     if (OP_COUNTS) countOp(op, path);
     const native = this.native;
     if (this._dead || !native) throw this.deadError(op, path);
+    zkOpCounts[op] = (zkOpCounts[op] ?? 0) + 1;
     let timer: NodeJS.Timeout | undefined;
     const ms = this.opTimeoutMs;
     const deadline = new Promise<never>((_, reject) => {

@@ -35,13 +35,17 @@
 // ZooKeeper): also when the fence closed and opened again since the transaction's first write.
 // Reads and read-only COMMITs go on.
 //
-// Two-phase commit (COMMIT of a transaction with several shards in it):
-//   PREPARE TRANSACTION 'pgring_<cluster>_<proxy>_<txid>_<shard>' on each shard (in parallel);
+// Distributed commit (COMMIT of a transaction with several shards in it):
+//   participants without changes (src/txn/participants.ts) get a plain COMMIT; with at most one
+//   participant that wrote, its plain COMMIT is the commit (one phase). Otherwise two-phase:
+//   PREPARE TRANSACTION 'pgring_<cluster>_<proxy>_<txid>_<shard>' on each writing shard (in parallel);
 //   any failure: ROLLBACK PREPARED the prepared ones, ROLLBACK the others, error to the client
 //     (the shard's own SQLSTATE, e.g. 55000 "prepared transactions are disabled", shard named);
-//   write the decision txns/<proxy>_<txid> (persistent: proxy, txid, gids) — the commit point;
+//   the decision: one write of this proxy's rolling record txns/<proxy>_log-<hex>, shared with
+//     the commits decided at the same time (group commit, src/txn/decision-batch.ts) — the
+//     commit point;
 //   COMMIT PREPARED on each shard (retried); the client gets COMMIT;
-//   the decision is deleted in the background.
+//   the transaction leaves the record with the next write (or the idle delete).
 // After the decision the transaction is committed whatever happens: a shard that cannot be
 // reached for COMMIT PREPARED is finished in the background by this proxy (retrying every
 // second over a plain connection) or, if this proxy dies, by recovery; the client still gets
@@ -54,16 +58,18 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import { keyCoordinate, keyCoordinateBinary, hashTextExtended, toUnsigned } from '../ring/hash';
 import type { Layout } from '../cluster/layout';
 import type { ZkSession } from '../cluster/session';
-import { isZkError, Zk } from '../cluster/zk';
+import { isZkError, Zk, zkOpCounts } from '../cluster/zk';
 import { encodeProxyForNode, LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
 import type { WriteFence } from '../cluster/fence';
 import type { WriteGate } from '../reshard/gate';
-import { DecisionRecord, deleteDecision, makeGid, readDecision, writeDecision } from '../cluster/txns';
+import { DecisionRecord, deleteDecision, makeGid, readDecision, recordDecides, recordTxids, writeDecisionLog } from '../cluster/txns';
 import { finishPrepared, RecoveryHost, serviceCredentials, shardTargets } from './recovery';
 import { parseDurationMs, waitLimit, WaitLimit, waitLimitError } from './wait-limit';
 import { DeadlockDetector, DetectableTxn, DetectorHost } from './deadlock-detector';
 import type { TxMetrics } from '../metrics';
 import { BackupGate } from './backup-gate';
+import { participantsThatWrote } from './participants';
+import { DecisionBatcher, DecisionMember, DecisionOutcome } from './decision-batch';
 
 /**
  * The lock bucket of a key: PostgreSQL's hash of the key (seed 0, as the ring hashes it;
@@ -181,7 +187,17 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   private stopped = false;
   /** Holds new decisions while a backup cut is taken (src/txn/backup-gate.ts). */
   backupGate: BackupGate | null = null;
-  readonly stats = { commits2pc: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0, lockWaits: 0, lockWaitUs: 0, commitUs: 0, decisionUs: 0 };
+  /** group commit of decision records */
+  private readonly decisions = new DecisionBatcher(() => this.proxyId, {
+    write: (zk, rec, exists) => this.recordDecision(zk, rec, exists),
+    remove: async (rec) => {
+      // One attempt (decisions wait behind it): a record left now goes with the next idle delete or recovery.
+      const zk = this.session?.handle();
+      if (!zk || this.session!.state !== 'connected') throw new Error('ZooKeeper not connected');
+      await deleteDecision(zk, this.layout!, rec.proxy, rec.txid);
+    },
+  });
+  readonly stats = { commits2pc: 0, commits1pc: 0, readOnlyParticipants: 0, aborts2pc: 0, lockTimeouts: 0, lockLost: 0, lockWaits: 0, lockWaitUs: 0, commitUs: 0, decisionUs: 0 };
 
   constructor(readonly ctx: ProxyContext, readonly log: Logger) {}
 
@@ -215,7 +231,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   async stop(): Promise<void> {
     this.stopped = true;
     this.backupGate?.stop();
-    if (process.env.PGRING_TXN_STATS) console.error('pgring txn stats', JSON.stringify({ ...this.stats, locks: this.locks?.stats }));
+    if (process.env.PGRING_TXN_STATS) console.error('pgring txn stats', JSON.stringify({ ...this.stats, decisions: this.decisions.stats, locks: this.locks?.stats, zkOps: zkOpCounts }));
     await this.detector?.stop();
     await this.locks?.close();
   }
@@ -479,7 +495,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     const t0 = process.hrtime.bigint();
     const m = this.ctx.metrics as Partial<TxMetrics> | undefined;
     try {
-      await this.twoPhase(session, t, links);
+      await this.commitParticipants(session, t, links);
       m?.twoPhaseCommit?.('committed');
     } catch (e) {
       m?.twoPhaseCommit?.('aborted');
@@ -505,13 +521,44 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     if (res.some((r) => r.status === 'rejected')) this.needsSweep = true;
   }
 
-  private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
-    if (t.writeShards.size === 0 && t.pending.size === 0 && (this.fence?.closed || this.session!.state !== 'connected')) {
-      // Nothing written through pgring: no decision record is needed, and reads must keep
-      // working while ZooKeeper is away (fail closed stops writes only).
-      await session.runOnLinks(links, 'COMMIT');
-      return;
+  /**
+   * Participants without changes commit with a plain COMMIT (src/txn/participants.ts); one that
+   * wrote alone commits with its own plain COMMIT (one phase: no PREPARE, no decision record:
+   * also while ZooKeeper is away for read-only transactions); two or more go through two-phase
+   * commit, the others committing next to their PREPARE.
+   */
+  private async commitParticipants(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
+    let split: { writers: Link[]; readers: Link[] };
+    try {
+      split = await participantsThatWrote(session, links, t.writeShards, (p) => withTimeout(t.unlessGone(p), PHASE_TIMEOUT_MS, 'the read-only check of a distributed commit'));
+    } catch (e) {
+      await this.rollbackAll(session, links, links.map(() => false), []);
+      throw asPgError(e);
     }
+    const { writers, readers } = split;
+    if (readers.length) this.stats.readOnlyParticipants += readers.length;
+    if (writers.length <= 1) return this.commitOnePhase(session, t, writers, readers);
+    const rd = readers.length ? t.unlessGone(session.runOnLinks(readers, 'COMMIT')).catch(() => undefined) : null;
+    try { await this.twoPhase(session, t, writers); } finally { await rd; }
+  }
+
+  /** COMMIT on every link at once; `writers` (at most one) decides the outcome. */
+  private async commitOnePhase(session: ClientSession, t: Txn, writers: Link[], readers: Link[]): Promise<void> {
+    const all = [...writers, ...readers];
+    const reason = writers.length ? t.doomed ?? this.locks?.check(t) ?? null : null;
+    const veto = (t.writeShards.size ? this.fenceVeto(t) : null) ?? (reason ? this.doomedError(reason) : null);
+    if (veto) {
+      if (reason) { t.doomed ??= reason; this.stats.lockLost++; }
+      await this.rollbackAll(session, all, all.map(() => false), []);
+      throw veto;
+    }
+    const res = await Promise.allSettled(all.map((l) => t.unlessGone(session.runOnLinks([l], 'COMMIT'))));
+    this.stats.commits1pc++;
+    // A read-only participant that failed to commit had nothing to commit.
+    if (writers.length && res[0]!.status === 'rejected') throw asPgError(res[0].reason);
+  }
+
+  private async twoPhase(session: ClientSession, t: Txn, links: Link[]): Promise<void> {
     const zk0 = await this.beforePrepare(session, t, links);
     const txid = (this.seq++).toString(36);
     const shards = links.map((l) => this.shardName(l.shard));
@@ -523,12 +570,12 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     try {
       const prepared = await this.phaseOne(session, t, links, gids, shards, info, txid);
       const gate = await this.beforeDecision(session, t, links, prepared, gids, info, zk0);
-      // The decision (commit point).
+      // The decision (commit point), written together with those of concurrent commits.
       info.state = 'deciding';
-      const rec: DecisionRecord = { proxy: this.proxyId, txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })), at: Date.now() };
+      const member: DecisionMember = { txid, gids: gids.map((gid, i) => ({ shard: shards[i]!, gid })) };
       const td = process.hrtime.bigint();
-      let decided: 'yes' | 'no' | 'unknown';
-      try { decided = await this.recordDecision(zk0, rec); } finally { gate?.leave(); }
+      let decided: DecisionOutcome;
+      try { decided = await this.decisions.decide(zk0, member); } finally { gate?.leave(); }
       this.stats.decisionUs += Number(process.hrtime.bigint() - td) / 1000;
       if (decided === 'unknown') {
         // Neither we nor the client can know now: recovery finishes it by the record.
@@ -541,7 +588,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         await this.rollbackAll(session, links, prepared, gids);
         throw new PgError(SQLSTATE.SerializationFailure, 'pgring: could not record the commit decision in ZooKeeper (session lost); transaction rolled back');
       }
-      keepInflight = await this.phaseTwo(session, t, links, gids, shards, rec, info, txid);
+      keepInflight = await this.phaseTwo(session, t, links, gids, shards, member, info, txid);
     } finally {
       if (!keepInflight) { this.inflight.delete(txid); this.active.delete(txid); }
     }
@@ -641,7 +688,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
 
   /** COMMIT PREPARED on every shard (retried); shards that still fail are finished in the
    *  background. True when the transaction stays in flight for that. */
-  private async phaseTwo(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], rec: DecisionRecord, info: { state: string }, txid: string): Promise<boolean> {
+  private async phaseTwo(session: ClientSession, t: Txn, links: Link[], gids: string[], shards: string[], member: DecisionMember, info: { state: string }, txid: string): Promise<boolean> {
     info.state = 'committing';
     let left = links.map((_, i) => i);
     for (let attempt = 0; attempt < 3 && left.length; attempt++) {
@@ -654,30 +701,32 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     if (left.length) {
       info.state = 'finishing';
       this.log.warn({ txid, shards: left.map((i) => shards[i]) }, 'two-phase commit: COMMIT PREPARED failed on some shards after the decision; finishing in the background');
-      this.finishLater(rec, session.database, left.map((i) => i));
+      this.finishLater(member, session.database, left.map((i) => i));
       return true;
     }
-    void this.dropDecision(rec);
+    this.decisions.done(txid);
     return false;
   }
 
   /** Writes the decision; resolves an ambiguous create by reading it back. */
-  private async recordDecision(zk0: Zk, rec: DecisionRecord): Promise<'yes' | 'no' | 'unknown'> {
+  private async recordDecision(zk0: Zk, rec: DecisionRecord, exists: boolean): Promise<DecisionOutcome> {
     try {
-      await writeDecision(zk0, this.layout!, rec);
+      await writeDecisionLog(zk0, this.layout!, rec, exists);
       return 'yes';
     } catch (e) {
       if (!isZkError(e, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT', 'SESSIONEXPIRED')) {
         this.log.warn({ err: (e as Error).message, txid: rec.txid }, 'two-phase commit: decision write failed');
         return 'no';
       }
-      // The create may or may not have been applied. In the same session, or in a new one (a
-      // create of an expired session is never applied later), reading it back settles it.
+      // The write may or may not have been applied. In the same session, or in a new one (a
+      // request of an expired session is never applied later), reading it back settles it: it
+      // was applied when the record lists every transaction this write listed.
       const deadline = Date.now() + 2 * (zk0.sessionTimeoutMs || 10000) + 5000;
       while (Date.now() < deadline && !this.stopped) {
         try {
           const zk = await this.session!.waitConnected(Math.max(100, deadline - Date.now()));
-          return (await readDecision(zk, this.layout!, rec.proxy, rec.txid)) ? 'yes' : 'no';
+          const now = await readDecision(zk, this.layout!, rec.proxy, rec.txid);
+          return now && recordTxids(rec).every((x) => recordDecides(now, rec.proxy, x)) ? 'yes' : 'no';
         } catch (e2) {
           if (!isZkError(e2, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT', 'SESSIONEXPIRED')) return 'unknown';
           await new Promise((r) => setTimeout(r, 100));
@@ -687,20 +736,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     }
   }
 
-  /** Deletes a decision after phase two (background, retried). */
-  private async dropDecision(rec: DecisionRecord): Promise<void> {
-    for (let i = 0; i < 100 && !this.stopped; i++) {
-      try {
-        const zk = await this.session!.waitConnected(10000);
-        await deleteDecision(zk, this.layout!, rec.proxy, rec.txid);
-        return;
-      } catch { await new Promise((r) => setTimeout(r, 200)); }
-    }
-    // Left for recovery (removes decisions none of whose transactions is prepared).
-  }
-
   /** COMMIT PREPARED over plain connections until every shard did it, then drops the decision. */
-  private finishLater(rec: DecisionRecord, database: string, idx: number[]): void {
+  private finishLater(rec: DecisionMember, database: string, idx: number[]): void {
     const cred = serviceCredentials(this.ctx.config);
     let left = idx.map((i) => rec.gids[i]!);
     const tick = async (): Promise<void> => {
@@ -718,7 +755,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         this.log.info({ txid: rec.txid }, 'two-phase commit finished in the background');
         this.inflight.delete(rec.txid);
         this.active.delete(rec.txid);
-        await this.dropDecision(rec);
+        this.decisions.done(rec.txid);
       }
     };
     setTimeout(() => void tick(), 200).unref();

@@ -4,7 +4,8 @@
 // controller/) runs one every `intervalMs`. A pass lists pg_prepared_xacts on every shard over
 // a plain `pg` connection (gids starting with pgring_), then, for each whose proxy is gone (no
 // ephemeral proxies/<id> node, checked *after* the listing) finishes it: COMMIT PREPARED when
-// the decision record txns/<proxy>_<txid> exists, else ROLLBACK PREPARED. Finally it removes
+// a decision record of that proxy names the txid (txns/<proxy>_<txid>, or a group-committed
+// record listing it in `txids`), else ROLLBACK PREPARED. Finally it removes
 // decision records of gone proxies none of whose transactions is still prepared anywhere.
 //
 // Why checking the proxy node after the listing is safe: a proxy prepares only while its
@@ -22,7 +23,7 @@ import { LeaderLatch } from '../cluster/election';
 import type { Layout } from '../cluster/layout';
 import type { ZkSession } from '../cluster/session';
 import { isZkError, Zk } from '../cluster/zk';
-import { deleteDecision, listDecisions, parseGid, readDecision } from '../cluster/txns';
+import { decidedTxids, deleteDecision, listDecisions, parseGid, recordTxids } from '../cluster/txns';
 
 export interface ShardTarget { name: string; host: string; port: number }
 
@@ -157,6 +158,16 @@ export class Recovery {
       return v;
     };
     const decisions = new Map<string, boolean>();
+    // The txids a dead proxy's records decide, read once per pass after its node was seen gone
+    // (it can write no more). This proxy's own are read fresh for each txid (after the txid was
+    // seen out of flight): its other commits go on writing records meanwhile.
+    const decidedBy = new Map<string, Set<string>>();
+    const isDecided = async (proxy: string, txid: string): Promise<boolean> => {
+      if (proxy === this.proxyId) return (await decidedTxids(zk, this.layout, proxy)).has(txid);
+      let set = decidedBy.get(proxy);
+      if (!set) { set = await decidedTxids(zk, this.layout, proxy); decidedBy.set(proxy, set); }
+      return set.has(txid);
+    };
     const remaining = new Set<string>();
     for (const t of targets) {
       for (const row of listed.get(t.name) ?? []) {
@@ -168,7 +179,7 @@ export class Recovery {
         } else if (scope === 'own' || await isLive(g.proxy)) { remaining.add(row.gid); continue; }
         const key = `${g.proxy}\u0000${g.txid}`;
         let commit = decisions.get(key);
-        if (commit === undefined) { commit = (await readDecision(zk, this.layout, g.proxy, g.txid)) !== null; decisions.set(key, commit); }
+        if (commit === undefined) { commit = await isDecided(g.proxy, g.txid); decisions.set(key, commit); }
         try {
           await finishPrepared(t, cred, row.database, row.gid, commit);
           if (commit) this.stats.committed++; else this.stats.rolledBack++;
@@ -181,12 +192,13 @@ export class Recovery {
     }
     // 3. Stale decision records (proxy gone, nothing of it prepared any more on shards we could list).
     if (scope === 'all') {
-      for (const { rec } of await listDecisions(zk, this.layout)) {
+      for (const { rec, version } of await listDecisions(zk, this.layout)) {
         if (!rec || typeof rec.proxy !== 'string' || !Array.isArray(rec.gids)) continue;
-        if (rec.proxy === this.proxyId ? this.host.inflight.has(rec.txid) : await isLive(rec.proxy)) continue;
+        if (rec.proxy === this.proxyId ? recordTxids(rec).some((x) => this.host.inflight.has(x)) : await isLive(rec.proxy)) continue;
         const pending = rec.gids.some((g) => remaining.has(g.gid) || !listed.has(g.shard));
         if (pending) continue;
-        await deleteDecision(zk, this.layout, rec.proxy, rec.txid);
+        // At the version read: a proxy's rolling record may have been rewritten meanwhile.
+        if (!(await deleteDecision(zk, this.layout, rec.proxy, rec.txid, version))) continue;
         this.stats.decisionsRemoved++;
         this.log.info({ proxy: rec.proxy, txid: rec.txid }, 'transaction recovery removed a finished decision record');
       }

@@ -305,6 +305,74 @@ describe('recovery', () => {
   });
 });
 
+describe('recovery of group-committed decisions', () => {
+  it('one record deciding several transactions commits each of them, and only them', async () => {
+    const ks = keysByShard(A, 12);
+    const gone = 'gone-proxy-2';
+    const layout = new Layout(zkName);
+    const gid = (txid: string, s: string) => makeGid(zkName, gone, txid, s);
+    const zk = await Zk.connect({ connect: cluster.zk });
+    try {
+      // b1 and b2 decided together in one record named after b1; b3 prepared, never decided.
+      for (const [i, s] of [[0, 's1'], [1, 's2']] as const) {
+        await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![8]}, 410); PREPARE TRANSACTION '${gid('b1', s)}'`);
+        await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![9]}, 420); PREPARE TRANSACTION '${gid('b2', s)}'`);
+        await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![10]}, 430); PREPARE TRANSACTION '${gid('b3', s)}'`);
+      }
+      const gids = (txid: string) => ['s1', 's2'].map((s) => ({ shard: s, gid: gid(txid, s) }));
+      await writeDecision(zk, layout, { proxy: gone, txid: 'b1', gids: [...gids('b1'), ...gids('b2')], at: Date.now(), txids: ['b1', 'b2'] });
+      await A.proxy.recovery!.runPass('all');
+      assert.deepEqual(await prepared(), []);
+      assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v IN (410, 420)`), ['2', '2', '0']);
+      assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 430`), ['0', '0', '0']);
+      assert.deepEqual((await listDecisions(zk, layout)).filter((d) => d.rec.proxy === gone), [], 'the finished record is removed');
+    } finally { await zk.close(); }
+  });
+});
+
+describe('participants without changes commit in one phase', () => {
+  const stats = () => ({ ...A.proxy.txn!.stats });
+  it('a transaction that wrote on one shard and read on another commits without PREPARE or a decision', async () => {
+    const ks = keysByShard(A, 12);
+    const c = await open(A);
+    const s0 = stats();
+    await c.query('BEGIN');
+    await c.query('SELECT v FROM kv WHERE k = $1', [ks[0]![8]]);
+    await c.query('INSERT INTO kv VALUES ($1, 501)', [ks[1]![11]]);
+    await c.query('SELECT v FROM kv WHERE k = $1', [ks[2]![8]]);
+    await c.query('COMMIT');
+    const s1 = stats();
+    assert.equal(s1.commits2pc, s0.commits2pc);
+    assert.equal(s1.commits1pc, s0.commits1pc + 1);
+    assert.equal(s1.readOnlyParticipants, s0.readOnlyParticipants + 2);
+    assert.deepEqual(await onShards('SELECT count(*) FROM kv WHERE v = 501'), ['0', '1', '0']);
+    assert.deepEqual(await prepared(), []);
+  });
+
+  it('a SELECT calling a function that writes makes its shard a participant of the two-phase commit', async () => {
+    const ks = keysByShard(A, 12);
+    for (const p of ports) await onShard(p, `CREATE OR REPLACE FUNCTION wr(x int) RETURNS int LANGUAGE sql AS 'INSERT INTO kv VALUES (x, 777) RETURNING 1'`);
+    await onShard(ports[0]!, `INSERT INTO kv VALUES (${ks[0]![11]}, 1)`);
+    const c = await open(A);
+    // Atomic: the deferred foreign key fails at the commit on shard 2: the function's row on shard 1 goes too.
+    const s0 = stats();
+    await c.query('BEGIN');
+    await c.query('SELECT wr(900001) FROM kv WHERE k = $1', [ks[0]![11]]);
+    await c.query('INSERT INTO dkv VALUES ($1, 2)', [ks[1]![11]]);
+    await assert.rejects(c.query('COMMIT'), (e: Error & { code?: string }) => e.code === '23503');
+    assert.equal(stats().commits1pc, s0.commits1pc, 'not committed in one phase');
+    assert.deepEqual(await onShards('SELECT count(*) FROM kv WHERE k = 900001'), ['0', '0', '0']);
+    // And committed with two-phase commit when nothing fails.
+    await c.query('BEGIN');
+    await c.query('SELECT wr(900002) FROM kv WHERE k = $1', [ks[0]![11]]);
+    await c.query('INSERT INTO kv VALUES ($1, 502)', [ks[1]![10]]);
+    await c.query('COMMIT');
+    assert.equal(stats().commits2pc, s0.commits2pc + 1);
+    assert.deepEqual(await onShards('SELECT count(*) FROM kv WHERE k = 900002 OR v = 502'), ['1', '1', '0']);
+    assert.deepEqual(await prepared(), []);
+  });
+});
+
 describe('prepared transactions disabled', () => {
   it('the first multi-shard commit fails with 55000 naming the shard', async () => {
     let p: RunningProxy | null = null;
