@@ -18,12 +18,7 @@ import { LocalCluster } from '../src/local/cluster';
 import { chownPostgres, freePort, freePorts, pgBin, runAsPostgres, sleep } from '../src/local/proc';
 import { demoConfig } from '../src/cli/demo';
 import { BenchPgring } from './pgring';
-import { runTool } from './pgbench';
-
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
-}
+import { arg, ms, p99, readLogs, runTool, Tx } from './pgbench';
 
 const SCALE = Number(arg('scale', '10'));
 const CLIENTS = Number(arg('clients', '8'));
@@ -48,24 +43,6 @@ function must<T extends { code: number | null; stderr: string }>(r: T, what: str
   return r;
 }
 
-interface Tx { endUs: number; latUs: number }
-
-/** Completed transactions from pgbench -l logs: completion time (epoch µs) and latency (µs). */
-function readLogs(dir: string, prefix: string): Tx[] {
-  const out: Tx[] = [];
-  for (const f of fs.readdirSync(dir)) {
-    if (!f.startsWith(prefix + '.')) continue;
-    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
-      const p = line.split(' ');
-      const lat = Number(p[2]), sec = Number(p[4]), us = Number(p[5]);
-      if (p.length >= 6 && Number.isFinite(lat) && Number.isFinite(sec)) out.push({ endUs: sec * 1e6 + us, latUs: lat });
-    }
-  }
-  return out;
-}
-
-const p99 = (xs: number[]) => { if (!xs.length) return NaN; const s = Float64Array.from(xs).sort(); return s[Math.max(0, Math.ceil(s.length * 0.99) - 1)]!; };
-const ms = (us: number) => (us / 1000).toFixed(1);
 
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-bench-backup-'));

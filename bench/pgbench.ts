@@ -107,3 +107,31 @@ export async function runPgbench(args: string[], logDir: string, seconds: number
   }
   return res;
 }
+
+/** One completed transaction of a pgbench per-transaction log: completion time (epoch µs) and latency (µs). */
+export interface Tx { endUs: number; latUs: number }
+
+/** Completed transactions from pgbench -l logs `<prefix>.<pid>[.<thread>]` in `dir`. */
+export function readLogs(dir: string, prefix: string): Tx[] {
+  const out: Tx[] = [];
+  for (const f of fs.readdirSync(dir)) {
+    if (!f.startsWith(prefix + '.')) continue;
+    for (const line of fs.readFileSync(path.join(dir, f), 'utf8').split('\n')) {
+      const p = line.split(' ');
+      const lat = Number(p[2]), sec = Number(p[4]), us = Number(p[5]);
+      if (p.length >= 6 && Number.isFinite(lat) && Number.isFinite(sec)) out.push({ endUs: sec * 1e6 + us, latUs: lat });
+    }
+  }
+  return out;
+}
+
+/** The 99th percentile of `xs` (NaN when empty). */
+export const p99 = (xs: number[]): number => { if (!xs.length) return NaN; const s = Float64Array.from(xs).sort(); return s[Math.max(0, Math.ceil(s.length * 0.99) - 1)]!; };
+/** µs as ms with one decimal. */
+export const ms = (us: number): string => (us / 1000).toFixed(1);
+
+/** `--name value` from the command line, or `def`. */
+export function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 && process.argv[i + 1] ? process.argv[i + 1]! : def;
+}
