@@ -401,15 +401,18 @@ export class Zk extends EventEmitter {
     return Array.isArray(list) ? [...list] : [];
   }
 
-  /** Creates every missing persistent node along `path` (empty data): the deepest first, its
-   *  parents only when it has none (usually they exist: one request). */
+  /** Creates every missing persistent node along `path` (empty data). Every component is
+   *  created (NODEEXISTS ignored) rather than only the missing ones: with `auth`, a create's
+   *  pipelined ACL update also secures a parent another client created with the open ACL
+   *  (the shared /pgring parent; test/integration/zk-acl.test.ts). */
   async mkdirp(path: string): Promise<void> {
-    try { await this.create(path, Buffer.alloc(0), 'persistent'); } catch (e) {
-      if (isZkError(e, 'NODEEXISTS')) return;
-      const parent = path.slice(0, path.lastIndexOf('/'));
-      if (!isZkError(e, 'NONODE') || parent === '') throw e;
-      await this.mkdirp(parent);
-      await this.mkdirp(path);
+    const parts = path.split('/').filter((p) => p.length > 0);
+    let cur = '';
+    for (const p of parts) {
+      cur += '/' + p;
+      try { await this.create(cur, Buffer.alloc(0), 'persistent'); } catch (e) {
+        if (!isZkError(e, 'NODEEXISTS')) throw e;
+      }
     }
   }
 
