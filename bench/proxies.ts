@@ -285,7 +285,6 @@ async function main(): Promise<void> {
     code = 1;
   } finally {
     for (const p of proxies) await p.stop().catch(() => undefined);
-    if (process.env.PGRING_ZK_OPSTATS) for (const p of proxies) console.log(p.name, p.tail(200).split('\n').filter((l) => l.startsWith('zk ops:')).join('\n'));
     await cluster.stop().catch(() => undefined);
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -108,7 +108,7 @@ class Bucket {
   queue: Waiter[] = [];
   remoteWaiting = 0;
   leaseTimer: NodeJS.Timeout | null = null;
-  /** wakes the acquisition loop (the bucket changed, session change, cancel) */
+  /** wakes the acquisition loop (its predecessor went, session change, cancel) */
   wake: (() => void) | null = null;
   /** the bucket's child watch fired since the acquisition loop last read it */
   changed = false;

@@ -163,13 +163,6 @@ export const zkOpCounts: Record<string, number> = { create: 0, get: 0, set: 0, d
  * 'connected' (every (re)connection of this session), 'disconnected' (connection lost, session
  * may live), 'dead' (reason: ZkDeathReason, rc: number) once, after which it is unusable.
  */
-/** PGRING_ZK_OPSTATS=1: ZooKeeper calls by operation and path shape, printed to stderr at exit (profiling). */
-const OP_COUNTS: Map<string, number> | null = process.env.PGRING_ZK_OPSTATS ? new Map() : null;
-function countOp(op: string, path: string | undefined): void {
-  const k = `${op} ${path?.replace(/\/[^/]*\d{4,}[^/]*$/, '/*').replace(/\/b\d{4}\b/, '/b*') ?? ''}`;
-  OP_COUNTS!.set(k, (OP_COUNTS!.get(k) ?? 0) + 1);
-}
-if (OP_COUNTS) process.on('exit', () => process.stderr.write(`zk ops: ${JSON.stringify([...OP_COUNTS].sort((a, b) => b[1] - a[1]))}\n`));
 
 export class Zk extends EventEmitter {
   readonly handleId = ++handleCounter;
@@ -294,7 +287,6 @@ export class Zk extends EventEmitter {
   }
 
   private async call<T>(op: string, path: string | undefined, fn: (n: NativeZooKeeper) => Promise<T>): Promise<T> {
-    if (OP_COUNTS) countOp(op, path);
     const native = this.native;
     if (this._dead || !native) throw this.deadError(op, path);
     zkOpCounts[op] = (zkOpCounts[op] ?? 0) + 1;

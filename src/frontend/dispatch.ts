@@ -86,12 +86,8 @@ export class Dispatch {
         this.s.flush();
         await first;
       }
-      if (this.s.blockingWork) {
-        const w = this.s.blockingWork;
-        this.s.blockingWork = null;
-        this.s.flush();
-        await w;
-      }
+      const bw = this.takeBlockingWork();
+      if (bw) await bw;
       while (this.s.inbox.length && this.s.phase === 'ready') {
         if (this.s.ctx.paused && !this.s.admin) await this.s.ctx.paused;
         const { type, msg } = this.s.inbox.shift()!;
@@ -100,12 +96,8 @@ export class Dispatch {
           this.s.flush();
           await r;
         }
-        if (this.s.blockingWork) {
-          const w = this.s.blockingWork;
-          this.s.blockingWork = null;
-          this.s.flush();
-          await w;
-        }
+        const w = this.takeBlockingWork();
+        if (w) await w;
       }
     } catch (e) {
       this.failSession(e);
@@ -113,6 +105,16 @@ export class Dispatch {
       this.pumping = false;
       this.s.flush();
     }
+  }
+
+  /** Work the last message left that nothing may overtake (e.g. a distributed commit), taken
+   *  with the client's pending output flushed; null when there is none (no await, no tick). */
+  private takeBlockingWork(): Promise<void> | null {
+    const w = this.s.blockingWork;
+    if (!w) return null;
+    this.s.blockingWork = null;
+    this.s.flush();
+    return w;
   }
 
   /** An error no statement can answer: end the session with the right SQLSTATE. */
