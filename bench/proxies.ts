@@ -45,7 +45,7 @@ function zkReceived(connect: string): Promise<number> {
 const DB = 'postgres';
 const TPCB = ['-n', '-M', 'prepared', '--max-tries=10'];
 
-interface Opts { leaseMs: number | null; scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
+interface Opts { forward: boolean; shapes: number[]; lockMode: string; leaseMs: number | null; scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
 
 function parseOpts(): Opts {
   const a = yargs(hideBin(process.argv))
@@ -58,21 +58,26 @@ function parseOpts(): Opts {
     .option('kill-every', { type: 'number', default: 30 })
     .option('lock-modes', { type: 'boolean', default: false })
     .option('before', { type: 'string', describe: 'dist/ directory of an earlier build (for --lock-modes)' })
+    .option('shapes', { type: 'string', default: '1,2,3', describe: 'numbers of proxies to compare (1 is the reference)' })
+    .option('forward', { type: 'boolean', default: true, describe: 'locks.forward of the proxies (--no-forward: every proxy queues in ZooKeeper itself)' })
+    .option('lock-mode', { type: 'string', default: 'all', describe: 'locks.mode of the proxies in the fairness runs' })
     .option('lease-ms', { type: 'number', describe: 'locks.leaseMs of the proxies (default: the config default)' })
     .option('out', { type: 'string' })
     .strict().parseSync();
   return {
-    leaseMs: a['lease-ms'] ?? null, scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
+    forward: a.forward, shapes: a.shapes.split(',').map(Number), lockMode: a['lock-mode'], leaseMs: a['lease-ms'] ?? null, scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
     minutes: a.minutes, killEvery: a['kill-every'], lockModes: a['lock-modes'], before: a.before ?? null,
     out: a.out ?? path.resolve(__dirname, '../../bench', a.soak ? 'RESULTS-soak.md' : a['lock-modes'] ? 'RESULTS-lockmodes.md' : 'RESULTS-proxies.md'),
   };
 }
 
 let LEASE_MS: number | null = null;
+let LOCK_MODE = 'all';
+let FORWARD = true;
 
 async function proxyConfig(cluster: ClusterInfo): Promise<Record<string, unknown>> {
   const c = demoConfig(cluster.zk, cluster.pg.map((p) => p.port), await freePort(), 0);
-  return { ...c, metrics: { enabled: false }, logLevel: 'warn', zookeeper: { connect: cluster.zk, cluster: 'bench', sessionTimeoutMs: 8000 }, locks: { mode: 'all', ...(LEASE_MS !== null ? { leaseMs: LEASE_MS } : {}) } };
+  return { ...c, metrics: { enabled: false }, logLevel: 'warn', zookeeper: { connect: cluster.zk, cluster: 'bench', sessionTimeoutMs: 8000 }, locks: { mode: LOCK_MODE, forward: FORWARD, ...(LEASE_MS !== null ? { leaseMs: LEASE_MS } : {}) } };
 }
 
 function pgbench(port: number, clients: number, seconds: number, dir: string): Promise<PgbenchRun> {
@@ -90,13 +95,24 @@ async function fairness(o: Opts, zkPid: number | undefined, zkConnect: string, p
   const rows: string[] = [];
   const summary: string[] = [];
   for (const total of o.clients) {
-    const shapes = [1, 2, 3].filter((n) => total % n === 0 && n <= proxies.length);
+    const shapes = o.shapes.filter((n) => total % n === 0 && n <= proxies.length);
     const tps = new Map<number, number[]>();
     const maxMs = new Map<number, number[]>();
+    // Exactly n proxies run for a run through n proxies: a proxy that runs idle still owns its
+    // share of the lock buckets (src/cluster/lock-owner.ts), so "one proxy" means one proxy alone.
+    const only = async (n: number) => {
+      let changed = false;
+      for (const [i, p] of proxies.entries()) {
+        if (i < n && !p.running()) { await p.start(); changed = true; }
+        if (i >= n && p.running()) { await p.stop(); changed = true; }
+      }
+      if (changed) await sleep(1500);   // the other proxies see the change (their proxies/ watch)
+    };
     // Warm-up, unrecorded: every shape once (JIT, connection pools, lock buckets taken).
-    for (const n of shapes) await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, 3, dir)));
+    for (const n of shapes) { await only(n); await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, 3, dir))); }
     for (let rep = 1; rep <= o.reps; rep++) {
       for (const n of shapes) {
+        await only(n);
         const before = await ledger(ports, DB);
         const cpu0 = proxies.slice(0, n).map((p) => cpuSeconds(p.pid) ?? 0), zk0 = cpuSeconds(zkPid) ?? 0, req0 = await zkReceived(zkConnect);
         const runs = await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, o.duration, dir)));
@@ -113,15 +129,16 @@ async function fairness(o: Opts, zkPid: number | undefined, zkConnect: string, p
       }
     }
     const med = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)]!;
+    if (!tps.has(1)) continue;
     const one = med(tps.get(1)!);
-    for (const n of shapes.slice(1)) summary.push(`| ${total} | ${n} | ${med(tps.get(n)!).toFixed(0)} | ${one.toFixed(0)} | **${(med(tps.get(n)!) / one).toFixed(2)}×** | ${med(maxMs.get(n)!).toFixed(0)} ms (one proxy: ${med(maxMs.get(1)!).toFixed(0)} ms) |`);
+    for (const n of shapes.filter((k) => k !== 1)) summary.push(`| ${total} | ${n} | ${med(tps.get(n)!).toFixed(0)} | ${one.toFixed(0)} | **${(med(tps.get(n)!) / one).toFixed(2)}×** | ${med(maxMs.get(n)!).toFixed(0)} ms (one proxy: ${med(maxMs.get(1)!).toFixed(0)} ms) |`);
   }
   return [
     `## Several proxies: TPC-B through 1, 2 and 3 proxies with the same total clients`,
     '',
-    `${new Date().toISOString()}, ${os.cpus().length} cores, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end. 3 shards, ZooKeeper, \`locks.mode: all\`, pgbench -i -s ${o.scale} (${o.scale} branches: every transaction updates one of ${o.scale} hot rows),`,
-    `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions, after an unrecorded 3 s warm-up of each.`,
-    `Command: \`node dist/bench/proxies.js${o.leaseMs !== null ? ` --lease-ms ${o.leaseMs}` : ''} --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration}\``,
+    `${new Date().toISOString()}, ${os.cpus().length} cores, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end. 3 shards, ZooKeeper, \`locks.mode: ${o.lockMode}\`, pgbench -i -s ${o.scale} (${o.scale} branches: every transaction updates one of ${o.scale} hot rows),`,
+    `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions, after an unrecorded 3 s warm-up of each; for a run through n proxies exactly n proxies run.`,
+    `Command: \`node dist/bench/proxies.js${o.forward ? '' : ' --no-forward'}${o.lockMode !== 'all' ? ` --lock-mode ${o.lockMode}` : ''}${o.leaseMs !== null ? ` --lease-ms ${o.leaseMs}` : ''} --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration}\``,
     '',
     '| total clients | proxies | TPS (median) | one proxy TPS | ratio | slowest transaction (median of runs) |',
     '|---|---|---|---|---|---|',
@@ -247,6 +264,8 @@ async function soak(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], dir: 
 async function main(): Promise<void> {
   const o = parseOpts();
   LEASE_MS = o.leaseMs;
+  LOCK_MODE = o.lockMode;
+  FORWARD = o.forward;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-proxies-'));
   chownPostgres(dir);
   const cluster = new LocalCluster({ dir, shards: 3 });
@@ -286,6 +305,9 @@ async function main(): Promise<void> {
   } finally {
     for (const p of proxies) await p.stop().catch(() => undefined);
     await cluster.stop().catch(() => undefined);
+    // PGRING_BENCH_KEEP_LOGS=DIR: keep the proxies' logs (with PGRING_TXN_STATS=1 they end with lock statistics)
+    const keep = process.env.PGRING_BENCH_KEEP_LOGS;
+    if (keep) { fs.mkdirSync(keep, { recursive: true }); for (const f of fs.readdirSync(dir)) if (/^pgring-.*\.log$/.test(f)) fs.copyFileSync(path.join(dir, f), path.join(keep, f)); }
     fs.rmSync(dir, { recursive: true, force: true });
   }
   process.exit(code);

@@ -196,7 +196,7 @@ export class Proxy {
       try {
         await this.coordinator.start();
         const c = this.coordinator;
-        this.txn!.start(c.session, c.layout, c.id, c.fence);
+        this.txn!.start(c.session, c.layout, c.id, c.fence, c.lockPeers);
         this.recovery = new Recovery(c.session, c.layout, c.id, this.config, this.ctx.topology, this.log, this.txn!);
         await this.recovery.start();
         this.failover = this.startFailover();

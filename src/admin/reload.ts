@@ -6,14 +6,14 @@
 // existing pools; pool.mode for the next transaction), logLevel (unless --log-level
 // was given), locks.timeoutMs / locks.leaseMs, shutdownGraceMs.
 // Needs a restart (kept at the running value, reported): listen, metrics, zookeeper, serverTls,
-// shards, ring, sharding, health, locks.mode, locks.buckets.
+// shards, ring, sharding, health, locks.mode, locks.buckets, locks.forward, locks.peerPort.
 import type { Config } from '../config/types';
 import { loadConfig } from '../config/load';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import type { Proxy } from '../proxy';
 
 /** Config keys (dotted prefixes) that only take effect at start. */
-export const RESTART_KEYS = ['listen', 'metrics', 'zookeeper', 'serverTls', 'shards', 'ring', 'sharding', 'health', 'locks.mode', 'locks.buckets'] as const;
+export const RESTART_KEYS = ['listen', 'metrics', 'zookeeper', 'serverTls', 'shards', 'ring', 'sharding', 'health', 'locks.mode', 'locks.buckets', 'locks.forward', 'locks.peerPort'] as const;
 
 export interface ReloadResult { file: string; applied: string[]; notApplied: string[] }
 
@@ -59,7 +59,7 @@ function effectiveConfig(running: Config, next: Config): Config {
   eff.ring = running.ring;
   eff.sharding = running.sharding;
   eff.health = running.health;
-  eff.locks = { ...next.locks, mode: running.locks.mode, buckets: running.locks.buckets };
+  eff.locks = { ...next.locks, mode: running.locks.mode, buckets: running.locks.buckets, forward: running.locks.forward, peerPort: running.locks.peerPort };
   return eff;
 }
 

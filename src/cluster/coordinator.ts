@@ -13,6 +13,7 @@ import { initRing, RingDocument, RingWatcher } from './ring-store';
 import { ZkSession } from './session';
 import { ConfigError } from '../config/load';
 import { CancelPeers, advertisedHost } from './cancel-peers';
+import { LockPeerRecord, LockPeers } from './lock-peers';
 import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, withReference } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 import { defaultSelfFenceMs, WriteFence } from './fence';
@@ -47,6 +48,8 @@ export class Coordinator {
   proxyNode: EphemeralNode<ProxyRecord> | null = null;
   definitionWatcher!: DefinitionWatcher;
   cancelPeers!: CancelPeers;
+  /** serves lock buckets this proxy owns to other proxies (null: locks off or not forwarded) */
+  lockPeers: LockPeers | null = null;
   /** Closed while ZooKeeper is unreachable: the transaction layer refuses writes (fence.ts). */
   fence!: WriteFence;
   readonly id: string;
@@ -117,8 +120,17 @@ export class Coordinator {
     const host = advertisedHost(this.config.listen.host);
     this.cancelPeers = new CancelPeers(this.session, this.layout, logger);
     const proxyNumber = await this.cancelPeers.start({ id: this.id, host, port: this.listenPort() });
+    const lk = this.config.locks;
+    let lockPeer: LockPeerRecord | undefined;
+    if (lk.mode !== 'off' && lk.forward) {
+      this.lockPeers = new LockPeers(this.session, this.layout, {
+        proxyId: this.id, host: this.config.listen.host, advertise: host, port: lk.peerPort,
+        staleMs: this.fence.opts.selfFenceMs, logger: { ...logger, debug: (o: object, m: string) => this.log.debug(o, m) },
+      });
+      lockPeer = await this.lockPeers.listen();
+    }
     this.proxyNode = await registerProxy(this.session, this.layout, {
-      id: this.id, host, port: this.listenPort(), pid: process.pid, startedAt: Date.now(), proxyNumber,
+      id: this.id, host, port: this.listenPort(), pid: process.pid, startedAt: Date.now(), proxyNumber, lockPeer,
       definitionVersion: this.definitionWatcher.current()?.version,
       ringVersion: this.ringWatcher.current()?.version,
     });
@@ -256,6 +268,7 @@ export class Coordinator {
     this.ringWatcher?.stop();
     this.definitionWatcher?.stop();
     await this.cancelPeers?.stop();
+    await this.lockPeers?.stop();
     this.membership?.stop();
     this.shardWatcher?.stop();
     for (const h of this.heartbeats) await h.stop();

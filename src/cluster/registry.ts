@@ -49,6 +49,8 @@ export interface ProxyRecord {
   reshardAck?: string | null;
   /** the migration for which this proxy filters reads spanning shards to owned rows (src/reshard/read-filter.ts) */
   reshardFilter?: string | null;
+  /** where this proxy serves lock requests of other proxies (src/cluster/lock-peers.ts) */
+  lockPeer?: { host: string; port: number; token: string; path?: string; machine?: string };
 }
 
 // ---------------------------------------------------------------- shards (persistent)

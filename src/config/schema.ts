@@ -193,6 +193,12 @@ export const configSchema = {
         buckets: { type: 'integer', minimum: 1, maximum: 1048576, default: 1024 },
         timeoutMs: { type: 'integer', minimum: 0, default: 600000 },
         leaseMs: { type: 'integer', minimum: 0, default: 0 },
+        // each bucket has one owner proxy that takes its ZooKeeper lock and grants it to the
+        // other proxies' transactions over TCP (src/cluster/lock-peers.ts); false: every proxy
+        // queues in ZooKeeper itself for every bucket
+        forward: { type: 'boolean', default: true },
+        // TCP port of that service (0: any free port; it is published in the proxy's znode)
+        peerPort: { type: 'integer', minimum: 0, maximum: 65535, default: 0 },
         // take ZooKeeper locks also when the cluster has one shard (where PostgreSQL alone
         // orders every write and a lock adds nothing): for exercising the lock path
         singleShard: { type: 'boolean', default: false },

@@ -59,6 +59,8 @@ import { keyCoordinate, keyCoordinateBinary, hashTextExtended, toUnsigned } from
 import type { Layout } from '../cluster/layout';
 import type { ZkSession } from '../cluster/session';
 import { isZkError, Zk, zkOpCounts } from '../cluster/zk';
+import { ForwardingLocks } from '../cluster/forwarding-locks';
+import type { LockPeers } from '../cluster/lock-peers';
 import { encodeProxyForNode, LockCancelledError, LockDeadlockError, LockOwner, LockRow, LockTimeoutError, ZkLockService } from '../cluster/locks';
 import type { WriteFence } from '../cluster/fence';
 import type { WriteGate } from '../reshard/gate';
@@ -165,7 +167,7 @@ function asPgError(e: unknown): PgError {
 }
 
 export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost {
-  private locks: ZkLockService | null = null;
+  private locks: ForwardingLocks | null = null;
   /** transactions that took locks or wrote, until they end (for deadlock detection) */
   private readonly live = new Set<Txn>();
   private txnSeq = 0;
@@ -202,10 +204,10 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   constructor(readonly ctx: ProxyContext, readonly log: Logger) {}
 
   get cfg(): Config['locks'] { return this.ctx.config.locks; }
-  get lockService(): ZkLockService | null { return this.locks; }
+  get lockService(): ForwardingLocks | null { return this.locks; }
 
   /** Called once the coordinator is up (session connected, proxy node registered). */
-  start(session: ZkSession, layout: Layout, proxyId: string, fence?: WriteFence): void {
+  start(session: ZkSession, layout: Layout, proxyId: string, fence?: WriteFence, lockPeers?: LockPeers | null): void {
     this.session = session;
     this.layout = layout;
     this.proxyId = proxyId;
@@ -214,10 +216,10 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
       fence.addResync((zk) => this.verifyLocks(zk));
     }
     if (this.cfg.mode !== 'off') {
-      this.locks = new ZkLockService(session, layout, {
+      this.locks = new ForwardingLocks(new ZkLockService(session, layout, {
         proxyId, buckets: this.cfg.buckets, leaseMs: this.cfg.leaseMs,
         logger: { warn: (o, m) => this.log.warn(o, m), info: (o, m) => this.log.info(o, m), debug: (o, m) => this.log.debug(o, m) },
-      });
+      }), lockPeers ?? null);
       this.detector = new DeadlockDetector(session, layout, proxyId, this, this.ctx.config, this.ctx.topology, this.log);
       this.detector.start();
     }
@@ -434,7 +436,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     const locks = this.locks;
     if (!locks) return;
     const mine = encodeProxyForNode(this.proxyId);
-    for (const row of locks.snapshot()) {
+    for (const row of locks.localSnapshot()) {
       if (row.state !== 'held') continue;
       const nodes = await zk.children(locks.bucketDir(row.bucket)).catch((e: unknown) => { if (isZkError(e, 'NONODE')) return [] as string[]; throw e; });
       if (!nodes.some((n) => n.startsWith(mine))) {
