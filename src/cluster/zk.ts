@@ -1,6 +1,8 @@
 // A small typed facade over the `zookeeper` package (native C client, promise API).
 //
 // Rules it enforces:
+// - the native handles run in a worker thread, off the proxy's event loop (zk-thread.ts: the
+//   binding's stale socket watcher could otherwise deafen a client socket after a reconnect);
 // - errors are ZkError with a typed `code` parsed from the package's message text
 //   ("-101 no node" from completions, `result: "ZINVALIDSTATE -9"` from refused calls);
 // - a handle that closed (by us, by session expiry, by auth failure) is dead: every later
@@ -23,6 +25,7 @@
 //   that gives that identity every permission and nobody else any (see create()).
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { ThreadedZooKeeper } from './zk-thread';
 
 // The package's own typings declare odd module names; we type the small part we use.
 interface NativeStat {
@@ -52,8 +55,8 @@ interface NativeZooKeeper extends EventEmitter {
   readonly client_password: string;
   readonly timeout: number;
 }
-// eslint-disable-next-line @typescript-eslint/no-var-requires
-const NativeCtor: { new (config: Record<string, unknown>): NativeZooKeeper } = require('zookeeper');
+// The native handles live in a worker thread (zk-thread.ts says why); this is their stand-in.
+const NativeCtor = ThreadedZooKeeper as unknown as { new (config: Record<string, unknown>): NativeZooKeeper };
 
 export type ZkErrorCode =
   | 'SYSTEMERROR' | 'RUNTIMEINCONSISTENCY' | 'DATAINCONSISTENCY' | 'CONNECTIONLOSS'

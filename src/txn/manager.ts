@@ -393,7 +393,8 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
       (this.ctx.metrics as Partial<TxMetrics> | undefined)?.lockTimeout?.();
       return new PgError(SQLSTATE.DeadlockDetected, e.message, { hint: 'Another transaction holds the lock bucket (possibly through another pgring proxy); retry the transaction.' });
     }
-    if (e instanceof LockDeadlockError) return new PgError(SQLSTATE.DeadlockDetected, e.message, { detail: 'Transactions of this proxy wait for lock buckets held by each other.' });
+    // PostgreSQL's own wording, so clients matching on the message see one text for every deadlock
+    if (e instanceof LockDeadlockError) return new PgError(SQLSTATE.DeadlockDetected, 'deadlock detected', { detail: `Transactions wait for pgring lock buckets held by each other (this one waited for bucket ${e.bucket}).`, hint: 'Retry the transaction.' });
     if (e instanceof LockCancelledError) return new PgError(SQLSTATE.QueryCanceled, e.message);
     return asPgError(e);
   }
