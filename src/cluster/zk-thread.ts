@@ -26,17 +26,31 @@ class ZkThread {
   private seq = 0;
   private failed: Error | null = null;
 
+  private readonly exitFlag = new Int32Array(new SharedArrayBuffer(4));
+
   constructor() {
-    this.worker = new Worker(path.join(__dirname, 'zk-worker.js'));
+    this.worker = new Worker(path.join(__dirname, 'zk-worker.js'), { workerData: { exitFlag: this.exitFlag } });
+    process.once('exit', this.onExit);
     this.worker.unref();   // referenced while a handle is open (see ref())
     this.worker.on('message', (m: FromWorker) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(e));
     this.worker.on('exit', (code) => this.fail(new Error(`the ZooKeeper client thread exited (${code})`)));
   }
 
+  /** At process exit (synchronous): the worker closes every native handle first, or its
+   *  teardown would abort the process on the handles still open in its loop. */
+  private readonly onExit = (): void => {
+    if (this.failed) return;
+    try {
+      this.worker.postMessage({ t: 'closeAll' } satisfies ToWorker);
+      Atomics.wait(this.exitFlag, 0, 0, 2000);
+    } catch { /* exiting anyway */ }
+  };
+
   private fail(e: Error): void {
     if (this.failed) return;
     this.failed = e;
+    process.off('exit', this.onExit);
     thread = null;   // the next handle gets a new thread
     for (const c of this.calls.values()) c.reject(new Error(`result: "ZINVALIDSTATE -9" (${e.message})`));
     this.calls.clear();

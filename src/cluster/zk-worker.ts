@@ -5,7 +5,7 @@
 //                   {t:'call', id, h, m (method), a (args), w (index of the watch callback, or -1), wid}
 //   worker -> main  {t:'ev', h, ev:'connect'|'connecting'|'close', ...} | {t:'res', id, ok, r | msg}
 //                   {t:'watch', wid, type, state, path}
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 
 type NativeHandle = Record<string, (...args: unknown[]) => unknown> & {
   on(ev: string, f: (...a: unknown[]) => void): void;
@@ -18,6 +18,7 @@ export type ToWorker =
   | { t: 'new'; h: number; cfg: Record<string, unknown> }
   | { t: 'auth'; h: number; scheme: string; auth: string }
   | { t: 'close'; h: number }
+  | { t: 'closeAll' }
   | { t: 'call'; id: number; h: number; m: string; a: unknown[]; w: number; wid: number };
 export type FromWorker =
   | { t: 'ev'; h: number; ev: 'connect'; id: string; pw: string; to: number }
@@ -63,6 +64,16 @@ if (port) {
         if (!n) return;
         handles.delete(m.h);
         try { n.close!(); } catch { /* already closed */ }
+        return;
+      }
+      case 'closeAll': {
+        // The process is exiting (zk-thread.ts waits for this): a worker whose loop still has
+        // the binding's handles open when it is torn down aborts the process (uv_loop_close).
+        for (const n of handles.values()) { try { n.close!(); } catch { /* already closed */ } }
+        handles.clear();
+        const flag = (workerData as { exitFlag?: Int32Array } | undefined)?.exitFlag;
+        // Two loop turns: the handles' close callbacks run after this turn's check phase.
+        setImmediate(() => setImmediate(() => { if (flag) { Atomics.store(flag, 0, 1); Atomics.notify(flag, 0); } }));
         return;
       }
       case 'call': {
