@@ -22,7 +22,8 @@ class ZkThread {
   private readonly worker: Worker;
   private readonly handles = new Map<number, ThreadedZooKeeper>();
   private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private readonly watches = new Map<number, WatchCb>();
+  /** watch id -> its callback and the handle that set it */
+  private readonly watches = new Map<number, { cb: WatchCb; h: ThreadedZooKeeper }>();
   private seq = 0;
   private failed: Error | null = null;
 
@@ -31,7 +32,7 @@ class ZkThread {
   constructor() {
     this.worker = new Worker(path.join(__dirname, 'zk-worker.js'), { workerData: { exitFlag: this.exitFlag } });
     process.once('exit', this.onExit);
-    this.worker.unref();   // referenced while a handle is open (see ref())
+    this.worker.unref();   // referenced while a handle is open (open / forget)
     this.worker.on('message', (m: FromWorker) => this.onMessage(m));
     this.worker.on('error', (e) => this.fail(e));
     this.worker.on('exit', (code) => this.fail(new Error(`the ZooKeeper client thread exited (${code})`)));
@@ -52,13 +53,13 @@ class ZkThread {
     this.failed = e;
     process.off('exit', this.onExit);
     thread = null;   // the next handle gets a new thread
-    for (const c of this.calls.values()) c.reject(new Error(`result: "ZINVALIDSTATE -9" (${e.message})`));
+    for (const c of this.calls.values()) c.reject(invalidState(e.message));
     this.calls.clear();
     for (const h of [...this.handles.values()]) h.onEvent({ t: 'ev', h: h.h, ev: 'close', code: -112 });
   }
 
   send(m: ToWorker): void {
-    if (this.failed) throw new Error(`result: "ZINVALIDSTATE -9" (${this.failed.message})`);
+    if (this.failed) throw invalidState(this.failed.message);
     this.worker.postMessage(m);
   }
 
@@ -81,7 +82,7 @@ class ZkThread {
       let wid = 0;
       if (cb) {
         wid = ++this.seq;
-        this.watches.set(wid, cb);
+        this.watches.set(wid, { cb, h });
         h.watchIds.add(wid);
       }
       this.calls.set(id, {
@@ -105,15 +106,15 @@ class ZkThread {
       return;
     }
     if (m.t === 'watch') {
-      const cb = this.watches.get(m.wid);
-      if (!cb) return;
+      const w = this.watches.get(m.wid);
+      if (!w) return;
       // A watch fires once for its node; session events (type -1) may come more than once,
       // until the session expires (-112).
       if (m.type !== -1 || m.state === -112) {
         this.watches.delete(m.wid);
-        for (const h of this.handles.values()) h.watchIds.delete(m.wid);
+        w.h.watchIds.delete(m.wid);
       }
-      cb(m.type, m.state, m.path);
+      w.cb(m.type, m.state, m.path);
       return;
     }
     this.handles.get(m.h)?.onEvent(m);
@@ -121,6 +122,9 @@ class ZkThread {
 }
 
 let thread: ZkThread | null = null;
+
+/** A failure in the text zk.ts parses for a refused call on a closed handle. */
+function invalidState(why: string): Error { return new Error(`result: "ZINVALIDSTATE -9" (${why})`); }
 
 /** Results cross the thread as clones: Buffers arrive as Uint8Arrays. */
 function fromWorker(r: unknown): unknown {
