@@ -226,14 +226,20 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
     this.backupGate = new BackupGate(session, layout, proxyId, this.log);
     this.backupGate.start();
     this.started = true;
+    if (process.env.PGRING_TXN_STATS) setInterval(() => this.printStats(), Number(process.env.PGRING_TXN_STATS) || 5000).unref();
     const w = this.readyWaiters; this.readyWaiters = [];
     for (const f of w) f();
+  }
+
+  /** PGRING_TXN_STATS (a period in ms; for benchmarks): counters on stderr. */
+  private printStats(): void {
+    console.error('pgring txn stats', JSON.stringify({ ...this.stats, decisions: this.decisions.stats, locks: this.locks?.stats, zkOps: zkOpCounts }));
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     this.backupGate?.stop();
-    if (process.env.PGRING_TXN_STATS) console.error('pgring txn stats', JSON.stringify({ ...this.stats, decisions: this.decisions.stats, locks: this.locks?.stats, zkOps: zkOpCounts }));
+    if (process.env.PGRING_TXN_STATS) this.printStats();
     await this.detector?.stop();
     await this.locks?.close();
   }
