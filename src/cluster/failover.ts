@@ -102,6 +102,9 @@ export class FailoverController {
   private async checkShard(zk: Zk, s: ReturnType<FailoverDeps['shards']>[number]): Promise<void> {
     const running = await readFailover(zk, this.d.layout, s.name);
     if (running && !isFinished(running.state)) { await this.run(zk, running.state, running.version); return; }
+    // Without automatic failover only planned switchovers (read above) run: the shard record is
+    // not needed, which halves the controller's ZooKeeper reads on every tick.
+    if (!this.d.config.failover.enabled) { this.downSince.delete(s.name); return; }
     const { rec } = await shardRecord(zk, this.d.layout, s.name);
     const epoch = typeof rec.epoch === 'number' ? rec.epoch : 0;
     const primary = typeof rec.primary === 'string' ? rec.primary : s.backends.find((b) => b.role === 'primary')?.addr;
