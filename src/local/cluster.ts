@@ -58,10 +58,18 @@ export class LocalCluster {
     this.pgbackrestConfig = conf;
     this.pgs = ports.map((port, i) => new LocalPostgres({ dir: dirs[i]!, port, ssl: this.opts.ssl, replication: per > 0, extraConf: conf ? archiveSettings({ config: conf, stanza: `s${i + 1}` }) : [] }));
     const zkStarted = this.zk.start();
-    // pg_ctl -w blocks synchronously; start them one after the other while ZooKeeper boots.
-    for (const pg of this.pgs) { if (pg.running()) pg.stop('immediate'); pg.start(); }
-    if (per > 0) await this.startReplicas(per);
-    await zkStarted;
+    zkStarted.catch(() => undefined);   // awaited below, after the servers
+    try {
+      // pg_ctl -w blocks synchronously; start them one after the other while ZooKeeper boots.
+      for (const pg of this.pgs) { if (pg.running()) pg.stop('immediate'); pg.start(); }
+      if (per > 0) await this.startReplicas(per);
+      await zkStarted;
+    } catch (e) {
+      // A part that failed to start (ZooKeeper not installed, a port taken) must not leave the
+      // parts that did start running behind the error.
+      await this.stop().catch(() => undefined);
+      throw e;
+    }
     return this.info();
   }
 

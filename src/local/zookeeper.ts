@@ -104,6 +104,7 @@ export class LocalZooKeeper {
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const child = this.child;
     if (!child) return;
+    if (child.exitCode !== null || child.signalCode !== null) { this.child = null; return; }   // no 'exit' event will come
     await new Promise<void>((resolve) => {
       child.once('exit', () => resolve());
       child.kill(signal);
