@@ -735,7 +735,12 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
         try {
           const zk = await this.session!.waitConnected(Math.max(100, deadline - Date.now()));
           const now = await readDecision(zk, this.layout!, rec.proxy, rec.txid);
-          return now && recordTxids(rec).every((x) => recordDecides(now, rec.proxy, x)) ? 'yes' : 'no';
+          if (now) return recordTxids(rec).every((x) => recordDecides(now, rec.proxy, x)) ? 'yes' : 'no';
+          // No record, read in a new session: ours expired, so this proxy counted as gone, and the
+          // controller's recovery may have committed these transactions by the record (the write
+          // was applied, its answer lost) and then deleted it. Absence proves nothing then; in the
+          // same session (this proxy never looked gone) it means the create was not applied.
+          return zk === zk0 ? 'no' : 'unknown';
         } catch (e2) {
           if (!isZkError(e2, 'CONNECTIONLOSS', 'OPERATIONTIMEOUT', 'SESSIONEXPIRED')) return 'unknown';
           await new Promise((r) => setTimeout(r, 100));

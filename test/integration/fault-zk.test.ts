@@ -2,6 +2,9 @@
 // (1) a 3-node ZooKeeper ensemble loses a member (killed and restarted) and then its leader;
 // (2) one proxy's ZooKeeper traffic is cut (TCP relay) for longer than the session timeout
 //     while it holds locks: its session expires, it fences itself, then comes back.
+// (3) the write of a commit decision reaches ZooKeeper but its answer is lost, and the proxy's
+//     session expires before it can read the record back: the controller commits the
+//     transaction by the record, so the client must not be told that it was rolled back.
 // After each: the ledger invariant (sums equal, history rows = committed), no prepared
 // transactions, no lock znodes, and both proxies serve reads and writes.
 import { after, before, describe, it } from 'node:test';
@@ -20,6 +23,9 @@ import { demoConfig } from '../../src/cli/demo';
 import { ClusterInfo } from '../../src/local/cluster';
 import { LocalZooKeeperEnsemble } from '../../src/local/zookeeper';
 import { freePort, sleep } from '../../src/local/proc';
+import pg from 'pg';
+import { Zk } from '../../src/cluster/zk';
+import { Layout } from '../../src/cluster/layout';
 
 const LOCKS = (process.env.PGRING_FAULT_LOCKS ?? 'all') as 'all' | 'multi_shard' | 'off';
 const SECONDS = 12;
@@ -128,5 +134,67 @@ describe(`fault suite: ZooKeeper (locks.mode ${LOCKS})`, () => {
     assert.match(p1.output(), /self-fenced/);
     assert.match(p1.output(), /ZooKeeper session lost/);
     await p1.stop(); await p2.stop();
+  });
+
+  it('a decision applied in ZooKeeper whose answer was lost, then the session expired: the controller commits it and the client is never told it was rolled back', async () => {
+    const zkName = uniqueName('faultans');
+    const relay = new TcpRelay(cluster.zkPort);
+    relays.push(relay);
+    await relay.start();
+    const p2 = await spawn(await proxyConfig(cluster.zk, zkName, true, 4000));
+    const p1 = await spawn(await proxyConfig(relay.address, zkName, false, 4000));
+    const c = new pg.Client({ host: '127.0.0.1', port: p1.port, user: 'postgres', database: db });
+    c.on('error', () => undefined);
+    await c.connect();
+    try {
+      // A first distributed commit through p1, so that its decision record exists (the lost
+      // write below is then a set of that record).
+      const aids = Array.from({ length: 12 }, (_, i) => 101 + i);
+      const txn = async () => {
+        await c.query('BEGIN');
+        for (const aid of aids) await c.query('UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = $1', [aid]);
+      };
+      for (let i = 0; ; i++) {
+        try { await txn(); await c.query('COMMIT'); break; } catch (e) {
+          await c.query('ROLLBACK').catch(() => undefined);
+          assert.ok(i < 40, `p1 never took writes: ${(e as Error).message}`);
+          await sleep(250);
+        }
+      }
+      const before = await ledgerTotals(ports, db);
+      await txn();
+      // The decision write goes through to ZooKeeper; the connection is then cut before its
+      // answer and new connections are refused until heal: p1's session expires.
+      relay.cutWhen({ pattern: /_log-/, after: true, onCut: () => setImmediate(() => relay.cut('reset')) });
+      const commit = c.query('COMMIT').then(() => null, (e: Error & { code?: string }) => e);
+      for (let i = 0; relay.ruleCuts === 0; i++) { assert.ok(i < 100, 'the decision write never went through the relay'); await sleep(100); }
+      // p1's session expires (sessionTimeoutMs 4000) and p2's controller commits the transaction
+      // by the record, then deletes the record (its recovery pass runs every 5 s).
+      await sleep(1000);
+      const zk = await Zk.connect({ connect: cluster.zk });
+      try {
+        const txns = new Layout(zkName).txns;
+        for (let i = 0; (await zk.children(txns).catch(() => [] as string[])).some((n) => n.includes('_log-')); i++) {
+          assert.ok(i < 100, 'the controller never removed the decision record of the expired proxy');
+          await sleep(200);
+        }
+      } finally { await zk.close(); }
+      relay.heal();
+      const err = await commit;
+      const after = await ledgerTotals(ports, db);
+      const committed = after.abalance - before.abalance;
+      console.log(`# lost decision answer: COMMIT ${err ? `failed with ${err.code}: ${err.message}` : 'succeeded'}; Σabalance +${committed}`);
+      assert.ok(committed === aids.length || committed === 0, `partly committed: +${committed}`);
+      if (committed) {
+        // Committed (by recovery or by p1): success, or 08007 "outcome unknown" -- never a rollback.
+        assert.ok(!err || err.code === '08007', `the client was told ${err?.code} "${err?.message}" but the transaction committed`);
+      } else {
+        assert.ok(err, 'the client was told the transaction committed, but nothing changed');
+      }
+      assert.equal(committed, aids.length, 'the decision write reached ZooKeeper before the cut, so the record commits it');
+    } finally {
+      await c.end().catch(() => undefined);
+      await p1.stop(); await p2.stop();
+    }
   });
 });
