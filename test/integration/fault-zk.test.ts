@@ -57,6 +57,18 @@ async function spawn(raw: RawConfig): Promise<ChildProxy> {
   return p;
 }
 
+/** Two proxies of a new cluster with a 4 s session: p2 connects to ZooKeeper directly and runs
+ *  the backends' health checks (its session stays), p1 goes through a relay the test cuts. */
+async function relayedPair(prefix: string): Promise<{ zkName: string; relay: TcpRelay; p1: ChildProxy; p2: ChildProxy }> {
+  const zkName = uniqueName(prefix);
+  const relay = new TcpRelay(cluster.zkPort);
+  relays.push(relay);
+  await relay.start();
+  const p2 = await spawn(await proxyConfig(cluster.zk, zkName, true, 4000));
+  const p1 = await spawn(await proxyConfig(relay.address, zkName, false, 4000));
+  return { zkName, relay, p1, p2 };
+}
+
 before(async () => {
   cluster = await testCluster();
   ports = cluster.pg.slice(0, 3).map((p) => p.port);
@@ -108,13 +120,7 @@ describe(`fault suite: ZooKeeper (locks.mode ${LOCKS})`, () => {
   });
 
   it('ZooKeeper session expiry while a proxy holds locks (relay cut longer than the session timeout)', async () => {
-    const zkName = uniqueName('faultexp');
-    const relay = new TcpRelay(cluster.zkPort);
-    relays.push(relay);
-    await relay.start();
-    // p2 runs the backends' health checks (its session stays), p1 goes through the relay.
-    const p2 = await spawn(await proxyConfig(cluster.zk, zkName, true, 4000));
-    const p1 = await spawn(await proxyConfig(relay.address, zkName, false, 4000));
+    const { zkName, relay, p1, p2 } = await relayedPair('faultexp');
     const baseline = await ledgerTotals(ports, db);
     const run = tpcb([p1.port, p2.port], db, { seconds: SECONDS });
     await sleep(3000);
@@ -137,12 +143,7 @@ describe(`fault suite: ZooKeeper (locks.mode ${LOCKS})`, () => {
   });
 
   it('a decision applied in ZooKeeper whose answer was lost, then the session expired: the controller commits it and the client is never told it was rolled back', async () => {
-    const zkName = uniqueName('faultans');
-    const relay = new TcpRelay(cluster.zkPort);
-    relays.push(relay);
-    await relay.start();
-    const p2 = await spawn(await proxyConfig(cluster.zk, zkName, true, 4000));
-    const p1 = await spawn(await proxyConfig(relay.address, zkName, false, 4000));
+    const { zkName, relay, p1, p2 } = await relayedPair('faultans');
     const c = new pg.Client({ host: '127.0.0.1', port: p1.port, user: 'postgres', database: db });
     c.on('error', () => undefined);
     await c.connect();

@@ -54,6 +54,24 @@ function keysOwnedBy(owner: string, n: number): number[] {
   }
 }
 
+/**
+ * Opens a transaction on `c` (a client of R) that holds a bucket through O's forwarded grant:
+ * right after a fault R's link to O may still be down, and R then rightly queues in ZooKeeper
+ * itself. Returns the key written (value `v`) and a second key of the same bucket.
+ */
+async function holdForwardedGrant(c: pg.Client, v: number): Promise<[number, number]> {
+  for (let i = 0; ; i++) {
+    const [k1, k2] = keysOwnedBy(oId, 2) as [number, number];
+    await c.query('BEGIN');
+    await c.query('INSERT INTO kv VALUES ($1, $2)', [k1, v]);
+    const row = R.proxy.txn!.snapshot().find((r) => r.bucket === bucketOf(k1));
+    if (row?.proxy === oId) return [k1, k2];
+    await c.query('ROLLBACK');
+    assert.ok(i < 10, 'R never got a forwarded grant from O');
+    await sleep(500);
+  }
+}
+
 async function sumOf(keys: number[]): Promise<number> {
   let s = 0;
   for (const p of ports) {
@@ -188,19 +206,8 @@ describe('lock forwarding between proxies', () => {
   it('the owner stops answering (SIGSTOP): a transaction holding its grant is rolled back; after it resumes nothing is left held', async () => {
     await oReady();
     const c = await open(R.port);
-    // After test 2 R's link to O may still be down (then R rightly queues in ZooKeeper itself and
-    // its COMMIT below would succeed: seen once in CI): until R's transaction holds O's grant.
-    let k1 = 0, k2 = 0;
-    for (let i = 0; ; i++) {
-      [k1, k2] = keysOwnedBy(oId, 2) as [number, number];
-      await c.query('BEGIN');
-      await c.query('INSERT INTO kv VALUES ($1, 7)', [k1]);
-      const row = R.proxy.txn!.snapshot().find((r) => r.bucket === bucketOf(k1));
-      if (row?.proxy === oId) break;
-      await c.query('ROLLBACK');
-      assert.ok(i < 10, 'R never got a forwarded grant from O');
-      await sleep(500);
-    }
+    // (else the COMMIT below would rightly succeed: seen once in CI right after test 2)
+    const [k1, k2] = await holdForwardedGrant(c, 7);
     O.child.kill('SIGSTOP');
     try {
       await sleep(SESSION_MS / 2 + 1000);   // longer than the link may stay silent, shorter than O's session
@@ -217,25 +224,14 @@ describe('lock forwarding between proxies', () => {
     const c2 = await open(O.port);
     await c2.query('INSERT INTO kv VALUES ($1, 9)', [k2]);
     assert.ok(Date.now() - t0 < 10000, `took ${Date.now() - t0} ms`);
-    assert.equal(await sumOf([k1!, k2!]), 17);
+    assert.equal(await sumOf([k1, k2]), 17);
   });
 
   it('the owner dies (SIGKILL): a transaction holding its grant is rolled back; the next writer gets the bucket in ZooKeeper once the session expired', async () => {
     await oReady();
     const c = await open(R.port);
-    // R's link to O may be down for a moment after test 3 (then R queues in ZooKeeper itself and
-    // the COMMIT below would rightly succeed): until R's transaction holds O's grant.
-    let k1 = 0, k2 = 0;
-    for (let i = 0; ; i++) {
-      [k1, k2] = keysOwnedBy(oId, 2) as [number, number];
-      await c.query('BEGIN');
-      await c.query('INSERT INTO kv VALUES ($1, 10)', [k1]);
-      const row = R.proxy.txn!.snapshot().find((r) => r.bucket === bucketOf(k1));
-      if (row?.proxy === oId) break;
-      await c.query('ROLLBACK');
-      assert.ok(i < 10, 'R never got a forwarded grant from O');
-      await sleep(500);
-    }
+    // (else the COMMIT below would rightly succeed)
+    const [k1, k2] = await holdForwardedGrant(c, 10);
     await O.stop('SIGKILL');
     await sleep(200);
     await assert.rejects(c.query('COMMIT'), rolledBack);
