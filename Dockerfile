@@ -16,6 +16,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
 COPY package.json package-lock.json ./
+# postinstall patches and rebuilds the zookeeper binding (scripts/patch-zookeeper.js)
+COPY scripts/patch-zookeeper.js ./scripts/
 RUN npm ci
 COPY tsconfig.json ./
 COPY src ./src

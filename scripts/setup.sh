@@ -30,5 +30,8 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   npm ci --no-audit --no-fund
   touch "$stamp"
 fi
+# the zookeeper binding's two system-call fixes (npm ci runs this as postinstall; an existing
+# node_modules from before it gets it here; a no-op once applied)
+node scripts/patch-zookeeper.js
 echo "setup: building"
 npx tsc -p tsconfig.json

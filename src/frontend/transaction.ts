@@ -331,8 +331,9 @@ export class TransactionControl {
       const err = e instanceof PgError ? e : new PgError(SQLSTATE.InternalError, (e as Error).message);
       this.s.responses.synth([err.toMessage()], ext);
     }
-    if (!ext) this.s.responses.rfq();
-    this.s.flush();
+    // Extended protocol: the client's Sync follows, and the pump writes its ReadyForQuery in the
+    // same socket write as this answer (one wake-up of the client instead of two).
+    if (!ext) { this.s.responses.rfq(); this.s.flush(); }
   }
 
   txControlInMulti(stmt: RoutedStatement): boolean {

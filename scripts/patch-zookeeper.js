@@ -1,0 +1,186 @@
+#!/usr/bin/env node
+// Two small changes to the `zookeeper` package's native binding (src/node-zk.cpp), applied after
+// `npm ci` (package.json postinstall, and scripts/setup.sh for an existing node_modules), then the
+// binding is rebuilt the way the package builds it. Why (docs/ARCHITECTURE.md, "The zookeeper
+// package's binding, patched"): in TPC-B the proxy's ZooKeeper thread spent about a quarter of
+// the proxy's CPU, most of it in system calls the binding makes for nothing:
+//
+// 1. The C client re-resolves the server list in every zookeeper_interest() (its default
+//    resolution delay is 0), which the binding calls after every I/O event: a getaddrinfo with
+//    AI_ADDRCONFIG (a netlink socket: socket, bind, getsockname, sendto, 2 recvmsg, close) and a
+//    /dev/urandom read, 11 system calls each. The binding does not expose
+//    zoo_set_servers_resolution_delay; the patch sets it to 30 s after zookeeper_init. The C
+//    client still resolves at once whenever it has no connection (see update_addrs), so a
+//    reconnect after a DNS change is not delayed.
+// 2. yield() stops and restarts its uv_poll handle after every I/O event, which costs two
+//    epoll_ctl DEL and one ADD each time; the patch keeps the handle when the socket number and
+//    the events it waits for are unchanged and the session was connected at the handle's last
+//    start and still is (libuv's epoll is level-triggered, so nothing is missed). A new socket
+//    that got the old one's number always comes with a yield in a connecting state, which
+//    restarts the handle and registers the new socket (a kept registration of a closed socket
+//    would leave the client deaf).
+//
+// 3. (a correctness fix in the C client, deps/zookeeper-client-c/src/zookeeper.c) Every request
+//    call tries to send at once (nonblocking_send). When that send failed because the connection
+//    had just been reset, the C client closed the socket and marked itself not connected without
+//    telling anyone: no session event, so the binding never emitted 'connecting', pgring never saw
+//    the disconnection and a proxy cut off from ZooKeeper did not fence itself (it kept writing
+//    until its session expired and beyond: test/integration/zk-send-reset.test.ts loses the event
+//    in about 4 of 10 rounds without this). Now a failed immediate send leaves the socket alone;
+//    the next zookeeper_process() meets the same error and handles it as every other connection
+//    loss (session event CONNECTING, pending requests failed with CONNECTIONLOSS, reconnect).
+//
+// Without the patch pgring runs, with more CPU per ZooKeeper request and the missed-disconnection
+// race above; if a source does not look as expected (another package version), nothing is
+// changed and a warning is printed.
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+
+const MARK = '/* pgring patch 2 */';
+
+function pkgDir() {
+  try { return path.dirname(require.resolve('zookeeper/package.json', { paths: [path.resolve(__dirname, '..')] })); } catch { return null; }
+}
+
+function nodeGyp() {
+  if (process.env.npm_config_node_gyp && fs.existsSync(process.env.npm_config_node_gyp)) return process.env.npm_config_node_gyp;
+  const candidates = [
+    path.join(path.dirname(process.execPath), '../lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js'),
+  ];
+  const npmRoot = spawnSync('npm', ['root', '-g'], { encoding: 'utf8' });
+  if (npmRoot.status === 0) candidates.push(path.join(npmRoot.stdout.trim(), 'npm/node_modules/node-gyp/bin/node-gyp.js'));
+  return candidates.find((c) => fs.existsSync(c)) ?? null;
+}
+
+const cEdits = [
+  {
+    find: `static int nonblocking_send(zhandle_t *zh, int rc)
+{
+    if (adaptor_send_queue(zh, 0) < 0) {
+        if (zh->fd->sock != -1) {
+            close_zsock(zh->fd);
+            zh->state = ZOO_NOTCONNECTED_STATE;
+        }
+    }
+    return (rc < 0) ? ZMARSHALLINGERROR : ZOK;
+}`,
+    replace: `static int nonblocking_send(zhandle_t *zh, int rc)
+{
+    ${MARK} /* a failed send is left to zookeeper_process(), which reports the lost connection */
+    (void) adaptor_send_queue(zh, 0);
+    return (rc < 0) ? ZMARSHALLINGERROR : ZOK;
+}`,
+  },
+];
+
+const edits = [
+  {
+    // after a successful zookeeper_init: resolve the servers at most every 30 s while connected
+    find: `        zhandle = zookeeper_init(hostPort, main_watcher, session_timeout, &myid, this, 0);
+        if (!zhandle) {
+            LOG_ERROR("zookeeper_init returned 0!");
+            return false;
+        }
+`,
+    replace: `        zhandle = zookeeper_init(hostPort, main_watcher, session_timeout, &myid, this, 0);
+        if (!zhandle) {
+            LOG_ERROR("zookeeper_init returned 0!");
+            return false;
+        }
+        ${MARK} zoo_set_servers_resolution_delay(zhandle, 30000);
+`,
+  },
+  {
+    // yield(): do not stop the poll handle that is about to be restarted unchanged
+    find: `        int rc = zookeeper_interest(zhandle, &fd, &interest, &tv);
+
+        if (zk_io && uv_is_active((uv_handle_t*) zk_io)) {
+            uv_poll_stop(zk_io);
+        }
+`,
+    replace: `        int rc = zookeeper_interest(zhandle, &fd, &interest, &tv);
+
+        ${MARK}
+        int wantEvents = (interest & ZOOKEEPER_READ ? UV_READABLE : 0) | (interest & ZOOKEEPER_WRITE ? UV_WRITABLE : 0);
+        bool connectedNow = !rc && zoo_state(zhandle) == ZOO_CONNECTED_STATE;
+        if (connectedNow && pgring_connected && fd != -1 && oldFd == fd && zk_io && uv_is_active((uv_handle_t*) zk_io) && wantEvents == pgring_events) {
+            int64_t keepDelay = tv.tv_sec * 1000 + tv.tv_usec / 1000.;
+            uv_timer_start(&zk_timer, &zk_timer_cb, keepDelay, keepDelay);
+            return;
+        }
+
+        if (zk_io && uv_is_active((uv_handle_t*) zk_io)) {
+            uv_poll_stop(zk_io);
+        }
+`,
+  },
+  {
+    find: `        uv_poll_start(zk_io, events, &zk_io_cb);
+`,
+    replace: `        uv_poll_start(zk_io, events, &zk_io_cb);
+        pgring_events = events; pgring_connected = zoo_state(zhandle) == ZOO_CONNECTED_STATE; ${MARK}
+`,
+  },
+  {
+    // the events the poll handle was last started with
+    find: `    void yield () {
+`,
+    replace: `    int pgring_events = -1; bool pgring_connected = false; ${MARK}
+    void yield () {
+`,
+  },
+];
+
+/** The file's text with `list` applied, or null when one of them does not match exactly once. */
+function applied(text, list) {
+  for (const e of list) {
+    if (text.split(e.find).length !== 2) return null;
+    text = text.replace(e.find, e.replace);
+  }
+  return text;
+}
+
+function main() {
+  const dir = pkgDir();
+  if (!dir) { console.log('patch-zookeeper: the zookeeper package is not installed; nothing to do'); return 0; }
+  const files = [
+    { path: path.join(dir, 'src/node-zk.cpp'), edits },
+    { path: path.join(dir, 'deps/zookeeper-client-c/src/zookeeper.c'), edits: cEdits },
+  ];
+  const built = path.join(dir, 'build/Release/zookeeper.node');
+  const stamp = path.join(dir, '.pgring-patched');
+  const texts = files.map((f) => (fs.existsSync(f.path) ? fs.readFileSync(f.path, 'utf8') : ''));
+  // the stamp is written after a successful rebuild (npm ci replaces the whole package folder)
+  if (texts.every((t) => t.includes(MARK)) && fs.existsSync(stamp) && fs.existsSync(built)) return 0;
+  const version = require(path.join(dir, 'package.json')).version;
+  const patched = texts.map((t, i) => (t.includes(MARK) ? t : applied(t, files[i].edits)));
+  if (patched.some((t) => t === null)) {
+    console.warn(`patch-zookeeper: warning: the sources of zookeeper ${version} are not the expected ones; the binding is left unpatched (pgring works, with more CPU per ZooKeeper request and a missed-disconnection race)`);
+    return 0;
+  }
+  const gyp = nodeGyp();
+  if (!gyp) { console.warn('patch-zookeeper: warning: node-gyp not found; the binding is left unpatched'); return 0; }
+  const backup = fs.existsSync(built) ? fs.readFileSync(built) : null;
+  files.forEach((f, i) => { if (patched[i] !== texts[i]) fs.writeFileSync(f.path, patched[i]); });
+  console.log('patch-zookeeper: rebuilding the zookeeper binding (resolution delay, steady poll handle, send failures reported)');
+  // the headers npm builds native packages against (a machine without network has them locally)
+  const env = { ...process.env, npm_config_loglevel: 'error' };
+  if (!env.npm_config_nodedir) {
+    const nd = spawnSync('npm', ['config', 'get', 'nodedir'], { encoding: 'utf8' });
+    const v = nd.status === 0 ? nd.stdout.trim() : '';
+    if (v && v !== 'undefined' && v !== 'null') env.npm_config_nodedir = v;
+  }
+  const r = spawnSync(process.execPath, [gyp, 'rebuild'], { cwd: dir, encoding: 'utf8', env });
+  if (r.status !== 0) {
+    console.warn(`patch-zookeeper: warning: the rebuild failed; the binding is left unpatched\n${(r.stdout ?? '').slice(-2000)}${(r.stderr ?? '').slice(-2000)}`);
+    files.forEach((f, i) => { if (patched[i] !== texts[i]) fs.writeFileSync(f.path, texts[i]); });
+    if (backup) { fs.mkdirSync(path.dirname(built), { recursive: true }); fs.writeFileSync(built, backup); }
+    return 0;
+  }
+  fs.writeFileSync(stamp, `${new Date().toISOString()}\n`);
+  return 0;
+}
+
+process.exitCode = main();
