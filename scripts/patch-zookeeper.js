@@ -30,15 +30,21 @@
 //    the next zookeeper_process() meets the same error and handles it as every other connection
 //    loss (session event CONNECTING, pending requests failed with CONNECTIONLOSS, reconnect).
 //
-// Without the patch pgring runs, with more CPU per ZooKeeper request and the missed-disconnection
-// race above; if a source does not look as expected (another package version), nothing is
+// 4. (a crash in the binding) get_acl's completion freed the ACL vector even when the request
+//    failed and the C client passed none: a get_acl of a node deleted meanwhile (or refused, or
+//    cut by a connection loss) killed the process with SIGSEGV (seen in zk-acl.test.ts, which
+//    reads the ACL of every node it listed). pgring itself reads ACLs only in that test and in
+//    operators' tools, but a crash is a crash.
+//
+// Without the patch pgring runs, with more CPU per ZooKeeper request, the missed-disconnection
+// race and the get_acl crash above; if a source does not look as expected (another package version), nothing is
 // changed and a warning is printed.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const MARK = '/* pgring patch 2 */';
+const MARK = '/* pgring patch 3 */';
 
 function pkgDir() {
   try { return path.dirname(require.resolve('zookeeper/package.json', { paths: [path.resolve(__dirname, '..')] })); } catch { return null; }
@@ -124,6 +130,14 @@ const edits = [
 `,
   },
   {
+    // a failed get_acl (no such node, no permission, connection loss) completes with no ACL
+    // vector: the binding freed it anyway and crashed the process (SIGSEGV)
+    find: `        deallocate_ACL_vector(acl);
+`,
+    replace: `        if (acl != NULL) deallocate_ACL_vector(acl); ${MARK}
+`,
+  },
+  {
     // the events the poll handle was last started with
     find: `    void yield () {
 `,
@@ -164,7 +178,7 @@ function main() {
   if (!gyp) { console.warn('patch-zookeeper: warning: node-gyp not found; the binding is left unpatched'); return 0; }
   const backup = fs.existsSync(built) ? fs.readFileSync(built) : null;
   files.forEach((f, i) => { if (patched[i] !== texts[i]) fs.writeFileSync(f.path, patched[i]); });
-  console.log('patch-zookeeper: rebuilding the zookeeper binding (resolution delay, steady poll handle, send failures reported)');
+  console.log('patch-zookeeper: rebuilding the zookeeper binding (resolution delay, steady poll handle, send failures reported, get_acl crash)');
   // the headers npm builds native packages against (a machine without network has them locally)
   const env = { ...process.env, npm_config_loglevel: 'error' };
   if (!env.npm_config_nodedir) {

@@ -65,7 +65,15 @@ describe('ZooKeeper ACLs', () => {
       const nodes = await walk(owner, layout.base, []);
       assert.ok(nodes.includes(layout.ringActive) && nodes.some((n) => n.startsWith(layout.proxies + '/')), nodes.join('\n'));
       const id = digestId(auth.user, auth.password);
-      for (const n of nodes) assert.deepEqual(await owner.getAcl(n), [{ perms: 31, scheme: 'digest', id }], n);
+      let checked = 0;
+      for (const n of nodes) {
+        // a node listed by the walk may be gone by now (a lock released, a decision record removed)
+        const acl = await owner.getAcl(n).catch((e) => { if (isZkError(e, 'NONODE')) return null; throw e; });
+        if (acl === null) continue;
+        assert.deepEqual(acl, [{ perms: 31, scheme: 'digest', id }], n);
+        checked++;
+      }
+      assert.ok(checked >= nodes.length / 2, `ACLs of ${checked} of ${nodes.length} nodes read`);
       // the shared parent lets other clusters create their roots, and nothing more
       const parent = await owner.getAcl('/pgring');
       assert.ok(parent.some((a) => a.scheme === 'world' && a.perms === (1 | 4)), JSON.stringify(parent));

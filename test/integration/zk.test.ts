@@ -31,6 +31,8 @@ test('create/get/set/delete and typed error codes', async () => {
   await zk.mkdirp(base);
   await zk.mkdirp(base); // idempotent
   await rejectsWith(zk.get(`${base}/none`), 'NONODE');
+  // a failed get_acl used to crash the process (the binding freed the ACL the C client never made)
+  await rejectsWith(zk.getAcl(`${base}/none`), 'NONODE');
   assert.equal(await zk.exists(`${base}/none`), null);
   assert.equal(await zk.create(`${base}/a`, 'hello', 'persistent'), `${base}/a`);
   await rejectsWith(zk.create(`${base}/a`, 'again', 'persistent'), 'NODEEXISTS');
