@@ -30,7 +30,13 @@
 //    the next zookeeper_process() meets the same error and handles it as every other connection
 //    loss (session event CONNECTING, pending requests failed with CONNECTIONLOSS, reconnect).
 //
-// 4. (a crash in the binding) get_acl's completion freed the ACL vector even when the request
+// 4. (the binding on the main event loop) When zookeeper_interest() fails (a timeout it found:
+//    the C client closes its socket there), yield() kept its poll handle on the closed socket's
+//    number and closed it only at the next reconnect, which removes that number from the
+//    loop's epoll set: a socket the process opened in between with the same number went deaf.
+//    The handle is now closed at once. (pgring keeps the binding in a worker thread anyway,
+//    src/cluster/zk-thread.ts; this makes the main loop safe too.)
+// 5. (a crash in the binding) get_acl's completion freed the ACL vector even when the request
 //    failed and the C client passed none: a get_acl of a node deleted meanwhile (or refused, or
 //    cut by a connection loss) killed the process with SIGSEGV (seen in zk-acl.test.ts, which
 //    reads the ACL of every node it listed). pgring itself reads ACLs only in that test and in
@@ -44,7 +50,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const MARK = '/* pgring patch 3 */';
+const MARK = '/* pgring patch 4 */';
 
 function pkgDir() {
   try { return path.dirname(require.resolve('zookeeper/package.json', { paths: [path.resolve(__dirname, '..')] })); } catch { return null; }
@@ -119,6 +125,14 @@ const edits = [
 
         if (zk_io && uv_is_active((uv_handle_t*) zk_io)) {
             uv_poll_stop(zk_io);
+        }
+        if (rc && zk_io) {
+            /* the C client may just have closed its socket (a timeout found here): drop the poll
+               handle now, while no other socket can have that number; closed later, libuv would
+               remove whatever socket got the number meanwhile from the loop's epoll set */
+            uv_close((uv_handle_t*) zk_io, delete_on_close);
+            zk_io = NULL;
+            fd = -1;
         }
 `,
   },

@@ -11,6 +11,10 @@
 // test/integration/locks-forward.test.ts: a client accepted while the proxy was cut off from
 // ZooKeeper never had its second query read). A worker has its own event loop and epoll set,
 // so the binding's stale removal can never touch a socket of the proxy's.
+// (Found since: the binding kept the poll handle of a socket the C client had closed inside
+// zookeeper_interest (a timeout) or after a failed immediate send; scripts/patch-zookeeper.js
+// fixes both, so the main loop is safe with the patched binding too. PGRING_ZK_THREAD=0 runs
+// the binding there; the thread stays the default: measured no faster, see ARCHITECTURE.md.)
 import * as path from 'node:path';
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';

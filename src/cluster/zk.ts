@@ -26,6 +26,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { ThreadedZooKeeper } from './zk-thread';
+import { loadBinding } from './zk-binding';
 
 // The package's own typings declare odd module names; we type the small part we use.
 interface NativeStat {
@@ -56,7 +57,8 @@ interface NativeZooKeeper extends EventEmitter {
   readonly timeout: number;
 }
 // The native handles live in a worker thread (zk-thread.ts says why); this is their stand-in.
-const NativeCtor = ThreadedZooKeeper as unknown as { new (config: Record<string, unknown>): NativeZooKeeper };
+// PGRING_ZK_THREAD=0 puts them on the main event loop instead (measured in bench/ANALYSIS.md).
+const NativeCtor = (process.env.PGRING_ZK_THREAD === '0' ? loadBinding() : ThreadedZooKeeper) as unknown as { new (config: Record<string, unknown>): NativeZooKeeper };
 
 export type ZkErrorCode =
   | 'SYSTEMERROR' | 'RUNTIMEINCONSISTENCY' | 'DATAINCONSISTENCY' | 'CONNECTIONLOSS'
