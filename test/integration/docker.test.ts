@@ -58,12 +58,14 @@ function parseDockerfile(text: string): ParsedDockerfile {
 }
 
 let df: ParsedDockerfile;
+let dfText = '';
 let appDir: string;
 let db: string;
 let pgPort: number;
 
 before(async () => {
-  df = parseDockerfile(fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
+  dfText = fs.readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
+  df = parseDockerfile(dfText);
   const cluster = await testCluster();
   pgPort = cluster.pg[0]!.port;
   db = uniqueName('dock');
@@ -105,6 +107,11 @@ describe('Dockerfile', () => {
       else { fs.mkdirSync(c.dest.endsWith('/') ? dest : path.dirname(dest), { recursive: true }); fs.copyFileSync(from, c.dest.endsWith('/') ? path.join(dest, path.basename(from)) : dest); }
     }
     assert.ok(sawModules, 'the runtime stage copies node_modules');
+    // The build stage's npm ci runs the postinstall patch of the zookeeper binding, so it copies
+    // the script first; the node_modules made here stand for that stage's.
+    assert.match(dfText, /^COPY scripts\/patch-zookeeper\.js \.\/scripts\/\s*$/m, 'the build stage copies the postinstall script before npm ci');
+    fs.mkdirSync(path.join(appDir, 'scripts'), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, 'scripts/patch-zookeeper.js'), path.join(appDir, 'scripts/patch-zookeeper.js'));
     const npm = spawnSync('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], { cwd: appDir, encoding: 'utf8', timeout: 540000, env: { ...process.env, NODE_ENV: 'production' } });
     assert.equal(npm.status, 0, `npm ci --omit=dev failed:\n${npm.stdout}\n${npm.stderr}`);
     assert.ok(!fs.existsSync(path.join(appDir, 'node_modules/typescript')), 'no dev dependencies in the image');
