@@ -1,9 +1,10 @@
 #!/usr/bin/env node
-// Two small changes to the `zookeeper` package's native binding (src/node-zk.cpp), applied after
-// `npm ci` (package.json postinstall, and scripts/setup.sh for an existing node_modules), then the
-// binding is rebuilt the way the package builds it. Why (docs/ARCHITECTURE.md, "The zookeeper
-// package's binding, patched"): in TPC-B the proxy's ZooKeeper thread spent about a quarter of
-// the proxy's CPU, most of it in system calls the binding makes for nothing:
+// Small changes to the `zookeeper` package's native client (the binding src/node-zk.cpp and the
+// C client deps/zookeeper-client-c/src/zookeeper.c), applied after `npm ci` (package.json
+// postinstall, and scripts/setup.sh for an existing node_modules), then the binding is rebuilt
+// the way the package builds it. Why (docs/ARCHITECTURE.md, "The `zookeeper` package's binding,
+// patched at install"): in TPC-B the proxy's ZooKeeper thread spent about a quarter of the
+// proxy's CPU, much of it in system calls made for nothing, and three defects below:
 //
 // 1. The C client re-resolves the server list in every zookeeper_interest() (its default
 //    resolution delay is 0), which the binding calls after every I/O event: a getaddrinfo with
@@ -12,14 +13,11 @@
 //    zoo_set_servers_resolution_delay; the patch sets it to 30 s after zookeeper_init. The C
 //    client still resolves at once whenever it has no connection (see update_addrs), so a
 //    reconnect after a DNS change is not delayed.
-// 2. yield() stops and restarts its uv_poll handle after every I/O event, which costs two
-//    epoll_ctl DEL and one ADD each time; the patch keeps the handle when the socket number and
-//    the events it waits for are unchanged and the session was connected at the handle's last
-//    start and still is (libuv's epoll is level-triggered, so nothing is missed). A new socket
-//    that got the old one's number always comes with a yield in a connecting state, which
-//    restarts the handle and registers the new socket (a kept registration of a closed socket
-//    would leave the client deaf).
-//
+// 2. (tried and removed) Keeping yield()'s poll handle registered while nothing changed saved
+//    three epoll_ctl calls per I/O event, but with it backup.test.js's test process, which opens
+//    many handles one after another, got handles that never sent their handshake (the server
+//    logged their connections with session 0x0; "connection timed out" every 6.7 s) in 2 of 5
+//    runs, and in 0 of 4 without it. The handle is stopped and started as the package does.
 // 3. (a correctness fix in the C client, deps/zookeeper-client-c/src/zookeeper.c) Every request
 //    call tries to send at once (nonblocking_send). When that send failed because the connection
 //    had just been reset, the C client closed the socket and marked itself not connected without
@@ -29,7 +27,6 @@
 //    in about 4 of 10 rounds without this). Now a failed immediate send leaves the socket alone;
 //    the next zookeeper_process() meets the same error and handles it as every other connection
 //    loss (session event CONNECTING, pending requests failed with CONNECTIONLOSS, reconnect).
-//
 // 4. (the binding on the main event loop) When zookeeper_interest() fails (a timeout it found:
 //    the C client closes its socket there), yield() kept its poll handle on the closed socket's
 //    number and closed it only at the next reconnect, which removes that number from the
@@ -50,7 +47,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const MARK = '/* pgring patch 4 */';
+const MARK = '/* pgring patch 5 */';
 
 function pkgDir() {
   try { return path.dirname(require.resolve('zookeeper/package.json', { paths: [path.resolve(__dirname, '..')] })); } catch { return null; }
@@ -105,27 +102,15 @@ const edits = [
 `,
   },
   {
-    // yield(): do not stop the poll handle that is about to be restarted unchanged
-    find: `        int rc = zookeeper_interest(zhandle, &fd, &interest, &tv);
-
-        if (zk_io && uv_is_active((uv_handle_t*) zk_io)) {
+    // yield(): when zookeeper_interest fails, drop the poll handle at once (item 4 above)
+    find: `        if (zk_io && uv_is_active((uv_handle_t*) zk_io)) {
             uv_poll_stop(zk_io);
         }
 `,
-    replace: `        int rc = zookeeper_interest(zhandle, &fd, &interest, &tv);
-
-        ${MARK}
-        int wantEvents = (interest & ZOOKEEPER_READ ? UV_READABLE : 0) | (interest & ZOOKEEPER_WRITE ? UV_WRITABLE : 0);
-        bool connectedNow = !rc && zoo_state(zhandle) == ZOO_CONNECTED_STATE;
-        if (connectedNow && pgring_connected && fd != -1 && oldFd == fd && zk_io && uv_is_active((uv_handle_t*) zk_io) && wantEvents == pgring_events) {
-            int64_t keepDelay = tv.tv_sec * 1000 + tv.tv_usec / 1000.;
-            uv_timer_start(&zk_timer, &zk_timer_cb, keepDelay, keepDelay);
-            return;
-        }
-
-        if (zk_io && uv_is_active((uv_handle_t*) zk_io)) {
+    replace: `        if (zk_io && uv_is_active((uv_handle_t*) zk_io)) {
             uv_poll_stop(zk_io);
         }
+        ${MARK}
         if (rc && zk_io) {
             /* the C client may just have closed its socket (a timeout found here): drop the poll
                handle now, while no other socket can have that number; closed later, libuv would
@@ -137,26 +122,11 @@ const edits = [
 `,
   },
   {
-    find: `        uv_poll_start(zk_io, events, &zk_io_cb);
-`,
-    replace: `        uv_poll_start(zk_io, events, &zk_io_cb);
-        pgring_events = events; pgring_connected = zoo_state(zhandle) == ZOO_CONNECTED_STATE; ${MARK}
-`,
-  },
-  {
     // a failed get_acl (no such node, no permission, connection loss) completes with no ACL
     // vector: the binding freed it anyway and crashed the process (SIGSEGV)
     find: `        deallocate_ACL_vector(acl);
 `,
     replace: `        if (acl != NULL) deallocate_ACL_vector(acl); ${MARK}
-`,
-  },
-  {
-    // the events the poll handle was last started with
-    find: `    void yield () {
-`,
-    replace: `    int pgring_events = -1; bool pgring_connected = false; ${MARK}
-    void yield () {
 `,
   },
 ];
@@ -192,7 +162,7 @@ function main() {
   if (!gyp) { console.warn('patch-zookeeper: warning: node-gyp not found; the binding is left unpatched'); return 0; }
   const backup = fs.existsSync(built) ? fs.readFileSync(built) : null;
   files.forEach((f, i) => { if (patched[i] !== texts[i]) fs.writeFileSync(f.path, patched[i]); });
-  console.log('patch-zookeeper: rebuilding the zookeeper binding (resolution delay, steady poll handle, send failures reported, get_acl crash)');
+  console.log('patch-zookeeper: rebuilding the zookeeper binding (resolution delay, send failures reported, stale poll handle, get_acl crash)');
   // the headers npm builds native packages against (a machine without network has them locally)
   const env = { ...process.env, npm_config_loglevel: 'error' };
   if (!env.npm_config_nodedir) {
