@@ -18,6 +18,7 @@
 //    many handles one after another, got handles that never sent their handshake (the server
 //    logged their connections with session 0x0; "connection timed out" every 6.7 s) in 2 of 5
 //    runs, and in 0 of 4 without it. The handle is stopped and started as the package does.
+//    (Those handles were most likely item 6's, which also struck without the kept handle.)
 // 3. (a correctness fix in the C client, deps/zookeeper-client-c/src/zookeeper.c) Every request
 //    call tries to send at once (nonblocking_send). When that send failed because the connection
 //    had just been reset, the C client closed the socket and marked itself not connected without
@@ -39,6 +40,16 @@
 //    reads the ACL of every node it listed). pgring itself reads ACLs only in that test and in
 //    operators' tools, but a crash is a crash.
 //
+// 6. (child processes kept pgring's ZooKeeper connections) The package configures the C client
+//    without --with-sock-cloexec, so its sockets lacked close-on-exec and every process pgring or
+//    a test started (pg_ctl and the postmaster it leaves running, pgbackrest, psql) inherited the
+//    open ZooKeeper connections. A handle closed in pgring then stayed open in that child: the
+//    server did not see the TCP connection end, and the epoll registration of the old socket
+//    outlived its descriptor number in pgring's event loop, so a later handle that got the same
+//    number never saw its connect complete and never sent its handshake (backup.test.js's
+//    "ZooKeeper ... not reachable" after "a shard down during create", which restarts a shard
+//    with pg_ctl; test/integration/zk-cloexec.test.ts reproduces it every time without this).
+//
 // Without the patch pgring runs, with more CPU per ZooKeeper request, the missed-disconnection
 // race and the get_acl crash above; if a source does not look as expected (another package version), nothing is
 // changed and a warning is printed.
@@ -47,7 +58,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
-const MARK = '/* pgring patch 5 */';
+const MARK = '/* pgring patch 6 */';
 
 function pkgDir() {
   try { return path.dirname(require.resolve('zookeeper/package.json', { paths: [path.resolve(__dirname, '..')] })); } catch { return null; }
@@ -64,6 +75,15 @@ function nodeGyp() {
 }
 
 const cEdits = [
+  {
+    // sockets close on exec (item 6): the package configures the C client without
+    // --with-sock-cloexec, so every child process inherited the ZooKeeper connections
+    find: `#ifdef SOCK_CLOEXEC_ENABLED
+    sock_flags = SOCK_STREAM | SOCK_CLOEXEC;`,
+    replace: `#if defined(SOCK_CLOEXEC_ENABLED) || defined(SOCK_CLOEXEC) ${MARK}
+    sock_flags = SOCK_STREAM | SOCK_CLOEXEC;`,
+    count: 2,
+  },
   {
     find: `static int nonblocking_send(zhandle_t *zh, int rc)
 {
@@ -131,11 +151,11 @@ const edits = [
   },
 ];
 
-/** The file's text with `list` applied, or null when one of them does not match exactly once. */
+/** The file's text with `list` applied, or null when one of them does not match exactly `count` (default 1) times. */
 function applied(text, list) {
   for (const e of list) {
-    if (text.split(e.find).length !== 2) return null;
-    text = text.replace(e.find, e.replace);
+    if (text.split(e.find).length !== (e.count ?? 1) + 1) return null;
+    text = text.split(e.find).join(e.replace);
   }
   return text;
 }
@@ -150,6 +170,14 @@ function main() {
   const built = path.join(dir, 'build/Release/zookeeper.node');
   const stamp = path.join(dir, '.pgring-patched');
   const texts = files.map((f) => (fs.existsSync(f.path) ? fs.readFileSync(f.path, 'utf8') : ''));
+  // sources patched by an older version of this script cannot be patched again: npm ci first
+  // (scripts/setup.sh does that when `--stale` exits 1)
+  const stale = texts.some((t) => t.includes('/* pgring patch ') && !t.includes(MARK));
+  if (process.argv.includes('--stale')) return stale ? 1 : 0;
+  if (stale) {
+    console.warn('patch-zookeeper: warning: the zookeeper package was patched by an older pgring; reinstall it (npm ci) to patch it again');
+    return 0;
+  }
   // the stamp is written after a successful rebuild (npm ci replaces the whole package folder)
   if (texts.every((t) => t.includes(MARK)) && fs.existsSync(stamp) && fs.existsSync(built)) return 0;
   const version = require(path.join(dir, 'package.json')).version;
@@ -162,7 +190,7 @@ function main() {
   if (!gyp) { console.warn('patch-zookeeper: warning: node-gyp not found; the binding is left unpatched'); return 0; }
   const backup = fs.existsSync(built) ? fs.readFileSync(built) : null;
   files.forEach((f, i) => { if (patched[i] !== texts[i]) fs.writeFileSync(f.path, patched[i]); });
-  console.log('patch-zookeeper: rebuilding the zookeeper binding (resolution delay, send failures reported, stale poll handle, get_acl crash)');
+  console.log('patch-zookeeper: rebuilding the zookeeper binding (resolution delay, send failures reported, stale poll handle, get_acl crash, close-on-exec sockets)');
   // the headers npm builds native packages against (a machine without network has them locally)
   const env = { ...process.env, npm_config_loglevel: 'error' };
   if (!env.npm_config_nodedir) {

@@ -30,8 +30,13 @@ if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ]; then
   npm ci --no-audit --no-fund
   touch "$stamp"
 fi
-# the zookeeper binding's two system-call fixes (npm ci runs this as postinstall; an existing
-# node_modules from before it gets it here; a no-op once applied)
+# the zookeeper binding's fixes (npm ci runs this as postinstall; an existing node_modules from
+# before it gets it here; a no-op once applied; a package patched by an older version of the
+# script is reinstalled first)
+if ! node scripts/patch-zookeeper.js --stale; then
+  echo "setup: npm ci (the zookeeper package carries an older pgring patch)"
+  npm ci --no-audit --no-fund
+fi
 node scripts/patch-zookeeper.js
 echo "setup: building"
 npx tsc -p tsconfig.json
