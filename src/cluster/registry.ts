@@ -123,6 +123,8 @@ export class EphemeralNode<T> extends EventEmitter {
   private seq = 1;
   private written = 0;
   private writtenSession = '';
+  /** version of the node after our last write in writtenSession (-1: unknown) */
+  private knownVersion = -1;
   private loop: SyncLoop;
   private ws = new WatchSet();
   private readonly logger: ClusterLogger;
@@ -166,6 +168,22 @@ export class EphemeralNode<T> extends EventEmitter {
   }
 
   private async sync(zk: Zk): Promise<void> {
+    // Our node, last written by us in this session at a known version: a versioned set needs no
+    // exists first (a heartbeat rewrites its backend's node every second). Anything else going
+    // on (node gone, changed by someone else) fails it and takes the full path below.
+    if (this.writtenSession === zk.sessionId && this.knownVersion > 0 && this.written !== this.seq) {
+      const seq = this.seq;
+      try {
+        const st = await zk.set(this.path, encodeJson(this.value), this.knownVersion);
+        this.knownVersion = st.version;
+        this.written = seq;
+        this.emit('written', this.value);
+        return;
+      } catch (e) {
+        if (!isZkError(e, 'NONODE', 'BADVERSION')) throw e;
+        this.knownVersion = -1;
+      }
+    }
     for (let i = 0; i < 10; i++) {
       const st = await zk.exists(this.path);
       const data = encodeJson(this.value);
@@ -179,7 +197,7 @@ export class EphemeralNode<T> extends EventEmitter {
           if (isZkError(e, 'NODEEXISTS')) continue;
           throw e;
         }
-        this.written = seq; this.writtenSession = zk.sessionId;
+        this.written = seq; this.writtenSession = zk.sessionId; this.knownVersion = 0;
         this.emit('created', zk.sessionId);
         this.emit('written', this.value);
         return;
@@ -199,7 +217,7 @@ export class EphemeralNode<T> extends EventEmitter {
         return;
       }
       if (this.written !== seq || this.writtenSession !== zk.sessionId) {
-        try { await zk.set(this.path, data, -1); } catch (e) {
+        try { this.knownVersion = (await zk.set(this.path, data, -1)).version; } catch (e) {
           if (isZkError(e, 'NONODE')) continue;
           throw e;
         }

@@ -113,6 +113,9 @@ export class WatchSet {
     if (zk.handleId === this.handleId) this.armed.delete(key);
   }
 
+  /** A watch for key is armed in this handle (not fired, its read did not fail). */
+  isArmed(zk: Zk, key: string): boolean { return zk.handleId === this.handleId && this.armed.has(key); }
+
   clear(): void { this.armed.clear(); }
 }
 
