@@ -34,9 +34,10 @@ async function waitFor(cond: () => boolean | Promise<boolean>, what: string, tim
 
 /**
  * Starts PostgreSQL without handing it our open descriptors: the native ZooKeeper client's
- * sockets are not close-on-exec, and a postmaster holding copies of them keeps their epoll
- * registrations alive after we close them, which breaks later ZooKeeper connections that
- * reuse the fd numbers (seen as "connection timed out").
+ * sockets were not close-on-exec, and a postmaster holding copies of them kept their epoll
+ * registrations alive after we closed them, which broke later ZooKeeper connections that
+ * reused the fd numbers (seen as "connection timed out"). scripts/patch-zookeeper.js now opens
+ * them close-on-exec (zk-cloexec.test.ts); other descriptors are still not the child's business.
  */
 function startPgClean(p: LocalPostgres): void {
   p.init();
@@ -134,4 +135,27 @@ test('heartbeat stop() removes the liveness node at once', async () => {
   await hb.stop();
   await waitFor(() => (mw.all().get('s1') ?? []).length === 0, 'node removed');
   mw.stop();
+});
+
+test('a liveness node deleted or overwritten by someone else is written again at the next beat', async () => {
+  // A beat rewrites its own node with a versioned set (no exists first); a node that is gone
+  // or at another version must take the full path again, not be left as it is.
+  const layout = new Layout(uniqueName('hb_fix'));
+  const agent = await session();
+  const other = await session();
+  const hb = new BackendHeartbeat({ session: agent, layout, shard: 's1', host: '127.0.0.1', port: pg.port, intervalMs: 150 });
+  await hb.start();
+  const node = layout.backend('s1', `127.0.0.1:${pg.port}`);
+  const zk = other.current();
+  const read = async () => { try { const r = await zk.get(node); return { rec: JSON.parse(r.data.toString()) as { healthy: boolean; checkedAt: number }, owner: r.stat.ephemeralOwner }; } catch { return null; } };
+  await waitFor(async () => ((await read())?.rec.checkedAt ?? 0) > 0, 'first beats');
+  // overwritten (another version): the next beats write the record again
+  await zk.set(node, JSON.stringify({ bogus: true }), -1);
+  await waitFor(async () => (await read())?.rec.healthy === true, 'record rewritten after a foreign set');
+  // deleted: created again, in the agent's session
+  await zk.delete(node, -1);
+  await waitFor(async () => (await read())?.owner === agent.current().sessionId, 'node created again by the heartbeat');
+  const t0 = (await read())!.rec.checkedAt;
+  await waitFor(async () => ((await read())?.rec.checkedAt ?? 0) > t0, 'beats go on after the re-create');
+  await hb.stop();
 });
