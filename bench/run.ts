@@ -295,15 +295,19 @@ async function main(): Promise<void> {
       if (!t.id.startsWith('D-')) continue;
       dOthers.set(t.id, new BenchPgring(t.id, tmp, await pgringConfig(info, 3, true, { connect: info.zk, lockMode: t.id.slice(2) })));
     }
-    const relayPort = await freePort();
-    const N = new BenchPgring('N', tmp, { listen: { port: relayPort } }, [path.resolve(__dirname, 'relay.js'), String(relayPort), String(p1!.port)]);
-    pgrings.push(C, D, ...dOthers.values(), N);
+    pgrings.push(C, D, ...dOthers.values());
     log(`starting PgBouncer (session, transaction), pgring (C, ${['D', ...dOthers.keys()].join(', ')}) and the Node.js relay N`);
     await bs.start();
     await bt.start();
     await C.start();
     await D.start();
     for (const d of dOthers.values()) await d.start();
+    // The relay's port is picked after the proxies have bound theirs (lock links listen on any
+    // free port): picked before, one of them could take it, and the relay's port check would
+    // then find that proxy listening while the relay had exited.
+    const relayPort = await freePort();
+    const N = new BenchPgring('N', tmp, { listen: { port: relayPort } }, [path.resolve(__dirname, 'relay.js'), String(relayPort), String(p1!.port)]);
+    pgrings.push(N);
     await N.start();
     configs.push(['pgring C (pgring-C.json)', JSON.stringify(C.config, null, 2)], ['pgring D (pgring-D.json)', JSON.stringify(D.config, null, 2)],
       ...[...dOthers].map(([id, d]): [string, string] => [`pgring ${id} (pgring-${id}.json)`, JSON.stringify(d.config, null, 2)]),

@@ -66,6 +66,11 @@ export interface FailoverDeps {
   members(): Map<string, MemberView[]>;
   /** two-phase-commit recovery with this server as the shard's primary */
   recover(target: { name: string; host: string; port: number }): Promise<void>;
+  /**
+   * The shard record's epoch and primary as this proxy's watch last delivered them (undefined
+   * before any failover, or when the caller keeps no such copy: the record is then read).
+   */
+  designated?(shard: string): { epoch: number; primary: string | null } | undefined;
 }
 
 const QUIET_REREAD_MS = 30000;
@@ -128,10 +133,29 @@ export class FailoverController {
     // Without automatic failover only planned switchovers (read above) run: the shard record is
     // not needed, which halves the controller's ZooKeeper reads on every tick.
     if (!this.d.config.failover.enabled) { this.downSince.delete(s.name); return; }
-    const { rec } = await shardRecord(zk, this.d.layout, s.name);
+    // The watched copy of the shard record decides whether anything is to be done (reading the
+    // record on every check cost 12 ZooKeeper requests a second over 3 shards); before acting,
+    // the record itself is read and the decision taken again on it.
+    const watched = this.d.designated ? { rec: (this.d.designated(s.name) ?? {}) as Record<string, unknown> } : null;
+    let view = this.view(zk, s, (watched ?? await shardRecord(zk, this.d.layout, s.name)).rec);
+    if (!view?.act) return;
+    if (watched) {
+      view = this.view(zk, s, (await shardRecord(zk, this.d.layout, s.name)).rec);
+      if (!view?.act) return;
+    }
+    const { epoch, primary, replicas } = view;
+    const st = newFailover({ shard: s.name, kind: 'failover', currentEpoch: epoch, oldPrimary: primary, replicas, by: this.d.id, now: Date.now() });
+    this.d.log.warn({ shard: s.name, primary, downMs: Date.now() - this.downSince.get(s.name)!, epoch: st.epoch }, 'failover: primary gone past failover.graceMs; starting');
+    const r = await startFailover(zk, this.d.layout, st);
+    this.downSince.delete(s.name);
+    await this.run(zk, r.state, r.version);
+  }
+
+  /** What the shard record `rec` and the liveness nodes say: whether to start a failover now. */
+  private view(zk: Zk, s: ReturnType<FailoverDeps['shards']>[number], rec: Record<string, unknown>): { epoch: number; primary: string; replicas: string[]; act: boolean } | null {
     const epoch = typeof rec.epoch === 'number' ? rec.epoch : 0;
     const primary = typeof rec.primary === 'string' ? rec.primary : s.backends.find((b) => b.role === 'primary')?.addr;
-    if (!primary) return;
+    if (!primary) return null;
     const members = this.d.members().get(s.name) ?? [];
     const alive = members.some((m) => `${m.host}:${m.port}` === primary && m.healthy);
     if (alive) this.downSince.delete(s.name);
@@ -139,12 +163,8 @@ export class FailoverController {
     const replicas = this.replicasOf(s, primary);
     const liveReplicas = members.filter((m) => m.healthy && m.role === 'replica' && replicas.includes(`${m.host}:${m.port}`)).length;
     const f = this.d.config.failover;
-    if (!shouldFailover({ enabled: f.enabled, leader: this.d.isLeader(), zkConnected: zk.connected, downSince: this.downSince.get(s.name) ?? null, now: Date.now(), graceMs: f.graceMs, liveReplicas, running: false })) return;
-    const st = newFailover({ shard: s.name, kind: 'failover', currentEpoch: epoch, oldPrimary: primary, replicas, by: this.d.id, now: Date.now() });
-    this.d.log.warn({ shard: s.name, primary, downMs: Date.now() - this.downSince.get(s.name)!, epoch: st.epoch }, 'failover: primary gone past failover.graceMs; starting');
-    const r = await startFailover(zk, this.d.layout, st);
-    this.downSince.delete(s.name);
-    await this.run(zk, r.state, r.version);
+    const act = shouldFailover({ enabled: f.enabled, leader: this.d.isLeader(), zkConnected: zk.connected, downSince: this.downSince.get(s.name) ?? null, now: Date.now(), graceMs: f.graceMs, liveReplicas, running: false });
+    return { epoch, primary, replicas, act };
   }
 
   /** Known replicas of a shard: configured/registered backends other than the primary. */

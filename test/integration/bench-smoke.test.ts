@@ -47,7 +47,8 @@ describe('benchmark harness', () => {
       for (const row of rows) {
         assert.equal(row.length, header.length, `row ${row[0]} has ${row.length} cells`);
         const tps = Number(row[1]);
-        assert.ok(Number.isFinite(tps) && tps > 0, `${row[0]}: TPS "${row[1]}" is not a positive number (${row[3]})`);
+        const failed = md.split('## Failed runs')[1]?.split('\n## ')[0]?.trim() ?? '';
+        assert.ok(Number.isFinite(tps) && tps > 0, `${row[0]}: TPS "${row[1]}" is not a positive number (${row[3]})${failed ? `\nFailed runs:\n${failed}` : ''}\nharness output (end):\n${r.out.slice(-3000)}`);
         assert.ok(Number.isFinite(Number(row[4])) && Number.isFinite(Number(row[5])), `${row[0]}: latencies "${row[4]}", "${row[5]}"`);
       }
       // Proxies get a CPU figure; direct PostgreSQL does not.
