@@ -223,7 +223,7 @@ export class Proxy {
       shards: () => t.shards.map((s, i) => ({ name: s.name, backends: (t.backends[i] ?? []).map((b) => ({ addr: `${b.host}:${b.port}`, role: b.role })) })),
       members: () => c.membership.all(),
       recover: (target) => this.recovery!.runPass('all', target),
-      designated: (name) => { const i = t.shards.findIndex((x) => x.name === name); return i < 0 ? undefined : t.designated[i]; },
+      designated: (name) => t.designated[t.shardIndex(name)],
     });
     f.start();
     return f;

@@ -82,12 +82,12 @@ export class FailoverController {
   /** test hook (PGRING_TEST_FAILOVER_STALL_AFTER=<shard>:<step>): stop advancing after that step, as a controller that died */
   private stalled = false;
   /**
-   * Shards whose failover/<shard> showed no unfinished run, read with a watch still armed in that
-   * handle: the tick skips their read until the watch fires (a switchover or failover started by
-   * an operator or another controller). Polling it every 250 ms was most of an idle leader's
-   * ZooKeeper requests (12 a second over 3 shards).
+   * When failover/<shard> was last read showing no unfinished run. While the watch of that read
+   * is armed (WatchSet: same handle, not fired) the tick skips the read (a switchover or failover
+   * started by an operator or another controller fires it). Polling it every 250 ms was most of
+   * an idle leader's ZooKeeper requests (12 a second over 3 shards).
    */
-  private readonly quiet = new Map<string, { handleId: number; at: number }>();
+  private readonly quietSince = new Map<string, number>();
   private readonly ws = new WatchSet();
 
   constructor(readonly d: FailoverDeps, readonly opts: { intervalMs?: number } = {}) {}
@@ -121,14 +121,14 @@ export class FailoverController {
   }
 
   private async checkShard(zk: Zk, s: ReturnType<FailoverDeps['shards']>[number]): Promise<void> {
-    const q = this.quiet.get(s.name);
+    const since = this.quietSince.get(s.name);
     // re-read anyway after 30 s: cheap insurance against a watch lost in a way not foreseen
-    if (!q || q.handleId !== zk.handleId || Date.now() - q.at > QUIET_REREAD_MS) {
-      this.quiet.delete(s.name);
-      const running = await watchedRead(this.ws, zk, s.name, () => { this.quiet.delete(s.name); void this.tick(); },
+    if (since === undefined || !this.ws.isArmed(zk, s.name) || Date.now() - since > QUIET_REREAD_MS) {
+      this.quietSince.delete(s.name);
+      const running = await watchedRead(this.ws, zk, s.name, () => { this.quietSince.delete(s.name); void this.tick(); },
         (w) => readFailover(zk, this.d.layout, s.name, w));
       if (running && !isFinished(running.state)) { await this.run(zk, running.state, running.version); return; }
-      if (this.ws.isArmed(zk, s.name)) this.quiet.set(s.name, { handleId: zk.handleId, at: Date.now() });
+      this.quietSince.set(s.name, Date.now());
     }
     // Without automatic failover only planned switchovers (read above) run: the shard record is
     // not needed, which halves the controller's ZooKeeper reads on every tick.
@@ -136,13 +136,11 @@ export class FailoverController {
     // The watched copy of the shard record decides whether anything is to be done (reading the
     // record on every check cost 12 ZooKeeper requests a second over 3 shards); before acting,
     // the record itself is read and the decision taken again on it.
-    const watched = this.d.designated ? { rec: (this.d.designated(s.name) ?? {}) as Record<string, unknown> } : null;
-    let view = this.view(zk, s, (watched ?? await shardRecord(zk, this.d.layout, s.name)).rec);
+    const watched = this.d.designated !== undefined;
+    const rec = watched ? (this.d.designated!(s.name) ?? {}) : (await shardRecord(zk, this.d.layout, s.name)).rec;
+    let view = this.view(zk, s, rec);
+    if (view?.act && watched) view = this.view(zk, s, (await shardRecord(zk, this.d.layout, s.name)).rec);
     if (!view?.act) return;
-    if (watched) {
-      view = this.view(zk, s, (await shardRecord(zk, this.d.layout, s.name)).rec);
-      if (!view?.act) return;
-    }
     const { epoch, primary, replicas } = view;
     const st = newFailover({ shard: s.name, kind: 'failover', currentEpoch: epoch, oldPrimary: primary, replicas, by: this.d.id, now: Date.now() });
     this.d.log.warn({ shard: s.name, primary, downMs: Date.now() - this.downSince.get(s.name)!, epoch: st.epoch }, 'failover: primary gone past failover.graceMs; starting');
@@ -152,7 +150,7 @@ export class FailoverController {
   }
 
   /** What the shard record `rec` and the liveness nodes say: whether to start a failover now. */
-  private view(zk: Zk, s: ReturnType<FailoverDeps['shards']>[number], rec: Record<string, unknown>): { epoch: number; primary: string; replicas: string[]; act: boolean } | null {
+  private view(zk: Zk, s: ReturnType<FailoverDeps['shards']>[number], rec: { epoch?: unknown; primary?: unknown }): { epoch: number; primary: string; replicas: string[]; act: boolean } | null {
     const epoch = typeof rec.epoch === 'number' ? rec.epoch : 0;
     const primary = typeof rec.primary === 'string' ? rec.primary : s.backends.find((b) => b.role === 'primary')?.addr;
     if (!primary) return null;
