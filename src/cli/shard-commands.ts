@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadConfig } from '../config/load';
 import { ZkSession } from '../cluster/session';
+import { withSession } from './cluster-commands';
 import { Layout } from '../cluster/layout';
 import { getShard, MembershipWatcher } from '../cluster/registry';
 import { isFinished, newFailover, replicaSlotName, syncStandbyNames } from '../cluster/failover-plan';
@@ -21,16 +22,12 @@ function target(a: ShardArgs) {
   if (!connect) throw new Error('no ZooKeeper address: pass --zk HOST:PORT or --config with a zookeeper section');
   const u = config?.users.find((x) => x.admin) ?? config?.users[0];
   const cred = u ? { user: u.serverUser ?? u.name, password: u.serverPassword ?? u.password } : { user: 'postgres' };
-  return { connect, layout: new Layout(a.cluster ?? config?.zookeeper?.cluster ?? 'default'), cred };
+  const layout = new Layout(a.cluster ?? config?.zookeeper?.cluster ?? 'default');
+  // the config's ZooKeeper credentials: a cluster with ACLs (the demo's) answers NOAUTH without them
+  return { connect, layout, cred, zkOpts: { auth: config?.zookeeper?.auth, protectedRoot: layout.base } };
 }
 
 const quiet = { warn: () => undefined, info: () => undefined };
-
-async function withSession<T>(connect: string, fn: (s: ZkSession) => Promise<T>): Promise<T> {
-  const s = new ZkSession({ connect, sessionTimeoutMs: 10000, logger: quiet });
-  await s.start(15000);
-  try { return await fn(s); } finally { await s.close(); }
-}
 
 /** The shard's primary and the other backends (record, then registered liveness nodes). */
 async function shardView(s: ZkSession, layout: Layout, name: string): Promise<{ epoch: number; primary: string; others: string[] }> {
@@ -67,7 +64,7 @@ async function follow(s: ZkSession, layout: Layout, name: string, timeoutMs: num
 }
 
 export async function switchover(a: ShardArgs & { to?: string; timeout: number }): Promise<void> {
-  const { connect, layout } = target(a);
+  const { connect, layout, zkOpts } = target(a);
   await withSession(connect, async (s) => {
     const v = await shardView(s, layout, a.name);
     if (a.to && !v.others.includes(a.to)) throw new Error(`--to ${a.to} is not a replica of shard "${a.name}" (known: ${v.others.join(', ') || 'none'})`);
@@ -76,16 +73,16 @@ export async function switchover(a: ShardArgs & { to?: string; timeout: number }
     if (!r.started) throw new Error(`a ${r.state.kind} of shard "${a.name}" is already running (step ${r.state.step})`);
     console.log(`switchover of shard "${a.name}" requested: ${v.primary} -> ${a.to ?? 'the most advanced replica'}`);
     if (!await follow(s, layout, a.name, a.timeout)) process.exitCode = 1;
-  });
+  }, zkOpts);
 }
 
 export async function failoverStatus(a: ShardArgs): Promise<void> {
-  const { connect, layout } = target(a);
+  const { connect, layout, zkOpts } = target(a);
   await withSession(connect, async (s) => {
     const cur = await readFailover(await s.waitConnected(), layout, a.name);
     if (!cur) { console.log(`shard "${a.name}": no failover or switchover yet`); return; }
     console.log(JSON.stringify(cur.state, null, 2));
-  });
+  }, zkOpts);
 }
 
 const STANDBY_KEYS = /^\s*(primary_conninfo|primary_slot_name|synchronous_standby_names|default_transaction_read_only)\s*=/;
@@ -96,7 +93,7 @@ const STANDBY_KEYS = /^\s*(primary_conninfo|primary_slot_name|synchronous_standb
  * files (pg_rewind copies the source's), stream through a slot, become a synchronous standby.
  */
 export async function rejoin(a: ShardArgs & { host: string; port: number; dataDir: string; logFile?: string }): Promise<void> {
-  const { connect, layout, cred } = target(a);
+  const { connect, layout, cred, zkOpts } = target(a);
   await withSession(connect, async (s) => {
     const v = await shardView(s, layout, a.name);
     const me = `${a.host}:${a.port}`;
@@ -137,5 +134,5 @@ export async function rejoin(a: ShardArgs & { host: string; port: number; dataDi
       if (Date.now() > deadline) throw new Error(`${me} started but does not stream from ${v.primary} within 20 s (see its log)`);
       await sleep(250);
     }
-  });
+  }, zkOpts);
 }

@@ -3,6 +3,10 @@
 // them (or with other ones) can read nothing and change nothing there, while pgring works.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { testCluster, uniqueName } from '../helpers/env';
 import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
 import { digestId, isZkError, Zk } from '../../src/cluster/zk';
@@ -14,6 +18,7 @@ let zkConnect: string;
 let layout: Layout;
 let db: string;
 let pgPort: number;
+let rawConfig: Record<string, unknown>;
 
 before(async () => {
   const cluster = await testCluster();
@@ -23,11 +28,12 @@ before(async () => {
   createDatabase([pgPort, cluster.pg[1]!.port], db);
   const name = uniqueName('acl');
   layout = new Layout(name);
-  proxy = await startProxy(await baseConfig(cluster, 2, {
+  rawConfig = await baseConfig(cluster, 2, {
     zookeeper: { connect: cluster.zk, cluster: name, sessionTimeoutMs: 6000, auth },
     sharding: { tables: [{ name: 'acct', column: 'id', type: 'integer' }] },
     locks: { mode: 'all' },
-  }));
+  });
+  proxy = await startProxy(rawConfig);
 });
 after(async () => { await proxy?.stop(); dropDatabase([pgPort], db); });
 
@@ -96,6 +102,24 @@ describe('ZooKeeper ACLs', () => {
       } finally { await other.close(); }
     }
     await owner.close();
+  });
+
+  it('the shard commands read the cluster with the credentials of --config', () => {
+    // (they once connected without them: NOAUTH on the demo's own cluster)
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-acl-cli-'));
+    try {
+      const file = path.join(dir, 'proxy.json');
+      fs.writeFileSync(file, JSON.stringify(rawConfig));
+      const main = path.resolve(__dirname, '../../src/cli/main.js');
+      const cli = (...args: string[]) => spawnSync(process.execPath, [main, 'shard', ...args, '--config', file], { encoding: 'utf8', timeout: 60000 });
+      // the shard record (protected) is read, and the bogus target refused: nothing is started
+      const r = cli('switchover', 's1', '--to', '127.0.0.1:1');
+      assert.doesNotMatch(`${r.stdout}${r.stderr}`, /NOAUTH/);
+      assert.match(`${r.stdout}${r.stderr}`, /--to 127\.0\.0\.1:1 is not a replica of shard "s1"/);
+      const st = cli('failover-status', 's1');
+      assert.equal(st.status, 0, `${st.stdout}${st.stderr}`);
+      assert.match(st.stdout, /shard "s1": no failover or switchover yet/);
+    } finally { fs.rmSync(dir, { recursive: true, force: true }); }
   });
 
   it('pgring keeps serving after the intrusion attempts', async () => {
