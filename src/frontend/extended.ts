@@ -336,7 +336,7 @@ export class ExtendedProtocol {
         return;
       }
       const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
-        : stmt.plan.command === 'select' ? 'merge-ext' : 'sum';
+        : stmt.plan.command === 'select' ? 'merge-ext' : stmt.plan.command === 'copy_to' ? 'copy-out' : 'sum';
       const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats, shardSql: shardStatement(portal.cs) !== null });
       if (portal.parts) group.inStatementOrder(portal.parts);
       // A row limit: the shards run the portal to completion, the merged rows wait in the portal.

@@ -8,8 +8,9 @@ import type { RoutedStatement } from '../router/router';
 import type { ResultMerger } from '../router/merge';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { statementOrder } from './insert-split';
+import { CopyOutMerge } from './copy-out';
 
-export type GroupMode = 'first' | 'sum' | 'merge' | 'merge-ext' | 'copy';
+export type GroupMode = 'first' | 'sum' | 'merge' | 'merge-ext' | 'copy' | 'copy-out';
 
 export class Group {
   private remaining: number;
@@ -26,6 +27,10 @@ export class Group {
   private ordered: { rowsOf: Buffer[][]; parts: { rows: number[] }[] } | null = null;
   onFinish: (msgs: Buffer[]) => void = () => {};
   onCopyIn: ((first: Buffer | null) => void) | null = null;
+  /** 'copy-out' mode: the merged COPY stream; with `onStream` set it goes out as it comes
+   *  (a dump of a large table is not held in memory), else with the rest at the end. */
+  private copyOut: CopyOutMerge | null = null;
+  onStream: ((msgs: Buffer[]) => void) | null = null;
 
   /** Options: `shardSql`: the shards ran plan.merge.shardSql (not the client's text). Needed in
    *  'merge-ext' mode when the merge spec has a rewrite; the simple path always sends it.
@@ -38,6 +43,7 @@ export class Group {
     const spec = plan.merge;
     const fail = (what: string): void => { if (!this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${what} is not supported`).toMessage(); };
     if (mode !== 'first' && mode !== 'copy' && size > 1 && plan.scatterUnsupported) fail(plan.scatterUnsupported);
+    if (mode === 'copy-out') this.copyOut = new CopyOutMerge(plan.copyOut ?? { binary: false, header: false }, size);
     if ((mode === 'merge' || mode === 'merge-ext') && spec) {
       const texts = params ? params.map((v, i) => paramText(v, opts.paramFormats, i)) : undefined;
       if (mode === 'merge-ext') {
@@ -107,6 +113,17 @@ export class Group {
         return;
       case B.CopyInResponse:
         if (this.copyInSeen++ === 0) this.onCopyIn?.(msg);
+        return;
+      case B.CopyOutResponse: case B.CopyData: case B.CopyDone:
+        if (this.copyOut) {
+          if (this.error) return;   // the stream ends at the first error, as on one server
+          const fwd = this.copyOut.message(member, type, msg);
+          if (this.copyOut.bad) { this.error = new PgError(SQLSTATE.InternalError, `pgring: ${this.copyOut.bad} from a shard`).toMessage(); return; }
+          if (fwd.length === 0) return;
+          if (this.onStream) this.onStream(fwd); else this.out.push(...fwd);
+          return;
+        }
+        if (member === 0) this.out.push(msg);
         return;
       default:
         // Notices, ParseComplete, BindComplete, NoData, ...: once, from the first shard.

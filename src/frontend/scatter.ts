@@ -137,6 +137,7 @@ export class Scatter {
     for (const s of shards) links.push(await this.s.servers.link(s));
     // Reference tables and DDL run the same change on every shard: answer as one server would.
     const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
+      : stmt.plan.command === 'copy_to' ? 'copy-out'
       : stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
     const sql = stmt.plan.merge?.shardSql;
     const body = sql ? query(sql) : msg;
@@ -152,10 +153,16 @@ export class Scatter {
       const p = this.s.responses.push(partOfMany ? K.ExecSimple : K.Query, l, false);
       p.group = group; p.member = i; p.plans = [stmt];
     });
-    // The result entry must come after the members in response order.
-    this.s.responses.moveToEnd(result);
+    if (mode === 'copy-out') {
+      // The merged COPY stream goes out as it comes: the result entry stays ahead of its members
+      // (they send nothing themselves), so it streams once it is the head of the queue.
+      group.onStream = (msgs) => { for (const m of msgs) this.s.responses.out(result, m); };
+    } else {
+      // The result entry must come after the members in response order.
+      this.s.responses.moveToEnd(result);
+    }
     group.onFinish = (msgs) => {
-      result.out = msgs;
+      if (result.out) result.out.push(...msgs); else result.out = msgs;
       const first = msgs.find((m) => m[0] === B.CommandComplete);
       if (first) this.s.transaction.afterCommand(stmt, commandTag(first), null);
       this.s.responses.complete(result);

@@ -13,6 +13,39 @@ export class SessionRouting {
 
   /** Which shards a statement runs on. */
   route(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
+    if (stmt.plan.cursor === undefined) return this.routeStatement(stmt, params, formats);
+    return this.routeCursor(stmt, params, formats);
+  }
+
+  /** DECLARE records where its cursor lives; FETCH / MOVE / CLOSE go there (a transaction may
+   *  have other shards attached, and the lowest of them is not necessarily the cursor's). */
+  private routeCursor(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
+    const plan = stmt.plan;
+    const name = plan.cursor;
+    if (plan.command === 'declare_cursor') {
+      const r = this.routeStatement(stmt, params, formats);
+      if (r.kind === 'direct' && name) {
+        const m = this.s.cursorShards ??= new Map();
+        m.delete(name);
+        if (m.size >= 1000) m.delete(m.keys().next().value as string);   // bounded: oldest first
+        m.set(name, r.shard);
+      }
+      return r;
+    }
+    const hint = stmt.hint ?? plan.hint;
+    if (hint?.shard !== undefined || hint?.shardKey !== undefined || this.s.routeShard !== null || this.s.routeShardKey !== null) return this.routeStatement(stmt, params, formats);
+    if (name) {
+      const shard = this.s.cursorShards?.get(name);
+      if (shard !== undefined && shard < this.s.ctx.shards.shardCount) return { kind: 'direct', shard };
+      return this.routeStatement(stmt, params, formats);
+    }
+    // CLOSE ALL: every shard in use
+    const shards = this.s.attachedLinks.map((l) => l.shard).sort((a, b) => a - b);
+    if (shards.length > 1) return { kind: 'multi', shards };
+    return this.routeStatement(stmt, params, formats);
+  }
+
+  private routeStatement(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
     const plan = stmt.plan;
     const hint = stmt.hint ?? plan.hint;
     if (hint?.shard !== undefined) return { kind: 'direct', shard: shardByName(this.s.ctx.shards, hint.shard) };

@@ -111,6 +111,9 @@ export abstract class SessionShared {
 
   // ---- session-route.ts: SET pgring.shard_key / pgring.shard (simple.ts clears them at RESET ALL) ----
   routeShardKey: string | null = null;
+  /** cursor name -> the shard its DECLARE went to (FETCH, MOVE and CLOSE follow it); entries of
+   *  cursors that ended are harmless: that shard answers "cursor does not exist" */
+  cursorShards: Map<string, number> | null = null;
   routeShard: string | null = null;
 
   // ---- simple.ts / extended.ts: what the admin console shows ----

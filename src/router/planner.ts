@@ -74,11 +74,12 @@ export class Planner extends StatementWalker {
       case 'DeallocateStmt': p.command = 'deallocate'; if (!s.isall && typeof s.name === 'string') p.deallocate = s.name; break;
       case 'DeclareCursorStmt':
         p.command = 'declare_cursor';
+        if (typeof s.portalname === 'string') p.cursor = s.portalname;
         if ((s.options ?? 0) & 0x20) p.sessionState = 'cursor_hold';
         this.walkStatement(s.query, null); withKeys = true;
         break;
-      case 'FetchStmt': p.command = s.ismove ? 'other' : 'fetch'; if (s.ismove) p.command = 'fetch'; break;
-      case 'ClosePortalStmt': p.command = 'close_cursor'; break;
+      case 'FetchStmt': p.command = 'fetch'; p.cursor = typeof s.portalname === 'string' ? s.portalname : null; break;
+      case 'ClosePortalStmt': p.command = 'close_cursor'; p.cursor = typeof s.portalname === 'string' ? s.portalname : null; break;
       case 'LockStmt': p.command = 'lock'; this.walkExprs(s, { parent: null, items: [] }); break;
       case 'CopyStmt': withKeys = this.classifyCopy(s, p); break;
       case 'ExplainStmt': p.command = 'other'; this.walkStatement(s.query, null); withKeys = true; break;
@@ -111,6 +112,7 @@ export class Planner extends StatementWalker {
     // option values are plain strings in the AST (no locations): the plan holds for these exact literals
     for (let k = 0; k < this.input.slotStart.length; k++) this.fixed.add(k);
     p.write = !!s.is_from;
+    if (!s.is_from) p.copyOut = copyOutFormat(s);
     if (s.query) { this.walkStatement(s.query, null); withKeys = true; }
     else if (s.relation) {
       const L: Level = { parent: null, items: [] };
@@ -206,6 +208,24 @@ export class Planner extends StatementWalker {
         if (p.keys === null && !p.unsupported) p.unsupported = reason;
       }
     }
+    if (tag === 'DeclareCursorStmt' && p.target === 'sharded' && p.keys === null && !p.unsupported) {
+      // A cursor lives on the server that declared it; FETCH follows it there (frontend/session-route.ts).
+      p.unsupported = p.scatterUnsupported = 'a cursor over several shards (DECLARE for a query without a shard key; use a shard key, SET pgring.shard, or COPY ... TO STDOUT)';
+    }
+    if (tag === 'CopyStmt' && !s.is_from && p.target === 'sharded') {
+      // COPY ... TO runs on every shard its keys allow and the rows are concatenated
+      // (frontend/copy-out.ts): what concatenation cannot answer is refused, not cut short.
+      let reason: string | undefined;
+      if (s.filename || s.is_program) reason = 'COPY TO a server file or program across shards (each shard would write its own)';
+      else if (s.query) {
+        const q = s.query.SelectStmt;
+        reason = q ? this.scatterReason('SelectStmt', q) ?? copyQueryReason(q) : 'COPY of a data-modifying statement across shards';
+      }
+      if (reason) {
+        p.scatterUnsupported = reason;
+        if (p.keys === null && !p.unsupported) p.unsupported = reason;
+      }
+    }
     return shardSqlT;
   }
 
@@ -293,4 +313,50 @@ export class Planner extends StatementWalker {
     }
     return undefined;
   }
+}
+
+/** COPY ... TO: FORMAT binary, and HEADER (csv): what merging several shards' streams needs. */
+function copyOutFormat(s: N): { binary: boolean; header: boolean } {
+  const out = { binary: false, header: false };
+  for (const o of s.options ?? []) {
+    const d = o.DefElem;
+    const a = d?.arg;
+    const v = a === undefined || a === null ? 'true'
+      : a.String?.sval ?? (a.Boolean ? String(!!a.Boolean.boolval) : a.Integer ? String(a.Integer.ival ?? 0) : a.A_Const ? numConstText(a.A_Const) : '');
+    if (d?.defname === 'format') out.binary = String(v).toLowerCase() === 'binary';
+    else if (d?.defname === 'header') out.header = !/^(false|off|0|f|n|no)$/i.test(String(v));
+  }
+  return out;
+}
+
+const AGGREGATES = new Set(['count', 'sum', 'min', 'max', 'avg', 'array_agg', 'string_agg', 'json_agg', 'jsonb_agg', 'json_object_agg',
+  'jsonb_object_agg', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'bit_xor', 'xmlagg', 'stddev', 'stddev_pop', 'stddev_samp',
+  'variance', 'var_pop', 'var_samp', 'corr', 'covar_pop', 'covar_samp', 'mode', 'percentile_cont', 'percentile_disc', 'range_agg', 'range_intersect_agg']);
+
+/** COPY (SELECT ...) TO across shards: the shards' rows are concatenated, so anything that
+ *  needs the rows of every shard together (order, limit, grouping, dedup) cannot be answered. */
+function copyQueryReason(q: N): string | undefined {
+  const what = (x: string) => `COPY (SELECT ... ${x}) TO across shards`;
+  if (q.op && q.op !== 'SETOP_NONE') return q.op === 'SETOP_UNION' && q.all ? copyQueryReason(q.larg) ?? copyQueryReason(q.rarg) : what(q.op.replace('SETOP_', ''));
+  if (q.sortClause?.length) return what('ORDER BY');
+  if (q.limitCount || q.limitOffset) return what('LIMIT/OFFSET');
+  if (q.distinctClause) return what('DISTINCT');
+  if (q.groupClause?.length || q.havingClause) return what('GROUP BY');
+  if (q.windowClause?.length) return what('WINDOW');
+  let agg: string | undefined;
+  const visit = (n: unknown): void => {
+    if (agg || n === null || typeof n !== 'object') return;
+    if (Array.isArray(n)) { for (const x of n) visit(x); return; }
+    const o = n as N;
+    if (o.SelectStmt || o.SubLink) return;   // a subquery's aggregates are its own
+    if (o.FuncCall) {
+      const f = o.FuncCall;
+      const name = String(strs(f.funcname).slice(-1)[0] ?? '').toLowerCase();
+      if (f.over) { agg = 'window functions'; return; }
+      if (f.agg_star || f.agg_distinct || f.agg_order?.length || f.agg_filter || AGGREGATES.has(name)) { agg = `aggregate ${name}()`; return; }
+    }
+    for (const k of Object.keys(o)) visit(o[k]);
+  };
+  visit(q.targetList);
+  return agg ? what(agg) : undefined;
 }

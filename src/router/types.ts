@@ -84,6 +84,10 @@ export interface Plan {
   keys: KeyRef[] | null;
   insertSplit?: InsertSplit;
   copy?: CopySpec;
+  /** DECLARE / FETCH / MOVE / CLOSE: the cursor's name (null: FETCH without one is impossible, CLOSE ALL) */
+  cursor?: string | null;
+  /** COPY ... TO STDOUT: the output format (several shards' streams are merged by it) */
+  copyOut?: { binary: boolean; header: boolean };
   merge?: MergeSpec;
   unsupported?: string;
   /** Set when the statement gives wrong results if it runs on more than one shard (names the form).

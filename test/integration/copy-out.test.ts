@@ -1,0 +1,190 @@
+// COPY ... TO STDOUT, pg_dump and cursors through a 3-shard pgring. COPY TO of a sharded table
+// used to answer with the first shard's rows only (the other shards' CopyData were dropped while
+// "COPY n" counted them all), so pg_dump through pgring silently dumped a third of each sharded
+// table; and FETCH went to the lowest shard of the transaction, not to the one its DECLARE ran on.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { psqlAt, testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, createDatabase, dropDatabase, RunningProxy, startProxy, withClient } from '../helpers/proxy';
+import { psql, runTool } from '../helpers/tools';
+import { pgbenchTables } from '../helpers/sharding';
+import { WireClient } from '../helpers/wire';
+import { ClusterInfo } from '../../src/local/cluster';
+import { chownPostgres, pgBin } from '../../src/local/proc';
+
+let cluster: ClusterInfo;
+let a: RunningProxy;
+let db: string;
+let restored: string;
+let ports: number[];
+let tmp: string;
+
+before(async () => {
+  cluster = await testCluster();
+  ports = cluster.pg.slice(0, 3).map((p) => p.port);
+  db = uniqueName('copyout');
+  restored = uniqueName('restored');
+  createDatabase(ports, db);
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-copyout-'));
+  chownPostgres(tmp);
+  a = await startProxy(await baseConfig(cluster, 3, { sharding: { tables: pgbenchTables }, locks: { mode: 'off' } }));
+  const r = await runTool('pgbench', ['-h', '127.0.0.1', '-p', String(a.port), '-U', 'postgres', '-i', '-s', '1', '-q', db]);
+  assert.equal(r.code, 0, r.stderr);
+  // balances that differ per row, so that sums catch a lost or doubled row
+  const u = await psql(a.port, db, 'UPDATE pgbench_accounts SET abalance = aid % 97');
+  assert.equal(u.code, 0, u.stderr);
+});
+
+after(async () => {
+  await a?.stop();
+  dropDatabase(ports, db);
+  try { psqlAt(ports[0]!, `DROP DATABASE IF EXISTS ${restored}`); } catch { /* not created */ }
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+const SUMS = 'SELECT count(*), sum(aid), sum(abalance) FROM pgbench_accounts';
+/** The proxy runs in this process: a client of it must never be run synchronously. */
+function run(bin: string, args: string[]): Promise<{ status: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(pgBin(bin), args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('close', (status) => resolve({ status, stderr }));
+  });
+}
+async function viaProxy(sql: string): Promise<string> {
+  const r = await psql(a.port, db, sql, ['-At']);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+describe('COPY TO STDOUT over 3 shards', () => {
+  it('every shard holds a part of the table (the test is meaningful)', () => {
+    const held = ports.map((p) => Number(psqlAt(p, 'SELECT count(*) FROM pgbench_accounts', db)));
+    assert.ok(held.every((n) => n > 0 && n < 100000), `rows per shard: ${held}`);
+  });
+
+  it('text: every row of every shard, once, and COPY n counts them', async () => {
+    const r = await psql(a.port, db, 'COPY pgbench_accounts TO STDOUT');
+    assert.equal(r.code, 0, r.stderr);
+    const lines = r.stdout.trim().split('\n');
+    assert.equal(lines.length, 100000);
+    const aids = new Set(lines.map((l) => Number(l.split('\t')[0])));
+    assert.equal(aids.size, 100000);
+    const total = ports.reduce((s, p) => s + Number(psqlAt(p, 'SELECT sum(abalance) FROM pgbench_accounts', db)), 0);
+    assert.equal(lines.reduce((s, l) => s + Number(l.split('\t')[2]), 0), total);
+    const tag = await psql(a.port, db, '\\copy pgbench_accounts to /dev/null');
+    assert.match(tag.stdout, /COPY 100000/);
+  });
+
+  it('csv with HEADER: the header line once', async () => {
+    for (const sql of ['COPY pgbench_accounts TO STDOUT WITH (FORMAT csv, HEADER)', 'COPY pgbench_accounts TO STDOUT WITH CSV HEADER', 'COPY (SELECT aid, abalance FROM pgbench_accounts) TO STDOUT (FORMAT csv, HEADER true)']) {
+      const r = await psql(a.port, db, sql);
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.trim().split('\n');
+      assert.equal(lines.length, 100001, sql);
+      assert.equal(lines.filter((l) => l.startsWith('aid,')).length, 1, sql);
+      assert.ok(lines[0]!.startsWith('aid,'), sql);
+    }
+  });
+
+  it('binary: one header and one trailer; PostgreSQL itself loads the stream', async () => {
+    const file = path.join(tmp, 'accounts.bin');
+    const empty = path.join(tmp, 'empty.bin');
+    for (const [sql, out] of [['COPY pgbench_accounts TO STDOUT (FORMAT binary)', file], ['COPY (SELECT * FROM pgbench_accounts WHERE aid < 0) TO STDOUT (FORMAT binary)', empty]] as const) {
+      const r = await run('psql', ['-h', '127.0.0.1', '-p', String(a.port), '-U', 'postgres', '-d', db, '-X', '-v', 'ON_ERROR_STOP=1', '-o', out, '-c', sql]);
+      assert.equal(r.status, 0, r.stderr);
+      fs.chmodSync(out, 0o644);
+    }
+    assert.equal(fs.readFileSync(file).subarray(0, 11).toString('latin1'), 'PGCOPY\n\xff\r\n\0');
+    assert.equal(fs.statSync(empty).size, 21, 'no rows: the header and the trailer only');
+    const p = ports[0]!;
+    psqlAt(p, 'DROP TABLE IF EXISTS copy_back; CREATE TABLE copy_back (aid int, bid int, abalance int, filler char(84))', db);
+    psqlAt(p, `COPY copy_back FROM '${file}' (FORMAT binary)`, db);
+    psqlAt(p, `COPY copy_back FROM '${empty}' (FORMAT binary)`, db);
+    assert.equal(psqlAt(p, 'SELECT count(*), sum(aid), sum(abalance) FROM copy_back', db).trim(), await viaProxy(SUMS));
+    psqlAt(p, 'DROP TABLE copy_back', db);
+  });
+
+  it('extended protocol: the merged stream and COPY n', async () => {
+    const { serialize } = await import('pg-protocol');
+    const c = await WireClient.connect(a.port, db);
+    try {
+      c.send([serialize.parse({ text: 'COPY pgbench_tellers TO STDOUT' }), serialize.bind({}), serialize.execute({}), serialize.sync()]);
+      const got = await c.until(1, 20000);
+      assert.equal(got.filter((m) => m.name === 'copyOutResponse').length, 1);
+      assert.equal(got.filter((m) => m.name === 'copyData').length, 10);
+      assert.equal(got.filter((m) => m.name === 'copyDone').length, 1);
+      assert.equal(got.find((m) => m.name === 'commandComplete')?.tag, 'COPY 10');
+    } finally { c.close(); }
+  });
+
+  it('what concatenation cannot answer is refused (0A000), not cut short; a key still routes', async () => {
+    for (const sql of ['COPY (SELECT * FROM pgbench_accounts ORDER BY aid) TO STDOUT', 'COPY (SELECT count(*) FROM pgbench_accounts) TO STDOUT',
+      'COPY (SELECT * FROM pgbench_accounts LIMIT 5) TO STDOUT', `COPY pgbench_accounts TO '${path.join(tmp, 'x')}'`]) {
+      await withClient(a.port, db, async (c) => {
+        await assert.rejects(c.query(sql), (e: { code?: string; message: string }) => e.code === '0A000' && /across shards/.test(e.message), sql);
+      });
+    }
+    const one = await psql(a.port, db, 'COPY (SELECT aid FROM pgbench_accounts WHERE aid = 4242) TO STDOUT');
+    assert.equal(one.stdout.trim(), '4242');
+    const union = await psql(a.port, db, 'COPY (SELECT aid FROM pgbench_accounts WHERE aid < 3 UNION ALL SELECT tid FROM pgbench_tellers WHERE tid < 3) TO STDOUT');
+    assert.deepEqual(union.stdout.trim().split('\n').map(Number).sort(), [1, 1, 2, 2]);
+  });
+
+  it('pg_dump through pgring dumps every row; the dump restores into plain PostgreSQL', async () => {
+    const file = path.join(tmp, 'dump.sql');
+    const r = await run('pg_dump', ['-h', '127.0.0.1', '-p', String(a.port), '-U', 'postgres', '-f', file, db]);
+    assert.equal(r.status, 0, r.stderr);
+    fs.chmodSync(file, 0o644);
+    const rows: Record<string, number> = {};
+    let table: string | null = null;
+    for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+      if (table === null) { const m = /^COPY public\.(\w+) /.exec(line); if (m) { table = m[1]!; rows[table] = 0; } continue; }
+      if (line === '\\.') table = null; else rows[table]!++;
+    }
+    assert.deepEqual(rows, { pgbench_accounts: 100000, pgbench_branches: 1, pgbench_history: 0, pgbench_tellers: 10 });
+    psqlAt(ports[0]!, `CREATE DATABASE ${restored}`);
+    psqlAt(ports[0]!, `\\i ${file}`, restored);
+    assert.equal(psqlAt(ports[0]!, SUMS, restored).trim(), await viaProxy(SUMS));
+  });
+});
+
+describe('cursors over 3 shards', () => {
+  it('FETCH, MOVE and CLOSE go to the shard the DECLARE ran on, not the first shard of the transaction', async () => {
+    const shardOf = (aid: number) => ports.findIndex((p) => psqlAt(p, `SELECT count(*) FROM pgbench_accounts WHERE aid = ${aid}`, db).trim() === '1');
+    const first = 1;
+    let other = 2;
+    assert.ok(shardOf(first) >= 0);
+    while (shardOf(other) === shardOf(first) && other < 100) other++;
+    const [lo, hi] = shardOf(first) < shardOf(other) ? [first, other] : [other, first];
+    await withClient(a.port, db, async (c) => {
+      await c.query('BEGIN');
+      await c.query(`SELECT abalance FROM pgbench_accounts WHERE aid = ${lo}`);
+      await c.query(`DECLARE cur CURSOR FOR SELECT aid FROM pgbench_accounts WHERE aid = ${hi}`);
+      assert.deepEqual((await c.query('FETCH NEXT FROM cur')).rows, [{ aid: hi }]);
+      assert.equal((await c.query('MOVE NEXT IN cur')).rowCount, 0);
+      await c.query('CLOSE cur');
+      await c.query(`DECLARE cur2 CURSOR FOR SELECT aid FROM pgbench_accounts WHERE aid = ${hi}`);
+      await c.query(`DECLARE cur3 CURSOR FOR SELECT aid FROM pgbench_accounts WHERE aid = ${lo}`);
+      await c.query('CLOSE ALL');
+      await assert.rejects(c.query('FETCH cur2'), (e: { code?: string }) => e.code === '34000');
+      await c.query('ROLLBACK');
+    });
+  });
+
+  it('a cursor over several shards is refused (0A000) instead of reading one shard', async () => {
+    await withClient(a.port, db, async (c) => {
+      await c.query('BEGIN');
+      await assert.rejects(c.query('DECLARE c CURSOR FOR SELECT * FROM pgbench_accounts'), (e: { code?: string; message: string }) => e.code === '0A000' && /cursor over several shards/.test(e.message));
+      await c.query('ROLLBACK');
+    });
+    const r = await psql(a.port, db, 'SELECT count(*) FROM pgbench_accounts', ['-v', 'FETCH_COUNT=100']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /cursor over several shards/);
+  });
+});
