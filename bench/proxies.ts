@@ -45,7 +45,7 @@ function zkReceived(connect: string): Promise<number> {
 const DB = 'postgres';
 const TPCB = ['-n', '-M', 'prepared', '--max-tries=10'];
 
-interface Opts { forward: boolean; shapes: number[]; lockMode: string; leaseMs: number | null; scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
+interface Opts { warmup: number; forward: boolean; shapes: number[]; lockMode: string; leaseMs: number | null; scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
 
 function parseOpts(): Opts {
   const a = yargs(hideBin(process.argv))
@@ -62,9 +62,11 @@ function parseOpts(): Opts {
     .option('forward', { type: 'boolean', default: true, describe: 'locks.forward of the proxies (--no-forward: every proxy queues in ZooKeeper itself)' })
     .option('lock-mode', { type: 'string', default: 'all', describe: 'locks.mode of the proxies in the fairness runs' })
     .option('lease-ms', { type: 'number', describe: 'locks.leaseMs of the proxies (default: the config default)' })
+    .option('warmup', { type: 'number', default: 20, describe: 'unrecorded seconds of TPC-B after the set of running proxies changed, before a measured run' })
     .option('out', { type: 'string' })
     .strict().parseSync();
   return {
+    warmup: a.warmup,
     forward: a.forward, shapes: a.shapes.split(',').map(Number), lockMode: a['lock-mode'], leaseMs: a['lease-ms'] ?? null, scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
     minutes: a.minutes, killEvery: a['kill-every'], lockModes: a['lock-modes'], before: a.before ?? null,
     out: a.out ?? path.resolve(__dirname, '../../bench', a.soak ? 'RESULTS-soak.md' : a['lock-modes'] ? 'RESULTS-lockmodes.md' : 'RESULTS-proxies.md'),
@@ -107,12 +109,20 @@ async function fairness(o: Opts, zkPid: number | undefined, zkConnect: string, p
         if (i >= n && p.running()) { await p.stop(); changed = true; }
       }
       if (changed) await sleep(1500);   // the other proxies see the change (their proxies/ watch)
+      return changed;
     };
+    // A proxy that starts or stops moves the ownership of about 1/n of the lock buckets: each
+    // moved bucket changes hands in ZooKeeper at its first use, and the new process compiles its
+    // hot paths. That transient lasts 15-60 s on this machine (proxy CPU per transaction 4.2 ms in
+    // the first 8 s after a second proxy started, 2.0 ms a minute later); measured right after a
+    // restart it, not two proxies running together, would be compared. So every change of the
+    // running proxies is followed by an unrecorded warm-up.
+    const settle = (n: number) => Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, o.warmup, dir)));
     // Warm-up, unrecorded: every shape once (JIT, connection pools, lock buckets taken).
     for (const n of shapes) { await only(n); await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, 3, dir))); }
     for (let rep = 1; rep <= o.reps; rep++) {
       for (const n of shapes) {
-        await only(n);
+        if (await only(n) && o.warmup > 0) await settle(n);
         const before = await ledger(ports, DB);
         const cpu0 = proxies.slice(0, n).map((p) => cpuSeconds(p.pid) ?? 0), zk0 = cpuSeconds(zkPid) ?? 0, req0 = await zkReceived(zkConnect);
         const runs = await Promise.all(proxies.slice(0, n).map((p) => pgbench(p.port, total / n, o.duration, dir)));
@@ -137,8 +147,8 @@ async function fairness(o: Opts, zkPid: number | undefined, zkConnect: string, p
     `## Several proxies: TPC-B through 1, 2 and 3 proxies with the same total clients`,
     '',
     `${new Date().toISOString()}, ${os.cpus().length} cores, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end. 3 shards, ZooKeeper, \`locks.mode: ${o.lockMode}\`, pgbench -i -s ${o.scale} (${o.scale} branches: every transaction updates one of ${o.scale} hot rows),`,
-    `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions, after an unrecorded 3 s warm-up of each; for a run through n proxies exactly n proxies run.`,
-    `Command: \`node dist/bench/proxies.js${o.forward ? '' : ' --no-forward'}${o.lockMode !== 'all' ? ` --lock-mode ${o.lockMode}` : ''}${o.leaseMs !== null ? ` --lease-ms ${o.leaseMs}` : ''} --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration}\``,
+    `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions, after an unrecorded 3 s warm-up of each; for a run through n proxies exactly n proxies run, and every start or stop of a proxy is followed by ${o.warmup} s of unrecorded TPC-B through the proxies of the next run (the lock buckets whose owner changed move at their first use).`,
+    `Command: \`node dist/bench/proxies.js${o.forward ? '' : ' --no-forward'}${o.lockMode !== 'all' ? ` --lock-mode ${o.lockMode}` : ''}${o.leaseMs !== null ? ` --lease-ms ${o.leaseMs}` : ''} --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration} --warmup ${o.warmup}\``,
     '',
     '| total clients | proxies | TPS (median) | one proxy TPS | ratio | slowest transaction (median of runs) |',
     '|---|---|---|---|---|---|',

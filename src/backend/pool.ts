@@ -169,6 +169,7 @@ export class Pool {
 
   /** Returns a clean connection (ReadyForQuery 'I', no owner). */
   release(conn: ServerConnection): void {
+    conn.releaseReads(null);
     conn.owner = null;
     conn.busy = false;
     if (conn.closed) { this.grow(); return; }

@@ -90,6 +90,23 @@ export class ServerConnection {
 
   /** True when the connection to the server is encrypted. */
   encrypted = false;
+  /** Who stopped this connection's reads (a client that cannot take more output), or null. */
+  private readsHeldBy: object | null = null;
+
+  /** Backpressure: stop reading from the server until `releaseReads(by)`; the server's own
+   *  send buffer then fills and it waits, as it would for a slow client of its own. */
+  holdReads(by: object): void {
+    if (this.readsHeldBy !== null || this.closed) return;
+    this.readsHeldBy = by;
+    this.socket.pause();
+  }
+
+  /** Reads go on (`by` null: whoever held them; the pool does this when a connection comes back). */
+  releaseReads(by: object | null): void {
+    if (this.readsHeldBy === null || (by !== null && by !== this.readsHeldBy)) return;
+    this.readsHeldBy = null;
+    if (!this.closed) this.socket.resume();
+  }
 
   /** The plain socket, or the TLS socket over it once SSLRequest was accepted. */
   private constructor(public socket: net.Socket, readonly target: ServerTarget, readonly paramsKey: string) {}

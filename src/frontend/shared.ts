@@ -14,6 +14,10 @@ import type { ClientStatement } from './prepared';
 import { PinReason, SessionState } from './session-state';
 import type { CopySplitter } from './copy';
 import type { ProxyContext, Link } from './session-types';
+import type { ServerConnection } from '../backend/server';
+
+/** Output queued for a client (beyond what the kernel took) above which its servers are not read. */
+const CLIENT_HIGH_WATER = 1 << 20;
 import { valueInOptions, valueOfSetSql } from '../txn/wait-limit';
 
 let nextPid = 1_000_000 + randomInt(1_000_000);
@@ -158,6 +162,9 @@ export abstract class SessionShared {
   // ---- output ----
   write(b: Buffer): void { this.wq.push(b); }
 
+  /** server connections whose reads wait for this client's socket to drain */
+  private readsHeld: ServerConnection[] | null = null;
+
   flush(): void {
     const q = this.wq; // reused: called after every socket read, usually with nothing queued
     if (q.length === 0) return;
@@ -175,5 +182,20 @@ export abstract class SessionShared {
     }
     this.socket.write(contiguous ? Buffer.from(ab, first.byteOffset, end - first.byteOffset) : Buffer.concat(q));
     q.length = 0;
+    if (this.socket.writableLength > CLIENT_HIGH_WATER) this.holdServerReads();
+  }
+
+  /** The client reads slower than its servers answer (a large result, a dump to a slow disk):
+   *  stop reading from its servers until its socket drains, instead of holding everything in
+   *  this process (PgBouncer does the same by not reading while its send buffer is full). */
+  private holdServerReads(): void {
+    if (this.readsHeld !== null || this.phase === 'closed') return;
+    const held: ServerConnection[] = [];
+    for (const l of this.links) if (l) { l.conn.holdReads(this); held.push(l.conn); }
+    this.readsHeld = held;
+    this.socket.once('drain', () => {
+      this.readsHeld = null;
+      for (const c of held) c.releaseReads(this);
+    });
   }
 }
