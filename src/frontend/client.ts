@@ -42,6 +42,7 @@ import { SqlPrepared } from './sql-prepared';
 import { TransactionControl } from './transaction';
 import { Scatter } from './scatter';
 import { CopyIn } from './copy-in';
+import { Cursors } from './cursors';
 import { SessionShared } from './shared';
 import type { Link, ProxyContext } from './session-types';
 
@@ -62,6 +63,7 @@ export class ClientSession extends SessionShared implements ServerOwner {
   readonly transaction = new TransactionControl(this);
   readonly scatter = new Scatter(this);
   readonly copy = new CopyIn(this);
+  readonly cursors = new Cursors(this);
 
   constructor(socket: net.Socket, ctx: ProxyContext, opts: { unixSocket?: boolean } = {}) {
     super(socket, ctx);

@@ -27,7 +27,10 @@ export class Responses extends ResponseQueue {
     const z = this.serverRfq;
     this.serverRfq = null;
     s.write(z !== null && z.length === 6 && z[5] === status.charCodeAt(0) ? z : readyForQuery(status));
-    if (status === 'I') s.ctx.tx?.afterIdle?.(s);
+    if (status === 'I') {
+      s.ctx.tx?.afterIdle?.(s);
+      if (s.cursors.size) s.cursors.transactionEnded();
+    }
     s.servers.afterReady();
   }
 

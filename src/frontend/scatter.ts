@@ -132,7 +132,8 @@ export class Scatter {
   }
 
   /** `rowOrder`: the statement rows each shard inserts (a split multi-row INSERT): RETURNING rows in statement order. */
-  async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[], rowOrder?: { rows: number[] }[]): Promise<void> {
+  async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[], rowOrder?: { rows: number[] }[],
+    capture?: (msgs: Buffer[]) => Buffer[]): Promise<void> {
     const links: Link[] = [];
     for (const s of shards) links.push(await this.s.servers.link(s));
     // Reference tables and DDL run the same change on every shard: answer as one server would.
@@ -162,6 +163,7 @@ export class Scatter {
       this.s.responses.moveToEnd(result);
     }
     group.onFinish = (msgs) => {
+      if (capture) msgs = capture(msgs);   // a cursor over several shards keeps the rows (cursors.ts)
       if (result.out) result.out.push(...msgs); else result.out = msgs;
       const first = msgs.find((m) => m[0] === B.CommandComplete);
       if (first) this.s.transaction.afterCommand(stmt, commandTag(first), null);

@@ -100,10 +100,14 @@ export class SimpleQuery {
         this.s.responses.rfq();
         return;
       }
+      if (plan.cursor !== undefined && this.s.cursors.answers(stmt)) return;
       const target = this.s.sqlPrepared.executeTarget(stmt);
       if (target) return this.s.sqlPrepared.runExecute(stmt, target, plans).catch((e) => this.queryError(e));
       this.s.readOnlyUse = isPlainRead(plan);
       const route = this.s.routing.route(stmt, null, null);
+      if (plan.command === 'declare_cursor' && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1) {
+        return this.s.cursors.declare(stmt, route).catch((e) => this.queryError(e));
+      }
       this.checkSupported(stmt, route);
       if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
         const link = this.s.servers.linkNow(route.shard);

@@ -75,10 +75,20 @@ export class Planner extends StatementWalker {
       case 'DeclareCursorStmt':
         p.command = 'declare_cursor';
         if (typeof s.portalname === 'string') p.cursor = s.portalname;
-        if ((s.options ?? 0) & 0x20) p.sessionState = 'cursor_hold';
+        if ((s.options ?? 0) & 0x20) { p.sessionState = 'cursor_hold'; p.cursorHold = true; }
+        if ((s.options ?? 0) & 0x01) p.cursorBinary = true;
         this.walkStatement(s.query, null); withKeys = true;
         break;
-      case 'FetchStmt': p.command = 'fetch'; p.cursor = typeof s.portalname === 'string' ? s.portalname : null; break;
+      case 'FetchStmt': {
+        p.command = 'fetch';
+        p.cursor = typeof s.portalname === 'string' ? s.portalname : null;
+        // the count is part of the plan: the plan holds for this exact literal
+        for (let k = 0; k < this.input.slotStart.length; k++) this.fixed.add(k);
+        const dir = String(s.direction ?? 'FETCH_FORWARD').replace('FETCH_', '').toLowerCase();
+        const n = Number(s.howMany ?? 0);
+        p.fetch = { direction: dir === 'backward' || dir === 'absolute' || dir === 'relative' ? dir : 'forward', count: n >= 2147483647 ? Infinity : n, move: !!s.ismove };
+        break;
+      }
       case 'ClosePortalStmt': p.command = 'close_cursor'; p.cursor = typeof s.portalname === 'string' ? s.portalname : null; break;
       case 'LockStmt': p.command = 'lock'; this.walkExprs(s, { parent: null, items: [] }); break;
       case 'CopyStmt': withKeys = this.classifyCopy(s, p); break;
@@ -208,9 +218,10 @@ export class Planner extends StatementWalker {
         if (p.keys === null && !p.unsupported) p.unsupported = reason;
       }
     }
-    if (tag === 'DeclareCursorStmt' && p.target === 'sharded' && p.keys === null && !p.unsupported) {
+    if (tag === 'DeclareCursorStmt' && p.target === 'sharded' && !p.unsupported) {
       // A cursor lives on the server that declared it; FETCH follows it there (frontend/session-route.ts).
-      p.unsupported = p.scatterUnsupported = 'a cursor over several shards (DECLARE for a query without a shard key; use a shard key, SET pgring.shard, or COPY ... TO STDOUT)';
+      // Over several shards pgring keeps the rows itself (frontend/cursors.ts), in the simple protocol.
+      p.scatterUnsupported = 'a cursor over several shards in the extended protocol or in a multi-statement string (DECLARE for a query without a shard key; use a shard key, SET pgring.shard, or a simple-protocol DECLARE)';
     }
     if (tag === 'CopyStmt' && !s.is_from && p.target === 'sharded') {
       // COPY ... TO runs on every shard its keys allow and the rows are concatenated

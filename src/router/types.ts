@@ -35,6 +35,9 @@ export interface CopySpec {
 
 /** A column index >= 0 is a position in the row as sent by the shards; < 0 counts from the end of
  *  that row (-1 = last column; used for hidden columns after a `*`). */
+/** FETCH / MOVE: direction and count (FETCH ALL: Infinity). */
+export interface FetchSpec { direction: 'forward' | 'backward' | 'absolute' | 'relative'; count: number; move: boolean }
+
 export interface MergeSpec {
   shardSql?: string;
   orderBy: { column: number; desc: boolean; nullsFirst: boolean }[];
@@ -86,6 +89,11 @@ export interface Plan {
   copy?: CopySpec;
   /** DECLARE / FETCH / MOVE / CLOSE: the cursor's name (null: FETCH without one is impossible, CLOSE ALL) */
   cursor?: string | null;
+  /** DECLARE ... WITH HOLD / BINARY */
+  cursorHold?: boolean;
+  cursorBinary?: boolean;
+  /** FETCH / MOVE: what it asks for */
+  fetch?: FetchSpec;
   /** COPY ... TO STDOUT: the output format (several shards' streams are merged by it) */
   copyOut?: { binary: boolean; header: boolean };
   merge?: MergeSpec;

@@ -177,14 +177,45 @@ describe('cursors over 3 shards', () => {
     });
   });
 
-  it('a cursor over several shards is refused (0A000) instead of reading one shard', async () => {
+  it('a cursor over several shards: pgring keeps its rows and answers FETCH / MOVE like PostgreSQL', async () => {
+    const plain = await psql(a.port, db, 'SELECT aid, abalance FROM pgbench_accounts', ['-At']);
+    const fetched = await psql(a.port, db, 'SELECT aid, abalance FROM pgbench_accounts', ['-At', '-v', 'FETCH_COUNT=1000']);
+    assert.equal(fetched.code, 0, fetched.stderr);
+    assert.equal(fetched.stdout.trim().split('\n').length, 100000);
+    assert.deepEqual(fetched.stdout.trim().split('\n').sort(), plain.stdout.trim().split('\n').sort());
+    const top = await psql(a.port, db, 'SELECT aid FROM pgbench_accounts ORDER BY abalance DESC, aid LIMIT 5', ['-At', '-v', 'FETCH_COUNT=2']);
+    assert.equal(top.stdout.trim().split('\n').join(','), (await psql(a.port, db, 'SELECT aid FROM pgbench_accounts ORDER BY abalance DESC, aid LIMIT 5', ['-At'])).stdout.trim().split('\n').join(','));
+    // every direction, against PostgreSQL itself on the same rows
+    const steps = ['FETCH ALL c', 'FETCH BACKWARD 1 c', 'FETCH ABSOLUTE 3 c', 'MOVE FORWARD ALL c', 'FETCH PRIOR c', 'FETCH RELATIVE 0 c', 'FETCH FORWARD 0 c',
+      'FETCH ABSOLUTE -2 c', 'MOVE BACKWARD ALL c', 'FETCH RELATIVE 2 c', 'FETCH ABSOLUTE 50 c', 'FETCH BACKWARD 4 c', 'FETCH 3 c', 'MOVE -1 c', 'FETCH NEXT c', 'FETCH LAST c', 'FETCH FIRST c'];
+    const script = (from: string) => ['BEGIN', `DECLARE c SCROLL CURSOR FOR SELECT tid, bid FROM ${from} ORDER BY tid`, ...steps, 'CLOSE c', 'ROLLBACK'].map((x) => x + ';').join('\n');
+    const through = await runTool('psql', ['-h', '127.0.0.1', '-p', String(a.port), '-U', 'postgres', '-d', db, '-X', '-v', 'ON_ERROR_STOP=1', '-f', '-'], { input: script('pgbench_tellers') });
+    assert.equal(through.code, 0, through.stderr);
+    psqlAt(ports[0]!, 'DROP TABLE IF EXISTS tellers_copy; CREATE TABLE tellers_copy AS SELECT tid, bid FROM pgbench_tellers WHERE false', db);
+    psqlAt(ports[0]!, `INSERT INTO tellers_copy VALUES ${Array.from({ length: 10 }, (_, i) => `(${i + 1}, 1)`).join(', ')}`, db);
+    const direct = await runTool('psql', ['-h', '127.0.0.1', '-p', String(ports[0]), '-U', 'postgres', '-d', db, '-X', '-v', 'ON_ERROR_STOP=1', '-f', '-'], { input: script('tellers_copy') });
+    psqlAt(ports[0]!, 'DROP TABLE tellers_copy', db);
+    assert.equal(through.stdout, direct.stdout);
+  });
+
+  it('cursors over several shards: transaction rules, WITH HOLD, pg_dump --inserts; the extended protocol is refused (0A000)', async () => {
     await withClient(a.port, db, async (c) => {
+      await assert.rejects(c.query('DECLARE c CURSOR FOR SELECT * FROM pgbench_accounts'), (e: { code?: string }) => e.code === '25P01');
       await c.query('BEGIN');
-      await assert.rejects(c.query('DECLARE c CURSOR FOR SELECT * FROM pgbench_accounts'), (e: { code?: string; message: string }) => e.code === '0A000' && /cursor over several shards/.test(e.message));
+      await c.query('DECLARE gone CURSOR FOR SELECT aid FROM pgbench_accounts');
+      await c.query('DECLARE kept CURSOR WITH HOLD FOR SELECT aid FROM pgbench_accounts ORDER BY aid');
+      await c.query('COMMIT');
+      await assert.rejects(c.query('FETCH gone'), (e: { code?: string }) => e.code === '34000');
+      assert.deepEqual((await c.query('FETCH 3 FROM kept')).rows, [{ aid: 1 }, { aid: 2 }, { aid: 3 }]);
+      assert.equal((await c.query('MOVE FORWARD ALL IN kept')).rowCount, 99997);
+      await c.query('CLOSE kept');
+      await c.query('BEGIN');
+      await assert.rejects(c.query('DECLARE x CURSOR FOR SELECT * FROM pgbench_accounts WHERE abalance > $1', [0]), (e: { code?: string; message: string }) => e.code === '0A000' && /cursor over several shards/.test(e.message));
       await c.query('ROLLBACK');
     });
-    const r = await psql(a.port, db, 'SELECT count(*) FROM pgbench_accounts', ['-v', 'FETCH_COUNT=100']);
-    assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /cursor over several shards/);
+    const file = path.join(tmp, 'inserts.sql');
+    const r = await run('pg_dump', ['-h', '127.0.0.1', '-p', String(a.port), '-U', 'postgres', '--inserts', '-t', 'pgbench_accounts', '-f', file, db]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(fs.readFileSync(file, 'utf8').split('\n').filter((l) => l.startsWith('INSERT INTO public.pgbench_accounts ')).length, 100000);
   });
 });
