@@ -27,8 +27,9 @@ export class Group {
   private ordered: { rowsOf: Buffer[][]; parts: { rows: number[] }[] } | null = null;
   onFinish: (msgs: Buffer[]) => void = () => {};
   onCopyIn: ((first: Buffer | null) => void) | null = null;
-  /** 'copy-out' mode: the merged COPY stream; with `onStream` set it goes out as it comes
-   *  (a dump of a large table is not held in memory), else with the rest at the end. */
+  /** 'copy-out' mode: the merged COPY stream; with `onStream` set it (and a streamable merge's
+   *  rows) goes out as it comes (a dump of a large table is not held in memory), else with the
+   *  rest at the end. */
   private copyOut: CopyOutMerge | null = null;
   onStream: ((msgs: Buffer[]) => void) | null = null;
 
@@ -81,6 +82,16 @@ export class Group {
     return this.described;
   }
 
+  /** Rows can go to the client as they come (`onStream`): a merge that needs no sort, grouping or
+   *  decoding, so a large scatter read is not collected whole in the proxy. */
+  get streamable(): boolean {
+    return this.mode === 'merge' && this.merger !== null && this.merger.streams && !this.needsFields && this.ordered === null && this.error === null;
+  }
+
+  private emit(msg: Buffer): void {
+    if (this.onStream) this.onStream([msg]); else this.out.push(msg);
+  }
+
   message(member: number, type: number, msg: Buffer): void {
     switch (type) {
       case B.ErrorResponse:
@@ -92,19 +103,19 @@ export class Group {
         if (this.merger) {
           const first = this.described === null;
           const fwd = this.describe(msg);
-          if (first && fwd && this.mode === 'merge') { this.rowDesc = true; this.out.push(fwd); }
+          if (first && fwd && this.mode === 'merge') { this.rowDesc = true; this.emit(fwd); }
           return;
         }
-        if (!this.rowDesc) { this.rowDesc = true; this.out.push(msg); }
+        if (!this.rowDesc) { this.rowDesc = true; this.emit(msg); }
         return;
       case B.DataRow:
         if (this.merger) {
           if (this.error) return;
           if (this.needsFields && this.described === null) { this.early.push([member, msg]); return; }
           const fwd = this.merger.dataRow(member, msg);
-          if (fwd) this.out.push(fwd);
+          if (fwd) this.emit(fwd);
         } else if (this.ordered) this.ordered.rowsOf[member]!.push(msg);
-        else if (this.mode !== 'first' || member === 0) this.out.push(msg);
+        else if (this.mode !== 'first' || member === 0) this.emit(msg);
         return;
       case B.CommandComplete:
         if (this.merger) this.merger.commandComplete(member, commandTag(msg));
@@ -123,11 +134,11 @@ export class Group {
           if (this.onStream) this.onStream(fwd); else this.out.push(...fwd);
           return;
         }
-        if (member === 0) this.out.push(msg);
+        if (member === 0) this.emit(msg);
         return;
       default:
         // Notices, ParseComplete, BindComplete, NoData, ...: once, from the first shard.
-        if (member === 0) this.out.push(msg);
+        if (member === 0) this.emit(msg);
     }
   }
 

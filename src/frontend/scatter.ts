@@ -154,9 +154,10 @@ export class Scatter {
       const p = this.s.responses.push(partOfMany ? K.ExecSimple : K.Query, l, false);
       p.group = group; p.member = i; p.plans = [stmt];
     });
-    if (mode === 'copy-out') {
-      // The merged COPY stream goes out as it comes: the result entry stays ahead of its members
-      // (they send nothing themselves), so it streams once it is the head of the queue.
+    if (!capture && (mode === 'copy-out' || group.streamable)) {
+      // A merged COPY stream, or rows that need no sort or grouping, go out as they come: the result
+      // entry stays ahead of its members (they send nothing themselves), so it streams once it is
+      // the head of the queue, and backpressure (shared.ts) bounds what the proxy holds.
       group.onStream = (msgs) => { for (const m of msgs) this.s.responses.out(result, m); };
     } else {
       // The result entry must come after the members in response order.

@@ -6,17 +6,30 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { serialize } from 'pg-protocol';
-import { testCluster } from '../helpers/env';
-import { baseConfig, RunningProxy, startProxy } from '../helpers/proxy';
+import { psqlAt, testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
 
 let a: RunningProxy;
+let sharded: RunningProxy;
+let ports: number[];
+let db: string;
 
 before(async () => {
   const cluster = await testCluster();
   a = await startProxy(await baseConfig(cluster, 1));
+  ports = cluster.pg.slice(0, 3).map((p) => p.port);
+  db = uniqueName('backpressure');
+  createDatabase(ports, db);
+  // 40,000 rows of 2 kB on each shard (where a row lives does not matter to a read without a key)
+  for (const p of ports) psqlAt(p, "CREATE TABLE big (id int PRIMARY KEY, pad text); INSERT INTO big SELECT i, repeat('x', 2000) FROM generate_series(1, 40000) i", db);
+  sharded = await startProxy(await baseConfig(cluster, 3, { sharding: { tables: [{ name: 'big', column: 'id', type: 'integer', columns: ['id', 'pad'] }] } }));
 });
 
-after(async () => { await a?.stop(); });
+after(async () => {
+  await a?.stop();
+  await sharded?.stop();
+  dropDatabase(ports, db);
+});
 
 /** A raw client that counts DataRows without keeping them, and can stop reading. */
 class CountingClient {
@@ -51,23 +64,37 @@ class CountingClient {
   }
 }
 
-describe('backpressure', () => {
-  it('a client that stops reading a 200 MB result does not make the proxy hold it; every row arrives once it reads', async () => {
-    const socket = net.connect({ host: '127.0.0.1', port: a.port });
+/** Sends `sql`, stops reading for 4 s, then reads everything: the proxy's growth meanwhile and the rows. */
+async function pausedRead(port: number, database: string, sql: string): Promise<{ grown: number; rows: number }> {
+    const socket = net.connect({ host: '127.0.0.1', port });
     await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
     const c = new CountingClient(socket);
-    socket.write(serialize.startup({ user: 'postgres', database: 'postgres' }));
+    socket.write(serialize.startup({ user: 'postgres', database }));
     await c.untilReady(1, 10000);
     const before = process.memoryUsage().arrayBuffers;
     socket.pause();
-    socket.write(serialize.query("SELECT i, repeat('x', 2000) FROM generate_series(1, 100000) i"));
+    socket.write(serialize.query(sql));
     await new Promise((r) => setTimeout(r, 4000));
     const grown = process.memoryUsage().arrayBuffers - before;
     socket.resume();
     await c.untilReady(2, 120000);
     socket.end(serialize.end());
-    assert.equal(c.rows, 100000);
+    return { grown, rows: c.rows };
+}
+
+describe('backpressure', () => {
+  it('a client that stops reading a 200 MB result does not make the proxy hold it; every row arrives once it reads', async () => {
+    const r = await pausedRead(a.port, 'postgres', "SELECT i, repeat('x', 2000) FROM generate_series(1, 100000) i");
+    assert.equal(r.rows, 100000);
     // The kernel's socket buffers hold a few MB; the result is 200 MB.
-    assert.ok(grown < 32 * 1024 * 1024, `the proxy held ${Math.round(grown / 1048576)} MB for a client that did not read`);
+    assert.ok(r.grown < 32 * 1024 * 1024, `the proxy held ${Math.round(r.grown / 1048576)} MB for a client that did not read`);
+  });
+
+  it('the same for a 240 MB read of three shards (rows that need no sort stream; COPY TO too)', async () => {
+    for (const sql of ['SELECT * FROM big', 'COPY big TO STDOUT']) {
+      const r = await pausedRead(sharded.port, db, sql);
+      if (sql.startsWith('SELECT')) assert.equal(r.rows, 120000, sql);
+      assert.ok(r.grown < 48 * 1024 * 1024, `${sql}: the proxy held ${Math.round(r.grown / 1048576)} MB for a client that did not read`);
+    }
   });
 });
