@@ -42,14 +42,45 @@ export function demoConfig(zk: string, pgPorts: number[], proxyPort: number, met
   };
 }
 
-export interface DemoOptions { proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number; replicaPorts?: number[]; spares?: number }
+export interface DemoOptions { fresh?: boolean; proxyPort?: number; zkPort?: number; pgPorts?: number[]; metricsPort?: number; replicas?: number; replicaBasePort?: number; replicaPorts?: number[]; spares?: number }
 
 /** Replica ports per shard: base, base+1, ... shard by shard (5443, 5444, 5445 for 3 shards x 1). */
 export function demoReplicaPorts(shards: number, per: number, base: number): number[][] {
   return Array.from({ length: shards }, (_, i) => Array.from({ length: per }, (_, r) => base + i * per + r));
 }
 
+/** A postmaster still running from one of the demo directory's data directories, or null. */
+function runningServer(dir: string): string | null {
+  let entries: string[] = [];
+  try { entries = fs.readdirSync(dir); } catch { return null; }
+  for (const e of entries) {
+    const pidFile = path.join(dir, e, 'data', 'postmaster.pid');
+    let pid = 0;
+    try { pid = Number(fs.readFileSync(pidFile, 'utf8').split('\n')[0]); } catch { continue; }
+    try { if (pid > 0) { process.kill(pid, 0); return path.join(dir, e, 'data'); } } catch { /* gone */ }
+  }
+  return null;
+}
+
+/** --fresh: the directory of an earlier demo is removed (only one that looks like a demo's and runs nothing). */
+export function startOver(dir: string): void {
+  if (!fs.existsSync(dir)) return;
+  const looksLikeDemo = ['proxy.json', 'zookeeper', 'pg1'].some((f) => fs.existsSync(path.join(dir, f)));
+  if (fs.readdirSync(dir).length && !looksLikeDemo) {
+    throw new Error(`pgring demo: --fresh would delete ${dir}, which does not look like a demo directory; remove it yourself`);
+  }
+  const running = runningServer(dir);
+  if (running) throw new Error(`pgring demo: a PostgreSQL server still runs from ${running} (another demo?); stop it before --fresh`);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
 export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void> {
+  if (opts.fresh) startOver(dir);
+  else if (fs.existsSync(path.join(dir, 'zookeeper'))) {
+    // Its ZooKeeper state wins over this run's options: a shard whose primary moved to a replica
+    // in that run (failover, switchover) stays there, so starting without --replicas leaves it down.
+    console.log(`pgring demo: reusing ${dir} from an earlier run (its data, and the cluster state in its ZooKeeper, including the primary a failover or switchover chose); --fresh starts over`);
+  }
   fs.mkdirSync(dir, { recursive: true });
   chownPostgres(dir);
   const pgPorts = opts.pgPorts ?? [5433, 5434, 5435];

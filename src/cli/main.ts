@@ -26,11 +26,12 @@ function runCommands(y: Argv): Argv {
       .option('replicas', { type: 'number', default: 0, describe: 'streaming replicas per shard (synchronous, made with pg_basebackup)' })
       .option('replica-base-port', { type: 'number', default: 5443, describe: 'port of the first replica; the others follow shard by shard' })
       .option('replica-ports', { type: 'string', describe: 'replica ports, comma-separated, shard by shard (instead of --replica-base-port)' })
-      .option('spares', { type: 'number', default: 0, describe: 'more PostgreSQL servers on the next ports, not in the ring (for `pgring shard add`)' }),
+      .option('spares', { type: 'number', default: 0, describe: 'more PostgreSQL servers on the next ports, not in the ring (for `pgring shard add`)' })
+      .option('fresh', { type: 'boolean', default: false, describe: 'delete the demo directory of an earlier run first (its data and ZooKeeper state) and start over' }),
     async (argv) => {
       const { runDemo } = await import('./demo');
       const pgPorts = argv['pg-ports'].split(',').map((p) => Number(p.trim()));
-      await runDemo(argv.dir, { proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'], replicas: argv.replicas, replicaBasePort: argv['replica-base-port'],
+      await runDemo(argv.dir, { fresh: argv.fresh, proxyPort: argv.port, zkPort: argv['zk-port'], pgPorts, metricsPort: argv['metrics-port'], replicas: argv.replicas, replicaBasePort: argv['replica-base-port'],
         replicaPorts: argv['replica-ports']?.split(',').map((p) => Number(p.trim())), spares: argv.spares });
     });
 }
