@@ -315,7 +315,12 @@ describe('recovery of group-committed decisions', () => {
     const layout = new Layout(zkName);
     const gid = (txid: string, s: string) => makeGid(zkName, gone, txid, s);
     const zk = await Zk.connect({ connect: cluster.zk });
+    const ghost = await Zk.connect({ connect: cluster.zk });
     try {
+      // The "gone" proxy is alive until its decision is written, as a real one would be: otherwise
+      // a periodic recovery pass of the elected controller, running between the PREPAREs and the
+      // decision, rightly rolls back what it finds undecided (seen once in CI: s1 count 1, not 2).
+      await ghost.create(layout.proxy(gone), '{}', 'ephemeral');
       // b1 and b2 decided together in one record named after b1; b3 prepared, never decided.
       for (const [i, s] of [[0, 's1'], [1, 's2']] as const) {
         await onShard(ports[i]!, `BEGIN; INSERT INTO kv VALUES (${ks[i]![8]}, 410); PREPARE TRANSACTION '${gid('b1', s)}'`);
@@ -324,12 +329,13 @@ describe('recovery of group-committed decisions', () => {
       }
       const gids = (txid: string) => ['s1', 's2'].map((s) => ({ shard: s, gid: gid(txid, s) }));
       await writeDecision(zk, layout, { proxy: gone, txid: 'b1', gids: [...gids('b1'), ...gids('b2')], at: Date.now(), txids: ['b1', 'b2'] });
+      await ghost.close();   // the proxy dies
       await A.proxy.recovery!.runPass('all');
       assert.deepEqual(await prepared(), []);
       assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v IN (410, 420)`), ['2', '2', '0']);
       assert.deepEqual(await onShards(`SELECT count(*) FROM kv WHERE v = 430`), ['0', '0', '0']);
       assert.deepEqual((await listDecisions(zk, layout)).filter((d) => d.rec.proxy === gone), [], 'the finished record is removed');
-    } finally { await zk.close(); }
+    } finally { await zk.close(); await ghost.close(); }
   });
 });
 
