@@ -11,18 +11,11 @@
 // PostgreSQL sends every row in its own CopyData message (copyto.c: CopySendEndOfRow), which is
 // what makes interleaving the shards' rows safe.
 import { B } from '../protocol/codes';
+import { copyData, copyDoneMsg } from '../protocol/messages';
 
 export interface CopyOutFormat { binary: boolean; header: boolean }
 
 const BINARY_SIGNATURE = Buffer.from('PGCOPY\n\xff\r\n\0', 'latin1');
-
-function copyData(payload: Buffer): Buffer {
-  const m = Buffer.allocUnsafe(5 + payload.length);
-  m[0] = B.CopyData;
-  m.writeInt32BE(4 + payload.length, 1);
-  payload.copy(m, 5);
-  return m;
-}
 
 export class CopyOutMerge {
   private responseSent = false;
@@ -86,7 +79,7 @@ export class CopyOutMerge {
       out.push(copyData(!this.headerSent && this.binaryHeader ? Buffer.concat([this.binaryHeader, trailer]) : trailer));
       this.headerSent = true;
     }
-    out.push(Buffer.from([B.CopyDone, 0, 0, 0, 4]));
+    out.push(copyDoneMsg);
     return out;
   }
 }

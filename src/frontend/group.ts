@@ -88,8 +88,8 @@ export class Group {
     return this.mode === 'merge' && this.merger !== null && this.merger.streams && !this.needsFields && this.ordered === null && this.error === null;
   }
 
-  private emit(msg: Buffer): void {
-    if (this.onStream) this.onStream([msg]); else this.out.push(msg);
+  private emit(...msgs: Buffer[]): void {
+    if (this.onStream) this.onStream(msgs); else this.out.push(...msgs);
   }
 
   message(member: number, type: number, msg: Buffer): void {
@@ -130,8 +130,7 @@ export class Group {
           if (this.error) return;   // the stream ends at the first error, as on one server
           const fwd = this.copyOut.message(member, type, msg);
           if (this.copyOut.bad) { this.error = new PgError(SQLSTATE.InternalError, `pgring: ${this.copyOut.bad} from a shard`).toMessage(); return; }
-          if (fwd.length === 0) return;
-          if (this.onStream) this.onStream(fwd); else this.out.push(...fwd);
+          if (fwd.length) this.emit(...fwd);
           return;
         }
         if (member === 0) this.emit(msg);

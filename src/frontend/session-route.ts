@@ -13,36 +13,28 @@ export class SessionRouting {
 
   /** Which shards a statement runs on. */
   route(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
-    if (stmt.plan.cursor === undefined) return this.routeStatement(stmt, params, formats);
-    return this.routeCursor(stmt, params, formats);
+    const r = this.routeStatement(stmt, params, formats);
+    if (stmt.plan.command === 'declare_cursor' && r.kind === 'direct' && stmt.plan.cursor) this.noteCursor(stmt.plan.cursor, r.shard);
+    return r;
   }
 
-  /** DECLARE records where its cursor lives; FETCH / MOVE / CLOSE go there (a transaction may
-   *  have other shards attached, and the lowest of them is not necessarily the cursor's). */
-  private routeCursor(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
-    const plan = stmt.plan;
-    const name = plan.cursor;
-    if (plan.command === 'declare_cursor') {
-      const r = this.routeStatement(stmt, params, formats);
-      if (r.kind === 'direct' && name) {
-        const m = this.s.cursorShards ??= new Map();
-        m.delete(name);
-        if (m.size >= 1000) m.delete(m.keys().next().value as string);   // bounded: oldest first
-        m.set(name, r.shard);
-      }
-      return r;
-    }
-    const hint = stmt.hint ?? plan.hint;
-    if (hint?.shard !== undefined || hint?.shardKey !== undefined || this.s.routeShard !== null || this.s.routeShardKey !== null) return this.routeStatement(stmt, params, formats);
+  /** DECLARE records where its cursor lives (bounded: oldest first out). */
+  private noteCursor(name: string, shard: number): void {
+    const m = this.s.cursorShards ??= new Map();
+    m.delete(name);
+    if (m.size >= 1000) m.delete(m.keys().next().value as string);
+    m.set(name, shard);
+  }
+
+  /** FETCH / MOVE / CLOSE go where their DECLARE went (a transaction may have other shards
+   *  attached, and the lowest of them is not necessarily the cursor's); CLOSE ALL to every shard in use. */
+  private cursorRoute(name: string | null | undefined): Route | null {
     if (name) {
       const shard = this.s.cursorShards?.get(name);
-      if (shard !== undefined && shard < this.s.ctx.shards.shardCount) return { kind: 'direct', shard };
-      return this.routeStatement(stmt, params, formats);
+      return shard !== undefined && shard < this.s.ctx.shards.shardCount ? { kind: 'direct', shard } : null;
     }
-    // CLOSE ALL: every shard in use
     const shards = this.s.attachedLinks.map((l) => l.shard).sort((a, b) => a - b);
-    if (shards.length > 1) return { kind: 'multi', shards };
-    return this.routeStatement(stmt, params, formats);
+    return shards.length > 1 ? { kind: 'multi', shards } : null;
   }
 
   private routeStatement(stmt: RoutedStatement, params: (Buffer | null)[] | null, formats: number[] | null): Route {
@@ -54,6 +46,10 @@ export class SessionRouting {
     if (this.s.routeShardKey !== null) return { kind: 'direct', shard: this.s.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), this.s.routeShardKey) };
     const n = this.s.ctx.shards.shardCount;
     if (n === 1) return directRoute(0);
+    if (plan.command === 'fetch' || plan.command === 'close_cursor') {
+      const r = this.cursorRoute(plan.cursor);
+      if (r) return r;
+    }
     if (plan.savepoint !== undefined) {
       // SAVEPOINT / RELEASE / ROLLBACK TO act on every shard in the transaction (shards that join
       // later get the savepoints replayed after their BEGIN); with none yet, one shard starts it.

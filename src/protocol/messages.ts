@@ -57,7 +57,8 @@ export const authOk = fixed(B.Authentication, Buffer.from([0, 0, 0, 0]));
 export const syncMsg = fixed(F.Sync, Buffer.alloc(0));
 export const flushMsg = fixed(F.Flush, Buffer.alloc(0));
 export const terminateMsg = fixed(F.Terminate, Buffer.alloc(0));
-export const copyDoneMsg = fixed(F.CopyDone, Buffer.alloc(0));
+export const copyDoneMsg = fixed(F.CopyDone, Buffer.alloc(0));   // the same byte in both directions
+export const copyData = (payload: Buffer): Buffer => fixed(B.CopyData, payload);
 
 export function authRequest(code: number, extra?: Buffer): Buffer {
   const w = new Writer(16 + (extra?.length ?? 0)).int32(code);

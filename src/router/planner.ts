@@ -265,7 +265,7 @@ export class Planner extends StatementWalker {
       const d = o.DefElem;
       const arg = d.arg;
       this.fixAll(arg);
-      const v = arg?.String?.sval ?? (arg?.Boolean ? String(!!arg.Boolean.boolval) : arg?.A_Const ? numConstText(arg.A_Const) : arg?.Integer ? String(arg.Integer.ival ?? 0) : undefined);
+      const v = optionText(arg);
       switch (d.defname) {
         case 'format': if (v === 'csv' || v === 'binary' || v === 'text') spec.format = v; break;
         case 'delimiter': delim = v; break;
@@ -326,14 +326,17 @@ export class Planner extends StatementWalker {
   }
 }
 
+/** A COPY option's value as text (a string, boolean, number or constant), or undefined. */
+function optionText(arg: N | undefined): string | undefined {
+  return arg?.String?.sval ?? (arg?.Boolean ? String(!!arg.Boolean.boolval) : arg?.A_Const ? numConstText(arg.A_Const) ?? undefined : arg?.Integer ? String(arg.Integer.ival ?? 0) : undefined);
+}
+
 /** COPY ... TO: FORMAT binary, and HEADER (csv): what merging several shards' streams needs. */
 function copyOutFormat(s: N): { binary: boolean; header: boolean } {
   const out = { binary: false, header: false };
   for (const o of s.options ?? []) {
     const d = o.DefElem;
-    const a = d?.arg;
-    const v = a === undefined || a === null ? 'true'
-      : a.String?.sval ?? (a.Boolean ? String(!!a.Boolean.boolval) : a.Integer ? String(a.Integer.ival ?? 0) : a.A_Const ? numConstText(a.A_Const) : '');
+    const v = d?.arg === undefined || d.arg === null ? 'true' : optionText(d.arg) ?? '';
     if (d?.defname === 'format') out.binary = String(v).toLowerCase() === 'binary';
     else if (d?.defname === 'header') out.header = !/^(false|off|0|f|n|no)$/i.test(String(v));
   }
