@@ -1,5 +1,5 @@
 // COPY FROM STDIN: forwarding CopyData/CopyDone/CopyFail, and splitting rows across shards.
-import { F } from '../protocol/codes';
+import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import type { RoutedStatement } from '../router/router';
 import { routeShards } from './routing';
@@ -13,7 +13,12 @@ import { quoteLiteral } from './session-util';
 export class CopyIn {
   constructor(private readonly s: ClientSession) {}
 
+  /** The commit of an autocommit COPY over several shards, set when it started: the client's
+   *  CopyDone / CopyFail makes it the work nothing may overtake (the pump waits for it). */
+  private implicitCommit: Promise<void> | null = null;
+
   onCopyMessage(type: number, msg: Buffer): void {
+    if (type !== F.CopyData && this.implicitCommit) { this.s.blockingWork = this.implicitCommit; this.implicitCommit = null; }
     if (this.s.copySplit) {
       this.s.copySplit.clientMessage(type, msg);
       if (type !== F.CopyData) this.s.copySplit = null;
@@ -24,26 +29,54 @@ export class CopyIn {
     if (type !== F.CopyData) this.s.copyLinks = null;
   }
 
+  /**
+   * COPY FROM STDIN over every shard: into a sharded table each row goes to the shard that owns
+   * its key (CopySplitter); into a reference table every shard gets every row. Outside a
+   * transaction the shards' COPYs run in one distributed transaction (BEGIN on each, committed
+   * together, two-phase with the transaction layer), as PostgreSQL's COPY is one statement:
+   * a row one shard refuses leaves no row on any shard.
+   */
   async startCopySplit(stmt: RoutedStatement, msg: Buffer): Promise<void> {
     const spec = stmt.plan.copy!;
-    const keyType = stmt.plan.keyType!;
+    const reference = stmt.plan.target !== 'sharded';
     const shards = routeShards({ kind: 'all' }, this.s.ctx.shards.shardCount);
-    const links: Link[] = [];
-    for (const s of shards) links.push(await this.s.servers.link(s));
-    const keyIndex = await this.copyKeyIndex(stmt, links[0]!);
-    const splitter = new CopySplitter(spec, keyIndex, keyType, this.s.ctx.shards, links.map((l) => l.conn));
     await this.s.simple.beforeWrite(stmt, shards, null, null);
-    const group = new Group('copy', links.length, stmt, []);
+    const implicit = this.s.txStatus === 'I' && !this.s.virtualTx;
+    if (implicit) { this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state; }
+    const links: Link[] = [];
+    let splitter: CopySplitter | null = null;
+    try {
+      for (const s of shards) links.push(await this.s.servers.link(s));
+      if (!reference) splitter = new CopySplitter(spec, await this.copyKeyIndex(stmt, links[0]!), stmt.plan.keyType!, this.s.ctx.shards, links.map((l) => l.conn));
+    } catch (e) {
+      if (implicit) { this.s.virtualTx = null; await this.s.transaction.endOnLinks(this.s.attachedLinks.filter((l) => l.conn.status !== 'I'), false); }
+      throw e;
+    }
+    const group = new Group(reference ? 'first' : 'copy', links.length, stmt, []);
     links.forEach((l, i) => {
       const p = this.s.responses.push(K.Query, l, false);
       p.group = group; p.member = i; p.plans = [stmt];
     });
     const result = this.s.responses.push(K.GroupResult, null, false);
-    this.s.copySplit = splitter;
+    if (splitter) this.s.copySplit = splitter; else this.s.copyLinks = links;
     group.onCopyIn = (first) => { if (first) { this.s.write(first); this.s.flush(); } };
+    let finished: (msgs: Buffer[]) => void = () => undefined;
+    if (implicit) {
+      this.implicitCommit = new Promise<Buffer[]>((resolve) => { finished = resolve; }).then(async (msgs) => {
+        this.s.virtualTx = null;
+        const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+        const ok = !msgs.some((m) => m[0] === B.ErrorResponse) && active.length > 0 && active.every((l) => l.conn.status === 'T');
+        const err = await this.s.transaction.endOnLinks(active, ok);
+        if (err) this.s.ctx.metrics?.error(err.code);
+        result.out = err ? [err.toMessage()] : msgs;
+        this.s.responses.complete(result);
+      });
+    }
     group.onFinish = (msgs) => {
-      result.out = splitter.error ? [splitter.error.toMessage()] : msgs;
+      const out = splitter?.error ? [splitter.error.toMessage()] : msgs;
       this.s.copySplit = null;
+      if (implicit) { finished(out); return; }
+      result.out = out;
       this.s.responses.complete(result);
     };
     for (const l of links) { l.conn.busy = true; l.conn.write(msg); }

@@ -1,0 +1,160 @@
+// COPY ... FROM STDIN through a 3-shard pgring, with and without ZooKeeper. Outside a transaction
+// a COPY is one statement: a row that one shard refuses must leave no row on any shard. pgring
+// used to run each shard's part of the COPY in its own autocommit transaction, so a duplicate key
+// on one shard failed the COPY for the client while the other shards kept their rows (a client
+// that loads the file again then doubles them). COPY into a reference table went through the
+// row splitter and failed ("cannot find shard key column"); every shard must get every row.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import { serialize } from 'pg-protocol';
+import { from as copyFrom } from 'pg-copy-streams';
+import { testCluster, uniqueName } from '../helpers/env';
+import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { psql } from '../helpers/tools';
+import { WireClient } from '../helpers/wire';
+import { ClusterInfo } from '../../src/local/cluster';
+
+let cluster: ClusterInfo;
+let ports: number[];
+let db: string;
+let withZk: RunningProxy;
+let noZk: RunningProxy;
+
+const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns: ['id', 'note'] }];
+
+before(async () => {
+  cluster = await testCluster();
+  ports = cluster.pg.slice(0, 3).map((p) => p.port);
+  db = uniqueName('copyin');
+  createDatabase(ports, db);
+  for (const p of ports) {
+    const c = new pg.Client({ host: '127.0.0.1', port: p, user: 'postgres', database: db });
+    await c.connect();
+    await c.query('CREATE TABLE items (id int PRIMARY KEY, note text); CREATE TABLE codes (code int PRIMARY KEY, label text)');
+    await c.end();
+  }
+  const sharding = { tables, referenceTables: ['codes'] };
+  withZk = await startProxy(await baseConfig(cluster, 3, { sharding, zookeeper: { connect: cluster.zk, cluster: uniqueName('copyin'), sessionTimeoutMs: 4000 } }));
+  noZk = await startProxy(await baseConfig(cluster, 3, { sharding }));
+});
+
+after(async () => {
+  await withZk?.stop();
+  await noZk?.stop();
+  dropDatabase(ports, db);
+});
+
+/** Per-shard values of `sql`, read on each shard directly (async: the proxies run in this process). */
+async function onShards(sql: string): Promise<string[]> {
+  return Promise.all(ports.map(async (port) => {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db });
+    await c.connect();
+    try { return String(Object.values((await c.query(sql)).rows[0] ?? {})[0]); } finally { await c.end(); }
+  }));
+}
+async function reset(): Promise<void> {
+  for (const port of ports) {
+    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db });
+    await c.connect();
+    await c.query('TRUNCATE items, codes');
+    await c.end();
+  }
+}
+function lines(from: number, to: number): string {
+  let s = '';
+  for (let i = from; i <= to; i++) s += `${i}\trow ${i}\n`;
+  return s;
+}
+
+for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
+  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
+
+  describe(`COPY FROM STDIN over 3 shards, ${variant}`, () => {
+    it('loads every row onto the shard that owns it, and COPY n counts them', async () => {
+      await reset();
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await pipeline(Readable.from([lines(1, 300)]), c.query(copyFrom('COPY items FROM STDIN')));
+        const held = (await onShards('SELECT count(*) FROM items')).map(Number);
+        assert.equal(held.reduce((a, b) => a + b, 0), 300);
+        assert.ok(held.every((n) => n > 0), `rows per shard: ${held}`);
+      } finally { await c.end(); }
+      const sum = await psql(proxy().port, db, 'SELECT count(*), sum(id) FROM items', ['-At']);
+      assert.equal(sum.stdout.trim(), `300|${(300 * 301) / 2}`);
+    });
+
+    it('a row refused by one shard leaves no row on any shard (autocommit COPY is atomic)', async () => {
+      await reset();
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query("INSERT INTO items VALUES (150, 'already there')");
+        await assert.rejects(pipeline(Readable.from([lines(1, 300)]), c.query(copyFrom('COPY items FROM STDIN'))), (e: Error & { code?: string }) => e.code === '23505');
+        // the session goes on, outside a transaction
+        assert.equal((await c.query('SELECT count(*) AS n FROM items')).rows[0].n, '1');
+      } finally { await c.end(); }
+      assert.deepEqual((await onShards('SELECT count(*) FROM items')).map(Number).reduce((a, b) => a + b, 0), 1);
+      assert.deepEqual(await onShards(`SELECT count(*) FROM pg_prepared_xacts WHERE database = '${db}'`), ['0', '0', '0']);
+    });
+
+    it('a malformed row (bad key) fails the COPY with its SQLSTATE and leaves nothing', async () => {
+      await reset();
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await assert.rejects(pipeline(Readable.from([lines(1, 100) + 'abc\tbad key\n' + lines(101, 200)]), c.query(copyFrom('COPY items FROM STDIN'))), (e: Error & { code?: string }) => e.code === '22P02');
+      } finally { await c.end(); }
+      assert.equal((await onShards('SELECT count(*) FROM items')).map(Number).reduce((a, b) => a + b, 0), 0);
+    });
+
+    it('a statement pipelined right after CopyDone sees the committed rows', async () => {
+      await reset();
+      const w = await WireClient.connect(proxy().port, db);
+      try {
+        w.send([serialize.query('COPY items FROM STDIN'), serialize.copyData(Buffer.from(lines(1, 90))), serialize.copyDone(), serialize.query('SELECT count(*) FROM items')]);
+        const got = await w.until(2, 20000);
+        assert.deepEqual(got.filter((m) => m.name === 'commandComplete').map((m) => m.tag), ['COPY 90', 'SELECT 1']);
+        assert.deepEqual(got.find((m) => m.name === 'dataRow')?.values, ['90']);
+        assert.deepEqual(got.filter((m) => m.name === 'readyForQuery').map((m) => m.status), ['I', 'I']);
+      } finally { w.close(); }
+    });
+
+    it('inside a transaction a failed COPY fails the transaction; COMMIT rolls every shard back', async () => {
+      await reset();
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query("INSERT INTO items VALUES (42, 'x')");
+        await c.query('BEGIN');
+        await c.query("INSERT INTO items VALUES (1000, 'in the transaction')");
+        await assert.rejects(pipeline(Readable.from([lines(1, 100)]), c.query(copyFrom('COPY items FROM STDIN'))), (e: Error & { code?: string }) => e.code === '23505');
+        const end = await c.query('COMMIT');
+        assert.equal(end.command, 'ROLLBACK');
+      } finally { await c.end(); }
+      assert.equal((await onShards('SELECT count(*) FROM items')).map(Number).reduce((a, b) => a + b, 0), 1);
+    });
+
+    it('a reference table gets every row on every shard, and COPY n counts them once', async () => {
+      await reset();
+      const w = await WireClient.connect(proxy().port, db);
+      try {
+        const rows = Array.from({ length: 50 }, (_, i) => `${i + 1},"label ${i + 1}"\n`).join('');
+        w.send([serialize.query('COPY codes FROM STDIN (FORMAT csv)'), serialize.copyData(Buffer.from(rows)), serialize.copyDone()]);
+        const got = await w.until(1, 20000);
+        assert.deepEqual(got.filter((m) => m.name === 'commandComplete').map((m) => m.tag), ['COPY 50']);
+      } finally { w.close(); }
+      assert.deepEqual(await onShards('SELECT count(*) || \':\' || sum(code) FROM codes'), ['50:1275', '50:1275', '50:1275']);
+      // a duplicate on every shard: the COPY fails everywhere and the table keeps its 50 rows
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await assert.rejects(pipeline(Readable.from(['100\tnew\n50\tagain\n']), c.query(copyFrom('COPY codes FROM STDIN'))), (e: Error & { code?: string }) => e.code === '23505');
+      } finally { await c.end(); }
+      assert.deepEqual(await onShards('SELECT count(*) FROM codes'), ['50', '50', '50']);
+    });
+  });
+}
