@@ -132,7 +132,8 @@ export class TransactionControl {
   distributedAutocommit(stmt: RoutedStatement): boolean {
     const cmd = stmt.plan.command as string;
     return stmt.plan.write && this.s.txStatus === 'I' && !this.s.virtualTx
-      && (cmd === 'insert' || cmd === 'update' || cmd === 'delete' || cmd === 'merge');
+      && (cmd === 'insert' || cmd === 'update' || cmd === 'delete' || cmd === 'merge'
+        || (cmd === 'ddl' && stmt.plan.ddlTx === true && !stmt.plan.sessionState));
   }
 
   /** BEGIN on each shard (sent by link()), the statement, then the two-phase commit hook; the client sees one autocommit statement. */

@@ -75,6 +75,9 @@ export interface Plan {
   /** COMMIT / ROLLBACK AND CHAIN: a new transaction with the same characteristics follows */
   chain?: boolean;
   write: boolean;
+  /** DDL that PostgreSQL runs inside a transaction block (router/ddl-tx.ts): outside a transaction
+   *  pgring runs it on several shards as one distributed transaction */
+  ddlTx?: boolean;
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;

@@ -1,9 +1,12 @@
-// COPY ... FROM STDIN through a 3-shard pgring, with and without ZooKeeper. Outside a transaction
-// a COPY is one statement: a row that one shard refuses must leave no row on any shard. pgring
+// Statements that go to several shards outside a transaction are one statement for the client:
+// COPY ... FROM STDIN and DDL through a 3-shard pgring, with and without ZooKeeper. A COPY is one
+// statement: a row that one shard refuses must leave no row on any shard. pgring
 // used to run each shard's part of the COPY in its own autocommit transaction, so a duplicate key
 // on one shard failed the COPY for the client while the other shards kept their rows (a client
 // that loads the file again then doubles them). COPY into a reference table went through the
 // row splitter and failed ("cannot find shard key column"); every shard must get every row.
+// DDL that PostgreSQL refuses on one shard (a CHECK constraint a row there violates, a table that
+// exists there) used to be applied on the other shards, so the shards' schemas drifted apart.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
@@ -55,14 +58,14 @@ async function onShards(sql: string): Promise<string[]> {
     try { return String(Object.values((await c.query(sql)).rows[0] ?? {})[0]); } finally { await c.end(); }
   }));
 }
-async function reset(): Promise<void> {
+async function onEach(sql: string): Promise<void> {
   for (const port of ports) {
     const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db });
     await c.connect();
-    await c.query('TRUNCATE items, codes');
-    await c.end();
+    try { await c.query(sql); } finally { await c.end(); }
   }
 }
+async function reset(): Promise<void> { await onEach('TRUNCATE items, codes'); }
 function lines(from: number, to: number): string {
   let s = '';
   for (let i = from; i <= to; i++) s += `${i}\trow ${i}\n`;
@@ -155,6 +158,63 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         await assert.rejects(pipeline(Readable.from(['100\tnew\n50\tagain\n']), c.query(copyFrom('COPY codes FROM STDIN'))), (e: Error & { code?: string }) => e.code === '23505');
       } finally { await c.end(); }
       assert.deepEqual(await onShards('SELECT count(*) FROM codes'), ['50', '50', '50']);
+    });
+  });
+}
+
+for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
+  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
+
+  describe(`DDL over 3 shards outside a transaction, ${variant}`, () => {
+    it('a constraint that rows of one shard violate is added on no shard', async () => {
+      await reset();
+      await onEach('ALTER TABLE items DROP CONSTRAINT IF EXISTS small');
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query(`INSERT INTO items VALUES ${Array.from({ length: 30 }, (_, i) => `(${i + 1}, 'r')`).join(', ')}`);
+        await c.query("INSERT INTO items VALUES (1000, 'too big')");
+        await assert.rejects(c.query('ALTER TABLE items ADD CONSTRAINT small CHECK (id < 500)'), (e: Error & { code?: string }) => e.code === '23514');
+        assert.deepEqual(await onShards("SELECT count(*) FROM pg_constraint WHERE conname = 'small'"), ['0', '0', '0']);
+        // fixed data: the same statement now succeeds everywhere, and nothing is left prepared
+        await c.query('DELETE FROM items WHERE id = 1000');
+        await c.query('ALTER TABLE items ADD CONSTRAINT small CHECK (id < 500)');
+        assert.deepEqual(await onShards("SELECT count(*) FROM pg_constraint WHERE conname = 'small'"), ['1', '1', '1']);
+        await c.query('ALTER TABLE items DROP CONSTRAINT small');
+      } finally { await c.end(); }
+      assert.deepEqual(await onShards(`SELECT count(*) FROM pg_prepared_xacts WHERE database = '${db}'`), ['0', '0', '0']);
+    });
+
+    it('a CREATE TABLE one shard refuses creates the table on no shard', async () => {
+      const name = uniqueName('ddl');
+      const port = ports[1]!;
+      const d = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db });
+      await d.connect();
+      await d.query(`CREATE TABLE ${name} (a int)`);   // on the second shard only
+      await d.end();
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await assert.rejects(c.query(`CREATE TABLE ${name} (a int, b text)`), (e: Error & { code?: string }) => e.code === '42P07');
+      } finally { await c.end(); }
+      assert.deepEqual(await onShards(`SELECT count(*) FROM pg_class WHERE relname = '${name}'`), ['0', '1', '0']);
+      assert.deepEqual(await onShards(`SELECT count(*) FROM pg_attribute WHERE attrelid = (SELECT oid FROM pg_class WHERE relname = '${name}') AND attname = 'b'`), ['0', '0', '0']);
+      await onEach(`DROP TABLE IF EXISTS ${name}`);
+    });
+
+    it('statements PostgreSQL refuses in a transaction block still run (CREATE INDEX CONCURRENTLY, VACUUM)', async () => {
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query('CREATE INDEX CONCURRENTLY items_note ON items (note)');
+        assert.deepEqual(await onShards("SELECT count(*) FROM pg_class WHERE relname = 'items_note'"), ['1', '1', '1']);
+        await c.query('DROP INDEX CONCURRENTLY items_note');
+        await c.query('VACUUM items');
+        await c.query('CREATE TABLE ok_ddl (a int PRIMARY KEY)');
+        await c.query('DROP TABLE ok_ddl');
+      } finally { await c.end(); }
+      assert.deepEqual(await onShards("SELECT count(*) FROM pg_class WHERE relname IN ('items_note', 'ok_ddl')"), ['0', '0', '0']);
+      assert.deepEqual(await onShards(`SELECT count(*) FROM pg_prepared_xacts WHERE database = '${db}'`), ['0', '0', '0']);
     });
   });
 }
