@@ -32,6 +32,7 @@ export class Dispatch {
       endWriteBatch();
     }
     if (!this.pumping) this.s.flush();
+    this.s.checkInbound();
   }
 
   onChunk(chunk: Buffer): void {
@@ -75,6 +76,7 @@ export class Dispatch {
       return;
     }
     this.s.inbox.push({ type, msg });
+    this.s.inboxBytes += msg.length;
     if (!this.pumping && this.s.phase === 'ready') void this.pump();
   }
 
@@ -91,6 +93,8 @@ export class Dispatch {
       while (this.s.inbox.length && this.s.phase === 'ready') {
         if (this.s.ctx.paused && !this.s.admin) await this.s.ctx.paused;
         const { type, msg } = this.s.inbox.shift()!;
+        this.s.inboxBytes -= msg.length;
+        if (this.s.inboxBytes <= 0) { this.s.inboxBytes = 0; this.s.resumeInbound(); }
         const r = this.handle(type, msg);
         if (r) {
           this.s.flush();

@@ -18,6 +18,10 @@ import type { ServerConnection } from '../backend/server';
 
 /** Output queued for a client (beyond what the kernel took) above which its servers are not read. */
 const CLIENT_HIGH_WATER = 1 << 20;
+/** Bytes queued for a server (beyond what the kernel took) above which its client is not read. */
+const SERVER_HIGH_WATER = 1 << 20;
+/** Client messages waiting in the inbox (bytes) above which the client is not read. */
+const INBOX_HIGH_WATER = 8 << 20;
 import { valueInOptions, valueOfSetSql } from '../txn/wait-limit';
 
 let nextPid = 1_000_000 + randomInt(1_000_000);
@@ -64,6 +68,8 @@ export abstract class SessionShared {
   // ---- dispatch.ts: the ordered inbox ----
   /** Client messages waiting for the one being handled (drained by Dispatch.pump). */
   inbox: { type: number; msg: Buffer }[] = [];
+  /** Bytes of the messages in `inbox`. */
+  inboxBytes = 0;
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a
    *  statement pipelined behind unanswered requests). Set by simple/extended/transaction, awaited
    *  and cleared by the pump. */
@@ -183,6 +189,49 @@ export abstract class SessionShared {
     this.socket.write(contiguous ? Buffer.from(ab, first.byteOffset, end - first.byteOffset) : Buffer.concat(q));
     q.length = 0;
     if (this.socket.writableLength > CLIENT_HIGH_WATER) this.holdServerReads();
+  }
+
+  /** The client is not read (see checkInbound). */
+  private clientReadsHeld = false;
+
+  /** The client sends faster than its servers take it in (a large COPY FROM STDIN, a long
+   *  pipeline, messages queued behind a lock wait): stop reading the client until they catch up,
+   *  instead of holding it all in this process. A PostgreSQL backend does the same by reading its
+   *  socket only when it is ready for more. Called after each client read. */
+  checkInbound(): void {
+    if (this.clientReadsHeld || this.phase === 'closed') return;
+    const full = this.fullServer();
+    if (full === null && this.inboxBytes <= INBOX_HIGH_WATER) return;
+    this.clientReadsHeld = true;
+    this.socket.pause();
+    if (full) this.whenDrained(full);
+  }
+
+  /** Reads the client again once nothing is over its limit (called on a server's drain and as the inbox empties). */
+  resumeInbound(): void {
+    if (!this.clientReadsHeld) return;
+    if (this.phase === 'closed') { this.clientReadsHeld = false; return; }
+    if (this.inboxBytes > INBOX_HIGH_WATER) return;
+    const full = this.fullServer();
+    if (full) { this.whenDrained(full); return; }
+    this.clientReadsHeld = false;
+    this.socket.resume();
+  }
+
+  private fullServer(): net.Socket | null {
+    for (const l of this.links) if (l && l.conn.socket.writableLength > SERVER_HIGH_WATER) return l.conn.socket;
+    return null;
+  }
+
+  /** The server socket checkInbound waits to drain (one wait at a time). */
+  private drainWait: net.Socket | null = null;
+
+  private whenDrained(socket: net.Socket): void {
+    if (this.drainWait !== null) return;
+    this.drainWait = socket;
+    const go = (): void => { socket.off('drain', go); socket.off('close', go); this.drainWait = null; this.resumeInbound(); };
+    socket.once('drain', go);
+    socket.once('close', go);
   }
 
   /** The client reads slower than its servers answer (a large result, a dump to a slow disk):

@@ -2,11 +2,14 @@
 // must not make pgring hold the whole result in memory: pgring stops reading from the server
 // while the client's socket is full, as PgBouncer does. Without that, 200 MB of rows sat in the
 // proxy's write queue for a client that did not read (and many such clients end the process).
+// The other direction too: a client that sends faster than its server takes in (a large COPY FROM
+// STDIN into a table a server is still waiting to lock) must not make pgring queue it all.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import * as net from 'node:net';
 import { serialize } from 'pg-protocol';
 import { psqlAt, testCluster, uniqueName } from '../helpers/env';
+import pg from 'pg';
 import { baseConfig, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
 
 let a: RunningProxy;
@@ -21,8 +24,8 @@ before(async () => {
   db = uniqueName('backpressure');
   createDatabase(ports, db);
   // 40,000 rows of 2 kB on each shard (where a row lives does not matter to a read without a key)
-  for (const p of ports) psqlAt(p, "CREATE TABLE big (id int PRIMARY KEY, pad text); INSERT INTO big SELECT i, repeat('x', 2000) FROM generate_series(1, 40000) i", db);
-  sharded = await startProxy(await baseConfig(cluster, 3, { sharding: { tables: [{ name: 'big', column: 'id', type: 'integer', columns: ['id', 'pad'] }] } }));
+  for (const p of ports) psqlAt(p, "CREATE TABLE big (id int PRIMARY KEY, pad text); INSERT INTO big SELECT i, repeat('x', 2000) FROM generate_series(1, 40000) i; CREATE TABLE sink (id int, pad text)", db);
+  sharded = await startProxy(await baseConfig(cluster, 3, { sharding: { tables: [{ name: 'big', column: 'id', type: 'integer', columns: ['id', 'pad'] }, { name: 'sink', column: 'id', type: 'integer', columns: ['id', 'pad'] }] } }));
 });
 
 after(async () => {
@@ -95,6 +98,62 @@ describe('backpressure', () => {
       const r = await pausedRead(sharded.port, db, sql);
       if (sql.startsWith('SELECT')) assert.equal(r.rows, 120000, sql);
       assert.ok(r.grown < 48 * 1024 * 1024, `${sql}: the proxy held ${Math.round(r.grown / 1048576)} MB for a client that did not read`);
+    }
+  });
+});
+
+/** Sends COPY sink FROM STDIN and `mb` MB of rows as fast as the proxy takes them while a direct
+ *  session on `lockPort` holds the table locked for 4 s (the server waits for the lock and reads
+ *  nothing): what the proxy held meanwhile, then the COPY's tag once the lock is gone. */
+async function pushedCopy(port: number, lockPort: number, mb: number): Promise<{ grown: number; sentMb: number; tag: string }> {
+  const lock = new pg.Client({ host: '127.0.0.1', port: lockPort, user: 'postgres', database: db });
+  await lock.connect();
+  await lock.query('BEGIN');
+  await lock.query('LOCK TABLE sink IN ACCESS EXCLUSIVE MODE');
+  const socket = net.connect({ host: '127.0.0.1', port });
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
+  let got = '';
+  socket.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+  socket.write(serialize.startup({ user: 'postgres', database: db }));
+  for (let i = 0; i < 100 && !got.includes('Z\u0000\u0000\u0000\u0005I'); i++) await new Promise((r) => setTimeout(r, 50));
+  got = '';
+  const before = process.memoryUsage().arrayBuffers;
+  socket.write(serialize.query('COPY sink FROM STDIN'));
+  const pad = 'y'.repeat(1000);
+  let sent = 0;
+  let id = 100000;
+  let stop = false;
+  const writer = (async () => {
+    while (!stop && sent < mb * 1048576) {
+      let chunk = '';
+      while (chunk.length < 65536) chunk += `${id++}\t${pad}\n`;
+      sent += chunk.length;
+      if (!socket.write(serialize.copyData(Buffer.from(chunk)))) await new Promise((r) => socket.once('drain', r));
+    }
+  })();
+  await new Promise((r) => setTimeout(r, 4000));
+  const grown = process.memoryUsage().arrayBuffers - before;
+  const sentMb = sent / 1048576;
+  await lock.query('COMMIT');
+  await lock.end();
+  await writer;
+  stop = true;
+  socket.write(serialize.copyDone());
+  for (let i = 0; i < 1200 && !/COPY \d+/.test(got); i++) await new Promise((r) => setTimeout(r, 50));
+  socket.end(serialize.end());
+  return { grown, sentMb, tag: /COPY \d+/.exec(got)?.[0] ?? got.slice(0, 200) };
+}
+
+describe('backpressure from client to server', () => {
+  it('a COPY FROM STDIN the server cannot take yet is not queued in the proxy; every row arrives later', async () => {
+    for (const [proxy, name] of [[a, 'one shard'], [sharded, 'three shards (split COPY)']] as const) {
+      psqlAt(ports[0]!, 'TRUNCATE sink', db);
+      if (proxy === sharded) for (const p of ports.slice(1)) psqlAt(p, 'TRUNCATE sink', db);
+      const r = await pushedCopy(proxy.port, ports[0]!, 120);
+      assert.ok(r.grown < 32 * 1024 * 1024, `${name}: the proxy held ${Math.round(r.grown / 1048576)} MB of a COPY its server did not read (client sent ${Math.round(r.sentMb)} MB)`);
+      const rows = proxy === sharded ? ports.reduce((n, p) => n + Number(psqlAt(p, 'SELECT count(*) FROM sink', db)), 0) : Number(psqlAt(ports[0]!, 'SELECT count(*) FROM sink', db));
+      assert.equal(r.tag, `COPY ${rows}`, name);
+      assert.ok(rows > 100000, `${name}: ${rows} rows`);
     }
   });
 });
