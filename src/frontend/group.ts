@@ -148,7 +148,10 @@ export class Group {
     }
     if (this.error) { this.onFinish([this.error]); return; }
     if (this.merger) {
-      this.onFinish([...this.out, ...this.merger.finish()]);
+      let merged: Buffer[];
+      // a merged value PostgreSQL would refuse (count(*)::int over 2^31 rows: 22003) fails the statement
+      try { merged = this.merger.finish(); } catch (e) { if (!(e instanceof PgError)) throw e; this.onFinish([e.toMessage()]); return; }
+      this.onFinish([...this.out, ...merged]);
       return;
     }
     if (this.ordered) this.out.push(...statementOrder(this.ordered.rowsOf, this.ordered.parts));

@@ -10,7 +10,7 @@ import { type HExpr, mapColumns } from './having';
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
 type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg';
-type AggOf = { fn: AggFn } | Unsupported | null;
+type AggOf = { fn: AggFn; cast?: string } | Unsupported | null;
 type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' | 'count_distinct' };
 type Items = { start: number; end: number }[];
 /** marker base for hidden column indexes, fixed up at the end */
@@ -66,6 +66,7 @@ class MergeRewrite {
     const v = r.val;
     if (v?.ColumnRef) { const f = strs(v.ColumnRef.fields); return f[f.length - 1] === '*' ? null : f[f.length - 1]; }
     if (v?.FuncCall) return strs(v.FuncCall.funcname).slice(-1)[0];
+    if (v?.TypeCast?.arg?.FuncCall) return strs(v.TypeCast.arg.FuncCall.funcname).slice(-1)[0];   // count(*)::int is "count"
     return null;
   }
 
@@ -129,6 +130,21 @@ class MergeRewrite {
         const sep = this.separator(targets[k].ResTarget.val.FuncCall.args?.[1]);
         if (sep === null) return { unsupported: 'string_agg with a separator that is not a constant or parameter across shards' };
         spec.aggregates.push({ column: k, fn: a.fn, sep });
+        continue;
+      }
+      if (a.cast !== undefined) {
+        // count(*)::int: the shards' counts in that type add up exactly. sum(x)::T, max(x)::T: the
+        // shards also return the aggregate itself (hidden); the merger adds (or compares) those and
+        // casts the result (sum), or keeps the winning row's cast value (min / max).
+        if (a.fn === 'count') {
+          if (!COUNT_CASTS.has(a.cast)) return { unsupported: `count() cast to ${a.cast} across shards` };
+          spec.aggregates.push({ column: k, fn: 'count' });
+          continue;
+        }
+        const r = this.callRange(targets[k].ResTarget.val.TypeCast.arg.FuncCall);
+        if (!r) return { unsupported: 'cannot rewrite a cast aggregate for shards' };
+        const raw = this.addHidden({ pieces: [r.name, r.args] });
+        spec.aggregates.push(a.fn === 'sum' ? { column: k, fn: 'sum', sumColumn: raw } : { column: k, fn: a.fn, byColumn: raw });
         continue;
       }
       if (a.fn !== 'avg' && a.fn !== 'count_distinct') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
@@ -233,6 +249,7 @@ class MergeRewrite {
       if (a && 'unsupported' in a) return a;
       if (a) {
         if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn + '()'} not in the select list across shards` };
+        if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
     }
@@ -403,7 +420,7 @@ class MergeRewrite {
     spec.groupBy = spec.groupBy.map(fix);
     if (spec.distinctOn) spec.distinctOn = spec.distinctOn.map(fix);
     if (spec.having) spec.having = mapColumns(spec.having, fix);
-    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); });
+    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); });
     if (H) {
       if (!this.sel) return { unsupported: 'cannot rewrite the select list for shards' };
       const pieces: Range[] = [];
@@ -455,7 +472,19 @@ export function findAgg(n: N): string | null {
   return found;
 }
 /** merge aggregate of a plain aggregate call, or an unsupported reason */
-export function aggOf(e: N): { fn: AggFn } | { unsupported: string } | null {
+/** Types a count() may be cast to across shards: the shards' counts in them add up exactly. */
+const COUNT_CASTS = new Set(['int2', 'int4', 'int8', 'numeric']);
+
+export function aggOf(e: N): { fn: AggFn; cast?: string } | { unsupported: string } | null {
+  // an aggregate cast to a type: count(*)::int, sum(x)::numeric, max(x)::text
+  const tc = e?.TypeCast;
+  if (tc?.arg?.FuncCall && !tc.arg.FuncCall.over && !tc.typeName?.arrayBounds?.length) {
+    const inner = aggOf(tc.arg);
+    if (inner && !('unsupported' in inner) && (inner.fn === 'count' || inner.fn === 'sum' || inner.fn === 'min' || inner.fn === 'max')) {
+      const names = strs(tc.typeName?.names);
+      return { fn: inner.fn, cast: names[names.length - 1] ?? '' };
+    }
+  }
   const fc = e?.FuncCall;
   if (fc && !fc.over) {
     const nm = funcName(fc);

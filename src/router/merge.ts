@@ -27,6 +27,7 @@
 //   columns are decoded (numeric through numeric-bin.ts); other types set `unsupported` where they
 //   are compared or summed.
 import type { MergeSpec } from './types';
+import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
 import { concatArrays, joinStrings } from './list-aggs';
@@ -326,7 +327,73 @@ function sumKindOf(typeOid: number): SumKind | null {
   }
 }
 
-interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; set?: Set<string>; parts?: Buffer[] }
+/** Types a cast sum() may have across shards (castSum). */
+const CAST_SUM = new Set<number>([OID.int2, OID.int4, OID.int8, OID.numeric, OID.float4, OID.float8]);
+
+const INT_RANGE: Record<number, [bigint, bigint, string]> = {
+  [OID.int2]: [-32768n, 32767n, 'smallint'], [OID.int4]: [-2147483648n, 2147483647n, 'integer'], [OID.int8]: [-(2n ** 63n), 2n ** 63n - 1n, 'bigint'],
+};
+
+/** An exact number cast to an integer type or numeric (half away from zero, as PostgreSQL rounds numeric), in the column's format. */
+function castInt(d: Dec, f: FieldDesc): Buffer {
+  if (f.typeOid === OID.numeric) {
+    const t = f.typmod >= 4 ? roundDec(d, (f.typmod - 4) & 0xffff) : d;
+    return f.format === 1 ? encodeNumericBin(t) : Buffer.from(fmtDec(t), 'latin1');
+  }
+  if (d.special) throw new PgError('0A000', `cannot convert ${d.special} to ${INT_RANGE[f.typeOid]![2]}`);
+  const v = roundDec(d, 0).v;
+  const [lo, hi, name] = INT_RANGE[f.typeOid]!;
+  if (v < lo || v > hi) throw new PgError('22003', `${name} out of range`);
+  if (f.format !== 1) return Buffer.from(v.toString(), 'latin1');
+  const b = Buffer.alloc(f.typeOid === OID.int8 ? 8 : f.typeOid === OID.int4 ? 4 : 2);
+  if (b.length === 8) b.writeBigInt64BE(v); else if (b.length === 4) b.writeInt32BE(Number(v)); else b.writeInt16BE(Number(v));
+  return b;
+}
+
+/** Rounds to `scale` digits, half away from zero. */
+function roundDec(d: Dec, scale: number): Dec {
+  if (d.special || d.scale <= scale) return d;
+  const p = pow10(d.scale - scale);
+  let q = d.v / p;
+  const r = d.v % p;
+  if ((r < 0n ? -r : r) * 2n >= p) q += d.v < 0n ? -1n : 1n;
+  return { v: q, scale };
+}
+
+/** A float as numeric, as PostgreSQL's float8 to numeric cast makes it (%.15g: 15 significant digits). */
+function floatDec(x: number): Dec {
+  const [m, e] = x.toPrecision(15).split('e');
+  let mant = m!;
+  if (mant.includes('.')) mant = mant.replace(/0+$/, '').replace(/\.$/, '');
+  const d = parseDec(mant);
+  const exp = e === undefined ? 0 : Number(e);
+  if (exp >= d.scale) return { v: d.v * pow10(exp - d.scale), scale: 0 };
+  return { v: d.v, scale: d.scale - exp };
+}
+
+/** The exact sum of the shards (a Dec, or a float sum) cast to the visible column's type. */
+function castSum(x: Dec | number, f: FieldDesc): Buffer {
+  if (f.typeOid === OID.float8 || f.typeOid === OID.float4) {
+    const n = typeof x === 'number' ? x : Number(fmtDec(x));
+    if (f.format !== 1) return Buffer.from(f.typeOid === OID.float8 ? fmtFloat8(n) : fmtFloat4(Math.fround(n)), 'latin1');
+    const b = Buffer.alloc(f.typeOid === OID.float8 ? 8 : 4);
+    if (b.length === 8) b.writeDoubleBE(n); else b.writeFloatBE(n);
+    return b;
+  }
+  if (typeof x === 'number') {
+    if (!Number.isFinite(x)) throw new PgError('22003', `${f.typeOid === OID.numeric ? 'numeric' : INT_RANGE[f.typeOid]![2]} out of range`);
+    // float to integer rounds half to even (rint); float to numeric keeps the float's shortest text
+    if (f.typeOid !== OID.numeric) {
+      const r = Math.round(x);
+      const even = Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+      return castInt({ v: BigInt(even), scale: 0 }, f);
+    }
+    return castInt(floatDec(x), f);
+  }
+  return castInt(x, f);
+}
+
+interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[] }
 
 /** element type of the array types array_agg(DISTINCT x) returns for count(DISTINCT x) */
 const ELEM_OF: Record<number, number> = {
@@ -422,7 +489,8 @@ export class ResultMerger {
     for (const a of this.spec.aggregates) {
       const f = fields[a.column];
       if (!f) { this.unsupported = 'merge column out of range'; continue; }
-      if (a.fn === 'count' && f.format === 1 && f.typeOid !== OID.int8) this.unsupported = 'count() result type';
+      if (a.fn === 'count' && f.format === 1 && f.typeOid !== OID.int8 && f.typeOid !== OID.int4 && f.typeOid !== OID.int2 && f.typeOid !== OID.numeric) this.unsupported = 'count() result type';
+      if (a.fn === 'sum' && a.sumColumn !== undefined && a.sumColumn !== a.column && !CAST_SUM.has(f.typeOid)) this.unsupported = `sum() cast to type ${f.typeOid} across shards`;
       if (a.fn === 'string_agg' && f.typeOid !== OID.text) this.unsupported = `string_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'count_distinct') {
@@ -435,7 +503,7 @@ export class ResultMerger {
         const k = this.sumKinds[a.sumColumn ?? a.column];
         if (!k) this.unsupported = `sum/avg of type ${f.typeOid} across shards`;
       }
-      if ((a.fn === 'min' || a.fn === 'max') && !this.cmps[a.column]) this.unsupported = `min/max of type ${f.typeOid}${f.format === 1 ? ' (binary)' : ''} across shards`;
+      if ((a.fn === 'min' || a.fn === 'max') && !this.cmps[a.byColumn ?? a.column]) this.unsupported = `min/max of type ${f.typeOid}${f.format === 1 ? ' (binary)' : ''} across shards`;
       if (a.fn === 'avg' && a.column < this.visible) {
         const k = this.sumKinds[a.sumColumn ?? a.column];
         const isFloat = k === 'float4' || k === 'float8';
@@ -521,7 +589,14 @@ export class ResultMerger {
     const fields = this.fields!;
     this.spec.aggregates.forEach((a, i) => {
       const st = acc[i];
-      if (a.fn === 'count') { const v = cols[a.column]; if (v !== null) st.count += this.readCount(v, fields[a.column].format); return; }
+      if (a.fn === 'count') {
+        const v = cols[a.column];
+        if (v === null) return;
+        const f = fields[a.column];
+        // count(*)::numeric in binary: a numeric value with no fraction
+        if (f.format === 1 && f.typeOid === OID.numeric) { const d = decodeNumericBin(v); st.count += d.scale > 0 ? d.v / pow10(d.scale) : d.v; } else st.count += this.readCount(v, f.format);
+        return;
+      }
       if (a.fn === 'string_agg' || a.fn === 'array_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
       if (a.fn === 'count_distinct') {
         const v = cols[a.column];
@@ -530,6 +605,14 @@ export class ResultMerger {
         const norm = keyNormFor(ELEM_OF[f.typeOid]!, f.format)!;
         const set = (st.set ??= new Set());
         for (const el of arrayElements(v, f.format)) set.add(norm(el));
+        return;
+      }
+      if ((a.fn === 'min' || a.fn === 'max') && a.byColumn !== undefined) {
+        // max(x)::T: the row whose uncast max(x) wins gives the cast value
+        const by = cols[a.byColumn];
+        if (by === null) return;
+        const r = st.bestBy === undefined ? 0 : this.cmps[a.byColumn]!(by, st.bestBy);
+        if (st.bestBy === undefined || (a.fn === 'min' && r < 0) || (a.fn === 'max' && r > 0)) { st.bestBy = Buffer.from(by); const v = cols[a.column]; st.best = v === null ? null : Buffer.from(v); }
         return;
       }
       if (a.fn === 'min' || a.fn === 'max') {
@@ -566,6 +649,7 @@ export class ResultMerger {
     const bin = f.format === 1;
     if (a.fn === 'count_distinct') st.count = BigInt(st.set?.size ?? 0);
     if (a.fn === 'count' || a.fn === 'count_distinct') {
+      if (a.fn === 'count' && f.typeOid !== OID.int8) return castInt({ v: st.count, scale: 0 }, f);   // count(*)::int
       if (bin) { const b = Buffer.alloc(8); b.writeBigInt64BE(st.count); return b; }
       return Buffer.from(st.count.toString(), 'latin1');
     }
@@ -581,6 +665,11 @@ export class ResultMerger {
     const kind = this.sumKinds[sc];
     if (a.fn === 'sum') {
       if (!st.any) return null;
+      if (sc !== a.column) {
+        // sum(x)::T: the exact sum, cast as PostgreSQL casts it
+        const exact: Dec | number = kind === 'int' ? { v: st.sumInt, scale: 0 } : kind === 'numeric' ? st.sumDec! : st.sumF;
+        return castSum(exact, f);
+      }
       switch (kind) {
         case 'int': {
           if (!bin) return Buffer.from(st.sumInt.toString(), 'latin1');

@@ -47,6 +47,8 @@ export interface MergeSpec {
   /** count_distinct: the shards ran array_agg(DISTINCT x) in its place; the merger counts the union */
   aggregates: {
     column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg'; sumColumn?: number; countColumn?: number;
+    /** min / max of a cast aggregate (max(x)::text): the hidden column of the uncast aggregate that decides which row wins */
+    byColumn?: number;
     /** string_agg's separator: its text, or the bind parameter holding it */
     sep?: string | { param: number };
   }[];

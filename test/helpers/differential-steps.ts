@@ -221,6 +221,13 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: "SELECT city, string_agg(name, ', '), array_agg(age), array_agg(id) FILTER (WHERE age > 30) FROM users GROUP BY city ORDER BY city NULLS FIRST", mode: 'both', ordered: true, listCols: [1, 2, 3] });
   add({ sql: 'SELECT string_agg(name, $1) FROM users WHERE age > 40', p: { text: 'SELECT string_agg(name, $1) FROM users WHERE age > $2', values: [';', 40] }, mode: 'both', listCols: [0] });
   add({ sql: "SELECT array_agg(1), string_agg('x', ''), array_agg(ARRAY[2, 3]), count(*) FROM users WHERE id IN (1, 2, 3, 4, 5, 6)", mode: 'both' });
+  // aggregates cast to a type (count(*)::int is what node-postgres users write to get a number)
+  add({ sql: 'SELECT count(*)::int, sum(age)::int, max(age)::text, min(name)::varchar(3), CAST(count(age) AS bigint) FROM users', mode: 'both' });
+  add({ sql: 'SELECT count(*)::int AS n, sum(amount)::numeric(12,1), sum(amount)::int, sum(amount)::float8, max(amount)::int, min(created)::text FROM orders', mode: 'both' });
+  add({ sql: 'SELECT city, count(*)::int AS n, sum(age)::bigint, max(name)::text FROM users GROUP BY city ORDER BY 2 DESC, 1 NULLS FIRST', mode: 'both', ordered: true });
+  add({ sql: 'SELECT user_id, count(*)::numeric FROM orders GROUP BY user_id ORDER BY count(*)::numeric DESC, user_id LIMIT 4', mode: 'both', ordered: true });
+  add({ sql: 'SELECT sum(age)::int, max(age)::int FROM users WHERE id > 100000', mode: 'both' });
+  add({ sql: 'SELECT city, count(*)::int FROM users GROUP BY city HAVING count(*)::int > 1 ORDER BY 1', mode: 'both', ordered: true });
   add({ sql: "SELECT id, array_agg(name), string_agg(city, '; ') FROM users WHERE id < 10 GROUP BY id ORDER BY id", mode: 'both', ordered: true });
   // ---- writes by key and without key, RETURNING
   add({ sql: 'UPDATE users SET age = age + 1 WHERE id = 3 RETURNING id, age' });
@@ -274,6 +281,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   U("SELECT string_agg(name, ',' ORDER BY name) FROM users", /aggregate string_agg across shards/);
   U('SELECT array_agg(DISTINCT age) FROM users', /aggregate array_agg across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
+  U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
   U("INSERT INTO users (name) VALUES ('nokey')", /without a value for its shard key column "id"/, 'simple');
   U('INSERT INTO users (id, name) SELECT id + 500, name FROM users', /shard key that is not a constant or a co-located shard key column/, 'simple');
   U('INSERT INTO orders SELECT id, user_id, amount, created FROM orders LIMIT 3', /INSERT \.\.\. SELECT with LIMIT/, 'simple');

@@ -158,3 +158,40 @@ test('float output formatting like float8out / float4out', () => {
   assert.equal(fmtFloat4(100000), '100000');
   assert.equal(fmtFloat4(Math.fround(0.1)), '0.1');
 });
+
+test('aggregates cast to a type: sums cast once after adding the exact partials, min/max by the uncast value', () => {
+  // SELECT sum(x)::int, max(x)::text: column 0 sum(x)::int4, 1 max(x)::text, hidden 2 sum(x), 3 max(x)
+  const s = spec({ aggregates: [{ column: 0, fn: 'sum', sumColumn: 2 }, { column: 1, fn: 'max', byColumn: 3 }], hiddenColumns: 2 });
+  const f = [fd('sum', OID.int4), fd('max', OID.text), fd('sum', OID.numeric), fd('max', OID.numeric)];
+  // each shard's 0.4 rounds to 0, the total 1.2 to 1; '9' > '10' as text, 10 > 9 as a number
+  const r = run(s, f, [[['0', '9', '0.4', '9']], [['0', '10', '0.4', '10']], [['0', '2', '0.4', '2']]]);
+  assert.deepEqual(r.rows, [['1', '10']]);
+  assert.deepEqual(r.rd.map((x) => x.typeOid), [OID.int4, OID.text]);
+  // half away from zero from numeric (as PostgreSQL's numeric to int), half to even from float8 (rint)
+  assert.deepEqual(run(s, f, [[['0', 'a', '0.75', '1']], [['0', 'b', '0.75', '2']]]).rows, [['2', 'b']]);
+  assert.deepEqual(run(s, f, [[['0', 'a', '-0.75', '1']], [['0', 'b', '-0.75', '2']]]).rows, [['-2', 'b']]);
+  const fl = [fd('sum', OID.int4), fd('max', OID.text), fd('sum', OID.float8), fd('max', OID.numeric)];
+  assert.deepEqual(run(s, fl, [[['0', 'a', '1.25', '1']], [['0', 'b', '1.25', '2']]]).rows, [['2', 'b']]);
+  assert.deepEqual(run(s, fl, [[['0', 'a', '1.75', '1']], [['0', 'b', '1.75', '2']]]).rows, [['4', 'b']]);
+  // numeric(12,1): rounded to the typmod's scale; an integer column over its range: 22003, as PostgreSQL
+  const n1 = [{ ...fd('sum', OID.numeric), typmod: ((12 << 16) | 1) + 4 }, fd('max', OID.text), fd('sum', OID.numeric), fd('max', OID.numeric)];
+  assert.deepEqual(run(s, n1, [[['0', 'a', '1.25', '1']], [['0', 'b', '1.00', '2']]]).rows, [['2.3', 'b']]);
+  const m = new ResultMerger(s, 2);
+  for (const [i, v] of [[0, '2147483000'], [1, '1000']] as const) { m.rowDescription(i, buildRowDescription(f)); m.dataRow(i, row('0', 'x', v, '1')); m.commandComplete(i, 'SELECT 1'); }
+  assert.throws(() => m.finish(), (e: Error & { code?: string }) => e.code === '22003' && /integer out of range/.test(e.message));
+});
+
+test('count(*)::int and ::numeric add up in text and binary format', () => {
+  const s = spec({ aggregates: [{ column: 0, fn: 'count' }, { column: 1, fn: 'count' }] });
+  assert.deepEqual(run(s, [fd('count', OID.int4), fd('count', OID.numeric)], [[['3', '3']], [['4', '4']]]).rows, [['7', '7']]);
+  const m = new ResultMerger(s, 2);
+  const i4 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeInt32BE(n); return b; };
+  for (const [i, n] of [[0, 3], [1, 4]] as const) {
+    m.rowDescription(i, buildRowDescription([fd('count', OID.int4, 1), fd('count', OID.numeric, 1)]));
+    m.dataRow(i, buildDataRow([i4(n), encodeNumericBin(parseDec(String(n)))]));
+    m.commandComplete(i, 'SELECT 1');
+  }
+  const out = m.finish().filter((b) => b[0] === 0x44).map((b) => parseDataRow(b));
+  assert.equal(out[0]![0]!.readInt32BE(0), 7);
+  assert.equal(fmtDec(decodeNumericBin(out[0]![1]!)), '7');
+});
