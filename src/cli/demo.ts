@@ -76,7 +76,8 @@ export function startOver(dir: string): void {
 
 export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void> {
   if (opts.fresh) startOver(dir);
-  else if (fs.existsSync(path.join(dir, 'zookeeper'))) {
+  const reusing = fs.existsSync(path.join(dir, 'zookeeper'));
+  if (reusing) {
     // Its ZooKeeper state wins over this run's options: a shard whose primary moved to a replica
     // in that run (failover, switchover) stays there, so starting without --replicas leaves it down.
     console.log(`pgring demo: reusing ${dir} from an earlier run (its data, and the cluster state in its ZooKeeper, including the primary a failover or switchover chose); --fresh starts over`);
@@ -113,6 +114,9 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
     const socketDir = path.join(dir, 'socket');
     fs.mkdirSync(socketDir, { recursive: true });
     const raw = demoConfig(info.zk, pgPorts, opts.proxyPort ?? 6432, opts.metricsPort ?? 9930, certs, replicaPorts, socketDir);
+    // The pgbench tables seed the cluster definition of a new demo. Reused, the definition in its
+    // ZooKeeper is the truth (tables sharded since with `pgring table shard`): the file states none.
+    if (reusing) delete raw.sharding;
     const file = path.join(dir, 'proxy.json');
     fs.writeFileSync(file, JSON.stringify(raw, null, 2));
     proxy = new Proxy({ config: parseConfig(raw, file) });

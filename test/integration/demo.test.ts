@@ -65,6 +65,17 @@ async function runDemoOnce(ports: number[]): Promise<void> {
     const create = await runCli(['backup', 'create', `demo${round}`, '--config', cfg]);
     assert.equal(create.code, 0, create.out);
     assert.match(create.out, new RegExp(`backup "demo${round}" of cluster "demo"`));
+    // A table sharded with `pgring table shard` is cluster state: the next start must keep it
+    // (the demo's file once listed only the pgbench tables, and the start refused the difference).
+    if (round === 1) {
+      const t = await psql(proxyPort!, 'postgres', 'CREATE TABLE demo_orders (id bigint PRIMARY KEY, note text)');
+      assert.equal(t.code, 0, t.stderr);
+      const sh = await runCli(['table', 'shard', 'demo_orders', '--column', 'id', '--type', 'bigint', '--config', cfg]);
+      assert.equal(sh.code, 0, sh.out);
+    } else {
+      const list = await runCli(['table', 'list', '--config', cfg]);
+      assert.match(list.out, /demo_orders\s+sharded\s+id bigint/);
+    }
   } finally {
     child.kill('SIGTERM');
   }
