@@ -54,12 +54,30 @@ export class Scatter {
       return;
     }
     // Statements for different shards: run one by one, stop at the first error,
-    // and answer with a single ReadyForQuery as PostgreSQL does.
+    // and answer with a single ReadyForQuery as PostgreSQL does. PostgreSQL runs the statements
+    // of one query string in one implicit transaction: outside a transaction, and without
+    // transaction control of its own, the string is one distributed transaction (BEGIN on each
+    // shard it reaches, committed together at its end, or rolled back when a statement fails).
+    const implicit = this.s.txStatus === 'I' && !this.s.virtualTx
+      && !stmts.some((st) => isTxControl(st.plan) || st.plan.command === 'prepare_transaction');
+    if (implicit) { this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state; }
+    let failed = false;
     for (const s of stmts) {
-      const failed = await this.runOneOfMany(s);
+      failed = await this.runOneOfMany(s);
       if (failed) break;
     }
+    if (implicit) await this.endImplicit(failed);
     this.s.responses.rfq();
+  }
+
+  /** The end of a query string's implicit transaction over several shards. */
+  private async endImplicit(failed: boolean): Promise<void> {
+    try { await this.s.responses.waitIdle(); } catch { failed = true; }
+    this.s.virtualTx = null;
+    const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+    if (active.length === 0) { this.s.transaction.endTransaction(!failed); return; }
+    const err = await this.s.transaction.endOnLinks(active, !failed && active.every((l) => l.conn.status === 'T'));
+    if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
   }
 
   /** Runs one statement of a multi-statement string; resolves true when it failed. */

@@ -218,3 +218,48 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
     });
   });
 }
+
+for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
+  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
+
+  describe(`a query string of several statements over 3 shards, ${variant}`, () => {
+    /** Keys 1..n on three different shards. */
+    function spread(): number[] {
+      const seen = new Map<number, number>();
+      for (let k = 1; seen.size < 3; k++) { const sh = proxy().proxy.ctx.shards.shardForKey('integer', String(k)); if (!seen.has(sh)) seen.set(sh, k); }
+      return [...seen.values()];
+    }
+
+    it('is one implicit transaction: a failing statement leaves none of the string behind, as in PostgreSQL', async () => {
+      await reset();
+      const [k1, k2, k3] = spread();
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query(`INSERT INTO items VALUES (${k3}, 'there')`);
+        await assert.rejects(c.query(`INSERT INTO items VALUES (${k1}, 'a'); INSERT INTO items VALUES (${k2}, 'b'); INSERT INTO items VALUES (${k3}, 'dup')`),
+          (e: Error & { code?: string }) => e.code === '23505');
+        assert.equal((await onShards('SELECT count(*) FROM items')).map(Number).reduce((a, b) => a + b, 0), 1);
+        // without an error every statement commits, and the session is outside a transaction again
+        await c.query(`INSERT INTO items VALUES (${k1}, 'a'); UPDATE items SET note = 'b' WHERE id = ${k3}; INSERT INTO items VALUES (${k2}, 'c')`);
+        assert.equal((await c.query('SELECT count(*) AS n FROM items')).rows[0].n, '3');
+        const st = await psql(proxy().port, db, `INSERT INTO items VALUES (${k1 + 3000}, 'x'); SELECT 1/0; INSERT INTO items VALUES (${k2 + 3000}, 'y')`);
+        assert.match(st.stderr, /division by zero/);
+        assert.equal((await c.query(`SELECT count(*) AS n FROM items WHERE id > 3000`)).rows[0].n, '0');
+      } finally { await c.end(); }
+      assert.deepEqual(await onShards(`SELECT count(*) FROM pg_prepared_xacts WHERE database = '${db}'`), ['0', '0', '0']);
+    });
+
+    it('with its own COMMIT the statements before it stay committed, as in PostgreSQL', async () => {
+      await reset();
+      const [k1, k2] = spread();
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query(`INSERT INTO items VALUES (${k2}, 'there')`);
+        await assert.rejects(c.query(`BEGIN; INSERT INTO items VALUES (${k1}, 'a'); COMMIT; INSERT INTO items VALUES (${k2}, 'dup')`), (e: Error & { code?: string }) => e.code === '23505');
+        assert.equal((await c.query(`SELECT count(*) AS n FROM items WHERE id = ${k1}`)).rows[0].n, '1');
+      } finally { await c.end(); }
+    });
+  });
+}
