@@ -58,6 +58,8 @@ export class SessionRouting {
       if (shards.length === 1) return { kind: 'direct', shard: shards[0]! };
     }
     if (plan.command === 'ddl') return { kind: 'all' };
+    // LISTEN / UNLISTEN / NOTIFY meet on one shard, whatever else the session uses
+    if (plan.command === 'listen' || plan.command === 'unlisten' || plan.command === 'notify') return { kind: 'direct', shard: this.notifyShard() };
     if (plan.target === 'sharded') {
       if (plan.keys && plan.keyType) {
         const values: (string | null)[] = [];
@@ -101,6 +103,9 @@ export class SessionRouting {
   defaultKeyType(): KeyType { return this.s.ctx.config.sharding.tables[0]?.type ?? 'text'; }
 
   /** Shard for statements that touch no sharded table: one already in use, else a live one. */
+  /** The shard where every session's LISTEN and NOTIFY go, so that they meet: the first live one. */
+  notifyShard(): number { return this.s.ctx.topology.anyLiveShard(0); }
+
   preferredShard(): number {
     for (const l of this.s.links) if (l) return l.shard;
     return this.s.ctx.topology.anyLiveShard(0);

@@ -68,6 +68,9 @@ export abstract class SessionShared {
   // ---- dispatch.ts: the ordered inbox ----
   /** Client messages waiting for the one being handled (drained by Dispatch.pump). */
   inbox: { type: number; msg: Buffer }[] = [];
+  /** NOTIFY statements of the open transaction, held until it commits (transaction.ts), with the
+   *  number of savepoints open when each was issued (ROLLBACK TO drops those after the savepoint). */
+  notifies: { sql: string; depth: number }[] = [];
   /** Bytes of the messages in `inbox`. */
   inboxBytes = 0;
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a

@@ -87,6 +87,8 @@ export class TransactionControl {
         const i = plan.savepoint === undefined ? -1 : this.s.savepoints.lastIndexOf(plan.savepoint);
         if (plan.command === 'release') { if (i >= 0) this.s.savepoints.length = i; break; }
         if (i >= 0) this.s.savepoints.length = i + 1;
+        // NOTIFYs issued after the savepoint are rolled back with it
+        if (i >= 0 && this.s.notifies.length) this.s.notifies = this.s.notifies.filter((n) => n.depth <= i);
         // Back to a savepoint: the transaction is healthy again, also where pgring had failed it.
         this.s.txFailed = false;
         if (this.s.virtualTx === 'E') this.s.virtualTx = 'T';
@@ -112,6 +114,7 @@ export class TransactionControl {
 
   endTransaction(committed: boolean): void {
     this.tempInTx = false;
+    if (this.s.notifies.length) this.s.notifies = [];
     if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
       this.s.state = this.s.txSnapshot;
@@ -234,6 +237,7 @@ export class TransactionControl {
       case TxAction.EndCommitted: case TxAction.EndRolledBack: {
         // The transaction ends before the answer: its ReadyForQuery shows the new status.
         const committed = action === TxAction.EndCommitted;
+        if (committed && s.notifies.length) { s.blockingWork = this.commitMulti(stmt, isExt); return true; }
         this.endTransaction(committed);
         if (f.chain) this.chainTransaction();
         this.reply([commandComplete(endTag(cmd, committed))], isExt);
@@ -275,7 +279,7 @@ export class TransactionControl {
       this.reply([veto.toMessage()], ext);
       return true;
     }
-    if (!multi) return false;
+    if (!multi && this.s.notifies.length === 0) return false;
     // The pump waits for it: nothing else may run (or answer) before the commit is decided.
     this.s.blockingWork = this.commitMulti(stmt, ext);
     return true;
@@ -322,10 +326,12 @@ export class TransactionControl {
 
   async commitMulti(stmt: RoutedStatement, ext: boolean): Promise<void> {
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+    const notifies = this.s.notifies;
     try {
-      await this.commitLinks(links);
-      this.s.responses.synth([commandComplete('COMMIT')], ext);
+      if (links.length) await this.commitLinks(links);
       this.endTransaction(true);
+      if (notifies.length) await this.sendNotifies(notifies, ext);
+      this.s.responses.synth([commandComplete('COMMIT')], ext);
       if (stmt.plan.chain) this.chainTransaction();
     } catch (e) {
       this.endTransaction(false);
@@ -335,6 +341,18 @@ export class TransactionControl {
     // Extended protocol: the client's Sync follows, and the pump writes its ReadyForQuery in the
     // same socket write as this answer (one wake-up of the client instead of two).
     if (!ext) { this.s.responses.rfq(); this.s.flush(); }
+  }
+
+  /** The committed transaction's NOTIFYs, in order, on the shard of every LISTEN (as one string: one
+   *  implicit transaction, so PostgreSQL folds duplicates as it would have in the client's). */
+  private async sendNotifies(notifies: { sql: string }[], ext: boolean): Promise<void> {
+    try {
+      const link = await this.s.servers.link(this.s.routing.notifyShard());
+      await this.s.servers.runOnLinks([link], notifies.map((n) => n.sql).join('; '));
+    } catch (e) {
+      this.s.ctx.log.warn({ err: (e as Error).message }, 'could not deliver the notifications of a committed transaction');
+      this.s.responses.synth([buildNotice({ severity: 'WARNING', code: (e as PgError).code ?? SQLSTATE.InternalError, message: `pgring: the transaction committed, but its notifications could not be sent: ${(e as Error).message}` })], ext);
+    }
   }
 
   txControlInMulti(stmt: RoutedStatement): boolean {
