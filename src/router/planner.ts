@@ -220,6 +220,12 @@ export class Planner extends StatementWalker {
         if (p.keys === null && !p.unsupported) p.unsupported = reason;
       }
     }
+    if (p.command === 'ddl' && p.target === 'sharded' && (tag === 'ViewStmt' || tag === 'CreateTableAsStmt' || tag === 'SelectStmt')) {
+      // Broadcast to every shard, each shard would build it from its own rows only: a view or a
+      // table that pgring then reads from one shard (a reference table) gives a part of the rows.
+      const what = tag === 'ViewStmt' ? 'CREATE VIEW' : tag === 'SelectStmt' ? 'SELECT INTO' : s.objtype === 'OBJECT_MATVIEW' ? 'CREATE MATERIALIZED VIEW' : 'CREATE TABLE AS';
+      p.scatterUnsupported = `${what} over sharded table "${p.table}" (each shard would build it from its own rows only${tag === 'ViewStmt' ? '; query the table itself' : '; create the table, then fill it with INSERT or COPY'})`;
+    }
     if (tag === 'DeclareCursorStmt' && p.target === 'sharded' && !p.unsupported) {
       // A cursor lives on the server that declared it; FETCH follows it there (frontend/session-route.ts).
       // Over several shards pgring keeps the rows itself (frontend/cursors.ts), in the simple protocol.

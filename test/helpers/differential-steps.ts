@@ -282,6 +282,11 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT array_agg(DISTINCT age) FROM users', /aggregate array_agg across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
+  // each shard would build these from its own rows (a view pgring then read from one shard gave a third of the rows)
+  U('CREATE VIEW users_v AS SELECT id, name FROM users WHERE age > 30', /CREATE VIEW over sharded table "users"/, 'simple');
+  U('CREATE TABLE users_copy AS SELECT * FROM users', /CREATE TABLE AS over sharded table "users"/, 'simple');
+  U('CREATE MATERIALIZED VIEW users_mv AS SELECT count(*) FROM users', /CREATE MATERIALIZED VIEW over sharded table "users"/, 'simple');
+  U('SELECT * INTO users_into FROM users', /SELECT INTO over sharded table "users"/, 'simple');
   U("INSERT INTO users (name) VALUES ('nokey')", /without a value for its shard key column "id"/, 'simple');
   U('INSERT INTO users (id, name) SELECT id + 500, name FROM users', /shard key that is not a constant or a co-located shard key column/, 'simple');
   U('INSERT INTO orders SELECT id, user_id, amount, created FROM orders LIMIT 3', /INSERT \.\.\. SELECT with LIMIT/, 'simple');
