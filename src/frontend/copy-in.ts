@@ -47,7 +47,7 @@ export class CopyIn {
     let splitter: CopySplitter | null = null;
     try {
       for (const s of shards) links.push(await this.s.servers.link(s));
-      if (!reference) splitter = new CopySplitter(spec, await this.copyKeyIndex(stmt, links[0]!), stmt.plan.keyType!, this.s.ctx.shards, links.map((l) => l.conn));
+      if (!reference) splitter = new CopySplitter(spec, await this.copyKeyIndex(stmt, links[0]!), stmt.plan.keyType!, this.s.ctx.shards, links.map((l) => l.conn), (b) => this.s.text(b));
     } catch (e) {
       if (implicit) { this.s.virtualTx = null; await this.s.transaction.endOnLinks(this.s.attachedLinks.filter((l) => l.conn.status !== 'I'), false); }
       throw e;

@@ -24,6 +24,8 @@ export class CopySplitter {
     readonly keyType: KeyType,
     readonly shards: ShardMap,
     readonly conns: ServerConnection[],
+    /** the client's bytes as text (its client_encoding) */
+    readonly decode: (b: Buffer) => string = (b) => b.toString('utf8'),
   ) {
     if (spec.format === 'binary') throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: COPY FROM STDIN in binary format into a sharded table is not supported; use text or csv');
     this.headerPending = spec.header;
@@ -76,7 +78,7 @@ export class CopySplitter {
       const line = stripEol(row);
       if (!csv(this.spec) && line.length === 2 && line[0] === BS && line[1] === 0x2e) { this.ended = true; break; } // \.
       let key: string | null;
-      try { key = this.spec.format === 'csv' ? csvField(line, this.keyIndex, this.spec) : textField(line, this.keyIndex, this.spec); } catch (e) {
+      try { key = this.spec.format === 'csv' ? csvField(line, this.keyIndex, this.spec, this.decode) : textField(line, this.keyIndex, this.spec, this.decode); } catch (e) {
         this.error = e as PgError; return;
       }
       if (key === null) {
@@ -112,7 +114,7 @@ function stripEol(row: Buffer): Buffer {
 }
 
 /** Field `idx` of a text-format row, unescaped; null for the NULL marker. */
-export function textField(line: Buffer, idx: number, spec: Pick<CopySpec, 'delimiter' | 'null' | 'table'>): string | null {
+export function textField(line: Buffer, idx: number, spec: Pick<CopySpec, 'delimiter' | 'null' | 'table'>, decode: (b: Buffer) => string = (b) => b.toString('utf8')): string | null {
   const delim = spec.delimiter.charCodeAt(0);
   let field = 0, start = 0;
   let i = 0;
@@ -120,7 +122,7 @@ export function textField(line: Buffer, idx: number, spec: Pick<CopySpec, 'delim
     if (i === line.length || line[i] === delim) {
       if (field === idx) {
         const raw = line.subarray(start, i);
-        const s = raw.toString('utf8');
+        const s = decode(raw);
         if (s === spec.null) return null;
         return unescapeText(s);
       }
@@ -150,8 +152,8 @@ function unescapeText(s: string): string {
 }
 
 /** Field `idx` of a CSV row; null for an unquoted NULL string. */
-export function csvField(line: Buffer, idx: number, spec: Pick<CopySpec, 'delimiter' | 'null' | 'quote' | 'escape' | 'table'>): string | null {
-  const s = line.toString('utf8');
+export function csvField(line: Buffer, idx: number, spec: Pick<CopySpec, 'delimiter' | 'null' | 'quote' | 'escape' | 'table'>, decode: (b: Buffer) => string = (b) => b.toString('utf8')): string | null {
+  const s = decode(line);
   const d = spec.delimiter, q = spec.quote, e = spec.escape;
   let field = 0, i = 0;
   while (i <= s.length) {

@@ -121,7 +121,7 @@ export class Cursors {
     const why = q.plan.unsupported ?? q.plan.scatterUnsupported;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
     const hold = !!plan.cursorHold;
-    await this.s.scatter.scatterSimple(q, query(q.sql), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => {
+    await this.s.scatter.scatterSimple(q, query(q.sql, this.s.codec), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => {
       if (msgs.some((m) => m[0] === B.ErrorResponse)) return msgs;
       this.kept.set(name, { hold, rowDescription: msgs.find((m) => m[0] === B.RowDescription) ?? null, rows: msgs.filter((m) => m[0] === B.DataRow), pos: 0 });
       return [commandComplete('DECLARE CURSOR')];

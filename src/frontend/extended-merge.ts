@@ -21,7 +21,7 @@ export function shardStatement(cs: ClientStatement): ClientStatement | null {
   let d = derived.get(cs);
   if (!d) {
     // Named even for the client's unnamed statement: the shard keeps the client's unnamed one.
-    d = makeStatement('pgring-merge', sql, cs.types, cs.stmt, parseMsg('', sql, cs.types), cs.scope);
+    d = makeStatement('pgring-merge', sql, cs.types, cs.stmt, parseMsg('', sql, cs.types, cs.codec), cs.scope, cs.codec);
     derived.set(cs, d);
   }
   return d;
@@ -102,7 +102,7 @@ export function insertStatement(cs: ClientStatement, part: InsertPart): ClientSt
   if (!d) {
     const types = part.params.map((i) => cs.types[i] ?? 0);
     while (types.length && types[types.length - 1] === 0) types.pop();
-    d = makeStatement('pgring-insert', part.sql, types, cs.stmt, parseMsg('', part.sql, types), cs.scope);
+    d = makeStatement('pgring-insert', part.sql, types, cs.stmt, parseMsg('', part.sql, types, cs.codec), cs.scope, cs.codec);
     m.set(part.sql, d);
   }
   return d;
@@ -117,7 +117,7 @@ export function ownedStatement(cs: ClientStatement, sql: string): ClientStatemen
   let d = m.get(sql);
   if (!d) {
     if (m.size > 64) m.clear();   // predicates change with the ring version
-    d = makeStatement('pgring-owned', sql, cs.types, cs.stmt, parseMsg('', sql, cs.types), cs.scope);
+    d = makeStatement('pgring-owned', sql, cs.types, cs.stmt, parseMsg('', sql, cs.types, cs.codec), cs.scope, cs.codec);
     m.set(sql, d);
   }
   return d;

@@ -41,7 +41,7 @@ export class ExtendedProtocol {
 
   onParse(msg: Buffer): Promise<void> | void {
     let info: ReturnType<typeof decodeParse>;
-    try { info = decodeParse(msg); } catch { throw new ProtocolViolation('invalid Parse message'); }
+    try { info = decodeParse(msg, this.s.codec); } catch { throw new ProtocolViolation('invalid Parse message'); }
     this.s.lastQuery = info.sql;
     try {
       if (info.name !== '' && this.s.stmts.has(info.name)) {
@@ -66,7 +66,7 @@ export class ExtendedProtocol {
       const target = this.s.sqlPrepared.executeTarget(stmt);
       const renamed = target ? this.s.sqlPrepared.rewriteParse(info.name, info.sql, info.types, target) : null;
       if (renamed) { msg = renamed.msg; info = { ...info, sql: renamed.sql }; }
-      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.s.credKey);
+      const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.s.credKey, this.s.codec);
       if (renamed) cs.uses = target!;
       this.s.stmts.set(info.name, cs);
       if (isTxControl(stmt.plan) || stmt.plan.command === 'deallocate' || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
@@ -291,7 +291,7 @@ export class ExtendedProtocol {
           p.plans = [stmt];
           if (group) { p.group = group; p.member = i; }
           l.conn.busy = true;
-          l.conn.write(query(stmt.sql));
+          l.conn.write(query(stmt.sql, this.s.codec));
         }
         if (group) {
           const r = this.s.responses.push(K.GroupResult, null, true);

@@ -5,6 +5,7 @@
 // prepared before the client's own Parse is prepared again (PostgreSQL analyses a
 // statement at Parse: a copy from before a schema change or another search_path would
 // fail with "cached plan must not change result type" where PostgreSQL would not).
+import type { Codec } from '../protocol/encoding';
 import { parseMsg } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 
@@ -21,6 +22,7 @@ export interface ClientStatement {
   idents?: Set<string>;        // identifiers of sql (lower case), made on the first DDL check
   ddlChecked?: number;         // DDL events up to this sequence number were checked: none applies
   uses?: ClientStatement;      // SQL EXECUTE of a protocol-level statement: the one it runs
+  codec?: Codec | null;        // the client's encoding when not UTF8: Parse messages pgring builds use it
 }
 
 const registry = new Map<string, string>();
@@ -41,11 +43,11 @@ export function serverStatementName(sql: string, types: number[]): string {
   return name;
 }
 
-export function makeStatement(clientName: string, sql: string, types: number[], stmt: RoutedStatement, rawParse: Buffer, scope = ''): ClientStatement {
+export function makeStatement(clientName: string, sql: string, types: number[], stmt: RoutedStatement, rawParse: Buffer, scope = '', codec: Codec | null = null): ClientStatement {
   const parsedAt = prepareSeq();
-  if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt, parsedAt, gen: 0, scope };
+  if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt, parsedAt, gen: 0, scope, codec };
   const serverName = serverStatementName(sql, types);
-  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types), stmt, parsedAt, gen: generation.get(`${scope}\u0000${serverName}`) ?? 0, scope };
+  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types, codec), stmt, parsedAt, gen: generation.get(`${scope}\u0000${serverName}`) ?? 0, scope, codec };
 }
 
 /**

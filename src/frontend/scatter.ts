@@ -99,7 +99,7 @@ export class Scatter {
       this.s.simple.checkSupported(stmt, route);
       const shards = routeShards(route, this.s.ctx.shards.shardCount);
       await this.s.simple.beforeWrite(stmt, shards, null, null);
-      const sub = query(stmt.sql);
+      const sub = query(stmt.sql, this.s.codec);
       if (shards.length === 1) {
         const link = await this.s.servers.link(shards[0]!);
         const p = this.s.responses.push(K.ExecSimple, link, false);
@@ -112,7 +112,7 @@ export class Scatter {
         });
       } else if (stmt.plan.insertSplit && route.kind === 'multi') {
         const parts = this.splitInsert(stmt);
-        await this.scatterSimple(stmt, sub, parts.map((p) => p.shard), true, parts.map((p) => query(p.sql)), parts);
+        await this.scatterSimple(stmt, sub, parts.map((p) => p.shard), true, parts.map((p) => query(p.sql, this.s.codec)), parts);
         await this.s.responses.waitIdle();
       } else {
         await this.scatterSimple(stmt, sub, shards, true);
@@ -138,7 +138,7 @@ export class Scatter {
         if (v === undefined) throw new PgError(SQLSTATE.ProtocolViolation, `bind message supplies ${params?.length ?? 0} parameters, but the shard key uses $${k.index + 1}`);
         if (v !== null) {
           const fmt = formats.length ? (formats.length === 1 ? formats[0] : formats[k.index]) : 0;
-          return fmt === 1 ? map.shardForBinaryKey(type, v) : map.shardForKey(type, v.toString('utf8'));
+          return fmt === 1 ? map.shardForBinaryKey(type, v) : map.shardForKey(type, this.s.text(v));
         }
       }
       const text = k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : null;
@@ -159,11 +159,11 @@ export class Scatter {
       : stmt.plan.command === 'copy_to' ? 'copy-out'
       : stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
     const sql = stmt.plan.merge?.shardSql;
-    const body = sql ? query(sql) : msg;
+    const body = sql ? query(sql, this.s.codec) : msg;
     if (!bodies && readsSharded(stmt)) {
       // During a resharding migration each shard reads only the rows it owns.
       const owned = links.map((l) => this.s.ctx.ownedSql?.(sql ?? stmt.sql, l.shard) ?? null);
-      if (owned.some((o) => o !== null)) bodies = owned.map((o) => (o === null ? body : query(o)));
+      if (owned.some((o) => o !== null)) bodies = owned.map((o) => (o === null ? body : query(o, this.s.codec)));
     }
     const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name));
     if (rowOrder) group.inStatementOrder(rowOrder);

@@ -75,7 +75,7 @@ export class SessionRouting {
               if (k.array) return { kind: 'all' }; // binary arrays: not decoded, ask every shard
               return this.binaryRoute(plan.keyType, plan.keys, params!, formats!, stmt);
             }
-            pushKey(values, v.toString('utf8'), k.array);
+            pushKey(values, this.s.text(v), k.array);
           }
         }
         return shardsForKeys(this.s.ctx.shards, plan.keyType, values);
@@ -94,7 +94,7 @@ export class SessionRouting {
       const v = params[k.index];
       if (v == null) continue;
       const fmt = formats.length === 1 ? formats[0] : formats[k.index];
-      seen.add(fmt === 1 ? this.s.ctx.shards.shardForBinaryKey(type, v) : this.s.ctx.shards.shardForKey(type, v.toString('utf8')));
+      seen.add(fmt === 1 ? this.s.ctx.shards.shardForBinaryKey(type, v) : this.s.ctx.shards.shardForKey(type, this.s.text(v)));
     }
     if (seen.size <= 1) return { kind: 'direct', shard: seen.size ? seen.values().next().value as number : 0 };
     return { kind: 'multi', shards: [...seen].sort((a, b) => a - b) };

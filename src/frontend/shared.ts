@@ -12,6 +12,7 @@ import type { Router } from '../router/router';
 import type { ClientAuth } from './auth';
 import type { ClientStatement } from './prepared';
 import { PinReason, SessionState } from './session-state';
+import { codecFor, encodingOfSet, type Codec } from '../protocol/encoding';
 import type { CopySplitter } from './copy';
 import type { ProxyContext, Link } from './session-types';
 import type { ServerConnection } from '../backend/server';
@@ -152,6 +153,21 @@ export abstract class SessionShared {
     const opts = this.startupParams.find(([k]) => k === 'options')?.[1];
     return opts ? valueInOptions(opts, name) : null;
   }
+  private codecOf: SessionState | null = null;
+  private codecNow: Codec | null = null;
+  /** The client's encoding when it is not UTF8 (protocol/encoding.ts), else null; follows SET. */
+  get codec(): Codec | null {
+    if (this.codecOf === this.state) return this.codecNow;
+    this.codecOf = this.state;
+    const set = this.state.sets.get('client_encoding');
+    const value = set !== undefined ? encodingOfSet(set) : this.setting('client_encoding');
+    this.codecNow = value ? codecFor(value) : null;
+    return this.codecNow;
+  }
+  /** Client text (a statement, a parameter, a COPY field) as a string, in the client's encoding. */
+  text(b: Buffer, start = 0, end = b.length): string { const c = this.codec; return c ? c.decode(b, start, end) : b.toString('utf8', start, end); }
+  /** A statement pgring writes to a server for this client, in the client's encoding. */
+  sqlBytes(sql: string): Buffer | null { const c = this.codec; return c ? c.encode(sql) : null; }
   get poolMode() { return this.userConfig?.poolMode ?? this.ctx.config.pool.mode; }
   get attachedLinks(): Link[] { return this.links.filter((l): l is Link => l !== undefined); }
 

@@ -15,7 +15,7 @@ export class SimpleQuery {
 
   onQuery(msg: Buffer): Promise<void> | void {
     this.s.readOnlyUse = false; // set per statement where its plan is known
-    const sql = queryText(msg);
+    const sql = this.s.codec ? this.s.text(msg, 5, msg.length - 1) : queryText(msg);
     this.s.lastQuery = sql;
     this.s.queryStart = Date.now();
     this.s.stmts.delete(''); // a simple Query drops the unnamed statement, as in PostgreSQL
@@ -151,7 +151,7 @@ export class SimpleQuery {
         const parts = this.s.scatter.splitInsert(stmt);
         const shards = parts.map((p) => p.shard);
         await this.beforeWrite(stmt, shards, null, null);
-        const bodies = parts.map((p) => query(p.sql));
+        const bodies = parts.map((p) => query(p.sql, this.s.codec));
         if (this.s.transaction.distributedAutocommit(stmt)) return await this.s.transaction.autocommitMulti(stmt, msg, shards, bodies, parts);
         await this.s.scatter.scatterSimple(stmt, msg, shards, false, bodies, parts);
         return;
@@ -190,7 +190,7 @@ export class SimpleQuery {
     let keys: WriteKeys | null = null;
     const plan = stmt.plan;
     if (plan.keys && plan.keyType) {
-      keys = { type: plan.keyType, group: plan.keyColumn, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : params[k.index]!.toString('utf8')))) };
+      keys = { type: plan.keyType, group: plan.keyColumn, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : this.s.text(params[k.index]!)))) };
     }
     await hook.call(this.s.ctx.tx, this.s, shards, keys, this.s.txStatus !== 'I', plan.table, plan.lockObjects);
   }

@@ -57,7 +57,7 @@ export class SqlPrepared {
     const p = this.s.responses.push(K.ExecSimple, link, true);
     p.plans = [stmt];
     link.conn.busy = true;
-    link.conn.write(query(stmt.sql));
+    link.conn.write(query(stmt.sql, this.s.codec));
   }
 
   /** Simple Query `EXECUTE name(...)` of a protocol-level statement: run under the shared name. */
@@ -95,6 +95,6 @@ export class SqlPrepared {
   rewriteParse(name: string, sql: string, types: number[], cs: ClientStatement): { sql: string; msg: Buffer } | null {
     this.checkTarget(cs);
     const out = renameExecute(sql, cs.serverName);
-    return out === null ? null : { sql: out, msg: parseMsg(name, out, types) };
+    return out === null ? null : { sql: out, msg: parseMsg(name, out, types, this.s.codec) };
   }
 }

@@ -1,6 +1,7 @@
 // Builders for the messages pgring itself writes (to clients and to servers) and
 // small lazy decoders for the few it must read. Forwarded messages are never rebuilt.
 import { B, F } from './codes';
+import type { Codec } from './encoding';
 
 /** Grows a buffer as fields are appended; one allocation per message in the common case. */
 export class Writer {
@@ -24,6 +25,8 @@ export class Writer {
     return this;
   }
   bytes(b: Buffer): this { this.ensure(b.length); b.copy(this.buf, this.off); this.off += b.length; return this; }
+  /** A string already encoded (a client encoding other than UTF8), NUL-terminated. */
+  cbytes(b: Buffer): this { this.bytes(b); this.ensure(1); this.buf[this.off++] = 0; return this; }
   /** Finishes a typed message (type byte + length). */
   msg(type: number): Buffer {
     this.buf[0] = type;
@@ -79,7 +82,9 @@ export function backendKeyData(pid: number, secret: number): Buffer {
 export function commandComplete(tag: string): Buffer {
   return new Writer(32).cstr(tag).msg(B.CommandComplete);
 }
-export function query(sql: string): Buffer {
+/** A Query message; `codec`: the client's encoding when it is not UTF8 (protocol/encoding.ts). */
+export function query(sql: string, codec?: Codec | null): Buffer {
+  if (codec) { const b = codec.encode(sql); return new Writer(b.length + 8).cbytes(b).msg(F.Query); }
   return new Writer(Buffer.byteLength(sql) + 8).cstr(sql).msg(F.Query);
 }
 
@@ -131,10 +136,12 @@ export function readyStatus(msg: Buffer): TxStatus { return String.fromCharCode(
 export function commandTag(msg: Buffer): string { return msg.toString('utf8', 5, msg.length - 1); }
 
 /** Parse: statement name, query text, parameter type OIDs. */
-export function decodeParse(msg: Buffer): { name: string; sql: string; types: number[] } {
+export function decodeParse(msg: Buffer, codec?: Codec | null): { name: string; sql: string; types: number[] } {
   let [name, off] = readCString(msg, 5);
   let sql: string;
+  const start = off;
   [sql, off] = readCString(msg, off);
+  if (codec) sql = codec.decode(msg, start, off - 1);
   const n = msg.readUInt16BE(off); off += 2; // counts are unsigned, as PostgreSQL reads them
   const types: number[] = [];
   for (let i = 0; i < n; i++) { types.push(msg.readUInt32BE(off)); off += 4; }
@@ -230,8 +237,11 @@ export function decodeTargeted(msg: Buffer): { kind: 'S' | 'P'; name: string } {
 export function targeted(type: number, kind: 'S' | 'P', name: string): Buffer {
   return new Writer(16 + name.length).int8(kind.charCodeAt(0)).cstr(name).msg(type);
 }
-export function parseMsg(name: string, sql: string, types: number[]): Buffer {
-  const w = new Writer(Buffer.byteLength(sql) + 32).cstr(name).cstr(sql).int16(types.length);
+export function parseMsg(name: string, sql: string, types: number[], codec?: Codec | null): Buffer {
+  const enc = codec ? codec.encode(sql) : null;
+  const w = new Writer((enc ? enc.length : Buffer.byteLength(sql)) + 32).cstr(name);
+  if (enc) w.cbytes(enc); else w.cstr(sql);
+  w.int16(types.length);
   for (const t of types) w.int32(t | 0);
   return w.msg(F.Parse);
 }

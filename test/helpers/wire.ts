@@ -17,13 +17,20 @@ export class WireClient {
   backendKey: { pid: number; secret: number } | null = null;
   private constructor(private readonly socket: net.Socket) {}
 
-  static async connect(port: number, database: string, user = 'postgres'): Promise<WireClient> {
+  static async connect(port: number, database: string, user = 'postgres', params: Record<string, string> = {}): Promise<WireClient> {
     const socket = net.connect({ host: '127.0.0.1', port });
     socket.on('error', () => { /* ended by the server: untilClosed() sees it */ });
     const c = new WireClient(socket);
     void parse(socket, (m) => c.onMessage(m as unknown as Raw));
     await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
-    socket.write(serialize.startup({ user, database }));
+    // pg-protocol's startup serializer appends client_encoding=UTF8 itself: with parameters of
+    // our own (a client_encoding among them) the packet is built here
+    if (Object.keys(params).length === 0) socket.write(serialize.startup({ user, database }));
+    else {
+      const body = Buffer.concat([...Object.entries({ user, database, ...params }).map(([k, v]) => Buffer.from(`${k}\0${v}\0`, 'utf8')), Buffer.from([0])]);
+      const head = Buffer.alloc(8); head.writeInt32BE(8 + body.length, 0); head.writeInt32BE(196608, 4);
+      socket.write(Buffer.concat([head, body]));
+    }
     await c.until(1, 10000);
     return c;
   }
