@@ -10,6 +10,7 @@ import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
 import { isTxControl } from './session-util';
+import { sequenceRangeSql } from './sequences';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
@@ -160,6 +161,10 @@ export class Scatter {
       : stmt.plan.command === 'select' || stmt.plan.merge ? 'merge' : 'sum';
     const sql = stmt.plan.merge?.shardSql;
     const body = sql ? query(sql, this.s.codec) : msg;
+    if (!bodies && stmt.plan.createsSequence && shards.length > 1) {
+      // new bigint sequences get a range per shard, in the DDL's own transaction (sequences.ts)
+      bodies = shards.map((sh) => { const extra = sequenceRangeSql(sh); return extra ? query(`${stmt.sql};\n${extra}`, this.s.codec) : body; });
+    }
     if (!bodies && readsSharded(stmt)) {
       // During a resharding migration each shard reads only the rows it owns.
       const owned = links.map((l) => this.s.ctx.ownedSql?.(sql ?? stmt.sql, l.shard) ?? null);

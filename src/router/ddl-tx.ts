@@ -34,3 +34,26 @@ export function ddlRunsInTransaction(tag: string, s: N | undefined): boolean {
     default: return true;
   }
 }
+
+const SERIALS = new Set(['serial', 'serial4', 'bigserial', 'serial8', 'smallserial', 'serial2']);
+function columnMakesSequence(c: N | undefined): boolean {
+  const names: N[] = c?.typeName?.names ?? [];
+  const t = names[names.length - 1]?.String?.sval;
+  return SERIALS.has(t) || (c?.constraints ?? []).some((k: N) => k.Constraint?.contype === 'CONSTR_IDENTITY');
+}
+
+/** True when the DDL statement may create a sequence (CREATE SEQUENCE, serial / bigserial or
+ *  identity columns in CREATE TABLE or ALTER TABLE): on several shards each shard's new bigint
+ *  sequences get their own range (frontend/sequences.ts). */
+export function ddlCreatesSequence(tag: string, s: N | undefined): boolean {
+  if (!s) return false;
+  if (tag === 'CreateSeqStmt') return true;
+  if (tag === 'CreateStmt') return (s.tableElts ?? []).some((e: N) => columnMakesSequence(e.ColumnDef));
+  if (tag === 'AlterTableStmt') {
+    return (s.cmds ?? []).some((c: N) => {
+      const cmd = c.AlterTableCmd;
+      return cmd?.subtype === 'AT_AddIdentity' || (cmd?.subtype === 'AT_AddColumn' && columnMakesSequence(cmd.def?.ColumnDef));
+    });
+  }
+  return false;
+}

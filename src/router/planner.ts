@@ -11,7 +11,7 @@ import { StatementWalker } from './planner-walk';
 import { mergeSpec } from './merge-rewrite';
 import { lockObjects } from './lock-scope';
 import { shapeObjects } from './ddl-shape';
-import { ddlRunsInTransaction } from './ddl-tx';
+import { ddlCreatesSequence, ddlRunsInTransaction } from './ddl-tx';
 
 export { normalizeSchema, renderParts, createsTemp } from './plan-ast';
 export type { NSchema, Part, PlanInput, PlanTemplate } from './plan-ast';
@@ -140,6 +140,7 @@ export class Planner extends StatementWalker {
     if (/^(Create|Alter|Drop|Rename|Grant|Comment|Truncate|Index|View|Reindex|Cluster|Define|Composite|AlterTable|Sec|RuleStmt|CreateTableAs|AlterOwner|Refresh|Import)/.test(tag) || tag === 'RuleStmt') {
       p.command = 'ddl'; p.write = true;
       if (ddlRunsInTransaction(tag, s)) p.ddlTx = true;
+      if (ddlCreatesSequence(tag, s)) p.createsSequence = true;
       if (tag === 'DropdbStmt') p.freeDatabase = s.dbname;
       else if (tag === 'RenameStmt' && s.renameType === 'OBJECT_DATABASE') p.freeDatabase = s.subname;
       else if (tag === 'CreatedbStmt') {

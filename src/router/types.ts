@@ -80,6 +80,9 @@ export interface Plan {
   /** DDL that PostgreSQL runs inside a transaction block (router/ddl-tx.ts): outside a transaction
    *  pgring runs it on several shards as one distributed transaction */
   ddlTx?: boolean;
+  /** DDL that may create a sequence (router/ddl-tx.ts): on several shards each shard's new bigint
+   *  sequences get a range of their own (frontend/sequences.ts) */
+  createsSequence?: boolean;
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;
