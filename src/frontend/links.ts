@@ -164,7 +164,10 @@ export class ServerLinks {
       let err: PgError | null = null;
       const p = this.s.responses.push(K.InternalRows, link, false);
       p.rows = rows;
-      p.onError = () => { err = new PgError(SQLSTATE.InternalError, `pgring catalog query failed on shard "${this.s.ctx.topology.shards[link.shard]?.name}"`); };
+      p.onError = (m) => {
+        const f = m ? parseErrorFields(m) : null;
+        err = f?.C && f.M ? new PgError(f.C, f.M, { detail: f.D, hint: f.H }) : new PgError(SQLSTATE.InternalError, `pgring catalog query failed on shard "${this.s.ctx.topology.shards[link.shard]?.name}"`);
+      };
       p.onDone = () => (err ? reject(err) : resolve(rows));
       link.conn.write(query(sql));
       this.s.flush();

@@ -4,6 +4,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 import { Route, routeShards } from './routing';
+import { forgetKeyDefaults, insertWithKeyDefault } from './key-default';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import { readTime } from '../clock';
@@ -79,6 +80,11 @@ export class SimpleQuery {
         if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.s.routeShard = null; this.s.routeShardKey = null; }
         if (this.s.routing.ownSetting(stmt)) { this.s.responses.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.s.responses.rfq(); return; }
       }
+      if (plan.keyDefault && this.s.txStatus !== 'E' && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && this.s.routeShardKey === null && !stmt.hint && !plan.hint) {
+        // INSERT without the shard key column: its default gives the keys (key-default.ts)
+        return insertWithKeyDefault(this.s, stmt).catch((e) => this.queryError(e));
+      }
+      if (plan.command === 'ddl') forgetKeyDefaults();
       this.checkSupported(stmt, null);
       if (isTxControl(plan) && this.s.transaction.txControl(stmt, null)) return;
       if (plan.command === 'prepare_transaction' && this.s.transaction.prepareTransaction()) return;

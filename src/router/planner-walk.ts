@@ -35,6 +35,8 @@ export abstract class StatementWalker {
   protected writeTarget: Occ | 'reference' | null = null;
   /** why the statement cannot run on several shards (set by the INSERT walk) */
   protected insertReason: string | undefined;
+  /** a top-level INSERT ... VALUES with a column list that leaves out the shard key column (its default decides) */
+  protected insertKeyDefault = false;
   protected cteDepth = 0;
   /** some INSERT/UPDATE/DELETE/MERGE writes a reference (not sharded) table */
   protected writesReference = false;
@@ -472,6 +474,7 @@ export abstract class StatementWalker {
       const why = (r: string): void => { if (top && !this.insertReason) this.insertReason = r; };
       if (!sel) why(`INSERT ... DEFAULT VALUES into sharded table "${t.name}"`);
       else if (values && idx < 0) {
+        if (s.cols && top) this.insertKeyDefault = true;
         why(cols ? `INSERT into sharded table "${t.name}" without a value for its shard key column "${t.column}"`
           : `INSERT into sharded table "${t.name}" without a column list (name the columns, or configure sharding.tables[].columns)`);
       } else if (values) {

@@ -83,6 +83,9 @@ export interface Plan {
   /** DDL that may create a sequence (router/ddl-tx.ts): on several shards each shard's new bigint
    *  sequences get a range of their own (frontend/sequences.ts) */
   createsSequence?: boolean;
+  /** INSERT ... (columns without the shard key) VALUES ...: in the simple protocol pgring evaluates
+   *  the key column's default and adds the values (frontend/key-default.ts) */
+  keyDefault?: boolean;
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;

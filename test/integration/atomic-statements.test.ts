@@ -26,7 +26,9 @@ let db: string;
 let withZk: RunningProxy;
 let noZk: RunningProxy;
 
-const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns: ['id', 'note'] }, { name: 'tickets', column: 'tenant', type: 'integer' as const, columns: ['id', 'tenant', 't'] }];
+const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns: ['id', 'note'] }, { name: 'tickets', column: 'tenant', type: 'integer' as const, columns: ['id', 'tenant', 't'] },
+  { name: 'serials', column: 'id', type: 'bigint' as const }, { name: 'uu', column: 'id', type: 'uuid' as const }, { name: 'idt', column: 'id', type: 'bigint' as const },
+  { name: 'nod', column: 'id', type: 'integer' as const }];
 
 before(async () => {
   cluster = await testCluster();
@@ -296,6 +298,44 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         await c.query('DROP TABLE tickets');
       } finally { await c.end(); }
       assert.deepEqual(await onShards(`SELECT count(*) FROM pg_prepared_xacts WHERE database = '${db}'`), ['0', '0', '0']);
+    });
+  });
+}
+
+for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
+  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
+
+  describe(`INSERT without the shard key column over 3 shards, ${variant}`, () => {
+    it('the key column\'s default gives the keys (bigserial, uuid DEFAULT, identity ALWAYS), as on one server', async () => {
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query('DROP TABLE IF EXISTS serials, uu, idt, nod');
+        await c.query('CREATE TABLE serials (id bigserial PRIMARY KEY, note text)');
+        assert.deepEqual((await c.query("INSERT INTO serials (note) VALUES ('a') RETURNING id")).rows, [{ id: '1' }]);
+        assert.deepEqual((await c.query("INSERT INTO serials (note) VALUES ('b'), ('c'), ('d') RETURNING id, note")).rows, [{ id: '2', note: 'b' }, { id: '3', note: 'c' }, { id: '4', note: 'd' }]);
+        assert.equal((await c.query('SELECT note FROM serials WHERE id = 3')).rows[0].note, 'c');
+        const held = (await onShards('SELECT count(*) FROM serials')).map(Number);
+        assert.equal(held.reduce((x, y) => x + y, 0), 4);
+        assert.ok(held.filter((n) => n > 0).length >= 2, `rows per shard ${held}`);
+        // in a transaction: rolled back with it
+        await c.query('BEGIN');
+        await c.query("INSERT INTO serials (note) VALUES ('gone')");
+        await c.query('ROLLBACK');
+        assert.equal((await c.query('SELECT count(*) AS n FROM serials')).rows[0].n, '4');
+        await c.query('CREATE TABLE uu (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), note text)');
+        const ids = (await c.query("INSERT INTO uu (note) VALUES ('x'), ('y') RETURNING id")).rows.map((r) => r.id as string);
+        assert.equal(ids.length, 2);
+        for (const [i, id] of ids.entries()) assert.equal((await c.query('SELECT note FROM uu WHERE id = $1', [id])).rows[0]?.note, ['x', 'y'][i]);
+        await c.query('CREATE TABLE idt (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, note text)');
+        assert.deepEqual((await c.query("INSERT INTO idt (note) VALUES ('p'), ('q') RETURNING id")).rows, [{ id: '1' }, { id: '2' }]);
+        // no default: the key would be NULL, which no shard owns
+        await c.query('CREATE TABLE nod (id int PRIMARY KEY, note text)');
+        await assert.rejects(c.query("INSERT INTO nod (note) VALUES ('q')"), (e: Error & { code?: string }) => e.code === '23502');
+        // the extended protocol still refuses the form
+        await assert.rejects(c.query('INSERT INTO serials (note) VALUES ($1)', ['e']), (e: Error & { code?: string }) => e.code === '0A000' && /shard key column "id"/.test(e.message));
+        await c.query('DROP TABLE serials, uu, idt, nod');
+      } finally { await c.end(); }
     });
   });
 }
