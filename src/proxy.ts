@@ -203,6 +203,7 @@ export class Proxy {
         this.gate = startGate(c, this.txn!, this.log, () => this.ring.version, (shards) => { for (const s of shards) this.ctx.topology.addShard(s); });
         this.txn!.gate = this.gate;
         this.ctx.ownedSql = ownedSqlOf(this.gate, () => this.ring, this.ctx.topology);
+        this.ctx.renameInDefinition = (from, to, column) => this.coordinator!.renameInDefinition(from, to, column);
         await this.gate.start();
       } catch (e) { await this.stop(); opened(); throw e; }
       this.ctx.paused = null;

@@ -14,7 +14,7 @@ import { ZkSession } from './session';
 import { ConfigError } from '../config/load';
 import { CancelPeers, advertisedHost } from './cancel-peers';
 import { LockPeerRecord, LockPeers } from './lock-peers';
-import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, withReference } from './definition';
+import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, renamed, withReference } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 import { defaultSelfFenceMs, WriteFence } from './fence';
 import { ShardPrimaryRecord, ShardRecordWatcher } from './shard-watch';
@@ -166,6 +166,19 @@ export class Coordinator {
   private readonly pendingRefs = new Set<string>();
   private refWaiters: (() => void)[] = [];
   private refRunning = false;
+
+  /** A table (or a column of one) renamed through this proxy: a new definition version that follows
+   *  it, applied here before the client hears of the rename (other proxies follow their watch). */
+  async renameInDefinition(from: string, to: string, column?: string): Promise<void> {
+    try {
+      const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => renamed(cur as DefinitionBody, from, to, column));
+      if (!changed) return;
+      this.log.info({ table: from, to, column, version: def.version }, column ? 'shard key column renamed in the cluster definition' : 'table renamed in the cluster definition');
+      this.hooks.onDefinition?.(def);
+    } catch (e) {
+      this.log.warn({ table: from, to, column, err: (e as Error).message }, 'could not record a rename in the cluster definition');
+    }
+  }
 
   /** Registers a table created through this proxy as a reference table (a new definition version). */
   registerReference(name: string): Promise<void> {

@@ -139,6 +139,34 @@ export function withReference(def: DefinitionBody, name: string): DefinitionBody
   return { ...def, reference: [...def.reference, name] };
 }
 
+/** `ALTER TABLE from RENAME TO to` (column undefined) or `ALTER TABLE from RENAME COLUMN column TO to`
+ *  succeeded through a proxy: the definition follows the table (unchanged when it names neither). */
+export function renamed(def: DefinitionBody, from: string, to: string, column?: string): DefinitionBody {
+  const k = tableKey(from);
+  const quoteIfNeeded = (n: string): string => (/^[a-z_][a-z0-9_$]*$/.test(n) ? n : `"${n.replace(/"/g, '""')}"`);
+  if (column === undefined) {
+    const rename = (name: string): string => {
+      const dot = name.lastIndexOf('.');
+      const schema = dot > 0 && !name.endsWith('"') ? name.slice(0, dot + 1) : '';
+      return schema + quoteIfNeeded(to);
+    };
+    return {
+      ...def,
+      sharded: def.sharded.map((t) => (tableKey(t.name) === k ? { ...t, name: rename(t.name) } : t)),
+      reference: def.reference.map((r) => (tableKey(r) === k ? rename(r) : r)),
+    };
+  }
+  const c = column.toLowerCase();
+  return {
+    ...def,
+    sharded: def.sharded.map((t) => (tableKey(t.name) !== k ? t : {
+      ...t,
+      column: t.column.toLowerCase() === c ? to : t.column,
+      ...(t.columns ? { columns: t.columns.map((x) => (x.toLowerCase() === c ? to : x)) } : {}),
+    })),
+  };
+}
+
 /** `pgring table forget`: the table falls back to the cluster's unknownTables policy. */
 export function without(def: DefinitionBody, name: string): DefinitionBody {
   const k = tableKey(name);

@@ -45,6 +45,8 @@ export interface ProxyContext {
   admit?(session: ClientSession): boolean;
   /** During a resharding migration: `sql` limited to the rows shard `shard` owns (src/reshard/read-filter.ts), else null. */
   ownedSql?(sql: string, shard: number): string | null;
+  /** A table or column renamed through this proxy: the cluster definition follows (ZooKeeper only). */
+  renameInDefinition?(from: string, to: string, column?: string): Promise<void>;
 }
 
 /** The shard-key values a write touches; `group` (the key column) keeps unrelated keys' lock buckets apart. */

@@ -72,6 +72,8 @@ export abstract class SessionShared {
   /** NOTIFY statements of the open transaction, held until it commits (transaction.ts), with the
    *  number of savepoints open when each was issued (ROLLBACK TO drops those after the savepoint). */
   notifies: { sql: string; depth: number }[] = [];
+  /** Tables / columns renamed in the open transaction: the cluster definition follows at commit. */
+  renames: { table: string; to: string; column?: string }[] = [];
   /** Bytes of the messages in `inbox`. */
   inboxBytes = 0;
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a

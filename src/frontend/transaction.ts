@@ -28,6 +28,11 @@ export class TransactionControl {
   /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
   afterCommand(stmt: RoutedStatement, tag: string, link: Link | null): void {
     const plan = stmt.plan;
+    if (plan.renames && tag === 'ALTER TABLE' && this.s.ctx.renameInDefinition) {
+      this.s.renames.push(plan.renames);
+      // outside a transaction (one shard: the server committed it already)
+      if (this.s.txStatus === 'I' && this.s.virtualTx === null) void this.flushRenames();
+    }
     switch (plan.command) {
       case 'set': case 'reset': {
         const v = plan.setVar;
@@ -115,6 +120,7 @@ export class TransactionControl {
   endTransaction(committed: boolean): void {
     this.tempInTx = false;
     if (this.s.notifies.length) this.s.notifies = [];
+    if (this.s.renames.length) this.s.renames = [];
     if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
       this.s.state = this.s.txSnapshot;
@@ -149,8 +155,10 @@ export class TransactionControl {
     } catch (e) { err = internalError(e); }
     this.s.virtualTx = null;
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+    const renames = this.s.renames;
     err = (await this.endOnLinks(links, !err && links.length > 0 && links.every((l) => l.conn.status === 'T'))) ?? err;
     if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
+    else if (renames.length) await this.flushRenames(renames);
     this.s.responses.rfq();
   }
 
@@ -237,7 +245,7 @@ export class TransactionControl {
       case TxAction.EndCommitted: case TxAction.EndRolledBack: {
         // The transaction ends before the answer: its ReadyForQuery shows the new status.
         const committed = action === TxAction.EndCommitted;
-        if (committed && s.notifies.length) { s.blockingWork = this.commitMulti(stmt, isExt); return true; }
+        if (committed && (s.notifies.length || s.renames.length)) { s.blockingWork = this.commitMulti(stmt, isExt); return true; }
         this.endTransaction(committed);
         if (f.chain) this.chainTransaction();
         this.reply([commandComplete(endTag(cmd, committed))], isExt);
@@ -279,7 +287,7 @@ export class TransactionControl {
       this.reply([veto.toMessage()], ext);
       return true;
     }
-    if (!multi && this.s.notifies.length === 0) return false;
+    if (!multi && this.s.notifies.length === 0 && this.s.renames.length === 0) return false;
     // The pump waits for it: nothing else may run (or answer) before the commit is decided.
     this.s.blockingWork = this.commitMulti(stmt, ext);
     return true;
@@ -327,9 +335,11 @@ export class TransactionControl {
   async commitMulti(stmt: RoutedStatement, ext: boolean): Promise<void> {
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
     const notifies = this.s.notifies;
+    const renames = this.s.renames;
     try {
       if (links.length) await this.commitLinks(links);
       this.endTransaction(true);
+      if (renames.length) await this.flushRenames(renames);
       if (notifies.length) await this.sendNotifies(notifies, ext);
       this.s.responses.synth([commandComplete('COMMIT')], ext);
       if (stmt.plan.chain) this.chainTransaction();
@@ -341,6 +351,13 @@ export class TransactionControl {
     // Extended protocol: the client's Sync follows, and the pump writes its ReadyForQuery in the
     // same socket write as this answer (one wake-up of the client instead of two).
     if (!ext) { this.s.responses.rfq(); this.s.flush(); }
+  }
+
+  /** The committed renames (default: those recorded outside a transaction), into the cluster definition. */
+  async flushRenames(list?: { table: string; to: string; column?: string }[]): Promise<void> {
+    const renames = list ?? this.s.renames;
+    if (!list) this.s.renames = [];
+    for (const r of renames) await this.s.ctx.renameInDefinition?.(r.table, r.to, r.column);
   }
 
   /** The committed transaction's NOTIFYs, in order, on the shard of every LISTEN (as one string: one

@@ -143,6 +143,10 @@ export class Planner extends StatementWalker {
       if (ddlCreatesSequence(tag, s)) p.createsSequence = true;
       if (tag === 'DropdbStmt') p.freeDatabase = s.dbname;
       else if (tag === 'RenameStmt' && s.renameType === 'OBJECT_DATABASE') p.freeDatabase = s.subname;
+      else if (tag === 'RenameStmt' && s.relation?.relname && s.newname && (s.renameType === 'OBJECT_TABLE' || s.renameType === 'OBJECT_COLUMN')) {
+        const table = s.relation.schemaname ? `${s.relation.schemaname}.${s.relation.relname}` : s.relation.relname;
+        p.renames = s.renameType === 'OBJECT_TABLE' ? { table, to: s.newname } : { table, to: s.newname, column: s.subname };
+      }
       else if (tag === 'CreatedbStmt') {
         const t = (s.options ?? []).find((o: N) => o.DefElem?.defname === 'template')?.DefElem?.arg;
         const name = t?.String?.sval ?? t?.TypeName?.names?.[0]?.String?.sval;

@@ -86,6 +86,8 @@ export interface Plan {
   /** INSERT ... (columns without the shard key) VALUES ...: in the simple protocol pgring evaluates
    *  the key column's default and adds the values (frontend/key-default.ts) */
   keyDefault?: boolean;
+  /** ALTER TABLE ... RENAME [COLUMN]: what the cluster definition must follow once it committed */
+  renames?: { table: string; to: string; column?: string };
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;

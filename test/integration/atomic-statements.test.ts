@@ -28,7 +28,7 @@ let noZk: RunningProxy;
 
 const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns: ['id', 'note'] }, { name: 'tickets', column: 'tenant', type: 'integer' as const, columns: ['id', 'tenant', 't'] },
   { name: 'serials', column: 'id', type: 'bigint' as const }, { name: 'uu', column: 'id', type: 'uuid' as const }, { name: 'idt', column: 'id', type: 'bigint' as const },
-  { name: 'nod', column: 'id', type: 'integer' as const }];
+  { name: 'nod', column: 'id', type: 'integer' as const }, { name: 'rn', column: 'id', type: 'integer' as const }];
 
 before(async () => {
   cluster = await testCluster();
@@ -339,3 +339,36 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
     });
   });
 }
+
+describe('ALTER TABLE ... RENAME through pgring with ZooKeeper', () => {
+  it('the cluster definition follows a renamed sharded table and a renamed shard key column', async () => {
+    const c = client(withZk.port, db);
+    await c.connect();
+    try {
+      await c.query('DROP TABLE IF EXISTS rn, rn2, rn3');
+      await c.query('CREATE TABLE rn (id int PRIMARY KEY, v text)');
+      await c.query("INSERT INTO rn VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f')");
+      await c.query('ALTER TABLE rn RENAME TO rn2');
+      // before: rn2 was unknown to the definition, read from one shard as a reference table (2 of 6 rows)
+      assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '6');
+      assert.equal((await c.query('SELECT v FROM rn2 WHERE id = 5')).rows[0]?.v, 'e');
+      await c.query('ALTER TABLE rn2 RENAME COLUMN id TO rid');
+      await c.query("INSERT INTO rn2 (rid, v) VALUES (7, 'g'), (8, 'h')");
+      assert.equal((await c.query('SELECT v FROM rn2 WHERE rid = 8')).rows[0]?.v, 'h');
+      assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '8');
+      const shard = withZk.proxy.ctx.shards.shardForKey('integer', '8');
+      assert.equal((await onShards('SELECT count(*) FROM rn2 WHERE rid = 8'))[shard], '1');
+      // a rename rolled back leaves the definition alone
+      await c.query('BEGIN');
+      await c.query('ALTER TABLE rn2 RENAME TO rn3');
+      await c.query('ROLLBACK');
+      assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '8');
+      // and one committed in a transaction is followed at its COMMIT
+      await c.query('BEGIN');
+      await c.query('ALTER TABLE rn2 RENAME TO rn3');
+      await c.query('COMMIT');
+      assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
+      await c.query('DROP TABLE rn3');
+    } finally { await c.end(); }
+  });
+});

@@ -5,6 +5,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ClusterDefinition, definitionConflicts, DefinitionChangeError, lookupTable, tableKey, validateDefinition, withReference, withSharded, without,
+  renamed,
 } from '../../src/cluster/definition';
 import { encodeSecret, proxyNumberOf, cancelPacket } from '../../src/cluster/cancel-peers';
 import { Router } from '../../src/router/router';
@@ -99,4 +100,14 @@ test('a statement prepared with a live router re-plans once a newer definition r
   assert.equal(st.sql, 'INSERT INTO items (id, v) VALUES ($1, $2)');
   const plain = new Router({ tables: [] }).planPrepared('SELECT 1');
   assert.equal(Object.getPrototypeOf(plain), Object.prototype, 'without live: a plain routed statement');
+});
+
+test('a rename through a proxy: the definition follows the table, its schema and its shard key column', () => {
+  const def = { sharded: [{ name: 'app.orders', column: 'id', type: 'bigint' as const, columns: ['id', 'note'] }, { name: 'items', column: 'k', type: 'text' as const }], reference: ['cities'], unknownTables: 'reference' as const };
+  const t = renamed(def, 'app.orders', 'purchases');
+  assert.equal(t.sharded[0]!.name, 'app.purchases');
+  assert.equal(renamed(def, 'cities', 'Towns').reference[0], '"Towns"');
+  const c = renamed(def, 'orders', 'order_id', 'ID');
+  assert.deepEqual(c.sharded[0], { name: 'app.orders', column: 'order_id', type: 'bigint', columns: ['order_id', 'note'] });
+  assert.deepEqual(renamed(def, 'other', 'x'), def);
 });
