@@ -78,6 +78,7 @@ export class Proxy {
       paramCache: new Map(),
       routerFor: (db) => this.dbRouters.get(db),
       learnedColumns: (db, table, columns) => this.learnedColumns(db, table, columns),
+      forgetColumns: (db) => this.forgetColumns(db),
       tlsContext: () => this.tlsContext(),
       admit: (s) => this.admit(s),
       // Cancel keys name this proxy; a key of another proxy of the cluster is forwarded to it.
@@ -117,6 +118,15 @@ export class Proxy {
     const next = this.dbRouter(m);
     this.dbRouters.set(db, next);
     if (prev) prev.successor = next;
+  }
+
+  /** DDL through this proxy: column lists read from a database's catalog are read again when needed. */
+  private forgetColumns(db: string): void {
+    if (!this.dbColumns.has(db)) return;
+    this.dbColumns.delete(db);
+    const prev = this.dbRouters.get(db);
+    this.dbRouters.delete(db);
+    if (prev) prev.successor = this.ctx.router;
   }
 
   private dbRouter(learned: Map<string, string[]>): Router {
@@ -203,7 +213,7 @@ export class Proxy {
         this.gate = startGate(c, this.txn!, this.log, () => this.ring.version, (shards) => { for (const s of shards) this.ctx.topology.addShard(s); });
         this.txn!.gate = this.gate;
         this.ctx.ownedSql = ownedSqlOf(this.gate, () => this.ring, this.ctx.topology);
-        this.ctx.renameInDefinition = (from, to, column) => this.coordinator!.renameInDefinition(from, to, column);
+        this.ctx.followInDefinition = (f) => this.coordinator!.followInDefinition(f);
         await this.gate.start();
       } catch (e) { await this.stop(); opened(); throw e; }
       this.ctx.paused = null;

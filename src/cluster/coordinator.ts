@@ -14,7 +14,7 @@ import { ZkSession } from './session';
 import { ConfigError } from '../config/load';
 import { CancelPeers, advertisedHost } from './cancel-peers';
 import { LockPeerRecord, LockPeers } from './lock-peers';
-import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, renamed, withReference } from './definition';
+import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, renamed, withColumnChanges, withReference } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 import { defaultSelfFenceMs, WriteFence } from './fence';
 import { ShardPrimaryRecord, ShardRecordWatcher } from './shard-watch';
@@ -169,14 +169,16 @@ export class Coordinator {
 
   /** A table (or a column of one) renamed through this proxy: a new definition version that follows
    *  it, applied here before the client hears of the rename (other proxies follow their watch). */
-  async renameInDefinition(from: string, to: string, column?: string): Promise<void> {
+  async followInDefinition(f: { table: string; to?: string; column?: string; add?: string[]; drop?: string[] }): Promise<void> {
     try {
-      const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => renamed(cur as DefinitionBody, from, to, column));
+      const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => (f.to !== undefined
+        ? renamed(cur as DefinitionBody, f.table, f.to, f.column)
+        : withColumnChanges(cur as DefinitionBody, f.table, f.add ?? [], f.drop ?? [])));
       if (!changed) return;
-      this.log.info({ table: from, to, column, version: def.version }, column ? 'shard key column renamed in the cluster definition' : 'table renamed in the cluster definition');
+      this.log.info({ ...f, version: def.version }, 'cluster definition follows a DDL change');
       this.hooks.onDefinition?.(def);
     } catch (e) {
-      this.log.warn({ table: from, to, column, err: (e as Error).message }, 'could not record a rename in the cluster definition');
+      this.log.warn({ ...f, err: (e as Error).message }, 'could not record a DDL change in the cluster definition');
     }
   }
 

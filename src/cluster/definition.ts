@@ -167,6 +167,17 @@ export function renamed(def: DefinitionBody, from: string, to: string, column?: 
   };
 }
 
+/** `ALTER TABLE t ADD COLUMN … / DROP COLUMN …` succeeded through a proxy: a column list the
+ *  definition states follows (PostgreSQL appends added columns); tables without one are unchanged. */
+export function withColumnChanges(def: DefinitionBody, table: string, add: string[], drop: string[]): DefinitionBody {
+  const k = tableKey(table);
+  const d = new Set(drop.map((c) => c.toLowerCase()));
+  return {
+    ...def,
+    sharded: def.sharded.map((t) => (tableKey(t.name) !== k || !t.columns ? t : { ...t, columns: [...t.columns.filter((c) => !d.has(c.toLowerCase())), ...add] })),
+  };
+}
+
 /** `pgring table forget`: the table falls back to the cluster's unknownTables policy. */
 export function without(def: DefinitionBody, name: string): DefinitionBody {
   const k = tableKey(name);

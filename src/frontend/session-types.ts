@@ -45,8 +45,11 @@ export interface ProxyContext {
   admit?(session: ClientSession): boolean;
   /** During a resharding migration: `sql` limited to the rows shard `shard` owns (src/reshard/read-filter.ts), else null. */
   ownedSql?(sql: string, shard: number): string | null;
-  /** A table or column renamed through this proxy: the cluster definition follows (ZooKeeper only). */
-  renameInDefinition?(from: string, to: string, column?: string): Promise<void>;
+  /** A table or column renamed, or columns added or dropped, through this proxy: the cluster
+   *  definition follows (ZooKeeper only). */
+  followInDefinition?(change: DefinitionFollow): Promise<void>;
+  /** DDL through this proxy may have changed tables' columns: column lists read from the catalog are read again. */
+  forgetColumns?(database: string): void;
 }
 
 /** The shard-key values a write touches; `group` (the key column) keeps unrelated keys' lock buckets apart. */
@@ -118,3 +121,7 @@ export interface Link {
 }
 
 export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[]; fetch?: PortalRows; parts?: InsertPart[] };
+
+/** A committed DDL change the cluster definition follows: a rename (to, and column for a column)
+ *  or columns added / dropped (add, drop). */
+export interface DefinitionFollow { table: string; to?: string; column?: string; add?: string[]; drop?: string[] }

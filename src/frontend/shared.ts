@@ -14,7 +14,7 @@ import type { ClientStatement } from './prepared';
 import { PinReason, SessionState } from './session-state';
 import { codecFor, encodingOfSet, type Codec } from '../protocol/encoding';
 import type { CopySplitter } from './copy';
-import type { ProxyContext, Link } from './session-types';
+import type { ProxyContext, Link, DefinitionFollow } from './session-types';
 import type { ServerConnection } from '../backend/server';
 
 /** Output queued for a client (beyond what the kernel took) above which its servers are not read. */
@@ -73,7 +73,7 @@ export abstract class SessionShared {
    *  number of savepoints open when each was issued (ROLLBACK TO drops those after the savepoint). */
   notifies: { sql: string; depth: number }[] = [];
   /** Tables / columns renamed in the open transaction: the cluster definition follows at commit. */
-  renames: { table: string; to: string; column?: string }[] = [];
+  renames: DefinitionFollow[] = [];
   /** Bytes of the messages in `inbox`. */
   inboxBytes = 0;
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a

@@ -7,7 +7,7 @@ import type { RoutedStatement } from '../router/router';
 import { SessionState } from './session-state';
 import { ddlNames, noteDdl } from './prepared';
 import type { ClientSession } from './client';
-import type { Link, Portal } from './session-types';
+import type { DefinitionFollow, Link, Portal } from './session-types';
 import { COMMIT_STMT, ROLLBACK_STMT, internalError } from './session-util';
 import { decideTxControl, endTag, TxAction } from './tx-decision';
 import type { TxFacts } from './tx-decision';
@@ -28,8 +28,10 @@ export class TransactionControl {
   /** Book-keeping after a statement completed on a server: session state, pins, transactions. */
   afterCommand(stmt: RoutedStatement, tag: string, link: Link | null): void {
     const plan = stmt.plan;
-    if (plan.renames && tag === 'ALTER TABLE' && this.s.ctx.renameInDefinition) {
-      this.s.renames.push(plan.renames);
+    if (plan.command === 'ddl') this.s.ctx.forgetColumns?.(this.s.database);
+    const follow = tag === 'ALTER TABLE' ? plan.renames ?? plan.columnChanges : undefined;
+    if (follow && this.s.ctx.followInDefinition) {
+      this.s.renames.push(follow);
       // outside a transaction (one shard: the server committed it already)
       if (this.s.txStatus === 'I' && this.s.virtualTx === null) void this.flushRenames();
     }
@@ -354,10 +356,10 @@ export class TransactionControl {
   }
 
   /** The committed renames (default: those recorded outside a transaction), into the cluster definition. */
-  async flushRenames(list?: { table: string; to: string; column?: string }[]): Promise<void> {
+  async flushRenames(list?: DefinitionFollow[]): Promise<void> {
     const renames = list ?? this.s.renames;
     if (!list) this.s.renames = [];
-    for (const r of renames) await this.s.ctx.renameInDefinition?.(r.table, r.to, r.column);
+    for (const r of renames) await this.s.ctx.followInDefinition?.(r);
   }
 
   /** The committed transaction's NOTIFYs, in order, on the shard of every LISTEN (as one string: one

@@ -143,6 +143,16 @@ export class Planner extends StatementWalker {
       if (ddlCreatesSequence(tag, s)) p.createsSequence = true;
       if (tag === 'DropdbStmt') p.freeDatabase = s.dbname;
       else if (tag === 'RenameStmt' && s.renameType === 'OBJECT_DATABASE') p.freeDatabase = s.subname;
+      else if (tag === 'AlterTableStmt' && s.relation?.relname && (s.cmds ?? []).some((c: N) => c.AlterTableCmd?.subtype === 'AT_AddColumn' || c.AlterTableCmd?.subtype === 'AT_DropColumn')) {
+        const table = s.relation.schemaname ? `${s.relation.schemaname}.${s.relation.relname}` : s.relation.relname;
+        const add: string[] = [], drop: string[] = [];
+        for (const c of s.cmds) {
+          const cmd = c.AlterTableCmd;
+          if (cmd?.subtype === 'AT_AddColumn' && cmd.def?.ColumnDef?.colname) add.push(cmd.def.ColumnDef.colname);
+          if (cmd?.subtype === 'AT_DropColumn' && cmd.name) drop.push(cmd.name);
+        }
+        p.columnChanges = { table, add, drop };
+      }
       else if (tag === 'RenameStmt' && s.relation?.relname && s.newname && (s.renameType === 'OBJECT_TABLE' || s.renameType === 'OBJECT_COLUMN')) {
         const table = s.relation.schemaname ? `${s.relation.schemaname}.${s.relation.relname}` : s.relation.relname;
         p.renames = s.renameType === 'OBJECT_TABLE' ? { table, to: s.newname } : { table, to: s.newname, column: s.subname };

@@ -88,6 +88,8 @@ export interface Plan {
   keyDefault?: boolean;
   /** ALTER TABLE ... RENAME [COLUMN]: what the cluster definition must follow once it committed */
   renames?: { table: string; to: string; column?: string };
+  /** ALTER TABLE ... ADD / DROP COLUMN: a column list the cluster definition states must follow */
+  columnChanges?: { table: string; add: string[]; drop: string[] };
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;

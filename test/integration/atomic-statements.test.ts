@@ -28,7 +28,8 @@ let noZk: RunningProxy;
 
 const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns: ['id', 'note'] }, { name: 'tickets', column: 'tenant', type: 'integer' as const, columns: ['id', 'tenant', 't'] },
   { name: 'serials', column: 'id', type: 'bigint' as const }, { name: 'uu', column: 'id', type: 'uuid' as const }, { name: 'idt', column: 'id', type: 'bigint' as const },
-  { name: 'nod', column: 'id', type: 'integer' as const }, { name: 'rn', column: 'id', type: 'integer' as const }];
+  { name: 'nod', column: 'id', type: 'integer' as const }, { name: 'rn', column: 'id', type: 'integer' as const },
+  { name: 'lc', column: 'id', type: 'integer' as const }, { name: 'sc', column: 'id', type: 'integer' as const, columns: ['a', 'id', 'v'] }];
 
 before(async () => {
   cluster = await testCluster();
@@ -369,6 +370,31 @@ describe('ALTER TABLE ... RENAME through pgring with ZooKeeper', () => {
       await c.query('COMMIT');
       assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
       await c.query('DROP TABLE rn3');
+    } finally { await c.end(); }
+  });
+});
+
+describe('ALTER TABLE ... ADD / DROP COLUMN and INSERT without a column list, with ZooKeeper', () => {
+  it('the shard key is found at its new position: column lists read from the catalog and stated in the definition follow', async () => {
+    const c = client(withZk.port, db);
+    await c.connect();
+    try {
+      for (const t of ['lc', 'sc']) {
+        await c.query(`DROP TABLE IF EXISTS ${t}`);
+        await c.query(`CREATE TABLE ${t} (a int, id int PRIMARY KEY, v int)`);
+        await c.query(`INSERT INTO ${t} VALUES (0, 1, 10)`);       // lc: pgring reads the columns from the catalog
+        await c.query(`ALTER TABLE ${t} DROP COLUMN a`);
+        // (id, v): before, pgring routed by the value at the old position (v = 7)
+        await c.query(`INSERT INTO ${t} VALUES (5, 7), (6, 8)`);
+        for (const k of [5, 6]) {
+          const shard = withZk.proxy.ctx.shards.shardForKey('integer', String(k));
+          assert.equal((await onShards(`SELECT count(*) FROM ${t} WHERE id = ${k}`))[shard], '1', `${t}: row ${k} not on its shard`);
+        }
+        await c.query(`ALTER TABLE ${t} ADD COLUMN w int`);
+        await c.query(`INSERT INTO ${t} VALUES (9, 1, 2)`);
+        assert.equal((await c.query(`SELECT v FROM ${t} WHERE id = 9`)).rows[0]?.v, 1);
+        await c.query(`DROP TABLE ${t}`);
+      }
     } finally { await c.end(); }
   });
 });

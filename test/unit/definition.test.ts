@@ -5,7 +5,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   ClusterDefinition, definitionConflicts, DefinitionChangeError, lookupTable, tableKey, validateDefinition, withReference, withSharded, without,
-  renamed,
+  renamed, withColumnChanges,
 } from '../../src/cluster/definition';
 import { encodeSecret, proxyNumberOf, cancelPacket } from '../../src/cluster/cancel-peers';
 import { Router } from '../../src/router/router';
@@ -110,4 +110,10 @@ test('a rename through a proxy: the definition follows the table, its schema and
   const c = renamed(def, 'orders', 'order_id', 'ID');
   assert.deepEqual(c.sharded[0], { name: 'app.orders', column: 'order_id', type: 'bigint', columns: ['order_id', 'note'] });
   assert.deepEqual(renamed(def, 'other', 'x'), def);
+});
+
+test('ADD / DROP COLUMN through a proxy: a stated column list follows; tables without one are unchanged', () => {
+  const def = { sharded: [{ name: 'sc', column: 'id', type: 'integer' as const, columns: ['a', 'id', 'v'] }, { name: 'lc', column: 'id', type: 'integer' as const }], reference: [], unknownTables: 'reference' as const };
+  assert.deepEqual(withColumnChanges(def, 'sc', ['w'], ['A']).sharded[0]!.columns, ['id', 'v', 'w']);
+  assert.deepEqual(withColumnChanges(def, 'lc', ['w'], ['a']).sharded[1], def.sharded[1]);
 });
