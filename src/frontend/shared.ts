@@ -73,7 +73,7 @@ export abstract class SessionShared {
    *  number of savepoints open when each was issued (ROLLBACK TO drops those after the savepoint). */
   notifies: { sql: string; depth: number }[] = [];
   /** Tables / columns renamed in the open transaction: the cluster definition follows at commit. */
-  renames: DefinitionFollow[] = [];
+  ddlFollows: DefinitionFollow[] = [];
   /** Bytes of the messages in `inbox`. */
   inboxBytes = 0;
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a

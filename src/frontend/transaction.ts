@@ -31,9 +31,9 @@ export class TransactionControl {
     if (plan.command === 'ddl') this.s.ctx.forgetColumns?.(this.s.database);
     const follow = tag === 'ALTER TABLE' ? plan.renames ?? plan.columnChanges : undefined;
     if (follow && this.s.ctx.followInDefinition) {
-      this.s.renames.push(follow);
+      this.s.ddlFollows.push(follow);
       // outside a transaction (one shard: the server committed it already)
-      if (this.s.txStatus === 'I' && this.s.virtualTx === null) void this.flushRenames();
+      if (this.s.txStatus === 'I' && this.s.virtualTx === null) void this.followDefinition();
     }
     switch (plan.command) {
       case 'set': case 'reset': {
@@ -122,7 +122,7 @@ export class TransactionControl {
   endTransaction(committed: boolean): void {
     this.tempInTx = false;
     if (this.s.notifies.length) this.s.notifies = [];
-    if (this.s.renames.length) this.s.renames = [];
+    if (this.s.ddlFollows.length) this.s.ddlFollows = [];
     if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
       this.s.state = this.s.txSnapshot;
@@ -157,10 +157,10 @@ export class TransactionControl {
     } catch (e) { err = internalError(e); }
     this.s.virtualTx = null;
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
-    const renames = this.s.renames;
+    const follows = this.s.ddlFollows;
     err = (await this.endOnLinks(links, !err && links.length > 0 && links.every((l) => l.conn.status === 'T'))) ?? err;
     if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
-    else if (renames.length) await this.flushRenames(renames);
+    else if (follows.length) await this.followDefinition(follows);
     this.s.responses.rfq();
   }
 
@@ -247,7 +247,7 @@ export class TransactionControl {
       case TxAction.EndCommitted: case TxAction.EndRolledBack: {
         // The transaction ends before the answer: its ReadyForQuery shows the new status.
         const committed = action === TxAction.EndCommitted;
-        if (committed && (s.notifies.length || s.renames.length)) { s.blockingWork = this.commitMulti(stmt, isExt); return true; }
+        if (committed && (s.notifies.length || s.ddlFollows.length)) { s.blockingWork = this.commitMulti(stmt, isExt); return true; }
         this.endTransaction(committed);
         if (f.chain) this.chainTransaction();
         this.reply([commandComplete(endTag(cmd, committed))], isExt);
@@ -289,7 +289,7 @@ export class TransactionControl {
       this.reply([veto.toMessage()], ext);
       return true;
     }
-    if (!multi && this.s.notifies.length === 0 && this.s.renames.length === 0) return false;
+    if (!multi && this.s.notifies.length === 0 && this.s.ddlFollows.length === 0) return false;
     // The pump waits for it: nothing else may run (or answer) before the commit is decided.
     this.s.blockingWork = this.commitMulti(stmt, ext);
     return true;
@@ -337,11 +337,11 @@ export class TransactionControl {
   async commitMulti(stmt: RoutedStatement, ext: boolean): Promise<void> {
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
     const notifies = this.s.notifies;
-    const renames = this.s.renames;
+    const follows = this.s.ddlFollows;
     try {
       if (links.length) await this.commitLinks(links);
       this.endTransaction(true);
-      if (renames.length) await this.flushRenames(renames);
+      if (follows.length) await this.followDefinition(follows);
       if (notifies.length) await this.sendNotifies(notifies, ext);
       this.s.responses.synth([commandComplete('COMMIT')], ext);
       if (stmt.plan.chain) this.chainTransaction();
@@ -355,11 +355,11 @@ export class TransactionControl {
     if (!ext) { this.s.responses.rfq(); this.s.flush(); }
   }
 
-  /** The committed renames (default: those recorded outside a transaction), into the cluster definition. */
-  async flushRenames(list?: DefinitionFollow[]): Promise<void> {
-    const renames = list ?? this.s.renames;
-    if (!list) this.s.renames = [];
-    for (const r of renames) await this.s.ctx.followInDefinition?.(r);
+  /** Committed renames and column changes (default: those recorded outside a transaction), into the cluster definition. */
+  async followDefinition(list?: DefinitionFollow[]): Promise<void> {
+    const follows = list ?? this.s.ddlFollows;
+    if (!list) this.s.ddlFollows = [];
+    for (const r of follows) await this.s.ctx.followInDefinition?.(r);
   }
 
   /** The committed transaction's NOTIFYs, in order, on the shard of every LISTEN (as one string: one
