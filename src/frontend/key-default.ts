@@ -70,8 +70,19 @@ async function defaultOf(s: ClientSession, link: Parameters<ClientSession['serve
   return def;
 }
 
+/** Whether this session fills in a left-out shard key for `stmt` (several shards, no explicit routing). */
+export function fillsKeyDefault(s: ClientSession, stmt: RoutedStatement): boolean {
+  return stmt.plan.keyDefault === true && s.txStatus !== 'E' && s.ctx.shards.shardCount > 1 && s.routeShard === null && s.routeShardKey === null && !stmt.hint && !stmt.plan.hint;
+}
+
 /** Runs an INSERT that leaves out the shard key column with the key's default values added. */
 export async function insertWithKeyDefault(s: ClientSession, stmt: RoutedStatement): Promise<void> {
+  const next = await withKeyDefault(s, stmt);
+  await s.simple.runSimple(next, query(next.sql, s.codec), [next]);
+}
+
+/** The INSERT with its shard key column and the default's values added, planned. */
+export async function withKeyDefault(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement> {
   const plan = stmt.plan;
   const table = plan.table!, column = plan.keyColumn!;
   const refuse = (): PgError => new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${plan.scatterUnsupported ?? `INSERT into sharded table "${table}" without a value for its shard key column`} is not supported`);
@@ -87,5 +98,5 @@ export async function insertWithKeyDefault(s: ClientSession, stmt: RoutedStateme
   const sql = withKeyColumn(stmt.sql, slots, column, rows.map((r) => quoteLiteral(r[0]!)), def.always);
   const next = s.router.plan(sql);
   if (next.length !== 1 || next[0]!.plan.keyDefault || next[0]!.plan.keys === null) throw refuse();
-  await s.simple.runSimple(next[0]!, query(sql, s.codec), next);
+  return next[0]!;
 }

@@ -11,6 +11,7 @@ import { K } from './session-types';
 import type { Pending, Link } from './session-types';
 import { isTxControl } from './session-util';
 import { sequenceRangeSql } from './sequences';
+import { fillsKeyDefault, withKeyDefault } from './key-default';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
@@ -28,6 +29,7 @@ export class Scatter {
     let single = true;
     try {
       for (const s of stmts) {
+        if (s.plan.keyDefault && fillsKeyDefault(this.s, s)) { single = false; break; }   // its keys come first (key-default.ts)
         this.s.simple.checkSupported(s, null);
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
         // DEALLOCATE of a protocol-level statement is pgring's to answer: statement by statement.
@@ -96,6 +98,7 @@ export class Scatter {
         this.s.responses.synth([commandComplete('DEALLOCATE')], false);
         return false;
       }
+      if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) return await this.runOneOfMany(await withKeyDefault(this.s, stmt));
       const route = this.s.routing.route(stmt, null, null);
       this.s.simple.checkSupported(stmt, route);
       const shards = routeShards(route, this.s.ctx.shards.shardCount);

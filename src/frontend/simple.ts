@@ -4,7 +4,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
 import type { RoutedStatement } from '../router/router';
 import { Route, routeShards } from './routing';
-import { forgetKeyDefaults, insertWithKeyDefault } from './key-default';
+import { fillsKeyDefault, forgetKeyDefaults, insertWithKeyDefault } from './key-default';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import { readTime } from '../clock';
@@ -80,7 +80,7 @@ export class SimpleQuery {
         if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.s.routeShard = null; this.s.routeShardKey = null; }
         if (this.s.routing.ownSetting(stmt)) { this.s.responses.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.s.responses.rfq(); return; }
       }
-      if (plan.keyDefault && this.s.txStatus !== 'E' && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && this.s.routeShardKey === null && !stmt.hint && !plan.hint) {
+      if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) {
         // INSERT without the shard key column: its default gives the keys (key-default.ts)
         return insertWithKeyDefault(this.s, stmt).catch((e) => this.queryError(e));
       }

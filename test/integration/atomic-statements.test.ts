@@ -333,6 +333,11 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         // no default: the key would be NULL, which no shard owns
         await c.query('CREATE TABLE nod (id int PRIMARY KEY, note text)');
         await assert.rejects(c.query("INSERT INTO nod (note) VALUES ('q')"), (e: Error & { code?: string }) => e.code === '23502');
+        // in a query string of several statements too, which stays one transaction
+        await c.query("INSERT INTO serials (note) VALUES ('m1'); INSERT INTO serials (note) VALUES ('m2'), ('m3')");
+        assert.equal((await c.query("SELECT count(*) AS n FROM serials WHERE note LIKE 'm%'")).rows[0].n, '3');
+        await assert.rejects(c.query("INSERT INTO serials (note) VALUES ('m4'); INSERT INTO nod (note) VALUES ('x')"), (e: Error & { code?: string }) => e.code === '23502');
+        assert.equal((await c.query("SELECT count(*) AS n FROM serials WHERE note = 'm4'")).rows[0].n, '0');
         // the extended protocol still refuses the form
         await assert.rejects(c.query('INSERT INTO serials (note) VALUES ($1)', ['e']), (e: Error & { code?: string }) => e.code === '0A000' && /shard key column "id"/.test(e.message));
         await c.query('DROP TABLE serials, uu, idt, nod');
