@@ -320,8 +320,8 @@ export class Planner extends StatementWalker {
     const find = (o: Occ): Occ => { let r = o; while (up.get(r) !== r) r = up.get(r)!; return r; };
     for (const e of this.edges) { const a = find(e.from), b = find(e.to); if (a !== b) up.set(a, b); }
     const groups: Occ[][] = [];
+    const leaves: N[] = [];
     if (tag === 'SelectStmt') {
-      const leaves: N[] = [];
       const collect = (x: N): void => { if (x.op && x.op !== 'SETOP_NONE') { collect(x.larg); collect(x.rarg); } else leaves.push(x); };
       collect(s);
       for (const leaf of leaves) {
@@ -345,6 +345,15 @@ export class Planner extends StatementWalker {
     }
     for (const o of this.occs) {
       if (!anchored.has(find(o))) return `subquery over sharded table "${o.table!.name}" not joined to the outer query on the shard key`;
+    }
+    // A subquery joined on the key is answered shard by shard, right for a filter but not for a
+    // LIMIT / OFFSET: `WHERE id IN (SELECT id FROM t ORDER BY id LIMIT 3)` would take 3 rows on each shard.
+    const top = new Set<object>(leaves);
+    for (const [node, L] of this.levelOf) {
+      const q = node as N;
+      if (top.has(node) || !(q.limitCount || q.limitOffset)) continue;
+      const o = this.occs.find((x) => x.level === L);
+      if (o) return `a subquery with LIMIT or OFFSET over sharded table "${o.table!.name}" (each shard would take its own rows)`;
     }
     return undefined;
   }

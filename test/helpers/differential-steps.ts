@@ -285,6 +285,10 @@ export function buildSteps(shards: ShardMap): Step[] {
   // each shard would build these from its own rows (a view pgring then read from one shard gave a third of the rows)
   U('CREATE VIEW users_v AS SELECT id, name FROM users WHERE age > 30', /CREATE VIEW over sharded table "users"/, 'simple');
   U('CREATE TABLE users_copy AS SELECT * FROM users', /CREATE TABLE AS over sharded table "users"/, 'simple');
+  // a subquery joined on the key runs shard by shard: with LIMIT each shard took its own 3 rows (9 updated)
+  U('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/);
+  U('UPDATE users SET age = age WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/, 'simple');
+  add({ sql: 'SELECT count(*) FROM users WHERE id IN (SELECT id FROM users WHERE age > 30)', mode: 'both' });
   U('CREATE MATERIALIZED VIEW users_mv AS SELECT count(*) FROM users', /CREATE MATERIALIZED VIEW over sharded table "users"/, 'simple');
   U('SELECT * INTO users_into FROM users', /SELECT INTO over sharded table "users"/, 'simple');
   // no value and no default for the key: 23502, as PostgreSQL's NOT NULL says (pgring evaluates the
