@@ -8,7 +8,7 @@
 import type { Command, CopySpec, KeyType, Plan } from './types';
 import { N, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
-import { mergeSpec } from './merge-rewrite';
+import { hasWindow, mergeSpec } from './merge-rewrite';
 import { lockObjects } from './lock-scope';
 import { shapeObjects } from './ddl-shape';
 import { ddlCreatesSequence, ddlRunsInTransaction } from './ddl-tx';
@@ -347,13 +347,18 @@ export class Planner extends StatementWalker {
       if (!anchored.has(find(o))) return `subquery over sharded table "${o.table!.name}" not joined to the outer query on the shard key`;
     }
     // A subquery joined on the key is answered shard by shard, right for a filter but not for a
-    // LIMIT / OFFSET: `WHERE id IN (SELECT id FROM t ORDER BY id LIMIT 3)` would take 3 rows on each shard.
+    // LIMIT / OFFSET, DISTINCT ON or a window over its rows: `WHERE id IN (SELECT id FROM t ORDER BY
+    // id LIMIT 3)` would take 3 rows on each shard.
     const top = new Set<object>(leaves);
     for (const [node, L] of this.levelOf) {
       const q = node as N;
-      if (top.has(node) || !(q.limitCount || q.limitOffset)) continue;
+      if (top.has(node)) continue;
+      const what = q.limitCount || q.limitOffset ? 'LIMIT or OFFSET'
+        : (q.distinctClause ?? []).some((d: N) => d && Object.keys(d).length) ? 'DISTINCT ON'
+        : q.windowClause?.length || (q.targetList ?? []).some((t: N) => hasWindow(t)) ? 'a window function' : null;
+      if (!what) continue;
       const o = this.occs.find((x) => x.level === L);
-      if (o) return `a subquery with LIMIT or OFFSET over sharded table "${o.table!.name}" (each shard would take its own rows)`;
+      if (o) return `a subquery with ${what} over sharded table "${o.table!.name}" (each shard would take its own rows)`;
     }
     return undefined;
   }

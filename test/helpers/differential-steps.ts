@@ -288,6 +288,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   // a subquery joined on the key runs shard by shard: with LIMIT each shard took its own 3 rows (9 updated)
   U('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/);
   U('UPDATE users SET age = age WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/, 'simple');
+  U('SELECT count(*) FROM users WHERE id IN (SELECT DISTINCT ON (city) id FROM users ORDER BY city, id)', /a subquery with DISTINCT ON over sharded table "users"/);
   add({ sql: 'SELECT count(*) FROM users WHERE id IN (SELECT id FROM users WHERE age > 30)', mode: 'both' });
   U('CREATE MATERIALIZED VIEW users_mv AS SELECT count(*) FROM users', /CREATE MATERIALIZED VIEW over sharded table "users"/, 'simple');
   U('SELECT * INTO users_into FROM users', /SELECT INTO over sharded table "users"/, 'simple');
