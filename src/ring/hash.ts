@@ -399,9 +399,16 @@ function parseIntParts(type: 'smallint' | 'integer' | 'bigint', text: string): v
     p++;
   }
   const sigEnd = p;
-  if (sigEnd === digitsStart) throw new KeyValueError(`invalid input syntax for type ${TYPE_NAME[type]}: "${text}"`);
-  while (p < len && isSpace(text.charCodeAt(p))) p++;
-  if (p !== len) throw new KeyValueError(`invalid input syntax for type ${TYPE_NAME[type]}: "${text}"`);
+  let q = p;
+  while (q < len && isSpace(text.charCodeAt(q))) q++;
+  if (sigEnd === digitsStart || q !== len) {
+    // `id = 5.0`, `id IN (5e0)`: PostgreSQL compares an integer key with a numeric constant (and
+    // rounds one assigned to it, half away from zero); route by that integer, not an error
+    const rounded = integralOfNumeric(text);
+    if (rounded !== null) { parseIntParts(type, rounded); return; }
+    throw new KeyValueError(`invalid input syntax for type ${TYPE_NAME[type]}: "${text}"`);
+  }
+  p = q;
   const nsig = sigEnd - sigStart;
   if (nsig <= 15) {
     if (neg) v = -v;
@@ -418,6 +425,22 @@ function parseIntParts(type: 'smallint' | 'integer' | 'bigint', text: string): v
   if (big < I64_MIN || big > I64_MAX) throw outOfRange(type, text);
   POUT[0] = Number(BigInt.asIntN(32, big >> 32n));
   POUT[1] = Number(BigInt.asIntN(32, big));
+}
+
+/** A numeric literal (`5.0`, `-2.5`, `1e3`) rounded half away from zero to an integer's text, or null. */
+export function integralOfNumeric(text: string): string | null {
+  const m = /^\s*([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,4}))?\s*$/.exec(text);
+  if (!m || (!m[2] && !m[3]) || (m[3] === undefined && m[4] === undefined)) return null;
+  const frac = m[3] ?? '';
+  let digits = BigInt((m[2] || '0') + frac);
+  let scale = frac.length - Number(m[4] ?? 0);
+  if (scale <= 0) digits *= 10n ** BigInt(-scale);
+  else {
+    const p = 10n ** BigInt(scale);
+    const r = digits % p;
+    digits = digits / p + (r * 2n >= p ? 1n : 0n);
+  }
+  return (m[1] === '-' && digits !== 0n ? '-' : '') + digits.toString();
 }
 
 function outOfRange(type: string, text: string): KeyValueError {

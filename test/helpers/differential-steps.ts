@@ -290,6 +290,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('UPDATE users SET age = age WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/, 'simple');
   U('SELECT count(*) FROM users WHERE id IN (SELECT DISTINCT ON (city) id FROM users ORDER BY city, id)', /a subquery with DISTINCT ON over sharded table "users"/);
   add({ sql: 'SELECT count(*) FROM users WHERE id IN (SELECT id FROM users WHERE age > 30)', mode: 'both' });
+  // an integer key compared with a numeric constant: PostgreSQL compares numerically (pgring said 22P02)
+  add({ sql: 'SELECT id, name FROM users WHERE id = 3.0', mode: 'simple' });
+  add({ sql: 'SELECT count(*) FROM users WHERE id IN (3.0, 4e0, 5.5, 7)', mode: 'simple' });
   U('CREATE MATERIALIZED VIEW users_mv AS SELECT count(*) FROM users', /CREATE MATERIALIZED VIEW over sharded table "users"/, 'simple');
   U('SELECT * INTO users_into FROM users', /SELECT INTO over sharded table "users"/, 'simple');
   // no value and no default for the key: 23502, as PostgreSQL's NOT NULL says (pgring evaluates the
