@@ -92,6 +92,7 @@ export class ServerLinks {
     }
     if (this.s.virtualTx) {
       this.sendInternal(link, this.s.beginSql);
+      if (this.s.localSets.length) this.sendInternal(link, this.s.localSets.join('; '));
       for (const name of this.s.savepoints) this.sendInternal(link, `SAVEPOINT ${quoteIdent(name)}`);
     } else if (this.s.serverTx !== null) this.joinServerTx(link);
     return link;
@@ -105,6 +106,7 @@ export class ServerLinks {
     tx.add(link);
     if (first || link.conn.status !== 'I') return;
     this.sendInternal(link, this.s.beginSql);
+    if (this.s.localSets.length) this.sendInternal(link, this.s.localSets.join('; '));
     for (const name of this.s.savepoints) this.sendInternal(link, `SAVEPOINT ${quoteIdent(name)}`);
   }
 

@@ -50,9 +50,10 @@ export class SessionRouting {
       const r = this.cursorRoute(plan.cursor);
       if (r) return r;
     }
-    if (plan.savepoint !== undefined) {
+    if (plan.savepoint !== undefined || (plan.setVar !== undefined && (plan.setVar.local || plan.setVar.name === 'transaction') && this.s.txStatus !== 'I')) {
       // SAVEPOINT / RELEASE / ROLLBACK TO act on every shard in the transaction (shards that join
       // later get the savepoints replayed after their BEGIN); with none yet, one shard starts it.
+      // SET LOCAL and SET TRANSACTION too (shards that join later get them with their BEGIN).
       const shards = this.s.attachedLinks.map((l) => l.shard).sort((a, b) => a - b);
       if (shards.length > 1) return { kind: 'multi', shards };
       if (shards.length === 1) return { kind: 'direct', shard: shards[0]! };

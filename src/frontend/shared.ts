@@ -72,6 +72,8 @@ export abstract class SessionShared {
   /** NOTIFY statements of the open transaction, held until it commits (transaction.ts), with the
    *  number of savepoints open when each was issued (ROLLBACK TO drops those after the savepoint). */
   notifies: { sql: string; depth: number }[] = [];
+  /** SET LOCAL statements of the open transaction: a shard that joins it later runs them after its BEGIN. */
+  localSets: string[] = [];
   /** Tables / columns renamed in the open transaction: the cluster definition follows at commit. */
   ddlFollows: DefinitionFollow[] = [];
   /** Bytes of the messages in `inbox`. */

@@ -38,7 +38,14 @@ export class TransactionControl {
     switch (plan.command) {
       case 'set': case 'reset': {
         const v = plan.setVar;
-        if (!v || v.local) break;
+        if (v && (v.local || v.name === 'transaction')) {
+          // It lasts for the transaction: a shard that joins it later gets it after its BEGIN
+          // (before, only the first shard had it: REPEATABLE READ there, READ COMMITTED elsewhere).
+          // SET TRANSACTION joins the BEGIN (AND CHAIN keeps the characteristics); SET LOCAL does not.
+          if (this.s.txStatus !== 'I') { if (v.local) this.s.localSets.push(stmt.sql); else this.s.beginSql += `; ${stmt.sql}`; }
+          break;
+        }
+        if (!v) break;
         if (v.name === 'all') this.s.state = this.s.state.afterResetAll();
         else if (v.value === null) this.s.state = this.s.state.withReset(v.name);
         else this.s.state = this.s.state.withSet(v.name, stmt.sql);
@@ -123,6 +130,7 @@ export class TransactionControl {
     this.tempInTx = false;
     if (this.s.notifies.length) this.s.notifies = [];
     if (this.s.ddlFollows.length) this.s.ddlFollows = [];
+    if (this.s.localSets.length) this.s.localSets = [];
     if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
       this.s.state = this.s.txSnapshot;

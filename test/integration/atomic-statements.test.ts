@@ -403,3 +403,34 @@ describe('ALTER TABLE ... ADD / DROP COLUMN and INSERT without a column list, wi
     } finally { await c.end(); }
   });
 });
+
+for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
+  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
+
+  describe(`SET TRANSACTION and SET LOCAL in a transaction over 3 shards, ${variant}`, () => {
+    it('every shard the transaction reaches runs with them; the next transaction does not', async () => {
+      await reset();
+      const keys: number[] = [];
+      for (let sh = 0; sh < 3; sh++) { let k = 1; while (proxy().proxy.ctx.shards.shardForKey('integer', String(k)) !== sh) k++; keys.push(k); }
+      const c = client(proxy().port, db);
+      await c.connect();
+      try {
+        await c.query(`INSERT INTO items VALUES ${keys.map((k) => `(${k}, 'x')`).join(', ')}`);
+        const each = async (setting: string): Promise<string[]> => {
+          const out: string[] = [];
+          for (const k of keys) out.push((await c.query(`SELECT current_setting('${setting}') AS v FROM items WHERE id = $1`, [k])).rows[0].v);
+          return out;
+        };
+        await c.query('BEGIN');
+        await c.query('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+        await c.query("SET LOCAL statement_timeout = '12345ms'");
+        // before: only the first shard had them (repeatable read there, read committed on the others)
+        assert.deepEqual(await each('transaction_isolation'), ['repeatable read', 'repeatable read', 'repeatable read']);
+        assert.deepEqual(await each('statement_timeout'), ['12345ms', '12345ms', '12345ms']);
+        await c.query('COMMIT');
+        assert.deepEqual(await each('transaction_isolation'), ['read committed', 'read committed', 'read committed']);
+        assert.deepEqual(await each('statement_timeout'), ['0', '0', '0']);
+      } finally { await c.end(); }
+    });
+  });
+}
