@@ -61,6 +61,8 @@ export class SessionRouting {
     if (plan.command === 'ddl') return { kind: 'all' };
     // LISTEN / UNLISTEN / NOTIFY meet on one shard, whatever else the session uses
     if (plan.command === 'listen' || plan.command === 'unlisten' || plan.command === 'notify') return { kind: 'direct', shard: this.notifyShard() };
+    // advisory locks too: two sessions locking the same number must lock it on the same server
+    if (plan.advisory && plan.target === 'none') return { kind: 'direct', shard: this.notifyShard() };
     if (plan.target === 'sharded') {
       if (plan.keys && plan.keyType) {
         const values: (string | null)[] = [];
@@ -104,7 +106,7 @@ export class SessionRouting {
   defaultKeyType(): KeyType { return this.s.ctx.config.sharding.tables[0]?.type ?? 'text'; }
 
   /** Shard for statements that touch no sharded table: one already in use, else a live one. */
-  /** The shard where every session's LISTEN and NOTIFY go, so that they meet: the first live one. */
+  /** The shard where every session's LISTEN, NOTIFY and advisory locks go, so that they meet: the first live one. */
   notifyShard(): number { return this.s.ctx.topology.anyLiveShard(0); }
 
   preferredShard(): number {

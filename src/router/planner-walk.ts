@@ -24,6 +24,8 @@ export abstract class StatementWalker {
   protected ctes: Set<string>[] = [];
   protected dmlWrite = false;
   protected sessionState: Plan['sessionState'] = null;
+  /** calls an advisory lock function (pg_advisory_lock, _xact_lock, _unlock, ...) */
+  protected advisory = false;
   protected unsupported: string | undefined;
   protected sawReference = false;
   /** a user table in neither list of the cluster definition (policy reject) */
@@ -578,6 +580,7 @@ export abstract class StatementWalker {
       if (k === 'FuncCall') {
         const name = funcName(v);
         if (name && ADVISORY.has(name)) this.sessionState = 'advisory_lock';
+        if (name && /^pg_(try_)?advisory_(xact_)?(lock|unlock)(_shared|_all)?$/.test(name)) this.advisory = true;
       }
       if (k === 'RangeVar') { this.addRangeVar(v, { parent: level, items: [] }); continue; }
       if ((k === 'relation' || k === 'rel') && typeof v.relname === 'string') { this.addRangeVar(v, { parent: level, items: [] }); continue; }

@@ -186,6 +186,7 @@ export class Planner extends StatementWalker {
     if (p.write) p.lockObjects = lockObjects(tag, { [tag]: s });
     if (p.command === 'ddl') { const so = shapeObjects(tag, s); if (so) p.shapeObjects = so; }
     if (this.sessionState && !p.sessionState) p.sessionState = this.sessionState;
+    if (this.advisory) p.advisory = true;
     // Any temporary object (TEMP table, view or sequence, SELECT INTO TEMP, an object in pg_temp)
     // lives in the server session: the client must keep that connection.
     if (!p.sessionState && tag !== 'SelectStmt' && tag !== 'InsertStmt' && tag !== 'UpdateStmt' && tag !== 'DeleteStmt' && createsTemp(s)) p.sessionState = 'temp_table';

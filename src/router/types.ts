@@ -120,6 +120,8 @@ export interface Plan {
   scatterUnsupported?: string;
   setVar?: { name: string; value: string | null; local: boolean };
   sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
+  /** calls an advisory lock function: without sharded tables it runs on the shard every session's advisory locks meet on */
+  advisory?: boolean;
   hint?: Hint;
   /** CREATE TABLE (AS) / SELECT INTO of a permanent table: its name, to register it in the cluster definition */
   createsTable?: string;

@@ -113,3 +113,29 @@ describe('LISTEN / NOTIFY over 3 shards', () => {
     assert.deepEqual(heard, ['kept', 'function']);
   });
 });
+
+describe('advisory locks over 3 shards', () => {
+  it('two sessions locking the same number exclude each other, whatever shards they used before', async () => {
+    const [, k2, k3] = keys();
+    // session pooling: each session first reads a row of another shard, so its session holds that shard
+    const a = await connect(session);
+    const b = await connect(session);
+    await a.query(`SELECT * FROM jobs WHERE id = ${k2}`);   // simple protocol: no statement prepared on the first shard
+    await b.query(`SELECT * FROM jobs WHERE id = ${k3}`);
+    assert.equal((await a.query('SELECT pg_try_advisory_lock(4242) AS ok')).rows[0].ok, true);
+    // before: b's lock went to another shard than a's and was granted too
+    assert.equal((await b.query('SELECT pg_try_advisory_lock(4242) AS ok')).rows[0].ok, false);
+    // transaction-level locks, in a transaction that writes a shard
+    const t = await connect(tx);
+    await t.query('BEGIN');
+    await t.query("INSERT INTO jobs VALUES ($1, 'x')", [k3 + 3000]);
+    assert.equal((await t.query('SELECT pg_try_advisory_xact_lock(4242) AS ok')).rows[0].ok, false);
+    assert.equal((await t.query('SELECT pg_try_advisory_xact_lock(4343) AS ok')).rows[0].ok, true);
+    assert.equal((await b.query('SELECT pg_try_advisory_lock(4343) AS ok')).rows[0].ok, false);
+    await t.query('COMMIT');
+    assert.equal((await b.query('SELECT pg_try_advisory_lock(4343) AS ok')).rows[0].ok, true);
+    await a.query('SELECT pg_advisory_unlock(4242)');
+    assert.equal((await b.query('SELECT pg_try_advisory_lock(4242) AS ok')).rows[0].ok, true);
+    await b.query('SELECT pg_advisory_unlock_all()');
+  });
+});
