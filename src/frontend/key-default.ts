@@ -11,6 +11,7 @@ import { query } from '../protocol/messages';
 import { tokenize } from '../router/lexer';
 import type { RoutedStatement } from '../router/router';
 import type { ClientSession } from './client';
+import type { Link } from './session-types';
 import { quoteIdent, quoteLiteral } from './session-util';
 
 /** Where the column list and each VALUES row of an INSERT end (offsets of their ')'), or null. */
@@ -57,7 +58,7 @@ interface KeyDefault { expr: string; always: boolean }
 const known = new Map<string, KeyDefault | null>();
 export function forgetKeyDefaults(): void { if (known.size) known.clear(); }
 
-async function defaultOf(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], table: string, column: string): Promise<KeyDefault | null> {
+async function defaultOf(s: ClientSession, link: Link, table: string, column: string): Promise<KeyDefault | null> {
   const k = `${s.database}\u0000${table}\u0000${column}`;
   if (known.has(k)) return known.get(k)!;
   const rows = await s.servers.queryRows(link, `SELECT a.attidentity, pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = ${quoteLiteral(table)}::pg_catalog.regclass AND a.attname = ${quoteLiteral(column)} AND NOT a.attisdropped`);
