@@ -9,7 +9,7 @@ import { Group, GroupMode } from './group';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
-import { isTxControl } from './session-util';
+import { isTxControl, keyLiteral } from './session-util';
 import { sequenceRangeSql } from './sequences';
 import { fillsKeyDefault, withKeyDefault } from './key-default';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
@@ -145,7 +145,7 @@ export class Scatter {
           return fmt === 1 ? map.shardForBinaryKey(type, v) : map.shardForKey(type, this.s.text(v));
         }
       }
-      const text = k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : null;
+      const text = k.kind === 'literal' ? keyLiteral(stmt, k.slot, type) : k.kind === 'value' ? k.text : null;
       if (text === null) throw new PgError('23502', `null value in shard key column of relation "${stmt.plan.table}" cannot be routed`);
       return map.shardForKey(type, text);
     };

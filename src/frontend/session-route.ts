@@ -6,7 +6,7 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import type { Plan, RoutedStatement } from '../router/router';
 import { Route, directRoute, shardByName, shardsForKeys } from './routing';
 import type { ClientSession } from './client';
-import { pushKey } from './session-util';
+import { keyLiteral, pushKey } from './session-util';
 
 export class SessionRouting {
   constructor(private readonly s: ClientSession) {}
@@ -67,7 +67,7 @@ export class SessionRouting {
       if (plan.keys && plan.keyType) {
         const values: (string | null)[] = [];
         for (const k of plan.keys) {
-          if (k.kind === 'literal') pushKey(values, stmt.literals[k.slot] ?? null, k.array);
+          if (k.kind === 'literal') pushKey(values, keyLiteral(stmt, k.slot, plan.keyType), k.array);
           else if (k.kind === 'value') pushKey(values, k.text, k.array);
           else {
             const v = params?.[k.index];
@@ -92,7 +92,7 @@ export class SessionRouting {
   binaryRoute(type: KeyType, keys: Plan['keys'], params: (Buffer | null)[], formats: number[], stmt: RoutedStatement): Route {
     const seen = new Set<number>();
     for (const k of keys!) {
-      if (k.kind === 'literal') { const t = stmt.literals[k.slot]; if (t != null) seen.add(this.s.ctx.shards.shardForKey(type, t)); continue; }
+      if (k.kind === 'literal') { const t = keyLiteral(stmt, k.slot, type); if (t != null) seen.add(this.s.ctx.shards.shardForKey(type, t)); continue; }
       if (k.kind === 'value') { if (k.text !== null) seen.add(this.s.ctx.shards.shardForKey(type, k.text)); continue; }
       const v = params[k.index];
       if (v == null) continue;

@@ -1,4 +1,5 @@
 // Small pure helpers of the client-session modules.
+import { integralOfNumeric } from '../ring/hash';
 import { planReadUse } from './read-routing';
 import { F } from '../protocol/codes';
 import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
@@ -113,4 +114,14 @@ export function isFatal(msg: Buffer): boolean {
 export function isResultTypeChange(msg: Buffer): boolean {
   const f = parseErrorFields(msg);
   return f.C === SQLSTATE.FeatureNotSupported && (f.R === 'RevalidateCachedQuery' || f.M === 'cached plan must not change result type');
+}
+
+const INT_KEYS = new Set(['smallint', 'integer', 'bigint']);
+/** The key text of literal `slot`: an unquoted numeric constant (`id = 5.0`) against an integer key
+ *  is the integer PostgreSQL compares it as (rounded half away from zero); before, pgring answered
+ *  22P02 where PostgreSQL returns the row. */
+export function keyLiteral(stmt: { literals: string[]; literalKinds: number[] }, slot: number, type: string | undefined): string | null {
+  const t = stmt.literals[slot] ?? null;
+  if (t === null || stmt.literalKinds[slot] !== 2 || !type || !INT_KEYS.has(type)) return t;
+  return integralOfNumeric(t) ?? t;
 }

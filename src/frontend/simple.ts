@@ -9,7 +9,7 @@ import type { ClientSession } from './client';
 import { K } from './session-types';
 import { readTime } from '../clock';
 import type { Link, WriteKeys } from './session-types';
-import { isTxControl, isPlainRead, internalError, quoteLiteral, needsColumns } from './session-util';
+import { isTxControl, isPlainRead, internalError, keyLiteral, quoteLiteral, needsColumns } from './session-util';
 
 export class SimpleQuery {
   constructor(private readonly s: ClientSession) {}
@@ -196,7 +196,7 @@ export class SimpleQuery {
     let keys: WriteKeys | null = null;
     const plan = stmt.plan;
     if (plan.keys && plan.keyType) {
-      keys = { type: plan.keyType, group: plan.keyColumn, values: plan.keys.map((k) => k.kind === 'literal' ? stmt.literals[k.slot] ?? null : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : this.s.text(params[k.index]!)))) };
+      keys = { type: plan.keyType, group: plan.keyColumn, values: plan.keys.map((k) => k.kind === 'literal' ? keyLiteral(stmt, k.slot, plan.keyType) : k.kind === 'value' ? k.text : (params?.[k.index] == null ? null : (formats && (formats.length === 1 ? formats[0] : formats[k.index]) === 1 ? `\\x${params[k.index]!.toString('hex')}` : this.s.text(params[k.index]!)))) };
     }
     await hook.call(this.s.ctx.tx, this.s, shards, keys, this.s.txStatus !== 'I', plan.table, plan.lockObjects);
   }

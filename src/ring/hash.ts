@@ -399,16 +399,9 @@ function parseIntParts(type: 'smallint' | 'integer' | 'bigint', text: string): v
     p++;
   }
   const sigEnd = p;
-  let q = p;
-  while (q < len && isSpace(text.charCodeAt(q))) q++;
-  if (sigEnd === digitsStart || q !== len) {
-    // `id = 5.0`, `id IN (5e0)`: PostgreSQL compares an integer key with a numeric constant (and
-    // rounds one assigned to it, half away from zero); route by that integer, not an error
-    const rounded = integralOfNumeric(text);
-    if (rounded !== null) { parseIntParts(type, rounded); return; }
-    throw new KeyValueError(`invalid input syntax for type ${TYPE_NAME[type]}: "${text}"`);
-  }
-  p = q;
+  if (sigEnd === digitsStart) throw new KeyValueError(`invalid input syntax for type ${TYPE_NAME[type]}: "${text}"`);
+  while (p < len && isSpace(text.charCodeAt(p))) p++;
+  if (p !== len) throw new KeyValueError(`invalid input syntax for type ${TYPE_NAME[type]}: "${text}"`);
   const nsig = sigEnd - sigStart;
   if (nsig <= 15) {
     if (neg) v = -v;
@@ -427,7 +420,10 @@ function parseIntParts(type: 'smallint' | 'integer' | 'bigint', text: string): v
   POUT[1] = Number(BigInt.asIntN(32, big));
 }
 
-/** A numeric literal (`5.0`, `-2.5`, `1e3`) rounded half away from zero to an integer's text, or null. */
+/** A numeric literal (`5.0`, `-2.5`, `1e3`) rounded half away from zero to an integer's text, or null.
+ *  For unquoted numeric constants compared with (or assigned to) an integer key: PostgreSQL compares
+ *  them numerically and rounds on assignment. Text input ('5.0' quoted, a parameter, a COPY field)
+ *  stays an error, as int4in says. */
 export function integralOfNumeric(text: string): string | null {
   const m = /^\s*([+-]?)(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d{1,4}))?\s*$/.exec(text);
   if (!m || (!m[2] && !m[3]) || (m[3] === undefined && m[4] === undefined)) return null;
