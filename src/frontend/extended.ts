@@ -1,7 +1,8 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, parseMsg, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { bindWithValues, checkedValues, defaultCatalogSql, defaultStatementName, defaultValuesSql, fillsKeyDefault, keyedStatement, knownDefault, noDefault, rememberDefault } from './key-default';
 import { fillPortalRows, insertStatement, newPortalRows, ownedStatement, shardBind, shardStatement, takeRows } from './extended-merge';
 import { readsSharded } from './scatter';
 import { InsertPart, partBind } from './insert-split';
@@ -39,6 +40,11 @@ export class ExtendedProtocol {
     return false;
   }
 
+  /** A statement whose Bind fails with 0A000: its Parse and Describe are answered by pgring. */
+  private refusedAtBind(stmt: RoutedStatement): boolean {
+    return this.s.simple.unsupportedReason(stmt) !== null && !(stmt.plan.keyDefault === true && fillsKeyDefault(this.s, stmt));
+  }
+
   onParse(msg: Buffer): Promise<void> | void {
     let info: ReturnType<typeof decodeParse>;
     try { info = decodeParse(msg, this.s.codec); } catch { throw new ProtocolViolation('invalid Parse message'); }
@@ -69,7 +75,7 @@ export class ExtendedProtocol {
       const cs = makeStatement(info.name, info.sql, info.types, stmt, msg, this.s.credKey, this.s.codec);
       if (renamed) cs.uses = target!;
       this.s.stmts.set(info.name, cs);
-      if (isTxControl(stmt.plan) || stmt.plan.command === 'deallocate' || this.s.simple.unsupportedReason(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
+      if (isTxControl(stmt.plan) || stmt.plan.command === 'deallocate' || this.refusedAtBind(stmt) || (stmt.plan.setVar?.name.startsWith('pgring.') ?? false)) {
         this.s.responses.synth([parseComplete], true);
         return;
       }
@@ -110,12 +116,20 @@ export class ExtendedProtocol {
       // Prepared by this client before its result type changed (or may have): PostgreSQL fails the Bind.
       if (isStale(cs, this.s.database)) throw staleError();
       const plan = cs.stmt.plan;
+      if (plan.keyDefault && fillsKeyDefault(this.s, cs.stmt)) return this.bindKeyDefault(msg, info, cs);
       this.s.simple.checkSupported(cs.stmt, null);
       if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.') || plan.command === 'deallocate') {
         this.portals.set(info.portal, { shards: [], cs, virtual: true });
         this.s.responses.synth([bindComplete], true);
         return;
       }
+      return this.bindRouted(msg, info, cs);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /** Bind of a statement that runs on servers: routed by its keys (throws what the client gets). */
+  bindRouted(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> | void {
+      const plan = cs.stmt.plan;
       this.s.readOnlyUse = isPlainRead(plan);
       const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
       this.s.simple.checkSupported(cs.stmt, route);
@@ -127,7 +141,62 @@ export class ExtendedProtocol {
       const now = this.s.simple.writeHookFor(cs.stmt) ? null : this.s.servers.linksNow(shards);
       if (now) { this.bindOn(msg, info, cs, shards, now, parts); return; }
       return this.onBindWaiting(msg, info, cs, shards, parts);
+  }
+
+  /**
+   * Bind of an INSERT that leaves out the shard key column (key-default.ts): the key default's
+   * values come from the first shard, inside this unit, and the client's parameters with those
+   * values appended bind pgring's statement with the key column added.
+   */
+  async bindKeyDefault(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> {
+    try {
+      const plan = cs.stmt.plan;
+      const table = plan.table!, column = plan.keyColumn!;
+      // If an earlier message of the unit fails, PostgreSQL skips this one: no value is used up.
+      if (this.s.responses.inFlight()) await this.s.responses.afterInFlight();
+      if (this.unitFailed()) { this.portals.delete(info.portal); return; }
+      const link = await this.s.servers.link(0);
+      let def = knownDefault(this.s, table, column);
+      if (def === undefined) {
+        const rows = await this.rowsInUnit(link, 'pgring_keydef', defaultCatalogSql('$1', '$2'), [table, column]);
+        if (!rows) { this.portals.delete(info.portal); return; }
+        def = rememberDefault(this.s, table, column, rows);
+      }
+      if (!def) throw noDefault(table, column);
+      const keyed = keyedStatement(this.s, cs, def, info.params.length);
+      const rows = await this.rowsInUnit(link, defaultStatementName(def), defaultValuesSql(def, '$1::pg_catalog.int4'), [String(keyed.rows)]);
+      if (!rows) { this.portals.delete(info.portal); return; }
+      const out = bindWithValues(msg, info, keyed.cs.serverName, checkedValues(table, column, rows, keyed.rows));
+      await this.bindRouted(out, decodeBind(out), keyed.cs);
     } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /**
+   * Rows of pgring's own named statement `name` run on `link` inside the client's current unit:
+   * Bind + Execute + Flush, no Sync, so the unit's implicit transaction and the client's unnamed
+   * statement stay. null: it failed, and its error went to the client as the unit's failure (the
+   * server skips to the client's Sync, as PostgreSQL does after a failed statement).
+   */
+  rowsInUnit(link: Link, name: string, sql: string, params: string[]): Promise<(string | null)[][] | null> {
+    this.s.unitLinks.add(link);
+    link.unsynced = true;
+    if (!link.conn.prepared.has(name)) {
+      this.s.responses.push(K.InternalParse, link, true);
+      link.conn.prepared.set(name, 0);
+      link.conn.write(parseMsg(name, sql, []));
+    }
+    const w = new Writer(64).cstr('').cstr(name).int16(0).int16(params.length);
+    for (const v of params) { const b = Buffer.from(v, 'utf8'); w.int32(b.length).bytes(b); }
+    const p = this.s.responses.push(K.InternalExtRows, link, true);
+    const rows: (string | null)[][] = (p.rows = []);
+    let ok = false;
+    p.onRow = () => { ok = true; };
+    const done = new Promise<(string | null)[][] | null>((resolve) => { p.onDone = () => resolve(ok ? rows : null); });
+    link.conn.write(w.int16(0).msg(F.Bind));
+    link.conn.write(executeMsg('', 0));
+    link.conn.write(msg_flush);
+    this.s.flush();
+    return done;
   }
 
   async onBindWaiting(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement, shards: number[], parts?: InsertPart[]): Promise<void> {
@@ -189,7 +258,7 @@ export class ExtendedProtocol {
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
         // PostgreSQL revalidates the statement for a Describe too (CachedPlanGetTargetList).
         if (isStale(cs, this.s.database)) throw staleError();
-        if (isTxControl(cs.stmt.plan) || cs.stmt.plan.command === 'deallocate' || this.s.simple.unsupportedReason(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
+        if (isTxControl(cs.stmt.plan) || cs.stmt.plan.command === 'deallocate' || this.refusedAtBind(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
         }

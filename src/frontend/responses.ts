@@ -106,6 +106,11 @@ export class Responses extends ResponseQueue {
         if (type === B.BindComplete) return;
         if (type === B.CommandComplete) { this.complete(p); return; }
         break;
+      case K.InternalExtRows:
+        if (type === B.BindComplete) return;
+        if (type === B.DataRow) { p.rows!.push(decodeDataRow(msg)); return; }
+        if (type === B.CommandComplete) { p.onRow?.(msg); this.complete(p); return; }
+        break; // an error is the client's: the unit failed
       case K.Parse:
         if (type === B.ParseComplete) { this.out(p, msg); this.complete(p); return; }
         break;

@@ -80,6 +80,8 @@ export const enum K {
   Query = 1, Internal, InternalRows, InternalDescribe, Parse, InternalParse, InternalClose, Bind, Describe, Execute, Close, Sync, ExecSimple, Synth, Rfq, GroupResult,
   /** BEGIN injected into an extended-protocol unit (Bind + Execute of pgring's own statement). */
   InternalBegin,
+  /** Rows of pgring's own statement run inside an extended-protocol unit (Bind + Execute, no Sync). */
+  InternalExtRows,
 }
 
 export interface Pending {
