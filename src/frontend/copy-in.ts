@@ -42,14 +42,14 @@ export class CopyIn {
     const shards = routeShards({ kind: 'all' }, this.s.ctx.shards.shardCount);
     await this.s.simple.beforeWrite(stmt, shards, null, null);
     const implicit = this.s.txStatus === 'I' && !this.s.virtualTx;
-    if (implicit) { this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state; }
+    if (implicit) this.s.transaction.beginImplicit();
     const links: Link[] = [];
     let splitter: CopySplitter | null = null;
     try {
       for (const s of shards) links.push(await this.s.servers.link(s));
       if (!reference) splitter = new CopySplitter(spec, await this.copyKeyIndex(stmt, links[0]!), stmt.plan.keyType!, this.s.ctx.shards, links.map((l) => l.conn), (b) => this.s.text(b));
     } catch (e) {
-      if (implicit) { this.s.virtualTx = null; await this.s.transaction.endOnLinks(this.s.attachedLinks.filter((l) => l.conn.status !== 'I'), false); }
+      if (implicit) await this.s.transaction.endImplicit(true);
       throw e;
     }
     const group = new Group(reference ? 'first' : 'copy', links.length, stmt, []);
@@ -63,10 +63,7 @@ export class CopyIn {
     let finished: (msgs: Buffer[]) => void = () => undefined;
     if (implicit) {
       this.implicitCommit = new Promise<Buffer[]>((resolve) => { finished = resolve; }).then(async (msgs) => {
-        this.s.virtualTx = null;
-        const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
-        const ok = !msgs.some((m) => m[0] === B.ErrorResponse) && active.length > 0 && active.every((l) => l.conn.status === 'T');
-        const err = await this.s.transaction.endOnLinks(active, ok);
+        const err = await this.s.transaction.endImplicit(msgs.some((m) => m[0] === B.ErrorResponse));
         if (err) this.s.ctx.metrics?.error(err.code);
         result.out = err ? [err.toMessage()] : msgs;
         this.s.responses.complete(result);

@@ -32,6 +32,9 @@ export class ExtendedProtocol {
 
   constructor(private readonly s: ClientSession) {}
 
+  /** The current unit runs an autocommit write to several shards in a transaction of its own. */
+  inUnitTx(): boolean { return this.unitTx !== null; }
+
   /** PostgreSQL skips every message up to Sync once a request of the unit failed: a server of
    *  this unit failed it (its Sync not sent yet), or pgring did (skipUntilSync). */
   unitFailed(): boolean {
@@ -481,9 +484,8 @@ export class ExtendedProtocol {
     this.portals.delete('');
     if (this.unitTx) {
       // The pump waits: nothing else may run (or answer) before the unit's shards commit or roll back.
-      const links = [...this.unitTx];
-      this.unitTx = null;
-      this.s.blockingWork = this.finishUnitTx(links);
+      // unitTx stays set until the commit: DDL answering meanwhile is not yet committed (inUnitTx).
+      this.s.blockingWork = this.finishUnitTx([...this.unitTx]);
       return;
     }
     this.s.responses.rfq();
@@ -518,11 +520,15 @@ export class ExtendedProtocol {
     try {
       await this.s.responses.waitIdle();
       const open = links.filter((l) => this.s.links[l.shard] === l && l.conn.status !== 'I');
+      const after = this.s.afterCommit;
       // extError: the client was told of an error in this unit (by a server or by pgring).
-      err = await this.s.transaction.endOnLinks(open, !this.s.responses.extError && open.length > 0 && open.every((l) => l.conn.status === 'T'));
+      const commit = !this.s.responses.extError && open.length > 0 && open.every((l) => l.conn.status === 'T');
+      err = await this.s.transaction.endOnLinks(open, commit);
+      if (commit && !err && after.length) await this.s.transaction.afterCommitted(after, true);
     } catch (e) {
       err = internalError(e);
     }
+    this.unitTx = null;
     if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
     this.s.responses.rfq();
     this.s.flush();

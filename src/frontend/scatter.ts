@@ -63,7 +63,7 @@ export class Scatter {
     // shard it reaches, committed together at its end, or rolled back when a statement fails).
     const implicit = this.s.txStatus === 'I' && !this.s.virtualTx
       && !stmts.some((st) => isTxControl(st.plan) || st.plan.command === 'prepare_transaction');
-    if (implicit) { this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state; }
+    if (implicit) this.s.transaction.beginImplicit();
     let failed = false;
     for (const s of stmts) {
       failed = await this.runOneOfMany(s);
@@ -76,10 +76,7 @@ export class Scatter {
   /** The end of a query string's implicit transaction over several shards. */
   private async endImplicit(failed: boolean): Promise<void> {
     try { await this.s.responses.waitIdle(); } catch { failed = true; }
-    this.s.virtualTx = null;
-    const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
-    if (active.length === 0) { this.s.transaction.endTransaction(!failed); return; }
-    const err = await this.s.transaction.endOnLinks(active, !failed && active.every((l) => l.conn.status === 'T'));
+    const err = await this.s.transaction.endImplicit(failed);
     if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
   }
 
@@ -93,6 +90,7 @@ export class Scatter {
         return false;
       }
       if (isTxControl(plan) && this.s.transaction.txControlInMulti(stmt)) return false;
+      if (this.s.simple.heldNotify(stmt)) return false;
       if (plan.deallocate !== undefined && this.s.stmts.has(plan.deallocate)) {
         this.s.stmts.delete(plan.deallocate);
         this.s.responses.synth([commandComplete('DEALLOCATE')], false);

@@ -14,7 +14,7 @@ import type { ClientStatement } from './prepared';
 import { PinReason, SessionState } from './session-state';
 import { codecFor, encodingOfSet, type Codec } from '../protocol/encoding';
 import type { CopySplitter } from './copy';
-import type { ProxyContext, Link, DefinitionFollow } from './session-types';
+import type { ProxyContext, Link, AfterCommit } from './session-types';
 import type { ServerConnection } from '../backend/server';
 
 /** Output queued for a client (beyond what the kernel took) above which its servers are not read. */
@@ -69,13 +69,11 @@ export abstract class SessionShared {
   // ---- dispatch.ts: the ordered inbox ----
   /** Client messages waiting for the one being handled (drained by Dispatch.pump). */
   inbox: { type: number; msg: Buffer }[] = [];
-  /** NOTIFY statements of the open transaction, held until it commits (transaction.ts), with the
-   *  number of savepoints open when each was issued (ROLLBACK TO drops those after the savepoint). */
-  notifies: { sql: string; depth: number }[] = [];
+  /** What the open transaction's commit does after it, in order (transaction.ts afterCommitted):
+   *  NOTIFYs held until it commits, renames and column changes the cluster definition follows. */
+  afterCommit: AfterCommit[] = [];
   /** SET LOCAL statements of the open transaction: a shard that joins it later runs them after its BEGIN. */
   localSets: string[] = [];
-  /** Tables / columns renamed in the open transaction: the cluster definition follows at commit. */
-  ddlFollows: DefinitionFollow[] = [];
   /** Bytes of the messages in `inbox`. */
   inboxBytes = 0;
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a

@@ -98,15 +98,7 @@ export class SimpleQuery {
       if (this.s.txStatus === 'E' && plan.parseError === undefined && !isTxControl(plan) && plan.command !== 'rollback_to' && plan.command !== 'prepare_transaction' && plan.command !== 'empty') {
         throw new PgError(SQLSTATE.InFailedTransaction, 'current transaction is aborted, commands ignored until end of transaction block');
       }
-      if (plan.command === 'notify' && this.s.txStatus === 'T' && this.s.serverTx === null && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !stmt.hint?.shard && !plan.hint?.shard) {
-        // NOTIFY in a transaction: held until it commits, then sent on the shard where every
-        // LISTEN is. Sent with the transaction it would make a write transaction over several
-        // shards refuse PREPARE TRANSACTION, and listeners could hear it before the commit.
-        this.s.notifies.push({ sql: stmt.sql, depth: this.s.savepoints.length });
-        this.s.responses.synth([commandComplete('NOTIFY')], false);
-        this.s.responses.rfq();
-        return;
-      }
+      if (this.heldNotify(stmt)) { this.s.responses.rfq(); return; }
       if (plan.deallocate !== undefined && this.s.stmts.has(plan.deallocate)) {
         // A protocol-level statement (drivers' Close by SQL, e.g. pgx): the server knows it by
         // pgring's shared name, so the client's name is dropped here, as Close does.
@@ -176,6 +168,20 @@ export class SimpleQuery {
   }
 
   /** Why pgring refuses a statement (0A000), or null. SET pgring.shard(_key) lifts scatter-only reasons. */
+  /**
+   * NOTIFY in a transaction over several shards: held until it commits, then sent on the shard
+   * where every LISTEN is (transaction.ts afterCommitted). Sent with the transaction it would make
+   * a write transaction over several shards refuse PREPARE TRANSACTION, and listeners could hear
+   * it before the commit. True when held (its CommandComplete queued).
+   */
+  heldNotify(stmt: RoutedStatement): boolean {
+    const plan = stmt.plan;
+    if (plan.command !== 'notify' || this.s.txStatus !== 'T' || this.s.serverTx !== null || this.s.ctx.shards.shardCount < 2 || this.s.routeShard !== null || stmt.hint?.shard || plan.hint?.shard) return false;
+    this.s.afterCommit.push({ depth: this.s.savepoints.length, notify: stmt.sql });
+    this.s.responses.synth([commandComplete('NOTIFY')], false);
+    return true;
+  }
+
   unsupportedReason(stmt: RoutedStatement): string | null {
     const p = stmt.plan;
     if (!p.unsupported) return null;

@@ -7,7 +7,7 @@ import type { RoutedStatement } from '../router/router';
 import { SessionState } from './session-state';
 import { ddlNames, noteDdl } from './prepared';
 import type { ClientSession } from './client';
-import type { DefinitionFollow, Link, Portal } from './session-types';
+import type { AfterCommit, Link, Portal } from './session-types';
 import { COMMIT_STMT, ROLLBACK_STMT, internalError } from './session-util';
 import { decideTxControl, endTag, TxAction } from './tx-decision';
 import type { TxFacts } from './tx-decision';
@@ -31,9 +31,9 @@ export class TransactionControl {
     if (plan.command === 'ddl') this.s.ctx.forgetColumns?.(this.s.database);
     const follow = tag === 'ALTER TABLE' ? plan.renames ?? plan.columnChanges : undefined;
     if (follow && this.s.ctx.followInDefinition) {
-      this.s.ddlFollows.push(follow);
+      this.s.afterCommit.push({ depth: this.s.savepoints.length, follow });
       // outside a transaction (one shard: the server committed it already)
-      if (this.s.txStatus === 'I' && this.s.virtualTx === null) void this.followDefinition();
+      if (this.s.txStatus === 'I' && this.s.virtualTx === null && !this.s.ext.inUnitTx()) void this.afterCommitted(this.takeAfterCommit(), false);
     }
     switch (plan.command) {
       case 'set': case 'reset': {
@@ -101,8 +101,8 @@ export class TransactionControl {
         const i = plan.savepoint === undefined ? -1 : this.s.savepoints.lastIndexOf(plan.savepoint);
         if (plan.command === 'release') { if (i >= 0) this.s.savepoints.length = i; break; }
         if (i >= 0) this.s.savepoints.length = i + 1;
-        // NOTIFYs issued after the savepoint are rolled back with it
-        if (i >= 0 && this.s.notifies.length) this.s.notifies = this.s.notifies.filter((n) => n.depth <= i);
+        // NOTIFYs and renames issued after the savepoint are rolled back with it
+        if (i >= 0 && this.s.afterCommit.length) this.s.afterCommit = this.s.afterCommit.filter((a) => a.depth <= i);
         // Back to a savepoint: the transaction is healthy again, also where pgring had failed it.
         this.s.txFailed = false;
         if (this.s.virtualTx === 'E') this.s.virtualTx = 'T';
@@ -128,8 +128,7 @@ export class TransactionControl {
 
   endTransaction(committed: boolean): void {
     this.tempInTx = false;
-    if (this.s.notifies.length) this.s.notifies = [];
-    if (this.s.ddlFollows.length) this.s.ddlFollows = [];
+    if (this.s.afterCommit.length) this.s.afterCommit = [];
     if (this.s.localSets.length) this.s.localSets = [];
     if (this.ddlInTx.length) { for (const n of this.ddlInTx) noteDdl(this.s.database, n); this.ddlInTx = []; }
     if (!committed) {
@@ -157,19 +156,39 @@ export class TransactionControl {
 
   /** BEGIN on each shard (sent by link()), the statement, then the two-phase commit hook; the client sees one autocommit statement. */
   async autocommitMulti(stmt: RoutedStatement, msg: Buffer, shards: number[], bodies?: Buffer[], rowOrder?: { rows: number[] }[]): Promise<void> {
-    this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state;
+    this.beginImplicit();
     let err: PgError | null = null;
     try {
       await this.s.scatter.scatterSimple(stmt, msg, shards, true, bodies, rowOrder);
       await this.s.responses.waitIdle();
     } catch (e) { err = internalError(e); }
-    this.s.virtualTx = null;
-    const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
-    const follows = this.s.ddlFollows;
-    err = (await this.endOnLinks(links, !err && links.length > 0 && links.every((l) => l.conn.status === 'T'))) ?? err;
+    err = (await this.endImplicit(err !== null)) ?? err;
     if (err) { this.s.ctx.metrics?.error(err.code); this.s.responses.synth([err.toMessage()], false); }
-    else if (follows.length) await this.followDefinition(follows);
     this.s.responses.rfq();
+  }
+
+  /**
+   * The implicit transaction of one client statement (COPY, DDL, a write) or query string that
+   * runs on several shards outside a transaction block: each shard gets BEGIN as it joins
+   * (Links.link), and endImplicit commits them together or rolls all back.
+   */
+  beginImplicit(): void {
+    this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state;
+  }
+
+  /** Ends beginImplicit's transaction: committed (two-phase with the transaction layer) when
+   *  nothing `failed` and every shard it reached is still in it, else rolled back everywhere;
+   *  then the commit's after-commit work. Returns the commit's error, if any. */
+  async endImplicit(failed: boolean): Promise<PgError | null> {
+    this.s.virtualTx = null;
+    const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
+    const after = this.s.afterCommit;
+    const commit = !failed && active.every((l) => l.conn.status === 'T');
+    let err: PgError | null = null;
+    if (active.length === 0) this.endTransaction(commit);
+    else err = await this.endOnLinks(active, commit);
+    if (commit && !err && after.length) await this.afterCommitted(after, false);
+    return err;
   }
 
   /** Commits `links` together: two-phase with the transaction layer (ZooKeeper), else COMMIT on each. */
@@ -255,7 +274,7 @@ export class TransactionControl {
       case TxAction.EndCommitted: case TxAction.EndRolledBack: {
         // The transaction ends before the answer: its ReadyForQuery shows the new status.
         const committed = action === TxAction.EndCommitted;
-        if (committed && (s.notifies.length || s.ddlFollows.length)) { s.blockingWork = this.commitMulti(stmt, isExt); return true; }
+        if (committed && s.afterCommit.length) { s.blockingWork = this.commitMulti(stmt, isExt); return true; }
         this.endTransaction(committed);
         if (f.chain) this.chainTransaction();
         this.reply([commandComplete(endTag(cmd, committed))], isExt);
@@ -297,7 +316,7 @@ export class TransactionControl {
       this.reply([veto.toMessage()], ext);
       return true;
     }
-    if (!multi && this.s.notifies.length === 0 && this.s.ddlFollows.length === 0) return false;
+    if (!multi && this.s.afterCommit.length === 0) return false;
     // The pump waits for it: nothing else may run (or answer) before the commit is decided.
     this.s.blockingWork = this.commitMulti(stmt, ext);
     return true;
@@ -344,13 +363,11 @@ export class TransactionControl {
 
   async commitMulti(stmt: RoutedStatement, ext: boolean): Promise<void> {
     const links = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
-    const notifies = this.s.notifies;
-    const follows = this.s.ddlFollows;
+    const after = this.s.afterCommit;
     try {
       if (links.length) await this.commitLinks(links);
       this.endTransaction(true);
-      if (follows.length) await this.followDefinition(follows);
-      if (notifies.length) await this.sendNotifies(notifies, ext);
+      if (after.length) await this.afterCommitted(after, ext);
       this.s.responses.synth([commandComplete('COMMIT')], ext);
       if (stmt.plan.chain) this.chainTransaction();
     } catch (e) {
@@ -363,19 +380,27 @@ export class TransactionControl {
     if (!ext) { this.s.responses.rfq(); this.s.flush(); }
   }
 
-  /** Committed renames and column changes (default: those recorded outside a transaction), into the cluster definition. */
-  async followDefinition(list?: DefinitionFollow[]): Promise<void> {
-    const follows = list ?? this.s.ddlFollows;
-    if (!list) this.s.ddlFollows = [];
-    for (const r of follows) await this.s.ctx.followInDefinition?.(r);
+  /** The after-commit work recorded so far, taken (a statement outside a transaction: already committed). */
+  takeAfterCommit(): AfterCommit[] {
+    const a = this.s.afterCommit;
+    this.s.afterCommit = [];
+    return a;
+  }
+
+  /** After a commit: renames and column changes into the cluster definition (before the client's
+   *  answer, so its next statement finds the new names), then the held NOTIFYs. */
+  async afterCommitted(after: AfterCommit[], ext: boolean): Promise<void> {
+    for (const a of after) if (a.follow) await this.s.ctx.followInDefinition?.(a.follow);
+    const notifies = after.filter((a) => a.notify !== undefined);
+    if (notifies.length) await this.sendNotifies(notifies.map((a) => a.notify!), ext);
   }
 
   /** The committed transaction's NOTIFYs, in order, on the shard of every LISTEN (as one string: one
    *  implicit transaction, so PostgreSQL folds duplicates as it would have in the client's). */
-  private async sendNotifies(notifies: { sql: string }[], ext: boolean): Promise<void> {
+  private async sendNotifies(notifies: string[], ext: boolean): Promise<void> {
     try {
       const link = await this.s.servers.link(this.s.routing.notifyShard());
-      await this.s.servers.runOnLinks([link], notifies.map((n) => n.sql).join('; '));
+      await this.s.servers.runOnLinks([link], notifies.join('; '));
     } catch (e) {
       this.s.ctx.log.warn({ err: (e as Error).message }, 'could not deliver the notifications of a committed transaction');
       this.s.responses.synth([buildNotice({ severity: 'WARNING', code: (e as PgError).code ?? SQLSTATE.InternalError, message: `pgring: the transaction committed, but its notifications could not be sent: ${(e as Error).message}` })], ext);

@@ -439,6 +439,18 @@ describe('ALTER TABLE ... RENAME through pgring with ZooKeeper', () => {
       await c.query('ALTER TABLE rn2 RENAME TO rn3');
       await c.query('COMMIT');
       assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
+      // a rename undone by ROLLBACK TO leaves the definition alone
+      await c.query('BEGIN');
+      await c.query('SAVEPOINT s');
+      await c.query('ALTER TABLE rn3 RENAME TO rn4');
+      await c.query('ROLLBACK TO SAVEPOINT s');
+      await c.query('COMMIT');
+      assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
+      // in a query string over several shards (one implicit transaction), and in the extended protocol
+      await c.query('ALTER TABLE rn3 RENAME TO rn4; SELECT 1');
+      assert.equal((await c.query('SELECT count(*) AS n FROM rn4')).rows[0].n, '8');
+      await c.query({ text: 'ALTER TABLE rn4 RENAME TO rn3', queryMode: 'extended' } as pg.QueryConfig);
+      assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
       await c.query('DROP TABLE rn3');
     } finally { await c.end(); }
   });

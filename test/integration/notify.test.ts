@@ -112,6 +112,21 @@ describe('LISTEN / NOTIFY over 3 shards', () => {
     await settle();
     assert.deepEqual(heard, ['kept', 'function']);
   });
+
+  it('a NOTIFY in a query string that writes several shards is sent when the string commits, and not when it fails', async () => {
+    // keys of their own, one per shard
+    const [k1, k2, k3] = [0, 1, 2].map((sh) => { let k = 7000; while (tx.proxy.ctx.shards.shardForKey('integer', String(k)) !== sh) k++; return k; });
+    const listener = await connect(tx);
+    const heard: string[] = [];
+    listener.on('notification', (m) => heard.push(m.payload!));
+    await listener.query('LISTEN jobs3');
+    const n = await connect(tx);
+    await n.query(`INSERT INTO jobs VALUES (${k2}, 'a'); INSERT INTO jobs VALUES (${k3}, 'b'); NOTIFY jobs3, 'string'`);
+    await assert.rejects(n.query(`INSERT INTO jobs VALUES (${k1}, 'c'); NOTIFY jobs3, 'failed'; INSERT INTO jobs VALUES (${k2}, 'dup')`), (e: Error & { code?: string }) => e.code === '23505');
+    for (let i = 0; i < 10 && heard.length < 1; i++) await settle();
+    await settle();
+    assert.deepEqual(heard, ['string']);
+  });
 });
 
 describe('advisory locks over 3 shards', () => {
