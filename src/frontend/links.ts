@@ -92,8 +92,7 @@ export class ServerLinks {
     }
     if (this.s.virtualTx) {
       this.sendInternal(link, this.s.beginSql);
-      if (this.s.localSets.length) this.sendInternal(link, this.s.localSets.join('; '));
-      for (const name of this.s.savepoints) this.sendInternal(link, `SAVEPOINT ${quoteIdent(name)}`);
+      this.replayInTx(link);
     } else if (this.s.serverTx !== null) this.joinServerTx(link);
     return link;
   }
@@ -106,8 +105,20 @@ export class ServerLinks {
     tx.add(link);
     if (first || link.conn.status !== 'I') return;
     this.sendInternal(link, this.s.beginSql);
-    if (this.s.localSets.length) this.sendInternal(link, this.s.localSets.join('; '));
-    for (const name of this.s.savepoints) this.sendInternal(link, `SAVEPOINT ${quoteIdent(name)}`);
+    this.replayInTx(link);
+  }
+
+  /** The open transaction's SET LOCALs and SAVEPOINTs in their order, on a shard joining it after its BEGIN. */
+  private replayInTx(link: Link): void {
+    const sets = this.s.localSets, sps = this.s.savepoints;
+    if (sets.length === 0 && sps.length === 0) return;
+    let j = 0;
+    for (let d = 0; d <= sps.length; d++) {
+      let sql = '';
+      while (j < sets.length && sets[j]!.depth <= d) sql += (sql ? '; ' : '') + sets[j++]!.sql;
+      if (sql) this.sendInternal(link, sql);
+      if (d < sps.length) this.sendInternal(link, `SAVEPOINT ${quoteIdent(sps[d]!)}`);
+    }
   }
 
   sendInternal(link: Link, sql: string): void {

@@ -72,8 +72,9 @@ export abstract class SessionShared {
   /** What the open transaction's commit does after it, in order (transaction.ts afterCommitted):
    *  NOTIFYs held until it commits, renames and column changes the cluster definition follows. */
   afterCommit: AfterCommit[] = [];
-  /** SET LOCAL statements of the open transaction: a shard that joins it later runs them after its BEGIN. */
-  localSets: string[] = [];
+  /** SET LOCAL statements of the open transaction, with the savepoints open when each ran: a shard
+   *  that joins the transaction later runs them after its BEGIN, between the same savepoints. */
+  localSets: { sql: string; depth: number }[] = [];
   /** Bytes of the messages in `inbox`. */
   inboxBytes = 0;
   /** Work the inbox must wait for before the next client message (a multi-shard COMMIT, a

@@ -42,7 +42,7 @@ export class TransactionControl {
           // It lasts for the transaction: a shard that joins it later gets it after its BEGIN
           // (before, only the first shard had it: REPEATABLE READ there, READ COMMITTED elsewhere).
           // SET TRANSACTION joins the BEGIN (AND CHAIN keeps the characteristics); SET LOCAL does not.
-          if (this.s.txStatus !== 'I') { if (v.local) this.s.localSets.push(stmt.sql); else this.s.beginSql += `; ${stmt.sql}`; }
+          if (this.s.txStatus !== 'I') { if (v.local) this.s.localSets.push({ sql: stmt.sql, depth: this.s.savepoints.length }); else this.s.beginSql += `; ${stmt.sql}`; }
           break;
         }
         if (!v) break;
@@ -99,10 +99,20 @@ export class TransactionControl {
         break;
       case 'release': case 'rollback_to': {
         const i = plan.savepoint === undefined ? -1 : this.s.savepoints.lastIndexOf(plan.savepoint);
-        if (plan.command === 'release') { if (i >= 0) this.s.savepoints.length = i; break; }
-        if (i >= 0) this.s.savepoints.length = i + 1;
-        // NOTIFYs and renames issued after the savepoint are rolled back with it
-        if (i >= 0 && this.s.afterCommit.length) this.s.afterCommit = this.s.afterCommit.filter((a) => a.depth <= i);
+        if (plan.command === 'release') {
+          if (i < 0) break;
+          // what ran inside the released savepoints now belongs to the one around them
+          this.s.savepoints.length = i;
+          for (const a of this.s.afterCommit) if (a.depth > i) a.depth = i;
+          for (const a of this.s.localSets) if (a.depth > i) a.depth = i;
+          break;
+        }
+        if (i >= 0) {
+          this.s.savepoints.length = i + 1;
+          // NOTIFYs, renames and SET LOCALs issued after the savepoint are rolled back with it
+          if (this.s.afterCommit.length) this.s.afterCommit = this.s.afterCommit.filter((a) => a.depth <= i);
+          if (this.s.localSets.length) this.s.localSets = this.s.localSets.filter((a) => a.depth <= i);
+        }
         // Back to a savepoint: the transaction is healthy again, also where pgring had failed it.
         this.s.txFailed = false;
         if (this.s.virtualTx === 'E') this.s.virtualTx = 'T';

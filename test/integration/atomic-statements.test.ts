@@ -507,6 +507,36 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         await c.query('COMMIT');
         assert.deepEqual(await each('transaction_isolation'), ['read committed', 'read committed', 'read committed']);
         assert.deepEqual(await each('statement_timeout'), ['0', '0', '0']);
+        const onFirst = async (): Promise<void> => { await c.query('SELECT 1 FROM items WHERE id = $1', [keys[0]]); };
+        // a SET LOCAL undone by ROLLBACK TO is not run on shards that join later
+        await c.query('BEGIN');
+        await onFirst();
+        await c.query("SET LOCAL statement_timeout = '1111ms'");
+        await c.query('SAVEPOINT s');
+        await c.query("SET LOCAL statement_timeout = '2222ms'");
+        await c.query('ROLLBACK TO SAVEPOINT s');
+        assert.deepEqual(await each('statement_timeout'), ['1111ms', '1111ms', '1111ms']);
+        await c.query('COMMIT');
+        // shards that join run the SET LOCALs and SAVEPOINTs in their order: ROLLBACK TO then undoes the same on each
+        await c.query('BEGIN');
+        await onFirst();
+        await c.query("SET LOCAL statement_timeout = '1111ms'");
+        await c.query('SAVEPOINT s');
+        await c.query("SET LOCAL statement_timeout = '2222ms'");
+        assert.deepEqual(await each('statement_timeout'), ['2222ms', '2222ms', '2222ms']);
+        await c.query('ROLLBACK TO SAVEPOINT s');
+        assert.deepEqual(await each('statement_timeout'), ['1111ms', '1111ms', '1111ms']);
+        await c.query('COMMIT');
+        // a SET LOCAL in a released savepoint stays, also past a later ROLLBACK TO
+        await c.query('BEGIN');
+        await onFirst();
+        await c.query('SAVEPOINT a');
+        await c.query("SET LOCAL statement_timeout = '3333ms'");
+        await c.query('RELEASE SAVEPOINT a');
+        await c.query('SAVEPOINT b');
+        await c.query('ROLLBACK TO SAVEPOINT b');
+        assert.deepEqual(await each('statement_timeout'), ['3333ms', '3333ms', '3333ms']);
+        await c.query('COMMIT');
       } finally { await c.end(); }
     });
   });
