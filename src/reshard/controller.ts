@@ -114,11 +114,17 @@ export class MigrationRunner {
     const streams = streamsOf(m);
     const schemaFrom = await this.addr(m.from.shards[0]!.name);
     const tables = [...m.sharded.map((t) => t.name), ...m.reference];
+    // Shards whose sequence ranges a new shard's must not overlap: the old ones, then each new one done.
+    const ranged = await Promise.all(m.from.shards.map((x) => this.addr(x.name)));
     for (const tgt of new Set(streams.map((x) => x.target))) {
       const a = await this.addr(tgt);
       await sql.ensureDatabase(a, m.database, this.opts.creds);
       const made = await sql.copySchema(schemaFrom, a, m.database, this.opts.creds, tables);
       if (made.length) await this.note(`schema of ${made.join(', ')} created on ${tgt}`);
+      if (!m.newShards.some((n) => n.name === tgt)) continue;
+      const moved = await sql.moveSequencesToFreeRange(a, ranged, m.database, this.opts.creds, m.sharded.map((t) => t.name));
+      if (moved.length) await this.note(`sequences ${moved.join(', ')} on ${tgt} moved to a value range of their own`);
+      ranged.push(a);
     }
     const identityFull = [...m.identityFull];
     for (const src of new Set(streams.map((x) => x.source))) {

@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { pgBin } from '../local/proc';
 import { quoteIdent } from '../ring/ring';
+import { sequenceRange, sequenceSlot } from '../frontend/sequences';
 
 export interface ShardAddr { name: string; host: string; port: number }
 export interface Creds { user: string; password?: string }
@@ -83,6 +84,40 @@ export async function copySchema(src: ShardAddr, dst: ShardAddr, db: string, c: 
     '--no-publications', '--no-subscriptions', ...missing.flatMap((t) => ['-t', qname(t)])], env);
   await run(pgBin('psql'), ['-h', dst.host, '-p', String(dst.port), '-U', c.user, '-d', db, '-X', '-q', '-v', 'ON_ERROR_STOP=1'], env, dump);
   return missing;
+}
+
+/**
+ * A new shard's copies of the bigint sequences owned by `tables` (serial columns, identities)
+ * come from another shard's dump and would count from 1, repeating the ids of the shard whose
+ * range that is: each one still at PostgreSQL's default range moves to the first range slot
+ * above every slot its namesakes on `others` use (frontend/sequences.ts). Idempotent: a moved
+ * sequence no longer starts at 1. Returns the sequences moved.
+ */
+export async function moveSequencesToFreeRange(dst: ShardAddr, others: ShardAddr[], db: string, c: Creds, tables: string[]): Promise<string[]> {
+  const seqs = await withShard(dst, db, c, async (cl) => (await cl.query(
+    `SELECT DISTINCT c.oid::pg_catalog.regclass::text AS seq FROM pg_catalog.pg_class c
+       JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
+       JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
+      WHERE d.refobjid = ANY (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest($1::text[]) t)
+        AND s.seqtypid = 'pg_catalog.int8'::pg_catalog.regtype AND s.seqstart = 1 AND s.seqmin = 1 AND s.seqincrement = 1`,
+    [tables.map(qname)])).rows.map((r) => r.seq as string));
+  if (seqs.length === 0) return [];
+  const slots = new Map<string, number>(seqs.map((q) => [q, 0]));
+  for (const o of others) {
+    await withShard(o, db, c, async (cl) => {
+      for (const q of seqs) {
+        const r = await cl.query('SELECT s.seqmin::text AS min FROM pg_catalog.pg_sequence s WHERE s.seqrelid = pg_catalog.to_regclass($1)', [q]);
+        if (r.rows[0]) slots.set(q, Math.max(slots.get(q)!, sequenceSlot(BigInt(r.rows[0].min as string))));
+      }
+    });
+  }
+  await withShard(dst, db, c, async (cl) => {
+    for (const q of seqs) {
+      const { lo, hi } = sequenceRange(slots.get(q)! + 1);
+      await cl.query(`ALTER SEQUENCE ${q} MINVALUE ${lo} MAXVALUE ${hi} START WITH ${lo} RESTART`);
+    }
+  });
+  return seqs;
 }
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<string> {

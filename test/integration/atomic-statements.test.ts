@@ -296,6 +296,15 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         await c.query('CREATE SEQUENCE own_seq');
         assert.deepEqual((await onShards("SELECT nextval('own_seq')")).map(BigInt), [1n, (1n << 48n) + 1n, (2n << 48n) + 1n]);
         await c.query('DROP SEQUENCE own_seq');
+        // DDL in the extended protocol (JDBC, pgx: every statement is Parse/Bind/Execute) too, outside and inside a transaction
+        await c.query({ text: 'CREATE SEQUENCE own_seq', queryMode: 'extended' } as pg.QueryConfig);
+        assert.deepEqual((await onShards("SELECT nextval('own_seq')")).map(BigInt), [1n, (1n << 48n) + 1n, (2n << 48n) + 1n]);
+        await c.query('DROP SEQUENCE own_seq');
+        await c.query('BEGIN');
+        await c.query({ text: 'CREATE SEQUENCE own_seq', queryMode: 'extended' } as pg.QueryConfig);
+        await c.query('COMMIT');
+        assert.deepEqual((await onShards("SELECT nextval('own_seq')")).map(BigInt), [1n, (1n << 48n) + 1n, (2n << 48n) + 1n]);
+        await c.query('DROP SEQUENCE own_seq');
         await c.query('DROP TABLE tickets');
       } finally { await c.end(); }
       assert.deepEqual(await onShards(`SELECT count(*) FROM pg_prepared_xacts WHERE database = '${db}'`), ['0', '0', '0']);

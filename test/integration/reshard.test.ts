@@ -34,7 +34,7 @@ const ROUNDS = process.env.PGRING_RESHARD_ROUNDS !== '0';
 /** PGRING_RESHARD_DEBUG=1: statement logs on the servers, per-key ledger differences after `shard add`. */
 const DEBUG = process.env.PGRING_RESHARD_DEBUG === '1';
 const ROUND = Number(process.env.PGRING_RESHARD_ROUND_SECONDS ?? (ROUNDS ? 3 : 20));
-const TABLES = [['pgbench_accounts', 'aid'], ['pgbench_tellers', 'tid'], ['pgbench_branches', 'bid'], ['pgbench_history', 'aid']] as const;
+const TABLES = [['pgbench_accounts', 'aid'], ['pgbench_tellers', 'tid'], ['pgbench_branches', 'bid'], ['pgbench_history', 'aid'], ['tickets', 'tenant']] as const;
 const SCALE = 2;
 let lc: LocalCluster;
 let cluster: ClusterInfo;
@@ -71,7 +71,7 @@ before(async () => {
   for (let i = 0; i < 2; i++) {
     proxies.push(await spawnProxy(await baseConfig(cluster, 3, {
       zookeeper: { connect: cluster.zk, cluster: zkName, sessionTimeoutMs: 8000 },
-      sharding: (demoConfig(cluster.zk, [], 0, 0) as { sharding: unknown }).sharding,
+      sharding: withTickets((demoConfig(cluster.zk, [], 0, 0) as { sharding: { tables: unknown[] } }).sharding),
       locks: { mode: 'all' }, pool: { mode: 'transaction', maxSize: 8 }, logLevel: 'warn',
     })));
   }
@@ -81,8 +81,16 @@ before(async () => {
   await withClient(proxies[0]!.port, db, async (c) => {
     await c.query('CREATE TABLE ref_items (id int PRIMARY KEY, name text NOT NULL)');
     await c.query(`INSERT INTO ref_items SELECT g, 'item ' || g FROM generate_series(1, 100) g`);
+    // A table sharded by tenant with its own bigserial ids: each shard counts in a range of its own.
+    await c.query('CREATE TABLE tickets (tenant int, id bigserial, note text, PRIMARY KEY (tenant, id))');
+    await c.query(`INSERT INTO tickets (tenant, note) VALUES ${Array.from({ length: 60 }, (_, i) => `(${i + 1}, 'before')`).join(', ')}`);
   });
 });
+
+/** The demo's sharding plus `tickets`, sharded by tenant. */
+function withTickets(sh: { tables: unknown[] }): unknown {
+  return { ...sh, tables: [...sh.tables, { name: 'tickets', column: 'tenant', type: 'integer' }] };
+}
 
 after(async () => {
   for (const p of proxies) await p.stop('SIGKILL').catch(() => undefined);
@@ -217,6 +225,14 @@ describe('online resharding', () => {
     console.log(`# accounts per shard ${accounts.join(', ')}`);
     // The new shard got a full copy of the reference table before any arc moved.
     assert.deepEqual(ports.map((p) => count(p, 'SELECT count(*) FROM ref_items')), [100, 100, 100, 100]);
+    // Its copy of a sharded table's bigserial sequence counts in a range no other shard uses
+    // (before: from 1, repeating the ids s1 hands out).
+    await withClient(proxies[0]!.port, db, (c) => c.query(`INSERT INTO tickets (tenant, note) VALUES ${Array.from({ length: 60 }, (_, i) => `(${i + 1}, 'after')`).join(', ')}`));
+    const ids = ports.map((p) => psqlAt(p, "SELECT id FROM tickets WHERE note = 'after'", db).split('\n').map((x) => x.trim()).filter(Boolean));
+    assert.ok(ids[3]!.length > 0, 'no new ticket on s4');
+    const all = ids.flat();
+    assert.equal(new Set(all).size, all.length, `ids repeat across shards: ${JSON.stringify(ids)}`);
+    assert.equal(psqlAt(ports[3]!, "SELECT seqmin FROM pg_sequence WHERE seqrelid = 'tickets_id_seq'::regclass", db).trim(), String((3n << 48n) + 1n));
   });
 
   it('shard remove s4 while TPC-B runs; its controller is SIGKILLed during the copy and `shard resume` finishes', async () => {
