@@ -4,7 +4,7 @@
 // itself as an ephemeral proxy node.
 import { pgSslOption, serverTlsFor } from '../backend/server-tls';
 import * as os from 'node:os';
-import type { Config, ShardConfig } from '../config/types';
+import type { Config, KeyType, ShardConfig } from '../config/types';
 import type { Logger } from '../log';
 import { ensureLayout, Layout } from './layout';
 import { BackendHeartbeat } from './heartbeat';
@@ -14,7 +14,7 @@ import { ZkSession } from './session';
 import { ConfigError } from '../config/load';
 import { CancelPeers, advertisedHost } from './cancel-peers';
 import { LockPeerRecord, LockPeers } from './lock-peers';
-import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, renamed, withColumnChanges, withReference } from './definition';
+import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, renamed, withColumnChanges, withReference, withSharded } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 import { defaultSelfFenceMs, WriteFence } from './fence';
 import { ShardPrimaryRecord, ShardRecordWatcher } from './shard-watch';
@@ -169,11 +169,13 @@ export class Coordinator {
 
   /** A table (or a column of one) renamed through this proxy: a new definition version that follows
    *  it, applied here before the client hears of the rename (other proxies follow their watch). */
-  async followInDefinition(f: { table: string; to?: string; column?: string; add?: string[]; drop?: string[] }): Promise<void> {
+  async followInDefinition(f: { table: string; to?: string; column?: string; add?: string[]; drop?: string[]; sharded?: { column: string; type: KeyType } }): Promise<void> {
     try {
-      const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => (f.to !== undefined
-        ? renamed(cur as DefinitionBody, f.table, f.to, f.column)
-        : withColumnChanges(cur as DefinitionBody, f.table, f.add ?? [], f.drop ?? [])));
+      const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => (f.sharded !== undefined
+        ? withSharded(cur as DefinitionBody, { name: f.table, column: f.sharded.column, type: f.sharded.type })
+        : f.to !== undefined
+          ? renamed(cur as DefinitionBody, f.table, f.to, f.column)
+          : withColumnChanges(cur as DefinitionBody, f.table, f.add ?? [], f.drop ?? [])));
       if (!changed) return;
       this.log.info({ ...f, version: def.version }, 'cluster definition follows a DDL change');
       this.hooks.onDefinition?.(def);

@@ -29,7 +29,7 @@ export class TransactionControl {
   afterCommand(stmt: RoutedStatement, tag: string, link: Link | null): void {
     const plan = stmt.plan;
     if (plan.command === 'ddl') this.s.ctx.forgetColumns?.(this.s.database);
-    const follow = tag === 'ALTER TABLE' ? plan.renames ?? plan.columnChanges : undefined;
+    const follow = tag === 'ALTER TABLE' ? plan.renames ?? plan.columnChanges ?? plan.shardedLike : tag === 'CREATE TABLE' ? plan.shardedLike : undefined;
     if (follow && this.s.ctx.followInDefinition) {
       this.s.afterCommit.push({ depth: this.s.savepoints.length, follow });
       // outside a transaction (one shard: the server committed it already)

@@ -6,7 +6,7 @@
 // shape. Plan parts that depend on a literal's *value* (ORDER BY 2, LIMIT 10, SET x = 5, COPY
 // options...) mark that slot "fixed": the cache then keys the plan by shape + those values.
 import type { Command, CopySpec, KeyType, Plan } from './types';
-import { N, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
+import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
 import { hasWindow, mergeSpec } from './merge-rewrite';
 import { lockObjects } from './lock-scope';
@@ -153,6 +153,11 @@ export class Planner extends StatementWalker {
         }
         p.columnChanges = { table, add, drop };
       }
+      else if (tag === 'AlterTableStmt' && s.relation?.relname && (s.cmds ?? []).some((c: N) => c.AlterTableCmd?.subtype === 'AT_AttachPartition')) {
+        const parent = this.lookupTable(s.relation);
+        const child = s.cmds.find((c: N) => c.AlterTableCmd?.subtype === 'AT_AttachPartition').AlterTableCmd.def?.PartitionCmd?.name;
+        if (parent && child?.relname) p.shardedLike = { table: child.schemaname ? `${child.schemaname}.${child.relname}` : child.relname, sharded: { column: parent.column, type: parent.type } };
+      }
       else if (tag === 'RenameStmt' && s.relation?.relname && s.newname && (s.renameType === 'OBJECT_TABLE' || s.renameType === 'OBJECT_COLUMN')) {
         const table = s.relation.schemaname ? `${s.relation.schemaname}.${s.relation.relname}` : s.relation.relname;
         p.renames = s.renameType === 'OBJECT_TABLE' ? { table, to: s.newname } : { table, to: s.newname, column: s.subname };
@@ -174,6 +179,10 @@ export class Planner extends StatementWalker {
       this.sawReference = true;
       const rel = tag === 'CreateStmt' ? s.relation : tag === 'CreateTableAsStmt' && s.objtype === 'OBJECT_TABLE' ? s.into?.rel : undefined;
       if (rel && rel.relpersistence !== 't' && !rel.catalogname && (!rel.schemaname || rel.schemaname === 'public')) p.createsTable = rel.relname;
+      // A partition (or inheritance child) of a sharded table holds rows of its parent: sharded by
+      // the parent's key, not a reference table (a write to it went to every shard).
+      const parent = tag === 'CreateStmt' ? (s.inhRelations ?? []).map((r: N) => r.RangeVar && this.lookupTable(r.RangeVar)).find((t: NTable | null) => t) : undefined;
+      if (parent && rel?.relname) p.shardedLike = { table: rel.schemaname ? `${rel.schemaname}.${rel.relname}` : rel.relname, sharded: { column: parent.column, type: parent.type } };
     } else {
       p.command = 'other';
       this.walkExprs(s, { parent: null, items: [] });

@@ -37,7 +37,7 @@ export class Router implements PlanSource {
 
   private noteCreate(r: RoutedStatement): void {
     const t = r.plan.createsTable;
-    if (t !== undefined && this.onCreateTable && !this.schema.byName.has(t) && !this.schema.reference.has(t)) this.onCreateTable(t);
+    if (t !== undefined && this.onCreateTable && !r.plan.shardedLike && !this.schema.byName.has(t) && !this.schema.reference.has(t)) this.onCreateTable(t);
   }
 
   /** load the PostgreSQL parser (once per process) */

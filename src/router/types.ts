@@ -90,6 +90,9 @@ export interface Plan {
   renames?: { table: string; to: string; column?: string };
   /** ALTER TABLE ... ADD / DROP COLUMN: a column list the cluster definition states must follow */
   columnChanges?: { table: string; add: string[]; drop: string[] };
+  /** CREATE TABLE ... PARTITION OF / INHERITS a sharded table, ALTER TABLE ... ATTACH PARTITION to
+   *  one: the child holds rows of the parent, so the definition shards it by the parent's key */
+  shardedLike?: { table: string; sharded: { column: string; type: KeyType } };
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;

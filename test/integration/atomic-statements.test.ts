@@ -29,7 +29,7 @@ let noZk: RunningProxy;
 const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns: ['id', 'note'] }, { name: 'tickets', column: 'tenant', type: 'integer' as const, columns: ['id', 'tenant', 't'] },
   { name: 'serials', column: 'id', type: 'bigint' as const }, { name: 'uu', column: 'id', type: 'uuid' as const }, { name: 'idt', column: 'id', type: 'bigint' as const },
   { name: 'nod', column: 'id', type: 'integer' as const }, { name: 'rn', column: 'id', type: 'integer' as const },
-  { name: 'lc', column: 'id', type: 'integer' as const }, { name: 'sc', column: 'id', type: 'integer' as const, columns: ['a', 'id', 'v'] }];
+  { name: 'lc', column: 'id', type: 'integer' as const }, { name: 'events', column: 'tenant', type: 'integer' as const }, { name: 'sc', column: 'id', type: 'integer' as const, columns: ['a', 'id', 'v'] }];
 
 before(async () => {
   cluster = await testCluster();
@@ -461,6 +461,37 @@ describe('ALTER TABLE ... RENAME through pgring with ZooKeeper', () => {
       await c.query({ text: 'ALTER TABLE rn4 RENAME TO rn3', queryMode: 'extended' } as pg.QueryConfig);
       assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
       await c.query('DROP TABLE rn3');
+    } finally { await c.end(); }
+  });
+});
+
+describe('partitions of a sharded table, with ZooKeeper', () => {
+  it('a partition created or attached through pgring is sharded by its parent\'s key: read on every shard, written on one', async () => {
+    const c = client(withZk.port, db);
+    await c.connect();
+    try {
+      await c.query('DROP TABLE IF EXISTS events, events_2027 CASCADE');
+      await c.query('CREATE TABLE events (tenant int, ts date, v text) PARTITION BY RANGE (ts)');
+      await c.query("CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
+      // created on its own (a reference table then), attached later
+      await c.query('CREATE TABLE events_2027 (tenant int, ts date, v text)');
+      await c.query("ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')");
+      // a partition that is partitioned itself, and its partition
+      await c.query("CREATE TABLE events_2028 PARTITION OF events FOR VALUES FROM ('2028-01-01') TO ('2029-01-01') PARTITION BY LIST (v)");
+      await c.query("CREATE TABLE events_2028_x PARTITION OF events_2028 FOR VALUES IN ('x')");
+      await c.query("INSERT INTO events VALUES (1, '2026-05-01', 'a'), (2, '2026-06-01', 'b'), (3, '2027-02-01', 'c'), (4, '2027-03-01', 'd'), (5, '2026-01-02', 'e')");
+      // before: read from one shard as a reference table (1 of 3 rows)
+      assert.equal((await c.query('SELECT count(*) AS n FROM events_2026')).rows[0].n, '3');
+      assert.equal((await c.query('SELECT count(*) AS n FROM events_2027')).rows[0].n, '2');
+      // before: a write to the partition went to every shard (the row three times in events)
+      await c.query("INSERT INTO events_2027 VALUES (6, '2027-04-04', 'f')");
+      await c.query("INSERT INTO events_2028_x VALUES (7, '2028-01-05', 'x')");
+      assert.equal((await c.query('SELECT count(*) AS n FROM events')).rows[0].n, '7');
+      assert.equal((await onShards('SELECT count(*) FROM events')).map(Number).reduce((x, y) => x + y, 0), 7);
+      assert.equal((await c.query('SELECT v FROM events_2027 WHERE tenant = $1', [6])).rows[0]?.v, 'f');
+      const shard = withZk.proxy.ctx.shards.shardForKey('integer', '7');
+      assert.equal((await onShards('SELECT count(*) FROM events_2028_x WHERE tenant = 7'))[shard], '1');
+      await c.query('DROP TABLE events');
     } finally { await c.end(); }
   });
 });
