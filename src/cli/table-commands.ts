@@ -111,6 +111,13 @@ async function deleteForeignRows(s: ZkSession, layout: Layout, config: Config | 
           total += r.rowCount ?? 0;
           if ((r.rowCount ?? 0) < batch) break;
         }
+        if (i === 0) {
+          // Unique only per shard from now on (router/unique-check.ts refuses such DDL through pgring).
+          const attname = column.startsWith('"') ? column.slice(1, -1).replace(/""/g, '"') : column.toLowerCase();
+          const perShard = await c.query(`SELECT i.indexrelid::regclass::text AS idx FROM pg_index i WHERE i.indrelid = $1::regclass AND i.indisunique
+            AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attname = $2 AND a.attnum = ANY (i.indkey::int2[]))`, [reg, attname]);
+          for (const r of perShard.rows) console.log(`warning: database ${db}: unique index ${r.idx} of ${table} does not include the shard key column ${column}: each shard now enforces it for its own rows only (a value may repeat on another shard)`);
+        }
         const nulls = Number((await c.query(`SELECT count(*) AS n FROM ${rel} WHERE ${identSql(column)} IS NULL`)).rows[0].n);
         console.log(`shard ${shard} database ${db}: deleted ${total} rows of ${table} owned by other shards${nulls ? ` (${nulls} rows with a NULL key kept)` : ''}`);
       } finally { await c.end(); }

@@ -284,6 +284,12 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
   // each shard would build these from its own rows (a view pgring then read from one shard gave a third of the rows)
   U('CREATE VIEW users_v AS SELECT id, name FROM users WHERE age > 30', /CREATE VIEW over sharded table "users"/, 'simple');
+  // unique only per shard without the key: a duplicate name on another shard would get through
+  U('CREATE UNIQUE INDEX users_name_u ON users (name)', /a unique index on sharded table "users" that does not include its shard key column "id"/, 'simple');
+  U('ALTER TABLE users ADD CONSTRAINT users_city_u UNIQUE (city)', /a UNIQUE constraint on sharded table "users" that does not include its shard key column "id"/);
+  U('ALTER TABLE users ADD COLUMN email text UNIQUE', /a UNIQUE constraint on sharded table "users"/, 'simple');
+  add({ sql: 'CREATE UNIQUE INDEX users_id_name_u ON users (id, name)', mode: 'simple' });
+  add({ sql: 'DROP INDEX users_id_name_u', mode: 'simple' });
   U('CREATE TABLE users_copy AS SELECT * FROM users', /CREATE TABLE AS over sharded table "users"/, 'simple');
   // a subquery joined on the key runs shard by shard: with LIMIT each shard took its own 3 rows (9 updated)
   U('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/);

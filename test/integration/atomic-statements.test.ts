@@ -496,6 +496,29 @@ describe('partitions of a sharded table, with ZooKeeper', () => {
   });
 });
 
+describe('unique constraints on a sharded table', () => {
+  it('one without the shard key is refused over several shards (each shard would check its own rows only); with the key it is made', async () => {
+    const c = client(withZk.port, db);
+    await c.connect();
+    type E = Error & { code?: string };
+    try {
+      await c.query('DROP TABLE IF EXISTS nod');
+      // before: created, and the same email went into two shards
+      await assert.rejects(c.query('CREATE TABLE nod (id int PRIMARY KEY, email text UNIQUE)'), (e: E) => e.code === '0A000' && /a UNIQUE constraint on sharded table "nod" that does not include its shard key column "id"/.test(e.message));
+      await assert.rejects(c.query('CREATE TABLE nod (id int, email text, PRIMARY KEY (email))'), (e: E) => e.code === '0A000' && /a PRIMARY KEY on sharded table "nod"/.test(e.message));
+      await assert.rejects(c.query({ text: 'CREATE TABLE nod (id int, r int4range, EXCLUDE USING gist (r WITH &&))', queryMode: 'extended' } as pg.QueryConfig), (e: E) => e.code === '0A000' && /an EXCLUDE constraint/.test(e.message));
+      assert.deepEqual(await onShards("SELECT count(*) FROM pg_class WHERE relname = 'nod'"), ['0', '0', '0']);
+      await c.query('CREATE TABLE nod (id int, email text, PRIMARY KEY (id), UNIQUE (email, id))');
+      await c.query("INSERT INTO nod VALUES (1, 'a@x'), (2, 'a@x')");
+      // explicitly on one shard (SET pgring.shard), where it is what the user asks for
+      await c.query("SET pgring.shard = 's1'");
+      await c.query('CREATE UNIQUE INDEX nod_email_s1 ON nod (email)');
+      await c.query('RESET pgring.shard');
+      await c.query('DROP TABLE nod');
+    } finally { await c.end(); }
+  });
+});
+
 describe('ALTER TABLE ... ADD / DROP COLUMN and INSERT without a column list, with ZooKeeper', () => {
   it('the shard key is found at its new position: column lists read from the catalog and stated in the definition follow', async () => {
     const c = client(withZk.port, db);
