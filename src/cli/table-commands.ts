@@ -112,7 +112,7 @@ async function deleteForeignRows(s: ZkSession, layout: Layout, config: Config | 
           if ((r.rowCount ?? 0) < batch) break;
         }
         if (i === 0) {
-          // Unique only per shard from now on (router/unique-check.ts refuses such DDL through pgring).
+          // Unique only per shard from now on (router/constraint-check.ts refuses such DDL through pgring).
           const attname = column.startsWith('"') ? column.slice(1, -1).replace(/""/g, '"') : column.toLowerCase();
           const perShard = await c.query(`SELECT i.indexrelid::regclass::text AS idx FROM pg_index i WHERE i.indrelid = $1::regclass AND i.indisunique
             AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attname = $2 AND a.attnum = ANY (i.indkey::int2[]))`, [reg, attname]);

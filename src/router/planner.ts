@@ -6,7 +6,7 @@
 // shape. Plan parts that depend on a literal's *value* (ORDER BY 2, LIMIT 10, SET x = 5, COPY
 // options...) mark that slot "fixed": the cache then keys the plan by shape + those values.
 import type { Command, CopySpec, KeyType, Plan } from './types';
-import { uniqueWithoutKey } from './unique-check';
+import { foreignKeyProblem, uniqueWithoutKey } from './constraint-check';
 import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
 import { hasWindow, mergeSpec } from './merge-rewrite';
@@ -184,13 +184,15 @@ export class Planner extends StatementWalker {
       // the parent's key, not a reference table (a write to it went to every shard).
       const parent = tag === 'CreateStmt' ? (s.inhRelations ?? []).map((r: N) => r.RangeVar && this.lookupTable(r.RangeVar)).find((t: NTable | null) => t) : undefined;
       if (parent && rel?.relname) p.shardedLike = { table: rel.schemaname ? `${rel.schemaname}.${rel.relname}` : rel.relname, sharded: { column: parent.column, type: parent.type } };
-      // Unique over the whole table only with the shard key in it (unique-check.ts).
+      // Constraints that each shard could check only against its own rows (constraint-check.ts).
       const onTable = tag === 'CreateStmt' || tag === 'IndexStmt' || tag === 'AlterTableStmt' ? (s.relation && this.lookupTable(s.relation)) ?? parent : undefined;
       const unique = onTable ? uniqueWithoutKey(tag, s, onTable.lcolumn) : null;
       if (unique) {
         const name = s.relation?.relname ?? onTable!.name;
         p.scatterUnsupported = `${unique} on sharded table "${name}" that does not include its shard key column "${onTable!.column}" (each shard checks only its own rows, so a duplicate on another shard would get through; include "${onTable!.column}" in it)`;
       }
+      const fk = tag === 'CreateStmt' || tag === 'AlterTableStmt' ? foreignKeyProblem(tag, s, onTable?.lcolumn ?? null, (rv) => this.lookupTable(rv)?.lcolumn ?? null) : null;
+      if (fk) p.scatterUnsupported ??= fk;
     } else {
       p.command = 'other';
       this.walkExprs(s, { parent: null, items: [] });

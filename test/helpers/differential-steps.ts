@@ -290,6 +290,11 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('ALTER TABLE users ADD COLUMN email text UNIQUE', /a UNIQUE constraint on sharded table "users"/, 'simple');
   add({ sql: 'CREATE UNIQUE INDEX users_id_name_u ON users (id, name)', mode: 'simple' });
   add({ sql: 'DROP INDEX users_id_name_u', mode: 'simple' });
+  // a foreign key to a sharded table holds only between co-located rows (each shard finds its own rows of "users" only)
+  U('ALTER TABLE orders ADD CONSTRAINT orders_id_fk FOREIGN KEY (id) REFERENCES users (id)', /a FOREIGN KEY to sharded table "users" that does not pair the shard key columns/, 'simple');
+  U('CREATE TABLE user_notes (n int, user_id bigint REFERENCES users (id))', /a FOREIGN KEY from a table that is not sharded to sharded table "users"/, 'simple');
+  add({ sql: 'ALTER TABLE orders ADD CONSTRAINT orders_user_fk FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID', mode: 'simple' });
+  add({ sql: 'ALTER TABLE orders DROP CONSTRAINT orders_user_fk', mode: 'simple' });
   U('CREATE TABLE users_copy AS SELECT * FROM users', /CREATE TABLE AS over sharded table "users"/, 'simple');
   // a subquery joined on the key runs shard by shard: with LIMIT each shard took its own 3 rows (9 updated)
   U('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/);
