@@ -9,7 +9,7 @@ import type { Command, CopySpec, KeyType, Plan } from './types';
 import { foreignKeyProblem, uniqueWithoutKey } from './constraint-check';
 import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
-import { hasWindow, mergeSpec } from './merge-rewrite';
+import { findAgg, hasWindow, mergeSpec } from './merge-rewrite';
 import { lockObjects } from './lock-scope';
 import { shapeObjects } from './ddl-shape';
 import { ddlCreatesSequence, ddlRunsInTransaction } from './ddl-tx';
@@ -329,6 +329,34 @@ export class Planner extends StatementWalker {
 
   // ---------------------------------------------------------------- scatter rules
 
+  /**
+   * A query with no sharded table of its own that reads a derived table (`FROM (SELECT ...) AS s`,
+   * what ORMs wrap a query in to count or paginate it) over sharded tables: when each row of the
+   * subquery comes from one shard's rows only (no LIMIT / OFFSET, window, set operation, and
+   * grouping or DISTINCT only by the shard key), the subquery's rows are the union of what each
+   * shard derives, so the outer query merges as if it read the sharded table: its occurrences
+   * anchor the query. [] otherwise (the subquery stays "not joined on the shard key").
+   */
+  private derivedGroup(q: N): Occ[] {
+    const subs: N[] = [];
+    const from = (f: N): void => {
+      if (f?.RangeSubselect) subs.push(f.RangeSubselect.subquery?.SelectStmt);
+      else if (f?.JoinExpr) { from(f.JoinExpr.larg); from(f.JoinExpr.rarg); }
+    };
+    for (const f of q.fromClause ?? []) from(f);
+    let found: Occ[] = [];
+    for (const sub of subs) {
+      if (!sub) continue;
+      const L = this.levelOf.get(sub);
+      const own = L ? this.occs.filter((o) => o.level === L) : [];
+      const g = own.length ? own : this.derivedGroup(sub);
+      if (g.length === 0) continue;
+      if (found.length || !rowLocal(sub, g)) return [];
+      found = g;
+    }
+    return found;
+  }
+
   /** Why running this statement on each of several shards and combining the results would not
    *  equal running it once over all the data. Per-shard evaluation is correct when every sharded
    *  table occurrence is joined, through shard-key equalities between co-located tables, to the
@@ -346,7 +374,8 @@ export class Planner extends StatementWalker {
       collect(s);
       for (const leaf of leaves) {
         const L = this.levelOf.get(leaf);
-        groups.push(L ? this.occs.filter((o) => o.level === L) : []);
+        const own = L ? this.occs.filter((o) => o.level === L) : [];
+        groups.push(own.length ? own : this.derivedGroup(leaf));
       }
       if (leaves.length > 1 && groups.some((g) => g.length === 0)) return 'set operations mixing sharded and non-sharded queries across shards';
     } else if (this.writeTarget && this.writeTarget !== 'reference') {
@@ -431,4 +460,24 @@ function copyQueryReason(q: N): string | undefined {
   };
   visit(q.targetList);
   return agg ? what(agg) : undefined;
+}
+
+/** Whether every row of the SELECT `q` over the co-located occurrences `g` comes from one shard's
+ *  rows: no LIMIT / OFFSET, window or set operation, and grouping or DISTINCT only with the shard key. */
+function rowLocal(q: N, g: Occ[]): boolean {
+  if ((q.op && q.op !== 'SETOP_NONE') || q.limitCount || q.limitOffset) return false;
+  if (q.windowClause?.length || (q.targetList ?? []).some((t: N) => hasWindow(t))) return false;
+  const keyRef = (n: N): boolean => {
+    const f = strs(n?.ColumnRef?.fields);
+    const col = f[f.length - 1];
+    return col !== undefined && g.some((o) => o.table!.lcolumn === col && (f.length === 1 || f[f.length - 2] === o.alias));
+  };
+  const grouped = (q.groupClause ?? []).length > 0 || !!q.havingClause || findAgg(q.targetList) !== null;
+  if (grouped && !(q.groupClause ?? []).some(keyRef)) return false;
+  const distinct: N[] | undefined = q.distinctClause;
+  if (distinct?.length) {
+    const on = distinct.filter((d) => d && Object.keys(d).length);
+    if (on.length ? !on.some(keyRef) : !(q.targetList ?? []).some((t: N) => keyRef(t.ResTarget?.val))) return false;
+  }
+  return true;
 }

@@ -277,7 +277,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT id FROM users UNION SELECT user_id FROM orders', /UNION across shards/);
   U('SELECT id FROM users UNION ALL SELECT 1', /set operations mixing sharded and non-sharded/);
   U('SELECT u.id FROM users u JOIN orders o ON o.id = u.id', /cross-shard join/);
-  U('SELECT count(*) FROM (SELECT * FROM users WHERE age > 30) x', /subquery over sharded table "users"/);
+  add({ sql: 'SELECT count(*) FROM (SELECT * FROM users WHERE age > 30) x', mode: 'both' });   // a derived table whose rows are each from one shard: merged (was refused)
   U("SELECT string_agg(name, ',' ORDER BY name) FROM users", /aggregate string_agg across shards/);
   U('SELECT array_agg(DISTINCT age) FROM users', /aggregate array_agg across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
@@ -290,6 +290,21 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('ALTER TABLE users ADD COLUMN email text UNIQUE', /a UNIQUE constraint on sharded table "users"/, 'simple');
   add({ sql: 'CREATE UNIQUE INDEX users_id_name_u ON users (id, name)', mode: 'simple' });
   add({ sql: 'DROP INDEX users_id_name_u', mode: 'simple' });
+  // derived tables over sharded tables (SQLAlchemy's Query.count(), Django's count of a distinct
+  // queryset, paginators): when each derived row comes from one shard, the outer query merges
+  add({ sql: 'SELECT count(*) FROM (SELECT id FROM users WHERE age > 30) s', mode: 'both' });
+  add({ sql: "SELECT count(*) AS count_1 FROM (SELECT users.id AS users_id, users.name AS users_name FROM users WHERE users.city = 'Oslo') AS anon_1", p: { text: 'SELECT count(*) AS count_1 FROM (SELECT users.id AS users_id, users.name AS users_name FROM users WHERE users.city = $1) AS anon_1', values: ['Oslo'] } });
+  add({ sql: 'SELECT max(a.age), count(*), sum(a.amount) FROM (SELECT u.age, o.amount FROM users u JOIN orders o ON o.user_id = u.id) a', mode: 'both' });
+  add({ sql: 'SELECT count(*) FROM (SELECT DISTINCT id, name FROM users) d', mode: 'both' });
+  add({ sql: 'SELECT count(*), sum(t) FROM (SELECT user_id, sum(amount) AS t FROM orders GROUP BY user_id) g', mode: 'both' });
+  add({ sql: 'SELECT s.city, count(*) FROM (SELECT city FROM users WHERE age > 20) s GROUP BY s.city ORDER BY 1 NULLS FIRST', mode: 'both' });
+  add({ sql: 'SELECT x.name FROM (SELECT id, name FROM users WHERE id = 3) x', p: { text: 'SELECT x.name FROM (SELECT id, name FROM users WHERE id = $1) x', values: [3] } });
+  add({ sql: 'SELECT n FROM (SELECT name AS n FROM users WHERE age > 40) q ORDER BY n LIMIT 3', mode: 'both' });
+  add({ sql: 'SELECT count(*) FROM (SELECT * FROM (SELECT id FROM users WHERE age > 30) a) b', mode: 'both' });
+  U('SELECT count(*) FROM (SELECT DISTINCT city FROM users) d', /subquery over sharded table "users" not joined/);
+  U('SELECT count(*) FROM (SELECT id FROM users ORDER BY id LIMIT 5) d', /subquery over sharded table "users" not joined/);
+  U('SELECT count(*) FROM (SELECT city, count(*) FROM users GROUP BY city) g', /subquery over sharded table "users" not joined/);
+  U('SELECT count(*) FROM (SELECT id FROM users) a, (SELECT user_id FROM orders) b', /subquery over sharded table/);
   // a foreign key to a sharded table holds only between co-located rows (each shard finds its own rows of "users" only)
   U('ALTER TABLE orders ADD CONSTRAINT orders_id_fk FOREIGN KEY (id) REFERENCES users (id)', /a FOREIGN KEY to sharded table "users" that does not pair the shard key columns/, 'simple');
   U('CREATE TABLE user_notes (n int, user_id bigint REFERENCES users (id))', /a FOREIGN KEY from a table that is not sharded to sharded table "users"/, 'simple');
