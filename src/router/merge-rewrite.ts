@@ -110,7 +110,9 @@ class MergeRewrite {
   private selectList(): Unsupported | undefined {
     const targets = this.targets;
     this.star = targets.some((t: N) => strs(t.ResTarget?.val?.ColumnRef?.fields).includes('*'));
-    this.aggs = this.setop ? targets.map(() => null) : targets.map((t: N) => aggOf(t.ResTarget.val));
+    // SELECT EXISTS (...), (SELECT count(*) ...): each item merges as an aggregate (sublinkAgg)
+    const links = this.setop ? null : sublinkAggs(this.s);
+    this.aggs = this.setop ? targets.map(() => null) : links ? links.map((l) => ({ fn: l.fn })) : targets.map((t: N) => aggOf(t.ResTarget.val));
     for (const a of this.aggs) if (a && 'unsupported' in a) return a;
     this.hasAgg = !this.setop && (this.aggs.some((a) => a) || (this.s.groupClause ?? []).length > 0);
     if (this.star && this.hasAgg) return { unsupported: 'SELECT * with aggregates across shards' };
@@ -502,6 +504,36 @@ export function aggOf(e: N): { fn: AggFn; cast?: string } | { unsupported: strin
   const inner = findAgg(e);
   if (inner) return { unsupported: MERGE_AGGS.has(inner) ? 'expressions over aggregates across shards' : `aggregate ${inner} across shards` };
   return null;
+}
+
+/**
+ * A select-list item of a query without FROM that one server's answer would give as an aggregate
+ * over the shards' answers: `EXISTS (subquery)` is true when it is on any shard (max over bool),
+ * `NOT EXISTS (subquery)` when it is on every shard (min), `(SELECT count(*) / sum / min / max
+ * FROM ...)` merges as that aggregate. The subquery that gives it: `sub`. null for anything else.
+ */
+export function sublinkAgg(e: N): { fn: AggFn; sub: N; exists: boolean } | null {
+  const not = e?.BoolExpr?.boolop === 'NOT_EXPR' && e.BoolExpr.args?.length === 1 ? e.BoolExpr.args[0] : null;
+  const link = (not ?? e)?.SubLink;
+  const sub = link?.subselect?.SelectStmt;
+  if (!sub) return null;
+  if (link.subLinkType === 'EXISTS_SUBLINK') return { fn: not ? 'min' : 'max', sub, exists: true };
+  if (not || link.subLinkType !== 'EXPR_SUBLINK' || (sub.targetList ?? []).length !== 1) return null;
+  if ((sub.op && sub.op !== 'SETOP_NONE') || sub.groupClause?.length || sub.havingClause || sub.distinctClause || sub.limitCount || sub.limitOffset) return null;
+  const a = aggOf(sub.targetList[0].ResTarget?.val);
+  return a && !('unsupported' in a) && a.cast === undefined && (a.fn === 'count' || a.fn === 'sum' || a.fn === 'min' || a.fn === 'max') ? { fn: a.fn, sub, exists: false } : null;
+}
+
+/** Every select-list item of the FROM-less `s` as sublinkAgg gives it, or null. */
+export function sublinkAggs(s: N): { fn: AggFn; sub: N; exists: boolean }[] | null {
+  if (s.fromClause?.length || (s.op && s.op !== 'SETOP_NONE') || s.groupClause?.length || s.havingClause || s.distinctClause || s.whereClause) return null;
+  const out: { fn: AggFn; sub: N; exists: boolean }[] = [];
+  for (const t of s.targetList ?? []) {
+    const a = sublinkAgg(t.ResTarget?.val);
+    if (!a) return null;
+    out.push(a);
+  }
+  return out.length ? out : null;
 }
 
 /** the top-level select list: item ranges and end offset */

@@ -9,7 +9,7 @@ import type { Command, CopySpec, KeyType, Plan } from './types';
 import { foreignKeyProblem, uniqueWithoutKey } from './constraint-check';
 import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
-import { findAgg, hasWindow, mergeSpec } from './merge-rewrite';
+import { findAgg, hasWindow, mergeSpec, sublinkAggs } from './merge-rewrite';
 import { lockObjects } from './lock-scope';
 import { shapeObjects } from './ddl-shape';
 import { ddlCreatesSequence, ddlRunsInTransaction } from './ddl-tx';
@@ -357,6 +357,23 @@ export class Planner extends StatementWalker {
     return found;
   }
 
+  /** The sharded occurrences of each item of a FROM-less SELECT whose items all merge as
+   *  aggregates (merge-rewrite.ts sublinkAggs), each over rows that come from one shard's rows
+   *  (an EXISTS) or aggregated without grouping; [] when not every item is such a subquery over
+   *  sharded tables (one over reference tables only would be counted once per shard). */
+  private sublinkGroups(q: N): Occ[][] {
+    const links = sublinkAggs(q);
+    if (!links) return [];
+    const out: Occ[][] = [];
+    for (const { sub, exists } of links) {
+      const L = this.levelOf.get(sub);
+      const g = L ? this.occs.filter((o) => o.level === L) : [];
+      if (g.length === 0 || (sub.targetList ?? []).some((t: N) => hasWindow(t)) || (exists && !rowLocal(sub, g))) return [];
+      out.push(g);
+    }
+    return out;
+  }
+
   /** Why running this statement on each of several shards and combining the results would not
    *  equal running it once over all the data. Per-shard evaluation is correct when every sharded
    *  table occurrence is joined, through shard-key equalities between co-located tables, to the
@@ -375,7 +392,11 @@ export class Planner extends StatementWalker {
       for (const leaf of leaves) {
         const L = this.levelOf.get(leaf);
         const own = L ? this.occs.filter((o) => o.level === L) : [];
-        groups.push(own.length ? own : this.derivedGroup(leaf));
+        if (own.length || leaves.length > 1) { groups.push(own); continue; }
+        const derived = this.derivedGroup(leaf);
+        // SELECT EXISTS (...) / (SELECT count(*) ...) over sharded tables: each item its own group
+        const links = derived.length ? [] : this.sublinkGroups(leaf);
+        if (links.length) groups.push(...links); else groups.push(derived);
       }
       if (leaves.length > 1 && groups.some((g) => g.length === 0)) return 'set operations mixing sharded and non-sharded queries across shards';
     } else if (this.writeTarget && this.writeTarget !== 'reference') {

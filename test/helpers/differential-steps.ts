@@ -267,7 +267,14 @@ export function buildSteps(shards: ShardMap): Step[] {
 
   // ---- unsupported by design (0A000, message names the form)
   const U = (sql: string, re: RegExp, mode: Step['mode'] = 'both'): void => add({ sql, unsupported: re, mode });
-  U('SELECT (SELECT sum(age) FROM users), (SELECT sum(amount) FROM orders)', /subquery over sharded table "users"/);
+  // a select list of subqueries that merge as aggregates (SQLAlchemy's exists(), counts in one round trip)
+  add({ sql: 'SELECT (SELECT sum(age) FROM users), (SELECT sum(amount) FROM orders)', mode: 'both' });
+  add({ sql: "SELECT EXISTS (SELECT 1 FROM users WHERE name = 'u7') AS anon_1", p: { text: 'SELECT EXISTS (SELECT 1 FROM users WHERE name = $1) AS anon_1', values: ['u7'] } });
+  add({ sql: "SELECT EXISTS (SELECT * FROM users WHERE name = 'nobody'), NOT EXISTS (SELECT 1 FROM orders WHERE amount > 1000), NOT EXISTS (SELECT 1 FROM users WHERE age > 20)", mode: 'both' });
+  add({ sql: 'SELECT (SELECT count(*) FROM users WHERE age > 30) AS n, (SELECT max(amount) FROM orders) AS m, (SELECT min(name) FROM users) AS first', mode: 'both' });
+  U('SELECT EXISTS (SELECT city FROM users GROUP BY city HAVING count(*) > 3)', /subquery over sharded table "users"/);
+  U('SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM cities)', /subquery over sharded table|reference/);
+  U('SELECT (SELECT avg(age) FROM users)', /subquery over sharded table "users"/);
   U('SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)', /subquery over sharded table/);
   U('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
   U('SELECT sum(DISTINCT age) FROM users', /sum\(DISTINCT\) across shards/);
