@@ -14,7 +14,7 @@ import { ZkSession } from './session';
 import { ConfigError } from '../config/load';
 import { CancelPeers, advertisedHost } from './cancel-peers';
 import { LockPeerRecord, LockPeers } from './lock-peers';
-import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, renamed, withColumnChanges, withReference, withSharded } from './definition';
+import { ClusterDefinition, configStatesDefinition, DefinitionBody, definitionConflicts, definitionFromConfig, renamed, withColumnChanges, withReference, withSharded, lookupTable, without } from './definition';
 import { DefinitionWatcher, initDefinition, readActiveDefinition, updateDefinition } from './definition-store';
 import { defaultSelfFenceMs, WriteFence } from './fence';
 import { ShardPrimaryRecord, ShardRecordWatcher } from './shard-watch';
@@ -169,10 +169,14 @@ export class Coordinator {
 
   /** A table (or a column of one) renamed through this proxy: a new definition version that follows
    *  it, applied here before the client hears of the rename (other proxies follow their watch). */
-  async followInDefinition(f: { table: string; to?: string; column?: string; add?: string[]; drop?: string[]; sharded?: { column: string; type: KeyType } }): Promise<void> {
+  async followInDefinition(f: { table: string; to?: string; column?: string; add?: string[]; drop?: string[]; sharded?: { column: string; type: KeyType }; view?: true; forget?: true }): Promise<void> {
+    // A view is registered anew by each CREATE [OR REPLACE] VIEW (its key column may change) and forgotten by DROP VIEW.
+    const unlessAbsent = (d: DefinitionBody): DefinitionBody => (lookupTable(d, f.table) ? without(d, f.table) : d);
     try {
-      const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => (f.sharded !== undefined
-        ? withSharded(cur as DefinitionBody, { name: f.table, column: f.sharded.column, type: f.sharded.type })
+      const { def, changed } = await updateDefinition(this.session, this.layout, (cur) => (f.forget
+        ? unlessAbsent(cur as DefinitionBody)
+        : f.sharded !== undefined
+        ? withSharded(f.view ? unlessAbsent(cur as DefinitionBody) : cur as DefinitionBody, { name: f.table, column: f.sharded.column, type: f.sharded.type })
         : f.to !== undefined
           ? renamed(cur as DefinitionBody, f.table, f.to, f.column)
           : withColumnChanges(cur as DefinitionBody, f.table, f.add ?? [], f.drop ?? [])));

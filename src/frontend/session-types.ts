@@ -126,7 +126,7 @@ export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; 
 
 /** A committed DDL change the cluster definition follows: a rename (to, and column for a column)
  *  or columns added / dropped (add, drop). */
-export interface DefinitionFollow { table: string; to?: string; column?: string; add?: string[]; drop?: string[]; sharded?: { column: string; type: KeyType } }
+export interface DefinitionFollow { table: string; to?: string; column?: string; add?: string[]; drop?: string[]; sharded?: { column: string; type: KeyType }; view?: true; forget?: true }
 
 /** Work the commit of the open transaction does after it: a NOTIFY pgring held, or a DDL change
  *  the cluster definition follows; `depth`: savepoints open when it was recorded (ROLLBACK TO

@@ -191,7 +191,11 @@ export class SimpleQuery {
 
   /** Throws 0A000 for forms pgring cannot run correctly (on more than one shard, for scatter-only ones). */
   checkSupported(stmt: RoutedStatement, route: Route | null): void {
-    const why = this.unsupportedReason(stmt) ?? (route && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1 ? stmt.plan.scatterUnsupported ?? null : null);
+    const scatters = route !== null && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1;
+    // A view over sharded tables works once the cluster definition shards it: that needs ZooKeeper.
+    const view = scatters && stmt.plan.shardedLike?.view && !this.s.ctx.followInDefinition
+      ? `CREATE VIEW over sharded tables without ZooKeeper (the cluster definition, a file here, cannot register view "${stmt.plan.shardedLike.table}" as sharded)` : null;
+    const why = this.unsupportedReason(stmt) ?? view ?? (scatters ? stmt.plan.scatterUnsupported ?? null : null);
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
   }
 

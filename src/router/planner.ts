@@ -173,8 +173,10 @@ export class Planner extends StatementWalker {
         for (const o of s.objects ?? []) {
           const names = strs(o.List?.items);
           const rv = { relname: names[names.length - 1], schemaname: names.length > 1 ? names[names.length - 2] : undefined };
-          if (this.lookupTable(rv)) this.occs.push({ id: -1, table: this.lookupTable(rv), relname: rv.relname, alias: rv.relname, level: { parent: null, items: [] }, own: null, keys: null });
-          else this.sawReference = true;
+          if (this.lookupTable(rv)) {
+            this.occs.push({ id: -1, table: this.lookupTable(rv), relname: rv.relname, alias: rv.relname, level: { parent: null, items: [] }, own: null, keys: null });
+            if (s.removeType === 'OBJECT_VIEW') (p.dropsViews ??= []).push(rv.relname);
+          } else this.sawReference = true;
         }
       }
       this.sawReference = true;
@@ -256,11 +258,13 @@ export class Planner extends StatementWalker {
         if (p.keys === null && !p.unsupported) p.unsupported = reason;
       }
     }
-    if (p.command === 'ddl' && p.target === 'sharded' && (tag === 'ViewStmt' || tag === 'CreateTableAsStmt' || tag === 'SelectStmt')) {
+    const view = p.command === 'ddl' && p.target === 'sharded' && tag === 'ViewStmt' ? this.shardedView(s) : null;
+    if (view) p.shardedLike = view;
+    else if (p.command === 'ddl' && p.target === 'sharded' && (tag === 'ViewStmt' || tag === 'CreateTableAsStmt' || tag === 'SelectStmt')) {
       // Broadcast to every shard, each shard would build it from its own rows only: a view or a
       // table that pgring then reads from one shard (a reference table) gives a part of the rows.
       const what = tag === 'ViewStmt' ? 'CREATE VIEW' : tag === 'SelectStmt' ? 'SELECT INTO' : s.objtype === 'OBJECT_MATVIEW' ? 'CREATE MATERIALIZED VIEW' : 'CREATE TABLE AS';
-      p.scatterUnsupported = `${what} over sharded table "${p.table}" (each shard would build it from its own rows only${tag === 'ViewStmt' ? '; query the table itself' : '; create the table, then fill it with INSERT or COPY'})`;
+      p.scatterUnsupported = `${what} over sharded table "${p.table}" (each shard would build it from its own rows only${tag === 'ViewStmt' ? '; a view whose rows each come from one shard and that shows the shard key column is supported' : '; create the table, then fill it with INSERT or COPY'})`;
     }
     if (tag === 'DeclareCursorStmt' && p.target === 'sharded' && !p.unsupported) {
       // A cursor lives on the server that declared it; FETCH follows it there (frontend/session-route.ts).
@@ -355,6 +359,38 @@ export class Planner extends StatementWalker {
       found = g;
     }
     return found;
+  }
+
+  /**
+   * CREATE [OR REPLACE] VIEW over sharded tables whose rows each come from one shard (as a derived
+   * table, `rowLocal`) and that shows the shard key column: every shard keeps the view over its own
+   * rows, and the view is registered as sharded by that output column, so reading it merges like a
+   * sharded table and `WHERE key = …` on it goes to one shard. null: refused as before.
+   */
+  private shardedView(s: N): { table: string; sharded: { column: string; type: KeyType }; view: true } | null {
+    const q = s.query?.SelectStmt;
+    const v = s.view;
+    if (!q || !v?.relname || v.relpersistence === 't' || q.withClause?.recursive || (v.schemaname && v.schemaname !== 'public')) return null;
+    if (this.scatterReason('SelectStmt', q) !== undefined) return null;
+    const L = this.levelOf.get(q);
+    const own = L ? this.occs.filter((o) => o.level === L) : [];
+    const g = own.length ? own : this.derivedGroup(q);
+    if (g.length === 0 || !rowLocal(q, g)) return null;
+    const aliases: string[] = strs(s.aliases);
+    const targets: N[] = q.targetList ?? [];
+    for (let i = 0; i < targets.length; i++) {
+      const r = targets[i].ResTarget;
+      const f = strs(r?.val?.ColumnRef?.fields);
+      const last = f[f.length - 1];
+      if (last === '*') {
+        const occ = g.find((o) => f.length === 1 || f[f.length - 2] === o.alias);
+        if (occ) return aliases.length ? null : { table: v.relname, sharded: { column: quoteName(occ.table!.lcolumn), type: occ.table!.type }, view: true };
+        continue;
+      }
+      const occ = last === undefined ? undefined : g.find((o) => o.table!.lcolumn === last && (f.length === 1 || f[f.length - 2] === o.alias));
+      if (occ) return { table: v.relname, sharded: { column: quoteName(aliases[i] ?? r.name ?? last), type: occ.table!.type }, view: true };
+    }
+    return null;
   }
 
   /** The sharded occurrences of each item of a FROM-less SELECT whose items all merge as
@@ -502,3 +538,6 @@ function rowLocal(q: N, g: Occ[]): boolean {
   }
   return true;
 }
+
+/** A folded name as the cluster definition writes it (quoted unless lower case and plain). */
+function quoteName(n: string): string { return /^[a-z_][a-z0-9_$]*$/.test(n) ? n : `"${n.replace(/"/g, '""')}"`; }

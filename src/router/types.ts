@@ -92,7 +92,9 @@ export interface Plan {
   columnChanges?: { table: string; add: string[]; drop: string[] };
   /** CREATE TABLE ... PARTITION OF / INHERITS a sharded table, ALTER TABLE ... ATTACH PARTITION to
    *  one: the child holds rows of the parent, so the definition shards it by the parent's key */
-  shardedLike?: { table: string; sharded: { column: string; type: KeyType } };
+  shardedLike?: { table: string; sharded: { column: string; type: KeyType }; view?: true };
+  /** DROP VIEW of views the definition shards (a view is registered by CREATE VIEW; forgotten here) */
+  dropsViews?: string[];
   target: 'sharded' | 'reference' | 'none';
   table?: string;
   keyType?: KeyType;

@@ -496,6 +496,46 @@ describe('partitions of a sharded table, with ZooKeeper', () => {
   });
 });
 
+describe('views over sharded tables', () => {
+  it('with ZooKeeper: a view whose rows each come from one shard and that shows the key is registered as sharded, followed by REPLACE and DROP', async () => {
+    await reset();
+    const c = client(withZk.port, db);
+    await c.connect();
+    type E = Error & { code?: string };
+    const sharded = (name: string): boolean => withZk.proxy.definition.sharded.some((t) => t.name === name);
+    try {
+      await c.query('DROP VIEW IF EXISTS items_vv, items_v, items_agg');
+      await c.query(`INSERT INTO items VALUES ${Array.from({ length: 9 }, (_, i) => `(${i + 1}, 'row ${i + 1}')`).join(', ')}`);
+      await c.query('CREATE VIEW items_v AS SELECT id, note FROM items WHERE id > 2');
+      assert.ok(sharded('items_v'));
+      // before: refused (and before that, read from one shard as a reference table: a third of the rows)
+      assert.equal((await c.query('SELECT count(*) AS n FROM items_v')).rows[0].n, '7');
+      assert.equal((await c.query('SELECT note FROM items_v WHERE id = $1', [5])).rows[0]?.note, 'row 5');
+      assert.deepEqual((await c.query('SELECT id FROM items_v ORDER BY id DESC LIMIT 2')).rows.map((r) => r.id), [9, 8]);
+      await c.query('CREATE OR REPLACE VIEW items_v AS SELECT id, note, id * 2 AS d FROM items WHERE id > 4');
+      assert.equal((await c.query('SELECT count(*) AS n FROM items_v')).rows[0].n, '5');
+      // a view over the view, with the key renamed
+      await c.query('CREATE VIEW items_vv (k, n, d) AS SELECT id, note, d FROM items_v WHERE d > 12');
+      assert.equal(withZk.proxy.definition.sharded.find((t) => t.name === 'items_vv')?.column, 'k');
+      assert.equal((await c.query('SELECT sum(k) AS s FROM items_vv')).rows[0].s, String(7 + 8 + 9));
+      assert.equal((await c.query('SELECT n FROM items_vv WHERE k = 8')).rows[0]?.n, 'row 8');
+      // rows combined across shards, or without the key: refused as before
+      await assert.rejects(c.query('CREATE VIEW items_agg AS SELECT count(*) FROM items'), (e: E) => e.code === '0A000' && /CREATE VIEW over sharded table "items"/.test(e.message));
+      await assert.rejects(c.query('CREATE VIEW items_agg AS SELECT note FROM items'), (e: E) => e.code === '0A000');
+      await c.query('DROP VIEW items_vv, items_v');
+      assert.ok(!sharded('items_v') && !sharded('items_vv'), 'dropped views stay in the definition');
+    } finally { await c.end(); }
+  });
+
+  it('without ZooKeeper: refused (the file is the definition)', async () => {
+    const c = client(noZk.port, db);
+    await c.connect();
+    try {
+      await assert.rejects(c.query('CREATE VIEW items_v AS SELECT id, note FROM items'), (e: Error & { code?: string }) => e.code === '0A000' && /without ZooKeeper/.test(e.message));
+    } finally { await c.end(); }
+  });
+});
+
 describe('unique constraints on a sharded table', () => {
   it('one without the shard key is refused over several shards (each shard would check its own rows only); with the key it is made', async () => {
     const c = client(withZk.port, db);
