@@ -580,7 +580,8 @@ export abstract class StatementWalker {
       if (k === 'FuncCall') {
         const name = funcName(v);
         if (name && ADVISORY.has(name)) this.sessionState = 'advisory_lock';
-        if (name && /^pg_(try_)?advisory_(xact_)?(lock|unlock)(_shared|_all)?$/.test(name)) this.advisory = true;
+        // pg_notify() too: its listeners LISTEN on the shard where every session's LISTEN goes
+        if (name && (/^pg_(try_)?advisory_(xact_)?(lock|unlock)(_shared|_all)?$/.test(name) || name === 'pg_notify')) this.advisory = true;
       }
       if (k === 'RangeVar') { this.addRangeVar(v, { parent: level, items: [] }); continue; }
       if ((k === 'relation' || k === 'rel') && typeof v.relname === 'string') { this.addRangeVar(v, { parent: level, items: [] }); continue; }

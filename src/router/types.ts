@@ -125,7 +125,7 @@ export interface Plan {
   scatterUnsupported?: string;
   setVar?: { name: string; value: string | null; local: boolean };
   sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
-  /** calls an advisory lock function: without sharded tables it runs on the shard every session's advisory locks meet on */
+  /** calls an advisory lock function or pg_notify(): without sharded tables it runs on the shard every session's advisory locks and LISTENs meet on */
   advisory?: boolean;
   hint?: Hint;
   /** CREATE TABLE (AS) / SELECT INTO of a permanent table: its name, to register it in the cluster definition */

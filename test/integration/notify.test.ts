@@ -113,6 +113,21 @@ describe('LISTEN / NOTIFY over 3 shards', () => {
     assert.deepEqual(heard, ['kept', 'function']);
   });
 
+  it('pg_notify() without tables reaches the listeners from a session that holds another shard', async () => {
+    const [, k2] = keys();
+    const listener = await connect(tx);
+    const heard: string[] = [];
+    listener.on('notification', (m) => heard.push(m.payload!));
+    await listener.query('LISTEN jobs5');
+    // session pooling: this session keeps the connection to the shard it read (before: pg_notify ran there)
+    const n = await connect(session);
+    await n.query('SELECT * FROM jobs WHERE id = $1', [k2]);
+    await n.query("SELECT pg_notify('jobs5', 'by function')");
+    await n.query('SELECT pg_notify($1, $2)', ['jobs5', 'with parameters']);
+    for (let i = 0; i < 10 && heard.length < 2; i++) await settle();
+    assert.deepEqual(heard, ['by function', 'with parameters']);
+  });
+
   it('a NOTIFY in a query string that writes several shards is sent when the string commits, and not when it fails', async () => {
     // keys of their own, one per shard
     const [k1, k2, k3] = [0, 1, 2].map((sh) => { let k = 7000; while (tx.proxy.ctx.shards.shardForKey('integer', String(k)) !== sh) k++; return k; });
