@@ -6,6 +6,7 @@ import { bindWithValues, checkedValues, defaultCatalogSql, defaultStatementName,
 import { fillPortalRows, insertStatement, newPortalRows, ownedStatement, shardBind, shardStatement, takeRows } from './extended-merge';
 import { readsSharded } from './scatter';
 import { sequenceRangeStatement } from './sequences';
+import { textOrder } from '../router/collation';
 import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
@@ -410,7 +411,7 @@ export class ExtendedProtocol {
       }
       const mode: GroupMode = stmt.plan.target !== 'sharded' || stmt.plan.command === 'ddl' ? 'first'
         : stmt.plan.command === 'select' ? 'merge-ext' : stmt.plan.command === 'copy_to' ? 'copy-out' : 'sum';
-      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats, shardSql: shardStatement(portal.cs) !== null });
+      const group = new Group(mode, links.length, stmt, [], portal.params, { paramFormats: portal.formats, shardSql: shardStatement(portal.cs) !== null, text: textOrder(this.s.database) });
       if (portal.parts) group.inStatementOrder(portal.parts);
       // A row limit: the shards run the portal to completion, the merged rows wait in the portal.
       const maxRows = mode === 'merge-ext' ? decodeExecute(msg).maxRows : 0;

@@ -38,7 +38,7 @@ export class Group {
    *  `rowDescription`: in 'merge-ext' mode, the shard RowDescription of the portal (from a Describe);
    *  it can also be given later with describe(), before the first DataRow arrives. */
   constructor(readonly mode: GroupMode, readonly size: number, readonly stmt: RoutedStatement, readonly shardNames: string[],
-    params?: (Buffer | string | null)[] | null, opts: { shardSql?: boolean; rowDescription?: Buffer; paramFormats?: number[] } = {}) {
+    params?: (Buffer | string | null)[] | null, opts: { shardSql?: boolean; rowDescription?: Buffer; paramFormats?: number[]; text?: ((a: Buffer, b: Buffer) => number) | null } = {}) {
     this.remaining = size;
     const plan = stmt.plan;
     const spec = plan.merge;
@@ -54,7 +54,7 @@ export class Group {
       }
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const { ResultMerger: M } = require('../router/merge') as typeof import('../router/merge');
-      this.merger = new M(spec, size, texts);
+      this.merger = new M(spec, size, texts, opts.text ?? null);
       // rows are decoded (or cut) unless they stream unchanged: they wait for the RowDescription
       this.needsFields = !this.merger.streams || spec.hiddenColumns > 0;
       if (opts.rowDescription) this.describe(opts.rowDescription);

@@ -8,6 +8,7 @@ import { query } from '../protocol/messages';
 import type { Pool } from '../backend/pool';
 import type { ServerConnection } from '../backend/server';
 import { SessionState } from './session-state';
+import { COLLATION_SQL, collationKnown, collationPending, noteCollation } from '../router/collation';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
@@ -85,6 +86,12 @@ export class ServerLinks {
     conn.tag = link;
     this.s.links[shard] = link;
     noteBackendOwner(shard, conn.pid, this.s.pid);
+    if (this.s.ctx.shards.shardCount > 1 && !collationKnown(this.s.database)) {
+      // read once per database: the order merged text is sorted in (router/collation.ts)
+      const db = this.s.database;
+      collationPending(db);
+      this.queryRows(link, COLLATION_SQL).then((rows) => noteCollation(db, rows[0]), () => noteCollation(db, undefined));
+    }
     if (conn.appliedState !== (this.s.state.isEmpty ? null : this.s.state)) {
       const sql = this.s.state.replaySql(conn.appliedState as SessionState | null);
       conn.appliedState = this.s.state.isEmpty ? null : this.s.state;

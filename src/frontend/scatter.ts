@@ -11,6 +11,7 @@ import { K } from './session-types';
 import type { Pending, Link } from './session-types';
 import { isTxControl, keyLiteral } from './session-util';
 import { sequenceRangeSql } from './sequences';
+import { textOrder } from '../router/collation';
 import { fillsKeyDefault, withKeyDefault } from './key-default';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
@@ -171,7 +172,7 @@ export class Scatter {
       const owned = links.map((l) => this.s.ctx.ownedSql?.(sql ?? stmt.sql, l.shard) ?? null);
       if (owned.some((o) => o !== null)) bodies = owned.map((o) => (o === null ? body : query(o, this.s.codec)));
     }
-    const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name));
+    const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name), undefined, { text: textOrder(this.s.database) });
     if (rowOrder) group.inStatementOrder(rowOrder);
     const result = this.s.responses.push(K.GroupResult, null, false);
     links.forEach((l, i) => {

@@ -222,11 +222,14 @@ class MergeRewrite {
     for (let o = 0; o < s.sortClause.length; o++) {
       const sb = s.sortClause[o].SortBy;
       if (sb.sortby_dir === 'SORTBY_USING') return { unsupported: 'ORDER BY ... USING across shards' };
-      const col = this.orderColumn(sb.node, oItems, o);
+      const coll = sb.node?.CollateClause ? strs(sb.node.CollateClause.collname).slice(-1)[0] : undefined;
+      // a select-list column with COLLATE "C" is that column, compared by bytes
+      const col = this.orderColumn(coll !== undefined && sb.node.CollateClause.arg?.ColumnRef ? sb.node.CollateClause.arg : sb.node, oItems, o);
       if (typeof col !== 'number') return col;
       const desc = sb.sortby_dir === 'SORTBY_DESC';
       const nullsFirst = sb.sortby_nulls === 'SORTBY_NULLS_FIRST' ? true : sb.sortby_nulls === 'SORTBY_NULLS_LAST' ? false : desc;
-      this.spec.orderBy.push({ column: col, desc, nullsFirst });
+      if (coll !== undefined && !/^(c|posix|ucs_basic)$/i.test(coll)) return { unsupported: `ORDER BY ... COLLATE "${coll}" across shards` };
+      this.spec.orderBy.push(coll !== undefined ? { column: col, desc, nullsFirst, bytes: true } : { column: col, desc, nullsFirst });
     }
     return undefined;
   }

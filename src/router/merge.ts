@@ -6,7 +6,7 @@
 // Semantics:
 // - ORDER BY: all rows collected, stable-sorted with a comparator chosen by column type OID;
 //   NULLS LAST for ASC / FIRST for DESC unless the spec says otherwise. Text types compare in byte
-//   (C collation) order; bpchar ignores trailing spaces; numeric/int/float compare numerically
+//   (C collation) order unless the database has another collation (collation.ts); bpchar ignores trailing spaces; numeric/int/float compare numerically
 //   (NaN sorts greater than everything as in PostgreSQL); date/time types compare by their text in
 //   text format (correct for ISO DateStyle, AD dates) and numerically in binary format.
 // - LIMIT / OFFSET applied after the merge (the planner widened the per-shard LIMIT).
@@ -243,7 +243,10 @@ function cmpNum(x: number, y: number): number {
 }
 function trimSpaces(b: Buffer): Buffer { let e = b.length; while (e > 0 && b[e - 1] === 32) e--; return e === b.length ? b : b.subarray(0, e); }
 
-function comparatorFor(typeOid: number, format: number): Cmp | null {
+/** `text`: the order of text, varchar and bpchar in the database's collation (null: bytes, C). */
+function comparatorFor(typeOid: number, format: number, text: Cmp | null = null): Cmp | null {
+  if (text && (typeOid === OID.text || typeOid === OID.varchar)) return text;
+  if (text && typeOid === OID.bpchar) return (a, b) => text(trimSpaces(a), trimSpaces(b));
   if (format === 1) {
     switch (typeOid) {
       case OID.int2: return (a, b) => a.readInt16BE(0) - b.readInt16BE(0);
@@ -446,7 +449,8 @@ export class ResultMerger {
 
   private readonly params: (string | null)[] | undefined;
 
-  constructor(spec: MergeSpec, readonly shards: number, params?: (string | null)[]) {
+  /** `text`: text order of the database's collation (collation.ts; null: bytes). */
+  constructor(spec: MergeSpec, readonly shards: number, params?: (string | null)[], private readonly text: Cmp | null = null) {
     this.spec = spec;
     this.params = params;
     this.streaming = spec.orderBy.length === 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0
@@ -484,7 +488,8 @@ export class ResultMerger {
     // DISTINCT: one group per distinct visible row
     if (sp.distinct) this.spec.groupBy = Array.from({ length: this.visible }, (_, i) => i);
     const out = fields.slice(0, this.visible).map((f) => ({ ...f }));
-    this.cmps = fields.map((f) => comparatorFor(f.typeOid, f.format));
+    this.cmps = fields.map((f) => comparatorFor(f.typeOid, f.format, this.text));
+
     this.sumKinds = fields.map((f) => sumKindOf(f.typeOid));
     for (const a of this.spec.aggregates) {
       const f = fields[a.column];
@@ -713,7 +718,8 @@ export class ResultMerger {
       rows = rows.filter((r) => evalHaving(h, (c) => this.valueOf(c, r.cols[c] ?? null), this.params) === true);
     }
     if (this.spec.orderBy.length) {
-      const ob = this.spec.orderBy.map((o) => ({ ...o, cmp: this.cmps[o.column]! }));
+      // ORDER BY x COLLATE "C": bytes for that key, whatever the database's collation
+      const ob = this.spec.orderBy.map((o) => ({ ...o, cmp: o.bytes ? comparatorFor(this.fields![o.column]!.typeOid, this.fields![o.column]!.format)! : this.cmps[o.column]! }));
       rows.sort((x, y) => {
         for (const o of ob) {
           const a = x.cols[o.column], b = y.cols[o.column];

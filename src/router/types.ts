@@ -40,7 +40,8 @@ export interface FetchSpec { direction: 'forward' | 'backward' | 'absolute' | 'r
 
 export interface MergeSpec {
   shardSql?: string;
-  orderBy: { column: number; desc: boolean; nullsFirst: boolean }[];
+  /** bytes: the key is written `COLLATE "C"` (or POSIX): byte order whatever the database's collation */
+  orderBy: { column: number; desc: boolean; nullsFirst: boolean; bytes?: true }[];
   limit: number | null | { param: number };     // param: 0-based bind parameter index
   offset: number | null | { param: number };
   groupBy: number[];
