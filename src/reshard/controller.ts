@@ -273,6 +273,12 @@ export class MigrationRunner {
       if (!ok) return false;
     }
     const tCaught = Date.now();
+    // Writes without a key (reference tables) wait at the fence: the new shards' copies of the
+    // reference tables' sequences are set to the sources' values before the flip.
+    for (const st of streams.filter((x) => x.tables.some((t) => t.kind === 'reference'))) {
+      const synced = await sql.syncSequences(await this.addr(st.source), await this.addr(st.target), m.database, this.opts.creds, m.reference);
+      if (synced.length) await this.note(`sequences ${synced.join(', ')} of reference tables set on ${st.target} as on ${st.source}`);
+    }
     await this.save({ dropped: true });
     // The subscriptions stop before the flip (a reference table's change must not be applied
     // twice on a new shard); their slots on the sources are dropped after it (release).

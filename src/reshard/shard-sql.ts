@@ -120,6 +120,32 @@ export async function moveSequencesToFreeRange(dst: ShardAddr, others: ShardAddr
   return seqs;
 }
 
+/**
+ * The sequences owned by reference `tables` on `dst` set to where they are on `src`: logical
+ * replication copies a reference table's rows to a new shard but not its sequences, which would
+ * count from 1 there, so the next INSERT taking the default (sent to every shard) would give the
+ * new shard another id than the others (or a duplicate key). Run while writes are fenced.
+ */
+export async function syncSequences(src: ShardAddr, dst: ShardAddr, db: string, c: Creds, tables: string[]): Promise<string[]> {
+  if (tables.length === 0) return [];
+  const state = await withShard(src, db, c, async (cl) => {
+    const seqs = (await cl.query(
+      `SELECT DISTINCT d.objid::pg_catalog.regclass::text AS seq FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+        WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.deptype IN ('a', 'i')
+          AND d.refobjid = ANY (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest($1::text[]) t)`, [tables.map(qname)])).rows.map((r) => r.seq as string);
+    const out: { seq: string; last: string; called: boolean }[] = [];
+    for (const q of seqs) {
+      const r = (await cl.query(`SELECT last_value::text AS last, is_called FROM ${q}`)).rows[0];
+      out.push({ seq: q, last: r.last as string, called: r.is_called as boolean });
+    }
+    return out;
+  });
+  await withShard(dst, db, c, async (cl) => {
+    for (const s of state) await cl.query('SELECT pg_catalog.setval($1::pg_catalog.regclass, $2::bigint, $3)', [s.seq, s.last, s.called]);
+  });
+  return state.map((s) => s.seq);
+}
+
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const ch = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });

@@ -81,6 +81,9 @@ before(async () => {
   await withClient(proxies[0]!.port, db, async (c) => {
     await c.query('CREATE TABLE ref_items (id int PRIMARY KEY, name text NOT NULL)');
     await c.query(`INSERT INTO ref_items SELECT g, 'item ' || g FROM generate_series(1, 100) g`);
+    // A reference table with serial ids (the default is taken on every shard: they must count alike).
+    await c.query('CREATE TABLE ref_seq (id serial PRIMARY KEY, name text)');
+    await c.query("INSERT INTO ref_seq (name) VALUES ('a'), ('b'), ('c')");
     // A table sharded by tenant with its own bigserial ids: each shard counts in a range of its own.
     await c.query('CREATE TABLE tickets (tenant int, id bigserial, note text, PRIMARY KEY (tenant, id))');
     await c.query(`INSERT INTO tickets (tenant, note) VALUES ${Array.from({ length: 60 }, (_, i) => `(${i + 1}, 'before')`).join(', ')}`);
@@ -233,6 +236,10 @@ describe('online resharding', () => {
     const all = ids.flat();
     assert.equal(new Set(all).size, all.length, `ids repeat across shards: ${JSON.stringify(ids)}`);
     assert.equal(psqlAt(ports[3]!, "SELECT seqmin FROM pg_sequence WHERE seqrelid = 'tickets_id_seq'::regclass", db).trim(), String((3n << 48n) + 1n));
+    // The reference table's sequence on s4 continues where the others are (before: from 1, so the
+    // next INSERT failed with a duplicate key on s4 and nothing was inserted anywhere).
+    await withClient(proxies[0]!.port, db, (c) => c.query("INSERT INTO ref_seq (name) VALUES ('after')"));
+    assert.deepEqual(ports.map((p) => psqlAt(p, "SELECT id FROM ref_seq WHERE name = 'after'", db).trim()), ['4', '4', '4', '4']);
   });
 
   it('shard remove s4 while TPC-B runs; its controller is SIGKILLed during the copy and `shard resume` finishes', async () => {
