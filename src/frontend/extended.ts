@@ -5,7 +5,7 @@ import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, d
 import { bindWithValues, checkedValues, defaultCatalogSql, defaultStatementName, defaultValuesSql, fillsKeyDefault, keyedStatement, knownDefault, noDefault, rememberDefault } from './key-default';
 import { fillPortalRows, insertStatement, newPortalRows, ownedStatement, shardBind, shardStatement, takeRows } from './extended-merge';
 import { readsSharded } from './scatter';
-import { sequenceRangeStatement } from './sequences';
+import { sequenceRangeSql, sequenceRangeStatement } from './sequences';
 import { textOrder } from '../router/collation';
 import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
@@ -429,7 +429,7 @@ export class ExtendedProtocol {
         l.conn.busy = true;
         l.conn.write(msg);
         // new bigint sequences get a range per shard, in the DDL's own transaction (sequences.ts)
-        if (stmt.plan.createsSequence && l.shard > 0) this.internalInUnit(l, sequenceRangeStatement(l.shard));
+        if (stmt.plan.createsSequence && sequenceRangeSql(l.shard)) this.internalInUnit(l, sequenceRangeStatement(l.shard));
       }
       const r = this.s.responses.push(K.GroupResult, null, true);
       group.onFinish = (msgs) => {

@@ -19,6 +19,8 @@ export class Group {
   private rowDesc = false;
   private tags: string[] = [];
   private merger: ResultMerger | null = null;
+  /** CommandCompletes of member 0 forwarded ('first' mode) */
+  private firstDone = 0;
   private copyInSeen = 0;
   private needsFields = false;
   private described: Buffer | null = null;
@@ -119,7 +121,8 @@ export class Group {
         return;
       case B.CommandComplete:
         if (this.merger) this.merger.commandComplete(member, commandTag(msg));
-        else if (this.mode === 'first') { if (member === 0) this.out.push(msg); }
+        // (DDL creating sequences: the shards also ran pgring's range DO after it, not the client's)
+        else if (this.mode === 'first') { if (member === 0 && !(this.stmt.plan.createsSequence && this.firstDone++ > 0)) this.out.push(msg); }
         else this.tags.push(commandTag(msg));
         return;
       case B.CopyInResponse:

@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { pgBin } from '../local/proc';
 import { quoteIdent } from '../ring/ring';
-import { sequenceRange, sequenceSlot } from '../frontend/sequences';
+import { INT4_SLOTS, sequenceRange, sequenceSlot } from '../frontend/sequences';
 
 export interface ShardAddr { name: string; host: string; port: number }
 export interface Creds { user: string; password?: string }
@@ -95,29 +95,33 @@ export async function copySchema(src: ShardAddr, dst: ShardAddr, db: string, c: 
  */
 export async function moveSequencesToFreeRange(dst: ShardAddr, others: ShardAddr[], db: string, c: Creds, tables: string[]): Promise<string[]> {
   const seqs = await withShard(dst, db, c, async (cl) => (await cl.query(
-    `SELECT DISTINCT c.oid::pg_catalog.regclass::text AS seq FROM pg_catalog.pg_class c
+    `SELECT DISTINCT c.oid::pg_catalog.regclass::text AS seq, s.seqtypid = 'pg_catalog.int4'::pg_catalog.regtype AS int4 FROM pg_catalog.pg_class c
        JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
        JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
       WHERE d.refobjid = ANY (SELECT pg_catalog.to_regclass(t) FROM pg_catalog.unnest($1::text[]) t)
-        AND s.seqtypid = 'pg_catalog.int8'::pg_catalog.regtype AND s.seqstart = 1 AND s.seqmin = 1 AND s.seqincrement = 1`,
-    [tables.map(qname)])).rows.map((r) => r.seq as string));
+        AND s.seqtypid IN ('pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype) AND s.seqstart = 1 AND s.seqmin = 1 AND s.seqincrement = 1`,
+    [tables.map(qname)])).rows.map((r) => ({ seq: r.seq as string, int4: r.int4 as boolean })));
   if (seqs.length === 0) return [];
-  const slots = new Map<string, number>(seqs.map((q) => [q, 0]));
+  const slots = new Map<string, number>(seqs.map((q) => [q.seq, 0]));
   for (const o of others) {
     await withShard(o, db, c, async (cl) => {
       for (const q of seqs) {
-        const r = await cl.query('SELECT s.seqmin::text AS min FROM pg_catalog.pg_sequence s WHERE s.seqrelid = pg_catalog.to_regclass($1)', [q]);
-        if (r.rows[0]) slots.set(q, Math.max(slots.get(q)!, sequenceSlot(BigInt(r.rows[0].min as string))));
+        const r = await cl.query('SELECT s.seqmin::text AS min FROM pg_catalog.pg_sequence s WHERE s.seqrelid = pg_catalog.to_regclass($1)', [q.seq]);
+        if (r.rows[0]) slots.set(q.seq, Math.max(slots.get(q.seq)!, sequenceSlot(BigInt(r.rows[0].min as string), q.int4)));
       }
     });
   }
+  const moved: string[] = [];
   await withShard(dst, db, c, async (cl) => {
     for (const q of seqs) {
-      const { lo, hi } = sequenceRange(slots.get(q)! + 1);
-      await cl.query(`ALTER SEQUENCE ${q} MINVALUE ${lo} MAXVALUE ${hi} START WITH ${lo} RESTART`);
+      const slot = slots.get(q.seq)! + 1;
+      if (q.int4 && slot >= INT4_SLOTS) continue;   // no integer range left: counts as PostgreSQL's
+      const { lo, hi } = sequenceRange(slot, q.int4);
+      await cl.query(`ALTER SEQUENCE ${q.seq} MINVALUE ${lo} MAXVALUE ${hi} START WITH ${lo} RESTART`);
+      moved.push(q.seq);
     }
   });
-  return seqs;
+  return moved;
 }
 
 /**

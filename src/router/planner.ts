@@ -141,7 +141,6 @@ export class Planner extends StatementWalker {
     if (/^(Create|Alter|Drop|Rename|Grant|Comment|Truncate|Index|View|Reindex|Cluster|Define|Composite|AlterTable|Sec|RuleStmt|CreateTableAs|AlterOwner|Refresh|Import)/.test(tag) || tag === 'RuleStmt') {
       p.command = 'ddl'; p.write = true;
       if (ddlRunsInTransaction(tag, s)) p.ddlTx = true;
-      if (ddlCreatesSequence(tag, s)) p.createsSequence = true;
       if (tag === 'DropdbStmt') p.freeDatabase = s.dbname;
       else if (tag === 'RenameStmt' && s.renameType === 'OBJECT_DATABASE') p.freeDatabase = s.subname;
       else if (tag === 'AlterTableStmt' && s.relation?.relname && (s.cmds ?? []).some((c: N) => c.AlterTableCmd?.subtype === 'AT_AddColumn' || c.AlterTableCmd?.subtype === 'AT_DropColumn')) {
@@ -188,6 +187,9 @@ export class Planner extends StatementWalker {
       if (parent && rel?.relname) p.shardedLike = { table: rel.schemaname ? `${rel.schemaname}.${rel.relname}` : rel.relname, sharded: { column: parent.column, type: parent.type } };
       // Constraints that each shard could check only against its own rows (constraint-check.ts).
       const onTable = tag === 'CreateStmt' || tag === 'IndexStmt' || tag === 'AlterTableStmt' ? (s.relation && this.lookupTable(s.relation)) ?? parent : undefined;
+      // Sequences get a range per shard (frontend/sequences.ts) for sharded tables and CREATE
+      // SEQUENCE; a reference table's must count alike on every shard (its INSERTs go to all).
+      if (ddlCreatesSequence(tag, s) && (tag === 'CreateSeqStmt' || onTable)) p.createsSequence = true;
       const unique = onTable ? uniqueWithoutKey(tag, s, onTable.lcolumn) : null;
       if (unique) {
         const name = s.relation?.relname ?? onTable!.name;

@@ -296,6 +296,22 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         await c.query('CREATE SEQUENCE own_seq');
         assert.deepEqual((await onShards("SELECT nextval('own_seq')")).map(BigInt), [1n, (1n << 48n) + 1n, (2n << 48n) + 1n]);
         await c.query('DROP SEQUENCE own_seq');
+        // serial (integer) ids: 16 ranges of 2^27, shard 0 keeps its start and ends at 2^27 (Prisma's,
+        // TypeORM's and Sequelize's default ids; before: 1, 1, 1 on the three shards)
+        await c.query('DROP TABLE tickets');
+        const made = await c.query('CREATE TABLE tickets (id serial, tenant int, t text, PRIMARY KEY (tenant, id))');
+        assert.equal(made.command, 'CREATE');   // one answer, as one server gives (not the shards' range DO as well)
+        await c.query(`INSERT INTO tickets (tenant, t) VALUES ${Array.from({ length: 30 }, (_, i) => `(${i + 1}, 'x')`).join(', ')}`);
+        const ids4 = (await c.query('SELECT id FROM tickets')).rows.map((r) => String(r.id));
+        assert.equal(new Set(ids4).size, 30, 'serial ids repeat across shards');
+        assert.deepEqual(await onShards("SELECT seqmin || '-' || seqmax FROM pg_sequence WHERE seqrelid = 'tickets_id_seq'::regclass"),
+          [`1-${1 << 27}`, `${(1 << 27) + 1}-${2 ** 28}`, `${2 ** 28 + 1}-${3 * 2 ** 27}`]);
+        // a reference table's serial ids count alike on every shard (its INSERTs run on all of them)
+        await c.query('DROP TABLE IF EXISTS refseq');
+        await c.query('CREATE TABLE refseq (id bigserial PRIMARY KEY, n serial, v text)');
+        await c.query("INSERT INTO refseq (v) VALUES ('a'), ('b'), ('c')");
+        assert.deepEqual(await onShards("SELECT string_agg(id || '/' || n, ',' ORDER BY id) FROM refseq"), ['1/1,2/2,3/3', '1/1,2/2,3/3', '1/1,2/2,3/3']);
+        await c.query('DROP TABLE refseq');
         // DDL in the extended protocol (JDBC, pgx: every statement is Parse/Bind/Execute) too, outside and inside a transaction
         await c.query({ text: 'CREATE SEQUENCE own_seq', queryMode: 'extended' } as pg.QueryConfig);
         assert.deepEqual((await onShards("SELECT nextval('own_seq')")).map(BigInt), [1n, (1n << 48n) + 1n, (2n << 48n) + 1n]);

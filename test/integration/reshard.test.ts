@@ -85,7 +85,7 @@ before(async () => {
     await c.query('CREATE TABLE ref_seq (id serial PRIMARY KEY, name text)');
     await c.query("INSERT INTO ref_seq (name) VALUES ('a'), ('b'), ('c')");
     // A table sharded by tenant with its own bigserial ids: each shard counts in a range of its own.
-    await c.query('CREATE TABLE tickets (tenant int, id bigserial, note text, PRIMARY KEY (tenant, id))');
+    await c.query('CREATE TABLE tickets (tenant int, id bigserial, note text, n serial, PRIMARY KEY (tenant, id))');
     await c.query(`INSERT INTO tickets (tenant, note) VALUES ${Array.from({ length: 60 }, (_, i) => `(${i + 1}, 'before')`).join(', ')}`);
   });
 });
@@ -236,6 +236,9 @@ describe('online resharding', () => {
     const all = ids.flat();
     assert.equal(new Set(all).size, all.length, `ids repeat across shards: ${JSON.stringify(ids)}`);
     assert.equal(psqlAt(ports[3]!, "SELECT seqmin FROM pg_sequence WHERE seqrelid = 'tickets_id_seq'::regclass", db).trim(), String((3n << 48n) + 1n));
+    assert.equal(psqlAt(ports[3]!, "SELECT seqmin FROM pg_sequence WHERE seqrelid = 'tickets_n_seq'::regclass", db).trim(), String(3 * 2 ** 27 + 1));
+    const ns = ports.map((p) => psqlAt(p, "SELECT n FROM tickets WHERE note = 'after'", db).split('\n').map((x) => x.trim()).filter(Boolean)).flat();
+    assert.equal(new Set(ns).size, ns.length, `serial values repeat across shards: ${ns.join(', ')}`);
     // The reference table's sequence on s4 continues where the others are (before: from 1, so the
     // next INSERT failed with a duplicate key on s4 and nothing was inserted anywhere).
     await withClient(proxies[0]!.port, db, (c) => c.query("INSERT INTO ref_seq (name) VALUES ('after')"));
