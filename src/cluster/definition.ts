@@ -3,6 +3,7 @@
 // document a config file seeds, the comparison of a file with the cluster's active version,
 // and the changes the `pgring table` commands make.
 import type { Config, KeyType, ShardedTableConfig } from '../config/types';
+import { definitionName } from '../ring/ring';
 
 export type UnknownTablePolicy = 'reference' | 'reject';
 
@@ -143,12 +144,11 @@ export function withReference(def: DefinitionBody, name: string): DefinitionBody
  *  succeeded through a proxy: the definition follows the table (unchanged when it names neither). */
 export function renamed(def: DefinitionBody, from: string, to: string, column?: string): DefinitionBody {
   const k = tableKey(from);
-  const quoteIfNeeded = (n: string): string => (/^[a-z_][a-z0-9_$]*$/.test(n) ? n : `"${n.replace(/"/g, '""')}"`);
   if (column === undefined) {
     const rename = (name: string): string => {
       const dot = name.lastIndexOf('.');
       const schema = dot > 0 && !name.endsWith('"') ? name.slice(0, dot + 1) : '';
-      return schema + quoteIfNeeded(to);
+      return schema + definitionName(to);
     };
     return {
       ...def,

@@ -288,6 +288,11 @@ export function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
+/** A folded name as the cluster definition writes it: plain when lower case and simple, else quoted. */
+export function definitionName(n: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(n) ? n : quoteIdent(n);
+}
+
 /**
  * Converts sorted unsigned arcs into sorted, merged, disjoint signed int8
  * ranges [start, end) with -2^63 <= start < end <= 2^63.

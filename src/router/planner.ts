@@ -13,6 +13,7 @@ import { findAgg, hasWindow, mergeSpec, sublinkAggs } from './merge-rewrite';
 import { lockObjects } from './lock-scope';
 import { shapeObjects } from './ddl-shape';
 import { ddlCreatesSequence, ddlRunsInTransaction } from './ddl-tx';
+import { definitionName } from '../ring/ring';
 
 export { normalizeSchema, renderParts, createsTemp } from './plan-ast';
 export type { NSchema, Part, PlanInput, PlanTemplate } from './plan-ast';
@@ -386,11 +387,11 @@ export class Planner extends StatementWalker {
       const last = f[f.length - 1];
       if (last === '*') {
         const occ = g.find((o) => f.length === 1 || f[f.length - 2] === o.alias);
-        if (occ) return aliases.length ? null : { table: v.relname, sharded: { column: quoteName(occ.table!.lcolumn), type: occ.table!.type }, view: true };
+        if (occ) return aliases.length ? null : { table: v.relname, sharded: { column: definitionName(occ.table!.lcolumn), type: occ.table!.type }, view: true };
         continue;
       }
       const occ = last === undefined ? undefined : g.find((o) => o.table!.lcolumn === last && (f.length === 1 || f[f.length - 2] === o.alias));
-      if (occ) return { table: v.relname, sharded: { column: quoteName(aliases[i] ?? r.name ?? last), type: occ.table!.type }, view: true };
+      if (occ) return { table: v.relname, sharded: { column: definitionName(aliases[i] ?? r.name ?? last), type: occ.table!.type }, view: true };
     }
     return null;
   }
@@ -540,6 +541,3 @@ function rowLocal(q: N, g: Occ[]): boolean {
   }
   return true;
 }
-
-/** A folded name as the cluster definition writes it (quoted unless lower case and plain). */
-function quoteName(n: string): string { return /^[a-z_][a-z0-9_$]*$/.test(n) ? n : `"${n.replace(/"/g, '""')}"`; }
