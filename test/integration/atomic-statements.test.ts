@@ -15,7 +15,7 @@ import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { from as copyFrom } from 'pg-copy-streams';
 import { testCluster, uniqueName } from '../helpers/env';
-import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy, withClient } from '../helpers/proxy';
 import { psql } from '../helpers/tools';
 import { WireClient } from '../helpers/wire';
 import { ClusterInfo } from '../../src/local/cluster';
@@ -438,109 +438,103 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
 
 describe('ALTER TABLE ... RENAME through pgring with ZooKeeper', () => {
   it('the cluster definition follows a renamed sharded table and a renamed shard key column', async () => {
-    const c = client(withZk.port, db);
-    await c.connect();
-    try {
-      await c.query('DROP TABLE IF EXISTS rn, rn2, rn3');
-      await c.query('CREATE TABLE rn (id int PRIMARY KEY, v text)');
-      await c.query("INSERT INTO rn VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f')");
-      await c.query('ALTER TABLE rn RENAME TO rn2');
-      // before: rn2 was unknown to the definition, read from one shard as a reference table (2 of 6 rows)
-      assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '6');
-      assert.equal((await c.query('SELECT v FROM rn2 WHERE id = 5')).rows[0]?.v, 'e');
-      await c.query('ALTER TABLE rn2 RENAME COLUMN id TO rid');
-      await c.query("INSERT INTO rn2 (rid, v) VALUES (7, 'g'), (8, 'h')");
-      assert.equal((await c.query('SELECT v FROM rn2 WHERE rid = 8')).rows[0]?.v, 'h');
-      assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '8');
-      const shard = withZk.proxy.ctx.shards.shardForKey('integer', '8');
-      assert.equal((await onShards('SELECT count(*) FROM rn2 WHERE rid = 8'))[shard], '1');
-      // a rename rolled back leaves the definition alone
-      await c.query('BEGIN');
-      await c.query('ALTER TABLE rn2 RENAME TO rn3');
-      await c.query('ROLLBACK');
-      assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '8');
-      // and one committed in a transaction is followed at its COMMIT
-      await c.query('BEGIN');
-      await c.query('ALTER TABLE rn2 RENAME TO rn3');
-      await c.query('COMMIT');
-      assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
-      // a rename undone by ROLLBACK TO leaves the definition alone
-      await c.query('BEGIN');
-      await c.query('SAVEPOINT s');
-      await c.query('ALTER TABLE rn3 RENAME TO rn4');
-      await c.query('ROLLBACK TO SAVEPOINT s');
-      await c.query('COMMIT');
-      assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
-      // in a query string over several shards (one implicit transaction), and in the extended protocol
-      await c.query('ALTER TABLE rn3 RENAME TO rn4; SELECT 1');
-      assert.equal((await c.query('SELECT count(*) AS n FROM rn4')).rows[0].n, '8');
-      await c.query({ text: 'ALTER TABLE rn4 RENAME TO rn3', queryMode: 'extended' } as pg.QueryConfig);
-      assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
-      await c.query('DROP TABLE rn3');
-    } finally { await c.end(); }
+    await withClient(withZk.port, db, async (c) => {
+    await c.query('DROP TABLE IF EXISTS rn, rn2, rn3');
+    await c.query('CREATE TABLE rn (id int PRIMARY KEY, v text)');
+    await c.query("INSERT INTO rn VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e'), (6, 'f')");
+    await c.query('ALTER TABLE rn RENAME TO rn2');
+    // before: rn2 was unknown to the definition, read from one shard as a reference table (2 of 6 rows)
+    assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '6');
+    assert.equal((await c.query('SELECT v FROM rn2 WHERE id = 5')).rows[0]?.v, 'e');
+    await c.query('ALTER TABLE rn2 RENAME COLUMN id TO rid');
+    await c.query("INSERT INTO rn2 (rid, v) VALUES (7, 'g'), (8, 'h')");
+    assert.equal((await c.query('SELECT v FROM rn2 WHERE rid = 8')).rows[0]?.v, 'h');
+    assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '8');
+    const shard = withZk.proxy.ctx.shards.shardForKey('integer', '8');
+    assert.equal((await onShards('SELECT count(*) FROM rn2 WHERE rid = 8'))[shard], '1');
+    // a rename rolled back leaves the definition alone
+    await c.query('BEGIN');
+    await c.query('ALTER TABLE rn2 RENAME TO rn3');
+    await c.query('ROLLBACK');
+    assert.equal((await c.query('SELECT count(*) AS n FROM rn2')).rows[0].n, '8');
+    // and one committed in a transaction is followed at its COMMIT
+    await c.query('BEGIN');
+    await c.query('ALTER TABLE rn2 RENAME TO rn3');
+    await c.query('COMMIT');
+    assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
+    // a rename undone by ROLLBACK TO leaves the definition alone
+    await c.query('BEGIN');
+    await c.query('SAVEPOINT s');
+    await c.query('ALTER TABLE rn3 RENAME TO rn4');
+    await c.query('ROLLBACK TO SAVEPOINT s');
+    await c.query('COMMIT');
+    assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
+    // in a query string over several shards (one implicit transaction), and in the extended protocol
+    await c.query('ALTER TABLE rn3 RENAME TO rn4; SELECT 1');
+    assert.equal((await c.query('SELECT count(*) AS n FROM rn4')).rows[0].n, '8');
+    await c.query({ text: 'ALTER TABLE rn4 RENAME TO rn3', queryMode: 'extended' } as pg.QueryConfig);
+    assert.equal((await c.query('SELECT count(*) AS n FROM rn3')).rows[0].n, '8');
+    await c.query('DROP TABLE rn3');
+    });
   });
 });
 
 describe('partitions of a sharded table, with ZooKeeper', () => {
   it('a partition created or attached through pgring is sharded by its parent\'s key: read on every shard, written on one', async () => {
-    const c = client(withZk.port, db);
-    await c.connect();
-    try {
-      await c.query('DROP TABLE IF EXISTS events, events_2027 CASCADE');
-      await c.query('CREATE TABLE events (tenant int, ts date, v text) PARTITION BY RANGE (ts)');
-      await c.query("CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
-      // created on its own (a reference table then), attached later
-      await c.query('CREATE TABLE events_2027 (tenant int, ts date, v text)');
-      await c.query("ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')");
-      // a partition that is partitioned itself, and its partition
-      await c.query("CREATE TABLE events_2028 PARTITION OF events FOR VALUES FROM ('2028-01-01') TO ('2029-01-01') PARTITION BY LIST (v)");
-      await c.query("CREATE TABLE events_2028_x PARTITION OF events_2028 FOR VALUES IN ('x')");
-      await c.query("INSERT INTO events VALUES (1, '2026-05-01', 'a'), (2, '2026-06-01', 'b'), (3, '2027-02-01', 'c'), (4, '2027-03-01', 'd'), (5, '2026-01-02', 'e')");
-      // before: read from one shard as a reference table (1 of 3 rows)
-      assert.equal((await c.query('SELECT count(*) AS n FROM events_2026')).rows[0].n, '3');
-      assert.equal((await c.query('SELECT count(*) AS n FROM events_2027')).rows[0].n, '2');
-      // before: a write to the partition went to every shard (the row three times in events)
-      await c.query("INSERT INTO events_2027 VALUES (6, '2027-04-04', 'f')");
-      await c.query("INSERT INTO events_2028_x VALUES (7, '2028-01-05', 'x')");
-      assert.equal((await c.query('SELECT count(*) AS n FROM events')).rows[0].n, '7');
-      assert.equal((await onShards('SELECT count(*) FROM events')).map(Number).reduce((x, y) => x + y, 0), 7);
-      assert.equal((await c.query('SELECT v FROM events_2027 WHERE tenant = $1', [6])).rows[0]?.v, 'f');
-      const shard = withZk.proxy.ctx.shards.shardForKey('integer', '7');
-      assert.equal((await onShards('SELECT count(*) FROM events_2028_x WHERE tenant = 7'))[shard], '1');
-      await c.query('DROP TABLE events');
-    } finally { await c.end(); }
+    await withClient(withZk.port, db, async (c) => {
+    await c.query('DROP TABLE IF EXISTS events, events_2027 CASCADE');
+    await c.query('CREATE TABLE events (tenant int, ts date, v text) PARTITION BY RANGE (ts)');
+    await c.query("CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')");
+    // created on its own (a reference table then), attached later
+    await c.query('CREATE TABLE events_2027 (tenant int, ts date, v text)');
+    await c.query("ALTER TABLE events ATTACH PARTITION events_2027 FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')");
+    // a partition that is partitioned itself, and its partition
+    await c.query("CREATE TABLE events_2028 PARTITION OF events FOR VALUES FROM ('2028-01-01') TO ('2029-01-01') PARTITION BY LIST (v)");
+    await c.query("CREATE TABLE events_2028_x PARTITION OF events_2028 FOR VALUES IN ('x')");
+    await c.query("INSERT INTO events VALUES (1, '2026-05-01', 'a'), (2, '2026-06-01', 'b'), (3, '2027-02-01', 'c'), (4, '2027-03-01', 'd'), (5, '2026-01-02', 'e')");
+    // before: read from one shard as a reference table (1 of 3 rows)
+    assert.equal((await c.query('SELECT count(*) AS n FROM events_2026')).rows[0].n, '3');
+    assert.equal((await c.query('SELECT count(*) AS n FROM events_2027')).rows[0].n, '2');
+    // before: a write to the partition went to every shard (the row three times in events)
+    await c.query("INSERT INTO events_2027 VALUES (6, '2027-04-04', 'f')");
+    await c.query("INSERT INTO events_2028_x VALUES (7, '2028-01-05', 'x')");
+    assert.equal((await c.query('SELECT count(*) AS n FROM events')).rows[0].n, '7');
+    assert.equal((await onShards('SELECT count(*) FROM events')).map(Number).reduce((x, y) => x + y, 0), 7);
+    assert.equal((await c.query('SELECT v FROM events_2027 WHERE tenant = $1', [6])).rows[0]?.v, 'f');
+    const shard = withZk.proxy.ctx.shards.shardForKey('integer', '7');
+    assert.equal((await onShards('SELECT count(*) FROM events_2028_x WHERE tenant = 7'))[shard], '1');
+    await c.query('DROP TABLE events');
+    });
   });
 });
 
 describe('views over sharded tables', () => {
   it('with ZooKeeper: a view whose rows each come from one shard and that shows the key is registered as sharded, followed by REPLACE and DROP', async () => {
     await reset();
-    const c = client(withZk.port, db);
-    await c.connect();
     type E = Error & { code?: string };
     const sharded = (name: string): boolean => withZk.proxy.definition.sharded.some((t) => t.name === name);
-    try {
-      await c.query('DROP VIEW IF EXISTS items_vv, items_v, items_agg');
-      await c.query(`INSERT INTO items VALUES ${Array.from({ length: 9 }, (_, i) => `(${i + 1}, 'row ${i + 1}')`).join(', ')}`);
-      await c.query('CREATE VIEW items_v AS SELECT id, note FROM items WHERE id > 2');
-      assert.ok(sharded('items_v'));
-      // before: refused (and before that, read from one shard as a reference table: a third of the rows)
-      assert.equal((await c.query('SELECT count(*) AS n FROM items_v')).rows[0].n, '7');
-      assert.equal((await c.query('SELECT note FROM items_v WHERE id = $1', [5])).rows[0]?.note, 'row 5');
-      assert.deepEqual((await c.query('SELECT id FROM items_v ORDER BY id DESC LIMIT 2')).rows.map((r) => r.id), [9, 8]);
-      await c.query('CREATE OR REPLACE VIEW items_v AS SELECT id, note, id * 2 AS d FROM items WHERE id > 4');
-      assert.equal((await c.query('SELECT count(*) AS n FROM items_v')).rows[0].n, '5');
-      // a view over the view, with the key renamed
-      await c.query('CREATE VIEW items_vv (k, n, d) AS SELECT id, note, d FROM items_v WHERE d > 12');
-      assert.equal(withZk.proxy.definition.sharded.find((t) => t.name === 'items_vv')?.column, 'k');
-      assert.equal((await c.query('SELECT sum(k) AS s FROM items_vv')).rows[0].s, String(7 + 8 + 9));
-      assert.equal((await c.query('SELECT n FROM items_vv WHERE k = 8')).rows[0]?.n, 'row 8');
-      // rows combined across shards, or without the key: refused as before
-      await assert.rejects(c.query('CREATE VIEW items_agg AS SELECT count(*) FROM items'), (e: E) => e.code === '0A000' && /CREATE VIEW over sharded table "items"/.test(e.message));
-      await assert.rejects(c.query('CREATE VIEW items_agg AS SELECT note FROM items'), (e: E) => e.code === '0A000');
-      await c.query('DROP VIEW items_vv, items_v');
-      assert.ok(!sharded('items_v') && !sharded('items_vv'), 'dropped views stay in the definition');
-    } finally { await c.end(); }
+    await withClient(withZk.port, db, async (c) => {
+    await c.query('DROP VIEW IF EXISTS items_vv, items_v, items_agg');
+    await c.query(`INSERT INTO items VALUES ${Array.from({ length: 9 }, (_, i) => `(${i + 1}, 'row ${i + 1}')`).join(', ')}`);
+    await c.query('CREATE VIEW items_v AS SELECT id, note FROM items WHERE id > 2');
+    assert.ok(sharded('items_v'));
+    // before: refused (and before that, read from one shard as a reference table: a third of the rows)
+    assert.equal((await c.query('SELECT count(*) AS n FROM items_v')).rows[0].n, '7');
+    assert.equal((await c.query('SELECT note FROM items_v WHERE id = $1', [5])).rows[0]?.note, 'row 5');
+    assert.deepEqual((await c.query('SELECT id FROM items_v ORDER BY id DESC LIMIT 2')).rows.map((r) => r.id), [9, 8]);
+    await c.query('CREATE OR REPLACE VIEW items_v AS SELECT id, note, id * 2 AS d FROM items WHERE id > 4');
+    assert.equal((await c.query('SELECT count(*) AS n FROM items_v')).rows[0].n, '5');
+    // a view over the view, with the key renamed
+    await c.query('CREATE VIEW items_vv (k, n, d) AS SELECT id, note, d FROM items_v WHERE d > 12');
+    assert.equal(withZk.proxy.definition.sharded.find((t) => t.name === 'items_vv')?.column, 'k');
+    assert.equal((await c.query('SELECT sum(k) AS s FROM items_vv')).rows[0].s, String(7 + 8 + 9));
+    assert.equal((await c.query('SELECT n FROM items_vv WHERE k = 8')).rows[0]?.n, 'row 8');
+    // rows combined across shards, or without the key: refused as before
+    await assert.rejects(c.query('CREATE VIEW items_agg AS SELECT count(*) FROM items'), (e: E) => e.code === '0A000' && /CREATE VIEW over sharded table "items"/.test(e.message));
+    await assert.rejects(c.query('CREATE VIEW items_agg AS SELECT note FROM items'), (e: E) => e.code === '0A000');
+    await c.query('DROP VIEW items_vv, items_v');
+    assert.ok(!sharded('items_v') && !sharded('items_vv'), 'dropped views stay in the definition');
+    });
   });
 
   it('without ZooKeeper: refused (the file is the definition)', async () => {
@@ -554,49 +548,45 @@ describe('views over sharded tables', () => {
 
 describe('unique constraints on a sharded table', () => {
   it('one without the shard key is refused over several shards (each shard would check its own rows only); with the key it is made', async () => {
-    const c = client(withZk.port, db);
-    await c.connect();
     type E = Error & { code?: string };
-    try {
-      await c.query('DROP TABLE IF EXISTS nod');
-      // before: created, and the same email went into two shards
-      await assert.rejects(c.query('CREATE TABLE nod (id int PRIMARY KEY, email text UNIQUE)'), (e: E) => e.code === '0A000' && /a UNIQUE constraint on sharded table "nod" that does not include its shard key column "id"/.test(e.message));
-      await assert.rejects(c.query('CREATE TABLE nod (id int, email text, PRIMARY KEY (email))'), (e: E) => e.code === '0A000' && /a PRIMARY KEY on sharded table "nod"/.test(e.message));
-      await assert.rejects(c.query({ text: 'CREATE TABLE nod (id int, r int4range, EXCLUDE USING gist (r WITH &&))', queryMode: 'extended' } as pg.QueryConfig), (e: E) => e.code === '0A000' && /an EXCLUDE constraint/.test(e.message));
-      assert.deepEqual(await onShards("SELECT count(*) FROM pg_class WHERE relname = 'nod'"), ['0', '0', '0']);
-      await c.query('CREATE TABLE nod (id int, email text, PRIMARY KEY (id), UNIQUE (email, id))');
-      await c.query("INSERT INTO nod VALUES (1, 'a@x'), (2, 'a@x')");
-      // explicitly on one shard (SET pgring.shard), where it is what the user asks for
-      await c.query("SET pgring.shard = 's1'");
-      await c.query('CREATE UNIQUE INDEX nod_email_s1 ON nod (email)');
-      await c.query('RESET pgring.shard');
-      await c.query('DROP TABLE nod');
-    } finally { await c.end(); }
+    await withClient(withZk.port, db, async (c) => {
+    await c.query('DROP TABLE IF EXISTS nod');
+    // before: created, and the same email went into two shards
+    await assert.rejects(c.query('CREATE TABLE nod (id int PRIMARY KEY, email text UNIQUE)'), (e: E) => e.code === '0A000' && /a UNIQUE constraint on sharded table "nod" that does not include its shard key column "id"/.test(e.message));
+    await assert.rejects(c.query('CREATE TABLE nod (id int, email text, PRIMARY KEY (email))'), (e: E) => e.code === '0A000' && /a PRIMARY KEY on sharded table "nod"/.test(e.message));
+    await assert.rejects(c.query({ text: 'CREATE TABLE nod (id int, r int4range, EXCLUDE USING gist (r WITH &&))', queryMode: 'extended' } as pg.QueryConfig), (e: E) => e.code === '0A000' && /an EXCLUDE constraint/.test(e.message));
+    assert.deepEqual(await onShards("SELECT count(*) FROM pg_class WHERE relname = 'nod'"), ['0', '0', '0']);
+    await c.query('CREATE TABLE nod (id int, email text, PRIMARY KEY (id), UNIQUE (email, id))');
+    await c.query("INSERT INTO nod VALUES (1, 'a@x'), (2, 'a@x')");
+    // explicitly on one shard (SET pgring.shard), where it is what the user asks for
+    await c.query("SET pgring.shard = 's1'");
+    await c.query('CREATE UNIQUE INDEX nod_email_s1 ON nod (email)');
+    await c.query('RESET pgring.shard');
+    await c.query('DROP TABLE nod');
+    });
   });
 });
 
 describe('ALTER TABLE ... ADD / DROP COLUMN and INSERT without a column list, with ZooKeeper', () => {
   it('the shard key is found at its new position: column lists read from the catalog and stated in the definition follow', async () => {
-    const c = client(withZk.port, db);
-    await c.connect();
-    try {
-      for (const t of ['lc', 'sc']) {
-        await c.query(`DROP TABLE IF EXISTS ${t}`);
-        await c.query(`CREATE TABLE ${t} (a int, id int PRIMARY KEY, v int)`);
-        await c.query(`INSERT INTO ${t} VALUES (0, 1, 10)`);       // lc: pgring reads the columns from the catalog
-        await c.query(`ALTER TABLE ${t} DROP COLUMN a`);
-        // (id, v): before, pgring routed by the value at the old position (v = 7)
-        await c.query(`INSERT INTO ${t} VALUES (5, 7), (6, 8)`);
-        for (const k of [5, 6]) {
-          const shard = withZk.proxy.ctx.shards.shardForKey('integer', String(k));
-          assert.equal((await onShards(`SELECT count(*) FROM ${t} WHERE id = ${k}`))[shard], '1', `${t}: row ${k} not on its shard`);
-        }
-        await c.query(`ALTER TABLE ${t} ADD COLUMN w int`);
-        await c.query(`INSERT INTO ${t} VALUES (9, 1, 2)`);
-        assert.equal((await c.query(`SELECT v FROM ${t} WHERE id = 9`)).rows[0]?.v, 1);
-        await c.query(`DROP TABLE ${t}`);
+    await withClient(withZk.port, db, async (c) => {
+    for (const t of ['lc', 'sc']) {
+      await c.query(`DROP TABLE IF EXISTS ${t}`);
+      await c.query(`CREATE TABLE ${t} (a int, id int PRIMARY KEY, v int)`);
+      await c.query(`INSERT INTO ${t} VALUES (0, 1, 10)`);       // lc: pgring reads the columns from the catalog
+      await c.query(`ALTER TABLE ${t} DROP COLUMN a`);
+      // (id, v): before, pgring routed by the value at the old position (v = 7)
+      await c.query(`INSERT INTO ${t} VALUES (5, 7), (6, 8)`);
+      for (const k of [5, 6]) {
+        const shard = withZk.proxy.ctx.shards.shardForKey('integer', String(k));
+        assert.equal((await onShards(`SELECT count(*) FROM ${t} WHERE id = ${k}`))[shard], '1', `${t}: row ${k} not on its shard`);
       }
-    } finally { await c.end(); }
+      await c.query(`ALTER TABLE ${t} ADD COLUMN w int`);
+      await c.query(`INSERT INTO ${t} VALUES (9, 1, 2)`);
+      assert.equal((await c.query(`SELECT v FROM ${t} WHERE id = 9`)).rows[0]?.v, 1);
+      await c.query(`DROP TABLE ${t}`);
+    }
+    });
   });
 });
 
