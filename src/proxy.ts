@@ -24,7 +24,7 @@ import type { ShardConfig } from './config/types';
 import { Operations } from './admin/ops';
 import type { ReloadResult } from './admin/reload';
 import { PgError, SQLSTATE } from './protocol/errors';
-import { ClusterDefinition, definitionFromConfig } from './cluster/definition';
+import { ClusterDefinition, definitionFromConfig, tableKey } from './cluster/definition';
 import { closeUnix, listenUnix } from './frontend/unix-listener';
 
 /** Ring version `version` from the shards of a config (same document `pgring ring init` publishes). */
@@ -146,12 +146,20 @@ export class Proxy {
 
   /** Swaps in a new cluster definition (from ZooKeeper): later statements route by it. */
   applyDefinition(def: ClusterDefinition): void {
+    const prevEntries = new Map(this.definition.sharded.map((t) => [tableKey(t.name), JSON.stringify(t)]));
     this.definition = def;
     // The session code reads key types and column lists of sharded tables from the config.
     this.config.sharding.tables = def.sharded;
     const old = this.ctx.router;
     this.ctx.router = this.makeRouter(def.sharded);
     old.successor = this.ctx.router;
+    // A table whose entry changed (its columns changed through some proxy: a new layout count) is
+    // read from the catalog again: a list learned before a DROP COLUMN would take another column
+    // for the shard key of an INSERT without a column list.
+    const now = new Map(def.sharded.map((t) => [tableKey(t.name), JSON.stringify(t)]));
+    for (const m of this.dbColumns.values()) {
+      for (const table of [...m.keys()]) if (now.get(tableKey(table)) !== prevEntries.get(tableKey(table))) m.delete(table);
+    }
     for (const [db, m] of this.dbColumns) {
       const prev = this.dbRouters.get(db);
       const next = this.dbRouter(m);

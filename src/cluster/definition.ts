@@ -54,7 +54,8 @@ export function validateDefinition(x: unknown, where = 'definition'): ClusterDef
     const k = tableKey(t.name as string);
     if (seen.has(k)) bad(`table ${t.name} named twice`);
     seen.add(k);
-    sharded.push({ name: t.name as string, column: t.column as string, type: t.type as KeyType, ...(t.columns ? { columns: [...(t.columns as string[])] } : {}) });
+    if (t.layout !== undefined && (!Number.isInteger(t.layout) || (t.layout as number) < 0)) bad(`table ${t.name}: layout must be a non-negative integer`);
+    sharded.push({ name: t.name as string, column: t.column as string, type: t.type as KeyType, ...(t.columns ? { columns: [...(t.columns as string[])] } : {}), ...(t.layout ? { layout: t.layout as number } : {}) });
   }
   const reference: string[] = [];
   for (const r of d.reference as unknown[]) {
@@ -167,14 +168,17 @@ export function renamed(def: DefinitionBody, from: string, to: string, column?: 
   };
 }
 
-/** `ALTER TABLE t ADD COLUMN … / DROP COLUMN …` succeeded through a proxy: a column list the
- *  definition states follows (PostgreSQL appends added columns); tables without one are unchanged. */
+/** `ALTER TABLE t ADD COLUMN … / DROP COLUMN …` (or CREATE TABLE of a sharded name) succeeded through
+ *  a proxy: a column list the definition states follows (PostgreSQL appends added columns); a table
+ *  without one gets a new layout count, so that every proxy reads its columns from the catalog again. */
 export function withColumnChanges(def: DefinitionBody, table: string, add: string[], drop: string[]): DefinitionBody {
   const k = tableKey(table);
   const d = new Set(drop.map((c) => c.toLowerCase()));
   return {
     ...def,
-    sharded: def.sharded.map((t) => (tableKey(t.name) !== k || !t.columns ? t : { ...t, columns: [...t.columns.filter((c) => !d.has(c.toLowerCase())), ...add] })),
+    // A stated column list follows the change; a list the proxies read from the catalog is read
+    // again by every proxy when the table's layout count moves.
+    sharded: def.sharded.map((t) => (tableKey(t.name) !== k ? t : t.columns ? { ...t, columns: [...t.columns.filter((c) => !d.has(c.toLowerCase())), ...add] } : { ...t, layout: (t.layout ?? 0) + 1 })),
   };
 }
 

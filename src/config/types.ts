@@ -18,7 +18,12 @@ export type SslMode = 'disable' | 'prefer' | 'require' | 'verify-ca' | 'verify-f
 export interface ServerTlsConfig { sslmode: SslMode; caFile?: string; certFile?: string; keyFile?: string }
 export interface BackendConfig { host: string; port: number; role: 'primary' | 'replica'; tls?: Partial<ServerTlsConfig> }
 export interface ShardConfig { name: string; weight: number; backends: BackendConfig[] }
-export interface ShardedTableConfig { name: string; column: string; type: KeyType; columns?: string[] }
+export interface ShardedTableConfig {
+  name: string; column: string; type: KeyType; columns?: string[];
+  /** Definition only: counts column layout changes (ADD/DROP COLUMN, CREATE TABLE again) of a table
+   *  whose columns the proxies read from the catalog; a new value makes every proxy read them again. */
+  layout?: number;
+}
 
 export interface Config {
   listen: { host: string; port: number; unixSocketDir?: string };

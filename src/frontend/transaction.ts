@@ -29,7 +29,7 @@ export class TransactionControl {
   afterCommand(stmt: RoutedStatement, tag: string, link: Link | null): void {
     const plan = stmt.plan;
     if (plan.command === 'ddl') this.s.ctx.forgetColumns?.(this.s.database);
-    const follow = tag === 'ALTER TABLE' ? plan.renames ?? plan.columnChanges ?? plan.shardedLike : tag === 'CREATE TABLE' || tag === 'CREATE VIEW' ? plan.shardedLike : undefined;
+    const follow = tag === 'ALTER TABLE' ? plan.renames ?? plan.columnChanges ?? plan.shardedLike : tag === 'CREATE TABLE' || tag === 'CREATE VIEW' ? plan.shardedLike ?? plan.columnChanges : undefined;
     if (tag === 'DROP VIEW' && plan.dropsViews && this.s.ctx.followInDefinition) {
       for (const table of plan.dropsViews) this.s.afterCommit.push({ depth: this.s.savepoints.length, follow: { table, forget: true } });
       if (this.s.txStatus === 'I' && this.s.virtualTx === null && !this.s.ext.inUnitTx()) void this.afterCommitted(this.takeAfterCommit(), false);

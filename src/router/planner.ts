@@ -186,6 +186,9 @@ export class Planner extends StatementWalker {
       // the parent's key, not a reference table (a write to it went to every shard).
       const parent = tag === 'CreateStmt' ? (s.inhRelations ?? []).map((r: N) => r.RangeVar && this.lookupTable(r.RangeVar)).find((t: NTable | null) => t) : undefined;
       if (parent && rel?.relname) p.shardedLike = { table: rel.schemaname ? `${rel.schemaname}.${rel.relname}` : rel.relname, sharded: { column: parent.column, type: parent.type } };
+      // A sharded table created again (dropped, then made with other columns): other proxies must
+      // read its column list from the catalog again (the definition notes a new column layout).
+      else if (tag === 'CreateStmt' && rel?.relname && this.lookupTable(rel)) p.columnChanges = { table: rel.schemaname ? `${rel.schemaname}.${rel.relname}` : rel.relname, add: [], drop: [] };
       // Constraints that each shard could check only against its own rows (constraint-check.ts).
       const onTable = tag === 'CreateStmt' || tag === 'IndexStmt' || tag === 'AlterTableStmt' ? (s.relation && this.lookupTable(s.relation)) ?? parent : undefined;
       // Sequences get a range per shard (frontend/sequences.ts) for sharded tables and CREATE

@@ -590,6 +590,52 @@ describe('ALTER TABLE ... ADD / DROP COLUMN and INSERT without a column list, wi
   });
 });
 
+describe('column lists read from the catalog, with two proxies', () => {
+  it('a proxy reads them again after ADD / DROP COLUMN or CREATE TABLE through another proxy', async () => {
+    // Before, the second proxy kept the list it had learned: after DROP COLUMN a through the
+    // first, its INSERT without a column list took v for the shard key and put the row elsewhere.
+    // (no sharding rules in its file: it takes the cluster's, which the tests above changed)
+    const other = await startProxy(await baseConfig(cluster, 3, { zookeeper: withZk.proxy.config.zookeeper }));
+    try {
+      const caughtUp = async (): Promise<void> => {
+        const want = withZk.proxy.definition.version;
+        for (let i = 0; i < 200 && other.proxy.definition.version < want; i++) await new Promise((r) => setTimeout(r, 25));
+        assert.ok(other.proxy.definition.version >= want, 'the second proxy did not see the new definition');
+      };
+      const shardOf = (k: number): number => withZk.proxy.ctx.shards.shardForKey('integer', String(k));
+      // values whose shard differs from the key's: a row routed by the wrong column lands elsewhere
+      const other3 = (k: number): number => { let v = k + 1; while (shardOf(v) === shardOf(k)) v++; return v; };
+      const onItsShard = async (k: number): Promise<void> => {
+        const shard = withZk.proxy.ctx.shards.shardForKey('integer', String(k));
+        assert.equal((await onShards(`SELECT count(*) FROM lc WHERE id = ${k}`))[shard], '1', `row ${k} not on its shard`);
+      };
+      await withClient(withZk.port, db, async (a) => {
+        await withClient(other.port, db, async (b) => {
+          await a.query('DROP TABLE IF EXISTS lc');
+          await a.query('CREATE TABLE lc (a int, id int PRIMARY KEY, v int)');
+          await caughtUp();
+          await b.query('INSERT INTO lc VALUES (0, 1, 10)');       // b reads (a, id, v) from the catalog
+          await onItsShard(1);
+          await a.query('ALTER TABLE lc DROP COLUMN a');
+          await caughtUp();
+          await b.query(`INSERT INTO lc VALUES (5, ${other3(5)}), (6, ${other3(6)})`);   // (id, v)
+          await onItsShard(5);
+          await onItsShard(6);
+          assert.equal((await b.query('SELECT v FROM lc WHERE id = 6')).rows[0]?.v, other3(6));
+          await a.query('DROP TABLE lc');
+          await a.query('CREATE TABLE lc (v int, w int, id int PRIMARY KEY)');
+          await caughtUp();
+          await b.query(`INSERT INTO lc VALUES (1, ${other3(11)}, 11)`);        // (v, w, id)
+          await onItsShard(11);
+          await a.query('DROP TABLE lc');
+        });
+      });
+    } finally {
+      await other.stop();
+    }
+  });
+});
+
 for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
   const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
 

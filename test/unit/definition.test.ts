@@ -115,5 +115,9 @@ test('a rename through a proxy: the definition follows the table, its schema and
 test('ADD / DROP COLUMN through a proxy: a stated column list follows; tables without one are unchanged', () => {
   const def = { sharded: [{ name: 'sc', column: 'id', type: 'integer' as const, columns: ['a', 'id', 'v'] }, { name: 'lc', column: 'id', type: 'integer' as const }], reference: [], unknownTables: 'reference' as const };
   assert.deepEqual(withColumnChanges(def, 'sc', ['w'], ['A']).sharded[0]!.columns, ['id', 'v', 'w']);
-  assert.deepEqual(withColumnChanges(def, 'lc', ['w'], ['a']).sharded[1], def.sharded[1]);
+  // learned from the catalog: the layout count moves (every proxy reads the columns again)
+  assert.deepEqual(withColumnChanges(def, 'lc', ['w'], ['a']).sharded[1], { ...def.sharded[1]!, layout: 1 });
+  assert.equal(withColumnChanges(withColumnChanges(def, 'lc', [], []), 'lc', [], []).sharded[1]!.layout, 2);
+  assert.equal(validateDefinition({ version: 3, ...withColumnChanges(def, 'lc', [], []) }).sharded[1]!.layout, 1);
+  assert.throws(() => validateDefinition({ version: 3, sharded: [{ name: 'x', column: 'id', type: 'bigint', layout: -1 }], reference: [], unknownTables: 'reference' }), /layout/);
 });
