@@ -12,6 +12,9 @@ import { CopyOutMerge } from './copy-out';
 
 export type GroupMode = 'first' | 'sum' | 'merge' | 'merge-ext' | 'copy' | 'copy-out';
 
+/** Rows an ORDER BY merge queues from one shard before it stops reading that shard. */
+const HOLD_ROWS = 2000;
+
 export class Group {
   private remaining: number;
   private out: Buffer[] = [];
@@ -34,6 +37,11 @@ export class Group {
    *  rest at the end. */
   private copyOut: CopyOutMerge | null = null;
   onStream: ((msgs: Buffer[]) => void) | null = null;
+  /** An ORDER BY merge holds the reads of a member whose rows pile up while another shard is slow
+   *  (true), and lets them go on once they are merged out (false): the proxy holds a bounded part
+   *  of a large sorted result. */
+  onHold: ((member: number, hold: boolean) => void) | null = null;
+  private held = new Set<number>();
 
   /** Options: `shardSql`: the shards ran plan.merge.shardSql (not the client's text). Needed in
    *  'merge-ext' mode when the merge spec has a rewrite; the simple path always sends it.
@@ -87,7 +95,23 @@ export class Group {
   /** Rows can go to the client as they come (`onStream`): a merge that needs no sort, grouping or
    *  decoding, so a large scatter read is not collected whole in the proxy. */
   get streamable(): boolean {
-    return this.mode === 'merge' && this.merger !== null && this.merger.streams && !this.needsFields && this.ordered === null && this.error === null;
+    return this.mode === 'merge' && this.merger !== null && ((this.merger.streams && !this.needsFields) || this.merger.sortedStreams) && this.ordered === null && this.error === null;
+  }
+
+  /** Rows an ORDER BY merge can send now; reads held or let go by how many rows each member has queued. */
+  private drainSorted(member: number): void {
+    const m = this.merger!;
+    if (this.mode !== 'merge' || !m.sortedStreams) return;
+    const rows = m.drain();
+    if (rows.length) this.emit(...rows);
+    if (!this.onHold) return;
+    if (m.queued(member) > HOLD_ROWS && !this.held.has(member)) { this.held.add(member); this.onHold(member, true); }
+    for (const h of this.held) if (m.queued(h) <= HOLD_ROWS / 2) { this.held.delete(h); this.onHold(h, false); }
+  }
+
+  private releaseHolds(): void {
+    for (const h of this.held) this.onHold?.(h, false);
+    this.held.clear();
   }
 
   private emit(...msgs: Buffer[]): void {
@@ -98,6 +122,7 @@ export class Group {
     switch (type) {
       case B.ErrorResponse:
         if (!this.error) this.error = msg;
+        this.releaseHolds();   // rows of the others are no longer merged: let them finish
         return;
       case B.ReadyForQuery:
         return;
@@ -116,11 +141,12 @@ export class Group {
           if (this.needsFields && this.described === null) { this.early.push([member, msg]); return; }
           const fwd = this.merger.dataRow(member, msg);
           if (fwd) this.emit(fwd);
+          else this.drainSorted(member);
         } else if (this.ordered) this.ordered.rowsOf[member]!.push(msg);
         else if (this.mode !== 'first' || member === 0) this.emit(msg);
         return;
       case B.CommandComplete:
-        if (this.merger) this.merger.commandComplete(member, commandTag(msg));
+        if (this.merger) { this.merger.commandComplete(member, commandTag(msg)); if (!this.error) this.drainSorted(member); }
         // (DDL creating sequences: the shards also ran pgring's range DO after it, not the client's)
         else if (this.mode === 'first') { if (member === 0 && !(this.stmt.plan.createsSequence && this.firstDone++ > 0)) this.out.push(msg); }
         else this.tags.push(commandTag(msg));
@@ -146,6 +172,7 @@ export class Group {
 
   memberDone(_member: number): void {
     if (--this.remaining > 0) return;
+    this.releaseHolds();
     if (!this.error && this.early.length) {
       this.error = new PgError(SQLSTATE.FeatureNotSupported, 'pgring: merging rows from several shards without their RowDescription (extended protocol: the portal was not described) is not supported').toMessage();
     }

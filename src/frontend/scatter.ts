@@ -184,6 +184,7 @@ export class Scatter {
       // entry stays ahead of its members (they send nothing themselves), so it streams once it is
       // the head of the queue, and backpressure (shared.ts) bounds what the proxy holds.
       group.onStream = (msgs) => { for (const m of msgs) this.s.responses.out(result, m); };
+      group.onHold = (m, hold) => { const c = links[m]!.conn; if (hold) c.holdReads(group); else c.releaseReads(group); };
     } else {
       // The result entry must come after the members in response order.
       this.s.responses.moveToEnd(result);

@@ -23,6 +23,9 @@
 // - Hidden trailing columns (added by the planner) are removed from rows and the RowDescription;
 //   avg columns get type numeric (or float8) in the forwarded RowDescription.
 // - Without ORDER BY / GROUP BY / aggregates, rows stream: dataRow() returns the row to forward.
+// - ORDER BY without grouping or aggregates (DISTINCT ON allowed): each shard's rows come sorted (the
+//   shards ran the ORDER BY), so they are merged as they arrive (k-way: a row goes out once every
+//   shard still sending has a row queued) instead of collected whole; drain() returns what can go.
 // - Binary result format: int2/int4/int8/float4/float8/numeric/bool/date/timestamp/text-like/uuid
 //   columns are decoded (numeric through numeric-bin.ts); other types set `unsupported` where they
 //   are compared or summed.
@@ -448,6 +451,13 @@ export class ResultMerger {
   private keyNorms: (KeyNorm | null)[] = [];
 
   private readonly params: (string | null)[] | undefined;
+  /** ORDER BY merged as rows arrive (see the header): per shard its queued rows from `heads[i]` on */
+  private readonly sorted: boolean;
+  private queues: Row[][] = [];
+  private heads: number[] = [];
+  private ended: boolean[] = [];
+  private rowCmp: ((x: Row, y: Row) => number) | null = null;
+  private lastDistinct: string | null = null;
 
   /** `text`: text order of the database's collation (collation.ts; null: bytes). */
   constructor(spec: MergeSpec, readonly shards: number, params?: (string | null)[], private readonly text: Cmp | null = null) {
@@ -463,6 +473,71 @@ export class ResultMerger {
     };
     this.limit = res(spec.limit);
     this.offset = res(spec.offset) ?? 0;
+    this.sorted = spec.orderBy.length > 0 && spec.aggregates.length === 0 && spec.groupBy.length === 0 && !spec.distinct && !spec.having;
+    if (this.sorted) {
+      this.queues = Array.from({ length: shards }, () => []);
+      this.heads = new Array<number>(shards).fill(0);
+      this.ended = new Array<boolean>(shards).fill(false);
+    }
+  }
+
+  /** ORDER BY rows go out as they arrive, merged (drain()), instead of at finish(). */
+  get sortedStreams(): boolean { return this.sorted; }
+
+  /** Rows of `shard` queued, waiting for the other shards' next rows. */
+  queued(shard: number): number { return this.sorted ? this.queues[shard]!.length - this.heads[shard]! : 0; }
+
+  /** The merged rows that can go out now: while every shard still sending has a row queued, the
+   *  smallest head (ties: the lower shard). */
+  drain(): Buffer[] {
+    const out: Buffer[] = [];
+    if (!this.sorted || !this.fields || this.unsupported) return out;
+    const cmp = this.rowCmp!;
+    const n = this.queues.length;
+    for (;;) {
+      let best = -1;
+      for (let i = 0; i < n; i++) {
+        if (this.heads[i]! >= this.queues[i]!.length) {
+          if (!this.ended[i]) return out;
+          continue;
+        }
+        if (best < 0 || cmp(this.queues[i]![this.heads[i]!]!, this.queues[best]![this.heads[best]!]!) < 0) best = i;
+      }
+      if (best < 0) return out;
+      const q = this.queues[best]!;
+      const row = q[this.heads[best]!]!;
+      if (++this.heads[best]! === q.length) { q.length = 0; this.heads[best] = 0; } else if (this.heads[best]! >= 1024 && this.heads[best]! * 2 >= q.length) { q.splice(0, this.heads[best]!); this.heads[best] = 0; }
+      if (this.spec.distinctOn) {
+        const k = this.keyOf(this.spec.distinctOn, row.cols);
+        if (k === this.lastDistinct) continue;
+        this.lastDistinct = k;
+      }
+      if (this.skipped < this.offset) { this.skipped++; continue; }
+      if (this.limit !== null && this.emitted >= this.limit) {
+        // past LIMIT: nothing more goes out; queued rows are dropped
+        for (let i = 0; i < n; i++) { this.queues[i]!.length = 0; this.heads[i] = 0; }
+        return out;
+      }
+      this.emitted++;
+      out.push(buildDataRow(row.cols, this.visible));
+    }
+  }
+
+  /** The ORDER BY comparison of two rows (NULLS FIRST/LAST, DESC, COLLATE "C" bytes); ties by arrival. */
+  private orderCmp(): (x: Row, y: Row) => number {
+    const ob = this.spec.orderBy.map((o) => ({ ...o, cmp: o.bytes ? comparatorFor(this.fields![o.column]!.typeOid, this.fields![o.column]!.format)! : this.cmps[o.column]! }));
+    return (x, y) => {
+      for (const o of ob) {
+        const a = x.cols[o.column], b = y.cols[o.column];
+        if (a === null || b === null) {
+          if (a === b) continue;
+          return (a === null) === o.nullsFirst ? -1 : 1;
+        }
+        const r = o.cmp(a, b);
+        if (r !== 0) return o.desc ? -r : r;
+      }
+      return x.seq - y.seq;
+    };
   }
 
   private col(c: number): number { return c < 0 ? this.fields!.length + c : c; }
@@ -519,6 +594,7 @@ export class ResultMerger {
       }
     }
     for (const o of this.spec.orderBy) if (!this.cmps[o.column]) this.unsupported = `ORDER BY on type ${fields[o.column]?.typeOid}${fields[o.column]?.format === 1 ? ' (binary)' : ''} across shards`;
+    if (this.spec.orderBy.length && !this.unsupported) this.rowCmp = this.orderCmp();
     this.keyNorms = fields.map((f) => keyNormFor(f.typeOid, f.format));
     for (const g of this.spec.distinctOn ?? []) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `DISTINCT ON type ${fields[g]?.typeOid} across shards`;
     for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `${this.spec.distinct ? 'DISTINCT' : 'GROUP BY'} on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
@@ -537,6 +613,7 @@ export class ResultMerger {
       return buildDataRow(parseDataRow(msg), this.visible);
     }
     const row: Row = { cols: parseDataRow(msg), shard, seq: this.seq++ };
+    if (this.sorted) { this.queues[shard]!.push(row); return null; }
     if (this.spec.aggregates.length === 0 && this.spec.groupBy.length === 0) { this.rows.push(row); return null; }
     const key = this.groupKey(row.cols);
     let g = this.groups.get(key);
@@ -548,7 +625,7 @@ export class ResultMerger {
     return null;
   }
 
-  commandComplete(shard: number, tag: string | Buffer): void { void shard; void tag; }
+  commandComplete(shard: number, tag: string | Buffer): void { void tag; if (this.sorted) this.ended[shard] = true; }
 
   private groupKey(cols: (Buffer | null)[]): string { return this.keyOf(this.spec.groupBy, cols); }
 
@@ -704,6 +781,11 @@ export class ResultMerger {
   finish(): Buffer[] {
     const out: Buffer[] = [];
     if (this.streaming) { out.push(buildCommandComplete(`SELECT ${this.emitted}`)); return out; }
+    if (this.sorted) {
+      this.ended.fill(true);
+      out.push(...this.drain(), buildCommandComplete(`SELECT ${this.emitted}`));
+      return out;
+    }
     let rows: Row[];
     if (this.spec.aggregates.length || this.spec.groupBy.length) {
       rows = [];
@@ -717,25 +799,8 @@ export class ResultMerger {
       const h = this.spec.having;
       rows = rows.filter((r) => evalHaving(h, (c) => this.valueOf(c, r.cols[c] ?? null), this.params) === true);
     }
-    if (this.spec.orderBy.length) {
-      // ORDER BY x COLLATE "C": bytes for that key, whatever the database's collation
-      const ob = this.spec.orderBy.map((o) => ({ ...o, cmp: o.bytes ? comparatorFor(this.fields![o.column]!.typeOid, this.fields![o.column]!.format)! : this.cmps[o.column]! }));
-      rows.sort((x, y) => {
-        for (const o of ob) {
-          const a = x.cols[o.column], b = y.cols[o.column];
-          let r: number;
-          if (a === null || b === null) {
-            if (a === b) continue;
-            r = (a === null) === o.nullsFirst ? -1 : 1;
-            if (r !== 0) return r;
-            continue;
-          }
-          r = o.cmp(a, b);
-          if (r !== 0) return o.desc ? -r : r;
-        }
-        return x.seq - y.seq;
-      });
-    }
+    // ORDER BY x COLLATE "C": bytes for that key, whatever the database's collation
+    if (this.spec.orderBy.length) rows.sort(this.rowCmp ?? this.orderCmp());
     if (this.spec.distinctOn) {
       // the first row of each key in ORDER BY order (rows are sorted by those keys first)
       const seen = new Set<string>();

@@ -37,6 +37,8 @@ after(async () => {
 /** A raw client that counts DataRows without keeping them, and can stop reading. */
 class CountingClient {
   rows = 0;
+  outOfOrder = 0;
+  private last = -Infinity;
   private rfq = 0;
   private buf: Buffer = Buffer.alloc(0);
   private waiter: (() => void) | null = null;
@@ -50,7 +52,14 @@ class CountingClient {
       const len = this.buf.readInt32BE(off + 1);
       if (this.buf.length - off < 1 + len) break;
       const type = this.buf[off]!;
-      if (type === 0x44) this.rows++;
+      if (type === 0x44) {
+        this.rows++;
+        // first column as an integer: are the rows in ascending order?
+        const len0 = this.buf.readInt32BE(off + 7);
+        const id = len0 > 0 && len0 < 12 ? Number(this.buf.toString('latin1', off + 11, off + 11 + len0)) : NaN;
+        if (!(id >= this.last)) this.outOfOrder++;
+        this.last = id;
+      }
       else if (type === 0x5a) { this.rfq++; this.waiter?.(); }
       else if (type === 0x45) throw new Error(`server error: ${this.buf.subarray(off + 5, off + 1 + len).toString('utf8')}`);
       off += 1 + len;
@@ -68,7 +77,7 @@ class CountingClient {
 }
 
 /** Sends `sql`, stops reading for 4 s, then reads everything: the proxy's growth meanwhile and the rows. */
-async function pausedRead(port: number, database: string, sql: string): Promise<{ grown: number; rows: number }> {
+async function pausedRead(port: number, database: string, sql: string): Promise<{ grown: number; rows: number; outOfOrder: number }> {
     const socket = net.connect({ host: '127.0.0.1', port });
     await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
     const c = new CountingClient(socket);
@@ -82,7 +91,7 @@ async function pausedRead(port: number, database: string, sql: string): Promise<
     socket.resume();
     await c.untilReady(2, 120000);
     socket.end(serialize.end());
-    return { grown, rows: c.rows };
+    return { grown, rows: c.rows, outOfOrder: c.outOfOrder };
 }
 
 describe('backpressure', () => {
@@ -93,12 +102,39 @@ describe('backpressure', () => {
     assert.ok(r.grown < 32 * 1024 * 1024, `the proxy held ${Math.round(r.grown / 1048576)} MB for a client that did not read`);
   });
 
-  it('the same for a 240 MB read of three shards (rows that need no sort stream; COPY TO too)', async () => {
-    for (const sql of ['SELECT * FROM big', 'COPY big TO STDOUT']) {
+  it('the same for a 240 MB read of three shards (rows that need no sort stream, sorted rows are merged as they come; COPY TO too)', async () => {
+    for (const sql of ['SELECT * FROM big', 'SELECT * FROM big ORDER BY id', 'COPY big TO STDOUT']) {
       const r = await pausedRead(sharded.port, db, sql);
       if (sql.startsWith('SELECT')) assert.equal(r.rows, 120000, sql);
+      if (sql.includes('ORDER BY')) assert.equal(r.outOfOrder, 0, `${sql}: rows out of order`);
       assert.ok(r.grown < 48 * 1024 * 1024, `${sql}: the proxy held ${Math.round(r.grown / 1048576)} MB for a client that did not read`);
     }
+  });
+
+  it('a sorted read of three shards, one of them slow: the others are not read ahead without bound', async () => {
+    // Before, a sorted result was collected whole: 160 MB of the two fast shards sat in the proxy
+    // while the third waited for a lock. Now each fast shard is read until its queued rows wait
+    // for the slow one (a few MB), and every row still arrives, in order.
+    const lock = new pg.Client({ host: '127.0.0.1', port: ports[0]!, user: 'postgres', database: db });
+    await lock.connect();
+    await lock.query('BEGIN');
+    await lock.query('LOCK TABLE big IN ACCESS EXCLUSIVE MODE');
+    const socket = net.connect({ host: '127.0.0.1', port: sharded.port });
+    await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('error', reject); });
+    const c = new CountingClient(socket);
+    socket.write(serialize.startup({ user: 'postgres', database: db }));
+    await c.untilReady(1, 10000);
+    const before = process.memoryUsage().arrayBuffers;
+    socket.write(serialize.query('SELECT * FROM big ORDER BY id'));
+    await new Promise((r) => setTimeout(r, 4000));
+    const grown = process.memoryUsage().arrayBuffers - before;
+    await lock.query('COMMIT');
+    await lock.end();
+    await c.untilReady(2, 120000);
+    socket.end(serialize.end());
+    assert.equal(c.rows, 120000);
+    assert.equal(c.outOfOrder, 0, 'rows out of order');
+    assert.ok(grown < 48 * 1024 * 1024, `the proxy held ${Math.round(grown / 1048576)} MB while one shard was slow`);
   });
 });
 

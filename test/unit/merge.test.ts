@@ -42,9 +42,9 @@ test('ORDER BY merge across shards: ints, text (C order), desc, nulls', () => {
   ]);
   assert.deepEqual(r.rows.map((x) => x[0]), ['-20', '-5', '3', '4', '10', '100', null]);
   assert.equal(r.tag, 'SELECT 7');
-  const d = run(spec({ orderBy: [{ column: 1, desc: true, nullsFirst: true }] }), f, [[['1', 'B'], ['2', 'a']], [['3', null], ['4', 'b']]]);
+  const d = run(spec({ orderBy: [{ column: 1, desc: true, nullsFirst: true }] }), f, [[['2', 'a'], ['1', 'B']], [['3', null], ['4', 'b']]]);
   assert.deepEqual(d.rows.map((x) => x[1]), [null, 'b', 'a', 'B']);
-  const n = run(spec({ orderBy: [{ column: 0, desc: false, nullsFirst: true }] }), [fd('x', OID.numeric)], [[['10.5'], ['NaN']], [['9.75'], [null], ['-1']]]);
+  const n = run(spec({ orderBy: [{ column: 0, desc: false, nullsFirst: true }] }), [fd('x', OID.numeric)], [[['10.5'], ['NaN']], [[null], ['-1'], ['9.75']]]);
   assert.deepEqual(n.rows.map((x) => x[0]), [null, '-1', '9.75', '10.5', 'NaN']);
   const fl = run(spec({ orderBy: [{ column: 0, desc: true, nullsFirst: false }] }), [fd('x', OID.float8)], [[['1e+20'], ['-Infinity']], [['2.5'], [null]]]);
   assert.deepEqual(fl.rows.map((x) => x[0]), ['1e+20', '2.5', '-Infinity', null]);
@@ -56,7 +56,7 @@ test('LIMIT / OFFSET after merge, with params', () => {
   const r = run(s, f, [[['1'], ['4'], ['6'], ['8'], ['9']], [['2'], ['3'], ['5'], ['7']]]);
   assert.deepEqual(r.rows.map((x) => x[0]), ['3', '4', '5']);
   assert.equal(r.tag, 'SELECT 3');
-  const p = run(spec({ orderBy: [{ column: 0, desc: true, nullsFirst: true }], limit: { param: 0 }, offset: { param: 1 } }), f, [[['1'], ['2']], [['3']]], ['1', '1']);
+  const p = run(spec({ orderBy: [{ column: 0, desc: true, nullsFirst: true }], limit: { param: 0 }, offset: { param: 1 } }), f, [[['2'], ['1']], [['3']]], ['1', '1']);
   assert.deepEqual(p.rows, [['2']]);
   // streaming (no order): rows forwarded as they come, offset/limit counted globally
   const st = run(spec({ limit: 2, offset: 1 }), f, [[['1'], ['2']], [['3']]]);
@@ -64,10 +64,38 @@ test('LIMIT / OFFSET after merge, with params', () => {
   assert.equal(st.tag, 'SELECT 2');
 });
 
+test('ORDER BY rows go out as they arrive, merged: a row once every shard still sending has one queued', () => {
+  const f = [fd('id', OID.int4), fd('shard', OID.text)];
+  const m = new ResultMerger(spec({ orderBy: [{ column: 0, desc: false, nullsFirst: false }], limit: 4, offset: 1 }), 3);
+  assert.ok(m.sortedStreams);
+  for (let i = 0; i < 3; i++) m.rowDescription(i, buildRowDescription(f));
+  const ids = (b: Buffer[]): (string | null)[] => text(b).map((r) => r[0]!);
+  m.dataRow(0, row('1', 'a')); m.dataRow(0, row('5', 'a'));
+  m.dataRow(1, row('2', 'b'));
+  assert.deepEqual(ids(m.drain()), []);            // shard 2 has sent nothing yet
+  assert.equal(m.queued(0), 2);
+  m.dataRow(2, row('3', 'c'));
+  assert.deepEqual(ids(m.drain()), ['2']);         // 1 skipped (OFFSET 1); 3 waits for shard 1's next row
+  m.commandComplete(1, 'SELECT 1');
+  assert.deepEqual(ids(m.drain()), ['3']);         // shard 1 ended; shard 2 must say what follows 3
+  m.dataRow(2, row('4', 'c')); m.dataRow(2, row('9', 'c'));
+  assert.deepEqual(ids(m.drain()), ['4', '5']);    // LIMIT 4 reached
+  m.dataRow(0, row('6', 'a'));
+  assert.deepEqual(ids(m.drain()), []);
+  m.commandComplete(0, 'SELECT 3'); m.commandComplete(2, 'SELECT 3');
+  const out = m.finish();
+  assert.deepEqual(ids(out), []);
+  assert.equal(tag(out), 'SELECT 4');
+  // DISTINCT ON (its keys lead the ORDER BY): the first row of each key, across shards
+  const d = run(spec({ orderBy: [{ column: 0, desc: false, nullsFirst: false }, { column: 1, desc: true, nullsFirst: false }], distinctOn: [0] }), f,
+    [[['1', 'a'], ['2', 'z']], [['1', 'y'], ['3', 'b']], [['2', 'c']]]);
+  assert.deepEqual(d.rows, [['1', 'y'], ['2', 'z'], ['3', 'b']]);
+});
+
 test('hidden columns removed from rows and RowDescription', () => {
   const f = [fd('note', OID.text), fd('amount', OID.numeric), fd('lower', OID.text)];
   const r = run(spec({ orderBy: [{ column: -2, desc: false, nullsFirst: false }, { column: -1, desc: false, nullsFirst: false }], hiddenColumns: 2 }), f, [
-    [['x', '2', 'x'], ['y', '10', 'y']], [['b', '2', 'a'], ['z', '1.5', 'z']],
+    [['x', '2', 'x'], ['y', '10', 'y']], [['z', '1.5', 'z'], ['b', '2', 'a']],
   ]);
   assert.deepEqual(r.rd.map((x) => x.name), ['note']);
   assert.deepEqual(r.rows, [['z'], ['b'], ['x'], ['y']]);
