@@ -1,4 +1,5 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
+import { heldNotifyResult, heldNotifySql } from './held-notify';
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, parseMsg, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
@@ -128,8 +129,34 @@ export class ExtendedProtocol {
         this.s.responses.synth([bindComplete], true);
         return;
       }
+      if (plan.notifyCalls && this.s.simple.holdsNotify(cs.stmt)) { this.bindHeldNotify(msg, info, cs); return; }
       return this.bindRouted(msg, info, cs);
     } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /** Bind of SELECT pg_notify(...) in a transaction over several shards: a portal pgring answers,
+   *  whose notification is sent after the commit (held-notify.ts). */
+  private bindHeldNotify(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): void {
+    const calls = cs.stmt.plan.notifyCalls!;
+    const params = info.params;
+    const uses = calls.flatMap((c) => c.args).reduce((m, a) => ('param' in a ? Math.max(m, a.param + 1) : m), 0);
+    const needs = Math.max(uses, cs.types.length);
+    if (params.length !== needs) {
+      throw new PgError(SQLSTATE.ProtocolViolation, `bind message supplies ${params.length} parameters, but prepared statement "${info.statement}" requires ${needs}`);
+    }
+    const nres = msg.readInt16BE(info.resultOffset);
+    const formats: number[] = [];
+    for (let i = 0; i < nres; i++) formats.push(msg.readInt16BE(info.resultOffset + 2 + 2 * i));
+    let notify: NonNullable<Portal['notify']>;
+    try {
+      const sql = heldNotifySql(calls, (a) => ('param' in a ? (params[a.param] == null ? null : this.s.text(params[a.param]!)) : 'slot' in a ? cs.stmt.literals[a.slot] ?? null : a.text));
+      notify = { sql, error: null, formats, ran: false };
+    } catch (e) {
+      if (!(e instanceof PgError)) throw e;
+      notify = { sql: null, error: e, formats, ran: false };   // PostgreSQL fails the Execute
+    }
+    this.portals.set(info.portal, { shards: [], cs, virtual: true, notify });
+    this.s.responses.synth([bindComplete], true);
   }
 
   /** Bind of a statement that runs on servers: routed by its keys (throws what the client gets). */
@@ -278,6 +305,7 @@ export class ExtendedProtocol {
         if (link) return this.withLink(link.shard, this.cursorRequestOn, msg, K.Describe);
         throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       }
+      if (portal.notify) { this.s.responses.synth([heldNotifyResult(portal.cs.stmt.plan.notifyCalls!, portal.notify.formats).rowDescription], true); return; }
       if (portal.virtual) { this.s.responses.synth([noData], true); return; }
       return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
     } catch (e) { this.s.simple.queryError(e, true); }
@@ -342,6 +370,16 @@ export class ExtendedProtocol {
         // An earlier message of this pipeline is still running on a server. If it fails,
         // PostgreSQL skips everything up to the Sync, this statement too: decide once it answered.
         this.s.blockingWork = this.executeVirtualLater(msg);
+        return;
+      }
+      if (portal.notify) {
+        const n = portal.notify;
+        if (n.error) throw n.error;
+        if (n.ran) { this.s.responses.synth([commandComplete('SELECT 0')], true); return; }
+        n.ran = true;
+        this.s.afterCommit.push({ depth: this.s.savepoints.length, notify: n.sql! });
+        const row = heldNotifyResult(stmt.plan.notifyCalls!, n.formats).dataRow;
+        this.s.responses.synth(maxRows > 0 ? [row, Buffer.from([B.PortalSuspended, 0, 0, 0, 4])] : [row, commandComplete('SELECT 1')], true);
         return;
       }
       if (portal.virtual) {

@@ -122,7 +122,9 @@ export interface Link {
   bytesOut0: number;
 }
 
-export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[]; fetch?: PortalRows; parts?: InsertPart[] };
+export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[]; fetch?: PortalRows; parts?: InsertPart[];
+  /** SELECT pg_notify(...) held until the commit (held-notify.ts): the SQL to run then, or the call's error; result formats */
+  notify?: { sql: string | null; error: PgError | null; formats: number[]; ran: boolean } };
 
 /** A committed DDL change the cluster definition follows: a rename (to, and column for a column)
  *  or columns added / dropped (add, drop). */

@@ -1,4 +1,5 @@
 // Simple-query protocol (Query): plan, route, and forward one statement; errors answered by pgring.
+import { heldNotifyResult, heldNotifySql } from './held-notify';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
@@ -176,10 +177,23 @@ export class SimpleQuery {
    */
   heldNotify(stmt: RoutedStatement): boolean {
     const plan = stmt.plan;
-    if (plan.command !== 'notify' || this.s.txStatus !== 'T' || this.s.serverTx !== null || this.s.ctx.shards.shardCount < 2 || this.s.routeShard !== null || stmt.hint?.shard || plan.hint?.shard) return false;
+    if ((plan.command !== 'notify' && !plan.notifyCalls) || !this.holdsNotify(stmt)) return false;
+    if (plan.notifyCalls) {
+      // SELECT pg_notify(...): checked and answered now, run after the commit (held-notify.ts)
+      const sql = heldNotifySql(plan.notifyCalls, (a) => ('slot' in a ? stmt.literals[a.slot] ?? null : 'text' in a ? a.text : null));
+      const r = heldNotifyResult(plan.notifyCalls);
+      this.s.afterCommit.push({ depth: this.s.savepoints.length, notify: sql });
+      this.s.responses.synth([r.rowDescription, r.dataRow, commandComplete('SELECT 1')], false);
+      return true;
+    }
     this.s.afterCommit.push({ depth: this.s.savepoints.length, notify: stmt.sql });
     this.s.responses.synth([commandComplete('NOTIFY')], false);
     return true;
+  }
+
+  /** In a transaction over several shards (not one a server runs as is), not pinned to a shard. */
+  holdsNotify(stmt: RoutedStatement): boolean {
+    return this.s.txStatus === 'T' && this.s.serverTx === null && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !stmt.hint?.shard && !stmt.plan.hint?.shard;
   }
 
   unsupportedReason(stmt: RoutedStatement): string | null {

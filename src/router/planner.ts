@@ -5,7 +5,7 @@
 // location. Key references then point at slots, so the plan holds for every statement of the same
 // shape. Plan parts that depend on a literal's *value* (ORDER BY 2, LIMIT 10, SET x = 5, COPY
 // options...) mark that slot "fixed": the cache then keys the plan by shape + those values.
-import type { Command, CopySpec, KeyType, Plan } from './types';
+import type { Command, CopySpec, KeyType, NotifyArg, Plan } from './types';
 import { foreignKeyProblem, uniqueWithoutKey } from './constraint-check';
 import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
@@ -214,6 +214,7 @@ export class Planner extends StatementWalker {
     if (p.command === 'ddl') { const so = shapeObjects(tag, s); if (so) p.shapeObjects = so; }
     if (this.sessionState && !p.sessionState) p.sessionState = this.sessionState;
     if (this.advisory) p.advisory = true;
+    if (this.advisory && tag === 'SelectStmt') { const n = notifyCalls(s, (c) => this.constSlot(c).slot); if (n) p.notifyCalls = n; }
     // Any temporary object (TEMP table, view or sequence, SELECT INTO TEMP, an object in pg_temp)
     // lives in the server session: the client must keep that connection.
     if (!p.sessionState && tag !== 'SelectStmt' && tag !== 'InsertStmt' && tag !== 'UpdateStmt' && tag !== 'DeleteStmt' && createsTemp(s)) p.sessionState = 'temp_table';
@@ -543,4 +544,34 @@ function rowLocal(q: N, g: Occ[]): boolean {
     if (on.length ? !on.some(keyRef) : !(q.targetList ?? []).some((t: N) => keyRef(t.ResTarget?.val))) return false;
   }
   return true;
+}
+
+/** The pg_notify() calls of `SELECT pg_notify(a, b) [AS x], …` with constant or parameter arguments
+ *  and no other clause; null for anything else (it runs where it is routed). */
+export function notifyCalls(s: N, slotOf: (c: N) => number): NonNullable<Plan['notifyCalls']> | null {
+  if (s.fromClause || s.whereClause || s.groupClause || s.havingClause || s.sortClause || s.limitCount || s.limitOffset || s.withClause
+    || s.distinctClause || s.valuesLists || s.intoClause || s.lockingClause || s.windowClause || (s.op && s.op !== 'SETOP_NONE')) return null;
+  const out: NonNullable<Plan['notifyCalls']> = [];
+  for (const t of s.targetList ?? []) {
+    const f = t.ResTarget?.val?.FuncCall;
+    const fn = strs(f?.funcname);
+    if (!f || !(fn.length === 1 || (fn.length === 2 && fn[0] === 'pg_catalog')) || fn[fn.length - 1] !== 'pg_notify') return null;
+    if (f.args?.length !== 2 || f.agg_order || f.agg_filter || f.over || f.agg_star || f.agg_distinct || f.func_variadic) return null;
+    const args: NotifyArg[] = [];
+    for (const a0 of f.args) {
+      let a = a0;
+      const cast = a.TypeCast;
+      if (cast) {
+        const tn = strs(cast.typeName?.names);
+        if (!['text', 'varchar', 'name'].includes(tn[tn.length - 1] ?? '') || cast.typeName?.arrayBounds) return null;
+        a = cast.arg;
+      }
+      if (a?.A_Const?.isnull) args.push({ text: null });
+      else if (a?.A_Const?.sval) { const slot = slotOf(a.A_Const); args.push(slot >= 0 ? { slot } : { text: a.A_Const.sval.sval ?? '' }); }
+      else if (a?.ParamRef && typeof a.ParamRef.number === 'number') args.push({ param: a.ParamRef.number - 1 });
+      else return null;
+    }
+    out.push({ name: t.ResTarget.name ?? 'pg_notify', args: [args[0]!, args[1]!] });
+  }
+  return out.length ? out : null;
 }

@@ -128,6 +128,9 @@ export interface Plan {
   sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
   /** calls an advisory lock function or pg_notify(): without sharded tables it runs on the shard every session's advisory locks and LISTENs meet on */
   advisory?: boolean;
+  /** `SELECT pg_notify(a, b) [, …]` and nothing else: in a transaction over several shards it is held
+   *  until the commit, as NOTIFY is (columns: their names and (channel, payload) arguments) */
+  notifyCalls?: { name: string; args: [NotifyArg, NotifyArg] }[];
   hint?: Hint;
   /** CREATE TABLE (AS) / SELECT INTO of a permanent table: its name, to register it in the cluster definition */
   createsTable?: string;
@@ -146,3 +149,7 @@ export interface RoutedStatement {
   literalKinds: number[];
   hint?: Hint;
 }
+
+/** An argument of a held pg_notify(): a constant (null: SQL NULL), a literal slot of the statement
+ *  (the plan is shared by statements that differ in constants) or a Bind parameter (0-based). */
+export type NotifyArg = { text: string | null } | { slot: number } | { param: number };

@@ -128,6 +128,49 @@ describe('LISTEN / NOTIFY over 3 shards', () => {
     assert.deepEqual(heard, ['by function', 'with parameters']);
   });
 
+  it('pg_notify() in a transaction that writes several shards (s1 too) is sent after the commit, in both protocols; its checks and answer are PostgreSQL\'s', async () => {
+    // Before, it ran on s1 inside the transaction, and COMMIT failed: "cannot PREPARE a
+    // transaction that has executed LISTEN, UNLISTEN, or NOTIFY".
+    const [k1, k2, k3] = [0, 1, 2].map((sh) => { let k = 9000; while (tx.proxy.ctx.shards.shardForKey('integer', String(k)) !== sh) k++; return k; });
+    const listener = await connect(tx);
+    const heard: string[] = [];
+    listener.on('notification', (m) => heard.push(`${m.channel}:${m.payload}`));
+    await listener.query('LISTEN jobs6');
+    await listener.query('LISTEN "Jobs 7"');
+    const n = await connect(tx);
+    await n.query('BEGIN');
+    await n.query("INSERT INTO jobs VALUES ($1, 'a'), ($2, 'b')", [k1, k2]);
+    const r = await n.query({ text: 'SELECT pg_notify($1, $2)', values: ['jobs6', 'ext'], rowMode: 'array' });
+    assert.deepEqual(r.rows, [['']]);
+    assert.equal(r.fields[0]!.name, 'pg_notify');
+    assert.equal(r.fields[0]!.dataTypeID, 2278);
+    const s = await n.query("SELECT pg_notify('jobs6', 'it''s simple') AS a, pg_catalog.pg_notify('Jobs 7', NULL) AS b");
+    assert.deepEqual(s.rows, [{ a: '', b: '' }]);
+    await n.query("INSERT INTO jobs VALUES ($1, 'c')", [k3]);
+    await settle();
+    assert.deepEqual(heard, [], 'heard before the commit');
+    await n.query('COMMIT');
+    for (let i = 0; i < 10 && heard.length < 3; i++) await settle();
+    assert.deepEqual(heard, ['jobs6:ext', "jobs6:it's simple", 'Jobs 7:']);
+    assert.equal((await n.query('SELECT count(*)::int AS c FROM jobs WHERE id = ANY($1)', [[k1, k2, k3]])).rows[0].c, 3);
+    // the call's own errors, as PostgreSQL gives them (22023), and the transaction fails
+    for (const [args, msg] of [[['', 'x'], 'channel name cannot be empty'], [['x'.repeat(64), 'x'], 'channel name too long'], [['jobs6', 'y'.repeat(8000)], 'payload string too long']] as const) {
+      await n.query('BEGIN');
+      await n.query("UPDATE jobs SET state = 'd' WHERE id = $1", [k1]);
+      await assert.rejects(n.query('SELECT pg_notify($1, $2)', [...args]), (e: Error & { code?: string }) => e.code === '22023' && e.message === msg);
+      await assert.rejects(n.query('SELECT 1'), (e: Error & { code?: string }) => e.code === '25P02');
+      await n.query('ROLLBACK');
+    }
+    // rolled back: nothing heard
+    await n.query('BEGIN');
+    await n.query("UPDATE jobs SET state = 'e' WHERE id = ANY($1)", [[k1, k2]]);
+    await n.query("SELECT pg_notify('jobs6', 'rolled back')");
+    await n.query('ROLLBACK');
+    await settle();
+    assert.deepEqual(heard.length, 3);
+    await listener.query('UNLISTEN *');
+  });
+
   it('a NOTIFY in a query string that writes several shards is sent when the string commits, and not when it fails', async () => {
     // keys of their own, one per shard
     const [k1, k2, k3] = [0, 1, 2].map((sh) => { let k = 7000; while (tx.proxy.ctx.shards.shardForKey('integer', String(k)) !== sh) k++; return k; });
