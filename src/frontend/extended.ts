@@ -461,6 +461,15 @@ export class ExtendedProtocol {
         d.onRow = (m) => { group.describe(m); };
         links[0]!.conn.write(targeted(F.Describe, 'P', name));
       }
+      // Rows that need no portal of pgring's (no row limit) go out as they come, merged if sorted:
+      // the result entry stands ahead of the members (they send nothing themselves), behind the
+      // Describe above, so backpressure bounds what the proxy holds (scatter.ts does the same).
+      const stream = !fetch && group.streamable;
+      const r = this.s.responses.push(K.GroupResult, null, true);
+      if (stream) {
+        group.onStream = (msgs) => { for (const m of msgs) this.s.responses.out(r, m); };
+        group.onHold = (m, hold) => { const c = links[m]!.conn; if (hold) c.holdReads(group); else c.releaseReads(group); };
+      }
       for (const [i, l] of links.entries()) {
         const p = this.s.responses.push(K.Execute, l, true);
         p.plans = [stmt]; p.group = group; p.member = i;
@@ -469,7 +478,7 @@ export class ExtendedProtocol {
         // new bigint sequences get a range per shard, in the DDL's own transaction (sequences.ts)
         if (stmt.plan.createsSequence && sequenceRangeSql(l.shard)) this.internalInUnit(l, sequenceRangeStatement(l.shard));
       }
-      const r = this.s.responses.push(K.GroupResult, null, true);
+      if (!stream) this.s.responses.moveToEnd(r);   // the merged answer comes after the members'
       group.onFinish = (msgs) => {
         const cc = msgs.find((m) => m[0] === B.CommandComplete);
         if (cc) this.s.transaction.afterCommand(stmt, commandTag(cc), null);
@@ -480,7 +489,7 @@ export class ExtendedProtocol {
           for (const w of waiting) w();
           return;
         }
-        r.out = msgs;
+        if (r.out) r.out.push(...msgs); else r.out = msgs;
         this.s.responses.complete(r);
       };
   }

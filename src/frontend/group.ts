@@ -95,13 +95,13 @@ export class Group {
   /** Rows can go to the client as they come (`onStream`): a merge that needs no sort, grouping or
    *  decoding, so a large scatter read is not collected whole in the proxy. */
   get streamable(): boolean {
-    return this.mode === 'merge' && this.merger !== null && ((this.merger.streams && !this.needsFields) || this.merger.sortedStreams) && this.ordered === null && this.error === null;
+    return (this.mode === 'merge' || this.mode === 'merge-ext') && this.merger !== null && ((this.merger.streams && !this.needsFields) || this.merger.sortedStreams) && this.ordered === null && this.error === null;
   }
 
   /** Rows an ORDER BY merge can send now; reads held or let go by how many rows each member has queued. */
   private drainSorted(member: number): void {
     const m = this.merger!;
-    if (this.mode !== 'merge' || !m.sortedStreams) return;
+    if (!m.sortedStreams) return;
     const rows = m.drain();
     if (rows.length) this.emit(...rows);
     if (!this.onHold) return;
