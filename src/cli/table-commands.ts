@@ -12,6 +12,7 @@ import { readActiveRing } from '../cluster/ring-store';
 import { ZkSession } from '../cluster/session';
 import { quoteIdent, Ring } from '../ring/ring';
 import { withSession, zkTarget, ZkArgs } from './cluster-commands';
+import { INT4_SLOTS, sequenceRange } from '../frontend/sequences';
 
 export interface TableArgs extends ZkArgs {
   action: 'list' | 'shard' | 'reference' | 'forget';
@@ -87,6 +88,9 @@ async function deleteForeignRows(s: ZkSession, layout: Layout, config: Config | 
   const user = a.user ?? config?.users.find((u) => u.admin)?.serverUser ?? config?.users[0]?.name ?? 'postgres';
   const password = a.password ?? config?.users.find((u) => u.name === user)?.serverPassword ?? config?.users.find((u) => u.name === user)?.password;
   const batch = a.batch ?? 10000;
+  // Two passes: the sequences of every shard first (quickly, so that few ids are handed out from
+  // the common numbering meanwhile), then the deletes (which may take long).
+  for (const phase of ['sequences', 'rows'] as const)
   for (let i = 0; i < active.ring.shards.length; i++) {
     const shard = active.ring.shards[i]!.name;
     const backends = (records.find((r) => r.name === shard)?.backends ?? []) as { host: string; port: number; role?: string }[];
@@ -103,6 +107,14 @@ async function deleteForeignRows(s: ZkSession, layout: Layout, config: Config | 
       try {
         const reg = (await c.query('SELECT to_regclass($1) AS r', [table])).rows[0]?.r;
         if (!reg) continue;
+        // The copies of its serial / identity sequences counted alike on every shard (a reference
+        // table's INSERT ran everywhere): from now on each shard hands out ids of its own range,
+        // as for a table sharded when it was created (frontend/sequences.ts).
+        if (phase === 'sequences') {
+          const moved = await moveOwnedSequences(c, reg as string, i);
+          if (moved.length) console.log(`shard ${shard} database ${db}: sequences ${moved.join(', ')} of ${table} now count in the shard's own range`);
+          continue;
+        }
         const pred = ring.sqlPredicate(i, identSql(column), type);
         const rel = table.includes('.') ? table : identSql(table);
         let total = 0;
@@ -123,6 +135,31 @@ async function deleteForeignRows(s: ZkSession, layout: Layout, config: Config | 
       } finally { await c.end(); }
     }
   }
+}
+
+/** Moves the untouched bigint / integer sequences `table` owns (serial, identity) to range `slot`
+ *  (sequences.ts): shard 0 keeps its numbering (integer ones end at 2^27), shard k > 0 restarts at
+ *  k * 2^48 + 1 (integer: k * 2^27 + 1; beyond 16 shards they keep PostgreSQL's range). */
+async function moveOwnedSequences(c: pg.Client, table: string, slot: number): Promise<string[]> {
+  const seqs = (await c.query(`SELECT DISTINCT c.oid::pg_catalog.regclass::text AS seq, s.seqtypid = 'pg_catalog.int4'::pg_catalog.regtype AS int4, s.seqmax::text AS max
+      FROM pg_catalog.pg_class c JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
+      JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype IN ('a', 'i')
+     WHERE d.refobjid = $1::pg_catalog.regclass AND s.seqstart = 1 AND s.seqmin = 1 AND s.seqincrement = 1
+       AND s.seqtypid IN ('pg_catalog.int8'::pg_catalog.regtype, 'pg_catalog.int4'::pg_catalog.regtype)`, [table])).rows as { seq: string; int4: boolean; max: string }[];
+  const moved: string[] = [];
+  for (const q of seqs) {
+    if (q.int4 && slot >= INT4_SLOTS) continue;
+    const { lo, hi } = sequenceRange(slot, q.int4);
+    if (slot > 0) await c.query(`ALTER SEQUENCE ${q.seq} MINVALUE ${lo} MAXVALUE ${hi} START WITH ${lo} RESTART`);
+    else if (q.int4 && BigInt(q.max) > hi) {
+      // values already past the end of shard 0's range keep theirs (the ALTER would fail)
+      const last = (await c.query(`SELECT coalesce(last_value, 0)::text AS v FROM ${q.seq}`)).rows[0]?.v as string | undefined;
+      if (last !== undefined && BigInt(last) >= hi) continue;
+      await c.query(`ALTER SEQUENCE ${q.seq} MAXVALUE ${hi}`);
+    } else continue;
+    moved.push(q.seq);
+  }
+  return moved;
 }
 
 /** An identifier as PostgreSQL reads it: quoted names as written, others folded to lower case. */
