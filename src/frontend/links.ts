@@ -62,6 +62,15 @@ export class ServerLinks {
     const existing = this.s.links[shard];
     if (existing) {
       if (this.s.serverTx !== null) this.joinServerTx(existing);
+      // attached before an implicit transaction began (session pooling; a read for this
+      // statement): it joins when the statement first uses it, as a newly attached link does
+      // (not a session holding temporary objects: a transaction that touched them cannot be
+      // prepared for two-phase commit, so such a session's links keep running on their own)
+      else if (this.s.virtualTx && existing.joinedImplicit !== this.s.implicitSeq && existing.conn.status === 'I' && !this.s.pins.has('temp_table')) {
+        existing.joinedImplicit = this.s.implicitSeq;
+        this.sendInternal(existing, this.s.beginSql);
+        this.replayInTx(existing);
+      }
       return existing;
     }
     const pool = this.s.ctx.topology.poolFast(shard, this.s.credKey, this.s.lifecycle.credFn, reads.readIntent(this.s, shard, this.s.readOnlyUse));
@@ -98,6 +107,7 @@ export class ServerLinks {
       if (sql) this.sendInternal(link, sql);
     }
     if (this.s.virtualTx) {
+      link.joinedImplicit = this.s.implicitSeq;
       this.sendInternal(link, this.s.beginSql);
       this.replayInTx(link);
     } else if (this.s.serverTx !== null) this.joinServerTx(link);
@@ -127,6 +137,7 @@ export class ServerLinks {
       if (d < sps.length) this.sendInternal(link, `SAVEPOINT ${quoteIdent(sps[d]!)}`);
     }
   }
+
 
   sendInternal(link: Link, sql: string): void {
     this.s.responses.push(K.Internal, link, false);

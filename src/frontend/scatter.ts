@@ -13,6 +13,7 @@ import { isTxControl, keyLiteral } from './session-util';
 import { sequenceRangeSql } from './sequences';
 import { textOrder } from '../router/collation';
 import { fillsKeyDefault, withKeyDefault } from './key-default';
+import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
@@ -31,6 +32,7 @@ export class Scatter {
     try {
       for (const s of stmts) {
         if (s.plan.keyDefault && fillsKeyDefault(this.s, s)) { single = false; break; }   // its keys come first (key-default.ts)
+        if (s.plan.insertVia && insertsViaProxy(this.s, s)) { single = false; break; }   // its rows come first (insert-select.ts)
         this.s.simple.checkSupported(s, null);
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
         // DEALLOCATE of a protocol-level statement is pgring's to answer: statement by statement.
@@ -98,6 +100,7 @@ export class Scatter {
         return false;
       }
       if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) return await this.runOneOfMany(await withKeyDefault(this.s, stmt));
+      if (plan.insertVia && insertsViaProxy(this.s, stmt)) return await this.runOneOfMany(await insertSelectValues(this.s, stmt));
       const route = this.s.routing.route(stmt, null, null);
       this.s.simple.checkSupported(stmt, route);
       const shards = routeShards(route, this.s.ctx.shards.shardCount);

@@ -120,6 +120,8 @@ export interface Link {
   txStart: number;
   bytesIn0: number;
   bytesOut0: number;
+  /** The implicit transaction (ClientSession.implicitSeq) this link got the BEGIN of. */
+  joinedImplicit?: number;
 }
 
 export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[]; fetch?: PortalRows; parts?: InsertPart[];

@@ -110,6 +110,8 @@ export abstract class SessionShared {
   txSnapshot: SessionState = SessionState.empty;
   /** BEGIN answered by pgring and not yet sent to any server ('E' after a failure pgring reported: simple.ts markFailed). */
   virtualTx: null | 'T' | 'E' = null;
+  /** Counts implicit transactions (Transaction.beginImplicit); a link that joined one notes its number. */
+  implicitSeq = 0;
   /** pgring itself failed a statement of a transaction running on servers (the servers do not know). Set by simple.ts (markFailed). */
   txFailed = false;
   /** The client's BEGIN text (replayed on shards that join the transaction). */

@@ -1,5 +1,6 @@
 // Simple-query protocol (Query): plan, route, and forward one statement; errors answered by pgring.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
+import { insertSelectValues, insertsViaProxy } from './insert-select';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
@@ -84,6 +85,10 @@ export class SimpleQuery {
       if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) {
         // INSERT without the shard key column: its default gives the keys (key-default.ts)
         return insertWithKeyDefault(this.s, stmt).catch((e) => this.queryError(e));
+      }
+      if (plan.insertVia && insertsViaProxy(this.s, stmt)) {
+        // INSERT ... SELECT whose rows only their values place: pgring reads and inserts them (insert-select.ts)
+        return insertSelectValues(this.s, stmt).then((next) => this.runSimple(next, query(next.sql, this.s.codec), [next])).catch((e) => this.queryError(e));
       }
       if (plan.command === 'ddl') forgetKeyDefaults();
       this.checkSupported(stmt, null);

@@ -188,6 +188,11 @@ export class TransactionControl {
    */
   beginImplicit(): void {
     this.s.virtualTx = 'T'; this.s.beginSql = 'BEGIN'; this.s.txSnapshot = this.s.state;
+    // Links attached already (session pooling keeps them; a read pgring made for this statement,
+    // such as INSERT ... SELECT's rows, attached one) join it when the statement uses them
+    // (Links.linkNow): before, their part committed on its own, and a failure on another shard
+    // left it behind.
+    this.s.implicitSeq++;
   }
 
   /** Ends beginImplicit's transaction: committed (two-phase with the transaction layer) when

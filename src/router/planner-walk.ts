@@ -6,7 +6,7 @@ import { tokenize, Token } from './lexer';
 import type { KeyRef, Plan } from './types';
 import {
   N, NSchema, NTable, Occ, Level, Edge, Restr, Part, PlanInput, PlanTemplate,
-  nodeTag, strs, funcName, sameRef, unionRefs, colocated, numConstText, ADVISORY,
+  nodeTag, strs, funcName, unionRefs, uniqueRefs, colocated, numConstText, ADVISORY,
 } from './plan-ast';
 import { findAgg, hasWindow } from './merge-rewrite';
 
@@ -39,6 +39,9 @@ export abstract class StatementWalker {
   protected insertReason: string | undefined;
   /** a top-level INSERT ... VALUES with a column list that leaves out the shard key column (its default decides) */
   protected insertKeyDefault = false;
+  /** INSERT INTO sharded SELECT … whose rows pgring can place itself (frontend/insert-select.ts):
+   *  the SELECT's column count and the key's position in the target columns */
+  protected insertVia: { n: number; keyIdx: number } | undefined;
   protected cteDepth = 0;
   /** some INSERT/UPDATE/DELETE/MERGE writes a reference (not sharded) table */
   protected writesReference = false;
@@ -253,8 +256,8 @@ export abstract class StatementWalker {
         const occ = this.keyCol(a.lexpr, level);
         if (!occ || !a.rexpr?.List) return null;
         const refs: KeyRef[] = [];
-        for (const it of a.rexpr.List.items) { const r = this.valueRef(it); if (!r) return null; if (!refs.some((x) => sameRef(x, r))) refs.push(r); }
-        return new Map([[occ, refs]]);
+        for (const it of a.rexpr.List.items) { const r = this.valueRef(it); if (!r) return null; refs.push(r); }
+        return new Map([[occ, uniqueRefs(refs)]]);
       }
       if (a.kind === 'AEXPR_OP_ANY') {
         const occ = this.keyCol(a.lexpr, level);
@@ -489,9 +492,7 @@ export abstract class StatementWalker {
           refs.push(r);
         }
         if (ok) {
-          const uniq: KeyRef[] = [];
-          for (const r of refs) if (!uniq.some((x) => sameRef(x, r))) uniq.push(r);
-          occ.own = uniq;
+          occ.own = uniqueRefs(refs);
           if (values.length > 1) this.buildInsertSplit(refs);
         } else why(`INSERT into sharded table "${t.name}" with a computed shard key value`);
       } else this.insertSelect(s, occ, sel, selLevel, cols, idx, why);
@@ -507,9 +508,19 @@ export abstract class StatementWalker {
   /** INSERT INTO sharded SELECT ...: correct on several shards only when every row's key comes from
    *  the key column of a co-located table read in the same row (rows stay on their shard), or is a
    *  constant (then the SELECT must read data of that one shard: checked by the scatter rules). */
-  protected insertSelect(s: N, occ: Occ, sel: N, lvl: Level | null, cols: string[] | undefined, idx: number, why: (r: string) => void): void {
+  protected insertSelect(s: N, occ: Occ, sel: N, lvl: Level | null, cols: string[] | undefined, idx: number, why0: (r: string) => void): void {
     const t = occ.table!;
-    if (!lvl) { why(`INSERT ... SELECT with a set operation into sharded table "${t.name}"`); return; }
+    // Rows whose shard only their values tell: pgring reads them and inserts them by key (when the
+    // statement is the top-level one and names the key column among the target columns).
+    const via = (r: string): void => {
+      if (!this.insertReason && this.writeTarget === occ && cols && idx >= 0) {
+        const n = selectWidth(sel);
+        this.insertVia = { n: n ?? cols.length, keyIdx: idx };
+      }
+      why0(r);
+    };
+    const why = why0;
+    if (!lvl) { via(`INSERT ... SELECT with a set operation into sharded table "${t.name}"`); return; }
     const tl: N[] = sel.targetList ?? [];
     const isStar = (x: N): boolean => strs(x.ResTarget?.val?.ColumnRef?.fields).slice(-1)[0] === '*';
     let src: Occ | null = null;
@@ -517,7 +528,7 @@ export abstract class StatementWalker {
       const f = strs(tl[0].ResTarget.val.ColumnRef.fields);
       const items = lvl.items.filter((it) => f.length === 1 || it.alias === f[f.length - 2]);
       if (items.length === 1 && items[0].occ?.table === t) src = items[0].occ!;
-      else { why(`INSERT ... SELECT * into sharded table "${t.name}" from another relation`); return; }
+      else { via(`INSERT ... SELECT * into sharded table "${t.name}" from another relation`); return; }
     } else if (idx >= 0 && idx < tl.length && !tl.some(isStar)) {
       const e = tl[idx].ResTarget.val;
       const k = this.keyCol(e, lvl);
@@ -525,7 +536,7 @@ export abstract class StatementWalker {
       else {
         const r = this.valueRef(e);
         if (r) { occ.own = [r]; return; }
-        why(`INSERT ... SELECT into sharded table "${t.name}" with a shard key that is not a constant or a co-located shard key column`);
+        via(`INSERT ... SELECT into sharded table "${t.name}" with a shard key that is not a constant or a co-located shard key column`);
         return;
       }
     } else {
@@ -536,7 +547,7 @@ export abstract class StatementWalker {
     this.edges.push({ from: src, to: occ });
     if (sel.limitCount || sel.limitOffset || sel.distinctClause || sel.groupClause || sel.havingClause
       || findAgg(sel.targetList) || hasWindow(sel.targetList)) {
-      why('INSERT ... SELECT with LIMIT/DISTINCT/GROUP BY/aggregates/window functions across shards');
+      via('INSERT ... SELECT with LIMIT/DISTINCT/GROUP BY/aggregates/window functions across shards');
     }
   }
 
@@ -621,7 +632,12 @@ export abstract class StatementWalker {
     for (const r of ranges) {
       if (typeof r === 'string') { push(r); continue; }
       let [a, b] = r;
-      for (let k = 0; k < ss.length && a < b; k++) {
+      // the first slot ending after a (slots are sorted and disjoint): one range costs its own
+      // slots, not every slot of the statement (a many-row INSERT has a range per row)
+      let lo = 0, hi = ss.length;
+      while (lo < hi) { const m = (lo + hi) >> 1; if (se[m] <= a) lo = m + 1; else hi = m; }
+      for (let k = lo; k < ss.length && a < b; k++) {
+        if (ss[k] >= b) break;
         if (se[k] <= a || ss[k] >= b) continue;
         if (ss[k] < a || se[k] > b) { push(this.text.slice(a, b)); a = b; this.fixed.add(k); break; } // partial overlap: bake it
         push(this.text.slice(a, ss[k]));
@@ -632,4 +648,14 @@ export abstract class StatementWalker {
     }
     return out;
   }
+}
+
+/** Columns a SELECT gives (the left branch of a set operation), or null when it has a `*`. */
+function selectWidth(sel: N): number | null {
+  let x = sel;
+  while (x && x.op && x.op !== 'SETOP_NONE') x = x.larg;
+  if (x?.valuesLists) return x.valuesLists[0]?.List?.items?.length ?? null;
+  const tl: N[] = x?.targetList ?? [];
+  if (!tl.length || tl.some((e: N) => strs(e.ResTarget?.val?.ColumnRef?.fields).slice(-1)[0] === '*')) return null;
+  return tl.length;
 }

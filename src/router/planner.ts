@@ -255,6 +255,7 @@ export class Planner extends StatementWalker {
       if (tag === 'MergeStmt' && this.writeTarget) reason = 'MERGE into a sharded table';
       reason ??= this.insertReason ?? this.scatterReason(tag, s);
       if (this.insertKeyDefault && tag === 'InsertStmt' && !s.withClause) p.keyDefault = true;
+      if (this.insertVia && tag === 'InsertStmt' && !s.withClause && reason === this.insertReason) p.insertVia = this.insertVia;
       if (tag === 'SelectStmt' && p.command === 'select') {
         const m = mergeSpec(this, s);
         if ('unsupported' in m) reason ??= m.unsupported;

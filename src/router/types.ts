@@ -128,6 +128,10 @@ export interface Plan {
   sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
   /** calls an advisory lock function or pg_notify(): without sharded tables it runs on the shard every session's advisory locks and LISTENs meet on */
   advisory?: boolean;
+  /** INSERT INTO sharded SELECT … that shards cannot run where they are (the key is computed, the
+   *  rows come from elsewhere): pgring reads the rows and inserts them by key (frontend/insert-select.ts).
+   *  `n`: the SELECT's column count; `keyIdx`: the key's position among the target columns. */
+  insertVia?: { n: number; keyIdx: number };
   /** `SELECT pg_notify(a, b) [, …]` and nothing else: in a transaction over several shards it is held
    *  until the commit, as NOTIFY is (columns: their names and (channel, payload) arguments) */
   notifyCalls?: { name: string; args: [NotifyArg, NotifyArg] }[];

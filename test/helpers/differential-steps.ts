@@ -335,7 +335,11 @@ export function buildSteps(shards: ShardMap): Step[] {
   // no value and no default for the key: 23502, as PostgreSQL's NOT NULL says (pgring evaluates the
   // default of a key left out of the column list, in both protocols)
   add({ sql: "INSERT INTO users (name) VALUES ('nokey')", p: { text: 'INSERT INTO users (name) VALUES ($1)', values: ['nokey'] } });
-  U('INSERT INTO users (id, name) SELECT id + 500, name FROM users', /shard key that is not a constant or a co-located shard key column/, 'simple');
+  // rows whose shard only their values tell: pgring reads them and inserts them by key (session 18; was 0A000)
+  add({ sql: 'INSERT INTO users (id, name) SELECT id + 500, name FROM users', mode: 'simple' });
+  add({ sql: "INSERT INTO users (id, name, age) SELECT g, 'gen ' || g, 20.6 FROM generate_series(900, 905) g RETURNING id, age", mode: 'simple' });
+  add({ sql: "INSERT INTO users (id, name) SELECT g, 'none' FROM generate_series(1, 0) g RETURNING id", mode: 'simple' });
+  add({ sql: 'SELECT count(*), sum(id) FROM users WHERE id > 500', mode: 'both' });
   U('INSERT INTO orders SELECT id, user_id, amount, created FROM orders LIMIT 3', /INSERT \.\.\. SELECT with LIMIT/, 'simple');
   U("INSERT INTO cities SELECT DISTINCT city, 'XX' FROM users WHERE city IS NOT NULL ON CONFLICT DO NOTHING", /writing a reference table/, 'simple');
   U('UPDATE users SET age = (SELECT max(age) FROM users)', /subquery over sharded table "users"/, 'simple');

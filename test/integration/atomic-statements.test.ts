@@ -436,6 +436,79 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
   });
 }
 
+for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
+  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
+
+  describe(`INSERT ... SELECT whose rows only their values place, over 3 shards, ${variant}`, () => {
+    it('generated rows, a reference table, a set operation and a scan of the sharded table itself land on their shards, atomically', async () => {
+      // Before: 0A000 "INSERT ... SELECT into sharded table with a shard key that is not a constant
+      // or a co-located shard key column" for the most common way to fill a table with test data.
+      await reset();
+      await onEach("INSERT INTO codes VALUES (1, 'one'), (2, 'two'), (3, 'three')");
+      const placed = async (ids: number[]): Promise<void> => {
+        for (const id of ids) {
+          const shard = proxy().proxy.ctx.shards.shardForKey('integer', String(id));
+          assert.deepEqual(await onShards(`SELECT count(*) FROM items WHERE id = ${id}`), [0, 1, 2].map((i) => (i === shard ? '1' : '0')), `row ${id}`);
+        }
+      };
+      await withClient(proxy().port, db, async (c) => {
+        const g = await c.query("INSERT INTO items SELECT g, 'gen ' || g FROM generate_series(1, 30) g RETURNING id");
+        assert.equal(g.rowCount, 30);
+        assert.deepEqual(g.rows.map((r) => r.id), Array.from({ length: 30 }, (_, i) => i + 1), 'RETURNING in the order of the rows');
+        await placed([1, 2, 3, 17, 30]);
+        assert.equal((await c.query('INSERT INTO items (note, id) SELECT label, code + 100 FROM codes')).rowCount, 3);
+        await placed([101, 102, 103]);
+        assert.equal((await c.query("INSERT INTO items SELECT 200, 'a' UNION ALL SELECT 201, 'b'")).rowCount, 2);
+        // a scan of the sharded table itself (every shard's rows, placed by their new keys)
+        assert.equal((await c.query("INSERT INTO items SELECT id + 1000, 'copy of ' || id FROM items WHERE id <= 10")).rowCount, 10);
+        await placed([1001, 1005, 1010]);
+        // assignment casts as INSERT ... SELECT applies them (numeric 4999.6 -> 5000)
+        await c.query("INSERT INTO items SELECT 4999.6, 'rounded'");
+        assert.equal((await c.query('SELECT note FROM items WHERE id = 5000 AND note = $1', ['rounded'])).rowCount, 1);
+        await placed([5000]);
+        // nothing to insert
+        const none = await c.query('INSERT INTO items SELECT g, null FROM generate_series(1, 0) g RETURNING id, note');
+        assert.equal(none.rowCount, 0);
+        assert.deepEqual(none.fields.map((f) => f.name), ['id', 'note']);
+        // a duplicate key on one shard: no row of the statement stays anywhere
+        await assert.rejects(c.query("INSERT INTO items SELECT g, 'dup' FROM generate_series(2000, 2010) g UNION ALL SELECT 3, 'dup'"), (e: Error & { code?: string }) => e.code === '23505');
+        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'dup'")).rows[0].n, 0);
+        // inside a transaction: seen by it, gone with its ROLLBACK
+        await c.query('BEGIN');
+        await c.query("INSERT INTO items SELECT g, 'tx' FROM generate_series(3000, 3005) g");
+        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'tx'")).rows[0].n, 6);
+        await c.query('ROLLBACK');
+        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'tx'")).rows[0].n, 0);
+        // more rows than pgring places itself: refused, with a hint
+        await assert.rejects(c.query("INSERT INTO items SELECT g, 'big' FROM generate_series(10000, 60001) g"), (e: Error & { code?: string }) => e.code === '0A000' && /more than 50000 rows/.test(e.message));
+        // the extended protocol is still refused (its parameters would have to be bound into the SELECT)
+        await assert.rejects(c.query("INSERT INTO items SELECT g, $1 FROM generate_series(1, 2) g", ['x']), (e: Error & { code?: string }) => e.code === '0A000');
+      });
+    });
+  });
+}
+
+describe('a write over several shards in session pooling, outside a transaction', () => {
+  it('is one transaction although the session holds its connections already', async () => {
+    // Before, the connections a session held already (session pooling: all it ever used) did not
+    // get the implicit transaction's BEGIN, so their part of the write committed on its own.
+    const sp = await startProxy(await baseConfig(cluster, 3, { sharding: { tables, referenceTables: ['codes'] }, pool: { mode: 'session', maxSize: 5 } }));
+    try {
+      await reset();
+      const keys = [0, 1, 2].map((sh) => { let k = 1; while (sp.proxy.ctx.shards.shardForKey('integer', String(k)) !== sh) k++; return k; });
+      await withClient(sp.port, db, async (c) => {
+        await c.query(`INSERT INTO items VALUES (${keys[2]}, 'first')`);
+        assert.equal((await c.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 1);   // holds all three now
+        await assert.rejects(c.query(`INSERT INTO items VALUES (${keys[0]}, 'x'), (${keys[1]}, 'x'), (${keys[2]}, 'dup')`), (e: Error & { code?: string }) => e.code === '23505');
+        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'x'")).rows[0].n, 0);
+        await assert.rejects(c.query(`INSERT INTO items SELECT g, 'y' FROM generate_series(${keys[2] + 1000}, ${keys[2] + 1010}) g UNION ALL SELECT ${keys[2]}, 'dup'`), (e: Error & { code?: string }) => e.code === '23505');
+        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'y'")).rows[0].n, 0);
+        assert.equal((await c.query(`UPDATE items SET note = 'z'`)).rowCount, 1);
+      });
+    } finally { await sp.stop(); }
+  });
+});
+
 describe('ALTER TABLE ... RENAME through pgring with ZooKeeper', () => {
   it('the cluster definition follows a renamed sharded table and a renamed shard key column', async () => {
     await withClient(withZk.port, db, async (c) => {

@@ -96,6 +96,12 @@ test('INSERT forms', () => {
   assert.equal(b.unsupported, undefined); assert.equal(b.keys, null); // every shard inserts its own rows
   assert.equal(plan('INSERT INTO users SELECT * FROM users WHERE id = 5').unsupported, undefined);
   assert.match(plan('INSERT INTO users (id, name) SELECT id + 500, name FROM users').unsupported!, /shard key that is not a constant or a co-located shard key column/);
+  // pgring places such rows itself in the simple protocol (frontend/insert-select.ts)
+  assert.deepEqual(plan('INSERT INTO users (id, name) SELECT id + 500, name FROM users').insertVia, { n: 2, keyIdx: 0 });
+  assert.deepEqual(plan("INSERT INTO users (name, id) SELECT 'x', g FROM generate_series(1, 3) g").insertVia, { n: 2, keyIdx: 1 });
+  assert.deepEqual(plan('INSERT INTO users SELECT 1, 2 UNION ALL SELECT 3, 4').insertVia, { n: 2, keyIdx: 0 });
+  assert.equal(plan('INSERT INTO users (name) SELECT name FROM users').insertVia, undefined);   // no key column named
+  assert.equal(plan('WITH x AS (SELECT 1 AS id) INSERT INTO users (id) SELECT id + 1 FROM x').insertVia, undefined);
   assert.match(plan('INSERT INTO orders SELECT id, user_id, amount FROM orders LIMIT 3').unsupported!, /INSERT \.\.\. SELECT with LIMIT/);
   assert.match(plan('INSERT INTO users SELECT * FROM orders').unsupported!, /SELECT \* into sharded table "users" from another relation/);
   // constant key with a SELECT over reference tables: one shard
