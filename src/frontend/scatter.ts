@@ -14,6 +14,7 @@ import { sequenceRangeSql } from './sequences';
 import { textOrder } from '../router/collation';
 import { fillsKeyDefault, withKeyDefault } from './key-default';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
+import { mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
@@ -33,6 +34,7 @@ export class Scatter {
       for (const s of stmts) {
         if (s.plan.keyDefault && fillsKeyDefault(this.s, s)) { single = false; break; }   // its keys come first (key-default.ts)
         if (s.plan.insertVia && insertsViaProxy(this.s, s)) { single = false; break; }   // its rows come first (insert-select.ts)
+        if (mayNeedDefaults(this.s, s)) { single = false; break; }   // its defaults may come first (reference-defaults.ts)
         this.s.simple.checkSupported(s, null);
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
         // DEALLOCATE of a protocol-level statement is pgring's to answer: statement by statement.
@@ -101,6 +103,11 @@ export class Scatter {
       }
       if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) return await this.runOneOfMany(await withKeyDefault(this.s, stmt));
       if (plan.insertVia && insertsViaProxy(this.s, stmt)) return await this.runOneOfMany(await insertSelectValues(this.s, stmt));
+      if (!stmt.defaultsChecked && mayNeedDefaults(this.s, stmt)) {
+        const next = (await withReferenceDefaults(this.s, stmt)) ?? stmt;
+        next.defaultsChecked = true;
+        return await this.runOneOfMany(next);
+      }
       const route = this.s.routing.route(stmt, null, null);
       this.s.simple.checkSupported(stmt, route);
       const shards = routeShards(route, this.s.ctx.shards.shardCount);

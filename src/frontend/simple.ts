@@ -1,6 +1,7 @@
 // Simple-query protocol (Query): plan, route, and forward one statement; errors answered by pgring.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
+import { forgetReferenceColumns, mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
@@ -86,11 +87,19 @@ export class SimpleQuery {
         // INSERT without the shard key column: its default gives the keys (key-default.ts)
         return insertWithKeyDefault(this.s, stmt).catch((e) => this.queryError(e));
       }
+      if (!stmt.defaultsChecked && mayNeedDefaults(this.s, stmt)) {
+        // INSERT into a reference table: defaults the shards would not agree on are evaluated once (reference-defaults.ts)
+        return withReferenceDefaults(this.s, stmt).then((next) => {
+          const run = next ?? stmt;
+          run.defaultsChecked = true;
+          return this.runSimple(run, next ? query(next.sql, this.s.codec) : msg, next ? [next] : plans);
+        }).catch((e) => this.queryError(e));
+      }
       if (plan.insertVia && insertsViaProxy(this.s, stmt)) {
         // INSERT ... SELECT whose rows only their values place: pgring reads and inserts them (insert-select.ts)
         return insertSelectValues(this.s, stmt).then((next) => this.runSimple(next, query(next.sql, this.s.codec), [next])).catch((e) => this.queryError(e));
       }
-      if (plan.command === 'ddl') forgetKeyDefaults();
+      if (plan.command === 'ddl') { forgetKeyDefaults(); forgetReferenceColumns(); }
       this.checkSupported(stmt, null);
       if (isTxControl(plan) && this.s.transaction.txControl(stmt, null)) return;
       if (plan.command === 'prepare_transaction' && this.s.transaction.prepareTransaction()) return;

@@ -152,6 +152,8 @@ export interface RoutedStatement {
   /** parallel to literals: 0 = string, 1 = integer, 2 = other numeric */
   literalKinds: number[];
   hint?: Hint;
+  /** an INSERT into a reference table whose defaults pgring has looked at (frontend/reference-defaults.ts) */
+  defaultsChecked?: boolean;
 }
 
 /** An argument of a held pg_notify(): a constant (null: SQL NULL), a literal slot of the statement

@@ -488,6 +488,33 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
   });
 }
 
+for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
+  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
+
+  describe(`INSERT into a reference table with volatile defaults over 3 shards, ${variant}`, () => {
+    it('every shard gets the same uuid, timestamp and serial values', async () => {
+      // Before, each shard evaluated gen_random_uuid(), clock_timestamp() and the sequence itself:
+      // the copies of a reference table had other ids and times on every shard.
+      const t = `refd_${variant.startsWith('with') ? 'z' : 'n'}`;
+      await withClient(proxy().port, db, async (c) => {
+        await c.query(`DROP TABLE IF EXISTS ${t}`);
+        await c.query(`CREATE TABLE ${t} (id uuid DEFAULT gen_random_uuid() PRIMARY KEY, name text, at timestamptz DEFAULT clock_timestamp(), n serial, k int DEFAULT 7, g bigint GENERATED ALWAYS AS IDENTITY)`);
+        const r = await c.query(`INSERT INTO ${t} (name) VALUES ('a'), ('b') RETURNING name, n, k, g`);
+        assert.deepEqual(r.rows, [{ name: 'a', n: 1, k: 7, g: '1' }, { name: 'b', n: 2, k: 7, g: '2' }]);
+        await c.query(`INSERT INTO ${t} VALUES (DEFAULT, 'c')`);
+        await c.query(`INSERT INTO ${t} (name, at) VALUES ('d', DEFAULT); INSERT INTO ${t} (name) VALUES ('e')`);
+        await c.query('BEGIN');
+        await c.query(`INSERT INTO ${t} (id, name, n) VALUES ('00000000-0000-0000-0000-000000000001', 'f', 100)`);
+        await c.query('COMMIT');
+        const copies = await onShards(`SELECT md5(string_agg(x::text, ',' ORDER BY name)) FROM ${t} x`);
+        assert.equal(new Set(copies).size, 1, `the shards' copies differ: ${copies.join(' ')}`);
+        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 6);
+        await c.query(`DROP TABLE ${t}`);
+      });
+    });
+  });
+}
+
 describe('a write over several shards in session pooling, outside a transaction', () => {
   it('is one transaction although the session holds its connections already', async () => {
     // Before, the connections a session held already (session pooling: all it ever used) did not
