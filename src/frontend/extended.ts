@@ -1,5 +1,6 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
+import { COLUMNS_SQL, evaluationStatement, knownColumns, mayNeedDefaults, parsedStatement, referenceDefaults, rememberColumns, rowValues, statementWithValues } from './reference-defaults';
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, parseMsg, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
@@ -130,7 +131,37 @@ export class ExtendedProtocol {
         return;
       }
       if (plan.notifyCalls && this.s.simple.holdsNotify(cs.stmt)) { this.bindHeldNotify(msg, info, cs); return; }
+      if (mayNeedDefaults(this.s, cs.stmt) && parsedStatement(cs)) return this.bindReferenceDefaults(msg, info, cs);
       return this.bindRouted(msg, info, cs);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /**
+   * Bind of an INSERT into a reference table (reference-defaults.ts): the defaults the shards would
+   * not agree on are evaluated on the first shard inside this unit, and bound, after the client's
+   * parameters, to pgring's statement that names them.
+   */
+  async bindReferenceDefaults(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> {
+    try {
+      const parsed = parsedStatement(cs)!;
+      // If an earlier message of the unit fails, PostgreSQL skips this one: no value is used up.
+      if (this.s.responses.inFlight()) await this.s.responses.afterInFlight();
+      if (this.unitFailed()) { this.portals.delete(info.portal); return; }
+      const link = await this.s.servers.link(0);
+      let cols = knownColumns(this.s, parsed.table);
+      if (!cols) {
+        const rows = await this.rowsInUnit(link, 'pgring_refcols', COLUMNS_SQL, [parsed.table]);
+        if (!rows) { this.portals.delete(info.portal); return; }
+        cols = rememberColumns(this.s, parsed.table, rows);
+      }
+      const d = referenceDefaults(parsed, cols);
+      if (!d) { await this.bindRouted(msg, info, cs); return; }
+      const st = statementWithValues(this.s, cs, d, info.params.length);
+      const ev = evaluationStatement(d);
+      const rows = await this.rowsInUnit(link, ev.name, ev.sql, [String(d.rows)]);
+      if (!rows) { this.portals.delete(info.portal); return; }
+      const out = bindWithValues(msg, info, st.serverName, rows.flatMap((r, i) => rowValues(d, i, r)));
+      await this.bindRouted(out, decodeBind(out), st);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 

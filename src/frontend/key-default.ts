@@ -179,7 +179,7 @@ export function defaultStatementName(def: KeyDefault): string {
 }
 
 /** The client's Bind for `statement` with `values` (text) appended to its parameters. */
-export function bindWithValues(msg: Buffer, info: BindInfo, statement: string, values: string[]): Buffer {
+export function bindWithValues(msg: Buffer, info: BindInfo, statement: string, values: (string | null)[]): Buffer {
   const fmts = info.paramFormats, params = info.params;
   const w = new Writer(msg.length + 64).cstr(info.portal).cstr(statement);
   if (fmts.length === 0 || (fmts.length === 1 && fmts[0] === 0)) {
@@ -193,6 +193,6 @@ export function bindWithValues(msg: Buffer, info: BindInfo, statement: string, v
   }
   w.int16(params.length + values.length);
   for (const p of params) { if (p === null) w.int32(-1); else w.int32(p.length).bytes(p); }
-  for (const v of values) { const b = Buffer.from(v, 'utf8'); w.int32(b.length).bytes(b); }
+  for (const v of values) { if (v === null) { w.int32(-1); continue; } const b = Buffer.from(v, 'utf8'); w.int32(b.length).bytes(b); }
   return w.bytes(msg.subarray(info.resultOffset)).msg(F.Bind);
 }

@@ -10,11 +10,14 @@ import { PgError, SQLSTATE } from '../protocol/errors';
 import type { RoutedStatement } from '../router/router';
 import type { ClientSession } from './client';
 import { quoteIdent, quoteLiteral } from './session-util';
+import { makeStatement, type ClientStatement } from './prepared';
+import { parseMsg } from '../protocol/messages';
+import { lex } from '../router/lexer';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: any }[] } } = require('libpg-query');
 
-interface Col { name: string; identity: string; expr: string | null; type: string }
+export interface Col { name: string; identity: string; expr: string | null; type: string }
 /** Columns per database and table, read again after a while (DDL through other proxies) or at DDL here. */
 const known = new Map<string, { at: number; cols: Col[] }>();
 const TTL_MS = 5000;
@@ -32,90 +35,144 @@ export function mayNeedDefaults(s: ClientSession, stmt: RoutedStatement): boolea
     && s.routeShard === null && s.routeShardKey === null && !stmt.hint && !p.hint && p.parseError === undefined;
 }
 
-/**
- * The INSERT with the values of the defaults it leaves to the shards that the shards would not
- * agree on, planned; null when there are none (run the statement as it is).
- */
-export async function withReferenceDefaults(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement | null> {
+/** What an INSERT … VALUES into a reference table leaves to the shards that they would not agree on. */
+export interface RefDefaults {
+  table: string;
+  rows: number;
+  /** columns left out, appended to every row */
+  added: Col[];
+  /** DEFAULT items of listed columns */
+  defaults: { row: number; item: number; col: Col }[];
+  ins: any;
+  named: string[] | null;
+  listed: string[];
+}
+
+/** The INSERT's parse and target table, or null when it is not a plain INSERT … VALUES of a permanent table. */
+export function parseReferenceInsert(sql: string): { ins: any; table: string } | null {
   let ins: any;
-  try { ins = pg.parseSync(stmt.sql).stmts?.[0]?.stmt?.InsertStmt; } catch { return null; }
-  const rows: any[][] | undefined = ins?.selectStmt?.SelectStmt?.valuesLists?.map((l: any) => l.List.items);
+  try { ins = pg.parseSync(sql).stmts?.[0]?.stmt?.InsertStmt; } catch { return null; }
+  const rows: any[][] | undefined = ins?.selectStmt?.SelectStmt?.valuesLists;
   if (!ins || !rows?.length || ins.withClause || ins.selectStmt.SelectStmt.op !== 'SETOP_NONE') return null;
   const rel = ins.relation;
   if (rel.relpersistence === 't') return null;   // a temporary table lives on one shard
-  const table = rel.schemaname ? `${quoteIdent(rel.schemaname)}.${quoteIdent(rel.relname)}` : quoteIdent(rel.relname);
-  const link = await s.servers.link(0);
-  const cols = await columnsOf(s, link, table);
+  if (ins.cols?.some((c: any) => c.ResTarget.indirection)) return null;
+  return { ins, table: rel.schemaname ? `${quoteIdent(rel.schemaname)}.${quoteIdent(rel.relname)}` : quoteIdent(rel.relname) };
+}
+
+export function referenceDefaults(parsed: { ins: any; table: string }, cols: Col[]): RefDefaults | null {
+  const { ins, table } = parsed;
   if (!cols.length) return null;
+  const rows: any[][] = ins.selectStmt.SelectStmt.valuesLists.map((l: any) => l.List.items);
   const named: string[] | null = ins.cols ? ins.cols.map((c: any) => c.ResTarget.name) : null;
-  if (named && ins.cols.some((c: any) => c.ResTarget.indirection)) return null;
-  const width = rows[0]!.length;
-  const listed = named ?? cols.slice(0, width).map((c) => c.name);
+  const listed = named ?? cols.slice(0, rows[0]!.length).map((c) => c.name);
   const volatile = (c: Col): boolean => c.identity !== '' || (c.expr !== null && !constantDefault(c.expr));
-  // columns left out, and DEFAULT items of listed ones, whose default the shards would not agree on
   const added = cols.filter((c) => !listed.includes(c.name) && volatile(c));
-  const defaults: { row: number; item: number; col: Col }[] = [];
+  const defaults: RefDefaults['defaults'] = [];
   rows.forEach((items, r) => items.forEach((it: any, i: number) => {
     const col = cols.find((c) => c.name === listed[i]);
     if (it.SetToDefault && col && volatile(col)) defaults.push({ row: r, item: i, col });
   }));
   if (added.length === 0 && defaults.length === 0) return null;
-  // one statement on the first shard: the added columns' values per row, then each DEFAULT item's
-  const expr = (c: Col): string => `pg_catalog.quote_nullable((${c.identity ? `pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(${quoteLiteral(table)}, ${quoteLiteral(c.name)}))` : c.expr})::${c.type})`;
-  const perRow = added.map(expr);
-  const sql = `SELECT ${[...perRow, ...defaults.map((d) => `CASE WHEN g = ${d.row + 1} THEN ${expr(d.col)} END`), '1'].join(', ')} FROM pg_catalog.generate_series(1, ${rows.length}) g`;
-  const vals = await s.servers.queryRows(link, sql);
-  if (vals.length !== rows.length) throw new PgError(SQLSTATE.InternalError, 'pgring: the defaults of a reference table could not be evaluated');
-  const lit = (v: string | null, c: Col): string => `${v ?? 'NULL'}::${c.type}`;
-  // Text surgery by byte offsets (the parser's locations): DEFAULT items replaced, values and
-  // columns appended, from the end backwards.
-  const b = Buffer.from(stmt.sql, 'utf8');
+  return { table, rows: rows.length, added, defaults, ins, named, listed };
+}
+
+/** One statement that evaluates the values on a shard: a row per VALUES row, the added columns'
+ *  values, then those of every DEFAULT item (NULL outside its row). `wrap` formats a value. */
+export function evaluationSql(d: RefDefaults, wrap: (e: string, c: Col) => string, rowsExpr: string): string {
+  const expr = (c: Col): string => wrap(`(${c.identity ? `pg_catalog.nextval(pg_catalog.pg_get_serial_sequence(${quoteLiteral(d.table)}, ${quoteLiteral(c.name)}))` : c.expr})::${c.type}`, c);
+  return `SELECT ${[...d.added.map(expr), ...d.defaults.map((x) => `CASE WHEN g = ${x.row + 1} THEN ${expr(x.col)} END`), '1'].join(', ')} FROM pg_catalog.generate_series(1, ${rowsExpr}) g`;
+}
+
+/** The values of row `r` in evaluation order (added columns, then the DEFAULT items of that row), from the evaluation's row. */
+export function rowValues(d: RefDefaults, r: number, evaluated: (string | null)[]): (string | null)[] {
+  const out = evaluated.slice(0, d.added.length);
+  d.defaults.forEach((x, j) => { if (x.row === r) out.push(evaluated[d.added.length + j] ?? null); });
+  return out;
+}
+
+/** The INSERT with the values in: `value(r, k)` is the SQL of row r's k-th value (rowValues order). */
+export function rewriteInsert(sql: string, d: RefDefaults, value: (r: number, k: number, c: Col) => string): string | null {
+  const { ins, added } = d;
+  const rows: any[][] = ins.selectStmt.SelectStmt.valuesLists.map((l: any) => l.List.items);
+  const rel = ins.relation;
+  const b = Buffer.from(sql, 'utf8');
   const edits: { at: number; del: number; text: string }[] = [];
-  for (const d of defaults) {
-    const loc = rows[d.row]![d.item].SetToDefault.location as number;
-    const k = added.length + defaults.indexOf(d);
-    edits.push({ at: loc, del: 'DEFAULT'.length, text: lit(vals[d.row]![k] ?? null, d.col) });
+  const inRow = new Map<number, number>();
+  for (const x of d.defaults) {
+    const k = added.length + (inRow.get(x.row) ?? 0);
+    inRow.set(x.row, (inRow.get(x.row) ?? 0) + 1);
+    edits.push({ at: rows[x.row]![x.item].SetToDefault.location as number, del: 'DEFAULT'.length, text: value(x.row, k, x.col) });
   }
   if (added.length) {
     for (let r = 0; r < rows.length; r++) {
       const close = rowClose(b, rows[r]!);
       if (close < 0) return null;
-      edits.push({ at: close, del: 0, text: `, ${added.map((c, i) => lit(vals[r]![i] ?? null, c)).join(', ')}` });
+      edits.push({ at: close, del: 0, text: `, ${added.map((c, i) => value(r, i, c)).join(', ')}` });
     }
     const names = added.map((c) => quoteIdent(c.name)).join(', ');
-    if (named) {
+    if (d.named) {
       const close = listClose(b, ins.cols[ins.cols.length - 1].ResTarget.location as number);
       if (close < 0) return null;
       edits.push({ at: close, del: 0, text: `, ${names}` });
     } else {
       const at = valuesStart(b, rel.location as number);
       if (at < 0) return null;
-      edits.push({ at, del: 0, text: `(${[...listed.map(quoteIdent), names].join(', ')}) ` });
+      edits.push({ at, del: 0, text: `(${[...d.listed.map(quoteIdent), names].join(', ')}) ` });
     }
   }
-  // GENERATED ALWAYS AS IDENTITY takes a value only with OVERRIDING SYSTEM VALUE
   let out = applyEdits(b, edits);
-  if ([...added, ...defaults.map((d) => d.col)].some((c) => c.identity === 'a') && ins.override !== 'OVERRIDING_SYSTEM_VALUE') {
+  // GENERATED ALWAYS AS IDENTITY takes a value only with OVERRIDING SYSTEM VALUE
+  if ([...added, ...d.defaults.map((x) => x.col)].some((c) => c.identity === 'a') && ins.override !== 'OVERRIDING_SYSTEM_VALUE') {
     const vb = Buffer.from(out, 'utf8');
     const at = valuesStart(vb, rel.location as number);
     if (at < 0) return null;
     out = applyEdits(vb, [{ at, del: 0, text: 'OVERRIDING SYSTEM VALUE ' }]);
   }
+  return out;
+}
+
+/**
+ * Simple protocol: the INSERT with the values of the defaults the shards would not agree on
+ * (evaluated on the first shard, as typed literals), planned; null when there are none.
+ */
+export async function withReferenceDefaults(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement | null> {
+  const parsed = parseReferenceInsert(stmt.sql);
+  if (!parsed) return null;
+  const link = await s.servers.link(0);
+  const d = referenceDefaults(parsed, await columnsOf(s, link, parsed.table));
+  if (!d) return null;
+  const vals = await s.servers.queryRows(link, evaluationSql(d, (e) => `pg_catalog.quote_nullable(${e})`, String(d.rows)));
+  if (vals.length !== d.rows) throw new PgError(SQLSTATE.InternalError, 'pgring: the defaults of a reference table could not be evaluated');
+  const out = rewriteInsert(stmt.sql, d, (r, k, c) => `${rowValues(d, r, vals[r]!)[k] ?? 'NULL'}::${c.type}`);
+  if (out === null) return null;
   const next = s.router.plan(out);
   return next.length === 1 ? next[0]! : null;
 }
 
-async function columnsOf(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], table: string): Promise<Col[]> {
-  const key = `${s.database}\u0000${table}`;
-  const hit = known.get(key);
-  if (hit && Date.now() - hit.at < TTL_MS) return hit.cols;
-  const rows = await s.servers.queryRows(link, `SELECT a.attname, a.attidentity, pg_catalog.pg_get_expr(d.adbin, d.adrelid), pg_catalog.format_type(a.atttypid, a.atttypmod)
+/** The catalog query of a table's columns ($1: the table's name as SQL writes it). */
+export const COLUMNS_SQL = `SELECT a.attname, a.attidentity, pg_catalog.pg_get_expr(d.adbin, d.adrelid), pg_catalog.format_type(a.atttypid, a.atttypmod)
     FROM pg_catalog.pg_attribute a LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-    WHERE a.attrelid = pg_catalog.to_regclass(${quoteLiteral(table)}) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`).catch(() => [] as (string | null)[][]);
+    WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum`;
+
+/** Columns read before (within TTL_MS), or undefined. */
+export function knownColumns(s: ClientSession, table: string): Col[] | undefined {
+  const hit = known.get(`${s.database}\u0000${table}`);
+  return hit && Date.now() - hit.at < TTL_MS ? hit.cols : undefined;
+}
+
+export function rememberColumns(s: ClientSession, table: string, rows: (string | null)[][]): Col[] {
   const cols = rows.map((r) => ({ name: r[0]!, identity: r[1] ?? '', expr: r[2], type: r[3]! }));
   if (known.size > 1000) known.clear();
-  known.set(key, { at: Date.now(), cols });
+  known.set(`${s.database}\u0000${table}`, { at: Date.now(), cols });
   return cols;
+}
+
+async function columnsOf(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], table: string): Promise<Col[]> {
+  const hit = knownColumns(s, table);
+  if (hit) return hit;
+  const rows = await s.servers.queryRows(link, COLUMNS_SQL.replace('$1', quoteLiteral(table))).catch(() => [] as (string | null)[][]);
+  return rememberColumns(s, table, rows);
 }
 
 /** Offset of the ')' closing a VALUES row (after its last item), or -1. */
@@ -151,4 +208,48 @@ function applyEdits(b: Buffer, edits: { at: number; del: number; text: string }[
   let out = b;
   for (const e of edits) out = Buffer.concat([out.subarray(0, e.at), Buffer.from(e.text, 'utf8'), out.subarray(e.at + e.del)]);
   return out.toString('utf8');
+}
+
+// ------------------------------------------------------------------ extended protocol
+
+const parsedOf = new WeakMap<ClientStatement, { ins: any; table: string } | null>();
+/** The parse of a prepared INSERT (once per statement). */
+export function parsedStatement(cs: ClientStatement): { ins: any; table: string } | null {
+  let p = parsedOf.get(cs);
+  if (p === undefined) parsedOf.set(cs, p = parseReferenceInsert(cs.sql));
+  return p;
+}
+
+const withValuesOf = new WeakMap<ClientStatement, Map<string, ClientStatement>>();
+/** The client's prepared INSERT with the values as parameters after its own (`params`: how many
+ *  it binds), each cast to its column's type; kept per statement and shape of the defaults. */
+export function statementWithValues(s: ClientSession, cs: ClientStatement, d: RefDefaults, params: number): ClientStatement {
+  let m = withValuesOf.get(cs);
+  if (!m) withValuesOf.set(cs, m = new Map());
+  const sig = `${params}|${d.added.map((c) => c.name).join(',')}|${d.defaults.map((x) => `${x.row}.${x.item}`).join(',')}`;
+  let st = m.get(sig);
+  if (st) return st;
+  const first = Math.max(params, lex(cs.sql)[0]?.maxParam ?? 0, cs.types.length) + 1;
+  const offsets: number[] = [];
+  let n = 0;
+  for (let r = 0; r < d.rows; r++) { offsets.push(n); n += d.added.length + d.defaults.filter((x) => x.row === r).length; }
+  const sql = rewriteInsert(cs.sql, d, (r, k, c) => `$${first + offsets[r]! + k}::${c.type}`);
+  if (sql === null) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: this INSERT into a reference table (its defaults could not be given to every shard alike) is not supported');
+  const types = cs.types.slice();
+  while (types.length < first - 1) types.push(0);
+  st = makeStatement('pgring-refdef', sql, types, s.router.planPrepared(sql), parseMsg('', sql, types, cs.codec), cs.scope, cs.codec);
+  m.set(sig, st);
+  return st;
+}
+
+/** The named statement that evaluates the values ($1: the number of rows). */
+const evalNames = new Map<string, string>();
+export function evaluationStatement(d: RefDefaults): { name: string; sql: string } {
+  const sql = evaluationSql(d, (e) => `(${e})::pg_catalog.text`, '$1::pg_catalog.int4');
+  let name = evalNames.get(sql);
+  if (name === undefined) {
+    if (evalNames.size > 1000) evalNames.clear();
+    evalNames.set(sql, name = `pgring_refdef_${evalNames.size + 1}`);
+  }
+  return { name, sql };
 }

@@ -506,9 +506,13 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         await c.query('BEGIN');
         await c.query(`INSERT INTO ${t} (id, name, n) VALUES ('00000000-0000-0000-0000-000000000001', 'f', 100)`);
         await c.query('COMMIT');
+        // the extended protocol (what ORMs send): parameters, a named statement bound twice, DEFAULT
+        const e = await c.query({ text: `INSERT INTO ${t} (name) VALUES ($1) RETURNING n, g`, values: ['g'] });
+        assert.deepEqual(e.rows, [{ n: 6, g: '7' }]);
+        for (const name of ['h', 'i']) await c.query({ name: 'refins', text: `INSERT INTO ${t} (name, at) VALUES ($1, DEFAULT), ($1 || '2', '2026-01-01')`, values: [name] });
         const copies = await onShards(`SELECT md5(string_agg(x::text, ',' ORDER BY name)) FROM ${t} x`);
         assert.equal(new Set(copies).size, 1, `the shards' copies differ: ${copies.join(' ')}`);
-        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 6);
+        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 11);
         await c.query(`DROP TABLE ${t}`);
       });
     });
