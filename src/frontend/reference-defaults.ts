@@ -5,14 +5,16 @@
 // an error (a later UPDATE by the id read from one shard changed that shard's copy only).
 // pgring now evaluates such defaults once, on the first shard in the client's transaction, as
 // literals of the column's type, and sends every shard the same values (Citus evaluates them on the
-// coordinator likewise). Constant defaults stay with the shards. Simple protocol, INSERT … VALUES.
+// coordinator likewise). Constant defaults stay with the shards. INSERT … VALUES, both protocols;
+// in the simple protocol also function calls and expressions written in the VALUES themselves
+// (`VALUES (gen_random_uuid(), now())`), evaluated once and sent as typed literals.
 import { PgError, SQLSTATE } from '../protocol/errors';
 import type { RoutedStatement } from '../router/router';
 import type { ClientSession } from './client';
 import { quoteIdent, quoteLiteral } from './session-util';
 import { makeStatement, type ClientStatement } from './prepared';
 import { parseMsg } from '../protocol/messages';
-import { lex } from '../router/lexer';
+import { lex, tokenize } from '../router/lexer';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: any }[] } } = require('libpg-query');
@@ -137,17 +139,71 @@ export function rewriteInsert(sql: string, d: RefDefaults, value: (r: number, k:
  * (evaluated on the first shard, as typed literals), planned; null when there are none.
  */
 export async function withReferenceDefaults(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement | null> {
-  const parsed = parseReferenceInsert(stmt.sql);
-  if (!parsed) return null;
+  if (!parseReferenceInsert(stmt.sql)) return null;
   const link = await s.servers.link(0);
-  const d = referenceDefaults(parsed, await columnsOf(s, link, parsed.table));
-  if (!d) return null;
-  const vals = await s.servers.queryRows(link, evaluationSql(d, (e) => `pg_catalog.quote_nullable(${e})`, String(d.rows)));
-  if (vals.length !== d.rows) throw new PgError(SQLSTATE.InternalError, 'pgring: the defaults of a reference table could not be evaluated');
-  const out = rewriteInsert(stmt.sql, d, (r, k, c) => `${rowValues(d, r, vals[r]!)[k] ?? 'NULL'}::${c.type}`);
-  if (out === null) return null;
-  const next = s.router.plan(out);
+  // function calls written in the VALUES (gen_random_uuid(), now(), nextval('s')) first
+  let sql = await withEvaluatedItems(s, link, stmt.sql);
+  let changed = sql !== stmt.sql;
+  const parsed = parseReferenceInsert(sql);
+  const d = parsed ? referenceDefaults(parsed, await columnsOf(s, link, parsed.table)) : null;
+  if (d) {
+    const vals = await s.servers.queryRows(link, evaluationSql(d, (e) => `pg_catalog.quote_nullable(${e})`, String(d.rows)));
+    if (vals.length !== d.rows) throw new PgError(SQLSTATE.InternalError, 'pgring: the defaults of a reference table could not be evaluated');
+    const out = rewriteInsert(sql, d, (r, k, c) => `${rowValues(d, r, vals[r]!)[k] ?? 'NULL'}::${c.type}`);
+    if (out !== null) { sql = out; changed = true; }
+  }
+  if (!changed) return null;
+  const next = s.router.plan(sql);
   return next.length === 1 ? next[0]! : null;
+}
+
+/** A VALUES item the shards would each compute (a function call, an expression), not a constant,
+ *  parameter or DEFAULT; items that read tables or use parameters are left alone. */
+function computed(item: any): boolean {
+  if (item.A_Const || item.SetToDefault || item.ParamRef) return false;
+  if (item.TypeCast && (item.TypeCast.arg?.A_Const || item.TypeCast.arg?.ParamRef)) return false;
+  const j = JSON.stringify(item);
+  return !j.includes('"ParamRef"') && !j.includes('"SubLink"') && !j.includes('"ColumnRef"');
+}
+
+/** The INSERT with its computed VALUES items replaced by their values (evaluated once on `link`,
+ *  as literals of their type); the same text when it has none. */
+async function withEvaluatedItems(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], sql: string): Promise<string> {
+  const parsed = parseReferenceInsert(sql);
+  if (!parsed) return sql;
+  const rows: any[][] = parsed.ins.selectStmt.SelectStmt.valuesLists.map((l: any) => l.List.items);
+  if (!rows.some((items) => items.some(computed))) return sql;
+  // the items' text: the depth-0 parenthesized rows after VALUES, split at their top-level commas
+  const toks = tokenize(sql);
+  let i = toks.findIndex((t) => t.depth === 0 && t.lower === 'values');
+  if (i < 0) return sql;
+  const spans: [number, number][][] = [];
+  i++;
+  while (i < toks.length && toks[i]!.text === '(' && toks[i]!.depth === 0) {
+    const row: [number, number][] = [];
+    let start = -1, end = -1;
+    let j = i + 1;
+    for (; j < toks.length && !(toks[j]!.text === ')' && toks[j]!.depth === 0); j++) {
+      const t = toks[j]!;
+      if (t.text === ',' && t.depth === 1) { row.push([start, end]); start = -1; continue; }
+      if (start < 0) start = t.start;
+      end = t.end;
+    }
+    if (j >= toks.length) return sql;
+    row.push([start, end]);
+    spans.push(row);
+    i = j + 1;
+    if (toks[i]?.text === ',' && toks[i]!.depth === 0) i++; else break;
+  }
+  if (spans.length !== rows.length || spans.some((r, k) => r.length !== rows[k]!.length)) return sql;
+  const todo: [number, number][] = [];
+  rows.forEach((items, r) => items.forEach((it: any, k: number) => { if (computed(it)) todo.push(spans[r]![k]!); }));
+  const q = todo.map(([a, b], j) => `(SELECT pg_catalog.quote_nullable(v) || '::' || pg_catalog.pg_typeof(v)::pg_catalog.text FROM (SELECT ${sql.slice(a, b)} AS v) x${j})`);
+  const vals = (await s.servers.queryRows(link, `SELECT ${q.join(', ')}`))[0];
+  if (!vals || vals.length !== todo.length) throw new PgError(SQLSTATE.InternalError, 'pgring: the values of an INSERT into a reference table could not be evaluated');
+  let out = sql;
+  for (let j = todo.length - 1; j >= 0; j--) out = out.slice(0, todo[j]![0]) + vals[j]! + out.slice(todo[j]![1]);
+  return out;
 }
 
 /** The catalog query of a table's columns ($1: the table's name as SQL writes it). */

@@ -510,9 +510,11 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         const e = await c.query({ text: `INSERT INTO ${t} (name) VALUES ($1) RETURNING n, g`, values: ['g'] });
         assert.deepEqual(e.rows, [{ n: 6, g: '7' }]);
         for (const name of ['h', 'i']) await c.query({ name: 'refins', text: `INSERT INTO ${t} (name, at) VALUES ($1, DEFAULT), ($1 || '2', '2026-01-01')`, values: [name] });
+        // function calls written in the VALUES (simple protocol)
+        await c.query(`INSERT INTO ${t} (id, name, at, n) VALUES (gen_random_uuid(), 'j' || 'k', clock_timestamp() + interval '1 day', nextval('${t}_n_seq') + 1000)`);
         const copies = await onShards(`SELECT md5(string_agg(x::text, ',' ORDER BY name)) FROM ${t} x`);
         assert.equal(new Set(copies).size, 1, `the shards' copies differ: ${copies.join(' ')}`);
-        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 11);
+        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 12);
         await c.query(`DROP TABLE ${t}`);
       });
     });
