@@ -33,7 +33,7 @@ function constantDefault(expr: string): boolean {
 /** Worth a look: an INSERT into a reference table over several shards, not routed explicitly. */
 export function mayNeedDefaults(s: ClientSession, stmt: RoutedStatement): boolean {
   const p = stmt.plan;
-  return p.command === 'insert' && p.target === 'reference' && p.write && s.txStatus !== 'E' && s.ctx.shards.shardCount > 1
+  return (p.command === 'insert' || p.command === 'update') && p.target === 'reference' && p.write && s.txStatus !== 'E' && s.ctx.shards.shardCount > 1
     && s.routeShard === null && s.routeShardKey === null && !stmt.hint && !p.hint && p.parseError === undefined;
 }
 
@@ -139,6 +139,7 @@ export function rewriteInsert(sql: string, d: RefDefaults, value: (r: number, k:
  * (evaluated on the first shard, as typed literals), planned; null when there are none.
  */
 export async function withReferenceDefaults(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement | null> {
+  if (stmt.plan.command === 'update') return withEvaluatedSet(s, stmt);
   if (!parseReferenceInsert(stmt.sql)) return null;
   const link = await s.servers.link(0);
   // function calls written in the VALUES (gen_random_uuid(), now(), nextval('s')) first
@@ -154,6 +155,70 @@ export async function withReferenceDefaults(s: ClientSession, stmt: RoutedStatem
   }
   if (!changed) return null;
   const next = s.router.plan(sql);
+  return next.length === 1 ? next[0]! : null;
+}
+
+/** Functions whose value is the same for every row of a statement on one server but differs between
+ *  the shards' transactions (their start times). */
+const STABLE_TIME = new Set(['now', 'transaction_timestamp', 'statement_timestamp', 'current_timestamp', 'localtimestamp', 'current_date', 'current_time', 'localtime']);
+
+/** A SET value made of constants, casts, operators and the time functions above: one value for
+ *  every row on a server, so evaluating it once is exact. A volatile call (gen_random_uuid(),
+ *  clock_timestamp(), random()) differs per row on one server too, and is left to the shards. */
+function stableComputed(val: any): boolean {
+  if (!computed(val)) return false;
+  let ok = true;
+  const walk = (x: any): void => {
+    if (!ok || x === null || typeof x !== 'object') return;
+    if (Array.isArray(x)) { x.forEach(walk); return; }
+    if (x.FuncCall) {
+      const name = (x.FuncCall.funcname ?? []).map((n: any) => n.String?.sval).pop();
+      if (!STABLE_TIME.has(name)) { ok = false; return; }
+    }
+    for (const v of Object.values(x)) walk(v);
+  };
+  walk(val);
+  return ok;
+}
+
+/** `UPDATE reference_table SET updated_at = now() …`: values of the time functions, the same for
+ *  every row on one server but another on each shard (each shard's transaction started at its own
+ *  time), are evaluated once on the first shard and sent as typed literals (simple protocol). */
+async function withEvaluatedSet(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement | null> {
+  let upd: any;
+  try { upd = pg.parseSync(stmt.sql).stmts?.[0]?.stmt?.UpdateStmt; } catch { return null; }
+  const targets: any[] | undefined = upd?.targetList?.map((t: any) => t.ResTarget);
+  if (!upd || !targets?.length || upd.withClause || upd.relation?.relpersistence === 't') return null;
+  if (targets.some((t) => t.val?.MultiAssignRef || t.indirection)) return null;
+  if (!targets.some((t) => stableComputed(t.val))) return null;
+  // each SET item's value: after its first top-level '=', up to the next top-level ',' (or FROM / WHERE / RETURNING)
+  const toks = tokenize(stmt.sql);
+  let i = toks.findIndex((t) => t.depth === 0 && t.lower === 'set');
+  if (i < 0) return null;
+  const spans: [number, number][] = [];
+  i++;
+  for (;;) {
+    let eq = -1, start = -1, end = -1;
+    for (; i < toks.length; i++) {
+      const t = toks[i]!;
+      if (t.depth === 0 && (t.text === ',' || t.text === ';' || ['from', 'where', 'returning'].includes(t.lower))) break;
+      if (eq < 0) { if (t.depth === 0 && t.text === '=') eq = i; continue; }
+      if (start < 0) start = t.start;
+      end = t.end;
+    }
+    if (eq < 0 || start < 0) return null;
+    spans.push([start, end]);
+    if (toks[i]?.text !== ',') break;
+    i++;
+  }
+  if (spans.length !== targets.length) return null;
+  const todo = spans.filter((_, k) => stableComputed(targets[k]!.val));
+  const q = todo.map(([a, b], j) => `(SELECT pg_catalog.quote_nullable(v) || '::' || pg_catalog.pg_typeof(v)::pg_catalog.text FROM (SELECT ${stmt.sql.slice(a, b)} AS v) x${j})`);
+  const vals = (await s.servers.queryRows(await s.servers.link(0), `SELECT ${q.join(', ')}`))[0];
+  if (!vals || vals.length !== todo.length) throw new PgError(SQLSTATE.InternalError, 'pgring: the values of an UPDATE of a reference table could not be evaluated');
+  let out = stmt.sql;
+  for (let j = todo.length - 1; j >= 0; j--) out = out.slice(0, todo[j]![0]) + vals[j]! + out.slice(todo[j]![1]);
+  const next = s.router.plan(out);
   return next.length === 1 ? next[0]! : null;
 }
 
