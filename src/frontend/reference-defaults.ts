@@ -15,6 +15,7 @@ import { quoteIdent, quoteLiteral } from './session-util';
 import { makeStatement, type ClientStatement } from './prepared';
 import { parseMsg } from '../protocol/messages';
 import { lex, tokenize } from '../router/lexer';
+import { insertParts, MAX_ROWS } from './insert-select';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: any }[] } } = require('libpg-query');
@@ -139,8 +140,17 @@ export function rewriteInsert(sql: string, d: RefDefaults, value: (r: number, k:
  * (evaluated on the first shard, as typed literals), planned; null when there are none.
  */
 export async function withReferenceDefaults(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement | null> {
+  // a statement pgring refuses (e.g. it reads sharded tables) is refused as it is
+  if (stmt.plan.unsupported || stmt.plan.scatterUnsupported || stmt.plan.target !== 'reference') return null;
   if (stmt.plan.command === 'update') return withEvaluatedSet(s, stmt);
-  if (!parseReferenceInsert(stmt.sql)) return null;
+  if (!parseReferenceInsert(stmt.sql)) {
+    // INSERT … SELECT: its rows read once, as VALUES, whose defaults then get the same treatment
+    const values = await selectAsValues(s, stmt);
+    if (!values) return null;
+    const planned = s.router.plan(values);
+    if (planned.length !== 1) return null;
+    return (await withReferenceDefaults(s, planned[0]!)) ?? planned[0]!;
+  }
   const link = await s.servers.link(0);
   // function calls written in the VALUES (gen_random_uuid(), now(), nextval('s')) first
   let sql = await withEvaluatedItems(s, link, stmt.sql);
@@ -156,6 +166,43 @@ export async function withReferenceDefaults(s: ClientSession, stmt: RoutedStatem
   if (!changed) return null;
   const next = s.router.plan(sql);
   return next.length === 1 ? next[0]! : null;
+}
+
+/**
+ * `INSERT INTO reference_table … SELECT …` that leaves a volatile default to the shards or computes
+ * with functions: the SELECT's rows, read once on the first shard (the reference data is alike on
+ * every shard) as typed literals, as `INSERT … VALUES`; null when the shards would agree anyway or
+ * the statement is not of that form.
+ */
+async function selectAsValues(s: ClientSession, stmt: RoutedStatement): Promise<string | null> {
+  let ins: any;
+  try { ins = pg.parseSync(stmt.sql).stmts?.[0]?.stmt?.InsertStmt; } catch { return null; }
+  const sel = ins?.selectStmt?.SelectStmt;
+  if (!ins || !sel || sel.valuesLists || ins.withClause || ins.relation?.relpersistence === 't') return null;
+  let x = sel;
+  while (x && x.op && x.op !== 'SETOP_NONE') x = x.larg;
+  const tl: any[] = x?.targetList ?? [];
+  if (!tl.length || JSON.stringify(tl).includes('"A_Star"')) return null;
+  const n = tl.length;
+  const rel = ins.relation;
+  const table = rel.schemaname ? `${quoteIdent(rel.schemaname)}.${quoteIdent(rel.relname)}` : quoteIdent(rel.relname);
+  const link = await s.servers.link(0);
+  const cols = await columnsOf(s, link, table);
+  const named: string[] | null = ins.cols ? ins.cols.map((c: any) => c.ResTarget.name) : null;
+  const listed = named ?? cols.slice(0, n).map((c) => c.name);
+  const volatileLeft = cols.some((c) => !listed.includes(c.name) && (c.identity !== '' || (c.expr !== null && !constantDefault(c.expr))));
+  const j = JSON.stringify(sel);
+  if (!volatileLeft && !j.includes('"FuncCall"') && !j.includes('"SQLValueFunction"')) return null;
+  const parts = insertParts(stmt.sql);
+  if (!parts) return null;
+  const names = Array.from({ length: n }, (_, i) => `pgring_c${i + 1}`);
+  const literal = names.map((c) => `pg_catalog.quote_nullable(s.${c}) || '::' || pg_catalog.pg_typeof(s.${c})::pg_catalog.text`).join(" || ', ' || ");
+  const rows = await s.servers.queryRows(link, `SELECT '(' || ${literal} || ')' FROM (${parts.select}) AS s(${names.join(', ')}) LIMIT ${MAX_ROWS + 1}`);
+  if (rows.length > MAX_ROWS) {
+    throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: INSERT ... SELECT of more than ${MAX_ROWS} rows into a reference table whose values pgring must give every shard alike is not supported`, { hint: 'Insert in smaller parts, or load the rows with COPY.' });
+  }
+  if (rows.length === 0) return null;   // no row on any shard
+  return `${parts.head} VALUES ${rows.map((r) => r[0]!).join(', ')}${parts.tail ? ` ${parts.tail}` : ''}`;
 }
 
 /** Functions whose value is the same for every row of a statement on one server but differs between

@@ -512,6 +512,10 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         for (const name of ['h', 'i']) await c.query({ name: 'refins', text: `INSERT INTO ${t} (name, at) VALUES ($1, DEFAULT), ($1 || '2', '2026-01-01')`, values: [name] });
         // function calls written in the VALUES (simple protocol)
         await c.query(`INSERT INTO ${t} (id, name, at, n) VALUES (gen_random_uuid(), 'j' || 'k', clock_timestamp() + interval '1 day', nextval('${t}_n_seq') + 1000)`);
+        // INSERT ... SELECT: the rows read once, then their defaults as above
+        const sel = await c.query(`INSERT INTO ${t} (name) SELECT 'sel' || g FROM generate_series(1, 3) g RETURNING name`);
+        assert.deepEqual(sel.rows.map((r) => r.name), ['sel1', 'sel2', 'sel3']);
+        await c.query(`INSERT INTO ${t} (name, at) SELECT name || '-copy', now() FROM ${t} WHERE name IN ('a', 'b')`);
         // UPDATE with the time functions (each shard's transaction started at another time)
         await c.query(`UPDATE ${t} SET at = now() + interval '1 hour', k = k + 1 WHERE name <> 'a'`);
         await c.query('BEGIN');
@@ -519,7 +523,7 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
         await c.query('COMMIT');
         const copies = await onShards(`SELECT md5(string_agg(x::text, ',' ORDER BY name)) FROM ${t} x`);
         assert.equal(new Set(copies).size, 1, `the shards' copies differ: ${copies.join(' ')}`);
-        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 12);
+        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 17);
         await c.query(`DROP TABLE ${t}`);
       });
     });
