@@ -12,6 +12,7 @@ import { tokenize } from '../router/lexer';
 import type { RoutedStatement } from '../router/router';
 import type { ClientSession } from './client';
 import { routeShards } from './routing';
+import { typedRowsSql } from './typed-literals';
 
 export const MAX_ROWS = 50000;
 
@@ -72,9 +73,7 @@ export async function insertSelectValues(s: ClientSession, stmt: RoutedStatement
     const m = sel.plan.merge;
     if (!m || m.orderBy.length || m.aggregates.length || m.groupBy.length || m.distinct || m.distinctOn || m.having || m.limit !== null || m.offset !== null || m.hiddenColumns || m.shardSql !== undefined) throw refused(stmt);
   }
-  const names = Array.from({ length: via.n }, (_, i) => `pgring_c${i + 1}`);
-  const literal = names.map((c) => `pg_catalog.quote_nullable(s.${c}) || '::' || pg_catalog.pg_typeof(s.${c})::pg_catalog.text`).join(" || ', ' || ");
-  const read = `SELECT '(' || ${literal} || ')' FROM (${parts.select}) AS s(${names.join(', ')}) LIMIT ${MAX_ROWS + 1}`;
+  const read = typedRowsSql(parts.select, via.n, MAX_ROWS + 1);
   const rows: string[] = [];
   for (const sh of shards) {
     const link = await s.servers.link(sh);
@@ -86,7 +85,7 @@ export async function insertSelectValues(s: ClientSession, stmt: RoutedStatement
   const sql = rows.length
     ? `${parts.head} VALUES ${rows.join(', ')}${parts.tail ? ` ${parts.tail}` : ''}`
     // nothing to insert: a statement that inserts nothing, for the answer (RETURNING's columns, INSERT 0 0)
-    : `${parts.head} SELECT ${names.map((_, i) => (i === via.keyIdx ? ANY_KEY[stmt.plan.keyType ?? ''] ?? "'0'" : 'NULL')).join(', ')} WHERE false${parts.tail ? ` ${parts.tail}` : ''}`;
+    : `${parts.head} SELECT ${Array.from({ length: via.n }, (_, i) => (i === via.keyIdx ? ANY_KEY[stmt.plan.keyType ?? ''] ?? "'0'" : 'NULL')).join(', ')} WHERE false${parts.tail ? ` ${parts.tail}` : ''}`;
   const next = s.router.plan(sql);
   if (next.length !== 1 || next[0]!.plan.insertVia || next[0]!.plan.keys === null) throw refused(stmt);
   return next[0]!;

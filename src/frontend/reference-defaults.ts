@@ -16,6 +16,7 @@ import { makeStatement, type ClientStatement } from './prepared';
 import { parseMsg } from '../protocol/messages';
 import { lex, tokenize } from '../router/lexer';
 import { insertParts, MAX_ROWS } from './insert-select';
+import { typedRowsSql, typedValueSql } from './typed-literals';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: any }[] } } = require('libpg-query');
@@ -195,9 +196,7 @@ async function selectAsValues(s: ClientSession, stmt: RoutedStatement): Promise<
   if (!volatileLeft && !j.includes('"FuncCall"') && !j.includes('"SQLValueFunction"')) return null;
   const parts = insertParts(stmt.sql);
   if (!parts) return null;
-  const names = Array.from({ length: n }, (_, i) => `pgring_c${i + 1}`);
-  const literal = names.map((c) => `pg_catalog.quote_nullable(s.${c}) || '::' || pg_catalog.pg_typeof(s.${c})::pg_catalog.text`).join(" || ', ' || ");
-  const rows = await s.servers.queryRows(link, `SELECT '(' || ${literal} || ')' FROM (${parts.select}) AS s(${names.join(', ')}) LIMIT ${MAX_ROWS + 1}`);
+  const rows = await s.servers.queryRows(link, typedRowsSql(parts.select, n, MAX_ROWS + 1));
   if (rows.length > MAX_ROWS) {
     throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: INSERT ... SELECT of more than ${MAX_ROWS} rows into a reference table whose values pgring must give every shard alike is not supported`, { hint: 'Insert in smaller parts, or load the rows with COPY.' });
   }
@@ -260,12 +259,7 @@ async function withEvaluatedSet(s: ClientSession, stmt: RoutedStatement): Promis
   }
   if (spans.length !== targets.length) return null;
   const todo = spans.filter((_, k) => stableComputed(targets[k]!.val));
-  const q = todo.map(([a, b], j) => `(SELECT pg_catalog.quote_nullable(v) || '::' || pg_catalog.pg_typeof(v)::pg_catalog.text FROM (SELECT ${stmt.sql.slice(a, b)} AS v) x${j})`);
-  const vals = (await s.servers.queryRows(await s.servers.link(0), `SELECT ${q.join(', ')}`))[0];
-  if (!vals || vals.length !== todo.length) throw new PgError(SQLSTATE.InternalError, 'pgring: the values of an UPDATE of a reference table could not be evaluated');
-  let out = stmt.sql;
-  for (let j = todo.length - 1; j >= 0; j--) out = out.slice(0, todo[j]![0]) + vals[j]! + out.slice(todo[j]![1]);
-  const next = s.router.plan(out);
+  const next = s.router.plan(await evaluatedSpans(s, await s.servers.link(0), stmt.sql, todo));
   return next.length === 1 ? next[0]! : null;
 }
 
@@ -310,11 +304,17 @@ async function withEvaluatedItems(s: ClientSession, link: Parameters<ClientSessi
   if (spans.length !== rows.length || spans.some((r, k) => r.length !== rows[k]!.length)) return sql;
   const todo: [number, number][] = [];
   rows.forEach((items, r) => items.forEach((it: any, k: number) => { if (computed(it)) todo.push(spans[r]![k]!); }));
-  const q = todo.map(([a, b], j) => `(SELECT pg_catalog.quote_nullable(v) || '::' || pg_catalog.pg_typeof(v)::pg_catalog.text FROM (SELECT ${sql.slice(a, b)} AS v) x${j})`);
+  return evaluatedSpans(s, link, sql, todo);
+}
+
+/** `sql` with the expressions at `spans` (character offsets, in order) replaced by their values,
+ *  evaluated once on `link` as typed literals. */
+async function evaluatedSpans(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], sql: string, spans: [number, number][]): Promise<string> {
+  const q = spans.map(([a, b], j) => typedValueSql(sql.slice(a, b), `x${j}`));
   const vals = (await s.servers.queryRows(link, `SELECT ${q.join(', ')}`))[0];
-  if (!vals || vals.length !== todo.length) throw new PgError(SQLSTATE.InternalError, 'pgring: the values of an INSERT into a reference table could not be evaluated');
+  if (!vals || vals.length !== spans.length) throw new PgError(SQLSTATE.InternalError, 'pgring: the values of a write to a reference table could not be evaluated');
   let out = sql;
-  for (let j = todo.length - 1; j >= 0; j--) out = out.slice(0, todo[j]![0]) + vals[j]! + out.slice(todo[j]![1]);
+  for (let j = spans.length - 1; j >= 0; j--) out = out.slice(0, spans[j]![0]) + vals[j]! + out.slice(spans[j]![1]);
   return out;
 }
 
