@@ -144,6 +144,9 @@ export class ExtendedProtocol {
   async bindReferenceDefaults(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> {
     try {
       const parsed = parsedStatement(cs)!;
+      // Columns known and nothing to evaluate: bound at once (a pipelined batch is not held up).
+      const known = knownColumns(this.s, parsed.table);
+      if (known && !referenceDefaults(parsed, known)) { await this.bindRouted(msg, info, cs); return; }
       // If an earlier message of the unit fails, PostgreSQL skips this one: no value is used up.
       if (this.s.responses.inFlight()) await this.s.responses.afterInFlight();
       if (this.unitFailed()) { this.portals.delete(info.portal); return; }
