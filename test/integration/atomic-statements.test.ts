@@ -14,17 +14,19 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { from as copyFrom } from 'pg-copy-streams';
-import { testCluster, uniqueName } from '../helpers/env';
-import { baseConfig, client, createDatabase, dropDatabase, RunningProxy, startProxy, withClient } from '../helpers/proxy';
+import { uniqueName } from '../helpers/env';
+import { baseConfig, client, RunningProxy, startProxy, withClient } from '../helpers/proxy';
 import { psql } from '../helpers/tools';
 import { WireClient } from '../helpers/wire';
 import { ClusterInfo } from '../../src/local/cluster';
+import { threeShards, type ThreeShards } from '../helpers/three-shards';
 
 let cluster: ClusterInfo;
 let ports: number[];
 let db: string;
 let withZk: RunningProxy;
 let noZk: RunningProxy;
+let shards: ThreeShards;
 
 const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns: ['id', 'note'] }, { name: 'tickets', column: 'tenant', type: 'integer' as const, columns: ['id', 'tenant', 't'] },
   { name: 'serials', column: 'id', type: 'bigint' as const }, { name: 'uu', column: 'id', type: 'uuid' as const }, { name: 'idt', column: 'id', type: 'bigint' as const },
@@ -32,42 +34,14 @@ const tables = [{ name: 'items', column: 'id', type: 'integer' as const, columns
   { name: 'lc', column: 'id', type: 'integer' as const }, { name: 'events', column: 'tenant', type: 'integer' as const }, { name: 'sc', column: 'id', type: 'integer' as const, columns: ['a', 'id', 'v'] }];
 
 before(async () => {
-  cluster = await testCluster();
-  ports = cluster.pg.slice(0, 3).map((p) => p.port);
-  db = uniqueName('copyin');
-  createDatabase(ports, db);
-  for (const p of ports) {
-    const c = new pg.Client({ host: '127.0.0.1', port: p, user: 'postgres', database: db });
-    await c.connect();
-    await c.query('CREATE TABLE items (id int PRIMARY KEY, note text); CREATE TABLE codes (code int PRIMARY KEY, label text)');
-    await c.end();
-  }
-  const sharding = { tables, referenceTables: ['codes'] };
-  withZk = await startProxy(await baseConfig(cluster, 3, { sharding, zookeeper: { connect: cluster.zk, cluster: uniqueName('copyin'), sessionTimeoutMs: 4000 } }));
-  noZk = await startProxy(await baseConfig(cluster, 3, { sharding }));
+  shards = await threeShards('copyin', tables);
+  ({ cluster, ports, db, withZk, noZk } = shards);
 });
 
-after(async () => {
-  await withZk?.stop();
-  await noZk?.stop();
-  dropDatabase(ports, db);
-});
+after(async () => { await shards?.stop(); });
 
-/** Per-shard values of `sql`, read on each shard directly (async: the proxies run in this process). */
-async function onShards(sql: string): Promise<string[]> {
-  return Promise.all(ports.map(async (port) => {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db });
-    await c.connect();
-    try { return String(Object.values((await c.query(sql)).rows[0] ?? {})[0]); } finally { await c.end(); }
-  }));
-}
-async function onEach(sql: string): Promise<void> {
-  for (const port of ports) {
-    const c = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: db });
-    await c.connect();
-    try { await c.query(sql); } finally { await c.end(); }
-  }
-}
+const onShards = (sql: string): Promise<string[]> => shards.onShards(sql);
+const onEach = (sql: string): Promise<void> => shards.onEach(sql);
 async function reset(): Promise<void> { await onEach('TRUNCATE items, codes'); }
 function lines(from: number, to: number): string {
   let s = '';
@@ -435,121 +409,6 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
     });
   });
 }
-
-for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
-  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
-
-  describe(`INSERT ... SELECT whose rows only their values place, over 3 shards, ${variant}`, () => {
-    it('generated rows, a reference table, a set operation and a scan of the sharded table itself land on their shards, atomically', async () => {
-      // Before: 0A000 "INSERT ... SELECT into sharded table with a shard key that is not a constant
-      // or a co-located shard key column" for the most common way to fill a table with test data.
-      await reset();
-      await onEach("INSERT INTO codes VALUES (1, 'one'), (2, 'two'), (3, 'three')");
-      const placed = async (ids: number[]): Promise<void> => {
-        for (const id of ids) {
-          const shard = proxy().proxy.ctx.shards.shardForKey('integer', String(id));
-          assert.deepEqual(await onShards(`SELECT count(*) FROM items WHERE id = ${id}`), [0, 1, 2].map((i) => (i === shard ? '1' : '0')), `row ${id}`);
-        }
-      };
-      await withClient(proxy().port, db, async (c) => {
-        const g = await c.query("INSERT INTO items SELECT g, 'gen ' || g FROM generate_series(1, 30) g RETURNING id");
-        assert.equal(g.rowCount, 30);
-        assert.deepEqual(g.rows.map((r) => r.id), Array.from({ length: 30 }, (_, i) => i + 1), 'RETURNING in the order of the rows');
-        await placed([1, 2, 3, 17, 30]);
-        assert.equal((await c.query('INSERT INTO items (note, id) SELECT label, code + 100 FROM codes')).rowCount, 3);
-        await placed([101, 102, 103]);
-        assert.equal((await c.query("INSERT INTO items SELECT 200, 'a' UNION ALL SELECT 201, 'b'")).rowCount, 2);
-        // a scan of the sharded table itself (every shard's rows, placed by their new keys)
-        assert.equal((await c.query("INSERT INTO items SELECT id + 1000, 'copy of ' || id FROM items WHERE id <= 10")).rowCount, 10);
-        await placed([1001, 1005, 1010]);
-        // assignment casts as INSERT ... SELECT applies them (numeric 4999.6 -> 5000)
-        await c.query("INSERT INTO items SELECT 4999.6, 'rounded'");
-        assert.equal((await c.query('SELECT note FROM items WHERE id = 5000 AND note = $1', ['rounded'])).rowCount, 1);
-        await placed([5000]);
-        // nothing to insert
-        const none = await c.query('INSERT INTO items SELECT g, null FROM generate_series(1, 0) g RETURNING id, note');
-        assert.equal(none.rowCount, 0);
-        assert.deepEqual(none.fields.map((f) => f.name), ['id', 'note']);
-        // a duplicate key on one shard: no row of the statement stays anywhere
-        await assert.rejects(c.query("INSERT INTO items SELECT g, 'dup' FROM generate_series(2000, 2010) g UNION ALL SELECT 3, 'dup'"), (e: Error & { code?: string }) => e.code === '23505');
-        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'dup'")).rows[0].n, 0);
-        // inside a transaction: seen by it, gone with its ROLLBACK
-        await c.query('BEGIN');
-        await c.query("INSERT INTO items SELECT g, 'tx' FROM generate_series(3000, 3005) g");
-        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'tx'")).rows[0].n, 6);
-        await c.query('ROLLBACK');
-        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'tx'")).rows[0].n, 0);
-        // more rows than pgring places itself: refused, with a hint
-        await assert.rejects(c.query("INSERT INTO items SELECT g, 'big' FROM generate_series(10000, 60001) g"), (e: Error & { code?: string }) => e.code === '0A000' && /more than 50000 rows/.test(e.message));
-        // the extended protocol is still refused (its parameters would have to be bound into the SELECT)
-        await assert.rejects(c.query("INSERT INTO items SELECT g, $1 FROM generate_series(1, 2) g", ['x']), (e: Error & { code?: string }) => e.code === '0A000');
-      });
-    });
-  });
-}
-
-for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper'] as const) {
-  const proxy = (): RunningProxy => (variant === 'without ZooKeeper' ? noZk : withZk);
-
-  describe(`INSERT into a reference table with volatile defaults over 3 shards, ${variant}`, () => {
-    it('every shard gets the same uuid, timestamp and serial values', async () => {
-      // Before, each shard evaluated gen_random_uuid(), clock_timestamp() and the sequence itself:
-      // the copies of a reference table had other ids and times on every shard.
-      const t = `refd_${variant.startsWith('with') ? 'z' : 'n'}`;
-      await withClient(proxy().port, db, async (c) => {
-        await c.query(`DROP TABLE IF EXISTS ${t}`);
-        await c.query(`CREATE TABLE ${t} (id uuid DEFAULT gen_random_uuid() PRIMARY KEY, name text, at timestamptz DEFAULT clock_timestamp(), n serial, k int DEFAULT 7, g bigint GENERATED ALWAYS AS IDENTITY)`);
-        const r = await c.query(`INSERT INTO ${t} (name) VALUES ('a'), ('b') RETURNING name, n, k, g`);
-        assert.deepEqual(r.rows, [{ name: 'a', n: 1, k: 7, g: '1' }, { name: 'b', n: 2, k: 7, g: '2' }]);
-        await c.query(`INSERT INTO ${t} VALUES (DEFAULT, 'c')`);
-        await c.query(`INSERT INTO ${t} (name, at) VALUES ('d', DEFAULT); INSERT INTO ${t} (name) VALUES ('e')`);
-        await c.query('BEGIN');
-        await c.query(`INSERT INTO ${t} (id, name, n) VALUES ('00000000-0000-0000-0000-000000000001', 'f', 100)`);
-        await c.query('COMMIT');
-        // the extended protocol (what ORMs send): parameters, a named statement bound twice, DEFAULT
-        const e = await c.query({ text: `INSERT INTO ${t} (name) VALUES ($1) RETURNING n, g`, values: ['g'] });
-        assert.deepEqual(e.rows, [{ n: 6, g: '7' }]);
-        for (const name of ['h', 'i']) await c.query({ name: 'refins', text: `INSERT INTO ${t} (name, at) VALUES ($1, DEFAULT), ($1 || '2', '2026-01-01')`, values: [name] });
-        // function calls written in the VALUES (simple protocol)
-        await c.query(`INSERT INTO ${t} (id, name, at, n) VALUES (gen_random_uuid(), 'j' || 'k', clock_timestamp() + interval '1 day', nextval('${t}_n_seq') + 1000)`);
-        // INSERT ... SELECT: the rows read once, then their defaults as above
-        const sel = await c.query(`INSERT INTO ${t} (name) SELECT 'sel' || g FROM generate_series(1, 3) g RETURNING name`);
-        assert.deepEqual(sel.rows.map((r) => r.name), ['sel1', 'sel2', 'sel3']);
-        await c.query(`INSERT INTO ${t} (name, at) SELECT name || '-copy', now() FROM ${t} WHERE name IN ('a', 'b')`);
-        // UPDATE with the time functions (each shard's transaction started at another time)
-        await c.query(`UPDATE ${t} SET at = now() + interval '1 hour', k = k + 1 WHERE name <> 'a'`);
-        await c.query('BEGIN');
-        await c.query(`UPDATE ${t} SET at = CURRENT_TIMESTAMP WHERE name = 'a'`);
-        await c.query('COMMIT');
-        const copies = await onShards(`SELECT md5(string_agg(x::text, ',' ORDER BY name)) FROM ${t} x`);
-        assert.equal(new Set(copies).size, 1, `the shards' copies differ: ${copies.join(' ')}`);
-        assert.equal((await c.query(`SELECT count(DISTINCT id)::int AS n FROM ${t}`)).rows[0].n, 17);
-        await c.query(`DROP TABLE ${t}`);
-      });
-    });
-  });
-}
-
-describe('a write over several shards in session pooling, outside a transaction', () => {
-  it('is one transaction although the session holds its connections already', async () => {
-    // Before, the connections a session held already (session pooling: all it ever used) did not
-    // get the implicit transaction's BEGIN, so their part of the write committed on its own.
-    const sp = await startProxy(await baseConfig(cluster, 3, { sharding: { tables, referenceTables: ['codes'] }, pool: { mode: 'session', maxSize: 5 } }));
-    try {
-      await reset();
-      const keys = [0, 1, 2].map((sh) => { let k = 1; while (sp.proxy.ctx.shards.shardForKey('integer', String(k)) !== sh) k++; return k; });
-      await withClient(sp.port, db, async (c) => {
-        await c.query(`INSERT INTO items VALUES (${keys[2]}, 'first')`);
-        assert.equal((await c.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 1);   // holds all three now
-        await assert.rejects(c.query(`INSERT INTO items VALUES (${keys[0]}, 'x'), (${keys[1]}, 'x'), (${keys[2]}, 'dup')`), (e: Error & { code?: string }) => e.code === '23505');
-        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'x'")).rows[0].n, 0);
-        await assert.rejects(c.query(`INSERT INTO items SELECT g, 'y' FROM generate_series(${keys[2] + 1000}, ${keys[2] + 1010}) g UNION ALL SELECT ${keys[2]}, 'dup'`), (e: Error & { code?: string }) => e.code === '23505');
-        assert.equal((await c.query("SELECT count(*)::int AS n FROM items WHERE note = 'y'")).rows[0].n, 0);
-        assert.equal((await c.query(`UPDATE items SET note = 'z'`)).rowCount, 1);
-      });
-    } finally { await sp.stop(); }
-  });
-});
 
 describe('ALTER TABLE ... RENAME through pgring with ZooKeeper', () => {
   it('the cluster definition follows a renamed sharded table and a renamed shard key column', async () => {
