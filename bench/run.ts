@@ -153,7 +153,10 @@ const PGBENCH_TABLES = [
   { name: 'pgbench_history', column: 'aid', type: 'integer', columns: ['tid', 'bid', 'aid', 'delta', 'mtime', 'filler'] },
 ];
 
-async function pgringConfig(info: ClusterInfo, shards: number, sharded: boolean, zk: { connect: string; lockMode: string } | null): Promise<Record<string, unknown>> {
+// Each D has a ZooKeeper cluster of its own (same shards, same rules, so the same placement):
+// proxies of one cluster share lock buckets (lock forwarding), and a D measured while another
+// D of its cluster sat idle paid a link round trip for every bucket the idle one owned.
+async function pgringConfig(info: ClusterInfo, shards: number, sharded: boolean, zk: { connect: string; lockMode: string; cluster: string } | null): Promise<Record<string, unknown>> {
   return {
     listen: { host: '127.0.0.1', port: await freePort() },
     metrics: { enabled: true, host: '127.0.0.1', port: await freePort() },
@@ -162,7 +165,7 @@ async function pgringConfig(info: ClusterInfo, shards: number, sharded: boolean,
     users: [{ name: 'postgres', auth: 'trust', admin: true }],
     shards: info.pg.slice(0, shards).map((p, i) => ({ name: `s${i + 1}`, backends: [{ host: '127.0.0.1', port: p.port, role: 'primary' }] })),
     ...(sharded ? { sharding: { tables: PGBENCH_TABLES } } : {}),
-    ...(zk ? { zookeeper: { connect: zk.connect, cluster: 'bench' }, locks: { mode: zk.lockMode } } : {}),
+    ...(zk ? { zookeeper: { connect: zk.connect, cluster: zk.cluster }, locks: { mode: zk.lockMode } } : {}),
     shutdownGraceMs: 2000,
   };
 }
@@ -221,7 +224,7 @@ async function main(): Promise<void> {
     'TPS is the median over the repetitions of pgbench\'s "tps (without initial connection time)"; average latency is pgbench\'s; p99 is computed exactly from pgbench\'s per-transaction log (`-l`) of each run, median over the repetitions.',
     'Proxy CPU s / 1000 tx: utime+stime of the proxy process (from /proc/<pid>/stat) over the run, divided by the transactions pgbench processed; PgBouncer is single-threaded, pgring is one Node.js process (its libuv/GC threads included). CPU time is only charged while the process runs, so this is the figure least disturbed by other load on the machine.',
     opts.withZk
-      ? `D runs with ZooKeeper (cluster "bench") and \`locks.mode: ${opts.lockModes[0]}\`${opts.lockModes.length > 1 ? `; the TPC-B workloads also run on ${opts.lockModes.slice(1).map((m) => `a D with \`locks.mode: ${m}\``).join(' and ')} (same data, same ZooKeeper cluster, one proxy used at a time), so the lock modes compare within one interleaved run` : ''}.`
+      ? `D runs with ZooKeeper (cluster "bench") and \`locks.mode: ${opts.lockModes[0]}\`${opts.lockModes.length > 1 ? `; the TPC-B workloads also run on ${opts.lockModes.slice(1).map((m) => `a D with \`locks.mode: ${m}\``).join(' and ')} (same data and ZooKeeper, each D its own pgring cluster \`bench-<mode>\` so that no idle D owns lock buckets of the measured one; one proxy used at a time), so the lock modes compare within one interleaved run` : ''}.`
       : 'D runs without ZooKeeper (`--no-with-zk`: ring built from the config, no locks).',
   ];
   const setup: string[] = [];
@@ -289,11 +292,11 @@ async function main(): Promise<void> {
     const bt = new BenchPgBouncer({ dir: path.join(tmp, 'pgbouncer-transaction'), mode: 'transaction', serverPort: p1!.port, databases: [DB], poolSize: POOL_SIZE, maxClientConn });
     bouncers.push(bs, bt);
     const C = new BenchPgring('C', tmp, await pgringConfig(info, 1, false, null));
-    const D = new BenchPgring('D', tmp, await pgringConfig(info, 3, true, opts.withZk ? { connect: info.zk, lockMode: opts.lockModes[0]! } : null));
+    const D = new BenchPgring('D', tmp, await pgringConfig(info, 3, true, opts.withZk ? { connect: info.zk, lockMode: opts.lockModes[0]!, cluster: 'bench' } : null));
     const dOthers = new Map<TargetId, BenchPgring>();
     for (const t of targets) {
       if (!t.id.startsWith('D-')) continue;
-      dOthers.set(t.id, new BenchPgring(t.id, tmp, await pgringConfig(info, 3, true, { connect: info.zk, lockMode: t.id.slice(2) })));
+      dOthers.set(t.id, new BenchPgring(t.id, tmp, await pgringConfig(info, 3, true, { connect: info.zk, lockMode: t.id.slice(2), cluster: `bench-${t.id.slice(2)}` })));
     }
     pgrings.push(C, D, ...dOthers.values());
     log(`starting PgBouncer (session, transaction), pgring (C, ${['D', ...dOthers.keys()].join(', ')}) and the Node.js relay N`);

@@ -48,10 +48,22 @@ export class Pool {
     return this.size < this.opts.maxSize || this.idle.some((c) => c.paramsKey === paramsKey);
   }
 
-  /** An idle connection opened with these parameters, now, or null (no waiting, no connecting). */
-  tryAcquire(paramsKey: string): ServerConnection | null {
+  /**
+   * An idle connection opened with these parameters, now, or null (no waiting, no connecting).
+   * `prefer`: the connection this client last used; taken when it is idle, so that what lives in
+   * a server session beyond a transaction (currval/lastval, a temporary schema, statements
+   * already prepared there) stays with the client whenever the pool allows.
+   */
+  tryAcquire(paramsKey: string, prefer?: ServerConnection): ServerConnection | null {
     if (this.closed) return null;
     const idle = this.idle;
+    if (prefer !== undefined && !prefer.closed && prefer.paramsKey === paramsKey) {
+      const i = idle.lastIndexOf(prefer);
+      if (i >= 0) {
+        if (i === idle.length - 1) idle.pop(); else idle.splice(i, 1);
+        return prefer;
+      }
+    }
     for (let i = idle.length - 1; i >= 0; i--) {
       const c = idle[i]!;
       if (c.paramsKey !== paramsKey) continue;
@@ -62,13 +74,13 @@ export class Pool {
     return null;
   }
 
-  acquire(startup: [string, string][], paramsKey: string): Promise<ServerConnection> {
+  acquire(startup: [string, string][], paramsKey: string, prefer?: ServerConnection): Promise<ServerConnection> {
     if (this.closed) return Promise.reject(new PgError(SQLSTATE.AdminShutdown, 'pool is closed'));
     if (this.fillWith === null) {
       this.fillWith = { startup, paramsKey };
       if (this.opts.minSize > 0) setImmediate(() => this.fill());
     }
-    const now = this.tryAcquire(paramsKey);
+    const now = this.tryAcquire(paramsKey, prefer);
     if (now) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
       const w: Waiter = {

@@ -89,6 +89,8 @@ export abstract class SessionShared {
   // ---- links.ts: server connections ----
   /** The link to each shard's server connection, by shard index (connection.ts empties it at close). */
   readonly links: (Link | undefined)[] = [];
+  /** per shard, the server connection this session last gave back (preferred when idle again) */
+  readonly lastConns: (ServerConnection | undefined)[] = [];
   /** Since when the client waits for a pool (0: not waiting); shown by the admin console. */
   waitingSince = 0;
   /** The statement being linked only reads (a plain SELECT): a shard without a live primary

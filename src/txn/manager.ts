@@ -251,6 +251,7 @@ export class TxnManager implements TransactionHooks, RecoveryHost, DetectorHost 
   get deadlockStats() { return this.detector?.stats ?? null; }
 
   sweepDone(): void { this.needsSweep = false; }
+  sweepAgain(): void { this.needsSweep = true; }
 
   private whenReady(): Promise<void> {
     if (this.started) return Promise.resolve();

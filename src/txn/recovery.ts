@@ -76,6 +76,8 @@ export interface RecoveryHost {
   /** true when the manager left prepared transactions of its own behind */
   needsSweep: boolean;
   sweepDone(): void;
+  /** a sweep could not finish (a shard unreachable, a statement failed): sweep again later */
+  sweepAgain(): void;
 }
 
 export interface RecoveryStats { passes: number; committed: number; rolledBack: number; decisionsRemoved: number; lastError: string | null }
@@ -121,6 +123,7 @@ export class Recovery {
     while (this.running) await this.running.catch(() => undefined);
     if (this.stopped) return;
     const p = this.pass(scope, override).catch((e) => {
+      this.host.sweepAgain();
       this.stats.lastError = (e as Error).message;
       if (!isZkError(e, 'CONNECTIONLOSS', 'SESSIONEXPIRED')) this.log.warn({ err: (e as Error).message }, 'transaction recovery pass failed');
     }).finally(() => { this.running = null; });
@@ -141,6 +144,9 @@ export class Recovery {
         const r = await withPg(t, cred, 'postgres', (c) => c.query<{ gid: string; database: string }>(`SELECT gid, database FROM pg_catalog.pg_prepared_xacts WHERE gid LIKE 'pgring\\_%'`));
         listed.set(t.name, r.rows);
       } catch (e) {
+        // What this proxy left there is still to do: a proxy that is not the controller sweeps
+        // only when asked, and its request was taken at the start of this pass.
+        this.host.sweepAgain();
         this.log.warn({ shard: t.name, err: (e as Error).message }, 'transaction recovery: cannot list prepared transactions');
       }
     }
@@ -186,6 +192,7 @@ export class Recovery {
           this.log.info({ gid: row.gid, shard: t.name, database: row.database, action: commit ? 'COMMIT PREPARED' : 'ROLLBACK PREPARED' }, 'transaction recovery finished an in-doubt transaction');
         } catch (e) {
           remaining.add(row.gid);
+          if (g.proxy === this.proxyId) this.host.sweepAgain();
           this.log.warn({ gid: row.gid, shard: t.name, err: (e as Error).message }, 'transaction recovery: could not finish a prepared transaction');
         }
       }

@@ -1,0 +1,66 @@
+// Transaction pooling gives a client the server connection it last used when that one is idle
+// (src/backend/pool.ts tryAcquire's `prefer`), so what lives in a server session beyond one
+// transaction — currval()/lastval() after nextval(), a temporary schema — stays with the client
+// whenever the pool allows. Before, the pool handed out its most recently released connection,
+// usually another client's (PostgreSQL's regression test `constraints` failed through pgring:
+// a column default `currval('insert_seq')` ran on another backend than the INSERT before it).
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { testCluster, psqlAt, uniqueName } from '../helpers/env';
+import { baseConfig, client, createDatabase, RunningProxy, startProxy } from '../helpers/proxy';
+
+describe('transaction pooling: a client gets its previous server connection back when it is idle', () => {
+  let proxy: RunningProxy;
+  let serverPort: number;
+  const db = uniqueName('affinity');
+
+  before(async () => {
+    const cluster = await testCluster();
+    serverPort = cluster.pg[0]!.port;
+    createDatabase([serverPort], db);
+    psqlAt(serverPort, 'CREATE SEQUENCE s', db);
+    proxy = await startProxy(await baseConfig(cluster, 1, { pool: { mode: 'transaction', maxSize: 4 } }));
+  });
+  after(async () => {
+    await proxy?.stop();
+    psqlAt(serverPort, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
+  });
+
+  it('currval after nextval works across transactions while other clients come and go', async () => {
+    const a = client(proxy.port, db), c = client(proxy.port, db), d = client(proxy.port, db);
+    await a.connect(); await c.connect(); await d.connect();
+    try {
+      for (let round = 0; round < 5; round++) {
+        const pidA = (await a.query('SELECT pg_backend_pid() AS p, nextval(\'s\') AS v')).rows[0] as { p: number; v: string };
+        // Two other clients take two connections (A's, the most recently released, among them)
+        // and give them back in the other order: the pool's most recent one is now not A's.
+        await c.query('BEGIN'); await c.query('SELECT 1');
+        await d.query('BEGIN'); await d.query('SELECT 1');
+        await c.query('COMMIT');
+        await d.query('COMMIT');
+        const r = (await a.query('SELECT pg_backend_pid() AS p, currval(\'s\') AS v')).rows[0] as { p: number; v: string };
+        assert.equal(r.v, pidA.v, `round ${round}: currval is the value nextval gave`);
+        assert.equal(r.p, pidA.p, `round ${round}: the same server connection`);
+      }
+    } finally {
+      await a.end(); await c.end(); await d.end();
+    }
+  });
+
+  it('a busy previous connection is not waited for: the client gets another one', async () => {
+    const a = client(proxy.port, db), b = client(proxy.port, db);
+    await a.connect(); await b.connect();
+    try {
+      const pidA = (await a.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+      await b.query('BEGIN'); await b.query('SELECT 1');         // takes A's (the most recent)
+      const pidB = (await b.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+      assert.equal(pidB, pidA, 'the other client got the connection A gave back');
+      const again = (await a.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+      assert.notEqual(again, pidA, 'A runs on another connection meanwhile');
+      await b.query('COMMIT');
+    } finally {
+      await a.end(); await b.end();
+    }
+  });
+});
