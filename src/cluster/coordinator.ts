@@ -125,7 +125,7 @@ export class Coordinator {
     if (lk.mode !== 'off' && lk.forward) {
       this.lockPeers = new LockPeers(this.session, this.layout, {
         proxyId: this.id, host: this.config.listen.host, advertise: host, port: lk.peerPort,
-        staleMs: this.fence.opts.selfFenceMs, logger: { ...logger, debug: (o: object, m: string) => this.log.debug(o, m) },
+        staleMs: this.fence.opts.selfFenceMs, idleOwnerMs: lk.idleOwnerMs, logger: { ...logger, debug: (o: object, m: string) => this.log.debug(o, m) },
       });
       lockPeer = await this.lockPeers.listen();
     }

@@ -49,7 +49,9 @@ export class ForwardingLocks implements PeerClient {
   acquire(owner: LockOwner, n: number, timeoutMs: number): Promise<void> | null {
     const st0 = this.states.get(owner);
     if (st0?.grants.has(n)) return null;
-    const peer = this.peers?.linkFor(n) ?? null;
+    if (this.peers === null) return this.local.acquire(owner, n, timeoutMs);
+    this.peers.noteOwnUse(Date.now());
+    const peer = this.peers.linkFor(n);
     if (peer === null) return this.local.acquire(owner, n, timeoutMs);
     if (this.local.held(owner).includes(n)) return null;   // taken here before the owners changed
     let st = st0;

@@ -63,7 +63,7 @@ export type PeerMsg =
   | { t: 'c'; x: string; b: number }                     // end x's wait for b
   | { t: 'r'; x: string }                                // x ended: release all it holds
   | { t: 'p' }                                           // ping
-  | { t: 'P' }                                           // pong
+  | { t: 'P'; i?: 1 }                                    // pong; i: the owner is idle (LockPeers.idleFor)
   | { t: 'g'; x: string; b: number }                     // granted (owner -> requester)
   | { t: 'd'; x: string; b: number; e: DenyKind }        // denied
   | { t: 'l'; x: string; b: number; r: string };         // a granted bucket is no longer safe
@@ -118,6 +118,8 @@ class RemoteTxn implements LockOwner {
 /** Another proxy that takes locks here. */
 class RemoteProxy {
   conn: MsgSocket | null = null;
+  /** when it last asked for a bucket here */
+  lastAsked = 0;
   readonly txns = new Map<string, RemoteTxn>();
   constructor(readonly id: string) {}
   send(m: PeerMsg): void { this.conn?.send(m); }
@@ -161,6 +163,8 @@ class PeerLink {
     for (const m of q) this.conn!.send(m);
   }
   fresh(staleMs: number): boolean { return this.state === 'open' && Date.now() - this.lastHeard <= staleMs; }
+  /** the owner said at its last pong that nobody but us uses its buckets: take them in ZooKeeper */
+  ownerIdle = false;
 }
 
 export interface LockPeersOptions {
@@ -171,6 +175,8 @@ export interface LockPeersOptions {
   port: number;
   /** a link silent this long is broken (shorter than the ZooKeeper session timeout) */
   staleMs: number;
+  /** locks.idleOwnerMs: how long without lock use of its own (and of a third proxy) an owner is idle; 0: never */
+  idleOwnerMs?: number;
   logger: ClusterLogger & { debug?(obj: object, msg: string): void };
 }
 
@@ -192,7 +198,9 @@ export class LockPeers {
   private readonly loop: SyncLoop;
   private pingTimer: NodeJS.Timeout | null = null;
   private stopped = false;
-  readonly stats = { linksOpened: 0, linksLost: 0, served: 0, pings: 0, rttUsSum: 0, rttUsMax: 0 };
+  /** when a transaction of this proxy last asked for a lock (ForwardingLocks.acquire) */
+  private ownUseAt = Date.now();
+  readonly stats = { linksOpened: 0, linksLost: 0, served: 0, pings: 0, rttUsSum: 0, rttUsMax: 0, idleBypass: 0 };
 
   constructor(readonly session: ZkSession, readonly layout: Layout, readonly opts: LockPeersOptions) {
     this.loop = new SyncLoop(session, (zk) => this.sync(zk), { name: 'lock peers', logger: opts.logger });
@@ -239,6 +247,26 @@ export class LockPeers {
   members(): readonly string[] { return this.owners.members(); }
 
   ownerOf(bucket: number): string | null { return this.owners.ownerOf(bucket); }
+
+  /** A transaction of this proxy asks for a lock (keeps this proxy a busy owner). */
+  noteOwnUse(now: number): void { this.ownUseAt = now; }
+
+  /**
+   * Whether `asker` may take this proxy's buckets in ZooKeeper itself: neither this proxy's own
+   * transactions nor a third proxy asked for a lock here for idleOwnerMs. Why: an owner whose
+   * clients write nothing (a standby proxy, one that has just started) made every lock of the
+   * proxy doing the work cost a link round trip for half the buckets (two proxies), where
+   * queueing in ZooKeeper once and keeping the bucket costs nothing after the first time. Safety
+   * does not depend on it: the owner and the bypassing proxy queue in ZooKeeper like any two
+   * proxies that disagree on the owner, and the asker forwards again from the next pong on
+   * (within PING_MS) once this proxy's clients write.
+   */
+  private idleFor(asker: RemoteProxy, now: number): boolean {
+    const ms = this.opts.idleOwnerMs ?? 0;
+    if (ms <= 0 || now - this.ownUseAt < ms) return false;
+    for (const rp of this.remotes.values()) if (rp !== asker && now - rp.lastAsked < ms) return false;
+    return true;
+  }
 
   // ------------------------------------------------------------ membership
 
@@ -307,13 +335,14 @@ export class LockPeers {
   private serve(rp: RemoteProxy, m: PeerMsg): void {
     const local = this.local;
     switch (m.t) {
-      case 'p': rp.send({ t: 'P' }); return;
+      case 'p': rp.send(this.idleFor(rp, Date.now()) ? { t: 'P', i: 1 } : { t: 'P' }); return;
       case 'a': {
         const { x, b } = m;
         if (!local || this.stopped || this.session.state !== 'connected' || typeof b !== 'number') { rp.send({ t: 'd', x, b, e: 'unavailable' }); return; }
         let rt = rp.txns.get(x);
         if (!rt) { rt = new RemoteTxn(rp, x, `${m.l} (via ${rp.id})`); rp.txns.set(x, rt); }
         this.stats.served++;
+        rp.lastAsked = Date.now();
         let p: Promise<void> | null;
         try { p = local.acquire(rt, b, 0); } catch { rp.send({ t: 'd', x, b, e: 'unavailable' }); return; }
         if (!p) { rp.send({ t: 'g', x, b }); return; }
@@ -360,7 +389,9 @@ export class LockPeers {
     const id = this.owners.ownerOf(bucket);
     if (id === null || id === this.opts.proxyId) return null;
     const link = this.link(id);
-    return link ? id : null;
+    if (link === null) return null;
+    if (link.ownerIdle) { this.stats.idleBypass++; return null; }
+    return id;
   }
 
   private link(id: string): PeerLink | null {
@@ -402,6 +433,7 @@ export class LockPeers {
       case 'd': c.onDeny(link.id, m.x, m.b, m.e); return;
       case 'l': c.onLost(link.id, m.x, m.b, String(m.r)); return;
       case 'P': {
+        link.ownerIdle = m.i === 1;
         if (link.pingAt) { const us = Number(process.hrtime.bigint() - link.pingAt) / 1000; this.stats.pings++; this.stats.rttUsSum += us; this.stats.rttUsMax = Math.max(this.stats.rttUsMax, us); link.pingAt = 0n; }
         return;
       }
@@ -418,6 +450,7 @@ export class LockPeers {
     if (link.state === 'closed') return;
     const wasOpen = link.state === 'open';
     link.state = 'closed';
+    link.ownerIdle = false;
     link.downUntil = Date.now() + PING_MS;
     if (wasOpen) this.stats.linksLost++;
     this.opts.logger.warn({ owner: link.id, why, wasOpen }, 'lock peer link lost');

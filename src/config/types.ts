@@ -46,7 +46,7 @@ export interface Config {
     /** Set by the loader: the file states sharding rules (tables, referenceTables or unknownTables). */
     stated?: boolean;
   };
-  locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number; singleShard: boolean; forward: boolean; peerPort: number };
+  locks: { mode: LockMode; buckets: number; timeoutMs: number; leaseMs: number; singleShard: boolean; forward: boolean; idleOwnerMs: number; peerPort: number };
   health: { runChecks: boolean; intervalMs: number; timeoutMs: number };
   backup: { maxPauseMs: number };
   /** online resharding (src/reshard): the longest write pause of one cut-over attempt */

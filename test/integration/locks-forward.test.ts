@@ -112,7 +112,9 @@ async function config(extra: Record<string, unknown> = {}) {
   return baseConfig(cluster, 3, {
     zookeeper: { connect: cluster.zk, cluster: zkName, sessionTimeoutMs: SESSION_MS },
     sharding: { tables: [{ name: 'kv', column: 'k', type: 'integer' }] },
-    locks: { mode: 'all', buckets: BUCKETS, timeoutMs: 30000, },
+    // idleOwnerMs 0: O's own clients mostly write nothing here, and these tests are about its
+    // forwarded grants (an idle owner is bypassed otherwise: locks-idle-owner.test.ts)
+    locks: { mode: 'all', buckets: BUCKETS, timeoutMs: 30000, idleOwnerMs: 0 },
     pool: { maxSize: 4 },
     ...extra,
   });
