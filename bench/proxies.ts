@@ -45,7 +45,7 @@ function zkReceived(connect: string): Promise<number> {
 const DB = 'postgres';
 const TPCB = ['-n', '-M', 'prepared', '--max-tries=10'];
 
-interface Opts { warmup: number; forward: boolean; shapes: number[]; lockMode: string; leaseMs: number | null; scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
+interface Opts { warmup: number; forward: boolean; shapes: number[]; lockMode: string; leaseMs: number | null; idleOwnerMs: number | null; scale: number; clients: number[]; reps: number; duration: number; out: string; soak: boolean; minutes: number; killEvery: number; lockModes: boolean; before: string | null }
 
 function parseOpts(): Opts {
   const a = yargs(hideBin(process.argv))
@@ -62,24 +62,26 @@ function parseOpts(): Opts {
     .option('forward', { type: 'boolean', default: true, describe: 'locks.forward of the proxies (--no-forward: every proxy queues in ZooKeeper itself)' })
     .option('lock-mode', { type: 'string', default: 'all', describe: 'locks.mode of the proxies in the fairness runs' })
     .option('lease-ms', { type: 'number', describe: 'locks.leaseMs of the proxies (default: the config default)' })
+    .option('idle-owner-ms', { type: 'number', describe: 'locks.idleOwnerMs of the proxies (default: the config default)' })
     .option('warmup', { type: 'number', default: 20, describe: 'unrecorded seconds of TPC-B after the set of running proxies changed, before a measured run' })
     .option('out', { type: 'string' })
     .strict().parseSync();
   return {
     warmup: a.warmup,
-    forward: a.forward, shapes: a.shapes.split(',').map(Number), lockMode: a['lock-mode'], leaseMs: a['lease-ms'] ?? null, scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
+    forward: a.forward, shapes: a.shapes.split(',').map(Number), lockMode: a['lock-mode'], leaseMs: a['lease-ms'] ?? null, idleOwnerMs: a['idle-owner-ms'] ?? null, scale: a.scale, clients: a.clients.split(',').map(Number), reps: a.reps, duration: a.duration, soak: a.soak,
     minutes: a.minutes, killEvery: a['kill-every'], lockModes: a['lock-modes'], before: a.before ?? null,
     out: a.out ?? path.resolve(__dirname, '../../bench', a.soak ? 'RESULTS-soak.md' : a['lock-modes'] ? 'RESULTS-lockmodes.md' : 'RESULTS-proxies.md'),
   };
 }
 
 let LEASE_MS: number | null = null;
+let IDLE_OWNER_MS: number | null = null;
 let LOCK_MODE = 'all';
 let FORWARD = true;
 
 async function proxyConfig(cluster: ClusterInfo): Promise<Record<string, unknown>> {
   const c = demoConfig(cluster.zk, cluster.pg.map((p) => p.port), await freePort(), 0);
-  return { ...c, metrics: { enabled: false }, logLevel: 'warn', zookeeper: { connect: cluster.zk, cluster: 'bench', sessionTimeoutMs: 8000 }, locks: { mode: LOCK_MODE, forward: FORWARD, ...(LEASE_MS !== null ? { leaseMs: LEASE_MS } : {}) } };
+  return { ...c, metrics: { enabled: false }, logLevel: 'warn', zookeeper: { connect: cluster.zk, cluster: 'bench', sessionTimeoutMs: 8000 }, locks: { mode: LOCK_MODE, forward: FORWARD, ...(LEASE_MS !== null ? { leaseMs: LEASE_MS } : {}), ...(IDLE_OWNER_MS !== null ? { idleOwnerMs: IDLE_OWNER_MS } : {}) } };
 }
 
 function pgbench(port: number, clients: number, seconds: number, dir: string): Promise<PgbenchRun> {
@@ -148,7 +150,7 @@ async function fairness(o: Opts, zkPid: number | undefined, zkConnect: string, p
     '',
     `${new Date().toISOString()}, ${os.cpus().length} cores, load ${os.loadavg().map((x) => x.toFixed(1)).join(' ')} at the end. 3 shards, ZooKeeper, \`locks.mode: ${o.lockMode}\`, pgbench -i -s ${o.scale} (${o.scale} branches: every transaction updates one of ${o.scale} hot rows),`,
     `\`pgbench ${TPCB.join(' ')} -c N -j 2 -T ${o.duration}\` per proxy, all proxies at once; the targets interleaved in each of ${o.reps} repetitions, after an unrecorded 3 s warm-up of each; for a run through n proxies exactly n proxies run, and every start or stop of a proxy is followed by ${o.warmup} s of unrecorded TPC-B through the proxies of the next run (the lock buckets whose owner changed move at their first use).`,
-    `Command: \`node dist/bench/proxies.js${o.forward ? '' : ' --no-forward'}${o.lockMode !== 'all' ? ` --lock-mode ${o.lockMode}` : ''}${o.leaseMs !== null ? ` --lease-ms ${o.leaseMs}` : ''} --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration} --warmup ${o.warmup}\``,
+    `Command: \`node dist/bench/proxies.js${o.forward ? '' : ' --no-forward'}${o.lockMode !== 'all' ? ` --lock-mode ${o.lockMode}` : ''}${o.leaseMs !== null ? ` --lease-ms ${o.leaseMs}` : ''}${o.idleOwnerMs !== null ? ` --idle-owner-ms ${o.idleOwnerMs}` : ''} --scale ${o.scale} --clients ${o.clients.join(',')} --reps ${o.reps} --duration ${o.duration} --warmup ${o.warmup}\``,
     '',
     '| total clients | proxies | TPS (median) | one proxy TPS | ratio | slowest transaction (median of runs) |',
     '|---|---|---|---|---|---|',
@@ -274,6 +276,7 @@ async function soak(o: Opts, cluster: ClusterInfo, proxies: BenchPgring[], dir: 
 async function main(): Promise<void> {
   const o = parseOpts();
   LEASE_MS = o.leaseMs;
+  IDLE_OWNER_MS = o.idleOwnerMs;
   LOCK_MODE = o.lockMode;
   FORWARD = o.forward;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-proxies-'));

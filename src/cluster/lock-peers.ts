@@ -248,8 +248,16 @@ export class LockPeers {
 
   ownerOf(bucket: number): string | null { return this.owners.ownerOf(bucket); }
 
-  /** A transaction of this proxy asks for a lock (keeps this proxy a busy owner). */
-  noteOwnUse(now: number): void { this.ownUseAt = now; }
+  /**
+   * A transaction of this proxy asks for a lock (keeps this proxy a busy owner). The first one
+   * after an idle spell tells every linked proxy at once (an unsolicited pong without `i`), so
+   * that proxies starting to write together do not queue in ZooKeeper for up to a ping interval.
+   */
+  noteOwnUse(now: number): void {
+    const ms = this.opts.idleOwnerMs ?? 0;
+    if (ms > 0 && now - this.ownUseAt >= ms) for (const rp of this.remotes.values()) rp.send({ t: 'P' });
+    this.ownUseAt = now;
+  }
 
   /**
    * Whether `asker` may take this proxy's buckets in ZooKeeper itself: neither this proxy's own

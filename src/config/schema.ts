@@ -200,7 +200,7 @@ export const configSchema = {
         // an owner whose own clients took no lock for this long, and whose buckets no third
         // proxy used meanwhile, is bypassed: the proxy that needs its buckets queues in ZooKeeper
         // itself and keeps them while it alone uses them (0: always forward)
-        idleOwnerMs: { type: 'integer', minimum: 0, default: 3000 },
+        idleOwnerMs: { type: 'integer', minimum: 0, default: 30000 },
         // TCP port of that service (0: any free port; it is published in the proxy's znode)
         peerPort: { type: 'integer', minimum: 0, maximum: 65535, default: 0 },
         // take ZooKeeper locks also when the cluster has one shard (where PostgreSQL alone
