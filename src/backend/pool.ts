@@ -116,6 +116,9 @@ export class Pool {
     ServerConnection.connect(this.target, this.cred, startup, paramsKey, this.opts.connectTimeoutMs).then((conn) => {
       this.connecting--;
       this.lastError = null;
+      // Opened for a waiter of a pool that closed meanwhile (proxy stop, fencing): nobody will
+      // use or close it, and its socket would keep the process alive.
+      if (this.closed) { conn.terminate(); return; }
       this.all.add(conn);
       conn.onClosed = (c) => this.forget(c);
       this.handOut(conn);

@@ -298,6 +298,21 @@ describe('pool', () => {
       pool.close();
     }
   });
+
+  it('a connection that finishes opening after the pool closed is closed, not left open', async () => {
+    const pool = new Pool({ host: '127.0.0.1', port: serverPort, shard: 0, shardName: 's1' }, { user: 'postgres', database: proxiedDb },
+      { maxSize: 3, minSize: 0, queueTimeoutMs: 3000, connectTimeoutMs: 5000, idleTimeoutMs: 0 });
+    const tag = `fid_late_${process.pid}`;
+    const open = () => Number(psqlAt(serverPort, `SELECT count(*) FROM pg_stat_activity WHERE application_name = '${tag}'`).trim());
+    const waiter = pool.acquire([['application_name', tag]], tag); // a connection is being opened for it
+    pool.close(); // the proxy stops meanwhile (before the fix the late connection went idle in the closed pool)
+    await assert.rejects(waiter, (e: { code?: string }) => e.code === '57P01');
+    const deadline = Date.now() + 5000;
+    while (open() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 500)); // it may finish opening only now
+    while (open() > 0 && Date.now() < deadline + 5000) await new Promise((r) => setTimeout(r, 100));
+    assert.equal(open(), 0, 'no server session left behind');
+  });
 });
 
 describe('extended-protocol pipelines (libpq pipeline mode), against plain PostgreSQL', () => {
