@@ -173,7 +173,10 @@ export class ConnectionLifecycle {
         this.s.ctx.paramCache.set(cacheKey, params);
         pool.release(conn);
       }
-      for (const [k, v] of params) this.s.write(parameterStatus(k, v));
+      for (const [k, v] of params) {
+        this.s.write(parameterStatus(k, v));
+        if (k === 'server_version') { const m = /^(\d+)(?:\.(\d+))?/.exec(v); if (m) this.s.serverVersionNum = Number(m[1]) >= 10 ? Number(m[1]) * 10000 + Number(m[2] ?? 0) : 90000; }
+      }
     }
     if (this.s.phase === 'closed') return;
     if (!this.s.admin && this.s.poolMode === 'session' && this.s.ctx.topology.shardCount === 1) {

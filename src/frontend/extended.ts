@@ -1,5 +1,6 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
+import { viewTable, withPreparedView } from './prepared-view';
 import { COLUMNS_SQL, evaluationStatement, knownColumns, mayNeedDefaults, parsedStatement, referenceDefaults, rememberColumns, rowValues, statementWithValues } from './reference-defaults';
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
@@ -75,6 +76,12 @@ export class ExtendedProtocol {
   }
 
   parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
+      if (stmt.plan.preparedView) {
+        // pg_prepared_statements: the client's own statements, as of this Parse (prepared-view.ts)
+        const sql = withPreparedView(info.sql, viewTable(this.s.stmts.values(), this.s.serverVersionNum));
+        const next = sql === null ? null : this.s.router.planPrepared(sql);
+        if (next && !next.plan.preparedView) { stmt = next; info = { ...info, sql: sql! }; msg = parseMsg(info.name, info.sql, info.types, this.s.codec); }
+      }
       // EXECUTE of a protocol-level statement: the server knows it by its shared name (sql-prepared.ts).
       const target = this.s.sqlPrepared.executeTarget(stmt);
       const renamed = target ? this.s.sqlPrepared.rewriteParse(info.name, info.sql, info.types, target) : null;

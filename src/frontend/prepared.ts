@@ -17,6 +17,7 @@ export interface ClientStatement {
   parse: Buffer;               // Parse message carrying serverName
   stmt: RoutedStatement;       // routing plan, made once at Parse
   parsedAt: number;            // prepareSeq() at the client's Parse
+  preparedAt?: number;         // wall clock (ms) of a named statement's Parse: pg_prepared_statements.prepare_time
   gen: number;                 // generation of serverName when the client parsed it
   scope: string;               // database (and user) of the client: where DDL changes it
   idents?: Set<string>;        // identifiers of sql (lower case), made on the first DDL check
@@ -47,7 +48,7 @@ export function makeStatement(clientName: string, sql: string, types: number[], 
   const parsedAt = prepareSeq();
   if (clientName === '') return { clientName, serverName: '', sql, types, parse: rawParse, stmt, parsedAt, gen: 0, scope, codec };
   const serverName = serverStatementName(sql, types);
-  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types, codec), stmt, parsedAt, gen: generation.get(`${scope}\u0000${serverName}`) ?? 0, scope, codec };
+  return { clientName, serverName, sql, types, parse: parseMsg(serverName, sql, types, codec), stmt, parsedAt, preparedAt: Date.now(), gen: generation.get(`${scope}\u0000${serverName}`) ?? 0, scope, codec };
 }
 
 /**

@@ -371,7 +371,7 @@ function valuesStart(b: Buffer, from: number): number {
   return m ? from + m.index : -1;
 }
 
-function applyEdits(b: Buffer, edits: { at: number; del: number; text: string }[]): string {
+export function applyEdits(b: Buffer, edits: { at: number; del: number; text: string }[]): string {
   edits.sort((x, y) => y.at - x.at);
   let out = b;
   for (const e of edits) out = Buffer.concat([out.subarray(0, e.at), Buffer.from(e.text, 'utf8'), out.subarray(e.at + e.del)]);

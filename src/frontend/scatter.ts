@@ -37,6 +37,7 @@ export class Scatter {
         if (mayNeedDefaults(this.s, s)) { single = false; break; }   // its defaults may come first (reference-defaults.ts)
         this.s.simple.checkSupported(s, null);
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
+        if (s.plan.preparedView) { single = false; break; }   // the client's own statements (prepared-view.ts)
         // DEALLOCATE of a protocol-level statement is pgring's to answer: statement by statement.
         if (s.plan.deallocate !== undefined && this.s.stmts.has(s.plan.deallocate)) { single = false; break; }
         if (s.plan.target === 'none' && !s.plan.write && s.plan.command !== 'copy_from') continue;
@@ -101,6 +102,7 @@ export class Scatter {
         this.s.responses.synth([commandComplete('DEALLOCATE')], false);
         return false;
       }
+      if (plan.preparedView) { const next = this.s.simple.preparedView(stmt); if (next) return await this.runOneOfMany(next); }
       if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) return await this.runOneOfMany(await withKeyDefault(this.s, stmt));
       if (plan.insertVia && insertsViaProxy(this.s, stmt)) return await this.runOneOfMany(await insertSelectValues(this.s, stmt));
       if (!stmt.defaultsChecked && mayNeedDefaults(this.s, stmt)) {

@@ -104,6 +104,8 @@ export abstract class SessionShared {
   skipUntilSync = false;
   /** The client's prepared statements by name ('' = unnamed); a simple Query and DEALLOCATE drop them (simple.ts, transaction.ts). */
   readonly stmts = new Map<string, ClientStatement>();
+  /** server_version_num of the servers the client was told about at login (pg_prepared_statements' columns depend on it) */
+  serverVersionNum = 150000;
 
   // ---- transaction.ts: transaction and session state ----
   /** SET state the client built (replayed on every server connection it gets). */

@@ -1,5 +1,6 @@
 // Simple-query protocol (Query): plan, route, and forward one statement; errors answered by pgring.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
+import { viewTable, withPreparedView } from './prepared-view';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { forgetReferenceColumns, mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import type { KeyType } from '../config/types';
@@ -79,6 +80,10 @@ export class SimpleQuery {
       return;
     }
     try {
+      if (plan.preparedView) {
+        const next = this.preparedView(stmt);
+        if (next) return this.runSimple(next, query(next.sql, this.s.codec), [next]);
+      }
       if (plan.command === 'set' || plan.command === 'reset') {
         if (plan.setVar?.name === 'all' && plan.command === 'reset') { this.s.routeShard = null; this.s.routeShardKey = null; }
         if (this.s.routing.ownSetting(stmt)) { this.s.responses.synth([commandComplete(plan.command === 'set' ? 'SET' : 'RESET')], false); this.s.responses.rfq(); return; }
@@ -139,6 +144,14 @@ export class SimpleQuery {
     } catch (e) {
       this.queryError(e);
     }
+  }
+
+  /** A statement that reads pg_prepared_statements, reading the client's own statements instead (prepared-view.ts); null when it cannot. */
+  preparedView(stmt: RoutedStatement): RoutedStatement | null {
+    const sql = withPreparedView(stmt.sql, viewTable(this.s.stmts.values(), this.s.serverVersionNum));
+    if (sql === null) return null;
+    const next = this.s.router.plan(sql);
+    return next.length === 1 && !next[0]!.plan.preparedView ? next[0]! : null;
   }
 
   sendQuery(link: Link, msg: Buffer, plans: RoutedStatement[]): void {

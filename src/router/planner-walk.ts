@@ -28,6 +28,8 @@ export abstract class StatementWalker {
   protected advisory = false;
   protected unsupported: string | undefined;
   protected sawReference = false;
+  /** reads pg_catalog.pg_prepared_statements (answered per client: frontend/prepared-view.ts) */
+  protected preparedView = false;
   /** a user table in neither list of the cluster definition (policy reject) */
   protected unknownTable: string | undefined;
   protected insertT: PlanTemplate['insertT'];
@@ -163,6 +165,7 @@ export abstract class StatementWalker {
       return null;
     }
     const table = this.lookupTable(rv);
+    if (!table && rv.relname === 'pg_prepared_statements' && !rv.catalogname && (!rv.schemaname || rv.schemaname === 'pg_catalog')) this.preparedView = true;
     if (!table) {
       this.sawReference = true;
       if (this.schema.reject && !this.unknownTable && this.isUnknownUserTable(rv)) this.unknownTable = rv.relname;

@@ -214,6 +214,7 @@ export class Planner extends StatementWalker {
     if (p.command === 'ddl') { const so = shapeObjects(tag, s); if (so) p.shapeObjects = so; }
     if (this.sessionState && !p.sessionState) p.sessionState = this.sessionState;
     if (this.advisory) p.advisory = true;
+    if (this.preparedView) p.preparedView = true;
     if (this.advisory && tag === 'SelectStmt') { const n = notifyCalls(s, (c) => this.constSlot(c).slot); if (n) p.notifyCalls = n; }
     // Any temporary object (TEMP table, view or sequence, SELECT INTO TEMP, an object in pg_temp)
     // lives in the server session: the client must keep that connection.

@@ -126,6 +126,8 @@ export interface Plan {
   scatterUnsupported?: string;
   setVar?: { name: string; value: string | null; local: boolean };
   sessionState?: 'temp_table' | 'advisory_lock' | 'listen' | 'prepare' | 'cursor_hold' | null;
+  /** reads pg_prepared_statements, which pgring answers with the client's own statements (frontend/prepared-view.ts) */
+  preparedView?: boolean;
   /** calls an advisory lock function or pg_notify(): without sharded tables it runs on the shard every session's advisory locks and LISTENs meet on */
   advisory?: boolean;
   /** INSERT INTO sharded SELECT … that shards cannot run where they are (the key is computed, the
