@@ -83,6 +83,39 @@ export function divDec(a: Dec, b: Dec): Dec {
   return { v: neg ? -q : q, scale: rscale };
 }
 
+export function mulDec(a: Dec, b: Dec): Dec {
+  if (a.special || b.special) return { v: 0n, scale: 0, special: 'NaN' };
+  return { v: a.v * b.v, scale: a.scale + b.scale };
+}
+/** a at `scale` digits after the point, rounded half away from zero (PostgreSQL's round_var) */
+export function roundDecTo(a: Dec, scale: number): Dec {
+  if (a.special || a.scale <= scale) return a.special ? a : { v: a.v * pow10(scale - a.scale), scale };
+  const d = pow10(a.scale - scale);
+  const neg = a.v < 0n;
+  const abs = neg ? -a.v : a.v;
+  let q = abs / d;
+  if ((abs % d) * 2n >= d) q += 1n;
+  return { v: neg ? -q : q, scale };
+}
+function isqrt(n: bigint): bigint {
+  if (n < 2n) return n;
+  // Newton's iteration from a power of two above the root decreases to floor(sqrt(n))
+  let x = 1n << BigInt((n.toString(2).length >> 1) + 1);
+  for (;;) {
+    const y = (x + n / x) >> 1n;
+    if (y >= x) return x;
+    x = y;
+  }
+}
+/** the square root of a non-negative a at `scale` digits, rounded (PostgreSQL's sqrt_var + round_var) */
+export function sqrtDec(a: Dec, scale: number): Dec {
+  if (a.special) return a.special === 'Infinity' ? a : { v: 0n, scale: 0, special: 'NaN' };
+  // floor(sqrt(a) * 10^(scale+1)), then rounded at the last digit: sqrt(a.v * 10^(2*scale + 2 - a.scale))
+  const e = 2 * scale + 2 - a.scale;
+  const t = isqrt(e >= 0 ? a.v * pow10(e) : a.v / pow10(-e));
+  return { v: t / 10n + (t % 10n >= 5n ? 1n : 0n), scale };
+}
+
 // ------------------------------------------------------------------ float formatting (float8out / float4out)
 
 function fmtDigits(d: string, e: number, threshold: number): string {

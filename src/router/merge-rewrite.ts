@@ -9,8 +9,13 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg';
-type AggOf = { fn: AggFn; cast?: string } | Unsupported | null;
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg' | 'var';
+type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean } } | Unsupported | null;
+/** the variance and standard deviation aggregates: population or sample, square root or not */
+const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
+  ['variance', { pop: false, sqrt: false }], ['var_samp', { pop: false, sqrt: false }], ['var_pop', { pop: true, sqrt: false }],
+  ['stddev', { pop: false, sqrt: true }], ['stddev_samp', { pop: false, sqrt: true }], ['stddev_pop', { pop: true, sqrt: true }],
+]);
 type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' | 'count_distinct' };
 type Items = { start: number; end: number }[];
 /** marker base for hidden column indexes, fixed up at the end */
@@ -149,8 +154,8 @@ class MergeRewrite {
         spec.aggregates.push(a.fn === 'sum' ? { column: k, fn: 'sum', sumColumn: raw } : { column: k, fn: a.fn, byColumn: raw });
         continue;
       }
-      if (a.fn !== 'avg' && a.fn !== 'count_distinct') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
-      if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'avg' ? 'avg()' : 'count(DISTINCT)'} for shards` };
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'var') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : 'avg() or a variance'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
       // tokens of the call: name ... ( args ) [FILTER (...)]
@@ -177,6 +182,22 @@ class MergeRewrite {
         // each shard's distinct values; the merger counts their union
         this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg', argsAndFilter, ' AS ', quoteIdent(alias ?? 'count')] });
         spec.aggregates.push({ column: k, fn: 'count_distinct' });
+        continue;
+      }
+      if (a.fn === 'var') {
+        // Each shard's count, exact sum and sum of squares (numeric: exact for integer and numeric
+        // input) and avg; its var_pop gives the result type and, for float input, the shard's sum
+        // of squared deviations. The merger combines them as PostgreSQL's final functions and its
+        // parallel combine function do (merge.ts varValue).
+        if ((fc.args ?? []).length !== 1) return { unsupported: `${funcName(fc)} across shards` };
+        const arg: [number, number] = [toks[open].end, toks[close].start];
+        const filter: Range[] = callEnd > toks[close].end ? [[toks[close].end, callEnd]] : [];
+        this.edits.push({ start: item.start, end: item.end, pieces: ['var_pop', argsAndFilter, ' AS ', quoteIdent(alias ?? funcName(fc) ?? 'variance')] });
+        const cnt = this.addHidden({ pieces: ['count', argsAndFilter] });
+        const sum = this.addHidden({ pieces: ['sum', argsAndFilter] });
+        const sq = this.addHidden({ pieces: ['sum((', arg, ')::numeric * (', arg, ')::numeric)', ...filter] });
+        const avg = this.addHidden({ pieces: ['avg', argsAndFilter] });
+        spec.aggregates.push({ column: k, fn: 'var', variance: a.variance, countColumn: cnt, sumColumn: sum, sqColumn: sq, avgColumn: avg });
         continue;
       }
       this.edits.push({ start: item.start, end: item.end, pieces: ['sum', argsAndFilter, ' AS ', quoteIdent(alias ?? 'avg')] });
@@ -253,7 +274,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -338,6 +359,7 @@ class MergeRewrite {
     if (a && 'unsupported' in a) return a;
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
     if (a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `${a.fn} in HAVING across shards` };
+    if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
     const r = this.callRange(e.FuncCall);
     if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
     if (a.fn !== 'avg') {
@@ -425,7 +447,7 @@ class MergeRewrite {
     spec.groupBy = spec.groupBy.map(fix);
     if (spec.distinctOn) spec.distinctOn = spec.distinctOn.map(fix);
     if (spec.having) spec.having = mapColumns(spec.having, fix);
-    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); });
+    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); if (a.sqColumn !== undefined) a.sqColumn = fix(a.sqColumn); if (a.avgColumn !== undefined) a.avgColumn = fix(a.avgColumn); });
     if (H) {
       if (!this.sel) return { unsupported: 'cannot rewrite the select list for shards' };
       const pieces: Range[] = [];
@@ -480,7 +502,7 @@ export function findAgg(n: N): string | null {
 /** Types a count() may be cast to across shards: the shards' counts in them add up exactly. */
 const COUNT_CASTS = new Set(['int2', 'int4', 'int8', 'numeric']);
 
-export function aggOf(e: N): { fn: AggFn; cast?: string } | { unsupported: string } | null {
+export function aggOf(e: N): AggOf {
   // an aggregate cast to a type: count(*)::int, sum(x)::numeric, max(x)::text
   const tc = e?.TypeCast;
   if (tc?.arg?.FuncCall && !tc.arg.FuncCall.over && !tc.typeName?.arrayBounds?.length) {
@@ -497,6 +519,7 @@ export function aggOf(e: N): { fn: AggFn; cast?: string } | { unsupported: strin
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
     // without ORDER BY inside, the element order is unspecified on one server too
     if ((nm === 'string_agg' || nm === 'array_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
+    if (nm && VARIANCE.has(nm) && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group && !fc.agg_star) return { fn: 'var', variance: VARIANCE.get(nm) };
     if (nm && MERGE_AGGS.has(nm)) {
       if (fc.agg_distinct) return nm === 'count' && !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order ? { fn: 'count_distinct' } : { unsupported: `${nm}(DISTINCT) across shards` };
       if (fc.agg_within_group) return { unsupported: `aggregate ${nm} across shards` };

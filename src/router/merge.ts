@@ -34,7 +34,7 @@ import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
 import { concatArrays, joinStrings } from './list-aggs';
-import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
+import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, mulDec, parseDec, pow10, roundDecTo, sqrtDec, type Dec } from './decimal';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
 
 export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
@@ -279,7 +279,11 @@ function castSum(x: Dec | number, f: FieldDesc): Buffer {
   return castInt(x, f);
 }
 
-interface AggState { count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[] }
+interface AggState {
+  count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[];
+  /** var: the exact sum of squares (numeric input), or the combined float state (N, Sx, Sxx) */
+  sq?: Dec; fN?: number; fSx?: number; fSxx?: number;
+}
 
 /** element type of the array types array_agg(DISTINCT x) returns for count(DISTINCT x) */
 const ELEM_OF: Record<number, number> = {
@@ -436,7 +440,10 @@ export class ResultMerger {
       ...sp,
       orderBy: sp.orderBy.map((o) => ({ ...o, column: this.col(o.column) })),
       groupBy: sp.groupBy.map((g) => this.col(g)),
-      aggregates: sp.aggregates.map((a) => ({ ...a, column: this.col(a.column), sumColumn: a.sumColumn === undefined ? undefined : this.col(a.sumColumn), countColumn: a.countColumn === undefined ? undefined : this.col(a.countColumn) })),
+      aggregates: sp.aggregates.map((a) => ({
+        ...a, column: this.col(a.column), sumColumn: a.sumColumn === undefined ? undefined : this.col(a.sumColumn), countColumn: a.countColumn === undefined ? undefined : this.col(a.countColumn),
+        sqColumn: a.sqColumn === undefined ? undefined : this.col(a.sqColumn), avgColumn: a.avgColumn === undefined ? undefined : this.col(a.avgColumn),
+      })),
       distinctOn: sp.distinctOn?.map((c) => this.col(c)),
       having: sp.having && mapColumns(sp.having, (c) => this.col(c)),
     };
@@ -459,6 +466,7 @@ export class ResultMerger {
         if (a.column < this.visible) Object.assign(out[a.column], { typeOid: OID.int8, typlen: 8, typmod: -1 });
         this.cmps[a.column] = comparatorFor(OID.int8, f.format);
       }
+      if (a.fn === 'var' && ((f.typeOid !== OID.numeric && f.typeOid !== OID.float8) || !this.sumKinds[a.sumColumn!])) this.unsupported = `a variance of type ${f.typeOid} across shards`;
       if (a.fn === 'sum' || a.fn === 'avg') {
         const k = this.sumKinds[a.sumColumn ?? a.column];
         if (!k) this.unsupported = `sum/avg of type ${f.typeOid} across shards`;
@@ -560,6 +568,7 @@ export class ResultMerger {
         return;
       }
       if (a.fn === 'string_agg' || a.fn === 'array_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
+      if (a.fn === 'var') { this.accumulateVar(a, st, cols); return; }
       if (a.fn === 'count_distinct') {
         const v = cols[a.column];
         if (v === null) return;
@@ -605,6 +614,74 @@ export class ResultMerger {
     });
   }
 
+  /** A number column of a shard's row (text or binary). */
+  private numberAt(c: number, cols: (Buffer | null)[]): { d: Dec; f: number } | null {
+    const v = cols[c];
+    if (v === null) return null;
+    const fd = this.fields![c]!;
+    const bin = fd.format === 1;
+    switch (fd.typeOid) {
+      case OID.float8: case OID.float4: {
+        const x = bin ? (v.length === 4 ? v.readFloatBE(0) : v.readDoubleBE(0)) : Number(v.toString('latin1'));
+        return { d: { v: 0n, scale: 0 }, f: x };
+      }
+      case OID.numeric: { const d = bin ? decodeNumericBin(v) : parseDec(v.toString('latin1')); return { d, f: d.special ? Number(d.special) : Number(fmtDec(d)) }; }
+      default: { const n = this.readCount(v, fd.format); return { d: { v: n, scale: 0 }, f: Number(n) }; }
+    }
+  }
+
+  /** One shard's part of a variance: exact sums for numeric input, PostgreSQL's float8_combine for float input. */
+  private accumulateVar(a: MergeSpec['aggregates'][number], st: AggState, cols: (Buffer | null)[]): void {
+    const cnt = cols[a.countColumn!];
+    const n = cnt === null ? 0n : this.readCount(cnt, this.fields![a.countColumn!]!.format);
+    if (n === 0n) return;
+    st.count += n;
+    if (this.fields![a.column]!.typeOid === OID.float8) {
+      const n2 = Number(n);
+      const avg = this.numberAt(a.avgColumn!, cols)!.f;
+      const sx2 = avg * n2, sxx2 = this.numberAt(a.column, cols)!.f * n2;
+      if (!st.fN) { st.fN = n2; st.fSx = sx2; st.fSxx = sxx2; return; }
+      const n1 = st.fN, sx1 = st.fSx!, tmp = sx1 / n1 - sx2 / n2, nn = n1 + n2;
+      st.fSxx = st.fSxx! + sxx2 + n1 * n2 * tmp * tmp / nn;
+      st.fSx = sx1 + sx2;
+      st.fN = nn;
+      return;
+    }
+    const sum = this.numberAt(a.sumColumn!, cols)!.d, sq = this.numberAt(a.sqColumn!, cols)!.d;
+    st.sumDec = st.sumDec ? addDec(st.sumDec, sum) : sum;
+    st.sq = st.sq ? addDec(st.sq, sq) : sq;
+  }
+
+  /** variance / stddev from the combined state, as PostgreSQL's final functions compute it. */
+  private varValue(a: MergeSpec['aggregates'][number], st: AggState, bin: boolean): Buffer | null {
+    const { pop, sqrt } = a.variance!;
+    if (this.fields![a.column]!.typeOid === OID.float8) {
+      const n = st.fN ?? 0;
+      if (n === 0 || (!pop && n <= 1)) return null;
+      let r = pop ? st.fSxx! / n : (st.fSxx! <= 0 ? 0 : st.fSxx! / (n - 1));
+      if (sqrt) r = Math.sqrt(r);
+      if (!bin) return Buffer.from(fmtFloat8(r), 'latin1');
+      const b = Buffer.alloc(8); b.writeDoubleBE(r); return b;
+    }
+    // numeric_stddev_internal: (N * sumX2 - sumX * sumX) / (N * (N - 1)) (or N * N), at
+    // select_div_scale's scale, then the square root at that scale; 0 when the numerator is not positive
+    const n = st.count;
+    if (n === 0n || (!pop && n <= 1n)) return null;
+    const sumX = st.sumDec!, sq = st.sq!;
+    let r: Dec;
+    if (sumX.special || sq.special) r = { v: 0n, scale: 0, special: 'NaN' };
+    else {
+      const rscale = sumX.scale * 2;
+      const num = addDec(roundDecTo(mulDec({ v: n, scale: 0 }, sq), rscale), { ...mulDec(sumX, sumX), v: -mulDec(sumX, sumX).v });
+      if (num.v <= 0n) r = { v: 0n, scale: 0 };
+      else {
+        r = divDec(roundDecTo(num, rscale), { v: pop ? n * n : n * (n - 1n), scale: 0 });
+        if (sqrt) r = sqrtDec(r, r.scale);
+      }
+    }
+    return bin ? encodeNumericBin(r) : Buffer.from(fmtDec(r), 'latin1');
+  }
+
   private aggValue(a: MergeSpec['aggregates'][number], st: AggState): Buffer | null {
     const fields = this.fields!;
     const f = fields[a.column];
@@ -616,6 +693,7 @@ export class ResultMerger {
       return Buffer.from(st.count.toString(), 'latin1');
     }
     if (a.fn === 'min' || a.fn === 'max') return st.best;
+    if (a.fn === 'var') return this.varValue(a, st, bin);
     if (a.fn === 'string_agg' || a.fn === 'array_agg') {
       if (!st.parts?.length) return null;
       if (a.fn === 'array_agg') return concatArrays(st.parts, f.format);
