@@ -29,3 +29,13 @@ export function concatArrays(parts: Buffer[], format: number): Buffer {
   head.writeInt32BE(1, 16);
   return Buffer.concat([head, ...data]);
 }
+
+/** jsonb_agg: the partial arrays' elements in one array, as jsonb prints one ('[1, 2]' + '[3]' =
+ *  '[1, 2, 3]'); binary jsonb is a version byte (1) and the same text */
+export function concatJsonb(parts: Buffer[], format: number): Buffer {
+  if (parts.length === 1) return parts[0]!;
+  const skip = format === 1 ? 1 : 0;
+  const inner = parts.map((p) => p.toString('utf8', skip + 1, p.length - 1));
+  const text = Buffer.from('[' + inner.join(', ') + ']', 'utf8');
+  return format === 1 ? Buffer.concat([Buffer.from([1]), text]) : text;
+}

@@ -9,7 +9,7 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg' | 'var';
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
 type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean } } | Unsupported | null;
 /** the variance and standard deviation aggregates: population or sample, square root or not */
 const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
@@ -274,7 +274,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -358,7 +358,7 @@ class MergeRewrite {
     const a = aggOf(e);
     if (a && 'unsupported' in a) return a;
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
-    if (a.fn === 'string_agg' || a.fn === 'array_agg') return { unsupported: `${a.fn} in HAVING across shards` };
+    if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn} in HAVING across shards` };
     if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
     const r = this.callRange(e.FuncCall);
     if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
@@ -518,7 +518,9 @@ export function aggOf(e: N): AggOf {
     // bool_and / every and bool_or are min and max over bool (false < true, NULLs ignored)
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
     // without ORDER BY inside, the element order is unspecified on one server too
-    if ((nm === 'string_agg' || nm === 'array_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
+    if ((nm === 'string_agg' || nm === 'array_agg' || nm === 'jsonb_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
+    // bitwise: the shards' partials combine with the same operation (DISTINCT changes nothing)
+    if ((nm === 'bit_and' || nm === 'bit_or' || nm === 'bit_xor') && !fc.agg_order && !fc.agg_within_group && (nm !== 'bit_xor' || !fc.agg_distinct)) return { fn: nm };
     if (nm && VARIANCE.has(nm) && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group && !fc.agg_star) return { fn: 'var', variance: VARIANCE.get(nm) };
     if (nm && MERGE_AGGS.has(nm)) {
       if (fc.agg_distinct) return nm === 'count' && !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order ? { fn: 'count_distinct' } : { unsupported: `${nm}(DISTINCT) across shards` };

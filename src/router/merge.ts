@@ -33,7 +33,7 @@ import type { MergeSpec } from './types';
 import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
-import { concatArrays, joinStrings } from './list-aggs';
+import { concatArrays, concatJsonb, joinStrings } from './list-aggs';
 import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, mulDec, parseDec, pow10, roundDecTo, sqrtDec, type Dec } from './decimal';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
 
@@ -41,7 +41,7 @@ export interface FieldDesc { name: string; tableOid: number; attnum: number; typ
 
 export const OID = {
   bool: 16, bytea: 17, name: 19, int8: 20, int2: 21, int4: 23, text: 25, oid: 26, float4: 700, float8: 701, money: 790,
-  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184, interval: 1186, numeric: 1700, uuid: 2950,
+  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184, interval: 1186, numeric: 1700, uuid: 2950, jsonb: 3802,
 } as const;
 
 // ------------------------------------------------------------------ message codecs
@@ -460,6 +460,8 @@ export class ResultMerger {
       if (a.fn === 'sum' && a.sumColumn !== undefined && a.sumColumn !== a.column && !CAST_SUM.has(f.typeOid)) this.unsupported = `sum() cast to type ${f.typeOid} across shards`;
       if (a.fn === 'string_agg' && f.typeOid !== OID.text) this.unsupported = `string_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'jsonb_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_agg of type ${f.typeOid} across shards`;
+      if (a.fn.startsWith('bit_') && f.typeOid !== OID.int2 && f.typeOid !== OID.int4 && f.typeOid !== OID.int8) this.unsupported = `${a.fn} of type ${f.typeOid} across shards (integer types are merged)`;
       if (a.fn === 'count_distinct') {
         const el = ELEM_OF[f.typeOid];
         if (el === undefined || !keyNormFor(el, f.format)) this.unsupported = `count(DISTINCT) of type ${f.typeOid} across shards`;
@@ -567,7 +569,15 @@ export class ResultMerger {
         if (f.format === 1 && f.typeOid === OID.numeric) { const d = decodeNumericBin(v); st.count += d.scale > 0 ? d.v / pow10(d.scale) : d.v; } else st.count += this.readCount(v, f.format);
         return;
       }
-      if (a.fn === 'string_agg' || a.fn === 'array_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
+      if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
+      if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
+        const v = cols[a.column];
+        if (v === null) return;
+        const x = this.readCount(v, fields[a.column]!.format);
+        st.sumInt = !st.any ? x : a.fn === 'bit_and' ? st.sumInt & x : a.fn === 'bit_or' ? st.sumInt | x : st.sumInt ^ x;
+        st.any = true;
+        return;
+      }
       if (a.fn === 'var') { this.accumulateVar(a, st, cols); return; }
       if (a.fn === 'count_distinct') {
         const v = cols[a.column];
@@ -694,6 +704,14 @@ export class ResultMerger {
     }
     if (a.fn === 'min' || a.fn === 'max') return st.best;
     if (a.fn === 'var') return this.varValue(a, st, bin);
+    if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
+    if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
+      if (!st.any) return null;
+      if (!bin) return Buffer.from(st.sumInt.toString(), 'latin1');
+      const b = Buffer.alloc(f.typlen > 0 ? f.typlen : 8);
+      if (b.length === 8) b.writeBigInt64BE(st.sumInt); else if (b.length === 4) b.writeInt32BE(Number(st.sumInt)); else b.writeInt16BE(Number(st.sumInt));
+      return b;
+    }
     if (a.fn === 'string_agg' || a.fn === 'array_agg') {
       if (!st.parts?.length) return null;
       if (a.fn === 'array_agg') return concatArrays(st.parts, f.format);

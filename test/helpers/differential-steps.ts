@@ -222,6 +222,12 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT stddev(amount::float8) AS sf, var_samp(age::float4) AS vf, var_pop(amount::float8) FROM orders o JOIN users u ON u.id = o.user_id', mode: 'both', floatCols: [0, 1, 2] });
   add({ sql: 'SELECT user_id % 3 AS b, stddev(amount) FROM orders GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1', mode: 'both', ordered: true });
   add({ sql: 'SELECT stddev(amount / 7), var_samp(amount * 1000003), stddev_pop(age * 1.5) FROM orders o JOIN users u ON u.id = o.user_id', mode: 'both' });
+  // bitwise aggregates of integers, jsonb_agg without ORDER BY inside (element order unspecified, as on one server)
+  add({ sql: 'SELECT bit_and(age), bit_or(age), bit_xor(age), bit_or(id), bit_and(age::int2), bit_or(DISTINCT age) FROM users', mode: 'both' });
+  add({ sql: 'SELECT city, bit_xor(age) AS x, bit_and(id) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
+  add({ sql: 'SELECT jsonb_agg(age) FROM users WHERE age > 30', mode: 'both', listCols: [0] });
+  add({ sql: "SELECT city, jsonb_agg(jsonb_build_object('n', name)) AS people, count(*) FROM users GROUP BY city ORDER BY city NULLS FIRST", mode: 'both', ordered: true, listCols: [1] });
+  add({ sql: 'SELECT jsonb_agg(age) FROM users WHERE age > 1000', mode: 'both' });
   add({ sql: 'SELECT count(DISTINCT city) FROM users', mode: 'both' });
   add({ sql: 'SELECT count(DISTINCT amount), count(DISTINCT created) FILTER (WHERE amount > 20), count(*) FROM orders', mode: 'both' });
   add({ sql: 'SELECT city, count(DISTINCT age) AS ages FROM users GROUP BY city HAVING count(DISTINCT age) > 1 ORDER BY ages DESC, city', mode: 'both', ordered: true });
@@ -301,6 +307,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT city FROM users GROUP BY city ORDER BY stddev(age)', /ORDER BY a variance or standard deviation not in the select list across shards/);
   U('SELECT city FROM users GROUP BY city HAVING variance(age) > 1', /variance or standard deviation in HAVING that is not in the select list/);
   U('SELECT stddev(DISTINCT age) FROM users', /aggregate stddev across shards/);
+  U('SELECT jsonb_agg(age ORDER BY age) FROM users', /aggregate jsonb_agg across shards/);
+  U('SELECT json_agg(age) FROM users', /aggregate json_agg across shards/);
+  U('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
   // each shard would build these from its own rows (a view pgring then read from one shard gave a third of the rows)
@@ -378,7 +387,7 @@ export function compare(want: Outcome, got: Outcome, st: Step): string | null {
     for (const c of st.floatCols ?? []) if (row[c] !== null) row[c] = Number(row[c]).toPrecision(12);
     for (const c of st.listCols ?? []) {
       const v = row[c];
-      if (typeof v === 'string') row[c] = v.startsWith('{') ? `{${v.slice(1, -1).split(',').sort().join(',')}}` : v.split(/[,;] ?/).sort().join('|');
+      if (typeof v === 'string') row[c] = v.startsWith('{') ? `{${v.slice(1, -1).split(',').sort().join(',')}}` : v.startsWith('[') ? `[${v.slice(1, -1).split(', ').sort().join(', ')}]` : v.split(/[,;] ?/).sort().join('|');
     }
     return JSON.stringify(row);
   });

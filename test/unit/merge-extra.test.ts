@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { evalHaving, type HExpr, type HVal } from '../../src/router/having';
-import { concatArrays, joinStrings } from '../../src/router/list-aggs';
+import { concatArrays, concatJsonb, joinStrings } from '../../src/router/list-aggs';
 import { parseDec } from '../../src/router/merge';
 
 const num = (s: string): HVal => ({ num: parseDec(s) });
@@ -36,4 +36,11 @@ test('string_agg and array_agg partials merge in text and binary format', () => 
     return Buffer.concat(parts);
   };
   assert.deepEqual(concatArrays([arr([1, 2]), arr([null, 3])], 1), arr([1, 2, null, 3]));
+});
+
+test('jsonb_agg partials: one array as jsonb prints it, in text and binary (version byte 1)', () => {
+  assert.equal(concatJsonb([Buffer.from('[1, {"a": [2, 3]}]'), Buffer.from('["x, y"]')], 0).toString(), '[1, {"a": [2, 3]}, "x, y"]');
+  assert.equal(concatJsonb([Buffer.from('[null]')], 0).toString(), '[null]');
+  const bin = (t: string) => Buffer.concat([Buffer.from([1]), Buffer.from(t)]);
+  assert.deepEqual(concatJsonb([bin('[1]'), bin('[2, 3]')], 1), bin('[1, 2, 3]'));
 });
