@@ -15,6 +15,7 @@ command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)   # backups and WAL 
 command -v java >/dev/null 2>&1 || need+=(default-jre-headless)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)   # test certificates for TLS
 command -v ss >/dev/null 2>&1 || need+=(iproute2)       # fault tests: which process owns a relayed connection
+/usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1 || need+=(python3-psycopg)   # a real driver's server-side cursors (copy-out test)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
   SUDO=""

@@ -1,6 +1,7 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
 import { viewTable, withPreparedView } from './prepared-view';
+import { withParamLiterals } from './cursors';
 import { COLUMNS_SQL, evaluationStatement, knownColumns, mayNeedDefaults, parsedStatement, referenceDefaults, rememberColumns, rowValues, statementWithValues } from './reference-defaults';
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
@@ -14,7 +15,7 @@ import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
-import { routeShards } from './routing';
+import { Route, routeShards } from './routing';
 import { skippingUnit } from './responses';
 import { Group, GroupMode } from './group';
 import type { ClientSession } from './client';
@@ -132,6 +133,26 @@ export class ExtendedProtocol {
       const plan = cs.stmt.plan;
       if (plan.keyDefault && fillsKeyDefault(this.s, cs.stmt)) return this.bindKeyDefault(msg, info, cs);
       this.s.simple.checkSupported(cs.stmt, null);
+      if (plan.command === 'declare_cursor' && this.s.ctx.shards.shardCount > 1) {
+        // A cursor over several shards: pgring keeps its rows (cursors.ts), with the values written in.
+        const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
+        if (route.kind !== 'direct') {
+          const sql = withParamLiterals(cs.sql, info.params, info.paramFormats, cs.types, (b) => this.s.text(b));
+          this.portals.set(info.portal, { shards: [], cs, virtual: true, declare: { sql, route } });
+          this.s.responses.synth([bindComplete], true);
+          return;
+        }
+      }
+      if (this.s.cursors.size && this.s.cursors.keeps(cs.stmt)) {
+        // FETCH / MOVE / CLOSE of a cursor over several shards: pgring has its rows (in text format)
+        const nres = msg.readInt16BE(info.resultOffset);
+        for (let i = 0; i < nres; i++) {
+          if (msg.readInt16BE(info.resultOffset + 2 + 2 * i) !== 0) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: binary results from a cursor over several shards are not supported (fetch in text format)');
+        }
+        this.portals.set(info.portal, { shards: [], cs, virtual: true, cursorOp: true });
+        this.s.responses.synth([bindComplete], true);
+        return;
+      }
       if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.') || plan.command === 'deallocate') {
         this.portals.set(info.portal, { shards: [], cs, virtual: true });
         this.s.responses.synth([bindComplete], true);
@@ -172,6 +193,15 @@ export class ExtendedProtocol {
       if (!rows) { this.portals.delete(info.portal); return; }
       const out = bindWithValues(msg, info, st.serverName, rows.flatMap((r, i) => rowValues(d, i, r)));
       await this.bindRouted(out, decodeBind(out), st);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /** Execute of a DECLARE over several shards bound in this unit: its query runs on the shards now. */
+  private async executeDeclare(sql: string, route: Route): Promise<void> {
+    try {
+      const planned = this.s.router.plan(sql);
+      if (planned.length !== 1) throw new PgError(SQLSTATE.SyntaxError, 'pgring: the DECLARE could not be read back with its values');
+      await this.s.cursors.declare(planned[0]!, route, true);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
@@ -340,6 +370,9 @@ export class ExtendedProtocol {
       }
       const portal = this.portals.get(name);
       if (!portal) {
+        // A cursor over several shards that pgring keeps (cursors.ts): its RowDescription.
+        const kept = name === '' ? undefined : this.s.cursors.describe(name);
+        if (kept !== undefined) { this.s.responses.synth([kept ?? noData], true); return; }
         // Not a protocol portal of this client: an SQL cursor (DECLARE) lives on the server of
         // the open transaction, which answers for it.
         const link = name === '' ? undefined : this.s.attachedLinks[0];
@@ -347,6 +380,7 @@ export class ExtendedProtocol {
         throw new PgError(SQLSTATE.InvalidCursorName, `portal "${name}" does not exist`);
       }
       if (portal.notify) { this.s.responses.synth([heldNotifyResult(portal.cs.stmt.plan.notifyCalls!, portal.notify.formats).rowDescription], true); return; }
+      if (portal.cursorOp) { this.s.responses.synth([this.s.cursors.describeStatement(portal.cs.stmt) ?? noData], true); return; }
       if (portal.virtual) { this.s.responses.synth([noData], true); return; }
       return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
     } catch (e) { this.s.simple.queryError(e, true); }
@@ -411,6 +445,14 @@ export class ExtendedProtocol {
         // An earlier message of this pipeline is still running on a server. If it fails,
         // PostgreSQL skips everything up to the Sync, this statement too: decide once it answered.
         this.s.blockingWork = this.executeVirtualLater(msg);
+        return;
+      }
+      if (portal.declare) { const d = portal.declare; return this.executeDeclare(d.sql, d.route); }
+      if (portal.cursorOp) {
+        const out = this.s.cursors.answer(stmt, false);
+        if (out === null) throw new PgError(SQLSTATE.InvalidCursorName, `cursor "${stmt.plan.cursor ?? ''}" does not exist`);
+        if (maxRows > 0 && out.length - 1 > maxRows) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a row limit on a FETCH portal of a cursor over several shards is not supported (FETCH fewer rows)');
+        this.s.responses.synth(out, true);
         return;
       }
       if (portal.notify) {

@@ -10,18 +10,13 @@
 // The set is taken when the statement is planned: at each simple Query and Parse.
 import type { ClientStatement } from './prepared';
 import { applyEdits } from './reference-defaults';
+import { dollarQuote as dollar } from './session-util';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: unknown }[] } } = require('libpg-query');
 
 type N = Record<string, unknown>;
 
-/** A string as a dollar-quoted literal (independent of standard_conforming_strings). */
-function dollar(s: string): string {
-  let tag = 'q';
-  while (s.includes(`$${tag}$`)) tag += 'q';
-  return `$${tag}$${s}$${tag}$`;
-}
 
 /** The derived table that stands for the view (PostgreSQL 14+; 16 adds result_types). */
 export function viewTable(stmts: Iterable<ClientStatement>, serverVersionNum: number): string {

@@ -166,7 +166,7 @@ export class Scatter {
 
   /** `rowOrder`: the statement rows each shard inserts (a split multi-row INSERT): RETURNING rows in statement order. */
   async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[], rowOrder?: { rows: number[] }[],
-    capture?: (msgs: Buffer[]) => Buffer[]): Promise<void> {
+    capture?: (msgs: Buffer[]) => Buffer[], ext = false): Promise<void> {
     const links: Link[] = [];
     for (const s of shards) links.push(await this.s.servers.link(s));
     // Reference tables and DDL run the same change on every shard: answer as one server would.
@@ -186,9 +186,11 @@ export class Scatter {
     }
     const group = new Group(mode, links.length, stmt, this.s.ctx.topology.shards.map((s) => s.name), undefined, { text: textOrder(this.s.database) });
     if (rowOrder) group.inStatementOrder(rowOrder);
-    const result = this.s.responses.push(K.GroupResult, null, false);
+    const result = this.s.responses.push(K.GroupResult, null, ext);
     links.forEach((l, i) => {
-      const p = this.s.responses.push(partOfMany ? K.ExecSimple : K.Query, l, false);
+      // inside an extended-protocol unit (a DECLARE bound there, cursors.ts): the Sync goes to these servers too
+      if (ext) { this.s.unitLinks.add(l); l.unsynced = true; }
+      const p = this.s.responses.push(partOfMany || ext ? K.ExecSimple : K.Query, l, ext);
       p.group = group; p.member = i; p.plans = [stmt];
     });
     if (!capture && (mode === 'copy-out' || group.streamable)) {
@@ -209,7 +211,7 @@ export class Scatter {
       this.s.responses.complete(result);
     };
     for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); }
-    if (!partOfMany) this.s.responses.rfq();
+    if (!partOfMany && !ext) this.s.responses.rfq();
   }
 
   groupMessage(p: Pending, type: number, msg: Buffer): void {

@@ -126,7 +126,12 @@ export interface Link {
 
 export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; params?: (Buffer | null)[]; formats?: number[]; fetch?: PortalRows; parts?: InsertPart[];
   /** SELECT pg_notify(...) held until the commit (held-notify.ts): the SQL to run then, or the call's error; result formats */
-  notify?: { sql: string | null; error: PgError | null; formats: number[]; ran: boolean } };
+  notify?: { sql: string | null; error: PgError | null; formats: number[]; ran: boolean };
+  /** DECLARE over several shards through the extended protocol (cursors.ts): the DECLARE with the
+   *  bound values written in, run at Execute */
+  declare?: { sql: string; route: import('./routing').Route };
+  /** FETCH / MOVE / CLOSE of a cursor pgring keeps (cursors.ts), answered at Execute */
+  cursorOp?: boolean };
 
 /** A committed DDL change the cluster definition follows: a rename (to, and column for a column)
  *  or columns added / dropped (add, drop). */

@@ -65,6 +65,13 @@ export function internalError(e: unknown): PgError {
 
 export function quoteLiteral(s: string): string { return `'${s.replace(/'/g, "''")}'`; }
 
+/** A string as a dollar-quoted literal (the same whatever standard_conforming_strings says). */
+export function dollarQuote(s: string): string {
+  let tag = 'q';
+  while (s.includes(`$${tag}$`)) tag += 'q';
+  return `$${tag}$${s}$${tag}$`;
+}
+
 export function quoteIdent(s: string): string { return `"${s.replace(/"/g, '""')}"`; }
 
 /** Adds a key value, or the elements of an array literal such as {1,2,"x y",NULL}. */

@@ -278,7 +278,7 @@ export class Planner extends StatementWalker {
     if (tag === 'DeclareCursorStmt' && p.target === 'sharded' && !p.unsupported) {
       // A cursor lives on the server that declared it; FETCH follows it there (frontend/session-route.ts).
       // Over several shards pgring keeps the rows itself (frontend/cursors.ts), in the simple protocol.
-      p.scatterUnsupported = 'a cursor over several shards in the extended protocol or in a multi-statement string (DECLARE for a query without a shard key; use a shard key, SET pgring.shard, or a simple-protocol DECLARE)';
+      p.scatterUnsupported = 'a cursor over several shards in a multi-statement string (DECLARE for a query without a shard key; use a shard key, SET pgring.shard, or a DECLARE of its own)';
     }
     if (tag === 'CopyStmt' && !s.is_from && p.target === 'sharded') {
       // COPY ... TO runs on every shard its keys allow and the rows are concatenated

@@ -4,7 +4,7 @@
 // table; and FETCH went to the lowest shard of the transaction, not to the one its DECLARE ran on.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -13,6 +13,7 @@ import { baseConfig, createDatabase, dropDatabase, RunningProxy, startProxy, wit
 import { psql, runTool } from '../helpers/tools';
 import { pgbenchTables } from '../helpers/sharding';
 import { WireClient } from '../helpers/wire';
+import { serialize } from 'pg-protocol';
 import { ClusterInfo } from '../../src/local/cluster';
 import { chownPostgres, pgBin } from '../../src/local/proc';
 
@@ -155,6 +156,64 @@ describe('COPY TO STDOUT over 3 shards', () => {
 });
 
 describe('cursors over 3 shards', () => {
+  it('psycopg 3\'s server-side cursor messages (extended DECLARE with a parameter, Describe of the cursor, extended FETCH / MOVE / CLOSE) answered as PostgreSQL answers them', async () => {
+    const { parse: P, bind: B, describe: D, execute: E, sync: S, query: Q } = serialize;
+    const unit = (text: string, values: string[] = [], types: number[] = []) => [P({ text, types }), B({ values }), D({ type: 'P' }), E({}), S()];
+    const run = async (port: number, table: string) => {
+      const c = await WireClient.connect(port, db);
+      const out: unknown[] = [];
+      try {
+        c.send([Q('BEGIN')]); await c.until(1, 10000);
+        c.send(unit(`DECLARE "cc" SCROLL CURSOR FOR SELECT tid, bid FROM ${table} WHERE tid > $1 ORDER BY tid`, ['3'], [21]));
+        out.push(await c.until(1, 30000));
+        c.send([D({ type: 'P', name: 'cc' }), S()]); out.push(await c.until(1, 10000));
+        for (const q of ['FETCH FORWARD 2 FROM "cc"', 'MOVE ABSOLUTE 5 FROM "cc"', 'FETCH FORWARD ALL FROM "cc"', 'FETCH BACKWARD 1 FROM "cc"', 'CLOSE "cc"', 'FETCH FORWARD 1 FROM "cc"']) {
+          c.send(unit(q)); out.push(await c.until(1, 10000));
+        }
+        c.send([Q('ROLLBACK')]); out.push(await c.until(1, 10000));
+        // an error in the DECLARE's query, then the session goes on
+        c.send([Q('BEGIN')]); await c.until(1, 10000);
+        c.send(unit(`DECLARE "bad" CURSOR FOR SELECT nope FROM ${table} WHERE tid > $1`, ['1'], [0]));
+        out.push(await c.until(1, 30000));
+        c.send([Q('ROLLBACK')]); out.push(await c.until(1, 10000));
+      } finally { c.close(); }
+      return out;
+    };
+    psqlAt(ports[0]!, 'DROP TABLE IF EXISTS tellers_wire; CREATE TABLE tellers_wire (tid int, bid int)', db);
+    psqlAt(ports[0]!, `INSERT INTO tellers_wire VALUES ${Array.from({ length: 10 }, (_, i) => `(${i + 1}, 1)`).join(', ')}`, db);
+    try {
+      const direct = await run(ports[0]!, 'tellers_wire');
+      const through = await run(a.port, 'pgbench_tellers');
+      assert.deepEqual(through, direct);
+      assert.ok(JSON.stringify(direct).includes('"FETCH 2"') && JSON.stringify(direct).includes('"dataRow"'), 'the scenario fetches rows');
+    } finally { psqlAt(ports[0]!, 'DROP TABLE tellers_wire', db); }
+  });
+
+  it('psycopg 3 (Debian\'s python3-psycopg) iterates a named cursor over several shards', async (t) => {
+    const py = '/usr/bin/python3';
+    if (!fs.existsSync(py) || spawnSync(py, ['-c', 'import psycopg']).status !== 0) { t.skip('python3-psycopg is not installed'); return; }
+    const script = [
+      'import psycopg, sys',
+      `with psycopg.connect("host=127.0.0.1 port=${a.port} user=postgres dbname=${db}") as conn:`,
+      '    with conn.cursor(name="acc") as cur:',
+      '        cur.execute("SELECT aid, abalance FROM pgbench_accounts WHERE aid <= %s AND abalance > %s ORDER BY aid", (3000, 50))',
+      '        first = cur.fetchmany(7)',
+      '        rest = cur.fetchall()',
+      '    n = conn.execute("SELECT count(*) FROM pgbench_accounts WHERE aid <= 3000 AND abalance > 50").fetchone()[0]',
+      '    print(len(first), len(first) + len(rest) == n, first[0][0] < first[1][0])',
+    ].join('\n');
+    // (spawned, not run in this process's event loop: the proxy answering it runs here)
+    const r = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      const child = spawn(py, ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '', stderr = '';
+      child.stdout.on('data', (d) => { stdout += d; });
+      child.stderr.on('data', (d) => { stderr += d; });
+      child.on('close', (code) => resolve({ code, stdout, stderr }));
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), '7 True True');
+  });
+
   it('FETCH, MOVE and CLOSE go to the shard the DECLARE ran on, not the first shard of the transaction', async () => {
     const shardOf = (aid: number) => ports.findIndex((p) => psqlAt(p, `SELECT count(*) FROM pgbench_accounts WHERE aid = ${aid}`, db).trim() === '1');
     const first = 1;
@@ -198,7 +257,7 @@ describe('cursors over 3 shards', () => {
     assert.equal(through.stdout, direct.stdout);
   });
 
-  it('cursors over several shards: transaction rules, WITH HOLD, pg_dump --inserts; the extended protocol is refused (0A000)', async () => {
+  it('cursors over several shards: transaction rules, WITH HOLD, pg_dump --inserts, a DECLARE bound with parameters', async () => {
     await withClient(a.port, db, async (c) => {
       await assert.rejects(c.query('DECLARE c CURSOR FOR SELECT * FROM pgbench_accounts'), (e: { code?: string }) => e.code === '25P01');
       await c.query('BEGIN');
@@ -209,8 +268,12 @@ describe('cursors over 3 shards', () => {
       assert.deepEqual((await c.query('FETCH 3 FROM kept')).rows, [{ aid: 1 }, { aid: 2 }, { aid: 3 }]);
       assert.equal((await c.query('MOVE FORWARD ALL IN kept')).rowCount, 99997);
       await c.query('CLOSE kept');
+      // through the extended protocol, with a parameter (the pg driver binds it): pgring keeps the rows
       await c.query('BEGIN');
-      await assert.rejects(c.query('DECLARE x CURSOR FOR SELECT * FROM pgbench_accounts WHERE abalance > $1', [0]), (e: { code?: string; message: string }) => e.code === '0A000' && /cursor over several shards/.test(e.message));
+      await c.query('DECLARE x CURSOR FOR SELECT aid FROM pgbench_accounts WHERE abalance > $1 AND aid < $2 ORDER BY aid', [90, 500]);
+      const want = (await c.query('SELECT aid FROM pgbench_accounts WHERE abalance > 90 AND aid < 500 ORDER BY aid')).rows;
+      assert.ok(want.length > 5);
+      assert.deepEqual((await c.query('FETCH ALL FROM x')).rows, want);
       await c.query('ROLLBACK');
     });
     const file = path.join(tmp, 'inserts.sql');
