@@ -47,6 +47,7 @@ export class CopyIn {
     let splitter: CopySplitter | null = null;
     try {
       for (const s of shards) links.push(await this.s.servers.link(s));
+      if (reference && links.length > 1) await this.alignSequences(spec.table, links);
       if (!reference) splitter = new CopySplitter(spec, await this.copyKeyIndex(stmt, links[0]!), stmt.plan.keyType!, this.s.ctx.shards, links.map((l) => l.conn), (b) => this.s.text(b));
     } catch (e) {
       if (implicit) await this.s.transaction.endImplicit(true);
@@ -78,6 +79,39 @@ export class CopyIn {
     };
     for (const l of links) { l.conn.busy = true; l.conn.write(msg); }
     this.s.responses.rfq();
+  }
+
+  /**
+   * Before a COPY into a reference table, every shard's sequences that the table's defaults draw
+   * from (serial, identity, DEFAULT nextval(...)) are brought to the one furthest along. Each shard
+   * fills the defaults of the rows it copies itself, from its own sequence, in the same row order;
+   * but an INSERT's defaults are evaluated once, on the first shard (reference-defaults.ts), so only
+   * that shard's sequence moved: `INSERT` then `COPY t (v)` gave the copied rows ids the other
+   * shards had already used (23505 there, where PostgreSQL copies them) or, worse, other ids on
+   * each shard. Writers of a reference table queue for its lock, so no other write moves them meanwhile.
+   */
+  private async alignSequences(table: string, links: Link[]): Promise<void> {
+    const t = `${quoteLiteral(table)}::pg_catalog.regclass`;
+    const seqs = await this.s.servers.queryRows(links[0]!, 'SELECT s.oid::pg_catalog.regclass::pg_catalog.text, q.seqincrement < 0 FROM pg_catalog.pg_class s JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid'
+      + ` WHERE s.oid IN (SELECT d.refobjid FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_attrdef a ON d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass AND d.objid = a.oid WHERE a.adrelid = ${t})`
+      + ` OR s.oid IN (SELECT d.objid FROM pg_catalog.pg_depend d WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid = ${t} AND d.deptype IN ('a', 'i'))`);
+    if (seqs.length === 0) return;
+    const names = seqs.map((r) => `${quoteLiteral(r[0]!)}::pg_catalog.regclass`);
+    const last = await Promise.all(links.map((l) => this.s.servers.queryRows(l, `SELECT ${names.map((n) => `pg_catalog.pg_sequence_last_value(${n})::pg_catalog.text`).join(', ')}`)));
+    const furthest = seqs.map((r, i) => {
+      let best: bigint | null = null;
+      for (const rows of last) {
+        const v = rows[0]?.[i];
+        if (v == null) continue;
+        const b = BigInt(v);
+        if (best === null || (r[1] === 't' ? b < best : b > best)) best = b;
+      }
+      return best;
+    });
+    await Promise.all(links.map((l, li) => {
+      const sets = names.flatMap((n, i) => (furthest[i] !== null && last[li]![0]?.[i] !== String(furthest[i]) ? [`pg_catalog.setval(${n}, ${furthest[i]}, true)`] : []));
+      return sets.length ? this.s.servers.queryRows(l, `SELECT ${sets.join(', ')}`) : null;
+    }));
   }
 
   /** Position of the shard key in the COPY rows: from the column list, the config, or the catalog. */
