@@ -9,7 +9,7 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
 type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean } } | Unsupported | null;
 /** the variance and standard deviation aggregates: population or sample, square root or not */
 const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
@@ -154,7 +154,7 @@ class MergeRewrite {
         spec.aggregates.push(a.fn === 'sum' ? { column: k, fn: 'sum', sumColumn: raw } : { column: k, fn: a.fn, byColumn: raw });
         continue;
       }
-      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'var') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
       if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : 'avg() or a variance'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
@@ -178,10 +178,10 @@ class MergeRewrite {
       }
       const argsAndFilter: [number, number] = [toks[open].start, callEnd];
       const alias = targets[k].ResTarget.name;
-      if (a.fn === 'count_distinct') {
-        // each shard's distinct values; the merger counts their union
-        this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg', argsAndFilter, ' AS ', quoteIdent(alias ?? 'count')] });
-        spec.aggregates.push({ column: k, fn: 'count_distinct' });
+      if (a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct') {
+        // each shard's distinct values; the merger counts, sums or averages their union
+        this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg', argsAndFilter, ' AS ', quoteIdent(alias ?? a.fn.slice(0, a.fn.indexOf('_')))] });
+        spec.aggregates.push({ column: k, fn: a.fn });
         continue;
       }
       if (a.fn === 'var') {
@@ -274,7 +274,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -360,6 +360,7 @@ class MergeRewrite {
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
     if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn} in HAVING across shards` };
     if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
+    if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return { unsupported: `${a.fn === 'sum_distinct' ? 'sum' : 'avg'}(DISTINCT) in HAVING that is not in the select list across shards` };
     const r = this.callRange(e.FuncCall);
     if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
     if (a.fn !== 'avg') {
@@ -523,7 +524,13 @@ export function aggOf(e: N): AggOf {
     if ((nm === 'bit_and' || nm === 'bit_or' || nm === 'bit_xor') && !fc.agg_order && !fc.agg_within_group && (nm !== 'bit_xor' || !fc.agg_distinct)) return { fn: nm };
     if (nm && VARIANCE.has(nm) && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group && !fc.agg_star) return { fn: 'var', variance: VARIANCE.get(nm) };
     if (nm && MERGE_AGGS.has(nm)) {
-      if (fc.agg_distinct) return nm === 'count' && !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order ? { fn: 'count_distinct' } : { unsupported: `${nm}(DISTINCT) across shards` };
+      if (fc.agg_distinct) {
+        // the shards' distinct values (array_agg(DISTINCT x)); the merger counts, sums or averages their union
+        const one = !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order;
+        if (one && nm === 'count') return { fn: 'count_distinct' };
+        if (one && (nm === 'sum' || nm === 'avg')) return { fn: nm === 'sum' ? 'sum_distinct' : 'avg_distinct' };
+        return { unsupported: `${nm}(DISTINCT) across shards` };
+      }
       if (fc.agg_within_group) return { unsupported: `aggregate ${nm} across shards` };
       return { fn: nm as 'count' };
     }

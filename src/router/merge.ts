@@ -213,6 +213,9 @@ function sumKindOf(typeOid: number): SumKind | null {
   }
 }
 
+/** Element types whose sum / avg (DISTINCT) pgring merges. */
+const DISTINCT_SUM = new Set<number>([OID.int2, OID.int4, OID.int8, OID.numeric, OID.float4, OID.float8]);
+
 /** Types a cast sum() may have across shards (castSum). */
 const CAST_SUM = new Set<number>([OID.int2, OID.int4, OID.int8, OID.numeric, OID.float4, OID.float8]);
 
@@ -283,6 +286,8 @@ interface AggState {
   count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[];
   /** var: the exact sum of squares (numeric input), or the combined float state (N, Sx, Sxx) */
   sq?: Dec; fN?: number; fSx?: number; fSxx?: number;
+  /** sum / avg (DISTINCT): the distinct values by their normalized key (the first one seen of equal values) */
+  vals?: Map<string, Buffer>;
 }
 
 /** element type of the array types array_agg(DISTINCT x) returns for count(DISTINCT x) */
@@ -332,6 +337,8 @@ export class ResultMerger {
   private spec: MergeSpec;
   private cmps: (Cmp | null)[] = [];
   private sumKinds: (SumKind | null)[] = [];
+  /** output type of a sum / avg (DISTINCT) column (the shards send an array of its values) */
+  private readonly distinctTypes = new Map<number, number>();
   private keyNorms: (KeyNorm | null)[] = [];
 
   private readonly params: (string | null)[] | undefined;
@@ -468,6 +475,20 @@ export class ResultMerger {
         if (a.column < this.visible) Object.assign(out[a.column], { typeOid: OID.int8, typlen: 8, typmod: -1 });
         this.cmps[a.column] = comparatorFor(OID.int8, f.format);
       }
+      if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') {
+        // sum(int2 / int4) is int8, sum(int8 / numeric) numeric, sum(float4 / float8) the same float; avg numeric or float8
+        const el = ELEM_OF[f.typeOid];
+        const float = el === OID.float4 || el === OID.float8;
+        const type = el === undefined || !DISTINCT_SUM.has(el) ? null
+          : a.fn === 'avg_distinct' ? (float ? OID.float8 : OID.numeric)
+          : el === OID.int2 || el === OID.int4 ? OID.int8 : el === OID.int8 ? OID.numeric : el;
+        if (type === null) this.unsupported = `${a.fn === 'sum_distinct' ? 'sum' : 'avg'}(DISTINCT) of type ${f.typeOid} across shards`;
+        else {
+          if (a.column < this.visible) Object.assign(out[a.column], { typeOid: type, typlen: type === OID.numeric ? -1 : type === OID.float4 ? 4 : 8, typmod: -1 });
+          this.cmps[a.column] = comparatorFor(type, f.format);
+          this.distinctTypes.set(a.column, type);
+        }
+      }
       if (a.fn === 'var' && ((f.typeOid !== OID.numeric && f.typeOid !== OID.float8) || !this.sumKinds[a.sumColumn!])) this.unsupported = `a variance of type ${f.typeOid} across shards`;
       if (a.fn === 'sum' || a.fn === 'avg') {
         const k = this.sumKinds[a.sumColumn ?? a.column];
@@ -488,7 +509,7 @@ export class ResultMerger {
     this.keyNorms = fields.map((f) => keyNormFor(f.typeOid, f.format));
     for (const g of this.spec.distinctOn ?? []) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `DISTINCT ON type ${fields[g]?.typeOid} across shards`;
     for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `${this.spec.distinct ? 'DISTINCT' : 'GROUP BY'} on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
-    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg' || a.fn === 'count_distinct')) return msg;
+    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct')) return msg;
     return buildRowDescription(out);
   }
 
@@ -527,6 +548,7 @@ export class ResultMerger {
     let type = f.typeOid;
     if (a?.fn === 'count' || a?.fn === 'count_distinct') type = OID.int8;
     if (a?.fn === 'avg') { const k = this.sumKinds[a.sumColumn ?? c]; type = k === 'float4' || k === 'float8' ? OID.float8 : OID.numeric; }
+    if (a?.fn === 'sum_distinct' || a?.fn === 'avg_distinct') type = this.distinctTypes.get(c) ?? type;
     const numeric = type === OID.int2 || type === OID.int4 || type === OID.int8 || type === OID.numeric || type === OID.float4 || type === OID.float8 || type === OID.oid;
     if (f.format === 1) {
       switch (type) {
@@ -586,6 +608,15 @@ export class ResultMerger {
         const norm = keyNormFor(ELEM_OF[f.typeOid]!, f.format)!;
         const set = (st.set ??= new Set());
         for (const el of arrayElements(v, f.format)) set.add(norm(el));
+        return;
+      }
+      if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') {
+        const v = cols[a.column];
+        if (v === null) return;
+        const f = fields[a.column];
+        const norm = keyNormFor(ELEM_OF[f.typeOid]!, f.format)!;
+        const vals = (st.vals ??= new Map());
+        for (const el of arrayElements(v, f.format)) { const k = norm(el); if (!vals.has(k)) vals.set(k, Buffer.from(el)); }
         return;
       }
       if ((a.fn === 'min' || a.fn === 'max') && a.byColumn !== undefined) {
@@ -662,6 +693,34 @@ export class ResultMerger {
     st.sq = st.sq ? addDec(st.sq, sq) : sq;
   }
 
+  /** sum / avg (DISTINCT) of the shards' distinct values: PostgreSQL adds a DISTINCT aggregate's
+   *  input in sorted order, which decides a float sum's rounding; integers and numerics add exactly. */
+  private distinctSum(a: MergeSpec['aggregates'][number], st: AggState, bin: boolean): Buffer | null {
+    const vals = st.vals;
+    if (!vals || vals.size === 0) return null;
+    const el = ELEM_OF[this.fields![a.column]!.typeOid]!;
+    const fmt = this.fields![a.column]!.format;
+    const n = vals.size;
+    if (el === OID.float4 || el === OID.float8) {
+      const xs = [...vals.values()].map((b) => (fmt === 1 ? (b.length === 4 ? b.readFloatBE(0) : b.readDoubleBE(0)) : Number(b.toString('latin1'))));
+      xs.sort((x, y) => (Number.isNaN(x) ? 1 : Number.isNaN(y) ? -1 : x - y));   // NaN sorts last, as in PostgreSQL
+      let sum = 0;
+      for (const x of xs) sum = el === OID.float4 && a.fn === 'sum_distinct' ? Math.fround(sum + x) : sum + x;
+      const r = a.fn === 'avg_distinct' ? sum / n : sum;
+      const out4 = el === OID.float4 && a.fn === 'sum_distinct';
+      if (!bin) return Buffer.from(out4 ? fmtFloat4(r) : fmtFloat8(r), 'latin1');
+      const b = Buffer.alloc(out4 ? 4 : 8); if (out4) b.writeFloatBE(r); else b.writeDoubleBE(r); return b;
+    }
+    let sum: Dec = { v: 0n, scale: 0 };
+    for (const b of vals.values()) sum = addDec(sum, el === OID.numeric ? (fmt === 1 ? decodeNumericBin(b) : parseDec(b.toString('latin1'))) : { v: fmt === 1 ? this.readCount(b, 1) : BigInt(b.toString('latin1')), scale: 0 });
+    if (a.fn === 'avg_distinct') { const r = divDec(sum, { v: BigInt(n), scale: 0 }); return bin ? encodeNumericBin(r) : Buffer.from(fmtDec(r), 'latin1'); }
+    if (el === OID.int2 || el === OID.int4) {
+      if (!bin) return Buffer.from(sum.v.toString(), 'latin1');
+      const b = Buffer.alloc(8); b.writeBigInt64BE(sum.v); return b;
+    }
+    return bin ? encodeNumericBin(sum) : Buffer.from(fmtDec(sum), 'latin1');
+  }
+
   /** variance / stddev from the combined state, as PostgreSQL's final functions compute it. */
   private varValue(a: MergeSpec['aggregates'][number], st: AggState, bin: boolean): Buffer | null {
     const { pop, sqrt } = a.variance!;
@@ -704,6 +763,7 @@ export class ResultMerger {
     }
     if (a.fn === 'min' || a.fn === 'max') return st.best;
     if (a.fn === 'var') return this.varValue(a, st, bin);
+    if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return this.distinctSum(a, st, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
     if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
       if (!st.any) return null;

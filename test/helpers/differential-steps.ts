@@ -222,6 +222,10 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT stddev(amount::float8) AS sf, var_samp(age::float4) AS vf, var_pop(amount::float8) FROM orders o JOIN users u ON u.id = o.user_id', mode: 'both', floatCols: [0, 1, 2] });
   add({ sql: 'SELECT user_id % 3 AS b, stddev(amount) FROM orders GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1', mode: 'both', ordered: true });
   add({ sql: 'SELECT stddev(amount / 7), var_samp(amount * 1000003), stddev_pop(age * 1.5) FROM orders o JOIN users u ON u.id = o.user_id', mode: 'both' });
+  // sum / avg (DISTINCT): the union of the shards' distinct values (equal ages live on several shards)
+  add({ sql: 'SELECT sum(DISTINCT age), avg(DISTINCT age), count(DISTINCT age), sum(age) FROM users', mode: 'both' });
+  add({ sql: 'SELECT sum(DISTINCT amount), avg(DISTINCT amount), sum(DISTINCT amount::float8) AS f8, sum(DISTINCT amount::float4) AS f4, avg(DISTINCT amount::float4) AS a4, sum(DISTINCT user_id) FROM orders', mode: 'both' });
+  add({ sql: 'SELECT city, sum(DISTINCT age) AS s, avg(DISTINCT age) FILTER (WHERE age > 20) FROM users GROUP BY city HAVING sum(DISTINCT age) > 10 ORDER BY s DESC, city', mode: 'both', ordered: true });
   // bitwise aggregates of integers, jsonb_agg without ORDER BY inside (element order unspecified, as on one server)
   add({ sql: 'SELECT bit_and(age), bit_or(age), bit_xor(age), bit_or(id), bit_and(age::int2), bit_or(DISTINCT age) FROM users', mode: 'both' });
   add({ sql: 'SELECT city, bit_xor(age) AS x, bit_and(id) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
@@ -294,7 +298,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT (SELECT avg(age) FROM users)', /subquery over sharded table "users"/);
   U('SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)', /subquery over sharded table/);
   U('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
-  U('SELECT sum(DISTINCT age) FROM users', /sum\(DISTINCT\) across shards/);
+  U('SELECT sum(DISTINCT age) + 1 FROM users', /expressions over aggregates across shards/);
+  U('SELECT city FROM users GROUP BY city HAVING avg(DISTINCT age) > 1', /avg\(DISTINCT\) in HAVING that is not in the select list/);
+  U('SELECT sum(DISTINCT age ORDER BY age) FROM users', /sum\(DISTINCT\) across shards|aggregate sum/);
   U('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', /join of sharded tables \("users", "orders"\) not on their shard keys/);
   add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] }, unsupported: /join of sharded tables \("users", "orders"\) not on their shard keys/ });
   U('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
