@@ -182,7 +182,7 @@ test('scatter SELECT merge specs', () => {
   assert.equal(u('select distinct note from orders'), undefined);
   assert.equal(u('select distinct count(*) from orders group by note'), 'DISTINCT with aggregates or GROUP BY across shards');
   assert.equal(u('select count(distinct note) from orders'), undefined);
-  assert.equal(u('select avg(distinct amount) from orders'), 'avg(DISTINCT) across shards');
+  assert.equal(u('select avg(distinct amount order by amount) from orders'), 'avg(DISTINCT) across shards');
   assert.equal(u('select row_number() over () from orders'), 'window functions across shards');
   assert.equal(u('select string_agg(note, \',\') from orders'), undefined);
   assert.equal(u('select string_agg(note, \',\' order by note) from orders'), 'aggregate string_agg across shards');
