@@ -529,6 +529,7 @@ export function aggOf(e: N): AggOf {
         const one = !fc.agg_star && (fc.args ?? []).length === 1 && !fc.agg_order;
         if (one && nm === 'count') return { fn: 'count_distinct' };
         if (one && (nm === 'sum' || nm === 'avg')) return { fn: nm === 'sum' ? 'sum_distinct' : 'avg_distinct' };
+        if (one && (nm === 'min' || nm === 'max')) return { fn: nm };   // DISTINCT changes nothing for them
         return { unsupported: `${nm}(DISTINCT) across shards` };
       }
       if (fc.agg_within_group) return { unsupported: `aggregate ${nm} across shards` };

@@ -223,7 +223,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT user_id % 3 AS b, stddev(amount) FROM orders GROUP BY 1 ORDER BY 2 DESC NULLS LAST, 1', mode: 'both', ordered: true });
   add({ sql: 'SELECT stddev(amount / 7), var_samp(amount * 1000003), stddev_pop(age * 1.5) FROM orders o JOIN users u ON u.id = o.user_id', mode: 'both' });
   // sum / avg (DISTINCT): the union of the shards' distinct values (equal ages live on several shards)
-  add({ sql: 'SELECT sum(DISTINCT age), avg(DISTINCT age), count(DISTINCT age), sum(age) FROM users', mode: 'both' });
+  add({ sql: 'SELECT sum(DISTINCT age), avg(DISTINCT age), count(DISTINCT age), sum(age), max(DISTINCT age), min(DISTINCT name) FROM users', mode: 'both' });
   add({ sql: 'SELECT sum(DISTINCT amount), avg(DISTINCT amount), sum(DISTINCT amount::float8) AS f8, sum(DISTINCT amount::float4) AS f4, avg(DISTINCT amount::float4) AS a4, sum(DISTINCT user_id) FROM orders', mode: 'both' });
   add({ sql: 'SELECT city, sum(DISTINCT age) AS s, avg(DISTINCT age) FILTER (WHERE age > 20) FROM users GROUP BY city HAVING sum(DISTINCT age) > 10 ORDER BY s DESC, city', mode: 'both', ordered: true });
   // bitwise aggregates of integers, jsonb_agg without ORDER BY inside (element order unspecified, as on one server)
