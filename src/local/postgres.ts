@@ -103,7 +103,14 @@ export class LocalPostgres {
 
   start(): void {
     this.init();
-    runAsPostgres(pgBin('pg_ctl'), ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', '60', 'start']);
+    try {
+      runAsPostgres(pgBin('pg_ctl'), ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', '60', 'start']);
+    } catch (e) {
+      // pg_ctl only says "Examine the log output": the reason (a port taken, bad settings) is there
+      let tail = '';
+      try { tail = fs.readFileSync(this.logFile, 'utf8').trim().split('\n').slice(-8).join('\n'); } catch { /* no log */ }
+      throw new Error(`${(e as Error).message.trim()}${tail ? `\n${this.logFile} ends with:\n${tail}` : ''}`);
+    }
   }
 
   stop(mode: 'fast' | 'immediate' = 'fast'): void {
