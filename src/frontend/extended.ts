@@ -1,6 +1,6 @@
 // Extended query protocol: Parse, Bind, Describe, Execute, Close, Sync, Flush and client portals.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
-import { viewTable, withPreparedView } from './prepared-view';
+import { withClientStatements } from './prepared-view';
 import { withParamLiterals } from './cursors';
 import { COLUMNS_SQL, evaluationStatement, knownColumns, mayNeedDefaults, parsedStatement, referenceDefaults, rememberColumns, rowValues, statementWithValues } from './reference-defaults';
 import { B, F } from '../protocol/codes';
@@ -28,6 +28,13 @@ import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, int
  *  field is what pgjdbc reads to decide that re-preparing heals it. */
 function staleError(): PgError {
   return new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
+}
+
+/** The result format codes of a Bind message (they start at `offset`). */
+function resultFormats(msg: Buffer, offset: number): number[] {
+  const formats: number[] = [];
+  for (let i = 0, n = msg.readInt16BE(offset); i < n; i++) formats.push(msg.readInt16BE(offset + 2 + 2 * i));
+  return formats;
 }
 
 export class ExtendedProtocol {
@@ -79,7 +86,7 @@ export class ExtendedProtocol {
   parseWith(msg: Buffer, info: ReturnType<typeof decodeParse>, stmt: RoutedStatement): Promise<void> | void {
       if (stmt.plan.preparedView) {
         // pg_prepared_statements: the client's own statements, as of this Parse (prepared-view.ts)
-        const sql = withPreparedView(info.sql, viewTable(this.s.stmts.values(), this.s.serverVersionNum));
+        const sql = withClientStatements(this.s, info.sql);
         const next = sql === null ? null : this.s.router.planPrepared(sql);
         if (next && !next.plan.preparedView) { stmt = next; info = { ...info, sql: sql! }; msg = parseMsg(info.name, info.sql, info.types, this.s.codec); }
       }
@@ -145,10 +152,7 @@ export class ExtendedProtocol {
       }
       if (this.s.cursors.size && this.s.cursors.keeps(cs.stmt)) {
         // FETCH / MOVE / CLOSE of a cursor over several shards: pgring has its rows (in text format)
-        const nres = msg.readInt16BE(info.resultOffset);
-        for (let i = 0; i < nres; i++) {
-          if (msg.readInt16BE(info.resultOffset + 2 + 2 * i) !== 0) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: binary results from a cursor over several shards are not supported (fetch in text format)');
-        }
+        if (resultFormats(msg, info.resultOffset).some((f) => f !== 0)) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: binary results from a cursor over several shards are not supported (fetch in text format)');
         this.portals.set(info.portal, { shards: [], cs, virtual: true, cursorOp: true });
         this.s.responses.synth([bindComplete], true);
         return;
@@ -215,9 +219,7 @@ export class ExtendedProtocol {
     if (params.length !== needs) {
       throw new PgError(SQLSTATE.ProtocolViolation, `bind message supplies ${params.length} parameters, but prepared statement "${info.statement}" requires ${needs}`);
     }
-    const nres = msg.readInt16BE(info.resultOffset);
-    const formats: number[] = [];
-    for (let i = 0; i < nres; i++) formats.push(msg.readInt16BE(info.resultOffset + 2 + 2 * i));
+    const formats = resultFormats(msg, info.resultOffset);
     let notify: NonNullable<Portal['notify']>;
     try {
       const sql = heldNotifySql(calls, (a) => ('param' in a ? (params[a.param] == null ? null : this.s.text(params[a.param]!)) : 'slot' in a ? cs.stmt.literals[a.slot] ?? null : a.text));

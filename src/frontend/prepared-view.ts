@@ -9,6 +9,7 @@
 // has it. PostgreSQL evaluates the rest of the query (WHERE, count, ORDER BY) as usual.
 // The set is taken when the statement is planned: at each simple Query and Parse.
 import type { ClientStatement } from './prepared';
+import type { SessionShared } from './shared';
 import { applyEdits } from './reference-defaults';
 import { dollarQuote as dollar } from './session-util';
 
@@ -67,4 +68,9 @@ export function withPreparedView(sql: string, table: string): string | null {
     edits.push({ at, del: m[0].length, text: rv.alias ? table : `${table} pg_prepared_statements` });
   }
   return edits.length ? applyEdits(b, edits) : null;
+}
+
+/** `sql` reading this client's own statements instead of the view (null when there is no reference pgring can place). */
+export function withClientStatements(s: Pick<SessionShared, 'stmts' | 'serverVersionNum'>, sql: string): string | null {
+  return withPreparedView(sql, viewTable(s.stmts.values(), s.serverVersionNum));
 }

@@ -1,6 +1,6 @@
 // Simple-query protocol (Query): plan, route, and forward one statement; errors answered by pgring.
 import { heldNotifyResult, heldNotifySql } from './held-notify';
-import { viewTable, withPreparedView } from './prepared-view';
+import { withClientStatements } from './prepared-view';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { forgetReferenceColumns, mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import type { KeyType } from '../config/types';
@@ -148,7 +148,7 @@ export class SimpleQuery {
 
   /** A statement that reads pg_prepared_statements, reading the client's own statements instead (prepared-view.ts); null when it cannot. */
   preparedView(stmt: RoutedStatement): RoutedStatement | null {
-    const sql = withPreparedView(stmt.sql, viewTable(this.s.stmts.values(), this.s.serverVersionNum));
+    const sql = withClientStatements(this.s, stmt.sql);
     if (sql === null) return null;
     const next = this.s.router.plan(sql);
     return next.length === 1 && !next[0]!.plan.preparedView ? next[0]! : null;

@@ -34,15 +34,11 @@ import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
 import { concatArrays, concatJsonb, joinStrings } from './list-aggs';
-import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, mulDec, parseDec, pow10, roundDecTo, sqrtDec, type Dec } from './decimal';
+import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
+import { accumulateVar, distinctSum, OID, readInt, varValue, type AggState, type FieldDesc } from './merge-aggs';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
 
-export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
-
-export const OID = {
-  bool: 16, bytea: 17, name: 19, int8: 20, int2: 21, int4: 23, text: 25, oid: 26, float4: 700, float8: 701, money: 790,
-  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184, interval: 1186, numeric: 1700, uuid: 2950, jsonb: 3802,
-} as const;
+export { OID, type FieldDesc } from './merge-aggs';
 
 // ------------------------------------------------------------------ message codecs
 
@@ -282,13 +278,6 @@ function castSum(x: Dec | number, f: FieldDesc): Buffer {
   return castInt(x, f);
 }
 
-interface AggState {
-  count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[];
-  /** var: the exact sum of squares (numeric input), or the combined float state (N, Sx, Sxx) */
-  sq?: Dec; fN?: number; fSx?: number; fSxx?: number;
-  /** sum / avg (DISTINCT): the distinct values by their normalized key (the first one seen of equal values) */
-  vals?: Map<string, Buffer>;
-}
 
 /** element type of the array types array_agg(DISTINCT x) returns for count(DISTINCT x) */
 const ELEM_OF: Record<number, number> = {
@@ -575,10 +564,6 @@ export class ResultMerger {
     return k;
   }
 
-  private readCount(b: Buffer, format: number): bigint {
-    return format === 1 ? (b.length === 8 ? b.readBigInt64BE(0) : BigInt(b.length === 4 ? b.readInt32BE(0) : b.readInt16BE(0))) : BigInt(b.toString('latin1'));
-  }
-
   private accumulate(acc: AggState[], cols: (Buffer | null)[]): void {
     const fields = this.fields!;
     this.spec.aggregates.forEach((a, i) => {
@@ -588,19 +573,19 @@ export class ResultMerger {
         if (v === null) return;
         const f = fields[a.column];
         // count(*)::numeric in binary: a numeric value with no fraction
-        if (f.format === 1 && f.typeOid === OID.numeric) { const d = decodeNumericBin(v); st.count += d.scale > 0 ? d.v / pow10(d.scale) : d.v; } else st.count += this.readCount(v, f.format);
+        if (f.format === 1 && f.typeOid === OID.numeric) { const d = decodeNumericBin(v); st.count += d.scale > 0 ? d.v / pow10(d.scale) : d.v; } else st.count += readInt(v, f.format);
         return;
       }
       if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
       if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
         const v = cols[a.column];
         if (v === null) return;
-        const x = this.readCount(v, fields[a.column]!.format);
+        const x = readInt(v, fields[a.column]!.format);
         st.sumInt = !st.any ? x : a.fn === 'bit_and' ? st.sumInt & x : a.fn === 'bit_or' ? st.sumInt | x : st.sumInt ^ x;
         st.any = true;
         return;
       }
-      if (a.fn === 'var') { this.accumulateVar(a, st, cols); return; }
+      if (a.fn === 'var') { accumulateVar(a, st, cols, fields); return; }
       if (a.fn === 'count_distinct') {
         const v = cols[a.column];
         if (v === null) return;
@@ -640,115 +625,19 @@ export class ResultMerger {
       const v = cols[sc];
       if (a.fn === 'avg' && a.countColumn !== undefined) {
         const c = cols[a.countColumn];
-        if (c !== null) st.count += this.readCount(c, fields[a.countColumn].format);
+        if (c !== null) st.count += readInt(c, fields[a.countColumn].format);
       }
       if (v === null) return;
       st.any = true;
       const f = fields[sc];
       switch (this.sumKinds[sc]) {
-        case 'int': st.sumInt += this.readCount(v, f.format); break;
+        case 'int': st.sumInt += readInt(v, f.format); break;
         case 'numeric': { const d = f.format === 1 ? decodeNumericBin(v) : parseDec(v.toString('latin1')); st.sumDec = st.sumDec ? addDec(st.sumDec, d) : d; break; }
         case 'float8': st.sumF += f.format === 1 ? v.readDoubleBE(0) : Number(v.toString('latin1')); break;
         case 'float4': st.sumF = Math.fround(st.sumF + (f.format === 1 ? v.readFloatBE(0) : Number(v.toString('latin1')))); break;
         default: break;
       }
     });
-  }
-
-  /** A number column of a shard's row (text or binary). */
-  private numberAt(c: number, cols: (Buffer | null)[]): { d: Dec; f: number } | null {
-    const v = cols[c];
-    if (v === null) return null;
-    const fd = this.fields![c]!;
-    const bin = fd.format === 1;
-    switch (fd.typeOid) {
-      case OID.float8: case OID.float4: {
-        const x = bin ? (v.length === 4 ? v.readFloatBE(0) : v.readDoubleBE(0)) : Number(v.toString('latin1'));
-        return { d: { v: 0n, scale: 0 }, f: x };
-      }
-      case OID.numeric: { const d = bin ? decodeNumericBin(v) : parseDec(v.toString('latin1')); return { d, f: d.special ? Number(d.special) : Number(fmtDec(d)) }; }
-      default: { const n = this.readCount(v, fd.format); return { d: { v: n, scale: 0 }, f: Number(n) }; }
-    }
-  }
-
-  /** One shard's part of a variance: exact sums for numeric input, PostgreSQL's float8_combine for float input. */
-  private accumulateVar(a: MergeSpec['aggregates'][number], st: AggState, cols: (Buffer | null)[]): void {
-    const cnt = cols[a.countColumn!];
-    const n = cnt === null ? 0n : this.readCount(cnt, this.fields![a.countColumn!]!.format);
-    if (n === 0n) return;
-    st.count += n;
-    if (this.fields![a.column]!.typeOid === OID.float8) {
-      const n2 = Number(n);
-      const avg = this.numberAt(a.avgColumn!, cols)!.f;
-      const sx2 = avg * n2, sxx2 = this.numberAt(a.column, cols)!.f * n2;
-      if (!st.fN) { st.fN = n2; st.fSx = sx2; st.fSxx = sxx2; return; }
-      const n1 = st.fN, sx1 = st.fSx!, tmp = sx1 / n1 - sx2 / n2, nn = n1 + n2;
-      st.fSxx = st.fSxx! + sxx2 + n1 * n2 * tmp * tmp / nn;
-      st.fSx = sx1 + sx2;
-      st.fN = nn;
-      return;
-    }
-    const sum = this.numberAt(a.sumColumn!, cols)!.d, sq = this.numberAt(a.sqColumn!, cols)!.d;
-    st.sumDec = st.sumDec ? addDec(st.sumDec, sum) : sum;
-    st.sq = st.sq ? addDec(st.sq, sq) : sq;
-  }
-
-  /** sum / avg (DISTINCT) of the shards' distinct values: PostgreSQL adds a DISTINCT aggregate's
-   *  input in sorted order, which decides a float sum's rounding; integers and numerics add exactly. */
-  private distinctSum(a: MergeSpec['aggregates'][number], st: AggState, bin: boolean): Buffer | null {
-    const vals = st.vals;
-    if (!vals || vals.size === 0) return null;
-    const el = ELEM_OF[this.fields![a.column]!.typeOid]!;
-    const fmt = this.fields![a.column]!.format;
-    const n = vals.size;
-    if (el === OID.float4 || el === OID.float8) {
-      const xs = [...vals.values()].map((b) => (fmt === 1 ? (b.length === 4 ? b.readFloatBE(0) : b.readDoubleBE(0)) : Number(b.toString('latin1'))));
-      xs.sort((x, y) => (Number.isNaN(x) ? 1 : Number.isNaN(y) ? -1 : x - y));   // NaN sorts last, as in PostgreSQL
-      let sum = 0;
-      for (const x of xs) sum = el === OID.float4 && a.fn === 'sum_distinct' ? Math.fround(sum + x) : sum + x;
-      const r = a.fn === 'avg_distinct' ? sum / n : sum;
-      const out4 = el === OID.float4 && a.fn === 'sum_distinct';
-      if (!bin) return Buffer.from(out4 ? fmtFloat4(r) : fmtFloat8(r), 'latin1');
-      const b = Buffer.alloc(out4 ? 4 : 8); if (out4) b.writeFloatBE(r); else b.writeDoubleBE(r); return b;
-    }
-    let sum: Dec = { v: 0n, scale: 0 };
-    for (const b of vals.values()) sum = addDec(sum, el === OID.numeric ? (fmt === 1 ? decodeNumericBin(b) : parseDec(b.toString('latin1'))) : { v: fmt === 1 ? this.readCount(b, 1) : BigInt(b.toString('latin1')), scale: 0 });
-    if (a.fn === 'avg_distinct') { const r = divDec(sum, { v: BigInt(n), scale: 0 }); return bin ? encodeNumericBin(r) : Buffer.from(fmtDec(r), 'latin1'); }
-    if (el === OID.int2 || el === OID.int4) {
-      if (!bin) return Buffer.from(sum.v.toString(), 'latin1');
-      const b = Buffer.alloc(8); b.writeBigInt64BE(sum.v); return b;
-    }
-    return bin ? encodeNumericBin(sum) : Buffer.from(fmtDec(sum), 'latin1');
-  }
-
-  /** variance / stddev from the combined state, as PostgreSQL's final functions compute it. */
-  private varValue(a: MergeSpec['aggregates'][number], st: AggState, bin: boolean): Buffer | null {
-    const { pop, sqrt } = a.variance!;
-    if (this.fields![a.column]!.typeOid === OID.float8) {
-      const n = st.fN ?? 0;
-      if (n === 0 || (!pop && n <= 1)) return null;
-      let r = pop ? st.fSxx! / n : (st.fSxx! <= 0 ? 0 : st.fSxx! / (n - 1));
-      if (sqrt) r = Math.sqrt(r);
-      if (!bin) return Buffer.from(fmtFloat8(r), 'latin1');
-      const b = Buffer.alloc(8); b.writeDoubleBE(r); return b;
-    }
-    // numeric_stddev_internal: (N * sumX2 - sumX * sumX) / (N * (N - 1)) (or N * N), at
-    // select_div_scale's scale, then the square root at that scale; 0 when the numerator is not positive
-    const n = st.count;
-    if (n === 0n || (!pop && n <= 1n)) return null;
-    const sumX = st.sumDec!, sq = st.sq!;
-    let r: Dec;
-    if (sumX.special || sq.special) r = { v: 0n, scale: 0, special: 'NaN' };
-    else {
-      const rscale = sumX.scale * 2;
-      const num = addDec(roundDecTo(mulDec({ v: n, scale: 0 }, sq), rscale), { ...mulDec(sumX, sumX), v: -mulDec(sumX, sumX).v });
-      if (num.v <= 0n) r = { v: 0n, scale: 0 };
-      else {
-        r = divDec(roundDecTo(num, rscale), { v: pop ? n * n : n * (n - 1n), scale: 0 });
-        if (sqrt) r = sqrtDec(r, r.scale);
-      }
-    }
-    return bin ? encodeNumericBin(r) : Buffer.from(fmtDec(r), 'latin1');
   }
 
   private aggValue(a: MergeSpec['aggregates'][number], st: AggState): Buffer | null {
@@ -762,8 +651,8 @@ export class ResultMerger {
       return Buffer.from(st.count.toString(), 'latin1');
     }
     if (a.fn === 'min' || a.fn === 'max') return st.best;
-    if (a.fn === 'var') return this.varValue(a, st, bin);
-    if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return this.distinctSum(a, st, bin);
+    if (a.fn === 'var') return varValue(a, st, fields, bin);
+    if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
     if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
       if (!st.any) return null;

@@ -1,0 +1,123 @@
+// Aggregate states merged across shards and the values computed from them that take more than a
+// sum or a comparison (pure; router/merge.ts feeds them): variance / stddev from the shards'
+// exact sums or float states, sum / avg (DISTINCT) from the union of their distinct values.
+import type { MergeSpec } from './types';
+import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
+import { addDec, divDec, fmtDec, fmtFloat4, fmtFloat8, mulDec, parseDec, roundDecTo, sqrtDec, type Dec } from './decimal';
+
+export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
+
+export const OID = {
+  bool: 16, bytea: 17, name: 19, int8: 20, int2: 21, int4: 23, text: 25, oid: 26, float4: 700, float8: 701, money: 790,
+  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184, interval: 1186, numeric: 1700, uuid: 2950, jsonb: 3802,
+} as const;
+
+type Agg = MergeSpec['aggregates'][number];
+
+export interface AggState {
+  count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[];
+  /** var: the exact sum of squares (numeric input), or the combined float state (N, Sx, Sxx) */
+  sq?: Dec; fN?: number; fSx?: number; fSxx?: number;
+  /** sum / avg (DISTINCT): the distinct values by their normalized key (the first one seen of equal values) */
+  vals?: Map<string, Buffer>;
+}
+
+/** An integer (int2 / int4 / int8) value in text or binary format. */
+export function readInt(b: Buffer, format: number): bigint {
+  return format === 1 ? (b.length === 8 ? b.readBigInt64BE(0) : BigInt(b.length === 4 ? b.readInt32BE(0) : b.readInt16BE(0))) : BigInt(b.toString('latin1'));
+}
+
+/** A float result in the client's format: float4 or float8. */
+function floatOut(x: number, four: boolean, bin: boolean): Buffer {
+  if (!bin) return Buffer.from(four ? fmtFloat4(x) : fmtFloat8(x), 'latin1');
+  const b = Buffer.alloc(four ? 4 : 8);
+  if (four) b.writeFloatBE(x); else b.writeDoubleBE(x);
+  return b;
+}
+
+/** A numeric result in the client's format. */
+function numericOut(d: Dec, bin: boolean): Buffer { return bin ? encodeNumericBin(d) : Buffer.from(fmtDec(d), 'latin1'); }
+
+/** A number column of a shard's row (text or binary): exact for integers and numerics, else as a float. */
+function numberAt(fields: FieldDesc[], c: number, cols: (Buffer | null)[]): { d: Dec; f: number } {
+  const v = cols[c]!;
+  const fd = fields[c]!;
+  const bin = fd.format === 1;
+  switch (fd.typeOid) {
+    case OID.float8: case OID.float4:
+      return { d: { v: 0n, scale: 0 }, f: bin ? (v.length === 4 ? v.readFloatBE(0) : v.readDoubleBE(0)) : Number(v.toString('latin1')) };
+    case OID.numeric: { const d = bin ? decodeNumericBin(v) : parseDec(v.toString('latin1')); return { d, f: d.special ? Number(d.special) : Number(fmtDec(d)) }; }
+    default: { const n = readInt(v, fd.format); return { d: { v: n, scale: 0 }, f: Number(n) }; }
+  }
+}
+
+/** One shard's part of a variance: exact sums for numeric input, PostgreSQL's float8_combine for float input. */
+export function accumulateVar(a: Agg, st: AggState, cols: (Buffer | null)[], fields: FieldDesc[]): void {
+  const cnt = cols[a.countColumn!];
+  const n = cnt === null || cnt === undefined ? 0n : readInt(cnt, fields[a.countColumn!]!.format);
+  if (n === 0n) return;
+  st.count += n;
+  if (fields[a.column]!.typeOid === OID.float8) {
+    const n2 = Number(n);
+    const sx2 = numberAt(fields, a.avgColumn!, cols).f * n2, sxx2 = numberAt(fields, a.column, cols).f * n2;
+    if (!st.fN) { st.fN = n2; st.fSx = sx2; st.fSxx = sxx2; return; }
+    const n1 = st.fN, sx1 = st.fSx!, tmp = sx1 / n1 - sx2 / n2, nn = n1 + n2;
+    st.fSxx = st.fSxx! + sxx2 + n1 * n2 * tmp * tmp / nn;
+    st.fSx = sx1 + sx2;
+    st.fN = nn;
+    return;
+  }
+  const sum = numberAt(fields, a.sumColumn!, cols).d, sq = numberAt(fields, a.sqColumn!, cols).d;
+  st.sumDec = st.sumDec ? addDec(st.sumDec, sum) : sum;
+  st.sq = st.sq ? addDec(st.sq, sq) : sq;
+}
+
+/** variance / stddev from the combined state, as PostgreSQL's final functions compute it. */
+export function varValue(a: Agg, st: AggState, fields: FieldDesc[], bin: boolean): Buffer | null {
+  const { pop, sqrt } = a.variance!;
+  if (fields[a.column]!.typeOid === OID.float8) {
+    const n = st.fN ?? 0;
+    if (n === 0 || (!pop && n <= 1)) return null;
+    const r = pop ? st.fSxx! / n : (st.fSxx! <= 0 ? 0 : st.fSxx! / (n - 1));
+    return floatOut(sqrt ? Math.sqrt(r) : r, false, bin);
+  }
+  // numeric_stddev_internal: (N * sumX2 - sumX * sumX) / (N * (N - 1)) (or N * N), at
+  // select_div_scale's scale, then the square root at that scale; 0 when the numerator is not positive
+  const n = st.count;
+  if (n === 0n || (!pop && n <= 1n)) return null;
+  const sumX = st.sumDec!, sq = st.sq!;
+  if (sumX.special || sq.special) return numericOut({ v: 0n, scale: 0, special: 'NaN' }, bin);
+  const rscale = sumX.scale * 2;
+  const square = mulDec(sumX, sumX);
+  const num = roundDecTo(addDec(roundDecTo(mulDec({ v: n, scale: 0 }, sq), rscale), { v: -square.v, scale: square.scale }), rscale);
+  if (num.v <= 0n) return numericOut({ v: 0n, scale: 0 }, bin);
+  const r = divDec(num, { v: pop ? n * n : n * (n - 1n), scale: 0 });
+  return numericOut(sqrt ? sqrtDec(r, r.scale) : r, bin);
+}
+
+/** sum / avg (DISTINCT) of the shards' distinct values of element type `el`: PostgreSQL adds a
+ *  DISTINCT aggregate's input in sorted order, which decides a float sum's rounding; integers and
+ *  numerics add exactly. */
+export function distinctSum(a: Agg, st: AggState, el: number, format: number, bin: boolean): Buffer | null {
+  const vals = st.vals;
+  if (!vals || vals.size === 0) return null;
+  const n = vals.size;
+  const avg = a.fn === 'avg_distinct';
+  if (el === OID.float4 || el === OID.float8) {
+    const four = el === OID.float4 && !avg;   // sum(float4) adds in float4; avg(float4) in float8
+    const xs = [...vals.values()].map((b) => (format === 1 ? (b.length === 4 ? b.readFloatBE(0) : b.readDoubleBE(0)) : Number(b.toString('latin1'))));
+    xs.sort((x, y) => (Number.isNaN(x) ? 1 : Number.isNaN(y) ? -1 : x - y));   // NaN sorts last, as in PostgreSQL
+    let sum = 0;
+    for (const x of xs) sum = four ? Math.fround(sum + x) : sum + x;
+    return floatOut(avg ? sum / n : sum, four, bin);
+  }
+  let sum: Dec = { v: 0n, scale: 0 };
+  for (const b of vals.values()) sum = addDec(sum, el === OID.numeric ? (format === 1 ? decodeNumericBin(b) : parseDec(b.toString('latin1'))) : { v: readInt(b, format), scale: 0 });
+  if (avg) return numericOut(divDec(sum, { v: BigInt(n), scale: 0 }), bin);
+  if (el === OID.int2 || el === OID.int4) {
+    // sum of int2 / int4 is int8
+    if (!bin) return Buffer.from(sum.v.toString(), 'latin1');
+    const b = Buffer.alloc(8); b.writeBigInt64BE(sum.v); return b;
+  }
+  return numericOut(sum, bin);
+}
