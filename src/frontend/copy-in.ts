@@ -9,6 +9,9 @@ import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Link } from './session-types';
 import { quoteLiteral } from './session-util';
+import { columnsOf } from './reference-defaults';
+import { copyData, copyFail, copyWithColumns, COPY_DONE, divergentDefaults, ReferenceCopy } from './copy-reference';
+import { query } from '../protocol/messages';
 
 export class CopyIn {
   constructor(private readonly s: ClientSession) {}
@@ -47,7 +50,11 @@ export class CopyIn {
     let splitter: CopySplitter | null = null;
     try {
       for (const s of shards) links.push(await this.s.servers.link(s));
-      if (reference && links.length > 1) await this.alignSequences(spec.table, links);
+      if (reference && links.length > 1) {
+        await this.alignSequences(spec.table, links);
+        const chunked = await this.referenceChunks(stmt, links, implicit);
+        if (chunked) return;
+      }
       if (!reference) splitter = new CopySplitter(spec, await this.copyKeyIndex(stmt, links[0]!), stmt.plan.keyType!, this.s.ctx.shards, links.map((l) => l.conn), (b) => this.s.text(b));
     } catch (e) {
       if (implicit) await this.s.transaction.endImplicit(true);
@@ -79,6 +86,68 @@ export class CopyIn {
     };
     for (const l of links) { l.conn.busy = true; l.conn.write(msg); }
     this.s.responses.rfq();
+  }
+
+  /**
+   * COPY into a reference table leaving out a column whose default the shards would each evaluate
+   * differently (copy-reference.ts): pgring answers the COPY itself and runs it on the shards in
+   * chunks, with the first shard's values of those defaults. False when the COPY needs none of it.
+   */
+  private async referenceChunks(stmt: RoutedStatement, links: Link[], implicit: boolean): Promise<boolean> {
+    const spec = stmt.plan.copy!;
+    if (!spec.columns) return false;
+    const extra = divergentDefaults(await columnsOf(this.s, links[0]!, spec.table), spec.columns);
+    if (extra.length === 0) return false;
+    const names = extra.map((c) => `"${c.name}" (DEFAULT ${c.expr})`).join(', ');
+    if (spec.format === 'binary') {
+      throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: binary COPY into reference table "${spec.table}" that leaves out ${names} is not supported: each shard would evaluate the default itself`, { hint: 'List the column in the COPY, or use text or csv format.' });
+    }
+    const sql = copyWithColumns(stmt.sql, extra.map((c) => c.name));
+    if (sql === null) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: cannot add ${names} to this COPY into reference table "${spec.table}"`, { hint: 'List the column in the COPY.' });
+    const evalSql = (n: number): string => `SELECT ${extra.map((c) => `(${c.expr})::${c.type}`).join(', ')} FROM pg_catalog.generate_series(1, ${n})`;
+    const onLinks = (tail: Buffer, count: boolean): Promise<{ count: number } | { error: Buffer }> => Promise.all(links.map((l) => new Promise<{ count: number; error: Buffer | null }>((resolve) => {
+      if (l.conn.closed) { resolve({ count: 0, error: new PgError(SQLSTATE.ConnectionFailure, `pgring: the connection to shard "${this.s.ctx.topology.shards[l.shard]?.name}" is closed`).toMessage() }); return; }
+      const r = { count: 0, error: null as Buffer | null };
+      const p = this.s.responses.push(K.InternalRows, l, false);
+      p.rows = [];
+      p.onError = (m) => { r.error ??= m ?? null; };
+      if (count) p.onCommand = (m) => { r.count = Number(/\d+/.exec(m.toString('latin1', 5, m.length - 1))?.[0] ?? 0); };
+      p.onDone = () => resolve(r);
+      l.conn.write(Buffer.concat([query(sql), tail]));
+      this.s.flush();
+    }))).then((rs) => {
+      const bad = rs.find((r) => r.error);
+      return bad ? { error: bad.error! } : { count: rs[0]!.count };
+    });
+    const copy = new ReferenceCopy(spec, extra, {
+      evaluate: (n) => this.s.servers.queryRows(links[0]!, evalSql(n)),
+      copy: (data) => onLinks(Buffer.concat([copyData(Buffer.concat(data)), COPY_DONE]), true),
+      fail: (reason) => onLinks(copyFail(reason), false).then(() => undefined),
+      encode: (t) => this.s.sqlBytes(t) ?? Buffer.from(t, 'utf8'),
+    });
+    const result = this.s.responses.push(K.GroupResult, null, false);
+    const finish = async (msg: Buffer): Promise<void> => {
+      const failed = msg[0] === B.ErrorResponse;
+      let out = msg;
+      if (implicit) {
+        const err = await this.s.transaction.endImplicit(failed);
+        if (err) { this.s.ctx.metrics?.error(err.code); out = err.toMessage(); }
+      }
+      result.out = [out];
+      this.s.responses.complete(result);
+      this.s.flush();
+    };
+    this.s.copySplit = {
+      clientMessage: (type, msg) => {
+        if (type === F.CopyData) { const w = copy.data(msg.subarray(5)); if (w) this.s.blockingWork = w; return; }
+        if (type === F.CopyDone) { this.s.blockingWork = copy.done().then(finish); return; }
+        this.s.blockingWork = copy.failed(msg.toString('utf8', 5, msg.length - 1)).then(finish);
+      },
+    };
+    this.s.responses.out(result, ReferenceCopy.copyInResponse(spec.columns.length));
+    this.s.responses.rfq();
+    this.s.flush();
+    return true;
   }
 
   /**

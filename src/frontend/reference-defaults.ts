@@ -336,7 +336,7 @@ export function rememberColumns(s: ClientSession, table: string, rows: (string |
   return cols;
 }
 
-async function columnsOf(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], table: string): Promise<Col[]> {
+export async function columnsOf(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], table: string): Promise<Col[]> {
   const hit = knownColumns(s, table);
   if (hit) return hit;
   const rows = await s.servers.queryRows(link, COLUMNS_SQL.replace('$1', quoteLiteral(table))).catch(() => [] as (string | null)[][]);

@@ -38,7 +38,7 @@ export class ResponseQueue {
     // Every field exists from the start: one object shape for all kinds keeps property access monomorphic.
     const p: Pending = {
       kind, link, out: null, done: false, ext, plans: undefined, planIdx: undefined, group: undefined, member: undefined,
-      onError: undefined, cs: undefined, onDone: undefined, rows: undefined, onRow: undefined, t0: undefined,
+      onError: undefined, cs: undefined, onDone: undefined, rows: undefined, onRow: undefined, onCommand: undefined, t0: undefined,
     };
     this.pendings.push(p);
     if (link) link.queue.push(p);

@@ -79,6 +79,7 @@ export class Responses extends ResponseQueue {
         if (type === B.DataRow) { p.rows!.push(decodeDataRow(msg)); return; }
         if (type === B.ReadyForQuery) { this.complete(p); return; }
         if (type === B.ErrorResponse) p.onError?.(msg);
+        else if (type === B.CommandComplete) p.onCommand?.(msg);
         return;
       case K.Internal:
         if (type === B.ReadyForQuery) { this.complete(p); return; }

@@ -102,6 +102,8 @@ export interface Pending {
   rows?: (string | null)[][];
   /** Receives a RowDescription (internal / rewritten Describe). */
   onRow?: (msg: Buffer) => void;
+  /** Receives the CommandComplete of an internal query (pgring's own COPY: its row count). */
+  onCommand?: (msg: Buffer) => void;
   /** Start time (ms) of a query / execute, for statistics. */
   t0?: number;
 }

@@ -13,7 +13,6 @@ import type { ClientAuth } from './auth';
 import type { ClientStatement } from './prepared';
 import { PinReason, SessionState } from './session-state';
 import { codecFor, encodingOfSet, type Codec } from '../protocol/encoding';
-import type { CopySplitter } from './copy';
 import type { ProxyContext, Link, AfterCommit } from './session-types';
 import type { ServerConnection } from '../backend/server';
 
@@ -147,7 +146,8 @@ export abstract class SessionShared {
   /** Links a COPY FROM STDIN is running on (its CopyData goes there). Set by responses.ts at CopyInResponse. */
   copyLinks: Link[] | null = null;
   /** COPY FROM STDIN split across shards by key. */
-  copySplit: CopySplitter | null = null;
+  /** COPY FROM STDIN that pgring cuts itself (CopySplitter, or copy-in.ts's reference-table chunks) */
+  copySplit: { clientMessage(type: number, msg: Buffer): void } | null = null;
 
   // ---- derived state ----
   /** The router for this database (tables' column lists learned from its catalog). */

@@ -1,6 +1,7 @@
 // A real PostgreSQL 15 server in a directory of its own, on a loopback port.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { trackStarted, trackStopped } from './exit-cleanup';
 import { chownPostgres, pgBin, runAsPostgres, sleep } from './proc';
 
 export interface LocalPostgresOptions {
@@ -111,9 +112,14 @@ export class LocalPostgres {
       try { tail = fs.readFileSync(this.logFile, 'utf8').trim().split('\n').slice(-8).join('\n'); } catch { /* no log */ }
       throw new Error(`${(e as Error).message.trim()}${tail ? `\n${this.logFile} ends with:\n${tail}` : ''}`);
     }
+    trackStarted(this);
   }
 
+  /** Immediate stop, synchronous (exit cleanup). */
+  stopNow(): void { this.stop('immediate'); }
+
   stop(mode: 'fast' | 'immediate' = 'fast'): void {
+    trackStopped(this);
     if (!this.running()) return;
     try { runAsPostgres(pgBin('pg_ctl'), ['-D', this.dataDir, '-m', mode, '-w', '-t', '60', 'stop']); } catch { /* already gone */ }
   }

@@ -4,6 +4,7 @@ import { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { trackStarted, trackStopped } from './exit-cleanup';
 import { freePorts, sleep, spawnDetached } from './proc';
 
 export interface EnsemblePeer { id: number; clientPort: number; quorumPort: number; electionPort: number }
@@ -55,6 +56,7 @@ export class LocalZooKeeper {
     const child = this.child;
     let exited = false;
     child.once('exit', () => { exited = true; if (this.child === child) this.child = null; });
+    trackStarted(this);
     const deadline = Date.now() + timeoutMs;
     while (!(ens ? await this.serving() : await this.ruok())) {
       if (exited) throw new Error(`ZooKeeper exited at start; see ${path.join(this.opts.dir, 'zookeeper.log')}`);
@@ -101,7 +103,11 @@ export class LocalZooKeeper {
   /** Lets the Node process exit while ZooKeeper runs (tests that run standalone). */
   unref(): void { this.child?.unref(); }
 
+  /** SIGKILL, synchronous (exit cleanup). */
+  stopNow(): void { try { this.child?.kill('SIGKILL'); } catch { /* gone */ } }
+
   async stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    trackStopped(this);
     const child = this.child;
     if (!child) return;
     if (child.exitCode !== null || child.signalCode !== null) { this.child = null; return; }   // no 'exit' event will come

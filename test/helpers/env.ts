@@ -5,6 +5,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ClusterInfo, LocalCluster } from '../../src/local/cluster';
 import { runAsPostgres, pgBin } from '../../src/local/proc';
+import { enableExitCleanup } from '../../src/local/exit-cleanup';
+
+// Servers, ZooKeepers and proxies this test file starts are stopped when it exits, also when
+// the runner ends it at its timeout (SIGTERM).
+enableExitCleanup();
 
 let own: LocalCluster | null = null;
 
@@ -15,12 +20,7 @@ export async function testCluster(): Promise<ClusterInfo> {
   if (!own) {
     own = new LocalCluster({ dir: fs.mkdtempSync(path.join(os.tmpdir(), 'pgring-own-')), shards: 4 });
     await own.start();
-    own.zk.unref();
-    const mine = own;
-    process.on('exit', () => {
-      for (const pg of mine.pgs) pg.stop('immediate');
-      if (mine.zk.pid) try { process.kill(mine.zk.pid, 'SIGKILL'); } catch { /* gone */ }
-    });
+    own.zk.unref();   // its servers are stopped at exit (enableExitCleanup)
   }
   return own.info();
 }

@@ -10,6 +10,7 @@ import { silentLogger } from '../../src/log';
 import { freePort, waitForPort } from '../../src/local/proc';
 import { ClusterInfo } from '../../src/local/cluster';
 import { psqlAt } from './env';
+import { killAtExit } from '../../src/local/exit-cleanup';
 
 export type RawConfig = Record<string, unknown>;
 
@@ -41,7 +42,7 @@ export async function spawnProxy(raw: RawConfig): Promise<ChildProxy> {
   const configFile = path.join(dir, 'proxy.json');
   fs.writeFileSync(configFile, JSON.stringify(raw, null, 2));
   const main = path.resolve(__dirname, '../../src/cli/main.js');
-  const child = spawn(process.execPath, [main, 'proxy', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = killAtExit(spawn(process.execPath, [main, 'proxy', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
   child.stdout!.on('data', (d) => { out += d; });
   child.stderr!.on('data', (d) => { out += d; });

@@ -9,6 +9,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { killAtExit } from '../../src/local/exit-cleanup';
 import pg from 'pg';
 import { uniqueName } from '../helpers/env';
 import { baseConfig, ChildProxy, spawnProxy } from '../helpers/proxy';
@@ -34,7 +35,7 @@ const restoredDirs: string[] = [];
 
 function cli(args: string[], timeoutMs = 300000): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [MAIN, 'backup', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = killAtExit(spawn(process.execPath, [MAIN, 'backup', ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '', stderr = '';
     child.stdout.on('data', (d) => { stdout += d; });
     child.stderr.on('data', (d) => { stderr += d; });

@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { killAtExit } from '../../src/local/exit-cleanup';
 import { stopOwnCluster, testCluster, uniqueName } from '../helpers/env';
 import { baseConfig, client, dropDatabase, RawConfig, RunningProxy, startProxy, withClient } from '../helpers/proxy';
 import { pgbenchSummary, psql, runTool } from '../helpers/tools';
@@ -34,7 +35,7 @@ const main = path.resolve(__dirname, '../../src/cli/main.js');
 /** Runs the pgring CLI without blocking this process (the proxies under test live in it). */
 function cli(...args: string[]): Promise<{ status: number | null; out: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = killAtExit(spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { out += d; });

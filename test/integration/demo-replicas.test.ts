@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { killAtExit } from '../../src/local/exit-cleanup';
 import { freePorts } from '../../src/local/proc';
 import { psql, runTool } from '../helpers/tools';
 
@@ -17,8 +18,8 @@ describe('pgring demo --replicas 1', () => {
     const [proxyPort, zkPort, metricsPort, ...rest] = await freePorts(9);
     const pgPorts = rest.slice(0, 3), repPorts = rest.slice(3);
     const main = path.resolve(__dirname, '../../src/cli/main.js');
-    const child = spawn(process.execPath, [main, 'demo', '--dir', dir, '--port', String(proxyPort), '--zk-port', String(zkPort), '--metrics-port', String(metricsPort),
-      '--pg-ports', pgPorts.join(','), '--replicas', '1', '--replica-ports', repPorts.join(',')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = killAtExit(spawn(process.execPath, [main, 'demo', '--dir', dir, '--port', String(proxyPort), '--zk-port', String(zkPort), '--metrics-port', String(metricsPort),
+      '--pg-ports', pgPorts.join(','), '--replicas', '1', '--replica-ports', repPorts.join(',')], { stdio: ['ignore', 'pipe', 'pipe'] }), 'SIGTERM');
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { out += d; });

@@ -7,6 +7,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { killAtExit } from '../../src/local/exit-cleanup';
 import { freePorts } from '../../src/local/proc';
 import { psql, runTool } from '../helpers/tools';
 import { psqlAt } from '../helpers/env';
@@ -30,7 +31,7 @@ async function runDemoOnce(ports: number[]): Promise<void> {
   round++;
   const [proxyPort, zkPort, metricsPort, ...pgPorts] = ports;
   const main = path.resolve(__dirname, '../../src/cli/main.js');
-  const child = spawn(process.execPath, [main, 'demo', '--dir', dir, '--port', String(proxyPort), '--zk-port', String(zkPort), '--metrics-port', String(metricsPort), '--pg-ports', pgPorts.join(',')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = killAtExit(spawn(process.execPath, [main, 'demo', '--dir', dir, '--port', String(proxyPort), '--zk-port', String(zkPort), '--metrics-port', String(metricsPort), '--pg-ports', pgPorts.join(',')], { stdio: ['ignore', 'pipe', 'pipe'] }), 'SIGTERM');
   let out = '';
   child.stdout.on('data', (d) => { out += d; });
   child.stderr.on('data', (d) => { out += d; });

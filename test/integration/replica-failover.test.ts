@@ -11,6 +11,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { killAtExit } from '../../src/local/exit-cleanup';
 import pg from 'pg';
 import { LocalCluster, ClusterInfo } from '../../src/local/cluster';
 import { LocalPostgres } from '../../src/local/postgres';
@@ -75,7 +76,7 @@ async function failoverState(shard: string): Promise<FailoverState | null> {
 function cli(args: string[]): Promise<{ code: number | null; out: string }> {
   const main = path.resolve(__dirname, '../../src/cli/main.js');
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [main, ...args, '--zk', info.zk, '--cluster', CLUSTER], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = killAtExit(spawn(process.execPath, [main, ...args, '--zk', info.zk, '--cluster', CLUSTER], { stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     child.stderr.on('data', (d) => { out += d; });

@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { killAtExit } from '../../src/local/exit-cleanup';
 import { LocalCluster, ClusterInfo } from '../../src/local/cluster';
 import { sleep } from '../../src/local/proc';
 import { ZkSession } from '../../src/cluster/session';
@@ -47,7 +48,7 @@ const proxies: ChildProxy[] = [];
 function cli(args: string[], killWhen?: RegExp): Promise<{ code: number | null; out: string; killed: boolean }> {
   const main = path.resolve(__dirname, '../../src/cli/main.js');
   return new Promise((resolve) => {
-    const ch = spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const ch = killAtExit(spawn(process.execPath, [main, ...args], { stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     let killed = false;
     ch.stdout.on('data', (d) => { out += d; if (killWhen && !killed && killWhen.test(out)) { killed = true; ch.kill('SIGKILL'); } });
