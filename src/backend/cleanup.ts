@@ -2,6 +2,7 @@
 // the statements that make it safe for the next client (ROLLBACK, DISCARD ALL).
 // Anything unexpected destroys the connection instead: never hand out a doubtful one.
 import { B } from '../protocol/codes';
+import { parseErrorFields } from '../protocol/errors';
 import { query } from '../protocol/messages';
 import type { Pool } from './pool';
 import type { ServerConnection } from './server';
@@ -27,4 +28,38 @@ export function resetAndRelease(pool: Pool, conn: ServerConnection, statements: 
     onServerClose() { clearTimeout(timer); },
   };
   for (const s of statements) conn.write(query(s));
+}
+
+/**
+ * A connection pgring sent a CancelRequest for goes to no other client before that cancel has
+ * landed. The postmaster forks a process that signals the backend (some ms after pgring decided
+ * to cancel); when the statement ended meanwhile, transaction pooling handed the connection to
+ * the next client and the signal cancelled that client's statement (cancel-pool.test.ts: 15 of 40
+ * times). PostgreSQL's double signal (process, then process group) can do the same after a cancel
+ * that did work. So: wait until the signal was sent, then run a throw-away statement, which either
+ * absorbs the cancel (57014) or finds it dropped by the idle backend, before releasing.
+ */
+export function settleCancel(pool: Pool, conn: ServerConnection, timeoutMs = 5000): void {
+  const sent = conn.cancelSent!;
+  conn.cancelSent = null;
+  conn.owner = { onServerMessage() { /* nothing is in flight */ }, onServerBatchEnd() { /* nothing */ }, onServerClose() { /* forgotten by the pool */ } };
+  void sent.then(() => {
+    if (conn.closed) return;
+    let failed = false;
+    const timer = setTimeout(() => { conn.owner = null; conn.destroy(); }, timeoutMs);
+    conn.owner = {
+      onServerMessage(_c, type, msg) {
+        if (type === B.ErrorResponse && parseErrorFields(msg).C !== '57014') failed = true;
+        if (type === B.ReadyForQuery) {
+          clearTimeout(timer);
+          conn.owner = null;
+          if (failed || conn.status !== 'I') conn.destroy();
+          else pool.release(conn);
+        }
+      },
+      onServerBatchEnd() { /* nothing to flush */ },
+      onServerClose() { clearTimeout(timer); },
+    };
+    conn.write(query('SELECT 1'));
+  });
 }

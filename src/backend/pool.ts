@@ -4,6 +4,7 @@
 // applies them natively and RESET returns to them.
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { ServerConnection, ServerCredentials, ServerTarget } from './server';
+import { settleCancel } from './cleanup';
 
 export interface PoolOptions { maxSize: number; minSize: number; queueTimeoutMs: number; connectTimeoutMs: number; idleTimeoutMs: number }
 
@@ -189,6 +190,7 @@ export class Pool {
     conn.busy = false;
     if (conn.closed) { this.grow(); return; }
     if (this.closed || conn.status !== 'I') { conn.terminate(); return; }
+    if (conn.cancelSent !== null) { settleCancel(this, conn); return; }
     this.handOut(conn);
   }
 

@@ -81,6 +81,9 @@ export class ServerConnection {
   lastUsed = Date.now();
   /** Number of queries currently outstanding (for SHOW SERVERS / cancel routing). */
   busy = false;
+  /** The last CancelRequest pgring sent for this connection, until the pool has settled it
+   *  (cleanup.ts settleCancel): resolves once the postmaster has signalled the backend. */
+  cancelSent: Promise<void> | null = null;
   bytesIn = 0;
   bytesOut = 0;
   private readonly reader = new MessageReader();
@@ -296,7 +299,7 @@ export class ServerConnection {
 
   /** Asks the server to cancel what this connection is running (a separate connection, as libpq does). */
   cancel(): Promise<void> {
-    return new Promise((resolve) => {
+    const sent = new Promise<void>((resolve) => {
       const s = net.connect({ host: this.target.host, port: this.target.port });
       const pkt = Buffer.alloc(16);
       pkt.writeInt32BE(16, 0); pkt.writeInt32BE(80877102, 4); pkt.writeInt32BE(this.pid, 8); pkt.writeInt32BE(this.secret, 12);
@@ -305,6 +308,8 @@ export class ServerConnection {
       s.once('error', () => resolve());
       s.setTimeout(2000, () => s.destroy());
     });
+    this.cancelSent = sent;
+    return sent;
   }
 }
 
