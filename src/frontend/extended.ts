@@ -2,7 +2,7 @@
 import { heldNotifyResult, heldNotifySql } from './held-notify';
 import { withClientStatements } from './prepared-view';
 import { withParamLiterals } from './cursors';
-import { COLUMNS_SQL, evaluationStatement, knownColumns, mayNeedDefaults, parsedStatement, referenceDefaults, rememberColumns, rowValues, statementWithValues } from './reference-defaults';
+import { COLUMNS_SQL, computedEvaluation, computedValues, evaluationStatement, knownColumns, mayNeedDefaults, parsedStatement, referenceDefaults, rememberColumns, rowValues, statementWithComputed, statementWithValues } from './reference-defaults';
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, parseMsg, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
@@ -163,7 +163,7 @@ export class ExtendedProtocol {
         return;
       }
       if (plan.notifyCalls && this.s.simple.holdsNotify(cs.stmt)) { this.bindHeldNotify(msg, info, cs); return; }
-      if (mayNeedDefaults(this.s, cs.stmt) && parsedStatement(cs)) return this.bindReferenceDefaults(msg, info, cs);
+      if (mayNeedDefaults(this.s, cs.stmt) && (computedValues(cs) || parsedStatement(cs))) return this.bindReferenceDefaults(msg, info, cs);
       return this.bindRouted(msg, info, cs);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
@@ -175,6 +175,23 @@ export class ExtendedProtocol {
    */
   async bindReferenceDefaults(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> {
     try {
+      const computed = computedValues(cs);
+      if (computed) {
+        // function calls in the VALUES / time functions in the SET: evaluated once, bound as parameters
+        if (this.s.responses.inFlight()) await this.s.responses.afterInFlight();
+        if (this.unitFailed()) { this.portals.delete(info.portal); return; }
+        const ev = computedEvaluation(computed);
+        const rows = await this.rowsInUnit(await this.s.servers.link(0), ev.name, ev.sql, []);
+        if (!rows) { this.portals.delete(info.portal); return; }
+        const row = rows[0] ?? [];
+        const values = computed.exprs.map((_, j) => row[2 * j] ?? null);
+        const types = computed.exprs.map((_, j) => row[2 * j + 1] ?? 'pg_catalog.text');
+        const st = statementWithComputed(this.s, cs, computed, types, info.params.length);
+        msg = bindWithValues(msg, info, st.serverName, values);
+        info = decodeBind(msg);
+        cs = st;
+        if (!parsedStatement(cs)) { await this.bindRouted(msg, info, cs); return; }
+      }
       const parsed = parsedStatement(cs)!;
       // Columns known and nothing to evaluate: bound at once (a pipelined batch is not held up).
       const known = knownColumns(this.s, parsed.table);

@@ -231,14 +231,23 @@ function stableComputed(val: any): boolean {
  *  every row on one server but another on each shard (each shard's transaction started at its own
  *  time), are evaluated once on the first shard and sent as typed literals (simple protocol). */
 async function withEvaluatedSet(s: ClientSession, stmt: RoutedStatement): Promise<RoutedStatement | null> {
+  const todo = stableSetSpans(stmt.sql);
+  if (!todo) return null;
+  const next = s.router.plan(await evaluatedSpans(s, await s.servers.link(0), stmt.sql, todo));
+  return next.length === 1 ? next[0]! : null;
+}
+
+/** The character spans of an UPDATE's SET values that are computed from constants and the time
+ *  functions only (stableComputed), or null when it has none (or is not of that form). */
+export function stableSetSpans(sql: string): [number, number][] | null {
   let upd: any;
-  try { upd = pg.parseSync(stmt.sql).stmts?.[0]?.stmt?.UpdateStmt; } catch { return null; }
+  try { upd = pg.parseSync(sql).stmts?.[0]?.stmt?.UpdateStmt; } catch { return null; }
   const targets: any[] | undefined = upd?.targetList?.map((t: any) => t.ResTarget);
   if (!upd || !targets?.length || upd.withClause || upd.relation?.relpersistence === 't') return null;
   if (targets.some((t) => t.val?.MultiAssignRef || t.indirection)) return null;
   if (!targets.some((t) => stableComputed(t.val))) return null;
   // each SET item's value: after its first top-level '=', up to the next top-level ',' (or FROM / WHERE / RETURNING)
-  const toks = tokenize(stmt.sql);
+  const toks = tokenize(sql);
   let i = toks.findIndex((t) => t.depth === 0 && t.lower === 'set');
   if (i < 0) return null;
   const spans: [number, number][] = [];
@@ -258,9 +267,7 @@ async function withEvaluatedSet(s: ClientSession, stmt: RoutedStatement): Promis
     i++;
   }
   if (spans.length !== targets.length) return null;
-  const todo = spans.filter((_, k) => stableComputed(targets[k]!.val));
-  const next = s.router.plan(await evaluatedSpans(s, await s.servers.link(0), stmt.sql, todo));
-  return next.length === 1 ? next[0]! : null;
+  return spans.filter((_, k) => stableComputed(targets[k]!.val));
 }
 
 /** A VALUES item the shards would each compute (a function call, an expression), not a constant,
@@ -275,14 +282,21 @@ function computed(item: any): boolean {
 /** The INSERT with its computed VALUES items replaced by their values (evaluated once on `link`,
  *  as literals of their type); the same text when it has none. */
 async function withEvaluatedItems(s: ClientSession, link: Parameters<ClientSession['servers']['queryRows']>[0], sql: string): Promise<string> {
+  const todo = computedItemSpans(sql);
+  return todo ? evaluatedSpans(s, link, sql, todo) : sql;
+}
+
+/** The character spans of an INSERT … VALUES's computed items (function calls, expressions without
+ *  parameters or table reads), or null when it has none. */
+export function computedItemSpans(sql: string): [number, number][] | null {
   const parsed = parseReferenceInsert(sql);
-  if (!parsed) return sql;
+  if (!parsed) return null;
   const rows: any[][] = parsed.ins.selectStmt.SelectStmt.valuesLists.map((l: any) => l.List.items);
-  if (!rows.some((items) => items.some(computed))) return sql;
+  if (!rows.some((items) => items.some(computed))) return null;
   // the items' text: the depth-0 parenthesized rows after VALUES, split at their top-level commas
   const toks = tokenize(sql);
   let i = toks.findIndex((t) => t.depth === 0 && t.lower === 'values');
-  if (i < 0) return sql;
+  if (i < 0) return null;
   const spans: [number, number][][] = [];
   i++;
   while (i < toks.length && toks[i]!.text === '(' && toks[i]!.depth === 0) {
@@ -295,16 +309,16 @@ async function withEvaluatedItems(s: ClientSession, link: Parameters<ClientSessi
       if (start < 0) start = t.start;
       end = t.end;
     }
-    if (j >= toks.length) return sql;
+    if (j >= toks.length) return null;
     row.push([start, end]);
     spans.push(row);
     i = j + 1;
     if (toks[i]?.text === ',' && toks[i]!.depth === 0) i++; else break;
   }
-  if (spans.length !== rows.length || spans.some((r, k) => r.length !== rows[k]!.length)) return sql;
+  if (spans.length !== rows.length || spans.some((r, k) => r.length !== rows[k]!.length)) return null;
   const todo: [number, number][] = [];
   rows.forEach((items, r) => items.forEach((it: any, k: number) => { if (computed(it)) todo.push(spans[r]![k]!); }));
-  return evaluatedSpans(s, link, sql, todo);
+  return todo;
 }
 
 /** `sql` with the expressions at `spans` (character offsets, in order) replaced by their values,
@@ -420,4 +434,56 @@ export function evaluationStatement(d: RefDefaults): { name: string; sql: string
     evalNames.set(sql, name = `pgring_refdef_${evalNames.size + 1}`);
   }
   return { name, sql };
+}
+
+/**
+ * The extended protocol (what pgx, JDBC, asyncpg, Npgsql send): a prepared INSERT … VALUES into a
+ * reference table with computed items (`VALUES (gen_random_uuid(), $1, now())`), or an UPDATE whose
+ * SET uses the time functions (`SET updated_at = now() WHERE id = $1`). Each shard computed them
+ * itself: another id per shard, another time. At each Bind the first shard evaluates them once (in
+ * the client's unit) and pgring's statement gets them as parameters after the client's, cast to the
+ * type each evaluated to.
+ */
+export interface ComputedValues { spans: [number, number][]; exprs: string[] }
+const computedOf = new WeakMap<ClientStatement, ComputedValues | null>();
+export function computedValues(cs: ClientStatement): ComputedValues | null {
+  let c = computedOf.get(cs);
+  if (c === undefined) {
+    const spans = cs.stmt.plan.command === 'update' ? stableSetSpans(cs.sql) : computedItemSpans(cs.sql);
+    c = spans?.length ? { spans, exprs: spans.map(([a, b]) => cs.sql.slice(a, b)) } : null;
+    computedOf.set(cs, c);
+  }
+  return c;
+}
+
+/** The named statement evaluating them once: each value as text, then its type (`OFFSET 0` keeps
+ *  the subquery, so a volatile call is evaluated once for both). */
+const computedNames = new Map<string, string>();
+export function computedEvaluation(c: ComputedValues): { name: string; sql: string } {
+  const out = c.exprs.map((_, j) => `v${j}::pg_catalog.text, pg_catalog.pg_typeof(v${j})::pg_catalog.text`).join(', ');
+  const sql = `SELECT ${out} FROM (SELECT ${c.exprs.map((e, j) => `${e} AS v${j}`).join(', ')} OFFSET 0) pgring_values`;
+  let name = computedNames.get(sql);
+  if (name === undefined) {
+    if (computedNames.size > 1000) computedNames.clear();
+    computedNames.set(sql, name = `pgring_refval_${computedNames.size + 1}`);
+  }
+  return { name, sql };
+}
+
+const withComputedOf = new WeakMap<ClientStatement, Map<string, ClientStatement>>();
+/** The client's statement with the computed values as parameters after its own `params`. */
+export function statementWithComputed(s: ClientSession, cs: ClientStatement, c: ComputedValues, types: string[], params: number): ClientStatement {
+  let m = withComputedOf.get(cs);
+  if (!m) withComputedOf.set(cs, m = new Map());
+  const sig = `${params}|${types.join(',')}`;
+  let st = m.get(sig);
+  if (st) return st;
+  const first = Math.max(params, lex(cs.sql)[0]?.maxParam ?? 0, cs.types.length) + 1;
+  let sql = cs.sql;
+  for (let j = c.spans.length - 1; j >= 0; j--) sql = sql.slice(0, c.spans[j]![0]) + `$${first + j}::${types[j]}` + sql.slice(c.spans[j]![1]);
+  const ptypes = cs.types.slice();
+  while (ptypes.length < first - 1) ptypes.push(0);
+  st = makeStatement('pgring-refval', sql, ptypes, s.router.planPrepared(sql), parseMsg('', sql, ptypes, cs.codec), cs.scope, cs.codec);
+  m.set(sig, st);
+  return st;
 }

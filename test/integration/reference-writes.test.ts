@@ -147,6 +147,29 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
       });
     });
 
+    it('function calls in a prepared INSERT\'s VALUES and time functions in a prepared UPDATE\'s SET are evaluated once', async () => {
+      // The extended protocol (pgx, JDBC, asyncpg): before, each shard computed gen_random_uuid() and
+      // now() itself, so the copies of a row had three ids.
+      const t = `refx_${variant.startsWith('with') ? 'z' : 'n'}`;
+      await withClient(proxy().port, db, async (c) => {
+        await c.query(`DROP TABLE IF EXISTS ${t}`);
+        await c.query(`CREATE TABLE ${t} (id uuid PRIMARY KEY, name text, at timestamptz, n int, u uuid DEFAULT gen_random_uuid(), s serial)`);
+        await c.query({ text: `INSERT INTO ${t} (id, name, at) VALUES (gen_random_uuid(), $1, now())`, values: ['a'] });
+        for (const name of ['b', 'c']) await c.query({ name: 'refx', text: `INSERT INTO ${t} (id, name, at, n) VALUES (gen_random_uuid(), $1, clock_timestamp(), (random() * 1000)::int) RETURNING id`, values: [name] });
+        await c.query({ text: `INSERT INTO ${t} (id, name, n) VALUES (gen_random_uuid(), $1, 1), (md5(random()::text)::uuid, $2 || 'x', random() * 10)`, values: ['d', 'e'] });
+        await c.query('BEGIN');
+        await c.query({ text: `UPDATE ${t} SET at = now() + interval '1 day', name = $1 WHERE name = $2`, values: ['a2', 'a'] });
+        await c.query({ text: `INSERT INTO ${t} (id, name, at) VALUES (gen_random_uuid(), $1, now())`, values: ['f'] });
+        await c.query('COMMIT');
+        const copies = await onShards(`SELECT count(*) || ':' || md5(string_agg(x::text, ',' ORDER BY s)) FROM ${t} x`);
+        assert.equal(new Set(copies).size, 1, `the shards' copies differ: ${copies.join(' ')}`);
+        assert.match(copies[0]!, /^6:/);
+        const r = await c.query(`SELECT count(DISTINCT id)::int AS ids, count(DISTINCT u)::int AS us, count(*) FILTER (WHERE name = 'a2' AND at > now())::int AS updated FROM ${t}`);
+        assert.deepEqual(r.rows[0], { ids: 6, us: 6, updated: 1 });
+        await c.query(`DROP TABLE ${t}`);
+      });
+    });
+
     it('COPY that leaves out columns with volatile defaults gives every shard the same values', async () => {
       // Each shard evaluated gen_random_uuid(), now(), clock_timestamp(), random() for the rows it
       // copied: the copies of a row had three ids and times (on the demo, without an error).
