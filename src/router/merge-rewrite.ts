@@ -29,6 +29,8 @@ export interface MergeHost {
   /** character offset of a parse-tree byte location */
   loc(byteLoc: number | undefined): number;
   parts(ranges: Range[]): Part[];
+  /** every window of the SELECT is partitioned by a shard key (its windows are exact on each shard) */
+  windowsLocal?(s: N): boolean;
 }
 
 /** The merge spec of a SELECT over sharded tables (and the per-shard SQL when it differs), or why it cannot be merged. */
@@ -102,7 +104,10 @@ class MergeRewrite {
         const on = (s.distinctClause as N[]).filter((d) => d && Object.keys(d).length > 0);
         if (on.length) this.distinctOn = on; else this.spec.distinct = true;
       }
-      if (hasWindow(this.targets) || hasWindow(s.sortClause)) return { unsupported: 'window functions across shards' };
+      if (hasWindow(this.targets) || hasWindow(s.sortClause)) {
+        if (!this.host.windowsLocal?.(s)) return { unsupported: 'window functions across shards (unless PARTITION BY the shard key)' };
+        if (s.groupClause?.length || s.havingClause || findAgg(this.targets)) return { unsupported: 'window functions with GROUP BY or aggregates across shards' };
+      }
       if (s.havingClause) this.having = s.havingClause;
       if ((s.groupClause ?? []).some((g: N) => g.GroupingSet)) return { unsupported: 'GROUPING SETS / ROLLUP / CUBE across shards' };
       if (s.groupDistinct) return { unsupported: 'GROUP BY DISTINCT across shards' };

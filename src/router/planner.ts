@@ -343,6 +343,40 @@ export class Planner extends StatementWalker {
   // ---------------------------------------------------------------- scatter rules
 
   /**
+   * Whether every window of the SELECT `s` is partitioned by a shard key column of its sharded
+   * tables (`PARTITION BY customer_id`, directly or through a named WINDOW): each partition's rows
+   * are then on one shard, which computes its windows exactly, and the shards' rows merge like any
+   * other rows (Citus pushes such windows down likewise). Windows over all rows, or partitioned by
+   * another column, need every shard's rows and stay refused.
+   */
+  windowsLocal(s: N): boolean {
+    const L = this.levelOf.get(s);
+    if (!L) return false;
+    const named = new Map<string, N>();
+    for (const w of s.windowClause ?? []) if (w.WindowDef?.name) named.set(w.WindowDef.name, w.WindowDef);
+    const partition = (def: N, depth = 0): N[] | undefined => {
+      if (def.partitionClause?.length) return def.partitionClause;
+      const ref = def.refname ?? (def.partitionClause || def.orderClause ? undefined : def.name);
+      const base = ref !== undefined ? named.get(ref) : undefined;
+      return base && base !== def && depth < 10 ? partition(base, depth + 1) : undefined;
+    };
+    const onKey = (def: N): boolean => (partition(def) ?? []).some((e: N) => this.keyCol(e, L) !== null);
+    let ok = true;
+    const visit = (x: N): void => {
+      if (!ok || !x || typeof x !== 'object') return;
+      if (Array.isArray(x)) { x.forEach(visit); return; }
+      for (const k in x) {
+        if (k === 'SubLink') continue;
+        if (k === 'FuncCall' && x[k].over && !onKey(x[k].over)) { ok = false; return; }
+        visit(x[k]);
+      }
+    };
+    visit(s.targetList);
+    visit(s.sortClause);
+    return ok;
+  }
+
+  /**
    * A query with no sharded table of its own that reads a derived table (`FROM (SELECT ...) AS s`,
    * what ORMs wrap a query in to count or paginate it) over sharded tables: when each row of the
    * subquery comes from one shard's rows only (no LIMIT / OFFSET, window, set operation, and

@@ -304,6 +304,15 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', /join of sharded tables \("users", "orders"\) not on their shard keys/);
   add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] }, unsupported: /join of sharded tables \("users", "orders"\) not on their shard keys/ });
   U('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
+  // windows partitioned by the shard key: each partition is on one shard (session 21)
+  add({ sql: 'SELECT user_id, id, amount, row_number() OVER (PARTITION BY user_id ORDER BY id) AS rn, sum(amount) OVER (PARTITION BY user_id) AS total FROM orders ORDER BY user_id, id', mode: 'both', ordered: true });
+  add({ sql: 'SELECT user_id, id, rank() OVER w, lag(amount) OVER (w ORDER BY id) FROM orders WINDOW w AS (PARTITION BY user_id, created) ORDER BY 1, 2', mode: 'both', ordered: true });
+  add({ sql: 'SELECT o.user_id, o.id, first_value(o.amount) OVER (PARTITION BY o.user_id ORDER BY o.amount DESC, o.id) FROM orders o WHERE o.amount > 10 ORDER BY 3 DESC, 1, 2 LIMIT 7', p: { text: 'SELECT o.user_id, o.id, first_value(o.amount) OVER (PARTITION BY o.user_id ORDER BY o.amount DESC, o.id) FROM orders o WHERE o.amount > $1 ORDER BY 3 DESC, 1, 2 LIMIT $2', values: [10, 7] }, mode: 'both', ordered: true });
+  add({ sql: 'SELECT key, seq, count(*) OVER (PARTITION BY key) FROM events', mode: 'both' });
+  add({ sql: 'SELECT user_id, id FROM orders ORDER BY row_number() OVER (PARTITION BY user_id ORDER BY id DESC), user_id, id LIMIT 5', mode: 'both', ordered: true });
+  U('SELECT user_id, row_number() OVER (PARTITION BY amount) FROM orders', /window functions across shards/);
+  U('SELECT user_id, row_number() OVER w FROM orders WINDOW w AS (ORDER BY id)', /window functions across shards/);
+  U('SELECT user_id, count(*), rank() OVER (PARTITION BY user_id) FROM orders GROUP BY user_id', /window functions with GROUP BY or aggregates across shards/);
   U('SELECT id FROM users UNION SELECT user_id FROM orders', /UNION across shards/);
   U('SELECT id FROM users UNION ALL SELECT 1', /set operations mixing sharded and non-sharded/);
   U('SELECT u.id FROM users u JOIN orders o ON o.id = u.id', /cross-shard join/);

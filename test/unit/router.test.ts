@@ -183,7 +183,11 @@ test('scatter SELECT merge specs', () => {
   assert.equal(u('select distinct count(*) from orders group by note'), 'DISTINCT with aggregates or GROUP BY across shards');
   assert.equal(u('select count(distinct note) from orders'), undefined);
   assert.equal(u('select avg(distinct amount order by amount) from orders'), 'avg(DISTINCT) across shards');
-  assert.equal(u('select row_number() over () from orders'), 'window functions across shards');
+  assert.equal(u('select row_number() over () from orders'), 'window functions across shards (unless PARTITION BY the shard key)');
+  // partitioned by the key (orders is sharded by customer_id): each partition is on one shard
+  assert.equal(u('select id, row_number() over (partition by customer_id order by note) from orders'), undefined);
+  assert.equal(u('select id, rank() over w from orders window w as (partition by note, customer_id)'), undefined);
+  assert.equal(u('select id, rank() over w from orders window w as (partition by note)'), 'window functions across shards (unless PARTITION BY the shard key)');
   assert.equal(u('select string_agg(note, \',\') from orders'), undefined);
   assert.equal(u('select string_agg(note, \',\' order by note) from orders'), 'aggregate string_agg across shards');
   assert.equal(u('select string_agg(note, note) from orders'), 'string_agg with a separator that is not a constant or parameter across shards');
