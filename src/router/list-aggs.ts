@@ -39,3 +39,25 @@ export function concatJsonb(parts: Buffer[], format: number): Buffer {
   const text = Buffer.from('[' + inner.join(', ') + ']', 'utf8');
   return format === 1 ? Buffer.concat([Buffer.from([1]), text]) : text;
 }
+
+/** json_agg: the partial arrays' elements in one array, with json_agg's own separators: ", ", and
+ *  ", \n " before an array or composite element (PostgreSQL's json_agg_transfn; a NULL element gets
+ *  no newline). json's binary format is its text. */
+export function concatJson(parts: Buffer[], structured: boolean): Buffer {
+  if (parts.length === 1) return parts[0]!;
+  let out = parts[0]!.toString('utf8', 0, parts[0]!.length - 1);
+  for (let i = 1; i < parts.length; i++) {
+    const inner = parts[i]!.toString('utf8', 1, parts[i]!.length - 1);
+    out += structured && !inner.startsWith('null') ? ', \n ' : ', ';
+    out += inner;
+  }
+  return Buffer.from(out + ']', 'utf8');
+}
+
+/** From a shard's `json_typeof(to_json(x)) || ':' || pg_typeof(x)`: whether json_agg's elements are
+ *  arrays or composites (json and jsonb values print objects and arrays without the newline). */
+export function jsonStructured(cat: string): boolean {
+  const i = cat.indexOf(':');
+  const jt = cat.slice(0, i), type = cat.slice(i + 1);
+  return (jt === 'object' || jt === 'array') && type !== 'json' && type !== 'jsonb';
+}

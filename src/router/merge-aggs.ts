@@ -9,13 +9,15 @@ export interface FieldDesc { name: string; tableOid: number; attnum: number; typ
 
 export const OID = {
   bool: 16, bytea: 17, name: 19, int8: 20, int2: 21, int4: 23, text: 25, oid: 26, float4: 700, float8: 701, money: 790,
-  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184, interval: 1186, numeric: 1700, uuid: 2950, jsonb: 3802,
+  bpchar: 1042, varchar: 1043, date: 1082, time: 1083, timestamp: 1114, timestamptz: 1184, interval: 1186, numeric: 1700, uuid: 2950, jsonb: 3802, json: 114,
 } as const;
 
 type Agg = MergeSpec['aggregates'][number];
 
 export interface AggState {
   count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[];
+  /** json_agg: the elements are arrays or composites (PostgreSQL puts "\n " between them) */
+  structured?: boolean;
   /** var: the exact sum of squares (numeric input), or the combined float state (N, Sx, Sxx) */
   sq?: Dec; fN?: number; fSx?: number; fSxx?: number;
   /** sum / avg (DISTINCT): the distinct values by their normalized key (the first one seen of equal values) */

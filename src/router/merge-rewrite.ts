@@ -9,7 +9,7 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
 type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean } } | Unsupported | null;
 /** the variance and standard deviation aggregates: population or sample, square root or not */
 const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
@@ -159,7 +159,7 @@ class MergeRewrite {
         spec.aggregates.push(a.fn === 'sum' ? { column: k, fn: 'sum', sumColumn: raw } : { column: k, fn: a.fn, byColumn: raw });
         continue;
       }
-      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var' && a.fn !== 'json_agg') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
       if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : 'avg() or a variance'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
@@ -203,6 +203,15 @@ class MergeRewrite {
         const sq = this.addHidden({ pieces: ['sum((', arg, ')::numeric * (', arg, ')::numeric)', ...filter] });
         const avg = this.addHidden({ pieces: ['avg', argsAndFilter] });
         spec.aggregates.push({ column: k, fn: 'var', variance: a.variance, countColumn: cnt, sumColumn: sum, sqColumn: sq, avgColumn: avg });
+        continue;
+      }
+      if (a.fn === 'json_agg') {
+        // json_agg separates arrays and composites with ", \n " and everything else with ", " (its
+        // type category): each shard also says what its elements are
+        if ((fc.args ?? []).length !== 1) return { unsupported: 'json_agg across shards' };
+        const arg: [number, number] = [toks[open].end, toks[close].start];
+        const cat = this.addHidden({ pieces: ['min(pg_catalog.json_typeof(pg_catalog.to_json(', arg, ")) || ':' || pg_catalog.pg_typeof(", arg, ')::pg_catalog.text)'] });
+        spec.aggregates.push({ column: k, fn: 'json_agg', catColumn: cat });
         continue;
       }
       this.edits.push({ start: item.start, end: item.end, pieces: ['sum', argsAndFilter, ' AS ', quoteIdent(alias ?? 'avg')] });
@@ -279,7 +288,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -363,7 +372,7 @@ class MergeRewrite {
     const a = aggOf(e);
     if (a && 'unsupported' in a) return a;
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
-    if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn} in HAVING across shards` };
+    if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn} in HAVING across shards` };
     if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return { unsupported: `${a.fn === 'sum_distinct' ? 'sum' : 'avg'}(DISTINCT) in HAVING that is not in the select list across shards` };
     const r = this.callRange(e.FuncCall);
@@ -453,7 +462,7 @@ class MergeRewrite {
     spec.groupBy = spec.groupBy.map(fix);
     if (spec.distinctOn) spec.distinctOn = spec.distinctOn.map(fix);
     if (spec.having) spec.having = mapColumns(spec.having, fix);
-    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); if (a.sqColumn !== undefined) a.sqColumn = fix(a.sqColumn); if (a.avgColumn !== undefined) a.avgColumn = fix(a.avgColumn); });
+    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); if (a.sqColumn !== undefined) a.sqColumn = fix(a.sqColumn); if (a.avgColumn !== undefined) a.avgColumn = fix(a.avgColumn); if (a.catColumn !== undefined) a.catColumn = fix(a.catColumn); });
     if (H) {
       if (!this.sel) return { unsupported: 'cannot rewrite the select list for shards' };
       const pieces: Range[] = [];
@@ -524,7 +533,7 @@ export function aggOf(e: N): AggOf {
     // bool_and / every and bool_or are min and max over bool (false < true, NULLs ignored)
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
     // without ORDER BY inside, the element order is unspecified on one server too
-    if ((nm === 'string_agg' || nm === 'array_agg' || nm === 'jsonb_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
+    if ((nm === 'string_agg' || nm === 'array_agg' || nm === 'jsonb_agg' || nm === 'json_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
     // bitwise: the shards' partials combine with the same operation (DISTINCT changes nothing)
     if ((nm === 'bit_and' || nm === 'bit_or' || nm === 'bit_xor') && !fc.agg_order && !fc.agg_within_group && (nm !== 'bit_xor' || !fc.agg_distinct)) return { fn: nm };
     if (nm && VARIANCE.has(nm) && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group && !fc.agg_star) return { fn: 'var', variance: VARIANCE.get(nm) };

@@ -33,7 +33,7 @@ import type { MergeSpec } from './types';
 import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
-import { concatArrays, concatJsonb, joinStrings } from './list-aggs';
+import { concatArrays, concatJson, concatJsonb, jsonStructured, joinStrings } from './list-aggs';
 import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
 import { accumulateVar, distinctSum, OID, readInt, varValue, type AggState, type FieldDesc } from './merge-aggs';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
@@ -439,6 +439,7 @@ export class ResultMerger {
       aggregates: sp.aggregates.map((a) => ({
         ...a, column: this.col(a.column), sumColumn: a.sumColumn === undefined ? undefined : this.col(a.sumColumn), countColumn: a.countColumn === undefined ? undefined : this.col(a.countColumn),
         sqColumn: a.sqColumn === undefined ? undefined : this.col(a.sqColumn), avgColumn: a.avgColumn === undefined ? undefined : this.col(a.avgColumn),
+        catColumn: a.catColumn === undefined ? undefined : this.col(a.catColumn),
       })),
       distinctOn: sp.distinctOn?.map((c) => this.col(c)),
       having: sp.having && mapColumns(sp.having, (c) => this.col(c)),
@@ -457,6 +458,7 @@ export class ResultMerger {
       if (a.fn === 'string_agg' && f.typeOid !== OID.text) this.unsupported = `string_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'jsonb_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'json_agg' && f.typeOid !== OID.json) this.unsupported = `json_agg of type ${f.typeOid} across shards`;
       if (a.fn.startsWith('bit_') && f.typeOid !== OID.int2 && f.typeOid !== OID.int4 && f.typeOid !== OID.int8) this.unsupported = `${a.fn} of type ${f.typeOid} across shards (integer types are merged)`;
       if (a.fn === 'count_distinct') {
         const el = ELEM_OF[f.typeOid];
@@ -577,6 +579,13 @@ export class ResultMerger {
         return;
       }
       if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
+      if (a.fn === 'json_agg') {
+        const v = cols[a.column];
+        if (v !== null) (st.parts ??= []).push(Buffer.from(v));
+        const c = cols[a.catColumn!];
+        if (c != null && !st.structured) st.structured = jsonStructured(c.toString('utf8'));
+        return;
+      }
       if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
         const v = cols[a.column];
         if (v === null) return;
@@ -654,6 +663,7 @@ export class ResultMerger {
     if (a.fn === 'var') return varValue(a, st, fields, bin);
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
+    if (a.fn === 'json_agg') return st.parts?.length ? concatJson(st.parts, st.structured === true) : null;
     if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
       if (!st.any) return null;
       if (!bin) return Buffer.from(st.sumInt.toString(), 'latin1');

@@ -323,7 +323,12 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT city FROM users GROUP BY city HAVING variance(age) > 1', /variance or standard deviation in HAVING that is not in the select list/);
   U('SELECT stddev(DISTINCT age) FROM users', /aggregate stddev across shards/);
   U('SELECT jsonb_agg(age ORDER BY age) FROM users', /aggregate jsonb_agg across shards/);
-  U('SELECT json_agg(age) FROM users', /aggregate json_agg across shards/);
+  // json_agg: ", \n " between arrays and composites, ", " between the rest (session 21)
+  add({ sql: 'SELECT json_agg(age) FROM users WHERE age > 30', mode: 'both', listCols: [0] });
+  add({ sql: 'SELECT city, json_agg(u) AS people, count(*) FROM users u GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, listCols: [1] });
+  add({ sql: 'SELECT json_agg(ARRAY[id, age]) FILTER (WHERE age > 40), json_agg(jsonb_build_object(\'n\', name)) FILTER (WHERE id < 9) FROM users', mode: 'both', listCols: [0, 1] });
+  add({ sql: 'SELECT json_agg(age) FROM users WHERE age > 1000', mode: 'both' });
+  U('SELECT json_agg(age ORDER BY age) FROM users', /aggregate json_agg across shards/);
   U('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
@@ -402,7 +407,9 @@ export function compare(want: Outcome, got: Outcome, st: Step): string | null {
     for (const c of st.floatCols ?? []) if (row[c] !== null) row[c] = Number(row[c]).toPrecision(12);
     for (const c of st.listCols ?? []) {
       const v = row[c];
-      if (typeof v === 'string') row[c] = v.startsWith('{') ? `{${v.slice(1, -1).split(',').sort().join(',')}}` : v.startsWith('[') ? `[${v.slice(1, -1).split(', ').sort().join(', ')}]` : v.split(/[,;] ?/).sort().join('|');
+      // json_agg puts ", \n " before arrays and composites: the elements as a set, and how many such separators
+      const json = (x: string): string => `[${x.slice(1, -1).split(/, (?:\n )?/).sort().join(', ')}] ${x.split(', \n ').length - 1}`;
+      if (typeof v === 'string') row[c] = v.startsWith('{') ? `{${v.slice(1, -1).split(',').sort().join(',')}}` : v.startsWith('[') ? json(v) : v.split(/[,;] ?/).sort().join('|');
     }
     return JSON.stringify(row);
   });

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { evalHaving, type HExpr, type HVal } from '../../src/router/having';
-import { concatArrays, concatJsonb, joinStrings } from '../../src/router/list-aggs';
+import { concatArrays, concatJson, concatJsonb, joinStrings, jsonStructured } from '../../src/router/list-aggs';
 import { parseDec } from '../../src/router/merge';
 
 const num = (s: string): HVal => ({ num: parseDec(s) });
@@ -43,4 +43,13 @@ test('jsonb_agg partials: one array as jsonb prints it, in text and binary (vers
   assert.equal(concatJsonb([Buffer.from('[null]')], 0).toString(), '[null]');
   const bin = (t: string) => Buffer.concat([Buffer.from([1]), Buffer.from(t)]);
   assert.deepEqual(concatJsonb([bin('[1]'), bin('[2, 3]')], 1), bin('[1, 2, 3]'));
+});
+
+test('json_agg partials: ", \\n " before arrays and composites (not before NULL), ", " otherwise', () => {
+  assert.equal(concatJson([Buffer.from('[1, 2]'), Buffer.from('[null, 3]')], false).toString(), '[1, 2, null, 3]');
+  assert.equal(concatJson([Buffer.from('[{"a":1}, \n {"a":2}]'), Buffer.from('[{"a":3}]'), Buffer.from('[null, \n {"a":4}]')], true).toString(), '[{"a":1}, \n {"a":2}, \n {"a":3}, null, \n {"a":4}]');
+  assert.equal(jsonStructured('object:users'), true);
+  assert.equal(jsonStructured('array:integer[]'), true);
+  assert.equal(jsonStructured('object:jsonb'), false);
+  assert.equal(jsonStructured('number:integer'), false);
 });
