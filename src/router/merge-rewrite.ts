@@ -31,6 +31,8 @@ export interface MergeHost {
   parts(ranges: Range[]): Part[];
   /** every window of the SELECT is partitioned by a shard key (its windows are exact on each shard) */
   windowsLocal?(s: N): boolean;
+  /** the SELECT groups by a shard key (each group, its aggregates and HAVING, are exact on one shard) */
+  groupedByKey?(s: N): boolean;
 }
 
 /** The merge spec of a SELECT over sharded tables (and the per-shard SQL when it differs), or why it cannot be merged. */
@@ -52,6 +54,8 @@ class MergeRewrite {
   private readonly edits: { start: number; end: number; pieces: Range[] }[] = [];
   private having: N | null = null;
   private distinctOn: N[] | null = null;
+  /** grouped by a shard key: nothing to merge but rows */
+  private localGroups = false;
 
   constructor(private readonly host: MergeHost, private readonly s: N) {
     this.toks = host.toks();
@@ -108,7 +112,9 @@ class MergeRewrite {
         if (!this.host.windowsLocal?.(s)) return { unsupported: 'window functions across shards (unless PARTITION BY the shard key)' };
         if (s.groupClause?.length || s.havingClause || findAgg(this.targets)) return { unsupported: 'window functions with GROUP BY or aggregates across shards' };
       }
-      if (s.havingClause) this.having = s.havingClause;
+      // grouped by a shard key: the shards' groups are disjoint and final (aggregates, HAVING)
+      this.localGroups = !!this.host.groupedByKey?.(s);
+      if (s.havingClause && !this.localGroups) this.having = s.havingClause;
       if ((s.groupClause ?? []).some((g: N) => g.GroupingSet)) return { unsupported: 'GROUPING SETS / ROLLUP / CUBE across shards' };
       if (s.groupDistinct) return { unsupported: 'GROUP BY DISTINCT across shards' };
     }
@@ -122,9 +128,9 @@ class MergeRewrite {
     this.star = targets.some((t: N) => strs(t.ResTarget?.val?.ColumnRef?.fields).includes('*'));
     // SELECT EXISTS (...), (SELECT count(*) ...): each item merges as an aggregate (sublinkAgg)
     const links = this.setop ? null : sublinkAggs(this.s);
-    this.aggs = this.setop ? targets.map(() => null) : links ? links.map((l) => ({ fn: l.fn })) : targets.map((t: N) => aggOf(t.ResTarget.val));
+    this.aggs = this.setop || this.localGroups ? targets.map(() => null) : links ? links.map((l) => ({ fn: l.fn })) : targets.map((t: N) => aggOf(t.ResTarget.val));
     for (const a of this.aggs) if (a && 'unsupported' in a) return a;
-    this.hasAgg = !this.setop && (this.aggs.some((a) => a) || (this.s.groupClause ?? []).length > 0);
+    this.hasAgg = !this.setop && !this.localGroups && (this.aggs.some((a) => a) || (this.s.groupClause ?? []).length > 0);
     if (this.star && this.hasAgg) return { unsupported: 'SELECT * with aggregates across shards' };
     if (this.hasAgg && (this.spec.distinct || this.distinctOn)) return { unsupported: 'DISTINCT with aggregates or GROUP BY across shards' };
     this.sel = findTargetList(this.toks);

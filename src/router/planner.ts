@@ -343,6 +343,34 @@ export class Planner extends StatementWalker {
   // ---------------------------------------------------------------- scatter rules
 
   /**
+   * Whether the SELECT `s` groups by a shard key column of its sharded tables (`GROUP BY
+   * customer_id`, by name, position or output alias; other grouping columns may follow): each
+   * group's rows are then on one shard, which computes every aggregate of the group exactly (any
+   * aggregate: ordered string_agg, percentiles, corr, json_object_agg…) and filters it by HAVING;
+   * the shards' groups are disjoint and merge like plain rows (Citus pushes these down too).
+   */
+  groupedByKey(s: N): boolean {
+    const L = this.levelOf.get(s);
+    const groups: N[] = s.groupClause ?? [];
+    if (!L || !groups.length || s.groupDistinct || groups.some((g) => g.GroupingSet)) return false;
+    const targets: N[] = s.targetList ?? [];
+    // the key column itself (a cast could map two keys of different shards to one group)
+    const key = (e: N | undefined): boolean => !!e?.ColumnRef && this.keyCol(e, L) !== null;
+    return groups.some((g) => {
+      if (key(g)) return true;
+      if (g.A_Const?.ival !== undefined && !g.A_Const.fval) {
+        const k = Number(this.constValue(g.A_Const));
+        return key(targets[k - 1]?.ResTarget?.val);
+      }
+      const f = strs(g.ColumnRef?.fields);
+      if (f.length === 1) {
+        return key(targets.find((x) => x.ResTarget?.name === f[0])?.ResTarget?.val);
+      }
+      return false;
+    });
+  }
+
+  /**
    * Whether every window of the SELECT `s` is partitioned by a shard key column of its sharded
    * tables (`PARTITION BY customer_id`, directly or through a named WINDOW): each partition's rows
    * are then on one shard, which computes its windows exactly, and the shards' rows merge like any

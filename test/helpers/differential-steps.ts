@@ -304,6 +304,13 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', /join of sharded tables \("users", "orders"\) not on their shard keys/);
   add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] }, unsupported: /join of sharded tables \("users", "orders"\) not on their shard keys/ });
   U('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
+  // grouped by the shard key: every group on one shard, any aggregate exact there (session 21)
+  add({ sql: "SELECT user_id, string_agg(id::text, ',' ORDER BY id DESC), count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM orders GROUP BY user_id ORDER BY user_id", mode: 'both', ordered: true });
+  add({ sql: 'SELECT user_id, json_object_agg(id, amount ORDER BY id), corr(amount, id) FROM orders GROUP BY 1 HAVING count(*) > 1 ORDER BY 1', mode: 'both', ordered: true });
+  add({ sql: 'SELECT user_id AS u, array_agg(DISTINCT amount ORDER BY amount) FROM orders GROUP BY u ORDER BY count(*) DESC, u LIMIT 5', p: { text: 'SELECT user_id AS u, array_agg(DISTINCT amount ORDER BY amount) FROM orders GROUP BY u ORDER BY count(*) DESC, u LIMIT $1', values: [5] }, mode: 'both', ordered: true });
+  add({ sql: 'SELECT key, seq, count(*), mode() WITHIN GROUP (ORDER BY payload) FROM events GROUP BY key, seq', mode: 'both' });
+  add({ sql: 'SELECT count(*), min(amount) FROM orders GROUP BY user_id HAVING sum(amount) > 50', mode: 'both' });
+  U("SELECT city, string_agg(name, ',' ORDER BY name) FROM users GROUP BY city", /aggregate string_agg across shards/);
   // windows partitioned by the shard key: each partition is on one shard (session 21)
   add({ sql: 'SELECT user_id, id, amount, row_number() OVER (PARTITION BY user_id ORDER BY id) AS rn, sum(amount) OVER (PARTITION BY user_id) AS total FROM orders ORDER BY user_id, id', mode: 'both', ordered: true });
   add({ sql: 'SELECT user_id, id, rank() OVER w, lag(amount) OVER (w ORDER BY id) FROM orders WINDOW w AS (PARTITION BY user_id, created) ORDER BY 1, 2', mode: 'both', ordered: true });

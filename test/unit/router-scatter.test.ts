@@ -157,7 +157,8 @@ test('GROUP BY keys compare by PostgreSQL equality: numeric scale, float -0, bpc
 // ------------------------------------------------------------------ group.ts, extended protocol
 
 test('Group merge-ext: RowDescription given by describe(), rows arriving before it are kept', () => {
-  const sql = 'SELECT id, avg(age) FROM users GROUP BY id ORDER BY id OFFSET $1';
+  // grouped by a column that is not the key (grouped by the key, each group is final on its shard)
+  const sql = 'SELECT name, avg(age) FROM users GROUP BY name ORDER BY name OFFSET $1';
   const stmt = r.planPrepared(sql);
   assert.ok(stmt.plan.merge?.shardSql);
   // without the shard rewrite: refused, never wrong rows
@@ -166,7 +167,7 @@ test('Group merge-ext: RowDescription given by describe(), rows arriving before 
   refused.onFinish = (m) => { out = m; };
   refused.memberDone(0); refused.memberDone(1);
   assert.equal(out[0]![0], B.ErrorResponse); assert.match(out[0]!.toString(), /extended protocol/);
-  // with it: shard rows (id, sum AS avg, hidden count) merged
+  // with it: shard rows (name, sum AS avg, hidden count) merged
   const g = new Group('merge-ext', 2, stmt, [], [Buffer.from('1')], { shardSql: true });
   g.onFinish = (m) => { out = m; };
   const shardRd = buildRowDescription([fd('id', OID.int8), fd('avg', OID.int8), fd('count', OID.int8)]);

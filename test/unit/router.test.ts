@@ -164,10 +164,11 @@ test('scatter SELECT merge specs', () => {
     limit: 10, offset: 5, groupBy: [], aggregates: [], hiddenColumns: 0, shardSql: 'select id, amount from orders order by amount desc, 1 LIMIT 15',
   });
   assert.equal(m('select id, amount from orders order by amount desc, 2 limit 10 offset 5')!.orderBy[1].column, 1); // ORDER BY n not cached by shape
-  const a = m('select customer_id, count(*), sum(amount), min(note), max(amount), avg(amount) from orders group by customer_id order by 2 desc limit 3')!;
+  // grouped by a column other than the key (grouped by the key, each group is final on its shard)
+  const a = m('select note, count(*), sum(amount), min(note), max(amount), avg(amount) from orders group by note order by 2 desc limit 3')!;
   assert.deepEqual(a.aggregates, [{ column: 1, fn: 'count' }, { column: 2, fn: 'sum' }, { column: 3, fn: 'min' }, { column: 4, fn: 'max' }, { column: 5, fn: 'avg', sumColumn: 5, countColumn: 6 }]);
   assert.deepEqual(a.groupBy, [0]); assert.equal(a.hiddenColumns, 1); assert.equal(a.limit, 3);
-  assert.equal(a.shardSql, 'select customer_id, count(*), sum(amount), min(note), max(amount), sum(amount) AS avg, count(amount) from orders group by customer_id order by 2 desc');
+  assert.equal(a.shardSql, 'select note, count(*), sum(amount), min(note), max(amount), sum(amount) AS avg, count(amount) from orders group by note order by 2 desc');
   const h = m('select note from orders order by amount nulls first, lower(note)')!;
   assert.equal(h.shardSql, 'select note, amount, lower(note) from orders order by amount nulls first, lower(note)');
   assert.deepEqual(h.orderBy, [{ column: 1, desc: false, nullsFirst: true }, { column: 2, desc: false, nullsFirst: false }]);
@@ -188,6 +189,11 @@ test('scatter SELECT merge specs', () => {
   assert.equal(u('select id, row_number() over (partition by customer_id order by note) from orders'), undefined);
   assert.equal(u('select id, rank() over w from orders window w as (partition by note, customer_id)'), undefined);
   assert.equal(u('select id, rank() over w from orders window w as (partition by note)'), 'window functions across shards (unless PARTITION BY the shard key)');
+  // grouped by the key: each group on one shard, any aggregate exact there
+  assert.equal(u("select customer_id, string_agg(note, ',' order by note) from orders group by customer_id"), undefined);
+  assert.equal(one("select customer_id, string_agg(note, ',' order by note) from orders group by customer_id").plan.merge?.aggregates.length, 0);
+  assert.equal(u("select customer_id::text c, percentile_cont(0.5) within group (order by amount) from orders group by 1"), 'aggregate percentile_cont across shards');
+  assert.equal(u("select customer_id c, percentile_cont(0.5) within group (order by amount) from orders group by c"), undefined);
   assert.equal(u('select string_agg(note, \',\') from orders'), undefined);
   assert.equal(u('select string_agg(note, \',\' order by note) from orders'), 'aggregate string_agg across shards');
   assert.equal(u('select string_agg(note, note) from orders'), 'string_agg with a separator that is not a constant or parameter across shards');
