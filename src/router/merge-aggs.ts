@@ -18,6 +18,8 @@ export interface AggState {
   count: bigint; sumInt: bigint; sumDec: Dec | null; sumF: number; any: boolean; best: Buffer | null; bestBy?: Buffer; set?: Set<string>; parts?: Buffer[];
   /** json_agg: the elements are arrays or composites (PostgreSQL puts "\n " between them) */
   structured?: boolean;
+  /** ordered string_agg / array_agg: every shard's elements with their sort keys; the element type (binary arrays) */
+  items?: { x: Buffer | null; k: (Buffer | null)[] }[]; elemOid?: number;
   /** var: the exact sum of squares (numeric input), or the combined float state (N, Sx, Sxx) */
   sq?: Dec; fN?: number; fSx?: number; fSxx?: number;
   /** sum / avg (DISTINCT): the distinct values by their normalized key (the first one seen of equal values) */

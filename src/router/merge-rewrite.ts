@@ -9,7 +9,7 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
 type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean } } | Unsupported | null;
 /** the variance and standard deviation aggregates: population or sample, square root or not */
 const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
@@ -108,12 +108,13 @@ class MergeRewrite {
         const on = (s.distinctClause as N[]).filter((d) => d && Object.keys(d).length > 0);
         if (on.length) this.distinctOn = on; else this.spec.distinct = true;
       }
-      if (hasWindow(this.targets) || hasWindow(s.sortClause)) {
-        if (!this.host.windowsLocal?.(s)) return { unsupported: 'window functions across shards (unless PARTITION BY the shard key)' };
-        if (s.groupClause?.length || s.havingClause || findAgg(this.targets)) return { unsupported: 'window functions with GROUP BY or aggregates across shards' };
-      }
       // grouped by a shard key: the shards' groups are disjoint and final (aggregates, HAVING)
       this.localGroups = !!this.host.groupedByKey?.(s);
+      if (hasWindow(this.targets) || hasWindow(s.sortClause)) {
+        if (!this.host.windowsLocal?.(s)) return { unsupported: 'window functions across shards (unless PARTITION BY the shard key)' };
+        // over groups: exact when the groups are (grouped by the key too)
+        if (!this.localGroups && (s.groupClause?.length || s.havingClause || findAgg(this.targets))) return { unsupported: 'window functions with GROUP BY or aggregates across shards' };
+      }
       if (s.havingClause && !this.localGroups) this.having = s.havingClause;
       if ((s.groupClause ?? []).some((g: N) => g.GroupingSet)) return { unsupported: 'GROUPING SETS / ROLLUP / CUBE across shards' };
       if (s.groupDistinct) return { unsupported: 'GROUP BY DISTINCT across shards' };
@@ -165,7 +166,7 @@ class MergeRewrite {
         spec.aggregates.push(a.fn === 'sum' ? { column: k, fn: 'sum', sumColumn: raw } : { column: k, fn: a.fn, byColumn: raw });
         continue;
       }
-      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var' && a.fn !== 'json_agg') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var' && a.fn !== 'json_agg' && a.fn !== 'ordered_agg') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
       if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : 'avg() or a variance'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
@@ -209,6 +210,53 @@ class MergeRewrite {
         const sq = this.addHidden({ pieces: ['sum((', arg, ')::numeric * (', arg, ')::numeric)', ...filter] });
         const avg = this.addHidden({ pieces: ['avg', argsAndFilter] });
         spec.aggregates.push({ column: k, fn: 'var', variance: a.variance, countColumn: cnt, sumColumn: sum, sqColumn: sq, avgColumn: avg });
+        continue;
+      }
+      if (a.fn === 'ordered_agg') {
+        // string_agg(x, sep ORDER BY k…) / array_agg(x ORDER BY k…): each shard returns
+        // array_agg(x ORDER BY k…) and, hidden, array_agg(k ORDER BY k…) per key; the merger
+        // merges the lists by their keys (merge.ts) and joins them (string_agg) or keeps the array.
+        const str = funcName(fc) === 'string_agg';
+        const d1 = toks[open].depth + 1;
+        let ord = -1, comma = -1;
+        for (let t = open + 1; t < close; t++) {
+          if (toks[t].depth !== d1) continue;
+          if (toks[t].lower === 'order' && ord < 0) ord = t;
+          else if (toks[t].text === ',' && comma < 0 && ord < 0) comma = t;
+        }
+        if (ord < 0 || (str && comma < 0)) return { unsupported: `${funcName(fc)} with ORDER BY across shards` };
+        const sep = str ? this.separator(fc.args?.[1]) : undefined;
+        if (sep === null) return { unsupported: 'string_agg with a separator that is not a constant or parameter across shards' };
+        const x: [number, number] = [toks[open].end, toks[str ? comma : ord].start];
+        const order: [number, number] = [toks[ord].start, toks[close].start];
+        const filter: Range[] = callEnd > toks[close].end ? [[toks[close].end, callEnd]] : [];
+        // each sort key's expression: its item of the ORDER BY list, up to ASC / DESC / NULLS / USING
+        const keys: [number, number][] = [];
+        let kStart = -1, kEnd = -1, stopped = false;
+        for (let t = ord + 2; t <= close; t++) {   // after ORDER BY
+          const tk = toks[t];
+          if (t === close || (tk.depth === d1 && tk.text === ',')) {
+            if (kStart < 0) return { unsupported: `${funcName(fc)} with ORDER BY across shards` };
+            keys.push([kStart, kEnd]);
+            kStart = kEnd = -1; stopped = false;
+            continue;
+          }
+          if (tk.depth === d1 && ['asc', 'desc', 'nulls', 'using'].includes(tk.lower)) { stopped = true; continue; }
+          if (stopped) continue;
+          if (kStart < 0) kStart = tk.start;
+          kEnd = tk.end;
+        }
+        const sorts: N[] = fc.agg_order;
+        if (keys.length !== sorts.length || sorts.some((b: N) => b.SortBy?.sortby_dir === 'SORTBY_USING')) return { unsupported: `${funcName(fc)} with ORDER BY across shards` };
+        this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg(', x, ' ', order, ')', ...filter, ' AS ', quoteIdent(alias ?? funcName(fc) ?? 'array_agg')] });
+        const keyColumns = keys.map((r) => this.addHidden({ pieces: ['array_agg(', r, ' ', order, ')', ...filter] }));
+        // a separator given as a parameter stays referenced, or the shards could not type it
+        if (sep !== undefined && typeof sep === 'object') this.addHidden({ pieces: ['(', [toks[comma].end, toks[ord].start], ')::pg_catalog.text'] });
+        const keyOrder = sorts.map((b: N) => {
+          const desc = b.SortBy.sortby_dir === 'SORTBY_DESC';
+          return { desc, nullsFirst: b.SortBy.sortby_nulls === 'SORTBY_NULLS_FIRST' ? true : b.SortBy.sortby_nulls === 'SORTBY_NULLS_LAST' ? false : desc };
+        });
+        spec.aggregates.push({ column: k, fn: 'ordered_agg', list: str ? 'string' : 'array', ...(str ? { sep } : {}), keyColumns, keyOrder });
         continue;
       }
       if (a.fn === 'json_agg') {
@@ -294,7 +342,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -378,7 +426,7 @@ class MergeRewrite {
     const a = aggOf(e);
     if (a && 'unsupported' in a) return a;
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
-    if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn} in HAVING across shards` };
+    if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn === 'ordered_agg' ? 'an ordered string_agg / array_agg' : a.fn} in HAVING across shards` };
     if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return { unsupported: `${a.fn === 'sum_distinct' ? 'sum' : 'avg'}(DISTINCT) in HAVING that is not in the select list across shards` };
     const r = this.callRange(e.FuncCall);
@@ -468,7 +516,7 @@ class MergeRewrite {
     spec.groupBy = spec.groupBy.map(fix);
     if (spec.distinctOn) spec.distinctOn = spec.distinctOn.map(fix);
     if (spec.having) spec.having = mapColumns(spec.having, fix);
-    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); if (a.sqColumn !== undefined) a.sqColumn = fix(a.sqColumn); if (a.avgColumn !== undefined) a.avgColumn = fix(a.avgColumn); if (a.catColumn !== undefined) a.catColumn = fix(a.catColumn); });
+    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); if (a.sqColumn !== undefined) a.sqColumn = fix(a.sqColumn); if (a.avgColumn !== undefined) a.avgColumn = fix(a.avgColumn); if (a.catColumn !== undefined) a.catColumn = fix(a.catColumn); if (a.keyColumns) a.keyColumns = a.keyColumns.map(fix); });
     if (H) {
       if (!this.sel) return { unsupported: 'cannot rewrite the select list for shards' };
       const pieces: Range[] = [];
@@ -540,6 +588,8 @@ export function aggOf(e: N): AggOf {
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
     // without ORDER BY inside, the element order is unspecified on one server too
     if ((nm === 'string_agg' || nm === 'array_agg' || nm === 'jsonb_agg' || nm === 'json_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
+    // with ORDER BY inside: each shard's ordered list and its sort keys, merged by the keys
+    if ((nm === 'string_agg' || nm === 'array_agg') && !fc.agg_distinct && fc.agg_order?.length && !fc.agg_within_group) return { fn: 'ordered_agg' };
     // bitwise: the shards' partials combine with the same operation (DISTINCT changes nothing)
     if ((nm === 'bit_and' || nm === 'bit_or' || nm === 'bit_xor') && !fc.agg_order && !fc.agg_within_group && (nm !== 'bit_xor' || !fc.agg_distinct)) return { fn: nm };
     if (nm && VARIANCE.has(nm) && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group && !fc.agg_star) return { fn: 'var', variance: VARIANCE.get(nm) };

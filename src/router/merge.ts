@@ -306,6 +306,47 @@ function arrayElements(b: Buffer, format: number): Buffer[] {
   return parseArrayLiteral(b.toString('utf8')).filter((x): x is string => x !== null).map((x) => Buffer.from(x, 'utf8'));
 }
 
+/** The items of a one-dimensional array value with its NULLs (copies); null for a multi-dimensional one. */
+function arrayItems(b: Buffer, format: number): (Buffer | null)[] | null {
+  if (format === 1) {
+    const ndim = b.readInt32BE(0);
+    if (ndim === 0) return [];
+    if (ndim > 1) return null;
+    const n = b.readInt32BE(12);
+    let p = 20;
+    const out: (Buffer | null)[] = [];
+    for (let i = 0; i < n; i++) { const len = b.readInt32BE(p); p += 4; if (len < 0) out.push(null); else { out.push(Buffer.from(b.subarray(p, p + len))); p += len; } }
+    return out;
+  }
+  const t = b.toString('utf8');
+  if (t.startsWith('{{') || (t.startsWith('[') && t.includes('={{'))) return null;
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { parseArrayLiteral } = require('./router') as typeof import('./router');
+  return parseArrayLiteral(t).map((x) => (x === null ? null : Buffer.from(x, 'utf8')));
+}
+
+/** A one-dimensional array of `items` (NULLs included) in text or binary format. */
+function buildArray(items: (Buffer | null)[], format: number, elemOid: number): Buffer {
+  if (format !== 1) {
+    const q = (e: Buffer): string => {
+      const t = e.toString('utf8');
+      return t === '' || /[{}",\\\s]/.test(t) || t.toUpperCase() === 'NULL' ? `"${t.replace(/[\\"]/g, '\\$&')}"` : t;
+    };
+    return Buffer.from(`{${items.map((e) => (e === null ? 'NULL' : q(e))).join(',')}}`, 'utf8');
+  }
+  const head = Buffer.alloc(20);
+  head.writeInt32BE(1, 0); head.writeInt32BE(items.some((e) => e === null) ? 1 : 0, 4); head.writeInt32BE(elemOid, 8);
+  head.writeInt32BE(items.length, 12); head.writeInt32BE(1, 16);
+  const parts: Buffer[] = [head];
+  for (const e of items) {
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(e === null ? -1 : e.length, 0);
+    parts.push(len);
+    if (e !== null) parts.push(e);
+  }
+  return Buffer.concat(parts);
+}
+
 interface Row { cols: (Buffer | null)[]; shard: number; seq: number }
 
 export class ResultMerger {
@@ -328,6 +369,8 @@ export class ResultMerger {
   private sumKinds: (SumKind | null)[] = [];
   /** output type of a sum / avg (DISTINCT) column (the shards send an array of its values) */
   private readonly distinctTypes = new Map<number, number>();
+  /** ordered string_agg / array_agg: the comparators of their sort keys, by result column */
+  private readonly keyCmps = new Map<number, Cmp[]>();
   private keyNorms: (KeyNorm | null)[] = [];
 
   private readonly params: (string | null)[] | undefined;
@@ -440,6 +483,7 @@ export class ResultMerger {
         ...a, column: this.col(a.column), sumColumn: a.sumColumn === undefined ? undefined : this.col(a.sumColumn), countColumn: a.countColumn === undefined ? undefined : this.col(a.countColumn),
         sqColumn: a.sqColumn === undefined ? undefined : this.col(a.sqColumn), avgColumn: a.avgColumn === undefined ? undefined : this.col(a.avgColumn),
         catColumn: a.catColumn === undefined ? undefined : this.col(a.catColumn),
+        keyColumns: a.keyColumns?.map((c) => this.col(c)),
       })),
       distinctOn: sp.distinctOn?.map((c) => this.col(c)),
       having: sp.having && mapColumns(sp.having, (c) => this.col(c)),
@@ -459,6 +503,21 @@ export class ResultMerger {
       if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'jsonb_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'json_agg' && f.typeOid !== OID.json) this.unsupported = `json_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'ordered_agg') {
+        // the shards' array_agg(x ORDER BY …): string_agg's result is text; keys compare as their element type
+        if (a.list === 'string') {
+          if (f.typeOid !== 1009) this.unsupported = `string_agg with ORDER BY of type ${f.typeOid} across shards`;
+          else if (a.column < this.visible) Object.assign(out[a.column], { typeOid: OID.text, typlen: -1, typmod: -1 });
+          this.cmps[a.column] = comparatorFor(OID.text, f.format, this.text);
+        } else if (ELEM_OF[f.typeOid] === undefined) this.unsupported = `array_agg with ORDER BY of type ${f.typeOid} across shards`;
+        this.keyCmps.set(a.column, a.keyColumns!.map((c) => {
+          const kf = fields[c];
+          const el = kf ? ELEM_OF[kf.typeOid] : undefined;
+          const cmp = el === undefined ? null : comparatorFor(el, kf!.format, this.text);
+          if (!cmp) this.unsupported = `ORDER BY inside an aggregate on type ${kf?.typeOid}${kf?.format === 1 ? ' (binary)' : ''} across shards`;
+          return cmp!;
+        }));
+      }
       if (a.fn.startsWith('bit_') && f.typeOid !== OID.int2 && f.typeOid !== OID.int4 && f.typeOid !== OID.int8) this.unsupported = `${a.fn} of type ${f.typeOid} across shards (integer types are merged)`;
       if (a.fn === 'count_distinct') {
         const el = ELEM_OF[f.typeOid];
@@ -579,6 +638,18 @@ export class ResultMerger {
         return;
       }
       if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
+      if (a.fn === 'ordered_agg') {
+        const v = cols[a.column];
+        if (v === null) return;   // no row of the group on this shard (or none passed FILTER)
+        const f = fields[a.column];
+        const xs = arrayItems(v, f.format);
+        if (xs === null) { this.unsupported = 'an ordered array_agg of arrays across shards'; return; }
+        const ks = a.keyColumns!.map((c) => { const kv = cols[c]; return kv === null ? [] : arrayItems(kv, fields[c].format) ?? []; });
+        const items = (st.items ??= []);
+        for (let i = 0; i < xs.length; i++) items.push({ x: xs[i] ?? null, k: ks.map((arr) => arr[i] ?? null) });
+        if (f.format === 1 && st.elemOid === undefined) st.elemOid = v.readInt32BE(8);
+        return;
+      }
       if (a.fn === 'json_agg') {
         const v = cols[a.column];
         if (v !== null) (st.parts ??= []).push(Buffer.from(v));
@@ -664,6 +735,27 @@ export class ResultMerger {
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
     if (a.fn === 'json_agg') return st.parts?.length ? concatJson(st.parts, st.structured === true) : null;
+    if (a.fn === 'ordered_agg') {
+      const items = st.items;
+      if (!items?.length) return null;
+      const cmps = this.keyCmps.get(a.column)!, order = a.keyOrder!;
+      // each shard's list is sorted already; a stable sort of their concatenation merges them
+      items.sort((p, q) => {
+        for (let j = 0; j < cmps.length; j++) {
+          const x = p.k[j] ?? null, y = q.k[j] ?? null;
+          if (x === null || y === null) { if (x === y) continue; return (x === null) === order[j]!.nullsFirst ? -1 : 1; }
+          const r = cmps[j]!(x, y);
+          if (r !== 0) return order[j]!.desc ? -r : r;
+        }
+        return 0;
+      });
+      if (a.list === 'string') {
+        const sep = typeof a.sep === 'object' ? this.params?.[a.sep.param] ?? null : a.sep ?? '';
+        const parts = items.filter((i) => i.x !== null).map((i) => i.x!);
+        return parts.length ? joinStrings(parts, Buffer.from(sep ?? '', 'utf8')) : null;
+      }
+      return buildArray(items.map((i) => i.x), f.format, st.elemOid ?? 0);
+    }
     if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
       if (!st.any) return null;
       if (!bin) return Buffer.from(st.sumInt.toString(), 'latin1');

@@ -310,7 +310,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT user_id AS u, array_agg(DISTINCT amount ORDER BY amount) FROM orders GROUP BY u ORDER BY count(*) DESC, u LIMIT 5', p: { text: 'SELECT user_id AS u, array_agg(DISTINCT amount ORDER BY amount) FROM orders GROUP BY u ORDER BY count(*) DESC, u LIMIT $1', values: [5] }, mode: 'both', ordered: true });
   add({ sql: 'SELECT key, seq, count(*), mode() WITHIN GROUP (ORDER BY payload) FROM events GROUP BY key, seq', mode: 'both' });
   add({ sql: 'SELECT count(*), min(amount) FROM orders GROUP BY user_id HAVING sum(amount) > 50', mode: 'both' });
-  U("SELECT city, string_agg(name, ',' ORDER BY name) FROM users GROUP BY city", /aggregate string_agg across shards/);
+  add({ sql: "SELECT city, string_agg(name, ',' ORDER BY name) FROM users GROUP BY city ORDER BY 1", mode: 'both', ordered: true });
   // windows partitioned by the shard key: each partition is on one shard (session 21)
   add({ sql: 'SELECT user_id, id, amount, row_number() OVER (PARTITION BY user_id ORDER BY id) AS rn, sum(amount) OVER (PARTITION BY user_id) AS total FROM orders ORDER BY user_id, id', mode: 'both', ordered: true });
   add({ sql: 'SELECT user_id, id, rank() OVER w, lag(amount) OVER (w ORDER BY id) FROM orders WINDOW w AS (PARTITION BY user_id, created) ORDER BY 1, 2', mode: 'both', ordered: true });
@@ -319,12 +319,22 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT user_id, id FROM orders ORDER BY row_number() OVER (PARTITION BY user_id ORDER BY id DESC), user_id, id LIMIT 5', mode: 'both', ordered: true });
   U('SELECT user_id, row_number() OVER (PARTITION BY amount) FROM orders', /window functions across shards/);
   U('SELECT user_id, row_number() OVER w FROM orders WINDOW w AS (ORDER BY id)', /window functions across shards/);
-  U('SELECT user_id, count(*), rank() OVER (PARTITION BY user_id) FROM orders GROUP BY user_id', /window functions with GROUP BY or aggregates across shards/);
+  add({ sql: 'SELECT user_id, count(*), rank() OVER (PARTITION BY user_id ORDER BY count(*)) FROM orders GROUP BY user_id ORDER BY 1', mode: 'both', ordered: true });
+  U('SELECT created, count(*), rank() OVER (PARTITION BY created) FROM orders GROUP BY created', /window functions across shards/);
+  add({ sql: 'SELECT user_id, created, count(*) OVER (PARTITION BY user_id) FROM orders GROUP BY created, user_id HAVING count(*) > 0', mode: 'both' });
   U('SELECT id FROM users UNION SELECT user_id FROM orders', /UNION across shards/);
   U('SELECT id FROM users UNION ALL SELECT 1', /set operations mixing sharded and non-sharded/);
   U('SELECT u.id FROM users u JOIN orders o ON o.id = u.id', /cross-shard join/);
   add({ sql: 'SELECT count(*) FROM (SELECT * FROM users WHERE age > 30) x', mode: 'both' });   // a derived table whose rows are each from one shard: merged (was refused)
-  U("SELECT string_agg(name, ',' ORDER BY name) FROM users", /aggregate string_agg across shards/);
+  // string_agg / array_agg with ORDER BY inside: the shards' lists merged by their sort keys (session 21)
+  add({ sql: "SELECT string_agg(name, ', ' ORDER BY name) FROM users", mode: 'both' });
+  add({ sql: "SELECT city, string_agg(name, ';' ORDER BY age DESC NULLS LAST, name), array_agg(id ORDER BY id DESC) FROM users GROUP BY city ORDER BY city NULLS FIRST", mode: 'both', ordered: true });
+  add({ sql: 'SELECT array_agg(age ORDER BY age NULLS FIRST) FILTER (WHERE id < 20), array_agg(name ORDER BY upper(name) DESC) FROM users', mode: 'both' });
+  add({ sql: 'SELECT string_agg(name, $1 ORDER BY id) FROM users WHERE age > $2', p: { text: 'SELECT string_agg(name, $1 ORDER BY id) FROM users WHERE age > $2', values: [' | ', 30] }, mode: 'both' });
+  add({ sql: 'SELECT array_agg(amount ORDER BY created, id, amount), string_agg(id::text, \',\' ORDER BY amount DESC, id, user_id) FROM orders', mode: 'both' });
+  add({ sql: "SELECT string_agg(name, ',' ORDER BY name) FROM users WHERE age > 1000", mode: 'both' });
+  U("SELECT string_agg(DISTINCT name, ',' ORDER BY name) FROM users", /aggregate string_agg across shards/);
+  U("SELECT city FROM users GROUP BY city HAVING string_agg(name, ',' ORDER BY name) <> ''", /in HAVING across shards/);
   U('SELECT array_agg(DISTINCT age) FROM users', /aggregate array_agg across shards/);
   U('SELECT city FROM users GROUP BY city ORDER BY stddev(age)', /ORDER BY a variance or standard deviation not in the select list across shards/);
   U('SELECT city FROM users GROUP BY city HAVING variance(age) > 1', /variance or standard deviation in HAVING that is not in the select list/);
