@@ -380,28 +380,7 @@ export class Planner extends StatementWalker {
   windowsLocal(s: N): boolean {
     const L = this.levelOf.get(s);
     if (!L) return false;
-    const named = new Map<string, N>();
-    for (const w of s.windowClause ?? []) if (w.WindowDef?.name) named.set(w.WindowDef.name, w.WindowDef);
-    const partition = (def: N, depth = 0): N[] | undefined => {
-      if (def.partitionClause?.length) return def.partitionClause;
-      const ref = def.refname ?? (def.partitionClause || def.orderClause ? undefined : def.name);
-      const base = ref !== undefined ? named.get(ref) : undefined;
-      return base && base !== def && depth < 10 ? partition(base, depth + 1) : undefined;
-    };
-    const onKey = (def: N): boolean => (partition(def) ?? []).some((e: N) => this.keyCol(e, L) !== null);
-    let ok = true;
-    const visit = (x: N): void => {
-      if (!ok || !x || typeof x !== 'object') return;
-      if (Array.isArray(x)) { x.forEach(visit); return; }
-      for (const k in x) {
-        if (k === 'SubLink') continue;
-        if (k === 'FuncCall' && x[k].over && !onKey(x[k].over)) { ok = false; return; }
-        visit(x[k]);
-      }
-    };
-    visit(s.targetList);
-    visit(s.sortClause);
-    return ok;
+    return windowsPartitionedBy(s, (e) => this.keyCol(e, L) !== null);
   }
 
   /**
@@ -532,7 +511,8 @@ export class Planner extends StatementWalker {
       if (top.has(node)) continue;
       const what = q.limitCount || q.limitOffset ? 'LIMIT or OFFSET'
         : (q.distinctClause ?? []).some((d: N) => d && Object.keys(d).length) ? 'DISTINCT ON'
-        : q.windowClause?.length || (q.targetList ?? []).some((t: N) => hasWindow(t)) ? 'a window function' : null;
+        // a window partitioned by the shard key sees each partition whole on its shard
+        : (q.windowClause?.length || (q.targetList ?? []).some((t: N) => hasWindow(t))) && !windowsPartitionedBy(q, (e) => this.keyCol(e, L) !== null) ? 'a window function' : null;
       if (!what) continue;
       const o = this.occs.find((x) => x.level === L);
       if (o) return `a subquery with ${what} over sharded table "${o.table!.name}" (each shard would take its own rows)`;
@@ -594,12 +574,14 @@ function copyQueryReason(q: N): string | undefined {
  *  rows: no LIMIT / OFFSET, window or set operation, and grouping or DISTINCT only with the shard key. */
 function rowLocal(q: N, g: Occ[]): boolean {
   if ((q.op && q.op !== 'SETOP_NONE') || q.limitCount || q.limitOffset) return false;
-  if (q.windowClause?.length || (q.targetList ?? []).some((t: N) => hasWindow(t))) return false;
   const keyRef = (n: N): boolean => {
     const f = strs(n?.ColumnRef?.fields);
     const col = f[f.length - 1];
     return col !== undefined && g.some((o) => o.table!.lcolumn === col && (f.length === 1 || f[f.length - 2] === o.alias));
   };
+  // a window partitioned by the key sees only its shard's rows of each partition: exact there
+  // (`row_number() OVER (PARTITION BY customer_id ORDER BY id DESC)`, the latest row per key)
+  if ((q.windowClause?.length || (q.targetList ?? []).some((t: N) => hasWindow(t))) && !windowsPartitionedBy(q, keyRef)) return false;
   const grouped = (q.groupClause ?? []).length > 0 || !!q.havingClause || findAgg(q.targetList) !== null;
   if (grouped && !(q.groupClause ?? []).some(keyRef)) return false;
   const distinct: N[] | undefined = q.distinctClause;
@@ -638,4 +620,31 @@ export function notifyCalls(s: N, slotOf: (c: N) => number): NonNullable<Plan['n
     out.push({ name: t.ResTarget.name ?? 'pg_notify', args: [args[0]!, args[1]!] });
   }
   return out.length ? out : null;
+}
+
+/** Whether every window of the SELECT `s` (its calls' OVER, directly or through a named WINDOW)
+ *  is partitioned by an expression `isKey` accepts. */
+function windowsPartitionedBy(s: N, isKey: (e: N) => boolean): boolean {
+  const named = new Map<string, N>();
+  for (const w of s.windowClause ?? []) if (w.WindowDef?.name) named.set(w.WindowDef.name, w.WindowDef);
+  const partition = (def: N, depth = 0): N[] | undefined => {
+    if (def.partitionClause?.length) return def.partitionClause;
+    const ref = def.refname ?? (def.partitionClause || def.orderClause ? undefined : def.name);
+    const base = ref !== undefined ? named.get(ref) : undefined;
+    return base && base !== def && depth < 10 ? partition(base, depth + 1) : undefined;
+  };
+  const onKey = (def: N): boolean => (partition(def) ?? []).some((e: N) => isKey(e));
+  let ok = true;
+  const visit = (x: N): void => {
+    if (!ok || !x || typeof x !== 'object') return;
+    if (Array.isArray(x)) { x.forEach(visit); return; }
+    for (const k in x) {
+      if (k === 'SubLink') continue;
+      if (k === 'FuncCall' && x[k].over && !onKey(x[k].over)) { ok = false; return; }
+      visit(x[k]);
+    }
+  };
+  visit(s.targetList);
+  visit(s.sortClause);
+  return ok;
 }

@@ -318,6 +318,11 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT key, seq, count(*) OVER (PARTITION BY key) FROM events', mode: 'both' });
   add({ sql: 'SELECT user_id, id FROM orders ORDER BY row_number() OVER (PARTITION BY user_id ORDER BY id DESC), user_id, id LIMIT 5', mode: 'both', ordered: true });
   U('SELECT user_id, row_number() OVER (PARTITION BY amount) FROM orders', /window functions across shards/);
+  // ... also in a derived table: the latest row per key, the top 2 per key
+  add({ sql: 'SELECT * FROM (SELECT o.user_id, o.id, o.amount, row_number() OVER (PARTITION BY user_id ORDER BY id DESC) AS rn FROM orders o) s WHERE rn = 1 ORDER BY user_id', mode: 'both', ordered: true });
+  add({ sql: 'SELECT user_id, amount FROM (SELECT user_id, amount, rank() OVER w AS r FROM orders WINDOW w AS (PARTITION BY user_id ORDER BY amount DESC, id)) x WHERE r <= 2 ORDER BY user_id, amount DESC LIMIT 10', mode: 'both', ordered: true });
+  add({ sql: 'SELECT count(*), sum(n) FROM (SELECT row_number() OVER (PARTITION BY user_id) AS n FROM orders) s', mode: 'both' });
+  U('SELECT count(*) FROM (SELECT row_number() OVER (ORDER BY id) FROM orders) s', /not joined to the outer query on the shard key|window/);
   U('SELECT user_id, row_number() OVER w FROM orders WINDOW w AS (ORDER BY id)', /window functions across shards/);
   add({ sql: 'SELECT user_id, count(*), rank() OVER (PARTITION BY user_id ORDER BY count(*)) FROM orders GROUP BY user_id ORDER BY 1', mode: 'both', ordered: true });
   U('SELECT created, count(*), rank() OVER (PARTITION BY created) FROM orders GROUP BY created', /window functions across shards/);
