@@ -61,3 +61,41 @@ export function jsonStructured(cat: string): boolean {
   const jt = cat.slice(0, i), type = cat.slice(i + 1);
   return (jt === 'object' || jt === 'array') && type !== 'json' && type !== 'jsonb';
 }
+
+/** json_object_agg: the partial objects' members in one object, as json_object_agg prints one
+ *  (`{ "a" : 1, "b" : 2 }`; json keeps duplicate keys). json's binary format is its text. */
+export function concatJsonObject(parts: Buffer[]): Buffer {
+  if (parts.length === 1) return parts[0]!;
+  return Buffer.from(`{ ${parts.map((p) => p.toString('utf8', 2, p.length - 2)).join(', ')} }`, 'utf8');
+}
+
+/** The top-level members of a jsonb object's text (`{"a": 1, "b": [2, 3]}`) as [key text, value text]. */
+export function jsonbMembers(t: string): [string, string][] {
+  const out: [string, string][] = [];
+  let i = 1, depth = 0, start = 1, colon = -1;
+  for (; i < t.length - 1; i++) {
+    const c = t[i]!;
+    if (c === '"') { i++; while (i < t.length && t[i] !== '"') { if (t[i] === '\\') i++; i++; } continue; }
+    if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+    else if (depth === 0 && c === ':' && colon < 0) colon = i;
+    else if (depth === 0 && c === ',') { out.push([t.slice(start, colon).trim(), t.slice(colon + 1, i).trim()]); start = i + 1; colon = -1; }
+  }
+  if (colon > 0) out.push([t.slice(start, colon).trim(), t.slice(colon + 1, t.length - 1).trim()]);
+  return out;
+}
+
+/** jsonb_object_agg: the partial objects' members in one jsonb object: one member per key (a later
+ *  one wins, as a later row does), keys in jsonb's order (shorter first, then by bytes), printed as
+ *  jsonb prints (`{"a": 1, "bb": 2}`; binary: version byte 1 and the same text). */
+export function mergeJsonbObjects(parts: Buffer[], format: number): Buffer {
+  if (parts.length === 1) return parts[0]!;
+  const skip = format === 1 ? 1 : 0;
+  const members = new Map<string, string>();
+  for (const p of parts) for (const [k, v] of jsonbMembers(p.toString('utf8', skip))) { members.delete(k); members.set(k, v); }
+  const keyBytes = (k: string): Buffer => Buffer.from(JSON.parse(k) as string, 'utf8');
+  const keys = [...members.keys()].map((k) => ({ k, b: keyBytes(k) }));
+  keys.sort((x, y) => (x.b.length - y.b.length) || Buffer.compare(x.b, y.b));
+  const text = Buffer.from(`{${keys.map(({ k }) => `${k}: ${members.get(k)}`).join(', ')}}`, 'utf8');
+  return format === 1 ? Buffer.concat([Buffer.from([1]), text]) : text;
+}

@@ -9,7 +9,7 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
 type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean } } | Unsupported | null;
 /** the variance and standard deviation aggregates: population or sample, square root or not */
 const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
@@ -342,7 +342,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -426,7 +426,7 @@ class MergeRewrite {
     const a = aggOf(e);
     if (a && 'unsupported' in a) return a;
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
-    if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn === 'ordered_agg' ? 'an ordered string_agg / array_agg' : a.fn} in HAVING across shards` };
+    if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn === 'ordered_agg' ? 'an ordered string_agg / array_agg' : a.fn} in HAVING across shards` };
     if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return { unsupported: `${a.fn === 'sum_distinct' ? 'sum' : 'avg'}(DISTINCT) in HAVING that is not in the select list across shards` };
     const r = this.callRange(e.FuncCall);
@@ -588,6 +588,8 @@ export function aggOf(e: N): AggOf {
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
     // without ORDER BY inside, the element order is unspecified on one server too
     if ((nm === 'string_agg' || nm === 'array_agg' || nm === 'jsonb_agg' || nm === 'json_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
+    // objects: the shards' members together (jsonb: one per key, in jsonb's key order)
+    if ((nm === 'json_object_agg' || nm === 'jsonb_object_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
     // with ORDER BY inside: each shard's ordered list and its sort keys, merged by the keys
     if ((nm === 'string_agg' || nm === 'array_agg') && !fc.agg_distinct && fc.agg_order?.length && !fc.agg_within_group) return { fn: 'ordered_agg' };
     // bitwise: the shards' partials combine with the same operation (DISTINCT changes nothing)

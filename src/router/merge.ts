@@ -33,7 +33,7 @@ import type { MergeSpec } from './types';
 import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
-import { concatArrays, concatJson, concatJsonb, jsonStructured, joinStrings } from './list-aggs';
+import { concatArrays, concatJson, concatJsonb, concatJsonObject, jsonStructured, joinStrings, mergeJsonbObjects } from './list-aggs';
 import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
 import { accumulateVar, distinctSum, OID, readInt, varValue, type AggState, type FieldDesc } from './merge-aggs';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
@@ -503,6 +503,8 @@ export class ResultMerger {
       if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'jsonb_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'json_agg' && f.typeOid !== OID.json) this.unsupported = `json_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'json_object_agg' && f.typeOid !== OID.json) this.unsupported = `json_object_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'jsonb_object_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_object_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'ordered_agg') {
         // the shards' array_agg(x ORDER BY …): string_agg's result is text; keys compare as their element type
         if (a.list === 'string') {
@@ -637,7 +639,7 @@ export class ResultMerger {
         if (f.format === 1 && f.typeOid === OID.numeric) { const d = decodeNumericBin(v); st.count += d.scale > 0 ? d.v / pow10(d.scale) : d.v; } else st.count += readInt(v, f.format);
         return;
       }
-      if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
+      if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg') { const v = cols[a.column]; if (v !== null) (st.parts ??= []).push(Buffer.from(v)); return; }
       if (a.fn === 'ordered_agg') {
         const v = cols[a.column];
         if (v === null) return;   // no row of the group on this shard (or none passed FILTER)
@@ -735,6 +737,8 @@ export class ResultMerger {
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
     if (a.fn === 'json_agg') return st.parts?.length ? concatJson(st.parts, st.structured === true) : null;
+    if (a.fn === 'json_object_agg') return st.parts?.length ? concatJsonObject(st.parts) : null;
+    if (a.fn === 'jsonb_object_agg') return st.parts?.length ? mergeJsonbObjects(st.parts, f.format) : null;
     if (a.fn === 'ordered_agg') {
       const items = st.items;
       if (!items?.length) return null;

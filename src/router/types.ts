@@ -47,7 +47,7 @@ export interface MergeSpec {
   groupBy: number[];
   /** count_distinct: the shards ran array_agg(DISTINCT x) in its place; the merger counts the union */
   aggregates: {
-    column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'bit_and' | 'bit_or' | 'bit_xor'; sumColumn?: number; countColumn?: number;
+    column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'bit_and' | 'bit_or' | 'bit_xor'; sumColumn?: number; countColumn?: number;
     /** json_agg: the hidden column `json_typeof(to_json(x)) || ':' || pg_typeof(x)` (arrays and composites are separated by ", \n ") */
     catColumn?: number;
     /** ordered_agg: string_agg or array_agg with ORDER BY inside; the shards return array_agg(x ORDER BY …) in

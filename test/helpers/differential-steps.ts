@@ -351,6 +351,12 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT json_agg(ARRAY[id, age]) FILTER (WHERE age > 40), json_agg(jsonb_build_object(\'n\', name)) FILTER (WHERE id < 9) FROM users', mode: 'both', listCols: [0, 1] });
   add({ sql: 'SELECT json_agg(age) FROM users WHERE age > 1000', mode: 'both' });
   U('SELECT json_agg(age ORDER BY age) FROM users', /aggregate json_agg across shards/);
+  // json_object_agg (members together) and jsonb_object_agg (one per key, jsonb's key order) (session 21)
+  add({ sql: 'SELECT json_object_agg(id, age) FROM users WHERE id < 20', mode: 'both', listCols: [0] });
+  add({ sql: 'SELECT jsonb_object_agg(id, name), jsonb_object_agg(city, 1) FILTER (WHERE city IS NOT NULL) FROM users', mode: 'both' });
+  add({ sql: 'SELECT city, jsonb_object_agg(name, age) FILTER (WHERE age > 30), json_object_agg(name, id) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, listCols: [2] });
+  add({ sql: 'SELECT jsonb_object_agg(id, name), json_object_agg(id, name) FROM users WHERE id < 0', mode: 'both' });
+  U('SELECT jsonb_object_agg(id, name ORDER BY id) FROM users', /aggregate jsonb_object_agg across shards/);
   U('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
@@ -431,7 +437,8 @@ export function compare(want: Outcome, got: Outcome, st: Step): string | null {
       const v = row[c];
       // json_agg puts ", \n " before arrays and composites: the elements as a set, and how many such separators
       const json = (x: string): string => `[${x.slice(1, -1).split(/, (?:\n )?/).sort().join(', ')}] ${x.split(', \n ').length - 1}`;
-      if (typeof v === 'string') row[c] = v.startsWith('{') ? `{${v.slice(1, -1).split(',').sort().join(',')}}` : v.startsWith('[') ? json(v) : v.split(/[,;] ?/).sort().join('|');
+      // json_object_agg prints `{ "k" : v, … }`: its members as a set
+      if (typeof v === 'string') row[c] = v.startsWith('{ ') ? `{ ${v.slice(2, -2).split(', ').sort().join(', ')} }` : v.startsWith('{') ? `{${v.slice(1, -1).split(',').sort().join(',')}}` : v.startsWith('[') ? json(v) : v.split(/[,;] ?/).sort().join('|');
     }
     return JSON.stringify(row);
   });

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { evalHaving, type HExpr, type HVal } from '../../src/router/having';
-import { concatArrays, concatJson, concatJsonb, joinStrings, jsonStructured } from '../../src/router/list-aggs';
+import { concatArrays, concatJson, concatJsonb, concatJsonObject, joinStrings, jsonbMembers, jsonStructured, mergeJsonbObjects } from '../../src/router/list-aggs';
 import { parseDec } from '../../src/router/merge';
 
 const num = (s: string): HVal => ({ num: parseDec(s) });
@@ -52,4 +52,13 @@ test('json_agg partials: ", \\n " before arrays and composites (not before NULL)
   assert.equal(jsonStructured('array:integer[]'), true);
   assert.equal(jsonStructured('object:jsonb'), false);
   assert.equal(jsonStructured('number:integer'), false);
+});
+
+test('json_object_agg / jsonb_object_agg partials', () => {
+  assert.equal(concatJsonObject([Buffer.from('{ "1" : 10, "2" : 20 }'), Buffer.from('{ "1" : 30 }')]).toString(), '{ "1" : 10, "2" : 20, "1" : 30 }');
+  assert.deepEqual(jsonbMembers('{"a": {"x": [1, ","]}, "b, c": "d: e", "q\\"": null}'), [['"a"', '{"x": [1, ","]}'], ['"b, c"', '"d: e"'], ['"q\\""', 'null']]);
+  // one member per key (the later wins), shorter keys first, then by bytes
+  assert.equal(mergeJsonbObjects([Buffer.from('{"b": 1, "aa": 2}'), Buffer.from('{"a": 3, "b": 4}')], 0).toString(), '{"a": 3, "b": 4, "aa": 2}');
+  const bin = (t: string) => Buffer.concat([Buffer.from([1]), Buffer.from(t)]);
+  assert.deepEqual(mergeJsonbObjects([bin('{"x": 1}'), bin('{"é": 2}')], 1), bin('{"x": 1, "é": 2}'));
 });
