@@ -20,6 +20,8 @@ export interface AggState {
   structured?: boolean;
   /** ordered string_agg / array_agg: every shard's elements with their sort keys; the element type (binary arrays) */
   items?: { x: Buffer | null; k: (Buffer | null)[] }[]; elemOid?: number;
+  /** corr / covar / regr_*: the combined Youngs-Cramer state */
+  regr?: { n: number; sx: number; sy: number; sxx: number; syy: number; sxy: number };
   /** var: the exact sum of squares (numeric input), or the combined float state (N, Sx, Sxx) */
   sq?: Dec; fN?: number; fSx?: number; fSxx?: number;
   /** sum / avg (DISTINCT): the distinct values by their normalized key (the first one seen of equal values) */
@@ -124,4 +126,51 @@ export function distinctSum(a: Agg, st: AggState, el: number, format: number, bi
     const b = Buffer.alloc(8); b.writeBigInt64BE(sum.v); return b;
   }
   return numericOut(sum, bin);
+}
+
+/**
+ * corr, covar_pop / covar_samp and the regr_* family (two float8 arguments): each shard's
+ * Youngs-Cramer state — N (regr_count), the centered sums Sxx, Syy, Sxy (regr_sxx / syy / sxy; the
+ * visible column is regr_sxy) and the means (regr_avgx / avgy) — combined as PostgreSQL's parallel
+ * aggregation combines them (float8_regr_combine), then its final function. As for float variance,
+ * the last digits may differ from one server's serial sum.
+ */
+export function accumulateRegr(a: Agg, st: AggState, cols: (Buffer | null)[], fields: FieldDesc[]): void {
+  const cnt = cols[a.countColumn!];
+  const n2 = cnt === null || cnt === undefined ? 0 : Number(readInt(cnt, fields[a.countColumn!]!.format));
+  if (n2 === 0) return;
+  const f = (c: number): number => numberAt(fields, c, cols).f;
+  const [sxx2, syy2, sxy2] = [f(a.sqColumn!), f(a.syyColumn!), f(a.column)];
+  const sx2 = f(a.avgColumn!) * n2, sy2 = f(a.avgyColumn!) * n2;
+  const r = (st.regr ??= { n: 0, sx: 0, sy: 0, sxx: 0, syy: 0, sxy: 0 });
+  if (r.n === 0) { Object.assign(r, { n: n2, sx: sx2, sy: sy2, sxx: sxx2, syy: syy2, sxy: sxy2 }); return; }
+  const n1 = r.n, nn = n1 + n2;
+  const t1 = r.sx / n1 - sx2 / n2, t2 = r.sy / n1 - sy2 / n2;
+  r.sxx += sxx2 + n1 * n2 * t1 * t1 / nn;
+  r.syy += syy2 + n1 * n2 * t2 * t2 / nn;
+  r.sxy += sxy2 + n1 * n2 * t1 * t2 / nn;
+  r.sx += sx2; r.sy += sy2; r.n = nn;
+}
+
+/** The final function of `a.regr` (float8_corr, float8_covar_pop, float8_regr_slope, …). */
+export function regrValue(a: Agg, st: AggState, bin: boolean): Buffer | null {
+  const r = st.regr;
+  if (!r || r.n < 1) return null;
+  const { n, sx, sy, sxx, syy, sxy } = r;
+  let v: number;
+  switch (a.regr) {
+    case 'covar_pop': v = sxy / n; break;
+    case 'covar_samp': if (n < 2) return null; v = sxy / (n - 1); break;
+    case 'corr': if (sxx === 0 || syy === 0) return null; v = sxy / Math.sqrt(sxx * syy); break;
+    case 'regr_avgx': v = sx / n; break;
+    case 'regr_avgy': v = sy / n; break;
+    case 'regr_sxx': v = sxx; break;
+    case 'regr_syy': v = syy; break;
+    case 'regr_sxy': v = sxy; break;
+    case 'regr_slope': if (sxx === 0) return null; v = sxy / sxx; break;
+    case 'regr_intercept': if (sxx === 0) return null; v = (sy - sx * sxy / sxx) / n; break;
+    case 'regr_r2': if (sxx === 0) return null; v = syy === 0 ? 1 : (sxy * sxy) / (sxx * syy); break;
+    default: return null;
+  }
+  return floatOut(v, false, bin);
 }

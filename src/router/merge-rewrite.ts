@@ -9,13 +9,15 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'bit_and' | 'bit_or' | 'bit_xor';
-type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean } } | Unsupported | null;
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'regr' | 'bit_and' | 'bit_or' | 'bit_xor';
+type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean }; regr?: string } | Unsupported | null;
 /** the variance and standard deviation aggregates: population or sample, square root or not */
 const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
   ['variance', { pop: false, sqrt: false }], ['var_samp', { pop: false, sqrt: false }], ['var_pop', { pop: true, sqrt: false }],
   ['stddev', { pop: false, sqrt: true }], ['stddev_samp', { pop: false, sqrt: true }], ['stddev_pop', { pop: true, sqrt: true }],
 ]);
+/** corr, covar_* and regr_* (regr_count merges as a count) */
+const REGR = new Set(['corr', 'covar_pop', 'covar_samp', 'regr_avgx', 'regr_avgy', 'regr_sxx', 'regr_syy', 'regr_sxy', 'regr_slope', 'regr_intercept', 'regr_r2']);
 type Hidden = { pieces: Range[]; agg?: 'count' | 'sum' | 'min' | 'max' | 'count_distinct' };
 type Items = { start: number; end: number }[];
 /** marker base for hidden column indexes, fixed up at the end */
@@ -166,7 +168,7 @@ class MergeRewrite {
         spec.aggregates.push(a.fn === 'sum' ? { column: k, fn: 'sum', sumColumn: raw } : { column: k, fn: a.fn, byColumn: raw });
         continue;
       }
-      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var' && a.fn !== 'json_agg' && a.fn !== 'ordered_agg') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var' && a.fn !== 'json_agg' && a.fn !== 'ordered_agg' && a.fn !== 'regr') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
       if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : 'avg() or a variance'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
@@ -210,6 +212,16 @@ class MergeRewrite {
         const sq = this.addHidden({ pieces: ['sum((', arg, ')::numeric * (', arg, ')::numeric)', ...filter] });
         const avg = this.addHidden({ pieces: ['avg', argsAndFilter] });
         spec.aggregates.push({ column: k, fn: 'var', variance: a.variance, countColumn: cnt, sumColumn: sum, sqColumn: sq, avgColumn: avg });
+        continue;
+      }
+      if (a.fn === 'regr') {
+        this.edits.push({ start: item.start, end: item.end, pieces: ['regr_sxy', argsAndFilter, ' AS ', quoteIdent(alias ?? a.regr!)] });
+        const cnt = this.addHidden({ pieces: ['regr_count', argsAndFilter] });
+        const sxx = this.addHidden({ pieces: ['regr_sxx', argsAndFilter] });
+        const syy = this.addHidden({ pieces: ['regr_syy', argsAndFilter] });
+        const ax = this.addHidden({ pieces: ['regr_avgx', argsAndFilter] });
+        const ay = this.addHidden({ pieces: ['regr_avgy', argsAndFilter] });
+        spec.aggregates.push({ column: k, fn: 'regr', regr: a.regr, countColumn: cnt, sqColumn: sxx, syyColumn: syy, avgColumn: ax, avgyColumn: ay });
         continue;
       }
       if (a.fn === 'ordered_agg') {
@@ -342,7 +354,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'regr' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'regr' ? `${a.regr}()` : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -428,6 +440,7 @@ class MergeRewrite {
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
     if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn === 'ordered_agg' ? 'an ordered string_agg / array_agg' : a.fn} in HAVING across shards` };
     if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
+    if (a.fn === 'regr') return { unsupported: `${a.regr}() in HAVING across shards` };
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return { unsupported: `${a.fn === 'sum_distinct' ? 'sum' : 'avg'}(DISTINCT) in HAVING that is not in the select list across shards` };
     const r = this.callRange(e.FuncCall);
     if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
@@ -516,7 +529,7 @@ class MergeRewrite {
     spec.groupBy = spec.groupBy.map(fix);
     if (spec.distinctOn) spec.distinctOn = spec.distinctOn.map(fix);
     if (spec.having) spec.having = mapColumns(spec.having, fix);
-    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); if (a.sqColumn !== undefined) a.sqColumn = fix(a.sqColumn); if (a.avgColumn !== undefined) a.avgColumn = fix(a.avgColumn); if (a.catColumn !== undefined) a.catColumn = fix(a.catColumn); if (a.keyColumns) a.keyColumns = a.keyColumns.map(fix); });
+    spec.aggregates.forEach((a) => { a.column = fix(a.column); if (a.sumColumn !== undefined) a.sumColumn = fix(a.sumColumn); if (a.byColumn !== undefined) a.byColumn = fix(a.byColumn); if (a.countColumn !== undefined) a.countColumn = fix(a.countColumn); if (a.sqColumn !== undefined) a.sqColumn = fix(a.sqColumn); if (a.avgColumn !== undefined) a.avgColumn = fix(a.avgColumn); if (a.catColumn !== undefined) a.catColumn = fix(a.catColumn); if (a.keyColumns) a.keyColumns = a.keyColumns.map(fix); if (a.syyColumn !== undefined) a.syyColumn = fix(a.syyColumn); if (a.avgyColumn !== undefined) a.avgyColumn = fix(a.avgyColumn); });
     if (H) {
       if (!this.sel) return { unsupported: 'cannot rewrite the select list for shards' };
       const pieces: Range[] = [];
@@ -588,6 +601,9 @@ export function aggOf(e: N): AggOf {
     if ((nm === 'bool_and' || nm === 'every' || nm === 'bool_or') && !fc.agg_distinct && !fc.agg_order) return { fn: nm === 'bool_or' ? 'max' : 'min' };
     // without ORDER BY inside, the element order is unspecified on one server too
     if ((nm === 'string_agg' || nm === 'array_agg' || nm === 'jsonb_agg' || nm === 'json_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
+    // two-variable statistics: each shard's Youngs-Cramer state (regr_count counts like count)
+    if (nm === 'regr_count' && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: 'count' };
+    if (nm && REGR.has(nm) && (fc.args ?? []).length === 2 && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: 'regr', regr: nm };
     // objects: the shards' members together (jsonb: one per key, in jsonb's key order)
     if ((nm === 'json_object_agg' || nm === 'jsonb_object_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
     // with ORDER BY inside: each shard's ordered list and its sort keys, merged by the keys

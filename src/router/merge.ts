@@ -35,7 +35,7 @@ import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
 import { concatArrays, concatJson, concatJsonb, concatJsonObject, jsonStructured, joinStrings, mergeJsonbObjects } from './list-aggs';
 import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
-import { accumulateVar, distinctSum, OID, readInt, varValue, type AggState, type FieldDesc } from './merge-aggs';
+import { accumulateRegr, accumulateVar, distinctSum, OID, readInt, regrValue, varValue, type AggState, type FieldDesc } from './merge-aggs';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
 
 export { OID, type FieldDesc } from './merge-aggs';
@@ -484,6 +484,7 @@ export class ResultMerger {
         sqColumn: a.sqColumn === undefined ? undefined : this.col(a.sqColumn), avgColumn: a.avgColumn === undefined ? undefined : this.col(a.avgColumn),
         catColumn: a.catColumn === undefined ? undefined : this.col(a.catColumn),
         keyColumns: a.keyColumns?.map((c) => this.col(c)),
+        syyColumn: a.syyColumn === undefined ? undefined : this.col(a.syyColumn), avgyColumn: a.avgyColumn === undefined ? undefined : this.col(a.avgyColumn),
       })),
       distinctOn: sp.distinctOn?.map((c) => this.col(c)),
       having: sp.having && mapColumns(sp.having, (c) => this.col(c)),
@@ -503,6 +504,7 @@ export class ResultMerger {
       if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'jsonb_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'json_agg' && f.typeOid !== OID.json) this.unsupported = `json_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'regr' && f.typeOid !== OID.float8) this.unsupported = `${a.regr} of type ${f.typeOid} across shards`;
       if (a.fn === 'json_object_agg' && f.typeOid !== OID.json) this.unsupported = `json_object_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'jsonb_object_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_object_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'ordered_agg') {
@@ -668,6 +670,7 @@ export class ResultMerger {
         return;
       }
       if (a.fn === 'var') { accumulateVar(a, st, cols, fields); return; }
+      if (a.fn === 'regr') { accumulateRegr(a, st, cols, fields); return; }
       if (a.fn === 'count_distinct') {
         const v = cols[a.column];
         if (v === null) return;
@@ -734,6 +737,7 @@ export class ResultMerger {
     }
     if (a.fn === 'min' || a.fn === 'max') return st.best;
     if (a.fn === 'var') return varValue(a, st, fields, bin);
+    if (a.fn === 'regr') return regrValue(a, st, bin);
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
     if (a.fn === 'json_agg') return st.parts?.length ? concatJson(st.parts, st.structured === true) : null;

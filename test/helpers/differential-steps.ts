@@ -357,6 +357,11 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT city, jsonb_object_agg(name, age) FILTER (WHERE age > 30), json_object_agg(name, id) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, listCols: [2] });
   add({ sql: 'SELECT jsonb_object_agg(id, name), json_object_agg(id, name) FROM users WHERE id < 0', mode: 'both' });
   U('SELECT jsonb_object_agg(id, name ORDER BY id) FROM users', /aggregate jsonb_object_agg across shards/);
+  // corr / covar / regr_*: the shards' Youngs-Cramer states combined (float: compared to 12 digits) (session 21)
+  add({ sql: 'SELECT corr(age, id), covar_pop(age, id), covar_samp(age, id), regr_slope(age, id), regr_intercept(age, id), regr_r2(age, id), regr_count(age, id) FROM users', mode: 'both', floatCols: [0, 1, 2, 3, 4, 5] });
+  add({ sql: 'SELECT city, regr_avgx(age, id), regr_avgy(age, id), regr_sxx(age, id), regr_syy(age, id), regr_sxy(age, id) FILTER (WHERE id < 25), corr(amount, id) FROM users u LEFT JOIN LATERAL (SELECT 1.5::float8 AS amount) x ON true GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, floatCols: [1, 2, 3, 4, 5, 6] });
+  add({ sql: 'SELECT corr(age, id), covar_samp(age, id), regr_slope(age, age) FROM users WHERE id IN (1, 2)', mode: 'both', floatCols: [0, 1, 2] });
+  U('SELECT city FROM users GROUP BY city HAVING corr(age, id) > 0', /corr\(\) in HAVING across shards/);
   U('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
