@@ -10,13 +10,19 @@ import type { ServerConnection } from './server';
 export function resetAndRelease(pool: Pool, conn: ServerConnection, statements: string[], timeoutMs = 5000): void {
   if (conn.closed) { pool.release(conn); return; }
   if (statements.length === 0) { pool.release(conn); return; }
+  conn.tag = null;
+  runThenRelease(pool, conn, statements, timeoutMs, () => false);
+}
+
+/** Runs `statements` on a connection no client owns; releases it when each answered without an
+ *  error (other than those `tolerated`) and it is idle, destroys it otherwise. */
+function runThenRelease(pool: Pool, conn: ServerConnection, statements: string[], timeoutMs: number, tolerated: (err: Buffer) => boolean): void {
   let remaining = statements.length;
   let failed = false;
   const timer = setTimeout(() => { conn.owner = null; conn.destroy(); }, timeoutMs);
-  conn.tag = null;
   conn.owner = {
-    onServerMessage(_c, type) {
-      if (type === B.ErrorResponse) failed = true;
+    onServerMessage(_c, type, msg) {
+      if (type === B.ErrorResponse && !tolerated(msg)) failed = true;
       if (type === B.ReadyForQuery && --remaining === 0) {
         clearTimeout(timer);
         conn.owner = null;
@@ -45,21 +51,6 @@ export function settleCancel(pool: Pool, conn: ServerConnection, timeoutMs = 500
   conn.owner = { onServerMessage() { /* nothing is in flight */ }, onServerBatchEnd() { /* nothing */ }, onServerClose() { /* forgotten by the pool */ } };
   void sent.then(() => {
     if (conn.closed) return;
-    let failed = false;
-    const timer = setTimeout(() => { conn.owner = null; conn.destroy(); }, timeoutMs);
-    conn.owner = {
-      onServerMessage(_c, type, msg) {
-        if (type === B.ErrorResponse && parseErrorFields(msg).C !== '57014') failed = true;
-        if (type === B.ReadyForQuery) {
-          clearTimeout(timer);
-          conn.owner = null;
-          if (failed || conn.status !== 'I') conn.destroy();
-          else pool.release(conn);
-        }
-      },
-      onServerBatchEnd() { /* nothing to flush */ },
-      onServerClose() { clearTimeout(timer); },
-    };
-    conn.write(query('SELECT 1'));
+    runThenRelease(pool, conn, ['SELECT 1'], timeoutMs, (err) => parseErrorFields(err).C === '57014');
   });
 }

@@ -1,8 +1,9 @@
-// string_agg and array_agg without ORDER BY inside the aggregate, merged from per-shard
-// partials (pure). Without ORDER BY, PostgreSQL defines no element order either: the merged
-// value has every element exactly once, each shard's elements together, shards in the order
-// their rows arrived. Arrays concatenate along their first dimension, in text
-// ('{1,2}' + '{3}' = '{1,2,3}', also '{{1,2}}' + '{{3,4}}') and binary format alike.
+// List and object aggregates merged from per-shard partials (pure): string_agg / array_agg
+// without ORDER BY inside (no element order is defined then, on one server either: each shard's
+// elements stay together, shards in the order their rows arrived; arrays concatenate along their
+// first dimension, '{1,2}' + '{3}' = '{1,2,3}', text and binary alike), json_agg / jsonb_agg,
+// json_object_agg / jsonb_object_agg, and the array values the ordered string_agg / array_agg
+// merge reads and builds.
 
 /** string_agg: the non-null partials joined by the separator */
 export function joinStrings(parts: Buffer[], sep: Buffer): Buffer {
@@ -98,4 +99,45 @@ export function mergeJsonbObjects(parts: Buffer[], format: number): Buffer {
   keys.sort((x, y) => (x.b.length - y.b.length) || Buffer.compare(x.b, y.b));
   const text = Buffer.from(`{${keys.map(({ k }) => `${k}: ${members.get(k)}`).join(', ')}}`, 'utf8');
   return format === 1 ? Buffer.concat([Buffer.from([1]), text]) : text;
+}
+
+/** The items of a one-dimensional array value with its NULLs (copies); null for a multi-dimensional one. */
+export function arrayItems(b: Buffer, format: number): (Buffer | null)[] | null {
+  if (format === 1) {
+    const ndim = b.readInt32BE(0);
+    if (ndim === 0) return [];
+    if (ndim > 1) return null;
+    const n = b.readInt32BE(12);
+    let p = 20;
+    const out: (Buffer | null)[] = [];
+    for (let i = 0; i < n; i++) { const len = b.readInt32BE(p); p += 4; if (len < 0) out.push(null); else { out.push(Buffer.from(b.subarray(p, p + len))); p += len; } }
+    return out;
+  }
+  const t = b.toString('utf8');
+  if (t.startsWith('{{') || (t.startsWith('[') && t.includes('={{'))) return null;
+  // eslint-disable-next-line @typescript-eslint/no-var-requires
+  const { parseArrayLiteral } = require('./router') as typeof import('./router');
+  return parseArrayLiteral(t).map((x) => (x === null ? null : Buffer.from(x, 'utf8')));
+}
+
+/** A one-dimensional array of `items` (NULLs included) in text or binary format. */
+export function buildArray(items: (Buffer | null)[], format: number, elemOid: number): Buffer {
+  if (format !== 1) {
+    const q = (e: Buffer): string => {
+      const t = e.toString('utf8');
+      return t === '' || /[{}",\\\s]/.test(t) || t.toUpperCase() === 'NULL' ? `"${t.replace(/[\\"]/g, '\\$&')}"` : t;
+    };
+    return Buffer.from(`{${items.map((e) => (e === null ? 'NULL' : q(e))).join(',')}}`, 'utf8');
+  }
+  const head = Buffer.alloc(20);
+  head.writeInt32BE(1, 0); head.writeInt32BE(items.some((e) => e === null) ? 1 : 0, 4); head.writeInt32BE(elemOid, 8);
+  head.writeInt32BE(items.length, 12); head.writeInt32BE(1, 16);
+  const parts: Buffer[] = [head];
+  for (const e of items) {
+    const len = Buffer.alloc(4);
+    len.writeInt32BE(e === null ? -1 : e.length, 0);
+    parts.push(len);
+    if (e !== null) parts.push(e);
+  }
+  return Buffer.concat(parts);
 }

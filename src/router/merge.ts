@@ -33,7 +33,7 @@ import type { MergeSpec } from './types';
 import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
-import { concatArrays, concatJson, concatJsonb, concatJsonObject, jsonStructured, joinStrings, mergeJsonbObjects } from './list-aggs';
+import { arrayItems, buildArray, concatArrays, concatJson, concatJsonb, concatJsonObject, jsonStructured, joinStrings, mergeJsonbObjects } from './list-aggs';
 import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
 import { accumulateRegr, accumulateVar, distinctSum, OID, readInt, regrValue, varValue, type AggState, type FieldDesc } from './merge-aggs';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
@@ -304,47 +304,6 @@ function arrayElements(b: Buffer, format: number): Buffer[] {
   // eslint-disable-next-line @typescript-eslint/no-var-requires
   const { parseArrayLiteral } = require('./router') as typeof import('./router');
   return parseArrayLiteral(b.toString('utf8')).filter((x): x is string => x !== null).map((x) => Buffer.from(x, 'utf8'));
-}
-
-/** The items of a one-dimensional array value with its NULLs (copies); null for a multi-dimensional one. */
-function arrayItems(b: Buffer, format: number): (Buffer | null)[] | null {
-  if (format === 1) {
-    const ndim = b.readInt32BE(0);
-    if (ndim === 0) return [];
-    if (ndim > 1) return null;
-    const n = b.readInt32BE(12);
-    let p = 20;
-    const out: (Buffer | null)[] = [];
-    for (let i = 0; i < n; i++) { const len = b.readInt32BE(p); p += 4; if (len < 0) out.push(null); else { out.push(Buffer.from(b.subarray(p, p + len))); p += len; } }
-    return out;
-  }
-  const t = b.toString('utf8');
-  if (t.startsWith('{{') || (t.startsWith('[') && t.includes('={{'))) return null;
-  // eslint-disable-next-line @typescript-eslint/no-var-requires
-  const { parseArrayLiteral } = require('./router') as typeof import('./router');
-  return parseArrayLiteral(t).map((x) => (x === null ? null : Buffer.from(x, 'utf8')));
-}
-
-/** A one-dimensional array of `items` (NULLs included) in text or binary format. */
-function buildArray(items: (Buffer | null)[], format: number, elemOid: number): Buffer {
-  if (format !== 1) {
-    const q = (e: Buffer): string => {
-      const t = e.toString('utf8');
-      return t === '' || /[{}",\\\s]/.test(t) || t.toUpperCase() === 'NULL' ? `"${t.replace(/[\\"]/g, '\\$&')}"` : t;
-    };
-    return Buffer.from(`{${items.map((e) => (e === null ? 'NULL' : q(e))).join(',')}}`, 'utf8');
-  }
-  const head = Buffer.alloc(20);
-  head.writeInt32BE(1, 0); head.writeInt32BE(items.some((e) => e === null) ? 1 : 0, 4); head.writeInt32BE(elemOid, 8);
-  head.writeInt32BE(items.length, 12); head.writeInt32BE(1, 16);
-  const parts: Buffer[] = [head];
-  for (const e of items) {
-    const len = Buffer.alloc(4);
-    len.writeInt32BE(e === null ? -1 : e.length, 0);
-    parts.push(len);
-    if (e !== null) parts.push(e);
-  }
-  return Buffer.concat(parts);
 }
 
 interface Row { cols: (Buffer | null)[]; shard: number; seq: number }
