@@ -9,7 +9,7 @@ import { type HExpr, mapColumns } from './having';
 
 type Range = [number, number] | string;
 type Unsupported = { unsupported: string };
-type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'regr' | 'bit_and' | 'bit_or' | 'bit_xor';
+type AggFn = 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'regr' | 'percentile' | 'bit_and' | 'bit_or' | 'bit_xor';
 type AggOf = { fn: AggFn; cast?: string; variance?: { pop: boolean; sqrt: boolean }; regr?: string } | Unsupported | null;
 /** the variance and standard deviation aggregates: population or sample, square root or not */
 const VARIANCE = new Map<string, { pop: boolean; sqrt: boolean }>([
@@ -168,7 +168,7 @@ class MergeRewrite {
         spec.aggregates.push(a.fn === 'sum' ? { column: k, fn: 'sum', sumColumn: raw } : { column: k, fn: a.fn, byColumn: raw });
         continue;
       }
-      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var' && a.fn !== 'json_agg' && a.fn !== 'ordered_agg' && a.fn !== 'regr') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
+      if (a.fn !== 'avg' && a.fn !== 'count_distinct' && a.fn !== 'sum_distinct' && a.fn !== 'avg_distinct' && a.fn !== 'var' && a.fn !== 'json_agg' && a.fn !== 'ordered_agg' && a.fn !== 'regr' && a.fn !== 'percentile') { spec.aggregates.push({ column: k, fn: a.fn }); continue; }
       if (!this.needText()) return { unsupported: `cannot rewrite ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : 'avg() or a variance'} for shards` };
       const item = this.sel!.items[k];
       const fc = targets[k].ResTarget.val.FuncCall;
@@ -212,6 +212,48 @@ class MergeRewrite {
         const sq = this.addHidden({ pieces: ['sum((', arg, ')::numeric * (', arg, ')::numeric)', ...filter] });
         const avg = this.addHidden({ pieces: ['avg', argsAndFilter] });
         spec.aggregates.push({ column: k, fn: 'var', variance: a.variance, countColumn: cnt, sumColumn: sum, sqColumn: sq, avgColumn: avg });
+        continue;
+      }
+      if (a.fn === 'percentile') {
+        // percentile_cont / percentile_disc (f) / mode() WITHIN GROUP (ORDER BY x): each shard's values
+        // of x sorted (array_agg), merged and picked as PostgreSQL's final function does; the shards
+        // also check the fraction (a hidden percentile_disc(f) over a constant raises PostgreSQL's error)
+        const cont = a.regr === 'percentile_cont';
+        let fraction: number | { param: number } | undefined;
+        if (!cont && a.regr === 'mode') fraction = undefined;
+        else {
+          let fe = fc.args[0];
+          while (fe?.TypeCast) fe = fe.TypeCast.arg;
+          if (fe?.ParamRef) fraction = { param: fe.ParamRef.number - 1 };
+          else if (fe?.A_Const && !fe.A_Const.sval && !fe.A_Const.isnull) fraction = Number(this.host.constValue(fe.A_Const));
+          else return { unsupported: `${a.regr} of an array or expression fraction across shards` };
+        }
+        // WITHIN GROUP ( ORDER BY x [ASC | DESC] ) [FILTER (…)] after the call's parentheses
+        const end = toks.findIndex((t) => t.start >= item.end);
+        const last = end < 0 ? toks.length - 1 : end - 1;
+        let w = close + 1;
+        if (toks[w]?.lower !== 'within' || toks[w + 1]?.lower !== 'group' || toks[w + 2]?.text !== '(' || toks[w + 3]?.lower !== 'order' || toks[w + 4]?.lower !== 'by') return { unsupported: `${a.regr} across shards` };
+        const gOpen = w + 2, dg = toks[gOpen].depth;
+        let gClose = gOpen + 1;
+        while (gClose <= last && !(toks[gClose].text === ')' && toks[gClose].depth === dg)) gClose++;
+        if (gClose > last) return { unsupported: `${a.regr} across shards` };
+        let xEnd = gClose;
+        for (w = gOpen + 3; w < gClose; w++) if (toks[w].depth === dg + 1 && ['asc', 'desc', 'nulls', 'using'].includes(toks[w].lower)) { xEnd = w; break; }
+        const sb = fc.agg_order[0].SortBy;
+        if (sb.sortby_dir === 'SORTBY_USING' || xEnd <= gOpen + 3) return { unsupported: `${a.regr} across shards` };
+        const x: [number, number] = [toks[gOpen + 3].start, toks[xEnd - 1].end];
+        let filter: Range[] = [];
+        if (toks[gClose + 1]?.lower === 'filter' && toks[gClose + 2]?.text === '(') {
+          let f = gClose + 3;
+          while (f <= last && !(toks[f].text === ')' && toks[f].depth === dg)) f++;
+          if (f > last) return { unsupported: `${a.regr} across shards` };
+          filter = [[toks[gClose].end, toks[f].end]];
+        }
+        const xs: Range[] = cont ? ['(', x, ')::pg_catalog.float8'] : ['(', x, ')'];
+        const desc = sb.sortby_dir === 'SORTBY_DESC';
+        this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg(', ...xs, ' ORDER BY ', ...xs, desc ? ' DESC' : '', ')', ...filter, ' AS ', quoteIdent(alias ?? a.regr!)] });
+        if (fraction !== undefined) this.addHidden({ pieces: ['percentile_disc(', [toks[open].end, toks[close].start], ') WITHIN GROUP (ORDER BY 0)'] });
+        spec.aggregates.push({ column: k, fn: 'percentile', regr: a.regr, ...(fraction !== undefined ? { fraction } : {}), keyOrder: [{ desc, nullsFirst: desc }] });
         continue;
       }
       if (a.fn === 'regr') {
@@ -354,7 +396,7 @@ class MergeRewrite {
       const a = aggOf(e);
       if (a && 'unsupported' in a) return a;
       if (a) {
-        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'regr' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'regr' ? `${a.regr}()` : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
+        if (a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct' || a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'var' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'regr' || a.fn === 'percentile' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `ORDER BY ${a.fn === 'count_distinct' ? 'count(DISTINCT)' : a.fn === 'regr' || a.fn === 'percentile' ? `${a.regr}()` : a.fn === 'var' ? 'a variance or standard deviation' : a.fn + '()'} not in the select list across shards` };
         if (a.cast !== undefined && (a.fn !== 'count' || !COUNT_CASTS.has(a.cast))) return { unsupported: `ORDER BY a cast ${a.fn}() not in the select list across shards` };
         agg = a.fn;
       }
@@ -440,7 +482,7 @@ class MergeRewrite {
     if (!a) return { unsupported: 'HAVING on an expression outside the select list across shards' };
     if (a.fn === 'string_agg' || a.fn === 'array_agg' || a.fn === 'jsonb_agg' || a.fn === 'json_agg' || a.fn === 'ordered_agg' || a.fn === 'json_object_agg' || a.fn === 'jsonb_object_agg' || a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') return { unsupported: `${a.fn === 'ordered_agg' ? 'an ordered string_agg / array_agg' : a.fn} in HAVING across shards` };
     if (a.fn === 'var') return { unsupported: 'a variance or standard deviation in HAVING that is not in the select list across shards' };
-    if (a.fn === 'regr') return { unsupported: `${a.regr}() in HAVING across shards` };
+    if (a.fn === 'regr' || a.fn === 'percentile') return { unsupported: `${a.regr}() in HAVING across shards` };
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return { unsupported: `${a.fn === 'sum_distinct' ? 'sum' : 'avg'}(DISTINCT) in HAVING that is not in the select list across shards` };
     const r = this.callRange(e.FuncCall);
     if (!r) return { unsupported: 'cannot rewrite HAVING for shards' };
@@ -604,6 +646,9 @@ export function aggOf(e: N): AggOf {
     // two-variable statistics: each shard's Youngs-Cramer state (regr_count counts like count)
     if (nm === 'regr_count' && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: 'count' };
     if (nm && REGR.has(nm) && (fc.args ?? []).length === 2 && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: 'regr', regr: nm };
+    // percentiles and mode(): every shard's sorted values, merged (one fraction, one sort key)
+    if ((nm === 'percentile_cont' || nm === 'percentile_disc' || nm === 'mode') && fc.agg_within_group && fc.agg_order?.length === 1
+      && (fc.args ?? []).length === (nm === 'mode' ? 0 : 1)) return { fn: 'percentile', regr: nm };
     // objects: the shards' members together (jsonb: one per key, in jsonb's key order)
     if ((nm === 'json_object_agg' || nm === 'jsonb_object_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
     // with ORDER BY inside: each shard's ordered list and its sort keys, merged by the keys
@@ -672,7 +717,8 @@ export function findTargetList(toks: Token[]): { items: { start: number; end: nu
   for (; j < toks.length; j++) {
     const t = toks[j];
     if (t.depth !== 0) continue;
-    if (t.type === 'word' && END.has(t.lower) && toks[j - 1]?.lower !== 'as') break;
+    // (an alias named like a keyword; WITHIN GROUP of an ordered-set aggregate is not GROUP BY)
+    if (t.type === 'word' && END.has(t.lower) && toks[j - 1]?.lower !== 'as' && !(t.lower === 'group' && toks[j - 1]?.lower === 'within')) break;
     if (t.text === ';') break;
     if (t.text === ',') { items.push({ start: toks[st].start, end: toks[j - 1].end }); st = j + 1; }
   }

@@ -286,6 +286,12 @@ const ELEM_OF: Record<number, number> = {
   1185: OID.timestamptz, 1231: OID.numeric, 2951: OID.uuid,
 };
 
+/** typlen of the element types a percentile returns */
+const TYPLEN: Record<number, number> = {
+  [OID.bool]: 1, [OID.int2]: 2, [OID.int4]: 4, [OID.int8]: 8, [OID.float4]: 4, [OID.float8]: 8, [OID.oid]: 4, [OID.date]: 4,
+  [OID.time]: 8, [OID.timestamp]: 8, [OID.timestamptz]: 8, [OID.uuid]: 16, [OID.name]: 64,
+};
+
 /** array types (typarray of the built-in scalar types): array_agg results pgring concatenates */
 const ARRAY_TYPE = new Set([...Object.keys(ELEM_OF).map(Number), 199, 1017, 1034, 1040, 1041, 1561, 1563, 3807, 199, 1270, 1187]);
 
@@ -424,6 +430,41 @@ export class ResultMerger {
 
   private col(c: number): number { return c < 0 ? this.fields!.length + c : c; }
 
+  /** percentile_cont / percentile_disc / mode() over every shard's values, as PostgreSQL's final
+   *  functions pick them from the sorted input (NULLs ignored). */
+  private percentile(a: MergeSpec['aggregates'][number], st: AggState, bin: boolean): Buffer | null {
+    const items = st.items;
+    if (!items?.length) return null;
+    const cmp = this.keyCmps.get(a.column)![0]!, desc = a.keyOrder![0]!.desc;
+    items.sort((p, q) => (desc ? -cmp(p.x!, q.x!) : cmp(p.x!, q.x!)));
+    const n = items.length;
+    if (a.regr === 'mode') {
+      // the most frequent value; of equally frequent ones the first in the sort order
+      let best = 0, bestRun = 0;
+      for (let i = 0; i < n;) {
+        let j = i + 1;
+        while (j < n && cmp(items[j]!.x!, items[i]!.x!) === 0) j++;
+        if (j - i > bestRun) { best = i; bestRun = j - i; }
+        i = j;
+      }
+      return items[best]!.x;
+    }
+    const fr = a.fraction!;
+    const f = typeof fr === 'number' ? fr : Number(this.params?.[fr.param] ?? NaN);
+    if (a.regr === 'percentile_disc') {
+      const row = Math.ceil(f * n);
+      return items[Math.max(row, 1) - 1]!.x;
+    }
+    const num = (b: Buffer): number => (bin ? b.readDoubleBE(0) : Number(b.toString('latin1')));
+    const first = Math.floor(f * (n - 1)), second = Math.ceil(f * (n - 1));
+    const lo = num(items[first]!.x!);
+    if (second <= first) return items[first]!.x;
+    const hi = num(items[second]!.x!);
+    const v = lo + (hi - lo) * (f * (n - 1) - first);
+    if (!bin) return Buffer.from(fmtFloat8(v), 'latin1');
+    const b = Buffer.alloc(8); b.writeDoubleBE(v); return b;
+  }
+
   /** Returns the RowDescription to forward to the client (first shard's, hidden columns removed,
    *  avg columns retyped), or null for the other shards. */
   rowDescription(shard: number, msg: Buffer): Buffer | null {
@@ -463,6 +504,18 @@ export class ResultMerger {
       if (a.fn === 'array_agg' && (f.typeOid === 1020 || !ARRAY_TYPE.has(f.typeOid))) this.unsupported = `array_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'jsonb_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'json_agg' && f.typeOid !== OID.json) this.unsupported = `json_agg of type ${f.typeOid} across shards`;
+      if (a.fn === 'percentile') {
+        // the shards' sorted values (array_agg): the result is one of them (percentile_disc, mode)
+        // or float8 (percentile_cont)
+        const el = ELEM_OF[f.typeOid];
+        const cmp = el === undefined ? null : comparatorFor(el, f.format, this.text);
+        if (!cmp || (a.regr === 'percentile_cont' && el !== OID.float8)) this.unsupported = `${a.regr} of type ${f.typeOid} across shards`;
+        else {
+          if (a.column < this.visible) Object.assign(out[a.column], { typeOid: el, typlen: TYPLEN[el!] ?? -1, typmod: -1 });
+          this.cmps[a.column] = cmp;
+          this.keyCmps.set(a.column, [cmp]);
+        }
+      }
       if (a.fn === 'regr' && f.typeOid !== OID.float8) this.unsupported = `${a.regr} of type ${f.typeOid} across shards`;
       if (a.fn === 'json_object_agg' && f.typeOid !== OID.json) this.unsupported = `json_object_agg of type ${f.typeOid} across shards`;
       if (a.fn === 'jsonb_object_agg' && f.typeOid !== OID.jsonb) this.unsupported = `jsonb_object_agg of type ${f.typeOid} across shards`;
@@ -630,6 +683,13 @@ export class ResultMerger {
       }
       if (a.fn === 'var') { accumulateVar(a, st, cols, fields); return; }
       if (a.fn === 'regr') { accumulateRegr(a, st, cols, fields); return; }
+      if (a.fn === 'percentile') {
+        const v = cols[a.column];
+        if (v === null) return;
+        const items = (st.items ??= []);
+        for (const x of arrayItems(v, fields[a.column]!.format) ?? []) if (x !== null) items.push({ x, k: [] });
+        return;
+      }
       if (a.fn === 'count_distinct') {
         const v = cols[a.column];
         if (v === null) return;
@@ -697,6 +757,7 @@ export class ResultMerger {
     if (a.fn === 'min' || a.fn === 'max') return st.best;
     if (a.fn === 'var') return varValue(a, st, fields, bin);
     if (a.fn === 'regr') return regrValue(a, st, bin);
+    if (a.fn === 'percentile') return this.percentile(a, st, bin);
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
     if (a.fn === 'json_agg') return st.parts?.length ? concatJson(st.parts, st.structured === true) : null;

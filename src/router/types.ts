@@ -47,7 +47,7 @@ export interface MergeSpec {
   groupBy: number[];
   /** count_distinct: the shards ran array_agg(DISTINCT x) in its place; the merger counts the union */
   aggregates: {
-    column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'regr' | 'bit_and' | 'bit_or' | 'bit_xor'; sumColumn?: number; countColumn?: number;
+    column: number; fn: 'count' | 'sum' | 'min' | 'max' | 'avg' | 'count_distinct' | 'sum_distinct' | 'avg_distinct' | 'string_agg' | 'array_agg' | 'var' | 'jsonb_agg' | 'json_agg' | 'ordered_agg' | 'json_object_agg' | 'jsonb_object_agg' | 'regr' | 'percentile' | 'bit_and' | 'bit_or' | 'bit_xor'; sumColumn?: number; countColumn?: number;
     /** json_agg: the hidden column `json_typeof(to_json(x)) || ':' || pg_typeof(x)` (arrays and composites are separated by ", \n ") */
     catColumn?: number;
     /** ordered_agg: string_agg or array_agg with ORDER BY inside; the shards return array_agg(x ORDER BY …) in
@@ -56,6 +56,8 @@ export interface MergeSpec {
     /** regr: which of corr / covar_* / regr_*; the shards' regr_sxy is the visible column, with hidden
      *  regr_count (countColumn), regr_sxx (sqColumn), regr_syy (syyColumn), regr_avgx (avgColumn), regr_avgy (avgyColumn) */
     regr?: string; syyColumn?: number; avgyColumn?: number;
+    /** percentile (regr: percentile_cont / percentile_disc / mode): the fraction, a constant or bind parameter */
+    fraction?: number | { param: number };
     /** var (variance / stddev families): which one; the shards' var_pop(x) is the visible column (its
      *  type is the result type), with hidden count(x), sum(x), sum(x::numeric * x::numeric), avg(x) */
     variance?: { pop: boolean; sqrt: boolean }; sqColumn?: number; avgColumn?: number;

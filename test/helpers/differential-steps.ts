@@ -362,6 +362,14 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT city, regr_avgx(age, id), regr_avgy(age, id), regr_sxx(age, id), regr_syy(age, id), regr_sxy(age, id) FILTER (WHERE id < 25), corr(amount, id) FROM users u LEFT JOIN LATERAL (SELECT 1.5::float8 AS amount) x ON true GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, floatCols: [1, 2, 3, 4, 5, 6] });
   add({ sql: 'SELECT corr(age, id), covar_samp(age, id), regr_slope(age, age) FROM users WHERE id IN (1, 2)', mode: 'both', floatCols: [0, 1, 2] });
   U('SELECT city FROM users GROUP BY city HAVING corr(age, id) > 0', /corr\(\) in HAVING across shards/);
+  // percentile_cont / percentile_disc / mode(): every shard's sorted values merged (session 21)
+  add({ sql: 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age), percentile_disc(0.25) WITHIN GROUP (ORDER BY age DESC), mode() WITHIN GROUP (ORDER BY city) FROM users', mode: 'both' });
+  add({ sql: 'SELECT city, percentile_cont(0.9) WITHIN GROUP (ORDER BY age) FILTER (WHERE id > 3) AS p90, percentile_disc(0.5) WITHIN GROUP (ORDER BY name) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
+  add({ sql: 'SELECT percentile_disc($1) WITHIN GROUP (ORDER BY id) FROM users', p: { text: 'SELECT percentile_disc($1) WITHIN GROUP (ORDER BY id) FROM users', values: [0.3] } });
+  add({ sql: 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY amount), percentile_disc(0.5) WITHIN GROUP (ORDER BY amount), percentile_cont(0) WITHIN GROUP (ORDER BY amount), percentile_disc(1) WITHIN GROUP (ORDER BY created) FROM orders', mode: 'both' });
+  add({ sql: 'SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY age) FROM users', mode: 'both' });
+  add({ sql: 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age), mode() WITHIN GROUP (ORDER BY age) FROM users WHERE age > 1000', mode: 'both' });
+  U('SELECT percentile_cont(ARRAY[0.1, 0.5]) WITHIN GROUP (ORDER BY age) FROM users', /percentile_cont of an array or expression fraction across shards/);
   U('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
