@@ -278,12 +278,26 @@ class MergeRewrite {
           if (toks[t].lower === 'order' && ord < 0) ord = t;
           else if (toks[t].text === ',' && comma < 0 && ord < 0) comma = t;
         }
-        if (ord < 0 || (str && comma < 0)) return { unsupported: `${funcName(fc)} with ORDER BY across shards` };
+        // DISTINCT inside: each shard's distinct values (sorted), their union sorted and deduplicated
+        const distinct = !!fc.agg_distinct;
+        if (distinct && toks[open + 1]?.lower !== 'distinct') return { unsupported: `${funcName(fc)}(DISTINCT) across shards` };
+        if ((ord < 0 && !distinct) || (str && comma < 0)) return { unsupported: `${funcName(fc)} with ORDER BY across shards` };
         const sep = str ? this.separator(fc.args?.[1]) : undefined;
         if (sep === null) return { unsupported: 'string_agg with a separator that is not a constant or parameter across shards' };
-        const x: [number, number] = [toks[open].end, toks[str ? comma : ord].start];
-        const order: [number, number] = [toks[ord].start, toks[close].start];
+        const x: [number, number] = [toks[distinct ? open + 1 : open].end, toks[str ? comma : ord >= 0 ? ord : close].start];
         const filter: Range[] = callEnd > toks[close].end ? [[toks[close].end, callEnd]] : [];
+        if (distinct) {
+          const sb = fc.agg_order?.[0]?.SortBy;
+          if (sb?.sortby_dir === 'SORTBY_USING') return { unsupported: `${funcName(fc)}(DISTINCT) across shards` };
+          const ordered: Range[] = ord >= 0 ? [' ', [toks[ord].start, toks[close].start]] : [];
+          this.edits.push({ start: item.start, end: item.end, pieces: ['array_agg(DISTINCT ', x, ...ordered, ')', ...filter, ' AS ', quoteIdent(alias ?? funcName(fc) ?? 'array_agg')] });
+          if (sep !== undefined && typeof sep === 'object') this.addHidden({ pieces: ['(', [toks[comma].end, toks[ord >= 0 ? ord : close].start], ')::pg_catalog.text'] });
+          const desc = sb?.sortby_dir === 'SORTBY_DESC';
+          const nullsFirst = sb?.sortby_nulls === 'SORTBY_NULLS_FIRST' ? true : sb?.sortby_nulls === 'SORTBY_NULLS_LAST' ? false : desc;
+          spec.aggregates.push({ column: k, fn: 'ordered_agg', list: str ? 'string' : 'array', ...(str ? { sep } : {}), keyColumns: [], keyOrder: [{ desc, nullsFirst }], distinct: true });
+          continue;
+        }
+        const order: [number, number] = [toks[ord].start, toks[close].start];
         // each sort key's expression: its item of the ORDER BY list, up to ASC / DESC / NULLS / USING
         const keys: [number, number][] = [];
         let kStart = -1, kEnd = -1, stopped = false;
@@ -653,6 +667,7 @@ export function aggOf(e: N): AggOf {
     if ((nm === 'json_object_agg' || nm === 'jsonb_object_agg') && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group) return { fn: nm };
     // with ORDER BY inside: each shard's ordered list and its sort keys, merged by the keys
     if ((nm === 'string_agg' || nm === 'array_agg') && !fc.agg_distinct && fc.agg_order?.length && !fc.agg_within_group) return { fn: 'ordered_agg' };
+    if ((nm === 'string_agg' || nm === 'array_agg') && fc.agg_distinct && (fc.agg_order ?? []).length <= 1 && !fc.agg_within_group) return { fn: 'ordered_agg' };
     // bitwise: the shards' partials combine with the same operation (DISTINCT changes nothing)
     if ((nm === 'bit_and' || nm === 'bit_or' || nm === 'bit_xor') && !fc.agg_order && !fc.agg_within_group && (nm !== 'bit_xor' || !fc.agg_distinct)) return { fn: nm };
     if (nm && VARIANCE.has(nm) && !fc.agg_distinct && !fc.agg_order && !fc.agg_within_group && !fc.agg_star) return { fn: 'var', variance: VARIANCE.get(nm) };

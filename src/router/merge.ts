@@ -336,6 +336,8 @@ export class ResultMerger {
   private readonly distinctTypes = new Map<number, number>();
   /** ordered string_agg / array_agg: the comparators of their sort keys, by result column */
   private readonly keyCmps = new Map<number, Cmp[]>();
+  /** string_agg / array_agg (DISTINCT): the normalized key that makes two elements equal */
+  private readonly distinctNorms = new Map<number, KeyNorm>();
   private keyNorms: (KeyNorm | null)[] = [];
 
   private readonly params: (string | null)[] | undefined;
@@ -526,7 +528,14 @@ export class ResultMerger {
           else if (a.column < this.visible) Object.assign(out[a.column], { typeOid: OID.text, typlen: -1, typmod: -1 });
           this.cmps[a.column] = comparatorFor(OID.text, f.format, this.text);
         } else if (ELEM_OF[f.typeOid] === undefined) this.unsupported = `array_agg with ORDER BY of type ${f.typeOid} across shards`;
-        this.keyCmps.set(a.column, a.keyColumns!.map((c) => {
+        if (a.distinct) {
+          // the elements are their own sort key; equal ones (PostgreSQL's equality: the normalized key) once
+          const el = a.list === 'string' ? OID.text : ELEM_OF[f.typeOid];
+          const cmp = el === undefined ? null : comparatorFor(el, f.format, this.text);
+          const norm = el === undefined ? null : keyNormFor(el, f.format);
+          if (!cmp || !norm) this.unsupported = `${a.list === 'string' ? 'string_agg' : 'array_agg'}(DISTINCT) of type ${f.typeOid} across shards`;
+          else { this.keyCmps.set(a.column, [cmp]); this.distinctNorms.set(a.column, norm); }
+        } else this.keyCmps.set(a.column, a.keyColumns!.map((c) => {
           const kf = fields[c];
           const el = kf ? ELEM_OF[kf.typeOid] : undefined;
           const cmp = el === undefined ? null : comparatorFor(el, kf!.format, this.text);
@@ -575,7 +584,10 @@ export class ResultMerger {
     this.keyNorms = fields.map((f) => keyNormFor(f.typeOid, f.format));
     for (const g of this.spec.distinctOn ?? []) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `DISTINCT ON type ${fields[g]?.typeOid} across shards`;
     for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `${this.spec.distinct ? 'DISTINCT' : 'GROUP BY'} on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
-    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some((a) => a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct')) return msg;
+    // the shards' own description serves when no column is hidden or retyped
+    const retyped = (a: MergeSpec['aggregates'][number]): boolean => a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct'
+      || a.fn === 'percentile' || (a.fn === 'ordered_agg' && a.list === 'string');
+    if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some(retyped)) return msg;
     return buildRowDescription(out);
   }
 
@@ -662,7 +674,8 @@ export class ResultMerger {
         if (xs === null) { this.unsupported = 'an ordered array_agg of arrays across shards'; return; }
         const ks = a.keyColumns!.map((c) => { const kv = cols[c]; return kv === null ? [] : arrayItems(kv, fields[c].format) ?? []; });
         const items = (st.items ??= []);
-        for (let i = 0; i < xs.length; i++) items.push({ x: xs[i] ?? null, k: ks.map((arr) => arr[i] ?? null) });
+        if (a.distinct) for (const x of xs) items.push({ x, k: [x] });
+        else for (let i = 0; i < xs.length; i++) items.push({ x: xs[i] ?? null, k: ks.map((arr) => arr[i] ?? null) });
         if (f.format === 1 && st.elemOid === undefined) st.elemOid = v.readInt32BE(8);
         return;
       }
@@ -777,12 +790,17 @@ export class ResultMerger {
         }
         return 0;
       });
+      let list = items;
+      if (a.distinct) {
+        const norm = this.distinctNorms.get(a.column)!, seen = new Set<string>();
+        list = items.filter((i) => { const key = i.x === null ? '\u0000null' : norm(i.x); if (seen.has(key)) return false; seen.add(key); return true; });
+      }
       if (a.list === 'string') {
         const sep = typeof a.sep === 'object' ? this.params?.[a.sep.param] ?? null : a.sep ?? '';
-        const parts = items.filter((i) => i.x !== null).map((i) => i.x!);
+        const parts = list.filter((i) => i.x !== null).map((i) => i.x!);
         return parts.length ? joinStrings(parts, Buffer.from(sep ?? '', 'utf8')) : null;
       }
-      return buildArray(items.map((i) => i.x), f.format, st.elemOid ?? 0);
+      return buildArray(list.map((i) => i.x), f.format, st.elemOid ?? 0);
     }
     if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
       if (!st.any) return null;

@@ -53,6 +53,8 @@ export interface MergeSpec {
     /** ordered_agg: string_agg or array_agg with ORDER BY inside; the shards return array_agg(x ORDER BY …) in
      *  `column` and array_agg(k ORDER BY …) per sort key in `keyColumns` (hidden) */
     list?: 'string' | 'array'; keyColumns?: number[]; keyOrder?: { desc: boolean; nullsFirst: boolean }[];
+    /** ordered_agg with DISTINCT inside: the shards return array_agg(DISTINCT x), the elements are their own key */
+    distinct?: boolean;
     /** regr: which of corr / covar_* / regr_*; the shards' regr_sxy is the visible column, with hidden
      *  regr_count (countColumn), regr_sxx (sqColumn), regr_syy (syyColumn), regr_avgx (avgColumn), regr_avgy (avgyColumn) */
     regr?: string; syyColumn?: number; avgyColumn?: number;

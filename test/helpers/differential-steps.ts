@@ -338,9 +338,11 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT string_agg(name, $1 ORDER BY id) FROM users WHERE age > $2', p: { text: 'SELECT string_agg(name, $1 ORDER BY id) FROM users WHERE age > $2', values: [' | ', 30] }, mode: 'both' });
   add({ sql: 'SELECT array_agg(amount ORDER BY created, id, amount), string_agg(id::text, \',\' ORDER BY amount DESC, id, user_id) FROM orders', mode: 'both' });
   add({ sql: "SELECT string_agg(name, ',' ORDER BY name) FROM users WHERE age > 1000", mode: 'both' });
-  U("SELECT string_agg(DISTINCT name, ',' ORDER BY name) FROM users", /aggregate string_agg across shards/);
+  // ... and with DISTINCT inside: the union of the shards' distinct values, in order, once each
+  add({ sql: "SELECT string_agg(DISTINCT name, ',' ORDER BY name), array_agg(DISTINCT city), string_agg(DISTINCT city, ', ') FROM users", mode: 'both' });
+  add({ sql: 'SELECT array_agg(DISTINCT age ORDER BY age DESC), string_agg(DISTINCT city, $1 ORDER BY city DESC) FROM users', p: { text: 'SELECT array_agg(DISTINCT age ORDER BY age DESC), string_agg(DISTINCT city, $1 ORDER BY city DESC) FROM users', values: [' / '] }, mode: 'both' });
+  add({ sql: 'SELECT city, array_agg(DISTINCT age) FILTER (WHERE age > 30), array_agg(DISTINCT amount) FROM users u LEFT JOIN orders o ON o.user_id = u.id GROUP BY city ORDER BY 1 NULLS FIRST', mode: 'both', ordered: true });
   U("SELECT city FROM users GROUP BY city HAVING string_agg(name, ',' ORDER BY name) <> ''", /in HAVING across shards/);
-  U('SELECT array_agg(DISTINCT age) FROM users', /aggregate array_agg across shards/);
   U('SELECT city FROM users GROUP BY city ORDER BY stddev(age)', /ORDER BY a variance or standard deviation not in the select list across shards/);
   U('SELECT city FROM users GROUP BY city HAVING variance(age) > 1', /variance or standard deviation in HAVING that is not in the select list/);
   U('SELECT stddev(DISTINCT age) FROM users', /aggregate stddev across shards/);
@@ -368,6 +370,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT percentile_disc($1) WITHIN GROUP (ORDER BY id) FROM users', p: { text: 'SELECT percentile_disc($1) WITHIN GROUP (ORDER BY id) FROM users', values: [0.3] } });
   add({ sql: 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY amount), percentile_disc(0.5) WITHIN GROUP (ORDER BY amount), percentile_cont(0) WITHIN GROUP (ORDER BY amount), percentile_disc(1) WITHIN GROUP (ORDER BY created) FROM orders', mode: 'both' });
   add({ sql: 'SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY age) FROM users', mode: 'both' });
+  add({ sql: 'SELECT mode() WITHIN GROUP (ORDER BY name DESC) FROM users', mode: 'both' });
   add({ sql: 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age), mode() WITHIN GROUP (ORDER BY age) FROM users WHERE age > 1000', mode: 'both' });
   U('SELECT percentile_cont(ARRAY[0.1, 0.5]) WITHIN GROUP (ORDER BY age) FROM users', /percentile_cont of an array or expression fraction across shards/);
   U('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
