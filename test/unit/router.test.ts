@@ -198,7 +198,8 @@ test('scatter SELECT merge specs', () => {
   assert.equal(u("select customer_id c, percentile_cont(0.5) within group (order by amount) from orders group by c"), undefined);
   assert.equal(u('select string_agg(note, \',\') from orders'), undefined);
   assert.equal(u('select string_agg(note, \',\' order by note) from orders'), undefined);   // merged by its sort keys
-  assert.equal(u('select string_agg(distinct note, \',\' order by note) from orders'), 'aggregate string_agg across shards');
+  assert.equal(u('select string_agg(distinct note, \',\' order by note) from orders'), undefined);   // the shards' distinct values, united
+  assert.equal(u('select string_agg(distinct note, \',\' order by note, amount) from orders'), 'aggregate string_agg across shards');
   assert.equal(u('select string_agg(note, note) from orders'), 'string_agg with a separator that is not a constant or parameter across shards');
   assert.equal(u('select note, count(*) from orders group by note having count(*) > 1'), undefined);
   assert.equal(u('select note from orders group by note having count(*) % 2 = 1'), 'operator % in HAVING across shards');
