@@ -3,6 +3,7 @@ import { heldNotifyResult, heldNotifySql } from './held-notify';
 import { withClientStatements } from './prepared-view';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { forgetReferenceColumns, mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
+import { copyMergedMessages } from './copy-merged';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
@@ -135,6 +136,7 @@ export class SimpleQuery {
       if (plan.command === 'declare_cursor' && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1) {
         return this.s.cursors.declare(stmt, route).catch((e) => this.queryError(e));
       }
+      if (plan.copyMerged && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1) return this.copyMerged(stmt, route).catch((e) => this.queryError(e));
       this.checkSupported(stmt, route);
       if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
         const link = this.s.servers.linkNow(route.shard);
@@ -144,6 +146,18 @@ export class SimpleQuery {
     } catch (e) {
       this.queryError(e);
     }
+  }
+
+  /** COPY (SELECT … ORDER BY / GROUP BY / LIMIT …) TO STDOUT over several shards: the SELECT runs
+   *  merged and pgring writes its rows as the COPY would (copy-merged.ts). */
+  private async copyMerged(stmt: RoutedStatement, route: Route): Promise<void> {
+    const spec = stmt.plan.copyMerged!;
+    const inner = this.s.router.plan(spec.query);
+    const q = inner.length === 1 ? inner[0]! : null;
+    if (!q || q.plan.command !== 'select' || q.plan.write) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: COPY (query) TO over several shards is supported for a plain SELECT');
+    const why = q.plan.unsupported ?? q.plan.scatterUnsupported;
+    if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
+    await this.s.scatter.scatterSimple(q, query(q.sql, this.s.codec), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => copyMergedMessages(msgs, spec));
   }
 
   /** A statement that reads pg_prepared_statements, reading the client's own statements instead (prepared-view.ts); null when it cannot. */
@@ -236,7 +250,9 @@ export class SimpleQuery {
     // A view over sharded tables works once the cluster definition shards it: that needs ZooKeeper.
     const view = scatters && stmt.plan.shardedLike?.view && !this.s.ctx.followInDefinition
       ? `CREATE VIEW over sharded tables without ZooKeeper (the cluster definition, a file here, cannot register view "${stmt.plan.shardedLike.table}" as sharded)` : null;
-    const why = this.unsupportedReason(stmt) ?? view ?? (scatters ? stmt.plan.scatterUnsupported ?? null : null);
+    // a merged COPY (SELECT …) TO is written by the simple Query path only (copyMerged above)
+    const merged = scatters && stmt.plan.copyMerged ? 'COPY (SELECT ... ORDER BY / GROUP BY / LIMIT) TO across shards in the extended protocol or a multi-statement string' : null;
+    const why = this.unsupportedReason(stmt) ?? view ?? merged ?? (scatters ? stmt.plan.scatterUnsupported ?? null : null);
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
   }
 

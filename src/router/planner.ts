@@ -5,7 +5,7 @@
 // location. Key references then point at slots, so the plan holds for every statement of the same
 // shape. Plan parts that depend on a literal's *value* (ORDER BY 2, LIMIT 10, SET x = 5, COPY
 // options...) mark that slot "fixed": the cache then keys the plan by shape + those values.
-import type { Command, CopySpec, KeyType, NotifyArg, Plan } from './types';
+import type { Command, CopyMergedSpec, CopySpec, KeyType, NotifyArg, Plan } from './types';
 import { foreignKeyProblem, uniqueWithoutKey } from './constraint-check';
 import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
@@ -287,7 +287,12 @@ export class Planner extends StatementWalker {
       if (s.filename || s.is_program) reason = 'COPY TO a server file or program across shards (each shard would write its own)';
       else if (s.query) {
         const q = s.query.SelectStmt;
-        reason = q ? this.scatterReason('SelectStmt', q) ?? copyQueryReason(q) : 'COPY of a data-modifying statement across shards';
+        reason = q ? this.scatterReason('SelectStmt', q) : 'COPY of a data-modifying statement across shards';
+        // what concatenating the shards' streams cannot answer (ORDER BY, GROUP BY, LIMIT…) runs as a merged SELECT
+        if (!reason && q && copyQueryReason(q)) {
+          const merged = copyMergedSpec(s, this.text);
+          if (typeof merged === 'string') reason = merged; else p.copyMerged = merged;
+        }
       }
       if (reason) {
         p.scatterUnsupported = reason;
@@ -536,6 +541,45 @@ function copyOutFormat(s: N): { binary: boolean; header: boolean } {
     else if (d?.defname === 'header') out.header = !/^(false|off|0|f|n|no)$/i.test(String(v));
   }
   return out;
+}
+
+/** The options of `COPY (SELECT …) TO STDOUT` that pgring needs to write the rows itself, or why it cannot. */
+function copyMergedSpec(s: N, text: string): CopyMergedSpec | string {
+  const spec: CopyMergedSpec = { query: '', csv: false, header: false, delimiter: '\t', null: '\\N', quote: '"', escape: '"', forceQuote: null };
+  let delimiter: string | undefined, nul: string | undefined, escape: string | undefined;
+  for (const o of s.options ?? []) {
+    const d = o.DefElem;
+    if (!d) continue;
+    const v = d.arg === undefined || d.arg === null ? 'true' : optionText(d.arg) ?? '';
+    switch (d.defname) {
+      case 'format': if (String(v).toLowerCase() === 'binary') return 'COPY (SELECT ... ORDER BY / GROUP BY / LIMIT) TO in binary format across shards'; spec.csv = String(v).toLowerCase() === 'csv'; break;
+      case 'header': spec.header = !/^(false|off|0|f|n|no)$/i.test(String(v)); break;
+      case 'delimiter': delimiter = String(v); break;
+      case 'null': nul = String(v); break;
+      case 'quote': spec.quote = String(v); break;
+      case 'escape': escape = String(v); break;
+      case 'force_quote': spec.forceQuote = d.arg?.A_Star ? true : (d.arg?.List?.items ?? []).map((x: N) => x.String?.sval); break;
+      default: return `COPY (SELECT ... ORDER BY / GROUP BY / LIMIT) TO with option ${d.defname} across shards`;
+    }
+  }
+  spec.delimiter = delimiter ?? (spec.csv ? ',' : '\t');
+  spec.null = nul ?? (spec.csv ? '' : '\\N');
+  spec.escape = escape ?? spec.quote;
+  if (spec.delimiter.length !== 1 || spec.quote.length !== 1 || spec.escape.length !== 1) return 'COPY (SELECT ...) TO with a multi-character option across shards';
+  // the query's text: COPY ( … ) — from its location to the matching parenthesis
+  const b = Buffer.from(text, 'utf8');
+  const at = (s.query.SelectStmt ? Buffer.from(text).indexOf('(', 0) : -1);
+  if (at < 0) return 'COPY (SELECT ...) TO across shards';
+  let depth = 0, end = -1;
+  for (let i = at; i < b.length; i++) {
+    const c = b[i]!;
+    if (c === 0x27 || c === 0x22) { const q = c; i++; while (i < b.length && !(b[i] === q && b[i + 1] !== q)) { if (b[i] === q) i++; i++; } continue; }
+    if (c === 0x28) depth++;
+    else if (c === 0x29 && --depth === 0) { end = i; break; }
+  }
+  if (end < 0) return 'COPY (SELECT ...) TO across shards';
+  spec.query = b.toString('utf8', at + 1, end);
+  return spec;
 }
 
 const AGGREGATES = new Set(['count', 'sum', 'min', 'max', 'avg', 'array_agg', 'string_agg', 'json_agg', 'jsonb_agg', 'json_object_agg',

@@ -132,6 +132,9 @@ export interface Plan {
   fetch?: FetchSpec;
   /** COPY ... TO STDOUT: the output format (several shards' streams are merged by it) */
   copyOut?: { binary: boolean; header: boolean };
+  /** COPY (SELECT … ORDER BY / GROUP BY / LIMIT …) TO STDOUT over several shards: the SELECT runs
+   *  merged (as a plain SELECT would) and pgring writes its rows in the COPY's format (frontend/copy-merged.ts) */
+  copyMerged?: CopyMergedSpec;
   merge?: MergeSpec;
   unsupported?: string;
   /** Set when the statement gives wrong results if it runs on more than one shard (names the form).
@@ -176,3 +179,12 @@ export interface RoutedStatement {
 /** An argument of a held pg_notify(): a constant (null: SQL NULL), a literal slot of the statement
  *  (the plan is shared by statements that differ in constants) or a Bind parameter (0-based). */
 export type NotifyArg = { text: string | null } | { slot: number } | { param: number };
+
+/** The output options of a COPY … TO that pgring writes itself (text or CSV). */
+export interface CopyMergedSpec {
+  /** the SELECT inside COPY ( … ) */
+  query: string;
+  csv: boolean; header: boolean; delimiter: string; null: string; quote: string; escape: string;
+  /** FORCE_QUOTE: column names, or true for * */
+  forceQuote: string[] | true | null;
+}
