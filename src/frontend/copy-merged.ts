@@ -4,24 +4,11 @@
 // writes its rows in the COPY's text or CSV format, as PostgreSQL's CopyAttributeOutText /
 // CopyAttributeOutCSV do (pure; the rows are collected before they are sent).
 import { B } from '../protocol/codes';
-import { commandComplete } from '../protocol/messages';
+import { commandComplete, decodeDataRowRaw } from '../protocol/messages';
 import type { CopyMergedSpec } from '../router/types';
 import { parseRowDescription } from '../router/merge';
 
 const BS = 0x5c;
-
-/** The raw column values of a DataRow. */
-export function dataRowValues(msg: Buffer): (Buffer | null)[] {
-  const n = msg.readInt16BE(5);
-  const out: (Buffer | null)[] = [];
-  let p = 7;
-  for (let i = 0; i < n; i++) {
-    const len = msg.readInt32BE(p); p += 4;
-    if (len < 0) { out.push(null); continue; }
-    out.push(msg.subarray(p, p + len)); p += len;
-  }
-  return out;
-}
 
 /** A value as a text-format COPY field: backslash escapes for \b \f \n \r \t \v, backslash and the delimiter. */
 export function textField(v: Buffer, delim: number): Buffer {
@@ -88,7 +75,7 @@ export function copyMergedMessages(msgs: Buffer[], spec: CopyMergedSpec): Buffer
   const out: Buffer[] = [head];
   if (spec.header) out.push(copyData(copyLine(fields.map((f) => Buffer.from(f.name, 'utf8')), spec, fields.map(() => false))));
   let rows = 0;
-  for (const m of msgs) if (m[0] === B.DataRow) { out.push(copyData(copyLine(dataRowValues(m), spec, forced))); rows++; }
+  for (const m of msgs) if (m[0] === B.DataRow) { out.push(copyData(copyLine(decodeDataRowRaw(m), spec, forced))); rows++; }
   out.push(Buffer.from([B.CopyDone, 0, 0, 0, 4]), commandComplete(`COPY ${rows}`));
   return out;
 }

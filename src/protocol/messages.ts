@@ -256,13 +256,18 @@ export function queryText(msg: Buffer): string { return msg.toString('utf8', 5, 
 
 /** Text values of a DataRow (pgring's own catalog queries only; forwarded rows are never decoded). */
 export function decodeDataRow(msg: Buffer): (string | null)[] {
+  return decodeDataRowRaw(msg).map((v) => (v === null ? null : v.toString('utf8')));
+}
+
+/** The column values of a DataRow as slices of it (NULL as null). */
+export function decodeDataRowRaw(msg: Buffer): (Buffer | null)[] {
   const n = msg.readInt16BE(5);
-  const out: (string | null)[] = [];
+  const out: (Buffer | null)[] = [];
   let off = 7;
   for (let i = 0; i < n; i++) {
     const len = msg.readInt32BE(off); off += 4;
     if (len < 0) { out.push(null); continue; }
-    out.push(msg.toString('utf8', off, off + len)); off += len;
+    out.push(msg.subarray(off, off + len)); off += len;
   }
   return out;
 }

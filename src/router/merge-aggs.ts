@@ -3,6 +3,7 @@
 // exact sums or float states, sum / avg (DISTINCT) from the union of their distinct values.
 import type { MergeSpec } from './types';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
+import { buildArray, joinStrings } from './list-aggs';
 import { addDec, divDec, fmtDec, fmtFloat4, fmtFloat8, mulDec, parseDec, roundDecTo, sqrtDec, type Dec } from './decimal';
 
 export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
@@ -173,4 +174,65 @@ export function regrValue(a: Agg, st: AggState, bin: boolean): Buffer | null {
     default: return null;
   }
   return floatOut(v, false, bin);
+}
+
+type Cmp = (a: Buffer, b: Buffer) => number;
+
+/**
+ * string_agg / array_agg with ORDER BY or DISTINCT inside: every shard's elements with their sort
+ * keys, sorted by the keys (each shard's list is sorted already: a stable sort of the concatenation
+ * merges them), with DISTINCT one element per normalized value, then joined by `sep` (string_agg,
+ * NULLs left out) or built as a one-dimensional array.
+ */
+export function orderedListValue(a: Agg, st: AggState, cmps: Cmp[], distinctNorm: ((b: Buffer) => string) | null, sep: string | null, format: number): Buffer | null {
+  const items = st.items;
+  if (!items?.length) return null;
+  const order = a.keyOrder!;
+  items.sort((p, q) => {
+    for (let j = 0; j < cmps.length; j++) {
+      const x = p.k[j] ?? null, y = q.k[j] ?? null;
+      if (x === null || y === null) { if (x === y) continue; return (x === null) === order[j]!.nullsFirst ? -1 : 1; }
+      const r = cmps[j]!(x, y);
+      if (r !== 0) return order[j]!.desc ? -r : r;
+    }
+    return 0;
+  });
+  let list = items;
+  if (distinctNorm) {
+    const seen = new Set<string>();
+    list = items.filter((i) => { const key = i.x === null ? '\u0000null' : distinctNorm(i.x); if (seen.has(key)) return false; seen.add(key); return true; });
+  }
+  if (a.list === 'string') {
+    const parts = list.filter((i) => i.x !== null).map((i) => i.x!);
+    // a NULL separator joins without one, as string_agg does
+    return parts.length ? joinStrings(parts, Buffer.from(sep ?? '', 'utf8')) : null;
+  }
+  return buildArray(list.map((i) => i.x), format, st.elemOid ?? 0);
+}
+
+/** percentile_cont / percentile_disc (fraction `f`) / mode() over every shard's non-NULL values,
+ *  as PostgreSQL's final functions pick them from the sorted input. */
+export function percentileValue(a: Agg, st: AggState, cmp: Cmp, f: number, bin: boolean): Buffer | null {
+  const items = st.items;
+  if (!items?.length) return null;
+  const desc = a.keyOrder![0]!.desc;
+  items.sort((p, q) => (desc ? -cmp(p.x!, q.x!) : cmp(p.x!, q.x!)));
+  const n = items.length;
+  if (a.regr === 'mode') {
+    // the most frequent value; of equally frequent ones the first in the sort order
+    let best = 0, bestRun = 0;
+    for (let i = 0; i < n;) {
+      let j = i + 1;
+      while (j < n && cmp(items[j]!.x!, items[i]!.x!) === 0) j++;
+      if (j - i > bestRun) { best = i; bestRun = j - i; }
+      i = j;
+    }
+    return items[best]!.x;
+  }
+  if (a.regr === 'percentile_disc') return items[Math.max(Math.ceil(f * n), 1) - 1]!.x;
+  const num = (b: Buffer): number => (bin ? b.readDoubleBE(0) : Number(b.toString('latin1')));
+  const first = Math.floor(f * (n - 1)), second = Math.ceil(f * (n - 1));
+  if (second <= first) return items[first]!.x;
+  const lo = num(items[first]!.x!), hi = num(items[second]!.x!);
+  return floatOut(lo + (hi - lo) * (f * (n - 1) - first), false, bin);
 }

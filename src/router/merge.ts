@@ -33,9 +33,9 @@ import type { MergeSpec } from './types';
 import { PgError } from '../protocol/errors';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
-import { arrayItems, buildArray, concatArrays, concatJson, concatJsonb, concatJsonObject, jsonStructured, joinStrings, mergeJsonbObjects } from './list-aggs';
+import { arrayItems, concatArrays, concatJson, concatJsonb, concatJsonObject, jsonStructured, joinStrings, mergeJsonbObjects } from './list-aggs';
 import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
-import { accumulateRegr, accumulateVar, distinctSum, OID, readInt, regrValue, varValue, type AggState, type FieldDesc } from './merge-aggs';
+import { accumulateRegr, accumulateVar, distinctSum, OID, orderedListValue, percentileValue, readInt, regrValue, varValue, type AggState, type FieldDesc } from './merge-aggs';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
 
 export { OID, type FieldDesc } from './merge-aggs';
@@ -432,41 +432,6 @@ export class ResultMerger {
 
   private col(c: number): number { return c < 0 ? this.fields!.length + c : c; }
 
-  /** percentile_cont / percentile_disc / mode() over every shard's values, as PostgreSQL's final
-   *  functions pick them from the sorted input (NULLs ignored). */
-  private percentile(a: MergeSpec['aggregates'][number], st: AggState, bin: boolean): Buffer | null {
-    const items = st.items;
-    if (!items?.length) return null;
-    const cmp = this.keyCmps.get(a.column)![0]!, desc = a.keyOrder![0]!.desc;
-    items.sort((p, q) => (desc ? -cmp(p.x!, q.x!) : cmp(p.x!, q.x!)));
-    const n = items.length;
-    if (a.regr === 'mode') {
-      // the most frequent value; of equally frequent ones the first in the sort order
-      let best = 0, bestRun = 0;
-      for (let i = 0; i < n;) {
-        let j = i + 1;
-        while (j < n && cmp(items[j]!.x!, items[i]!.x!) === 0) j++;
-        if (j - i > bestRun) { best = i; bestRun = j - i; }
-        i = j;
-      }
-      return items[best]!.x;
-    }
-    const fr = a.fraction!;
-    const f = typeof fr === 'number' ? fr : Number(this.params?.[fr.param] ?? NaN);
-    if (a.regr === 'percentile_disc') {
-      const row = Math.ceil(f * n);
-      return items[Math.max(row, 1) - 1]!.x;
-    }
-    const num = (b: Buffer): number => (bin ? b.readDoubleBE(0) : Number(b.toString('latin1')));
-    const first = Math.floor(f * (n - 1)), second = Math.ceil(f * (n - 1));
-    const lo = num(items[first]!.x!);
-    if (second <= first) return items[first]!.x;
-    const hi = num(items[second]!.x!);
-    const v = lo + (hi - lo) * (f * (n - 1) - first);
-    if (!bin) return Buffer.from(fmtFloat8(v), 'latin1');
-    const b = Buffer.alloc(8); b.writeDoubleBE(v); return b;
-  }
-
   /** Returns the RowDescription to forward to the client (first shard's, hidden columns removed,
    *  avg columns retyped), or null for the other shards. */
   rowDescription(shard: number, msg: Buffer): Buffer | null {
@@ -770,37 +735,18 @@ export class ResultMerger {
     if (a.fn === 'min' || a.fn === 'max') return st.best;
     if (a.fn === 'var') return varValue(a, st, fields, bin);
     if (a.fn === 'regr') return regrValue(a, st, bin);
-    if (a.fn === 'percentile') return this.percentile(a, st, bin);
+    if (a.fn === 'percentile') {
+      const fr = a.fraction;
+      return percentileValue(a, st, this.keyCmps.get(a.column)![0]!, fr === undefined ? NaN : typeof fr === 'number' ? fr : Number(this.params?.[fr.param] ?? NaN), bin);
+    }
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;
     if (a.fn === 'json_agg') return st.parts?.length ? concatJson(st.parts, st.structured === true) : null;
     if (a.fn === 'json_object_agg') return st.parts?.length ? concatJsonObject(st.parts) : null;
     if (a.fn === 'jsonb_object_agg') return st.parts?.length ? mergeJsonbObjects(st.parts, f.format) : null;
     if (a.fn === 'ordered_agg') {
-      const items = st.items;
-      if (!items?.length) return null;
-      const cmps = this.keyCmps.get(a.column)!, order = a.keyOrder!;
-      // each shard's list is sorted already; a stable sort of their concatenation merges them
-      items.sort((p, q) => {
-        for (let j = 0; j < cmps.length; j++) {
-          const x = p.k[j] ?? null, y = q.k[j] ?? null;
-          if (x === null || y === null) { if (x === y) continue; return (x === null) === order[j]!.nullsFirst ? -1 : 1; }
-          const r = cmps[j]!(x, y);
-          if (r !== 0) return order[j]!.desc ? -r : r;
-        }
-        return 0;
-      });
-      let list = items;
-      if (a.distinct) {
-        const norm = this.distinctNorms.get(a.column)!, seen = new Set<string>();
-        list = items.filter((i) => { const key = i.x === null ? '\u0000null' : norm(i.x); if (seen.has(key)) return false; seen.add(key); return true; });
-      }
-      if (a.list === 'string') {
-        const sep = typeof a.sep === 'object' ? this.params?.[a.sep.param] ?? null : a.sep ?? '';
-        const parts = list.filter((i) => i.x !== null).map((i) => i.x!);
-        return parts.length ? joinStrings(parts, Buffer.from(sep ?? '', 'utf8')) : null;
-      }
-      return buildArray(list.map((i) => i.x), f.format, st.elemOid ?? 0);
+      const sep = a.list !== 'string' ? null : typeof a.sep === 'object' ? this.params?.[a.sep.param] ?? null : a.sep ?? '';
+      return orderedListValue(a, st, this.keyCmps.get(a.column)!, a.distinct ? this.distinctNorms.get(a.column)! : null, sep, f.format);
     }
     if (a.fn === 'bit_and' || a.fn === 'bit_or' || a.fn === 'bit_xor') {
       if (!st.any) return null;
