@@ -236,3 +236,12 @@ export function percentileValue(a: Agg, st: AggState, cmp: Cmp, f: number, bin: 
   const lo = num(items[first]!.x!), hi = num(items[second]!.x!);
   return floatOut(lo + (hi - lo) * (f * (n - 1) - first), false, bin);
 }
+
+/** percentile_cont / percentile_disc of an ARRAY of fractions: the array of their results (text
+ *  or binary; percentile_cont's are float8, `elemOid` in binary). */
+export function percentileArray(a: Agg, st: AggState, cmp: Cmp, fractions: number[], format: number, elemOid: number): Buffer | null {
+  if (!st.items?.length) return null;
+  const bin = format === 1;
+  const vals = fractions.map((f) => percentileValue(a, st, cmp, f, bin));
+  return buildArray(vals, format, a.regr === 'percentile_cont' ? 701 : elemOid);
+}

@@ -219,14 +219,17 @@ class MergeRewrite {
         // of x sorted (array_agg), merged and picked as PostgreSQL's final function does; the shards
         // also check the fraction (a hidden percentile_disc(f) over a constant raises PostgreSQL's error)
         const cont = a.regr === 'percentile_cont';
-        let fraction: number | { param: number } | undefined;
+        let fraction: number | number[] | { param: number } | undefined;
         if (!cont && a.regr === 'mode') fraction = undefined;
         else {
           let fe = fc.args[0];
           while (fe?.TypeCast) fe = fe.TypeCast.arg;
+          const num = (c: N): number | null => (c?.A_Const && !c.A_Const.sval && !c.A_Const.isnull ? Number(this.host.constValue(c.A_Const)) : null);
           if (fe?.ParamRef) fraction = { param: fe.ParamRef.number - 1 };
-          else if (fe?.A_Const && !fe.A_Const.sval && !fe.A_Const.isnull) fraction = Number(this.host.constValue(fe.A_Const));
-          else return { unsupported: `${a.regr} of an array or expression fraction across shards` };
+          else if (num(fe) !== null) fraction = num(fe)!;
+          else if (fe?.A_ArrayExpr && (fe.A_ArrayExpr.elements ?? []).length && fe.A_ArrayExpr.elements.every((x: N) => num(x) !== null)) {
+            fraction = fe.A_ArrayExpr.elements.map((x: N) => num(x)!);   // several fractions: an array of results
+          } else return { unsupported: `${a.regr} of an expression fraction across shards` };
         }
         // WITHIN GROUP ( ORDER BY x [ASC | DESC] ) [FILTER (…)] after the call's parentheses
         const end = toks.findIndex((t) => t.start >= item.end);

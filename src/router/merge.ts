@@ -35,7 +35,7 @@ import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { evalHaving, mapColumns, type HVal } from './having';
 import { arrayItems, concatArrays, concatJson, concatJsonb, concatJsonObject, jsonStructured, joinStrings, mergeJsonbObjects } from './list-aggs';
 import { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, pow10, type Dec } from './decimal';
-import { accumulateRegr, accumulateVar, distinctSum, OID, orderedListValue, percentileValue, readInt, regrValue, varValue, type AggState, type FieldDesc } from './merge-aggs';
+import { accumulateRegr, accumulateVar, distinctSum, OID, orderedListValue, percentileArray, percentileValue, readInt, regrValue, varValue, type AggState, type FieldDesc } from './merge-aggs';
 export { addDec, cmpDec, divDec, fmtDec, fmtFloat4, fmtFloat8, parseDec, type Dec } from './decimal';
 
 export { OID, type FieldDesc } from './merge-aggs';
@@ -478,7 +478,8 @@ export class ResultMerger {
         const cmp = el === undefined ? null : comparatorFor(el, f.format, this.text);
         if (!cmp || (a.regr === 'percentile_cont' && el !== OID.float8)) this.unsupported = `${a.regr} of type ${f.typeOid} across shards`;
         else {
-          if (a.column < this.visible) Object.assign(out[a.column], { typeOid: el, typlen: TYPLEN[el!] ?? -1, typmod: -1 });
+          // one fraction: an element; an ARRAY of fractions: an array of them, the shards' array type
+          if (a.column < this.visible && !Array.isArray(a.fraction)) Object.assign(out[a.column], { typeOid: el, typlen: TYPLEN[el!] ?? -1, typmod: -1 });
           this.cmps[a.column] = cmp;
           this.keyCmps.set(a.column, [cmp]);
         }
@@ -551,7 +552,7 @@ export class ResultMerger {
     for (const g of this.spec.groupBy) if (!fields[g] || !this.keyNorms[g]) this.unsupported = `${this.spec.distinct ? 'DISTINCT' : 'GROUP BY'} on type ${fields[g]?.typeOid}${fields[g]?.format === 1 ? ' (binary)' : ''} across shards`;
     // the shards' own description serves when no column is hidden or retyped
     const retyped = (a: MergeSpec['aggregates'][number]): boolean => a.fn === 'avg' || a.fn === 'count_distinct' || a.fn === 'sum_distinct' || a.fn === 'avg_distinct'
-      || a.fn === 'percentile' || (a.fn === 'ordered_agg' && a.list === 'string');
+      || (a.fn === 'percentile' && !Array.isArray(a.fraction)) || (a.fn === 'ordered_agg' && a.list === 'string');
     if (this.spec.hiddenColumns === 0 && !this.spec.aggregates.some(retyped)) return msg;
     return buildRowDescription(out);
   }
@@ -666,6 +667,7 @@ export class ResultMerger {
         if (v === null) return;
         const items = (st.items ??= []);
         for (const x of arrayItems(v, fields[a.column]!.format) ?? []) if (x !== null) items.push({ x, k: [] });
+        if (fields[a.column]!.format === 1 && st.elemOid === undefined) st.elemOid = v.readInt32BE(8);
         return;
       }
       if (a.fn === 'count_distinct') {
@@ -736,8 +738,9 @@ export class ResultMerger {
     if (a.fn === 'var') return varValue(a, st, fields, bin);
     if (a.fn === 'regr') return regrValue(a, st, bin);
     if (a.fn === 'percentile') {
-      const fr = a.fraction;
-      return percentileValue(a, st, this.keyCmps.get(a.column)![0]!, fr === undefined ? NaN : typeof fr === 'number' ? fr : Number(this.params?.[fr.param] ?? NaN), bin);
+      const fr = a.fraction, cmp = this.keyCmps.get(a.column)![0]!;
+      if (Array.isArray(fr)) return percentileArray(a, st, cmp, fr, f.format, st.elemOid ?? 0);
+      return percentileValue(a, st, cmp, fr === undefined ? NaN : typeof fr === 'number' ? fr : Number(this.params?.[fr.param] ?? NaN), bin);
     }
     if (a.fn === 'sum_distinct' || a.fn === 'avg_distinct') return distinctSum(a, st, ELEM_OF[f.typeOid]!, f.format, bin);
     if (a.fn === 'jsonb_agg') return st.parts?.length ? concatJsonb(st.parts, f.format) : null;

@@ -58,8 +58,9 @@ export interface MergeSpec {
     /** regr: which of corr / covar_* / regr_*; the shards' regr_sxy is the visible column, with hidden
      *  regr_count (countColumn), regr_sxx (sqColumn), regr_syy (syyColumn), regr_avgx (avgColumn), regr_avgy (avgyColumn) */
     regr?: string; syyColumn?: number; avgyColumn?: number;
-    /** percentile (regr: percentile_cont / percentile_disc / mode): the fraction, a constant or bind parameter */
-    fraction?: number | { param: number };
+    /** percentile (regr: percentile_cont / percentile_disc / mode): the fraction, a constant, an ARRAY of
+     *  constants (the result is an array) or a bind parameter */
+    fraction?: number | number[] | { param: number };
     /** var (variance / stddev families): which one; the shards' var_pop(x) is the visible column (its
      *  type is the result type), with hidden count(x), sum(x), sum(x::numeric * x::numeric), avg(x) */
     variance?: { pop: boolean; sqrt: boolean }; sqColumn?: number; avgColumn?: number;

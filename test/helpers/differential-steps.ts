@@ -372,7 +372,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT percentile_cont(1.5) WITHIN GROUP (ORDER BY age) FROM users', mode: 'both' });
   add({ sql: 'SELECT mode() WITHIN GROUP (ORDER BY name DESC) FROM users', mode: 'both' });
   add({ sql: 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age), mode() WITHIN GROUP (ORDER BY age) FROM users WHERE age > 1000', mode: 'both' });
-  U('SELECT percentile_cont(ARRAY[0.1, 0.5]) WITHIN GROUP (ORDER BY age) FROM users', /percentile_cont of an array or expression fraction across shards/);
+  add({ sql: 'SELECT percentile_cont(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY age), percentile_disc(ARRAY[0, 0.5, 1]) WITHIN GROUP (ORDER BY name) FROM users', mode: 'both' });
+  add({ sql: 'SELECT city, percentile_disc(ARRAY[0.1, 0.9]) WITHIN GROUP (ORDER BY age DESC) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
+  U('SELECT percentile_cont(0.1 + 0.2) WITHIN GROUP (ORDER BY age) FROM users', /percentile_cont of an expression fraction across shards/);
   U('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
   U('SELECT avg(n)::numeric(10,3) FROM uuids', /expressions over aggregates across shards/);
   U('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
