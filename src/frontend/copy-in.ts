@@ -10,8 +10,8 @@ import { K } from './session-types';
 import type { Link } from './session-types';
 import { quoteLiteral } from './session-util';
 import { columnsOf } from './reference-defaults';
-import { copyData, copyFail, copyWithColumns, COPY_DONE, divergentDefaults, ReferenceCopy } from './copy-reference';
-import { query } from '../protocol/messages';
+import { copyFail, copyWithColumns, COPY_DONE, divergentDefaults, ReferenceCopy } from './copy-reference';
+import { copyDataMessage, query } from '../protocol/messages';
 
 export class CopyIn {
   constructor(private readonly s: ClientSession) {}
@@ -121,7 +121,7 @@ export class CopyIn {
     });
     const copy = new ReferenceCopy(spec, extra, {
       evaluate: (n) => this.s.servers.queryRows(links[0]!, evalSql(n)),
-      copy: (data) => onLinks(Buffer.concat([copyData(Buffer.concat(data)), COPY_DONE]), true),
+      copy: (data) => onLinks(Buffer.concat([copyDataMessage(Buffer.concat(data)), COPY_DONE]), true),
       fail: (reason) => onLinks(copyFail(reason), false).then(() => undefined),
       encode: (t) => this.s.sqlBytes(t) ?? Buffer.from(t, 'utf8'),
     });

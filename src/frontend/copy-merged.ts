@@ -4,7 +4,7 @@
 // writes its rows in the COPY's text or CSV format, as PostgreSQL's CopyAttributeOutText /
 // CopyAttributeOutCSV do (pure; the rows are collected before they are sent).
 import { B } from '../protocol/codes';
-import { commandComplete, decodeDataRowRaw } from '../protocol/messages';
+import { commandComplete, copyDataMessage, decodeDataRowRaw } from '../protocol/messages';
 import type { CopyMergedSpec } from '../router/types';
 import { parseRowDescription } from '../router/merge';
 
@@ -57,12 +57,6 @@ export function copyLine(values: (Buffer | null)[], spec: CopyMergedSpec, forced
   return Buffer.concat(parts);
 }
 
-function copyData(body: Buffer): Buffer {
-  const m = Buffer.allocUnsafe(5 + body.length);
-  m[0] = B.CopyData; m.writeInt32BE(4 + body.length, 1); body.copy(m, 5);
-  return m;
-}
-
 /** The merged SELECT's answer (RowDescription, DataRows, CommandComplete) as a COPY TO STDOUT's
  *  (CopyOutResponse, a CopyData per line, CopyDone, `COPY n`); an error is passed on as it is. */
 export function copyMergedMessages(msgs: Buffer[], spec: CopyMergedSpec): Buffer[] {
@@ -73,9 +67,9 @@ export function copyMergedMessages(msgs: Buffer[], spec: CopyMergedSpec): Buffer
   const head = Buffer.alloc(8 + 2 * fields.length);
   head[0] = B.CopyOutResponse; head.writeInt32BE(7 + 2 * fields.length, 1); head[5] = 0; head.writeInt16BE(fields.length, 6);
   const out: Buffer[] = [head];
-  if (spec.header) out.push(copyData(copyLine(fields.map((f) => Buffer.from(f.name, 'utf8')), spec, fields.map(() => false))));
+  if (spec.header) out.push(copyDataMessage(copyLine(fields.map((f) => Buffer.from(f.name, 'utf8')), spec, fields.map(() => false))));
   let rows = 0;
-  for (const m of msgs) if (m[0] === B.DataRow) { out.push(copyData(copyLine(decodeDataRowRaw(m), spec, forced))); rows++; }
+  for (const m of msgs) if (m[0] === B.DataRow) { out.push(copyDataMessage(copyLine(decodeDataRowRaw(m), spec, forced))); rows++; }
   out.push(Buffer.from([B.CopyDone, 0, 0, 0, 4]), commandComplete(`COPY ${rows}`));
   return out;
 }

@@ -12,13 +12,14 @@ import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, Writer } from '../protocol/messages';
 import type { CopySpec } from '../router/types';
-import type { Col } from './reference-defaults';
+import { constantDefault, scanTo, type Col } from './reference-defaults';
+import { RowCutter, stripEol } from './copy';
 import { quoteIdent } from './session-util';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: any }[] } } = require('libpg-query');
 
-const NL = 0x0a, CR = 0x0d, BS = 0x5c;
+const BS = 0x5c;
 /** Rows and bytes per chunk: one evaluation query and one COPY per shard each. */
 export const CHUNK_ROWS = 5000;
 export const CHUNK_BYTES = 1 << 20;
@@ -26,9 +27,7 @@ export const CHUNK_BYTES = 1 << 20;
 /** A default every shard evaluates alike, or one the shards keep in step (a sequence, aligned before the COPY). */
 function sharedDefault(c: Col): boolean {
   if (c.identity !== '' || c.expr === null) return true;
-  const e = c.expr.trim();
-  if (/^nextval\('(?:[^']|'')+'::regclass\)$/i.test(e)) return true;
-  return /^(NULL|true|false|-?\d+(\.\d+)?([eE][-+]?\d+)?|'(?:[^']|'')*')(::[\w ."[\]()]+)*$/i.test(e) && !/\(\)/.test(e);
+  return /^nextval\('(?:[^']|'')+'::regclass\)$/i.test(c.expr.trim()) || constantDefault(c.expr);
 }
 
 /** The columns a COPY with this column list leaves to defaults the shards would not agree on. */
@@ -48,45 +47,9 @@ export function copyWithColumns(sql: string, extra: string[]): string | null {
     if (b[i] === 0x22) { i++; while (i < b.length && !(b[i] === 0x22 && b[i + 1] !== 0x22)) { if (b[i] === 0x22) i++; i++; } }
     i++;
   }
-  let depth = 0;
-  for (; i < b.length; i++) {
-    const c = b[i]!;
-    if (c === 0x22) { i++; while (i < b.length && !(b[i] === 0x22 && b[i + 1] !== 0x22)) { if (b[i] === 0x22) i++; i++; } continue; }
-    if (c === 0x28) depth++;
-    else if (c === 0x29 && --depth === 0) {
-      return b.toString('utf8', 0, i) + extra.map((n) => `, ${quoteIdent(n)}`).join('') + b.toString('utf8', i);
-    }
-  }
-  return null;
-}
-
-/** Cuts COPY data into whole rows (text: a newline not escaped; CSV: a newline outside quotes). */
-export class RowCutter {
-  private carry: Buffer | null = null;
-  constructor(private readonly spec: Pick<CopySpec, 'format' | 'quote' | 'escape'>) {}
-
-  push(chunk: Buffer): Buffer[] {
-    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
-    this.carry = null;
-    const rows: Buffer[] = [];
-    const csv = this.spec.format === 'csv';
-    const quote = this.spec.quote.charCodeAt(0), escape = this.spec.escape.charCodeAt(0);
-    let start = 0, inQuote = false;
-    for (let i = 0; i < buf.length; i++) {
-      const c = buf[i]!;
-      if (csv) {
-        if (inQuote && c === escape && escape !== quote && buf[i + 1] === quote) i++;
-        else if (c === quote) inQuote = !inQuote; // a doubled quote toggles twice
-        else if (c === NL && !inQuote) { rows.push(buf.subarray(start, i + 1)); start = i + 1; }
-      } else if (c === BS) i++;
-      else if (c === NL) { rows.push(buf.subarray(start, i + 1)); start = i + 1; }
-    }
-    if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
-    return rows;
-  }
-
-  /** The last row when the data did not end with a newline. */
-  end(): Buffer | null { const c = this.carry; this.carry = null; return c && c.length ? c : null; }
+  const close = i < b.length ? scanTo(b, i + 1, 0x29) : -1;
+  if (close < 0) return null;
+  return b.toString('utf8', 0, close) + extra.map((n) => `, ${quoteIdent(n)}`).join('') + b.toString('utf8', close);
 }
 
 /** A value as one field of a text or CSV COPY row (NULL as the COPY's NULL string). */
@@ -112,19 +75,15 @@ export function copyField(v: string | null, spec: Pick<CopySpec, 'format' | 'del
 
 /** The row with `fields` (already encoded) appended before its line end. */
 export function appendFields(row: Buffer, fields: Buffer): Buffer {
-  let end = row.length;
-  if (end && row[end - 1] === NL) end--;
-  if (end && row[end - 1] === CR) end--;
-  const eol = end < row.length ? row.subarray(end) : Buffer.from('\n');
-  return Buffer.concat([row.subarray(0, end), fields, eol]);
+  const body = stripEol(row);
+  const eol = body.length < row.length ? row.subarray(body.length) : Buffer.from('\n');
+  return Buffer.concat([body, fields, eol]);
 }
 
-/** Whether a row is the end-of-data marker `\.`. */
+/** Whether a row is the end-of-data marker `\\.`. */
 export function isEndMarker(row: Buffer): boolean {
-  let end = row.length;
-  if (end && row[end - 1] === NL) end--;
-  if (end && row[end - 1] === CR) end--;
-  return end === 2 && row[0] === BS && row[1] === 0x2e;
+  const body = stripEol(row);
+  return body.length === 2 && body[0] === BS && body[1] === 0x2e;
 }
 
 /** What the chunked COPY needs from the session (kept narrow so the logic is testable). */
@@ -265,11 +224,6 @@ export function shiftCopyLine(err: Buffer, before: number): Buffer {
   return m;
 }
 
-/** The CopyData message of `body`, the CopyDone and CopyFail messages, and the COPY's Query. */
-export function copyData(body: Buffer): Buffer {
-  const m = Buffer.allocUnsafe(5 + body.length);
-  m[0] = F.CopyData; m.writeInt32BE(4 + body.length, 1); body.copy(m, 5);
-  return m;
-}
+/** The CopyDone and CopyFail messages pgring sends the shards. */
 export const COPY_DONE = Buffer.from([F.CopyDone, 0, 0, 0, 4]);
 export function copyFail(reason: string): Buffer { return new Writer().cstr(reason).msg(F.CopyFail); }

@@ -3,7 +3,7 @@
 // sent to the shard that owns the key. Every shard ran the same COPY statement.
 import { F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { Writer } from '../protocol/messages';
+import { copyDataMessage, Writer } from '../protocol/messages';
 import type { ServerConnection } from '../backend/server';
 import type { KeyType } from '../config/types';
 import type { CopySpec } from '../router/types';
@@ -12,7 +12,7 @@ import type { ShardMap } from './routing';
 const NL = 0x0a, CR = 0x0d, BS = 0x5c;
 
 export class CopySplitter {
-  private carry: Buffer | null = null;
+  private readonly cutter: RowCutter;
   private headerPending: boolean;
   private ended = false;
   readonly rowsPerShard: number[];
@@ -30,14 +30,15 @@ export class CopySplitter {
     if (spec.format === 'binary') throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: COPY FROM STDIN in binary format into a sharded table is not supported; use text or csv');
     this.headerPending = spec.header;
     this.rowsPerShard = conns.map(() => 0);
+    this.cutter = new RowCutter(spec);
   }
 
   /** Handles one client CopyData / CopyDone / CopyFail message. */
   clientMessage(type: number, msg: Buffer): void {
     if (type === F.CopyData) { if (!this.ended && !this.error) this.data(msg.subarray(5)); return; }
     if (type === F.CopyDone) {
-      if (this.carry && this.carry.length && !this.ended && !this.error) this.route([this.carry]);
-      this.carry = null;
+      const last = this.cutter.end();
+      if (last && !this.ended && !this.error) this.route([last]);
       if (this.error) { this.fail(this.error.message); return; }
       for (const c of this.conns) c.write(msg);
       return;
@@ -52,22 +53,7 @@ export class CopySplitter {
   }
 
   private data(chunk: Buffer): void {
-    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
-    this.carry = null;
-    const rows: Buffer[] = [];
-    const csv = this.spec.format === 'csv';
-    const quote = csv ? this.spec.quote.charCodeAt(0) : -1;
-    let start = 0;
-    let inQuote = false;
-    for (let i = 0; i < buf.length; i++) {
-      const c = buf[i]!;
-      if (csv) {
-        if (c === quote) inQuote = !inQuote; // escape == quote by default: "" toggles twice
-        else if (c === NL && !inQuote) { rows.push(buf.subarray(start, i + 1)); start = i + 1; }
-      } else if (c === BS) i++;
-      else if (c === NL) { rows.push(buf.subarray(start, i + 1)); start = i + 1; }
-    }
-    if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
+    const rows = this.cutter.push(chunk);
     if (rows.length) this.route(rows);
   }
 
@@ -96,17 +82,15 @@ export class CopySplitter {
     for (let s = 0; s < out.length; s++) {
       const rs = out[s]!;
       if (!rs.length) continue;
-      const body = rs.length === 1 ? rs[0]! : Buffer.concat(rs);
-      const m = Buffer.allocUnsafe(5 + body.length);
-      m[0] = F.CopyData; m.writeInt32BE(4 + body.length, 1); body.copy(m, 5);
-      this.conns[s]!.write(m);
+this.conns[s]!.write(copyDataMessage(rs.length === 1 ? rs[0]! : Buffer.concat(rs)));
     }
   }
 }
 
 function csv(spec: CopySpec): boolean { return spec.format === 'csv'; }
 
-function stripEol(row: Buffer): Buffer {
+/** A COPY row without its line end (\\n or \\r\\n). */
+export function stripEol(row: Buffer): Buffer {
   let end = row.length;
   if (end && row[end - 1] === NL) end--;
   if (end && row[end - 1] === CR) end--;
@@ -174,4 +158,33 @@ export function csvField(line: Buffer, idx: number, spec: Pick<CopySpec, 'delimi
     field++; i++;
   }
   throw new PgError('22P04', `missing data for shard key column (field ${idx + 1}) in COPY to table "${spec.table}"`);
+}
+
+/** Cuts COPY data into whole rows (text: a newline not escaped; CSV: a newline outside quotes). */
+export class RowCutter {
+  private carry: Buffer | null = null;
+  constructor(private readonly spec: Pick<CopySpec, 'format' | 'quote' | 'escape'>) {}
+
+  push(chunk: Buffer): Buffer[] {
+    const buf = this.carry ? Buffer.concat([this.carry, chunk]) : chunk;
+    this.carry = null;
+    const rows: Buffer[] = [];
+    const csv = this.spec.format === 'csv';
+    const quote = this.spec.quote.charCodeAt(0), escape = this.spec.escape.charCodeAt(0);
+    let start = 0, inQuote = false;
+    for (let i = 0; i < buf.length; i++) {
+      const c = buf[i]!;
+      if (csv) {
+        if (inQuote && c === escape && escape !== quote && buf[i + 1] === quote) i++;
+        else if (c === quote) inQuote = !inQuote; // a doubled quote toggles twice
+        else if (c === NL && !inQuote) { rows.push(buf.subarray(start, i + 1)); start = i + 1; }
+      } else if (c === BS) i++;
+      else if (c === NL) { rows.push(buf.subarray(start, i + 1)); start = i + 1; }
+    }
+    if (start < buf.length) this.carry = Buffer.from(buf.subarray(start));
+    return rows;
+  }
+
+  /** The last row when the data did not end with a newline. */
+  end(): Buffer | null { const c = this.carry; this.carry = null; return c && c.length ? c : null; }
 }

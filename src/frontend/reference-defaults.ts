@@ -28,7 +28,7 @@ const TTL_MS = 5000;
 export function forgetReferenceColumns(): void { if (known.size) known.clear(); }
 
 /** A default the shards would all evaluate alike (a constant, possibly cast). */
-function constantDefault(expr: string): boolean {
+export function constantDefault(expr: string): boolean {
   return /^(NULL|true|false|-?\d+(\.\d+)?([eE][-+]?\d+)?|'(?:[^']|'')*')(::[\w ."[\]()]+)*$/i.test(expr.trim()) && !/\(\)/.test(expr);
 }
 
@@ -367,7 +367,7 @@ function rowClose(b: Buffer, items: any[]): number {
 function listClose(b: Buffer, loc: number): number { return scanTo(b, loc, 0x29); }
 
 /** The first depth-0 `byte` at or after `from`, skipping quoted text and nested parentheses. */
-function scanTo(b: Buffer, from: number, byte: number): number {
+export function scanTo(b: Buffer, from: number, byte: number): number {
   let depth = 0;
   for (let i = from; i < b.length; i++) {
     const c = b[i]!;

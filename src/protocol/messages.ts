@@ -254,6 +254,13 @@ export function decodeExecute(msg: Buffer): { portal: string; maxRows: number } 
 }
 export function queryText(msg: Buffer): string { return msg.toString('utf8', 5, msg.length - 1); }
 
+/** A CopyData message carrying `body` (either direction: the type byte is the same). */
+export function copyDataMessage(body: Buffer): Buffer {
+  const m = Buffer.allocUnsafe(5 + body.length);
+  m[0] = 0x64; m.writeInt32BE(4 + body.length, 1); body.copy(m, 5);
+  return m;
+}
+
 /** Text values of a DataRow (pgring's own catalog queries only; forwarded rows are never decoded). */
 export function decodeDataRow(msg: Buffer): (string | null)[] {
   return decodeDataRowRaw(msg).map((v) => (v === null ? null : v.toString('utf8')));

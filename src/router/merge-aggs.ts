@@ -4,6 +4,7 @@
 import type { MergeSpec } from './types';
 import { decodeNumericBin, encodeNumericBin } from './numeric-bin';
 import { buildArray, joinStrings } from './list-aggs';
+import type { Cmp } from './merge-compare';
 import { addDec, divDec, fmtDec, fmtFloat4, fmtFloat8, mulDec, parseDec, roundDecTo, sqrtDec, type Dec } from './decimal';
 
 export interface FieldDesc { name: string; tableOid: number; attnum: number; typeOid: number; typlen: number; typmod: number; format: number }
@@ -176,7 +177,6 @@ export function regrValue(a: Agg, st: AggState, bin: boolean): Buffer | null {
   return floatOut(v, false, bin);
 }
 
-type Cmp = (a: Buffer, b: Buffer) => number;
 
 /**
  * string_agg / array_agg with ORDER BY or DISTINCT inside: every shard's elements with their sort

@@ -6,6 +6,7 @@
 // shape. Plan parts that depend on a literal's *value* (ORDER BY 2, LIMIT 10, SET x = 5, COPY
 // options...) mark that slot "fixed": the cache then keys the plan by shape + those values.
 import type { Command, CopyMergedSpec, CopySpec, KeyType, NotifyArg, Plan } from './types';
+import type { Token } from './lexer';
 import { foreignKeyProblem, uniqueWithoutKey } from './constraint-check';
 import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
@@ -290,7 +291,7 @@ export class Planner extends StatementWalker {
         reason = q ? this.scatterReason('SelectStmt', q) : 'COPY of a data-modifying statement across shards';
         // what concatenating the shards' streams cannot answer (ORDER BY, GROUP BY, LIMIT…) runs as a merged SELECT
         if (!reason && q && copyQueryReason(q)) {
-          const merged = copyMergedSpec(s, this.text);
+          const merged = copyMergedSpec(s, this.toks(), this.text);
           if (typeof merged === 'string') reason = merged; else p.copyMerged = merged;
         }
       }
@@ -544,7 +545,7 @@ function copyOutFormat(s: N): { binary: boolean; header: boolean } {
 }
 
 /** The options of `COPY (SELECT …) TO STDOUT` that pgring needs to write the rows itself, or why it cannot. */
-function copyMergedSpec(s: N, text: string): CopyMergedSpec | string {
+function copyMergedSpec(s: N, toks: Token[], text: string): CopyMergedSpec | string {
   const spec: CopyMergedSpec = { query: '', csv: false, header: false, delimiter: '\t', null: '\\N', quote: '"', escape: '"', forceQuote: null };
   let delimiter: string | undefined, nul: string | undefined, escape: string | undefined;
   for (const o of s.options ?? []) {
@@ -566,19 +567,11 @@ function copyMergedSpec(s: N, text: string): CopyMergedSpec | string {
   spec.null = nul ?? (spec.csv ? '' : '\\N');
   spec.escape = escape ?? spec.quote;
   if (spec.delimiter.length !== 1 || spec.quote.length !== 1 || spec.escape.length !== 1) return 'COPY (SELECT ...) TO with a multi-character option across shards';
-  // the query's text: COPY ( … ) — from its location to the matching parenthesis
-  const b = Buffer.from(text, 'utf8');
-  const at = (s.query.SelectStmt ? Buffer.from(text).indexOf('(', 0) : -1);
-  if (at < 0) return 'COPY (SELECT ...) TO across shards';
-  let depth = 0, end = -1;
-  for (let i = at; i < b.length; i++) {
-    const c = b[i]!;
-    if (c === 0x27 || c === 0x22) { const q = c; i++; while (i < b.length && !(b[i] === q && b[i + 1] !== q)) { if (b[i] === q) i++; i++; } continue; }
-    if (c === 0x28) depth++;
-    else if (c === 0x29 && --depth === 0) { end = i; break; }
-  }
-  if (end < 0) return 'COPY (SELECT ...) TO across shards';
-  spec.query = b.toString('utf8', at + 1, end);
+  // the query's text: COPY ( … ), the statement's first parenthesis at depth 0 to its match
+  const open = toks.findIndex((t) => t.depth === 0 && t.text === '(');
+  const close = open < 0 ? -1 : toks.findIndex((t, i) => i > open && t.depth === 0 && t.text === ')');
+  if (close < 0) return 'COPY (SELECT ...) TO across shards';
+  spec.query = text.slice(toks[open]!.end, toks[close]!.start);
   return spec;
 }
 

@@ -4,7 +4,8 @@
 import { before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Router } from '../../src/router/router';
-import { appendFields, copyField, copyWithColumns, divergentDefaults, isEndMarker, ReferenceCopy, RowCutter, shiftCopyLine, type ChunkRunner } from '../../src/frontend/copy-reference';
+import { appendFields, copyField, copyWithColumns, divergentDefaults, isEndMarker, ReferenceCopy, shiftCopyLine, type ChunkRunner } from '../../src/frontend/copy-reference';
+import { RowCutter } from '../../src/frontend/copy';
 import { PgError } from '../../src/protocol/errors';
 import { parseErrorFields } from '../../src/protocol/errors';
 
