@@ -58,7 +58,8 @@ test('event loop lag monitor warns when the loop is blocked', async () => {
   await new Promise((r) => setTimeout(r, 200));
   m.stop();
   assert.ok(warnings.length >= 1, 'a warning was logged');
-  const w = warnings[0]!;
+  // the 300 ms block is among them (a loaded machine may add an earlier, shorter one: CI of bb7b87a)
+  const w = warnings.find((x) => (x.obj as { lagMs: number }).lagMs >= 200);
+  assert.ok(w, `a warning of the 300 ms block: ${JSON.stringify(warnings.map((x) => x.obj))}`);
   assert.match(w.msg, /event loop lag/);
-  assert.ok((w.obj as { lagMs: number }).lagMs >= 200);
 });
