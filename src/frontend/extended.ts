@@ -7,6 +7,7 @@ import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, parseMsg, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
 import { bindWithValues, checkedValues, defaultCatalogSql, defaultStatementName, defaultValuesSql, fillsKeyDefault, keyedStatement, knownDefault, noDefault, rememberDefault } from './key-default';
+import { runFinalized, withFormats } from './finalize';
 import { fillPortalRows, insertStatement, newPortalRows, ownedStatement, shardBind, shardStatement, takeRows } from './extended-merge';
 import { readsSharded } from './scatter';
 import { sequenceRangeSql, sequenceRangeStatement } from './sequences';
@@ -150,6 +151,16 @@ export class ExtendedProtocol {
           return;
         }
       }
+      if (plan.finalize && this.s.ctx.shards.shardCount > 1) {
+        // An expression over aggregates over several shards (finalize.ts), with the values written in.
+        const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
+        if (route.kind !== 'direct') {
+          const sql = withParamLiterals(cs.sql, info.params, info.paramFormats, cs.types, (b) => this.s.text(b));
+          this.portals.set(info.portal, { shards: [], cs, virtual: true, finalize: { sql, route, formats: resultFormats(msg, info.resultOffset) } });
+          this.s.responses.synth([bindComplete], true);
+          return;
+        }
+      }
       if (this.s.cursors.size && this.s.cursors.keeps(cs.stmt)) {
         // FETCH / MOVE / CLOSE of a cursor over several shards: pgring has its rows (in text format)
         if (resultFormats(msg, info.resultOffset).some((f) => f !== 0)) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: binary results from a cursor over several shards are not supported (fetch in text format)');
@@ -223,6 +234,29 @@ export class ExtendedProtocol {
       const planned = this.s.router.plan(sql);
       if (planned.length !== 1) throw new PgError(SQLSTATE.SyntaxError, 'pgring: the DECLARE could not be read back with its values');
       await this.s.cursors.declare(planned[0]!, route, true);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /** Execute of an expression over aggregates over several shards (finalize.ts); with a row limit the
+   *  rows wait in the portal, as for any merged portal. */
+  private async executeFinalized(portal: Portal, maxRows: number): Promise<void> {
+    try {
+      if (portal.fetch) { this.executeFetched(portal, maxRows); return; }
+      const f = portal.finalize!;
+      const planned = this.s.router.plan(f.sql);
+      if (planned.length !== 1) throw new PgError(SQLSTATE.SyntaxError, 'pgring: the statement could not be read back with its values');
+      const fetch = maxRows > 0 ? (portal.fetch = newPortalRows()) : null;
+      await runFinalized(this.s, planned[0]!, f.route, {
+        ext: true,
+        formats: f.formats,
+        after: (msgs) => {
+          if (!fetch) return msgs;
+          const waiting = fillPortalRows(fetch, msgs);
+          const out = takeRows(fetch, maxRows);
+          queueMicrotask(() => { for (const w of waiting) w(); });
+          return out;
+        },
+      });
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
@@ -400,9 +434,22 @@ export class ExtendedProtocol {
       }
       if (portal.notify) { this.s.responses.synth([heldNotifyResult(portal.cs.stmt.plan.notifyCalls!, portal.notify.formats).rowDescription], true); return; }
       if (portal.cursorOp) { this.s.responses.synth([this.s.cursors.describeStatement(portal.cs.stmt) ?? noData], true); return; }
+      if (portal.finalize) return this.withLink(this.s.routing.preferredShardFor(portal.cs.stmt), this.describeFinalizedOn, portal, null);
       if (portal.virtual) { this.s.responses.synth([noData], true); return; }
       return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
     } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /** Describe of an expression-over-aggregates portal (finalize.ts): the statement's RowDescription
+   *  from a server, in the portal's result formats. */
+  describeFinalizedOn(link: Link, portal: Portal, _: null): void {
+    this.s.unitLinks.add(link);
+    link.unsynced = true;
+    const d = this.s.responses.push(K.InternalDescribe, link, true);
+    const r = this.s.responses.push(K.GroupResult, null, true);
+    d.onRow = (m) => { r.out = [withFormats(m, portal.finalize!.formats)]; };
+    d.onDone = () => { if (!r.out) r.out = [noData]; this.s.responses.complete(r); };
+    link.conn.write(targeted(F.Describe, 'S', portal.cs.serverName));
   }
 
   describeStatementOn(link: Link, cs: ClientStatement, out: Buffer): void {
@@ -467,6 +514,7 @@ export class ExtendedProtocol {
         return;
       }
       if (portal.declare) { const d = portal.declare; return this.executeDeclare(d.sql, d.route); }
+      if (portal.finalize) return this.executeFinalized(portal, maxRows);
       if (portal.cursorOp) {
         const out = this.s.cursors.answer(stmt, false);
         if (out === null) throw new PgError(SQLSTATE.InvalidCursorName, `cursor "${stmt.plan.cursor ?? ''}" does not exist`);

@@ -81,6 +81,13 @@ export class Responses extends ResponseQueue {
         if (type === B.ErrorResponse) p.onError?.(msg);
         else if (type === B.CommandComplete) p.onCommand?.(msg);
         return;
+      case K.InternalRaw:
+        if (type === B.ReadyForQuery) { this.complete(p); return; }
+        p.onRow!(msg);
+        // inside a client's extended-protocol unit there is no Sync of pgring's own: the Execute's end ends it
+        if (p.ext && type === B.ErrorResponse) this.extendedError(p);
+        else if (p.ext && (type === B.CommandComplete || type === B.EmptyQueryResponse)) this.complete(p);
+        return;
       case K.Internal:
         if (type === B.ReadyForQuery) { this.complete(p); return; }
         if (type === B.ErrorResponse) { p.onError?.(); this.out(p, msg); }

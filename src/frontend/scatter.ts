@@ -9,7 +9,7 @@ import { Group, GroupMode } from './group';
 import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
-import { isTxControl, keyLiteral } from './session-util';
+import { internalError, isTxControl, keyLiteral } from './session-util';
 import { sequenceRangeSql } from './sequences';
 import { textOrder } from '../router/collation';
 import { fillsKeyDefault, withKeyDefault } from './key-default';
@@ -166,7 +166,7 @@ export class Scatter {
 
   /** `rowOrder`: the statement rows each shard inserts (a split multi-row INSERT): RETURNING rows in statement order. */
   async scatterSimple(stmt: RoutedStatement, msg: Buffer, shards: number[], partOfMany = false, bodies?: Buffer[], rowOrder?: { rows: number[] }[],
-    capture?: (msgs: Buffer[]) => Buffer[], ext = false): Promise<void> {
+    capture?: (msgs: Buffer[]) => Buffer[] | Promise<Buffer[]>, ext = false): Promise<void> {
     const links: Link[] = [];
     for (const s of shards) links.push(await this.s.servers.link(s));
     // Reference tables and DDL run the same change on every shard: answer as one server would.
@@ -203,12 +203,21 @@ export class Scatter {
       // The result entry must come after the members in response order.
       this.s.responses.moveToEnd(result);
     }
-    group.onFinish = (msgs) => {
-      if (capture) msgs = capture(msgs);   // a cursor over several shards keeps the rows (cursors.ts)
+    const finish = (msgs: Buffer[]): void => {
       if (result.out) result.out.push(...msgs); else result.out = msgs;
       const first = msgs.find((m) => m[0] === B.CommandComplete);
       if (first) this.s.transaction.afterCommand(stmt, commandTag(first), null);
+      const err = capture ? msgs.find((m) => m[0] === B.ErrorResponse) : undefined;
+      if (err) this.s.responses.afterErrorOf(result, err);
       this.s.responses.complete(result);
+      this.s.flush();
+    };
+    group.onFinish = (msgs) => {
+      // a cursor over several shards keeps the rows (cursors.ts); an expression over aggregates is
+      // evaluated over them by a server (finalize.ts)
+      const out = capture ? capture(msgs) : msgs;
+      if (Array.isArray(out)) finish(out);
+      else out.then(finish, (e: unknown) => { this.s.simple.markFailed(); finish([internalError(e).toMessage()]); });
     };
     for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); }
     if (!partOfMany && !ext) this.s.responses.rfq();

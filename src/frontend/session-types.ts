@@ -82,6 +82,8 @@ export const enum K {
   InternalBegin,
   /** Rows of pgring's own statement run inside an extended-protocol unit (Bind + Execute, no Sync). */
   InternalExtRows,
+  /** pgring's own extended-protocol exchange ending in Sync: every message to onRow (frontend/finalize.ts). */
+  InternalRaw,
 }
 
 export interface Pending {
@@ -132,6 +134,9 @@ export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; 
   /** DECLARE over several shards through the extended protocol (cursors.ts): the DECLARE with the
    *  bound values written in, run at Execute */
   declare?: { sql: string; route: import('./routing').Route };
+  /** an expression over aggregates over several shards (finalize.ts): its text with the values
+   *  written in, its route, the client's result formats */
+  finalize?: { sql: string; route: import('./routing').Route; formats: number[] };
   /** FETCH / MOVE / CLOSE of a cursor pgring keeps (cursors.ts), answered at Execute */
   cursorOp?: boolean };
 

@@ -4,6 +4,7 @@ import { withClientStatements } from './prepared-view';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { forgetReferenceColumns, mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import { copyMergedMessages } from './copy-merged';
+import { runFinalized } from './finalize';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
@@ -137,6 +138,8 @@ export class SimpleQuery {
         return this.s.cursors.declare(stmt, route).catch((e) => this.queryError(e));
       }
       if (plan.copyMerged && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1) return this.copyMerged(stmt, route).catch((e) => this.queryError(e));
+      // expressions over aggregates: an inner query merged, the rest evaluated by a server (finalize.ts)
+      if (plan.finalize && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1) return runFinalized(this.s, stmt, route).catch((e) => this.queryError(e));
       this.checkSupported(stmt, route);
       if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
         const link = this.s.servers.linkNow(route.shard);
@@ -157,6 +160,7 @@ export class SimpleQuery {
     if (!q || q.plan.command !== 'select' || q.plan.write) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: COPY (query) TO over several shards is supported for a plain SELECT');
     const why = q.plan.unsupported ?? q.plan.scatterUnsupported;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
+    if (q.plan.finalize) return runFinalized(this.s, q, route, { after: (msgs) => copyMergedMessages(msgs, spec) });
     await this.s.scatter.scatterSimple(q, query(q.sql, this.s.codec), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => copyMergedMessages(msgs, spec));
   }
 
@@ -252,7 +256,8 @@ export class SimpleQuery {
       ? `CREATE VIEW over sharded tables without ZooKeeper (the cluster definition, a file here, cannot register view "${stmt.plan.shardedLike.table}" as sharded)` : null;
     // a merged COPY (SELECT …) TO is written by the simple Query path only (copyMerged above)
     const merged = scatters && stmt.plan.copyMerged ? 'COPY (SELECT ... ORDER BY / GROUP BY / LIMIT) TO across shards in the extended protocol or a multi-statement string' : null;
-    const why = this.unsupportedReason(stmt) ?? view ?? merged ?? (scatters ? stmt.plan.scatterUnsupported ?? null : null);
+    const finalize = scatters && stmt.plan.finalize ? `${stmt.plan.finalize} in the extended protocol or a multi-statement string` : null;
+    const why = this.unsupportedReason(stmt) ?? view ?? merged ?? finalize ?? (scatters ? stmt.plan.scatterUnsupported ?? null : null);
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
   }
 

@@ -245,6 +245,17 @@ export function parseMsg(name: string, sql: string, types: number[], codec?: Cod
   for (const t of types) w.int32(t | 0);
   return w.msg(F.Parse);
 }
+/** Bind of `statement` to `portal`: one format code for every parameter, the values (null: SQL
+ *  NULL), one format code for every result column (none: text). */
+export function bindMsg(portal: string, statement: string, paramFormat: number, values: (Buffer | null)[], resultFormats: number[]): Buffer {
+  let size = 32 + portal.length + statement.length + 2 * resultFormats.length;
+  for (const v of values) size += 4 + (v ? v.length : 0);
+  const w = new Writer(size).cstr(portal).cstr(statement).int16(1).int16(paramFormat).int16(values.length);
+  for (const v of values) { if (v === null) w.int32(-1); else w.int32(v.length).bytes(v); }
+  w.int16(resultFormats.length);
+  for (const f of resultFormats) w.int16(f);
+  return w.msg(F.Bind);
+}
 export function executeMsg(portal: string, maxRows: number): Buffer {
   return new Writer(16).cstr(portal).int32(maxRows).msg(F.Execute);
 }

@@ -11,6 +11,7 @@ import { foreignKeyProblem, uniqueWithoutKey } from './constraint-check';
 import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, createsTemp, numConstText } from './plan-ast';
 import { StatementWalker } from './planner-walk';
 import { findAgg, hasWindow, mergeSpec, sublinkAggs } from './merge-rewrite';
+import { finalizeSql, groupsOrAggregates } from './finalize';
 import { lockObjects } from './lock-scope';
 import { shapeObjects } from './ddl-shape';
 import { ddlCreatesSequence, ddlRunsInTransaction } from './ddl-tx';
@@ -260,7 +261,12 @@ export class Planner extends StatementWalker {
       if (this.insertVia && tag === 'InsertStmt' && !s.withClause && reason === this.insertReason) p.insertVia = this.insertVia;
       if (tag === 'SelectStmt' && p.command === 'select') {
         const m = mergeSpec(this, s);
-        if ('unsupported' in m) reason ??= m.unsupported;
+        if ('unsupported' in m) {
+          // expressions over the aggregates: an inner query merged, the rest evaluated by a server (finalize.ts)
+          const f = !reason && groupsOrAggregates(s) ? finalizeSql(this.text, s) : null;
+          if (f && !('unsupported' in f)) p.finalize = m.unsupported;
+          else reason ??= m.unsupported;
+        }
         else { p.merge = m.spec; shardSqlT = m.shardSqlT; }
       }
       if (reason) {

@@ -137,6 +137,12 @@ export interface Plan {
    *  merged (as a plain SELECT would) and pgring writes its rows in the COPY's format (frontend/copy-merged.ts) */
   copyMerged?: CopyMergedSpec;
   merge?: MergeSpec;
+  /** A SELECT whose aggregates the merge combines but not the expressions over them (`round(avg(x), 2)`,
+   *  HAVING / ORDER BY over aggregates, windows over groups): over several shards pgring answers an
+   *  inner query through the merge and a server evaluates the rest over its rows (router/finalize.ts).
+   *  The text is the form's name, for the refusal where that cannot be done (extended protocol, a
+   *  multi-statement string). */
+  finalize?: string;
   unsupported?: string;
   /** Set when the statement gives wrong results if it runs on more than one shard (names the form).
    *  The caller must answer 0A000 "pgring: <this> is not supported" when the route has more than one

@@ -111,6 +111,36 @@ describe('COPY TO STDOUT over 3 shards', () => {
     psqlAt(p, 'DROP TABLE copy_back', db);
   });
 
+  it('expressions over aggregates (finalize.ts) at the wire: pipelined units, an error in a unit, row-limited portals', async () => {
+    const { serialize } = await import('pg-protocol');
+    const c = await WireClient.connect(a.port, db);
+    const q = 'SELECT aid % 3 AS r, count(*) * 2 AS n FROM pgbench_accounts GROUP BY aid % 3 ORDER BY r';
+    try {
+      c.send([
+        // unit 1: a named statement, Describe of the portal, every row
+        serialize.parse({ name: 'f1', text: q }), serialize.bind({ portal: 'p1', statement: 'f1' }), serialize.describe({ type: 'P', name: 'p1' }), serialize.execute({ portal: 'p1' }), serialize.sync(),
+        // unit 2: the outer query fails; PostgreSQL skips the rest of the unit
+        serialize.parse({ text: 'SELECT sum(abalance) / 0 FROM pgbench_accounts' }), serialize.bind({}), serialize.execute({}),
+        serialize.parse({ text: 'SELECT 1' }), serialize.bind({}), serialize.execute({}), serialize.sync(),
+        // a simple query right behind it
+        serialize.query('SELECT count(*) + 1 AS c FROM pgbench_accounts'),
+        // in a transaction: a portal read two rows at a time
+        serialize.query('BEGIN'),
+        serialize.bind({ portal: 'p2', statement: 'f1' }), serialize.execute({ portal: 'p2', rows: 2 }), serialize.execute({ portal: 'p2', rows: 2 }), serialize.sync(),
+        serialize.query('COMMIT'),
+      ]);
+      const got = await c.until(6, 30000);
+      const names = got.map((m) => m.name);
+      const rows = got.filter((m) => m.name === 'dataRow').map((m) => (m.values ?? []).join(':'));
+      assert.deepEqual(rows, ['0:66666', '1:66668', '2:66666', '100001', '0:66666', '1:66668', '2:66666'], JSON.stringify(got));
+      assert.equal(got.filter((m) => m.name === 'error').length, 1, JSON.stringify(got));
+      assert.equal(got.find((m) => m.name === 'error')?.code, '22012');
+      assert.equal(names.filter((n) => n === 'portalSuspended').length, 1, JSON.stringify(names));
+      assert.deepEqual(got.filter((m) => m.name === 'commandComplete').map((m) => m.tag), ['SELECT 3', 'SELECT 1', 'BEGIN', 'SELECT 1', 'COMMIT']);
+      assert.deepEqual(got.filter((m) => m.name === 'readyForQuery').map((m) => m.status), ['I', 'I', 'I', 'T', 'T', 'I']);
+    } finally { c.close(); }
+  });
+
   it('extended protocol: the merged stream and COPY n', async () => {
     const { serialize } = await import('pg-protocol');
     const c = await WireClient.connect(a.port, db);
@@ -141,6 +171,8 @@ describe('COPY TO STDOUT over 3 shards', () => {
         "COPY (SELECT '' AS e, aid FROM pgbench_accounts ORDER BY aid LIMIT 2) TO STDOUT CSV",
         'COPY (SELECT count(*), sum(abalance) FROM pgbench_accounts) TO STDOUT',
         'COPY (SELECT DISTINCT abalance FROM pgbench_accounts WHERE aid < 500 ORDER BY 1 OFFSET 3) TO STDOUT (DELIMITER \'|\')',
+        // expressions over aggregates: the inner query merged, the outer one evaluated by a server (finalize.ts)
+        "COPY (SELECT 'branch ' || bid AS branch, round(avg(abalance), 3) AS mean, count(*) * 2 FROM pgbench_accounts GROUP BY bid HAVING count(*) > 1 ORDER BY count(*) DESC, bid) TO STDOUT (FORMAT csv, HEADER)",
       ];
       for (const sql of cases) {
         const want = await psql(ports[0]!, plain, sql);
