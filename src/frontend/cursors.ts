@@ -200,7 +200,7 @@ export class Cursors {
     if (!q || q.plan.command !== 'select' || q.plan.write) {
       throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a cursor over several shards is supported for a plain SELECT only (no FOR UPDATE, no data-modifying query)');
     }
-    const why = q.plan.unsupported ?? q.plan.scatterUnsupported ?? q.plan.finalize;
+    const why = q.plan.unsupported ?? q.plan.scatterUnsupported ?? q.plan.finalize ?? q.plan.subqueries;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
     const hold = !!plan.cursorHold;
     await this.s.scatter.scatterSimple(q, query(q.sql, this.s.codec), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => {

@@ -88,8 +88,9 @@ export class Dispatch {
         this.s.flush();
         await first;
       }
-      const bw = this.takeBlockingWork();
-      if (bw) await bw;
+      // work that waited may leave more (a COMMIT deferred behind requests in flight starts the
+      // distributed commit when it runs): the next message waits for all of it
+      for (let bw = this.takeBlockingWork(); bw; bw = this.takeBlockingWork()) await bw;
       while (this.s.inbox.length && this.s.phase === 'ready') {
         if (this.s.ctx.paused && !this.s.admin) await this.s.ctx.paused;
         const { type, msg } = this.s.inbox.shift()!;
@@ -100,8 +101,7 @@ export class Dispatch {
           this.s.flush();
           await r;
         }
-        const w = this.takeBlockingWork();
-        if (w) await w;
+        for (let w = this.takeBlockingWork(); w; w = this.takeBlockingWork()) await w;
       }
     } catch (e) {
       this.failSession(e);

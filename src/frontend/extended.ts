@@ -5,9 +5,10 @@ import { withParamLiterals } from './cursors';
 import { COLUMNS_SQL, computedEvaluation, computedValues, evaluationStatement, knownColumns, mayNeedDefaults, parsedStatement, referenceDefaults, rememberColumns, rowValues, statementWithComputed, statementWithValues } from './reference-defaults';
 import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { bindComplete, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, parseMsg, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
+import { bindComplete, bindMsg, closeComplete, commandComplete, commandTag, decodeBind, decodeExecute, decodeParse, decodeTargeted, executeMsg, noData, parseComplete, parseMsg, query, renameBind, syncMsg, targeted, Writer } from '../protocol/messages';
 import { bindWithValues, checkedValues, defaultCatalogSql, defaultStatementName, defaultValuesSql, fillsKeyDefault, keyedStatement, knownDefault, noDefault, rememberDefault } from './key-default';
 import { runFinalized, withFormats } from './finalize';
+import { withSubqueryResults } from './subqueries';
 import { fillPortalRows, insertStatement, newPortalRows, ownedStatement, shardBind, shardStatement, takeRows } from './extended-merge';
 import { readsSharded } from './scatter';
 import { sequenceRangeSql, sequenceRangeStatement } from './sequences';
@@ -161,6 +162,10 @@ export class ExtendedProtocol {
           return;
         }
       }
+      if (plan.subqueries && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !cs.stmt.hint?.shard && !plan.hint?.shard) {
+        // subqueries over sharded tables not joined on the key: run first, their rows written in (subqueries.ts)
+        return this.bindSubqueries(msg, info, cs);
+      }
       if (this.s.cursors.size && this.s.cursors.keeps(cs.stmt)) {
         // FETCH / MOVE / CLOSE of a cursor over several shards: pgring has its rows (in text format)
         if (resultFormats(msg, info.resultOffset).some((f) => f !== 0)) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: binary results from a cursor over several shards are not supported (fetch in text format)');
@@ -234,6 +239,20 @@ export class ExtendedProtocol {
       const planned = this.s.router.plan(sql);
       if (planned.length !== 1) throw new PgError(SQLSTATE.SyntaxError, 'pgring: the DECLARE could not be read back with its values');
       await this.s.cursors.declare(planned[0]!, route, true);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  /** Bind of a statement whose subqueries over sharded tables run first (subqueries.ts): with the
+   *  client's values written in, the subqueries are run and their rows written in too, and the
+   *  portal is bound to pgring's statement of that text (no parameters, the client's result formats). */
+  private async bindSubqueries(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> {
+    try {
+      const planned = this.s.router.plan(withParamLiterals(cs.sql, info.params, info.paramFormats, cs.types, (b) => this.s.text(b)));
+      if (planned.length !== 1) throw new PgError(SQLSTATE.SyntaxError, 'pgring: the statement could not be read back with its values');
+      const next = await withSubqueryResults(this.s, planned[0]!, true);
+      const own = makeStatement('pgring-subqueries', next.sql, [], next, parseMsg('', next.sql, [], this.s.codec), cs.scope, this.s.codec);
+      const bind = bindMsg(info.portal, own.serverName, 0, [], resultFormats(msg, info.resultOffset));
+      await this.bindRouted(bind, decodeBind(bind), own);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
@@ -445,6 +464,8 @@ export class ExtendedProtocol {
   describeFinalizedOn(link: Link, portal: Portal, _: null): void {
     this.s.unitLinks.add(link);
     link.unsynced = true;
+    if (portal.cs.uses) this.s.prepared.ensurePrepared(link, portal.cs.uses);
+    this.s.prepared.ensurePrepared(link, portal.cs);
     const d = this.s.responses.push(K.InternalDescribe, link, true);
     const r = this.s.responses.push(K.GroupResult, null, true);
     d.onRow = (m) => { r.out = [withFormats(m, portal.finalize!.formats)]; };

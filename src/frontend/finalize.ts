@@ -21,7 +21,13 @@ const MAX_PARAMS = 65535;
  *  with the values written in) in the client's result `formats`, without RowDescription; `after`
  *  makes the client's messages of it (a row limit keeps the rows in the portal; COPY (…) TO writes
  *  them as COPY data). */
-export interface FinalizeOpts { ext?: boolean; formats?: number[]; after?: (msgs: Buffer[]) => Buffer[] }
+export interface FinalizeOpts {
+  ext?: boolean; formats?: number[]; after?: (msgs: Buffer[]) => Buffer[];
+  /** a statement inside pgring's own work (a subquery run first): no ReadyForQuery of its own */
+  partOfMany?: boolean;
+  /** extended protocol: describe the outer query's portal too (pgring itself needs the RowDescription) */
+  describe?: boolean;
+}
 
 /** Runs `stmt` (a SELECT with expressions over aggregates) over the shards of `route`. */
 export async function runFinalized(s: ClientSession, stmt: RoutedStatement, route: Route, opts: FinalizeOpts = {}): Promise<void> {
@@ -40,15 +46,15 @@ export async function runFinalized(s: ClientSession, stmt: RoutedStatement, rout
   const finished = new Promise<void>((resolve) => { done = () => setImmediate(resolve); });
   // a link the session still holds (outside a transaction the shards' may be back in the pool)
   const link = async (): Promise<Link> => s.links[shards[0]!] ?? s.servers.link(shards[0]!);
-  await s.scatter.scatterSimple(q, query(q.sql, s.codec), shards, false, undefined, undefined,
-    (msgs) => link().then((l) => evaluate(s, l, opts.ext ? null : stmt.sql, f, msgs, opts.formats ?? [])).then(opts.after ?? ((m) => m)).finally(done),
+  await s.scatter.scatterSimple(q, query(q.sql, s.codec), shards, opts.partOfMany === true, undefined, undefined,
+    (msgs) => link().then((l) => evaluate(s, l, opts.ext ? null : stmt.sql, f, msgs, opts.formats ?? [], opts.describe === true)).then(opts.after ?? ((m) => m)).finally(done),
     opts.ext === true);
   await finished;
 }
 
 /** The outer query over the merged inner rows `msgs`, on `link`: the client's RowDescription (simple
  *  protocol: `sql` is described; the extended one had its Describe), the rows in `formats`, `SELECT n`. */
-async function evaluate(s: ClientSession, link: Link, sql: string | null, f: Finalize, msgs: Buffer[], formats: number[]): Promise<Buffer[]> {
+async function evaluate(s: ClientSession, link: Link, sql: string | null, f: Finalize, msgs: Buffer[], formats: number[], describe: boolean): Promise<Buffer[]> {
   if (msgs.some((m) => m[0] === B.ErrorResponse)) return msgs;
   const rd = msgs.find((m) => m[0] === B.RowDescription);
   const types = rd ? parseRowDescription(rd).map((c) => c.typeOid) : [];
@@ -69,9 +75,10 @@ async function evaluate(s: ClientSession, link: Link, sql: string | null, f: Fin
   const outer = f.outerHead + source + f.outerTail;
   // In a client's extended-protocol unit pgring's messages end with Flush, not Sync: the unit's
   // implicit transaction and its Sync stay the client's.
-  const describe = sql === null ? [] : [parseMsg('', sql, [], s.codec), targeted(F.Describe, 'S', '')];
+  const describeOriginal = sql === null ? [] : [parseMsg('', sql, [], s.codec), targeted(F.Describe, 'S', '')];
   const answer = await exchange(s, link, sql === null, Buffer.concat([
-    ...describe, parseMsg('', outer, paramTypes, s.codec), bindMsg('', '', 0, values, formats), executeMsg('', 0), sql === null ? flushMsg : syncMsg,
+    ...describeOriginal, parseMsg('', outer, paramTypes, s.codec), bindMsg('', '', 0, values, formats),
+    ...(sql === null && describe ? [targeted(F.Describe, 'P', '')] : []), executeMsg('', 0), sql === null ? flushMsg : syncMsg,
   ]));
   const err = answer.find((m) => m[0] === B.ErrorResponse);
   if (err) return [err];
@@ -84,6 +91,8 @@ async function evaluate(s: ClientSession, link: Link, sql: string | null, f: Fin
 function exchange(s: ClientSession, link: Link, inUnit: boolean, msg: Buffer): Promise<Buffer[]> {
   return new Promise((resolve) => {
     const got: Buffer[] = [];
+    // pgring's Parse replaces the server's unnamed statement: a client's unnamed one there must be parsed again
+    link.unnamed = null;
     const p = s.responses.push(K.InternalRaw, link, inUnit);
     p.onRow = (m) => { got.push(m); };
     p.onDone = () => resolve(got);

@@ -53,7 +53,7 @@ export class Group {
     const plan = stmt.plan;
     const spec = plan.merge;
     const fail = (what: string): void => { if (!this.error) this.error = new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${what} is not supported`).toMessage(); };
-    if (mode !== 'first' && mode !== 'copy' && size > 1 && (plan.scatterUnsupported ?? plan.finalize)) fail((plan.scatterUnsupported ?? plan.finalize)!);
+    if (mode !== 'first' && mode !== 'copy' && size > 1 && (plan.scatterUnsupported ?? plan.finalize ?? plan.subqueries)) fail((plan.scatterUnsupported ?? plan.finalize ?? plan.subqueries)!);
     if (mode === 'copy-out') this.copyOut = new CopyOutMerge(plan.copyOut ?? { binary: false, header: false }, size);
     if ((mode === 'merge' || mode === 'merge-ext') && spec) {
       const texts = params ? params.map((v, i) => paramText(v, opts.paramFormats, i)) : undefined;

@@ -140,6 +140,7 @@ export class ServerLinks {
 
 
   sendInternal(link: Link, sql: string): void {
+    link.unnamed = null;   // a simple Query drops the server's unnamed statement
     this.s.responses.push(K.Internal, link, false);
     link.conn.write(query(sql));
   }
@@ -185,6 +186,7 @@ export class ServerLinks {
       };
       const origOut = p;
       origOut.onDone = () => (err ? reject(err) : resolve());
+      l.unnamed = null;   // a simple Query drops the server's unnamed statement
       l.conn.write(query(sql));
     }))).then(() => undefined);
   }
@@ -201,6 +203,7 @@ export class ServerLinks {
         err = f?.C && f.M ? new PgError(f.C, f.M, { detail: f.D, hint: f.H }) : new PgError(SQLSTATE.InternalError, `pgring catalog query failed on shard "${this.s.ctx.topology.shards[link.shard]?.name}"`);
       };
       p.onDone = () => (err ? reject(err) : resolve(rows));
+      link.unnamed = null;   // a simple Query drops the server's unnamed statement
       link.conn.write(query(sql));
       this.s.flush();
     });

@@ -219,7 +219,8 @@ export class Scatter {
       if (Array.isArray(out)) finish(out);
       else out.then(finish, (e: unknown) => { this.s.simple.markFailed(); finish([internalError(e).toMessage()]); });
     };
-    for (const [i, l] of links.entries()) { l.conn.busy = true; l.conn.write(bodies?.[i] ?? body); }
+    // a simple Query drops the server's unnamed statement: a client's unnamed one must be parsed there again
+    for (const [i, l] of links.entries()) { l.conn.busy = true; l.unnamed = null; l.conn.write(bodies?.[i] ?? body); }
     if (!partOfMany && !ext) this.s.responses.rfq();
   }
 

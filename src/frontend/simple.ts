@@ -5,6 +5,7 @@ import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { forgetReferenceColumns, mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import { copyMergedMessages } from './copy-merged';
 import { runFinalized } from './finalize';
+import { withSubqueryResults } from './subqueries';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
@@ -82,6 +83,10 @@ export class SimpleQuery {
       return;
     }
     try {
+      if (plan.subqueries && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !stmt.hint?.shard && !plan.hint?.shard) {
+        // subqueries over sharded tables not joined on the key: run first, their rows written in (subqueries.ts)
+        return withSubqueryResults(this.s, stmt).then((next) => this.runSimple(next, query(next.sql, this.s.codec), [next])).catch((e) => this.queryError(e));
+      }
       if (plan.preparedView) {
         const next = this.preparedView(stmt);
         if (next) return this.runSimple(next, query(next.sql, this.s.codec), [next]);
@@ -158,7 +163,7 @@ export class SimpleQuery {
     const inner = this.s.router.plan(spec.query);
     const q = inner.length === 1 ? inner[0]! : null;
     if (!q || q.plan.command !== 'select' || q.plan.write) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: COPY (query) TO over several shards is supported for a plain SELECT');
-    const why = q.plan.unsupported ?? q.plan.scatterUnsupported;
+    const why = q.plan.unsupported ?? q.plan.scatterUnsupported ?? q.plan.subqueries;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
     if (q.plan.finalize) return runFinalized(this.s, q, route, { after: (msgs) => copyMergedMessages(msgs, spec) });
     await this.s.scatter.scatterSimple(q, query(q.sql, this.s.codec), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => copyMergedMessages(msgs, spec));
@@ -256,7 +261,8 @@ export class SimpleQuery {
       ? `CREATE VIEW over sharded tables without ZooKeeper (the cluster definition, a file here, cannot register view "${stmt.plan.shardedLike.table}" as sharded)` : null;
     // a merged COPY (SELECT …) TO is written by the simple Query path only (copyMerged above)
     const merged = scatters && stmt.plan.copyMerged ? 'COPY (SELECT ... ORDER BY / GROUP BY / LIMIT) TO across shards in the extended protocol or a multi-statement string' : null;
-    const finalize = scatters && stmt.plan.finalize ? `${stmt.plan.finalize} in the extended protocol or a multi-statement string` : null;
+    const finalize = scatters && stmt.plan.finalize ? `${stmt.plan.finalize} in the extended protocol or a multi-statement string`
+      : scatters && stmt.plan.subqueries ? `${stmt.plan.subqueries} in the extended protocol or a multi-statement string` : null;
     const why = this.unsupportedReason(stmt) ?? view ?? merged ?? finalize ?? (scatters ? stmt.plan.scatterUnsupported ?? null : null);
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
   }

@@ -14,7 +14,7 @@
 const pg: { parseSync(sql: string): N } = require('libpg-query');
 import { tokenize, type Token } from './lexer';
 import { aggOf, clauseItems, findTargetList, limitSection } from './merge-rewrite';
-import { canon, funcName, MERGE_AGGS, OTHER_AGGS, strs, type N } from './plan-ast';
+import { byteToCharMap, canon, funcName, MERGE_AGGS, OTHER_AGGS, strs, type N } from './plan-ast';
 
 export interface Finalize {
   /** the query the shards answer through the merge: group keys, then aggregate calls */
@@ -69,7 +69,7 @@ export function finalizeSql(sql: string, s?: N): Finalize | Unsupported {
 
 class Split {
   private readonly toks: Token[];
-  private readonly b2c: number[] | null;
+  private readonly b2c: Int32Array | null;
   private readonly edits: Edit[] = [];
   private readonly aggs: { key: string; text: string }[] = [];
   private readonly keys: { key: string; text: string }[] = [];
@@ -78,21 +78,7 @@ class Split {
 
   constructor(private readonly sql: string, private readonly s: N) {
     this.toks = tokenize(sql);
-    const bytes = Buffer.from(sql, 'utf8');
-    if (bytes.length === sql.length) this.b2c = null;
-    else {
-      // byte offset -> character offset (the parser's locations are bytes)
-      this.b2c = new Array(bytes.length + 1);
-      let c = 0;
-      for (let b = 0; b < bytes.length; c++) {
-        const cp = sql.codePointAt(c)!;
-        const n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
-        for (let k = 0; k < n; k++) this.b2c[b + k] = c;
-        b += n;
-        if (cp >= 0x10000) c++;
-      }
-      this.b2c[bytes.length] = sql.length;
-    }
+    this.b2c = byteToCharMap(sql);
   }
 
   private loc(byteLoc: number | undefined): number {

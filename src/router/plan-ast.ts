@@ -74,6 +74,23 @@ export function normalizeSchema(schema: RouterSchema): NSchema {
 export function nodeTag(n: N): string { for (const k in n) return k; return ''; }
 export function body(n: N): N { for (const k in n) return n[k]; return undefined; }
 export function strs(list: N[] | undefined): string[] { return (list ?? []).map((x) => x?.String?.sval ?? (x?.A_Star ? '*' : '')); }
+/** Character offset of each byte offset of `text` (the parser's locations are bytes); null when they are the same (ASCII). */
+export function byteToCharMap(text: string): Int32Array | null {
+  // eslint-disable-next-line no-control-regex
+  if (!/[^\x00-\x7f]/.test(text)) return null;
+  const buf = Buffer.from(text, 'utf8');
+  const map = new Int32Array(buf.length + 1);
+  let b = 0;
+  for (let ci = 0; ci < text.length; ci++) {
+    const cp = text.codePointAt(ci)!;
+    const len = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    for (let k = 0; k < len; k++) map[b + k] = ci;
+    b += len;
+    if (cp >= 0x10000) ci++;
+  }
+  map[buf.length] = text.length;
+  return map;
+}
 export function canon(n: N): string { return JSON.stringify(n, (k, v) => (k === 'location' ? undefined : v)); }
 
 export const MERGE_AGGS = new Set(['count', 'sum', 'min', 'max', 'avg']);

@@ -6,7 +6,7 @@ import { tokenize, Token } from './lexer';
 import type { KeyRef, Plan } from './types';
 import {
   N, NSchema, NTable, Occ, Level, Edge, Restr, Part, PlanInput, PlanTemplate,
-  nodeTag, strs, funcName, unionRefs, uniqueRefs, colocated, numConstText, ADVISORY,
+  nodeTag, strs, funcName, unionRefs, uniqueRefs, colocated, numConstText, ADVISORY, byteToCharMap,
 } from './plan-ast';
 import { findAgg, hasWindow } from './merge-rewrite';
 
@@ -52,21 +52,7 @@ export abstract class StatementWalker {
     this.text = input.text;
     for (let i = 0; i < input.slotStart.length; i++) this.slotAtChar.set(input.slotStart[i], i);
     // byte offsets -> char offsets when the text is not pure ASCII
-    // eslint-disable-next-line no-control-regex
-    if (/[^\x00-\x7f]/.test(this.text)) {
-      const buf = Buffer.from(this.text, 'utf8');
-      const map = new Int32Array(buf.length + 1);
-      let b = 0;
-      for (let ci = 0; ci < this.text.length; ci++) {
-        const cp = this.text.codePointAt(ci)!;
-        const len = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
-        for (let k = 0; k < len; k++) map[b + k] = ci;
-        b += len;
-        if (cp >= 0x10000) ci++;
-      }
-      map[buf.length] = this.text.length;
-      this.byteToChar = map;
-    }
+    this.byteToChar = byteToCharMap(this.text);
   }
 
   loc(byteLoc: number | undefined): number {

@@ -12,6 +12,7 @@ import { N, NTable, Occ, Level, Part, PlanTemplate, nodeTag, strs, bakeFixed, cr
 import { StatementWalker } from './planner-walk';
 import { findAgg, hasWindow, mergeSpec, sublinkAggs } from './merge-rewrite';
 import { finalizeSql, groupsOrAggregates } from './finalize';
+import { hasSublink } from './subqueries';
 import { lockObjects } from './lock-scope';
 import { shapeObjects } from './ddl-shape';
 import { ddlCreatesSequence, ddlRunsInTransaction } from './ddl-tx';
@@ -257,6 +258,8 @@ export class Planner extends StatementWalker {
       }
       if (tag === 'MergeStmt' && this.writeTarget) reason = 'MERGE into a sharded table';
       reason ??= this.insertReason ?? this.scatterReason(tag, s);
+      // a subquery that is not joined on the key: run first, its rows written in (subqueries.ts)
+      if (reason?.startsWith('subquery over sharded table') && reason !== this.insertReason && hasSublink(s)) { p.subqueries = reason; reason = undefined; }
       if (this.insertKeyDefault && tag === 'InsertStmt' && !s.withClause) p.keyDefault = true;
       if (this.insertVia && tag === 'InsertStmt' && !s.withClause && reason === this.insertReason) p.insertVia = this.insertVia;
       if (tag === 'SelectStmt' && p.command === 'select') {

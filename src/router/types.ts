@@ -143,6 +143,10 @@ export interface Plan {
    *  The text is the form's name, for the refusal where that cannot be done (extended protocol, a
    *  multi-statement string). */
   finalize?: string;
+  /** A statement with a subquery over sharded tables not joined to it on the shard key: over several
+   *  shards pgring runs the subqueries first and writes their rows in (router/subqueries.ts); the
+   *  text is the form's name, for the refusal where that cannot be done. */
+  subqueries?: string;
   unsupported?: string;
   /** Set when the statement gives wrong results if it runs on more than one shard (names the form).
    *  The caller must answer 0A000 "pgring: <this> is not supported" when the route has more than one

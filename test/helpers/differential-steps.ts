@@ -290,15 +290,27 @@ export function buildSteps(shards: ShardMap): Step[] {
   const U = (sql: string, re: RegExp, mode: Step['mode'] = 'both'): void => add({ sql, unsupported: re, mode });
   // refused before session 22 (the reason was `_was`); now answered by the split into a merged inner query and an outer one (finalize.ts)
   const F = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both' }); };
+  // refused before session 22 (the reason was `_was`); now answered by running the subquery first (subqueries.ts)
+  const SQ = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both' }); };
   // a select list of subqueries that merge as aggregates (SQLAlchemy's exists(), counts in one round trip)
   add({ sql: 'SELECT (SELECT sum(age) FROM users), (SELECT sum(amount) FROM orders)', mode: 'both' });
   add({ sql: "SELECT EXISTS (SELECT 1 FROM users WHERE name = 'u7') AS anon_1", p: { text: 'SELECT EXISTS (SELECT 1 FROM users WHERE name = $1) AS anon_1', values: ['u7'] } });
   add({ sql: "SELECT EXISTS (SELECT * FROM users WHERE name = 'nobody'), NOT EXISTS (SELECT 1 FROM orders WHERE amount > 1000), NOT EXISTS (SELECT 1 FROM users WHERE age > 20)", mode: 'both' });
   add({ sql: 'SELECT (SELECT count(*) FROM users WHERE age > 30) AS n, (SELECT max(amount) FROM orders) AS m, (SELECT min(name) FROM users) AS first', mode: 'both' });
-  U('SELECT EXISTS (SELECT city FROM users GROUP BY city HAVING count(*) > 3)', /subquery over sharded table "users"/);
-  U('SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM cities)', /subquery over sharded table|reference/);
-  U('SELECT (SELECT avg(age) FROM users)', /subquery over sharded table "users"/);
-  U('SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)', /subquery over sharded table/);
+  SQ('SELECT EXISTS (SELECT city FROM users GROUP BY city HAVING count(*) > 3)', /subquery over sharded table "users"/);
+  SQ('SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM cities)', /subquery over sharded table|reference/);
+  SQ('SELECT (SELECT avg(age) FROM users)', /subquery over sharded table "users"/);
+  SQ('SELECT * FROM users WHERE age > (SELECT avg(age) FROM users)', /subquery over sharded table/);
+  // uncorrelated subqueries not joined on the key: run first, their rows written in (session 22, router/subqueries.ts)
+  add({ sql: "SELECT name FROM users WHERE age IN (SELECT age FROM users WHERE city = 'Rome') ORDER BY name", mode: 'both', ordered: true });
+  add({ sql: 'SELECT count(*), sum(amount) FROM orders WHERE amount > (SELECT max(age) FROM users) OR user_id = ANY (ARRAY(SELECT id FROM users WHERE age > 50))', mode: 'both' });
+  add({ sql: 'SELECT name FROM users WHERE NOT EXISTS (SELECT 1 FROM orders WHERE orders.amount > 1000000) AND age > (SELECT avg(age) FROM users WHERE age > 1000) ORDER BY name', mode: 'both', ordered: true });
+  add({ sql: 'SELECT city, count(*) FROM users WHERE age < (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age) FROM users) GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
+  add({ sql: 'SELECT (SELECT round(avg(amount), 1) FROM orders) AS mean, (SELECT count(*) FROM users WHERE age > (SELECT avg(age) FROM users)) AS older', mode: 'both' });
+  add({ sql: "SELECT name FROM users WHERE age = (SELECT age FROM users WHERE city = 'Paris')", mode: 'both' });
+  add({ sql: 'SELECT id FROM users WHERE id IN (SELECT user_id FROM orders WHERE amount > (SELECT avg(amount) FROM orders)) ORDER BY id', mode: 'both', ordered: true });
+  add({ sql: "SELECT name FROM users WHERE age > (SELECT avg(age) FROM users WHERE city = 'Paris') ORDER BY name",
+    p: { text: 'SELECT name FROM users WHERE age > (SELECT avg(age) FROM users WHERE city = $1) ORDER BY name', values: ['Paris'] }, mode: 'both', ordered: true });
   U('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
   // expressions over aggregates: an inner query merged, the rest evaluated by a server (session 22, router/finalize.ts)
   add({ sql: 'SELECT sum(DISTINCT age) + 1 FROM users', mode: 'both' });
@@ -448,7 +460,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT count(*), sum(id) FROM users WHERE id > 500', mode: 'both' });
   U('INSERT INTO orders SELECT id, user_id, amount, created FROM orders LIMIT 3', /INSERT \.\.\. SELECT with LIMIT/, 'simple');
   U("INSERT INTO cities SELECT DISTINCT city, 'XX' FROM users WHERE city IS NOT NULL ON CONFLICT DO NOTHING", /writing a reference table/, 'simple');
-  U('UPDATE users SET age = (SELECT max(age) FROM users)', /subquery over sharded table "users"/, 'simple');
+  add({ sql: 'UPDATE users SET age = (SELECT max(age) FROM users WHERE id < 3) WHERE id = 5', mode: 'simple' });
   U("MERGE INTO users u USING (VALUES (1, 'm')) v(id, name) ON u.id = v.id WHEN MATCHED THEN UPDATE SET name = v.name", /MERGE into a sharded table/, 'simple');
   // keys in unjoined sharded tables on different shards: cross-shard join (fine when on one shard)
   const spread = [...keysOn('bigint', Array.from({ length: 30 }, (_, i) => String(i + 1))).values()];

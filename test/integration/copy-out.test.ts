@@ -128,17 +128,50 @@ describe('COPY TO STDOUT over 3 shards', () => {
         serialize.query('BEGIN'),
         serialize.bind({ portal: 'p2', statement: 'f1' }), serialize.execute({ portal: 'p2', rows: 2 }), serialize.execute({ portal: 'p2', rows: 2 }), serialize.sync(),
         serialize.query('COMMIT'),
+        // the client's unnamed statement on the shards survives pgring's own Parse of the outer query
+        serialize.parse({ text: 'SELECT count(*) FROM pgbench_tellers' }), serialize.bind({}), serialize.execute({}),
+        serialize.bind({ portal: 'p3', statement: 'f1' }), serialize.execute({ portal: 'p3' }),
+        serialize.bind({}), serialize.execute({}), serialize.sync(),
       ]);
-      const got = await c.until(6, 30000);
+      const got = await c.until(7, 30000);
+      // in PostgreSQL's order: COMMIT answered before the next unit's ParseComplete (a COMMIT
+      // deferred behind requests in flight once let the next message overtake its commit)
+      const commit = got.findIndex((m) => m.tag === 'COMMIT');
+      const lastParse = got.map((m) => m.name).lastIndexOf('parseComplete');
+      assert.ok(commit >= 0 && commit < lastParse, JSON.stringify(got.map((m) => m.name)));
       const names = got.map((m) => m.name);
       const rows = got.filter((m) => m.name === 'dataRow').map((m) => (m.values ?? []).join(':'));
-      assert.deepEqual(rows, ['0:66666', '1:66668', '2:66666', '100001', '0:66666', '1:66668', '2:66666'], JSON.stringify(got));
+      assert.deepEqual(rows, ['0:66666', '1:66668', '2:66666', '100001', '0:66666', '1:66668', '2:66666', '10', '0:66666', '1:66668', '2:66666', '10'], JSON.stringify(got));
       assert.equal(got.filter((m) => m.name === 'error').length, 1, JSON.stringify(got));
       assert.equal(got.find((m) => m.name === 'error')?.code, '22012');
       assert.equal(names.filter((n) => n === 'portalSuspended').length, 1, JSON.stringify(names));
-      assert.deepEqual(got.filter((m) => m.name === 'commandComplete').map((m) => m.tag), ['SELECT 3', 'SELECT 1', 'BEGIN', 'SELECT 1', 'COMMIT']);
-      assert.deepEqual(got.filter((m) => m.name === 'readyForQuery').map((m) => m.status), ['I', 'I', 'I', 'T', 'T', 'I']);
+      assert.deepEqual(got.filter((m) => m.name === 'commandComplete').map((m) => m.tag), ['SELECT 3', 'SELECT 1', 'BEGIN', 'SELECT 1', 'COMMIT', 'SELECT 1', 'SELECT 3', 'SELECT 1']);
+      assert.deepEqual(got.filter((m) => m.name === 'readyForQuery').map((m) => m.status), ['I', 'I', 'I', 'T', 'T', 'I', 'I']);
     } finally { c.close(); }
+  });
+
+  it('subqueries not joined on the key (subqueries.ts): run first, in the client\'s transaction; correlated ones refused', async () => {
+    await withClient(a.port, db, async (c) => {
+      const q = (sql: string): Promise<unknown[][]> => c.query({ text: sql, rowMode: 'array' }).then((r) => r.rows as unknown[][]);
+      // pgbench_accounts' balances are aid % 97: the accounts above the one of aid 95 are those of aid % 97 = 96
+      assert.deepEqual(await q('SELECT count(*) FROM pgbench_accounts WHERE abalance > (SELECT abalance FROM pgbench_accounts WHERE aid = 95)'), [['1030']]);
+      await c.query('BEGIN');
+      await c.query('UPDATE pgbench_accounts SET abalance = 1000 WHERE aid = 96');
+      // qualified by its own table: run first in this transaction, so it sees the update
+      assert.deepEqual(await q('SELECT count(*) FROM pgbench_accounts a WHERE a.abalance >= (SELECT p.abalance - 904 FROM pgbench_accounts p WHERE p.aid = 96)'), [['1030']]);
+      // an unqualified column might be the outer statement's: not tried inside a transaction
+      await assert.rejects(c.query('SELECT count(*) FROM pgbench_tellers t WHERE t.tbalance < (SELECT max(abalance) FROM pgbench_accounts)'),
+        (e: { code?: string; message: string }) => e.code === '0A000' && /subquery over sharded table "pgbench_accounts" not joined/.test(e.message));
+      await c.query('ROLLBACK');
+      // outside a transaction it is tried; a correlated one fails on its own and is refused as before
+      assert.deepEqual(await q('SELECT count(*) FROM pgbench_tellers t WHERE t.tbalance < (SELECT max(abalance) FROM pgbench_accounts)'), [['10']]);
+      await assert.rejects(c.query('SELECT count(*) FROM pgbench_tellers t WHERE t.tbalance < (SELECT max(a.abalance) FROM pgbench_accounts a WHERE a.bid = t.bid)'),
+        (e: { code?: string; message: string }) => e.code === '0A000' && /not joined to the outer query on the shard key/.test(e.message));
+      // a write whose subquery reads other shards: its keys come from the subquery's rows
+      const r = await c.query('UPDATE pgbench_tellers SET tbalance = tbalance WHERE tid IN (SELECT aid FROM pgbench_accounts WHERE aid < 4)');
+      assert.equal(r.rowCount, 3);
+      assert.deepEqual(await q('SELECT abalance FROM pgbench_accounts WHERE aid = 96'), [[96]]);
+    });
   });
 
   it('extended protocol: the merged stream and COPY n', async () => {

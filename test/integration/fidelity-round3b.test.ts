@@ -9,7 +9,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pg from 'pg';
-import { freePort, pgBin } from '../../src/local/proc';
+import { freePort, freePorts, pgBin } from '../../src/local/proc';
 import { LocalPostgres } from '../../src/local/postgres';
 import { parseConfig } from '../../src/config/load';
 import { Proxy } from '../../src/proxy';
@@ -274,8 +274,8 @@ describe('proxy.example.json', () => {
   it('loads as it is and starts (ports, ZooKeeper and shards replaced by the test cluster\'s)', async () => {
     const raw = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../proxy.example.json'), 'utf8')) as Record<string, any>;
     parseConfig(structuredClone(raw)); // valid as shipped
-    raw.listen.port = await freePort();
-    raw.metrics.port = await freePort();
+    // two distinct ports (two freePort() calls may give the same one: CI saw EADDRINUSE)
+    [raw.listen.port, raw.metrics.port] = await freePorts(2);
     raw.zookeeper.connect = cluster.zk;
     raw.zookeeper.cluster = uniqueName('example');
     raw.logLevel = 'silent';

@@ -1,0 +1,100 @@
+// Uncorrelated subqueries over sharded tables, run first (router/subqueries.ts finds them): each
+// runs on its own as any SELECT over several shards (merged), in the client's transaction, and its
+// rows replace it in the statement as typed literals; the statement is then planned again.
+import { B } from '../protocol/codes';
+import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
+import { decodeDataRow, query } from '../protocol/messages';
+import { parseRowDescription } from '../router/merge';
+import type { RoutedStatement } from '../router/router';
+import { subqueriesOf, valuesText } from '../router/subqueries';
+import type { ClientSession } from './client';
+import { runFinalized } from './finalize';
+import { routeShards } from './routing';
+
+/** Rows a subquery may give to be written into the statement. */
+const MAX_ROWS = 10000;
+/** Subqueries replaced in one statement at most (each round finds them again in the new text). */
+const MAX_ROUNDS = 32;
+/** Errors of a subquery run on its own that mean it refers to the outer statement. */
+const OUTER_REFERENCE = new Set(['42703', '42P01']);
+
+/** format_type of type OIDs, per database (user types have OIDs of their database). */
+const typeNameCache = new Map<string, string>();
+
+/** `stmt` with its subqueries over sharded tables replaced by their rows; throws 0A000 (the
+ *  planner's reason) when one cannot be run on its own. */
+export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatement, ext = false): Promise<RoutedStatement> {
+  let sql = stmt.sql;
+  const skip = new Set<string>();
+  for (let round = 0; round < MAX_ROUNDS; round++) {
+    let replaced = false;
+    for (const at of subqueriesOf(sql)) {
+      if (skip.has(at.text)) continue;
+      const planned = s.router.plan(at.text);
+      const q = planned.length === 1 ? planned[0]! : null;
+      // only reads of sharded tables; in a transaction only ones that cannot refer to the outer
+      // statement (an error there would abort the client's transaction)
+      if (!q || q.plan.command !== 'select' || q.plan.write || q.plan.target !== 'sharded' || (s.txStatus !== 'I' && !at.selfContained)) { skip.add(at.text); continue; }
+      const rows = await subqueryRows(s, q, ext);
+      if (rows === null) { skip.add(at.text); continue; }
+      sql = sql.slice(0, at.start) + valuesText(rows.types, rows.names, rows.rows) + sql.slice(at.end);
+      replaced = true;
+      break;   // the text moved: find the subqueries again
+    }
+    if (!replaced) break;
+    const next = s.router.plan(sql);
+    if (next.length !== 1) break;
+    if (!next[0]!.plan.subqueries) return next[0]!;
+  }
+  throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${stmt.plan.subqueries ?? 'this subquery across shards'} is not supported`,
+    { hint: 'A subquery that refers to the outer query must be joined to it on the shard key; one that does not is run first.' });
+}
+
+/** The rows (text) and column type names of the SELECT `q` run over its shards, or null when it
+ *  cannot run on its own (it refers to the outer statement, or pgring cannot answer it). */
+async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
+  if (q.plan.subqueries) q = await withSubqueryResults(s, q, ext);
+  const route = s.routing.route(q, null, null);
+  const multi = route.kind !== 'direct' && s.ctx.shards.shardCount > 1;
+  if (q.plan.unsupported || (multi && q.plan.scatterUnsupported)) return null;
+  const msgs = await new Promise<Buffer[]>((resolve, reject) => {
+    const capture = (m: Buffer[]): Buffer[] => { resolve(m); return []; };
+    const shards = routeShards(route, s.ctx.shards.shardCount);
+    // inside a client's extended-protocol unit (ext) the shards' connections join it (its Sync goes to them too)
+    const run = q.plan.finalize && multi
+      ? runFinalized(s, q, route, { after: capture, partOfMany: true, ext, describe: ext })
+      : s.scatter.scatterSimple(q, query(q.sql, s.codec), shards, true, undefined, undefined, capture, ext);
+    run.catch(reject);
+  });
+  const err = msgs.find((m) => m[0] === B.ErrorResponse);
+  if (err) {
+    const f = parseErrorFields(err);
+    if (s.txStatus === 'I' && OUTER_REFERENCE.has(f.C ?? '')) return null;
+    throw new PgError(f.C ?? SQLSTATE.InternalError, f.M ?? 'subquery failed', { detail: f.D, hint: f.H });
+  }
+  const rd = msgs.find((m) => m[0] === B.RowDescription);
+  if (!rd) return null;
+  const rows = msgs.filter((m) => m[0] === B.DataRow);
+  if (rows.length > MAX_ROWS) {
+    throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: a subquery over several shards that returns more than ${MAX_ROWS} rows is not supported`,
+      { hint: 'Join the tables on the shard key, or narrow the subquery.' });
+  }
+  const fields = parseRowDescription(rd);
+  return { types: await typeNames(s, fields.map((f) => f.typeOid)), names: fields.map((f) => f.name), rows: rows.map(decodeDataRow) };
+}
+
+/** The names of type OIDs (format_type), read once per database from a shard's catalog. */
+async function typeNames(s: ClientSession, oids: number[]): Promise<string[]> {
+  const key = (o: number): string => `${s.database}\0${o}`;
+  const missing = [...new Set(oids.filter((o) => !typeNameCache.has(key(o))))];
+  if (missing.length) {
+    const link = await s.servers.link(s.routing.preferredShard());
+    const rows = await s.servers.queryRows(link, `SELECT oid, pg_catalog.format_type(oid, NULL) FROM pg_catalog.pg_type WHERE oid IN (${missing.join(', ')})`);
+    for (const [oid, name] of rows) if (oid && name) typeNameCache.set(key(Number(oid)), name);
+  }
+  return oids.map((o) => {
+    const name = typeNameCache.get(key(o));
+    if (!name) throw new PgError(SQLSTATE.InternalError, `pgring: the type ${o} of a subquery's column is unknown`);
+    return name;
+  });
+}
