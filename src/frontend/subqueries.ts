@@ -1,12 +1,13 @@
 // Uncorrelated subqueries over sharded tables, run first (router/subqueries.ts finds them): each
 // runs on its own as any SELECT over several shards (merged), in the client's transaction, and its
-// rows replace it in the statement as typed literals; the statement is then planned again.
+// rows replace it in the statement as typed literals; the statement is then planned again. A CTE
+// used once is first written in as a derived table (no rows moved), as PostgreSQL inlines it.
 import { B } from '../protocol/codes';
 import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
 import { decodeDataRow, query } from '../protocol/messages';
 import { parseRowDescription } from '../router/merge';
 import type { RoutedStatement } from '../router/router';
-import { subqueriesOf, valuesText } from '../router/subqueries';
+import { cteBodies, inlineCtes, subqueriesOf, valuesText } from '../router/subqueries';
 import type { ClientSession } from './client';
 import { runFinalized } from './finalize';
 import { routeShards } from './routing';
@@ -28,7 +29,26 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
   const skip = new Set<string>();
   for (let round = 0; round < MAX_ROUNDS; round++) {
     let replaced = false;
-    for (const at of subqueriesOf(sql)) {
+    // a CTE used once becomes a derived table, which the planner may answer as it is (no rows moved)
+    // (unless the derived table cannot be answered as it is: then the CTE runs first, below)
+    const inlined = inlineCtes(sql);
+    const asDerived = inlined === null ? null : s.router.plan(inlined);
+    if (asDerived?.length === 1 && !asDerived[0]!.plan.unsupported && !asDerived[0]!.plan.scatterUnsupported) { sql = inlined!; replaced = true; }
+    // a CTE over sharded tables used more than once (or MATERIALIZED): run once, as PostgreSQL would
+    if (!replaced) {
+      for (const c of cteBodies(sql)) {
+        if (c.usesOther || skip.has(c.text)) continue;
+        const planned = s.router.plan(c.text);
+        const q = planned.length === 1 ? planned[0]! : null;
+        if (!q || q.plan.command !== 'select' || q.plan.write || q.plan.target !== 'sharded') { skip.add(c.text); continue; }
+        const rows = await subqueryRows(s, q, ext);
+        if (rows === null) { skip.add(c.text); continue; }
+        sql = sql.slice(0, c.start) + valuesText(rows.types, rows.names, rows.rows).slice(1, -1) + sql.slice(c.end);
+        replaced = true;
+        break;
+      }
+    }
+    if (!replaced) for (const at of subqueriesOf(sql)) {
       if (skip.has(at.text)) continue;
       const planned = s.router.plan(at.text);
       const q = planned.length === 1 ? planned[0]! : null;

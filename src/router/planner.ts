@@ -259,7 +259,7 @@ export class Planner extends StatementWalker {
       if (tag === 'MergeStmt' && this.writeTarget) reason = 'MERGE into a sharded table';
       reason ??= this.insertReason ?? this.scatterReason(tag, s);
       // a subquery that is not joined on the key: run first, its rows written in (subqueries.ts)
-      if (reason?.startsWith('subquery over sharded table') && reason !== this.insertReason && hasSublink(s)) { p.subqueries = reason; reason = undefined; }
+      if (reason?.startsWith('subquery over sharded table') && reason !== this.insertReason && (hasSublink(s) || (tag === 'SelectStmt' && s.withClause && !s.withClause.recursive))) { p.subqueries = reason; reason = undefined; }
       if (this.insertKeyDefault && tag === 'InsertStmt' && !s.withClause) p.keyDefault = true;
       if (this.insertVia && tag === 'InsertStmt' && !s.withClause && reason === this.insertReason) p.insertVia = this.insertVia;
       if (tag === 'SelectStmt' && p.command === 'select') {

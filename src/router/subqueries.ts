@@ -126,3 +126,101 @@ function selfContained(s: N): boolean {
   refs(s);
   return ok;
 }
+
+/**
+ * `WITH x AS (SELECT … FROM sharded …) SELECT … FROM x …` with each such common table expression
+ * written in place of its one reference as a derived table, `(SELECT …) AS x`, which the planner
+ * answers across shards when its rows come from one shard each (PostgreSQL itself inlines a
+ * non-recursive CTE referenced once, so the results are the same). Only CTEs that are plain
+ * SELECTs, referenced exactly once, not MATERIALIZED and without a column list; null when none is.
+ */
+export function inlineCtes(sql: string): string | null {
+  let tree: N;
+  try { tree = pg.parseSync(sql); } catch { return null; }
+  const s = tree.stmts?.length === 1 ? tree.stmts[0].stmt?.SelectStmt : null;
+  const w = s?.withClause;
+  if (!w || w.recursive) return null;
+  const toks = tokenize(sql);
+  const b2c = byteToCharMap(sql);
+  const loc = (l: number): number => (b2c ? b2c[l] ?? -1 : l);
+  const ctes: N[] = (w.ctes ?? []).map((c: N) => c.CommonTableExpr);
+  // every reference to a name of the WITH list (a nested WITH of the same name makes it unclear: none inlined)
+  const refs = new Map<string, N[]>();
+  let shadowed = false;
+  const visit = (x: N, top: boolean): void => {
+    if (x === null || typeof x !== 'object') return;
+    if (Array.isArray(x)) { x.forEach((y) => visit(y, top)); return; }
+    if (!top && x.withClause) for (const c of x.withClause.ctes ?? []) if (ctes.some((t) => t.ctename === c.CommonTableExpr?.ctename)) shadowed = true;
+    if (x.RangeVar && !x.RangeVar.schemaname && !x.RangeVar.catalogname) {
+      const list = refs.get(x.RangeVar.relname);
+      if (list) list.push(x.RangeVar); else refs.set(x.RangeVar.relname, [x.RangeVar]);
+    }
+    for (const [k, v] of Object.entries(x)) if (k !== 'withClause' || !top) visit(v, false);
+  };
+  visit(s, true);
+  for (const c of ctes) visit(c.ctequery, false);
+  if (shadowed) return null;
+  const list = withList(sql, toks);
+  if (!list || list.entries.length !== ctes.length) return null;
+  const { entries, selectTok } = list;
+  const edits: { start: number; end: number; text: string }[] = [];
+  const inlined = new Set<number>();
+  ctes.forEach((c, k) => {
+    const uses = refs.get(c.ctename) ?? [];
+    if (uses.length !== 1 || c.aliascolnames?.length || c.ctematerialized === 'CTEMaterializeAlways' || !c.ctequery?.SelectStmt) return;
+    // another CTE's body may not use it (it would move out of reach)
+    if (ctes.some((o, j) => j !== k && JSON.stringify(o.ctequery).includes(`"relname":"${c.ctename}"`))) return;
+    const r = uses[0]!;
+    const ti = toks.findIndex((t) => t.start === loc(r.location));
+    if (ti < 0 || ti <= selectTok) return;
+    const name = toks[ti]!;
+    edits.push({ start: name.start, end: name.end, text: `(${sql.slice(entries[k]!.open, entries[k]!.close)})${r.alias ? '' : ` AS ${name.text}`}` });
+    inlined.add(k);
+  });
+  if (!inlined.size) return null;
+  const kept = entries.filter((_, k) => !inlined.has(k));
+  const head = kept.length ? `WITH ${kept.map((e) => sql.slice(toks[e.start]!.start, toks[e.end - 1]!.end)).join(', ')} ` : '';
+  let out = '', pos = toks[selectTok]!.start;
+  for (const e of edits.sort((a, b) => a.start - b.start)) { out += sql.slice(pos, e.start) + e.text; pos = e.end; }
+  return head + out + sql.slice(pos);
+}
+
+/** The entries of a statement's top-level WITH list: token range of each entry and the character
+ *  range inside its body's parentheses; null when the statement does not start with WITH. */
+function withList(sql: string, toks: Token[]): { entries: { start: number; end: number; open: number; close: number }[]; selectTok: number } | null {
+  const withTok = toks.findIndex((t) => t.depth === 0 && t.lower === 'with');
+  const selectTok = toks.findIndex((t, i) => i > withTok && t.depth === 0 && t.lower === 'select');
+  if (withTok !== 0 || selectTok < 0) return null;
+  // name [( columns )] AS [[NOT] MATERIALIZED] ( body ), separated by commas at depth 0
+  const entries: { start: number; end: number; open: number; close: number }[] = [];
+  let start = withTok + 1;
+  if (toks[start]?.lower === 'recursive') return null;
+  for (let i = start; i <= selectTok; i++) {
+    const t = toks[i]!;
+    if (i !== selectTok && !(t.depth === 0 && t.text === ',')) continue;
+    const open = toks.findIndex((x, j) => j >= start && j < i && x.depth === 0 && x.text === '(' && ['as', 'materialized'].includes(toks[j - 1]!.lower));
+    const close = toks.findIndex((x, j) => j > open && j < i && x.depth === 0 && x.text === ')');
+    if (open < 0 || close < 0) return null;
+    entries.push({ start, end: i, open: toks[open]!.end, close: toks[close]!.start });
+    start = i + 1;
+  }
+  void sql;
+  return { entries, selectTok };
+}
+
+/** The bodies of a statement's WITH list (non-recursive), each with its character range (inside
+ *  its parentheses) and whether it reads another CTE of the list (then it cannot run on its own). */
+export function cteBodies(sql: string): { start: number; end: number; text: string; usesOther: boolean }[] {
+  let tree: N;
+  try { tree = pg.parseSync(sql); } catch { return []; }
+  const s = tree.stmts?.length === 1 ? tree.stmts[0].stmt?.SelectStmt : null;
+  if (!s?.withClause || s.withClause.recursive) return [];
+  const list = withList(sql, tokenize(sql));
+  const ctes: N[] = (s.withClause.ctes ?? []).map((c: N) => c.CommonTableExpr);
+  if (!list || list.entries.length !== ctes.length) return [];
+  const names = ctes.map((c) => c.ctename);
+  return list.entries.map((e, k) => {
+    const body = JSON.stringify(ctes[k]!.ctequery);
+    return { start: e.open, end: e.close, text: sql.slice(e.open, e.close), usesOther: names.some((n) => body.includes(`"relname":"${n}"`)) };
+  }).filter((_, k) => ctes[k]!.ctequery?.SelectStmt);
+}

@@ -21,6 +21,9 @@ export interface Step {
   listCols?: number[];
   /** pgring answers 0A000 by design; the message must match */
   unsupported?: RegExp;
+  /** the fields' source columns (table OID, attribute number) are not compared: rows of a CTE that
+   *  pgring ran first come from VALUES, which PostgreSQL describes without a source column */
+  noSource?: boolean;
   /** float results combined from the shards' partial states (variance of float input): compared to
    *  12 significant digits, as PostgreSQL's own parallel aggregation differs from a serial one in the last ones */
   floatCols?: number[];
@@ -309,6 +312,11 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT (SELECT round(avg(amount), 1) FROM orders) AS mean, (SELECT count(*) FROM users WHERE age > (SELECT avg(age) FROM users)) AS older', mode: 'both' });
   add({ sql: "SELECT name FROM users WHERE age = (SELECT age FROM users WHERE city = 'Paris')", mode: 'both' });
   add({ sql: 'SELECT id FROM users WHERE id IN (SELECT user_id FROM orders WHERE amount > (SELECT avg(amount) FROM orders)) ORDER BY id', mode: 'both', ordered: true });
+  // CTEs over sharded tables: one used once is a derived table; others run first (as PostgreSQL materializes them)
+  add({ sql: 'WITH big AS (SELECT * FROM orders WHERE amount > 10) SELECT user_id % 3 AS r, count(*), sum(amount) FROM big GROUP BY 1 ORDER BY 1', mode: 'both', ordered: true });
+  add({ sql: 'WITH c AS (SELECT city, count(*) AS n FROM users GROUP BY city) SELECT city, n FROM c WHERE n > 1 ORDER BY city NULLS FIRST', mode: 'both', ordered: true, noSource: true });
+  add({ sql: 'WITH a AS (SELECT id, age FROM users WHERE age > 40) SELECT count(*), sum(b.age) FROM a JOIN a b ON a.id = b.id', mode: 'both' });
+  add({ sql: 'WITH m AS MATERIALIZED (SELECT max(amount) AS x FROM orders) SELECT count(*) FROM orders, m WHERE amount = m.x', mode: 'both' });
   add({ sql: "SELECT name FROM users WHERE age > (SELECT avg(age) FROM users WHERE city = 'Paris') ORDER BY name",
     p: { text: 'SELECT name FROM users WHERE age > (SELECT avg(age) FROM users WHERE city = $1) ORDER BY name', values: ['Paris'] }, mode: 'both', ordered: true });
   U('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
@@ -475,7 +483,9 @@ export function compare(want: Outcome, got: Outcome, st: Step): string | null {
     return `expected ${JSON.stringify(want)}\n    got ${JSON.stringify(got)}`;
   }
   if (want.command !== got.command || want.rowCount !== got.rowCount) return `tag ${want.command} ${want.rowCount} expected, got ${got.command} ${got.rowCount}`;
-  if (JSON.stringify(want.fields) !== JSON.stringify(got.fields)) return `columns ${want.fields.join(',')} expected, got ${got.fields.join(',')}`;
+  // (noSource: the source column of each field, table OID and attribute number, is not compared)
+  const fields = (o: { fields: string[] }): string[] => (st.noSource ? o.fields.map((f) => f.split(':').slice(0, 5).join(':')) : o.fields);
+  if (JSON.stringify(fields(want)) !== JSON.stringify(fields(got))) return `columns ${want.fields.join(',')} expected, got ${got.fields.join(',')}`;
   if (st.countOnly) return want.rows.length === got.rows.length ? null : `${want.rows.length} rows expected, got ${got.rows.length}`;
   const lists = (rows: string[]): string[] => !st.listCols && !st.floatCols ? rows : rows.map((r) => {
     const row = JSON.parse(r) as (string | number | null)[];

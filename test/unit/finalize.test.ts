@@ -5,7 +5,7 @@ import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { Router } from '../../src/router/router';
 import { finalizeSql } from '../../src/router/finalize';
-import { subqueriesOf, valuesText } from '../../src/router/subqueries';
+import { cteBodies, inlineCtes, subqueriesOf, valuesText } from '../../src/router/subqueries';
 
 before(async () => { await Router.init(); });
 
@@ -55,4 +55,16 @@ test('subqueries: rows written in as typed literals', () => {
   assert.equal(valuesText(['integer', 'text'], ['id', 'n"m'], [['1', "it's"], [null, 'a\\b']]),
     "(SELECT pgring_v.c1 AS \"id\", pgring_v.c2 AS \"n\"\"m\" FROM (VALUES ('1'::integer, 'it''s'::text), (NULL::integer, E'a\\\\b'::text)) AS pgring_v(c1, c2))");
   assert.equal(valuesText(['numeric'], ['avg'], []), '(SELECT NULL::numeric AS "avg" WHERE false)');
+});
+
+test('CTEs: one used once written in as a derived table; the bodies of the others', () => {
+  assert.equal(inlineCtes('WITH big AS (SELECT * FROM orders WHERE amount > 10) SELECT g, count(*) FROM big GROUP BY 1'),
+    'SELECT g, count(*) FROM (SELECT * FROM orders WHERE amount > 10) AS big GROUP BY 1');
+  assert.equal(inlineCtes('WITH a AS (SELECT id FROM users), b AS NOT MATERIALIZED (SELECT * FROM orders) SELECT * FROM b x JOIN a ON a.id = x.user_id'),
+    'SELECT * FROM (SELECT * FROM orders) x JOIN (SELECT id FROM users) AS a ON a.id = x.user_id');
+  // used twice, MATERIALIZED, with a column list, or recursive: not inlined
+  for (const sql of ['WITH a AS (SELECT id FROM users) SELECT * FROM a, a a2', 'WITH a AS MATERIALIZED (SELECT id FROM users) SELECT * FROM a',
+    'WITH a(x) AS (SELECT id FROM users) SELECT * FROM a', 'WITH RECURSIVE r AS (SELECT 1) SELECT * FROM r']) assert.equal(inlineCtes(sql), null, sql);
+  const sql = 'WITH a AS (SELECT id FROM users), b AS MATERIALIZED (SELECT * FROM a) SELECT * FROM b, b c';
+  assert.deepEqual(cteBodies(sql).map((c) => [c.text, c.usesOther, sql.slice(c.start, c.end)]), [['SELECT id FROM users', false, 'SELECT id FROM users'], ['SELECT * FROM a', true, 'SELECT * FROM a']]);
 });
