@@ -124,11 +124,10 @@ class Split {
 
     // values of the select list (without their aliases), and the names a bare ORDER BY name may mean
     const values = sel.items.map((it, k) => this.valueRange(it, targets[k].ResTarget));
-    targets.forEach((t, k) => {
+    for (const t of targets) {
       const name = t.ResTarget.name ?? simpleName(t.ResTarget.val);
       if (name) this.outNames.add(name);
-      void k;
-    });
+    }
 
     // group keys: their text for the inner query, their parse tree to find them in the outer one
     const groupClause: N[] = s.groupClause ?? [];

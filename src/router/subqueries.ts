@@ -160,7 +160,7 @@ export function inlineCtes(sql: string): string | null {
   visit(s, true);
   for (const c of ctes) visit(c.ctequery, false);
   if (shadowed) return null;
-  const list = withList(sql, toks);
+  const list = withList(toks);
   if (!list || list.entries.length !== ctes.length) return null;
   const { entries, selectTok } = list;
   const edits: { start: number; end: number; text: string }[] = [];
@@ -187,7 +187,7 @@ export function inlineCtes(sql: string): string | null {
 
 /** The entries of a statement's top-level WITH list: token range of each entry and the character
  *  range inside its body's parentheses; null when the statement does not start with WITH. */
-function withList(sql: string, toks: Token[]): { entries: { start: number; end: number; open: number; close: number }[]; selectTok: number } | null {
+function withList(toks: Token[]): { entries: { start: number; end: number; open: number; close: number }[]; selectTok: number } | null {
   const withTok = toks.findIndex((t) => t.depth === 0 && t.lower === 'with');
   const selectTok = toks.findIndex((t, i) => i > withTok && t.depth === 0 && t.lower === 'select');
   if (withTok !== 0 || selectTok < 0) return null;
@@ -204,7 +204,6 @@ function withList(sql: string, toks: Token[]): { entries: { start: number; end: 
     entries.push({ start, end: i, open: toks[open]!.end, close: toks[close]!.start });
     start = i + 1;
   }
-  void sql;
   return { entries, selectTok };
 }
 
@@ -215,7 +214,7 @@ export function cteBodies(sql: string): { start: number; end: number; text: stri
   try { tree = pg.parseSync(sql); } catch { return []; }
   const s = tree.stmts?.length === 1 ? tree.stmts[0].stmt?.SelectStmt : null;
   if (!s?.withClause || s.withClause.recursive) return [];
-  const list = withList(sql, tokenize(sql));
+  const list = withList(tokenize(sql));
   const ctes: N[] = (s.withClause.ctes ?? []).map((c: N) => c.CommonTableExpr);
   if (!list || list.entries.length !== ctes.length) return [];
   const names = ctes.map((c) => c.ctename);
