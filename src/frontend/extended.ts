@@ -146,7 +146,7 @@ export class ExtendedProtocol {
         // A cursor over several shards: pgring keeps its rows (cursors.ts), with the values written in.
         const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
         if (route.kind !== 'direct') {
-          const sql = withParamLiterals(cs.sql, info.params, info.paramFormats, cs.types, (b) => this.s.text(b));
+          const sql = this.valuesWrittenIn(cs, info);
           this.portals.set(info.portal, { shards: [], cs, virtual: true, declare: { sql, route } });
           this.s.responses.synth([bindComplete], true);
           return;
@@ -156,7 +156,7 @@ export class ExtendedProtocol {
         // An expression over aggregates over several shards (finalize.ts), with the values written in.
         const route = this.s.routing.route(cs.stmt, info.params, info.paramFormats);
         if (route.kind !== 'direct') {
-          const sql = withParamLiterals(cs.sql, info.params, info.paramFormats, cs.types, (b) => this.s.text(b));
+          const sql = this.valuesWrittenIn(cs, info);
           this.portals.set(info.portal, { shards: [], cs, virtual: true, finalize: { sql, route, formats: resultFormats(msg, info.resultOffset) } });
           this.s.responses.synth([bindComplete], true);
           return;
@@ -242,12 +242,17 @@ export class ExtendedProtocol {
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
+  /** The statement's text with the Bind's values written in (pgring runs it in the simple form). */
+  private valuesWrittenIn(cs: ClientStatement, info: ReturnType<typeof decodeBind>): string {
+    return withParamLiterals(cs.sql, info.params, info.paramFormats, cs.types, (b) => this.s.text(b));
+  }
+
   /** Bind of a statement whose subqueries over sharded tables run first (subqueries.ts): with the
    *  client's values written in, the subqueries are run and their rows written in too, and the
    *  portal is bound to pgring's statement of that text (no parameters, the client's result formats). */
   private async bindSubqueries(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> {
     try {
-      const planned = this.s.router.plan(withParamLiterals(cs.sql, info.params, info.paramFormats, cs.types, (b) => this.s.text(b)));
+      const planned = this.s.router.plan(this.valuesWrittenIn(cs, info));
       if (planned.length !== 1) throw new PgError(SQLSTATE.SyntaxError, 'pgring: the statement could not be read back with its values');
       const next = await withSubqueryResults(this.s, planned[0]!, true);
       const own = makeStatement('pgring-subqueries', next.sql, [], next, parseMsg('', next.sql, [], this.s.codec), cs.scope, this.s.codec);

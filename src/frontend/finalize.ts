@@ -3,10 +3,9 @@
 // which one of the shards' connections evaluates. In the same exchange that server describes the
 // client's own statement, so the client gets exactly the RowDescription PostgreSQL gives for it
 // (names, types, type modifiers, source columns), and the outer query's rows under it.
-import { B } from '../protocol/codes';
+import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { bindMsg, decodeDataRowRaw, executeMsg, flushMsg, parseMsg, query, syncMsg, targeted } from '../protocol/messages';
-import { F } from '../protocol/codes';
 import { finalizeSql, type Finalize } from '../router/finalize';
 import { parseRowDescription } from '../router/merge';
 import type { RoutedStatement } from '../router/router';

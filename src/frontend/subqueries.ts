@@ -35,31 +35,19 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
     const asDerived = inlined === null ? null : s.router.plan(inlined);
     if (asDerived?.length === 1 && !asDerived[0]!.plan.unsupported && !asDerived[0]!.plan.scatterUnsupported) { sql = inlined!; replaced = true; }
     // a CTE over sharded tables used more than once (or MATERIALIZED): run once, as PostgreSQL would
-    if (!replaced) {
-      for (const c of cteBodies(sql)) {
-        if (c.usesOther || skip.has(c.text)) continue;
-        const planned = s.router.plan(c.text);
-        const q = planned.length === 1 ? planned[0]! : null;
-        if (!q || q.plan.command !== 'select' || q.plan.write || q.plan.target !== 'sharded') { skip.add(c.text); continue; }
-        const rows = await subqueryRows(s, q, ext);
-        if (rows === null) { skip.add(c.text); continue; }
-        sql = sql.slice(0, c.start) + valuesText(rows.types, rows.names, rows.rows).slice(1, -1) + sql.slice(c.end);
-        replaced = true;
-        break;
-      }
-    }
-    if (!replaced) for (const at of subqueriesOf(sql)) {
+    // (its body becomes the query of its rows); else a subquery expression, replaced with its parentheses
+    const ctes = replaced ? [] : cteBodies(sql).filter((c) => !c.usesOther).map((c) => ({ ...c, inner: true, selfContained: true }));
+    const links = replaced ? [] : subqueriesOf(sql).map((at) => ({ ...at, inner: false }));
+    for (const at of [...ctes, ...links]) {
       if (skip.has(at.text)) continue;
-      const planned = s.router.plan(at.text);
-      const q = planned.length === 1 ? planned[0]! : null;
-      // only reads of sharded tables; in a transaction only ones that cannot refer to the outer
-      // statement (an error there would abort the client's transaction)
-      if (!q || q.plan.command !== 'select' || q.plan.write || q.plan.target !== 'sharded' || (s.txStatus !== 'I' && !at.selfContained)) { skip.add(at.text); continue; }
-      const rows = await subqueryRows(s, q, ext);
+      // in a transaction only a subquery that cannot refer to the outer statement (an error would
+      // abort the client's transaction); a CTE's body never can
+      const rows = s.txStatus === 'I' || at.selfContained ? await runFirst(s, at.text, ext) : null;
       if (rows === null) { skip.add(at.text); continue; }
-      sql = sql.slice(0, at.start) + valuesText(rows.types, rows.names, rows.rows) + sql.slice(at.end);
+      const values = valuesText(rows.types, rows.names, rows.rows);
+      sql = sql.slice(0, at.start) + (at.inner ? values.slice(1, -1) : values) + sql.slice(at.end);
       replaced = true;
-      break;   // the text moved: find the subqueries again
+      break;   // the text moved: find them again
     }
     if (!replaced) break;
     const next = s.router.plan(sql);
@@ -68,6 +56,14 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
   }
   throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${stmt.plan.subqueries ?? 'this subquery across shards'} is not supported`,
     { hint: 'A subquery that refers to the outer query must be joined to it on the shard key; one that does not is run first.' });
+}
+
+/** `text` run on its own when it is a read of sharded tables; null when it is not, or cannot run. */
+async function runFirst(s: ClientSession, text: string, ext: boolean): ReturnType<typeof subqueryRows> {
+  const planned = s.router.plan(text);
+  const q = planned.length === 1 ? planned[0]! : null;
+  if (!q || q.plan.command !== 'select' || q.plan.write || q.plan.target !== 'sharded') return null;
+  return subqueryRows(s, q, ext);
 }
 
 /** The rows (text) and column type names of the SELECT `q` run over its shards, or null when it
