@@ -162,8 +162,10 @@ export class ExtendedProtocol {
           return;
         }
       }
-      if (plan.subqueries && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !cs.stmt.hint?.shard && !plan.hint?.shard) {
-        // subqueries over sharded tables not joined on the key: run first, their rows written in (subqueries.ts)
+      if ((plan.subqueries || plan.materialize) && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !cs.stmt.hint?.shard && !plan.hint?.shard
+        && (plan.subqueries || this.s.routing.route(cs.stmt, info.params, info.paramFormats).kind !== 'direct')) {
+        // subqueries over sharded tables not joined on the key: run first, their rows written in
+        // (subqueries.ts); a read no merge answers whose keys route to several shards: its tables read first (materialize.ts)
         return this.bindSubqueries(msg, info, cs);
       }
       if (this.s.cursors.size && this.s.cursors.keeps(cs.stmt)) {

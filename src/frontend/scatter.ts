@@ -207,8 +207,10 @@ export class Scatter {
       if (result.out) result.out.push(...msgs); else result.out = msgs;
       const first = msgs.find((m) => m[0] === B.CommandComplete);
       if (first) this.s.transaction.afterCommand(stmt, commandTag(first), null);
-      const err = capture ? msgs.find((m) => m[0] === B.ErrorResponse) : undefined;
-      if (err) this.s.responses.afterErrorOf(result, err);
+      const err = capture || ext ? msgs.find((m) => m[0] === B.ErrorResponse) : undefined;
+      if (err && capture) this.s.responses.afterErrorOf(result, err);
+      // inside the client's extended-protocol unit an error the client gets fails the unit
+      if (err && ext) this.s.skipUntilSync = true;
       this.s.responses.complete(result);
       this.s.flush();
     };
@@ -237,7 +239,10 @@ export class Scatter {
       case K.Execute: terminal = type === B.CommandComplete || type === B.EmptyQueryResponse || type === B.PortalSuspended; break;
       default: terminal = type === B.ReadyForQuery;
     }
-    if (type === B.ErrorResponse && p.ext) {
+    // An extended-protocol request failed: the server skips the rest of the unit. (A simple Query
+    // pgring sends inside the client's unit is answered to its ReadyForQuery, and later requests
+    // are answered too: the unit fails for the client only if the error reaches it, see finish.)
+    if (type === B.ErrorResponse && p.ext && p.kind !== K.ExecSimple) {
       this.groupMemberDone(p);
       this.s.responses.extendedError(p);
       return;

@@ -145,6 +145,10 @@ export class SimpleQuery {
       if (plan.copyMerged && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1) return this.copyMerged(stmt, route).catch((e) => this.queryError(e));
       // expressions over aggregates: an inner query merged, the rest evaluated by a server (finalize.ts)
       if (plan.finalize && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1) return runFinalized(this.s, stmt, route).catch((e) => this.queryError(e));
+      // a read whose keys route to several shards that no merge answers: its tables read first (materialize.ts)
+      if (plan.materialize && !plan.subqueries && route.kind !== 'direct' && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !stmt.hint?.shard && !plan.hint?.shard) {
+        return withSubqueryResults(this.s, stmt).then((next) => this.runSimple(next, query(next.sql, this.s.codec), [next])).catch((e) => this.queryError(e));
+      }
       this.checkSupported(stmt, route);
       if (route.kind === 'direct' && !this.writeHookFor(stmt)) {
         const link = this.s.servers.linkNow(route.shard);

@@ -26,6 +26,7 @@ const typeNameCache = new Map<string, string>();
  *  planner's reason) when one cannot be run on its own. */
 export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatement, ext = false): Promise<RoutedStatement> {
   let sql = stmt.sql;
+  let materialize = stmt.plan.materialize === true;
   const skip = new Set<string>();
   for (let round = 0; round < MAX_ROUNDS; round++) {
     let replaced = false;
@@ -49,26 +50,43 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
       replaced = true;
       break;   // the text moved: find them again
     }
+    // last resort for a read no merge answers: its derived tables and set-operation arms, then its
+    // sharded tables, read first (materialize.ts)
+    for (const at of replaced || !materialize ? [] : s.router.tableReads(sql)) {
+      if (skip.has(at.text)) continue;
+      const rows = await runFirst(s, at.text, ext, tableLimit(at.text));
+      if (rows === null) { skip.add(at.text); continue; }
+      sql = sql.slice(0, at.start) + valuesText(rows.types, rows.names, rows.rows) + at.as + sql.slice(at.end);
+      replaced = true;
+      break;
+    }
     if (!replaced) break;
     const next = s.router.plan(sql);
     if (next.length !== 1) break;
     if (!next[0]!.plan.subqueries) return next[0]!;
+    materialize = next[0]!.plan.materialize === true;
   }
-  throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${stmt.plan.subqueries ?? 'this subquery across shards'} is not supported`,
-    { hint: 'A subquery that refers to the outer query must be joined to it on the shard key; one that does not is run first.' });
+  const why = stmt.plan.subqueries ?? stmt.plan.scatterUnsupported ?? 'this subquery across shards';
+  throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`,
+    why.startsWith('subquery') ? { hint: 'A subquery that refers to the outer query must be joined to it on the shard key; one that does not is run first.' } : undefined);
+}
+
+/** The refusal of a table read first that has more rows than pgring writes into a statement. */
+function tableLimit(text: string): string {
+  return `pgring: a query across shards that pgring answers on one shard over the rows it reads first (${text.length > 200 ? `${text.slice(0, 200)}…` : text}) would read more than ${MAX_ROWS} rows`;
 }
 
 /** `text` run on its own when it is a read of sharded tables; null when it is not, or cannot run. */
-async function runFirst(s: ClientSession, text: string, ext: boolean): ReturnType<typeof subqueryRows> {
+async function runFirst(s: ClientSession, text: string, ext: boolean, tooMany?: string): ReturnType<typeof subqueryRows> {
   const planned = s.router.plan(text);
   const q = planned.length === 1 ? planned[0]! : null;
   if (!q || q.plan.command !== 'select' || q.plan.write || q.plan.target !== 'sharded') return null;
-  return subqueryRows(s, q, ext);
+  return subqueryRows(s, q, ext, tooMany);
 }
 
 /** The rows (text) and column type names of the SELECT `q` run over its shards, or null when it
  *  cannot run on its own (it refers to the outer statement, or pgring cannot answer it). */
-async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
+async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, tooMany?: string): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
   if (q.plan.subqueries) q = await withSubqueryResults(s, q, ext);
   const route = s.routing.route(q, null, null);
   const multi = route.kind !== 'direct' && s.ctx.shards.shardCount > 1;
@@ -92,25 +110,27 @@ async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean):
   if (!rd) return null;
   const rows = msgs.filter((m) => m[0] === B.DataRow);
   if (rows.length > MAX_ROWS) {
-    throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: a subquery over several shards that returns more than ${MAX_ROWS} rows is not supported`,
-      { hint: 'Join the tables on the shard key, or narrow the subquery.' });
+    throw new PgError(SQLSTATE.FeatureNotSupported, tooMany ?? `pgring: a subquery over several shards that returns more than ${MAX_ROWS} rows is not supported`,
+      { hint: tooMany ? 'Narrow the query with conditions on each table, or join the tables on the shard key.' : 'Join the tables on the shard key, or narrow the subquery.' });
   }
   const fields = parseRowDescription(rd);
-  return { types: await typeNames(s, fields.map((f) => f.typeOid)), names: fields.map((f) => f.name), rows: rows.map(decodeDataRow) };
+  return { types: await typeNames(s, fields.map((f) => [f.typeOid, f.typmod])), names: fields.map((f) => f.name), rows: rows.map(decodeDataRow) };
 }
 
-/** The names of type OIDs (format_type), read once per database from a shard's catalog. */
-async function typeNames(s: ClientSession, oids: number[]): Promise<string[]> {
-  const key = (o: number): string => `${s.database}\0${o}`;
-  const missing = [...new Set(oids.filter((o) => !typeNameCache.has(key(o))))];
+/** The names of column types with their modifiers (format_type: `character(84)`, `numeric(10,2)`;
+ *  without the modifier a bpchar literal would be cut to one character), read once per database
+ *  from a shard's catalog. */
+async function typeNames(s: ClientSession, types: [oid: number, typmod: number][]): Promise<string[]> {
+  const key = ([o, m]: [number, number]): string => `${s.database}\0${o}\0${m}`;
+  const missing = types.filter((t, i) => !typeNameCache.has(key(t)) && types.findIndex((u) => key(u) === key(t)) === i);
   if (missing.length) {
     const link = await s.servers.link(s.routing.preferredShard());
-    const rows = await s.servers.queryRows(link, `SELECT oid, pg_catalog.format_type(oid, NULL) FROM pg_catalog.pg_type WHERE oid IN (${missing.join(', ')})`);
-    for (const [oid, name] of rows) if (oid && name) typeNameCache.set(key(Number(oid)), name);
+    const rows = await s.servers.queryRows(link, `SELECT t.o, t.m, pg_catalog.format_type(t.o, t.m) FROM (VALUES ${missing.map(([o, m]) => `(${o}::oid, ${m})`).join(', ')}) AS t(o, m)`);
+    for (const [oid, mod, name] of rows) if (oid && mod && name) typeNameCache.set(key([Number(oid), Number(mod)]), name);
   }
-  return oids.map((o) => {
-    const name = typeNameCache.get(key(o));
-    if (!name) throw new PgError(SQLSTATE.InternalError, `pgring: the type ${o} of a subquery's column is unknown`);
+  return types.map((t) => {
+    const name = typeNameCache.get(key(t));
+    if (!name) throw new PgError(SQLSTATE.InternalError, `pgring: the type ${t[0]} of a subquery's column is unknown`);
     return name;
   });
 }

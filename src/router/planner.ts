@@ -272,6 +272,13 @@ export class Planner extends StatementWalker {
         }
         else { p.merge = m.spec; shardSqlT = m.shardSqlT; }
       }
+      // a read that no merge answers across shards: its tables are read first and it runs on one
+      // shard over their rows (materialize.ts)
+      // (with keys: only when they route to several shards, frontend/simple.ts and extended.ts)
+      if ((reason || p.subqueries) && tag === 'SelectStmt' && p.command === 'select' && !p.write && !p.unsupported && !p.finalize) {
+        p.materialize = true;
+        if (p.keys === null) { p.subqueries ??= reason; reason = undefined; }
+      }
       if (reason) {
         p.scatterUnsupported = reason;
         if (p.keys === null && !p.unsupported) p.unsupported = reason;
@@ -481,6 +488,8 @@ export class Planner extends StatementWalker {
    *  sharded occurrence(s) of the statement's top level (each set-operation arm for UNION ALL). */
   private scatterReason(tag: string, s: N): string | undefined {
     if (!this.occs.length) return undefined;
+    const outer = outerJoinReason(s, (rv) => this.lookupTable(rv)?.name ?? null);
+    if (outer) return outer;
     const up = new Map<Occ, Occ>();
     for (const o of this.occs) up.set(o, o);
     const find = (o: Occ): Occ => { let r = o; while (up.get(r) !== r) r = up.get(r)!; return r; };
@@ -693,4 +702,41 @@ function windowsPartitionedBy(s: N, isKey: (e: N) => boolean): boolean {
   visit(s.targetList);
   visit(s.sortClause);
   return ok;
+}
+
+/** An outer join whose preserved side reads no sharded table (a reference table, VALUES, a
+ *  function) while its other side does: every shard would keep all the preserved rows, each
+ *  null-extended or matched with its own rows only. */
+function outerJoinReason(s: N, sharded: (rv: N) => string | null): string | undefined {
+  const ctes = new Set<string>();
+  const tablesIn = (x: N): string[] => {
+    const out: string[] = [];
+    const visit = (y: N): void => {
+      if (y === null || typeof y !== 'object') return;
+      if (Array.isArray(y)) { y.forEach(visit); return; }
+      if (y.RangeVar && !(!y.RangeVar.schemaname && ctes.has(y.RangeVar.relname))) { const t = sharded(y.RangeVar); if (t) out.push(t); }
+      for (const v of Object.values(y)) visit(v);
+    };
+    visit(x);
+    return out;
+  };
+  let reason: string | undefined;
+  const visit = (x: N): void => {
+    if (reason || x === null || typeof x !== 'object') return;
+    if (Array.isArray(x)) { x.forEach(visit); return; }
+    if (x.CommonTableExpr?.ctename) ctes.add(x.CommonTableExpr.ctename);
+    const j = x.JoinExpr;
+    if (j && (j.jointype === 'JOIN_LEFT' || j.jointype === 'JOIN_RIGHT' || j.jointype === 'JOIN_FULL')) {
+      const l = tablesIn(j.larg), r = tablesIn(j.rarg);
+      const kept = j.jointype === 'JOIN_LEFT' ? [l] : j.jointype === 'JOIN_RIGHT' ? [r] : [l, r];
+      const other = j.jointype === 'JOIN_LEFT' ? r : j.jointype === 'JOIN_RIGHT' ? l : [...l, ...r];
+      if (other.length && kept.some((k) => k.length === 0)) {
+        reason = `an outer join that keeps the rows of a table that is not sharded, joined to sharded table "${other[0]}" (each shard would keep every one of those rows)`;
+        return;
+      }
+    }
+    for (const v of Object.values(x)) visit(v);
+  };
+  visit(s);
+  return reason;
 }

@@ -3,12 +3,16 @@ import { lex, LexedStatement, LitKind, renderLiteral } from './lexer';
 import { normalizeSchema, NSchema, Planner, PlanTemplate, renderParts, Part } from './planner';
 import type { KeyRef, Plan, RouterSchema, RoutedStatement } from './types';
 import { LiveStatement, PlanSource } from './live-statement';
+import { tableReads, type TableRead } from './materialize';
 
 export * from './types';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { loadModule(): Promise<void>; parseSync(sql: string): { stmts?: { stmt: unknown }[] } } = require('libpg-query');
 let loaded = false;
+
+/** Longer statement shapes are planned but not cached. */
+const MAX_CACHED_SHAPE = 65536;
 
 const EMPTY_PLAN: Plan = Object.freeze({ command: 'empty', write: false, target: 'none', keys: null }) as Plan;
 
@@ -48,6 +52,15 @@ export class Router implements PlanSource {
   }
 
   get cacheEntries(): number { return this.cache.size; }
+
+  /** What a SELECT marked `materialize` reads first: its derived tables and sharded tables (router/materialize.ts). */
+  tableReads(sql: string): TableRead[] {
+    return tableReads(sql, (rv) => {
+      if (rv.catalogname || (rv.schemaname && rv.schemaname !== 'public')) return null;
+      const t = this.schema.byName.get(rv.relname);
+      return t ? { columns: t.lcolumns ?? null } : null;
+    });
+  }
 
   /** Plan every statement of a simple-query string. Never throws.
    *  PostgreSQL parses a whole query string before it runs any of it, so a string with a
@@ -135,6 +148,8 @@ export class Router implements PlanSource {
     this.misses++;
     t = this.computeShape(st);
     if (t.plan.parseError !== undefined) return t; // not cached
+    // statements with rows written in (subqueries.ts, materialize.ts) are one-off and large
+    if (st.shape.length > MAX_CACHED_SHAPE) return t;
     if (t.fixed.length > 0) {
       if (!cache.has(st.shape)) this.put(st.shape, t);
       this.put(fixedKey(st.shape, t.fixed, st.literals), t);

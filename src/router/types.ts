@@ -147,6 +147,9 @@ export interface Plan {
    *  shards pgring runs the subqueries first and writes their rows in (router/subqueries.ts); the
    *  text is the form's name, for the refusal where that cannot be done. */
   subqueries?: string;
+  /** With `subqueries`: a plain SELECT that no merge answers across shards; as a last resort pgring
+   *  reads its derived and sharded tables first and runs it on one shard over their rows (router/materialize.ts). */
+  materialize?: boolean;
   unsupported?: string;
   /** Set when the statement gives wrong results if it runs on more than one shard (names the form).
    *  The caller must answer 0A000 "pgring: <this> is not supported" when the route has more than one

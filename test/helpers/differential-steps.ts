@@ -295,6 +295,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   const F = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both' }); };
   // refused before session 22 (the reason was `_was`); now answered by running the subquery first (subqueries.ts)
   const SQ = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both' }); };
+  // refused before session 23 (the reason was `_was`); now answered on one shard over the rows of its
+  // tables read first (materialize.ts): those columns come from VALUES (no source column)
+  const M = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both', noSource: true }); };
   // a select list of subqueries that merge as aggregates (SQLAlchemy's exists(), counts in one round trip)
   add({ sql: 'SELECT (SELECT sum(age) FROM users), (SELECT sum(amount) FROM orders)', mode: 'both' });
   add({ sql: "SELECT EXISTS (SELECT 1 FROM users WHERE name = 'u7') AS anon_1", p: { text: 'SELECT EXISTS (SELECT 1 FROM users WHERE name = $1) AS anon_1', values: ['u7'] } });
@@ -319,7 +322,39 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'WITH m AS MATERIALIZED (SELECT max(amount) AS x FROM orders) SELECT count(*) FROM orders, m WHERE amount = m.x', mode: 'both' });
   add({ sql: "SELECT name FROM users WHERE age > (SELECT avg(age) FROM users WHERE city = 'Paris') ORDER BY name",
     p: { text: 'SELECT name FROM users WHERE age > (SELECT avg(age) FROM users WHERE city = $1) ORDER BY name', values: ['Paris'] }, mode: 'both', ordered: true });
-  U('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
+  M('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
+  // session 23: reads no merge answers run on one shard over the rows of their tables read first
+  // (materialize.ts); conditions of a table's own columns go into its read, never across an outer join
+  const RF = (sql: string, ordered = true): void => { add({ sql, mode: 'both', noSource: true, ordered }); };
+  RF('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.age > 40 AND o.amount > 20 ORDER BY 1, 2');
+  RF('SELECT u.city, count(*), sum(o.amount) FROM users u LEFT JOIN orders o ON o.id = u.id AND o.amount > 30 WHERE o.amount IS NULL OR u.age BETWEEN 30 AND 50 GROUP BY u.city ORDER BY 1 NULLS FIRST');
+  RF('SELECT u.id, o.id AS oid FROM users u LEFT JOIN orders o ON o.id = u.id WHERE o.amount IS NULL AND u.id < 20 ORDER BY 1, 2');
+  // an outer join that keeps the rows of a reference table: each shard kept them all (fixed in session 23)
+  RF('SELECT c.name, count(u.id), min(u.age) FROM cities c LEFT JOIN users u ON u.city = c.name GROUP BY c.name ORDER BY 1');
+  RF('SELECT c.name, u.id FROM users u RIGHT JOIN cities c ON u.city = c.name AND u.age > 50 ORDER BY 1, 2 NULLS FIRST');
+  RF('SELECT c.name, u.id FROM cities c FULL JOIN users u ON u.city = c.name AND u.id < 4 WHERE u.id IS NULL OR u.id < 4 ORDER BY 1 NULLS FIRST, 2 NULLS FIRST');
+  RF('SELECT u.id, o.user_id FROM orders o RIGHT JOIN users u ON o.id = u.id + 100 WHERE o.created IS NULL AND u.age BETWEEN 20 AND 40 ORDER BY 1, 2');
+  RF('SELECT id, name, rank() OVER (ORDER BY age DESC NULLS LAST, id) FROM users WHERE age BETWEEN 25 AND 45 AND city IS NOT NULL ORDER BY 3');
+  RF("SELECT id, lag(name) OVER w, sum(age) OVER (w ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM users WHERE (city = 'Paris' OR city = 'Rome') AND id < 25 WINDOW w AS (ORDER BY id) ORDER BY id");
+  RF('SELECT city FROM users WHERE age > 30 INTERSECT SELECT name FROM cities ORDER BY 1');
+  RF('SELECT user_id FROM orders EXCEPT SELECT id FROM users WHERE age > 30 ORDER BY 1');
+  RF('(SELECT id FROM users WHERE age > 50 ORDER BY id LIMIT 2) UNION ALL (SELECT user_id FROM orders ORDER BY amount DESC, id LIMIT 2) ORDER BY 1');
+  RF('SELECT max(id) FROM users UNION ALL SELECT count(*) FROM orders', false);
+  RF('SELECT city, age > 40 AS old, count(*) FROM users GROUP BY ROLLUP (city, age > 40) ORDER BY 1 NULLS FIRST, 2 NULLS FIRST', false);
+  RF('SELECT city, count(*), grouping(city) FROM users GROUP BY GROUPING SETS ((city), ()) ORDER BY 1 NULLS FIRST, 3');
+  RF('SELECT u.name, (SELECT count(*) FROM orders o WHERE o.id = u.id) FROM users u WHERE u.id < 10 ORDER BY 1');
+  RF('SELECT u.id, x.amount FROM users u, LATERAL (SELECT amount FROM orders o WHERE o.id = u.id ORDER BY amount DESC LIMIT 1) x ORDER BY 1');
+  RF('WITH RECURSIVE r(id, depth) AS (SELECT id, 1 FROM users WHERE id = 1 UNION ALL SELECT u.id, r.depth + 1 FROM users u JOIN r ON u.id = r.id + 1 WHERE r.depth < 5) SELECT * FROM r ORDER BY 1');
+  RF('SELECT DISTINCT ON (city) city, name, count(*) OVER (PARTITION BY city) FROM users ORDER BY city, name');
+  RF('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY age DESC NULLS LAST, id LIMIT 3) OR age IS NULL', false);
+  RF('SELECT o.user_id, count(*) FROM orders o JOIN (SELECT DISTINCT city, age FROM users) d ON d.age = o.id GROUP BY 1 ORDER BY 1');
+  add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.age > 40 AND o.amount > 20 ORDER BY 1, 2',
+    p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.age > $1 AND o.amount > $2 ORDER BY 1, 2', values: [40, 20] }, noSource: true, ordered: true });
+  add({ sql: 'SELECT id, row_number() OVER (ORDER BY name) FROM users WHERE age > 30 ORDER BY 2',
+    p: { text: 'SELECT id, row_number() OVER (ORDER BY name) FROM users WHERE age > $1 ORDER BY 2', values: [30] }, noSource: true, ordered: true });
+  // a character(n) column read first keeps its length (format_type with the modifier)
+  add({ sql: 'SELECT id FROM users WHERE name::char(5) IN (SELECT name::char(5) FROM users WHERE age > 45) ORDER BY id', mode: 'both', ordered: true });
+  RF("SELECT name::char(6) AS c6, amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id < 5 ORDER BY 1, 2");
   // expressions over aggregates: an inner query merged, the rest evaluated by a server (session 22, router/finalize.ts)
   add({ sql: 'SELECT sum(DISTINCT age) + 1 FROM users', mode: 'both' });
   add({ sql: 'SELECT city, round(avg(age), 2), count(*) * 10 FROM users WHERE age > 21 GROUP BY city HAVING count(*) > 1 ORDER BY 2 DESC NULLS LAST, city LIMIT 3',
@@ -335,12 +370,12 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT city, count(*) + 1 FROM users WHERE age > 1000 GROUP BY city', mode: 'both' });
   add({ sql: 'SELECT count(*) + 1, sum(age) IS NULL FROM users WHERE age > 1000', mode: 'both' });
   add({ sql: 'SELECT sum(age) / 0 FROM users', mode: 'both' });
-  U('SELECT city, name, count(*) + 1 FROM users GROUP BY city', /expressions over aggregates across shards/);
+  M('SELECT city, name, count(*) + 1 FROM users GROUP BY city', /expressions over aggregates across shards/);
   F('SELECT city FROM users GROUP BY city HAVING avg(DISTINCT age) > 1', /avg\(DISTINCT\) in HAVING that is not in the select list/);
-  U('SELECT sum(DISTINCT age ORDER BY age) FROM users', /sum\(DISTINCT\) across shards|aggregate sum/);
-  U('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', /join of sharded tables \("users", "orders"\) not on their shard keys/);
-  add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] }, unsupported: /join of sharded tables \("users", "orders"\) not on their shard keys/ });
-  U('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
+  M('SELECT sum(DISTINCT age ORDER BY age) FROM users', /sum\(DISTINCT\) across shards|aggregate sum/);
+  M('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', /join of sharded tables \("users", "orders"\) not on their shard keys/);
+  add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] }, noSource: true });
+  M('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
   // grouped by the shard key: every group on one shard, any aggregate exact there (session 21)
   add({ sql: "SELECT user_id, string_agg(id::text, ',' ORDER BY id DESC), count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM orders GROUP BY user_id ORDER BY user_id", mode: 'both', ordered: true });
   add({ sql: 'SELECT user_id, json_object_agg(id, amount ORDER BY id), corr(amount, id) FROM orders GROUP BY 1 HAVING count(*) > 1 ORDER BY 1', mode: 'both', ordered: true });
@@ -354,19 +389,19 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT o.user_id, o.id, first_value(o.amount) OVER (PARTITION BY o.user_id ORDER BY o.amount DESC, o.id) FROM orders o WHERE o.amount > 10 ORDER BY 3 DESC, 1, 2 LIMIT 7', p: { text: 'SELECT o.user_id, o.id, first_value(o.amount) OVER (PARTITION BY o.user_id ORDER BY o.amount DESC, o.id) FROM orders o WHERE o.amount > $1 ORDER BY 3 DESC, 1, 2 LIMIT $2', values: [10, 7] }, mode: 'both', ordered: true });
   add({ sql: 'SELECT key, seq, count(*) OVER (PARTITION BY key) FROM events', mode: 'both' });
   add({ sql: 'SELECT user_id, id FROM orders ORDER BY row_number() OVER (PARTITION BY user_id ORDER BY id DESC), user_id, id LIMIT 5', mode: 'both', ordered: true });
-  U('SELECT user_id, row_number() OVER (PARTITION BY amount) FROM orders', /window functions across shards/);
+  M('SELECT user_id, row_number() OVER (PARTITION BY amount ORDER BY id, user_id, created) FROM orders', /window functions across shards/);
   // ... also in a derived table: the latest row per key, the top 2 per key
   add({ sql: 'SELECT * FROM (SELECT o.user_id, o.id, o.amount, row_number() OVER (PARTITION BY user_id ORDER BY id DESC) AS rn FROM orders o) s WHERE rn = 1 ORDER BY user_id', mode: 'both', ordered: true });
   add({ sql: 'SELECT user_id, amount FROM (SELECT user_id, amount, rank() OVER w AS r FROM orders WINDOW w AS (PARTITION BY user_id ORDER BY amount DESC, id)) x WHERE r <= 2 ORDER BY user_id, amount DESC LIMIT 10', mode: 'both', ordered: true });
   add({ sql: 'SELECT count(*), sum(n) FROM (SELECT row_number() OVER (PARTITION BY user_id) AS n FROM orders) s', mode: 'both' });
-  U('SELECT count(*) FROM (SELECT row_number() OVER (ORDER BY id) FROM orders) s', /not joined to the outer query on the shard key|window/);
-  U('SELECT user_id, row_number() OVER w FROM orders WINDOW w AS (ORDER BY id)', /window functions across shards/);
+  M('SELECT count(*) FROM (SELECT row_number() OVER (ORDER BY id) FROM orders) s', /not joined to the outer query on the shard key|window/);
+  M('SELECT user_id, row_number() OVER w FROM orders WINDOW w AS (ORDER BY id, user_id, created, amount)', /window functions across shards/);
   add({ sql: 'SELECT user_id, count(*), rank() OVER (PARTITION BY user_id ORDER BY count(*)) FROM orders GROUP BY user_id ORDER BY 1', mode: 'both', ordered: true });
   F('SELECT created, count(*), rank() OVER (PARTITION BY created) FROM orders GROUP BY created', /window functions across shards/);
   add({ sql: 'SELECT user_id, created, count(*) OVER (PARTITION BY user_id) FROM orders GROUP BY created, user_id HAVING count(*) > 0', mode: 'both' });
-  U('SELECT id FROM users UNION SELECT user_id FROM orders', /UNION across shards/);
-  U('SELECT id FROM users UNION ALL SELECT 1', /set operations mixing sharded and non-sharded/);
-  U('SELECT u.id FROM users u JOIN orders o ON o.id = u.id', /cross-shard join/);
+  M('SELECT id FROM users UNION SELECT user_id FROM orders', /UNION across shards/);
+  M('SELECT id FROM users UNION ALL SELECT 1', /set operations mixing sharded and non-sharded/);
+  M('SELECT u.id FROM users u JOIN orders o ON o.id = u.id', /cross-shard join/);
   add({ sql: 'SELECT count(*) FROM (SELECT * FROM users WHERE age > 30) x', mode: 'both' });   // a derived table whose rows are each from one shard: merged (was refused)
   // string_agg / array_agg with ORDER BY inside: the shards' lists merged by their sort keys (session 21)
   add({ sql: "SELECT string_agg(name, ', ' ORDER BY name) FROM users", mode: 'both' });
@@ -382,20 +417,20 @@ export function buildSteps(shards: ShardMap): Step[] {
   F("SELECT city FROM users GROUP BY city HAVING string_agg(name, ',' ORDER BY name) <> ''", /in HAVING across shards/);
   F('SELECT city FROM users GROUP BY city ORDER BY stddev(age)', /ORDER BY a variance or standard deviation not in the select list across shards/);
   F('SELECT city FROM users GROUP BY city HAVING variance(age) > 1', /variance or standard deviation in HAVING that is not in the select list/);
-  U('SELECT stddev(DISTINCT age) FROM users', /aggregate stddev across shards/);
-  U('SELECT jsonb_agg(age ORDER BY age) FROM users', /aggregate jsonb_agg across shards/);
+  M('SELECT stddev(DISTINCT age) FROM users', /aggregate stddev across shards/);
+  M('SELECT jsonb_agg(age ORDER BY age) FROM users', /aggregate jsonb_agg across shards/);
   // json_agg: ", \n " between arrays and composites, ", " between the rest (session 21)
   add({ sql: 'SELECT json_agg(age) FROM users WHERE age > 30', mode: 'both', listCols: [0] });
   add({ sql: 'SELECT city, json_agg(u) AS people, count(*) FROM users u GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, listCols: [1] });
   add({ sql: 'SELECT json_agg(ARRAY[id, age]) FILTER (WHERE age > 40), json_agg(jsonb_build_object(\'n\', name)) FILTER (WHERE id < 9) FROM users', mode: 'both', listCols: [0, 1] });
   add({ sql: 'SELECT json_agg(age) FROM users WHERE age > 1000', mode: 'both' });
-  U('SELECT json_agg(age ORDER BY age) FROM users', /aggregate json_agg across shards/);
+  M('SELECT json_agg(age ORDER BY age) FROM users', /aggregate json_agg across shards/);
   // json_object_agg (members together) and jsonb_object_agg (one per key, jsonb's key order) (session 21)
   add({ sql: 'SELECT json_object_agg(id, age) FROM users WHERE id < 20', mode: 'both', listCols: [0] });
   add({ sql: 'SELECT jsonb_object_agg(id, name), jsonb_object_agg(city, 1) FILTER (WHERE city IS NOT NULL) FROM users', mode: 'both' });
   add({ sql: 'SELECT city, jsonb_object_agg(name, age) FILTER (WHERE age > 30), json_object_agg(name, id) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, listCols: [2] });
   add({ sql: 'SELECT jsonb_object_agg(id, name), json_object_agg(id, name) FROM users WHERE id < 0', mode: 'both' });
-  U('SELECT jsonb_object_agg(id, name ORDER BY id) FROM users', /aggregate jsonb_object_agg across shards/);
+  M('SELECT jsonb_object_agg(id, name ORDER BY id) FROM users', /aggregate jsonb_object_agg across shards/);
   // corr / covar / regr_*: the shards' Youngs-Cramer states combined (float: compared to 12 digits) (session 21)
   add({ sql: 'SELECT corr(age, id), covar_pop(age, id), covar_samp(age, id), regr_slope(age, id), regr_intercept(age, id), regr_r2(age, id), regr_count(age, id) FROM users', mode: 'both', floatCols: [0, 1, 2, 3, 4, 5] });
   add({ sql: 'SELECT city, regr_avgx(age, id), regr_avgy(age, id), regr_sxx(age, id), regr_syy(age, id), regr_sxy(age, id) FILTER (WHERE id < 25), corr(amount, id) FROM users u LEFT JOIN LATERAL (SELECT 1.5::float8 AS amount) x ON true GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true, floatCols: [1, 2, 3, 4, 5, 6] });
@@ -411,7 +446,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY age), mode() WITHIN GROUP (ORDER BY age) FROM users WHERE age > 1000', mode: 'both' });
   add({ sql: 'SELECT percentile_cont(ARRAY[0.25, 0.5, 0.75]) WITHIN GROUP (ORDER BY age), percentile_disc(ARRAY[0, 0.5, 1]) WITHIN GROUP (ORDER BY name) FROM users', mode: 'both' });
   add({ sql: 'SELECT city, percentile_disc(ARRAY[0.1, 0.9]) WITHIN GROUP (ORDER BY age DESC) FROM users GROUP BY city ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
-  U('SELECT percentile_cont(0.1 + 0.2) WITHIN GROUP (ORDER BY age) FROM users', /percentile_cont of an expression fraction across shards/);
+  M('SELECT percentile_cont(0.1 + 0.2) WITHIN GROUP (ORDER BY age) FROM users', /percentile_cont of an expression fraction across shards/);
   F('SELECT city FROM users GROUP BY city HAVING bit_or(age) > 1', /bit_or in HAVING across shards/);
   add({ sql: 'SELECT avg(n)::numeric(10,3) FROM uuids', mode: 'both' });
   F('SELECT count(*)::float8 FROM users', /count\(\) cast to float8 across shards/);
@@ -438,10 +473,10 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT x.name FROM (SELECT id, name FROM users WHERE id = 3) x', p: { text: 'SELECT x.name FROM (SELECT id, name FROM users WHERE id = $1) x', values: [3] } });
   add({ sql: 'SELECT n FROM (SELECT name AS n FROM users WHERE age > 40) q ORDER BY n LIMIT 3', mode: 'both' });
   add({ sql: 'SELECT count(*) FROM (SELECT * FROM (SELECT id FROM users WHERE age > 30) a) b', mode: 'both' });
-  U('SELECT count(*) FROM (SELECT DISTINCT city FROM users) d', /subquery over sharded table "users" not joined/);
-  U('SELECT count(*) FROM (SELECT id FROM users ORDER BY id LIMIT 5) d', /subquery over sharded table "users" not joined/);
-  U('SELECT count(*) FROM (SELECT city, count(*) FROM users GROUP BY city) g', /subquery over sharded table "users" not joined/);
-  U('SELECT count(*) FROM (SELECT id FROM users) a, (SELECT user_id FROM orders) b', /subquery over sharded table/);
+  M('SELECT count(*) FROM (SELECT DISTINCT city FROM users) d', /subquery over sharded table "users" not joined/);
+  M('SELECT count(*) FROM (SELECT id FROM users ORDER BY id LIMIT 5) d', /subquery over sharded table "users" not joined/);
+  M('SELECT count(*) FROM (SELECT city, count(*) FROM users GROUP BY city) g', /subquery over sharded table "users" not joined/);
+  M('SELECT count(*) FROM (SELECT id FROM users) a, (SELECT user_id FROM orders) b', /subquery over sharded table/);
   // a foreign key to a sharded table holds only between co-located rows (each shard finds its own rows of "users" only)
   U('ALTER TABLE orders ADD CONSTRAINT orders_id_fk FOREIGN KEY (id) REFERENCES users (id)', /a FOREIGN KEY to sharded table "users" that does not pair the shard key columns/, 'simple');
   U('CREATE TABLE user_notes (n int, user_id bigint REFERENCES users (id))', /a FOREIGN KEY from a table that is not sharded to sharded table "users"/, 'simple');
@@ -449,9 +484,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'ALTER TABLE orders DROP CONSTRAINT orders_user_fk', mode: 'simple' });
   U('CREATE TABLE users_copy AS SELECT * FROM users', /CREATE TABLE AS over sharded table "users"/, 'simple');
   // a subquery joined on the key runs shard by shard: with LIMIT each shard took its own 3 rows (9 updated)
-  U('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/);
+  M('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/);
   U('UPDATE users SET age = age WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/, 'simple');
-  U('SELECT count(*) FROM users WHERE id IN (SELECT DISTINCT ON (city) id FROM users ORDER BY city, id)', /a subquery with DISTINCT ON over sharded table "users"/);
+  M('SELECT count(*) FROM users WHERE id IN (SELECT DISTINCT ON (city) id FROM users ORDER BY city, id)', /a subquery with DISTINCT ON over sharded table "users"/);
   add({ sql: 'SELECT count(*) FROM users WHERE id IN (SELECT id FROM users WHERE age > 30)', mode: 'both' });
   // an integer key compared with a numeric constant: PostgreSQL compares numerically (pgring said 22P02)
   add({ sql: 'SELECT id, name FROM users WHERE id = 3.0', mode: 'simple' });
@@ -472,7 +507,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   U("MERGE INTO users u USING (VALUES (1, 'm')) v(id, name) ON u.id = v.id WHEN MATCHED THEN UPDATE SET name = v.name", /MERGE into a sharded table/, 'simple');
   // keys in unjoined sharded tables on different shards: cross-shard join (fine when on one shard)
   const spread = [...keysOn('bigint', Array.from({ length: 30 }, (_, i) => String(i + 1))).values()];
-  U(`SELECT u.name, o.amount FROM users u, orders o WHERE u.id = ${spread[0]![0]} AND o.user_id = ${spread[1]![0]}`, /cross-shard join/);
+  M(`SELECT u.name, o.amount FROM users u, orders o WHERE u.id = ${spread[0]![0]} AND o.user_id = ${spread[1]![0]}`, /cross-shard join/);
   add({ sql: `SELECT u.name, o.id FROM users u, orders o WHERE u.id = ${spread[0]![0]} AND o.user_id = ${spread[0]![1]} ORDER BY o.id`, mode: 'both', ordered: true });
   return S;
 }
