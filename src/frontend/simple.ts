@@ -266,7 +266,7 @@ export class SimpleQuery {
     // a merged COPY (SELECT …) TO is written by the simple Query path only (copyMerged above)
     const merged = scatters && stmt.plan.copyMerged ? 'COPY (SELECT ... ORDER BY / GROUP BY / LIMIT) TO across shards in the extended protocol or a multi-statement string' : null;
     const finalize = scatters && stmt.plan.finalize ? `${stmt.plan.finalize} in the extended protocol or a multi-statement string`
-      : scatters && stmt.plan.subqueries ? `${stmt.plan.subqueries} in the extended protocol or a multi-statement string` : null;
+      : scatters && stmt.plan.subqueries ? `${stmt.plan.subqueries} in a multi-statement string` : null;
     const why = this.unsupportedReason(stmt) ?? view ?? merged ?? finalize ?? (scatters ? stmt.plan.scatterUnsupported ?? null : null);
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
   }

@@ -196,12 +196,13 @@ function conjunctTexts(sql: string, toks: Token[], loc: (l: number) => number, w
   while (w >= 0 && toks[w]!.lower !== 'where') w--;
   if (w < 0) return null;
   const d = toks[w]!.depth;
+  const list: N[] = where.BoolExpr?.boolop === 'AND_EXPR' ? where.BoolExpr.args : [where];
   const chunks: [number, number][] = [];
   let start = w + 1, between = false, i = w + 1;
   for (; i < toks.length; i++) {
     const t = toks[i]!;
-    if (t.depth < d || (t.depth === d && (t.text === ')' || t.text === ';' || AFTER_WHERE.has(t.lower)))) break;
-    if (t.depth !== d) continue;
+    if (t.depth < d || (t.depth === d && (t.text === ';' || AFTER_WHERE.has(t.lower)))) break;
+    if (t.depth !== d || list.length === 1) continue;   // one conjunct: the whole clause
     if (t.lower === 'between') between = true;
     else if (t.lower === 'and') {
       if (between) between = false;
@@ -209,7 +210,6 @@ function conjunctTexts(sql: string, toks: Token[], loc: (l: number) => number, w
     }
   }
   chunks.push([start, i]);
-  const list: N[] = where.BoolExpr?.boolop === 'AND_EXPR' ? where.BoolExpr.args : [where];
   if (chunks.length !== list.length) return null;
   const texts: string[] = [];
   for (let k = 0; k < chunks.length; k++) {

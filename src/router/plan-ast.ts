@@ -91,7 +91,8 @@ export function byteToCharMap(text: string): Int32Array | null {
   map[buf.length] = text.length;
   return map;
 }
-export function canon(n: N): string { return JSON.stringify(n, (k, v) => (k === 'location' ? undefined : v)); }
+/** A parse tree as text without its positions (`location`, and the list bounds PostgreSQL 18's parser adds). */
+export function canon(n: N): string { return JSON.stringify(n, (k, v) => (k === 'location' || k.endsWith('_list_start') || k.endsWith('_list_end') ? undefined : v)); }
 
 export const MERGE_AGGS = new Set(['count', 'sum', 'min', 'max', 'avg']);
 export const OTHER_AGGS = new Set(['array_agg', 'string_agg', 'bool_and', 'bool_or', 'every', 'bit_and', 'bit_or', 'bit_xor',
