@@ -12,6 +12,8 @@ import { tokenize } from '../router/lexer';
 import type { RoutedStatement } from '../router/router';
 import type { ClientSession } from './client';
 import { routeShards } from './routing';
+import { typedLiteral } from '../router/subqueries';
+import { readRows } from './subqueries';
 import { typedRowsSql } from './typed-literals';
 
 export const MAX_ROWS = 50000;
@@ -66,20 +68,24 @@ export async function insertSelectValues(s: ClientSession, stmt: RoutedStatement
   const sel = planned.length === 1 ? planned[0]! : null;
   if (!sel || sel.plan.command !== 'select' || sel.plan.write || sel.plan.parseError !== undefined) throw refused(stmt);
   const route = s.routing.route(sel, null, null);
-  s.simple.checkSupported(sel, route);
   const shards = routeShards(route, s.ctx.shards.shardCount);
-  if (shards.length > 1) {
-    // the rows of each shard, side by side: only a plain scan may be read so
-    const m = sel.plan.merge;
-    if (!m || m.orderBy.length || m.aggregates.length || m.groupBy.length || m.distinct || m.distinctOn || m.having || m.limit !== null || m.offset !== null || m.hiddenColumns || m.shardSql !== undefined) throw refused(stmt);
-  }
-  const read = typedRowsSql(parts.select, via.n, MAX_ROWS + 1);
+  const tooMany = `pgring: INSERT ... SELECT of more than ${MAX_ROWS} rows into sharded table "${stmt.plan.table}" whose rows pgring must place itself is not supported`;
+  const m = sel.plan.merge;
   const rows: string[] = [];
-  for (const sh of shards) {
-    const link = await s.servers.link(sh);
-    for (const r of await s.servers.queryRows(link, read)) rows.push(r[0]!);
-    if (rows.length > MAX_ROWS) {
-      throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: INSERT ... SELECT of more than ${MAX_ROWS} rows into sharded table "${stmt.plan.table}" whose rows pgring must place itself is not supported`, { hint: 'Insert in smaller parts, or load the rows with COPY.' });
+  if (shards.length > 1 && (!m || m.orderBy.length || m.aggregates.length || m.groupBy.length || m.distinct || m.distinctOn || m.having || m.limit !== null || m.offset !== null || m.hiddenColumns || m.shardSql !== undefined)) {
+    // not a plain scan (LIMIT, ORDER BY, aggregates, a window…): the rows are read merged, as a
+    // SELECT over several shards is answered (its subqueries and tables read first if need be)
+    const read = await readRows(s, sel, MAX_ROWS, tooMany);
+    if (!read || read.types.length !== via.n) throw refused(stmt);
+    for (const r of read.rows) rows.push(`(${r.map((v, i) => typedLiteral(v, read.types[i]!)).join(', ')})`);
+  } else {
+    // the rows of each shard, side by side (a plain scan)
+    s.simple.checkSupported(sel, route);
+    const read = typedRowsSql(parts.select, via.n, MAX_ROWS + 1);
+    for (const sh of shards) {
+      const link = await s.servers.link(sh);
+      for (const r of await s.servers.queryRows(link, read)) rows.push(r[0]!);
+      if (rows.length > MAX_ROWS) throw new PgError(SQLSTATE.FeatureNotSupported, tooMany, { hint: 'Insert in smaller parts, or load the rows with COPY.' });
     }
   }
   const sql = rows.length

@@ -16,7 +16,7 @@ import { makeStatement, type ClientStatement } from './prepared';
 import { parseMsg } from '../protocol/messages';
 import { lex, tokenize } from '../router/lexer';
 import { insertParts, MAX_ROWS } from './insert-select';
-import { typedRowsSql, typedValueSql } from './typed-literals';
+import { typeNameSql, typedRowsSql, typedValueSql } from './typed-literals';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: any }[] } } = require('libpg-query');
@@ -460,7 +460,7 @@ export function computedValues(cs: ClientStatement): ComputedValues | null {
  *  the subquery, so a volatile call is evaluated once for both). */
 const computedNames = new Map<string, string>();
 export function computedEvaluation(c: ComputedValues): { name: string; sql: string } {
-  const out = c.exprs.map((_, j) => `v${j}::pg_catalog.text, pg_catalog.pg_typeof(v${j})::pg_catalog.text`).join(', ');
+  const out = c.exprs.map((_, j) => `v${j}::pg_catalog.text, ${typeNameSql(`v${j}`)}`).join(', ');
   const sql = `SELECT ${out} FROM (SELECT ${c.exprs.map((e, j) => `${e} AS v${j}`).join(', ')} OFFSET 0) pgring_values`;
   let name = computedNames.get(sql);
   if (name === undefined) {

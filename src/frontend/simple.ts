@@ -165,11 +165,16 @@ export class SimpleQuery {
   private async copyMerged(stmt: RoutedStatement, route: Route): Promise<void> {
     const spec = stmt.plan.copyMerged!;
     const inner = this.s.router.plan(spec.query);
-    const q = inner.length === 1 ? inner[0]! : null;
+    let q = inner.length === 1 ? inner[0]! : null;
     if (!q || q.plan.command !== 'select' || q.plan.write) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: COPY (query) TO over several shards is supported for a plain SELECT');
-    const why = q.plan.unsupported ?? q.plan.scatterUnsupported ?? q.plan.subqueries;
+    if (q.plan.subqueries || (q.plan.materialize && q.plan.scatterUnsupported)) {
+      // its subqueries (or its tables: materialize.ts) read first, then the SELECT runs where it now routes
+      q = await withSubqueryResults(this.s, q);
+      route = this.s.routing.route(q, null, null);
+    }
+    const why = q.plan.unsupported ?? (route.kind !== 'direct' ? q.plan.scatterUnsupported : undefined) ?? q.plan.subqueries;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
-    if (q.plan.finalize) return runFinalized(this.s, q, route, { after: (msgs) => copyMergedMessages(msgs, spec) });
+    if (q.plan.finalize && route.kind !== 'direct') return runFinalized(this.s, q, route, { after: (msgs) => copyMergedMessages(msgs, spec) });
     await this.s.scatter.scatterSimple(q, query(q.sql, this.s.codec), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => copyMergedMessages(msgs, spec));
   }
 

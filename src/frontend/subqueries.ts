@@ -86,7 +86,13 @@ async function runFirst(s: ClientSession, text: string, ext: boolean, tooMany?: 
 
 /** The rows (text) and column type names of the SELECT `q` run over its shards, or null when it
  *  cannot run on its own (it refers to the outer statement, or pgring cannot answer it). */
-async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, tooMany?: string): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
+/** The rows of the SELECT `q` (text) and its columns' type names, read as a subquery run first is:
+ *  merged over its shards, its own subqueries and tables read first; null when it cannot run so. */
+export function readRows(s: ClientSession, q: RoutedStatement, max: number, tooMany: string): ReturnType<typeof subqueryRows> {
+  return subqueryRows(s, q, false, tooMany, max);
+}
+
+async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, tooMany?: string, max = MAX_ROWS): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
   if (q.plan.subqueries) q = await withSubqueryResults(s, q, ext);
   const route = s.routing.route(q, null, null);
   const multi = route.kind !== 'direct' && s.ctx.shards.shardCount > 1;
@@ -109,8 +115,8 @@ async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, 
   const rd = msgs.find((m) => m[0] === B.RowDescription);
   if (!rd) return null;
   const rows = msgs.filter((m) => m[0] === B.DataRow);
-  if (rows.length > MAX_ROWS) {
-    throw new PgError(SQLSTATE.FeatureNotSupported, tooMany ?? `pgring: a subquery over several shards that returns more than ${MAX_ROWS} rows is not supported`,
+  if (rows.length > max) {
+    throw new PgError(SQLSTATE.FeatureNotSupported, tooMany ?? `pgring: a subquery over several shards that returns more than ${max} rows is not supported`,
       { hint: tooMany ? 'Narrow the query with conditions on each table, or join the tables on the shard key.' : 'Join the tables on the shard key, or narrow the subquery.' });
   }
   const fields = parseRowDescription(rd);

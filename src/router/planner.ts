@@ -305,10 +305,11 @@ export class Planner extends StatementWalker {
       else if (s.query) {
         const q = s.query.SelectStmt;
         reason = q ? this.scatterReason('SelectStmt', q) : 'COPY of a data-modifying statement across shards';
-        // what concatenating the shards' streams cannot answer (ORDER BY, GROUP BY, LIMIT…) runs as a merged SELECT
-        if (!reason && q && copyQueryReason(q)) {
+        // what concatenating the shards' streams cannot answer (ORDER BY, GROUP BY, LIMIT…) runs as a
+        // merged SELECT; so does one the shards cannot answer at all (its tables read first, materialize.ts)
+        if (q && (reason ? !q.lockingClause?.length : copyQueryReason(q))) {
           const merged = copyMergedSpec(s, this.toks(), this.text);
-          if (typeof merged === 'string') reason = merged; else p.copyMerged = merged;
+          if (typeof merged === 'string') reason = merged; else { p.copyMerged = merged; reason = undefined; }
         }
       }
       if (reason) {

@@ -68,12 +68,17 @@ export function subqueriesOf(sql: string): SubqueryAt[] {
  *  columns' types (`typeNames`: format_type of each), under the subquery's column `names` (a scalar
  *  subquery in a select list is named after its column), or of no rows of those types. */
 export function valuesText(typeNames: string[], names: string[], rows: (string | null)[][]): string {
-  const lit = (v: string | null, t: string): string => (v === null ? `NULL::${t}` : `${quote(v)}::${t}`);
+  const lit = typedLiteral;
   const as = (i: number): string => `"${names[i]!.replace(/"/g, '""')}"`;
   if (rows.length === 0) return `(SELECT ${typeNames.map((t, i) => `NULL::${t} AS ${as(i)}`).join(', ')} WHERE false)`;
   const values = rows.map((r) => `(${r.map((v, i) => lit(v, typeNames[i]!)).join(', ')})`).join(', ');
   const cols = typeNames.map((_, i) => `c${i + 1}`);
   return `(SELECT ${cols.map((c, i) => `pgring_v.${c} AS ${as(i)}`).join(', ')} FROM (VALUES ${values}) AS pgring_v(${cols.join(', ')}))`;
+}
+
+/** A value (text format, null for NULL) as a literal of type `t`. */
+export function typedLiteral(v: string | null, t: string): string {
+  return v === null ? `NULL::${t}` : `${quote(v)}::${t}`;
 }
 
 function quote(s: string): string {

@@ -501,7 +501,14 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: "INSERT INTO users (id, name, age) SELECT g, 'gen ' || g, 20.6 FROM generate_series(900, 905) g RETURNING id, age", mode: 'simple' });
   add({ sql: "INSERT INTO users (id, name) SELECT g, 'none' FROM generate_series(1, 0) g RETURNING id", mode: 'simple' });
   add({ sql: 'SELECT count(*), sum(id) FROM users WHERE id > 500', mode: 'both' });
-  U('INSERT INTO orders SELECT id, user_id, amount, created FROM orders LIMIT 3', /INSERT \.\.\. SELECT with LIMIT/, 'simple');
+  // rows a LIMIT, an aggregate or a window chooses: read merged, then inserted by key (session 23; was 0A000)
+  add({ sql: 'INSERT INTO orders SELECT id + 1000, user_id, amount, created FROM orders ORDER BY amount DESC, user_id, id LIMIT 3 RETURNING id, user_id, amount', mode: 'simple', ordered: true });
+  add({ sql: 'INSERT INTO orders (id, user_id, amount) SELECT 2000 + row_number() OVER (ORDER BY id), id, age FROM users WHERE age > 50 RETURNING id, user_id, amount', mode: 'simple' });
+  add({ sql: 'INSERT INTO orders (id, user_id, amount) SELECT 3000, user_id, sum(amount) FROM orders WHERE id < 1000 GROUP BY user_id RETURNING id, user_id, amount', mode: 'simple' });
+  add({ sql: 'SELECT id, user_id, amount, created FROM orders WHERE id >= 1000 ORDER BY id, user_id', mode: 'both', ordered: true });
+  // a char(n) value read and written back keeps its length (was cut to its first character)
+  add({ sql: "INSERT INTO users (id, name) SELECT id + 700, name::char(8) FROM users WHERE id < 4 RETURNING id, name", mode: 'simple' });
+  add({ sql: 'SELECT id, name FROM users WHERE id > 700 ORDER BY id', mode: 'both', ordered: true });
   U("INSERT INTO cities SELECT DISTINCT city, 'XX' FROM users WHERE city IS NOT NULL ON CONFLICT DO NOTHING", /writing a reference table/, 'simple');
   add({ sql: 'UPDATE users SET age = (SELECT max(age) FROM users WHERE id < 3) WHERE id = 5', mode: 'simple' });
   U("MERGE INTO users u USING (VALUES (1, 'm')) v(id, name) ON u.id = v.id WHEN MATCHED THEN UPDATE SET name = v.name", /MERGE into a sharded table/, 'simple');

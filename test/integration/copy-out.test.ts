@@ -211,6 +211,9 @@ describe('COPY TO STDOUT over 3 shards', () => {
         'COPY (SELECT DISTINCT abalance FROM pgbench_accounts WHERE aid < 500 ORDER BY 1 OFFSET 3) TO STDOUT (DELIMITER \'|\')',
         // expressions over aggregates: the inner query merged, the outer one evaluated by a server (finalize.ts)
         "COPY (SELECT 'branch ' || bid AS branch, round(avg(abalance), 3) AS mean, count(*) * 2 FROM pgbench_accounts GROUP BY bid HAVING count(*) > 1 ORDER BY count(*) DESC, bid) TO STDOUT (FORMAT csv, HEADER)",
+        // what no merge answers: the tables read first, the SELECT run on one shard (session 23, materialize.ts)
+        'COPY (SELECT aid, abalance, rank() OVER (ORDER BY abalance DESC, aid) FROM pgbench_accounts WHERE aid BETWEEN 90 AND 120 ORDER BY 3) TO STDOUT (FORMAT csv, HEADER)',
+        'COPY (SELECT t.tid, a.aid FROM pgbench_tellers t JOIN pgbench_accounts a ON a.aid = t.tid * 7 WHERE a.aid < 100 ORDER BY 1) TO STDOUT',
       ];
       for (const sql of cases) {
         const want = await psql(ports[0]!, plain, sql);
