@@ -17,6 +17,7 @@ import type { FetchSpec } from '../router/types';
 import { Route, routeShards } from './routing';
 import type { ClientSession } from './client';
 import { dollarQuote } from './session-util';
+import { withSubqueryResults } from './subqueries';
 
 /** Names of the parameter types a literal gets (others: an untyped literal, which PostgreSQL
  *  resolves from its context as it resolves a parameter of unspecified type). */
@@ -196,11 +197,17 @@ export class Cursors {
     if (plan.cursorBinary) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a BINARY cursor over several shards is not supported');
     const sql = cursorQuery(stmt.sql);
     const inner = sql === null ? undefined : this.s.router.plan(sql);
-    const q = inner?.length === 1 ? inner[0]! : null;
+    let q = inner?.length === 1 ? inner[0]! : null;
     if (!q || q.plan.command !== 'select' || q.plan.write) {
       throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a cursor over several shards is supported for a plain SELECT only (no FOR UPDATE, no data-modifying query)');
     }
-    const why = q.plan.unsupported ?? q.plan.scatterUnsupported ?? q.plan.finalize ?? q.plan.subqueries;
+    if (q.plan.subqueries || (q.plan.materialize && q.plan.scatterUnsupported)) {
+      // its subqueries (or its tables: materialize.ts) read first; the query then runs where it routes
+      q = await withSubqueryResults(this.s, q, ext);
+      route = this.s.routing.route(q, null, null);
+    }
+    const scatters = route.kind !== 'direct';
+    const why = q.plan.unsupported ?? (scatters ? q.plan.scatterUnsupported ?? q.plan.finalize : undefined) ?? q.plan.subqueries;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
     const hold = !!plan.cursorHold;
     await this.s.scatter.scatterSimple(q, query(q.sql, this.s.codec), routeShards(route, this.s.ctx.shards.shardCount), false, undefined, undefined, (msgs) => {

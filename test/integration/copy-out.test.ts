@@ -383,6 +383,12 @@ describe('cursors over 3 shards', () => {
       assert.ok(want.length > 5);
       assert.deepEqual((await c.query('FETCH ALL FROM x')).rows, want);
       await c.query('ROLLBACK');
+      // a query no merge answers (a window over all rows): its table read first, the rows kept (session 23)
+      await c.query('BEGIN');
+      await c.query('UPDATE pgbench_accounts SET abalance = 500 WHERE aid = 3');
+      await c.query('DECLARE w CURSOR FOR SELECT aid, rank() OVER (ORDER BY abalance DESC, aid) AS r FROM pgbench_accounts WHERE aid < 200 ORDER BY r');
+      assert.deepEqual((await c.query('FETCH 2 FROM w')).rows, [{ aid: 3, r: '1' }, { aid: 96, r: '2' }]);
+      await c.query('ROLLBACK');
     });
     const file = path.join(tmp, 'inserts.sql');
     const r = await run('pg_dump', ['-h', '127.0.0.1', '-p', String(a.port), '-U', 'postgres', '--inserts', '-t', 'pgbench_accounts', '-f', file, db]);
