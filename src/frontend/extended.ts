@@ -25,6 +25,7 @@ import { K } from './session-types';
 import type { Pending, Link, Portal } from './session-types';
 import { readTime } from '../clock';
 import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
+import { VOLATILE_SQL, calledFunctions, checkKnown, namesParam, needsVolatileCheck, rememberVolatile, unknownNames } from './volatile-writes';
 
 /** PostgreSQL's error for a statement whose result columns changed since its Parse. The routine
  *  field is what pgjdbc reads to decide that re-preparing heals it. */
@@ -181,8 +182,30 @@ export class ExtendedProtocol {
         return;
       }
       if (plan.notifyCalls && this.s.simple.holdsNotify(cs.stmt)) { this.bindHeldNotify(msg, info, cs); return; }
-      if (mayNeedDefaults(this.s, cs.stmt) && (computedValues(cs) || parsedStatement(cs))) return this.bindReferenceDefaults(msg, info, cs);
-      return this.bindRouted(msg, info, cs);
+      if (needsVolatileCheck(this.s, cs.stmt)) {
+        // a volatile function in a write to a reference table (volatile-writes.ts): names not known yet are read in this unit
+        if (unknownNames(this.s, calledFunctions(cs.stmt.sql)).length) return this.bindVolatileChecked(msg, info, cs);
+        checkKnown(this.s, cs.stmt);
+      }
+      return this.bindChecked(msg, info, cs);
+    } catch (e) { this.s.simple.queryError(e, true); }
+  }
+
+  private bindChecked(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> | void {
+    if (mayNeedDefaults(this.s, cs.stmt) && (computedValues(cs) || parsedStatement(cs))) return this.bindReferenceDefaults(msg, info, cs);
+    return this.bindRouted(msg, info, cs);
+  }
+
+  private async bindVolatileChecked(msg: Buffer, info: ReturnType<typeof decodeBind>, cs: ClientStatement): Promise<void> {
+    try {
+      if (this.s.responses.inFlight()) await this.s.responses.afterInFlight();
+      if (this.unitFailed()) { this.portals.delete(info.portal); return; }
+      const ask = unknownNames(this.s, calledFunctions(cs.stmt.sql));
+      const rows = await this.rowsInUnit(await this.s.servers.link(this.s.routing.preferredShard()), 'pgring_volatile', VOLATILE_SQL, [namesParam(ask)]);
+      if (!rows) { this.portals.delete(info.portal); return; }
+      rememberVolatile(this.s, ask, rows[0]?.[0] ?? null);
+      checkKnown(this.s, cs.stmt);
+      await this.bindChecked(msg, info, cs);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 

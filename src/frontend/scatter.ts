@@ -15,6 +15,7 @@ import { textOrder } from '../router/collation';
 import { fillsKeyDefault, withKeyDefault } from './key-default';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
+import { checkVolatile, needsVolatileCheck } from './volatile-writes';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
@@ -105,6 +106,7 @@ export class Scatter {
       if (plan.preparedView) { const next = this.s.simple.preparedView(stmt); if (next) return await this.runOneOfMany(next); }
       if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) return await this.runOneOfMany(await withKeyDefault(this.s, stmt));
       if (plan.insertVia && insertsViaProxy(this.s, stmt)) return await this.runOneOfMany(await insertSelectValues(this.s, stmt));
+      if (!stmt.volatileChecked && needsVolatileCheck(this.s, stmt)) { await checkVolatile(this.s, stmt); stmt.volatileChecked = true; }
       if (!stmt.defaultsChecked && mayNeedDefaults(this.s, stmt)) {
         const next = (await withReferenceDefaults(this.s, stmt)) ?? stmt;
         next.defaultsChecked = true;

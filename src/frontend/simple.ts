@@ -17,6 +17,7 @@ import { K } from './session-types';
 import { readTime } from '../clock';
 import type { Link, WriteKeys } from './session-types';
 import { isTxControl, isPlainRead, internalError, keyLiteral, quoteLiteral, needsColumns } from './session-util';
+import { checkVolatile, needsVolatileCheck } from './volatile-writes';
 
 export class SimpleQuery {
   constructor(private readonly s: ClientSession) {}
@@ -98,6 +99,10 @@ export class SimpleQuery {
       if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) {
         // INSERT without the shard key column: its default gives the keys (key-default.ts)
         return insertWithKeyDefault(this.s, stmt).catch((e) => this.queryError(e));
+      }
+      if (!stmt.volatileChecked && needsVolatileCheck(this.s, stmt)) {
+        // a volatile function in a write to a reference table: every shard would compute its own (volatile-writes.ts)
+        return checkVolatile(this.s, stmt).then(() => { stmt.volatileChecked = true; return this.runSimple(stmt, msg, plans); }).catch((e) => this.queryError(e));
       }
       if (!stmt.defaultsChecked && mayNeedDefaults(this.s, stmt)) {
         // INSERT into a reference table: defaults the shards would not agree on are evaluated once (reference-defaults.ts)

@@ -188,6 +188,8 @@ export interface RoutedStatement {
   hint?: Hint;
   /** an INSERT into a reference table whose defaults pgring has looked at (frontend/reference-defaults.ts) */
   defaultsChecked?: boolean;
+  /** a write to a reference table whose functions were checked for volatility (frontend/volatile-writes.ts) */
+  volatileChecked?: boolean;
 }
 
 /** An argument of a held pg_notify(): a constant (null: SQL NULL), a literal slot of the statement

@@ -170,6 +170,36 @@ for (const variant of ['with ZooKeeper (two-phase commit)', 'without ZooKeeper']
       });
     });
 
+    it('a volatile function in an UPDATE / DELETE of a reference table is refused, not computed by each shard', async () => {
+      // Before: each shard computed random() / gen_random_uuid() / clock_timestamp() itself and the
+      // copies of the table differed without an error (session 23, volatile-writes.ts).
+      const t = `refv_${variant.startsWith('with') ? 'z' : 'n'}`;
+      await withClient(proxy().port, db, async (c) => {
+        await c.query(`DROP TABLE IF EXISTS ${t}`);
+        await c.query(`CREATE TABLE ${t} (k text PRIMARY KEY, v text, at timestamptz, u uuid)`);
+        await c.query(`INSERT INTO ${t} VALUES ('a', 'x', now(), gen_random_uuid()), ('b', 'y', now(), gen_random_uuid())`);
+        const refused = (e: { code?: string; message: string }): boolean => e.code === '0A000' && new RegExp(`volatile function \\w+\\(\\) in a write to reference table "${t}"`).test(e.message);
+        await assert.rejects(c.query(`UPDATE ${t} SET v = random()::text WHERE k = 'a'`), refused);
+        await assert.rejects(c.query({ text: `UPDATE ${t} SET u = gen_random_uuid() WHERE k = $1`, values: ['a'] }), refused);
+        await assert.rejects(c.query(`DELETE FROM ${t} WHERE random() < 0.5`), refused);
+        await assert.rejects(c.query(`INSERT INTO ${t} VALUES ('a', 'z') ON CONFLICT (k) DO UPDATE SET at = clock_timestamp()`), refused);
+        // in a transaction the refusal fails it, as an error of PostgreSQL's would
+        await c.query('BEGIN');
+        await assert.rejects(c.query({ text: `UPDATE ${t} SET v = $1 || random()::text`, values: ['p'] }), refused);
+        await assert.rejects(c.query('SELECT 1'), (e: { code?: string }) => e.code === '25P02');
+        await c.query('ROLLBACK');
+        // deterministic writes, time functions, a user's own function (VOLATILE by default) and RETURNING go through
+        await c.query(`CREATE OR REPLACE FUNCTION ${t}_twice(text) RETURNS text AS 'SELECT $1 || $1' LANGUAGE sql`);
+        await c.query(`UPDATE ${t} SET v = ${t}_twice(upper(v)), at = now() WHERE k = 'a'`);
+        await c.query({ text: `UPDATE ${t} SET v = lower($1) WHERE k = 'b' RETURNING random() < 2 AS r`, values: ['Q'] });
+        const copies = await onShards(`SELECT string_agg(k || v || at::text || u::text, ',' ORDER BY k) FROM ${t}`);
+        assert.equal(new Set(copies).size, 1, `the shards' copies differ: ${copies.join(' ')}`);
+        assert.match(copies[0]!, /^aXX.*,bq/);
+        await c.query(`DROP TABLE ${t}`);
+        await c.query(`DROP FUNCTION ${t}_twice(text)`);
+      });
+    });
+
     it('COPY that leaves out columns with volatile defaults gives every shard the same values', async () => {
       // Each shard evaluated gen_random_uuid(), now(), clock_timestamp(), random() for the rows it
       // copied: the copies of a row had three ids and times (on the demo, without an error).
