@@ -259,7 +259,9 @@ export class Planner extends StatementWalker {
       if (tag === 'MergeStmt' && this.writeTarget) reason = 'MERGE into a sharded table';
       reason ??= this.insertReason ?? this.scatterReason(tag, s);
       // a subquery that is not joined on the key: run first, its rows written in (subqueries.ts)
-      if (reason?.startsWith('subquery over sharded table') && reason !== this.insertReason && (hasSublink(s) || (tag === 'SelectStmt' && s.withClause && !s.withClause.recursive))) { p.subqueries = reason; reason = undefined; }
+      // (also one with LIMIT / OFFSET, DISTINCT ON or a window, though joined on the key: each shard
+      // would take its own rows; run first, merged, it takes them from all: `WHERE id IN (SELECT id … ORDER BY … LIMIT 10)`)
+      if ((reason?.startsWith('subquery over sharded table') || reason?.startsWith('a subquery with ')) && reason !== this.insertReason && (hasSublink(s) || (tag === 'SelectStmt' && s.withClause && !s.withClause.recursive))) { p.subqueries = reason; reason = undefined; }
       if (this.insertKeyDefault && tag === 'InsertStmt' && !s.withClause) p.keyDefault = true;
       if (this.insertVia && tag === 'InsertStmt' && !s.withClause && reason === this.insertReason) p.insertVia = this.insertVia;
       if (tag === 'SelectStmt' && p.command === 'select') {

@@ -485,7 +485,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   U('CREATE TABLE users_copy AS SELECT * FROM users', /CREATE TABLE AS over sharded table "users"/, 'simple');
   // a subquery joined on the key runs shard by shard: with LIMIT each shard took its own 3 rows (9 updated)
   M('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/);
-  U('UPDATE users SET age = age WHERE id IN (SELECT id FROM users ORDER BY id LIMIT 3)', /a subquery with LIMIT or OFFSET over sharded table "users"/, 'simple');
+  // (session 23) such a subquery in a write runs first, merged, and the write gets its rows as keys
+  add({ sql: 'UPDATE users SET age = age + 1 WHERE id IN (SELECT id FROM users ORDER BY age DESC NULLS LAST, id LIMIT 3) RETURNING id, age', mode: 'simple' });
+  add({ sql: 'DELETE FROM orders WHERE (user_id, id) IN (SELECT user_id, id FROM orders ORDER BY amount DESC, user_id, id LIMIT 2) RETURNING user_id, id', mode: 'simple' });
   M('SELECT count(*) FROM users WHERE id IN (SELECT DISTINCT ON (city) id FROM users ORDER BY city, id)', /a subquery with DISTINCT ON over sharded table "users"/);
   add({ sql: 'SELECT count(*) FROM users WHERE id IN (SELECT id FROM users WHERE age > 30)', mode: 'both' });
   // an integer key compared with a numeric constant: PostgreSQL compares numerically (pgring said 22P02)
