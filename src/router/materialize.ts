@@ -38,6 +38,8 @@ const PLAIN = new Set(['A_Expr', 'BoolExpr', 'NullTest', 'BooleanTest', 'A_Const
   'Integer', 'Float', 'Boolean', 'BitString', 'ColumnRef', 'A_ArrayExpr', 'List', 'CollateClause', 'CoalesceExpr']);
 /** Words that end a WHERE clause at its own depth. */
 const AFTER_WHERE = new Set(['group', 'having', 'window', 'order', 'limit', 'offset', 'fetch', 'for', 'union', 'intersect', 'except', 'returning']);
+/** … and an ON clause: the next join, or the WHERE. */
+const AFTER_ON = new Set(['join', 'inner', 'left', 'right', 'full', 'cross', 'natural', 'where']);
 
 const quoteIdent = (s: string): string => `"${s.replace(/"/g, '""')}"`;
 
@@ -69,20 +71,24 @@ export function tableReads(sql: string, lookup: TableLookup): TableRead[] {
   if (refuse) return [];
 
   // every sharded table in a FROM list, with its query level and whether an outer join may null-extend it
-  const found: { rv: N; sel: N; nullable: boolean; single: boolean }[] = [];
+  const found: { rv: N; sel: N; nullable: boolean; single: boolean; on: N[] }[] = [];
   const subselects: N[] = [];
   const arms: N[] = [];
-  const fromItem = (x: N, sel: N, nullable: boolean, single: boolean): void => {
+  // `on`: the ON conditions of the join the table is a direct side of, when a row of the table that
+  // fails them can appear in no result row (an inner join, or the table is the side an outer join
+  // null-extends)
+  const fromItem = (x: N, sel: N, nullable: boolean, single: boolean, on: N[] = []): void => {
     if (x?.RangeVar) {
       const rv = x.RangeVar;
       if (!rv.schemaname && ctes.has(rv.relname)) { if (lookup(rv)) refuse = true; return; }
       if (!lookup(rv)) return;
       if (rv.inh !== true) refuse = true;   // ONLY t
-      found.push({ rv, sel, nullable, single });
+      found.push({ rv, sel, nullable, single, on });
     } else if (x?.JoinExpr) {
       const j = x.JoinExpr;
-      fromItem(j.larg, sel, nullable || j.jointype === 'JOIN_RIGHT' || j.jointype === 'JOIN_FULL', false);
-      fromItem(j.rarg, sel, nullable || j.jointype === 'JOIN_LEFT' || j.jointype === 'JOIN_FULL', false);
+      const quals: N[] = j.quals ? [j.quals] : [];
+      fromItem(j.larg, sel, nullable || j.jointype === 'JOIN_RIGHT' || j.jointype === 'JOIN_FULL', false, j.jointype === 'JOIN_INNER' || j.jointype === 'JOIN_RIGHT' ? quals : []);
+      fromItem(j.rarg, sel, nullable || j.jointype === 'JOIN_LEFT' || j.jointype === 'JOIN_FULL', false, j.jointype === 'JOIN_INNER' || j.jointype === 'JOIN_LEFT' ? quals : []);
     } else if (x?.RangeSubselect && !x.RangeSubselect.lateral && x.RangeSubselect.subquery?.SelectStmt) {
       subselects.push(x.RangeSubselect.subquery.SelectStmt);
     }
@@ -151,12 +157,16 @@ export function tableReads(sql: string, lookup: TableLookup): TableRead[] {
     const qualifier: string = alias?.aliasname ?? f.rv.relname;
     // with a column list (`t AS a(x, y)`) the conditions name the new columns: none copied
     const usable = !f.nullable && !alias?.colnames?.length;
-    let where: string[] = [];
-    if (usable && f.sel.whereClause) {
-      if (!conds.has(f.sel)) conds.set(f.sel, conjunctTexts(sql, toks, loc, f.sel.whereClause));
-      const texts = conds.get(f.sel);
-      const list: N[] = f.sel.whereClause.BoolExpr?.boolop === 'AND_EXPR' ? f.sel.whereClause.BoolExpr.args : [f.sel.whereClause];
-      if (texts) where = list.map((c, k) => (ownCondition(c, qualifier, f.single, lookup(f.rv)!.columns) ? texts[k] : null)).filter((t): t is string => !!t);
+    const where: string[] = [];
+    const copy = (clause: N, keyword: string, always: boolean): void => {
+      if (!conds.has(clause)) conds.set(clause, conjunctTexts(sql, toks, loc, clause, keyword));
+      const texts = conds.get(clause);
+      const list: N[] = clause.BoolExpr?.boolop === 'AND_EXPR' ? clause.BoolExpr.args : [clause];
+      if (texts && (always || usable)) list.forEach((c, k) => { if (ownCondition(c, qualifier, f.single, lookup(f.rv)!.columns)) where.push(texts[k]!); });
+    };
+    if (!alias?.colnames?.length) {
+      if (f.sel.whereClause) copy(f.sel.whereClause, 'where', false);
+      for (const q of f.on) copy(q, 'on', true);
     }
     const text = `SELECT * FROM ${name}${alias && !alias.colnames?.length ? ` AS ${quoteIdent(alias.aliasname)}` : ''}${where.length ? ` WHERE ${where.join(' AND ')}` : ''}`;
     out.push({ start: toks[ti]!.start, end: toks[tj]!.end, as: alias ? '' : ` AS ${quoteIdent(f.rv.relname)}`, text, table: true });
@@ -185,15 +195,15 @@ function ownCondition(c: N, qualifier: string, single: boolean, columns: string[
   return ok;
 }
 
-/** The text of each conjunct of a WHERE clause (split at its top-level ANDs), each checked by
- *  parsing it back; null when the split does not give exactly the parser's conjuncts. */
-function conjunctTexts(sql: string, toks: Token[], loc: (l: number) => number, where: N): string[] | null {
+/** The text of each conjunct of a WHERE (or a join's ON) clause (split at its top-level ANDs), each
+ *  checked by parsing it back; null when the split does not give exactly the parser's conjuncts. */
+function conjunctTexts(sql: string, toks: Token[], loc: (l: number) => number, where: N, keyword: string): string[] | null {
   let min = Infinity;
   walk(where, (x) => { if (typeof x.location === 'number' && x.location >= 0 && x.location < min) min = x.location; });
   if (!Number.isFinite(min)) return null;
   const first = toks.findIndex((t) => t.start >= loc(min));
   let w = first - 1;
-  while (w >= 0 && toks[w]!.lower !== 'where') w--;
+  while (w >= 0 && toks[w]!.lower !== keyword) w--;
   if (w < 0) return null;
   const d = toks[w]!.depth;
   const list: N[] = where.BoolExpr?.boolop === 'AND_EXPR' ? where.BoolExpr.args : [where];
@@ -201,7 +211,7 @@ function conjunctTexts(sql: string, toks: Token[], loc: (l: number) => number, w
   let start = w + 1, between = false, i = w + 1;
   for (; i < toks.length; i++) {
     const t = toks[i]!;
-    if (t.depth < d || (t.depth === d && (t.text === ';' || AFTER_WHERE.has(t.lower)))) break;
+    if (t.depth < d || (t.depth === d && (t.text === ';' || t.text === ',' || AFTER_WHERE.has(t.lower) || (keyword === 'on' && AFTER_ON.has(t.lower))))) break;
     if (t.depth !== d || list.length === 1) continue;   // one conjunct: the whole clause
     if (t.lower === 'between') between = true;
     else if (t.lower === 'and') {

@@ -35,6 +35,17 @@ test('each sharded table is read with the conditions of its own columns', () => 
     ['SELECT * FROM users AS "u" WHERE (u.city = \'a\')']);
 });
 
+test('conditions of a join\'s ON: for an inner join\'s sides, and the side an outer join null-extends', () => {
+  assert.deepEqual(texts('SELECT * FROM users u JOIN orders o ON o.id = u.id AND o.amount > 5 AND u.age < 9 JOIN users v ON v.id = o.user_id AND v.city = \'x\' WHERE u.name = \'n\''),
+    ['SELECT * FROM users AS "v" WHERE (v.city = \'x\')', 'SELECT * FROM orders AS "o" WHERE (o.amount > 5)', 'SELECT * FROM users AS "u" WHERE (u.name = \'n\') AND (u.age < 9)']);
+  // LEFT JOIN: the ON's conditions on the right (null-extended) side go into its read; the left side's stay
+  assert.deepEqual(texts('SELECT * FROM users u LEFT JOIN orders o ON o.id = u.id AND o.amount BETWEEN 1 AND 5 AND u.age > 3'),
+    ['SELECT * FROM orders AS "o" WHERE (o.amount BETWEEN 1 AND 5)', 'SELECT * FROM users AS "u"']);
+  assert.deepEqual(texts('SELECT * FROM orders o RIGHT JOIN users u ON o.id = u.id AND o.amount > 1 AND u.age > 3'),
+    ['SELECT * FROM users AS "u"', 'SELECT * FROM orders AS "o" WHERE (o.amount > 1)']);
+  assert.deepEqual(texts('SELECT * FROM orders o FULL JOIN users u ON o.id = u.id AND o.amount > 1'), ['SELECT * FROM users AS "u"', 'SELECT * FROM orders AS "o"']);
+});
+
 test('outer joins: nothing is copied into the nullable side', () => {
   assert.deepEqual(texts('SELECT * FROM users u LEFT JOIN orders o ON o.id = u.id WHERE o.amount IS NULL AND u.age > 3'),
     ['SELECT * FROM orders AS "o"', 'SELECT * FROM users AS "u" WHERE (u.age > 3)']);
@@ -54,9 +65,8 @@ test('replacements: the table name (its alias stays) or the whole derived table'
   const t = rs[2]!;
   assert.equal(sql.slice(t.start, t.end), 'orders'); assert.equal(t.as, '');
   assert.equal(rs[3]!.as, ' AS "users"');
-  // (conditions of a join's ON are not copied: only the WHERE's)
   const d = reads('SELECT count(*) FROM (SELECT DISTINCT city FROM users) d JOIN orders o ON o.id = 1');
-  assert.deepEqual(d.map((x) => x.text), ['SELECT DISTINCT city FROM users', 'SELECT * FROM orders AS "o"', 'SELECT * FROM users']);
+  assert.deepEqual(d.map((x) => x.text), ['SELECT DISTINCT city FROM users', 'SELECT * FROM orders AS "o" WHERE (o.id = 1)', 'SELECT * FROM users']);
   const q = 'SELECT count(*) FROM (SELECT DISTINCT city FROM users) d';
   assert.equal(q.slice(d[0]!.start, d[0]!.end), '(SELECT DISTINCT city FROM users)');
   // a lateral derived table refers to the outer row: never run on its own
