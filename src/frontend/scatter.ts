@@ -16,6 +16,7 @@ import { fillsKeyDefault, withKeyDefault } from './key-default';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import { checkVolatile, needsVolatileCheck } from './volatile-writes';
+import { withSubqueryResults } from './subqueries';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
@@ -36,6 +37,7 @@ export class Scatter {
         if (s.plan.keyDefault && fillsKeyDefault(this.s, s)) { single = false; break; }   // its keys come first (key-default.ts)
         if (s.plan.insertVia && insertsViaProxy(this.s, s)) { single = false; break; }   // its rows come first (insert-select.ts)
         if (mayNeedDefaults(this.s, s)) { single = false; break; }   // its defaults may come first (reference-defaults.ts)
+        if (s.plan.subqueries && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !s.hint?.shard && !s.plan.hint?.shard) { single = false; break; }   // subqueries or tables read first (subqueries.ts)
         this.s.simple.checkSupported(s, null);
         if (s.plan.setVar?.name.startsWith('pgring.')) { single = false; break; }
         if (s.plan.preparedView) { single = false; break; }   // the client's own statements (prepared-view.ts)
@@ -106,6 +108,8 @@ export class Scatter {
       if (plan.preparedView) { const next = this.s.simple.preparedView(stmt); if (next) return await this.runOneOfMany(next); }
       if (plan.keyDefault && fillsKeyDefault(this.s, stmt)) return await this.runOneOfMany(await withKeyDefault(this.s, stmt));
       if (plan.insertVia && insertsViaProxy(this.s, stmt)) return await this.runOneOfMany(await insertSelectValues(this.s, stmt));
+      // subqueries (or the tables of a read no merge answers) run first, their rows written in (subqueries.ts)
+      if (plan.subqueries && this.s.ctx.shards.shardCount > 1 && this.s.routeShard === null && !stmt.hint?.shard && !plan.hint?.shard) return await this.runOneOfMany(await withSubqueryResults(this.s, stmt));
       if (!stmt.volatileChecked && needsVolatileCheck(this.s, stmt)) { await checkVolatile(this.s, stmt); stmt.volatileChecked = true; }
       if (!stmt.defaultsChecked && mayNeedDefaults(this.s, stmt)) {
         const next = (await withReferenceDefaults(this.s, stmt)) ?? stmt;

@@ -172,6 +172,9 @@ describe('COPY TO STDOUT over 3 shards', () => {
       assert.deepEqual(await q('SELECT count(*) FROM pgbench_tellers t WHERE (SELECT max(a.abalance) FROM pgbench_accounts a WHERE a.bid = t.bid AND a.aid < 100) = 1000'), [['0']]);
       await assert.rejects(c.query('SELECT count(*) FROM pgbench_tellers t WHERE t.tbalance < (SELECT max(a.abalance) FROM pgbench_accounts a WHERE a.bid = t.bid)'),
         (e: { code?: string; message: string }) => e.code === '0A000' && /would read more than 10000 rows/.test(e.message));
+      // in a multi-statement string too (session 23; was 0A000 "… in a multi-statement string")
+      const multi = await c.query('SELECT 1 AS one; SELECT count(*) FROM pgbench_tellers t WHERE t.tbalance < (SELECT max(a.abalance) FROM pgbench_accounts a WHERE a.aid < 100); SELECT aid, rank() OVER (ORDER BY abalance DESC, aid) AS r FROM pgbench_accounts WHERE aid < 5 ORDER BY r') as unknown as { rows: unknown[] }[];
+      assert.deepEqual(multi.map((r) => r.rows), [[{ one: 1 }], [{ count: '10' }], [{ aid: 4, r: '1' }, { aid: 3, r: '2' }, { aid: 2, r: '3' }, { aid: 1, r: '4' }]]);
       // a write whose subquery reads other shards: its keys come from the subquery's rows
       const r = await c.query('UPDATE pgbench_tellers SET tbalance = tbalance WHERE tid IN (SELECT aid FROM pgbench_accounts WHERE aid < 4)');
       assert.equal(r.rowCount, 3);
