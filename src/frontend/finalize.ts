@@ -87,7 +87,7 @@ async function evaluate(s: ClientSession, link: Link, sql: string | null, f: Fin
 }
 
 /** Sends pgring's own extended-protocol exchange on `link` (ending in Sync, or Flush `inUnit`); resolves with every message the server answered. */
-function exchange(s: ClientSession, link: Link, inUnit: boolean, msg: Buffer): Promise<Buffer[]> {
+export function exchange(s: ClientSession, link: Link, inUnit: boolean, msg: Buffer): Promise<Buffer[]> {
   return new Promise((resolve) => {
     const got: Buffer[] = [];
     // pgring's Parse replaces the server's unnamed statement: a client's unnamed one there must be parsed again

@@ -6,6 +6,7 @@ import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
 import { commandTag, decodeDataRow, readyForQuery } from '../protocol/messages';
 import type { ServerConnection } from '../backend/server';
 import { clientRowDescription } from './group';
+import { buildRowDescription, parseRowDescription } from '../router/merge';
 import { ResponseQueue } from './response-queue';
 import { readTime } from '../clock';
 import type { ClientSession } from './client';
@@ -67,6 +68,7 @@ export class Responses extends ResponseQueue {
         if (type === B.CommandComplete) this.afterCommandOf(p, msg);
         else if (type === B.ErrorResponse) this.afterErrorOf(p, msg);
         else if (type === B.CopyInResponse) this.s.copyLinks = [link];
+        else if (type === B.RowDescription && p.plans?.[p.planIdx ?? 0]?.rowDescription) msg = sameColumns(p.plans[p.planIdx ?? 0]!.rowDescription!, msg);
         this.out(p, msg);
         return;
       case K.ExecSimple:
@@ -221,4 +223,12 @@ export class Responses extends ResponseQueue {
 /** `link`'s server failed the unit the client is still sending: no Sync queued after the error. */
 export function skippingUnit(link: Link): boolean {
   return link.skipping && link.queue.every((q) => q.kind !== K.Sync);
+}
+
+/** `own` (the RowDescription of the client's statement) when it describes the same columns as `got`
+ *  (count and types), with `got`'s format codes; else `got`. */
+export function sameColumns(own: Buffer, got: Buffer): Buffer {
+  const a = parseRowDescription(own), b = parseRowDescription(got);
+  if (a.length !== b.length || a.some((f, i) => f.typeOid !== b[i]!.typeOid)) return got;
+  return buildRowDescription(a.map((f, i) => ({ ...f, format: b[i]!.format })));
 }

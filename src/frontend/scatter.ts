@@ -17,6 +17,7 @@ import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import { checkVolatile, needsVolatileCheck } from './volatile-writes';
 import { withSubqueryResults } from './subqueries';
+import { sameColumns } from './responses';
 import { InsertPart, renumberParams, splitInsertRows } from './insert-split';
 import type { KeyRef } from '../router/types';
 
@@ -203,13 +204,14 @@ export class Scatter {
       // A merged COPY stream, or rows that need no sort or grouping, go out as they come: the result
       // entry stays ahead of its members (they send nothing themselves), so it streams once it is
       // the head of the queue, and backpressure (shared.ts) bounds what the proxy holds.
-      group.onStream = (msgs) => { for (const m of msgs) this.s.responses.out(result, m); };
+      group.onStream = (msgs) => { for (const m of msgs) this.s.responses.out(result, ownDescription(stmt, m)); };
       group.onHold = (m, hold) => { const c = links[m]!.conn; if (hold) c.holdReads(group); else c.releaseReads(group); };
     } else {
       // The result entry must come after the members in response order.
       this.s.responses.moveToEnd(result);
     }
     const finish = (msgs: Buffer[]): void => {
+      if (stmt.rowDescription && !capture) msgs = msgs.map((m) => ownDescription(stmt, m));
       if (result.out) result.out.push(...msgs); else result.out = msgs;
       const first = msgs.find((m) => m[0] === B.CommandComplete);
       if (first) this.s.transaction.afterCommand(stmt, commandTag(first), null);
@@ -262,4 +264,9 @@ export class Scatter {
     p.member = -1;
     p.group!.memberDone(m);
   }
+}
+
+/** A rewritten read's RowDescription replaced by the client's statement's (frontend/subqueries.ts). */
+function ownDescription(stmt: RoutedStatement, m: Buffer): Buffer {
+  return stmt.rowDescription && m[0] === B.RowDescription ? sameColumns(stmt.rowDescription, m) : m;
 }

@@ -2,14 +2,14 @@
 // runs on its own as any SELECT over several shards (merged), in the client's transaction, and its
 // rows replace it in the statement as typed literals; the statement is then planned again. A CTE
 // used once is first written in as a derived table (no rows moved), as PostgreSQL inlines it.
-import { B } from '../protocol/codes';
+import { B, F } from '../protocol/codes';
 import { PgError, SQLSTATE, parseErrorFields } from '../protocol/errors';
-import { decodeDataRow, query } from '../protocol/messages';
+import { decodeDataRow, parseMsg, query, syncMsg, targeted } from '../protocol/messages';
 import { parseRowDescription } from '../router/merge';
 import type { RoutedStatement } from '../router/router';
 import { cteBodies, inlineCtes, subqueriesOf, valuesText } from '../router/subqueries';
 import type { ClientSession } from './client';
-import { runFinalized } from './finalize';
+import { exchange, runFinalized } from './finalize';
 import { routeShards } from './routing';
 
 /** Rows a subquery may give to be written into the statement. */
@@ -27,6 +27,8 @@ const typeNameCache = new Map<string, string>();
 export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatement, ext = false): Promise<RoutedStatement> {
   let sql = stmt.sql;
   let materialize = stmt.plan.materialize === true;
+  // a CTE or a table whose rows were written in: its columns lose their source column
+  let sources = false;
   const skip = new Set<string>();
   for (let round = 0; round < MAX_ROUNDS; round++) {
     let replaced = false;
@@ -48,6 +50,7 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
       const values = valuesText(rows.types, rows.names, rows.rows);
       sql = sql.slice(0, at.start) + (at.inner ? values.slice(1, -1) : values) + sql.slice(at.end);
       replaced = true;
+      sources ||= at.inner;
       break;   // the text moved: find them again
     }
     // last resort for a read no merge answers: its derived tables and set-operation arms, then its
@@ -58,12 +61,19 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
       if (rows === null) { skip.add(at.text); continue; }
       sql = sql.slice(0, at.start) + valuesText(rows.types, rows.names, rows.rows) + at.as + sql.slice(at.end);
       replaced = true;
+      sources = true;
       break;
     }
     if (!replaced) break;
     const next = s.router.plan(sql);
     if (next.length !== 1) break;
-    if (!next[0]!.plan.subqueries) return next[0]!;
+    if (!next[0]!.plan.subqueries) {
+      // the simple protocol's RowDescription is PostgreSQL's for the client's text (the extended
+      // protocol's Describe went to a server with it); outside a transaction, where a failure of
+      // the Describe could not abort the client's
+      if (sources && !ext && s.txStatus === 'I' && stmt.plan.command === 'select') next[0]!.rowDescription = await describeOwn(s, stmt.sql) ?? undefined;
+      return next[0]!;
+    }
     materialize = next[0]!.plan.materialize === true;
   }
   const why = stmt.plan.subqueries ?? stmt.plan.scatterUnsupported ?? 'this subquery across shards';
@@ -139,4 +149,11 @@ async function typeNames(s: ClientSession, types: [oid: number, typmod: number][
     if (!name) throw new PgError(SQLSTATE.InternalError, `pgring: the type ${t[0]} of a subquery's column is unknown`);
     return name;
   });
+}
+
+/** The RowDescription of `sql` on a server (Parse and Describe of the unnamed statement), or null. */
+async function describeOwn(s: ClientSession, sql: string): Promise<Buffer | null> {
+  const link = await s.servers.link(s.routing.preferredShard());
+  const got = await exchange(s, link, false, Buffer.concat([parseMsg('', sql, [], s.codec), targeted(F.Describe, 'S', ''), syncMsg]));
+  return got.find((m) => m[0] === B.RowDescription) ?? null;
 }

@@ -190,6 +190,9 @@ export interface RoutedStatement {
   defaultsChecked?: boolean;
   /** a write to a reference table whose functions were checked for volatility (frontend/volatile-writes.ts) */
   volatileChecked?: boolean;
+  /** a read pgring rewrote (its tables read first): the RowDescription PostgreSQL gives for the
+   *  client's own text, sent in place of the rewritten statement's (frontend/subqueries.ts) */
+  rowDescription?: Buffer;
 }
 
 /** An argument of a held pg_notify(): a constant (null: SQL NULL), a literal slot of the statement
