@@ -62,10 +62,13 @@ export function tableReads(sql: string, lookup: TableLookup): TableRead[] {
   if (!top) return [];
   const ctes = new Set<string>();
   let refuse = false;
+  // `"public"."users"."id"` (Prisma names every column so) would not find a table written in as
+  // `(…) AS "users"`: derived tables may still run first, tables are not read
+  let threePart = false;
   walk(top, (x) => {
     if (x.CommonTableExpr) ctes.add(x.CommonTableExpr.ctename);
     if (x.lockingClause?.length || x.intoClause || x.InsertStmt || x.UpdateStmt || x.DeleteStmt || x.MergeStmt) refuse = true;
-    if (x.ColumnRef && (x.ColumnRef.fields ?? []).length > 2) refuse = true;
+    if (x.ColumnRef && (x.ColumnRef.fields ?? []).length > 2) threePart = true;
     if (x.RangeTableSample?.relation?.RangeVar && lookup(x.RangeTableSample.relation.RangeVar)) refuse = true;
   });
   if (refuse) return [];
@@ -147,7 +150,7 @@ export function tableReads(sql: string, lookup: TableLookup): TableRead[] {
   }
 
   const conds = new Map<N, (string | null)[] | null>();
-  for (const f of found) {
+  for (const f of threePart ? [] : found) {
     const ti = toks.findIndex((t) => t.start === loc(f.rv.location));
     if (ti < 0) return [];
     let tj = ti;

@@ -345,6 +345,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   RF('SELECT u.name, (SELECT count(*) FROM orders o WHERE o.id = u.id) FROM users u WHERE u.id < 10 ORDER BY 1');
   RF('SELECT u.id, o.amount FROM users u JOIN orders o ON o.id = u.id AND o.amount > 30 AND u.age < 45 ORDER BY 1, 2');
   RF('SELECT u.id, o.amount FROM users u LEFT JOIN orders o ON o.id = u.id AND o.amount BETWEEN 20 AND 60 AND u.age > 30 WHERE u.id < 25 ORDER BY 1, 2 NULLS FIRST');
+  // Prisma's count with skip / take (columns named "public"."users"."id"): the derived table runs first
+  add({ sql: 'SELECT COUNT(*) FROM (SELECT "public"."users"."id" FROM "public"."users" WHERE 1=1 ORDER BY "public"."users"."id" ASC OFFSET 5) AS "sub"',
+    p: { text: 'SELECT COUNT(*) FROM (SELECT "public"."users"."id" FROM "public"."users" WHERE 1=1 ORDER BY "public"."users"."id" ASC LIMIT $1 OFFSET $2) AS "sub"', values: [10, 5] }, mode: 'both' });
   RF('SELECT u.id, x.amount FROM users u, LATERAL (SELECT amount FROM orders o WHERE o.id = u.id ORDER BY amount DESC LIMIT 1) x ORDER BY 1');
   RF('WITH RECURSIVE r(id, depth) AS (SELECT id, 1 FROM users WHERE id = 1 UNION ALL SELECT u.id, r.depth + 1 FROM users u JOIN r ON u.id = r.id + 1 WHERE r.depth < 5) SELECT * FROM r ORDER BY 1');
   RF('SELECT DISTINCT ON (city) city, name, count(*) OVER (PARTITION BY city) FROM users ORDER BY city, name');
