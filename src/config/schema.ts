@@ -183,6 +183,9 @@ export const configSchema = {
         // What a table named in neither list is: a reference table, or an error.
         unknownTables: { enum: ['reference', 'reject'] },
         planCacheSize: { type: 'integer', minimum: 16, default: 4096 },
+        // Rows a subquery, derived table or table read first may give (src/frontend/subqueries.ts):
+        // pgring writes them into the statement as VALUES, so this bounds the statement it builds.
+        readFirstMaxRows: { type: 'integer', minimum: 1, maximum: 1000000, default: 10000 },
       },
       default: {},
     },

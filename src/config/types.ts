@@ -42,7 +42,7 @@ export interface Config {
   shards: ShardConfig[];
   ring: { vnodes: number; seed: number };
   sharding: {
-    tables: ShardedTableConfig[]; referenceTables?: string[]; unknownTables?: 'reference' | 'reject'; planCacheSize: number;
+    tables: ShardedTableConfig[]; referenceTables?: string[]; unknownTables?: 'reference' | 'reject'; planCacheSize: number; readFirstMaxRows: number;
     /** Set by the loader: the file states sharding rules (tables, referenceTables or unknownTables). */
     stated?: boolean;
   };

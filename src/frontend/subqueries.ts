@@ -12,8 +12,8 @@ import type { ClientSession } from './client';
 import { exchange, runFinalized } from './finalize';
 import { routeShards } from './routing';
 
-/** Rows a subquery may give to be written into the statement. */
-const MAX_ROWS = 10000;
+/** Rows a subquery may give to be written into the statement (config sharding.readFirstMaxRows). */
+const maxRows = (s: ClientSession): number => s.ctx.config.sharding.readFirstMaxRows ?? 10000;
 /** Subqueries replaced in one statement at most (each round finds them again in the new text). */
 const MAX_ROUNDS = 32;
 /** Errors of a subquery run on its own that mean it refers to the outer statement. */
@@ -57,7 +57,7 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
     // sharded tables, read first (materialize.ts)
     for (const at of replaced || !materialize ? [] : s.router.tableReads(sql)) {
       if (skip.has(at.text)) continue;
-      const rows = await runFirst(s, at.text, ext, tableLimit(at.text));
+      const rows = await runFirst(s, at.text, ext, tableLimit(at.text, maxRows(s)));
       if (rows === null) { skip.add(at.text); continue; }
       sql = sql.slice(0, at.start) + valuesText(rows.types, rows.names, rows.rows) + at.as + sql.slice(at.end);
       replaced = true;
@@ -82,8 +82,8 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
 }
 
 /** The refusal of a table read first that has more rows than pgring writes into a statement. */
-function tableLimit(text: string): string {
-  return `pgring: a query across shards that pgring answers on one shard over the rows it reads first (${text.length > 200 ? `${text.slice(0, 200)}…` : text}) would read more than ${MAX_ROWS} rows`;
+function tableLimit(text: string, max: number): string {
+  return `pgring: a query across shards that pgring answers on one shard over the rows it reads first (${text.length > 200 ? `${text.slice(0, 200)}…` : text}) would read more than ${max} rows`;
 }
 
 /** `text` run on its own when it is a read of sharded tables; null when it is not, or cannot run. */
@@ -102,7 +102,7 @@ export function readRows(s: ClientSession, q: RoutedStatement, max: number, tooM
   return subqueryRows(s, q, false, tooMany, max);
 }
 
-async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, tooMany?: string, max = MAX_ROWS): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
+async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, tooMany?: string, max = maxRows(s)): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
   if (q.plan.subqueries) q = await withSubqueryResults(s, q, ext);
   const route = s.routing.route(q, null, null);
   const multi = route.kind !== 'direct' && s.ctx.shards.shardCount > 1;
@@ -127,7 +127,7 @@ async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, 
   const rows = msgs.filter((m) => m[0] === B.DataRow);
   if (rows.length > max) {
     throw new PgError(SQLSTATE.FeatureNotSupported, tooMany ?? `pgring: a subquery over several shards that returns more than ${max} rows is not supported`,
-      { hint: tooMany ? 'Narrow the query with conditions on each table, or join the tables on the shard key.' : 'Join the tables on the shard key, or narrow the subquery.' });
+      { hint: tooMany ? 'Narrow the query with conditions on each table, or join the tables on the shard key (sharding.readFirstMaxRows sets the limit).' : 'Join the tables on the shard key, or narrow the subquery (sharding.readFirstMaxRows sets the limit).' });
   }
   const fields = parseRowDescription(rd);
   return { types: await typeNames(s, fields.map((f) => [f.typeOid, f.typmod])), names: fields.map((f) => f.name), rows: rows.map(decodeDataRow) };

@@ -182,6 +182,17 @@ describe('COPY TO STDOUT over 3 shards', () => {
     });
   });
 
+  it('sharding.readFirstMaxRows bounds what a read first may give', async () => {
+    const small = await startProxy(await baseConfig(cluster, 3, { sharding: { tables: pgbenchTables, readFirstMaxRows: 50 }, locks: { mode: 'off' } }));
+    try {
+      await withClient(small.port, db, async (c) => {
+        const q = (n: number): string => `SELECT aid, row_number() OVER (ORDER BY abalance DESC, aid) AS r FROM pgbench_accounts WHERE aid <= ${n} ORDER BY r LIMIT 1`;
+        assert.deepEqual((await c.query(q(50))).rows, [{ aid: 50, r: '1' }]);
+        await assert.rejects(c.query(q(51)), (e: { code?: string; message: string; hint?: string }) => e.code === '0A000' && /would read more than 50 rows/.test(e.message) && /readFirstMaxRows/.test(e.hint ?? ''));
+      });
+    } finally { await small.stop(); }
+  });
+
   it('extended protocol: the merged stream and COPY n', async () => {
     const { serialize } = await import('pg-protocol');
     const c = await WireClient.connect(a.port, db);
