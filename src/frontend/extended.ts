@@ -283,6 +283,8 @@ export class ExtendedProtocol {
       const own = makeStatement('pgring-subqueries', next.sql, [], next, parseMsg('', next.sql, [], this.s.codec), cs.scope, this.s.codec);
       const bind = bindMsg(info.portal, own.serverName, 0, [], resultFormats(msg, info.resultOffset));
       await this.bindRouted(bind, decodeBind(bind), own);
+      const portal = this.portals.get(info.portal);
+      if (portal?.cs === own) portal.describeAs = { cs, formats: resultFormats(msg, info.resultOffset) };
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
@@ -483,24 +485,26 @@ export class ExtendedProtocol {
       }
       if (portal.notify) { this.s.responses.synth([heldNotifyResult(portal.cs.stmt.plan.notifyCalls!, portal.notify.formats).rowDescription], true); return; }
       if (portal.cursorOp) { this.s.responses.synth([this.s.cursors.describeStatement(portal.cs.stmt) ?? noData], true); return; }
-      if (portal.finalize) return this.withLink(this.s.routing.preferredShardFor(portal.cs.stmt), this.describeFinalizedOn, portal, null);
+      if (portal.finalize || portal.describeAs) return this.withLink(this.s.routing.preferredShardFor((portal.describeAs?.cs ?? portal.cs).stmt), this.describeFinalizedOn, portal, null);
       if (portal.virtual) { this.s.responses.synth([noData], true); return; }
       return this.withLink(portal.shards[0]!, this.describePortalOn, portal, msg);
     } catch (e) { this.s.simple.queryError(e, true); }
   }
 
-  /** Describe of an expression-over-aggregates portal (finalize.ts): the statement's RowDescription
-   *  from a server, in the portal's result formats. */
+  /** Describe of an expression-over-aggregates portal (finalize.ts), or of one bound to pgring's
+   *  rewrite (subqueries.ts): the client's statement's RowDescription from a server, in the
+   *  portal's result formats. */
   describeFinalizedOn(link: Link, portal: Portal, _: null): void {
+    const cs = portal.describeAs?.cs ?? portal.cs;
     this.s.unitLinks.add(link);
     link.unsynced = true;
-    if (portal.cs.uses) this.s.prepared.ensurePrepared(link, portal.cs.uses);
-    this.s.prepared.ensurePrepared(link, portal.cs);
+    if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);
+    this.s.prepared.ensurePrepared(link, cs);
     const d = this.s.responses.push(K.InternalDescribe, link, true);
     const r = this.s.responses.push(K.GroupResult, null, true);
-    d.onRow = (m) => { r.out = [withFormats(m, portal.finalize!.formats)]; };
+    d.onRow = (m) => { r.out = [withFormats(m, (portal.describeAs ?? portal.finalize)!.formats)]; };
     d.onDone = () => { if (!r.out) r.out = [noData]; this.s.responses.complete(r); };
-    link.conn.write(targeted(F.Describe, 'S', portal.cs.serverName));
+    link.conn.write(targeted(F.Describe, 'S', cs.serverName));
   }
 
   describeStatementOn(link: Link, cs: ClientStatement, out: Buffer): void {

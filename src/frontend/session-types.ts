@@ -137,6 +137,9 @@ export type Portal = { shards: number[]; cs: ClientStatement; virtual: boolean; 
   /** an expression over aggregates over several shards (finalize.ts): its text with the values
    *  written in, its route, the client's result formats */
   finalize?: { sql: string; route: import('./routing').Route; formats: number[] };
+  /** a portal bound to pgring's rewrite of the client's statement (subqueries.ts): Describe of the
+   *  portal answers with the client's statement's description, in these result formats */
+  describeAs?: { cs: ClientStatement; formats: number[] };
   /** FETCH / MOVE / CLOSE of a cursor pgring keeps (cursors.ts), answered at Execute */
   cursorOp?: boolean };
 

@@ -21,9 +21,6 @@ export interface Step {
   listCols?: number[];
   /** pgring answers 0A000 by design; the message must match */
   unsupported?: RegExp;
-  /** the fields' source columns (table OID, attribute number) are not compared: rows of a CTE that
-   *  pgring ran first come from VALUES, which PostgreSQL describes without a source column */
-  noSource?: boolean | 'ext';
   /** float results combined from the shards' partial states (variance of float input): compared to
    *  12 significant digits, as PostgreSQL's own parallel aggregation differs from a serial one in the last ones */
   floatCols?: number[];
@@ -297,7 +294,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   const SQ = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both' }); };
   // refused before session 23 (the reason was `_was`); now answered on one shard over the rows of its
   // tables read first (materialize.ts): those columns come from VALUES (no source column)
-  const M = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both', noSource: 'ext' }); };
+  const M = (sql: string, _was: RegExp): void => { add({ sql, mode: 'both' }); };
   // a select list of subqueries that merge as aggregates (SQLAlchemy's exists(), counts in one round trip)
   add({ sql: 'SELECT (SELECT sum(age) FROM users), (SELECT sum(amount) FROM orders)', mode: 'both' });
   add({ sql: "SELECT EXISTS (SELECT 1 FROM users WHERE name = 'u7') AS anon_1", p: { text: 'SELECT EXISTS (SELECT 1 FROM users WHERE name = $1) AS anon_1', values: ['u7'] } });
@@ -317,7 +314,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   add({ sql: 'SELECT id FROM users WHERE id IN (SELECT user_id FROM orders WHERE amount > (SELECT avg(amount) FROM orders)) ORDER BY id', mode: 'both', ordered: true });
   // CTEs over sharded tables: one used once is a derived table; others run first (as PostgreSQL materializes them)
   add({ sql: 'WITH big AS (SELECT * FROM orders WHERE amount > 10) SELECT user_id % 3 AS r, count(*), sum(amount) FROM big GROUP BY 1 ORDER BY 1', mode: 'both', ordered: true });
-  add({ sql: 'WITH c AS (SELECT city, count(*) AS n FROM users GROUP BY city) SELECT city, n FROM c WHERE n > 1 ORDER BY city NULLS FIRST', mode: 'both', ordered: true, noSource: 'ext' });
+  add({ sql: 'WITH c AS (SELECT city, count(*) AS n FROM users GROUP BY city) SELECT city, n FROM c WHERE n > 1 ORDER BY city NULLS FIRST', mode: 'both', ordered: true });
   add({ sql: 'WITH a AS (SELECT id, age FROM users WHERE age > 40) SELECT count(*), sum(b.age) FROM a JOIN a b ON a.id = b.id', mode: 'both' });
   add({ sql: 'WITH m AS MATERIALIZED (SELECT max(amount) AS x FROM orders) SELECT count(*) FROM orders, m WHERE amount = m.x', mode: 'both' });
   add({ sql: "SELECT name FROM users WHERE age > (SELECT avg(age) FROM users WHERE city = 'Paris') ORDER BY name",
@@ -325,7 +322,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   M('SELECT name, (SELECT count(*) FROM users u WHERE u.city = c.name) FROM cities c', /subquery over sharded table "users"/);
   // session 23: reads no merge answers run on one shard over the rows of their tables read first
   // (materialize.ts); conditions of a table's own columns go into its read, never across an outer join
-  const RF = (sql: string, ordered = true): void => { add({ sql, mode: 'both', noSource: 'ext', ordered }); };
+  const RF = (sql: string, ordered = true): void => { add({ sql, mode: 'both', ordered }); };
   RF('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.age > 40 AND o.amount > 20 ORDER BY 1, 2');
   RF('SELECT u.city, count(*), sum(o.amount) FROM users u LEFT JOIN orders o ON o.id = u.id AND o.amount > 30 WHERE o.amount IS NULL OR u.age BETWEEN 30 AND 50 GROUP BY u.city ORDER BY 1 NULLS FIRST');
   RF('SELECT u.id, o.id AS oid FROM users u LEFT JOIN orders o ON o.id = u.id WHERE o.amount IS NULL AND u.id < 20 ORDER BY 1, 2');
@@ -354,9 +351,9 @@ export function buildSteps(shards: ShardMap): Step[] {
   RF('SELECT count(*) FROM users WHERE id IN (SELECT id FROM users ORDER BY age DESC NULLS LAST, id LIMIT 3) OR age IS NULL', false);
   RF('SELECT o.user_id, count(*) FROM orders o JOIN (SELECT DISTINCT city, age FROM users) d ON d.age = o.id GROUP BY 1 ORDER BY 1');
   add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.age > 40 AND o.amount > 20 ORDER BY 1, 2',
-    p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.age > $1 AND o.amount > $2 ORDER BY 1, 2', values: [40, 20] }, noSource: true, ordered: true });
+    p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.age > $1 AND o.amount > $2 ORDER BY 1, 2', values: [40, 20] }, ordered: true });
   add({ sql: 'SELECT id, row_number() OVER (ORDER BY name) FROM users WHERE age > 30 ORDER BY 2',
-    p: { text: 'SELECT id, row_number() OVER (ORDER BY name) FROM users WHERE age > $1 ORDER BY 2', values: [30] }, noSource: true, ordered: true });
+    p: { text: 'SELECT id, row_number() OVER (ORDER BY name) FROM users WHERE age > $1 ORDER BY 2', values: [30] }, ordered: true });
   // a character(n) column read first keeps its length (format_type with the modifier)
   add({ sql: 'SELECT id FROM users WHERE name::char(5) IN (SELECT name::char(5) FROM users WHERE age > 45) ORDER BY id', mode: 'both', ordered: true });
   RF("SELECT name::char(6) AS c6, amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id < 5 ORDER BY 1, 2");
@@ -379,7 +376,7 @@ export function buildSteps(shards: ShardMap): Step[] {
   F('SELECT city FROM users GROUP BY city HAVING avg(DISTINCT age) > 1', /avg\(DISTINCT\) in HAVING that is not in the select list/);
   M('SELECT sum(DISTINCT age ORDER BY age) FROM users', /sum\(DISTINCT\) across shards|aggregate sum/);
   M('SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', /join of sharded tables \("users", "orders"\) not on their shard keys/);
-  add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] }, noSource: true });
+  add({ sql: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = 3', p: { text: 'SELECT u.name, o.amount FROM users u JOIN orders o ON o.id = u.id WHERE u.id = $1', values: [3] } });
   M('SELECT id, row_number() OVER (ORDER BY id) FROM users', /window functions across shards/);
   // grouped by the shard key: every group on one shard, any aggregate exact there (session 21)
   add({ sql: "SELECT user_id, string_agg(id::text, ',' ORDER BY id DESC), count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY amount) FROM orders GROUP BY user_id ORDER BY user_id", mode: 'both', ordered: true });
@@ -526,17 +523,13 @@ export function buildSteps(shards: ShardMap): Step[] {
   return S;
 }
 
-export function compare(want: Outcome, got: Outcome, st: Step, ext = false): string | null {
+export function compare(want: Outcome, got: Outcome, st: Step): string | null {
   if (!want.ok || !got.ok) {
     if (!want.ok && !got.ok) return want.code === got.code ? null : `error ${want.code} (${want.message}) expected, got ${got.code} (${got.message})`;
     return `expected ${JSON.stringify(want)}\n    got ${JSON.stringify(got)}`;
   }
   if (want.command !== got.command || want.rowCount !== got.rowCount) return `tag ${want.command} ${want.rowCount} expected, got ${got.command} ${got.rowCount}`;
-  // (noSource: the source column of each field, table OID and attribute number, is not compared;
-  // 'ext': only in the extended protocol, whose portal pgring binds to its rewritten statement)
-  const noSource = st.noSource === true || (st.noSource === 'ext' && ext);
-  const fields = (o: { fields: string[] }): string[] => (noSource ? o.fields.map((f) => f.split(':').slice(0, 5).join(':')) : o.fields);
-  if (JSON.stringify(fields(want)) !== JSON.stringify(fields(got))) return `columns ${want.fields.join(',')} expected, got ${got.fields.join(',')}`;
+  if (JSON.stringify(want.fields) !== JSON.stringify(got.fields)) return `columns ${want.fields.join(',')} expected, got ${got.fields.join(',')}`;
   if (st.countOnly) return want.rows.length === got.rows.length ? null : `${want.rows.length} rows expected, got ${got.rows.length}`;
   const lists = (rows: string[]): string[] => !st.listCols && !st.floatCols ? rows : rows.map((r) => {
     const row = JSON.parse(r) as (string | number | null)[];

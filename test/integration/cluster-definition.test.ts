@@ -129,7 +129,7 @@ describe('cluster definition in ZooKeeper', () => {
           const want = await run(ca, st.sql, ext, st.p);
           const got = await run(cb, st.sql, ext, st.p);
           compared++;
-          const diff = compare(want, got, st, ext);
+          const diff = compare(want, got, st);
           if (diff) failures.push(`${ext ? 'ext' : 'simple'}: ${st.sql || st.p?.text}\n    ${diff}`);
         }
       }

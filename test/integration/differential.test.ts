@@ -70,13 +70,13 @@ describe('differential: pgring over 3 shards vs plain PostgreSQL', () => {
         }
         const want = await run(plain, st.sql, ext, st.p);
         compared++;
-        const diff = compare(want, got, st, ext);
+        const diff = compare(want, got, st);
         if (diff) failures.push(`${label}\n    ${diff}`);
         if (!ext || !st.mode || st.mode !== 'both' || st.listCols) continue;
         // the other extended-protocol variants of a read: binary results, named statements
         for (const v of EXT_VARIANTS.slice(1)) {
           compared++;
-          const d = compare(await run(plain, st.sql, true, st.p, v), await run(viaProxy, st.sql, true, st.p, v), st, true);
+          const d = compare(await run(plain, st.sql, true, st.p, v), await run(viaProxy, st.sql, true, st.p, v), st);
           if (d) failures.push(`${label} ${JSON.stringify(v)}\n    ${d}`);
         }
       }
@@ -110,7 +110,7 @@ describe('differential: pgring over 3 shards vs plain PostgreSQL', () => {
     ];
     const failures: string[] = [];
     for (const st of steps) {
-      const d = compare(await run(plain, st.sql, false), await run(viaProxy, st.sql, false), st, false);
+      const d = compare(await run(plain, st.sql, false), await run(viaProxy, st.sql, false), st);
       if (d) failures.push(`${st.sql}\n    ${d}`);
     }
     await run(plain, 'DELETE FROM users WHERE id >= 7000', false);
@@ -134,7 +134,7 @@ describe('differential: pgring over 3 shards vs plain PostgreSQL', () => {
     ];
     const failures: string[] = [];
     for (const st of steps) for (const ext of st.mode === 'both' ? [false, true] : [false]) {
-      const d = compare(await run(plain, st.sql, ext), await run(viaProxy, st.sql, ext), st, ext);
+      const d = compare(await run(plain, st.sql, ext), await run(viaProxy, st.sql, ext), st);
       if (d) failures.push(`${st.sql}\n    ${d}`);
     }
     await run(plain, 'DELETE FROM users WHERE id >= 5000', false);
@@ -217,7 +217,7 @@ describe('differential: pgring over 3 shards vs plain PostgreSQL', () => {
         if (!inTx) { await run(plain, 'ROLLBACK', false); await run(viaProxy, 'ROLLBACK', false); }
         for (const st of steps) for (const ext of st.mode === 'both' ? [false, true] : [!!st.p]) {
           if (inTx && !st.p && !ext) continue; // the simple-protocol insert runs once, in autocommit
-          const d = compare(await run(plain, st.sql, ext, st.p, v), await run(viaProxy, st.sql, ext, st.p, v), st, ext);
+          const d = compare(await run(plain, st.sql, ext, st.p, v), await run(viaProxy, st.sql, ext, st.p, v), st);
           if (d) failures.push(`${JSON.stringify(v)} inTx=${inTx} ${st.p?.text ?? st.sql}\n    ${d}`);
           if (inTx && d === null && !(await run(viaProxy, 'SELECT 1', false)).ok) { await run(plain, 'ROLLBACK', false); await run(viaProxy, 'ROLLBACK', false); await run(plain, 'BEGIN', false); await run(viaProxy, 'BEGIN', false); }
         }
