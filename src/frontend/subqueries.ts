@@ -94,14 +94,14 @@ async function runFirst(s: ClientSession, text: string, ext: boolean, tooMany?: 
   return subqueryRows(s, q, ext, tooMany);
 }
 
-/** The rows (text) and column type names of the SELECT `q` run over its shards, or null when it
- *  cannot run on its own (it refers to the outer statement, or pgring cannot answer it). */
 /** The rows of the SELECT `q` (text) and its columns' type names, read as a subquery run first is:
  *  merged over its shards, its own subqueries and tables read first; null when it cannot run so. */
 export function readRows(s: ClientSession, q: RoutedStatement, max: number, tooMany: string): ReturnType<typeof subqueryRows> {
   return subqueryRows(s, q, false, tooMany, max);
 }
 
+/** The rows (text) and column type names of the SELECT `q` run over its shards, or null when it
+ *  cannot run on its own (it refers to the outer statement, or pgring cannot answer it). */
 async function subqueryRows(s: ClientSession, q: RoutedStatement, ext: boolean, tooMany?: string, max = maxRows(s)): Promise<{ types: string[]; names: string[]; rows: (string | null)[][] } | null> {
   if (q.plan.subqueries) q = await withSubqueryResults(s, q, ext);
   const route = s.routing.route(q, null, null);
