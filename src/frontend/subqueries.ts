@@ -69,9 +69,8 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
     if (next.length !== 1) break;
     if (!next[0]!.plan.subqueries) {
       // the simple protocol's RowDescription is PostgreSQL's for the client's text (the extended
-      // protocol's Describe went to a server with it); outside a transaction, where a failure of
-      // the Describe could not abort the client's
-      if (sources && !ext && s.txStatus === 'I' && stmt.plan.command === 'select') next[0]!.rowDescription = await describeOwn(s, stmt.sql) ?? undefined;
+      // protocol's Describe went to a server with it)
+      if (sources && !ext && stmt.plan.command === 'select') next[0]!.rowDescription = await describeOwn(s, stmt.sql) ?? undefined;
       return next[0]!;
     }
     materialize = next[0]!.plan.materialize === true;
@@ -151,9 +150,16 @@ async function typeNames(s: ClientSession, types: [oid: number, typmod: number][
   });
 }
 
-/** The RowDescription of `sql` on a server (Parse and Describe of the unnamed statement), or null. */
+/** The RowDescription of `sql` on a server (Parse and Describe of the unnamed statement), or null.
+ *  An error there is the client's statement's own (the same text fails the same way in
+ *  PostgreSQL; in a transaction it fails it, as the statement would have): thrown. */
 async function describeOwn(s: ClientSession, sql: string): Promise<Buffer | null> {
   const link = await s.servers.link(s.routing.preferredShard());
   const got = await exchange(s, link, false, Buffer.concat([parseMsg('', sql, [], s.codec), targeted(F.Describe, 'S', ''), syncMsg]));
+  const err = got.find((m) => m[0] === B.ErrorResponse);
+  if (err) {
+    const f = parseErrorFields(err);
+    throw new PgError(f.C ?? SQLSTATE.InternalError, f.M ?? 'describe failed', { detail: f.D, hint: f.H });
+  }
   return got.find((m) => m[0] === B.RowDescription) ?? null;
 }

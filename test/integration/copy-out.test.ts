@@ -172,6 +172,15 @@ describe('COPY TO STDOUT over 3 shards', () => {
       assert.deepEqual(await q('SELECT count(*) FROM pgbench_tellers t WHERE (SELECT max(a.abalance) FROM pgbench_accounts a WHERE a.bid = t.bid AND a.aid < 100) = 1000'), [['0']]);
       await assert.rejects(c.query('SELECT count(*) FROM pgbench_tellers t WHERE t.tbalance < (SELECT max(a.abalance) FROM pgbench_accounts a WHERE a.bid = t.bid)'),
         (e: { code?: string; message: string }) => e.code === '0A000' && /would read more than 10000 rows/.test(e.message));
+      // in a transaction: the RowDescription is PostgreSQL's for the client's text (source table and
+      // column), and an error of the statement is its own, failing the transaction
+      await c.query('BEGIN');
+      const ranked = await c.query('SELECT tid, rank() OVER (ORDER BY tid DESC) FROM pgbench_tellers WHERE tid < 4');
+      assert.equal(ranked.rowCount, 3);
+      assert.ok(ranked.fields[0]!.tableID > 0 && ranked.fields[0]!.columnID === 1, JSON.stringify(ranked.fields[0]));
+      await assert.rejects(c.query('SELECT nosuch, rank() OVER (ORDER BY tid) FROM pgbench_tellers WHERE tid < 4'), (e: { code?: string }) => e.code === '42703');
+      await assert.rejects(c.query('SELECT 1'), (e: { code?: string }) => e.code === '25P02');
+      await c.query('ROLLBACK');
       // in a multi-statement string too (session 23; was 0A000 "… in a multi-statement string")
       const multi = await c.query('SELECT 1 AS one; SELECT count(*) FROM pgbench_tellers t WHERE t.tbalance < (SELECT max(a.abalance) FROM pgbench_accounts a WHERE a.aid < 100); SELECT aid, rank() OVER (ORDER BY abalance DESC, aid) AS r FROM pgbench_accounts WHERE aid < 5 ORDER BY r') as unknown as { rows: unknown[] }[];
       assert.deepEqual(multi.map((r) => r.rows), [[{ one: 1 }], [{ count: '10' }], [{ aid: 4, r: '1' }, { aid: 3, r: '2' }, { aid: 2, r: '3' }, { aid: 1, r: '4' }]]);
