@@ -17,7 +17,7 @@ import type { FetchSpec } from '../router/types';
 import { Route, routeShards } from './routing';
 import type { ClientSession } from './client';
 import { dollarQuote } from './session-util';
-import { withSubqueryResults } from './subqueries';
+import { withReadsFirst } from './subqueries';
 
 /** Names of the parameter types a literal gets (others: an untyped literal, which PostgreSQL
  *  resolves from its context as it resolves a parameter of unspecified type). */
@@ -201,11 +201,8 @@ export class Cursors {
     if (!q || q.plan.command !== 'select' || q.plan.write) {
       throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: a cursor over several shards is supported for a plain SELECT only (no FOR UPDATE, no data-modifying query)');
     }
-    if (q.plan.subqueries || (q.plan.materialize && q.plan.scatterUnsupported)) {
-      // its subqueries (or its tables: materialize.ts) read first; the query then runs where it routes
-      q = await withSubqueryResults(this.s, q, ext);
-      route = this.s.routing.route(q, null, null);
-    }
+    // its subqueries (or its tables: materialize.ts) read first; the query then runs where it routes
+    ({ q, route } = await withReadsFirst(this.s, q, route, ext));
     const scatters = route.kind !== 'direct';
     const why = q.plan.unsupported ?? (scatters ? q.plan.scatterUnsupported ?? q.plan.finalize : undefined) ?? q.plan.subqueries;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);

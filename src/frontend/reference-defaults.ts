@@ -206,7 +206,7 @@ async function selectAsValues(s: ClientSession, stmt: RoutedStatement): Promise<
 
 /** Functions whose value is the same for every row of a statement on one server but differs between
  *  the shards' transactions (their start times). */
-const STABLE_TIME = new Set(['now', 'transaction_timestamp', 'statement_timestamp', 'current_timestamp', 'localtimestamp', 'current_date', 'current_time', 'localtime']);
+export const STABLE_TIME = new Set(['now', 'transaction_timestamp', 'statement_timestamp', 'current_timestamp', 'localtimestamp', 'current_date', 'current_time', 'localtime']);
 
 /** A SET value made of constants, casts, operators and the time functions above: one value for
  *  every row on a server, so evaluating it once is exact. A volatile call (gen_random_uuid(),

@@ -68,7 +68,7 @@ export class Responses extends ResponseQueue {
         if (type === B.CommandComplete) this.afterCommandOf(p, msg);
         else if (type === B.ErrorResponse) this.afterErrorOf(p, msg);
         else if (type === B.CopyInResponse) this.s.copyLinks = [link];
-        else if (type === B.RowDescription && p.plans?.[p.planIdx ?? 0]?.rowDescription) msg = sameColumns(p.plans[p.planIdx ?? 0]!.rowDescription!, msg);
+        else if (type === B.RowDescription) { const own = p.plans?.[p.planIdx ?? 0]?.rowDescription; if (own) msg = sameColumns(own, msg); }
         this.out(p, msg);
         return;
       case K.ExecSimple:

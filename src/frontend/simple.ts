@@ -5,7 +5,7 @@ import { insertSelectValues, insertsViaProxy } from './insert-select';
 import { forgetReferenceColumns, mayNeedDefaults, withReferenceDefaults } from './reference-defaults';
 import { copyMergedMessages } from './copy-merged';
 import { runFinalized } from './finalize';
-import { withSubqueryResults } from './subqueries';
+import { withReadsFirst, withSubqueryResults } from './subqueries';
 import type { KeyType } from '../config/types';
 import { PgError, SQLSTATE } from '../protocol/errors';
 import { commandComplete, emptyQueryResponse, query, queryText } from '../protocol/messages';
@@ -172,11 +172,8 @@ export class SimpleQuery {
     const inner = this.s.router.plan(spec.query);
     let q = inner.length === 1 ? inner[0]! : null;
     if (!q || q.plan.command !== 'select' || q.plan.write) throw new PgError(SQLSTATE.FeatureNotSupported, 'pgring: COPY (query) TO over several shards is supported for a plain SELECT');
-    if (q.plan.subqueries || (q.plan.materialize && q.plan.scatterUnsupported)) {
-      // its subqueries (or its tables: materialize.ts) read first, then the SELECT runs where it now routes
-      q = await withSubqueryResults(this.s, q);
-      route = this.s.routing.route(q, null, null);
-    }
+    // its subqueries (or its tables: materialize.ts) read first, then the SELECT runs where it now routes
+    ({ q, route } = await withReadsFirst(this.s, q, route));
     const why = q.plan.unsupported ?? (route.kind !== 'direct' ? q.plan.scatterUnsupported : undefined) ?? q.plan.subqueries;
     if (why) throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`);
     if (q.plan.finalize && route.kind !== 'direct') return runFinalized(this.s, q, route, { after: (msgs) => copyMergedMessages(msgs, spec) });

@@ -10,7 +10,7 @@ import type { RoutedStatement } from '../router/router';
 import { cteBodies, inlineCtes, subqueriesOf, valuesText } from '../router/subqueries';
 import type { ClientSession } from './client';
 import { exchange, runFinalized } from './finalize';
-import { routeShards } from './routing';
+import { routeShards, type Route } from './routing';
 
 /** Rows a subquery may give to be written into the statement (config sharding.readFirstMaxRows). */
 const maxRows = (s: ClientSession): number => s.ctx.config.sharding.readFirstMaxRows ?? 10000;
@@ -78,6 +78,14 @@ export async function withSubqueryResults(s: ClientSession, stmt: RoutedStatemen
   const why = stmt.plan.subqueries ?? stmt.plan.scatterUnsupported ?? 'this subquery across shards';
   throw new PgError(SQLSTATE.FeatureNotSupported, `pgring: ${why} is not supported`,
     why.startsWith('subquery') ? { hint: 'A subquery that refers to the outer query must be joined to it on the shard key; one that does not is run first.' } : undefined);
+}
+
+/** `q` with its subqueries (or the tables of a read no merge answers, also one whose keys span
+ *  shards) read first, and its route then; `q` and `route` as they are when nothing needs to be. */
+export async function withReadsFirst(s: ClientSession, q: RoutedStatement, route: Route, ext = false): Promise<{ q: RoutedStatement; route: Route }> {
+  if (!q.plan.subqueries && !(q.plan.materialize && q.plan.scatterUnsupported)) return { q, route };
+  const next = await withSubqueryResults(s, q, ext);
+  return { q: next, route: s.routing.route(next, null, null) };
 }
 
 /** The refusal of a table read first that has more rows than pgring writes into a statement. */

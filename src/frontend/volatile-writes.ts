@@ -10,12 +10,11 @@
 import { PgError, SQLSTATE } from '../protocol/errors';
 import type { RoutedStatement } from '../router/router';
 import type { ClientSession } from './client';
+import { STABLE_TIME } from './reference-defaults';
 
 // eslint-disable-next-line @typescript-eslint/no-var-requires
 const pg: { parseSync(sql: string): { stmts?: { stmt: any }[] } } = require('libpg-query');
 
-/** Functions whose value differs between the shards' transactions only by their start: allowed. */
-const TIME = new Set(['now', 'transaction_timestamp', 'statement_timestamp', 'current_timestamp', 'localtimestamp', 'current_date', 'current_time', 'localtime']);
 
 /** One row: the names among $1 of volatile functions of PostgreSQL itself or of an extension
  *  (comma-separated). A function the user created is left alone: CREATE FUNCTION makes every
@@ -39,7 +38,7 @@ function read(sql: string): { names: string[]; table: string } {
     if (Array.isArray(x)) { x.forEach(walk); return; }
     if (x.FuncCall) {
       const n: string | undefined = (x.FuncCall.funcname ?? []).map((f: any) => f.String?.sval).pop();
-      if (n && !TIME.has(n)) found.add(n);
+      if (n && !STABLE_TIME.has(n)) found.add(n);   // the time functions differ only by the transactions' start
     }
     for (const [k, v] of Object.entries(x)) if (k !== 'returningList' && k !== 'returningClause') walk(v);
   };
