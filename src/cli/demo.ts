@@ -8,6 +8,7 @@ import { LocalCerts, makeLocalCerts } from '../local/certs';
 import { chownPostgres } from '../local/proc';
 import { parseConfig } from '../config/load';
 import { Proxy } from '../proxy';
+import * as pgbackrest from '../backup/pgbackrest';
 
 /** `certs`: the demo's own CA (src/local/certs.ts): its shards run with ssl = on, pgring
  *  connects to them with verify-full, and offers TLS (and SCRAM-SHA-256-PLUS) to clients. */
@@ -110,6 +111,13 @@ export async function runDemo(dir: string, opts: DemoOptions = {}): Promise<void
   console.log(`pgring demo: starting ZooKeeper and ${pgPorts.length} PostgreSQL shards${per ? ` with ${per} synchronous streaming replica(s) each` : ''} in ${dir}`);
   try {
     const info = await cluster.start();
+    // The stanzas the archive_command pushes to exist from the start: without them every WAL
+    // segment fails to archive, each server logs the failure every few seconds and keeps all its
+    // WAL until `pgring backup init` runs (idempotent: init creates them again as it must).
+    if (cluster.pgbackrestConfig) {
+      const config = cluster.pgbackrestConfig;
+      await Promise.all([...pgPorts, ...spares].map((_, i) => pgbackrest.run({ config, stanza: `s${i + 1}` }, 'stanza-create', [], 120000)));
+    }
     // pgring's Unix-domain socket (psql -h <dir>/socket), as PostgreSQL's unix_socket_directories.
     const socketDir = path.join(dir, 'socket');
     fs.mkdirSync(socketDir, { recursive: true });

@@ -59,6 +59,22 @@ async function runDemoOnce(ports: number[]): Promise<void> {
     const ssl = psqlAt(pgPorts[0]!, "SELECT count(*) FILTER (WHERE NOT s.ssl) || ' ' || count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid() AND a.application_name <> 'pgring-recovery'").trim().split(' ').map(Number);
     assert.equal(ssl[0], 0, 'no plain connection from pgring');
     assert.ok(ssl[1]! > 0, 'pgring has connections to the shard');
+    // WAL archiving works from the start, before any `backup init`: a segment switched now is
+    // archived and none failed (the stanzas once did not exist until init, so every server
+    // logged a failure every few seconds and kept all of its WAL)
+    if (round === 1) {
+      for (const p of pgPorts) {
+        psqlAt(p, 'SELECT pg_switch_wal()');
+        let st = '';
+        for (let i = 0; i < 50; i++) {
+          st = psqlAt(p, 'SELECT archived_count || \' \' || failed_count FROM pg_stat_archiver').trim();
+          if (Number(st.split(' ')[0]) > 0) break;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        assert.ok(Number(st.split(' ')[0]) > 0, `shard on ${p}: nothing archived (${st})`);
+        assert.equal(st.split(' ')[1], '0', `shard on ${p}: archive_command failed`);
+      }
+    }
     // WAL is archived with pgBackRest: backups work on the demo as it is.
     const cfg = path.join(dir, 'proxy.json');
     const binit = round === 1 ? await runCli(['backup', 'init', '--config', cfg]) : { code: 0, out: '' };
