@@ -65,7 +65,7 @@ export function copyMergedMessages(msgs: Buffer[], spec: CopyMergedSpec): Buffer
   const fields = rd ? parseRowDescription(rd) : [];
   const forced = fields.map((f) => spec.forceQuote === true || (spec.forceQuote ?? []).includes(f.name));
   const head = Buffer.alloc(8 + 2 * fields.length);
-  head[0] = B.CopyOutResponse; head.writeInt32BE(7 + 2 * fields.length, 1); head[5] = 0; head.writeInt16BE(fields.length, 6);
+  head[0] = B.CopyOutResponse; head.writeInt32BE(7 + 2 * fields.length, 1); head[5] = 0; head.writeUInt16BE(fields.length, 6);
   const out: Buffer[] = [head];
   if (spec.header) out.push(copyDataMessage(copyLine(fields.map((f) => Buffer.from(f.name, 'utf8')), spec, fields.map(() => false))));
   let rows = 0;

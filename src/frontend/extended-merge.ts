@@ -36,12 +36,12 @@ export function shardBind(msg: Buffer, resultOffset: number, statement: string, 
   const portalEnd = off;
   off = msg.indexOf(0, off) + 1; // statement
   const paramsStart = off;
-  const nres = msg.readInt16BE(resultOffset);
+  const nres = msg.readUInt16BE(resultOffset);
   const extra = nres > 1 ? hidden : 0;
   const name = Buffer.from(statement + '\0', 'utf8');
   const body = msg.subarray(paramsStart, resultOffset);
   const res = Buffer.alloc(2 + 2 * (nres + extra));
-  res.writeInt16BE(nres + extra, 0);
+  res.writeUInt16BE(nres + extra, 0);
   msg.copy(res, 2, resultOffset + 2, resultOffset + 2 + 2 * nres);
   const out = Buffer.concat([msg.subarray(0, portalEnd), name, body, res]);
   out.writeInt32BE(out.length - 1, 1);

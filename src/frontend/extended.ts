@@ -17,6 +17,7 @@ import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
+import { canRevalidate, revalidated, staleError } from './revalidate';
 import { Route, routeShards } from './routing';
 import { skippingUnit } from './responses';
 import { Group, GroupMode } from './group';
@@ -27,16 +28,10 @@ import { readTime } from '../clock';
 import { isTxControl, isPlainRead, msg_flush, InternalStatement, BEGIN_STMT, internalError, needsColumns } from './session-util';
 import { VOLATILE_SQL, calledFunctions, checkKnown, namesParam, needsVolatileCheck, rememberVolatile, unknownNames } from './volatile-writes';
 
-/** PostgreSQL's error for a statement whose result columns changed since its Parse. The routine
- *  field is what pgjdbc reads to decide that re-preparing heals it. */
-function staleError(): PgError {
-  return new PgError(SQLSTATE.FeatureNotSupported, 'cached plan must not change result type', { file: 'plancache.c', routine: 'RevalidateCachedQuery' });
-}
-
 /** The result format codes of a Bind message (they start at `offset`). */
 function resultFormats(msg: Buffer, offset: number): number[] {
   const formats: number[] = [];
-  for (let i = 0, n = msg.readInt16BE(offset); i < n; i++) formats.push(msg.readInt16BE(offset + 2 + 2 * i));
+  for (let i = 0, n = msg.readUInt16BE(offset); i < n; i++) formats.push(msg.readInt16BE(offset + 2 + 2 * i));
   return formats;
 }
 
@@ -138,8 +133,8 @@ export class ExtendedProtocol {
     try {
       const cs = this.s.stmts.get(info.statement);
       if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
-      // Prepared by this client before its result type changed (or may have): PostgreSQL fails the Bind.
-      if (isStale(cs, this.s.database)) throw staleError();
+      // Prepared by this client before DDL on what it reads: PostgreSQL fails the Bind if its columns changed.
+      if (isStale(cs, this.s.database)) { if (!canRevalidate(cs)) throw staleError(); return revalidated(this.s, this, cs, () => this.onBind(msg), () => this.portals.delete(info.portal)); }
       const plan = cs.stmt.plan;
       if (plan.keyDefault && fillsKeyDefault(this.s, cs.stmt)) return this.bindKeyDefault(msg, info, cs);
       this.s.simple.checkSupported(cs.stmt, null);
@@ -464,7 +459,7 @@ export class ExtendedProtocol {
         const cs = this.s.stmts.get(name);
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
         // PostgreSQL revalidates the statement for a Describe too (CachedPlanGetTargetList).
-        if (isStale(cs, this.s.database)) throw staleError();
+        if (isStale(cs, this.s.database)) { if (!canRevalidate(cs)) throw staleError(); return revalidated(this.s, this, cs, () => this.onDescribe(msg), () => undefined); }
         if (isTxControl(cs.stmt.plan) || cs.stmt.plan.command === 'deallocate' || this.refusedAtBind(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;
@@ -512,7 +507,8 @@ export class ExtendedProtocol {
     link.unsynced = true;
     if (cs.uses) this.s.prepared.ensurePrepared(link, cs.uses);
     this.s.prepared.ensurePrepared(link, cs);
-    this.s.responses.push(K.Describe, link, true);
+    const p = this.s.responses.push(K.Describe, link, true);
+    if (cs.shape === undefined) p.cs = cs;
     link.conn.write(out);
   }
 
@@ -528,6 +524,7 @@ export class ExtendedProtocol {
     this.s.unitLinks.add(link);
     link.unsynced = true;
     const p = this.s.responses.push(K.Describe, link, true);
+    if (portal.cs.shape === undefined) p.cs = portal.cs;
     if (portal.shards.length > 1 && portal.cs.stmt.plan.merge) {
       // Several shards answer through the merger: describe the columns the client will get.
       p.plans = [portal.cs.stmt];

@@ -103,7 +103,7 @@ export function exchange(s: ClientSession, link: Link, inUnit: boolean, msg: Buf
 /** A RowDescription with the format codes of a Bind's result formats (none: text; one: every column). */
 export function withFormats(rd: Buffer, formats: number[]): Buffer {
   const out = Buffer.from(rd);
-  const n = out.readInt16BE(5);
+  const n = out.readUInt16BE(5);
   let p = 7;
   for (let i = 0; i < n; i++) {
     p = out.indexOf(0, p) + 1 + 16;   // name, then table oid, attnum, type oid, typlen, typmod

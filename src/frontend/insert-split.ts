@@ -58,9 +58,9 @@ export function partBind(msg: Buffer, portal: string, statement: string, params:
   let p = 5;
   p += b.write(portal, p, 'utf8'); b[p++] = 0;
   p += b.write(statement, p, 'utf8'); b[p++] = 0;
-  b.writeInt16BE(fmts.length, p); p += 2;
+  b.writeUInt16BE(fmts.length, p); p += 2;
   for (const f of fmts) { b.writeInt16BE(f, p); p += 2; }
-  b.writeInt16BE(part.params.length, p); p += 2;
+  b.writeUInt16BE(part.params.length, p); p += 2;
   for (const i of part.params) {
     const v = params[i] ?? null;
     if (v === null) { b.writeInt32BE(-1, p); p += 4; } else { b.writeInt32BE(v.length, p); p += 4; v.copy(b, p); p += v.length; }

@@ -24,6 +24,7 @@ export interface ClientStatement {
   ddlChecked?: number;         // DDL events up to this sequence number were checked: none applies
   uses?: ClientStatement;      // SQL EXECUTE of a protocol-level statement: the one it runs
   codec?: Codec | null;        // the client's encoding when not UTF8: Parse messages pgring builds use it
+  shape?: Buffer | null;       // the RowDescription (null: NoData) its first Describe gave the client (revalidate.ts)
 }
 
 const registry = new Map<string, string>();
@@ -70,6 +71,13 @@ export function isStale(cs: ClientStatement, database: string): boolean {
   if (cs.parsedAt < lastDdl && ddlChanged(cs, database)) return true;
   if (generation.size === 0 || cs.serverName === '') return false;
   return cs.gen !== (generation.get(`${cs.scope}\u0000${cs.serverName}`) ?? 0);
+}
+
+/** `cs` was found to return the columns its client was given (revalidate.ts): it counts as parsed
+ *  now, so server copies prepared before are prepared again before it runs there. */
+export function markRevalidated(cs: ClientStatement): void {
+  cs.parsedAt = prepareSeq();
+  cs.gen = generation.get(`${cs.scope}\u0000${cs.serverName}`) ?? 0;
 }
 
 /*

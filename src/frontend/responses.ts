@@ -13,6 +13,7 @@ import type { ClientSession } from './client';
 import { K } from './session-types';
 import type { Pending, Link } from './session-types';
 import { msg_flush, notifierAsClient, isResultTypeChange } from './session-util';
+import { noteShape } from './revalidate';
 
 export class Responses extends ResponseQueue {
   /** The server's last ReadyForQuery of a request: sent instead of pgring's own when the status
@@ -136,6 +137,7 @@ export class Responses extends ResponseQueue {
         if (type === B.ErrorResponse) { this.out(p, msg); this.extendedError(p, msg); }
         return;
       case K.Describe:
+        if (p.cs !== undefined) noteShape(p.cs, type, msg);
         if (type === B.RowDescription && p.onRow) { this.out(p, clientRowDescription(p.plans![0]!, msg)); this.complete(p); return; }
         this.out(p, msg);
         if (type === B.RowDescription || type === B.NoData) { this.complete(p); return; }

@@ -70,8 +70,9 @@ export function decideTxControl(f: Readonly<TxFacts>): TxAction {
     }
     return f.cmd === 'commit' && !f.virtualFailed ? TxAction.EndCommitted : TxAction.EndRolledBack;
   }
-  // The servers' transactions are healthy but the client's failed: roll them back.
-  if (f.txFailed) return TxAction.RollbackAll;
+  // The servers' transactions are healthy but the client's failed: roll them back (also a
+  // virtual transaction that failed after a server joined it: pgring's own error at a Bind).
+  if (f.txFailed || f.virtualFailed) return TxAction.RollbackAll;
   // ROLLBACK (or COMMIT of a failed transaction) over several shards: every shard rolls back
   // (forwarded, the statement would reach one of them; a COMMIT would commit the healthy ones).
   if (f.active > 1 && (f.cmd === 'rollback' || f.status === 'E')) return TxAction.RollbackAll;

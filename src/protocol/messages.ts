@@ -15,7 +15,8 @@ export class Writer {
     this.buf = next;
   }
   int8(v: number): this { this.ensure(1); this.buf[this.off++] = v; return this; }
-  int16(v: number): this { this.ensure(2); this.buf.writeInt16BE(v, this.off); this.off += 2; return this; }
+  /** A signed value (-32768..32767) or a count (0..65535: PostgreSQL reads parameter and column counts unsigned). */
+  int16(v: number): this { this.ensure(2); if (v > 0x7fff) this.buf.writeUInt16BE(v, this.off); else this.buf.writeInt16BE(v, this.off); this.off += 2; return this; }
   int32(v: number): this { this.ensure(4); this.buf.writeInt32BE(v, this.off); this.off += 4; return this; }
   cstr(s: string): this {
     const n = Buffer.byteLength(s);
@@ -279,7 +280,7 @@ export function decodeDataRow(msg: Buffer): (string | null)[] {
 
 /** The column values of a DataRow as slices of it (NULL as null). */
 export function decodeDataRowRaw(msg: Buffer): (Buffer | null)[] {
-  const n = msg.readInt16BE(5);
+  const n = msg.readUInt16BE(5);
   const out: (Buffer | null)[] = [];
   let off = 7;
   for (let i = 0; i < n; i++) {

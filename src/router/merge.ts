@@ -45,7 +45,7 @@ export { OID, type FieldDesc } from './merge-aggs';
 
 export function parseRowDescription(msg: Buffer): FieldDesc[] {
   let p = 5;
-  const n = msg.readInt16BE(p); p += 2;
+  const n = msg.readUInt16BE(p); p += 2;
   const out: FieldDesc[] = [];
   for (let i = 0; i < n; i++) {
     const z = msg.indexOf(0, p);
@@ -73,7 +73,7 @@ export function buildRowDescription(fields: FieldDesc[]): Buffer {
 }
 
 export function parseDataRow(msg: Buffer): (Buffer | null)[] {
-  const n = msg.readInt16BE(5);
+  const n = msg.readUInt16BE(5);
   const out: (Buffer | null)[] = new Array(n);
   let p = 7;
   for (let i = 0; i < n; i++) {

@@ -40,6 +40,8 @@ describe('transaction control decisions', () => {
   it('a transaction pgring failed (the servers do not know) is rolled back everywhere', () => {
     assert.equal(decide({ cmd: 'commit', status: 'E', txFailed: true, attached: 1, active: 1 }), TxAction.RollbackAll);
     assert.equal(decide({ cmd: 'rollback', status: 'E', txFailed: true, attached: 3, active: 2 }), TxAction.RollbackAll);
+    // a virtual transaction a server had joined when pgring failed it (a Bind after DDL)
+    assert.equal(decide({ cmd: 'commit', status: 'E', virtualFailed: true, attached: 1, active: 1 }), TxAction.RollbackAll);
   });
   it('over several shards: ROLLBACK, and COMMIT of a failed transaction, roll back every shard', () => {
     assert.equal(decide({ cmd: 'rollback', status: 'T', attached: 2, active: 2 }), TxAction.RollbackAll);
