@@ -150,6 +150,26 @@ describe('no rows under a stale RowDescription after DDL (item 1)', () => {
   });
 });
 
+describe('more than 32,767 parameters (postgres.js\'s "big query body")', () => {
+  it('a Parse declaring 40,000 parameter types and its Bind of 40,000 values answer as directly (counts are unsigned)', async () => {
+    const n = 40000;
+    const types: number[] = new Array<number>(n).fill(23);
+    const values: string[] = new Array<string>(n).fill('1');
+    const outcomes: string[][] = [];
+    // (no Describe: pg-protocol's parser reads a ParameterDescription's count as signed)
+    for (const [port, database] of [[ports[0]!, directDb], [one.port, db]] as const) {
+      const c = await WireClient.connect(port, database);
+      try {
+        c.send([serialize.parse({ name: 'big', text: `select $1::int + $${n}::int as s`, types }),
+          serialize.bind({ statement: 'big', portal: '', values }), E(), S()]);
+        outcomes.push(shape(await c.until(1, 30000)));
+      } finally { c.close(); }
+    }
+    assert.deepEqual(outcomes[0]!.filter((l) => l.startsWith('dataRow')), ['dataRow  ["2"]']);
+    assert.deepEqual(outcomes[1], outcomes[0]);
+  });
+});
+
 describe('a statement prepared before DDL whose columns did not change (postgres.js in a transaction)', () => {
   /** Prepared and described, the table changed by another client (`ddl`), then `after` sent. */
   async function afterDdl(port: number, database: string, select: string, ddl: string, after: (t: string) => Buffer[], rfq: number, t: string): Promise<string[]> {
