@@ -10,7 +10,10 @@
 #   PGRING_PGJS_TARGETS="direct transaction session"   which targets to run (default all three)
 #
 # The suite stops at its first failure; the copy run here is patched to run every test and to
-# print one line per test. A run whose failed tests leave connections open is ended after 300 s. The server listens on 127.0.0.1:5432 (some tests name that port) with
+# print one line per test. A run whose failed tests leave connections open is ended after 300 s.
+# Unhandled rejections only warn: "Connection destroyed with query before" (sql.end({ timeout: 0 })
+# while the connection's first query runs) leaves one unhandled in postgres.js itself when the
+# start-up is as quick as pgring's in transaction pooling (it answers authentication at once). The server listens on 127.0.0.1:5432 (some tests name that port) with
 # the suite's pg_hba.conf, TLS on, wal_level logical. Its users are created as the suite's
 # tests/bootstrap.js does, directly on the server, before each run (the suite's own bootstrap
 # is not run: it would go through pgring).
@@ -89,7 +92,7 @@ for target in $TARGETS; do
   bootstrap
   echo "postgres.js: $target (port $port)"
   (cd "$WORK/pgjs/tests" && PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGSOCKET=$WORK PGJS_SERVER_PORT=$PG_PORT \
-    timeout 300 node index.js > "$WORK/$target.out" 2>&1 || true)
+    timeout 300 node --unhandled-rejections=warn index.js > "$WORK/$target.out" 2>&1 || true)
   grep -a '^RESULT' "$WORK/$target.out" | cut -f2- | sort -n > "$WORK/$target.res" || true
   echo "  $(grep -c $'\tok\t' "$WORK/$target.res") ok, $(grep -c $'\tFAIL\t' "$WORK/$target.res") failed"
 done
@@ -100,6 +103,6 @@ if [ -f "$WORK/direct.res" ]; then
     [ "$target" = direct ] && continue
     echo "== differs from direct: $target"
     join -t $'\t' -a1 -a2 -e MISSING -o 0,1.2,2.2,2.3,2.4 <(cut -f1-2 "$WORK/direct.res") <(cut -f1-4 "$WORK/$target.res") \
-      | awk -F'\t' '$2 != $3 { print "  line " $1 ": direct " $2 ", " $3 ": " $4 "  " $5 }'
+      | awk -F'\t' '$2 != $3 { print "  line " $1 ": direct " $2 ", through pgring " $3 ": " $4 "  " $5 }'
   done
 fi
