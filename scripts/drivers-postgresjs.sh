@@ -7,7 +7,12 @@
 #
 #   PGRING_PGJS_SRC=/path/to/postgres   a checkout of porsager/postgres (src/ and tests/); required
 #   PGRING_PGJS_DIR=/path               where the runs are kept (default /tmp/pgring-postgresjs)
-#   PGRING_PGJS_TARGETS="direct transaction session"   which targets to run (default all three)
+#   PGRING_PGJS_TARGETS="direct transaction session sharded"   which targets to run (default all four)
+#
+# sharded: pgring over two shards (this server and a second one on 127.0.0.1:5433, which the
+# suite's "Multiple hosts" test also wants), ZooKeeper, locks.mode all, transaction pooling: the
+# suite's tables are unknown to the ring, so they are reference tables (every write on both
+# servers in one distributed transaction, reads on one).
 #
 # The suite stops at its first failure; the copy run here is patched to run every test and to
 # print one line per test. A run whose failed tests leave connections open is ended after 300 s.
@@ -23,7 +28,7 @@ ROOT=$(pwd)
 [ -f dist/src/cli/main.js ] || bash scripts/setup.sh
 SRC=${PGRING_PGJS_SRC:?set PGRING_PGJS_SRC to a checkout of porsager/postgres}
 WORK=${PGRING_PGJS_DIR:-/tmp/pgring-postgresjs}
-TARGETS=${PGRING_PGJS_TARGETS:-direct transaction session}
+TARGETS=${PGRING_PGJS_TARGETS:-direct transaction session sharded}
 mkdir -p "$WORK"
 
 # 1. A copy of the suite that runs every test and reports each one.
@@ -54,7 +59,8 @@ chown -R postgres "$WORK"
 # 2. The server (port 5432, TLS, the suite's pg_hba.conf) and pgring in both pool modes.
 source scripts/lib/local-pg.sh
 PG_PORT=5432; TX_PORT=$(free_port); SESS_PORT=$(free_port)
-trap local_stop EXIT
+trap 'PGDATA=$PGDATA1; local_stop; second_pg stop' EXIT
+PGDATA1=$PGDATA; PGDATA2=$WORK/pgdata2
 pg_init 'wal_level = logical' 'max_replication_slots = 20' 'max_wal_senders = 20' 'max_prepared_transactions = 100' 'ssl = on'
 sed -i "s/^listen_addresses.*/listen_addresses = '127.0.0.1'/" "$PGDATA/postgresql.conf"
 openssl req -new -x509 -nodes -days 30 -subj "/CN=localhost" -keyout "$PGDATA/server.key" -out "$PGDATA/server.crt" >/dev/null 2>&1
@@ -62,6 +68,19 @@ chown postgres "$PGDATA/server.key" "$PGDATA/server.crt"; chmod 600 "$PGDATA/ser
 # samehost in the suite's pg_hba.conf; 127.0.0.1 lines for what pgring itself opens
 { cat "$SRC/tests/pg_hba.conf"; printf 'host all all 127.0.0.1/32 trust\n'; } > "$PGDATA/pg_hba.conf"
 pg_start
+# the second server (port 5433) for the sharded target
+second_pg() { # init|stop
+  local saved_port=$PG_PORT saved_data=$PGDATA
+  PG_PORT=5433; PGDATA=$PGDATA2
+  case $1 in
+    init) pg_init 'wal_level = logical' 'max_prepared_transactions = 100' 'ssl = on'
+          cp "$PGDATA1/server.key" "$PGDATA1/server.crt" "$PGDATA1/pg_hba.conf" "$PGDATA/"
+          chown postgres "$PGDATA/server.key" "$PGDATA/server.crt" "$PGDATA/pg_hba.conf"
+          runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres2.log" -w start >/dev/null ;;
+    stop) [ -f "$PGDATA/postmaster.pid" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true ;;
+  esac
+  PG_PORT=$saved_port; PGDATA=$saved_data
+}
 PSQL="psql -X -q -h 127.0.0.1 -p $PG_PORT -U postgres"
 USERS='[{"name": "postgres", "auth": "trust", "admin": true}, {"name": "postgres_js_test", "auth": "trust"},
   {"name": "postgres_js_test_md5", "auth": "md5", "password": "postgres_js_test_md5"},
@@ -72,7 +91,11 @@ TLS='"tls": {"certFile": "'$WORK/server.crt'", "keyFile": "'$WORK/server.key'"}'
 pgring_start pgring-transaction "$TX_PORT" transaction 40 "$USERS" "$TLS, \"listen\": {\"host\": \"127.0.0.1\", \"port\": $TX_PORT, \"unixSocketDir\": \"$WORK\"}"
 pgring_start pgring-session "$SESS_PORT" session 40 "$USERS" "$TLS, \"listen\": {\"host\": \"127.0.0.1\", \"port\": $SESS_PORT, \"unixSocketDir\": \"$WORK\"}"
 
-bootstrap() { # as tests/bootstrap.js, on the server
+bootstrap() { # as tests/bootstrap.js, on the server (and the second one when it runs)
+  local port; for port in $PG_PORT ${PG2_RUNNING:+5433}; do bootstrap_on "psql -X -q -h 127.0.0.1 -p $port -U postgres"; done
+}
+bootstrap_on() {
+  local PSQL=$1
   $PSQL -c 'drop database if exists postgres_js_test with (force)' >/dev/null
   $PSQL >/dev/null 2>&1 <<'EOF'
 alter system set ssl = on;
@@ -87,8 +110,22 @@ EOF
 }
 
 # 3. The suite against each target; results as 'line<TAB>status<TAB>name' in $WORK/<target>.res.
+if [[ " $TARGETS " == *" sharded "* ]]; then
+  second_pg init; PG2_RUNNING=1
+  ZK_PORT=$(free_port); zk_start "$ZK_PORT"
+  SHARD_PORT=$(free_port)
+  cat > "$WORK/pgring-sharded.json" <<EOF
+{"listen": {"host": "127.0.0.1", "port": $SHARD_PORT, "unixSocketDir": "$WORK"}, "metrics": {"enabled": false}, "logLevel": "warn", $TLS,
+ "zookeeper": {"connect": "127.0.0.1:$ZK_PORT", "cluster": "pgjs"}, "locks": {"mode": "all"},
+ "pool": {"mode": "transaction", "maxSize": 40}, "users": $USERS,
+ "shards": [{"name": "s1", "backends": [{"host": "127.0.0.1", "port": $PG_PORT}]}, {"name": "s2", "backends": [{"host": "127.0.0.1", "port": 5433}]}]}
+EOF
+  node "${PGRING_DIST:-$ROOT/dist}/src/cli/main.js" proxy --config "$WORK/pgring-sharded.json" > "$WORK/pgring-sharded.log" 2>&1 &
+  PGRING_PIDS+=($!)
+  wait_port "$SHARD_PORT"
+fi
 for target in $TARGETS; do
-  case $target in direct) port=$PG_PORT ;; transaction) port=$TX_PORT ;; session) port=$SESS_PORT ;; esac
+  case $target in direct) port=$PG_PORT ;; transaction) port=$TX_PORT ;; session) port=$SESS_PORT ;; sharded) port=$SHARD_PORT ;; esac
   bootstrap
   echo "postgres.js: $target (port $port)"
   (cd "$WORK/pgjs/tests" && PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGSOCKET=$WORK PGJS_SERVER_PORT=$PG_PORT \

@@ -171,7 +171,7 @@ export class ExtendedProtocol {
         this.s.responses.synth([bindComplete], true);
         return;
       }
-      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.') || plan.command === 'deallocate') {
+      if (isTxControl(plan) || plan.setVar?.name.startsWith('pgring.') || plan.command === 'deallocate' || (plan.command === 'prepare_transaction' && this.s.transaction.answersPrepare())) {
         this.portals.set(info.portal, { shards: [], cs, virtual: true });
         this.s.responses.synth([bindComplete], true);
         return;
@@ -591,7 +591,7 @@ export class ExtendedProtocol {
           return;
         }
         if (stmt.plan.command === 'deallocate') { this.s.sqlPrepared.executeDeallocate(stmt); return; }
-        if (this.s.transaction.txControl(stmt, { portal })) return;
+        if (stmt.plan.command === 'prepare_transaction') { if (this.s.transaction.prepareTransaction(true)) return; } else if (this.s.transaction.txControl(stmt, { portal })) return;
         // COMMIT/ROLLBACK of a transaction running on one server: run it there. A BEGIN that
         // txControl left to the server (a session holding its connections, e.g. session
         // pooling) runs on every attached one: they are all idle, and filtering them out

@@ -345,30 +345,38 @@ export class TransactionControl {
    *  back (tag ROLLBACK, as PostgreSQL does); one on a single server is prepared there (an empty
    *  one on the shard pgring would use); one over several shards cannot be handed to one
    *  prepared-transaction id. */
-  prepareTransaction(): boolean {
+  prepareTransaction(ext = false): boolean {
+    if (!this.answersPrepare()) return false;
     const active = this.s.attachedLinks.filter((l) => l.conn.status !== 'I');
-    if (this.s.txFailed || (this.s.virtualTx === 'E' && active.length === 0)) {
+    if (this.s.txFailed || this.s.virtualTx === 'E') {
       for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
-      this.s.responses.synth([commandComplete('ROLLBACK')], false);
+      this.s.responses.synth([commandComplete('ROLLBACK')], ext);
       this.endTransaction(false);
-      this.s.responses.rfq();
+      if (!ext) this.s.responses.rfq();
       return true;
     }
-    if (active.length > 1 || this.tempInTx) {
-      // A PREPARE TRANSACTION PostgreSQL would refuse (temporary objects: they may live on a
-      // server session other than the one preparing), or pgring cannot run (several shards):
-      // refused, and as in PostgreSQL the refused transaction is rolled back.
-      const err = this.tempInTx
-        ? new PgError(SQLSTATE.FeatureNotSupported, 'cannot PREPARE a transaction that has operated on temporary objects')
-        : new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
-      for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
-      this.s.ctx.metrics?.error(err.code);
-      this.s.responses.synth([err.toMessage()], false);
-      this.endTransaction(false);
-      this.s.responses.rfq();
-      return true;
-    }
-    return false;
+    // A PREPARE TRANSACTION PostgreSQL would refuse (temporary objects: they may live on a
+    // server session other than the one preparing), or pgring cannot run (several shards):
+    // refused, and as in PostgreSQL the refused transaction is rolled back.
+    const err = this.tempInTx
+      ? new PgError(SQLSTATE.FeatureNotSupported, 'cannot PREPARE a transaction that has operated on temporary objects')
+      : new PgError(SQLSTATE.FeatureNotSupported, `pgring: PREPARE TRANSACTION in a transaction that spans ${active.length} shards is not supported`, { hint: 'pgring commits such transactions with its own two-phase commit' });
+    for (const l of active) this.s.servers.sendInternal(l, 'ROLLBACK');
+    this.s.ctx.metrics?.error(err.code);
+    this.s.responses.synth([err.toMessage()], ext);
+    this.endTransaction(false);
+    // extended protocol: the rest of the unit is skipped up to the client's Sync, as after any error
+    if (ext) this.s.skipUntilSync = true; else this.s.responses.rfq();
+    return true;
+  }
+
+  /** Whether pgring answers the client's PREPARE TRANSACTION itself (prepareTransaction): the
+   *  transaction failed, spans several shards, or touched temporary objects. */
+  answersPrepare(): boolean {
+    if (this.s.txFailed || this.s.virtualTx === 'E' || this.tempInTx) return true;
+    let active = 0;
+    for (const l of this.s.attachedLinks) if (l.conn.status !== 'I') active++;
+    return active > 1;
   }
 
   /** AND CHAIN answered by pgring: the next transaction starts at once, with the same BEGIN

@@ -339,6 +339,29 @@ describe('DEALLOCATE and EXECUTE of protocol-level statements (item 2)', () => {
   }
 });
 
+describe('PREPARE TRANSACTION of a transaction over several shards (postgres.js\'s sql.prepare)', () => {
+  // postgres.js sends it in the extended protocol; it went to one shard, which prepared its part
+  // while the other's stayed open, and the client waited for ever
+  for (const ext of [false, true]) {
+    it(`${ext ? 'extended' : 'simple'} protocol: refused with 0A000, the transaction rolled back, nothing prepared anywhere`, async () => {
+      const t = `fid_ptx_${ext ? 'e' : 's'}`;
+      const gid = `fid_ptx_gid_${ext ? 'e' : 's'}`;
+      const stmt = (q: string): Buffer[] => (ext ? [P(q), B(), E(), S()] : [Q(q)]);
+      const out = await run(tx.port, db, [
+        { send: [Q(`DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t} (a int)`)], rfq: 1 },
+        { send: [Q('BEGIN')], rfq: 1 },
+        { send: stmt(`INSERT INTO ${t} VALUES (1)`), rfq: 1 },   // a table the ring does not know: on both shards
+        { send: stmt(`PREPARE TRANSACTION '${gid}'`), rfq: 1 },
+        { send: [Q(`SELECT count(*) FROM ${t}`)], rfq: 1 },
+      ]);
+      assert.ok(out[3]!.includes('error 0A000'), JSON.stringify(out[3]));
+      assert.equal(out[3]!.at(-1), 'readyForQuery I');
+      assert.ok(out[4]!.includes('dataRow  ["0"]'), JSON.stringify(out[4]));
+      for (const port of ports) assert.equal(psqlAt(port, `SELECT count(*) FROM pg_prepared_xacts WHERE gid = '${gid}'`, db).trim(), '0');
+    });
+  }
+});
+
 describe('PREPARE TRANSACTION after temporary objects (item 7, part)', () => {
   let g = 0;
   const cases: [string, (gid: string) => string[]][] = [
