@@ -276,7 +276,11 @@ function computed(item: any): boolean {
   if (item.A_Const || item.SetToDefault || item.ParamRef) return false;
   if (item.TypeCast && (item.TypeCast.arg?.A_Const || item.TypeCast.arg?.ParamRef)) return false;
   const j = JSON.stringify(item);
-  return !j.includes('"ParamRef"') && !j.includes('"SubLink"') && !j.includes('"ColumnRef"');
+  if (j.includes('"ParamRef"') || j.includes('"SubLink"') || j.includes('"ColumnRef"')) return false;
+  // Only a call (now(), gen_random_uuid(), CURRENT_TIMESTAMP) can differ per shard. Expressions of
+  // constants (`('a', 'b')`, `ARRAY[1, 2]`, `1 + 2`) stay in place: typed in their column's context,
+  // as PostgreSQL types them (evaluated alone, a row became a record, and its error another one).
+  return j.includes('"FuncCall"') || j.includes('"SQLValueFunction"');
 }
 
 /** The INSERT with its computed VALUES items replaced by their values (evaluated once on `link`,

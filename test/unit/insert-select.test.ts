@@ -18,3 +18,14 @@ test('insertParts splits head, SELECT and tail at the top level', () => {
   assert.equal(insertParts('INSERT INTO t DEFAULT VALUES'), null);
   assert.equal(insertParts('UPDATE t SET a = 1'), null);
 });
+
+test('INSERT … VALUES into a reference table (computedItemSpans): calls are evaluated once; constants and expressions of constants stay in place', async () => {
+  await (require('libpg-query') as { loadModule(): Promise<void> }).loadModule();
+  const { computedItemSpans } = await import('../../src/frontend/reference-defaults');
+  const texts = (sql: string) => (computedItemSpans(sql) ?? []).map(([a, b]) => sql.slice(a, b));
+  assert.deepEqual(texts("INSERT INTO r (id, at, u) VALUES (1, now(), gen_random_uuid())"), ['now()', 'gen_random_uuid()']);
+  assert.deepEqual(texts('INSERT INTO r (id, at) VALUES (1, CURRENT_TIMESTAMP)'), ['CURRENT_TIMESTAMP']);
+  assert.deepEqual(texts("INSERT INTO x (x) VALUES (('a', 'b'))"), []);
+  assert.deepEqual(texts('INSERT INTO x (a, b, c) VALUES (ARRAY[1, 2], 1 + 2, NOT true)'), []);
+  assert.deepEqual(texts("INSERT INTO x (a) VALUES (lower('A'))"), ["lower('A')"]);
+});
