@@ -81,3 +81,19 @@ describe('SQL EXECUTE of a protocol-level statement', () => {
     assert.equal(renameExecute('/* c */ EXECUTE foo', 'pgring_3'), null);
   });
 });
+
+describe('sameResultColumns (revalidate.ts): what PostgreSQL\'s re-analysis compares', () => {
+  const f = (name: string, typeOid: number, typmod = -1, tableOid = 0, format = 0) => ({ name, tableOid, attnum: 1, typeOid, typlen: -1, typmod, format });
+  it('names, types and type modifiers count; the source table and the format codes do not', async () => {
+    const { sameResultColumns } = await import('../../src/frontend/revalidate');
+    const { buildRowDescription } = await import('../../src/router/merge');
+    const rd = (...fs: ReturnType<typeof f>[]) => buildRowDescription(fs);
+    assert.ok(sameResultColumns(rd(f('x', 23)), rd(f('x', 23, -1, 16384, 1))));   // table re-created, binary portal
+    assert.ok(!sameResultColumns(rd(f('x', 23)), rd(f('x', 25))));
+    assert.ok(!sameResultColumns(rd(f('x', 1042, 12)), rd(f('x', 1042, 14))));
+    assert.ok(!sameResultColumns(rd(f('x', 23)), rd(f('y', 23))));
+    assert.ok(!sameResultColumns(rd(f('x', 23)), rd(f('x', 23), f('y', 23))));
+    assert.ok(sameResultColumns(null, null));
+    assert.ok(!sameResultColumns(null, rd(f('x', 23))));
+  });
+});
