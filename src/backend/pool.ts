@@ -3,7 +3,7 @@
 // gets a connection opened with exactly its own startup parameters, so PostgreSQL
 // applies them natively and RESET returns to them.
 import { PgError, SQLSTATE } from '../protocol/errors';
-import { ServerConnection, ServerCredentials, ServerTarget } from './server';
+import { PoolUser, ServerConnection, ServerCredentials, ServerTarget } from './server';
 import { settleCancel } from './cleanup';
 
 export interface PoolOptions { maxSize: number; minSize: number; queueTimeoutMs: number; connectTimeoutMs: number; idleTimeoutMs: number }
@@ -55,7 +55,7 @@ export class Pool {
    * a server session beyond a transaction (currval/lastval, a temporary schema, statements
    * already prepared there) stays with the client whenever the pool allows.
    */
-  tryAcquire(paramsKey: string, prefer?: ServerConnection): ServerConnection | null {
+  tryAcquire(paramsKey: string, prefer?: ServerConnection, user?: PoolUser): ServerConnection | null {
     if (this.closed) return null;
     const idle = this.idle;
     if (prefer !== undefined && !prefer.closed && prefer.paramsKey === paramsKey) {
@@ -63,6 +63,18 @@ export class Pool {
       if (i >= 0) {
         if (i === idle.length - 1) idle.pop(); else idle.splice(i, 1);
         return prefer;
+      }
+    }
+    // Not its own: one no other live client will come back for, if there is one (taking another
+    // client's previous connection lost that client its currval() — PostgreSQL's `constraints`
+    // regression test run in its parallel group); else the most recently released.
+    if (user !== undefined && idle.length > 1) {
+      for (let i = idle.length - 1; i >= 0; i--) {
+        const c = idle[i]!;
+        const u = c.lastUser;
+        if (c.paramsKey !== paramsKey || c.closed || (u !== null && u !== user && u.phase !== 'closed')) continue;
+        if (i === idle.length - 1) idle.pop(); else idle.splice(i, 1);
+        return c;
       }
     }
     for (let i = idle.length - 1; i >= 0; i--) {
@@ -75,13 +87,13 @@ export class Pool {
     return null;
   }
 
-  acquire(startup: [string, string][], paramsKey: string, prefer?: ServerConnection): Promise<ServerConnection> {
+  acquire(startup: [string, string][], paramsKey: string, prefer?: ServerConnection, user?: PoolUser): Promise<ServerConnection> {
     if (this.closed) return Promise.reject(new PgError(SQLSTATE.AdminShutdown, 'pool is closed'));
     if (this.fillWith === null) {
       this.fillWith = { startup, paramsKey };
       if (this.opts.minSize > 0) setImmediate(() => this.fill());
     }
-    const now = this.tryAcquire(paramsKey, prefer);
+    const now = this.tryAcquire(paramsKey, prefer, user);
     if (now) return Promise.resolve(now);
     return new Promise((resolve, reject) => {
       const w: Waiter = {

@@ -53,6 +53,9 @@ export function endWriteBatch(): void {
 /** Below this many queued bytes, messages are copied into one buffer rather than written as a vector. */
 const CONCAT_LIMIT = 16384;
 
+/** A client session as the pool sees it: whether it may still come back for its connection. */
+export interface PoolUser { readonly phase: string }
+
 export class ServerConnection {
   readonly id = nextId++;
   readonly params = new Map<string, string>();
@@ -75,6 +78,8 @@ export class ServerConnection {
   /** Version of the client session state (SETs) applied on top of the startup params; null = baseline. */
   appliedState: object | null = null;
   owner: ServerOwner | null = null;
+  /** The client session that gave it back last (transaction pooling): it prefers it again (Pool.tryAcquire). */
+  lastUser: PoolUser | null = null;
   /** Per-owner bookkeeping (the client session's link to this connection). */
   tag: unknown = null;
   createdAt = Date.now();

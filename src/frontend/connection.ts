@@ -215,6 +215,7 @@ export class ConnectionLifecycle {
     if (this.s.phase === 'closed' || this.closing) return;
     this.closing = true;
     this.s.phase = 'closed';
+    for (const c of this.s.lastConns) if (c !== undefined && c.lastUser === this.s) c.lastUser = null;   // free for anyone, and not kept alive by it
     clearTimeout(this.s.authTimer);
     this.s.responses.wake();
     this.s.ctx.sessions.delete(this.s.key);

@@ -49,7 +49,7 @@ export class ServerLinks {
     if (this.s.ctx.topology.holding(shard)) await this.s.ctx.topology.holdWrites(shard); // failover.holdWritesMs
     const pool = this.s.ctx.topology.pool(shard, this.s.lifecycle.cred(), reads.readIntent(this.s, shard, this.s.readOnlyUse));
     this.s.waitingSince = Date.now();
-    const conn = await pool.acquire(this.s.startupParams, this.s.paramsKey, this.s.lastConns[shard]);
+    const conn = await pool.acquire(this.s.startupParams, this.s.paramsKey, this.s.lastConns[shard], this.s);
     this.s.waitingSince = 0;
     if (this.s.phase === 'closed') { pool.release(conn); throw new PgError(SQLSTATE.AdminShutdown, 'client gone'); }
     const raced = this.s.links[shard];
@@ -74,7 +74,7 @@ export class ServerLinks {
       return existing;
     }
     const pool = this.s.ctx.topology.poolFast(shard, this.s.credKey, this.s.lifecycle.credFn, reads.readIntent(this.s, shard, this.s.readOnlyUse));
-    const conn = pool.tryAcquire(this.s.paramsKey, this.s.lastConns[shard]);
+    const conn = pool.tryAcquire(this.s.paramsKey, this.s.lastConns[shard], this.s);
     return conn ? this.attach(shard, pool, conn) : null;
   }
 
@@ -169,6 +169,7 @@ export class ServerLinks {
     st.bytesOut += l.conn.bytesOut - l.bytesOut0;
     this.s.ctx.metrics?.transaction(l.shard, us);
     this.s.lastConns[l.shard] = l.conn;
+    l.conn.lastUser = this.s.phase === 'closed' ? null : this.s;
     l.pool.release(l.conn);
   }
 

@@ -4,6 +4,7 @@
 // whenever the pool allows. Before, the pool handed out its most recently released connection,
 // usually another client's (PostgreSQL's regression test `constraints` failed through pgring:
 // a column default `currval('insert_seq')` ran on another backend than the INSERT before it).
+// A client whose own is busy or gone takes one no live client gave back last, if there is one.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
@@ -48,19 +49,44 @@ describe('transaction pooling: a client gets its previous server connection back
     }
   });
 
-  it('a busy previous connection is not waited for: the client gets another one', async () => {
+  it('another client takes an idle connection no live client will come back for, not one a live client used last', async () => {
+    // the clients of the test above are gone: their connections are free for anyone
     const a = client(proxy.port, db), b = client(proxy.port, db);
     await a.connect(); await b.connect();
     try {
-      const pidA = (await a.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
-      await b.query('BEGIN'); await b.query('SELECT 1');         // takes A's (the most recent)
+      const first = (await a.query('SELECT pg_backend_pid() AS p, nextval(\'s\') AS v')).rows[0] as { p: number; v: string };
+      await b.query('BEGIN');
       const pidB = (await b.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
-      assert.equal(pidB, pidA, 'the other client got the connection A gave back');
+      assert.notEqual(pidB, first.p, 'B did not take the connection A gave back last');
+      const r = (await a.query('SELECT pg_backend_pid() AS p, currval(\'s\') AS v')).rows[0] as { p: number; v: string };
+      assert.deepEqual(r, first, 'A still has its connection, and its currval');
+      await b.query('COMMIT');
+    } finally {
+      await a.end(); await b.end();
+    }
+  });
+
+  it('a busy previous connection is not waited for: the client gets another one', async () => {
+    // every connection of the pool (4) was given back last by a live client, A's most recently:
+    // a newcomer takes A's, and A, finding it busy, another
+    const others = [client(proxy.port, db), client(proxy.port, db), client(proxy.port, db)];
+    const a = client(proxy.port, db), b = client(proxy.port, db);
+    for (const c of [...others, a, b]) await c.connect();
+    try {
+      await Promise.all([...others, a].map((c) => c.query('BEGIN')));
+      const pids = await Promise.all([...others, a].map(async (c) => (await c.query('SELECT pg_backend_pid() AS p')).rows[0].p as number));
+      assert.equal(new Set(pids).size, 4, 'four server connections');
+      for (const c of others) await c.query('COMMIT');
+      await a.query('COMMIT');
+      const pidA = pids[3]!;
+      await b.query('BEGIN');
+      const pidB = (await b.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
+      assert.equal(pidB, pidA, 'the newcomer got the connection A gave back (the most recent; all are some live client\'s)');
       const again = (await a.query('SELECT pg_backend_pid() AS p')).rows[0].p as number;
       assert.notEqual(again, pidA, 'A runs on another connection meanwhile');
       await b.query('COMMIT');
     } finally {
-      await a.end(); await b.end();
+      for (const c of [...others, a, b]) await c.end();
     }
   });
 });
