@@ -18,6 +18,7 @@ import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
 import { canRevalidate, revalidated, staleError } from './revalidate';
+import { findPreparedGid, needsGidShard } from './prepared-gid';
 import { Route, routeShards } from './routing';
 import { skippingUnit } from './responses';
 import { Group, GroupMode } from './group';
@@ -177,6 +178,8 @@ export class ExtendedProtocol {
         return;
       }
       if (plan.notifyCalls && this.s.simple.holdsNotify(cs.stmt)) { this.bindHeldNotify(msg, info, cs); return; }
+      // COMMIT / ROLLBACK PREPARED (pgjdbc's XA commit): to the shard holding the gid (prepared-gid.ts)
+      if (plan.gid !== undefined && needsGidShard(this.s, cs.stmt)) return findPreparedGid(this.s, plan.gid).then(() => this.onBind(msg), (e) => this.s.simple.queryError(e, true));
       if (needsVolatileCheck(this.s, cs.stmt)) {
         // a volatile function in a write to a reference table (volatile-writes.ts): names not known yet are read in this unit
         if (unknownNames(this.s, calledFunctions(cs.stmt.sql)).length) return this.bindVolatileChecked(msg, info, cs);

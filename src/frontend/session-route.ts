@@ -46,6 +46,8 @@ export class SessionRouting {
     if (this.s.routeShardKey !== null) return { kind: 'direct', shard: this.s.ctx.shards.shardForKey(plan.keyType ?? this.defaultKeyType(), this.s.routeShardKey) };
     const n = this.s.ctx.shards.shardCount;
     if (n === 1) return directRoute(0);
+    const g = this.s.gidShard;
+    if (g !== null && g.gid === plan.gid) { this.s.gidShard = null; if (g.shard >= 0) return { kind: 'direct', shard: g.shard }; }
     if (plan.command === 'fetch' || plan.command === 'close_cursor') {
       const r = this.cursorRoute(plan.cursor);
       if (r) return r;

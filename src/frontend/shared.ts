@@ -137,6 +137,8 @@ export abstract class SessionShared {
    *  cursors that ended are harmless: that shard answers "cursor does not exist" */
   cursorShards: Map<string, number> | null = null;
   routeShard: string | null = null;
+  /** The shard found holding the gid of the COMMIT / ROLLBACK PREPARED about to be routed (prepared-gid.ts). */
+  gidShard: { gid: string; shard: number } | null = null;
 
   // ---- simple.ts / extended.ts: what the admin console shows ----
   lastQuery = '';

@@ -1,4 +1,5 @@
 // Simple-query protocol (Query): plan, route, and forward one statement; errors answered by pgring.
+import { findPreparedGid, needsGidShard } from './prepared-gid';
 import { heldNotifyResult, heldNotifySql } from './held-notify';
 import { withClientStatements } from './prepared-view';
 import { insertSelectValues, insertsViaProxy } from './insert-select';
@@ -117,6 +118,8 @@ export class SimpleQuery {
         return insertSelectValues(this.s, stmt).then((next) => this.runSimple(next, query(next.sql, this.s.codec), [next])).catch((e) => this.queryError(e));
       }
       if (plan.command === 'ddl') { forgetKeyDefaults(); forgetReferenceColumns(); }
+      // COMMIT / ROLLBACK PREPARED of the client's own prepared transaction: to the shard that has it
+      if (plan.gid !== undefined && needsGidShard(this.s, stmt)) return findPreparedGid(this.s, plan.gid).then(() => this.runSimple(stmt, msg, plans)).catch((e) => this.queryError(e));
       this.checkSupported(stmt, null);
       if (isTxControl(plan) && this.s.transaction.txControl(stmt, null)) return;
       if (plan.command === 'prepare_transaction' && this.s.transaction.prepareTransaction()) return;

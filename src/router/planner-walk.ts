@@ -86,6 +86,11 @@ export abstract class StatementWalker {
     if (slot >= 0) this.fixed.add(slot);
     return numConstText(c);
   }
+  /** every literal slot of the statement fixed: the plan holds a value the parse tree keeps as a
+   *  plain string (a COMMIT PREPARED's gid), so each value is a plan of its own */
+  protected fixEverySlot(): void {
+    for (let k = 0; k < this.input.slotStart.length; k++) this.fixed.add(k);
+  }
   protected fixAll(n: N): void {
     // mark every literal slot inside n fixed
     const visit = (x: N): void => {

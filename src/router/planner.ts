@@ -60,6 +60,7 @@ export class Planner extends StatementWalker {
       case 'TransactionStmt':
         p.command = TXN[s.kind] ?? 'other';
         if (typeof s.savepoint_name === 'string') p.savepoint = s.savepoint_name;
+        if (typeof s.gid === 'string' && (p.command === 'commit_prepared' || p.command === 'rollback_prepared')) { p.gid = s.gid; this.fixEverySlot(); }
         if (s.chain) p.chain = true;
         this.fixAll(s.options);
         break;

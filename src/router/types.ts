@@ -84,6 +84,8 @@ export interface Plan {
   command: Command;
   /** SAVEPOINT / RELEASE / ROLLBACK TO: the savepoint's name (as the server folds it) */
   savepoint?: string;
+  /** COMMIT / ROLLBACK PREPARED: the transaction's identifier (routed to the shard that holds it). */
+  gid?: string;
   /** DEALLOCATE name: the statement's name (as the server folds it); absent for DEALLOCATE ALL */
   deallocate?: string;
   /** EXECUTE name: the statement's name (as the server folds it) */

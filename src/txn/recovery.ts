@@ -48,7 +48,7 @@ export function shardTargets(topology: Topology): ShardTarget[] {
   return out;
 }
 
-async function withPg<T>(t: ShardTarget, cred: { user: string; password?: string }, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+export async function withPg<T>(t: ShardTarget, cred: { user: string; password?: string }, database: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
   const c = new pg.Client({ host: t.host, port: t.port, user: cred.user, password: cred.password, database, connectionTimeoutMillis: 5000, statement_timeout: 30000, application_name: 'pgring-recovery' });
   c.on('error', () => undefined);
   await c.connect();

@@ -362,6 +362,38 @@ describe('PREPARE TRANSACTION of a transaction over several shards (postgres.js\
   }
 });
 
+describe('COMMIT / ROLLBACK PREPARED of the client\'s own prepared transaction over two shards (XA)', () => {
+  // A transaction on one shard prepared by the client; another session finishes it. Nothing in
+  // the statement names the shard: pgring finds the one holding the gid.
+  for (const ext of [false, true]) {
+    for (const finish of ['COMMIT', 'ROLLBACK'] as const) {
+      it(`${ext ? 'extended' : 'simple'} protocol: ${finish} PREPARED reaches the shard that has it; an unknown gid gets 42704`, async () => {
+        const t = `fid_xa_${ext ? 'e' : 's'}_${finish[0]}`;
+        const gid = `${t}_gid`;
+        const stmt = (q: string): Buffer[] => (ext ? [P(q), B(), E(), S()] : [Q(q)]);
+        const setup = await run(tx.port, db, [
+          { send: [Q(`DROP TABLE IF EXISTS ${t}; CREATE TABLE ${t} (a int)`)], rfq: 1 },
+          { send: [Q('BEGIN')], rfq: 1 },
+          { send: [Q(`/* pgring: shard=s2 */ INSERT INTO ${t} VALUES (7)`)], rfq: 1 },
+          { send: [Q(`PREPARE TRANSACTION '${gid}'`)], rfq: 1 },
+        ]);
+        assert.ok(setup[3]!.includes('commandComplete PREPARE TRANSACTION'), JSON.stringify(setup[3]));
+        assert.equal(psqlAt(ports[1]!, `SELECT count(*) FROM pg_prepared_xacts WHERE gid = '${gid}'`, db).trim(), '1');
+        // another session (the transaction manager's recovery) finishes it, then asks again
+        const out = await run(tx.port, db, [
+          { send: stmt(`${finish} PREPARED '${gid}'`), rfq: 1 },
+          { send: stmt(`${finish} PREPARED '${gid}'`), rfq: 1 },
+        ]);
+        assert.ok(out[0]!.includes(`commandComplete ${finish} PREPARED`), JSON.stringify(out[0]));
+        assert.ok(out[1]!.includes('error 42704'), JSON.stringify(out[1]));
+        for (const port of ports) assert.equal(psqlAt(port, `SELECT count(*) FROM pg_prepared_xacts WHERE gid = '${gid}'`, db).trim(), '0');
+        assert.equal(psqlAt(ports[1]!, `SELECT count(*) FROM ${t}`, db).trim(), finish === 'COMMIT' ? '1' : '0');
+        assert.equal(psqlAt(ports[0]!, `SELECT count(*) FROM ${t}`, db).trim(), '0');
+      });
+    }
+  }
+});
+
 describe('PREPARE TRANSACTION after temporary objects (item 7, part)', () => {
   let g = 0;
   const cases: [string, (gid: string) => string[]][] = [

@@ -351,7 +351,8 @@ test(`corpus (${CORPUS.length} statements): lexer + plan cache agrees with the f
     const hits = router.hits;
     const cached = router.plan(variant);
     assert.equal(cached.length, 1, sql);
-    if (cached[0].plan.command !== 'set' && !/ORDER BY|LIMIT|FETCH|copy .* from/i.test(sql)) assert.equal(router.hits, hits + 1, `cache hit for ${variant}`);
+    // a COMMIT PREPARED's gid is part of its plan (prepared-gid.ts): each gid a plan of its own
+    if (cached[0].plan.command !== 'set' && cached[0].plan.gid === undefined && !/ORDER BY|LIMIT|FETCH|copy .* from/i.test(sql)) assert.equal(router.hits, hits + 1, `cache hit for ${variant}`);
     const direct = router.planDirect(variant);
     assert.deepEqual(normalize(cached[0]), normalize(direct[0]), `plans differ for: ${variant}`);
   }
