@@ -17,7 +17,7 @@ import { InsertPart, partBind } from './insert-split';
 import { ProtocolViolation } from '../protocol/reader';
 import type { RoutedStatement } from '../router/router';
 import { ClientStatement, isStale, makeStatement } from './prepared';
-import { canRevalidate, revalidated, staleError } from './revalidate';
+import { revalidated } from './revalidate';
 import { findPreparedGid, needsGidShard } from './prepared-gid';
 import { Route, routeShards } from './routing';
 import { skippingUnit } from './responses';
@@ -135,7 +135,7 @@ export class ExtendedProtocol {
       const cs = this.s.stmts.get(info.statement);
       if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, info.statement === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${info.statement}" does not exist`);
       // Prepared by this client before DDL on what it reads: PostgreSQL fails the Bind if its columns changed.
-      if (isStale(cs, this.s.database)) { if (!canRevalidate(cs)) throw staleError(); return revalidated(this.s, this, cs, () => this.onBind(msg), () => this.portals.delete(info.portal)); }
+      if (isStale(cs, this.s.database)) return revalidated(this.s, this, cs, () => this.onBind(msg), () => this.portals.delete(info.portal));
       const plan = cs.stmt.plan;
       if (plan.keyDefault && fillsKeyDefault(this.s, cs.stmt)) return this.bindKeyDefault(msg, info, cs);
       this.s.simple.checkSupported(cs.stmt, null);
@@ -462,7 +462,7 @@ export class ExtendedProtocol {
         const cs = this.s.stmts.get(name);
         if (!cs) throw new PgError(SQLSTATE.UndefinedPreparedStatement, name === '' ? 'unnamed prepared statement does not exist' : `prepared statement "${name}" does not exist`);
         // PostgreSQL revalidates the statement for a Describe too (CachedPlanGetTargetList).
-        if (isStale(cs, this.s.database)) { if (!canRevalidate(cs)) throw staleError(); return revalidated(this.s, this, cs, () => this.onDescribe(msg), () => undefined); }
+        if (isStale(cs, this.s.database)) return revalidated(this.s, this, cs, () => this.onDescribe(msg), () => undefined);
         if (isTxControl(cs.stmt.plan) || cs.stmt.plan.command === 'deallocate' || this.refusedAtBind(cs.stmt) || cs.stmt.plan.setVar?.name.startsWith('pgring.')) {
           this.s.responses.synth([new Writer(8).int16(0).msg(B.ParameterDescription), noData], true);
           return;

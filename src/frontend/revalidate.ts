@@ -33,11 +33,6 @@ export function sameResultColumns(a: Buffer | null, b: Buffer | null): boolean {
   return true;
 }
 
-/** Whether `cs` may be checked here rather than failed: the client was given its columns. */
-export function canRevalidate(cs: ClientStatement): boolean {
-  return cs.shape !== undefined && cs.serverName !== '';
-}
-
 /**
  * Analyses the text of `cs` again on a server inside the client's unit (Parse under pgring's own
  * name, Describe, Close; no Sync, so the unit's implicit transaction and the client's unnamed
@@ -73,9 +68,15 @@ export function noteShape(cs: ClientStatement, type: number, msg: Buffer): void 
 }
 
 /** A Bind or Describe of `cs` after DDL on what it reads: run (`again`) once its result columns are
- *  found unchanged; failed with PostgreSQL's error when they changed. `skipped`: the message is
- *  not run (an earlier failure of the unit skips it, as PostgreSQL does). */
-export async function revalidated(s: ClientSession, unit: { unitFailed(): boolean }, cs: ClientStatement, again: () => Promise<void> | void, skipped: () => void): Promise<void> {
+ *  found unchanged; failed with PostgreSQL's error when they changed, or at once when the client
+ *  was never given them. `skipped`: the message is not run (an earlier failure of the unit skips
+ *  it, as PostgreSQL does). */
+export function revalidated(s: ClientSession, unit: { unitFailed(): boolean }, cs: ClientStatement, again: () => Promise<void> | void, skipped: () => void): Promise<void> {
+  if (cs.shape === undefined || cs.serverName === '') throw staleError();
+  return revalidating(s, unit, cs, again, skipped);
+}
+
+async function revalidating(s: ClientSession, unit: { unitFailed(): boolean }, cs: ClientStatement, again: () => Promise<void> | void, skipped: () => void): Promise<void> {
   try {
     if (s.responses.inFlight()) await s.responses.afterInFlight();
     if (unit.unitFailed()) { skipped(); return; }
